@@ -1,0 +1,615 @@
+//! Decoding: a manifest, a read key and a shard source in, the exact object out.
+//!
+//! Chunks are taken in object order, a window at a time. For each window the
+//! decoder works out which byte ranges of which data shards hold the stored
+//! chunks it needs, asks the source for them (all at once, in parallel), and
+//! checks every byte against the shard's CID: a whole shard by its BLAKE3
+//! hash, a range by its proof. When every data range arrives, no
+//! Reed-Solomon work is done. When a data shard is missing or lies, the same
+//! ranges are read from other shards and rebuilt. Then each chunk is
+//! decrypted, decompressed and checked, written in order, and the object's
+//! BLAKE3 hash compared at the end.
+//!
+//! With a seed (an older version of the object), the seed is cut with the
+//! manifest's chunking and each chunk's match tag looked up: chunks the seed
+//! holds are copied from it, and only the others are asked of the source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::address::Cid;
+use crate::cdc::ChunkStream;
+use crate::erasure::Coder;
+use crate::error::{Error, Result, ShardProblem};
+use crate::keys::match_tag;
+use crate::manifest::{Contents, Manifest};
+use crate::proof;
+
+/// Which bytes of which shard a decoder wants.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardRequest<'a> {
+    /// Segment index in the manifest.
+    pub segment: usize,
+    /// Shard index within the segment (data shards first).
+    pub shard: usize,
+    /// The shard's CID.
+    pub cid: &'a Cid,
+    /// The shard's length.
+    pub shard_len: u64,
+    /// Sorted, disjoint byte ranges of the shard.
+    pub ranges: &'a [Range<u64>],
+}
+
+/// What a source returns for a request. The decoder verifies either kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The whole shard (checked against its CID).
+    Whole(Vec<u8>),
+    /// A range proof of the requested ranges (see [`crate::proof`]).
+    Proof(Vec<u8>),
+}
+
+/// Why a source could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// It does not have the shard.
+    Missing,
+    /// It failed; the text says how (and, for a network source, which peer).
+    Failed(String),
+}
+
+/// Where shards come from: a directory, a store, peers on the network.
+///
+/// `Sync` because the decoder asks for many shards at once.
+pub trait ShardSource: Sync {
+    /// Answer one request.
+    fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError>;
+}
+
+/// An older version of the object, whose chunks need not be fetched again.
+pub trait Seed: Sync {
+    /// Its length.
+    fn len(&self) -> u64;
+    /// True if empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fill `buf` from `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl<T: AsRef<[u8]> + Sync> Seed for T {
+    fn len(&self) -> u64 {
+        self.as_ref().len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let src = self
+            .as_ref()
+            .get(start..start + <[u8]>::len(buf))
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the seed")
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Figures about one decoding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Object bytes written.
+    pub object_len: u64,
+    /// Chunks in the object.
+    pub chunks: u64,
+    /// Chunks copied from the seed.
+    pub seed_chunks: u64,
+    /// Object bytes copied from the seed.
+    pub seed_bytes: u64,
+    /// Bytes received from the source (whole shards and proofs).
+    pub fetched_bytes: u64,
+    /// Requests made of the source.
+    pub requests: u64,
+    /// Shard ranges rebuilt with Reed-Solomon.
+    pub rebuilt_ranges: u64,
+    /// Shards that were missing or bad (the object was rebuilt around them).
+    pub problems: Vec<ShardProblem>,
+}
+
+/// Decodes one object.
+pub struct Decoder<'a> {
+    manifest: &'a Manifest,
+    contents: &'a Contents,
+    source: &'a dyn ShardSource,
+    seed: Option<&'a dyn Seed>,
+}
+
+impl std::fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("segments", &self.manifest.segments().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One fetch the decoder plans: ranges of one shard.
+#[derive(Debug, Clone)]
+struct Want {
+    segment: usize,
+    shard: usize,
+    ranges: Vec<Range<u64>>,
+}
+
+/// Verified bytes of one shard: its requested ranges, in order.
+type Got = Vec<(Range<u64>, Vec<u8>)>;
+
+impl<'a> Decoder<'a> {
+    /// A decoder for an opened manifest.
+    pub fn new(
+        manifest: &'a Manifest,
+        contents: &'a Contents,
+        source: &'a dyn ShardSource,
+    ) -> Self {
+        Decoder {
+            manifest,
+            contents,
+            source,
+            seed: None,
+        }
+    }
+
+    /// Copy chunks from `seed` where it has them.
+    pub fn with_seed(mut self, seed: &'a dyn Seed) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Write the object to `out`. The caller must not treat `out` as final
+    /// until this returns `Ok`: the whole-object hash is checked last.
+    pub fn decode(
+        &self,
+        out: &mut (dyn Write + Send),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DecodeStats> {
+        let chunks = self.contents.chunks();
+        let mut stats = DecodeStats {
+            chunks: chunks.len() as u64,
+            ..DecodeStats::default()
+        };
+        let seed_index = match self.seed {
+            Some(seed) => self.index_seed(seed)?,
+            None => HashMap::new(),
+        };
+        // Chunk start offsets in the object.
+        let mut offsets = Vec::with_capacity(chunks.len());
+        let mut pos = 0u64;
+        for c in chunks {
+            offsets.push(pos);
+            pos += u64::from(c.plain_len);
+        }
+        let mut bad: HashMap<(usize, usize), ()> = HashMap::new();
+        let mut hasher = blake3::Hasher::new();
+        let budget = (2 * self.manifest.params().segment_size as u64).clamp(4 << 20, 32 << 20);
+        let mut i = 0;
+        let mut buf: Vec<u8> = Vec::new();
+        while i < chunks.len() {
+            // A window: chunks up to the budget, ending where the segment changes.
+            let mut j = i;
+            let mut size = 0u64;
+            while j < chunks.len() {
+                size += u64::from(chunks[j].plain_len);
+                j += 1;
+                let seg_changes = chunks
+                    .get(j)
+                    .is_none_or(|n| n.segment != chunks[j - 1].segment);
+                if (size >= budget && seg_changes) || size >= 4 * budget {
+                    break;
+                }
+            }
+            buf.clear();
+            buf.resize(size as usize, 0);
+            self.decode_window(i..j, &offsets, &seed_index, &mut bad, &mut buf, &mut stats)?;
+            rayon::join(|| hasher.update(&buf), || out.write_all(&buf))
+                .1
+                .map_err(|e| Error::io("writing output", e))?;
+            stats.object_len += size;
+            progress(stats.object_len);
+            i = j;
+        }
+        let actual = hasher.finalize();
+        if actual.as_bytes() != self.contents.object_hash() {
+            return Err(Error::ObjectHashMismatch {
+                expected: blake3::Hash::from_bytes(*self.contents.object_hash())
+                    .to_hex()
+                    .to_string(),
+                actual: actual.to_hex().to_string(),
+            });
+        }
+        Ok(stats)
+    }
+
+    fn index_seed(&self, seed: &dyn Seed) -> Result<HashMap<[u8; 16], (u64, u32)>> {
+        struct SeedReader<'s> {
+            seed: &'s dyn Seed,
+            pos: u64,
+        }
+        impl std::io::Read for SeedReader<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = (self.seed.len() - self.pos).min(buf.len() as u64) as usize;
+                self.seed.read_at(self.pos, &mut buf[..n])?;
+                self.pos += n as u64;
+                Ok(n)
+            }
+        }
+        let key = self.contents.match_key;
+        let mut index = HashMap::new();
+        let mut stream = ChunkStream::new(
+            SeedReader { seed, pos: 0 },
+            self.manifest.params().chunking,
+            16 << 20,
+        );
+        let mut base = 0u64;
+        loop {
+            let (data, ranges) = stream
+                .next_window()
+                .map_err(|e| Error::io("reading the seed", e))?;
+            if ranges.is_empty() {
+                break;
+            }
+            let tags: Vec<[u8; 16]> = ranges
+                .par_iter()
+                .map(|r| match_tag(&key, &data[r.clone()]))
+                .collect();
+            for (r, t) in ranges.iter().zip(tags) {
+                index
+                    .entry(t)
+                    .or_insert((base + r.start as u64, r.len() as u32));
+            }
+            let end = ranges.last().map_or(0, |r| r.end);
+            base += end as u64;
+            stream.consume(end);
+        }
+        Ok(index)
+    }
+
+    fn decode_window(
+        &self,
+        window: Range<usize>,
+        offsets: &[u64],
+        seed_index: &HashMap<[u8; 16], (u64, u32)>,
+        bad: &mut HashMap<(usize, usize), ()>,
+        buf: &mut [u8],
+        stats: &mut DecodeStats,
+    ) -> Result<()> {
+        let chunks = &self.contents.chunks()[window.clone()];
+        // Which chunks come from the seed.
+        let from_seed: Vec<Option<u64>> = chunks
+            .iter()
+            .map(|c| {
+                seed_index
+                    .get(&c.tag)
+                    .filter(|(_, len)| *len == c.plain_len)
+                    .map(|(off, _)| *off)
+            })
+            .collect();
+        // Ranges of data shards the others need, per (segment, shard).
+        let mut wants: BTreeMap<(usize, usize), Vec<Range<u64>>> = BTreeMap::new();
+        for (c, s) in chunks.iter().zip(&from_seed) {
+            if s.is_some() {
+                continue;
+            }
+            let seg = &self.manifest.segments()[c.segment()];
+            let shard_len = seg.shard_len();
+            let (mut a, b) = (c.offset(), c.offset() + u64::from(c.stored_len));
+            while a < b {
+                let shard = (a / shard_len) as usize;
+                let end = b.min((shard as u64 + 1) * shard_len);
+                let base = shard as u64 * shard_len;
+                wants
+                    .entry((c.segment(), shard))
+                    .or_default()
+                    .push(a - base..end - base);
+                a = end;
+            }
+        }
+        let wants: Vec<Want> = wants
+            .into_iter()
+            .map(|((segment, shard), ranges)| Want {
+                segment,
+                shard,
+                ranges: merge(ranges),
+            })
+            .collect();
+        let mut got: HashMap<(usize, usize), Got> = HashMap::new();
+        // First ask every data shard for its own ranges, then rebuild what failed.
+        let first = self.fetch_all(&wants, bad, stats);
+        let mut failed: Vec<Want> = Vec::new();
+        for (w, r) in wants.into_iter().zip(first) {
+            match r {
+                Ok(g) => {
+                    got.insert((w.segment, w.shard), g);
+                }
+                Err(p) => {
+                    bad.insert((w.segment, w.shard), ());
+                    stats.problems.push(p);
+                    failed.push(w);
+                }
+            }
+        }
+        for w in failed {
+            let first_chunk = chunks
+                .iter()
+                .position(|c| c.segment() == w.segment)
+                .map_or(window.start, |p| window.start + p);
+            let g = self.rebuild(&w, first_chunk, offsets[first_chunk], bad, stats)?;
+            got.insert((w.segment, w.shard), g);
+        }
+
+        // Decrypt every chunk into its place in the window.
+        let mut outs: Vec<&mut [u8]> = Vec::with_capacity(chunks.len());
+        let mut rest = buf;
+        for c in chunks {
+            let (a, b) = rest.split_at_mut(c.plain_len as usize);
+            outs.push(a);
+            rest = b;
+        }
+        let seed = self.seed;
+        let key = self.contents.match_key;
+        let results: Vec<Result<u64>> = outs
+            .into_par_iter()
+            .enumerate()
+            .map(|(n, out)| {
+                let c = &chunks[n];
+                let index = window.start + n;
+                if let (Some(off), Some(seed)) = (from_seed[n], seed) {
+                    seed.read_at(off, out)
+                        .map_err(|e| Error::io("reading the seed", e))?;
+                    if match_tag(&key, out) == c.tag {
+                        return Ok(u64::from(c.plain_len));
+                    }
+                    return Err(Error::io(
+                        "reading the seed",
+                        std::io::Error::other("the seed changed while it was being read"),
+                    ));
+                }
+                let stored =
+                    self.stored_bytes(c.segment(), c.offset(), u64::from(c.stored_len), &got);
+                let stored = stored.ok_or_else(|| Error::ChunkCorrupt {
+                    chunk: index,
+                    segment: c.segment(),
+                    offset: c.offset(),
+                    reason: "its bytes were not fetched (internal error)".to_string(),
+                })?;
+                crate::seal::open_into(&c.key, &stored, out).map_err(|reason| {
+                    Error::ChunkCorrupt {
+                        chunk: index,
+                        segment: c.segment(),
+                        offset: c.offset(),
+                        reason,
+                    }
+                })?;
+                Ok(0)
+            })
+            .collect();
+        for r in results {
+            let seed_bytes = r?;
+            if seed_bytes > 0 {
+                stats.seed_chunks += 1;
+                stats.seed_bytes += seed_bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored bytes of a chunk, from the verified ranges of its data shards.
+    fn stored_bytes(
+        &self,
+        segment: usize,
+        offset: u64,
+        len: u64,
+        got: &HashMap<(usize, usize), Got>,
+    ) -> Option<Vec<u8>> {
+        let shard_len = self.manifest.segments()[segment].shard_len();
+        let mut out = Vec::with_capacity(len as usize);
+        let (mut a, b) = (offset, offset + len);
+        while a < b {
+            let shard = (a / shard_len) as usize;
+            let base = shard as u64 * shard_len;
+            let end = b.min(base + shard_len);
+            let pieces = got.get(&(segment, shard))?;
+            let (r, bytes) = pieces
+                .iter()
+                .find(|(r, _)| r.start <= a - base && end - base <= r.end)?;
+            out.extend_from_slice(
+                &bytes[(a - base - r.start) as usize..(end - base - r.start) as usize],
+            );
+            a = end;
+        }
+        Some(out)
+    }
+
+    /// Ask for several wants in parallel; each answer verified.
+    fn fetch_all(
+        &self,
+        wants: &[Want],
+        bad: &HashMap<(usize, usize), ()>,
+        stats: &mut DecodeStats,
+    ) -> Vec<std::result::Result<Got, ShardProblem>> {
+        let results: Vec<(u64, std::result::Result<Got, ShardProblem>)> = wants
+            .par_iter()
+            .map(|w| {
+                if bad.contains_key(&(w.segment, w.shard)) {
+                    return (
+                        0,
+                        Err(self.problem(
+                            w.segment,
+                            w.shard,
+                            "already found bad in this decode".to_string(),
+                        )),
+                    );
+                }
+                self.fetch_one(w)
+            })
+            .collect();
+        results
+            .into_iter()
+            .map(|(n, r)| {
+                stats.requests += 1;
+                stats.fetched_bytes += n;
+                r
+            })
+            .collect()
+    }
+
+    fn problem(&self, segment: usize, shard: usize, reason: String) -> ShardProblem {
+        let cid = self.manifest.segments()[segment].shards()[shard].to_string();
+        ShardProblem {
+            segment,
+            shard,
+            cid,
+            reason,
+        }
+    }
+
+    fn fetch_one(&self, w: &Want) -> (u64, std::result::Result<Got, ShardProblem>) {
+        let seg = &self.manifest.segments()[w.segment];
+        let cid = &seg.shards()[w.shard];
+        let shard_len = seg.shard_len();
+        let req = ShardRequest {
+            segment: w.segment,
+            shard: w.shard,
+            cid,
+            shard_len,
+            ranges: &w.ranges,
+        };
+        let fail = |reason: String| self.problem(w.segment, w.shard, reason);
+        match self.source.fetch(&req) {
+            Err(SourceError::Missing) => (0, Err(fail("missing".to_string()))),
+            Err(SourceError::Failed(why)) => (0, Err(fail(why))),
+            Ok(Piece::Whole(bytes)) => {
+                let n = bytes.len() as u64;
+                if n != shard_len {
+                    return (
+                        n,
+                        Err(fail(format!(
+                            "whole shard is {n} bytes, expected {shard_len}"
+                        ))),
+                    );
+                }
+                if Cid::of_raw(&bytes) != *cid {
+                    return (n, Err(fail("bytes do not match the CID".to_string())));
+                }
+                let got = w
+                    .ranges
+                    .iter()
+                    .map(|r| (r.clone(), bytes[r.start as usize..r.end as usize].to_vec()))
+                    .collect();
+                (n, Ok(got))
+            }
+            Ok(Piece::Proof(proof_bytes)) => {
+                let n = proof_bytes.len() as u64;
+                if n > proof::max_proof_len(shard_len, &w.ranges) {
+                    return (
+                        n,
+                        Err(fail(format!(
+                            "proof of {n} bytes is longer than the ranges can need"
+                        ))),
+                    );
+                }
+                match proof::verify(cid, shard_len, &w.ranges, &proof_bytes) {
+                    Ok(bytes) => (n, Ok(w.ranges.iter().cloned().zip(bytes).collect())),
+                    Err(e) => (n, Err(fail(e.to_string()))),
+                }
+            }
+        }
+    }
+
+    /// Rebuild the ranges of a failed data shard from the same ranges of any k others.
+    fn rebuild(
+        &self,
+        w: &Want,
+        chunk: usize,
+        offset: u64,
+        bad: &mut HashMap<(usize, usize), ()>,
+        stats: &mut DecodeStats,
+    ) -> Result<Got> {
+        let seg = &self.manifest.segments()[w.segment];
+        let k = seg.data_shards();
+        let n = seg.shards().len();
+        let coder = Coder::new(k as u8, (n - k) as u8)?;
+        // Parity first: data shards are busy serving their own ranges.
+        let candidates: Vec<usize> = (k..n)
+            .chain(0..k)
+            .filter(|&s| s != w.shard && !bad.contains_key(&(w.segment, s)))
+            .collect();
+        let mut good: Vec<(usize, Got)> = Vec::new();
+        let mut next = 0;
+        while good.len() < k && next < candidates.len() {
+            let take = (k - good.len()).min(candidates.len() - next);
+            let batch: Vec<Want> = candidates[next..next + take]
+                .iter()
+                .map(|&s| Want {
+                    segment: w.segment,
+                    shard: s,
+                    ranges: w.ranges.clone(),
+                })
+                .collect();
+            next += take;
+            for (want, r) in batch.iter().zip(self.fetch_all(&batch, bad, stats)) {
+                match r {
+                    Ok(g) => good.push((want.shard, g)),
+                    Err(p) => {
+                        bad.insert((want.segment, want.shard), ());
+                        stats.problems.push(p);
+                    }
+                }
+            }
+        }
+        if good.len() < k {
+            let problems = stats
+                .problems
+                .iter()
+                .filter(|p| p.segment == w.segment)
+                .cloned()
+                .collect();
+            return Err(Error::Unrecoverable {
+                segment: w.segment,
+                chunk,
+                offset,
+                good: good.len(),
+                needed: k,
+                problems,
+            });
+        }
+        let mut out = Vec::with_capacity(w.ranges.len());
+        for (ri, r) in w.ranges.iter().enumerate() {
+            let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
+            for (s, g) in &good {
+                pieces[*s] = Some(g[ri].1.clone());
+            }
+            coder.rebuild(&mut pieces, true)?;
+            stats.rebuilt_ranges += 1;
+            let bytes = pieces[w.shard]
+                .take()
+                .ok_or_else(|| Error::InvalidParams("rebuild left a gap".to_string()))?;
+            out.push((r.clone(), bytes));
+        }
+        Ok(out)
+    }
+}
+
+/// Sort and merge ranges that overlap or nearly touch (a proof rounds to 4 KiB anyway).
+fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end + 4096 => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}

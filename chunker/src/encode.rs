@@ -1,0 +1,492 @@
+//! Encoding: a byte stream in, erasure-coded segments and a manifest out.
+//!
+//! Per window of input (a few segments' worth), on all cores: cut chunks,
+//! hash them (chunk id, match tag, object hash), compress where it pays,
+//! assign each new chunk a place in the open segment, encrypt it straight
+//! into that place, and when a segment is full, Reed-Solomon it and hash its
+//! shards into CIDs. Chunks the tenant already stored (told through
+//! [`KnownChunks`]) or already met in this object are not stored again: the
+//! manifest points at the segment that holds them.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use rayon::prelude::*;
+
+use crate::address::Cid;
+use crate::cdc::ChunkStream;
+use crate::erasure::Coder;
+use crate::error::{Error, Result};
+use crate::keys::{ChunkId, ChunkKey, ReadKey, TenantSecret, match_tag};
+use crate::manifest::{ChunkEntry, Contents, Manifest, Segment};
+use crate::params::Params;
+use crate::seal;
+
+/// A finished segment handed to a [`SegmentSink`].
+#[derive(Debug)]
+pub struct EncodedSegment<'a> {
+    /// Index of the segment in the manifest being built.
+    pub index: usize,
+    /// The segment as the manifest will list it.
+    pub segment: &'a Segment,
+    /// The n shards, data first, each `segment.shard_len()` bytes.
+    pub shards: Vec<&'a [u8]>,
+}
+
+/// Where encoded segments go: files, a network scatter, memory.
+pub trait SegmentSink {
+    /// Store one segment's shards. An error aborts the encoding.
+    fn put_segment(
+        &mut self,
+        segment: EncodedSegment<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// A sink that keeps every shard in memory, by CID.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// Shards by CID.
+    pub shards: HashMap<Cid, Vec<u8>>,
+}
+
+impl SegmentSink for MemorySink {
+    fn put_segment(
+        &mut self,
+        seg: EncodedSegment<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        for (cid, bytes) in seg.segment.shards().iter().zip(seg.shards) {
+            self.shards.insert(*cid, bytes.to_vec());
+        }
+        Ok(())
+    }
+}
+
+/// Chunks a tenant has already stored, by id, so that a new encoding stores
+/// only what is new (a firmware v2 after v1, tonight's backup after last night's).
+#[derive(Debug, Default, Clone)]
+pub struct KnownChunks {
+    segments: Vec<Segment>,
+    by_segment_cid: HashMap<Cid, usize>,
+    chunks: HashMap<ChunkId, Known>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    segment: usize,
+    key: ChunkKey,
+    offset: u32,
+    stored_len: u32,
+}
+
+impl KnownChunks {
+    /// Nothing known.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Learn every chunk of an object from its manifest and opened contents.
+    pub fn add(&mut self, manifest: &Manifest, contents: &Contents) {
+        let mut local = vec![None; manifest.segments().len()];
+        for ch in contents.chunks() {
+            if self.chunks.contains_key(&ch.id) {
+                continue;
+            }
+            let s = ch.segment();
+            let idx = *local[s].get_or_insert_with(|| {
+                let seg = &manifest.segments()[s];
+                *self.by_segment_cid.entry(seg.cid()).or_insert_with(|| {
+                    self.segments.push(seg.clone());
+                    self.segments.len() - 1
+                })
+            });
+            self.chunks.insert(
+                ch.id,
+                Known {
+                    segment: idx,
+                    key: ch.key,
+                    offset: ch.offset,
+                    stored_len: ch.stored_len,
+                },
+            );
+        }
+    }
+
+    /// How many distinct chunks are known.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// True if nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// What an encoding produced.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The manifest (store it; its CID names the object).
+    pub manifest: Manifest,
+    /// The key that opens it.
+    pub read_key: ReadKey,
+    /// Figures about the work.
+    pub stats: EncodeStats,
+}
+
+/// Figures about one encoding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodeStats {
+    /// Bytes of input.
+    pub object_len: u64,
+    /// Chunks in the object.
+    pub chunks: u64,
+    /// Chunks stored by this encoding (not known before, not repeated).
+    pub new_chunks: u64,
+    /// Of those, how many were compressed.
+    pub compressed_chunks: u64,
+    /// Plaintext bytes of the new chunks.
+    pub new_plain_bytes: u64,
+    /// Bytes of new segments (stored chunks, before erasure coding).
+    pub new_segment_bytes: u64,
+    /// Bytes of all new shards (data and parity).
+    pub new_shard_bytes: u64,
+    /// New segments written.
+    pub new_segments: u64,
+}
+
+/// Encodes objects for one tenant with one set of parameters.
+#[derive(Debug)]
+pub struct Encoder<'a> {
+    params: Params,
+    secret: &'a TenantSecret,
+    known: Option<&'a KnownChunks>,
+    salt: [u8; 32],
+    coder: Coder,
+}
+
+/// A segment being filled.
+struct OpenSegment {
+    index: usize,
+    data: Vec<u8>,
+}
+
+/// What happens to one chunk of a window.
+enum Plan {
+    /// Stored before (known, or earlier in this object).
+    Reuse {
+        segment: u32,
+        offset: u32,
+        stored_len: u32,
+        key: ChunkKey,
+    },
+    /// Stored now, into `segment` at `offset`.
+    New {
+        segment: u32,
+        offset: u32,
+        stored_len: u32,
+        key: ChunkKey,
+    },
+}
+
+impl<'a> Encoder<'a> {
+    /// An encoder; fails on parameters that cannot work.
+    pub fn new(params: Params, secret: &'a TenantSecret) -> Result<Self> {
+        params.validate()?;
+        let coder = Coder::new(params.coding.data, params.coding.parity)?;
+        Ok(Encoder {
+            params,
+            secret,
+            known: None,
+            salt: [0; 32],
+            coder,
+        })
+    }
+
+    /// Store only chunks not in `known` (which must be the same tenant's).
+    pub fn with_known(mut self, known: &'a KnownChunks) -> Self {
+        self.known = Some(known);
+        self
+    }
+
+    /// A per-object salt (random, chosen by the caller) for the match key.
+    /// Without one the match key is the tenant's default, the same for all
+    /// its objects; set one whenever readers of different objects differ.
+    pub fn with_salt(mut self, salt: [u8; 32]) -> Self {
+        self.salt = salt;
+        self
+    }
+
+    /// Encode everything `input` yields. `progress` is told the number of
+    /// input bytes done so far after each window.
+    pub fn encode(
+        &self,
+        input: impl Read,
+        sink: &mut dyn SegmentSink,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Encoded> {
+        let params = &self.params;
+        let match_key = self.secret.match_key(&self.salt);
+        let segment_size = params.segment_size as usize;
+        let window = (2 * segment_size).clamp(4 << 20, 32 << 20);
+        let mut stream = ChunkStream::new(input, params.chunking, window);
+        let mut hasher = blake3::Hasher::new();
+        let mut segments: Vec<Option<Segment>> = Vec::new();
+        let mut known_map: HashMap<usize, u32> = HashMap::new();
+        let mut seen: HashMap<ChunkId, (u32, u32, u32, ChunkKey)> = HashMap::new();
+        let mut entries: Vec<ChunkEntry> = Vec::new();
+        let mut open: Option<OpenSegment> = None;
+        let mut stats = EncodeStats::default();
+        let mut done: u64 = 0;
+
+        loop {
+            let (data, ranges) = stream
+                .next_window()
+                .map_err(|e| Error::io("reading input", e))?;
+            if ranges.is_empty() {
+                break;
+            }
+            let end = ranges.last().map_or(0, |r| r.end);
+            let bytes = &data[..end];
+
+            // 1. Hash every chunk, and compress those that may be new; hash the object meanwhile.
+            let known = self.known;
+            let seen_ref = &seen;
+            let (prepared, ()) = rayon::join(
+                || {
+                    ranges
+                        .par_iter()
+                        .map(|r| {
+                            let plain = &data[r.clone()];
+                            let id = self.secret.chunk_id(plain);
+                            let tag = match_tag(&match_key, plain);
+                            let is_new = !seen_ref.contains_key(&id)
+                                && known.is_none_or(|k| !k.chunks.contains_key(&id));
+                            let compressed = if is_new {
+                                seal::compress_if_pays(params.zstd_level, plain)
+                            } else {
+                                None
+                            };
+                            (id, tag, compressed)
+                        })
+                        .collect::<Vec<_>>()
+                },
+                || {
+                    hasher.update(bytes);
+                },
+            );
+
+            // 2. Decide, in order, where each chunk lives.
+            let mut plans = Vec::with_capacity(ranges.len());
+            let mut closed: Vec<OpenSegment> = Vec::new();
+            for (r, (id, _, compressed)) in ranges.iter().zip(&prepared) {
+                if let Some(&(segment, offset, stored_len, key)) = seen.get(id) {
+                    plans.push(Plan::Reuse {
+                        segment,
+                        offset,
+                        stored_len,
+                        key,
+                    });
+                    continue;
+                }
+                if let Some(k) = known.and_then(|k| k.chunks.get(id).map(|c| (k, *c))) {
+                    let (kc, c) = k;
+                    let segment = *known_map.entry(c.segment).or_insert_with(|| {
+                        segments.push(Some(kc.segments[c.segment].clone()));
+                        (segments.len() - 1) as u32
+                    });
+                    seen.insert(*id, (segment, c.offset, c.stored_len, c.key));
+                    plans.push(Plan::Reuse {
+                        segment,
+                        offset: c.offset,
+                        stored_len: c.stored_len,
+                        key: c.key,
+                    });
+                    continue;
+                }
+                let body = compressed.as_ref().map_or(r.len(), Vec::len);
+                let stored_len = seal::stored_len(body);
+                if open
+                    .as_ref()
+                    .is_some_and(|o| o.data.len() + stored_len > segment_size)
+                {
+                    closed.extend(open.take());
+                }
+                let seg = open.get_or_insert_with(|| {
+                    segments.push(None);
+                    OpenSegment {
+                        index: segments.len() - 1,
+                        data: Vec::with_capacity(segment_size + 256),
+                    }
+                });
+                let offset = seg.data.len();
+                seg.data.resize(offset + stored_len, 0);
+                let key = self.secret.chunk_key(id);
+                let (segment, offset, stored_len) =
+                    (seg.index as u32, offset as u32, stored_len as u32);
+                seen.insert(*id, (segment, offset, stored_len, key));
+                plans.push(Plan::New {
+                    segment,
+                    offset,
+                    stored_len,
+                    key,
+                });
+                stats.new_chunks += 1;
+                stats.new_plain_bytes += r.len() as u64;
+                stats.compressed_chunks += u64::from(compressed.is_some());
+            }
+
+            // 3. Encrypt new chunks straight into their segment slots.
+            {
+                let mut slots = carve_slots(&mut closed, open.as_mut(), &plans);
+                slots
+                    .par_iter_mut()
+                    .try_for_each(|(i, out)| {
+                        let Plan::New { key, .. } = &plans[*i] else {
+                            return Err(());
+                        };
+                        seal::seal_into(
+                            key,
+                            &data[ranges[*i].clone()],
+                            prepared[*i].2.as_deref(),
+                            out,
+                        );
+                        Ok(())
+                    })
+                    .map_err(|()| {
+                        Error::InvalidParams("internal: slot for a reused chunk".to_string())
+                    })?;
+            }
+
+            for ((r, (id, tag, _)), plan) in ranges.iter().zip(&prepared).zip(&plans) {
+                let (Plan::Reuse {
+                    segment,
+                    offset,
+                    stored_len,
+                    key,
+                }
+                | Plan::New {
+                    segment,
+                    offset,
+                    stored_len,
+                    key,
+                }) = *plan;
+                entries.push(ChunkEntry {
+                    id: *id,
+                    key,
+                    tag: *tag,
+                    plain_len: r.len() as u32,
+                    segment,
+                    offset,
+                    stored_len,
+                });
+            }
+            stats.chunks += ranges.len() as u64;
+
+            // 4. Erasure-code and hand over the segments that filled up.
+            for seg in closed {
+                let s = self.finish_segment(seg, sink, &mut stats)?;
+                segments[s.0] = Some(s.1);
+            }
+            done += end as u64;
+            stream.consume(end);
+            progress(done);
+        }
+        if let Some(seg) = open.take() {
+            let s = self.finish_segment(seg, sink, &mut stats)?;
+            segments[s.0] = Some(s.1);
+        }
+        let segments: Vec<Segment> =
+            segments.into_iter().collect::<Option<_>>().ok_or_else(|| {
+                Error::InvalidParams("internal: a segment was never finished".to_string())
+            })?;
+        let object_hash = *hasher.finalize().as_bytes();
+        stats.object_len = done;
+        let contents = Contents {
+            object_len: done,
+            object_hash,
+            match_key,
+            chunks: entries,
+        };
+        let read_key = self.secret.read_key(&object_hash);
+        let manifest = Manifest::seal(*params, segments, &contents, &read_key);
+        Ok(Encoded {
+            manifest,
+            read_key,
+            stats,
+        })
+    }
+
+    fn finish_segment(
+        &self,
+        seg: OpenSegment,
+        sink: &mut dyn SegmentSink,
+        stats: &mut EncodeStats,
+    ) -> Result<(usize, Segment)> {
+        let OpenSegment { index, mut data } = seg;
+        let len = data.len();
+        let shard_len = self.coder.shard_len(len);
+        let k = self.coder.data_shards();
+        data.resize(shard_len * k, 0);
+        let mut parity = vec![vec![0u8; shard_len]; self.coder.parity_shards()];
+        let data_shards: Vec<&[u8]> = data.chunks(shard_len).collect();
+        self.coder.encode(&data_shards, &mut parity)?;
+        let all: Vec<&[u8]> = data_shards
+            .iter()
+            .copied()
+            .chain(parity.iter().map(Vec::as_slice))
+            .collect();
+        let shards: Vec<Cid> = all.par_iter().map(|s| Cid::of_raw(s)).collect();
+        let segment = Segment {
+            len: len as u64,
+            k: self.params.coding.data,
+            shards,
+        };
+        stats.new_segments += 1;
+        stats.new_segment_bytes += len as u64;
+        stats.new_shard_bytes += (shard_len * all.len()) as u64;
+        sink.put_segment(EncodedSegment {
+            index,
+            segment: &segment,
+            shards: all,
+        })
+        .map_err(|e| Error::Sink {
+            segment: index,
+            reason: e.to_string(),
+        })?;
+        Ok((index, segment))
+    }
+}
+
+/// Split the segment buffers into one disjoint slot per new chunk, in order.
+fn carve_slots<'s>(
+    closed: &'s mut [OpenSegment],
+    open: Option<&'s mut OpenSegment>,
+    plans: &[Plan],
+) -> Vec<(usize, &'s mut [u8])> {
+    // New chunks of a window fill segments in increasing (segment, offset)
+    // order, so each buffer can be cut front to back.
+    let mut bufs: HashMap<u32, (usize, &'s mut [u8])> = HashMap::new();
+    for s in closed.iter_mut().chain(open) {
+        bufs.insert(s.index as u32, (0, s.data.as_mut_slice()));
+    }
+    let mut out = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        if let Plan::New {
+            segment,
+            offset,
+            stored_len,
+            ..
+        } = *p
+        {
+            let Some((cut, rest)) = bufs.remove(&segment) else {
+                continue;
+            };
+            let skip = offset as usize - cut;
+            let (_, rest) = rest.split_at_mut(skip);
+            let (slot, rest) = rest.split_at_mut(stored_len as usize);
+            out.push((i, slot));
+            bufs.insert(segment, (offset as usize + stored_len as usize, rest));
+        }
+    }
+    out
+}

@@ -1,0 +1,221 @@
+//! One chunk, stored: compressed when it pays, then encrypted.
+//!
+//! Stored chunk format (all of it is what goes into a segment):
+//!
+//! ```text
+//! codec: u8 | nonce: [u8; 12] | ciphertext: [u8; body] | tag: [u8; 16]
+//! ```
+//!
+//! `codec` is 0 (body is the plaintext) or 1 (body is a zstd frame). AES-256-GCM
+//! under the chunk key, with `[FORMAT, codec]` as associated data, so the codec
+//! byte cannot be flipped unnoticed. Each chunk key belongs to one plaintext
+//! (it derives from the chunk id); the nonce is fixed for a raw body and, for a
+//! compressed one, derived from the compressed bytes, so even two different
+//! zstd outputs for the same chunk never share a (key, nonce) pair.
+
+use std::cell::RefCell;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+
+use crate::keys::ChunkKey;
+
+/// Bytes a stored chunk adds to its body: codec, nonce, tag.
+pub(crate) const STORED_OVERHEAD: usize = 1 + 12 + 16;
+const FORMAT: u8 = 1;
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+/// How much of a chunk is compressed first to see whether compression pays.
+const SAMPLE: usize = 4096;
+
+thread_local! {
+    static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
+) -> Option<T> {
+    COMPRESSORS.with(|cell| {
+        let mut list = cell.borrow_mut();
+        if !list.iter().any(|(l, _)| *l == level) {
+            list.push((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = list.iter_mut().find(|(l, _)| *l == level)?;
+        Some(f(c))
+    })
+}
+
+/// Compress `plain` if that saves at least 1/32 of it; `None` keeps it raw.
+///
+/// A quick test first: a 4 KiB sample at level 1. Incompressible data (already
+/// compressed firmware, encrypted backups, media) is recognised at the cost of
+/// compressing one sample, not the whole chunk.
+pub(crate) fn compress_if_pays(level: i32, plain: &[u8]) -> Option<Vec<u8>> {
+    if level == 0 || plain.len() < 256 {
+        return None;
+    }
+    if plain.len() > 2 * SAMPLE {
+        let sample = &plain[..SAMPLE];
+        let small = with_compressor(1, |c| c.compress(sample).ok())??;
+        if small.len() > SAMPLE - SAMPLE / 32 {
+            return None;
+        }
+    }
+    let out = with_compressor(level, |c| c.compress(plain).ok())??;
+    (out.len() < plain.len() - plain.len() / 32).then_some(out)
+}
+
+/// Stored size of a chunk whose body (plaintext or compressed) is `body` bytes.
+pub(crate) fn stored_len(body: usize) -> usize {
+    body + STORED_OVERHEAD
+}
+
+fn nonce_for(key: &ChunkKey, compressed: Option<&[u8]>) -> [u8; 12] {
+    let h = match compressed {
+        None => blake3::keyed_hash(&key.0, b"ionshard raw chunk nonce"),
+        Some(body) => blake3::keyed_hash(&key.0, body),
+    };
+    let mut n = [0u8; 12];
+    n.copy_from_slice(&h.as_bytes()[..12]);
+    n
+}
+
+/// Encrypt a chunk into `out`, which must be exactly `stored_len(body)` long.
+pub(crate) fn seal_into(key: &ChunkKey, plain: &[u8], compressed: Option<&[u8]>, out: &mut [u8]) {
+    let (codec, body) = match compressed {
+        Some(c) => (CODEC_ZSTD, c),
+        None => (CODEC_RAW, plain),
+    };
+    debug_assert_eq!(out.len(), stored_len(body.len()));
+    let nonce = nonce_for(key, compressed);
+    let (head, rest) = out.split_at_mut(13);
+    let (ct, tag_out) = rest.split_at_mut(body.len());
+    head[0] = codec;
+    head[1..13].copy_from_slice(&nonce);
+    let cipher = Aes256Gcm::new(&key.0.into());
+    let buf = aes_gcm::aead::inout::InOutBuf::new(body, ct)
+        .unwrap_or_else(|_| unreachable!("ciphertext slice sized to body"));
+    // Encryption only fails for messages over 64 GiB; chunks are at most 4 MiB.
+    let tag = cipher
+        .encrypt_inout_detached(&nonce.into(), &[FORMAT, codec], buf)
+        .unwrap_or_else(|_| unreachable!("chunk far below the GCM length limit"));
+    tag_out.copy_from_slice(tag.as_slice());
+}
+
+/// Decrypt and decompress a stored chunk into `out` (exactly the plaintext
+/// length the manifest gives). Errors say what failed, for [`crate::Error::ChunkCorrupt`].
+pub(crate) fn open_into(key: &ChunkKey, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+    if stored.len() < STORED_OVERHEAD {
+        return Err(format!(
+            "stored chunk of {} bytes is shorter than its header",
+            stored.len()
+        ));
+    }
+    let codec = stored[0];
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&stored[1..13]);
+    let body = &stored[13..stored.len() - 16];
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&stored[stored.len() - 16..]);
+    let cipher = Aes256Gcm::new(&key.0.into());
+    let decrypt = |dst: &mut [u8]| {
+        let buf = aes_gcm::aead::inout::InOutBuf::new(body, dst)
+            .map_err(|_| "length mismatch".to_string())?;
+        cipher
+            .decrypt_inout_detached(&nonce.into(), &[FORMAT, codec], buf, &tag.into())
+            .map_err(|_| "authentication failed (wrong key or altered bytes)".to_string())
+    };
+    match codec {
+        CODEC_RAW => {
+            if body.len() != out.len() {
+                return Err(format!(
+                    "raw body is {} bytes, manifest says {}",
+                    body.len(),
+                    out.len()
+                ));
+            }
+            decrypt(out)
+        }
+        CODEC_ZSTD => {
+            let mut tmp = vec![0u8; body.len()];
+            decrypt(&mut tmp)?;
+            DECOMPRESSOR.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+                }
+                let d = slot.as_mut().ok_or_else(|| "no zstd context".to_string())?;
+                let n = d
+                    .decompress_to_buffer(&tmp, out)
+                    .map_err(|e| format!("zstd: {e}"))?;
+                if n != out.len() {
+                    return Err(format!(
+                        "decompressed to {n} bytes, manifest says {}",
+                        out.len()
+                    ));
+                }
+                Ok(())
+            })
+        }
+        other => Err(format!("unknown codec byte {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ChunkKey {
+        ChunkKey([9; 32])
+    }
+
+    fn roundtrip(plain: &[u8]) -> (bool, usize) {
+        let comp = compress_if_pays(3, plain);
+        let body = comp.as_ref().map_or(plain.len(), Vec::len);
+        let mut stored = vec![0; stored_len(body)];
+        seal_into(&key(), plain, comp.as_deref(), &mut stored);
+        let mut out = vec![0; plain.len()];
+        open_into(&key(), &stored, &mut out).expect("open");
+        assert_eq!(out, plain);
+        (comp.is_some(), stored.len())
+    }
+
+    #[test]
+    fn compressible_chunks_shrink_and_random_ones_stay_raw() {
+        let text: Vec<u8> = b"firmware ".iter().copied().cycle().take(40_000).collect();
+        let (compressed, len) = roundtrip(&text);
+        assert!(compressed && len < 2_000, "{len}");
+        let noise = blake3_stream(40_000);
+        let (compressed, len) = roundtrip(&noise);
+        assert!(!compressed);
+        assert_eq!(len, noise.len() + STORED_OVERHEAD);
+        roundtrip(b"");
+        roundtrip(b"tiny");
+    }
+
+    fn blake3_stream(n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        blake3::Hasher::new()
+            .update(b"seed")
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn any_flipped_bit_is_caught() {
+        let plain = blake3_stream(3000);
+        let mut stored = vec![0; stored_len(plain.len())];
+        seal_into(&key(), &plain, None, &mut stored);
+        for bit in [0, 8, 8 * 13, 8 * 100 + 3, stored.len() * 8 - 1] {
+            let mut bad = stored.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let mut out = vec![0; plain.len()];
+            assert!(open_into(&key(), &bad, &mut out).is_err(), "bit {bit}");
+        }
+        let mut out = vec![0; plain.len()];
+        assert!(open_into(&ChunkKey([1; 32]), &stored, &mut out).is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! Encode then decode, whole and with losses.
+
+mod common;
+
+use common::*;
+
+use chunker::{Chunking, Params};
+
+fn small_params(k: u8, m: u8) -> Params {
+    Params::default()
+        .with_chunking(Chunking::with_avg(4096))
+        .with_segment_size(256 * 1024)
+        .with_coding(k, m)
+}
+
+#[test]
+fn empty_object_round_trips() {
+    let (e, shards) = encode(Params::default(), b"", None);
+    assert!(e.manifest.segments().is_empty());
+    let (out, _) = decode(&e, shards).expect("decode");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn mixed_object_round_trips_with_losses() {
+    let mut data = noise(1, 3_000_000);
+    data.extend(std::iter::repeat_n(b'a', 500_000));
+    data.extend(noise(2, 700_000));
+    data.extend_from_slice(&data.clone()[..400_000]);
+    let (e, mut shards) = encode(small_params(6, 3), &data, None);
+    assert!(e.stats.compressed_chunks > 0);
+    assert!(
+        e.stats.new_chunks < e.stats.chunks,
+        "repeats are stored once"
+    );
+    let (out, stats) = decode(&e, shards.clone()).expect("decode");
+    assert_eq!(out, data);
+    assert_eq!(stats.rebuilt_ranges, 0);
+    // Lose three shards of every segment, data ones.
+    for seg in e.manifest.segments() {
+        for c in &seg.shards()[..3] {
+            shards.remove(c);
+        }
+    }
+    let (out, stats) = decode(&e, shards.clone()).expect("decode with losses");
+    assert_eq!(out, data);
+    assert!(stats.rebuilt_ranges > 0);
+    // One more is too many, and the error says where.
+    let seg = &e.manifest.segments()[1];
+    shards.remove(&seg.shards()[3]);
+    let err = decode(&e, shards).unwrap_err().to_string();
+    assert!(err.contains("cannot rebuild segment 1"), "{err}");
+    assert!(err.contains("missing"), "{err}");
+}
