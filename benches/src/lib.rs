@@ -1,1 +1,1 @@
-
+//! Benchmarks of ionshard (see `benches/`); this library is empty.

@@ -65,6 +65,58 @@ impl<R: Read> ChunkStream<R> {
     }
 }
 
+/// One window of input, cut: `buf[..len]` holds the bytes, `chunks` the final
+/// chunks in it, which end at `end`; `buf[end..len]` carries over.
+pub(crate) struct Window {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) len: usize,
+    pub(crate) end: usize,
+    pub(crate) chunks: Vec<Range<usize>>,
+}
+
+impl Window {
+    /// Fill `buf` with `carry` then input until full or the input ends, and cut it.
+    pub(crate) fn fill(
+        reader: &mut impl Read,
+        mut buf: Vec<u8>,
+        carry: &[u8],
+        chunking: Chunking,
+    ) -> std::io::Result<Window> {
+        let cap = buf.len().max(2 * chunking.max as usize);
+        buf.resize(cap, 0);
+        buf[..carry.len()].copy_from_slice(carry);
+        let mut len = carry.len();
+        let mut eof = false;
+        while len < cap {
+            match reader.read(&mut buf[len..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Chunking { min, avg, max } = chunking;
+        let mut chunks: Vec<Range<usize>> =
+            FastCDC::new(&buf[..len], min as usize, avg as usize, max as usize)
+                .map(|c| c.offset..c.offset + c.length)
+                .collect();
+        if !eof {
+            // The window holds at least two maximal chunks, so one is final.
+            chunks.pop();
+        }
+        let end = chunks.last().map_or(0, |c| c.end);
+        Ok(Window {
+            buf,
+            len,
+            end,
+            chunks,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +142,15 @@ mod tests {
                 s.consume(end);
             }
             assert_eq!(lens, whole, "window {window}");
+            let mut w = Window::fill(&mut &data[..], vec![0; window], &[], chunking).expect("fill");
+            let mut reader = &data[w.len..];
+            let mut lens = Vec::new();
+            while !w.chunks.is_empty() {
+                lens.extend(w.chunks.iter().map(|c| c.len()));
+                let carry = w.buf[w.end..w.len].to_vec();
+                w = Window::fill(&mut reader, vec![0; window], &carry, chunking).expect("fill");
+            }
+            assert_eq!(lens, whole, "double-buffered window {window}");
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::address::Cid;
 use crate::cdc::ChunkStream;
 use crate::erasure::Coder;
 use crate::error::{Error, Result, ShardProblem};
-use crate::keys::match_tag;
+use crate::keys::{digest, match_tag};
 use crate::manifest::{Contents, Manifest};
 use crate::proof;
 
@@ -71,28 +71,21 @@ pub trait ShardSource: Sync {
 
 /// An older version of the object, whose chunks need not be fetched again.
 pub trait Seed: Sync {
-    /// Its length.
-    fn len(&self) -> u64;
-    /// True if empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    /// Its length in bytes.
+    fn size(&self) -> u64;
     /// Fill `buf` from `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
 }
 
 impl<T: AsRef<[u8]> + Sync> Seed for T {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.as_ref().len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let src = self
-            .as_ref()
-            .get(start..start + <[u8]>::len(buf))
-            .ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the seed")
-            })?;
+        let src = self.as_ref().get(start..start + buf.len()).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the seed")
+        })?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -238,7 +231,7 @@ impl<'a> Decoder<'a> {
         }
         impl std::io::Read for SeedReader<'_> {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = (self.seed.len() - self.pos).min(buf.len() as u64) as usize;
+                let n = (self.seed.size() - self.pos).min(buf.len() as u64) as usize;
                 self.seed.read_at(self.pos, &mut buf[..n])?;
                 self.pos += n as u64;
                 Ok(n)
@@ -261,7 +254,7 @@ impl<'a> Decoder<'a> {
             }
             let tags: Vec<[u8; 16]> = ranges
                 .par_iter()
-                .map(|r| match_tag(&key, &data[r.clone()]))
+                .map(|r| match_tag(&key, &digest(&data[r.clone()])))
                 .collect();
             for (r, t) in ranges.iter().zip(tags) {
                 index
@@ -339,13 +332,27 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
+        // Failed data shards of one segment are rebuilt together: one read of
+        // k other shards over the union of their ranges serves them all.
+        let mut by_segment: BTreeMap<usize, Vec<Want>> = BTreeMap::new();
         for w in failed {
+            by_segment.entry(w.segment).or_default().push(w);
+        }
+        for (segment, failed) in by_segment {
             let first_chunk = chunks
                 .iter()
-                .position(|c| c.segment() == w.segment)
+                .position(|c| c.segment() == segment)
                 .map_or(window.start, |p| window.start + p);
-            let g = self.rebuild(&w, first_chunk, offsets[first_chunk], bad, stats)?;
-            got.insert((w.segment, w.shard), g);
+            for (shard, g) in self.rebuild(
+                segment,
+                &failed,
+                first_chunk,
+                offsets[first_chunk],
+                bad,
+                stats,
+            )? {
+                got.insert((segment, shard), g);
+            }
         }
 
         // Decrypt every chunk into its place in the window.
@@ -367,7 +374,7 @@ impl<'a> Decoder<'a> {
                 if let (Some(off), Some(seed)) = (from_seed[n], seed) {
                     seed.read_at(off, out)
                         .map_err(|e| Error::io("reading the seed", e))?;
-                    if match_tag(&key, out) == c.tag {
+                    if match_tag(&key, &digest(out)) == c.tag {
                         return Ok(u64::from(c.plain_len));
                     }
                     return Err(Error::io(
@@ -527,23 +534,32 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// Rebuild the ranges of a failed data shard from the same ranges of any k others.
+    /// Rebuild the wanted ranges of failed data shards of one segment from the
+    /// same ranges of any k other shards.
     fn rebuild(
         &self,
-        w: &Want,
+        segment: usize,
+        failed: &[Want],
         chunk: usize,
         offset: u64,
         bad: &mut HashMap<(usize, usize), ()>,
         stats: &mut DecodeStats,
-    ) -> Result<Got> {
-        let seg = &self.manifest.segments()[w.segment];
+    ) -> Result<Vec<(usize, Got)>> {
+        let seg = &self.manifest.segments()[segment];
         let k = seg.data_shards();
         let n = seg.shards().len();
         let coder = Coder::new(k as u8, (n - k) as u8)?;
-        // Parity first: data shards are busy serving their own ranges.
+        let union = merge(
+            failed
+                .iter()
+                .flat_map(|w| w.ranges.iter().cloned())
+                .collect(),
+        );
+        let is_failed = |s: usize| failed.iter().any(|w| w.shard == s);
+        // Parity first, then the healthy data shards.
         let candidates: Vec<usize> = (k..n)
             .chain(0..k)
-            .filter(|&s| s != w.shard && !bad.contains_key(&(w.segment, s)))
+            .filter(|&s| !is_failed(s) && !bad.contains_key(&(segment, s)))
             .collect();
         let mut good: Vec<(usize, Got)> = Vec::new();
         let mut next = 0;
@@ -552,9 +568,9 @@ impl<'a> Decoder<'a> {
             let batch: Vec<Want> = candidates[next..next + take]
                 .iter()
                 .map(|&s| Want {
-                    segment: w.segment,
+                    segment,
                     shard: s,
-                    ranges: w.ranges.clone(),
+                    ranges: union.clone(),
                 })
                 .collect();
             next += take;
@@ -572,11 +588,11 @@ impl<'a> Decoder<'a> {
             let problems = stats
                 .problems
                 .iter()
-                .filter(|p| p.segment == w.segment)
+                .filter(|p| p.segment == segment)
                 .cloned()
                 .collect();
             return Err(Error::Unrecoverable {
-                segment: w.segment,
+                segment,
                 chunk,
                 offset,
                 good: good.len(),
@@ -584,18 +600,40 @@ impl<'a> Decoder<'a> {
                 problems,
             });
         }
-        let mut out = Vec::with_capacity(w.ranges.len());
-        for (ri, r) in w.ranges.iter().enumerate() {
-            let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
-            for (s, g) in &good {
-                pieces[*s] = Some(g[ri].1.clone());
+        // Each union range is its own set of codewords; rebuild them on all cores.
+        let rebuilt: Vec<Result<Vec<Option<Vec<u8>>>>> = (0..union.len())
+            .into_par_iter()
+            .map(|ri| {
+                let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
+                for (s, g) in &good {
+                    pieces[*s] = Some(g[ri].1.clone());
+                }
+                coder.rebuild(&mut pieces, true)?;
+                Ok(pieces)
+            })
+            .collect();
+        let rebuilt: Vec<Vec<Option<Vec<u8>>>> = rebuilt.into_iter().collect::<Result<_>>()?;
+        stats.rebuilt_ranges += (union.len() * failed.len()) as u64;
+        let mut out = Vec::with_capacity(failed.len());
+        for w in failed {
+            let mut g: Got = Vec::with_capacity(w.ranges.len());
+            for r in &w.ranges {
+                let ri = union
+                    .iter()
+                    .position(|u| u.start <= r.start && r.end <= u.end)
+                    .ok_or_else(|| {
+                        Error::InvalidParams("internal: range outside its union".to_string())
+                    })?;
+                let u = &union[ri];
+                let bytes = rebuilt[ri][w.shard].as_ref().ok_or_else(|| {
+                    Error::InvalidParams("internal: rebuild left a gap".to_string())
+                })?;
+                g.push((
+                    r.clone(),
+                    bytes[(r.start - u.start) as usize..(r.end - u.start) as usize].to_vec(),
+                ));
             }
-            coder.rebuild(&mut pieces, true)?;
-            stats.rebuilt_ranges += 1;
-            let bytes = pieces[w.shard]
-                .take()
-                .ok_or_else(|| Error::InvalidParams("rebuild left a gap".to_string()))?;
-            out.push((r.clone(), bytes));
+            out.push((w.shard, g));
         }
         Ok(out)
     }

@@ -14,10 +14,10 @@ use std::io::Read;
 use rayon::prelude::*;
 
 use crate::address::Cid;
-use crate::cdc::ChunkStream;
+use crate::cdc::Window;
 use crate::erasure::Coder;
 use crate::error::{Error, Result};
-use crate::keys::{ChunkId, ChunkKey, ReadKey, TenantSecret, match_tag};
+use crate::keys::{ChunkId, ChunkKey, ReadKey, TenantSecret, digest, match_tag};
 use crate::manifest::{ChunkEntry, Contents, Manifest, Segment};
 use crate::params::Params;
 use crate::seal;
@@ -34,7 +34,7 @@ pub struct EncodedSegment<'a> {
 }
 
 /// Where encoded segments go: files, a network scatter, memory.
-pub trait SegmentSink {
+pub trait SegmentSink: Send {
     /// Store one segment's shards. An error aborts the encoding.
     fn put_segment(
         &mut self,
@@ -164,6 +164,22 @@ pub struct Encoder<'a> {
     coder: Coder,
 }
 
+/// The encoding so far.
+struct State {
+    match_key: [u8; 32],
+    hasher: blake3::Hasher,
+    /// Segments in manifest order; `None` until finished.
+    segments: Vec<Option<Segment>>,
+    /// Known segment index → manifest segment index.
+    known_map: HashMap<usize, u32>,
+    /// Chunks stored (or referenced) so far: segment, offset, stored length, key.
+    seen: HashMap<ChunkId, (u32, u32, u32, ChunkKey)>,
+    entries: Vec<ChunkEntry>,
+    open: Option<OpenSegment>,
+    stats: EncodeStats,
+    done: u64,
+}
+
 /// A segment being filled.
 struct OpenSegment {
     index: usize,
@@ -220,200 +236,222 @@ impl<'a> Encoder<'a> {
     /// input bytes done so far after each window.
     pub fn encode(
         &self,
-        input: impl Read,
+        mut input: impl Read + Send,
         sink: &mut dyn SegmentSink,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Encoded> {
         let params = &self.params;
-        let match_key = self.secret.match_key(&self.salt);
         let segment_size = params.segment_size as usize;
         let window = (2 * segment_size).clamp(4 << 20, 32 << 20);
-        let mut stream = ChunkStream::new(input, params.chunking, window);
-        let mut hasher = blake3::Hasher::new();
-        let mut segments: Vec<Option<Segment>> = Vec::new();
-        let mut known_map: HashMap<usize, u32> = HashMap::new();
-        let mut seen: HashMap<ChunkId, (u32, u32, u32, ChunkKey)> = HashMap::new();
-        let mut entries: Vec<ChunkEntry> = Vec::new();
-        let mut open: Option<OpenSegment> = None;
-        let mut stats = EncodeStats::default();
-        let mut done: u64 = 0;
-
-        loop {
-            let (data, ranges) = stream
-                .next_window()
-                .map_err(|e| Error::io("reading input", e))?;
-            if ranges.is_empty() {
-                break;
-            }
-            let end = ranges.last().map_or(0, |r| r.end);
-            let bytes = &data[..end];
-
-            // 1. Hash every chunk, and compress those that may be new; hash the object meanwhile.
-            let known = self.known;
-            let seen_ref = &seen;
-            let (prepared, ()) = rayon::join(
-                || {
-                    ranges
-                        .par_iter()
-                        .map(|r| {
-                            let plain = &data[r.clone()];
-                            let id = self.secret.chunk_id(plain);
-                            let tag = match_tag(&match_key, plain);
-                            let is_new = !seen_ref.contains_key(&id)
-                                && known.is_none_or(|k| !k.chunks.contains_key(&id));
-                            let compressed = if is_new {
-                                seal::compress_if_pays(params.zstd_level, plain)
-                            } else {
-                                None
-                            };
-                            (id, tag, compressed)
-                        })
-                        .collect::<Vec<_>>()
-                },
-                || {
-                    hasher.update(bytes);
-                },
+        let mut st = State {
+            match_key: self.secret.match_key(&self.salt),
+            hasher: blake3::Hasher::new(),
+            segments: Vec::new(),
+            known_map: HashMap::new(),
+            seen: HashMap::new(),
+            entries: Vec::new(),
+            open: None,
+            stats: EncodeStats::default(),
+            done: 0,
+        };
+        // Two windows: while one is hashed, sealed and coded, the next is
+        // read and cut on the other core (chunking is the one serial step).
+        let mut cur = Window::fill(&mut input, vec![0; window], &[], params.chunking)
+            .map_err(|e| Error::io("reading input", e))?;
+        let mut spare = vec![0; window];
+        while !cur.chunks.is_empty() {
+            let carry = &cur.buf[cur.end..cur.len];
+            let (next, done) = rayon::join(
+                || Window::fill(&mut input, spare, carry, params.chunking),
+                || self.process_window(&cur.buf[..cur.end], &cur.chunks, &mut st, sink),
             );
-
-            // 2. Decide, in order, where each chunk lives.
-            let mut plans = Vec::with_capacity(ranges.len());
-            let mut closed: Vec<OpenSegment> = Vec::new();
-            for (r, (id, _, compressed)) in ranges.iter().zip(&prepared) {
-                if let Some(&(segment, offset, stored_len, key)) = seen.get(id) {
-                    plans.push(Plan::Reuse {
-                        segment,
-                        offset,
-                        stored_len,
-                        key,
-                    });
-                    continue;
-                }
-                if let Some(k) = known.and_then(|k| k.chunks.get(id).map(|c| (k, *c))) {
-                    let (kc, c) = k;
-                    let segment = *known_map.entry(c.segment).or_insert_with(|| {
-                        segments.push(Some(kc.segments[c.segment].clone()));
-                        (segments.len() - 1) as u32
-                    });
-                    seen.insert(*id, (segment, c.offset, c.stored_len, c.key));
-                    plans.push(Plan::Reuse {
-                        segment,
-                        offset: c.offset,
-                        stored_len: c.stored_len,
-                        key: c.key,
-                    });
-                    continue;
-                }
-                let body = compressed.as_ref().map_or(r.len(), Vec::len);
-                let stored_len = seal::stored_len(body);
-                if open
-                    .as_ref()
-                    .is_some_and(|o| o.data.len() + stored_len > segment_size)
-                {
-                    closed.extend(open.take());
-                }
-                let seg = open.get_or_insert_with(|| {
-                    segments.push(None);
-                    OpenSegment {
-                        index: segments.len() - 1,
-                        data: Vec::with_capacity(segment_size + 256),
-                    }
-                });
-                let offset = seg.data.len();
-                seg.data.resize(offset + stored_len, 0);
-                let key = self.secret.chunk_key(id);
-                let (segment, offset, stored_len) =
-                    (seg.index as u32, offset as u32, stored_len as u32);
-                seen.insert(*id, (segment, offset, stored_len, key));
-                plans.push(Plan::New {
-                    segment,
-                    offset,
-                    stored_len,
-                    key,
-                });
-                stats.new_chunks += 1;
-                stats.new_plain_bytes += r.len() as u64;
-                stats.compressed_chunks += u64::from(compressed.is_some());
-            }
-
-            // 3. Encrypt new chunks straight into their segment slots.
-            {
-                let mut slots = carve_slots(&mut closed, open.as_mut(), &plans);
-                slots
-                    .par_iter_mut()
-                    .try_for_each(|(i, out)| {
-                        let Plan::New { key, .. } = &plans[*i] else {
-                            return Err(());
-                        };
-                        seal::seal_into(
-                            key,
-                            &data[ranges[*i].clone()],
-                            prepared[*i].2.as_deref(),
-                            out,
-                        );
-                        Ok(())
-                    })
-                    .map_err(|()| {
-                        Error::InvalidParams("internal: slot for a reused chunk".to_string())
-                    })?;
-            }
-
-            for ((r, (id, tag, _)), plan) in ranges.iter().zip(&prepared).zip(&plans) {
-                let (Plan::Reuse {
-                    segment,
-                    offset,
-                    stored_len,
-                    key,
-                }
-                | Plan::New {
-                    segment,
-                    offset,
-                    stored_len,
-                    key,
-                }) = *plan;
-                entries.push(ChunkEntry {
-                    id: *id,
-                    key,
-                    tag: *tag,
-                    plain_len: r.len() as u32,
-                    segment,
-                    offset,
-                    stored_len,
-                });
-            }
-            stats.chunks += ranges.len() as u64;
-
-            // 4. Erasure-code and hand over the segments that filled up.
-            for seg in closed {
-                let s = self.finish_segment(seg, sink, &mut stats)?;
-                segments[s.0] = Some(s.1);
-            }
-            done += end as u64;
-            stream.consume(end);
-            progress(done);
+            done?;
+            progress(st.done);
+            let next = next.map_err(|e| Error::io("reading input", e))?;
+            spare = std::mem::replace(&mut cur, next).buf;
         }
-        if let Some(seg) = open.take() {
-            let s = self.finish_segment(seg, sink, &mut stats)?;
-            segments[s.0] = Some(s.1);
+        if let Some(seg) = st.open.take() {
+            let (i, s) = self.finish_segment(seg, sink, &mut st.stats)?;
+            st.segments[i] = Some(s);
         }
         let segments: Vec<Segment> =
-            segments.into_iter().collect::<Option<_>>().ok_or_else(|| {
-                Error::InvalidParams("internal: a segment was never finished".to_string())
-            })?;
-        let object_hash = *hasher.finalize().as_bytes();
-        stats.object_len = done;
+            st.segments
+                .into_iter()
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    Error::InvalidParams("internal: a segment was never finished".to_string())
+                })?;
+        let object_hash = *st.hasher.finalize().as_bytes();
+        st.stats.object_len = st.done;
         let contents = Contents {
-            object_len: done,
+            object_len: st.done,
             object_hash,
-            match_key,
-            chunks: entries,
+            match_key: st.match_key,
+            chunks: st.entries,
         };
         let read_key = self.secret.read_key(&object_hash);
         let manifest = Manifest::seal(*params, segments, &contents, &read_key);
         Ok(Encoded {
             manifest,
             read_key,
-            stats,
+            stats: st.stats,
         })
+    }
+
+    /// Hash, place, seal and code the chunks of one window.
+    fn process_window(
+        &self,
+        data: &[u8],
+        ranges: &[std::ops::Range<usize>],
+        st: &mut State,
+        sink: &mut dyn SegmentSink,
+    ) -> Result<()> {
+        let params = &self.params;
+        let segment_size = params.segment_size as usize;
+        let known = self.known;
+        // 1. Hash every chunk, and compress those that may be new; hash the object meanwhile.
+        let (seen, match_key, hasher) = (&st.seen, &st.match_key, &mut st.hasher);
+        let (prepared, ()) = rayon::join(
+            || {
+                ranges
+                    .par_iter()
+                    .map(|r| {
+                        let plain = &data[r.clone()];
+                        let d = digest(plain);
+                        let id = self.secret.chunk_id(&d);
+                        let tag = match_tag(match_key, &d);
+                        let is_new = !seen.contains_key(&id)
+                            && known.is_none_or(|k| !k.chunks.contains_key(&id));
+                        let compressed = if is_new {
+                            seal::compress_if_pays(params.zstd_level, plain)
+                        } else {
+                            None
+                        };
+                        (id, tag, compressed)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            || {
+                hasher.update(data);
+            },
+        );
+
+        // 2. Decide, in order, where each chunk lives.
+        let mut plans = Vec::with_capacity(ranges.len());
+        let mut closed: Vec<OpenSegment> = Vec::new();
+        for (r, (id, _, compressed)) in ranges.iter().zip(&prepared) {
+            if let Some(&(segment, offset, stored_len, key)) = st.seen.get(id) {
+                plans.push(Plan::Reuse {
+                    segment,
+                    offset,
+                    stored_len,
+                    key,
+                });
+                continue;
+            }
+            if let Some((kc, c)) = known.and_then(|k| k.chunks.get(id).map(|c| (k, *c))) {
+                let segments = &mut st.segments;
+                let segment = *st.known_map.entry(c.segment).or_insert_with(|| {
+                    segments.push(Some(kc.segments[c.segment].clone()));
+                    (segments.len() - 1) as u32
+                });
+                st.seen
+                    .insert(*id, (segment, c.offset, c.stored_len, c.key));
+                plans.push(Plan::Reuse {
+                    segment,
+                    offset: c.offset,
+                    stored_len: c.stored_len,
+                    key: c.key,
+                });
+                continue;
+            }
+            let body = compressed.as_ref().map_or(r.len(), Vec::len);
+            let stored_len = seal::stored_len(body);
+            if st
+                .open
+                .as_ref()
+                .is_some_and(|o| o.data.len() + stored_len > segment_size)
+            {
+                closed.extend(st.open.take());
+            }
+            let segments = &mut st.segments;
+            let seg = st.open.get_or_insert_with(|| {
+                segments.push(None);
+                OpenSegment {
+                    index: segments.len() - 1,
+                    data: Vec::with_capacity(segment_size + 256),
+                }
+            });
+            let offset = seg.data.len();
+            seg.data.resize(offset + stored_len, 0);
+            let key = self.secret.chunk_key(id);
+            let (segment, offset, stored_len) =
+                (seg.index as u32, offset as u32, stored_len as u32);
+            st.seen.insert(*id, (segment, offset, stored_len, key));
+            plans.push(Plan::New {
+                segment,
+                offset,
+                stored_len,
+                key,
+            });
+            st.stats.new_chunks += 1;
+            st.stats.new_plain_bytes += r.len() as u64;
+            st.stats.compressed_chunks += u64::from(compressed.is_some());
+        }
+
+        // 3. Encrypt new chunks straight into their segment slots.
+        {
+            let mut slots = carve_slots(&mut closed, st.open.as_mut(), &plans);
+            slots
+                .par_iter_mut()
+                .try_for_each(|(i, out)| {
+                    let Plan::New { key, .. } = &plans[*i] else {
+                        return Err(());
+                    };
+                    seal::seal_into(
+                        key,
+                        &data[ranges[*i].clone()],
+                        prepared[*i].2.as_deref(),
+                        out,
+                    );
+                    Ok(())
+                })
+                .map_err(|()| {
+                    Error::InvalidParams("internal: slot for a reused chunk".to_string())
+                })?;
+        }
+        for ((r, (id, tag, _)), plan) in ranges.iter().zip(&prepared).zip(&plans) {
+            let (Plan::Reuse {
+                segment,
+                offset,
+                stored_len,
+                key,
+            }
+            | Plan::New {
+                segment,
+                offset,
+                stored_len,
+                key,
+            }) = *plan;
+            st.entries.push(ChunkEntry {
+                id: *id,
+                key,
+                tag: *tag,
+                plain_len: r.len() as u32,
+                segment,
+                offset,
+                stored_len,
+            });
+        }
+        st.stats.chunks += ranges.len() as u64;
+
+        // 4. Erasure-code and hand over the segments that filled up.
+        for seg in closed {
+            let (i, s) = self.finish_segment(seg, sink, &mut st.stats)?;
+            st.segments[i] = Some(s);
+        }
+        st.done += data.len() as u64;
+        Ok(())
     }
 
     fn finish_segment(

@@ -1,9 +1,10 @@
 //! Secrets and the keys derived from them.
 //!
 //! A tenant (a vendor, a business, a person) holds one 32-byte secret. From it:
-//! - the chunk id of a plaintext chunk is `BLAKE3-keyed(K_id, chunk)`, so one
-//!   tenant's equal chunks get equal ids (dedup), while nobody without the
-//!   secret can confirm a guess of a chunk's content;
+//! - the chunk id of a plaintext chunk is `BLAKE3-keyed(K_id, BLAKE3(chunk))`,
+//!   so one tenant's equal chunks get equal ids (dedup), while nobody without
+//!   the secret can confirm a guess of a chunk's content (one pass over the
+//!   bytes serves both the id and the match tag below);
 //! - the chunk key is `BLAKE3-keyed(K_key, chunk id)`;
 //! - an object's read key is `BLAKE3-keyed(K_read, object hash)`; it opens the
 //!   sealed part of that object's manifest and nothing else;
@@ -40,8 +41,9 @@ impl TenantSecret {
         }
     }
 
-    pub(crate) fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
-        ChunkId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    /// The id of a chunk whose plain BLAKE3 hash is `digest` (see [`digest`]).
+    pub(crate) fn chunk_id(&self, digest: &[u8; 32]) -> ChunkId {
+        ChunkId(*blake3::keyed_hash(&self.id_key, digest).as_bytes())
     }
 
     pub(crate) fn chunk_key(&self, id: &ChunkId) -> ChunkKey {
@@ -130,9 +132,15 @@ impl fmt::Debug for ReadKey {
     }
 }
 
-/// The 16-byte tag a reader compares to recognise a chunk it holds.
-pub(crate) fn match_tag(match_key: &[u8; 32], plaintext: &[u8]) -> [u8; 16] {
-    let h = blake3::keyed_hash(match_key, plaintext);
+/// The one hash pass over a chunk's bytes; ids and tags are keyed hashes of it.
+pub(crate) fn digest(plaintext: &[u8]) -> [u8; 32] {
+    *blake3::hash(plaintext).as_bytes()
+}
+
+/// The 16-byte tag a reader compares to recognise a chunk it holds, from the
+/// chunk's [`digest`].
+pub(crate) fn match_tag(match_key: &[u8; 32], digest: &[u8; 32]) -> [u8; 16] {
+    let h = blake3::keyed_hash(match_key, digest);
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&h.as_bytes()[..16]);
     tag
@@ -154,8 +162,9 @@ mod tests {
     fn ids_are_keyed() {
         let a = TenantSecret::from_bytes([1; 32]);
         let b = TenantSecret::from_bytes([2; 32]);
-        assert_eq!(a.chunk_id(b"x"), a.chunk_id(b"x"));
-        assert_ne!(a.chunk_id(b"x"), b.chunk_id(b"x"));
-        assert_ne!(a.chunk_id(b"x").0, *blake3::hash(b"x").as_bytes());
+        let d = digest(b"x");
+        assert_eq!(a.chunk_id(&d), a.chunk_id(&d));
+        assert_ne!(a.chunk_id(&d), b.chunk_id(&d));
+        assert_ne!(a.chunk_id(&d).0, d);
     }
 }

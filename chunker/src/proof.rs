@@ -207,7 +207,7 @@ mod tests {
         let s = shard(200_000);
         let ob = Outboard::create(&s);
         let cid = Cid::of_raw(&s);
-        let ranges = vec![50_000..90_000];
+        let ranges = std::iter::once(50_000..90_000u64).collect::<Vec<_>>();
         let proof = prove(&s, &ob, &ranges).expect("prove");
         for i in (0..proof.len()).step_by(997) {
             let mut bad = proof.clone();
@@ -219,7 +219,7 @@ mod tests {
         long.push(0);
         assert!(verify(&cid, 200_000, &ranges, &long).is_err());
         // A proof for another length of tree does not verify.
-        assert!(verify(&cid, 100_000, &[50_000..90_000], &proof).is_err());
+        assert!(verify(&cid, 100_000, &ranges, &proof).is_err());
         // A corrupt shard cannot be proven by its honest outboard.
         let mut bad_shard = s.clone();
         bad_shard[60_000] ^= 1;

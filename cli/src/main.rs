@@ -1,1 +1,131 @@
-fn main() {}
+//! `ionshard`: the one binary of ionshard (chunk/unchunk today; nodes, SPN,
+//! publishing and fetching as they land).
+
+mod chunk;
+mod files;
+mod size;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ionshard",
+    version,
+    about = "Content-addressed, erasure-coded storage and OTA delivery on devices people own"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    size::parse_size(s)
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chunk, compress, encrypt and erasure-code FILE into shard files named by CID, plus a manifest; print the read capability.
+    Chunk {
+        /// File to encode (`-` reads standard input).
+        file: PathBuf,
+        /// Directory for the shards and the manifest (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// k: data shards per segment.
+        #[arg(long, short = 'k', default_value_t = 10)]
+        data_shards: u8,
+        /// m: parity shards per segment (any m shards of a segment may be lost).
+        #[arg(long, short = 'm', default_value_t = 4)]
+        parity_shards: u8,
+        /// Average chunk size (min is a quarter, max four times), e.g. 32KiB.
+        #[arg(long, value_parser = size_arg)]
+        chunk_avg: Option<u64>,
+        /// Segment size, e.g. 8MiB.
+        #[arg(long, value_parser = size_arg)]
+        segment_size: Option<u64>,
+        /// zstd level tried on each chunk (0 = never compress).
+        #[arg(long, default_value_t = 3)]
+        zstd_level: i32,
+        /// Tenant secret (32 bytes; created if missing) [default: ~/.ionshard/tenant.secret].
+        #[arg(long)]
+        secret: Option<PathBuf>,
+        /// Capability of an earlier object in --out whose chunks need not be stored again (repeatable).
+        #[arg(long)]
+        known: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the object a read capability names from the shard files in a directory.
+    Unchunk {
+        /// The read capability `ionshard chunk` printed.
+        capability: String,
+        /// Directory holding the manifest and (any k per segment of) the shards.
+        #[arg(long)]
+        shards: PathBuf,
+        /// Where to write the object (written to a temporary file, renamed when verified).
+        #[arg(long)]
+        out: PathBuf,
+        /// An older version of the object: chunks it holds are not read from the shards.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Chunk {
+            file,
+            out,
+            data_shards,
+            parity_shards,
+            chunk_avg,
+            segment_size,
+            zstd_level,
+            secret,
+            known,
+            json,
+        } => chunk::chunk(chunk::ChunkOpts {
+            file,
+            out,
+            data_shards,
+            parity_shards,
+            chunk_avg,
+            segment_size,
+            zstd_level,
+            secret: secret.unwrap_or_else(|| files::home().join("tenant.secret")),
+            known,
+            json,
+        }),
+        Command::Unchunk {
+            capability,
+            shards,
+            out,
+            seed,
+            json,
+        } => chunk::unchunk(chunk::UnchunkOpts {
+            capability,
+            shards,
+            out,
+            seed,
+            json,
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

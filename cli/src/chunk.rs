@@ -1,0 +1,389 @@
+//! `ionshard chunk` and `ionshard unchunk`: the data path by hand, on files.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chunker::{
+    Chunking, Cid, Decoder, EncodedSegment, Encoder, KnownChunks, Limits, Manifest, Params, Piece,
+    ReadCapability, Seed, SegmentSink, ShardRequest, ShardSource, SourceError, TenantSecret,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::files::{self, write_atomic};
+use crate::size::human;
+
+/// Options of `ionshard chunk`.
+pub(crate) struct ChunkOpts {
+    pub(crate) file: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) data_shards: u8,
+    pub(crate) parity_shards: u8,
+    pub(crate) chunk_avg: Option<u64>,
+    pub(crate) segment_size: Option<u64>,
+    pub(crate) zstd_level: i32,
+    pub(crate) secret: PathBuf,
+    pub(crate) known: Vec<String>,
+    pub(crate) json: bool,
+}
+
+fn progress_bar(total: Option<u64>, what: &str, json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    // indicatif draws only when stderr is a terminal.
+    let pb = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = if total.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{spinner} {msg} {bytes} {binary_bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Writes each shard as `DIR/<cid>`, atomically, in parallel.
+struct DirSink<'a> {
+    dir: &'a Path,
+    written: u64,
+    skipped: u64,
+    bytes: u64,
+}
+
+impl SegmentSink for DirSink<'_> {
+    fn put_segment(
+        &mut self,
+        seg: EncodedSegment<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let results: Vec<Result<bool>> = seg
+            .segment
+            .shards()
+            .par_iter()
+            .zip(seg.shards.par_iter())
+            .map(|(cid, bytes)| {
+                let path = self.dir.join(cid.to_string());
+                // Same name, same content: an existing shard of the right size stays.
+                if fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+                    return Ok(false);
+                }
+                write_atomic(&path, bytes)?;
+                Ok(true)
+            })
+            .collect();
+        for (r, bytes) in results.into_iter().zip(&seg.shards) {
+            if r.map_err(|e| format!("{e:#}"))? {
+                self.written += 1;
+                self.bytes += bytes.len() as u64;
+            } else {
+                self.skipped += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads shards back from `DIR/<cid>`.
+pub(crate) struct DirSource {
+    pub(crate) dir: PathBuf,
+}
+
+impl ShardSource for DirSource {
+    fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError> {
+        let path = self.dir.join(req.cid.to_string());
+        match fs::read(&path) {
+            Ok(bytes) => chunker::answer(req, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SourceError::Missing),
+            Err(e) => Err(SourceError::Failed(format!(
+                "reading {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+struct FileSeed {
+    file: File,
+    len: u64,
+}
+
+impl Seed for FileSeed {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+}
+
+fn load_manifest(dir: &Path, cid: &Cid) -> Result<Manifest> {
+    let path = dir.join(cid.to_string());
+    let bytes = fs::read(&path).with_context(|| {
+        format!(
+            "reading manifest {} (is --shards the directory `ionshard chunk --out` wrote?)",
+            path.display()
+        )
+    })?;
+    Ok(Manifest::from_bytes_with_cid(
+        &bytes,
+        cid,
+        &Limits::default(),
+    )?)
+}
+
+fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
+    if path.as_os_str() == "-" {
+        return Ok((Box::new(std::io::stdin()), None));
+    }
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        bail!(
+            "{} is a directory: chunk takes one file (tar a directory first, or use `-` for stdin)",
+            path.display()
+        );
+    }
+    Ok((
+        Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+        Some(meta.len()),
+    ))
+}
+
+pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
+    let mut params = Params::default()
+        .with_coding(o.data_shards, o.parity_shards)
+        .with_zstd_level(o.zstd_level);
+    if let Some(avg) = o.chunk_avg {
+        let avg =
+            u32::try_from(avg).map_err(|_| anyhow::anyhow!("--chunk-avg {avg} is too large"))?;
+        params = params.with_chunking(Chunking::with_avg(avg & !1));
+    }
+    if let Some(seg) = o.segment_size {
+        let seg = u32::try_from(seg)
+            .map_err(|_| anyhow::anyhow!("--segment-size {seg} is too large (max 1GiB)"))?;
+        params = params.with_segment_size(seg);
+    }
+    params.validate()?;
+    let (input, total) = open_input(&o.file)?;
+    fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    let (secret_bytes, created) = files::load_or_create_secret(&o.secret)?;
+    if created && !o.json {
+        eprintln!(
+            "created a new tenant secret at {} (keep it: it decides chunk ids and keys)",
+            o.secret.display()
+        );
+    }
+    let secret = TenantSecret::from_bytes(secret_bytes);
+    let mut known = KnownChunks::new();
+    for cap in &o.known {
+        let cap: ReadCapability = cap.parse()?;
+        let m = load_manifest(&o.out, &cap.manifest)?;
+        let contents = m
+            .open(&cap.key)
+            .with_context(|| format!("opening --known {}", cap.manifest))?;
+        known.add(&m, &contents);
+    }
+    let encoder = Encoder::new(params, &secret)?
+        .with_known(&known)
+        .with_salt(rand::random());
+    let pb = progress_bar(total, "chunking", o.json);
+    let started = Instant::now();
+    let mut sink = DirSink {
+        dir: &o.out,
+        written: 0,
+        skipped: 0,
+        bytes: 0,
+    };
+    let encoded = encoder.encode(input, &mut sink, &mut |done| pb.set_position(done))?;
+    let manifest_bytes = encoded.manifest.to_bytes();
+    let manifest_cid = Cid::of_cbor(&manifest_bytes);
+    write_atomic(&o.out.join(manifest_cid.to_string()), &manifest_bytes)?;
+    files::sync_dir(&o.out)?;
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let cap = ReadCapability {
+        manifest: manifest_cid,
+        key: encoded.read_key,
+    };
+    let s = &encoded.stats;
+    let mbps = s.object_len as f64 / 1e6 / secs.max(1e-9);
+    if o.json {
+        let v = json!({
+            "capability": cap.to_string(),
+            "manifest": manifest_cid.to_string(),
+            "manifest_bytes": manifest_bytes.len(),
+            "object_bytes": s.object_len,
+            "chunks": s.chunks,
+            "new_chunks": s.new_chunks,
+            "compressed_chunks": s.compressed_chunks,
+            "new_segments": s.new_segments,
+            "new_segment_bytes": s.new_segment_bytes,
+            "shards_written": sink.written,
+            "shards_already_present": sink.skipped,
+            "shard_bytes_written": sink.bytes,
+            "data_shards": params.coding.data,
+            "parity_shards": params.coding.parity,
+            "seconds": secs,
+            "mb_per_s": mbps,
+        });
+        println!("{v}");
+    } else {
+        eprintln!(
+            "{} in {} chunks ({} new, {} compressed), {} new segment(s) of {}+{} shards: wrote {} shards ({}), {} already present; {:.2}s, {:.0} MB/s",
+            human(s.object_len),
+            s.chunks,
+            s.new_chunks,
+            s.compressed_chunks,
+            s.new_segments,
+            params.coding.data,
+            params.coding.parity,
+            sink.written,
+            human(sink.bytes),
+            sink.skipped,
+            secs,
+            mbps
+        );
+        eprintln!(
+            "manifest {manifest_cid} ({})",
+            human(manifest_bytes.len() as u64)
+        );
+        eprintln!("read capability (keep it secret; it reads this object):");
+        println!("{cap}");
+    }
+    Ok(())
+}
+
+/// Options of `ionshard unchunk`.
+pub(crate) struct UnchunkOpts {
+    pub(crate) capability: String,
+    pub(crate) shards: PathBuf,
+    pub(crate) out: PathBuf,
+    pub(crate) seed: Option<PathBuf>,
+    pub(crate) json: bool,
+}
+
+pub(crate) fn unchunk(o: UnchunkOpts) -> Result<()> {
+    let cap: ReadCapability = o.capability.parse()?;
+    let manifest = load_manifest(&o.shards, &cap.manifest)?;
+    let contents = manifest.open(&cap.key)?;
+    let source = DirSource {
+        dir: o.shards.clone(),
+    };
+    let seed = match &o.seed {
+        Some(p) => {
+            let file = File::open(p).with_context(|| format!("opening seed {}", p.display()))?;
+            let len = file
+                .metadata()
+                .with_context(|| format!("reading seed {}", p.display()))?
+                .len();
+            Some(FileSeed { file, len })
+        }
+        None => None,
+    };
+    let mut decoder = Decoder::new(&manifest, &contents, &source);
+    if let Some(s) = &seed {
+        decoder = decoder.with_seed(s);
+    }
+    if o.out.is_dir() {
+        bail!(
+            "--out {} is a directory: give the path of the file to write",
+            o.out.display()
+        );
+    }
+    let tmp = files::temp_beside(&o.out);
+    let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let pb = progress_bar(Some(contents.object_len()), "restoring", o.json);
+    let started = Instant::now();
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let result = decoder.decode(&mut w, &mut |done| pb.set_position(done));
+    pb.finish_and_clear();
+    let finish = |w: BufWriter<File>| -> Result<()> {
+        let f = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing output")?;
+        f.sync_all().context("syncing output")?;
+        Ok(())
+    };
+    let stats = match result
+        .map_err(anyhow::Error::from)
+        .and_then(|s| finish(w).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("nothing was written to {}", o.out.display())));
+        }
+    };
+    fs::rename(&tmp, &o.out).with_context(|| format!("renaming into {}", o.out.display()))?;
+    if let Some(dir) = o.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        files::sync_dir(dir)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mbps = stats.object_len as f64 / 1e6 / secs.max(1e-9);
+    let problems: Vec<String> = stats.problems.iter().map(ToString::to_string).collect();
+    if o.json {
+        let v = json!({
+            "out": o.out.display().to_string(),
+            "object_bytes": stats.object_len,
+            "chunks": stats.chunks,
+            "seed_chunks": stats.seed_chunks,
+            "seed_bytes": stats.seed_bytes,
+            "fetched_bytes": stats.fetched_bytes,
+            "requests": stats.requests,
+            "rebuilt_ranges": stats.rebuilt_ranges,
+            "problems": problems,
+            "blake3": blake3::Hash::from_bytes(*contents.object_hash()).to_hex().to_string(),
+            "seconds": secs,
+            "mb_per_s": mbps,
+        });
+        println!("{v}");
+    } else {
+        for p in &problems {
+            eprintln!("warning: {p}");
+        }
+        eprintln!(
+            "restored {} to {} (verified, BLAKE3 {}) in {:.2}s, {:.0} MB/s",
+            human(stats.object_len),
+            o.out.display(),
+            blake3::Hash::from_bytes(*contents.object_hash()).to_hex(),
+            secs,
+            mbps
+        );
+        if o.seed.is_some() {
+            eprintln!(
+                "seed supplied {} of {} chunks ({}); needed {} from the shards ({:.1}% of the object)",
+                stats.seed_chunks,
+                stats.chunks,
+                human(stats.seed_bytes),
+                human(stats.fetched_bytes),
+                100.0 * stats.fetched_bytes as f64 / stats.object_len.max(1) as f64
+            );
+        } else {
+            eprintln!(
+                "read {} from the shards in {} requests",
+                human(stats.fetched_bytes),
+                stats.requests
+            );
+        }
+        if stats.rebuilt_ranges > 0 {
+            eprintln!(
+                "rebuilt {} shard range(s) from parity",
+                stats.rebuilt_ranges
+            );
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}
