@@ -30,10 +30,7 @@ impl Cid {
 
     /// The CID of a CBOR document (a manifest) with this BLAKE3 digest.
     pub fn cbor(digest: [u8; 32]) -> Self {
-        Cid {
-            codec: CBOR,
-            digest,
-        }
+        Cid { codec: CBOR, digest }
     }
 
     /// Hash raw bytes into their CID.
@@ -63,10 +60,8 @@ impl Cid {
 
     /// Parse a binary CID.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let lib = cid::Cid::try_from(bytes).map_err(|e| Error::Cid {
-            text: hex_prefix(bytes),
-            reason: e.to_string(),
-        })?;
+        let lib =
+            cid::Cid::try_from(bytes).map_err(|e| Error::Cid { text: hex_prefix(bytes), reason: e.to_string() })?;
         Self::from_lib(lib, || hex_prefix(bytes))
     }
 
@@ -78,10 +73,7 @@ impl Cid {
     }
 
     fn from_lib(lib: cid::Cid, text: impl Fn() -> String) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::Cid {
-            text: text(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| Error::Cid { text: text(), reason: reason.to_string() };
         if lib.version() != cid::Version::V1 {
             return Err(bad("only CIDv1 is used by ionshard"));
         }
@@ -94,10 +86,7 @@ impl Cid {
         }
         let mut digest = [0u8; 32];
         digest.copy_from_slice(mh.digest());
-        Ok(Cid {
-            codec: lib.codec(),
-            digest,
-        })
+        Ok(Cid { codec: lib.codec(), digest })
     }
 }
 
@@ -122,10 +111,7 @@ impl FromStr for Cid {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         let text = || s.chars().take(120).collect::<String>();
-        let lib = cid::Cid::try_from(s).map_err(|e| Error::Cid {
-            text: text(),
-            reason: e.to_string(),
-        })?;
+        let lib = cid::Cid::try_from(s).map_err(|e| Error::Cid { text: text(), reason: e.to_string() })?;
         Self::from_lib(lib, text)
     }
 }
@@ -147,9 +133,7 @@ mod tests {
     #[test]
     fn foreign_cids_are_refused_with_a_reason() {
         // A sha2-256 CIDv0 as IPFS prints it.
-        let err = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
-            .parse::<Cid>()
-            .unwrap_err();
+        let err = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>().unwrap_err();
         assert!(err.to_string().contains("CIDv1"), "{err}");
         let err = "not a cid".parse::<Cid>().unwrap_err();
         assert!(err.to_string().contains("malformed CID"), "{err}");

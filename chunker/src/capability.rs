@@ -41,12 +41,7 @@ impl fmt::Display for ReadCapability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut raw = self.key.0.to_vec();
         raw.extend_from_slice(&check(&self.manifest, &self.key));
-        write!(
-            f,
-            "{PREFIX}{}:{}",
-            self.manifest,
-            multibase::encode(Base::Base32Lower, raw)
-        )
+        write!(f, "{PREFIX}{}:{}", self.manifest, multibase::encode(Base::Base32Lower, raw))
     }
 }
 
@@ -62,20 +57,15 @@ impl FromStr for ReadCapability {
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = |why: &str| Error::Capability(why.to_string());
         let s = s.trim();
-        let rest = s.strip_prefix(PREFIX).ok_or_else(|| {
-            bad("it must start with \"ionshard:r1:\" (copy the whole line `ionshard chunk` printed)")
-        })?;
-        let (cid, key) = rest
-            .split_once(':')
-            .ok_or_else(|| bad("expected <manifest CID>:<key> after the prefix"))?;
-        let manifest: Cid = cid
-            .parse()
-            .map_err(|e| Error::Capability(format!("manifest part: {e}")))?;
+        let rest = s
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| bad("it must start with \"ionshard:r1:\" (copy the whole line `ionshard chunk` printed)"))?;
+        let (cid, key) = rest.split_once(':').ok_or_else(|| bad("expected <manifest CID>:<key> after the prefix"))?;
+        let manifest: Cid = cid.parse().map_err(|e| Error::Capability(format!("manifest part: {e}")))?;
         if manifest.is_raw() {
             return Err(bad("the CID names a shard, not a manifest"));
         }
-        let (_, raw) =
-            multibase::decode(key).map_err(|e| Error::Capability(format!("key part: {e}")))?;
+        let (_, raw) = multibase::decode(key).map_err(|e| Error::Capability(format!("key part: {e}")))?;
         if raw.len() != 36 {
             return Err(Error::Capability(format!(
                 "key part decodes to {} bytes, expected 36 (truncated or extended in copying?)",
@@ -86,9 +76,7 @@ impl FromStr for ReadCapability {
         k.copy_from_slice(&raw[..32]);
         let key = ReadKey(k);
         if raw[32..] != check(&manifest, &key) {
-            return Err(bad(
-                "checksum mismatch: the capability was altered or mistyped in copying",
-            ));
+            return Err(bad("checksum mismatch: the capability was altered or mistyped in copying"));
         }
         Ok(ReadCapability { manifest, key })
     }
@@ -100,50 +88,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let cap = ReadCapability {
-            manifest: Cid::of_cbor(b"m"),
-            key: ReadKey([5; 32]),
-        };
+        let cap = ReadCapability { manifest: Cid::of_cbor(b"m"), key: ReadKey([5; 32]) };
         let s = cap.to_string();
         assert!(s.starts_with("ionshard:r1:bafir4"), "{s}");
         assert_eq!(s.parse::<ReadCapability>().expect("parse"), cap);
         assert!(!format!("{cap:?}").contains(&s[s.len() - 10..]));
         let truncated = &s[..s.len() - 3];
-        assert!(
-            truncated
-                .parse::<ReadCapability>()
-                .unwrap_err()
-                .to_string()
-                .contains("key part")
-        );
+        assert!(truncated.parse::<ReadCapability>().unwrap_err().to_string().contains("key part"));
         let mut typo = s.clone().into_bytes();
         let last = typo.len() - 5;
         typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(typo).expect("ascii");
-        assert!(
-            typo.parse::<ReadCapability>()
-                .unwrap_err()
-                .to_string()
-                .contains("checksum")
-        );
-        assert!(
-            "bafkqaaa"
-                .parse::<ReadCapability>()
-                .unwrap_err()
-                .to_string()
-                .contains("ionshard:r1:")
-        );
-        let shard = format!(
-            "ionshard:r1:{}:{}",
-            Cid::of_raw(b"x"),
-            &s[s.rfind(':').map_or(0, |i| i + 1)..]
-        );
-        assert!(
-            shard
-                .parse::<ReadCapability>()
-                .unwrap_err()
-                .to_string()
-                .contains("shard")
-        );
+        assert!(typo.parse::<ReadCapability>().unwrap_err().to_string().contains("checksum"));
+        assert!("bafkqaaa".parse::<ReadCapability>().unwrap_err().to_string().contains("ionshard:r1:"));
+        let shard = format!("ionshard:r1:{}:{}", Cid::of_raw(b"x"), &s[s.rfind(':').map_or(0, |i| i + 1)..]);
+        assert!(shard.parse::<ReadCapability>().unwrap_err().to_string().contains("shard"));
     }
 }

@@ -24,13 +24,7 @@ impl<R: Read> ChunkStream<R> {
     /// A stream that reads `window` bytes at a time (at least 2 × max chunk).
     pub(crate) fn new(reader: R, chunking: Chunking, window: usize) -> Self {
         let window = window.max(2 * chunking.max as usize);
-        ChunkStream {
-            reader,
-            buf: vec![0; window],
-            filled: 0,
-            eof: false,
-            chunking,
-        }
+        ChunkStream { reader, buf: vec![0; window], filled: 0, eof: false, chunking }
     }
 
     /// Read more input and cut it. Returns the window and the final chunks in
@@ -47,10 +41,9 @@ impl<R: Read> ChunkStream<R> {
         }
         let data = &self.buf[..self.filled];
         let Chunking { min, avg, max } = self.chunking;
-        let mut chunks: Vec<Range<usize>> =
-            FastCDC::new(data, min as usize, avg as usize, max as usize)
-                .map(|c| c.offset..c.offset + c.length)
-                .collect();
+        let mut chunks: Vec<Range<usize>> = FastCDC::new(data, min as usize, avg as usize, max as usize)
+            .map(|c| c.offset..c.offset + c.length)
+            .collect();
         if !self.eof {
             // The window is at least two maximal chunks, so one is final.
             chunks.pop();
@@ -99,21 +92,15 @@ impl Window {
             }
         }
         let Chunking { min, avg, max } = chunking;
-        let mut chunks: Vec<Range<usize>> =
-            FastCDC::new(&buf[..len], min as usize, avg as usize, max as usize)
-                .map(|c| c.offset..c.offset + c.length)
-                .collect();
+        let mut chunks: Vec<Range<usize>> = FastCDC::new(&buf[..len], min as usize, avg as usize, max as usize)
+            .map(|c| c.offset..c.offset + c.length)
+            .collect();
         if !eof {
             // The window holds at least two maximal chunks, so one is final.
             chunks.pop();
         }
         let end = chunks.last().map_or(0, |c| c.end);
-        Ok(Window {
-            buf,
-            len,
-            end,
-            chunks,
-        })
+        Ok(Window { buf, len, end, chunks })
     }
 }
 
@@ -126,9 +113,7 @@ mod tests {
         let mut data = vec![0u8; 3_000_000];
         blake3::Hasher::new().finalize_xof().fill(&mut data);
         let chunking = Chunking::with_avg(16 * 1024);
-        let whole: Vec<usize> = FastCDC::new(&data, 4096, 16384, 65536)
-            .map(|c| c.length)
-            .collect();
+        let whole: Vec<usize> = FastCDC::new(&data, 4096, 16384, 65536).map(|c| c.length).collect();
         for window in [128 * 1024, 300_000, 4 << 20] {
             let mut s = ChunkStream::new(&data[..], chunking, window);
             let mut lens = Vec::new();

@@ -83,9 +83,10 @@ impl<T: AsRef<[u8]> + Sync> Seed for T {
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let src = self.as_ref().get(start..start + buf.len()).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the seed")
-        })?;
+        let src = self
+            .as_ref()
+            .get(start..start + buf.len())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the seed"))?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -122,9 +123,7 @@ pub struct Decoder<'a> {
 
 impl std::fmt::Debug for Decoder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decoder")
-            .field("segments", &self.manifest.segments().len())
-            .finish_non_exhaustive()
+        f.debug_struct("Decoder").field("segments", &self.manifest.segments().len()).finish_non_exhaustive()
     }
 }
 
@@ -136,22 +135,20 @@ struct Want {
     ranges: Vec<Range<u64>>,
 }
 
-/// Verified bytes of one shard: its requested ranges, in order.
+/// Verified bytes of one shard: ranges (in shard coordinates) and their bytes;
+/// a whole shard is one range.
 type Got = Vec<(Range<u64>, Vec<u8>)>;
+
+/// The bytes of `want` inside `got`, if one of its ranges covers them.
+fn slice_of<'g>(got: &'g Got, want: &Range<u64>) -> Option<&'g [u8]> {
+    let (r, b) = got.iter().find(|(r, _)| r.start <= want.start && want.end <= r.end)?;
+    b.get((want.start - r.start) as usize..(want.end - r.start) as usize)
+}
 
 impl<'a> Decoder<'a> {
     /// A decoder for an opened manifest.
-    pub fn new(
-        manifest: &'a Manifest,
-        contents: &'a Contents,
-        source: &'a dyn ShardSource,
-    ) -> Self {
-        Decoder {
-            manifest,
-            contents,
-            source,
-            seed: None,
-        }
+    pub fn new(manifest: &'a Manifest, contents: &'a Contents, source: &'a dyn ShardSource) -> Self {
+        Decoder { manifest, contents, source, seed: None }
     }
 
     /// Copy chunks from `seed` where it has them.
@@ -162,16 +159,9 @@ impl<'a> Decoder<'a> {
 
     /// Write the object to `out`. The caller must not treat `out` as final
     /// until this returns `Ok`: the whole-object hash is checked last.
-    pub fn decode(
-        &self,
-        out: &mut (dyn Write + Send),
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<DecodeStats> {
+    pub fn decode(&self, out: &mut (dyn Write + Send), progress: &mut dyn FnMut(u64)) -> Result<DecodeStats> {
         let chunks = self.contents.chunks();
-        let mut stats = DecodeStats {
-            chunks: chunks.len() as u64,
-            ..DecodeStats::default()
-        };
+        let mut stats = DecodeStats { chunks: chunks.len() as u64, ..DecodeStats::default() };
         let seed_index = match self.seed {
             Some(seed) => self.index_seed(seed)?,
             None => HashMap::new(),
@@ -185,7 +175,9 @@ impl<'a> Decoder<'a> {
         }
         let mut bad: HashMap<(usize, usize), ()> = HashMap::new();
         let mut hasher = blake3::Hasher::new();
-        let budget = (2 * self.manifest.params().segment_size as u64).clamp(4 << 20, 32 << 20);
+        // About one segment per window: enough to keep both cores busy, little
+        // enough for a device (a window's bytes are held about twice).
+        let budget = (self.manifest.params().segment_size as u64).clamp(4 << 20, 16 << 20);
         let mut i = 0;
         let mut buf: Vec<u8> = Vec::new();
         while i < chunks.len() {
@@ -195,9 +187,7 @@ impl<'a> Decoder<'a> {
             while j < chunks.len() {
                 size += u64::from(chunks[j].plain_len);
                 j += 1;
-                let seg_changes = chunks
-                    .get(j)
-                    .is_none_or(|n| n.segment != chunks[j - 1].segment);
+                let seg_changes = chunks.get(j).is_none_or(|n| n.segment != chunks[j - 1].segment);
                 if (size >= budget && seg_changes) || size >= 4 * budget {
                     break;
                 }
@@ -215,9 +205,7 @@ impl<'a> Decoder<'a> {
         let actual = hasher.finalize();
         if actual.as_bytes() != self.contents.object_hash() {
             return Err(Error::ObjectHashMismatch {
-                expected: blake3::Hash::from_bytes(*self.contents.object_hash())
-                    .to_hex()
-                    .to_string(),
+                expected: blake3::Hash::from_bytes(*self.contents.object_hash()).to_hex().to_string(),
                 actual: actual.to_hex().to_string(),
             });
         }
@@ -239,27 +227,16 @@ impl<'a> Decoder<'a> {
         }
         let key = self.contents.match_key;
         let mut index = HashMap::new();
-        let mut stream = ChunkStream::new(
-            SeedReader { seed, pos: 0 },
-            self.manifest.params().chunking,
-            16 << 20,
-        );
+        let mut stream = ChunkStream::new(SeedReader { seed, pos: 0 }, self.manifest.params().chunking, 16 << 20);
         let mut base = 0u64;
         loop {
-            let (data, ranges) = stream
-                .next_window()
-                .map_err(|e| Error::io("reading the seed", e))?;
+            let (data, ranges) = stream.next_window().map_err(|e| Error::io("reading the seed", e))?;
             if ranges.is_empty() {
                 break;
             }
-            let tags: Vec<[u8; 16]> = ranges
-                .par_iter()
-                .map(|r| match_tag(&key, &digest(&data[r.clone()])))
-                .collect();
+            let tags: Vec<[u8; 16]> = ranges.par_iter().map(|r| match_tag(&key, &digest(&data[r.clone()]))).collect();
             for (r, t) in ranges.iter().zip(tags) {
-                index
-                    .entry(t)
-                    .or_insert((base + r.start as u64, r.len() as u32));
+                index.entry(t).or_insert((base + r.start as u64, r.len() as u32));
             }
             let end = ranges.last().map_or(0, |r| r.end);
             base += end as u64;
@@ -281,12 +258,7 @@ impl<'a> Decoder<'a> {
         // Which chunks come from the seed.
         let from_seed: Vec<Option<u64>> = chunks
             .iter()
-            .map(|c| {
-                seed_index
-                    .get(&c.tag)
-                    .filter(|(_, len)| *len == c.plain_len)
-                    .map(|(off, _)| *off)
-            })
+            .map(|c| seed_index.get(&c.tag).filter(|(_, len)| *len == c.plain_len).map(|(off, _)| *off))
             .collect();
         // Ranges of data shards the others need, per (segment, shard).
         let mut wants: BTreeMap<(usize, usize), Vec<Range<u64>>> = BTreeMap::new();
@@ -301,20 +273,13 @@ impl<'a> Decoder<'a> {
                 let shard = (a / shard_len) as usize;
                 let end = b.min((shard as u64 + 1) * shard_len);
                 let base = shard as u64 * shard_len;
-                wants
-                    .entry((c.segment(), shard))
-                    .or_default()
-                    .push(a - base..end - base);
+                wants.entry((c.segment(), shard)).or_default().push(a - base..end - base);
                 a = end;
             }
         }
         let wants: Vec<Want> = wants
             .into_iter()
-            .map(|((segment, shard), ranges)| Want {
-                segment,
-                shard,
-                ranges: merge(ranges),
-            })
+            .map(|((segment, shard), ranges)| Want { segment, shard, ranges: merge(ranges) })
             .collect();
         let mut got: HashMap<(usize, usize), Got> = HashMap::new();
         // First ask every data shard for its own ranges, then rebuild what failed.
@@ -339,18 +304,10 @@ impl<'a> Decoder<'a> {
             by_segment.entry(w.segment).or_default().push(w);
         }
         for (segment, failed) in by_segment {
-            let first_chunk = chunks
-                .iter()
-                .position(|c| c.segment() == segment)
-                .map_or(window.start, |p| window.start + p);
-            for (shard, g) in self.rebuild(
-                segment,
-                &failed,
-                first_chunk,
-                offsets[first_chunk],
-                bad,
-                stats,
-            )? {
+            let first_chunk =
+                chunks.iter().position(|c| c.segment() == segment).map_or(window.start, |p| window.start + p);
+            let rebuilt = self.rebuild(segment, &failed, &got, (first_chunk, offsets[first_chunk]), bad, stats)?;
+            for (shard, g) in rebuilt {
                 got.insert((segment, shard), g);
             }
         }
@@ -372,8 +329,7 @@ impl<'a> Decoder<'a> {
                 let c = &chunks[n];
                 let index = window.start + n;
                 if let (Some(off), Some(seed)) = (from_seed[n], seed) {
-                    seed.read_at(off, out)
-                        .map_err(|e| Error::io("reading the seed", e))?;
+                    seed.read_at(off, out).map_err(|e| Error::io("reading the seed", e))?;
                     if match_tag(&key, &digest(out)) == c.tag {
                         return Ok(u64::from(c.plain_len));
                     }
@@ -382,21 +338,18 @@ impl<'a> Decoder<'a> {
                         std::io::Error::other("the seed changed while it was being read"),
                     ));
                 }
-                let stored =
-                    self.stored_bytes(c.segment(), c.offset(), u64::from(c.stored_len), &got);
+                let stored = self.stored_bytes(c.segment(), c.offset(), u64::from(c.stored_len), &got);
                 let stored = stored.ok_or_else(|| Error::ChunkCorrupt {
                     chunk: index,
                     segment: c.segment(),
                     offset: c.offset(),
                     reason: "its bytes were not fetched (internal error)".to_string(),
                 })?;
-                crate::seal::open_into(&c.key, &stored, out).map_err(|reason| {
-                    Error::ChunkCorrupt {
-                        chunk: index,
-                        segment: c.segment(),
-                        offset: c.offset(),
-                        reason,
-                    }
+                crate::seal::open_into(&c.key, &stored, out).map_err(|reason| Error::ChunkCorrupt {
+                    chunk: index,
+                    segment: c.segment(),
+                    offset: c.offset(),
+                    reason,
                 })?;
                 Ok(0)
             })
@@ -412,30 +365,31 @@ impl<'a> Decoder<'a> {
     }
 
     /// The stored bytes of a chunk, from the verified ranges of its data shards.
-    fn stored_bytes(
+    fn stored_bytes<'g>(
         &self,
         segment: usize,
         offset: u64,
         len: u64,
-        got: &HashMap<(usize, usize), Got>,
-    ) -> Option<Vec<u8>> {
+        got: &'g HashMap<(usize, usize), Got>,
+    ) -> Option<std::borrow::Cow<'g, [u8]>> {
         let shard_len = self.manifest.segments()[segment].shard_len();
+        let (first, last) = (offset / shard_len, (offset + len - 1) / shard_len);
+        if first == last {
+            // The usual case: the chunk lies in one shard, and is borrowed.
+            let base = first * shard_len;
+            let pieces = got.get(&(segment, first as usize))?;
+            return slice_of(pieces, &(offset - base..offset - base + len)).map(std::borrow::Cow::Borrowed);
+        }
         let mut out = Vec::with_capacity(len as usize);
         let (mut a, b) = (offset, offset + len);
         while a < b {
-            let shard = (a / shard_len) as usize;
-            let base = shard as u64 * shard_len;
+            let shard = a / shard_len;
+            let base = shard * shard_len;
             let end = b.min(base + shard_len);
-            let pieces = got.get(&(segment, shard))?;
-            let (r, bytes) = pieces
-                .iter()
-                .find(|(r, _)| r.start <= a - base && end - base <= r.end)?;
-            out.extend_from_slice(
-                &bytes[(a - base - r.start) as usize..(end - base - r.start) as usize],
-            );
+            out.extend_from_slice(slice_of(got.get(&(segment, shard as usize))?, &(a - base..end - base))?);
             a = end;
         }
-        Some(out)
+        Some(std::borrow::Cow::Owned(out))
     }
 
     /// Ask for several wants in parallel; each answer verified.
@@ -449,14 +403,7 @@ impl<'a> Decoder<'a> {
             .par_iter()
             .map(|w| {
                 if bad.contains_key(&(w.segment, w.shard)) {
-                    return (
-                        0,
-                        Err(self.problem(
-                            w.segment,
-                            w.shard,
-                            "already found bad in this decode".to_string(),
-                        )),
-                    );
+                    return (0, Err(self.problem(w.segment, w.shard, "already found bad in this decode".to_string())));
                 }
                 self.fetch_one(w)
             })
@@ -473,25 +420,14 @@ impl<'a> Decoder<'a> {
 
     fn problem(&self, segment: usize, shard: usize, reason: String) -> ShardProblem {
         let cid = self.manifest.segments()[segment].shards()[shard].to_string();
-        ShardProblem {
-            segment,
-            shard,
-            cid,
-            reason,
-        }
+        ShardProblem { segment, shard, cid, reason }
     }
 
     fn fetch_one(&self, w: &Want) -> (u64, std::result::Result<Got, ShardProblem>) {
         let seg = &self.manifest.segments()[w.segment];
         let cid = &seg.shards()[w.shard];
         let shard_len = seg.shard_len();
-        let req = ShardRequest {
-            segment: w.segment,
-            shard: w.shard,
-            cid,
-            shard_len,
-            ranges: &w.ranges,
-        };
+        let req = ShardRequest { segment: w.segment, shard: w.shard, cid, shard_len, ranges: &w.ranges };
         let fail = |reason: String| self.problem(w.segment, w.shard, reason);
         match self.source.fetch(&req) {
             Err(SourceError::Missing) => (0, Err(fail("missing".to_string()))),
@@ -499,32 +435,18 @@ impl<'a> Decoder<'a> {
             Ok(Piece::Whole(bytes)) => {
                 let n = bytes.len() as u64;
                 if n != shard_len {
-                    return (
-                        n,
-                        Err(fail(format!(
-                            "whole shard is {n} bytes, expected {shard_len}"
-                        ))),
-                    );
+                    return (n, Err(fail(format!("whole shard is {n} bytes, expected {shard_len}"))));
                 }
                 if Cid::of_raw(&bytes) != *cid {
                     return (n, Err(fail("bytes do not match the CID".to_string())));
                 }
-                let got = w
-                    .ranges
-                    .iter()
-                    .map(|r| (r.clone(), bytes[r.start as usize..r.end as usize].to_vec()))
-                    .collect();
-                (n, Ok(got))
+                // Kept whole: the wanted ranges are sliced out of it when used.
+                (n, Ok(vec![(0..shard_len, bytes)]))
             }
             Ok(Piece::Proof(proof_bytes)) => {
                 let n = proof_bytes.len() as u64;
                 if n > proof::max_proof_len(shard_len, &w.ranges) {
-                    return (
-                        n,
-                        Err(fail(format!(
-                            "proof of {n} bytes is longer than the ranges can need"
-                        ))),
-                    );
+                    return (n, Err(fail(format!("proof of {n} bytes is longer than the ranges can need"))));
                 }
                 match proof::verify(cid, shard_len, &w.ranges, &proof_bytes) {
                     Ok(bytes) => (n, Ok(w.ranges.iter().cloned().zip(bytes).collect())),
@@ -540,8 +462,9 @@ impl<'a> Decoder<'a> {
         &self,
         segment: usize,
         failed: &[Want],
-        chunk: usize,
-        offset: u64,
+        have: &HashMap<(usize, usize), Got>,
+        // The first chunk that needs this segment, and its object offset (for errors).
+        (chunk, offset): (usize, u64),
         bad: &mut HashMap<(usize, usize), ()>,
         stats: &mut DecodeStats,
     ) -> Result<Vec<(usize, Got)>> {
@@ -549,29 +472,30 @@ impl<'a> Decoder<'a> {
         let k = seg.data_shards();
         let n = seg.shards().len();
         let coder = Coder::new(k as u8, (n - k) as u8)?;
-        let union = merge(
-            failed
-                .iter()
-                .flat_map(|w| w.ranges.iter().cloned())
-                .collect(),
-        );
+        let union = merge(failed.iter().flat_map(|w| w.ranges.iter().cloned()).collect());
         let is_failed = |s: usize| failed.iter().any(|w| w.shard == s);
         // Parity first, then the healthy data shards.
-        let candidates: Vec<usize> = (k..n)
-            .chain(0..k)
-            .filter(|&s| !is_failed(s) && !bad.contains_key(&(segment, s)))
-            .collect();
+        let candidates: Vec<usize> =
+            (k..n).chain(0..k).filter(|&s| !is_failed(s) && !bad.contains_key(&(segment, s))).collect();
+        // Healthy data shards already read for their own chunks serve again
+        // where their ranges cover the union: no second read.
         let mut good: Vec<(usize, Got)> = Vec::new();
+        for s in 0..k {
+            if good.len() == k || is_failed(s) {
+                continue;
+            }
+            let Some(pieces) = have.get(&(segment, s)) else { continue };
+            if union.iter().all(|u| slice_of(pieces, u).is_some()) {
+                good.push((s, pieces.clone()));
+            }
+        }
+        let candidates: Vec<usize> = candidates.into_iter().filter(|c| !good.iter().any(|(s, _)| s == c)).collect();
         let mut next = 0;
         while good.len() < k && next < candidates.len() {
             let take = (k - good.len()).min(candidates.len() - next);
             let batch: Vec<Want> = candidates[next..next + take]
                 .iter()
-                .map(|&s| Want {
-                    segment,
-                    shard: s,
-                    ranges: union.clone(),
-                })
+                .map(|&s| Want { segment, shard: s, ranges: union.clone() })
                 .collect();
             next += take;
             for (want, r) in batch.iter().zip(self.fetch_all(&batch, bad, stats)) {
@@ -585,20 +509,8 @@ impl<'a> Decoder<'a> {
             }
         }
         if good.len() < k {
-            let problems = stats
-                .problems
-                .iter()
-                .filter(|p| p.segment == segment)
-                .cloned()
-                .collect();
-            return Err(Error::Unrecoverable {
-                segment,
-                chunk,
-                offset,
-                good: good.len(),
-                needed: k,
-                problems,
-            });
+            let problems = stats.problems.iter().filter(|p| p.segment == segment).cloned().collect();
+            return Err(Error::Unrecoverable { segment, chunk, offset, good: good.len(), needed: k, problems });
         }
         // Each union range is its own set of codewords; rebuild them on all cores.
         let rebuilt: Vec<Result<Vec<Option<Vec<u8>>>>> = (0..union.len())
@@ -606,7 +518,9 @@ impl<'a> Decoder<'a> {
             .map(|ri| {
                 let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
                 for (s, g) in &good {
-                    pieces[*s] = Some(g[ri].1.clone());
+                    let bytes = slice_of(g, &union[ri])
+                        .ok_or_else(|| Error::InvalidParams("internal: piece lacks a range".to_string()))?;
+                    pieces[*s] = Some(bytes.to_vec());
                 }
                 coder.rebuild(&mut pieces, true)?;
                 Ok(pieces)
@@ -621,17 +535,12 @@ impl<'a> Decoder<'a> {
                 let ri = union
                     .iter()
                     .position(|u| u.start <= r.start && r.end <= u.end)
-                    .ok_or_else(|| {
-                        Error::InvalidParams("internal: range outside its union".to_string())
-                    })?;
+                    .ok_or_else(|| Error::InvalidParams("internal: range outside its union".to_string()))?;
                 let u = &union[ri];
-                let bytes = rebuilt[ri][w.shard].as_ref().ok_or_else(|| {
-                    Error::InvalidParams("internal: rebuild left a gap".to_string())
-                })?;
-                g.push((
-                    r.clone(),
-                    bytes[(r.start - u.start) as usize..(r.end - u.start) as usize].to_vec(),
-                ));
+                let bytes = rebuilt[ri][w.shard]
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidParams("internal: rebuild left a gap".to_string()))?;
+                g.push((r.clone(), bytes[(r.start - u.start) as usize..(r.end - u.start) as usize].to_vec()));
             }
             out.push((w.shard, g));
         }

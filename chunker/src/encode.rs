@@ -99,15 +99,8 @@ impl KnownChunks {
                     self.segments.len() - 1
                 })
             });
-            self.chunks.insert(
-                ch.id,
-                Known {
-                    segment: idx,
-                    key: ch.key,
-                    offset: ch.offset,
-                    stored_len: ch.stored_len,
-                },
-            );
+            self.chunks
+                .insert(ch.id, Known { segment: idx, key: ch.key, offset: ch.offset, stored_len: ch.stored_len });
         }
     }
 
@@ -189,19 +182,9 @@ struct OpenSegment {
 /// What happens to one chunk of a window.
 enum Plan {
     /// Stored before (known, or earlier in this object).
-    Reuse {
-        segment: u32,
-        offset: u32,
-        stored_len: u32,
-        key: ChunkKey,
-    },
+    Reuse { segment: u32, offset: u32, stored_len: u32, key: ChunkKey },
     /// Stored now, into `segment` at `offset`.
-    New {
-        segment: u32,
-        offset: u32,
-        stored_len: u32,
-        key: ChunkKey,
-    },
+    New { segment: u32, offset: u32, stored_len: u32, key: ChunkKey },
 }
 
 impl<'a> Encoder<'a> {
@@ -209,13 +192,7 @@ impl<'a> Encoder<'a> {
     pub fn new(params: Params, secret: &'a TenantSecret) -> Result<Self> {
         params.validate()?;
         let coder = Coder::new(params.coding.data, params.coding.parity)?;
-        Ok(Encoder {
-            params,
-            secret,
-            known: None,
-            salt: [0; 32],
-            coder,
-        })
+        Ok(Encoder { params, secret, known: None, salt: [0; 32], coder })
     }
 
     /// Store only chunks not in `known` (which must be the same tenant's).
@@ -242,7 +219,7 @@ impl<'a> Encoder<'a> {
     ) -> Result<Encoded> {
         let params = &self.params;
         let segment_size = params.segment_size as usize;
-        let window = (2 * segment_size).clamp(4 << 20, 32 << 20);
+        let window = segment_size.clamp(4 << 20, 16 << 20);
         let mut st = State {
             match_key: self.secret.match_key(&self.salt),
             hasher: blake3::Hasher::new(),
@@ -270,32 +247,23 @@ impl<'a> Encoder<'a> {
             let next = next.map_err(|e| Error::io("reading input", e))?;
             spare = std::mem::replace(&mut cur, next).buf;
         }
+        // The last segment, then only what the manifest needs stays in memory.
+        drop((cur, spare, std::mem::take(&mut st.seen)));
         if let Some(seg) = st.open.take() {
             let (i, s) = self.finish_segment(seg, sink, &mut st.stats)?;
             st.segments[i] = Some(s);
         }
-        let segments: Vec<Segment> =
-            st.segments
-                .into_iter()
-                .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    Error::InvalidParams("internal: a segment was never finished".to_string())
-                })?;
+        let segments: Vec<Segment> = st
+            .segments
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::InvalidParams("internal: a segment was never finished".to_string()))?;
         let object_hash = *st.hasher.finalize().as_bytes();
         st.stats.object_len = st.done;
-        let contents = Contents {
-            object_len: st.done,
-            object_hash,
-            match_key: st.match_key,
-            chunks: st.entries,
-        };
+        let contents = Contents { object_len: st.done, object_hash, match_key: st.match_key, chunks: st.entries };
         let read_key = self.secret.read_key(&object_hash);
         let manifest = Manifest::seal(*params, segments, &contents, &read_key);
-        Ok(Encoded {
-            manifest,
-            read_key,
-            stats: st.stats,
-        })
+        Ok(Encoded { manifest, read_key, stats: st.stats })
     }
 
     /// Hash, place, seal and code the chunks of one window.
@@ -320,13 +288,8 @@ impl<'a> Encoder<'a> {
                         let d = digest(plain);
                         let id = self.secret.chunk_id(&d);
                         let tag = match_tag(match_key, &d);
-                        let is_new = !seen.contains_key(&id)
-                            && known.is_none_or(|k| !k.chunks.contains_key(&id));
-                        let compressed = if is_new {
-                            seal::compress_if_pays(params.zstd_level, plain)
-                        } else {
-                            None
-                        };
+                        let is_new = !seen.contains_key(&id) && known.is_none_or(|k| !k.chunks.contains_key(&id));
+                        let compressed = if is_new { seal::compress_if_pays(params.zstd_level, plain) } else { None };
                         (id, tag, compressed)
                     })
                     .collect::<Vec<_>>()
@@ -341,12 +304,7 @@ impl<'a> Encoder<'a> {
         let mut closed: Vec<OpenSegment> = Vec::new();
         for (r, (id, _, compressed)) in ranges.iter().zip(&prepared) {
             if let Some(&(segment, offset, stored_len, key)) = st.seen.get(id) {
-                plans.push(Plan::Reuse {
-                    segment,
-                    offset,
-                    stored_len,
-                    key,
-                });
+                plans.push(Plan::Reuse { segment, offset, stored_len, key });
                 continue;
             }
             if let Some((kc, c)) = known.and_then(|k| k.chunks.get(id).map(|c| (k, *c))) {
@@ -355,45 +313,26 @@ impl<'a> Encoder<'a> {
                     segments.push(Some(kc.segments[c.segment].clone()));
                     (segments.len() - 1) as u32
                 });
-                st.seen
-                    .insert(*id, (segment, c.offset, c.stored_len, c.key));
-                plans.push(Plan::Reuse {
-                    segment,
-                    offset: c.offset,
-                    stored_len: c.stored_len,
-                    key: c.key,
-                });
+                st.seen.insert(*id, (segment, c.offset, c.stored_len, c.key));
+                plans.push(Plan::Reuse { segment, offset: c.offset, stored_len: c.stored_len, key: c.key });
                 continue;
             }
             let body = compressed.as_ref().map_or(r.len(), Vec::len);
             let stored_len = seal::stored_len(body);
-            if st
-                .open
-                .as_ref()
-                .is_some_and(|o| o.data.len() + stored_len > segment_size)
-            {
+            if st.open.as_ref().is_some_and(|o| o.data.len() + stored_len > segment_size) {
                 closed.extend(st.open.take());
             }
             let segments = &mut st.segments;
             let seg = st.open.get_or_insert_with(|| {
                 segments.push(None);
-                OpenSegment {
-                    index: segments.len() - 1,
-                    data: Vec::with_capacity(segment_size + 256),
-                }
+                OpenSegment { index: segments.len() - 1, data: Vec::with_capacity(segment_size + 256) }
             });
             let offset = seg.data.len();
             seg.data.resize(offset + stored_len, 0);
             let key = self.secret.chunk_key(id);
-            let (segment, offset, stored_len) =
-                (seg.index as u32, offset as u32, stored_len as u32);
+            let (segment, offset, stored_len) = (seg.index as u32, offset as u32, stored_len as u32);
             st.seen.insert(*id, (segment, offset, stored_len, key));
-            plans.push(Plan::New {
-                segment,
-                offset,
-                stored_len,
-                key,
-            });
+            plans.push(Plan::New { segment, offset, stored_len, key });
             st.stats.new_chunks += 1;
             st.stats.new_plain_bytes += r.len() as u64;
             st.stats.compressed_chunks += u64::from(compressed.is_some());
@@ -408,31 +347,14 @@ impl<'a> Encoder<'a> {
                     let Plan::New { key, .. } = &plans[*i] else {
                         return Err(());
                     };
-                    seal::seal_into(
-                        key,
-                        &data[ranges[*i].clone()],
-                        prepared[*i].2.as_deref(),
-                        out,
-                    );
+                    seal::seal_into(key, &data[ranges[*i].clone()], prepared[*i].2.as_deref(), out);
                     Ok(())
                 })
-                .map_err(|()| {
-                    Error::InvalidParams("internal: slot for a reused chunk".to_string())
-                })?;
+                .map_err(|()| Error::InvalidParams("internal: slot for a reused chunk".to_string()))?;
         }
         for ((r, (id, tag, _)), plan) in ranges.iter().zip(&prepared).zip(&plans) {
-            let (Plan::Reuse {
-                segment,
-                offset,
-                stored_len,
-                key,
-            }
-            | Plan::New {
-                segment,
-                offset,
-                stored_len,
-                key,
-            }) = *plan;
+            let (Plan::Reuse { segment, offset, stored_len, key } | Plan::New { segment, offset, stored_len, key }) =
+                *plan;
             st.entries.push(ChunkEntry {
                 id: *id,
                 key,
@@ -468,29 +390,14 @@ impl<'a> Encoder<'a> {
         let mut parity = vec![vec![0u8; shard_len]; self.coder.parity_shards()];
         let data_shards: Vec<&[u8]> = data.chunks(shard_len).collect();
         self.coder.encode(&data_shards, &mut parity)?;
-        let all: Vec<&[u8]> = data_shards
-            .iter()
-            .copied()
-            .chain(parity.iter().map(Vec::as_slice))
-            .collect();
+        let all: Vec<&[u8]> = data_shards.iter().copied().chain(parity.iter().map(Vec::as_slice)).collect();
         let shards: Vec<Cid> = all.par_iter().map(|s| Cid::of_raw(s)).collect();
-        let segment = Segment {
-            len: len as u64,
-            k: self.params.coding.data,
-            shards,
-        };
+        let segment = Segment { len: len as u64, k: self.params.coding.data, shards };
         stats.new_segments += 1;
         stats.new_segment_bytes += len as u64;
         stats.new_shard_bytes += (shard_len * all.len()) as u64;
-        sink.put_segment(EncodedSegment {
-            index,
-            segment: &segment,
-            shards: all,
-        })
-        .map_err(|e| Error::Sink {
-            segment: index,
-            reason: e.to_string(),
-        })?;
+        sink.put_segment(EncodedSegment { index, segment: &segment, shards: all })
+            .map_err(|e| Error::Sink { segment: index, reason: e.to_string() })?;
         Ok((index, segment))
     }
 }
@@ -509,13 +416,7 @@ fn carve_slots<'s>(
     }
     let mut out = Vec::new();
     for (i, p) in plans.iter().enumerate() {
-        if let Plan::New {
-            segment,
-            offset,
-            stored_len,
-            ..
-        } = *p
-        {
+        if let Plan::New { segment, offset, stored_len, .. } = *p {
             let Some((cut, rest)) = bufs.remove(&segment) else {
                 continue;
             };

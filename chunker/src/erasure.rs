@@ -68,23 +68,18 @@ impl Coder {
             )));
         }
         let blocks = len.div_ceil(COLUMN_BLOCK);
-        let mut columns: Vec<Vec<&mut [u8]>> =
-            (0..blocks).map(|_| Vec::with_capacity(self.m)).collect();
+        let mut columns: Vec<Vec<&mut [u8]>> = (0..blocks).map(|_| Vec::with_capacity(self.m)).collect();
         for p in parity.iter_mut() {
             for (i, c) in p.chunks_mut(COLUMN_BLOCK).enumerate() {
                 columns[i].push(c);
             }
         }
-        columns
-            .into_par_iter()
-            .enumerate()
-            .try_for_each(|(i, mut out)| {
-                let start = i * COLUMN_BLOCK;
-                let end = (start + COLUMN_BLOCK).min(len);
-                let ins: Vec<&[u8]> = data.iter().map(|d| &d[start..end]).collect();
-                rs.encode_sep(&ins, &mut out)
-                    .map_err(|e| Error::InvalidParams(format!("reed-solomon encode: {e:?}")))
-            })
+        columns.into_par_iter().enumerate().try_for_each(|(i, mut out)| {
+            let start = i * COLUMN_BLOCK;
+            let end = (start + COLUMN_BLOCK).min(len);
+            let ins: Vec<&[u8]> = data.iter().map(|d| &d[start..end]).collect();
+            rs.encode_sep(&ins, &mut out).map_err(|e| Error::InvalidParams(format!("reed-solomon encode: {e:?}")))
+        })
     }
 
     /// Fill in the missing (`None`) entries of `pieces`, which holds the same
@@ -94,10 +89,7 @@ impl Coder {
     pub fn rebuild(&self, pieces: &mut [Option<Vec<u8>>], data_only: bool) -> Result<()> {
         let n = self.k + self.m;
         if pieces.len() != n {
-            return Err(Error::InvalidParams(format!(
-                "rebuild needs {n} slots, got {}",
-                pieces.len()
-            )));
+            return Err(Error::InvalidParams(format!("rebuild needs {n} slots, got {}", pieces.len())));
         }
         let present = pieces.iter().filter(|p| p.is_some()).count();
         let missing_data = pieces[..self.k].iter().any(Option::is_none);
@@ -105,29 +97,18 @@ impl Coder {
             return Ok(());
         }
         if present < self.k {
-            return Err(Error::InvalidParams(format!(
-                "rebuild needs {} pieces, only {present} present",
-                self.k
-            )));
+            return Err(Error::InvalidParams(format!("rebuild needs {} pieces, only {present} present", self.k)));
         }
         let mut lens = pieces.iter().flatten().map(Vec::len);
         let first = lens.next().unwrap_or(0);
         if lens.any(|l| l != first) {
-            return Err(Error::InvalidParams(
-                "rebuild pieces differ in length".to_string(),
-            ));
+            return Err(Error::InvalidParams("rebuild pieces differ in length".to_string()));
         }
         let Some(rs) = &self.rs else {
             // m = 0 and all k present was handled above.
-            return Err(Error::InvalidParams(
-                "no parity to rebuild from".to_string(),
-            ));
+            return Err(Error::InvalidParams("no parity to rebuild from".to_string()));
         };
-        let r = if data_only {
-            rs.reconstruct_data(pieces)
-        } else {
-            rs.reconstruct(pieces)
-        };
+        let r = if data_only { rs.reconstruct_data(pieces) } else { rs.reconstruct(pieces) };
         r.map_err(|e| Error::InvalidParams(format!("reed-solomon rebuild: {e:?}")))
     }
 }
@@ -137,9 +118,7 @@ mod tests {
     use super::*;
 
     fn shards(k: usize, len: usize) -> Vec<Vec<u8>> {
-        (0..k)
-            .map(|i| (0..len).map(|j| (i * 31 + j * 7 + j / 251) as u8).collect())
-            .collect()
+        (0..k).map(|i| (0..len).map(|j| (i * 31 + j * 7 + j / 251) as u8).collect()).collect()
     }
 
     #[test]
@@ -152,10 +131,7 @@ mod tests {
         let all: Vec<Vec<u8>> = data.iter().chain(parity.iter()).cloned().collect();
         // Lose shards 0 and 3; rebuild only bytes 40_000..40_500 of them.
         let range = 40_000..40_500;
-        let mut pieces: Vec<Option<Vec<u8>>> = all
-            .iter()
-            .map(|s| Some(s[range.clone()].to_vec()))
-            .collect();
+        let mut pieces: Vec<Option<Vec<u8>>> = all.iter().map(|s| Some(s[range.clone()].to_vec())).collect();
         pieces[0] = None;
         pieces[3] = None;
         c.rebuild(&mut pieces, true).expect("rebuild");

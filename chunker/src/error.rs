@@ -18,11 +18,7 @@ pub struct ShardProblem {
 
 impl fmt::Display for ShardProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "segment {} shard {} ({}): {}",
-            self.segment, self.shard, self.cid, self.reason
-        )
+        write!(f, "segment {} shard {} ({}): {}", self.segment, self.shard, self.cid, self.reason)
     }
 }
 
@@ -78,9 +74,7 @@ pub enum Error {
     },
 
     /// The read key does not open the manifest's sealed part.
-    #[error(
-        "the read key does not open this manifest: wrong capability, or the manifest was altered"
-    )]
+    #[error("the read key does not open this manifest: wrong capability, or the manifest was altered")]
     WrongReadKey,
 
     /// A read capability string could not be parsed.

@@ -29,9 +29,7 @@ mod source;
 pub use address::Cid;
 pub use capability::ReadCapability;
 pub use decode::{DecodeStats, Decoder, Piece, Seed, ShardRequest, ShardSource, SourceError};
-pub use encode::{
-    EncodeStats, Encoded, EncodedSegment, Encoder, KnownChunks, MemorySink, SegmentSink,
-};
+pub use encode::{EncodeStats, Encoded, EncodedSegment, Encoder, KnownChunks, MemorySink, SegmentSink};
 pub use erasure::Coder;
 pub use error::{Error, Result, ShardProblem};
 pub use keys::{ChunkId, ReadKey, TenantSecret};

@@ -62,9 +62,7 @@ pub struct Limits {
 impl Default for Limits {
     /// 256 MiB: enough for an object of about 80 GiB at default chunking.
     fn default() -> Self {
-        Limits {
-            max_manifest_bytes: 256 << 20,
-        }
+        Limits { max_manifest_bytes: 256 << 20 }
     }
 }
 
@@ -214,14 +212,11 @@ fn public_part(params: &Params, segments: &[Segment]) -> Vec<u8> {
     e.into_writer()
 }
 
-fn encode_contents(c: &Contents) -> Vec<u8> {
-    let mut e = Encoder::new(Vec::with_capacity(64 + 100 * c.chunks.len()));
+fn encode_contents_into(c: &Contents, out: &mut Vec<u8>) {
+    out.reserve(64 + 100 * c.chunks.len());
+    let mut e = Encoder::new(out);
     let r: EncResult = (|| {
-        e.array(4)?
-            .u64(c.object_len)?
-            .bytes(&c.object_hash)?
-            .bytes(&c.match_key)?
-            .array(c.chunks.len() as u64)?;
+        e.array(4)?.u64(c.object_len)?.bytes(&c.object_hash)?.bytes(&c.match_key)?.array(c.chunks.len() as u64)?;
         for ch in &c.chunks {
             e.array(7)?
                 .bytes(&ch.id.0)?
@@ -235,7 +230,6 @@ fn encode_contents(c: &Contents) -> Vec<u8> {
         Ok(())
     })();
     infallible(r);
-    e.into_writer()
 }
 
 fn sealing_nonce(key: &ReadKey, body: &[u8]) -> [u8; 12] {
@@ -246,31 +240,22 @@ fn sealing_nonce(key: &ReadKey, body: &[u8]) -> [u8; 12] {
 
 impl Manifest {
     /// Build and seal a manifest.
-    pub(crate) fn seal(
-        params: Params,
-        segments: Vec<Segment>,
-        contents: &Contents,
-        key: &ReadKey,
-    ) -> Self {
+    pub(crate) fn seal(params: Params, segments: Vec<Segment>, contents: &Contents, key: &ReadKey) -> Self {
         let aad = blake3::hash(&public_part(&params, &segments));
-        let mut body = encode_contents(contents);
+        // Sealed in place: nonce ‖ body ‖ tag in one buffer.
+        let mut sealed = vec![0u8; 12];
+        encode_contents_into(contents, &mut sealed);
         // Deterministic, and distinct for distinct contents: the same object
         // encoded twice yields the same manifest, and a read key never seals
         // two different contents under one nonce.
-        let nonce = sealing_nonce(key, &body);
+        let nonce = sealing_nonce(key, &sealed[12..]);
+        sealed[..12].copy_from_slice(&nonce);
         let cipher = Aes256Gcm::new(&key.0.into());
         let tag = cipher
-            .encrypt_inout_detached(&nonce.into(), aad.as_bytes(), body.as_mut_slice().into())
+            .encrypt_inout_detached(&nonce.into(), aad.as_bytes(), sealed[12..].as_mut().into())
             .unwrap_or_else(|_| unreachable!("manifest far below the GCM length limit"));
-        let mut sealed = Vec::with_capacity(12 + body.len() + 16);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&body);
         sealed.extend_from_slice(tag.as_slice());
-        Manifest {
-            params,
-            segments,
-            sealed,
-        }
+        Manifest { params, segments, sealed }
     }
 
     /// The parameters the object was encoded with.
@@ -285,9 +270,7 @@ impl Manifest {
 
     /// The canonical CBOR bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut e = Encoder::new(Vec::with_capacity(
-            self.sealed.len() + 64 + 600 * self.segments.len(),
-        ));
+        let mut e = Encoder::new(Vec::with_capacity(self.sealed.len() + 64 + 600 * self.segments.len()));
         let r: EncResult = (|| {
             e.array(5)?.str(MAGIC)?.u64(FORMAT_VERSION)?;
             encode_params(&mut e, &self.params)?;
@@ -326,9 +309,7 @@ impl Manifest {
         }
         // Canonical form only: one object, one manifest, one CID.
         if m.to_bytes() != bytes {
-            return Err(Error::ManifestMalformed(
-                "not in canonical encoding".to_string(),
-            ));
+            return Err(Error::ManifestMalformed("not in canonical encoding".to_string()));
         }
         Ok(m)
     }
@@ -337,10 +318,7 @@ impl Manifest {
     pub fn from_bytes_with_cid(bytes: &[u8], cid: &Cid, limits: &Limits) -> Result<Self> {
         let actual = Cid::of_cbor(bytes);
         if actual != *cid {
-            return Err(Error::ManifestCidMismatch {
-                expected: cid.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(Error::ManifestCidMismatch { expected: cid.to_string(), actual: actual.to_string() });
         }
         Self::from_bytes(bytes, limits)
     }
@@ -348,9 +326,7 @@ impl Manifest {
     /// Open the sealed part with the object's read key.
     pub fn open(&self, key: &ReadKey) -> Result<Contents> {
         if self.sealed.len() < 28 {
-            return Err(Error::ManifestMalformed(
-                "sealed part too short".to_string(),
-            ));
+            return Err(Error::ManifestMalformed("sealed part too short".to_string()));
         }
         let aad = blake3::hash(&public_part(&self.params, &self.segments));
         let (nonce, rest) = self.sealed.split_at(12);
@@ -361,19 +337,12 @@ impl Manifest {
         let mut t = [0u8; 16];
         t.copy_from_slice(tag);
         Aes256Gcm::new(&key.0.into())
-            .decrypt_inout_detached(
-                &n.into(),
-                aad.as_bytes(),
-                body.as_mut_slice().into(),
-                &t.into(),
-            )
+            .decrypt_inout_detached(&n.into(), aad.as_bytes(), body.as_mut_slice().into(), &t.into())
             .map_err(|_| Error::WrongReadKey)?;
         let mut d = Decoder::new(&body);
         let c = decode_contents(&mut d, self).map_err(|e| e.into_error(d.position()))?;
         if d.position() != body.len() {
-            return Err(Error::ManifestMalformed(
-                "trailing bytes in the sealed part".to_string(),
-            ));
+            return Err(Error::ManifestMalformed("trailing bytes in the sealed part".to_string()));
         }
         Ok(c)
     }
@@ -397,10 +366,7 @@ impl DecErr {
         match self {
             DecErr::Cbor(e) => Error::ManifestMalformed(format!("at byte {pos}: {e}")),
             DecErr::Bad(s) => Error::ManifestMalformed(format!("at byte {pos}: {s}")),
-            DecErr::Version(v) => Error::ManifestVersion {
-                found: v,
-                supported: FORMAT_VERSION,
-            },
+            DecErr::Version(v) => Error::ManifestVersion { found: v, supported: FORMAT_VERSION },
         }
     }
 }
@@ -420,48 +386,29 @@ fn array_of(d: &mut Decoder<'_>, n: u64, what: &str) -> std::result::Result<(), 
 
 /// A definite-length array header whose count the remaining input can hold,
 /// each item taking at least `min_item` bytes.
-fn counted_array(
-    d: &mut Decoder<'_>,
-    min_item: usize,
-    what: &str,
-) -> std::result::Result<usize, DecErr> {
+fn counted_array(d: &mut Decoder<'_>, min_item: usize, what: &str) -> std::result::Result<usize, DecErr> {
     let Some(n) = d.array()? else {
         return bad(format!("{what}: indefinite-length arrays are not used"));
     };
     let left = d.input().len() - d.position();
     if n > (left / min_item) as u64 {
-        return bad(format!(
-            "{what}: {n} items cannot fit in the {left} bytes left"
-        ));
+        return bad(format!("{what}: {n} items cannot fit in the {left} bytes left"));
     }
     Ok(n as usize)
 }
 
 fn fixed<const N: usize>(d: &mut Decoder<'_>, what: &str) -> std::result::Result<[u8; N], DecErr> {
     let b = d.bytes()?;
-    <[u8; N]>::try_from(b)
-        .or_else(|_| bad(format!("{what}: expected {N} bytes, found {}", b.len())))
+    <[u8; N]>::try_from(b).or_else(|_| bad(format!("{what}: expected {N} bytes, found {}", b.len())))
 }
 
 fn decode_params(d: &mut Decoder<'_>) -> std::result::Result<Params, DecErr> {
     array_of(d, 7, "params")?;
-    let chunking = Chunking {
-        min: d.u32()?,
-        avg: d.u32()?,
-        max: d.u32()?,
-    };
+    let chunking = Chunking { min: d.u32()?, avg: d.u32()?, max: d.u32()? };
     let zstd_level = d.i32()?;
     let segment_size = d.u32()?;
-    let coding = Coding {
-        data: d.u8()?,
-        parity: d.u8()?,
-    };
-    let p = Params {
-        chunking,
-        coding,
-        segment_size,
-        zstd_level,
-    };
+    let coding = Coding { data: d.u8()?, parity: d.u8()? };
+    let p = Params { chunking, coding, segment_size, zstd_level };
     p.validate().or_else(|e| bad(format!("params: {e}")))?;
     Ok(p)
 }
@@ -486,14 +433,8 @@ fn decode_manifest(d: &mut Decoder<'_>) -> std::result::Result<Manifest, DecErr>
         if k == 0 || len == 0 || len > 1 << 30 {
             return bad(format!("segment {i}: k = {k}, length {len} is impossible"));
         }
-        if digests.len() % 32 != 0
-            || digests.len() / 32 < usize::from(k)
-            || digests.len() / 32 > 255
-        {
-            return bad(format!(
-                "segment {i}: {} digest bytes do not make k..=255 shards",
-                digests.len()
-            ));
+        if digests.len() % 32 != 0 || digests.len() / 32 < usize::from(k) || digests.len() / 32 > 255 {
+            return bad(format!("segment {i}: {} digest bytes do not make k..=255 shards", digests.len()));
         }
         let shards = digests
             .chunks_exact(32)
@@ -506,11 +447,7 @@ fn decode_manifest(d: &mut Decoder<'_>) -> std::result::Result<Manifest, DecErr>
         segments.push(Segment { len, k, shards });
     }
     let sealed = d.bytes()?.to_vec();
-    Ok(Manifest {
-        params,
-        segments,
-        sealed,
-    })
+    Ok(Manifest { params, segments, sealed })
 }
 
 fn decode_contents(d: &mut Decoder<'_>, m: &Manifest) -> std::result::Result<Contents, DecErr> {
@@ -533,42 +470,19 @@ fn decode_contents(d: &mut Decoder<'_>, m: &Manifest) -> std::result::Result<Con
             return bad(format!("chunk {i}: segment {segment} does not exist"));
         };
         if u64::from(offset) + u64::from(stored_len) > seg.len {
-            return bad(format!(
-                "chunk {i}: bytes {offset}+{stored_len} lie outside segment {segment}"
-            ));
+            return bad(format!("chunk {i}: bytes {offset}+{stored_len} lie outside segment {segment}"));
         }
         if plain_len == 0 || plain_len > max_plain {
-            return bad(format!(
-                "chunk {i}: plaintext length {plain_len} outside 1..={max_plain}"
-            ));
+            return bad(format!("chunk {i}: plaintext length {plain_len} outside 1..={max_plain}"));
         }
-        if (stored_len as usize) < STORED_OVERHEAD
-            || stored_len as usize > plain_len as usize + STORED_OVERHEAD
-        {
-            return bad(format!(
-                "chunk {i}: stored length {stored_len} impossible for {plain_len} plaintext bytes"
-            ));
+        if (stored_len as usize) < STORED_OVERHEAD || stored_len as usize > plain_len as usize + STORED_OVERHEAD {
+            return bad(format!("chunk {i}: stored length {stored_len} impossible for {plain_len} plaintext bytes"));
         }
         total += u64::from(plain_len);
-        chunks.push(ChunkEntry {
-            id,
-            key,
-            tag,
-            plain_len,
-            segment,
-            offset,
-            stored_len,
-        });
+        chunks.push(ChunkEntry { id, key, tag, plain_len, segment, offset, stored_len });
     }
     if total != object_len {
-        return bad(format!(
-            "chunks add up to {total} bytes, object length is {object_len}"
-        ));
+        return bad(format!("chunks add up to {total} bytes, object length is {object_len}"));
     }
-    Ok(Contents {
-        object_len,
-        object_hash,
-        match_key,
-        chunks,
-    })
+    Ok(Contents { object_len, object_hash, match_key, chunks })
 }

@@ -21,51 +21,33 @@ impl Default for Chunking {
     /// 32 KiB average (8 KiB min, 128 KiB max): chosen by measurement, see
     /// `benches/README.md` ("chunk size").
     fn default() -> Self {
-        Chunking {
-            min: 8 * 1024,
-            avg: 32 * 1024,
-            max: 128 * 1024,
-        }
+        Chunking { min: 8 * 1024, avg: 32 * 1024, max: 128 * 1024 }
     }
 }
 
 impl Chunking {
     /// Chunking around an average size, with min = avg/4 and max = avg*4.
     pub fn with_avg(avg: u32) -> Self {
-        Chunking {
-            min: (avg / 4) & !1,
-            avg,
-            max: avg.saturating_mul(4),
-        }
+        Chunking { min: (avg / 4) & !1, avg, max: avg.saturating_mul(4) }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
         let Chunking { min, avg, max } = *self;
         let bad = |msg: String| Err(Error::InvalidParams(msg));
         if !(64..=1 << 20).contains(&min) {
-            return bad(format!(
-                "minimum chunk size {min} must be between 64 B and 1 MiB"
-            ));
+            return bad(format!("minimum chunk size {min} must be between 64 B and 1 MiB"));
         }
         if !(256..=4 << 20).contains(&avg) {
-            return bad(format!(
-                "average chunk size {avg} must be between 256 B and 4 MiB"
-            ));
+            return bad(format!("average chunk size {avg} must be between 256 B and 4 MiB"));
         }
         if !(1024..=4 << 20).contains(&max) {
-            return bad(format!(
-                "maximum chunk size {max} must be between 1 KiB and 4 MiB"
-            ));
+            return bad(format!("maximum chunk size {max} must be between 1 KiB and 4 MiB"));
         }
         if !(min <= avg && avg <= max) {
-            return bad(format!(
-                "chunk sizes must satisfy min <= avg <= max (got {min} / {avg} / {max})"
-            ));
+            return bad(format!("chunk sizes must satisfy min <= avg <= max (got {min} / {avg} / {max})"));
         }
         if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 {
-            return bad(format!(
-                "chunk sizes must be even (got {min} / {avg} / {max})"
-            ));
+            return bad(format!("chunk sizes must be even (got {min} / {avg} / {max})"));
         }
         Ok(())
     }
@@ -84,10 +66,7 @@ pub struct Coding {
 impl Default for Coding {
     /// 10 + 4: any 4 of 14 peers may be lost.
     fn default() -> Self {
-        Coding {
-            data: 10,
-            parity: 4,
-        }
+        Coding { data: 10, parity: 4 }
     }
 }
 
@@ -99,9 +78,7 @@ impl Coding {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.data == 0 {
-            return Err(Error::InvalidParams(
-                "data shards (k) must be at least 1".to_string(),
-            ));
+            return Err(Error::InvalidParams("data shards (k) must be at least 1".to_string()));
         }
         if self.total() > 255 {
             return Err(Error::InvalidParams(format!(
@@ -128,12 +105,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params {
-            chunking: Chunking::default(),
-            coding: Coding::default(),
-            segment_size: 8 << 20,
-            zstd_level: 3,
-        }
+        Params { chunking: Chunking::default(), coding: Coding::default(), segment_size: 8 << 20, zstd_level: 3 }
     }
 }
 
@@ -174,16 +146,10 @@ impl Params {
             )));
         }
         if self.segment_size > 1 << 30 {
-            return Err(Error::InvalidParams(format!(
-                "segment size {} exceeds 1 GiB",
-                self.segment_size
-            )));
+            return Err(Error::InvalidParams(format!("segment size {} exceeds 1 GiB", self.segment_size)));
         }
         if !(0..=19).contains(&self.zstd_level) {
-            return Err(Error::InvalidParams(format!(
-                "zstd level {} must be between 0 (off) and 19",
-                self.zstd_level
-            )));
+            return Err(Error::InvalidParams(format!("zstd level {} must be between 0 (off) and 19", self.zstd_level)));
         }
         Ok(())
     }
@@ -202,23 +168,13 @@ mod tests {
     fn bad_coding_is_refused() {
         assert!(Params::default().with_coding(0, 4).validate().is_err());
         assert!(Params::default().with_coding(200, 56).validate().is_err());
-        Params::default()
-            .with_coding(200, 55)
-            .validate()
-            .expect("255 ok");
-        Params::default()
-            .with_coding(1, 0)
-            .validate()
-            .expect("1+0 ok");
+        Params::default().with_coding(200, 55).validate().expect("255 ok");
+        Params::default().with_coding(1, 0).validate().expect("1+0 ok");
     }
 
     #[test]
     fn bad_chunking_is_refused() {
-        let p = Params::default().with_chunking(Chunking {
-            min: 64 * 1024,
-            avg: 32 * 1024,
-            max: 128 * 1024,
-        });
+        let p = Params::default().with_chunking(Chunking { min: 64 * 1024, avg: 32 * 1024, max: 128 * 1024 });
         let err = p.validate().unwrap_err().to_string();
         assert!(err.contains("min <= avg <= max"), "{err}");
         let p = Params::default().with_segment_size(4096);

@@ -69,11 +69,7 @@ impl Outboard {
                 tree.outboard_size()
             )));
         }
-        Ok(Outboard(PostOrderMemOutboard {
-            root: root.into(),
-            tree,
-            data: bytes,
-        }))
+        Ok(Outboard(PostOrderMemOutboard { root: root.into(), tree, data: bytes }))
     }
 }
 
@@ -118,20 +114,12 @@ pub fn max_proof_len(shard_len: u64, ranges: &[Range<u64>]) -> u64 {
 
 /// Check a proof of `ranges` of the shard named `cid` (of `shard_len` bytes)
 /// and return the bytes of each range, in order.
-pub fn verify(
-    cid: &Cid,
-    shard_len: u64,
-    ranges: &[Range<u64>],
-    proof: &[u8],
-) -> Result<Vec<Vec<u8>>> {
+pub fn verify(cid: &Cid, shard_len: u64, ranges: &[Range<u64>], proof: &[u8]) -> Result<Vec<Vec<u8>>> {
     let set = chunk_ranges(shard_len, ranges)?;
     let tree = BaoTree::new(shard_len, block());
     let root = blake3::Hash::from_bytes(*cid.digest());
     let mut reader = proof;
-    let mut out: Vec<Vec<u8>> = ranges
-        .iter()
-        .map(|r| vec![0u8; (r.end - r.start) as usize])
-        .collect();
+    let mut out: Vec<Vec<u8>> = ranges.iter().map(|r| vec![0u8; (r.end - r.start) as usize]).collect();
     let mut covered = vec![0u64; ranges.len()];
     for item in DecodeResponseIter::new(root, tree, &mut reader, &set) {
         let item = item.map_err(|e| Error::Proof(format!("{e}")))?;
@@ -141,8 +129,7 @@ pub fn verify(
                 let s = r.start.max(leaf_range.start);
                 let e = r.end.min(leaf_range.end);
                 if s < e {
-                    let src = &leaf.data
-                        [(s - leaf_range.start) as usize..(e - leaf_range.start) as usize];
+                    let src = &leaf.data[(s - leaf_range.start) as usize..(e - leaf_range.start) as usize];
                     out[i][(s - r.start) as usize..(e - r.start) as usize].copy_from_slice(src);
                     covered[i] += e - s;
                 }
@@ -156,10 +143,7 @@ pub fn verify(
     for (i, r) in ranges.iter().enumerate() {
         // Overlapping requested ranges may count some bytes twice, never less.
         if covered[i] < r.end - r.start {
-            return Err(Error::Proof(format!(
-                "proof does not cover bytes {}..{}",
-                r.start, r.end
-            )));
+            return Err(Error::Proof(format!("proof does not cover bytes {}..{}", r.start, r.end)));
         }
     }
     Ok(out)
@@ -171,10 +155,7 @@ mod tests {
 
     fn shard(n: usize) -> Vec<u8> {
         let mut v = vec![0; n];
-        blake3::Hasher::new()
-            .update(b"shard")
-            .finalize_xof()
-            .fill(&mut v);
+        blake3::Hasher::new().update(b"shard").finalize_xof().fill(&mut v);
         v
     }
 
@@ -185,16 +166,9 @@ mod tests {
             let ob = Outboard::create(&s);
             let cid = Cid::of_raw(&s);
             assert_eq!(ob.root(), *cid.digest());
-            let ranges = vec![
-                0..1,
-                (len as u64 / 2)..(len as u64),
-                (len as u64 / 3)..(len as u64 / 3 + 1),
-            ];
+            let ranges = vec![0..1, (len as u64 / 2)..(len as u64), (len as u64 / 3)..(len as u64 / 3 + 1)];
             let proof = prove(&s, &ob, &ranges).expect("prove");
-            assert!(
-                proof.len() as u64 <= max_proof_len(len as u64, &ranges),
-                "len {len}"
-            );
+            assert!(proof.len() as u64 <= max_proof_len(len as u64, &ranges), "len {len}");
             let got = verify(&cid, len as u64, &ranges, &proof).expect("verify");
             for (r, g) in ranges.iter().zip(&got) {
                 assert_eq!(&s[r.start as usize..r.end as usize], g.as_slice());

@@ -33,10 +33,7 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn with_compressor<T>(
-    level: i32,
-    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
-) -> Option<T> {
+fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T) -> Option<T> {
     COMPRESSORS.with(|cell| {
         let mut list = cell.borrow_mut();
         if !list.iter().any(|(l, _)| *l == level) {
@@ -108,10 +105,7 @@ pub(crate) fn seal_into(key: &ChunkKey, plain: &[u8], compressed: Option<&[u8]>,
 /// length the manifest gives). Errors say what failed, for [`crate::Error::ChunkCorrupt`].
 pub(crate) fn open_into(key: &ChunkKey, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
     if stored.len() < STORED_OVERHEAD {
-        return Err(format!(
-            "stored chunk of {} bytes is shorter than its header",
-            stored.len()
-        ));
+        return Err(format!("stored chunk of {} bytes is shorter than its header", stored.len()));
     }
     let codec = stored[0];
     let mut nonce = [0u8; 12];
@@ -121,8 +115,7 @@ pub(crate) fn open_into(key: &ChunkKey, stored: &[u8], out: &mut [u8]) -> Result
     tag.copy_from_slice(&stored[stored.len() - 16..]);
     let cipher = Aes256Gcm::new(&key.0.into());
     let decrypt = |dst: &mut [u8]| {
-        let buf = aes_gcm::aead::inout::InOutBuf::new(body, dst)
-            .map_err(|_| "length mismatch".to_string())?;
+        let buf = aes_gcm::aead::inout::InOutBuf::new(body, dst).map_err(|_| "length mismatch".to_string())?;
         cipher
             .decrypt_inout_detached(&nonce.into(), &[FORMAT, codec], buf, &tag.into())
             .map_err(|_| "authentication failed (wrong key or altered bytes)".to_string())
@@ -130,11 +123,7 @@ pub(crate) fn open_into(key: &ChunkKey, stored: &[u8], out: &mut [u8]) -> Result
     match codec {
         CODEC_RAW => {
             if body.len() != out.len() {
-                return Err(format!(
-                    "raw body is {} bytes, manifest says {}",
-                    body.len(),
-                    out.len()
-                ));
+                return Err(format!("raw body is {} bytes, manifest says {}", body.len(), out.len()));
             }
             decrypt(out)
         }
@@ -147,14 +136,9 @@ pub(crate) fn open_into(key: &ChunkKey, stored: &[u8], out: &mut [u8]) -> Result
                     *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
                 }
                 let d = slot.as_mut().ok_or_else(|| "no zstd context".to_string())?;
-                let n = d
-                    .decompress_to_buffer(&tmp, out)
-                    .map_err(|e| format!("zstd: {e}"))?;
+                let n = d.decompress_to_buffer(&tmp, out).map_err(|e| format!("zstd: {e}"))?;
                 if n != out.len() {
-                    return Err(format!(
-                        "decompressed to {n} bytes, manifest says {}",
-                        out.len()
-                    ));
+                    return Err(format!("decompressed to {n} bytes, manifest says {}", out.len()));
                 }
                 Ok(())
             })
@@ -197,10 +181,7 @@ mod tests {
 
     fn blake3_stream(n: usize) -> Vec<u8> {
         let mut out = vec![0; n];
-        blake3::Hasher::new()
-            .update(b"seed")
-            .finalize_xof()
-            .fill(&mut out);
+        blake3::Hasher::new().update(b"seed").finalize_xof().fill(&mut out);
         out
     }
 

@@ -28,9 +28,7 @@ pub fn answer(req: &ShardRequest<'_>, shard: &[u8]) -> Result<Piece, SourceError
         return Ok(Piece::Whole(shard.to_vec()));
     }
     let ob = Outboard::create(shard);
-    proof::prove(shard, &ob, req.ranges)
-        .map(Piece::Proof)
-        .map_err(|e| SourceError::Failed(e.to_string()))
+    proof::prove(shard, &ob, req.ranges).map(Piece::Proof).map_err(|e| SourceError::Failed(e.to_string()))
 }
 
 impl ShardSource for MemorySource {

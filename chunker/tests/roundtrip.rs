@@ -7,10 +7,7 @@ use common::*;
 use chunker::{Chunking, Params};
 
 fn small_params(k: u8, m: u8) -> Params {
-    Params::default()
-        .with_chunking(Chunking::with_avg(4096))
-        .with_segment_size(256 * 1024)
-        .with_coding(k, m)
+    Params::default().with_chunking(Chunking::with_avg(4096)).with_segment_size(256 * 1024).with_coding(k, m)
 }
 
 #[test]
@@ -29,10 +26,7 @@ fn mixed_object_round_trips_with_losses() {
     data.extend_from_slice(&data.clone()[..400_000]);
     let (e, mut shards) = encode(small_params(6, 3), &data, None);
     assert!(e.stats.compressed_chunks > 0);
-    assert!(
-        e.stats.new_chunks < e.stats.chunks,
-        "repeats are stored once"
-    );
+    assert!(e.stats.new_chunks < e.stats.chunks, "repeats are stored once");
     let (out, stats) = decode(&e, shards.clone()).expect("decode");
     assert_eq!(out, data);
     assert_eq!(stats.rebuilt_ranges, 0);

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chunker::{
-    Chunking, Cid, Decoder, EncodedSegment, Encoder, KnownChunks, Limits, Manifest, Params, Piece,
-    ReadCapability, Seed, SegmentSink, ShardRequest, ShardSource, SourceError, TenantSecret,
+    Chunking, Cid, Decoder, EncodedSegment, Encoder, KnownChunks, Limits, Manifest, Params, Piece, ReadCapability,
+    Seed, SegmentSink, ShardRequest, ShardSource, SourceError, TenantSecret,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -103,10 +103,7 @@ impl ShardSource for DirSource {
         match fs::read(&path) {
             Ok(bytes) => chunker::answer(req, &bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SourceError::Missing),
-            Err(e) => Err(SourceError::Failed(format!(
-                "reading {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(SourceError::Failed(format!("reading {}: {e}", path.display()))),
         }
     }
 }
@@ -128,16 +125,9 @@ impl Seed for FileSeed {
 fn load_manifest(dir: &Path, cid: &Cid) -> Result<Manifest> {
     let path = dir.join(cid.to_string());
     let bytes = fs::read(&path).with_context(|| {
-        format!(
-            "reading manifest {} (is --shards the directory `ionshard chunk --out` wrote?)",
-            path.display()
-        )
+        format!("reading manifest {} (is --shards the directory `ionshard chunk --out` wrote?)", path.display())
     })?;
-    Ok(Manifest::from_bytes_with_cid(
-        &bytes,
-        cid,
-        &Limits::default(),
-    )?)
+    Ok(Manifest::from_bytes_with_cid(&bytes, cid, &Limits::default())?)
 }
 
 fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
@@ -145,33 +135,21 @@ fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
         return Ok((Box::new(std::io::stdin()), None));
     }
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let meta = f
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?;
+    let meta = f.metadata().with_context(|| format!("reading {}", path.display()))?;
     if meta.is_dir() {
-        bail!(
-            "{} is a directory: chunk takes one file (tar a directory first, or use `-` for stdin)",
-            path.display()
-        );
+        bail!("{} is a directory: chunk takes one file (tar a directory first, or use `-` for stdin)", path.display());
     }
-    Ok((
-        Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
-        Some(meta.len()),
-    ))
+    Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), Some(meta.len())))
 }
 
 pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
-    let mut params = Params::default()
-        .with_coding(o.data_shards, o.parity_shards)
-        .with_zstd_level(o.zstd_level);
+    let mut params = Params::default().with_coding(o.data_shards, o.parity_shards).with_zstd_level(o.zstd_level);
     if let Some(avg) = o.chunk_avg {
-        let avg =
-            u32::try_from(avg).map_err(|_| anyhow::anyhow!("--chunk-avg {avg} is too large"))?;
+        let avg = u32::try_from(avg).map_err(|_| anyhow::anyhow!("--chunk-avg {avg} is too large"))?;
         params = params.with_chunking(Chunking::with_avg(avg & !1));
     }
     if let Some(seg) = o.segment_size {
-        let seg = u32::try_from(seg)
-            .map_err(|_| anyhow::anyhow!("--segment-size {seg} is too large (max 1GiB)"))?;
+        let seg = u32::try_from(seg).map_err(|_| anyhow::anyhow!("--segment-size {seg} is too large (max 1GiB)"))?;
         params = params.with_segment_size(seg);
     }
     params.validate()?;
@@ -179,32 +157,20 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
     fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let (secret_bytes, created) = files::load_or_create_secret(&o.secret)?;
     if created && !o.json {
-        eprintln!(
-            "created a new tenant secret at {} (keep it: it decides chunk ids and keys)",
-            o.secret.display()
-        );
+        eprintln!("created a new tenant secret at {} (keep it: it decides chunk ids and keys)", o.secret.display());
     }
     let secret = TenantSecret::from_bytes(secret_bytes);
     let mut known = KnownChunks::new();
     for cap in &o.known {
         let cap: ReadCapability = cap.parse()?;
         let m = load_manifest(&o.out, &cap.manifest)?;
-        let contents = m
-            .open(&cap.key)
-            .with_context(|| format!("opening --known {}", cap.manifest))?;
+        let contents = m.open(&cap.key).with_context(|| format!("opening --known {}", cap.manifest))?;
         known.add(&m, &contents);
     }
-    let encoder = Encoder::new(params, &secret)?
-        .with_known(&known)
-        .with_salt(rand::random());
+    let encoder = Encoder::new(params, &secret)?.with_known(&known).with_salt(rand::random());
     let pb = progress_bar(total, "chunking", o.json);
     let started = Instant::now();
-    let mut sink = DirSink {
-        dir: &o.out,
-        written: 0,
-        skipped: 0,
-        bytes: 0,
-    };
+    let mut sink = DirSink { dir: &o.out, written: 0, skipped: 0, bytes: 0 };
     let encoded = encoder.encode(input, &mut sink, &mut |done| pb.set_position(done))?;
     let manifest_bytes = encoded.manifest.to_bytes();
     let manifest_cid = Cid::of_cbor(&manifest_bytes);
@@ -212,10 +178,7 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
     files::sync_dir(&o.out)?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let cap = ReadCapability {
-        manifest: manifest_cid,
-        key: encoded.read_key,
-    };
+    let cap = ReadCapability { manifest: manifest_cid, key: encoded.read_key };
     let s = &encoded.stats;
     let mbps = s.object_len as f64 / 1e6 / secs.max(1e-9);
     if o.json {
@@ -232,6 +195,11 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
             "shards_written": sink.written,
             "shards_already_present": sink.skipped,
             "shard_bytes_written": sink.bytes,
+            "segments": encoded.manifest.segments().iter().map(|seg| json!({
+                "length": seg.len(),
+                "data_shards": seg.data_shards(),
+                "shards": seg.shards().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "data_shards": params.coding.data,
             "parity_shards": params.coding.parity,
             "seconds": secs,
@@ -254,10 +222,7 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
             secs,
             mbps
         );
-        eprintln!(
-            "manifest {manifest_cid} ({})",
-            human(manifest_bytes.len() as u64)
-        );
+        eprintln!("manifest {manifest_cid} ({})", human(manifest_bytes.len() as u64));
         eprintln!("read capability (keep it secret; it reads this object):");
         println!("{cap}");
     }
@@ -277,16 +242,11 @@ pub(crate) fn unchunk(o: UnchunkOpts) -> Result<()> {
     let cap: ReadCapability = o.capability.parse()?;
     let manifest = load_manifest(&o.shards, &cap.manifest)?;
     let contents = manifest.open(&cap.key)?;
-    let source = DirSource {
-        dir: o.shards.clone(),
-    };
+    let source = DirSource { dir: o.shards.clone() };
     let seed = match &o.seed {
         Some(p) => {
             let file = File::open(p).with_context(|| format!("opening seed {}", p.display()))?;
-            let len = file
-                .metadata()
-                .with_context(|| format!("reading seed {}", p.display()))?
-                .len();
+            let len = file.metadata().with_context(|| format!("reading seed {}", p.display()))?.len();
             Some(FileSeed { file, len })
         }
         None => None,
@@ -296,10 +256,7 @@ pub(crate) fn unchunk(o: UnchunkOpts) -> Result<()> {
         decoder = decoder.with_seed(s);
     }
     if o.out.is_dir() {
-        bail!(
-            "--out {} is a directory: give the path of the file to write",
-            o.out.display()
-        );
+        bail!("--out {} is a directory: give the path of the file to write", o.out.display());
     }
     let tmp = files::temp_beside(&o.out);
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -309,17 +266,11 @@ pub(crate) fn unchunk(o: UnchunkOpts) -> Result<()> {
     let result = decoder.decode(&mut w, &mut |done| pb.set_position(done));
     pb.finish_and_clear();
     let finish = |w: BufWriter<File>| -> Result<()> {
-        let f = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("flushing output")?;
+        let f = w.into_inner().map_err(|e| e.into_error()).context("flushing output")?;
         f.sync_all().context("syncing output")?;
         Ok(())
     };
-    let stats = match result
-        .map_err(anyhow::Error::from)
-        .and_then(|s| finish(w).map(|()| s))
-    {
+    let stats = match result.map_err(anyhow::Error::from).and_then(|s| finish(w).map(|()| s)) {
         Ok(s) => s,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -371,17 +322,10 @@ pub(crate) fn unchunk(o: UnchunkOpts) -> Result<()> {
                 100.0 * stats.fetched_bytes as f64 / stats.object_len.max(1) as f64
             );
         } else {
-            eprintln!(
-                "read {} from the shards in {} requests",
-                human(stats.fetched_bytes),
-                stats.requests
-            );
+            eprintln!("read {} from the shards in {} requests", human(stats.fetched_bytes), stats.requests);
         }
         if stats.rebuilt_ranges > 0 {
-            eprintln!(
-                "rebuilt {} shard range(s) from parity",
-                stats.rebuilt_ranges
-            );
+            eprintln!("rebuilt {} shard range(s) from parity", stats.rebuilt_ranges);
         }
         let _ = std::io::stdout().flush();
     }

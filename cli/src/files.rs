@@ -10,28 +10,20 @@ use anyhow::{Context, Result, bail};
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_beside(path);
     let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
     drop(f);
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// A hidden temporary name next to `path` (same filesystem, so rename is atomic).
 pub(crate) fn temp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 /// Make sure changes to entries of `dir` (renames) survive a power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Load the tenant secret from `path`, creating a random one (mode 0600) if
@@ -40,8 +32,7 @@ pub(crate) fn load_or_create_secret(path: &Path) -> Result<([u8; 32], bool)> {
     match File::open(path) {
         Ok(mut f) => {
             let mut buf = Vec::new();
-            f.read_to_end(&mut buf)
-                .with_context(|| format!("reading secret {}", path.display()))?;
+            f.read_to_end(&mut buf).with_context(|| format!("reading secret {}", path.display()))?;
             let Ok(bytes) = <[u8; 32]>::try_from(buf.as_slice()) else {
                 bail!(
                     "secret file {} holds {} bytes, expected 32: it is not an ionshard tenant secret \
@@ -61,9 +52,7 @@ pub(crate) fn load_or_create_secret(path: &Path) -> Result<([u8; 32], bool)> {
             opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts
-                .open(path)
-                .with_context(|| format!("creating secret {}", path.display()))?;
+            let mut f = opts.open(path).with_context(|| format!("creating secret {}", path.display()))?;
             f.write_all(&bytes)
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("writing secret {}", path.display()))?;
@@ -78,8 +67,5 @@ pub(crate) fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("IONSHARD_HOME") {
         return PathBuf::from(h);
     }
-    std::env::var_os("HOME").map_or_else(
-        || PathBuf::from(".ionshard"),
-        |h| PathBuf::from(h).join(".ionshard"),
-    )
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".ionshard"), |h| PathBuf::from(h).join(".ionshard"))
 }

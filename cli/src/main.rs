@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// glibc's allocator kept ~40 MB more resident on a 4 GiB encode (its arenas
+// hold freed segment buffers); mimalloc returns them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ionshard",
@@ -103,19 +108,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             known,
             json,
         }),
-        Command::Unchunk {
-            capability,
-            shards,
-            out,
-            seed,
-            json,
-        } => chunk::unchunk(chunk::UnchunkOpts {
-            capability,
-            shards,
-            out,
-            seed,
-            json,
-        }),
+        Command::Unchunk { capability, shards, out, seed, json } => {
+            chunk::unchunk(chunk::UnchunkOpts { capability, shards, out, seed, json })
+        }
     }
 }
 

@@ -5,9 +5,9 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("{s:?} is not a size: use a number with an optional unit, like 64KiB or 8MiB")
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: use a number with an optional unit, like 64KiB or 8MiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -19,13 +19,10 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
         other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
-            ));
+            return Err(format!("unknown size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"));
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// A size as people read it.
@@ -37,11 +34,7 @@ pub(crate) fn human(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
 }
 
 #[cfg(test)]
@@ -54,11 +47,7 @@ mod tests {
         assert_eq!(parse_size("8MiB"), Ok(8 << 20));
         assert_eq!(parse_size("1000"), Ok(1000));
         assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
-        assert!(
-            parse_size("12 parsecs")
-                .unwrap_err()
-                .contains("unknown size unit")
-        );
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
         assert!(parse_size("lots").is_err());
         assert_eq!(human(1536), "1.50 KiB");
     }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chunker::{
-    Cid, DecodeStats, Decoder, Encoded, Encoder, KnownChunks, Manifest, MemorySink, MemorySource,
-    Params, Piece, ShardRequest, ShardSource, SourceError, TenantSecret,
+    Cid, DecodeStats, Decoder, Encoded, Encoder, KnownChunks, Manifest, MemorySink, MemorySource, Params, Piece,
+    ShardRequest, ShardSource, SourceError, TenantSecret,
 };
 
 pub fn secret() -> TenantSecret {
@@ -16,18 +16,11 @@ pub fn secret() -> TenantSecret {
 /// Deterministic pseudo-random bytes (incompressible).
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut v);
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut v);
     v
 }
 
-pub fn encode(
-    params: Params,
-    data: &[u8],
-    known: Option<&KnownChunks>,
-) -> (Encoded, HashMap<Cid, Vec<u8>>) {
+pub fn encode(params: Params, data: &[u8], known: Option<&KnownChunks>) -> (Encoded, HashMap<Cid, Vec<u8>>) {
     let s = secret();
     let mut enc = Encoder::new(params, &s).expect("params");
     if let Some(k) = known {
@@ -54,10 +47,7 @@ pub fn decode_with(
     Ok((out, stats))
 }
 
-pub fn decode(
-    e: &Encoded,
-    shards: HashMap<Cid, Vec<u8>>,
-) -> chunker::Result<(Vec<u8>, DecodeStats)> {
+pub fn decode(e: &Encoded, shards: HashMap<Cid, Vec<u8>>) -> chunker::Result<(Vec<u8>, DecodeStats)> {
     decode_with(&e.manifest, e, &MemorySource::new(shards), None)
 }
 

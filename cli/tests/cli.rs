@@ -1,0 +1,178 @@
+//! The `ionshard chunk` / `unchunk` commands, run as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ionshard"))
+}
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+fn chunk(dir: &Path, file: &Path, extra: &[&str]) -> Value {
+    let out = bin()
+        .arg("chunk")
+        .arg(file)
+        .arg("--out")
+        .arg(dir.join("shards"))
+        .arg("--secret")
+        .arg(dir.join("tenant.secret"))
+        .args(extra)
+        .arg("--json")
+        .output()
+        .expect("run");
+    json(&out)
+}
+
+fn unchunk(dir: &Path, cap: &str, out: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("unchunk")
+        .arg(cap)
+        .arg("--shards")
+        .arg(dir.join("shards"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg("--json")
+        .output()
+        .expect("run")
+}
+
+fn shard(dir: &Path, c: &Value, segment: usize, shard: usize) -> PathBuf {
+    dir.join("shards").join(c["segments"][segment]["shards"][shard].as_str().expect("cid"))
+}
+
+#[test]
+fn chunk_then_unchunk_with_losses_corruption_and_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let v1 = testdata("firmware-v1.img");
+    let v1_bytes = std::fs::read(&v1).expect("v1");
+    let args = ["--data-shards", "6", "--parity-shards", "2", "--segment-size", "1MiB"];
+    let c = chunk(d, &v1, &args);
+    let cap = c["capability"].as_str().expect("capability").to_string();
+    assert!(cap.starts_with("ionshard:r1:"));
+    assert!(c["compressed_chunks"].as_u64().expect("n") > 0, "the text area compresses");
+    let mode = std::fs::metadata(d.join("tenant.secret")).expect("secret").permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    let segments = c["segments"].as_array().expect("segments").len();
+    assert!(segments >= 2);
+
+    let out = d.join("restored.img");
+    let r = json(&unchunk(d, &cap, &out, &[]));
+    assert_eq!(std::fs::read(&out).expect("restored"), v1_bytes);
+    assert_eq!(r["rebuilt_ranges"], 0);
+
+    // Lose data shard 0 of every segment and corrupt data shard 1 of segment 0:
+    // still byte-exact, with the corrupt shard named.
+    for s in 0..segments {
+        std::fs::remove_file(shard(d, &c, s, 0)).expect("rm");
+    }
+    let victim = shard(d, &c, 0, 1);
+    let mut bytes = std::fs::read(&victim).expect("read");
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, bytes).expect("write");
+    let out2 = d.join("restored2.img");
+    let r = json(&unchunk(d, &cap, &out2, &[]));
+    assert_eq!(std::fs::read(&out2).expect("restored"), v1_bytes);
+    assert!(r["rebuilt_ranges"].as_u64().expect("n") > 0);
+    let problems = r["problems"].to_string();
+    let name = victim.file_name().expect("name").to_string_lossy().to_string();
+    assert!(problems.contains(&name) && problems.contains("do not match"), "{problems}");
+
+    // One more loss in segment 0 is one too many: a clear error, nothing written.
+    std::fs::remove_file(shard(d, &c, 0, 6)).expect("rm parity");
+    let out3 = d.join("restored3.img");
+    let r = unchunk(d, &cap, &out3, &[]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(err.contains("cannot rebuild segment 0") && err.contains("nothing was written"), "{err}");
+    assert!(!out3.exists());
+    let leftovers = std::fs::read_dir(d)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .count();
+    assert_eq!(leftovers, 0, "temporary files left behind");
+
+    // v2 next to v1: with --known only new chunks are stored; with --seed little is read.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let d2 = dir2.path();
+    let c1 = chunk(d2, &v1, &args);
+    let cap1 = c1["capability"].as_str().expect("cap1");
+    let v2 = testdata("firmware-v2.img");
+    let mut known = args.to_vec();
+    known.extend(["--known", cap1]);
+    let c2 = chunk(d2, &v2, &known);
+    let new_bytes = c2["new_segment_bytes"].as_u64().expect("n");
+    assert!(new_bytes < 300_000, "v2 stored {new_bytes} new bytes");
+    let cap2 = c2["capability"].as_str().expect("cap2");
+    let out4 = d2.join("v2.img");
+    let r = json(&unchunk(d2, cap2, &out4, &["--seed", v1.to_str().expect("utf8")]));
+    assert_eq!(std::fs::read(&out4).expect("v2 restored"), std::fs::read(&v2).expect("v2"));
+    let fetched = r["fetched_bytes"].as_u64().expect("n");
+    assert!(fetched < 400_000, "fetched {fetched} with the seed");
+    assert!(r["seed_chunks"].as_u64().expect("n") > 0);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let v1 = testdata("firmware-v1.img");
+    let c = chunk(d, &v1, &[]);
+    let cap = c["capability"].as_str().expect("capability").to_string();
+    let out = d.join("never.img");
+
+    let r = unchunk(d, "ionshard:r1:nonsense", &out, &[]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("malformed read capability"));
+
+    let last = cap.chars().last().expect("char");
+    let damaged = format!("{}{}", &cap[..cap.len() - 1], if last == 'a' { 'b' } else { 'a' });
+    let r = unchunk(d, &damaged, &out, &[]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(err.contains("capability"), "{err}");
+
+    let secret = d.join("tenant.secret");
+    let r =
+        bin().args(["chunk", "/nonexistent/file", "--out"]).arg(d).arg("--secret").arg(&secret).output().expect("run");
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/file"));
+
+    let r = bin()
+        .arg("chunk")
+        .arg(&v1)
+        .arg("--out")
+        .arg(d)
+        .args(["--data-shards", "200", "--parity-shards", "100", "--secret"])
+        .arg(&secret)
+        .output()
+        .expect("run");
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("at most 255"));
+
+    std::fs::write(d.join("short.secret"), b"too short").expect("write");
+    let r = bin()
+        .arg("chunk")
+        .arg(&v1)
+        .arg("--out")
+        .arg(d)
+        .arg("--secret")
+        .arg(d.join("short.secret"))
+        .output()
+        .expect("run");
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("expected 32"));
+    assert!(!out.exists());
+}
