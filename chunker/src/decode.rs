@@ -160,6 +160,7 @@ impl<'a> Decoder<'a> {
     /// Write the object to `out`. The caller must not treat `out` as final
     /// until this returns `Ok`: the whole-object hash is checked last.
     pub fn decode(&self, out: &mut (dyn Write + Send), progress: &mut dyn FnMut(u64)) -> Result<DecodeStats> {
+        self.contents.check_against(self.manifest)?;
         let chunks = self.contents.chunks();
         let mut stats = DecodeStats { chunks: chunks.len() as u64, ..DecodeStats::default() };
         let seed_index = match self.seed {
@@ -292,7 +293,7 @@ impl<'a> Decoder<'a> {
                 }
                 Err(p) => {
                     bad.insert((w.segment, w.shard), ());
-                    stats.problems.push(p);
+                    stats.problems.extend(p);
                     failed.push(w);
                 }
             }
@@ -304,8 +305,18 @@ impl<'a> Decoder<'a> {
             by_segment.entry(w.segment).or_default().push(w);
         }
         for (segment, failed) in by_segment {
-            let first_chunk =
-                chunks.iter().position(|c| c.segment() == segment).map_or(window.start, |p| window.start + p);
+            // For the error, if any: the first chunk that needs bytes of a failed shard.
+            let shard_len = self.manifest.segments()[segment].shard_len();
+            let first_chunk = chunks
+                .iter()
+                .zip(&from_seed)
+                .position(|(c, seed)| {
+                    let (a, b) = (c.offset() / shard_len, (c.offset() + u64::from(c.stored_len) - 1) / shard_len);
+                    seed.is_none()
+                        && c.segment() == segment
+                        && failed.iter().any(|w| (a..=b).contains(&(w.shard as u64)))
+                })
+                .map_or(window.start, |p| window.start + p);
             let rebuilt = self.rebuild(segment, &failed, &got, (first_chunk, offsets[first_chunk]), bad, stats)?;
             for (shard, g) in rebuilt {
                 got.insert((segment, shard), g);
@@ -398,22 +409,17 @@ impl<'a> Decoder<'a> {
         wants: &[Want],
         bad: &HashMap<(usize, usize), ()>,
         stats: &mut DecodeStats,
-    ) -> Vec<std::result::Result<Got, ShardProblem>> {
-        let results: Vec<(u64, std::result::Result<Got, ShardProblem>)> = wants
-            .par_iter()
-            .map(|w| {
-                if bad.contains_key(&(w.segment, w.shard)) {
-                    return (0, Err(self.problem(w.segment, w.shard, "already found bad in this decode".to_string())));
-                }
-                self.fetch_one(w)
-            })
-            .collect();
+    ) -> Vec<std::result::Result<Got, Option<ShardProblem>>> {
+        // A shard found bad earlier in this decode is not asked again, nor reported again.
+        let results: Vec<Option<(u64, std::result::Result<Got, ShardProblem>)>> =
+            wants.par_iter().map(|w| (!bad.contains_key(&(w.segment, w.shard))).then(|| self.fetch_one(w))).collect();
         results
             .into_iter()
-            .map(|(n, r)| {
+            .map(|r| {
+                let (n, r) = r.ok_or(None)?;
                 stats.requests += 1;
                 stats.fetched_bytes += n;
-                r
+                r.map_err(Some)
             })
             .collect()
     }
@@ -503,7 +509,7 @@ impl<'a> Decoder<'a> {
                     Ok(g) => good.push((want.shard, g)),
                     Err(p) => {
                         bad.insert((want.segment, want.shard), ());
-                        stats.problems.push(p);
+                        stats.problems.extend(p);
                     }
                 }
             }

@@ -85,7 +85,8 @@ impl KnownChunks {
     }
 
     /// Learn every chunk of an object from its manifest and opened contents.
-    pub fn add(&mut self, manifest: &Manifest, contents: &Contents) {
+    pub fn add(&mut self, manifest: &Manifest, contents: &Contents) -> Result<()> {
+        contents.check_against(manifest)?;
         let mut local = vec![None; manifest.segments().len()];
         for ch in contents.chunks() {
             if self.chunks.contains_key(&ch.id) {
@@ -102,6 +103,7 @@ impl KnownChunks {
             self.chunks
                 .insert(ch.id, Known { segment: idx, key: ch.key, offset: ch.offset, stored_len: ch.stored_len });
         }
+        Ok(())
     }
 
     /// How many distinct chunks are known.
@@ -340,7 +342,7 @@ impl<'a> Encoder<'a> {
 
         // 3. Encrypt new chunks straight into their segment slots.
         {
-            let mut slots = carve_slots(&mut closed, st.open.as_mut(), &plans);
+            let mut slots = carve_slots(&mut closed, st.open.as_mut(), &plans)?;
             slots
                 .par_iter_mut()
                 .try_for_each(|(i, out)| {
@@ -407,9 +409,10 @@ fn carve_slots<'s>(
     closed: &'s mut [OpenSegment],
     open: Option<&'s mut OpenSegment>,
     plans: &[Plan],
-) -> Vec<(usize, &'s mut [u8])> {
+) -> Result<Vec<(usize, &'s mut [u8])>> {
     // New chunks of a window fill segments in increasing (segment, offset)
     // order, so each buffer can be cut front to back.
+    let internal = |what: &str| Error::InvalidParams(format!("internal: {what} while placing chunks"));
     let mut bufs: HashMap<u32, (usize, &'s mut [u8])> = HashMap::new();
     for s in closed.iter_mut().chain(open) {
         bufs.insert(s.index as u32, (0, s.data.as_mut_slice()));
@@ -417,15 +420,16 @@ fn carve_slots<'s>(
     let mut out = Vec::new();
     for (i, p) in plans.iter().enumerate() {
         if let Plan::New { segment, offset, stored_len, .. } = *p {
-            let Some((cut, rest)) = bufs.remove(&segment) else {
-                continue;
-            };
-            let skip = offset as usize - cut;
+            let (cut, rest) = bufs.remove(&segment).ok_or_else(|| internal("a segment buffer is missing"))?;
+            let skip = (offset as usize).checked_sub(cut).ok_or_else(|| internal("slots out of order"))?;
+            if skip + stored_len as usize > rest.len() {
+                return Err(internal("a slot beyond its segment"));
+            }
             let (_, rest) = rest.split_at_mut(skip);
             let (slot, rest) = rest.split_at_mut(stored_len as usize);
             out.push((i, slot));
             bufs.insert(segment, (offset as usize + stored_len as usize, rest));
         }
     }
-    out
+    Ok(out)
 }

@@ -165,6 +165,23 @@ impl Contents {
     pub fn chunks(&self) -> &[ChunkEntry] {
         &self.chunks
     }
+
+    /// Check that every chunk lies inside a segment of `manifest` (true for
+    /// contents opened from it; guards against pairing contents with another
+    /// manifest of the same object).
+    pub fn check_against(&self, manifest: &Manifest) -> Result<()> {
+        let fits = self.chunks.iter().all(|c| {
+            manifest
+                .segments
+                .get(c.segment as usize)
+                .is_some_and(|s| u64::from(c.offset) + u64::from(c.stored_len) <= s.len)
+        });
+        if fits {
+            Ok(())
+        } else {
+            Err(Error::ManifestMalformed("these contents belong to another manifest".to_string()))
+        }
+    }
 }
 
 /// A manifest as stored: public part plus the sealed contents.
@@ -232,9 +249,14 @@ fn encode_contents_into(c: &Contents, out: &mut Vec<u8>) {
     infallible(r);
 }
 
-fn sealing_nonce(key: &ReadKey, body: &[u8]) -> [u8; 12] {
+fn sealing_nonce(key: &ReadKey, aad: &blake3::Hash, body: &[u8]) -> [u8; 12] {
+    // A key of its own for the nonce (not the AES key), over the associated
+    // data and the contents: a different public part never reuses a nonce.
+    let mut h = blake3::Hasher::new_keyed(&blake3::derive_key("ionshard 2026-11 manifest nonce v1", &key.0));
+    h.update(aad.as_bytes());
+    h.update(body);
     let mut n = [0u8; 12];
-    n.copy_from_slice(&blake3::keyed_hash(&key.0, body).as_bytes()[..12]);
+    n.copy_from_slice(&h.finalize().as_bytes()[..12]);
     n
 }
 
@@ -248,7 +270,7 @@ impl Manifest {
         // Deterministic, and distinct for distinct contents: the same object
         // encoded twice yields the same manifest, and a read key never seals
         // two different contents under one nonce.
-        let nonce = sealing_nonce(key, &sealed[12..]);
+        let nonce = sealing_nonce(key, &aad, &sealed[12..]);
         sealed[..12].copy_from_slice(&nonce);
         let cipher = Aes256Gcm::new(&key.0.into());
         let tag = cipher
@@ -423,7 +445,8 @@ fn decode_manifest(d: &mut Decoder<'_>) -> std::result::Result<Manifest, DecErr>
         return Err(DecErr::Version(version));
     }
     let params = decode_params(d)?;
-    let n_segments = counted_array(d, 4, "segments")?;
+    // Smallest segment: array header, len, k, byte-string header and one digest.
+    let n_segments = counted_array(d, 1 + 1 + 1 + 1 + 32, "segments")?;
     let mut segments = Vec::with_capacity(n_segments);
     for i in 0..n_segments {
         array_of(d, 3, "segment")?;

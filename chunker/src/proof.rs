@@ -97,17 +97,24 @@ pub fn prove(shard: &[u8], outboard: &Outboard, ranges: &[Range<u64>]) -> Result
     Ok(out)
 }
 
-/// How many bytes of proof the byte ranges will need at most (data rounded
-/// out to blocks plus hash pairs): lets a reader bound what it accepts.
+/// An upper bound on the length of a proof of `ranges` of a shard of
+/// `shard_len` bytes, so a reader can refuse an oversized answer before
+/// looking at it. Per range: its bytes rounded out to blocks, plus a hash pair
+/// for every node on the two root paths that bound it and for every block
+/// inside it (a block-aligned range crossing a high power-of-two boundary
+/// needs a pair at every level on both sides).
 pub fn max_proof_len(shard_len: u64, ranges: &[Range<u64>]) -> u64 {
     let blk = block().bytes() as u64;
-    let depth = 64 - shard_len.div_ceil(blk).max(1).leading_zeros() as u64;
+    let blocks = shard_len.div_ceil(blk).max(1);
+    let depth = u64::from(64 - blocks.leading_zeros());
+    // Hash pairs inside a block (1 KiB chunks of a 4 KiB block) when only part of it is asked for.
+    let inner = 2 * u64::from(PROOF_BLOCK_LOG);
     ranges
         .iter()
         .map(|r| {
             let start = r.start / blk * blk;
             let end = r.end.div_ceil(blk) * blk;
-            (end - start) + 64 * (depth + (end - start) / blk + 1)
+            (end - start) + 64 * (2 * depth + 2 * (end - start) / blk + 2 + 2 * inner)
         })
         .sum()
 }
@@ -174,6 +181,28 @@ mod tests {
                 assert_eq!(&s[r.start as usize..r.end as usize], g.as_slice());
             }
         }
+    }
+
+    #[test]
+    fn short_ranges_across_high_boundaries_stay_within_the_bound() {
+        // 205 blocks; blocks 15 and 16 straddle the 64 KiB boundary, so the
+        // proof carries a hash pair at every level on both sides.
+        let s = shard(839_000);
+        let ob = Outboard::create(&s);
+        let ranges = vec![61_500..69_000];
+        let proof = prove(&s, &ob, &ranges).expect("prove");
+        assert!(proof.len() as u64 <= max_proof_len(839_000, &ranges), "{} bytes", proof.len());
+        // Every small range near every power-of-two boundary stays within the bound.
+        for boundary in (12..20).map(|b| 1u64 << b) {
+            for (a, b) in
+                [(boundary - 3000, boundary + 3000), (boundary - 4096, boundary + 4096), (boundary - 1, boundary + 1)]
+            {
+                let r = vec![a..b];
+                let p = prove(&s, &ob, &r).expect("prove");
+                assert!(p.len() as u64 <= max_proof_len(839_000, &r), "{a}..{b}: {} bytes", p.len());
+            }
+        }
+        verify(&Cid::of_raw(&s), 839_000, &ranges, &proof).expect("verify");
     }
 
     #[test]

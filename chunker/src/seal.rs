@@ -70,9 +70,11 @@ pub(crate) fn stored_len(body: usize) -> usize {
 }
 
 fn nonce_for(key: &ChunkKey, compressed: Option<&[u8]>) -> [u8; 12] {
+    // The nonce is derived under a key of its own, never the AES key itself.
+    let nonce_key = blake3::derive_key("ionshard 2026-11 chunk nonce v1", &key.0);
     let h = match compressed {
-        None => blake3::keyed_hash(&key.0, b"ionshard raw chunk nonce"),
-        Some(body) => blake3::keyed_hash(&key.0, body),
+        None => blake3::keyed_hash(&nonce_key, b"raw"),
+        Some(body) => blake3::keyed_hash(&nonce_key, body),
     };
     let mut n = [0u8; 12];
     n.copy_from_slice(&h.as_bytes()[..12]);

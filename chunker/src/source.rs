@@ -23,8 +23,18 @@ impl MemorySource {
 /// Answer `req` from the bytes of the shard: whole if the ranges cover at
 /// least half of it, else a proof. Shared by in-memory and on-disk sources.
 pub fn answer(req: &ShardRequest<'_>, shard: &[u8]) -> Result<Piece, SourceError> {
-    let wanted: u64 = req.ranges.iter().map(|r| r.end - r.start).sum();
-    if wanted * 2 >= shard.len() as u64 {
+    let len = shard.len() as u64;
+    if req.shard_len != len {
+        return Err(SourceError::Failed(format!("asked for a shard of {} bytes, this one has {len}", req.shard_len)));
+    }
+    if let Some(r) = req.ranges.iter().find(|r| r.start >= r.end || r.end > len) {
+        return Err(SourceError::Failed(format!(
+            "range {}..{} is empty or outside the {len}-byte shard",
+            r.start, r.end
+        )));
+    }
+    let wanted = req.ranges.iter().fold(0u64, |acc, r| acc.saturating_add(r.end - r.start));
+    if wanted.saturating_mul(2) >= len {
         return Ok(Piece::Whole(shard.to_vec()));
     }
     let ob = Outboard::create(shard);

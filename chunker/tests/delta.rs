@@ -33,7 +33,7 @@ fn one_mib_edit_in_256_mib_needs_under_2_mib() {
 
     // Re-encoding the edited version with the old chunk ids known stores only the new chunks.
     let mut known = KnownChunks::new();
-    known.add(&e_old.manifest, &e_old.manifest.open(&e_old.read_key).expect("open"));
+    known.add(&e_old.manifest, &e_old.manifest.open(&e_old.read_key).expect("open")).expect("fits");
     let (e_inc, inc_shards) = encode(params, &new, Some(&known));
     println!(
         "incremental encode: {} new chunks, {} bytes ({:.2} MiB) of new segment data, {} bytes of shards",

@@ -140,6 +140,7 @@ proptest! {
         let (a, b) = (r.0.index(len) as u64, r.1.index(len) as u64);
         let ranges = vec![a.min(b)..a.max(b) + 1];
         let p = proof::prove(&shard, &ob, &ranges).expect("prove");
+        prop_assert!(p.len() as u64 <= proof::max_proof_len(len as u64, &ranges));
         let got = proof::verify(&cid, len as u64, &ranges, &p).expect("verify");
         prop_assert_eq!(&got[0][..], &shard[ranges[0].start as usize..ranges[0].end as usize]);
         let at = bit.index(p.len() * 8);

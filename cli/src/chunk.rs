@@ -72,8 +72,11 @@ impl SegmentSink for DirSink<'_> {
             .zip(seg.shards.par_iter())
             .map(|(cid, bytes)| {
                 let path = self.dir.join(cid.to_string());
-                // Same name, same content: an existing shard of the right size stays.
-                if fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+                // Same name, same content: an existing shard stays if its bytes
+                // still hash to its name (a rotted copy is replaced).
+                if fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64)
+                    && fs::read(&path).is_ok_and(|old| Cid::of_raw(&old) == *cid)
+                {
                     return Ok(false);
                 }
                 write_atomic(&path, bytes)?;
@@ -165,7 +168,7 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
         let cap: ReadCapability = cap.parse()?;
         let m = load_manifest(&o.out, &cap.manifest)?;
         let contents = m.open(&cap.key).with_context(|| format!("opening --known {}", cap.manifest))?;
-        known.add(&m, &contents);
+        known.add(&m, &contents)?;
     }
     let encoder = Encoder::new(params, &secret)?.with_known(&known).with_salt(rand::random());
     let pb = progress_bar(total, "chunking", o.json);
