@@ -55,6 +55,8 @@ fn progress_bar(total: Option<u64>, what: &str, json: bool) -> ProgressBar {
 /// Writes each shard as `DIR/<cid>`, atomically, in parallel.
 struct DirSink<'a> {
     dir: &'a Path,
+    /// Files written, synced before the manifest that names them is written.
+    paths: Vec<PathBuf>,
     written: u64,
     skipped: u64,
     bytes: u64,
@@ -65,30 +67,37 @@ impl SegmentSink for DirSink<'_> {
         &mut self,
         seg: EncodedSegment<'_>,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let results: Vec<Result<bool>> = seg
-            .segment
-            .shards()
+        // Equal shards share a CID (with k = 1 every parity shard is a copy):
+        // one file each.
+        let mut unique: Vec<(&Cid, &[u8])> = Vec::with_capacity(seg.shards.len());
+        for (cid, bytes) in seg.segment.shards().iter().zip(&seg.shards) {
+            if !unique.iter().any(|(c, _)| *c == cid) {
+                unique.push((cid, bytes));
+            }
+        }
+        let results: Vec<Result<Option<PathBuf>>> = unique
             .par_iter()
-            .zip(seg.shards.par_iter())
             .map(|(cid, bytes)| {
                 let path = self.dir.join(cid.to_string());
                 // Same name, same content: an existing shard stays if its bytes
                 // still hash to its name (a rotted copy is replaced).
                 if fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64)
-                    && fs::read(&path).is_ok_and(|old| Cid::of_raw(&old) == *cid)
+                    && fs::read(&path).is_ok_and(|old| Cid::of_raw(&old) == **cid)
                 {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                write_atomic(&path, bytes)?;
-                Ok(true)
+                files::write_renamed(&path, bytes, false)?;
+                Ok(Some(path))
             })
             .collect();
-        for (r, bytes) in results.into_iter().zip(&seg.shards) {
-            if r.map_err(|e| format!("{e:#}"))? {
-                self.written += 1;
-                self.bytes += bytes.len() as u64;
-            } else {
-                self.skipped += 1;
+        for (r, (_, bytes)) in results.into_iter().zip(&unique) {
+            match r.map_err(|e| format!("{e:#}"))? {
+                Some(path) => {
+                    self.paths.push(path);
+                    self.written += 1;
+                    self.bytes += bytes.len() as u64;
+                }
+                None => self.skipped += 1,
             }
         }
         Ok(())
@@ -173,8 +182,12 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
     let encoder = Encoder::new(params, &secret)?.with_known(&known).with_salt(rand::random());
     let pb = progress_bar(total, "chunking", o.json);
     let started = Instant::now();
-    let mut sink = DirSink { dir: &o.out, written: 0, skipped: 0, bytes: 0 };
+    let mut sink = DirSink { dir: &o.out, paths: Vec::new(), written: 0, skipped: 0, bytes: 0 };
     let encoded = encoder.encode(input, &mut sink, &mut |done| pb.set_position(done))?;
+    // The manifest is the commit point: every shard it names is durable first.
+    pb.set_message("syncing");
+    files::sync_files(&sink.paths)?;
+    files::sync_dir(&o.out)?;
     let manifest_bytes = encoded.manifest.to_bytes();
     let manifest_cid = Cid::of_cbor(&manifest_bytes);
     write_atomic(&o.out.join(manifest_cid.to_string()), &manifest_bytes)?;

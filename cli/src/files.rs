@@ -8,11 +8,29 @@ use anyhow::{Context, Result, bail};
 
 /// Write `bytes` to `path` through a temporary file, fsync, then rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_renamed(path, bytes, true)
+}
+
+/// Write through a temporary file and rename, so a killed process never
+/// leaves a partial file under the final name; with `sync`, fsync first so a
+/// power loss cannot either. (Shard files are written without, then synced
+/// together with [`sync_files`] before the manifest that names them.)
+pub(crate) fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let tmp = temp_beside(path);
     let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
+        .with_context(|| format!("writing {}", tmp.display()))?;
     drop(f);
     fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// fsync many files, on all cores.
+pub(crate) fn sync_files(paths: &[PathBuf]) -> Result<()> {
+    use rayon::prelude::*;
+    paths
+        .par_iter()
+        .try_for_each(|p| File::open(p).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", p.display())))
 }
 
 /// A hidden temporary name next to `path` (same filesystem, so rename is atomic).

@@ -176,3 +176,18 @@ fn bad_input_gets_clear_errors() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("expected 32"));
     assert!(!out.exists());
 }
+
+#[test]
+fn replication_k1_writes_one_file_per_segment_and_restores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let v1 = testdata("firmware-v1.img");
+    let c = chunk(d, &v1, &["--data-shards", "1", "--parity-shards", "2", "--segment-size", "1MiB"]);
+    // With k = 1 every parity shard equals the data shard: same CID, one file.
+    let segments = c["segments"].as_array().expect("segments");
+    assert_eq!(c["shards_written"].as_u64(), Some(segments.len() as u64));
+    let out = d.join("restored.img");
+    let cap = c["capability"].as_str().expect("cap");
+    json(&unchunk(d, cap, &out, &[]));
+    assert_eq!(std::fs::read(&out).expect("restored"), std::fs::read(&v1).expect("v1"));
+}
