@@ -256,15 +256,40 @@ impl<'a> Decoder<'a> {
         stats: &mut DecodeStats,
     ) -> Result<()> {
         let chunks = &self.contents.chunks()[window.clone()];
-        // Which chunks come from the seed.
-        let from_seed: Vec<Option<u64>> = chunks
-            .iter()
-            .map(|c| seed_index.get(&c.tag).filter(|(_, len)| *len == c.plain_len).map(|(off, _)| *off))
-            .collect();
+        // Each chunk's place in the window.
+        let mut outs: Vec<&mut [u8]> = Vec::with_capacity(chunks.len());
+        let mut rest = buf;
+        for c in chunks {
+            let (a, b) = rest.split_at_mut(c.plain_len as usize);
+            outs.push(a);
+            rest = b;
+        }
+        // Chunks the seed has are copied and checked first; one that no longer
+        // matches (the seed file changed, a disk lied) is fetched like the rest.
+        let key = self.contents.match_key;
+        let from_seed: Vec<bool> = match self.seed {
+            None => vec![false; chunks.len()],
+            Some(seed) => outs
+                .par_iter_mut()
+                .zip(chunks)
+                .map(|(out, c)| {
+                    let Some((off, _)) = seed_index.get(&c.tag).filter(|(_, len)| *len == c.plain_len) else {
+                        return false;
+                    };
+                    seed.read_at(*off, out).is_ok() && match_tag(&key, &digest(out)) == c.tag
+                })
+                .collect(),
+        };
+        for (c, s) in chunks.iter().zip(&from_seed) {
+            if *s {
+                stats.seed_chunks += 1;
+                stats.seed_bytes += u64::from(c.plain_len);
+            }
+        }
         // Ranges of data shards the others need, per (segment, shard).
         let mut wants: BTreeMap<(usize, usize), Vec<Range<u64>>> = BTreeMap::new();
         for (c, s) in chunks.iter().zip(&from_seed) {
-            if s.is_some() {
+            if *s {
                 continue;
             }
             let seg = &self.manifest.segments()[c.segment()];
@@ -312,9 +337,7 @@ impl<'a> Decoder<'a> {
                 .zip(&from_seed)
                 .position(|(c, seed)| {
                     let (a, b) = (c.offset() / shard_len, (c.offset() + u64::from(c.stored_len) - 1) / shard_len);
-                    seed.is_none()
-                        && c.segment() == segment
-                        && failed.iter().any(|w| (a..=b).contains(&(w.shard as u64)))
+                    !*seed && c.segment() == segment && failed.iter().any(|w| (a..=b).contains(&(w.shard as u64)))
                 })
                 .map_or(window.start, |p| window.start + p);
             let rebuilt = self.rebuild(segment, &failed, &got, (first_chunk, offsets[first_chunk]), bad, stats)?;
@@ -323,56 +346,20 @@ impl<'a> Decoder<'a> {
             }
         }
 
-        // Decrypt every chunk into its place in the window.
-        let mut outs: Vec<&mut [u8]> = Vec::with_capacity(chunks.len());
-        let mut rest = buf;
-        for c in chunks {
-            let (a, b) = rest.split_at_mut(c.plain_len as usize);
-            outs.push(a);
-            rest = b;
-        }
-        let seed = self.seed;
-        let key = self.contents.match_key;
-        let results: Vec<Result<u64>> = outs
-            .into_par_iter()
-            .enumerate()
-            .map(|(n, out)| {
-                let c = &chunks[n];
-                let index = window.start + n;
-                if let (Some(off), Some(seed)) = (from_seed[n], seed) {
-                    seed.read_at(off, out).map_err(|e| Error::io("reading the seed", e))?;
-                    if match_tag(&key, &digest(out)) == c.tag {
-                        return Ok(u64::from(c.plain_len));
-                    }
-                    return Err(Error::io(
-                        "reading the seed",
-                        std::io::Error::other("the seed changed while it was being read"),
-                    ));
-                }
-                let stored = self.stored_bytes(c.segment(), c.offset(), u64::from(c.stored_len), &got);
-                let stored = stored.ok_or_else(|| Error::ChunkCorrupt {
-                    chunk: index,
-                    segment: c.segment(),
-                    offset: c.offset(),
-                    reason: "its bytes were not fetched (internal error)".to_string(),
-                })?;
-                crate::seal::open_into(&c.key, &stored, out).map_err(|reason| Error::ChunkCorrupt {
-                    chunk: index,
-                    segment: c.segment(),
-                    offset: c.offset(),
-                    reason,
-                })?;
-                Ok(0)
-            })
-            .collect();
-        for r in results {
-            let seed_bytes = r?;
-            if seed_bytes > 0 {
-                stats.seed_chunks += 1;
-                stats.seed_bytes += seed_bytes;
-            }
-        }
-        Ok(())
+        // Decrypt every other chunk into its place.
+        outs.into_par_iter().enumerate().filter(|(n, _)| !from_seed[*n]).try_for_each(|(n, out)| {
+            let c = &chunks[n];
+            let corrupt = |reason: String| Error::ChunkCorrupt {
+                chunk: window.start + n,
+                segment: c.segment(),
+                offset: c.offset(),
+                reason,
+            };
+            let stored = self
+                .stored_bytes(c.segment(), c.offset(), u64::from(c.stored_len), &got)
+                .ok_or_else(|| corrupt("its bytes were not fetched (internal error)".to_string()))?;
+            crate::seal::open_into(&c.key, &stored, out).map_err(corrupt)
+        })
     }
 
     /// The stored bytes of a chunk, from the verified ranges of its data shards.
