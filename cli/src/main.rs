@@ -4,6 +4,7 @@
 mod chunk;
 mod files;
 mod size;
+mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect a peer's shard store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Shards, bytes, quota and quarantined shards of a node's store.
+    Stats {
+        /// The node's directory (as given to `ionshard node --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every shard, check it against its CID, quarantine bad ones (exit status 3 if any).
+    Scrub {
+        /// The node's directory (as given to `ionshard node --dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -111,6 +139,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unchunk { capability, shards, out, seed, json } => {
             chunk::unchunk(chunk::UnchunkOpts { capability, shards, out, seed, json })
         }
+        Command::Store { command: StoreCommand::Stats { dir, json } } => store_cmd::stats(&dir, json),
+        Command::Store { command: StoreCommand::Scrub { dir, json } } => store_cmd::scrub(&dir, json),
     }
 }
 
