@@ -59,7 +59,7 @@ impl chunker::Seed for ChangingSeed {
         let start = offset as usize;
         buf.copy_from_slice(&self.0[start..start + buf.len()]);
         // Indexing reads whole windows; per-chunk reads are small. Lie on every other chunk.
-        if !buf.is_empty() && buf.len() < (1 << 20) && (offset / 4096) % 2 == 0 {
+        if !buf.is_empty() && buf.len() < (1 << 20) && (offset / 4096).is_multiple_of(2) {
             buf[0] ^= 1;
         }
         Ok(())

@@ -1,0 +1,84 @@
+//! The libp2p behaviours one ionshard node runs.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, autonat, dcutr, identify, kad, ping, relay, request_response};
+
+use crate::codec::{SHARD_PROTOCOL, ShardCodec};
+use crate::wire::Limits;
+
+/// ionshard's DHT: Kademlia under a private protocol name, so ionshard nodes
+/// never mix with the public IPFS DHT.
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/kad/1.0.0");
+pub(crate) const IDENTIFY_PROTOCOL: &str = "/ionshard/1.0.0";
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) shard: request_response::Behaviour<ShardCodec>,
+}
+
+/// Relay limits raised from libp2p's defaults (128 KiB and 2 minutes per
+/// circuit) so a relayed connection can carry shards.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 4096,
+        max_reservations_per_peer: 16,
+        reservation_duration: Duration::from_secs(3600),
+        reservation_rate_limiters: Vec::new(),
+        max_circuits: 1024,
+        max_circuits_per_peer: 64,
+        max_circuit_duration: Duration::from_secs(24 * 3600),
+        max_circuit_bytes: 1 << 40,
+        circuit_src_rate_limiters: Vec::new(),
+    }
+}
+
+impl Behaviour {
+    pub(crate) fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        relay_server: bool,
+        kad_server: bool,
+        limits: Limits,
+        request_timeout: Duration,
+    ) -> Self {
+        let id = key.public().to_peer_id();
+        let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+        kcfg.set_query_timeout(Duration::from_secs(10));
+        let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), kcfg);
+        kad.set_mode(Some(if kad_server { kad::Mode::Server } else { kad::Mode::Client }));
+        let mut relay = relay_server.then(|| relay::Behaviour::new(id, relay_config()));
+        if let Some(r) = relay.as_mut() {
+            r.set_status(Some(relay::Status::Enable));
+        }
+        Behaviour {
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                    .with_agent_version(format!("ionshard/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            kad,
+            autonat: autonat::Behaviour::new(id, autonat::Config { only_global_ips: false, ..Default::default() }),
+            relay: relay.into(),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(id),
+            shard: request_response::Behaviour::with_codec(
+                ShardCodec { limits },
+                [(SHARD_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(request_timeout)
+                    .with_max_concurrent_streams(256),
+            ),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! ionshard's network: one libp2p node per process, in the role of a
+//! bootstrap node (DHT entry point and relay), a peer (stores and serves
+//! shards) or a client, speaking ionshard's shard protocol
+//! (`/ionshard/shard/1`, see [`wire`]) over TCP or QUIC with noise and yamux,
+//! with identify, ping, Kademlia under `/ionshard/kad/1.0.0`, AutoNAT,
+//! circuit relay v2 and DCUtR.
+//!
+//! A node is a cloneable [`Client`] that sends commands over a bounded
+//! channel to one event loop owning the swarm. It must never serve bytes that
+//! do not match their CID, accept a put from an SPN it does not trust, or
+//! allocate what a peer claims before checking it against a limit.
+
+mod behaviour;
+mod codec;
+mod error;
+mod identity;
+mod node;
+mod ops;
+mod receipt;
+mod serve;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use identity::load_or_create_key;
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Client, Config, PeerInfo, Role, start};
+pub use receipt::{Receipt, public_key_of};

@@ -1,0 +1,496 @@
+//! A running node: one event loop owns the swarm; a cloneable [`Client`]
+//! sends it commands over a bounded channel.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, kad, noise, tcp, yamux};
+use store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::error::{Error, Result};
+use crate::serve::serve;
+use crate::wire::{Code, Limits, Request, Response};
+
+/// What a node is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// DHT entry point and relay; stores nothing.
+    Bootstrap,
+    /// Stores and serves shards.
+    Peer,
+    /// Only asks (devices, SPNs, tools).
+    Client,
+}
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The role.
+    pub role: Role,
+    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0`, `/ip4/127.0.0.1/udp/0/quic-v1`).
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap nodes, each address ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// SPN ids allowed to put shards here.
+    pub trust: Vec<PeerId>,
+    /// Message size limits.
+    pub limits: Limits,
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+    /// Requests served at once for one peer; more are answered `Busy`.
+    pub max_inflight_per_peer: usize,
+    /// Shard expiry given to puts that name none (seconds), `None` to keep until deleted.
+    pub default_expiry: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            role: Role::Peer,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            trust: Vec::new(),
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(30),
+            max_inflight_per_peer: 8,
+            default_expiry: None,
+        }
+    }
+}
+
+/// A peer known to the DHT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub peer: PeerId,
+    /// Addresses it is known by.
+    pub addrs: Vec<Multiaddr>,
+    /// Connected now, and how: `Some(true)` relayed, `Some(false)` direct.
+    pub relayed: Option<bool>,
+}
+
+enum Command {
+    Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response>> },
+    FindPeer { peer: PeerId, reply: oneshot::Sender<Result<Vec<Multiaddr>>> },
+    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Connection { peer: PeerId, reply: oneshot::Sender<Option<bool>> },
+    Shutdown,
+}
+
+/// A handle to a running node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl Client {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Send one request to `peer` (found through the DHT if need be) and wait for its answer.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response> {
+        self.ask(|reply| Command::Request { peer, request, reply }).await?
+    }
+
+    /// Find a peer's addresses by its id alone.
+    pub async fn find_peer(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {
+        self.ask(|reply| Command::FindPeer { peer, reply }).await?
+    }
+
+    /// The peers this node's DHT knows.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Addresses this node listens on (relayed ones included).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Whether this node is connected to `peer`, and whether through a relay.
+    pub async fn connection(&self, peer: PeerId) -> Result<Option<bool>> {
+        self.ask(|reply| Command::Connection { peer, reply }).await
+    }
+
+    /// Stop the node: in-flight requests finish (or their puts roll back), then the loop ends.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().filter_map(|p| if let Protocol::P2p(id) = p { Some(id) } else { None }).last()
+}
+
+/// Start a node on the current tokio runtime.
+pub async fn start(
+    config: Config,
+    key: Keypair,
+    store: Option<Store>,
+) -> Result<(Client, tokio::task::JoinHandle<()>)> {
+    let peer_id = key.public().to_peer_id();
+    let relay_server = config.role == Role::Bootstrap;
+    let kad_server = config.role != Role::Client;
+    let (limits, timeout) = (config.limits, config.request_timeout);
+    let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| Error::Config(format!("relay transport: {e}")))?
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout)
+        })
+        .map_err(|e| Error::Config(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    }
+    let mut bootstrap_ids = HashSet::new();
+    for addr in &config.bootstrap {
+        let id = peer_of(addr)
+            .ok_or_else(|| Error::Config(format!("bootstrap address {addr} must end in /p2p/<peer id>")))?;
+        bootstrap_ids.insert(id);
+        swarm.behaviour_mut().kad.add_address(&id, addr.clone());
+        swarm.dial(addr.clone()).map_err(|e| Error::Config(format!("cannot dial {addr}: {e}")))?;
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let (done_tx, done_rx) = mpsc::channel(256);
+    let node = EventLoop {
+        swarm,
+        key,
+        store,
+        trust: config.trust.iter().copied().collect(),
+        config,
+        rx,
+        done_tx,
+        done_rx,
+        bootstrap_ids,
+        reserved: HashSet::new(),
+        pending: HashMap::new(),
+        finds: HashMap::new(),
+        waiting: HashMap::new(),
+        inflight: HashMap::new(),
+        serving: 0,
+        links: HashMap::new(),
+    };
+    let handle = tokio::spawn(node.run());
+    Ok((Client { tx, peer_id }, handle))
+}
+
+type Done = (PeerId, ResponseChannel<Response>, Response);
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    key: Keypair,
+    store: Option<Store>,
+    trust: HashSet<PeerId>,
+    config: Config,
+    rx: mpsc::Receiver<Command>,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+    bootstrap_ids: HashSet<PeerId>,
+    /// Bootstrap relays we hold a reservation on (peers without a listen address).
+    reserved: HashSet<PeerId>,
+    pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response>>)>,
+    /// DHT lookups in flight: the peer sought, who wants its addresses.
+    finds: HashMap<kad::QueryId, PeerId>,
+    /// Per sought peer: finds and requests waiting on the lookup.
+    waiting: HashMap<PeerId, Vec<Waiter>>,
+    inflight: HashMap<PeerId, usize>,
+    serving: usize,
+    /// Open connections per peer: (direct, relayed).
+    links: HashMap<PeerId, (u32, u32)>,
+}
+
+enum Waiter {
+    Find(oneshot::Sender<Result<Vec<Multiaddr>>>),
+    Request(Request, oneshot::Sender<Result<Response>>),
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.command(cmd),
+                },
+                Some((peer, channel, response)) = self.done_rx.recv() => self.finished(peer, channel, response),
+                event = self.swarm.select_next_some() => self.event(event),
+                _ = tick.tick() => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+        }
+        // Let requests being served finish (puts commit or roll back) before the loop ends.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.serving > 0 && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                Ok(Some((peer, channel, response))) => self.finished(peer, channel, response),
+                _ => break,
+            }
+        }
+    }
+
+    fn known_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                if entry.node.key.preimage() == peer {
+                    out.extend(entry.node.value.iter().cloned());
+                }
+            }
+        }
+        out
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request { peer, request, reply } => {
+                if self.swarm.is_connected(&peer) || !self.known_addrs(&peer).is_empty() {
+                    self.send(peer, request, reply, Vec::new());
+                } else {
+                    self.lookup(peer, Waiter::Request(request, reply));
+                }
+            }
+            Command::FindPeer { peer, reply } => {
+                let addrs = self.known_addrs(&peer);
+                if addrs.is_empty() {
+                    self.lookup(peer, Waiter::Find(reply));
+                } else {
+                    let _ = reply.send(Ok(addrs));
+                }
+            }
+            Command::Peers { reply } => {
+                let mut out = Vec::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        out.push(PeerInfo {
+                            peer: *entry.node.key.preimage(),
+                            addrs: entry.node.value.iter().cloned().collect(),
+                            relayed: None,
+                        });
+                    }
+                }
+                for p in &mut out {
+                    p.relayed = self.links.get(&p.peer).map(|(direct, relayed)| *direct == 0 && *relayed > 0);
+                }
+                let _ = reply.send(out);
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Connection { peer, reply } => {
+                let _ = reply.send(self.links.get(&peer).map(|(direct, relayed)| *direct == 0 && *relayed > 0));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn lookup(&mut self, peer: PeerId, waiter: Waiter) {
+        let first = !self.waiting.contains_key(&peer);
+        self.waiting.entry(peer).or_default().push(waiter);
+        if first {
+            let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+            self.finds.insert(id, peer);
+        }
+    }
+
+    fn send(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response>>,
+        addrs: Vec<Multiaddr>,
+    ) {
+        let id = self.swarm.behaviour_mut().shard.send_request_with_addresses(&peer, request, addrs);
+        self.pending.insert(id, (peer, reply));
+    }
+
+    fn found(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        for w in self.waiting.remove(&peer).unwrap_or_default() {
+            match w {
+                Waiter::Find(reply) => {
+                    let r = if addrs.is_empty() {
+                        Err(Error::Unreachable { peer: peer.to_string(), reason: "not found in the DHT".to_string() })
+                    } else {
+                        Ok(addrs.clone())
+                    };
+                    let _ = reply.send(r);
+                }
+                Waiter::Request(request, reply) => {
+                    if addrs.is_empty() && !self.swarm.is_connected(&peer) {
+                        let _ = reply.send(Err(Error::Unreachable {
+                            peer: peer.to_string(),
+                            reason: "not found in the DHT".to_string(),
+                        }));
+                    } else {
+                        self.send(peer, request, reply, addrs.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, peer: PeerId, channel: ResponseChannel<Response>, response: Response) {
+        self.serving = self.serving.saturating_sub(1);
+        if let Some(n) = self.inflight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inflight.remove(&peer);
+            }
+        }
+        let _ = self.swarm.behaviour_mut().shard.send_response(channel, response);
+    }
+
+    fn inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let n = self.inflight.entry(peer).or_insert(0);
+        if *n >= self.config.max_inflight_per_peer {
+            let busy = Response::Error { code: Code::Busy, message: "too many requests at once; retry".to_string() };
+            let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
+            return;
+        }
+        *n += 1;
+        self.serving += 1;
+        let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
+        let default_expiry = self.config.default_expiry;
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let response = serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry);
+            let _ = done.blocking_send((peer, channel, response));
+        });
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                let is_circuit = address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+                // Nodes whose operator gave them listen addresses are reachable there.
+                if self.config.role != Role::Client && !is_circuit {
+                    self.swarm.add_external_address(address);
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                let link = self.links.entry(peer_id).or_default();
+                if endpoint.is_relayed() {
+                    link.1 += 1
+                } else {
+                    link.0 += 1
+                }
+                // A peer with nowhere to listen is reached through its bootstrap's relay.
+                if self.config.role == Role::Peer
+                    && self.config.listen.is_empty()
+                    && self.bootstrap_ids.contains(&peer_id)
+                    && self.reserved.insert(peer_id)
+                    && let Some(addr) = self.config.bootstrap.iter().find(|a| peer_of(a) == Some(peer_id))
+                    && let Err(e) = self.swarm.listen_on(addr.clone().with(Protocol::P2pCircuit))
+                {
+                    tracing::warn!(%addr, "relay reservation failed: {e}");
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, endpoint, .. } => {
+                if let Some(link) = self.links.get_mut(&peer_id) {
+                    if endpoint.is_relayed() {
+                        link.1 = link.1.saturating_sub(1)
+                    } else {
+                        link.0 = link.0.saturating_sub(1)
+                    }
+                    if *link == (0, 0) {
+                        self.links.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for a in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(r),
+                step,
+                ..
+            })) => {
+                let Some(sought) = self.finds.get(&id).copied() else { return };
+                let peers = match r {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let mut addrs: Vec<Multiaddr> =
+                    peers.into_iter().filter(|p| p.peer_id == sought).flat_map(|p| p.addrs).collect();
+                if addrs.is_empty() {
+                    addrs = self.known_addrs(&sought);
+                }
+                if !addrs.is_empty() || step.last {
+                    self.finds.remove(&id);
+                    self.found(sought, addrs);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Shard(ev)) => self.shard_event(ev),
+            _ => {}
+        }
+    }
+
+    fn shard_event(&mut self, ev: request_response::Event<Request, Response>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => self.inbound(peer, request, channel),
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let e = match error {
+                        request_response::OutboundFailure::Timeout => Error::Timeout { peer: peer.to_string() },
+                        request_response::OutboundFailure::DialFailure => {
+                            Error::Unreachable { peer: peer.to_string(), reason: "dial failed".to_string() }
+                        }
+                        other => Error::Protocol(format!("request to {peer}: {other}")),
+                    };
+                    let _ = reply.send(Err(e));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound request failed: {error}");
+            }
+            _ => {}
+        }
+    }
+}

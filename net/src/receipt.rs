@@ -1,0 +1,98 @@
+//! Storage receipts: a peer's signed statement that it stores a shard.
+//!
+//! Signed bytes (all integers big-endian):
+//!
+//! ```text
+//! "ionshard receipt v1" | peer_id_len: u8 | peer_id | cid: 36 bytes | size: u64
+//! | stored_at: u64 | expiry: u64 (u64::MAX = none)
+//! ```
+//!
+//! The signature is the peer's ed25519 signature over those bytes; anyone
+//! holding the receipt can check it with the public key inside the peer id.
+
+use chunker::Cid;
+use libp2p::PeerId;
+use libp2p::identity::{Keypair, PublicKey};
+
+use crate::error::{Error, Result};
+
+const DOMAIN: &[u8] = b"ionshard receipt v1";
+
+/// A peer's signed statement that it stores a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The storing peer.
+    pub peer: PeerId,
+    /// The shard.
+    pub cid: Cid,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was stored (seconds since the epoch).
+    pub stored_at: u64,
+    /// Until when the peer promises to keep it.
+    pub expiry: Option<u64>,
+    /// The peer's signature over [`Receipt::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl Receipt {
+    /// The bytes the signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let peer = self.peer.to_bytes();
+        let mut v = Vec::with_capacity(DOMAIN.len() + 1 + peer.len() + 36 + 24);
+        v.extend_from_slice(DOMAIN);
+        v.push(peer.len() as u8);
+        v.extend_from_slice(&peer);
+        v.extend_from_slice(&self.cid.to_bytes());
+        v.extend_from_slice(&self.size.to_be_bytes());
+        v.extend_from_slice(&self.stored_at.to_be_bytes());
+        v.extend_from_slice(&self.expiry.unwrap_or(u64::MAX).to_be_bytes());
+        v
+    }
+
+    /// Make and sign a receipt with the storing peer's key.
+    pub fn sign(key: &Keypair, cid: Cid, size: u64, stored_at: u64, expiry: Option<u64>) -> Result<Receipt> {
+        let mut r = Receipt { peer: key.public().to_peer_id(), cid, size, stored_at, expiry, signature: Vec::new() };
+        r.signature = key.sign(&r.signed_bytes()).map_err(|e| Error::Protocol(format!("signing a receipt: {e}")))?;
+        Ok(r)
+    }
+
+    /// Check the signature against the public key in the peer id.
+    pub fn verify(&self) -> Result<()> {
+        let key = public_key_of(&self.peer)?;
+        if key.verify(&self.signed_bytes(), &self.signature) {
+            Ok(())
+        } else {
+            Err(Error::BadReceipt(format!("signature of {} over {} does not verify", self.peer, self.cid)))
+        }
+    }
+}
+
+/// The public key an ed25519 peer id carries inline.
+pub fn public_key_of(peer: &PeerId) -> Result<PublicKey> {
+    let mh = peer.as_ref();
+    if mh.code() != 0 {
+        return Err(Error::BadReceipt(format!("peer id {peer} does not carry its public key")));
+    }
+    PublicKey::try_decode_protobuf(mh.digest()).map_err(|e| Error::BadReceipt(format!("peer id {peer}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_sign_and_verify() {
+        let key = Keypair::generate_ed25519();
+        let cid = Cid::of_raw(b"shard");
+        let r = Receipt::sign(&key, cid, 5, 1_800_000_000, None).expect("sign");
+        r.verify().expect("verify");
+        let mut forged = r.clone();
+        forged.size = 6;
+        assert!(forged.verify().is_err());
+        let other = Keypair::generate_ed25519();
+        let mut stolen = r.clone();
+        stolen.peer = other.public().to_peer_id();
+        assert!(stolen.verify().is_err());
+    }
+}

@@ -1,0 +1,465 @@
+//! The shard protocol's messages and their bytes.
+//!
+//! Protocol id `/ionshard/shard/1`. One request and one response per stream
+//! (libp2p request-response). Each message is a frame:
+//!
+//! ```text
+//! frame    = length: u32 (big-endian, of the body) | body
+//! request  = 1 Put      cid(36) expiry: u64 (u64::MAX none) pinned: u8 bytes…
+//!          | 2 Get      cid(36)
+//!          | 3 Ranges   cid(36) n: u16 (start: u64, end: u64) × n
+//!          | 4 HasMany  n: u16 cid(36) × n
+//!          | 5 Delete   cid(36)
+//!          | 6 Audit    cid(36) n: u16 (start: u64, end: u64) × n
+//! response = 1 Stored   receipt
+//!          | 2 Data     bytes…
+//!          | 3 Proof    bytes…        (chunker::proof format)
+//!          | 4 Have     n: u16 bits: ceil(n/8) bytes
+//!          | 5 Deleted  existed: u8
+//!          | 6 Audited  size: u64 proof…
+//!          | 255 Error  code: u16 message: utf-8…
+//! receipt  = peer_len: u8 peer cid(36) size: u64 stored_at: u64 expiry: u64 sig_len: u16 sig
+//! ```
+//!
+//! Integers are big-endian. `bytes…` runs to the end of the frame. Sizes are
+//! checked against [`Limits`] before anything is allocated: a frame longer
+//! than the limit is refused from its length alone.
+
+use std::ops::Range;
+
+use chunker::Cid;
+use libp2p::PeerId;
+
+use crate::receipt::Receipt;
+
+/// Size limits on messages, checked before allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request frame (a put carries a whole shard).
+    pub max_request: usize,
+    /// Largest response frame (a get returns a whole shard).
+    pub max_response: usize,
+    /// Most ranges in one request.
+    pub max_ranges: usize,
+    /// Most CIDs in one has-many.
+    pub max_cids: usize,
+}
+
+impl Default for Limits {
+    /// Shards up to 64 MiB, plus headers.
+    fn default() -> Self {
+        Limits { max_request: (64 << 20) + 4096, max_response: (64 << 20) + 4096, max_ranges: 1024, max_cids: 4096 }
+    }
+}
+
+/// A request of the shard protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Store a shard (trusted SPNs only); answered with a receipt.
+    Put {
+        /// The shard's CID.
+        cid: Cid,
+        /// Keep until (seconds since the epoch).
+        expiry: Option<u64>,
+        /// Never expire.
+        pinned: bool,
+        /// The shard.
+        bytes: Vec<u8>,
+    },
+    /// The whole shard.
+    Get {
+        /// Which.
+        cid: Cid,
+    },
+    /// Byte ranges with their proof.
+    Ranges {
+        /// Which shard.
+        cid: Cid,
+        /// Sorted, disjoint, inside the shard.
+        ranges: Vec<Range<u64>>,
+    },
+    /// Which of these does the peer hold?
+    HasMany {
+        /// The shards asked about.
+        cids: Vec<Cid>,
+    },
+    /// Delete a shard (its owner only).
+    Delete {
+        /// Which.
+        cid: Cid,
+    },
+    /// Prove possession of auditor-chosen ranges.
+    Audit {
+        /// Which shard.
+        cid: Cid,
+        /// Ranges the auditor drew at random.
+        ranges: Vec<Range<u64>>,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Code {
+    /// Malformed or truncated message.
+    BadRequest = 1,
+    /// Put from a peer not on the trust list.
+    Untrusted = 2,
+    /// Over a size limit.
+    TooLarge = 3,
+    /// Over the storage quota.
+    QuotaExceeded = 4,
+    /// Bytes that do not match the CID.
+    HashMismatch = 5,
+    /// Not stored here.
+    NotFound = 6,
+    /// Delete by someone other than the owner.
+    NotOwner = 7,
+    /// Too many requests from this peer at once.
+    Busy = 8,
+    /// Anything else on the serving side.
+    Internal = 9,
+}
+
+impl Code {
+    fn from_u16(v: u16) -> Code {
+        match v {
+            1 => Code::BadRequest,
+            2 => Code::Untrusted,
+            3 => Code::TooLarge,
+            4 => Code::QuotaExceeded,
+            5 => Code::HashMismatch,
+            6 => Code::NotFound,
+            7 => Code::NotOwner,
+            8 => Code::Busy,
+            _ => Code::Internal,
+        }
+    }
+}
+
+/// A response of the shard protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Stored; here is the receipt.
+    Stored(Receipt),
+    /// The whole shard.
+    Data(Vec<u8>),
+    /// A range proof.
+    Proof(Vec<u8>),
+    /// One flag per CID asked about.
+    Have(Vec<bool>),
+    /// Deleted (false: it was not here).
+    Deleted(bool),
+    /// An audit answer: the shard's size and the proof of the ranges.
+    Audited {
+        /// Shard size the peer claims (the proof is checked against it).
+        size: u64,
+        /// The proof.
+        proof: Vec<u8>,
+    },
+    /// Refused.
+    Error {
+        /// Why, for programs.
+        code: Code,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// A message that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct Malformed(pub String);
+
+struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.b.len() < n {
+            return Err(Malformed(format!("truncated: wanted {n} more bytes, {} left", self.b.len())));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn cid(&mut self) -> Result<Cid, Malformed> {
+        Cid::from_bytes(self.take(36)?).map_err(|e| Malformed(e.to_string()))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.b)
+    }
+    fn end(&self) -> Result<(), Malformed> {
+        if self.b.is_empty() { Ok(()) } else { Err(Malformed(format!("{} trailing bytes", self.b.len()))) }
+    }
+    fn ranges(&mut self, limits: &Limits) -> Result<Vec<Range<u64>>, Malformed> {
+        let n = usize::from(self.u16()?);
+        if n == 0 || n > limits.max_ranges {
+            return Err(Malformed(format!("{n} ranges (1..={} allowed)", limits.max_ranges)));
+        }
+        if self.b.len() < n * 16 {
+            return Err(Malformed("truncated range list".to_string()));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (s, e) = (self.u64()?, self.u64()?);
+            if s >= e || out.last().is_some_and(|p: &Range<u64>| p.end > s) {
+                return Err(Malformed(format!("range {s}..{e} is empty, unsorted or overlapping")));
+            }
+            out.push(s..e);
+        }
+        Ok(out)
+    }
+}
+
+fn put_ranges(v: &mut Vec<u8>, ranges: &[Range<u64>]) {
+    v.extend_from_slice(&(ranges.len() as u16).to_be_bytes());
+    for r in ranges {
+        v.extend_from_slice(&r.start.to_be_bytes());
+        v.extend_from_slice(&r.end.to_be_bytes());
+    }
+}
+
+impl Request {
+    /// The body bytes (without the frame length).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        match self {
+            Request::Put { cid, expiry, pinned, bytes } => {
+                v.reserve(64 + bytes.len());
+                v.push(1);
+                v.extend_from_slice(&cid.to_bytes());
+                v.extend_from_slice(&expiry.unwrap_or(u64::MAX).to_be_bytes());
+                v.push(u8::from(*pinned));
+                v.extend_from_slice(bytes);
+            }
+            Request::Get { cid } => {
+                v.push(2);
+                v.extend_from_slice(&cid.to_bytes());
+            }
+            Request::Ranges { cid, ranges } => {
+                v.push(3);
+                v.extend_from_slice(&cid.to_bytes());
+                put_ranges(&mut v, ranges);
+            }
+            Request::HasMany { cids } => {
+                v.push(4);
+                v.extend_from_slice(&(cids.len() as u16).to_be_bytes());
+                for c in cids {
+                    v.extend_from_slice(&c.to_bytes());
+                }
+            }
+            Request::Delete { cid } => {
+                v.push(5);
+                v.extend_from_slice(&cid.to_bytes());
+            }
+            Request::Audit { cid, ranges } => {
+                v.push(6);
+                v.extend_from_slice(&cid.to_bytes());
+                put_ranges(&mut v, ranges);
+            }
+        }
+        v
+    }
+
+    /// Parse a body from an untrusted peer.
+    pub fn decode(b: &[u8], limits: &Limits) -> Result<Request, Malformed> {
+        let mut c = Cursor { b };
+        let r = match c.u8()? {
+            1 => {
+                let cid = c.cid()?;
+                let expiry = c.u64()?;
+                let pinned = c.u8()? != 0;
+                let bytes = c.rest().to_vec();
+                Request::Put { cid, expiry: (expiry != u64::MAX).then_some(expiry), pinned, bytes }
+            }
+            2 => Request::Get { cid: c.cid()? },
+            3 => Request::Ranges { cid: c.cid()?, ranges: c.ranges(limits)? },
+            4 => {
+                let n = usize::from(c.u16()?);
+                if n > limits.max_cids || c.b.len() != n * 36 {
+                    return Err(Malformed(format!("has-many of {n} CIDs does not fit")));
+                }
+                let cids = (0..n).map(|_| c.cid()).collect::<Result<_, _>>()?;
+                Request::HasMany { cids }
+            }
+            5 => Request::Delete { cid: c.cid()? },
+            6 => Request::Audit { cid: c.cid()?, ranges: c.ranges(limits)? },
+            t => return Err(Malformed(format!("unknown request type {t}"))),
+        };
+        c.end()?;
+        Ok(r)
+    }
+}
+
+fn encode_receipt(v: &mut Vec<u8>, r: &Receipt) {
+    let peer = r.peer.to_bytes();
+    v.push(peer.len() as u8);
+    v.extend_from_slice(&peer);
+    v.extend_from_slice(&r.cid.to_bytes());
+    v.extend_from_slice(&r.size.to_be_bytes());
+    v.extend_from_slice(&r.stored_at.to_be_bytes());
+    v.extend_from_slice(&r.expiry.unwrap_or(u64::MAX).to_be_bytes());
+    v.extend_from_slice(&(r.signature.len() as u16).to_be_bytes());
+    v.extend_from_slice(&r.signature);
+}
+
+fn decode_receipt(c: &mut Cursor<'_>) -> Result<Receipt, Malformed> {
+    let n = usize::from(c.u8()?);
+    let peer = PeerId::from_bytes(c.take(n)?).map_err(|e| Malformed(format!("peer id: {e}")))?;
+    let cid = c.cid()?;
+    let size = c.u64()?;
+    let stored_at = c.u64()?;
+    let expiry = c.u64()?;
+    let n = usize::from(c.u16()?);
+    let signature = c.take(n)?.to_vec();
+    Ok(Receipt { peer, cid, size, stored_at, expiry: (expiry != u64::MAX).then_some(expiry), signature })
+}
+
+impl Response {
+    /// The body bytes (without the frame length).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        match self {
+            Response::Stored(r) => {
+                v.push(1);
+                encode_receipt(&mut v, r);
+            }
+            Response::Data(b) => {
+                v.reserve(1 + b.len());
+                v.push(2);
+                v.extend_from_slice(b);
+            }
+            Response::Proof(b) => {
+                v.reserve(1 + b.len());
+                v.push(3);
+                v.extend_from_slice(b);
+            }
+            Response::Have(flags) => {
+                v.push(4);
+                v.extend_from_slice(&(flags.len() as u16).to_be_bytes());
+                let mut bits = vec![0u8; flags.len().div_ceil(8)];
+                for (i, f) in flags.iter().enumerate() {
+                    if *f {
+                        bits[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                v.extend_from_slice(&bits);
+            }
+            Response::Deleted(existed) => {
+                v.push(5);
+                v.push(u8::from(*existed));
+            }
+            Response::Audited { size, proof } => {
+                v.push(6);
+                v.extend_from_slice(&size.to_be_bytes());
+                v.extend_from_slice(proof);
+            }
+            Response::Error { code, message } => {
+                v.push(255);
+                v.extend_from_slice(&(*code as u16).to_be_bytes());
+                v.extend_from_slice(message.as_bytes());
+            }
+        }
+        v
+    }
+
+    /// Parse a body from an untrusted peer.
+    pub fn decode(b: &[u8], limits: &Limits) -> Result<Response, Malformed> {
+        let mut c = Cursor { b };
+        let r = match c.u8()? {
+            1 => Response::Stored(decode_receipt(&mut c)?),
+            2 => Response::Data(c.rest().to_vec()),
+            3 => Response::Proof(c.rest().to_vec()),
+            4 => {
+                let n = usize::from(c.u16()?);
+                if n > limits.max_cids {
+                    return Err(Malformed(format!("{n} flags is over the limit")));
+                }
+                let bits = c.take(n.div_ceil(8))?;
+                Response::Have((0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect())
+            }
+            5 => Response::Deleted(c.u8()? != 0),
+            6 => Response::Audited { size: c.u64()?, proof: c.rest().to_vec() },
+            255 => {
+                let code = Code::from_u16(c.u16()?);
+                let message = String::from_utf8_lossy(c.rest()).chars().take(1000).collect();
+                Response::Error { code, message }
+            }
+            t => return Err(Malformed(format!("unknown response type {t}"))),
+        };
+        c.end()?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::identity::Keypair;
+
+    fn cid(n: u8) -> Cid {
+        Cid::of_raw(&[n])
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let l = Limits::default();
+        let reqs = vec![
+            Request::Put { cid: cid(1), expiry: Some(9), pinned: true, bytes: vec![1, 2, 3] },
+            Request::Put { cid: cid(1), expiry: None, pinned: false, bytes: vec![] },
+            Request::Get { cid: cid(2) },
+            Request::Ranges { cid: cid(3), ranges: vec![0..10, 20..4096] },
+            Request::HasMany { cids: vec![cid(4), cid(5)] },
+            Request::Delete { cid: cid(6) },
+            Request::Audit { cid: cid(7), ranges: vec![5..6] },
+        ];
+        for r in reqs {
+            assert_eq!(Request::decode(&r.encode(), &l).expect("decode"), r);
+        }
+        let key = Keypair::generate_ed25519();
+        let receipt = Receipt::sign(&key, cid(1), 3, 100, Some(200)).expect("sign");
+        let resps = vec![
+            Response::Stored(receipt),
+            Response::Data(vec![9; 100]),
+            Response::Proof(vec![8; 10]),
+            Response::Have(vec![true, false, true, true, false, false, false, false, true]),
+            Response::Deleted(true),
+            Response::Audited { size: 77, proof: vec![1] },
+            Response::Error { code: Code::QuotaExceeded, message: "full".to_string() },
+        ];
+        for r in resps {
+            assert_eq!(Response::decode(&r.encode(), &l).expect("decode"), r);
+        }
+    }
+
+    #[test]
+    fn malformed_and_truncated_messages_are_refused() {
+        let l = Limits::default();
+        let good = Request::Ranges { cid: cid(3), ranges: vec![0..10, 20..30] }.encode();
+        for cut in 0..good.len() {
+            assert!(Request::decode(&good[..cut], &l).is_err(), "cut at {cut}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(Request::decode(&trailing, &l).is_err());
+        let overlapping = Request::Ranges { cid: cid(3), ranges: vec![0..10, 5..30] }.encode();
+        assert!(Request::decode(&overlapping, &l).is_err());
+        assert!(Request::decode(&[42], &l).is_err());
+        // A has-many claiming 65535 CIDs in a few bytes is refused before allocating.
+        assert!(Request::decode(&[4, 0xff, 0xff, 1, 2, 3], &l).is_err());
+    }
+}

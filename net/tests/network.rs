@@ -1,0 +1,164 @@
+//! Real nodes on loopback: a bootstrap, peers with stores, a client.
+
+use std::time::{Duration, Instant};
+
+use chunker::Cid;
+use net::{Client, Config, Keypair, Multiaddr, PeerId, Role};
+use store::Store;
+
+struct Net {
+    _dirs: Vec<tempfile::TempDir>,
+    boot_addr: Multiaddr,
+    peers: Vec<Client>,
+    client: Client,
+}
+
+async fn wait_addrs(c: &Client) -> Vec<Multiaddr> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = c.listen_addrs().await.expect("addrs");
+        if !a.is_empty() || Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tcp0() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")]
+}
+
+async fn network(direct_peers: usize, relayed_peers: usize, capacity: u64) -> Net {
+    let mut dirs = Vec::new();
+    let boot_key = Keypair::generate_ed25519();
+    let boot_id = boot_key.public().to_peer_id();
+    let (boot, _) = net::start(Config { role: Role::Bootstrap, listen: tcp0(), ..Config::default() }, boot_key, None)
+        .await
+        .expect("bootstrap");
+    let addr = wait_addrs(&boot).await.into_iter().next().expect("bootstrap listens");
+    let boot_addr = addr.with_p2p(boot_id).expect("p2p");
+    let client_key = Keypair::generate_ed25519();
+    let client_id = client_key.public().to_peer_id();
+    let mut peers = Vec::new();
+    for i in 0..direct_peers + relayed_peers {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = Store::open(dir.path(), store::Config::default().with_capacity(capacity)).expect("store");
+        let listen = if i < direct_peers { tcp0() } else { Vec::new() };
+        let cfg = Config {
+            role: Role::Peer,
+            listen,
+            bootstrap: vec![boot_addr.clone()],
+            trust: vec![client_id],
+            ..Config::default()
+        };
+        let (p, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
+        peers.push(p);
+        dirs.push(dir);
+    }
+    let cfg = Config { role: Role::Client, bootstrap: vec![boot_addr.clone()], ..Config::default() };
+    let (client, _) = net::start(cfg, client_key, None).await.expect("client");
+    std::mem::forget(boot);
+    Net { _dirs: dirs, boot_addr, peers, client }
+}
+
+async fn find_all(client: &Client, peers: &[PeerId], within: Duration) -> Duration {
+    let started = Instant::now();
+    for p in peers {
+        loop {
+            match client.find_peer(*p).await {
+                Ok(a) if !a.is_empty() => break,
+                _ if started.elapsed() > within => panic!("peer {p} not found within {within:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    started.elapsed()
+}
+
+fn shard(i: u64, len: usize) -> (Cid, Vec<u8>) {
+    let mut v = vec![0u8; len];
+    blake3::Hasher::new().update(&i.to_le_bytes()).finalize_xof().fill(&mut v);
+    (Cid::of_raw(&v), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_peers_found_by_id_store_and_serve_100_shards() {
+    let net = network(6, 0, 1 << 30).await;
+    let ids: Vec<PeerId> = net.peers.iter().map(Client::peer_id).collect();
+    let took = find_all(&net.client, &ids, Duration::from_secs(10)).await;
+    println!("all 6 peers found by id in {took:?} (bootstrap {})", net.boot_addr);
+    let mut stored = Vec::new();
+    for i in 0..100u64 {
+        let (cid, bytes) = shard(i, 10_000 + (i as usize * 997) % 200_000);
+        let peer = ids[i as usize % ids.len()];
+        let receipt = net.client.put_shard(peer, cid, bytes.clone(), None).await.expect("put");
+        receipt.verify().expect("receipt verifies against the storing peer's key");
+        assert_eq!(receipt.peer, peer);
+        stored.push((peer, cid, bytes));
+    }
+    for (peer, cid, bytes) in &stored {
+        let got = net.client.get_shard(*peer, *cid).await.expect("get");
+        assert!(got == *bytes);
+    }
+    // Ranged gets verify against the CID.
+    let (peer, cid, bytes) = &stored[7];
+    let ranges = vec![100..200, 5_000..9_000];
+    let got = net.client.get_ranges(*peer, *cid, bytes.len() as u64, ranges).await.expect("ranges");
+    assert_eq!(got[1], bytes[5_000..9_000]);
+    net.client.audit(*peer, *cid, bytes.len() as u64, vec![0..1, 8_000..8_100]).await.expect("audit");
+    let have = net.client.has_many(*peer, vec![*cid, stored[8].1]).await.expect("has");
+    assert_eq!(have, vec![true, stored[8].0 == *peer]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_clear_and_the_peer_keeps_serving() {
+    let net = network(1, 0, 300_000).await;
+    let peer = net.peers[0].peer_id();
+    find_all(&net.client, &[peer], Duration::from_secs(10)).await;
+    let (cid, bytes) = shard(1, 200_000);
+    net.client.put_shard(peer, cid, bytes.clone(), None).await.expect("put");
+    // Over quota.
+    let (c2, b2) = shard(2, 200_000);
+    let err = net.client.put_shard(peer, c2, b2, None).await.unwrap_err().to_string();
+    assert!(err.contains("QuotaExceeded") && err.contains("capacity"), "{err}");
+    // Bytes that do not match their CID.
+    let (c3, _) = shard(3, 1000);
+    let err = net.client.put_shard(peer, c3, vec![0; 1000], None).await.unwrap_err().to_string();
+    assert!(err.contains("HashMismatch"), "{err}");
+    // A put from an untrusted id.
+    let cfg = Config { role: Role::Client, bootstrap: vec![net.boot_addr.clone()], ..Config::default() };
+    let (stranger, _) = net::start(cfg, Keypair::generate_ed25519(), None).await.expect("stranger");
+    find_all(&stranger, &[peer], Duration::from_secs(10)).await;
+    let (c4, b4) = shard(4, 1000);
+    let err = stranger.put_shard(peer, c4, b4, None).await.unwrap_err().to_string();
+    assert!(err.contains("Untrusted") && err.contains("not a trusted SPN"), "{err}");
+    // A shard over the message limit never reaches the store.
+    let big = vec![7u8; (64 << 20) + 8192];
+    let err = net.client.put_shard(peer, Cid::of_raw(&big), big, None).await.unwrap_err().to_string();
+    assert!(!err.is_empty());
+    // Meanwhile it still serves.
+    assert!(net.client.get_shard(peer, cid).await.expect("still serving") == bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_listen_address_serves_through_the_relay() {
+    let net = network(1, 1, 1 << 30).await;
+    let relayed = net.peers[1].peer_id();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Wait until the peer holds a reservation (a circuit listen address).
+    loop {
+        let addrs = net.peers[1].listen_addrs().await.expect("addrs");
+        if addrs.iter().any(|a| a.to_string().contains("p2p-circuit")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no relay reservation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    find_all(&net.client, &[relayed], Duration::from_secs(10)).await;
+    let (cid, bytes) = shard(9, 300_000);
+    let r = net.client.put_shard(relayed, cid, bytes.clone(), None).await.expect("put through relay");
+    r.verify().expect("receipt");
+    assert!(net.client.get_shard(relayed, cid).await.expect("get through relay") == bytes);
+    // The data went through the relay circuit: the connection is relayed.
+    assert_eq!(net.client.connection(relayed).await.expect("conn"), Some(true), "not a relayed connection");
+}
