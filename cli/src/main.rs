@@ -3,6 +3,7 @@
 
 mod chunk;
 mod files;
+mod node_cmd;
 mod size;
 mod store_cmd;
 
@@ -87,6 +88,98 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Run a node: a bootstrap node (DHT entry point and relay) or a peer (stores and serves shards).
+    Node {
+        /// bootstrap or peer [default: peer].
+        #[arg(long)]
+        role: Option<String>,
+        /// A TOML file with role, listen, bootstrap, dir, capacity, trust, default_expiry_secs.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1 (repeatable).
+        /// A peer with none is reached through its bootstrap nodes' relays.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// A bootstrap node, /ip4/…/tcp/…/p2p/<peer id> (repeatable).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// Directory for the identity key and the shard store [default: ~/.ionshard/node].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Space lent to the network, e.g. 20GiB.
+        #[arg(long)]
+        capacity: Option<String>,
+        /// Peer id of an SPN allowed to store shards here (repeatable).
+        #[arg(long)]
+        trust: Vec<String>,
+        /// Print the peer id and addresses as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the peer id of a key file, creating the key if it does not exist.
+    Id {
+        /// Key file [default: ~/.ionshard/identity.key].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put or get one shard on a peer, by hand.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
+    /// List the peers the DHT knows, with their addresses and how they are reached.
+    Peers {
+        /// A bootstrap node to join through (repeatable).
+        #[arg(long, required = true)]
+        bootstrap: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Store FILE as a shard on a peer; prints its CID and the peer's signed receipt.
+    Put {
+        /// The shard's bytes.
+        file: PathBuf,
+        /// The peer to store it on.
+        #[arg(long)]
+        peer: String,
+        /// A bootstrap node to join through (repeatable).
+        #[arg(long, required = true)]
+        bootstrap: Vec<String>,
+        /// This client's key (the peer must trust its id).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a shard from a peer, verified against its CID.
+    Get {
+        /// The shard's CID.
+        cid: String,
+        /// The peer holding it.
+        #[arg(long)]
+        peer: String,
+        /// A bootstrap node to join through (repeatable).
+        #[arg(long, required = true)]
+        bootstrap: Vec<String>,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// This client's key (optional for gets).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,11 +234,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Store { command: StoreCommand::Stats { dir, json } } => store_cmd::stats(&dir, json),
         Command::Store { command: StoreCommand::Scrub { dir, json } } => store_cmd::scrub(&dir, json),
+        Command::Node { role, config, listen, bootstrap, dir, capacity, trust, json } => {
+            node_cmd::node(node_cmd::NodeOpts { role, config, listen, bootstrap, dir, capacity, trust, json })
+        }
+        Command::Id { key, json } => node_cmd::id(key, json),
+        Command::Shard { command: ShardCommand::Put { file, peer, bootstrap, key, json } } => {
+            node_cmd::shard_put(file, node_cmd::ShardOpts { peer, bootstrap, key, json })
+        }
+        Command::Shard { command: ShardCommand::Get { cid, peer, bootstrap, out, key, json } } => {
+            node_cmd::shard_get(cid, out, node_cmd::ShardOpts { peer, bootstrap, key, json })
+        }
+        Command::Peers { bootstrap, json } => node_cmd::peers(bootstrap, json),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs on stderr; RUST_LOG=info (or debug) to see more.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -82,6 +82,7 @@ enum Command {
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     Connection { peer: PeerId, reply: oneshot::Sender<Option<bool>> },
+    Forget { peer: PeerId },
     Shutdown,
 }
 
@@ -111,8 +112,17 @@ impl Client {
     }
 
     /// Send one request to `peer` (found through the DHT if need be) and wait for its answer.
+    /// Peers move (home devices get new addresses): if the addresses this node
+    /// knew fail, it forgets them, looks the peer up again and retries once.
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response> {
-        self.ask(|reply| Command::Request { peer, request, reply }).await?
+        let retry = request.clone();
+        match self.ask(|reply| Command::Request { peer, request, reply }).await? {
+            Err(Error::Unreachable { .. }) => {
+                self.tx.send(Command::Forget { peer }).await.map_err(|_| Error::Shutdown)?;
+                self.ask(|reply| Command::Request { peer, request: retry, reply }).await?
+            }
+            other => other,
+        }
     }
 
     /// Find a peer's addresses by its id alone.
@@ -313,6 +323,11 @@ impl EventLoop {
             }
             Command::Connection { peer, reply } => {
                 let _ = reply.send(self.links.get(&peer).map(|(direct, relayed)| *direct == 0 && *relayed > 0));
+            }
+            Command::Forget { peer } => {
+                if !self.swarm.is_connected(&peer) {
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                }
             }
             Command::Shutdown => {}
         }

@@ -16,6 +16,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another process (a running node) has the store open.
+    #[error("the shard store at {0} is in use by another process (a running node?); stop it first")]
+    Locked(String),
+
     /// The index database failed.
     #[error("shard index: {0}")]
     Index(String),

@@ -163,7 +163,10 @@ impl Store {
         }
         let mut config = Config::default();
         {
-            let db = Database::create(&db_path)?;
+            let db = Database::create(&db_path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked(dir.display().to_string()),
+                other => other.into(),
+            })?;
             let txn = db.begin_read()?;
             if let Ok(t) = txn.open_table(SETTINGS) {
                 if let Some(v) = t.get("capacity")? {
@@ -188,7 +191,10 @@ impl Store {
             mkdir(&dir.join(sub))?;
         }
         let db_path = dir.join("index.redb");
-        let db = Database::create(&db_path)?;
+        let db = Database::create(&db_path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked(dir.display().to_string()),
+            other => other.into(),
+        })?;
         {
             let txn = db.begin_write()?;
             txn.open_table(SHARDS)?;

@@ -1,0 +1,297 @@
+//! `ionshard node`, `ionshard id`, `ionshard shard put|get`, `ionshard peers`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chunker::Cid;
+use net::{Config, Keypair, Multiaddr, PeerId, Role};
+use serde::Deserialize;
+use serde_json::json;
+use store::Store;
+
+use crate::size::{human, parse_size};
+
+/// The TOML config file of `ionshard node --config` (flags add to it or override it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    role: Option<String>,
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    dir: Option<PathBuf>,
+    capacity: Option<String>,
+    #[serde(default)]
+    trust: Vec<String>,
+    /// Seconds a shard is kept when its put names no expiry.
+    default_expiry_secs: Option<u64>,
+}
+
+/// Options of `ionshard node`.
+pub(crate) struct NodeOpts {
+    pub(crate) role: Option<String>,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) listen: Vec<String>,
+    pub(crate) bootstrap: Vec<String>,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) capacity: Option<String>,
+    pub(crate) trust: Vec<String>,
+    pub(crate) json: bool,
+}
+
+fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .with_context(|| format!("{what} {a:?} is not a multiaddr (like /ip4/1.2.3.4/tcp/4001)"))
+        })
+        .collect()
+}
+
+fn peer_ids(list: &[String]) -> Result<Vec<PeerId>> {
+    list.iter()
+        .map(|p| {
+            p.parse::<PeerId>().with_context(|| format!("--trust {p:?} is not a peer id (`ionshard id` prints one)"))
+        })
+        .collect()
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+async fn listen_addrs(client: &net::Client, want: bool) -> Vec<Multiaddr> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = client.listen_addrs().await.unwrap_or_default();
+        if !want || !a.is_empty() || Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn node(o: NodeOpts) -> Result<()> {
+    let file: FileConfig = match &o.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not a valid node config", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let role = match o.role.or(file.role).as_deref() {
+        Some("bootstrap") => Role::Bootstrap,
+        Some("peer") | None => Role::Peer,
+        Some(other) => bail!("--role {other:?}: use bootstrap or peer"),
+    };
+    let dir = o.dir.or(file.dir).unwrap_or_else(|| crate::files::home().join("node"));
+    let capacity =
+        o.capacity.or(file.capacity).map(|c| parse_size(&c).map_err(|e| anyhow!("--capacity: {e}"))).transpose()?;
+    let mut listen = file.listen;
+    listen.extend(o.listen);
+    let mut bootstrap = file.bootstrap;
+    bootstrap.extend(o.bootstrap);
+    let mut trust = file.trust;
+    trust.extend(o.trust);
+    let config = Config {
+        role,
+        listen: addrs(&listen, "--listen")?,
+        bootstrap: addrs(&bootstrap, "--bootstrap")?,
+        trust: peer_ids(&trust)?,
+        default_expiry: file.default_expiry_secs,
+        ..Config::default()
+    };
+    if role == Role::Bootstrap && config.listen.is_empty() {
+        bail!("a bootstrap node needs a fixed address: give --listen (e.g. /ip4/0.0.0.0/tcp/4001)");
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (key, created) = net::load_or_create_key(&dir.join("identity.key"))?;
+    let store = if role == Role::Peer {
+        let cap = capacity.unwrap_or(store::Config::default().capacity);
+        let (s, report) = Store::open(crate::store_cmd::store_dir(&dir), store::Config::default().with_capacity(cap))?;
+        if report.removed_partial > 0 || !report.missing.is_empty() {
+            eprintln!("store mended after an unclean stop: {report:?}");
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let peer_id = key.public().to_peer_id();
+        let (client, handle) = net::start(config, key, store.clone()).await?;
+        let listening = listen_addrs(&client, !listen.is_empty()).await;
+        let full: Vec<String> = listening.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
+        if o.json {
+            println!("{}", json!({ "peer_id": peer_id.to_string(), "role": format!("{role:?}").to_lowercase(), "listen": full, "dir": dir.display().to_string() }));
+        } else {
+            println!("peer id {peer_id}{}", if created { " (new identity)" } else { "" });
+            for a in &full {
+                println!("listening on {a}");
+            }
+            if let Some(s) = &store {
+                let u = s.usage();
+                println!("store {} shards, {} of {}", u.shards, human(u.bytes), human(u.capacity));
+            }
+        }
+        // Sweep expired shards now and then.
+        if let Some(s) = store.clone() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let s = s.clone();
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let _ = tokio::task::spawn_blocking(move || s.sweep_expired(now)).await;
+                }
+            });
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("shutting down: finishing requests in flight");
+        client.shutdown().await;
+        let _ = handle.await;
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn id(key: Option<PathBuf>, json_out: bool) -> Result<()> {
+    let path = key.unwrap_or_else(|| crate::files::home().join("identity.key"));
+    let (key, created) = net::load_or_create_key(&path)?;
+    let peer = key.public().to_peer_id();
+    if json_out {
+        println!("{}", json!({ "peer_id": peer.to_string(), "key": path.display().to_string(), "created": created }));
+    } else {
+        if created {
+            eprintln!("created {}", path.display());
+        }
+        println!("{peer}");
+    }
+    Ok(())
+}
+
+async fn join(bootstrap: &[String], key: Option<&Path>) -> Result<(net::Client, tokio::task::JoinHandle<()>)> {
+    if bootstrap.is_empty() {
+        bail!("give --bootstrap ADDR (a bootstrap node's address ending in /p2p/<peer id>)");
+    }
+    let key = match key {
+        Some(p) => net::load_or_create_key(p)?.0,
+        None => Keypair::generate_ed25519(),
+    };
+    let config = Config { role: Role::Client, bootstrap: addrs(bootstrap, "--bootstrap")?, ..Config::default() };
+    Ok(net::start(config, key, None).await?)
+}
+
+/// Options of `ionshard shard put|get`.
+pub(crate) struct ShardOpts {
+    pub(crate) peer: String,
+    pub(crate) bootstrap: Vec<String>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) json: bool,
+}
+
+fn find_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+async fn reach(client: &net::Client, peer: PeerId) -> Result<()> {
+    let deadline = Instant::now() + find_timeout();
+    loop {
+        match client.find_peer(peer).await {
+            Ok(a) if !a.is_empty() => return Ok(()),
+            Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(_) => bail!("peer {peer} was not found through the bootstrap nodes"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub(crate) fn shard_put(file: PathBuf, o: ShardOpts) -> Result<()> {
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let cid = Cid::of_raw(&bytes);
+    let peer: PeerId = o.peer.parse().with_context(|| format!("--peer {:?} is not a peer id", o.peer))?;
+    runtime()?.block_on(async {
+        let (client, _h) = join(&o.bootstrap, o.key.as_deref()).await?;
+        reach(&client, peer).await?;
+        let r = client.put_shard(peer, cid, bytes, None).await?;
+        let relayed = client.connection(peer).await.ok().flatten() == Some(true);
+        if o.json {
+            println!(
+                "{}",
+                json!({ "cid": cid.to_string(), "peer": r.peer.to_string(), "size": r.size, "stored_at": r.stored_at,
+                        "expiry": r.expiry, "signature": r.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        "relayed": relayed })
+            );
+        } else {
+            println!("{cid}");
+            eprintln!(
+                "receipt: {} stores {} ({} bytes) since {}{}; signature verified{}",
+                r.peer,
+                r.cid,
+                r.size,
+                r.stored_at,
+                r.expiry.map(|e| format!(" until {e}")).unwrap_or_default(),
+                if relayed { " (through a relay)" } else { "" }
+            );
+        }
+        client.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn shard_get(cid: String, out: PathBuf, o: ShardOpts) -> Result<()> {
+    let cid: Cid = cid.parse()?;
+    let peer: PeerId = o.peer.parse().with_context(|| format!("--peer {:?} is not a peer id", o.peer))?;
+    runtime()?.block_on(async {
+        let (client, _h) = join(&o.bootstrap, o.key.as_deref()).await?;
+        reach(&client, peer).await?;
+        let bytes = client.get_shard(peer, cid).await?;
+        crate::files::write_atomic(&out, &bytes)?;
+        let relayed = client.connection(peer).await.ok().flatten() == Some(true);
+        if o.json {
+            println!("{}", json!({ "cid": cid.to_string(), "bytes": bytes.len(), "out": out.display().to_string(), "relayed": relayed }));
+        } else {
+            eprintln!("{} ({} bytes, verified) written to {}", cid, bytes.len(), out.display());
+        }
+        client.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn peers(bootstrap: Vec<String>, json_out: bool) -> Result<()> {
+    runtime()?.block_on(async {
+        let (client, _h) = join(&bootstrap, None).await?;
+        // Let the DHT fill: look ourselves up through the bootstrap nodes.
+        let me = client.peer_id();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.find_peer(me)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let list = client.peers().await?;
+        if json_out {
+            let v: Vec<_> = list
+                .iter()
+                .map(|p| {
+                    let relayed = p.addrs.iter().all(|a| a.to_string().contains("/p2p-circuit"));
+                    json!({ "peer": p.peer.to_string(), "addrs": p.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            "reach": if relayed { "relayed" } else { "direct" } })
+                })
+                .collect();
+            println!("{}", json!({ "peers": v }));
+        } else {
+            for p in &list {
+                let relayed = p.addrs.iter().all(|a| a.to_string().contains("/p2p-circuit"));
+                println!("{} {}", p.peer, if relayed { "relayed" } else { "direct" });
+                for a in &p.addrs {
+                    println!("    {a}");
+                }
+            }
+            eprintln!("{} peer(s) known to the DHT", list.len());
+        }
+        client.shutdown().await;
+        anyhow::Ok(())
+    })
+}
