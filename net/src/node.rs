@@ -48,6 +48,10 @@ pub struct Config {
     pub max_inflight_per_peer: usize,
     /// Shard expiry given to puts that name none (seconds), `None` to keep until deleted.
     pub default_expiry: Option<u64>,
+    /// For tests only: flip one byte in every data and proof answer, to play
+    /// a lying peer. Never set by the `ionshard` binary.
+    #[doc(hidden)]
+    pub tamper_answers: bool,
 }
 
 impl Default for Config {
@@ -61,6 +65,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             max_inflight_per_peer: 8,
             default_expiry: None,
+            tamper_answers: false,
         }
     }
 }
@@ -399,10 +404,18 @@ impl EventLoop {
         *n += 1;
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
-        let default_expiry = self.config.default_expiry;
+        let (default_expiry, tamper) = (self.config.default_expiry, self.config.tamper_answers);
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let response = serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry);
+            let mut response = serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry);
+            if tamper {
+                if let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response {
+                    let mid = b.len() / 2;
+                    if let Some(x) = b.get_mut(mid) {
+                        *x ^= 0x20;
+                    }
+                }
+            }
             let _ = done.blocking_send((peer, channel, response));
         });
     }

@@ -162,3 +162,71 @@ async fn a_peer_without_listen_address_serves_through_the_relay() {
     // The data went through the relay circuit: the connection is relayed.
     assert_eq!(net.client.connection(relayed).await.expect("conn"), Some(true), "not a relayed connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_alters_bytes_is_caught_and_named() {
+    let net = network(0, 0, 1 << 30).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+    let cfg = Config {
+        role: Role::Peer,
+        listen: tcp0(),
+        bootstrap: vec![net.boot_addr.clone()],
+        trust: vec![net.client.peer_id()],
+        tamper_answers: true,
+        ..Config::default()
+    };
+    let (liar, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("liar");
+    let id = liar.peer_id();
+    find_all(&net.client, &[id], Duration::from_secs(10)).await;
+    let (cid, bytes) = shard(42, 200_000);
+    net.client.put_shard(id, cid, bytes.clone(), None).await.expect("put");
+    for err in [
+        net.client.get_ranges(id, cid, 200_000, vec![10_000..20_000]).await.unwrap_err(),
+        net.client.get_shard(id, cid).await.unwrap_err(),
+        net.client.audit(id, cid, 200_000, vec![0..100, 150_000..150_100]).await.unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(matches!(err, net::Error::BadAnswer { .. }), "{text}");
+        assert!(text.contains(&id.to_string()), "the liar is named: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_peers_and_two_bootstraps_that_stay_connected() {
+    // Two bootstrap nodes, the second told of the first.
+    let k1 = Keypair::generate_ed25519();
+    let id1 = k1.public().to_peer_id();
+    let (b1, _) =
+        net::start(Config { role: Role::Bootstrap, listen: tcp0(), ..Config::default() }, k1, None).await.expect("b1");
+    let a1 = wait_addrs(&b1).await[0].clone().with_p2p(id1).expect("p2p");
+    let k2 = Keypair::generate_ed25519();
+    let id2 = k2.public().to_peer_id();
+    let cfg = Config { role: Role::Bootstrap, listen: tcp0(), bootstrap: vec![a1.clone()], ..Config::default() };
+    let (b2, _) = net::start(cfg, k2, None).await.expect("b2");
+    let a2 = wait_addrs(&b2).await[0].clone().with_p2p(id2).expect("p2p");
+    // A peer on QUIC only, joining through the second bootstrap; a client through the first.
+    let client_key = Keypair::generate_ed25519();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+    let cfg = Config {
+        role: Role::Peer,
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("quic")],
+        bootstrap: vec![a2],
+        trust: vec![client_key.public().to_peer_id()],
+        ..Config::default()
+    };
+    let (p, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("quic peer");
+    assert!(wait_addrs(&p).await.iter().any(|a| a.to_string().contains("quic-v1")));
+    let cfg = Config { role: Role::Client, bootstrap: vec![a1], ..Config::default() };
+    let (client, _) = net::start(cfg, client_key, None).await.expect("client");
+    find_all(&client, &[p.peer_id()], Duration::from_secs(10)).await;
+    let (cid, bytes) = shard(7, 500_000);
+    client.put_shard(p.peer_id(), cid, bytes.clone(), None).await.expect("put over quic");
+    assert!(client.get_shard(p.peer_id(), cid).await.expect("get over quic") == bytes);
+    // The bootstraps are connected, and still are a while later.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(b1.connection(id2).await.expect("conn"), Some(false), "bootstraps not connected");
+    }
+}
