@@ -408,12 +408,11 @@ impl EventLoop {
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             let mut response = serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry);
-            if tamper {
-                if let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response {
-                    let mid = b.len() / 2;
-                    if let Some(x) = b.get_mut(mid) {
-                        *x ^= 0x20;
-                    }
+            if tamper && let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response
+            {
+                let mid = b.len() / 2;
+                if let Some(x) = b.get_mut(mid) {
+                    *x ^= 0x20;
                 }
             }
             let _ = done.blocking_send((peer, channel, response));
