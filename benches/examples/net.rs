@@ -42,9 +42,10 @@ async fn setup(listen: &str) -> (Client, PeerId, tempfile::TempDir) {
     let bk = Keypair::generate_ed25519();
     let bid = bk.public().to_peer_id();
     let listen: Multiaddr = listen.parse().expect("addr");
-    let (boot, _) = net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
-        .await
-        .expect("boot");
+    let (boot, _) =
+        net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
+            .await
+            .expect("boot");
     let baddr = addrs(&boot).await[0].clone().with_p2p(bid).expect("p2p");
     std::mem::forget(boot);
     let ck = Keypair::generate_ed25519();
@@ -60,8 +61,9 @@ async fn setup(listen: &str) -> (Client, PeerId, tempfile::TempDir) {
     let (peer, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
     let pid = peer.peer_id();
     std::mem::forget(peer);
-    let (client, _) =
-        net::start(Config { role: Role::Client, bootstrap: vec![baddr], ..Config::default() }, ck, None).await.expect("client");
+    let (client, _) = net::start(Config { role: Role::Client, bootstrap: vec![baddr], ..Config::default() }, ck, None)
+        .await
+        .expect("client");
     for _ in 0..200 {
         if client.find_peer(pid).await.is_ok_and(|a| !a.is_empty()) {
             break;
@@ -120,12 +122,7 @@ async fn main() {
                 gets.push(g);
                 rs.push(r);
             }
-            println!(
-                "{name:9}  {label:7}  {:8.0}  {:8.0}  {:16.0}",
-                median(puts),
-                median(gets),
-                median(rs)
-            );
+            println!("{name:9}  {label:7}  {:8.0}  {:8.0}  {:16.0}", median(puts), median(gets), median(rs));
         }
     }
 }
