@@ -100,7 +100,7 @@ enum Command {
         /// A peer with none is reached through its bootstrap nodes' relays.
         #[arg(long)]
         listen: Vec<String>,
-        /// A bootstrap node, /ip4/…/tcp/…/p2p/<peer id> (repeatable).
+        /// A bootstrap node, /ip4/…/tcp/…/p2p/PEER_ID (repeatable).
         #[arg(long)]
         bootstrap: Vec<String>,
         /// Directory for the identity key and the shard store [default: ~/.ionshard/node].

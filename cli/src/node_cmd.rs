@@ -109,8 +109,13 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (key, created) = net::load_or_create_key(&dir.join("identity.key"))?;
     let store = if role == Role::Peer {
-        let cap = capacity.unwrap_or(store::Config::default().capacity);
-        let (s, report) = Store::open(crate::store_cmd::store_dir(&dir), store::Config::default().with_capacity(cap))?;
+        let sdir = crate::store_cmd::store_dir(&dir);
+        // Without --capacity, the quota the owner set last time stays.
+        let (s, report) = match capacity {
+            Some(cap) => Store::open(&sdir, store::Config::default().with_capacity(cap))?,
+            None if sdir.join("index.redb").exists() => Store::open_as_saved(&sdir)?,
+            None => Store::open(&sdir, store::Config::default())?,
+        };
         if report.removed_partial > 0 || !report.missing.is_empty() {
             eprintln!("store mended after an unclean stop: {report:?}");
         }

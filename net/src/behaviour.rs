@@ -30,7 +30,8 @@ pub(crate) struct Behaviour {
 /// Relay limits raised from libp2p's defaults (128 KiB and 2 minutes per
 /// circuit) so a relayed connection can carry shards.
 fn relay_config() -> relay::Config {
-    relay::Config {
+    let per_minute = std::num::NonZeroU32::new(60).unwrap_or(std::num::NonZeroU32::MIN);
+    let base = relay::Config {
         max_reservations: 4096,
         max_reservations_per_peer: 16,
         reservation_duration: Duration::from_secs(3600),
@@ -40,7 +41,13 @@ fn relay_config() -> relay::Config {
         max_circuit_duration: Duration::from_secs(24 * 3600),
         max_circuit_bytes: 1 << 40,
         circuit_src_rate_limiters: Vec::new(),
-    }
+    };
+    // Generous limits per circuit, but rate limits per peer and per IP so a
+    // bootstrap is not an open relay for anyone's bulk traffic.
+    base.reservation_rate_per_peer(per_minute, Duration::from_secs(60))
+        .reservation_rate_per_ip(per_minute, Duration::from_secs(60))
+        .circuit_src_per_peer(per_minute, Duration::from_secs(60))
+        .circuit_src_per_ip(per_minute, Duration::from_secs(60))
 }
 
 impl Behaviour {

@@ -5,7 +5,7 @@ use std::io;
 use libp2p::StreamProtocol;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::wire::{Limits, Request, Response};
+use crate::wire::{Limits, Malformed, Request, Response};
 
 /// The shard protocol's id.
 pub(crate) const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/shard/1");
@@ -48,15 +48,18 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 
 impl libp2p::request_response::Codec for ShardCodec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    /// A request that frames correctly but does not parse is still read,
+    /// so the node can answer `BadRequest` with the reason instead of
+    /// dropping the stream.
+    type Request = Result<Request, Malformed>;
     type Response = Response;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Result<Request, Malformed>>
     where
         T: AsyncRead + Unpin + Send,
     {
         let body = read_frame(io, self.limits.max_request).await?;
-        Request::decode(&body, &self.limits).map_err(invalid)
+        Ok(Request::decode(&body, &self.limits))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -67,10 +70,16 @@ impl libp2p::request_response::Codec for ShardCodec {
         Response::decode(&body, &self.limits).map_err(invalid)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Result<Request, Malformed>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let req = req.map_err(invalid)?;
         write_frame(io, &req.encode()).await
     }
 

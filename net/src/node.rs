@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, kad, noise, tcp, yamux};
 use store::Store;
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::error::{Error, Result};
 use crate::serve::serve;
-use crate::wire::{Code, Limits, Request, Response};
+use crate::wire::{Code, Limits, Malformed, Request, Response};
 
 /// What a node is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +215,7 @@ pub async fn start(
         finds: HashMap::new(),
         waiting: HashMap::new(),
         inflight: HashMap::new(),
+        answering: HashMap::new(),
         serving: 0,
         links: HashMap::new(),
     };
@@ -222,7 +223,10 @@ pub async fn start(
     Ok((Client { tx, peer_id }, handle))
 }
 
-type Done = (PeerId, ResponseChannel<Response>, Response);
+type Done = (InboundRequestId, ResponseChannel<Response>, Response);
+
+/// Requests answered at once by one node, over all peers; more get `Busy`.
+const MAX_ANSWERING: usize = 64;
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -241,7 +245,11 @@ struct EventLoop {
     finds: HashMap<kad::QueryId, PeerId>,
     /// Per sought peer: finds and requests waiting on the lookup.
     waiting: HashMap<PeerId, Vec<Waiter>>,
+    /// Requests per peer from acceptance until their answer is sent (or fails):
+    /// what bounds the memory a peer can tie up, not just the threads.
     inflight: HashMap<PeerId, usize>,
+    answering: HashMap<InboundRequestId, PeerId>,
+    /// Requests being served on blocking threads (drained at shutdown).
     serving: usize,
     /// Open connections per peer: (direct, relayed).
     links: HashMap<PeerId, (u32, u32)>,
@@ -261,19 +269,27 @@ impl EventLoop {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.command(cmd),
                 },
-                Some((peer, channel, response)) = self.done_rx.recv() => self.finished(peer, channel, response),
+                Some((id, channel, response)) = self.done_rx.recv() => self.finished(id, channel, response),
                 event = self.swarm.select_next_some() => self.event(event),
                 _ = tick.tick() => {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    // Bootstrap nodes restart too: dial the ones we lost.
+                    for addr in self.config.bootstrap.clone() {
+                        if peer_of(&addr).is_some_and(|id| !self.swarm.is_connected(&id)) {
+                            let _ = self.swarm.dial(addr);
+                        }
+                    }
                 }
             }
         }
-        // Let requests being served finish (puts commit or roll back) before the loop ends.
+        // Let requests being served finish (puts commit or roll back) and their
+        // answers go out before the loop ends: the swarm is still driven.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.serving > 0 && tokio::time::Instant::now() < deadline {
-            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
-                Ok(Some((peer, channel, response))) => self.finished(peer, channel, response),
-                _ => break,
+        while (self.serving > 0 || !self.answering.is_empty()) && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                Some((id, channel, response)) = self.done_rx.recv() => self.finished(id, channel, response),
+                event = self.swarm.select_next_some() => self.event(event),
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
     }
@@ -354,7 +370,7 @@ impl EventLoop {
         reply: oneshot::Sender<Result<Response>>,
         addrs: Vec<Multiaddr>,
     ) {
-        let id = self.swarm.behaviour_mut().shard.send_request_with_addresses(&peer, request, addrs);
+        let id = self.swarm.behaviour_mut().shard.send_request_with_addresses(&peer, Ok(request), addrs);
         self.pending.insert(id, (peer, reply));
     }
 
@@ -383,31 +399,46 @@ impl EventLoop {
         }
     }
 
-    fn finished(&mut self, peer: PeerId, channel: ResponseChannel<Response>, response: Response) {
+    fn finished(&mut self, id: InboundRequestId, channel: ResponseChannel<Response>, response: Response) {
         self.serving = self.serving.saturating_sub(1);
+        if self.swarm.behaviour_mut().shard.send_response(channel, response).is_err() {
+            self.answered(id);
+        }
+    }
+
+    /// The answer to `id` was sent, or will never be: the peer may ask again.
+    fn answered(&mut self, id: InboundRequestId) {
+        let Some(peer) = self.answering.remove(&id) else { return };
         if let Some(n) = self.inflight.get_mut(&peer) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.inflight.remove(&peer);
             }
         }
-        let _ = self.swarm.behaviour_mut().shard.send_response(channel, response);
     }
 
-    fn inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
-        let n = self.inflight.entry(peer).or_insert(0);
-        if *n >= self.config.max_inflight_per_peer {
+    fn inbound(&mut self, peer: PeerId, id: InboundRequestId, request: Request, channel: ResponseChannel<Response>) {
+        let n = self.inflight.get(&peer).copied().unwrap_or(0);
+        if n >= self.config.max_inflight_per_peer || self.answering.len() >= MAX_ANSWERING {
             let busy = Response::Error { code: Code::Busy, message: "too many requests at once; retry".to_string() };
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
             return;
         }
-        *n += 1;
+        *self.inflight.entry(peer).or_insert(0) += 1;
+        self.answering.insert(id, peer);
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
         let (default_expiry, tamper) = (self.config.default_expiry, self.config.tamper_answers);
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let mut response = serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry);
+            // A panic while serving must still answer, and free the peer's slot.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry)
+            }));
+            let mut response = served.unwrap_or_else(|_| Response::Error {
+                code: Code::Internal,
+                message: "the peer failed while serving this request".to_string(),
+            });
             if tamper && let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response
             {
                 let mid = b.len() / 2;
@@ -415,7 +446,7 @@ impl EventLoop {
                     *x ^= 0x20;
                 }
             }
-            let _ = done.blocking_send((peer, channel, response));
+            let _ = done.blocking_send((id, channel, response));
         });
     }
 
@@ -456,6 +487,8 @@ impl EventLoop {
                     }
                     if *link == (0, 0) {
                         self.links.remove(&peer_id);
+                        // The relay reservation went with the connection: renew it on reconnect.
+                        self.reserved.remove(&peer_id);
                     }
                 }
             }
@@ -492,10 +525,17 @@ impl EventLoop {
         }
     }
 
-    fn shard_event(&mut self, ev: request_response::Event<Request, Response>) {
+    fn shard_event(&mut self, ev: request_response::Event<std::result::Result<Request, Malformed>, Response>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => self.inbound(peer, request, channel),
+                request_response::Message::Request { request_id, request: Ok(request), channel } => {
+                    self.inbound(peer, request_id, request, channel)
+                }
+                request_response::Message::Request { request: Err(why), channel, .. } => {
+                    tracing::debug!(%peer, "malformed request: {why}");
+                    let answer = Response::Error { code: Code::BadRequest, message: why.to_string() };
+                    let _ = self.swarm.behaviour_mut().shard.send_response(channel, answer);
+                }
                 request_response::Message::Response { request_id, response } => {
                     if let Some((_, reply)) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
@@ -514,10 +554,11 @@ impl EventLoop {
                     let _ = reply.send(Err(e));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure { peer, request_id, error, .. } => {
                 tracing::debug!(%peer, "inbound request failed: {error}");
+                self.answered(request_id);
             }
-            _ => {}
+            request_response::Event::ResponseSent { request_id, .. } => self.answered(request_id),
         }
     }
 }

@@ -37,10 +37,19 @@ impl Client {
         let size = bytes.len() as u64;
         match self.request(peer, Request::Put { cid, expiry, pinned: false, bytes }).await? {
             Response::Stored(r) => {
-                if r.peer != peer || r.cid != cid || r.size != size {
+                // The receipt must promise at least what was asked: until `expiry`, or for good.
+                let keeps = match (expiry, r.expiry) {
+                    (_, None) => true,
+                    (Some(want), Some(got)) => got >= want,
+                    (None, Some(_)) => true, // the peer's default expiry applies to puts that name none
+                };
+                if r.peer != peer || r.cid != cid || r.size != size || !keeps {
                     return Err(Error::BadAnswer {
                         peer: peer.to_string(),
-                        reason: format!("receipt is for {} / {} / {} bytes", r.peer, r.cid, r.size),
+                        reason: format!(
+                            "receipt is for {} / {} / {} bytes / until {:?}",
+                            r.peer, r.cid, r.size, r.expiry
+                        ),
                     });
                 }
                 r.verify().map_err(|e| Error::BadAnswer { peer: peer.to_string(), reason: e.to_string() })?;

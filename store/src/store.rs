@@ -119,9 +119,14 @@ struct Counters {
     reserved: u64,
 }
 
+/// Operations on one CID are serialised (puts, deletes, quarantines of the
+/// same shard must not interleave); different CIDs mostly go in parallel.
+const STRIPES: usize = 64;
+
 struct Inner {
     dir: PathBuf,
     db: Database,
+    stripes: Vec<Mutex<()>>,
     backend: Box<dyn Backend>,
     counters: Mutex<Counters>,
     config: Mutex<Config>,
@@ -209,6 +214,7 @@ impl Store {
             inner: Arc::new(Inner {
                 dir,
                 db,
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 backend,
                 counters: Mutex::new(Counters::default()),
                 config: Mutex::new(config),
@@ -226,6 +232,11 @@ impl Store {
 
     fn quarantine_path(&self, cid: &Cid) -> PathBuf {
         self.inner.dir.join("quarantine").join(cid.to_string())
+    }
+
+    fn lock(&self, cid: &Cid) -> std::sync::MutexGuard<'_, ()> {
+        let i = usize::from(cid.digest()[1]) % STRIPES;
+        self.inner.stripes[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -286,10 +297,13 @@ impl Store {
                     usage.quarantined += 1;
                     report.quarantined.push(cid);
                 }
-                Err(_) => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.remove_entry(&cid)?;
                     report.missing.push(cid);
                 }
+                // Unreadable is not missing (a disk error, an unmounted volume):
+                // refuse to open rather than forget shards that may be there.
+                Err(e) => return Err(Error::io("checking", &self.shard_path(&cid), e)),
             }
         }
         self.counters().usage = usage;
@@ -312,8 +326,25 @@ impl Store {
         if !cid.is_raw() || outboard.root() != *cid.digest() {
             return Err(Error::HashMismatch { cid: cid.to_string(), actual: Cid::raw(outboard.root()).to_string() });
         }
+        let _guard = self.lock(cid);
         if let Some(meta) = self.meta(cid)? {
             if !meta.quarantined {
+                // Already here: keep it at least as long and as pinned as asked,
+                // so a receipt signed for this put tells the truth.
+                let merged = ShardMeta {
+                    // None is "until deleted", which outlasts any date.
+                    expiry: match (meta.expiry, opts.expiry) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    },
+                    pinned: meta.pinned || opts.pinned,
+                    ..meta.clone()
+                };
+                if merged != meta {
+                    let txn = self.inner.db.begin_write()?;
+                    txn.open_table(SHARDS)?.insert(cid.to_bytes().as_slice(), merged.to_bytes().as_slice())?;
+                    txn.commit()?;
+                }
                 return Ok(Put::AlreadyStored);
             }
             // A good copy replaces a quarantined one.
@@ -345,7 +376,12 @@ impl Store {
         let b = &self.inner.backend;
         let path = self.shard_path(cid);
         let fan = path.parent().unwrap_or(&self.inner.dir).to_path_buf();
-        mkdir(&fan)?;
+        if !fan.exists() {
+            mkdir(&fan)?;
+            // A new fan-out directory must survive a power loss too.
+            let shards = self.inner.dir.join("shards");
+            b.sync_dir(&shards).map_err(|e| Error::io("syncing", &shards, e))?;
+        }
         let tmp = self.inner.dir.join("tmp").join(format!("{cid}.{:016x}", rand::random::<u64>()));
         b.write_new(&tmp, bytes).map_err(|e| Error::io("writing", &tmp, e))?;
         if let Err(e) = b.rename(&tmp, &path) {
@@ -393,9 +429,18 @@ impl Store {
 
     /// The whole shard, verified against its CID; a corrupt one is quarantined.
     pub fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
-        self.healthy(cid)?;
+        let meta = self.healthy(cid)?;
         let path = self.shard_path(cid);
-        let bytes = self.inner.backend.read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let bytes = match self.inner.backend.read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The file vanished under us: the shard is gone; say so and stop listing it.
+                let _guard = self.lock(cid);
+                self.forget(cid, &meta)?;
+                return Err(Error::NotFound(cid.to_string()));
+            }
+            Err(e) => return Err(Error::io("reading", &path, e)),
+        };
         if Cid::of_raw(&bytes) != *cid {
             self.quarantine(cid, "bytes do not match the CID")?;
             return Err(Error::Corrupt { cid: cid.to_string(), reason: "bytes do not match the CID".to_string() });
@@ -449,6 +494,7 @@ impl Store {
 
     /// Delete a shard on behalf of its owner. Returns false if it was not here.
     pub fn delete(&self, cid: &Cid, owner: &[u8]) -> Result<bool> {
+        let _guard = self.lock(cid);
         let Some(meta) = self.meta(cid)? else { return Ok(false) };
         if meta.owner != owner {
             return Err(Error::NotOwner { cid: cid.to_string() });
@@ -460,11 +506,17 @@ impl Store {
     /// Remove entry, then file (a crash between leaves a stray file that open removes).
     fn forget(&self, cid: &Cid, meta: &ShardMeta) -> Result<()> {
         self.remove_entry(cid)?;
-        let path = if meta.quarantined { self.quarantine_path(cid) } else { self.shard_path(cid) };
-        match self.inner.backend.remove(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing", &path, e)),
+        let paths = if meta.quarantined {
+            vec![self.quarantine_path(cid), self.shard_path(cid)]
+        } else {
+            vec![self.shard_path(cid)]
+        };
+        for path in paths {
+            match self.inner.backend.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing", &path, e)),
+            }
         }
         let mut c = self.counters();
         if meta.quarantined {
@@ -487,25 +539,29 @@ impl Store {
     /// Set a corrupt shard aside: its file moves to `quarantine/`, its entry
     /// is marked, it is reported and never served.
     fn quarantine(&self, cid: &Cid, _reason: &str) -> Result<()> {
+        let _guard = self.lock(cid);
         let Some(mut meta) = self.meta(cid)? else { return Ok(()) };
         if meta.quarantined {
             return Ok(());
         }
-        let (from, to) = (self.shard_path(cid), self.quarantine_path(cid));
-        match self.inner.backend.rename(&from, &to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("quarantining", &from, e)),
-        }
+        // Index first, then the file: a kill in between leaves a quarantined
+        // entry whose file is still in shards/, which is never served.
         meta.quarantined = true;
         let txn = self.inner.db.begin_write()?;
         txn.open_table(SHARDS)?.insert(cid.to_bytes().as_slice(), meta.to_bytes().as_slice())?;
         txn.commit()?;
-        let mut c = self.counters();
-        c.usage.shards = c.usage.shards.saturating_sub(1);
-        c.usage.bytes = c.usage.bytes.saturating_sub(meta.size);
-        c.usage.quarantined += 1;
-        Ok(())
+        {
+            let mut c = self.counters();
+            c.usage.shards = c.usage.shards.saturating_sub(1);
+            c.usage.bytes = c.usage.bytes.saturating_sub(meta.size);
+            c.usage.quarantined += 1;
+        }
+        let (from, to) = (self.shard_path(cid), self.quarantine_path(cid));
+        match self.inner.backend.rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("quarantining", &from, e)),
+        }
     }
 
     /// Every shard in the index, quarantined ones included.
@@ -560,7 +616,10 @@ impl Store {
     /// Remove shards whose expiry has passed (pinned ones never expire).
     pub fn sweep_expired(&self, now: u64) -> Result<Vec<Cid>> {
         let mut removed = Vec::new();
-        for (cid, meta) in self.list()? {
+        for (cid, _) in self.list()? {
+            let _guard = self.lock(&cid);
+            // Read again under the lock: a put may have just renewed it.
+            let Some(meta) = self.meta(&cid)? else { continue };
             if meta.expired(now) {
                 self.forget(&cid, &meta)?;
                 removed.push(cid);

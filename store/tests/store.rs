@@ -274,3 +274,48 @@ fn kill_9_during_puts_then_reopen() {
     assert_eq!(files_under(&dir.path().join("shards")).len(), listed.len());
     println!("kill -9 after {} puts: {} listed, reopen mended {report:?}", reported.len(), listed.len());
 }
+
+#[test]
+fn a_second_put_extends_expiry_and_pins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(dir.path(), Config::default()).expect("open");
+    let (a, ab) = shard(1, 1000);
+    store.put(&a, &ab, &PutOptions { expiry: Some(2_000), ..opts("spn") }).expect("put");
+    store.put(&a, &ab, &PutOptions { expiry: Some(5_000), ..opts("spn") }).expect("renew");
+    assert!(store.sweep_expired(3_000).expect("sweep").is_empty(), "renewal was ignored");
+    store.put(&a, &ab, &PutOptions { expiry: Some(1_000), pinned: true, ..opts("spn") }).expect("pin");
+    assert!(store.sweep_expired(10_000).expect("sweep").is_empty(), "pin was ignored");
+    assert_eq!(store.meta(&a).expect("meta").expect("there").expiry, Some(5_000));
+}
+
+#[test]
+fn concurrent_puts_deletes_and_gets_keep_index_files_and_usage_in_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(dir.path(), Config::default()).expect("open");
+    let set: Vec<(Cid, Vec<u8>)> = (0..8).map(|i| shard(i, 30_000)).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = store.clone();
+            let set = &set;
+            s.spawn(move || {
+                for round in 0..30 {
+                    let (c, b) = &set[(t + round) % set.len()];
+                    if (t + round) % 3 == 0 {
+                        let _ = store.delete(c, b"spn");
+                    } else {
+                        store.put(c, b, &opts("spn")).expect("put");
+                        let _ = store.get(c);
+                    }
+                }
+            });
+        }
+    });
+    let listed = store.list().expect("list");
+    let u = store.usage();
+    assert_eq!(u.shards, listed.len() as u64, "usage drifted from the index");
+    assert_eq!(u.bytes, listed.iter().map(|(_, m)| m.size).sum::<u64>());
+    for (c, _) in &listed {
+        store.get(c).expect("every listed shard has its whole file");
+    }
+    assert_eq!(files_under(&dir.path().join("shards")).len(), listed.len());
+}
