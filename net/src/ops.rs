@@ -35,6 +35,13 @@ impl Client {
     /// Store a shard on `peer`; returns its receipt, checked.
     pub async fn put_shard(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>, expiry: Option<u64>) -> Result<Receipt> {
         let size = bytes.len() as u64;
+        // Peers close the stream on a frame over the limit; say why before sending.
+        let limit = crate::wire::Limits::default().max_request as u64 - 4096;
+        if size > limit {
+            return Err(Error::Config(format!(
+                "shard of {size} bytes is over the protocol limit of {limit} bytes (use smaller segments)"
+            )));
+        }
         match self.request(peer, Request::Put { cid, expiry, pinned: false, bytes }).await? {
             Response::Stored(r) => {
                 // The receipt must promise at least what was asked: until `expiry`, or for good.
