@@ -185,23 +185,19 @@ enum ShardCommand {
 #[derive(Subcommand)]
 enum StoreCommand {
     /// Shards, bytes, quota and quarantined shards of a node's store.
-    Stats {
-        /// The node's directory (as given to `ionshard node --dir`).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Stats(StoreArgs),
     /// Read every shard, check it against its CID, quarantine bad ones (exit status 3 if any).
-    Scrub {
-        /// The node's directory (as given to `ionshard node --dir`).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Scrub(StoreArgs),
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The node's directory (as given to `ionshard node --dir`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -232,8 +228,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unchunk { capability, shards, out, seed, json } => {
             chunk::unchunk(chunk::UnchunkOpts { capability, shards, out, seed, json })
         }
-        Command::Store { command: StoreCommand::Stats { dir, json } } => store_cmd::stats(&dir, json),
-        Command::Store { command: StoreCommand::Scrub { dir, json } } => store_cmd::scrub(&dir, json),
+        Command::Store { command: StoreCommand::Stats(a) } => store_cmd::stats(&a.dir, a.json),
+        Command::Store { command: StoreCommand::Scrub(a) } => store_cmd::scrub(&a.dir, a.json),
         Command::Node { role, config, listen, bootstrap, dir, capacity, trust, json } => {
             node_cmd::node(node_cmd::NodeOpts { role, config, listen, bootstrap, dir, capacity, trust, json })
         }

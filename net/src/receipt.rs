@@ -36,17 +36,24 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// The bytes the signature covers.
-    pub fn signed_bytes(&self) -> Vec<u8> {
+    /// The receipt's fields as laid out both on the wire and under the
+    /// signature (which prefixes them with a domain string).
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
         let peer = self.peer.to_bytes();
-        let mut v = Vec::with_capacity(DOMAIN.len() + 1 + peer.len() + 36 + 24);
-        v.extend_from_slice(DOMAIN);
+        let mut v = Vec::with_capacity(1 + peer.len() + 36 + 24);
         v.push(peer.len() as u8);
         v.extend_from_slice(&peer);
         v.extend_from_slice(&self.cid.to_bytes());
         v.extend_from_slice(&self.size.to_be_bytes());
         v.extend_from_slice(&self.stored_at.to_be_bytes());
         v.extend_from_slice(&self.expiry.unwrap_or(u64::MAX).to_be_bytes());
+        v
+    }
+
+    /// The bytes the signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut v = DOMAIN.to_vec();
+        v.extend_from_slice(&self.body_bytes());
         v
     }
 

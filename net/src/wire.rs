@@ -306,13 +306,7 @@ impl Request {
 }
 
 fn encode_receipt(v: &mut Vec<u8>, r: &Receipt) {
-    let peer = r.peer.to_bytes();
-    v.push(peer.len() as u8);
-    v.extend_from_slice(&peer);
-    v.extend_from_slice(&r.cid.to_bytes());
-    v.extend_from_slice(&r.size.to_be_bytes());
-    v.extend_from_slice(&r.stored_at.to_be_bytes());
-    v.extend_from_slice(&r.expiry.unwrap_or(u64::MAX).to_be_bytes());
+    v.extend_from_slice(&r.body_bytes());
     v.extend_from_slice(&(r.signature.len() as u16).to_be_bytes());
     v.extend_from_slice(&r.signature);
 }
