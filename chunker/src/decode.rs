@@ -67,6 +67,12 @@ pub enum SourceError {
 pub trait ShardSource: Sync {
     /// Answer one request.
     fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError>;
+
+    /// The answer to `req` did not verify against the shard's CID: whoever
+    /// gave it lied or its disk rotted. A network source names and drops it.
+    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
+        let _ = (req, reason);
+    }
 }
 
 /// An older version of the object, whose chunks need not be fetched again.
@@ -422,16 +428,20 @@ impl<'a> Decoder<'a> {
         let shard_len = seg.shard_len();
         let req = ShardRequest { segment: w.segment, shard: w.shard, cid, shard_len, ranges: &w.ranges };
         let fail = |reason: String| self.problem(w.segment, w.shard, reason);
+        let reject = |reason: String| {
+            self.source.rejected(&req, &reason);
+            fail(reason)
+        };
         match self.source.fetch(&req) {
             Err(SourceError::Missing) => (0, Err(fail("missing".to_string()))),
             Err(SourceError::Failed(why)) => (0, Err(fail(why))),
             Ok(Piece::Whole(bytes)) => {
                 let n = bytes.len() as u64;
                 if n != shard_len {
-                    return (n, Err(fail(format!("whole shard is {n} bytes, expected {shard_len}"))));
+                    return (n, Err(reject(format!("whole shard is {n} bytes, expected {shard_len}"))));
                 }
                 if Cid::of_raw(&bytes) != *cid {
-                    return (n, Err(fail("bytes do not match the CID".to_string())));
+                    return (n, Err(reject("bytes do not match the CID".to_string())));
                 }
                 // Kept whole: the wanted ranges are sliced out of it when used.
                 (n, Ok(vec![(0..shard_len, bytes)]))
@@ -439,11 +449,11 @@ impl<'a> Decoder<'a> {
             Ok(Piece::Proof(proof_bytes)) => {
                 let n = proof_bytes.len() as u64;
                 if n > proof::max_proof_len(shard_len, &w.ranges) {
-                    return (n, Err(fail(format!("proof of {n} bytes is longer than the ranges can need"))));
+                    return (n, Err(reject(format!("proof of {n} bytes is longer than the ranges can need"))));
                 }
                 match proof::verify(cid, shard_len, &w.ranges, &proof_bytes) {
                     Ok(bytes) => (n, Ok(w.ranges.iter().cloned().zip(bytes).collect())),
-                    Err(e) => (n, Err(fail(e.to_string()))),
+                    Err(e) => (n, Err(reject(e.to_string()))),
                 }
             }
         }

@@ -2,10 +2,15 @@
 //! publishing and fetching as they land).
 
 mod chunk;
+mod demo;
+mod device_cmd;
 mod files;
+mod http;
 mod node_cmd;
 mod size;
+mod spn_cmd;
 mod store_cmd;
+mod vendor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +144,224 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Vendor keys and roots: init, key add|rotate, show.
+    Vendor {
+        #[command(subcommand)]
+        command: VendorCommand,
+    },
+    /// Publish a firmware image: upload to the SPN, which encodes and scatters it; sign the release.
+    Publish {
+        /// The image file.
+        image: PathBuf,
+        /// Product the image is for.
+        #[arg(long)]
+        product: String,
+        /// Version (dotted numbers, e.g. 1.4.2); devices refuse versions older than theirs.
+        #[arg(long)]
+        version: String,
+        /// Hardware revision it fits (repeatable).
+        #[arg(long, required = true)]
+        hardware: Vec<String>,
+        /// k: data shards per segment.
+        #[arg(long, default_value_t = 10)]
+        data_shards: u8,
+        /// m: parity shards per segment (any m peers may be lost).
+        #[arg(long, default_value_t = 4)]
+        parity_shards: u8,
+        /// The SPN's API, e.g. http://127.0.0.1:7800.
+        #[arg(long)]
+        spn: String,
+        /// API token [default: $IONSHARD_SPN_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        /// Vendor directory [default: ~/.ionshard/vendor].
+        #[arg(long)]
+        vendor_dir: Option<PathBuf>,
+        /// Wrap the read key with the product key, so only the product's devices can read the image.
+        #[arg(long)]
+        confidential: bool,
+        /// Days until devices refuse this release (re-sign to extend).
+        #[arg(long, default_value_t = 90)]
+        expires_days: u64,
+        /// Where to write the release bundle [default: VENDOR_DIR/releases/PRODUCT@VERSION.bundle.json].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a specific peer node: HTTP API for vendors, encode, place and scatter with receipts.
+    Spn {
+        /// State directory (identity, token, redb state) [default: ~/.ionshard/spn].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        http: std::net::SocketAddr,
+        /// A bootstrap node (repeatable); also handed to devices in release bundles.
+        #[arg(long, required = true)]
+        bootstrap: Vec<String>,
+        /// Largest object accepted, e.g. 16GiB.
+        #[arg(long, value_parser = size_arg, default_value = "64GiB")]
+        max_object: u64,
+        /// Print the peer id and API address as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a release's image, verified, to a file (no install).
+    Fetch(DeviceArgs),
+    /// Fetch, verify and install a release; record the installed version.
+    Update(DeviceArgs),
+    /// Run the whole OTA path locally: bootstrap, 8 peers, SPN, publish, fetch, kill peers, delta update.
+    Demo {
+        /// First image [default: testdata/firmware-v1.img, else a generated one].
+        #[arg(long)]
+        v1: Option<PathBuf>,
+        /// Second image [default: testdata/firmware-v2.img, else a generated one].
+        #[arg(long)]
+        v2: Option<PathBuf>,
+        /// Keep the temporary directory (logs, stores) instead of removing it.
+        #[arg(long)]
+        keep: bool,
+        /// Print one JSON summary instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// A release bundle file (from `ionshard publish`).
+    #[arg(long, conflicts_with = "release")]
+    bundle: Option<PathBuf>,
+    /// A release id at the SPN: PRODUCT@VERSION or PRODUCT@latest.
+    #[arg(long)]
+    release: Option<String>,
+    /// The SPN to get --release from.
+    #[arg(long)]
+    spn: Option<String>,
+    /// The vendor's root.json (needed once; the device keeps it in its state).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// This device's product (default: the installed one's).
+    #[arg(long)]
+    product: Option<String>,
+    /// This device's hardware revision.
+    #[arg(long)]
+    hardware: Option<String>,
+    /// Product key for confidential releases.
+    #[arg(long)]
+    product_key: Option<PathBuf>,
+    /// Bootstrap node (repeatable) [default: those in the bundle].
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Device state directory [default: ~/.ionshard/device].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// An older image to take unchanged chunks from [default: the installed image].
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Download everything, even what the installed image has.
+    #[arg(long, conflicts_with = "seed")]
+    no_seed: bool,
+    /// Where the image goes [update default: STATE/images/PRODUCT-VERSION.img].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run after verification with the image path as $1 (update only).
+    #[arg(long)]
+    install_cmd: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum VendorCommand {
+    /// Create vendor keys and the first root.
+    Init {
+        /// The vendor's name (in every root and release).
+        #[arg(long)]
+        name: String,
+        /// Keys to create.
+        #[arg(long, default_value_t = 1)]
+        keys: u32,
+        /// Signatures required on releases and root changes.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+        /// Days until the root expires.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u64,
+        /// Vendor directory [default: ~/.ionshard/vendor].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the root's keys (a new root version, signed by the old and new keys).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Print the current root.
+    Show {
+        /// Vendor directory [default: ~/.ionshard/vendor].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Add a new key.
+    Add(KeyArgs),
+    /// Replace key KEYID with a new one (the old key is retired).
+    Rotate {
+        /// The key to retire.
+        keyid: String,
+        #[command(flatten)]
+        args: KeyArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// New threshold [default: unchanged].
+    #[arg(long)]
+    threshold: Option<u32>,
+    /// Days until the new root expires.
+    #[arg(long, default_value_t = 365)]
+    expires_days: u64,
+    /// Vendor directory [default: ~/.ionshard/vendor].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DeviceArgs {
+    fn into_opts(self) -> device_cmd::DeviceOpts {
+        device_cmd::DeviceOpts {
+            bundle: self.bundle,
+            release: self.release,
+            spn: self.spn,
+            root: self.root,
+            product: self.product,
+            hardware: self.hardware,
+            product_key: self.product_key,
+            bootstrap: self.bootstrap,
+            state: self.state.unwrap_or_else(device_cmd::default_state),
+            seed: self.seed,
+            no_seed: self.no_seed,
+            out: self.out,
+            install_cmd: self.install_cmd,
+            json: self.json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -241,6 +464,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_cmd::shard_get(cid, out, node_cmd::ShardOpts { peer, bootstrap, key, json })
         }
         Command::Peers { bootstrap, json } => node_cmd::peers(bootstrap, json),
+        Command::Vendor { command: VendorCommand::Init { name, keys, threshold, expires_days, dir, json } } => {
+            vendor::init(&dir.unwrap_or_else(vendor::default_dir), &name, keys, threshold, expires_days, json)
+        }
+        Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Add(a) } } => {
+            vendor::change_keys(&a.dir.unwrap_or_else(vendor::default_dir), None, a.threshold, a.expires_days, a.json)
+        }
+        Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Rotate { keyid, args: a } } } => {
+            let dir = a.dir.unwrap_or_else(vendor::default_dir);
+            vendor::change_keys(&dir, Some(&keyid), a.threshold, a.expires_days, a.json)
+        }
+        Command::Vendor { command: VendorCommand::Show { dir, json } } => {
+            vendor::show(&dir.unwrap_or_else(vendor::default_dir), json)
+        }
+        Command::Publish {
+            image,
+            product,
+            version,
+            hardware,
+            data_shards,
+            parity_shards,
+            spn,
+            token,
+            vendor_dir,
+            confidential,
+            expires_days,
+            out,
+            json,
+        } => vendor::publish(vendor::PublishOpts {
+            image,
+            product,
+            version,
+            hardware,
+            data_shards,
+            parity_shards,
+            spn,
+            token,
+            vendor_dir: vendor_dir.unwrap_or_else(vendor::default_dir),
+            confidential,
+            expires_days,
+            out,
+            json,
+        })
+        .map(|_| ()),
+        Command::Spn { dir, http, bootstrap, max_object, json } => spn_cmd::spn(spn_cmd::SpnOpts {
+            dir: dir.unwrap_or_else(|| files::home().join("spn")),
+            http,
+            bootstrap,
+            max_object,
+            json,
+        }),
+        Command::Fetch(a) => device_cmd::run(a.into_opts(), false).map(|_| ()),
+        Command::Update(a) => device_cmd::run(a.into_opts(), true).map(|_| ()),
+        Command::Demo { v1, v2, keep, json } => demo::demo(demo::DemoOpts { v1, v2, keep, json }),
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) struct NodeOpts {
     pub(crate) json: bool,
 }
 
-fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
+pub(crate) fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
     list.iter()
         .map(|a| {
             a.parse::<Multiaddr>()
@@ -58,7 +58,7 @@ fn peer_ids(list: &[String]) -> Result<Vec<PeerId>> {
         .collect()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
@@ -180,7 +180,10 @@ pub(crate) fn id(key: Option<PathBuf>, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-async fn join(bootstrap: &[String], key: Option<&Path>) -> Result<(net::Client, tokio::task::JoinHandle<()>)> {
+pub(crate) async fn join(
+    bootstrap: &[String],
+    key: Option<&Path>,
+) -> Result<(net::Client, tokio::task::JoinHandle<()>)> {
     if bootstrap.is_empty() {
         bail!("give --bootstrap ADDR (a bootstrap node's address ending in /p2p/<peer id>)");
     }

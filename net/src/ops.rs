@@ -27,6 +27,7 @@ fn kind(r: &Response) -> &'static str {
         Response::Have(_) => "have",
         Response::Deleted(_) => "deleted",
         Response::Audited { .. } => "audited",
+        Response::Usage { .. } => "usage",
         Response::Error { .. } => "error",
     }
 }
@@ -118,6 +119,14 @@ impl Client {
     pub async fn delete_shard(&self, peer: PeerId, cid: Cid) -> Result<bool> {
         match self.request(peer, Request::Delete { cid }).await? {
             Response::Deleted(d) => Ok(d),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// How much `peer` stores and offers: (shards, bytes, capacity).
+    pub async fn usage(&self, peer: PeerId) -> Result<(u64, u64, u64)> {
+        match self.request(peer, Request::Usage).await? {
+            Response::Usage { shards, bytes, capacity } => Ok((shards, bytes, capacity)),
             other => Err(unexpected(peer, other)),
         }
     }

@@ -80,5 +80,9 @@ pub(crate) fn serve(
                 Err(e) => from_store(e),
             }
         }
+        Request::Usage => {
+            let u = store.usage();
+            Response::Usage { shards: u.shards, bytes: u.bytes, capacity: u.capacity }
+        }
     }
 }

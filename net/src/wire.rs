@@ -11,12 +11,14 @@
 //!          | 4 HasMany  n: u16 cid(36) × n
 //!          | 5 Delete   cid(36)
 //!          | 6 Audit    cid(36) n: u16 (start: u64, end: u64) × n
+//!          | 7 Usage
 //! response = 1 Stored   receipt
 //!          | 2 Data     bytes…
 //!          | 3 Proof    bytes…        (chunker::proof format)
 //!          | 4 Have     n: u16 bits: ceil(n/8) bytes
 //!          | 5 Deleted  existed: u8
 //!          | 6 Audited  size: u64 proof…
+//!          | 7 Usage    shards: u64 bytes: u64 capacity: u64
 //!          | 255 Error  code: u16 message: utf-8…
 //! receipt  = peer_len: u8 peer cid(36) size: u64 stored_at: u64 expiry: u64 sig_len: u16 sig
 //! ```
@@ -95,6 +97,8 @@ pub enum Request {
         /// Ranges the auditor drew at random.
         ranges: Vec<Range<u64>>,
     },
+    /// How much the peer stores and may store (for placement by free space).
+    Usage,
 }
 
 /// Why a request was refused.
@@ -156,6 +160,15 @@ pub enum Response {
         size: u64,
         /// The proof.
         proof: Vec<u8>,
+    },
+    /// Space used and offered.
+    Usage {
+        /// Healthy shards stored.
+        shards: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// The quota.
+        capacity: u64,
     },
     /// Refused.
     Error {
@@ -271,6 +284,7 @@ impl Request {
                 v.extend_from_slice(&cid.to_bytes());
                 put_ranges(&mut v, ranges);
             }
+            Request::Usage => v.push(7),
         }
         v
     }
@@ -298,6 +312,7 @@ impl Request {
             }
             5 => Request::Delete { cid: c.cid()? },
             6 => Request::Audit { cid: c.cid()?, ranges: c.ranges(limits)? },
+            7 => Request::Usage,
             t => return Err(Malformed(format!("unknown request type {t}"))),
         };
         c.end()?;
@@ -321,6 +336,23 @@ fn decode_receipt(c: &mut Cursor<'_>) -> Result<Receipt, Malformed> {
     let n = usize::from(c.u16()?);
     let signature = c.take(n)?.to_vec();
     Ok(Receipt { peer, cid, size, stored_at, expiry: (expiry != u64::MAX).then_some(expiry), signature })
+}
+
+impl Receipt {
+    /// The receipt as bytes (the wire layout), to keep for the ledger.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_receipt(&mut v, self);
+        v
+    }
+
+    /// Parse receipt bytes (the signature is not checked here: call `verify`).
+    pub fn from_bytes(b: &[u8]) -> Result<Receipt, Malformed> {
+        let mut c = Cursor { b };
+        let r = decode_receipt(&mut c)?;
+        c.end()?;
+        Ok(r)
+    }
 }
 
 impl Response {
@@ -362,6 +394,12 @@ impl Response {
                 v.extend_from_slice(&size.to_be_bytes());
                 v.extend_from_slice(proof);
             }
+            Response::Usage { shards, bytes, capacity } => {
+                v.push(7);
+                for n in [shards, bytes, capacity] {
+                    v.extend_from_slice(&n.to_be_bytes());
+                }
+            }
             Response::Error { code, message } => {
                 v.push(255);
                 v.extend_from_slice(&(*code as u16).to_be_bytes());
@@ -388,6 +426,7 @@ impl Response {
             }
             5 => Response::Deleted(c.u8()? != 0),
             6 => Response::Audited { size: c.u64()?, proof: c.rest().to_vec() },
+            7 => Response::Usage { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()? },
             255 => {
                 let code = Code::from_u16(c.u16()?);
                 let message = String::from_utf8_lossy(c.rest()).chars().take(1000).collect();
@@ -418,6 +457,7 @@ mod tests {
             Request::Get { cid: cid(2) },
             Request::Ranges { cid: cid(3), ranges: vec![0..10, 20..4096] },
             Request::HasMany { cids: vec![cid(4), cid(5)] },
+            Request::Usage,
             Request::Delete { cid: cid(6) },
             Request::Audit { cid: cid(7), ranges: vec![5..6] },
         ];
@@ -433,6 +473,7 @@ mod tests {
             Response::Have(vec![true, false, true, true, false, false, false, false, true]),
             Response::Deleted(true),
             Response::Audited { size: 77, proof: vec![1] },
+            Response::Usage { shards: 1, bytes: 2, capacity: 3 },
             Response::Error { code: Code::QuotaExceeded, message: "full".to_string() },
         ];
         for r in resps {

@@ -1,0 +1,327 @@
+//! `ionshard demo`: the whole OTA path on this machine, with real processes
+//! on 127.0.0.1: a bootstrap node, 8 peers and an SPN; a vendor publishes v1
+//! (6+2), a device installs it, 2 peers are killed and the image fetched
+//! again, the peers come back, v2 is published (only new chunks stored) and
+//! the device updates with its v1 as the seed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::device_cmd::{self, DeviceOpts};
+use crate::http;
+use crate::vendor::{self, PublishOpts};
+
+/// Options of `ionshard demo`.
+pub(crate) struct DemoOpts {
+    pub(crate) v1: Option<PathBuf>,
+    pub(crate) v2: Option<PathBuf>,
+    pub(crate) keep: bool,
+    pub(crate) json: bool,
+}
+
+/// Child processes, killed when dropped (and on Ctrl-C).
+#[derive(Clone, Default)]
+struct Procs(Arc<Mutex<Vec<(String, Child)>>>);
+
+impl Procs {
+    fn kill_all(&self) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, c) in v.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        v.clear();
+    }
+
+    fn kill(&self, name: &str) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = v.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = v.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start `ionshard ARGS --json`, logs to DIR/NAME.log; returns its first stdout line.
+    fn start(&self, name: &str, logs: &Path, args: &[String]) -> Result<Value> {
+        let exe = std::env::current_exe().context("finding the ionshard binary")?;
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), child));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = tx.send(r.read_line(&mut line).map(|_| line.clone()));
+            // Keep reading so the child never blocks on a full pipe.
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .with_context(|| format!("{name} did not start within 30 s (see {}/{name}.log)", logs.display()))??;
+        serde_json::from_str(&line)
+            .with_context(|| format!("{name} printed {line:?} (see {}/{name}.log)", logs.display()))
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) == 1 {
+            self.kill_all();
+        }
+    }
+}
+
+fn say(json: bool, s: impl AsRef<str>) {
+    if !json {
+        println!("\n== {}", s.as_ref());
+    }
+}
+
+/// Deterministic sample images when testdata/ is not at hand: 24 MiB shaped
+/// like firmware; v2 changes 3 places.
+fn generate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let mut v1 = Vec::with_capacity(24 << 20);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while v1.len() < 16 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v1.extend_from_slice(&x.to_le_bytes());
+    }
+    for i in 0..(8 << 20) / 64 {
+        v1.extend_from_slice(
+            format!("{i:08} option_{}={} # sample config line.....\n", i % 97, i * 31 % 1000).as_bytes(),
+        );
+    }
+    let mut v2 = v1.clone();
+    for (at, len) in [(4096usize, 64usize), (5 << 20, 300_000), (20 << 20, 4096)] {
+        for b in &mut v2[at..at + len] {
+            *b = b.wrapping_add(1);
+        }
+    }
+    let (p1, p2) = (dir.join("firmware-v1.img"), dir.join("firmware-v2.img"));
+    std::fs::write(&p1, &v1)?;
+    std::fs::write(&p2, &v2)?;
+    Ok((p1, p2))
+}
+
+fn live_peers(spn: &http::Spn) -> u64 {
+    spn.get("/v1/health?refresh=true").ok().and_then(|v| v.get("live_peers").and_then(Value::as_u64)).unwrap_or(0)
+}
+
+fn wait_peers(spn: &http::Spn, want: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = live_peers(spn);
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the SPN sees {n} live peers after 60 s, expected {want}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn same(a: &Path, b: &Path) -> Result<bool> {
+    Ok(std::fs::read(a)? == std::fs::read(b)?)
+}
+
+pub(crate) fn demo(o: DemoOpts) -> Result<()> {
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new().prefix("ionshard-demo-").tempdir().context("creating a temporary directory")?;
+    let root = tmp.path().to_path_buf();
+    let logs = root.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let procs = Procs::default();
+    {
+        // Ctrl-C: stop the children and remove the directory, then exit.
+        let (procs, dir, keep) = (procs.clone(), root.clone(), o.keep);
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                eprintln!("\ninterrupted: stopping the demo's nodes");
+                procs.kill_all();
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                std::process::exit(130);
+            }
+        });
+    }
+    let result = run(&o, &root, &logs, &procs);
+    procs.kill_all();
+    if o.keep {
+        let kept = tmp.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    let summary = result?;
+    if o.json {
+        println!("{summary}");
+    } else {
+        println!("\n== summary ({:.1} s in all)", started.elapsed().as_secs_f64());
+        for (k, v) in summary.as_object().into_iter().flatten() {
+            println!("  {k:<28} {v}");
+        }
+    }
+    Ok(())
+}
+
+fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
+    let (v1, v2) = match (&o.v1, &o.v2) {
+        (Some(a), Some(b)) => (a.clone(), b.clone()),
+        _ if Path::new("testdata/firmware-v1.img").exists() && Path::new("testdata/firmware-v2.img").exists() => {
+            (PathBuf::from("testdata/firmware-v1.img"), PathBuf::from("testdata/firmware-v2.img"))
+        }
+        _ => generate(root)?,
+    };
+    let s = |p: &Path| p.display().to_string();
+    say(o.json, format!("network: 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()));
+    let boot = procs.start(
+        "bootstrap",
+        logs,
+        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&root.join("bootstrap"))]
+            .map(String::from),
+    )?;
+    let b = boot["listen"][0].as_str().context("bootstrap printed no address")?.to_string();
+    let spn_dir = root.join("spn");
+    std::fs::create_dir_all(&spn_dir)?;
+    let (spn_key, _) = net::load_or_create_key(&spn_dir.join("identity.key"))?;
+    let spn_id = spn_key.public().to_peer_id().to_string();
+    let peer_args = |i: usize| {
+        [
+            "node",
+            "--role",
+            "peer",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &b,
+            "--capacity",
+            "1GiB",
+            "--trust",
+            &spn_id,
+            "--dir",
+            &s(&root.join(format!("peer{i}"))),
+        ]
+        .map(String::from)
+    };
+    for i in 0..8 {
+        procs.start(&format!("peer{i}"), logs, &peer_args(i))?;
+    }
+    let spn_info = procs.start(
+        "spn",
+        logs,
+        &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from),
+    )?;
+    let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
+    let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
+    let api = http::Spn::new(&url, Some(token.clone()))?;
+    wait_peers(&api, 8)?;
+    if !o.json {
+        println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
+    }
+
+    say(o.json, "vendor: keys and root");
+    let vdir = root.join("vendor");
+    vendor::init(&vdir, "demo-vendor", 1, 1, 365, o.json)?;
+    let publish = |image: &Path, version: &str| {
+        vendor::publish(PublishOpts {
+            image: image.to_path_buf(),
+            product: "demo-router".into(),
+            version: version.into(),
+            hardware: vec!["board-a".into()],
+            data_shards: 6,
+            parity_shards: 2,
+            spn: url.clone(),
+            token: Some(token.clone()),
+            vendor_dir: vdir.clone(),
+            confidential: false,
+            expires_days: 30,
+            out: None,
+            json: o.json,
+        })
+    };
+    say(o.json, format!("publish v1.0.0 ({}, 6+2)", v1.display()));
+    let p1 = publish(&v1, "1.0.0")?;
+
+    let device = root.join("device");
+    let slot = device.join("slot.img");
+    let device_opts = |bundle: &Path, out: Option<PathBuf>, no_seed: bool, install: bool| DeviceOpts {
+        bundle: Some(bundle.to_path_buf()),
+        release: None,
+        spn: None,
+        root: Some(vdir.join("root.json")),
+        product: Some("demo-router".into()),
+        hardware: Some("board-a".into()),
+        product_key: None,
+        bootstrap: vec![b.clone()],
+        state: device.join("state"),
+        seed: None,
+        no_seed,
+        out,
+        install_cmd: install.then(|| format!("cp \"$1\" '{}'", slot.display())),
+        json: o.json,
+    };
+    say(o.json, "device: update to v1.0.0 (install command copies the image into a slot file)");
+    let f1 = device_cmd::run(device_opts(&p1.bundle, None, false, true), true)?;
+    if !same(&slot, &v1)? {
+        bail!("the slot does not hold v1 byte for byte");
+    }
+
+    say(o.json, "kill 2 of 8 peers (6+2 tolerates 2) and fetch v1 again");
+    procs.kill("peer0");
+    procs.kill("peer5");
+    let again = root.join("refetch-v1.img");
+    let f2 = device_cmd::run(device_opts(&p1.bundle, Some(again.clone()), true, false), false)?;
+    if !same(&again, &v1)? {
+        bail!("the image fetched with 2 peers down differs from v1");
+    }
+
+    say(o.json, "the 2 peers restart (same identity and store); publish v1.1.0");
+    procs.start("peer0", logs, &peer_args(0))?;
+    procs.start("peer5", logs, &peer_args(5))?;
+    wait_peers(&api, 8)?;
+    let p2 = publish(&v2, "1.1.0")?;
+
+    say(o.json, "device: update to v1.1.0, seeded with the installed v1.0.0 (delta)");
+    let f3 = device_cmd::run(device_opts(&p2.bundle, None, false, true), true)?;
+    if !same(&slot, &v2)? {
+        bail!("the slot does not hold v2 byte for byte");
+    }
+    let receipts = |p: &vendor::Published| p.job["result"]["receipts"].as_u64().unwrap_or(0);
+    let mbps = |bytes: u64, s: f64| format!("{:.1} MB/s", bytes as f64 / s.max(1e-9) / 1e6);
+    let len1 = std::fs::metadata(&v1)?.len();
+    let len2 = std::fs::metadata(&v2)?.len();
+    Ok(json!({
+        "image_v1_bytes": len1,
+        "image_v2_bytes": len2,
+        "coding": "6+2 on 8 peers",
+        "publish_v1": format!("{:.2} s, {}", p1.seconds, mbps(len1, p1.seconds)),
+        "publish_v2_new_shard_bytes": p2.job["result"]["new_shard_bytes"],
+        "receipts_collected": receipts(&p1) + receipts(&p2),
+        "fetch_v1": format!("{:.2} s, {}, {} peers", f1.report.seconds, mbps(len1, f1.report.seconds), f1.report.peers_used.len()),
+        "fetch_v1_2_peers_down": format!("{:.2} s, {} ranges rebuilt, {} peers used, byte-exact", f2.report.seconds, f2.report.rebuilt_ranges, f2.report.peers_used.len()),
+        "update_v2_downloaded_bytes": f3.report.downloaded_bytes,
+        "update_v2_from_seed_bytes": f3.report.seed_bytes,
+        "update_v2_delta": format!("{:.1}% of the image downloaded", 100.0 * f3.report.downloaded_bytes as f64 / len2 as f64),
+        "releases": [p1.id, p2.id],
+        "install_status": [f1.install_status, f3.install_status],
+    }))
+}

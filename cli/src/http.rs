@@ -1,0 +1,100 @@
+//! A small HTTP client for the SPN's API (ureq: blocking, rustls for https).
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// Largest answer read (a release bundle with a big manifest).
+const MAX_ANSWER: u64 = 160 << 20;
+
+pub(crate) struct Spn {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// The API token: `--token`, else `$IONSHARD_SPN_TOKEN`, else the file given.
+pub(crate) fn token(given: Option<String>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+    if let Some(t) = given.or_else(|| std::env::var("IONSHARD_SPN_TOKEN").ok()) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match file {
+        Some(f) => Ok(Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading token file {}", f.display()))?
+                .trim()
+                .to_string(),
+        )),
+        None => Ok(None),
+    }
+}
+
+impl Spn {
+    pub(crate) fn new(url: &str, token: Option<String>) -> Result<Spn> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--spn {url:?}: give the SPN's API address, like http://127.0.0.1:7800");
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(Spn { base: url.trim_end_matches('/').to_string(), token, agent })
+    }
+
+    fn answer(&self, what: &str, mut r: ureq::http::Response<ureq::Body>) -> Result<Value> {
+        let status = r.status();
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
+            .with_context(|| format!("reading the SPN's answer to {what}"))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        if !status.is_success() {
+            let msg = v.get("error").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_string);
+            bail!("SPN refused {what} ({status}): {msg}");
+        }
+        Ok(v)
+    }
+
+    fn auth(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.get(&url);
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", &a);
+        }
+        let r = req.call().with_context(|| format!("cannot reach the SPN at {url}"))?;
+        self.answer(&format!("GET {path}"), r)
+    }
+
+    pub(crate) fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.post(&url).header("Content-Type", "application/json");
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", &a);
+        }
+        let r = req.send(body.to_string()).with_context(|| format!("cannot reach the SPN at {url}"))?;
+        self.answer(&format!("POST {path}"), r)
+    }
+
+    pub(crate) fn post_stream(&self, path: &str, body: impl Read) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.post(&url).header("Content-Type", "application/octet-stream");
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", &a);
+        }
+        let mut body = body;
+        let r = req
+            .send(ureq::SendBody::from_reader(&mut body))
+            .with_context(|| format!("uploading to the SPN at {url}"))?;
+        self.answer(&format!("POST {path}"), r)
+    }
+}

@@ -1,0 +1,117 @@
+//! Everything that can go wrong with a release or a fetch.
+
+/// Errors of the ota crate. Each says what was wrong and, where it helps, what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not valid metadata.
+    #[error("malformed metadata: {0}")]
+    Malformed(String),
+    /// Over a size limit; refused before parsing.
+    #[error("{what} is {len} bytes, over the limit of {limit} bytes; refused unread")]
+    TooLarge {
+        /// Which document.
+        what: String,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Signed only by keys the trusted root does not list.
+    #[error(
+        "{what} is signed by unknown key(s) {keyids}, none of them in the trusted root v{root_version}; \
+         it is not from this vendor (or the device needs the vendor's newer root)"
+    )]
+    UnknownKey {
+        /// Which document.
+        what: String,
+        /// The key ids that signed it.
+        keyids: String,
+        /// The trusted root's version.
+        root_version: u64,
+    },
+    /// Too few valid signatures.
+    #[error("{what} has {have} valid signature(s) of the {need} root v{root_version} requires")]
+    BelowThreshold {
+        /// Which document.
+        what: String,
+        /// Valid distinct signatures.
+        have: usize,
+        /// The threshold.
+        need: usize,
+        /// The root whose threshold was applied.
+        root_version: u64,
+    },
+    /// Past its expiry.
+    #[error("{what} expired at {expires} (seconds since the epoch); ask the vendor to re-sign it, or check the clock")]
+    Expired {
+        /// Which document.
+        what: String,
+        /// When.
+        expires: u64,
+    },
+    /// Older than what is installed.
+    #[error("release version {offered} is older than the installed {installed}; refused (rollback protection)")]
+    Rollback {
+        /// Installed version.
+        installed: String,
+        /// Offered version.
+        offered: String,
+    },
+    /// A root that does not follow the trusted one.
+    #[error("root version {offered} does not follow the trusted root version {trusted}")]
+    RootVersion {
+        /// Trusted root version.
+        trusted: u64,
+        /// Offered root version.
+        offered: u64,
+    },
+    /// For other hardware.
+    #[error("release is for hardware [{release}], this device is {device}; refused")]
+    WrongHardware {
+        /// The device's hardware.
+        device: String,
+        /// What the release fits.
+        release: String,
+    },
+    /// For another product.
+    #[error("release is for product {release}, this device is {device}; refused")]
+    WrongProduct {
+        /// The device's product.
+        device: String,
+        /// The release's product.
+        release: String,
+    },
+    /// A confidential release, and no product key given.
+    #[error("release of {0} is confidential: pass the product key (--product-key FILE)")]
+    NeedProductKey(String),
+    /// The product key does not open the read key.
+    #[error("the product key given does not open the read key of this {0} release")]
+    WrongProductKey(String),
+    /// The image fetched does not match the release.
+    #[error("image does not match the release: {0}; nothing installed")]
+    ImageMismatch(String),
+    /// Decoding failed (shards lost beyond repair, bad manifest...).
+    #[error(transparent)]
+    Chunker(#[from] chunker::Error),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] net::Error),
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { what: what.into(), source }
+    }
+}
+
+/// Shorthand.
+pub type Result<T> = std::result::Result<T, Error>;

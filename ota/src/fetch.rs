@@ -1,0 +1,404 @@
+//! The device fetcher: a checked release in, a verified image on disk out.
+//!
+//! Shards are found from the bundle's placement (peer ids) and the DHT (their
+//! addresses); the chunker's decoder asks for the byte ranges of the chunks
+//! it needs, verifies each against the shard's CID, and rebuilds from other
+//! shards what is missing, late or false. This module supplies the network
+//! source and the files:
+//!
+//! - **Partial file** `OUT.part`, written in place at each chunk's offset and
+//!   synced after every window. A rerun reads it back as a *seed*: chunks
+//!   already there (checked by their keyed tag) are copied, not downloaded.
+//!   Whatever a crash or power loss left in it is safe: a chunk that does not
+//!   match is fetched again.
+//! - **Seed** (an older image): the same mechanism gives delta updates.
+//! - **Long tail**: a range not answered within a deadline (a few times the
+//!   median answer time) is given up and rebuilt from other shards; a peer
+//!   that fails is not asked again this fetch; a peer whose bytes fail their
+//!   proof is named and dropped.
+//! - Only after the whole image matches the release's length and BLAKE3
+//!   hash: fsync, rename to `OUT`, fsync the directory.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chunker::{Cid, Decoder, Manifest, Piece, ReadKey, Seed, ShardRequest, ShardSource, SourceError};
+use net::wire::{Code, Request, Response};
+use net::{Client, PeerId};
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::meta::{Release, unhex};
+
+/// How to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Where the verified image goes (`OUT.part` beside it meanwhile).
+    pub out: PathBuf,
+    /// An older image whose chunks need not be downloaded.
+    pub seed: Option<PathBuf>,
+    /// Shortest wait before a range counts as late and is rebuilt elsewhere.
+    pub min_late: Duration,
+    /// Requests in flight at once.
+    pub parallel: usize,
+}
+
+impl FetchOptions {
+    /// Defaults for `out`.
+    pub fn new(out: PathBuf) -> Self {
+        FetchOptions { out, seed: None, min_late: Duration::from_secs(3), parallel: 16 }
+    }
+}
+
+/// A peer dropped during a fetch, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Dropped {
+    /// The peer.
+    pub peer: String,
+    /// Why it was not asked again.
+    pub reason: String,
+    /// True if it sent bytes that failed verification.
+    pub lied: bool,
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchReport {
+    /// `product@version`.
+    pub release: String,
+    /// Where the image is.
+    pub path: PathBuf,
+    /// Image length.
+    pub image_bytes: u64,
+    /// Bytes received from peers (ranges and proofs).
+    pub downloaded_bytes: u64,
+    /// Image bytes taken from the partial file of an interrupted fetch.
+    pub resumed_bytes: u64,
+    /// Image bytes taken from the seed image.
+    pub seed_bytes: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Ranges rebuilt with Reed-Solomon (missing, late or lying shards).
+    pub rebuilt_ranges: u64,
+    /// Peers that answered, with bytes received from each.
+    pub peers_used: Vec<(String, u64)>,
+    /// Peers dropped, and why.
+    pub dropped: Vec<Dropped>,
+    /// Shards that could not be used, and why.
+    pub problems: Vec<String>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Shards from peers on the network. Called from decoder threads; each
+/// request blocks its thread on the tokio runtime.
+struct NetSource {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    holders: HashMap<Cid, Vec<PeerId>>,
+    min_late: Duration,
+    max_wait: Duration,
+    state: Mutex<SourceState>,
+}
+
+#[derive(Default)]
+struct SourceState {
+    /// Peers not to ask again, and why.
+    dropped: HashMap<PeerId, Dropped>,
+    /// Who answered each shard (to name a liar).
+    answered_by: HashMap<Cid, PeerId>,
+    /// Recent answer times, for the long-tail deadline.
+    latencies: Vec<Duration>,
+    bytes_by_peer: HashMap<PeerId, u64>,
+}
+
+impl NetSource {
+    fn deadline(&self) -> Duration {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = st.latencies.clone();
+        drop(st);
+        if l.len() < 4 {
+            return self.max_wait;
+        }
+        l.sort();
+        (l[l.len() / 2] * 4).clamp(self.min_late, self.max_wait)
+    }
+
+    fn drop_peer(&self, peer: PeerId, reason: String, lied: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let e =
+            st.dropped.entry(peer).or_insert_with(|| Dropped { peer: peer.to_string(), reason: reason.clone(), lied });
+        if lied && !e.lied {
+            *e = Dropped { peer: peer.to_string(), reason, lied };
+        }
+    }
+}
+
+impl ShardSource for NetSource {
+    fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError> {
+        let Some(peers) = self.holders.get(req.cid) else {
+            return Err(SourceError::Missing);
+        };
+        let mut why = Vec::new();
+        for &peer in peers {
+            if let Some(d) = self.state.lock().unwrap_or_else(|p| p.into_inner()).dropped.get(&peer) {
+                why.push(format!("peer {peer} dropped earlier: {}", d.reason));
+                continue;
+            }
+            let wait = self.deadline();
+            let started = Instant::now();
+            let request = Request::Ranges { cid: *req.cid, ranges: req.ranges.to_vec() };
+            // The timer is made inside the runtime (this is a decoder thread).
+            let answer =
+                self.rt.block_on(async { tokio::time::timeout(wait, self.client.request(peer, request)).await });
+            match answer {
+                Ok(Ok(Response::Proof(p))) => {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if st.latencies.len() >= 64 {
+                        st.latencies.remove(0);
+                    }
+                    st.latencies.push(started.elapsed());
+                    st.answered_by.insert(*req.cid, peer);
+                    *st.bytes_by_peer.entry(peer).or_default() += p.len() as u64;
+                    return Ok(Piece::Proof(p));
+                }
+                Ok(Ok(Response::Error { code: Code::NotFound, message })) => {
+                    why.push(format!("peer {peer} does not have it: {message}"));
+                }
+                Ok(Ok(Response::Error { code: Code::Busy, message })) => {
+                    why.push(format!("peer {peer} busy: {message}"));
+                }
+                Ok(Ok(Response::Error { code, message })) => {
+                    why.push(format!("peer {peer} refused ({code:?}): {message}"));
+                }
+                Ok(Ok(_)) => {
+                    let reason = "answered a range request with something else".to_string();
+                    self.drop_peer(peer, reason.clone(), true);
+                    why.push(format!("peer {peer} {reason}"));
+                }
+                Ok(Err(e)) => {
+                    let reason = e.to_string();
+                    self.drop_peer(peer, reason.clone(), false);
+                    why.push(reason);
+                }
+                Err(_) => {
+                    let reason =
+                        format!("no answer within {:.1} s (late); rebuilt from other shards", wait.as_secs_f64());
+                    self.drop_peer(peer, reason.clone(), false);
+                    why.push(format!("peer {peer}: {reason}"));
+                }
+            }
+        }
+        if why.is_empty() { Err(SourceError::Missing) } else { Err(SourceError::Failed(why.join("; "))) }
+    }
+
+    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
+        let peer = self.state.lock().unwrap_or_else(|p| p.into_inner()).answered_by.get(req.cid).copied();
+        if let Some(peer) = peer {
+            tracing::warn!(%peer, cid = %req.cid, "peer sent bytes that fail their proof: {reason}; dropped");
+            self.drop_peer(peer, format!("sent bytes of {} that fail verification: {reason}", req.cid), true);
+        }
+    }
+}
+
+/// The partial file of an interrupted fetch, then the seed image, as one seed.
+struct Seeds {
+    parts: Vec<(File, u64)>,
+    /// The decoder first reads the whole seed once to index it (not counted),
+    /// then copies chunks (counted).
+    indexed: std::sync::atomic::AtomicBool,
+    from_part: AtomicU64,
+    from_seed: AtomicU64,
+}
+
+impl Seed for Seeds {
+    fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.1).sum()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if !self.indexed.load(Ordering::Relaxed) {
+            if offset + buf.len() as u64 >= self.size() {
+                self.indexed.store(true, Ordering::Relaxed);
+            }
+            return self.read_uncounted(offset, buf).map(|_| ());
+        }
+        let i = self.read_uncounted(offset, buf)?;
+        let counter = if i == 0 { &self.from_part } else { &self.from_seed };
+        counter.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Seeds {
+    /// Read (across files if need be), and say from which file it started.
+    fn read_uncounted(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let (mut base, mut first, mut done) = (0u64, None, 0usize);
+        for (i, (f, len)) in self.parts.iter().enumerate() {
+            let at = offset + done as u64;
+            if done < buf.len() && at < base + len {
+                let n = ((base + len - at) as usize).min(buf.len() - done);
+                f.read_exact_at(&mut buf[done..done + n], at - base)?;
+                first.get_or_insert(i);
+                done += n;
+            }
+            base += len;
+        }
+        if done < buf.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the seed"));
+        }
+        Ok(first.unwrap_or(0))
+    }
+}
+
+/// Writes windows in order from offset 0, syncing each, so a power loss
+/// loses at most the window being written.
+struct PartWriter {
+    file: File,
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all(buf)?;
+        self.file.sync_data()?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// `OUT.part`.
+pub fn part_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+/// Fetch the image of a checked `release` described by `bundle`.
+pub async fn fetch(
+    client: &Client,
+    bundle: &Bundle,
+    release: &Release,
+    read_key: [u8; 32],
+    opts: &FetchOptions,
+    progress: impl FnMut(u64) + Send + 'static,
+) -> Result<FetchReport> {
+    let started = Instant::now();
+    let manifest_cid: Cid =
+        release.manifest.parse().map_err(|e| Error::Malformed(format!("release manifest CID: {e}")))?;
+    let manifest = Manifest::from_bytes_with_cid(&bundle.manifest_bytes()?, &manifest_cid, &Default::default())?;
+    let contents = manifest.open(&ReadKey::from_bytes(read_key))?;
+    let want_hash = unhex(&release.blake3, "image hash")?;
+    if contents.object_len() != release.length || contents.object_hash()[..] != want_hash[..] {
+        return Err(Error::ImageMismatch(format!(
+            "the manifest describes {} bytes with hash {}, the release {} bytes with hash {}",
+            contents.object_len(),
+            crate::meta::hex(contents.object_hash()),
+            release.length,
+            release.blake3
+        )));
+    }
+    let mut holders: HashMap<Cid, Vec<PeerId>> = HashMap::new();
+    let peers: Vec<Option<PeerId>> = bundle.placement.peers.iter().map(|p| p.parse().ok()).collect();
+    for (cid, idx) in &bundle.placement.shards {
+        let Ok(cid) = cid.parse::<Cid>() else { continue };
+        let list = idx.iter().filter_map(|&i| peers.get(i as usize).copied().flatten()).collect();
+        holders.insert(cid, list);
+    }
+    let source = NetSource {
+        client: client.clone(),
+        rt: tokio::runtime::Handle::current(),
+        holders,
+        min_late: opts.min_late,
+        max_wait: Duration::from_secs(30).max(opts.min_late),
+        state: Mutex::new(SourceState::default()),
+    };
+
+    let out = opts.out.clone();
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    let part = part_path(&out);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&part)
+        .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
+    let part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
+    let reader = file.try_clone().map_err(|e| Error::io("opening the partial file", e))?;
+    let mut parts = vec![(reader, part_len)];
+    if let Some(seed) = &opts.seed {
+        let f = File::open(seed).map_err(|e| Error::io(format!("opening seed {}", seed.display()), e))?;
+        let len = f.metadata().map_err(|e| Error::io("reading the seed", e))?.len();
+        parts.push((f, len));
+    }
+    let seeds =
+        Seeds { parts, indexed: Default::default(), from_part: AtomicU64::new(0), from_seed: AtomicU64::new(0) };
+    let parallel = opts.parallel.max(1);
+    let mut progress = progress;
+    let (stats, source, seeds) = tokio::task::spawn_blocking(move || {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(parallel)
+            .thread_name(|i| format!("fetch-{i}"))
+            .build()
+            .map_err(|e| Error::io("starting fetch threads", std::io::Error::other(e)))?;
+        let mut writer = PartWriter { file };
+        let r = pool.install(|| {
+            let decoder = Decoder::new(&manifest, &contents, &source);
+            let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
+            decoder.decode(&mut writer, &mut progress)
+        });
+        let len = contents.object_len();
+        let r = r.map_err(Error::from).and_then(|stats| {
+            writer.file.set_len(len).map_err(|e| Error::io("trimming the partial file", e))?;
+            writer.file.sync_all().map_err(|e| Error::io("syncing the image", e))?;
+            Ok(stats)
+        });
+        Ok::<_, Error>((r, source, seeds))
+    })
+    .await
+    .map_err(|e| Error::io("fetch thread", std::io::Error::other(e)))??;
+    let st = source.state.into_inner().unwrap_or_else(|p| p.into_inner());
+    let dropped: Vec<Dropped> = st.dropped.into_values().collect();
+    let stats = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            for d in &dropped {
+                tracing::warn!("dropped peer {}: {}", d.peer, d.reason);
+            }
+            return Err(e);
+        }
+    };
+    std::fs::rename(&part, &out).map_err(|e| Error::io(format!("renaming into {}", out.display()), e))?;
+    sync_dir(&out).map_err(|e| Error::io("syncing the image directory", e))?;
+    let mut peers_used: Vec<(String, u64)> = st.bytes_by_peer.into_iter().map(|(p, b)| (p.to_string(), b)).collect();
+    peers_used.sort();
+    Ok(FetchReport {
+        release: release.id(),
+        path: out,
+        image_bytes: stats.object_len,
+        downloaded_bytes: stats.fetched_bytes,
+        resumed_bytes: seeds.from_part.load(Ordering::Relaxed).min(stats.seed_bytes),
+        seed_bytes: seeds.from_seed.load(Ordering::Relaxed).min(stats.seed_bytes),
+        requests: stats.requests,
+        rebuilt_ranges: stats.rebuilt_ranges,
+        peers_used,
+        dropped,
+        problems: stats.problems.iter().map(|p| p.to_string()).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

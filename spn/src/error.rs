@@ -1,0 +1,66 @@
+//! Everything that can go wrong in the SPN.
+
+/// Errors of the spn crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The state database failed.
+    #[error("SPN state database: {0}")]
+    Db(String),
+    /// Another SPN process has the state open.
+    #[error("the SPN state in {0} is in use by another process; stop it first")]
+    Locked(String),
+    /// Not enough live peers to place a segment.
+    #[error(
+        "need {need} distinct live peers with room, found {have}; start more peers or lower --data-shards/--parity-shards"
+    )]
+    NotEnoughPeers {
+        /// Needed.
+        need: usize,
+        /// Found.
+        have: usize,
+    },
+    /// Shards that could not be stored anywhere.
+    #[error("{} shard(s) could not be placed: {}", .0.len(), .0.join("; "))]
+    Unplaced(Vec<String>),
+    /// Not found.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A request that cannot be served.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Encoding failed.
+    #[error(transparent)]
+    Chunker(#[from] chunker::Error),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] net::Error),
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { what: what.into(), source }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(redb::Error, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// Shorthand.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,248 @@
+//! A publish job: the uploaded object is encoded (chunked, compressed,
+//! encrypted, erasure-coded) and every new shard is stored on a peer that
+//! answers with a valid signed receipt. A shard a peer refuses or fails is
+//! retried on another peer; the job is done only when every shard has a
+//! receipt, and otherwise fails naming each shard that could not be placed
+//! and why.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chunker::{Cid, EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, SegmentSink, TenantSecret};
+use net::PeerId;
+
+use crate::error::{Error, Result};
+use crate::placement::{Candidate, choose};
+use crate::state::{JobResult, ObjectRecord};
+use crate::{Inner, now};
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub(crate) struct PublishParams {
+    pub(crate) tenant: String,
+    pub(crate) product: String,
+    pub(crate) data: u8,
+    pub(crate) parity: u8,
+}
+
+/// Attempts per shard (first try plus retries on other peers).
+const ATTEMPTS: usize = 4;
+
+struct Scatter {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Handle,
+    job: u64,
+    candidates: Vec<Candidate>,
+    sticky: Vec<PeerId>,
+    unplaced: Vec<String>,
+    receipts: u64,
+    retries: u64,
+}
+
+impl Scatter {
+    fn note_failure(&mut self, peer: PeerId, e: &net::Error) {
+        // A peer that cannot be reached is not offered more shards this job.
+        if matches!(e, net::Error::Unreachable { .. } | net::Error::Timeout { .. }) {
+            self.candidates.retain(|c| c.peer != peer);
+            self.sticky.retain(|p| *p != peer);
+        }
+        if let net::Error::Refused { code: net::wire::Code::QuotaExceeded, .. } = e {
+            self.candidates.retain(|c| c.peer != peer);
+            self.sticky.retain(|p| *p != peer);
+        }
+    }
+}
+
+impl SegmentSink for Scatter {
+    fn put_segment(
+        &mut self,
+        seg: EncodedSegment<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let shard_len = seg.segment.shard_len();
+        let cids = seg.segment.shards();
+        let n = cids.len();
+        let mut rng = rand::rng();
+        // Peers already holding (or failing) a shard of this segment.
+        let mut used: HashSet<PeerId> = HashSet::new();
+        let first = choose(n, shard_len, &self.candidates, &self.sticky, &used, &mut rng);
+        let mut pending: Vec<(usize, Option<PeerId>, Vec<String>)> =
+            (0..n).map(|i| (i, first.get(i).copied(), Vec::new())).collect();
+        used.extend(first.iter().copied());
+        for attempt in 0..ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            // Shards without a peer get one now, if any is left.
+            for p in pending.iter_mut().filter(|p| p.1.is_none()) {
+                let pick = choose(1, shard_len, &self.candidates, &self.sticky, &used, &mut rng);
+                if let Some(&peer) = pick.first() {
+                    used.insert(peer);
+                    p.1 = Some(peer);
+                    if attempt > 0 {
+                        self.retries += 1;
+                    }
+                } else {
+                    p.2.push("no other live peer with room".to_string());
+                }
+            }
+            let client = self.inner.client.clone();
+            let tries: Vec<_> = pending
+                .iter()
+                .filter_map(|(i, peer, _)| peer.map(|p| (*i, p)))
+                .map(|(i, peer)| {
+                    let client = client.clone();
+                    let (cid, bytes) = (cids[i], seg.shards[i].to_vec());
+                    async move { (i, peer, client.put_shard(peer, cid, bytes, None).await) }
+                })
+                .collect();
+            let results = self.rt.block_on(futures::future::join_all(tries));
+            for (i, peer, r) in results {
+                let Some(slot) = pending.iter().position(|p| p.0 == i) else { continue };
+                match r {
+                    Ok(receipt) => {
+                        let cid = cids[i].to_string();
+                        self.inner.state.put_placement(&cid, &peer.to_string(), &receipt.to_bytes())?;
+                        self.receipts += 1;
+                        if let Some(c) = self.candidates.iter_mut().find(|c| c.peer == peer) {
+                            c.free = c.free.saturating_sub(shard_len);
+                        }
+                        if !self.sticky.contains(&peer) {
+                            self.sticky.push(peer);
+                        }
+                        pending.remove(slot);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, shard = i, "put failed: {e}");
+                        self.note_failure(peer, &e);
+                        pending[slot].2.push(e.to_string());
+                        pending[slot].1 = None;
+                    }
+                }
+            }
+        }
+        let placed = n - pending.len();
+        self.inner.progress(self.job, |j| {
+            j.shards_placed += placed as u64;
+            j.retries = self.retries;
+        });
+        for (i, _, why) in pending {
+            let why = if why.is_empty() { "no peer".to_string() } else { why.join("; ") };
+            self.unplaced.push(format!("segment {} shard {i} ({}): {why}", seg.index, cids[i]));
+        }
+        Ok(())
+    }
+}
+
+/// Live peers that may take shards, freshest data.
+async fn candidates(inner: &Inner) -> Result<Vec<Candidate>> {
+    inner.refresh_peers().await;
+    let cutoff = now().saturating_sub(120);
+    let mut out = Vec::new();
+    for p in inner.state.peers()? {
+        if p.last_seen >= cutoff && p.failures == 0 {
+            let Ok(peer) = p.peer.parse::<PeerId>() else { continue };
+            out.push(Candidate { peer, free: p.capacity.saturating_sub(p.used) });
+        }
+    }
+    Ok(out)
+}
+
+/// Run one publish; the upload file is the object.
+pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: PublishParams) -> Result<JobResult> {
+    let n = usize::from(req.data) + usize::from(req.parity);
+    let params = Params::default().with_coding(req.data, req.parity);
+    params.validate()?;
+    let cands = candidates(&inner).await?;
+    if cands.len() < n {
+        return Err(Error::NotEnoughPeers { need: n, have: cands.len() });
+    }
+    let secret = TenantSecret::from_bytes(inner.state.tenant_secret(&req.tenant)?);
+    // Chunks of the same product stored before: only new chunks are stored.
+    let mut known = KnownChunks::new();
+    for o in inner.state.objects_of(&req.tenant, &req.product)? {
+        let Some(bytes) = inner.state.manifest(&o.manifest)? else { continue };
+        let cid: Cid = o.manifest.parse()?;
+        let m = Manifest::from_bytes_with_cid(&bytes, &cid, &Default::default())?;
+        let key: [u8; 32] = data_encoding::HEXLOWER
+            .decode(o.read_key.as_bytes())
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| Error::Db("damaged read key".to_string()))?;
+        known.add(&m, &m.open(&ReadKey::from_bytes(key))?)?;
+    }
+    let file = std::fs::File::open(upload).map_err(|e| Error::io("opening the upload", e))?;
+    let total = file.metadata().map_err(|e| Error::io("reading the upload", e))?.len();
+    inner.progress(job, |j| {
+        j.state = "encoding".to_string();
+        j.bytes_total = total;
+    });
+    let mut sink = Scatter {
+        inner: inner.clone(),
+        rt: tokio::runtime::Handle::current(),
+        job,
+        candidates: cands,
+        sticky: Vec::new(),
+        unplaced: Vec::new(),
+        receipts: 0,
+        retries: 0,
+    };
+    let inner2 = inner.clone();
+    let (encoded, sink) = tokio::task::spawn_blocking(move || {
+        let encoder = Encoder::new(params, &secret)?.with_known(&known).with_salt(rand::random());
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let r = encoder.encode(reader, &mut sink, &mut |done| inner2.progress(job, |j| j.bytes_done = done));
+        Ok::<_, Error>((r, sink))
+    })
+    .await
+    .map_err(|e| Error::io("encoder thread", std::io::Error::other(e)))??;
+    let encoded = encoded?;
+    if !sink.unplaced.is_empty() {
+        return Err(Error::Unplaced(sink.unplaced));
+    }
+    let manifest_cid = encoded.manifest.cid().to_string();
+    let manifest = encoded.manifest.to_bytes();
+    let contents = encoded.manifest.open(&encoded.read_key)?;
+    let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
+    // Every shard of the object, new or shared, must have a holder.
+    let mut peers = HashSet::new();
+    for s in encoded.manifest.segments() {
+        for c in s.shards() {
+            let holders = inner.state.placement(&c.to_string())?;
+            if holders.is_empty() {
+                return Err(Error::Unplaced(vec![format!("{c}: no holder recorded")]));
+            }
+            peers.extend(holders);
+        }
+    }
+    let record = ObjectRecord {
+        manifest: manifest_cid.clone(),
+        tenant: req.tenant.clone(),
+        product: req.product.clone(),
+        read_key: hex(&encoded.read_key.to_bytes()),
+        length: contents.object_len(),
+        blake3: hex(contents.object_hash()),
+        data_shards: req.data,
+        parity_shards: req.parity,
+        segments: encoded.manifest.segments().len() as u64,
+        new_segments: encoded.stats.new_segments,
+        new_shard_bytes: encoded.stats.new_shard_bytes,
+        created: now(),
+    };
+    inner.state.put_object(&record, &manifest)?;
+    Ok(JobResult {
+        manifest: manifest_cid,
+        read_key: record.read_key,
+        length: record.length,
+        blake3: record.blake3,
+        segments: record.segments,
+        new_segments: record.new_segments,
+        new_shard_bytes: record.new_shard_bytes,
+        receipts: sink.receipts,
+        peers: peers.len() as u64,
+    })
+}
+
+/// How long a peer may take to answer a usage request during a refresh.
+pub(crate) const USAGE_TIMEOUT: Duration = Duration::from_secs(5);
