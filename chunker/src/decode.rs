@@ -338,15 +338,15 @@ impl<'a> Decoder<'a> {
         for (segment, failed) in by_segment {
             // For the error, if any: the first chunk that needs bytes of a failed shard.
             let shard_len = self.manifest.segments()[segment].shard_len();
-            let first_chunk = chunks
-                .iter()
-                .zip(&from_seed)
-                .position(|(c, seed)| {
-                    let (a, b) = (c.offset() / shard_len, (c.offset() + u64::from(c.stored_len) - 1) / shard_len);
-                    !*seed && c.segment() == segment && failed.iter().any(|w| (a..=b).contains(&(w.shard as u64)))
-                })
-                .map_or(window.start, |p| window.start + p);
-            let rebuilt = self.rebuild(segment, &failed, &got, (first_chunk, offsets[first_chunk]), bad, stats)?;
+            let needs = |(c, seed): (&crate::manifest::ChunkEntry, &bool)| {
+                let (a, b) = (c.offset() / shard_len, (c.offset() + u64::from(c.stored_len) - 1) / shard_len);
+                !*seed && c.segment() == segment && failed.iter().any(|w| (a..=b).contains(&(w.shard as u64)))
+            };
+            let first_chunk = chunks.iter().zip(&from_seed).position(needs).map_or(window.start, |p| window.start + p);
+            let last_chunk = chunks.iter().zip(&from_seed).rposition(needs).map_or(first_chunk, |p| window.start + p);
+            let end = offsets[last_chunk] + u64::from(self.contents.chunks()[last_chunk].plain_len);
+            let span = (first_chunk..=last_chunk, offsets[first_chunk]..end);
+            let rebuilt = self.rebuild(segment, &failed, &got, span, bad, stats)?;
             for (shard, g) in rebuilt {
                 got.insert((segment, shard), g);
             }
@@ -466,8 +466,8 @@ impl<'a> Decoder<'a> {
         segment: usize,
         failed: &[Want],
         have: &HashMap<(usize, usize), Got>,
-        // The first chunk that needs this segment, and its object offset (for errors).
-        (chunk, offset): (usize, u64),
+        // The chunks that need this segment, and their object bytes (for errors).
+        (chunks, bytes): (std::ops::RangeInclusive<usize>, Range<u64>),
         bad: &mut HashMap<(usize, usize), ()>,
         stats: &mut DecodeStats,
     ) -> Result<Vec<(usize, Got)>> {
@@ -513,7 +513,16 @@ impl<'a> Decoder<'a> {
         }
         if good.len() < k {
             let problems = stats.problems.iter().filter(|p| p.segment == segment).cloned().collect();
-            return Err(Error::Unrecoverable { segment, chunk, offset, good: good.len(), needed: k, problems });
+            return Err(Error::Unrecoverable {
+                segment,
+                chunk: *chunks.start(),
+                last_chunk: *chunks.end(),
+                offset: bytes.start,
+                end: bytes.end,
+                good: good.len(),
+                needed: k,
+                problems,
+            });
         }
         // Each union range is its own set of codewords; rebuild them on all cores.
         let rebuilt: Vec<Result<Vec<Option<Vec<u8>>>>> = (0..union.len())

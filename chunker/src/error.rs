@@ -96,7 +96,7 @@ pub enum Error {
 
     /// Fewer than k good shards were available for some bytes a chunk needs.
     #[error(
-        "cannot rebuild segment {segment} (needed by chunk {chunk} at object offset {offset}): \
+        "cannot rebuild segment {segment}, needed by chunks {chunk}..={last_chunk} (object bytes {offset}..{end}): \
          {good} good shard(s) of the {needed} needed{}",
         problems_suffix(.problems)
     )]
@@ -105,8 +105,12 @@ pub enum Error {
         segment: usize,
         /// First chunk (index in the manifest) that cannot be rebuilt.
         chunk: usize,
-        /// That chunk's offset in the object.
+        /// Last chunk of this stretch that needs the segment.
+        last_chunk: usize,
+        /// The first chunk's offset in the object.
         offset: u64,
+        /// Where the last chunk ends in the object.
+        end: u64,
         /// How many good shards were found.
         good: usize,
         /// How many are needed (k).

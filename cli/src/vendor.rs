@@ -150,10 +150,10 @@ pub(crate) fn change_keys(
     }
     let added = new_key(dir)?;
     let mut keys = v.root.keys.clone();
-    if let Some(old) = rotate {
-        if keys.remove(old).is_none() {
-            bail!("key {old} is not in root v{} (`ionshard vendor show` lists them)", v.version);
-        }
+    if let Some(old) = rotate
+        && keys.remove(old).is_none()
+    {
+        bail!("key {old} is not in root v{} (`ionshard vendor show` lists them)", v.version);
     }
     keys.insert(added.id(), added.public_hex());
     let threshold = threshold.unwrap_or(v.root.threshold);

@@ -67,6 +67,17 @@ pub struct Dropped {
     pub lied: bool,
 }
 
+/// What one peer sent during a fetch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PeerUse {
+    /// The peer.
+    pub peer: String,
+    /// Bytes received (ranges and proofs).
+    pub bytes: u64,
+    /// Answers received.
+    pub answers: u64,
+}
+
 /// What a fetch did.
 #[derive(Debug, Clone, Serialize)]
 pub struct FetchReport {
@@ -86,8 +97,8 @@ pub struct FetchReport {
     pub requests: u64,
     /// Ranges rebuilt with Reed-Solomon (missing, late or lying shards).
     pub rebuilt_ranges: u64,
-    /// Peers that answered, with bytes received from each.
-    pub peers_used: Vec<(String, u64)>,
+    /// Peers that answered, with what each sent.
+    pub peers_used: Vec<PeerUse>,
     /// Peers dropped, and why.
     pub dropped: Vec<Dropped>,
     /// Shards that could not be used, and why.
@@ -115,7 +126,7 @@ struct SourceState {
     answered_by: HashMap<Cid, PeerId>,
     /// Recent answer times, for the long-tail deadline.
     latencies: Vec<Duration>,
-    bytes_by_peer: HashMap<PeerId, u64>,
+    by_peer: HashMap<PeerId, (u64, u64)>,
 }
 
 impl NetSource {
@@ -165,7 +176,9 @@ impl ShardSource for NetSource {
                     }
                     st.latencies.push(started.elapsed());
                     st.answered_by.insert(*req.cid, peer);
-                    *st.bytes_by_peer.entry(peer).or_default() += p.len() as u64;
+                    let e = st.by_peer.entry(peer).or_default();
+                    e.0 += p.len() as u64;
+                    e.1 += 1;
                     return Ok(Piece::Proof(p));
                 }
                 Ok(Ok(Response::Error { code: Code::NotFound, message })) => {
@@ -385,8 +398,9 @@ pub async fn fetch(
     };
     std::fs::rename(&part, &out).map_err(|e| Error::io(format!("renaming into {}", out.display()), e))?;
     sync_dir(&out).map_err(|e| Error::io("syncing the image directory", e))?;
-    let mut peers_used: Vec<(String, u64)> = st.bytes_by_peer.into_iter().map(|(p, b)| (p.to_string(), b)).collect();
-    peers_used.sort();
+    let mut peers_used: Vec<PeerUse> =
+        st.by_peer.into_iter().map(|(p, (bytes, answers))| PeerUse { peer: p.to_string(), bytes, answers }).collect();
+    peers_used.sort_by(|a, b| a.peer.cmp(&b.peer));
     Ok(FetchReport {
         release: release.id(),
         path: out,

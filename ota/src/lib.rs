@@ -15,4 +15,4 @@ pub mod meta;
 pub use bundle::{Bundle, MAX_BUNDLE, Placement};
 pub use device::{Device, Installed, run_installer, write_atomic};
 pub use error::{Error, Result};
-pub use fetch::{Dropped, FetchOptions, FetchReport, fetch, part_path};
+pub use fetch::{Dropped, FetchOptions, FetchReport, PeerUse, fetch, part_path};

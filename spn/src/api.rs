@@ -23,7 +23,7 @@ use crate::publish::{PublishParams, publish};
 use crate::state::{JobRecord, ReleaseRecord};
 use crate::{Inner, now};
 
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -116,12 +116,7 @@ async fn upload(
     check_name("product", &q.product)?;
     let (data, parity) = (q.data.unwrap_or(10), q.parity.unwrap_or(4));
     chunker::Params::default().with_coding(data, parity).validate().map_err(|e| bad(e.to_string()))?;
-    let id = {
-        let mut n = inner.next_job.lock().unwrap_or_else(|p| p.into_inner());
-        *n += 1;
-        *n - 1
-    };
-    let path = inner.dir.join("uploads").join(format!("{id}.upload"));
+    let path = inner.dir.join("uploads").join(format!("{:016x}.upload", rand::random::<u64>()));
     let mut file = std::fs::File::create(&path).map_err(|e| ApiError::from(Error::io("creating the upload", e)))?;
     let mut stream = body.into_data_stream();
     let mut len = 0u64;
@@ -141,49 +136,61 @@ async fn upload(
         file.write_all(&chunk).map_err(|e| failed(Error::io("writing the upload", e).into()))?;
     }
     drop(file);
-    let job = JobRecord {
-        id,
-        kind: "publish".to_string(),
-        state: "queued".to_string(),
-        bytes_done: 0,
-        bytes_total: len,
-        shards_placed: 0,
-        retries: 0,
-        result: None,
-        error: None,
-        started: now(),
-        finished: None,
-    };
-    inner.state.put_job(&job)?;
-    inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, job);
+    let id = new_job(&inner, len)?;
     let params = PublishParams { tenant: q.tenant, product: q.product, data, parity };
     let inner2 = inner.clone();
     tokio::spawn(async move {
-        let _one = inner2.encode_lock.lock().await;
-        let r = publish(inner2.clone(), id, &path, params).await;
-        let _ = std::fs::remove_file(&path);
-        let mut j = inner2.job(id).ok().flatten().unwrap_or_else(|| unreachable_job(id));
-        match r {
-            Ok(res) => {
-                j.state = "done".to_string();
-                j.result = Some(res);
-            }
-            Err(e) => {
-                tracing::warn!("job {id} failed: {e}");
-                j.state = "failed".to_string();
-                j.error = Some(e.to_string());
-            }
-        }
-        j.finished = Some(now());
-        if let Err(e) = inner2.state.put_job(&j) {
-            tracing::error!("saving job {id}: {e}");
-        }
-        inner2.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let _ = run_job(inner2, id, path, params).await;
     });
     Ok((StatusCode::ACCEPTED, Json(json!({ "job": id, "bytes": len }))))
 }
 
-fn unreachable_job(id: u64) -> JobRecord {
+/// Run a publish job to its end, saving its outcome; the upload is removed after.
+pub(crate) async fn run_job(
+    inner: Arc<Inner>,
+    id: u64,
+    path: std::path::PathBuf,
+    params: PublishParams,
+) -> crate::Result<crate::JobResult> {
+    let _one = inner.encode_lock.lock().await;
+    let r = publish(inner.clone(), id, &path, params).await;
+    let _ = std::fs::remove_file(&path);
+    let mut j = inner.job(id).ok().flatten().unwrap_or_else(|| blank_job(id));
+    match &r {
+        Ok(res) => {
+            j.state = "done".to_string();
+            j.result = Some(res.clone());
+        }
+        Err(e) => {
+            tracing::warn!("job {id} failed: {e}");
+            j.state = "failed".to_string();
+            j.error = Some(e.to_string());
+        }
+    }
+    j.finished = Some(now());
+    if let Err(e) = inner.state.put_job(&j) {
+        tracing::error!("saving job {id}: {e}");
+    }
+    inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    r
+}
+
+/// A new job record, saved and tracked.
+pub(crate) fn new_job(inner: &Inner, bytes: u64) -> crate::Result<u64> {
+    let id = {
+        let mut n = inner.next_job.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n - 1
+    };
+    let mut job = blank_job(id);
+    job.state = "queued".to_string();
+    job.bytes_total = bytes;
+    inner.state.put_job(&job)?;
+    inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, job);
+    Ok(id)
+}
+
+fn blank_job(id: u64) -> JobRecord {
     JobRecord {
         id,
         kind: "publish".into(),
@@ -281,13 +288,17 @@ async fn add_release(
     Json(new): Json<NewRelease>,
 ) -> Api<(StatusCode, Json<Bundle>)> {
     auth(&inner, &headers)?;
-    if new.release.len() > ota::meta::MAX_METADATA {
+    Ok((StatusCode::CREATED, Json(release_added(&inner, new.release, new.roots)?)))
+}
+
+/// Keep a signed release and answer its bundle.
+pub(crate) fn release_added(inner: &Inner, release: String, roots: Vec<String>) -> Api<Bundle> {
+    if release.len() > ota::meta::MAX_METADATA {
         return Err(bad(format!("release metadata over {} bytes", ota::meta::MAX_METADATA)));
     }
     // The SPN does not hold vendor roots; devices check signatures. It checks
     // that the release names an object it stores, of the same length and hash.
-    let signed: Signed<Release> =
-        serde_json::from_str(&new.release).map_err(|e| bad(format!("release metadata: {e}")))?;
+    let signed: Signed<Release> = serde_json::from_str(&release).map_err(|e| bad(format!("release metadata: {e}")))?;
     let r = signed.signed;
     Version::parse(&r.version).map_err(|e| bad(e.to_string()))?;
     let obj = inner
@@ -304,13 +315,13 @@ async fn add_release(
         id: r.id(),
         product: r.product.clone(),
         version: r.version.clone(),
-        release: new.release,
-        roots: new.roots,
+        release,
+        roots,
         manifest: r.manifest.clone(),
         published: now(),
     };
     inner.state.put_release(&rec)?;
-    Ok((StatusCode::CREATED, Json(bundle_of(&inner, &rec)?)))
+    bundle_of(inner, &rec)
 }
 
 #[derive(Debug, Deserialize)]

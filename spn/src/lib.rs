@@ -188,6 +188,29 @@ impl Spn {
         self.inner.refresh_peers().await;
     }
 
+    /// Publish a file already on this machine (what `POST /v1/objects` does
+    /// after the upload); waits for the job. The file is not removed.
+    pub async fn publish_file(
+        &self,
+        path: &std::path::Path,
+        tenant: &str,
+        product: &str,
+        data: u8,
+        parity: u8,
+    ) -> Result<JobResult> {
+        let copy = self.inner.dir.join("uploads").join(format!("{:016x}.upload", rand::random::<u64>()));
+        std::fs::copy(path, &copy).map_err(|e| Error::io(format!("copying {}", path.display()), e))?;
+        let len = std::fs::metadata(&copy).map_err(|e| Error::io("reading the copy", e))?.len();
+        let id = api::new_job(&self.inner, len)?;
+        let params = publish::PublishParams { tenant: tenant.into(), product: product.into(), data, parity };
+        api::run_job(self.inner.clone(), id, copy, params).await
+    }
+
+    /// Keep a signed release (JSON text) and the vendor's newer roots; returns the bundle devices fetch.
+    pub fn add_release(&self, release: String, roots: Vec<String>) -> Result<ota::Bundle> {
+        api::release_added(&self.inner, release, roots).map_err(|e| Error::BadRequest(e.1))
+    }
+
     /// Peers seen.
     pub fn peers(&self) -> Result<Vec<PeerRecord>> {
         self.inner.state.peers()

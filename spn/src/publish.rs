@@ -66,7 +66,13 @@ impl SegmentSink for Scatter {
         let mut rng = rand::rng();
         // Peers already holding (or failing) a shard of this segment.
         let mut used: HashSet<PeerId> = HashSet::new();
-        let first = choose(n, shard_len, &self.candidates, &self.sticky, &used, &mut rng);
+        let mut first = choose(n, shard_len, &self.candidates, &self.sticky, &used, &mut rng);
+        // Turn the assignment each segment: every peer holds data shards (the
+        // ones devices read) in most segments, not parity in all of them.
+        if !first.is_empty() {
+            let turn = seg.index % first.len();
+            first.rotate_left(turn);
+        }
         let mut pending: Vec<(usize, Option<PeerId>, Vec<String>)> =
             (0..n).map(|i| (i, first.get(i).copied(), Vec::new())).collect();
         used.extend(first.iter().copied());

@@ -1,0 +1,374 @@
+//! The OTA path through the `ionshard` binary, every node a real process on
+//! 127.0.0.1: publish, fetch, kill -9 of the fetcher and resume, delta
+//! publish and update, lost peers; and the device's refusals.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ota::meta::{self, KeyWrap, Release, VendorKey};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ionshard"))
+}
+
+/// Children killed when the test ends, however it ends.
+#[derive(Default)]
+struct Procs(Vec<(String, Child)>);
+
+impl Procs {
+    fn start(&mut self, name: &str, args: &[String]) -> Value {
+        let mut child =
+            bin().args(args).arg("--json").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        r.read_line(&mut line).expect("first line");
+        std::thread::spawn(move || {
+            let mut l = String::new();
+            while r.read_line(&mut l).is_ok_and(|n| n > 0) {
+                l.clear();
+            }
+        });
+        self.0.push((name.to_string(), child));
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("{name} printed {line:?}"))
+    }
+    fn kill(&mut self, name: &str) {
+        let i = self.0.iter().position(|(n, _)| n == name).expect("known process");
+        let (_, mut c) = self.0.remove(i);
+        c.kill().expect("kill -9");
+        c.wait().expect("reap");
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn json_out(o: &Output, what: &str) -> Value {
+    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("{what} printed {text}"))
+}
+
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut v);
+    v
+}
+
+fn health_peers(url: &str) -> u64 {
+    // A tiny HTTP GET without a client library: the SPN answers HTTP/1.1.
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let Ok(mut c) = std::net::TcpStream::connect(host) else { return 0 };
+    let _ = write!(c, "GET /v1/health?refresh=true HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = c.read_to_string(&mut body);
+    let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str::<Value>(json).ok().and_then(|v| v["live_peers"].as_u64()).unwrap_or(0)
+}
+
+struct Network {
+    procs: Procs,
+    url: String,
+    token: String,
+    bootstrap: String,
+    peer_args: Vec<Vec<String>>,
+}
+
+fn network(dir: &Path, peers: usize) -> Network {
+    let mut procs = Procs::default();
+    let boot = procs.start(
+        "bootstrap",
+        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&dir.join("boot"))]
+            .map(String::from),
+    );
+    let b = boot["listen"][0].as_str().expect("bootstrap address").to_string();
+    let spn_dir = dir.join("spn");
+    let id =
+        json_out(&bin().args(["id", "--key", &s(&spn_dir.join("identity.key")), "--json"]).output().expect("id"), "id");
+    let spn_id = id["peer_id"].as_str().expect("peer id").to_string();
+    let mut peer_args = Vec::new();
+    for i in 0..peers {
+        let args: Vec<String> = [
+            "node",
+            "--role",
+            "peer",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &b,
+            "--capacity",
+            "2GiB",
+            "--trust",
+            &spn_id,
+            "--dir",
+            &s(&dir.join(format!("peer{i}"))),
+        ]
+        .map(String::from)
+        .to_vec();
+        procs.start(&format!("peer{i}"), &args);
+        peer_args.push(args);
+    }
+    let spn = procs
+        .start("spn", &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from));
+    let url = spn["http"].as_str().expect("http").to_string();
+    let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health_peers(&url) < peers as u64 {
+        assert!(Instant::now() < deadline, "SPN did not see {peers} peers within 30 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Network { procs, url, token, bootstrap: b, peer_args }
+}
+
+fn publish(n: &Network, vendor: &Path, image: &Path, version: &str) -> Value {
+    let o = bin()
+        .args(["publish", &s(image), "--product", "router", "--version", version, "--hardware", "r1"])
+        .args(["--data-shards", "6", "--parity-shards", "2", "--spn", &n.url, "--vendor-dir", &s(vendor), "--json"])
+        .env("IONSHARD_SPN_TOKEN", &n.token)
+        .output()
+        .expect("publish");
+    json_out(&o, "publish")
+}
+
+fn fetch_cmd(n: &Network, vendor: &Path, bundle: &str, state: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["fetch", "--bundle", bundle, "--root", &s(&vendor.join("root.json")), "--hardware", "r1"])
+        .args(["--state", &s(state), "--out", &s(out), "--bootstrap", &n.bootstrap, "--json"])
+        .args(extra);
+    c
+}
+
+#[test]
+fn publish_fetch_resume_delta_and_lost_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut n = network(d, 8);
+    let vendor = d.join("vendor");
+    json_out(
+        &bin().args(["vendor", "init", "--name", "acme", "--dir", &s(&vendor), "--json"]).output().expect("init"),
+        "init",
+    );
+
+    // v1: 64 MiB; v2 differs in 2 MiB (four 512 KiB stretches).
+    let v1 = image(64 << 20, 1);
+    let mut v2 = v1.clone();
+    for (i, at) in [3usize << 20, 17 << 20, 40 << 20, 61 << 20].into_iter().enumerate() {
+        v2[at..at + (512 << 10)].copy_from_slice(&image(512 << 10, 100 + i as u64));
+    }
+    let (p1, p2) = (d.join("v1.img"), d.join("v2.img"));
+    std::fs::write(&p1, &v1).expect("v1");
+    std::fs::write(&p2, &v2).expect("v2");
+
+    let r1 = publish(&n, &vendor, &p1, "1.0");
+    assert_eq!(r1["receipts"], 72, "9 segments x 8 shards, each with a receipt: {r1}");
+    let b1 = r1["bundle"].as_str().expect("bundle").to_string();
+
+    // A plain fetch, byte-exact.
+    let state = d.join("device");
+    let a = d.join("a.img");
+    let f = json_out(&fetch_cmd(&n, &vendor, &b1, &state, &a, &[]).output().expect("fetch"), "fetch");
+    assert_eq!(std::fs::read(&a).expect("a"), v1);
+    assert_eq!(f["image_bytes"], 64 << 20);
+
+    // kill -9 of the fetcher once a third of the image is on disk, then rerun.
+    let b = d.join("b.img");
+    let part = ota::part_path(&b);
+    let mut child = fetch_cmd(&n, &vendor, &b1, &state, &b, &["--no-seed"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fetch");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if have >= 20 << 20 {
+            break;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "fetch ended before it could be killed");
+        assert!(Instant::now() < deadline, "fetch made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    assert!(!b.exists(), "no image under the final name after a kill");
+    let kept = std::fs::metadata(&part).expect("partial file").len();
+    let f = json_out(&fetch_cmd(&n, &vendor, &b1, &state, &b, &["--no-seed"]).output().expect("rerun"), "rerun");
+    assert_eq!(std::fs::read(&b).expect("b"), v1);
+    let downloaded = f["downloaded_bytes"].as_u64().expect("downloaded");
+    let window = 8u64 << 20;
+    // At most what was not yet on disk, plus one window in flight, plus proofs.
+    let bound = ((64u64 << 20) - kept.min(64 << 20) + window) * 102 / 100;
+    eprintln!("resume: {kept} bytes on disk at the kill, {downloaded} downloaded after (bound {bound})");
+    assert!(downloaded <= bound, "downloaded {downloaded} after resuming with {kept} bytes on disk (bound {bound})");
+    assert!(f["resumed_bytes"].as_u64().expect("resumed") + window >= kept.min(64 << 20), "{f}");
+    assert!(!part.exists());
+
+    // v2: only the new chunks stored, only they downloaded with v1 as seed.
+    let r2 = publish(&n, &vendor, &p2, "1.1");
+    let stored = r2["new_shard_bytes"].as_u64().expect("new shard bytes");
+    assert!(stored < (4 << 20) * 8 / 6, "v2 stored {stored} shard bytes");
+    let b2 = r2["bundle"].as_str().expect("bundle").to_string();
+    let c = d.join("c.img");
+    let f = json_out(&fetch_cmd(&n, &vendor, &b2, &state, &c, &["--seed", &s(&p1)]).output().expect("delta"), "delta");
+    assert_eq!(std::fs::read(&c).expect("c"), v2);
+    let downloaded = f["downloaded_bytes"].as_u64().expect("downloaded");
+    assert!(downloaded < 4 << 20, "delta downloaded {downloaded} bytes");
+
+    // Two peers killed: still byte-exact. A third: a clear error naming chunks, no image.
+    n.procs.kill("peer1");
+    n.procs.kill("peer6");
+    let e = d.join("e.img");
+    let f = json_out(&fetch_cmd(&n, &vendor, &b2, &state, &e, &["--no-seed"]).output().expect("fetch"), "2 down");
+    assert_eq!(std::fs::read(&e).expect("e"), v2);
+    assert!(f["rebuilt_ranges"].as_u64().expect("rebuilt") > 0);
+    n.procs.kill("peer3");
+    let g = d.join("g.img");
+    let o = fetch_cmd(&n, &vendor, &b2, &state, &g, &["--no-seed"]).output().expect("fetch");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot rebuild segment") && err.contains("needed by chunks"), "{err}");
+    assert!(!g.exists());
+    let _ = &n.peer_args;
+}
+
+/// Sign `release` with the vendor's keys in `vendor/keys` (the first `take`).
+fn sign(vendor: &Path, release: &Release, take: usize) -> String {
+    let mut keys = Vec::new();
+    for e in std::fs::read_dir(vendor.join("keys")).expect("keys") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "key") {
+            let b: [u8; 32] = std::fs::read(&p).expect("key").try_into().expect("32 bytes");
+            keys.push(VendorKey::from_bytes(b));
+        }
+    }
+    keys.sort_by_key(VendorKey::id);
+    meta::to_json(&meta::sign_release(release.clone(), &keys.iter().take(take).collect::<Vec<_>>()))
+}
+
+#[test]
+fn device_refuses_bad_releases_and_keeps_what_it_has() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let vendor = d.join("vendor");
+    json_out(
+        &bin()
+            .args([
+                "vendor",
+                "init",
+                "--name",
+                "acme",
+                "--keys",
+                "2",
+                "--threshold",
+                "2",
+                "--dir",
+                &s(&vendor),
+                "--json",
+            ])
+            .output()
+            .expect("init"),
+        "init",
+    );
+    // A real manifest for a small image (no network needed to refuse).
+    let img = image(300_000, 5);
+    let secret = chunker::TenantSecret::from_bytes([3; 32]);
+    let mut sink = chunker::MemorySink::default();
+    let enc = chunker::Encoder::new(chunker::Params::default().with_coding(6, 2), &secret)
+        .expect("encoder")
+        .encode(&img[..], &mut sink, &mut |_| {})
+        .expect("encode");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let good = Release {
+        vendor: "acme".into(),
+        product: "router".into(),
+        hardware: vec!["r1".into()],
+        version: "3.0".into(),
+        length: img.len() as u64,
+        blake3: blake3::hash(&img).to_hex().to_string(),
+        manifest: enc.manifest.cid().to_string(),
+        read_key: KeyWrap::Clear(data_encoding::HEXLOWER.encode(&enc.read_key.to_bytes())),
+        issued: now,
+        expires: now + 3600,
+    };
+    let stranger = VendorKey::generate();
+    let bundle = |release: String| {
+        serde_json::json!({
+            "format": 1, "release": release, "roots": [],
+            "manifest": data_encoding::BASE64.encode(&enc.manifest.to_bytes()),
+            "placement": { "peers": [], "shards": {} }, "bootstrap": []
+        })
+        .to_string()
+    };
+    let with = |f: &dyn Fn(&mut Release)| {
+        let mut r = good.clone();
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown key", meta::to_json(&meta::sign_release(good.clone(), &[&stranger])), "unknown key"),
+        ("below threshold", sign(&vendor, &good, 1), "1 valid signature(s) of the 2"),
+        ("expired", sign(&vendor, &with(&|r| r.expires = now - 10), 2), "expired"),
+        ("older version", sign(&vendor, &with(&|r| r.version = "1.9".into()), 2), "older than the installed 2.0"),
+        ("wrong hardware", sign(&vendor, &with(&|r| r.hardware = vec!["r9".into()]), 2), "hardware"),
+        (
+            "hash mismatch",
+            sign(&vendor, &with(&|r| r.blake3 = blake3::hash(b"other").to_hex().to_string()), 2),
+            "does not match the release",
+        ),
+        ("too large", sign(&vendor, &with(&|r| r.hardware.push("x".repeat(70_000))), 2), "over the limit"),
+    ];
+    for (name, release, expect) in cases {
+        let state = d.join(format!("state-{}", name.replace(' ', "-")));
+        // The device has 2.0 installed.
+        let installed = state.join("installed.img");
+        std::fs::create_dir_all(&state).expect("state");
+        std::fs::write(&installed, b"version 2.0").expect("installed image");
+        let record = ota::Installed {
+            product: "router".into(),
+            version: "2.0".into(),
+            path: installed.clone(),
+            blake3: String::new(),
+            length: 11,
+            installed_at: 1,
+        };
+        ota::Device::open(&state).expect("device").record_installed(&record).expect("record");
+        let before = std::fs::read(state.join("installed.json")).expect("record");
+        let bfile = d.join(format!("{name}.bundle.json"));
+        std::fs::write(&bfile, bundle(release)).expect("bundle");
+        let marker = state.join("INSTALLED");
+        let o = bin()
+            .args(["update", "--bundle", &s(&bfile), "--root", &s(&vendor.join("root.json")), "--hardware", "r1"])
+            .args([
+                "--state",
+                &s(&state),
+                "--bootstrap",
+                "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEvUtpVhjuaBPrNY4rTodNjwHSbbh38bbHiZ4REY7d8Tb",
+            ])
+            .args(["--install-cmd", &format!("touch '{}'", marker.display())])
+            .output()
+            .expect("update");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: accepted");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!marker.exists(), "{name}: installer ran");
+        assert_eq!(std::fs::read(state.join("installed.json")).expect("record"), before, "{name}: record changed");
+        assert_eq!(std::fs::read(&installed).expect("image"), b"version 2.0", "{name}: installed image harmed");
+        let images = state.join("images");
+        let leftovers = std::fs::read_dir(&images).map(|r| r.count()).unwrap_or(0);
+        assert!(leftovers <= 1, "{name}: files left in {}", images.display());
+        assert!(!images.join("router-3.0.img").exists(), "{name}: an image appeared");
+    }
+}

@@ -1,0 +1,208 @@
+//! OTA end to end with real libp2p nodes on 127.0.0.1, as tasks of this test:
+//! a bootstrap, 8 peers with redb stores, an SPN, and a device fetcher.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use net::{Client, Config, Keypair, Role};
+use ota::meta::{self, KeyWrap, Release, Root, VendorKey};
+use ota::{Bundle, FetchOptions};
+
+struct Node {
+    client: Client,
+    handle: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+struct Net {
+    bootstrap: Node,
+    peers: Vec<Node>,
+    spn: spn::Spn,
+    spn_node: Node,
+}
+
+async fn start(
+    role: Role,
+    listen: bool,
+    bootstrap: Vec<net::Multiaddr>,
+    trust: Vec<net::PeerId>,
+    tamper: bool,
+    key: Keypair,
+) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = (role == Role::Peer).then(|| {
+        store::Store::open(dir.path().join("store"), store::Config::default().with_capacity(1 << 30)).expect("store").0
+    });
+    let config = Config {
+        role,
+        listen: if listen { vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")] } else { vec![] },
+        bootstrap,
+        trust,
+        tamper_answers: tamper,
+        ..Config::default()
+    };
+    let (client, handle) = net::start(config, key, store).await.expect("node starts");
+    Node { client, handle, _dir: dir }
+}
+
+async fn addr_of(n: &Node) -> net::Multiaddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = n.client.listen_addrs().await.expect("addrs").first() {
+            return format!("{a}/p2p/{}", n.client.peer_id()).parse().expect("addr");
+        }
+        assert!(Instant::now() < deadline, "no listen address");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn network(peers: usize, liar: Option<usize>) -> Net {
+    let bootstrap = start(Role::Bootstrap, true, vec![], vec![], false, Keypair::generate_ed25519()).await;
+    let b = addr_of(&bootstrap).await;
+    let spn_key = Keypair::generate_ed25519();
+    let spn_id = spn_key.public().to_peer_id();
+    let mut ps = Vec::new();
+    for i in 0..peers {
+        ps.push(
+            start(Role::Peer, true, vec![b.clone()], vec![spn_id], liar == Some(i), Keypair::generate_ed25519()).await,
+        );
+    }
+    let spn_node = start(Role::Client, false, vec![b.clone()], vec![], false, spn_key).await;
+    let dir = spn_node._dir.path().join("spn");
+    let cfg = spn::Config {
+        dir,
+        http: "127.0.0.1:0".parse().expect("addr"),
+        token: "t".into(),
+        bootstrap: vec![b.to_string()],
+        max_upload: 1 << 30,
+    };
+    let (spn, _addr, _server) = spn::Spn::start(cfg, spn_node.client.clone()).await.expect("spn starts");
+    // Every peer found and asked for its free space, within 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        spn.refresh_peers().await;
+        let live = spn.peers().expect("peers").len();
+        if live >= peers {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SPN sees {live} of {peers} peers");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Net { bootstrap, peers: ps, spn, spn_node }
+}
+
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Publish `bytes` as acme/router VERSION; returns the bundle and the root.
+async fn publish(net: &Net, dir: &Path, bytes: &[u8], version: &str, key: &VendorKey) -> (Bundle, Root) {
+    let path = dir.join(format!("image-{version}"));
+    std::fs::write(&path, bytes).expect("write image");
+    let res = net.spn.publish_file(&path, "acme", "router", 6, 2).await.expect("publish");
+    let root = Root {
+        vendor: "acme".into(),
+        version: 1,
+        expires: now() + 3600,
+        threshold: 1,
+        keys: [(key.id(), key.public_hex())].into_iter().collect(),
+    };
+    let release = Release {
+        vendor: "acme".into(),
+        product: "router".into(),
+        hardware: vec!["r1".into()],
+        version: version.into(),
+        length: res.length,
+        blake3: res.blake3.clone(),
+        manifest: res.manifest.clone(),
+        read_key: KeyWrap::Clear(res.read_key.clone()),
+        issued: now(),
+        expires: now() + 3600,
+    };
+    let signed = meta::to_json(&meta::sign_release(release, &[key]));
+    (net.spn.add_release(signed, vec![]).expect("release kept"), root)
+}
+
+async fn fetch(client: &Client, bundle: &Bundle, root: &Root, out: &Path) -> ota::Result<ota::FetchReport> {
+    let policy = meta::Policy { product: Some("router"), hardware: Some("r1"), installed: None, now: now() };
+    let release = meta::verify_release(root, bundle.release.as_bytes(), &policy)?;
+    let key = meta::read_key(&release, None)?;
+    let mut opts = FetchOptions::new(out.to_path_buf());
+    opts.min_late = Duration::from_secs(2);
+    ota::fetch(client, bundle, &release, key, &opts, |_| {}).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_two_lost_peers_and_names_chunks_when_three_are_lost() {
+    let net = network(8, None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = VendorKey::generate();
+    let img = image(20 << 20, 7); // 3 segments of 8 MiB, 6+2
+    let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    assert_eq!(bundle.placement.peers.len(), 8, "one object over the 8 peers");
+    let device =
+        start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], false, Keypair::generate_ed25519())
+            .await;
+
+    let out = dir.path().join("a.img");
+    let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
+    assert_eq!(std::fs::read(&out).expect("image"), img);
+    assert_eq!(r.rebuilt_ranges, 0);
+    assert!(r.downloaded_bytes < img.len() as u64 * 11 / 10, "{} bytes downloaded", r.downloaded_bytes);
+
+    // Two peers gone: rebuilt from parity, byte-exact.
+    for p in &net.peers[..2] {
+        p.client.shutdown().await;
+    }
+    let out = dir.path().join("b.img");
+    let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch with 2 peers down");
+    assert_eq!(std::fs::read(&out).expect("image"), img);
+    assert!(r.rebuilt_ranges > 0);
+    assert_eq!(r.dropped.len(), 2, "{:?}", r.dropped);
+
+    // A third: no segment can be rebuilt; the error names the chunks; no image appears.
+    net.peers[2].client.shutdown().await;
+    let out = dir.path().join("c.img");
+    let e = fetch(&device.client, &bundle, &root, &out).await.expect_err("3 of 8 lost with 6+2");
+    let msg = e.to_string();
+    assert!(msg.contains("cannot rebuild segment") && msg.contains("needed by chunks"), "{msg}");
+    assert!(!out.exists());
+    drop(net.spn_node.handle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_peer_is_caught_named_and_not_asked_again() {
+    let net = network(8, Some(3)).await;
+    let liar = net.peers[3].client.peer_id().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = VendorKey::generate();
+    let img = image(20 << 20, 9);
+    let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    let device =
+        start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], false, Keypair::generate_ed25519())
+            .await;
+    let out = dir.path().join("a.img");
+    let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch succeeds from the others");
+    assert_eq!(std::fs::read(&out).expect("image"), img);
+    let d = r.dropped.iter().find(|d| d.peer == liar).expect("liar named");
+    assert!(d.lied && d.reason.contains("fail verification"), "{d:?}");
+    let used = r.peers_used.iter().find(|u| u.peer == liar).expect("liar answered once");
+    assert_eq!(used.answers, 1, "asked again after lying");
+    assert!(r.rebuilt_ranges > 0);
+    for p in &net.peers {
+        p.handle.abort();
+    }
+}
