@@ -183,7 +183,7 @@ enum Command {
         /// Days until devices refuse this release (re-sign to extend).
         #[arg(long, default_value_t = 90)]
         expires_days: u64,
-        /// Where to write the release bundle [default: VENDOR_DIR/releases/PRODUCT@VERSION.bundle.json].
+        /// Where to write the release bundle (default: VENDOR_DIR/releases/PRODUCT@VERSION.bundle.json).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print one JSON object instead of text.
