@@ -68,6 +68,13 @@ pub trait ShardSource: Sync {
     /// Answer one request.
     fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError>;
 
+    /// Answer several requests, in order. The default asks them in parallel
+    /// on the decoder's threads; a network source overrides it to have them
+    /// all in flight at once without a thread each.
+    fn fetch_many(&self, reqs: &[ShardRequest<'_>]) -> Vec<std::result::Result<Piece, SourceError>> {
+        reqs.par_iter().map(|r| self.fetch(r)).collect()
+    }
+
     /// The answer to `req` did not verify against the shard's CID: whoever
     /// gave it lied or its disk rotted. A network source names and drops it.
     fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
@@ -125,6 +132,7 @@ pub struct Decoder<'a> {
     contents: &'a Contents,
     source: &'a dyn ShardSource,
     seed: Option<&'a dyn Seed>,
+    window: Option<u64>,
 }
 
 impl std::fmt::Debug for Decoder<'_> {
@@ -154,12 +162,20 @@ fn slice_of<'g>(got: &'g Got, want: &Range<u64>) -> Option<&'g [u8]> {
 impl<'a> Decoder<'a> {
     /// A decoder for an opened manifest.
     pub fn new(manifest: &'a Manifest, contents: &'a Contents, source: &'a dyn ShardSource) -> Self {
-        Decoder { manifest, contents, source, seed: None }
+        Decoder { manifest, contents, source, seed: None, window: None }
     }
 
     /// Copy chunks from `seed` where it has them.
     pub fn with_seed(mut self, seed: &'a dyn Seed) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Decode at most about `bytes` of the object at a time (default: about
+    /// one segment). Smaller windows hold less memory (a device fetcher)
+    /// and ask for fewer bytes per request.
+    pub fn with_window(mut self, bytes: u64) -> Self {
+        self.window = Some(bytes.max(256 << 10));
         self
     }
 
@@ -185,6 +201,11 @@ impl<'a> Decoder<'a> {
         // About one segment per window: enough to keep both cores busy, little
         // enough for a device (a window's bytes are held about twice).
         let budget = (self.manifest.params().segment_size as u64).clamp(4 << 20, 16 << 20);
+        // A window set by the caller is a hard limit (a window may then end mid-segment).
+        let (budget, cap) = match self.window {
+            Some(w) => (w, w),
+            None => (budget, 4 * budget),
+        };
         let mut i = 0;
         let mut buf: Vec<u8> = Vec::new();
         while i < chunks.len() {
@@ -195,7 +216,7 @@ impl<'a> Decoder<'a> {
                 size += u64::from(chunks[j].plain_len);
                 j += 1;
                 let seg_changes = chunks.get(j).is_none_or(|n| n.segment != chunks[j - 1].segment);
-                if (size >= budget && seg_changes) || size >= 4 * budget {
+                if (size >= budget && seg_changes) || size >= cap {
                     break;
                 }
             }
@@ -404,12 +425,37 @@ impl<'a> Decoder<'a> {
         stats: &mut DecodeStats,
     ) -> Vec<std::result::Result<Got, Option<ShardProblem>>> {
         // A shard found bad earlier in this decode is not asked again, nor reported again.
-        let results: Vec<Option<(u64, std::result::Result<Got, ShardProblem>)>> =
-            wants.par_iter().map(|w| (!bad.contains_key(&(w.segment, w.shard))).then(|| self.fetch_one(w))).collect();
-        results
+        let asked: Vec<&Want> = wants.iter().filter(|w| !bad.contains_key(&(w.segment, w.shard))).collect();
+        let reqs: Vec<ShardRequest<'_>> = asked
+            .iter()
+            .map(|w| {
+                let seg = &self.manifest.segments()[w.segment];
+                ShardRequest {
+                    segment: w.segment,
+                    shard: w.shard,
+                    cid: &seg.shards()[w.shard],
+                    shard_len: seg.shard_len(),
+                    ranges: &w.ranges,
+                }
+            })
+            .collect();
+        let answers = self.source.fetch_many(&reqs);
+        // Checked on all cores.
+        let mut checked: Vec<(u64, std::result::Result<Got, ShardProblem>)> = reqs
+            .par_iter()
+            .zip(answers)
+            .map(|(req, answer)| self.check(req, answer))
+            .collect::<Vec<_>>()
             .into_iter()
-            .map(|r| {
-                let (n, r) = r.ok_or(None)?;
+            .rev()
+            .collect();
+        wants
+            .iter()
+            .map(|w| {
+                if bad.contains_key(&(w.segment, w.shard)) {
+                    return Err(None);
+                }
+                let (n, r) = checked.pop().ok_or(None)?;
                 stats.requests += 1;
                 stats.fetched_bytes += n;
                 r.map_err(Some)
@@ -422,17 +468,19 @@ impl<'a> Decoder<'a> {
         ShardProblem { segment, shard, cid, reason }
     }
 
-    fn fetch_one(&self, w: &Want) -> (u64, std::result::Result<Got, ShardProblem>) {
-        let seg = &self.manifest.segments()[w.segment];
-        let cid = &seg.shards()[w.shard];
-        let shard_len = seg.shard_len();
-        let req = ShardRequest { segment: w.segment, shard: w.shard, cid, shard_len, ranges: &w.ranges };
-        let fail = |reason: String| self.problem(w.segment, w.shard, reason);
+    /// Verify one answer against the shard's CID.
+    fn check(
+        &self,
+        req: &ShardRequest<'_>,
+        answer: std::result::Result<Piece, SourceError>,
+    ) -> (u64, std::result::Result<Got, ShardProblem>) {
+        let (cid, shard_len) = (req.cid, req.shard_len);
+        let fail = |reason: String| self.problem(req.segment, req.shard, reason);
         let reject = |reason: String| {
-            self.source.rejected(&req, &reason);
+            self.source.rejected(req, &reason);
             fail(reason)
         };
-        match self.source.fetch(&req) {
+        match answer {
             Err(SourceError::Missing) => (0, Err(fail("missing".to_string()))),
             Err(SourceError::Failed(why)) => (0, Err(fail(why))),
             Ok(Piece::Whole(bytes)) => {
@@ -448,11 +496,11 @@ impl<'a> Decoder<'a> {
             }
             Ok(Piece::Proof(proof_bytes)) => {
                 let n = proof_bytes.len() as u64;
-                if n > proof::max_proof_len(shard_len, &w.ranges) {
+                if n > proof::max_proof_len(shard_len, req.ranges) {
                     return (n, Err(reject(format!("proof of {n} bytes is longer than the ranges can need"))));
                 }
-                match proof::verify(cid, shard_len, &w.ranges, &proof_bytes) {
-                    Ok(bytes) => (n, Ok(w.ranges.iter().cloned().zip(bytes).collect())),
+                match proof::verify(cid, shard_len, req.ranges, &proof_bytes) {
+                    Ok(bytes) => (n, Ok(req.ranges.iter().cloned().zip(bytes).collect())),
                     Err(e) => (n, Err(reject(e.to_string()))),
                 }
             }

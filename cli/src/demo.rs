@@ -277,6 +277,8 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         no_seed,
         out,
         install_cmd: install.then(|| format!("cp \"$1\" '{}'", slot.display())),
+        parallel: 16,
+        window: 4 << 20,
         json: o.json,
     };
     say(o.json, "device: update to v1.0.0 (install command copies the image into a slot file)");

@@ -28,6 +28,8 @@ pub(crate) struct DeviceOpts {
     pub(crate) no_seed: bool,
     pub(crate) out: Option<PathBuf>,
     pub(crate) install_cmd: Option<String>,
+    pub(crate) parallel: usize,
+    pub(crate) window: u64,
     pub(crate) json: bool,
 }
 
@@ -68,7 +70,7 @@ pub(crate) struct Outcome {
 
 /// Fetch (and with `install`, install and record) a release.
 pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
-    let bundle = load_bundle(&o)?;
+    let mut bundle = load_bundle(&o)?;
     let device = Device::open(&o.state)?;
     let root = device.trusted_root(o.root.as_deref())?;
     let installed = device.installed()?;
@@ -105,14 +107,21 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
     if bootstrap.is_empty() {
         bootstrap = bundle.bootstrap.clone();
     }
+    // Only the decoded manifest is kept (a device's memory is small).
+    let manifest = bundle.manifest_bytes()?;
+    bundle.manifest = String::new();
     let mut opts = FetchOptions::new(out.clone());
     opts.seed = seed.clone();
+    opts.parallel = o.parallel;
+    opts.window = o.window;
     let rt = node_cmd::runtime()?;
     let pb = bar(release.length, o.json, "fetch");
     let pb2 = pb.clone();
     let report = rt.block_on(async {
         let (client, handle) = node_cmd::join(&bootstrap, None).await?;
-        let r = ota::fetch(&client, &bundle, &release, read_key, &opts, move |n| pb2.set_position(n)).await;
+        let r =
+            ota::fetch(&client, manifest, &bundle.placement, &release, read_key, &opts, move |n| pb2.set_position(n))
+                .await;
         client.shutdown().await;
         let _ = handle.await;
         anyhow::Ok(r?)

@@ -1,6 +1,7 @@
 //! `ionshard`: the one binary of ionshard (chunk/unchunk today; nodes, SPN,
 //! publishing and fetching as they land).
 
+mod alloc;
 mod chunk;
 mod demo;
 mod device_cmd;
@@ -17,10 +18,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// glibc's allocator kept ~40 MB more resident on a 4 GiB encode (its arenas
-// hold freed segment buffers); mimalloc returns them.
+// mimalloc for encoding, the C library's allocator for the device fetcher:
+// see alloc.rs for the measurements.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Switch = alloc::Switch;
 
 #[derive(Parser)]
 #[command(
@@ -270,6 +271,12 @@ struct DeviceArgs {
     /// Run after verification with the image path as $1 (update only).
     #[arg(long)]
     install_cmd: Option<String>,
+    /// Range requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Image bytes decoded at a time; memory use is a few times this.
+    #[arg(long, value_parser = size_arg, default_value = "4MiB")]
+    window: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -359,6 +366,8 @@ impl DeviceArgs {
             no_seed: self.no_seed,
             out: self.out,
             install_cmd: self.install_cmd,
+            parallel: self.parallel,
+            window: self.window,
             json: self.json,
         }
     }
@@ -522,6 +531,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Fetch(_) | Command::Update(_)) {
+        alloc::use_system();
+    }
     // Logs on stderr; RUST_LOG=info (or debug) to see more.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -32,7 +32,7 @@ use net::wire::{Code, Request, Response};
 use net::{Client, PeerId};
 use serde::Serialize;
 
-use crate::bundle::Bundle;
+use crate::bundle::Placement;
 use crate::error::{Error, Result};
 use crate::meta::{Release, unhex};
 
@@ -47,12 +47,14 @@ pub struct FetchOptions {
     pub min_late: Duration,
     /// Requests in flight at once.
     pub parallel: usize,
+    /// Image bytes decoded at a time (memory is a few times this).
+    pub window: u64,
 }
 
 impl FetchOptions {
     /// Defaults for `out`.
     pub fn new(out: PathBuf) -> Self {
-        FetchOptions { out, seed: None, min_late: Duration::from_secs(3), parallel: 16 }
+        FetchOptions { out, seed: None, min_late: Duration::from_secs(3), parallel: 16, window: 4 << 20 }
     }
 }
 
@@ -115,6 +117,8 @@ struct NetSource {
     holders: HashMap<Cid, Vec<PeerId>>,
     min_late: Duration,
     max_wait: Duration,
+    /// Requests in flight at most.
+    slots: tokio::sync::Semaphore,
     state: Mutex<SourceState>,
 }
 
@@ -151,11 +155,16 @@ impl NetSource {
     }
 }
 
-impl ShardSource for NetSource {
-    fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError> {
-        let Some(peers) = self.holders.get(req.cid) else {
+impl NetSource {
+    async fn fetch_async(
+        &self,
+        cid: Cid,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> std::result::Result<Piece, SourceError> {
+        let Some(peers) = self.holders.get(&cid) else {
             return Err(SourceError::Missing);
         };
+        let _slot = self.slots.acquire().await.map_err(|_| SourceError::Failed("fetch stopped".to_string()))?;
         let mut why = Vec::new();
         for &peer in peers {
             if let Some(d) = self.state.lock().unwrap_or_else(|p| p.into_inner()).dropped.get(&peer) {
@@ -164,18 +173,15 @@ impl ShardSource for NetSource {
             }
             let wait = self.deadline();
             let started = Instant::now();
-            let request = Request::Ranges { cid: *req.cid, ranges: req.ranges.to_vec() };
-            // The timer is made inside the runtime (this is a decoder thread).
-            let answer =
-                self.rt.block_on(async { tokio::time::timeout(wait, self.client.request(peer, request)).await });
-            match answer {
+            let request = Request::Ranges { cid, ranges: ranges.clone() };
+            match tokio::time::timeout(wait, self.client.request(peer, request)).await {
                 Ok(Ok(Response::Proof(p))) => {
                     let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     if st.latencies.len() >= 64 {
                         st.latencies.remove(0);
                     }
                     st.latencies.push(started.elapsed());
-                    st.answered_by.insert(*req.cid, peer);
+                    st.answered_by.insert(cid, peer);
                     let e = st.by_peer.entry(peer).or_default();
                     e.0 += p.len() as u64;
                     e.1 += 1;
@@ -209,6 +215,19 @@ impl ShardSource for NetSource {
             }
         }
         if why.is_empty() { Err(SourceError::Missing) } else { Err(SourceError::Failed(why.join("; "))) }
+    }
+}
+
+impl ShardSource for NetSource {
+    fn fetch(&self, req: &ShardRequest<'_>) -> std::result::Result<Piece, SourceError> {
+        // Runs on a decoder thread: the future (and its timer) run inside the runtime.
+        self.rt.block_on(self.fetch_async(*req.cid, req.ranges.to_vec()))
+    }
+
+    fn fetch_many(&self, reqs: &[ShardRequest<'_>]) -> Vec<std::result::Result<Piece, SourceError>> {
+        // All in flight at once (up to the slot limit) from one thread.
+        let asks = reqs.iter().map(|r| self.fetch_async(*r.cid, r.ranges.to_vec()));
+        self.rt.block_on(futures::future::join_all(asks))
     }
 
     fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
@@ -299,10 +318,13 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Fetch the image of a checked `release` described by `bundle`.
+/// Fetch the image of a checked `release`: `manifest` is the manifest's
+/// bytes (from the bundle; checked against the release's CID here),
+/// `placement` says which peers hold which shards.
 pub async fn fetch(
     client: &Client,
-    bundle: &Bundle,
+    manifest: Vec<u8>,
+    placement: &Placement,
     release: &Release,
     read_key: [u8; 32],
     opts: &FetchOptions,
@@ -311,7 +333,7 @@ pub async fn fetch(
     let started = Instant::now();
     let manifest_cid: Cid =
         release.manifest.parse().map_err(|e| Error::Malformed(format!("release manifest CID: {e}")))?;
-    let manifest = Manifest::from_bytes_with_cid(&bundle.manifest_bytes()?, &manifest_cid, &Default::default())?;
+    let manifest = Manifest::from_bytes_with_cid(&manifest, &manifest_cid, &Default::default())?;
     let contents = manifest.open(&ReadKey::from_bytes(read_key))?;
     let want_hash = unhex(&release.blake3, "image hash")?;
     if contents.object_len() != release.length || contents.object_hash()[..] != want_hash[..] {
@@ -324,8 +346,8 @@ pub async fn fetch(
         )));
     }
     let mut holders: HashMap<Cid, Vec<PeerId>> = HashMap::new();
-    let peers: Vec<Option<PeerId>> = bundle.placement.peers.iter().map(|p| p.parse().ok()).collect();
-    for (cid, idx) in &bundle.placement.shards {
+    let peers: Vec<Option<PeerId>> = placement.peers.iter().map(|p| p.parse().ok()).collect();
+    for (cid, idx) in &placement.shards {
         let Ok(cid) = cid.parse::<Cid>() else { continue };
         let list = idx.iter().filter_map(|&i| peers.get(i as usize).copied().flatten()).collect();
         holders.insert(cid, list);
@@ -336,6 +358,7 @@ pub async fn fetch(
         holders,
         min_late: opts.min_late,
         max_wait: Duration::from_secs(30).max(opts.min_late),
+        slots: tokio::sync::Semaphore::new(opts.parallel.max(1)),
         state: Mutex::new(SourceState::default()),
     };
 
@@ -361,20 +384,15 @@ pub async fn fetch(
     }
     let seeds =
         Seeds { parts, indexed: Default::default(), from_part: AtomicU64::new(0), from_seed: AtomicU64::new(0) };
-    let parallel = opts.parallel.max(1);
+    let window = opts.window;
     let mut progress = progress;
     let (stats, source, seeds) = tokio::task::spawn_blocking(move || {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(parallel)
-            .thread_name(|i| format!("fetch-{i}"))
-            .build()
-            .map_err(|e| Error::io("starting fetch threads", std::io::Error::other(e)))?;
         let mut writer = PartWriter { file };
-        let r = pool.install(|| {
-            let decoder = Decoder::new(&manifest, &contents, &source);
+        let r = {
+            let decoder = Decoder::new(&manifest, &contents, &source).with_window(window);
             let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
             decoder.decode(&mut writer, &mut progress)
-        });
+        };
         let len = contents.object_len();
         let r = r.map_err(Error::from).and_then(|stats| {
             writer.file.set_len(len).map_err(|e| Error::io("trimming the partial file", e))?;
