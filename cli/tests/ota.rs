@@ -372,3 +372,16 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
         assert!(!images.join("router-3.0.img").exists(), "{name}: an image appeared");
     }
 }
+
+#[test]
+fn demo_runs_end_to_end_and_cleans_up() {
+    // From the crate directory testdata/ is not at hand: the demo generates its images.
+    let o = bin().args(["demo", "--json"]).env("TMPDIR", std::env::temp_dir()).output().expect("demo");
+    let v = json_out(&o, "demo");
+    assert_eq!(v["install_status"], serde_json::json!([0, 0]), "{v}");
+    assert_eq!(v["receipts_collected"].as_u64().map(|r| r >= 16), Some(true), "{v}");
+    let image = v["image_v2_bytes"].as_u64().expect("size");
+    let downloaded = v["update_v2_downloaded_bytes"].as_u64().expect("downloaded");
+    assert!(downloaded * 4 < image, "delta update downloaded {downloaded} of {image}");
+    assert!(v["fetch_v1_2_peers_down"].as_str().is_some_and(|s| s.contains("byte-exact")), "{v}");
+}

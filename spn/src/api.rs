@@ -86,7 +86,7 @@ async fn health(State(inner): State<Arc<Inner>>, Query(q): Query<HealthQuery>) -
     if q.refresh {
         inner.refresh_peers().await;
     }
-    let live = inner.state.peers().map(|p| p.iter().filter(|p| p.last_seen + 120 >= now()).count()).unwrap_or(0);
+    let live = inner.state.peers().map(|p| p.iter().filter(|p| crate::is_live(p)).count()).unwrap_or(0);
     Json(json!({ "ok": true, "peer_id": inner.client.peer_id().to_string(), "live_peers": live }))
 }
 

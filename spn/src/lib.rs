@@ -71,6 +71,11 @@ pub(crate) struct Inner {
     next_job: Mutex<u64>,
 }
 
+/// Answered the last usage request, within the last two minutes.
+pub(crate) fn is_live(p: &PeerRecord) -> bool {
+    p.failures == 0 && p.last_seen + 120 >= now()
+}
+
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

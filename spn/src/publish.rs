@@ -142,14 +142,23 @@ impl SegmentSink for Scatter {
 }
 
 /// Live peers that may take shards, freshest data.
-async fn candidates(inner: &Inner) -> Result<Vec<Candidate>> {
-    inner.refresh_peers().await;
-    let cutoff = now().saturating_sub(120);
+async fn candidates(inner: &Inner, want: usize) -> Result<Vec<Candidate>> {
+    // Peers that just joined or moved may take a moment to be found: a few tries.
     let mut out = Vec::new();
-    for p in inner.state.peers()? {
-        if p.last_seen >= cutoff && p.failures == 0 {
-            let Ok(peer) = p.peer.parse::<PeerId>() else { continue };
-            out.push(Candidate { peer, free: p.capacity.saturating_sub(p.used) });
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        inner.refresh_peers().await;
+        out.clear();
+        for p in inner.state.peers()? {
+            if crate::is_live(&p) {
+                let Ok(peer) = p.peer.parse::<PeerId>() else { continue };
+                out.push(Candidate { peer, free: p.capacity.saturating_sub(p.used) });
+            }
+        }
+        if out.len() >= want {
+            break;
         }
     }
     Ok(out)
@@ -160,7 +169,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
     let n = usize::from(req.data) + usize::from(req.parity);
     let params = Params::default().with_coding(req.data, req.parity);
     params.validate()?;
-    let cands = candidates(&inner).await?;
+    let cands = candidates(&inner, n).await?;
     if cands.len() < n {
         return Err(Error::NotEnoughPeers { need: n, have: cands.len() });
     }
