@@ -135,7 +135,7 @@ fn main() {
                     .arg(d2.join("bundle.json"))
                     .arg("--root")
                     .arg(d2.join("root.json"))
-                    .args(["--hardware", "r1", "--bootstrap", &b, "--json", "--state"])
+                    .args(["--hardware", "r1", "--product", "router2", "--bootstrap", &b, "--json", "--state"])
                     .arg(d2.join(format!("state-{run}")))
                     .args(std::env::var("FETCH_ARGS").unwrap_or_default().split_whitespace())
                     .arg("--out")

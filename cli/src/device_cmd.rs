@@ -55,8 +55,8 @@ fn load_bundle(o: &DeviceOpts) -> Result<Bundle> {
         (None, Some(id)) => {
             let url = o.spn.as_deref().context("--release ID needs --spn URL (or give --bundle FILE)")?;
             let spn = http::Spn::new(url, None)?;
-            let v = spn.get(&format!("/v1/releases/{id}"))?;
-            Ok(Bundle::from_json(v.to_string().as_bytes())?)
+            let raw = spn.get_raw(&format!("/v1/releases/{id}"), ota::MAX_BUNDLE as u64)?;
+            Ok(Bundle::from_json(&raw)?)
         }
         _ => bail!("give either --bundle FILE or --release ID --spn URL"),
     }
@@ -82,6 +82,9 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
     };
     if policy.hardware.is_none() {
         bail!("give --hardware (this device's hardware revision): releases are checked against it");
+    }
+    if policy.product.is_none() {
+        bail!("give --product (this device's product): releases for other products are refused");
     }
     let (release, _root) = device.check(root, &bundle, &policy)?;
     let product_key = match &o.product_key {

@@ -39,6 +39,9 @@ impl Spn {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            // The SPN answers once an upload is in; a stalled one must not hang a publish.
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
             .build()
             .into();
         Ok(Spn { base: url.trim_end_matches('/').to_string(), token, agent })
@@ -73,6 +76,25 @@ impl Spn {
         }
         let r = req.call().with_context(|| format!("cannot reach the SPN at {url}"))?;
         self.answer(&format!("GET {path}"), r)
+    }
+
+    /// The raw body of a GET, at most `limit` bytes.
+    pub(crate) fn get_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut r = self.agent.get(&url).call().with_context(|| format!("cannot reach the SPN at {url}"))?;
+        let status = r.status();
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .with_context(|| format!("reading GET {path} (at most {limit} bytes)"))?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let msg = v.get("error").and_then(Value::as_str).unwrap_or("no reason given").to_string();
+            bail!("SPN refused GET {path} ({status}): {msg}");
+        }
+        Ok(bytes)
     }
 
     pub(crate) fn post_json(&self, path: &str, body: &Value) -> Result<Value> {

@@ -22,6 +22,12 @@ pub(crate) struct SpnOpts {
 fn token(dir: &std::path::Path) -> Result<(String, PathBuf)> {
     let path = dir.join("api.token");
     if let Ok(t) = std::env::var("IONSHARD_SPN_TOKEN") {
+        let t = t.trim().to_string();
+        if t.len() < 16 {
+            anyhow::bail!(
+                "IONSHARD_SPN_TOKEN is set but shorter than 16 characters; use a long random token or unset it"
+            );
+        }
         return Ok((t, path));
     }
     let (bytes, _) = crate::files::load_or_create_secret(&dir.join("api.secret"))?;

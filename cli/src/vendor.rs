@@ -104,9 +104,7 @@ fn print_root(dir: &Path, root: &Root, json_out: bool, what: &str) {
 }
 
 pub(crate) fn init(dir: &Path, name: &str, keys: u32, threshold: u32, expires_days: u64, json_out: bool) -> Result<()> {
-    if name.is_empty() {
-        bail!("--name: give the vendor's name");
-    }
+    check_name("--name", name)?;
     if keys == 0 || threshold == 0 || threshold > keys {
         bail!("--threshold {threshold} with --keys {keys}: need 1 <= threshold <= keys");
     }
@@ -213,17 +211,34 @@ pub(crate) struct Published {
     pub(crate) seconds: f64,
 }
 
-struct Counting<R> {
+/// Reads the image for the upload, counting and hashing what it sends: the
+/// vendor signs the hash it computed, never one the SPN reports.
+struct Hashing<R> {
     inner: R,
     bar: ProgressBar,
+    hasher: std::sync::Arc<std::sync::Mutex<(blake3::Hasher, u64)>>,
 }
 
-impl<R: Read> Read for Counting<R> {
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        let mut h = self.hasher.lock().unwrap_or_else(|p| p.into_inner());
+        h.0.update(&buf[..n]);
+        h.1 += n as u64;
         self.bar.inc(n as u64);
         Ok(n)
     }
+}
+
+/// Names the SPN accepts (tenants, products): letters, digits, '-', '_', '.'.
+pub(crate) fn check_name(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        bail!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
 }
 
 pub(crate) fn bar(len: u64, quiet: bool, what: &str) -> ProgressBar {
@@ -243,6 +258,7 @@ pub(crate) fn bar(len: u64, quiet: bool, what: &str) -> ProgressBar {
 pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     let started = Instant::now();
     Version::parse(&o.version).map_err(|e| anyhow::anyhow!("--version: {e}"))?;
+    check_name("--product", &o.product)?;
     if o.hardware.is_empty() {
         bail!("give at least one --hardware the image fits");
     }
@@ -270,7 +286,9 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
         "/v1/objects?tenant={}&product={}&data={}&parity={}",
         v.root.vendor, o.product, o.data_shards, o.parity_shards
     );
-    let answer = spn.post_stream(&path, Counting { inner: std::io::BufReader::new(file), bar: up.clone() })?;
+    let hashed = std::sync::Arc::new(std::sync::Mutex::new((blake3::Hasher::new(), 0u64)));
+    let reader = Hashing { inner: std::io::BufReader::new(file), bar: up.clone(), hasher: hashed.clone() };
+    let answer = spn.post_stream(&path, reader)?;
     up.finish_and_clear();
     let job = answer.get("job").and_then(Value::as_u64).context("the SPN did not name a job")?;
     let enc = bar(len, o.json, "scatter");
@@ -294,6 +312,20 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     enc.finish_and_clear();
     let result = done.get("result").context("finished job without a result")?;
     let field = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_string).context("incomplete job result");
+    // What the vendor signs is what the vendor read, not what the SPN says it got.
+    let (local_hash, local_len) = {
+        let h = hashed.lock().unwrap_or_else(|p| p.into_inner());
+        (h.0.finalize().to_hex().to_string(), h.1)
+    };
+    let spn_len = result.get("length").and_then(Value::as_u64);
+    if local_len != len || spn_len != Some(local_len) || field("blake3")? != local_hash {
+        bail!(
+            "the SPN encoded an object of {spn_len:?} bytes, hash {}, but {} is {local_len} bytes, hash {local_hash}: \
+             the upload was altered on the way; nothing signed",
+            field("blake3")?,
+            o.image.display()
+        );
+    }
     let mut release = Release {
         vendor: v.root.vendor.clone(),
         product: o.product.clone(),

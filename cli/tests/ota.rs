@@ -67,12 +67,15 @@ fn image(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-fn health_peers(url: &str) -> u64 {
+fn health_peers(url: &str, token: &str) -> u64 {
     // A tiny HTTP GET without a client library: the SPN answers HTTP/1.1.
     use std::io::{Read, Write};
     let host = url.trim_start_matches("http://");
     let Ok(mut c) = std::net::TcpStream::connect(host) else { return 0 };
-    let _ = write!(c, "GET /v1/health?refresh=true HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        c,
+        "GET /v1/health?refresh=true HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
     let mut body = String::new();
     let _ = c.read_to_string(&mut body);
     let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -126,16 +129,17 @@ fn network(dir: &Path, peers: usize) -> Network {
     let url = spn["http"].as_str().expect("http").to_string();
     let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while health_peers(&url) < peers as u64 {
+    while health_peers(&url, &token) < peers as u64 {
         assert!(Instant::now() < deadline, "SPN did not see {peers} peers within 30 s");
         std::thread::sleep(Duration::from_millis(300));
     }
     Network { procs, url, token, bootstrap: b, peer_args }
 }
 
-fn publish(n: &Network, vendor: &Path, image: &Path, version: &str) -> Value {
+fn publish(n: &Network, vendor: &Path, image: &Path, version: &str, extra: &[&str]) -> Value {
     let o = bin()
         .args(["publish", &s(image), "--product", "router", "--version", version, "--hardware", "r1"])
+        .args(extra)
         .args(["--data-shards", "6", "--parity-shards", "2", "--spn", &n.url, "--vendor-dir", &s(vendor), "--json"])
         .env("IONSHARD_SPN_TOKEN", &n.token)
         .output()
@@ -146,6 +150,7 @@ fn publish(n: &Network, vendor: &Path, image: &Path, version: &str) -> Value {
 fn fetch_cmd(n: &Network, vendor: &Path, bundle: &str, state: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = bin();
     c.args(["fetch", "--bundle", bundle, "--root", &s(&vendor.join("root.json")), "--hardware", "r1"])
+        .args(["--product", "router"])
         .args(["--state", &s(state), "--out", &s(out), "--bootstrap", &n.bootstrap, "--json"])
         .args(extra);
     c
@@ -172,7 +177,7 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     std::fs::write(&p1, &v1).expect("v1");
     std::fs::write(&p2, &v2).expect("v2");
 
-    let r1 = publish(&n, &vendor, &p1, "1.0");
+    let r1 = publish(&n, &vendor, &p1, "1.0", &[]);
     assert_eq!(r1["receipts"], 72, "9 segments x 8 shards, each with a receipt: {r1}");
     let b1 = r1["bundle"].as_str().expect("bundle").to_string();
 
@@ -216,13 +221,19 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     assert!(f["resumed_bytes"].as_u64().expect("resumed") + window >= kept.min(64 << 20), "{f}");
     assert!(!part.exists());
 
-    // v2: only the new chunks stored, only they downloaded with v1 as seed.
-    let r2 = publish(&n, &vendor, &p2, "1.1");
+    // v2, confidential: only the new chunks stored, only they downloaded with
+    // v1 as seed; without the product key the device cannot read it.
+    let r2 = publish(&n, &vendor, &p2, "1.1", &["--confidential"]);
+    let product_key = vendor.join("products").join("router.key");
     let stored = r2["new_shard_bytes"].as_u64().expect("new shard bytes");
     assert!(stored < (4 << 20) * 8 / 6, "v2 stored {stored} shard bytes");
     let b2 = r2["bundle"].as_str().expect("bundle").to_string();
     let c = d.join("c.img");
-    let f = json_out(&fetch_cmd(&n, &vendor, &b2, &state, &c, &["--seed", &s(&p1)]).output().expect("delta"), "delta");
+    let o = fetch_cmd(&n, &vendor, &b2, &state, &c, &["--seed", &s(&p1)]).output().expect("no key");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("confidential"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!c.exists());
+    let key = ["--seed", &s(&p1), "--product-key", &s(&product_key)];
+    let f = json_out(&fetch_cmd(&n, &vendor, &b2, &state, &c, &key).output().expect("delta"), "delta");
     assert_eq!(std::fs::read(&c).expect("c"), v2);
     let downloaded = f["downloaded_bytes"].as_u64().expect("downloaded");
     assert!(downloaded < 4 << 20, "delta downloaded {downloaded} bytes");
@@ -231,12 +242,13 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     n.procs.kill("peer1");
     n.procs.kill("peer6");
     let e = d.join("e.img");
-    let f = json_out(&fetch_cmd(&n, &vendor, &b2, &state, &e, &["--no-seed"]).output().expect("fetch"), "2 down");
+    let key = ["--no-seed", "--product-key", &s(&product_key)];
+    let f = json_out(&fetch_cmd(&n, &vendor, &b2, &state, &e, &key).output().expect("fetch"), "2 down");
     assert_eq!(std::fs::read(&e).expect("e"), v2);
     assert!(f["rebuilt_ranges"].as_u64().expect("rebuilt") > 0);
     n.procs.kill("peer3");
     let g = d.join("g.img");
-    let o = fetch_cmd(&n, &vendor, &b2, &state, &g, &["--no-seed"]).output().expect("fetch");
+    let o = fetch_cmd(&n, &vendor, &b2, &state, &g, &key).output().expect("fetch");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot rebuild segment") && err.contains("needed by chunks"), "{err}");
@@ -376,8 +388,11 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
 #[test]
 fn demo_runs_end_to_end_and_cleans_up() {
     // From the crate directory testdata/ is not at hand: the demo generates its images.
-    let o = bin().args(["demo", "--json"]).env("TMPDIR", std::env::temp_dir()).output().expect("demo");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = bin().args(["demo", "--json"]).env("TMPDIR", tmp.path()).output().expect("demo");
     let v = json_out(&o, "demo");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("tmp").collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
     assert_eq!(v["install_status"], serde_json::json!([0, 0]), "{v}");
     assert_eq!(v["receipts_collected"].as_u64().map(|r| r >= 16), Some(true), "{v}");
     let image = v["image_v2_bytes"].as_u64().expect("size");

@@ -35,6 +35,16 @@ fn kind(r: &Response) -> &'static str {
 impl Client {
     /// Store a shard on `peer`; returns its receipt, checked.
     pub async fn put_shard(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>, expiry: Option<u64>) -> Result<Receipt> {
+        self.put(peer, cid, bytes, expiry, false).await
+    }
+
+    /// Store a shard on `peer` for good (until its owner deletes it): the
+    /// receipt must carry no expiry, whatever the peer's default.
+    pub async fn pin_shard(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>) -> Result<Receipt> {
+        self.put(peer, cid, bytes, None, true).await
+    }
+
+    async fn put(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>, expiry: Option<u64>, pinned: bool) -> Result<Receipt> {
         let size = bytes.len() as u64;
         // Peers close the stream on a frame over the limit; say why before sending.
         let limit = crate::wire::Limits::default().max_request as u64 - 4096;
@@ -43,11 +53,12 @@ impl Client {
                 "shard of {size} bytes is over the protocol limit of {limit} bytes (use smaller segments)"
             )));
         }
-        match self.request(peer, Request::Put { cid, expiry, pinned: false, bytes }).await? {
+        match self.request(peer, Request::Put { cid, expiry, pinned, bytes }).await? {
             Response::Stored(r) => {
                 // The receipt must promise at least what was asked: until `expiry`, or for good.
                 let keeps = match (expiry, r.expiry) {
                     (_, None) => true,
+                    (_, Some(_)) if pinned => false,
                     (Some(want), Some(got)) => got >= want,
                     (None, Some(_)) => true, // the peer's default expiry applies to puts that name none
                 };

@@ -42,7 +42,8 @@ pub(crate) fn serve(
             if !trusted {
                 return refuse(Code::Untrusted, format!("{peer} is not a trusted SPN here; puts refused"));
             }
-            let expiry = expiry.or(default_expiry.map(|d| now.saturating_add(d)));
+            // A pinned shard never expires, and its receipt says so.
+            let expiry = if pinned { None } else { expiry.or(default_expiry.map(|d| now.saturating_add(d))) };
             let size = bytes.len() as u64;
             let opts = PutOptions { owner: peer.to_bytes(), now, expiry, pinned };
             match store.put(&cid, &bytes, &opts) {

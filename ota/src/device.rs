@@ -122,6 +122,13 @@ impl Device {
         let mut root = trusted;
         let mut newest: Option<&String> = None;
         for text in &bundle.roots {
+            if text.len() > meta::MAX_METADATA {
+                return Err(Error::TooLarge {
+                    what: "a root in the bundle".to_string(),
+                    len: text.len() as u64,
+                    limit: meta::MAX_METADATA as u64,
+                });
+            }
             let peek: Signed<Root> = match serde_json::from_str(text) {
                 Ok(p) => p,
                 Err(e) => return Err(Error::Malformed(format!("a root in the bundle: {e}"))),

@@ -374,6 +374,17 @@ pub async fn fetch(
         .read(true)
         .open(&part)
         .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
+    // One fetch per output at a time (the lock goes with the process).
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::io(
+                format!("{} is being written by another fetch; wait for it or choose another --out", part.display()),
+                std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("locking the partial file", e)),
+    }
     let part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
     let reader = file.try_clone().map_err(|e| Error::io("opening the partial file", e))?;
     let mut parts = vec![(reader, part_len)];

@@ -82,12 +82,14 @@ struct HealthQuery {
     refresh: bool,
 }
 
-async fn health(State(inner): State<Arc<Inner>>, Query(q): Query<HealthQuery>) -> Json<Value> {
+async fn health(State(inner): State<Arc<Inner>>, headers: HeaderMap, Query(q): Query<HealthQuery>) -> Api<Json<Value>> {
+    // Asking every peer costs the network: only for holders of the token.
     if q.refresh {
+        auth(&inner, &headers)?;
         inner.refresh_peers().await;
     }
     let live = inner.state.peers().map(|p| p.iter().filter(|p| crate::is_live(p)).count()).unwrap_or(0);
-    Json(json!({ "ok": true, "peer_id": inner.client.peer_id().to_string(), "live_peers": live }))
+    Ok(Json(json!({ "ok": true, "peer_id": inner.client.peer_id().to_string(), "live_peers": live })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,12 +43,14 @@ struct Scatter {
 
 impl Scatter {
     fn note_failure(&mut self, peer: PeerId, e: &net::Error) {
-        // A peer that cannot be reached is not offered more shards this job.
-        if matches!(e, net::Error::Unreachable { .. } | net::Error::Timeout { .. }) {
-            self.candidates.retain(|c| c.peer != peer);
-            self.sticky.retain(|p| *p != peer);
-        }
-        if let net::Error::Refused { code: net::wire::Code::QuotaExceeded, .. } = e {
+        use net::wire::Code;
+        // A peer that cannot be reached, does not trust this SPN, is full or
+        // lies is not offered more shards this job; a busy one is.
+        let drop = match e {
+            net::Error::Refused { code, .. } => !matches!(code, Code::Busy | Code::Internal),
+            _ => true,
+        };
+        if drop {
             self.candidates.retain(|c| c.peer != peer);
             self.sticky.retain(|p| *p != peer);
         }
@@ -100,7 +102,8 @@ impl SegmentSink for Scatter {
                 .map(|(i, peer)| {
                     let client = client.clone();
                     let (cid, bytes) = (cids[i], seg.shards[i].to_vec());
-                    async move { (i, peer, client.put_shard(peer, cid, bytes, None).await) }
+                    // Firmware and backups stay until the SPN deletes them: pinned.
+                    async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
                 })
                 .collect();
             let results = self.rt.block_on(futures::future::join_all(tries));

@@ -56,16 +56,40 @@ async fn addr_of(n: &Node) -> net::Multiaddr {
     }
 }
 
+/// How one peer of a test network behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Honest,
+    /// Flips a byte in every answer.
+    Liar,
+    /// No listen address: reached only through the bootstrap's relay.
+    Relayed,
+    /// Does not trust the SPN: refuses its puts.
+    Untrusting,
+}
+
 async fn network(peers: usize, liar: Option<usize>) -> Net {
+    network_of(&(0..peers).map(|i| if liar == Some(i) { Kind::Liar } else { Kind::Honest }).collect::<Vec<_>>()).await
+}
+
+async fn network_of(kinds: &[Kind]) -> Net {
+    let peers = kinds.len();
     let bootstrap = start(Role::Bootstrap, true, vec![], vec![], false, Keypair::generate_ed25519()).await;
     let b = addr_of(&bootstrap).await;
     let spn_key = Keypair::generate_ed25519();
     let spn_id = spn_key.public().to_peer_id();
     let mut ps = Vec::new();
-    for i in 0..peers {
-        ps.push(
-            start(Role::Peer, true, vec![b.clone()], vec![spn_id], liar == Some(i), Keypair::generate_ed25519()).await,
+    for k in kinds {
+        let trust = if *k == Kind::Untrusting { vec![] } else { vec![spn_id] };
+        let p = start(
+            Role::Peer,
+            *k != Kind::Relayed,
+            vec![b.clone()],
+            trust,
+            *k == Kind::Liar,
+            Keypair::generate_ed25519(),
         );
+        ps.push(p.await);
     }
     let spn_node = start(Role::Client, false, vec![b.clone()], vec![], false, spn_key).await;
     let dir = spn_node._dir.path().join("spn");
@@ -185,7 +209,9 @@ async fn survives_two_lost_peers_and_names_chunks_when_three_are_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_peer_is_caught_named_and_not_asked_again() {
-    let net = network(8, Some(3)).await;
+    // Peer 7 has no address of its own: puts and ranges go through the relay.
+    use Kind::*;
+    let net = network_of(&[Honest, Honest, Honest, Liar, Honest, Honest, Honest, Relayed]).await;
     let liar = net.peers[3].client.peer_id().to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let key = VendorKey::generate();
@@ -205,4 +231,30 @@ async fn lying_peer_is_caught_named_and_not_asked_again() {
     for p in &net.peers {
         p.handle.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_puts_are_retried_elsewhere_or_named() {
+    use Kind::*;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = VendorKey::generate();
+    let img = image(9 << 20, 11);
+    // 9 peers, one refusing: every shard still lands on a peer that signs for it.
+    let net = network_of(&[Honest, Honest, Untrusting, Honest, Honest, Honest, Honest, Honest, Honest]).await;
+    let refuser = net.peers[2].client.peer_id().to_string();
+    let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    assert!(!bundle.placement.peers.contains(&refuser), "shards placed on a peer that refused them");
+    let device =
+        start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], false, Keypair::generate_ed25519())
+            .await;
+    let out = dir.path().join("a.img");
+    fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
+    assert_eq!(std::fs::read(&out).expect("image"), img);
+    // 8 peers, one refusing, 6+2 needs 8: the publish fails naming the shards and why.
+    let net = network_of(&[Honest, Honest, Honest, Untrusting, Honest, Honest, Honest, Honest]).await;
+    let path = dir.path().join("img");
+    std::fs::write(&path, &img).expect("image");
+    let e = net.spn.publish_file(&path, "acme", "router", 6, 2).await.expect_err("cannot place");
+    let msg = e.to_string();
+    assert!(msg.contains("could not be placed") && msg.contains("not a trusted SPN"), "{msg}");
 }
