@@ -170,11 +170,14 @@ impl Spn {
             .map_err(|e| Error::io(format!("listening on {}", config.http), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("reading the HTTP address", e))?;
         let app = api::router(inner.clone());
+        // Holds the state weakly: when the server and every handle are gone,
+        // the database closes and the refresher ends.
         let refresher = {
-            let inner = inner.clone();
+            let weak = Arc::downgrade(&inner);
             tokio::spawn(async move {
-                loop {
+                while let Some(inner) = weak.upgrade() {
                     inner.refresh_peers().await;
+                    drop(inner);
                     tokio::time::sleep(Duration::from_secs(30)).await;
                 }
             })
@@ -214,6 +217,11 @@ impl Spn {
     /// Keep a signed release (JSON text) and the vendor's newer roots; returns the bundle devices fetch.
     pub fn add_release(&self, release: String, roots: Vec<String>) -> Result<ota::Bundle> {
         api::release_added(&self.inner, release, roots).map_err(|e| Error::BadRequest(e.1))
+    }
+
+    /// A job's record (live progress while it runs).
+    pub fn job(&self, id: u64) -> Result<Option<JobRecord>> {
+        self.inner.job(id)
     }
 
     /// Peers seen.

@@ -19,6 +19,7 @@ struct Net {
     peers: Vec<Node>,
     spn: spn::Spn,
     spn_node: Node,
+    server: tokio::task::JoinHandle<()>,
 }
 
 async fn start(
@@ -100,7 +101,7 @@ async fn network_of(kinds: &[Kind]) -> Net {
         bootstrap: vec![b.to_string()],
         max_upload: 1 << 30,
     };
-    let (spn, _addr, _server) = spn::Spn::start(cfg, spn_node.client.clone()).await.expect("spn starts");
+    let (spn, _addr, server) = spn::Spn::start(cfg, spn_node.client.clone()).await.expect("spn starts");
     // Every peer found and asked for its free space, within 20 s.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -112,7 +113,7 @@ async fn network_of(kinds: &[Kind]) -> Net {
         assert!(Instant::now() < deadline, "SPN sees {live} of {peers} peers");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Net { bootstrap, peers: ps, spn, spn_node }
+    Net { bootstrap, peers: ps, spn, spn_node, server }
 }
 
 fn image(len: usize, seed: u64) -> Vec<u8> {
@@ -257,4 +258,46 @@ async fn refused_puts_are_retried_elsewhere_or_named() {
     let e = net.spn.publish_file(&path, "acme", "router", 6, 2).await.expect_err("cannot place");
     let msg = e.to_string();
     assert!(msg.contains("could not be placed") && msg.contains("not a trusted SPN"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spn_state_survives_a_restart() {
+    let net = network(8, None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = VendorKey::generate();
+    let img = image(3 << 20, 21);
+    let (bundle, _root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    let peers_before = net.spn.peers().expect("peers").len();
+    let spn_dir = net.spn_node._dir.path().join("spn");
+    // Stop it: the server and the last handle go, the database closes.
+    let Net { spn, spn_node, bootstrap: _b, peers: _p, server } = net;
+    let client = spn_node.client.clone();
+    server.abort();
+    drop(spn);
+    let cfg = |http: &str| spn::Config {
+        dir: spn_dir.clone(),
+        http: http.parse().expect("addr"),
+        token: "t".into(),
+        bootstrap: vec![],
+        max_upload: 1 << 30,
+    };
+    // The aborted server lets go of the state a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spn = loop {
+        match spn::Spn::start(cfg("127.0.0.1:0"), client.clone()).await {
+            Ok((s, _, _)) => break s,
+            Err(spn::Error::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    assert_eq!(spn.peers().expect("peers").len(), peers_before, "peer table lost");
+    // The job that published v1 is still there, done.
+    let job = spn.job(1).expect("job").expect("job 1 kept");
+    assert_eq!(job.state, "done");
+    // The object is still known: a release naming it is accepted, with its placement.
+    let again = spn.add_release(bundle.release.clone(), vec![]).expect("object known after restart");
+    assert_eq!(again.placement, bundle.placement);
+    drop(spn_node);
 }
