@@ -7,7 +7,7 @@
 //! source and the files:
 //!
 //! - **Partial file** `OUT.part`, written in place at each chunk's offset and
-//!   synced after every window. A rerun reads it back as a *seed*: chunks
+//!   synced every 32 MiB. A rerun reads it back as a *seed*: chunks
 //!   already there (checked by their keyed tag) are copied, not downloaded.
 //!   Whatever a crash or power loss left in it is safe: a chunk that does not
 //!   match is fetched again.
@@ -289,16 +289,26 @@ impl Seeds {
     }
 }
 
-/// Writes windows in order from offset 0, syncing each, so a power loss
-/// loses at most the window being written.
+/// Writes windows in order from offset 0, syncing every [`SYNC_EVERY`]
+/// bytes: a kill loses nothing written (the page cache keeps it), a power
+/// loss at most that much, which the next run downloads again.
 struct PartWriter {
     file: File,
+    unsynced: u64,
 }
+
+/// Bytes written between syncs of the partial file (a sync per 4 MiB window:
+/// 118 MB/s on the OTA bench; every 32 MiB: 141 MB/s).
+const SYNC_EVERY: u64 = 32 << 20;
 
 impl Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.file.write_all(buf)?;
-        self.file.sync_data()?;
+        self.unsynced += buf.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -398,7 +408,7 @@ pub async fn fetch(
     let window = opts.window;
     let mut progress = progress;
     let (stats, source, seeds) = tokio::task::spawn_blocking(move || {
-        let mut writer = PartWriter { file };
+        let mut writer = PartWriter { file, unsynced: 0 };
         let r = {
             let decoder = Decoder::new(&manifest, &contents, &source).with_window(window);
             let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };

@@ -30,18 +30,21 @@ pub(crate) struct PublishParams {
 /// Attempts per shard (first try plus retries on other peers).
 const ATTEMPTS: usize = 4;
 
-struct Scatter {
-    inner: Arc<Inner>,
-    rt: tokio::runtime::Handle,
-    job: u64,
+/// Segments being scattered while the encoder makes the next one.
+const IN_FLIGHT: usize = 2;
+
+/// What the segments of one job share.
+struct Shared {
     candidates: Vec<Candidate>,
     sticky: Vec<PeerId>,
     unplaced: Vec<String>,
     receipts: u64,
     retries: u64,
+    /// Shards stored by this job, to delete if the job fails.
+    stored: Vec<(Cid, PeerId)>,
 }
 
-impl Scatter {
+impl Shared {
     fn note_failure(&mut self, peer: PeerId, e: &net::Error) {
         use net::wire::Code;
         // A peer that cannot be reached, does not trust this SPN, is full or
@@ -57,91 +60,160 @@ impl Scatter {
     }
 }
 
+type Task = tokio::task::JoinHandle<Result<()>>;
+
+/// Scatters each segment as a task, so encoding goes on meanwhile.
+struct Scatter {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Handle,
+    job: u64,
+    shared: Arc<std::sync::Mutex<Shared>>,
+    tasks: std::collections::VecDeque<Task>,
+}
+
+impl Scatter {
+    /// Wait for segments in flight until at most `keep` remain.
+    fn wait(&mut self, keep: usize) -> Result<()> {
+        while self.tasks.len() > keep {
+            let Some(t) = self.tasks.pop_front() else { break };
+            self.rt.block_on(t).map_err(|e| Error::io("scatter task", std::io::Error::other(e)))??;
+        }
+        Ok(())
+    }
+}
+
 impl SegmentSink for Scatter {
     fn put_segment(
         &mut self,
         seg: EncodedSegment<'_>,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let shard_len = seg.segment.shard_len();
-        let cids = seg.segment.shards();
-        let n = cids.len();
-        let mut rng = rand::rng();
-        // Peers already holding (or failing) a shard of this segment.
-        let mut used: HashSet<PeerId> = HashSet::new();
-        let mut first = choose(n, shard_len, &self.candidates, &self.sticky, &used, &mut rng);
-        // Turn the assignment each segment: every peer holds data shards (the
-        // ones devices read) in most segments, not parity in all of them.
-        if !first.is_empty() {
-            let turn = seg.index % first.len();
-            first.rotate_left(turn);
+        let cids = seg.segment.shards().to_vec();
+        let shards: Vec<Vec<u8>> = seg.shards.iter().map(|s| s.to_vec()).collect();
+        let task = self.rt.spawn(place_segment(
+            self.inner.clone(),
+            self.shared.clone(),
+            self.job,
+            seg.index,
+            seg.segment.shard_len(),
+            cids,
+            shards,
+        ));
+        self.tasks.push_back(task);
+        self.wait(IN_FLIGHT)?;
+        Ok(())
+    }
+}
+
+/// Store one segment's shards on distinct peers, retrying refused or failed
+/// shards on others; what cannot be placed is recorded with its reasons.
+async fn place_segment(
+    inner: Arc<Inner>,
+    shared: Arc<std::sync::Mutex<Shared>>,
+    job: u64,
+    index: usize,
+    shard_len: u64,
+    cids: Vec<Cid>,
+    shards: Vec<Vec<u8>>,
+) -> Result<()> {
+    let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
+    let n = cids.len();
+    // Peers already holding (or failing) a shard of this segment.
+    let mut used: HashSet<PeerId> = HashSet::new();
+    let mut first = {
+        let st = lock();
+        choose(n, shard_len, &st.candidates, &st.sticky, &used, &mut rand::rng())
+    };
+    // Turn the assignment each segment: every peer holds data shards (the
+    // ones devices read) in most segments, not parity in all of them.
+    if !first.is_empty() {
+        let turn = index % first.len();
+        first.rotate_left(turn);
+    }
+    let mut pending: Vec<(usize, Option<PeerId>, Vec<String>)> =
+        (0..n).map(|i| (i, first.get(i).copied(), Vec::new())).collect();
+    used.extend(first.iter().copied());
+    for attempt in 0..ATTEMPTS {
+        if pending.is_empty() {
+            break;
         }
-        let mut pending: Vec<(usize, Option<PeerId>, Vec<String>)> =
-            (0..n).map(|i| (i, first.get(i).copied(), Vec::new())).collect();
-        used.extend(first.iter().copied());
-        for attempt in 0..ATTEMPTS {
-            if pending.is_empty() {
-                break;
-            }
-            // Shards without a peer get one now, if any is left.
+        // Shards without a peer get one now, if any is left.
+        {
+            let mut st = lock();
             for p in pending.iter_mut().filter(|p| p.1.is_none()) {
-                let pick = choose(1, shard_len, &self.candidates, &self.sticky, &used, &mut rng);
+                let pick = choose(1, shard_len, &st.candidates, &st.sticky, &used, &mut rand::rng());
                 if let Some(&peer) = pick.first() {
                     used.insert(peer);
                     p.1 = Some(peer);
                     if attempt > 0 {
-                        self.retries += 1;
+                        st.retries += 1;
                     }
                 } else {
                     p.2.push("no other live peer with room".to_string());
                 }
             }
-            let client = self.inner.client.clone();
-            let tries: Vec<_> = pending
-                .iter()
-                .filter_map(|(i, peer, _)| peer.map(|p| (*i, p)))
-                .map(|(i, peer)| {
-                    let client = client.clone();
-                    let (cid, bytes) = (cids[i], seg.shards[i].to_vec());
-                    // Firmware and backups stay until the SPN deletes them: pinned.
-                    async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
-                })
-                .collect();
-            let results = self.rt.block_on(futures::future::join_all(tries));
-            for (i, peer, r) in results {
-                let Some(slot) = pending.iter().position(|p| p.0 == i) else { continue };
-                match r {
-                    Ok(receipt) => {
-                        let cid = cids[i].to_string();
-                        self.inner.state.put_placement(&cid, &peer.to_string(), &receipt.to_bytes())?;
-                        self.receipts += 1;
-                        if let Some(c) = self.candidates.iter_mut().find(|c| c.peer == peer) {
-                            c.free = c.free.saturating_sub(shard_len);
-                        }
-                        if !self.sticky.contains(&peer) {
-                            self.sticky.push(peer);
-                        }
-                        pending.remove(slot);
+        }
+        let tries: Vec<_> = pending
+            .iter()
+            .filter_map(|(i, peer, _)| peer.map(|p| (*i, p)))
+            .map(|(i, peer)| {
+                let client = inner.client.clone();
+                let (cid, bytes) = (cids[i], shards[i].clone());
+                // Firmware and backups stay until the SPN deletes them: pinned.
+                async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
+            })
+            .collect();
+        for (i, peer, r) in futures::future::join_all(tries).await {
+            let Some(slot) = pending.iter().position(|p| p.0 == i) else { continue };
+            match r {
+                Ok(receipt) => {
+                    inner.state.put_placement(&cids[i].to_string(), &peer.to_string(), &receipt.to_bytes())?;
+                    let mut st = lock();
+                    st.receipts += 1;
+                    st.stored.push((cids[i], peer));
+                    if let Some(c) = st.candidates.iter_mut().find(|c| c.peer == peer) {
+                        c.free = c.free.saturating_sub(shard_len);
                     }
-                    Err(e) => {
-                        tracing::warn!(%peer, shard = i, "put failed: {e}");
-                        self.note_failure(peer, &e);
-                        pending[slot].2.push(e.to_string());
-                        pending[slot].1 = None;
+                    if !st.sticky.contains(&peer) {
+                        st.sticky.push(peer);
                     }
+                    pending.remove(slot);
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, shard = i, "put failed: {e}");
+                    lock().note_failure(peer, &e);
+                    pending[slot].2.push(e.to_string());
+                    pending[slot].1 = None;
                 }
             }
         }
-        let placed = n - pending.len();
-        self.inner.progress(self.job, |j| {
-            j.shards_placed += placed as u64;
-            j.retries = self.retries;
-        });
-        for (i, _, why) in pending {
-            let why = if why.is_empty() { "no peer".to_string() } else { why.join("; ") };
-            self.unplaced.push(format!("segment {} shard {i} ({}): {why}", seg.index, cids[i]));
-        }
-        Ok(())
     }
+    let placed = (n - pending.len()) as u64;
+    let retries = {
+        let mut st = lock();
+        for (i, _, why) in &pending {
+            let why = if why.is_empty() { "no peer".to_string() } else { why.join("; ") };
+            st.unplaced.push(format!("segment {index} shard {i} ({}): {why}", cids[*i]));
+        }
+        st.retries
+    };
+    inner.progress(job, |j| {
+        j.shards_placed += placed;
+        j.retries = retries;
+    });
+    Ok(())
+}
+
+/// A failed job's shards are deleted again (the SPN owns them), so peers do
+/// not keep bytes no object refers to.
+async fn clean_up(inner: &Inner, stored: Vec<(Cid, PeerId)>) {
+    let deletes = stored.into_iter().map(|(cid, peer)| async move {
+        let r = inner.client.delete_shard(peer, cid).await;
+        if let Err(e) = &r {
+            tracing::warn!(%peer, %cid, "deleting a shard of a failed job: {e}");
+        }
+        let _ = inner.state.forget_placement(&cid.to_string(), &peer.to_string());
+    });
+    futures::future::join_all(deletes).await;
 }
 
 /// Live peers that may take shards, freshest data.
@@ -196,29 +268,47 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         j.state = "encoding".to_string();
         j.bytes_total = total;
     });
-    let mut sink = Scatter {
-        inner: inner.clone(),
-        rt: tokio::runtime::Handle::current(),
-        job,
+    let shared = Arc::new(std::sync::Mutex::new(Shared {
         candidates: cands,
         sticky: Vec::new(),
         unplaced: Vec::new(),
         receipts: 0,
         retries: 0,
+        stored: Vec::new(),
+    }));
+    let mut sink = Scatter {
+        inner: inner.clone(),
+        rt: tokio::runtime::Handle::current(),
+        job,
+        shared: shared.clone(),
+        tasks: Default::default(),
     };
     let inner2 = inner.clone();
-    let (encoded, sink) = tokio::task::spawn_blocking(move || {
+    let encoded = tokio::task::spawn_blocking(move || {
         let encoder = Encoder::new(params, &secret)?.with_known(&known).with_salt(rand::random());
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
         let r = encoder.encode(reader, &mut sink, &mut |done| inner2.progress(job, |j| j.bytes_done = done));
-        Ok::<_, Error>((r, sink))
+        // Segments still in flight finish either way (their shards are cleaned up on failure).
+        let drained = sink.wait(0);
+        Ok::<_, Error>(r.map_err(Error::from).and_then(|e| drained.map(|()| e)))
     })
     .await
-    .map_err(|e| Error::io("encoder thread", std::io::Error::other(e)))??;
-    let encoded = encoded?;
-    if !sink.unplaced.is_empty() {
-        return Err(Error::Unplaced(sink.unplaced));
-    }
+    .map_err(|e| Error::io("encoder thread", std::io::Error::other(e)))?;
+    let (unplaced, stored, receipts) = {
+        let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut st.unplaced), std::mem::take(&mut st.stored), st.receipts)
+    };
+    let encoded = match encoded.and_then(|r| r) {
+        Ok(e) if unplaced.is_empty() => e,
+        Ok(_) => {
+            clean_up(&inner, stored).await;
+            return Err(Error::Unplaced(unplaced));
+        }
+        Err(e) => {
+            clean_up(&inner, stored).await;
+            return Err(e);
+        }
+    };
     let manifest_cid = encoded.manifest.cid().to_string();
     let manifest = encoded.manifest.to_bytes();
     let contents = encoded.manifest.open(&encoded.read_key)?;
@@ -257,7 +347,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         segments: record.segments,
         new_segments: record.new_segments,
         new_shard_bytes: record.new_shard_bytes,
-        receipts: sink.receipts,
+        receipts,
         peers: peers.len() as u64,
     })
 }

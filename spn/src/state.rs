@@ -251,6 +251,26 @@ impl State {
         Ok(())
     }
 
+    /// `peer` no longer holds `shard` (deleted); its receipt goes too.
+    pub(crate) fn forget_placement(&self, shard: &str, peer: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(PLACEMENT)?;
+            let peers: Option<Vec<String>> = t.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
+            if let Some(mut peers) = peers {
+                peers.retain(|p| p != peer);
+                if peers.is_empty() {
+                    t.remove(shard)?;
+                } else {
+                    t.insert(shard, json(&peers).as_slice())?;
+                }
+            }
+            txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Peers holding `shard`.
     pub(crate) fn placement(&self, shard: &str) -> Result<Vec<String>> {
         let txn = self.db.begin_read()?;

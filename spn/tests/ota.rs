@@ -258,6 +258,11 @@ async fn refused_puts_are_retried_elsewhere_or_named() {
     let e = net.spn.publish_file(&path, "acme", "router", 6, 2).await.expect_err("cannot place");
     let msg = e.to_string();
     assert!(msg.contains("could not be placed") && msg.contains("not a trusted SPN"), "{msg}");
+    // What the failed job had stored is deleted again.
+    for p in &net.peers {
+        let (shards, bytes, _) = net.spn_node.client.usage(p.client.peer_id()).await.expect("usage");
+        assert_eq!((shards, bytes), (0, 0), "a failed publish left shards on {}", p.client.peer_id());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
