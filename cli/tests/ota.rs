@@ -238,6 +238,21 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     let downloaded = f["downloaded_bytes"].as_u64().expect("downloaded");
     assert!(downloaded < 4 << 20, "delta downloaded {downloaded} bytes");
 
+    // A device updating by release id from the SPN (the README's way) gets the
+    // latest, installs it and records it.
+    let dev = d.join("device2");
+    let o = bin()
+        .args(["update", "--release", "router@latest", "--spn", &n.url, "--root", &s(&vendor.join("root.json"))])
+        .args(["--product", "router", "--hardware", "r1", "--state", &s(&dev), "--product-key", &s(&product_key)])
+        .args(["--seed", &s(&p1), "--json"])
+        .output()
+        .expect("update");
+    let u = json_out(&o, "update by id");
+    assert_eq!(u["release"], "router@1.1", "{u}");
+    assert_eq!(u["installed"], true);
+    let rec: Value = serde_json::from_slice(&std::fs::read(dev.join("installed.json")).expect("record")).expect("json");
+    assert_eq!(rec["version"], "1.1");
+
     // Two peers killed: still byte-exact. A third: a clear error naming chunks, no image.
     n.procs.kill("peer1");
     n.procs.kill("peer6");

@@ -63,7 +63,7 @@ impl FetchOptions {
 pub struct Dropped {
     /// The peer.
     pub peer: String,
-    /// Why it was not asked again.
+    /// Why it was set aside (for a while; for good if it lied).
     pub reason: String,
     /// True if it sent bytes that failed verification.
     pub lied: bool,
@@ -109,6 +109,9 @@ pub struct FetchReport {
     pub seconds: f64,
 }
 
+/// How long a peer that failed or was late is left alone.
+const REST: Duration = Duration::from_secs(15);
+
 /// Shards from peers on the network. Called from decoder threads; each
 /// request blocks its thread on the tokio runtime.
 struct NetSource {
@@ -126,6 +129,8 @@ struct NetSource {
 struct SourceState {
     /// Peers not to ask again, and why.
     dropped: HashMap<PeerId, Dropped>,
+    /// Peers that failed or were late, not asked until then.
+    resting: HashMap<PeerId, Instant>,
     /// Who answered each shard (to name a liar).
     answered_by: HashMap<Cid, PeerId>,
     /// Recent answer times, for the long-tail deadline.
@@ -147,6 +152,7 @@ impl NetSource {
 
     fn drop_peer(&self, peer: PeerId, reason: String, lied: bool) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.resting.insert(peer, Instant::now() + REST);
         let e =
             st.dropped.entry(peer).or_insert_with(|| Dropped { peer: peer.to_string(), reason: reason.clone(), lied });
         if lied && !e.lied {
@@ -167,9 +173,17 @@ impl NetSource {
         let _slot = self.slots.acquire().await.map_err(|_| SourceError::Failed("fetch stopped".to_string()))?;
         let mut why = Vec::new();
         for &peer in peers {
-            if let Some(d) = self.state.lock().unwrap_or_else(|p| p.into_inner()).dropped.get(&peer) {
-                why.push(format!("peer {peer} dropped earlier: {}", d.reason));
-                continue;
+            {
+                // A liar is never asked again; a peer that failed or was late
+                // is left alone for a while (it may be busy, or moving).
+                let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(d) = st.dropped.get(&peer) {
+                    let resting = st.resting.get(&peer).is_some_and(|until| Instant::now() < *until);
+                    if d.lied || resting {
+                        why.push(format!("peer {peer} dropped earlier: {}", d.reason));
+                        continue;
+                    }
+                }
             }
             let wait = self.deadline();
             let started = Instant::now();
