@@ -298,12 +298,8 @@ enum VendorCommand {
         /// Days until the root expires.
         #[arg(long, default_value_t = 365)]
         expires_days: u64,
-        /// Vendor directory [default: ~/.ionshard/vendor].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        at: VendorAt,
     },
     /// Change the root's keys (a new root version, signed by the old and new keys).
     Key {
@@ -312,12 +308,8 @@ enum VendorCommand {
     },
     /// Print the current root.
     Show {
-        /// Vendor directory [default: ~/.ionshard/vendor].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        at: VendorAt,
     },
 }
 
@@ -342,12 +334,25 @@ struct KeyArgs {
     /// Days until the new root expires.
     #[arg(long, default_value_t = 365)]
     expires_days: u64,
+    #[command(flatten)]
+    at: VendorAt,
+}
+
+/// Where the vendor's keys and roots are, and the output form.
+#[derive(clap::Args)]
+struct VendorAt {
     /// Vendor directory [default: ~/.ionshard/vendor].
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+impl VendorAt {
+    fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(vendor::default_dir)
+    }
 }
 
 impl DeviceArgs {
@@ -473,19 +478,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_cmd::shard_get(cid, out, node_cmd::ShardOpts { peer, bootstrap, key, json })
         }
         Command::Peers { bootstrap, json } => node_cmd::peers(bootstrap, json),
-        Command::Vendor { command: VendorCommand::Init { name, keys, threshold, expires_days, dir, json } } => {
-            vendor::init(&dir.unwrap_or_else(vendor::default_dir), &name, keys, threshold, expires_days, json)
+        Command::Vendor { command: VendorCommand::Init { name, keys, threshold, expires_days, at } } => {
+            vendor::init(&at.dir(), &name, keys, threshold, expires_days, at.json)
         }
         Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Add(a) } } => {
-            vendor::change_keys(&a.dir.unwrap_or_else(vendor::default_dir), None, a.threshold, a.expires_days, a.json)
+            vendor::change_keys(&a.at.dir(), None, a.threshold, a.expires_days, a.at.json)
         }
         Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Rotate { keyid, args: a } } } => {
-            let dir = a.dir.unwrap_or_else(vendor::default_dir);
-            vendor::change_keys(&dir, Some(&keyid), a.threshold, a.expires_days, a.json)
+            vendor::change_keys(&a.at.dir(), Some(&keyid), a.threshold, a.expires_days, a.at.json)
         }
-        Command::Vendor { command: VendorCommand::Show { dir, json } } => {
-            vendor::show(&dir.unwrap_or_else(vendor::default_dir), json)
-        }
+        Command::Vendor { command: VendorCommand::Show { at } } => vendor::show(&at.dir(), at.json),
         Command::Publish {
             image,
             product,

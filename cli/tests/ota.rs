@@ -398,6 +398,50 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
         assert!(leftovers <= 1, "{name}: files left in {}", images.display());
         assert!(!images.join("router-3.0.img").exists(), "{name}: an image appeared");
     }
+
+    // Key rotation reaches a device through the bundle: a device provisioned
+    // with root v1 accepts a release signed by the rotated keys only when the
+    // bundle carries root v2 (signed by the old and the new keys).
+    let v1_root = d.join("root-v1.json");
+    std::fs::copy(vendor.join("root.json"), &v1_root).expect("copy root");
+    let old_key = {
+        let shown =
+            json_out(&bin().args(["vendor", "show", "--dir", &s(&vendor), "--json"]).output().expect("show"), "show");
+        shown["keys"][0].as_str().expect("key id").to_string()
+    };
+    json_out(
+        &bin().args(["vendor", "key", "rotate", &old_key, "--dir", &s(&vendor), "--json"]).output().expect("rotate"),
+        "rotate",
+    );
+    // A release the device can verify but whose image will not match: the
+    // error then shows how far the checks got, without a network.
+    let mut r = good.clone();
+    r.blake3 = blake3::hash(b"not the image").to_hex().to_string();
+    let signed = sign(&vendor, &r, 2);
+    let v2_root = std::fs::read_to_string(vendor.join("roots").join("2.root.json")).expect("root v2");
+    let update = |state: &Path, roots: Vec<String>| {
+        let mut b: Value = serde_json::from_str(&bundle(signed.clone())).expect("bundle");
+        b["roots"] = serde_json::json!(roots);
+        let f = state.with_extension("bundle.json");
+        std::fs::write(&f, b.to_string()).expect("bundle");
+        let o = bin()
+            .args(["update", "--bundle", &s(&f), "--root", &s(&v1_root), "--product", "router", "--hardware", "r1"])
+            .args([
+                "--state",
+                &s(state),
+                "--bootstrap",
+                "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEvUtpVhjuaBPrNY4rTodNjwHSbbh38bbHiZ4REY7d8Tb",
+            ])
+            .output()
+            .expect("update");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let without = update(&d.join("state-no-roots"), vec![]);
+    assert!(without.contains("1 valid signature(s) of the 2 root v1 requires"), "{without}");
+    let state = d.join("state-rotated");
+    let with_roots = update(&state, vec![v2_root.clone()]);
+    assert!(with_roots.contains("does not match the release"), "{with_roots}");
+    assert_eq!(std::fs::read_to_string(state.join("root.json")).expect("kept root"), v2_root, "device keeps root v2");
 }
 
 #[test]

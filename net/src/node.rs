@@ -52,6 +52,10 @@ pub struct Config {
     /// a lying peer. Never set by the `ionshard` binary.
     #[doc(hidden)]
     pub tamper_answers: bool,
+    /// For tests only: hold every data and proof answer this long, to play
+    /// a slow peer. Never set by the `ionshard` binary.
+    #[doc(hidden)]
+    pub delay_answers: Option<Duration>,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             max_inflight_per_peer: 8,
             default_expiry: None,
             tamper_answers: false,
+            delay_answers: None,
         }
     }
 }
@@ -429,6 +434,7 @@ impl EventLoop {
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
         let (default_expiry, tamper) = (self.config.default_expiry, self.config.tamper_answers);
+        let delay = self.config.delay_answers;
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             // A panic while serving must still answer, and free the peer's slot.
@@ -445,6 +451,11 @@ impl EventLoop {
                 if let Some(x) = b.get_mut(mid) {
                     *x ^= 0x20;
                 }
+            }
+            if let Some(d) = delay
+                && matches!(response, Response::Data(_) | Response::Proof(_))
+            {
+                std::thread::sleep(d);
             }
             let _ = done.blocking_send((id, channel, response));
         });

@@ -144,7 +144,8 @@ impl NetSource {
         let mut l = st.latencies.clone();
         drop(st);
         if l.len() < 4 {
-            return self.max_wait;
+            // Nothing measured yet: a generous multiple of the floor.
+            return (self.min_late * 4).min(self.max_wait);
         }
         l.sort();
         (l[l.len() / 2] * 4).clamp(self.min_late, self.max_wait)

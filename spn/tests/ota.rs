@@ -27,7 +27,7 @@ async fn start(
     listen: bool,
     bootstrap: Vec<net::Multiaddr>,
     trust: Vec<net::PeerId>,
-    tamper: bool,
+    kind: Kind,
     key: Keypair,
 ) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -39,7 +39,8 @@ async fn start(
         listen: if listen { vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")] } else { vec![] },
         bootstrap,
         trust,
-        tamper_answers: tamper,
+        tamper_answers: kind == Kind::Liar,
+        delay_answers: (kind == Kind::Slow).then_some(Duration::from_secs(12)),
         ..Config::default()
     };
     let (client, handle) = net::start(config, key, store).await.expect("node starts");
@@ -67,6 +68,8 @@ enum Kind {
     Relayed,
     /// Does not trust the SPN: refuses its puts.
     Untrusting,
+    /// Answers ranges only after 12 s.
+    Slow,
 }
 
 async fn network(peers: usize, liar: Option<usize>) -> Net {
@@ -75,24 +78,17 @@ async fn network(peers: usize, liar: Option<usize>) -> Net {
 
 async fn network_of(kinds: &[Kind]) -> Net {
     let peers = kinds.len();
-    let bootstrap = start(Role::Bootstrap, true, vec![], vec![], false, Keypair::generate_ed25519()).await;
+    let bootstrap = start(Role::Bootstrap, true, vec![], vec![], Kind::Honest, Keypair::generate_ed25519()).await;
     let b = addr_of(&bootstrap).await;
     let spn_key = Keypair::generate_ed25519();
     let spn_id = spn_key.public().to_peer_id();
     let mut ps = Vec::new();
     for k in kinds {
         let trust = if *k == Kind::Untrusting { vec![] } else { vec![spn_id] };
-        let p = start(
-            Role::Peer,
-            *k != Kind::Relayed,
-            vec![b.clone()],
-            trust,
-            *k == Kind::Liar,
-            Keypair::generate_ed25519(),
-        );
+        let p = start(Role::Peer, *k != Kind::Relayed, vec![b.clone()], trust, *k, Keypair::generate_ed25519());
         ps.push(p.await);
     }
-    let spn_node = start(Role::Client, false, vec![b.clone()], vec![], false, spn_key).await;
+    let spn_node = start(Role::Client, false, vec![b.clone()], vec![], Kind::Honest, spn_key).await;
     let dir = spn_node._dir.path().join("spn");
     let cfg = spn::Config {
         dir,
@@ -178,9 +174,15 @@ async fn survives_two_lost_peers_and_names_chunks_when_three_are_lost() {
     let img = image(20 << 20, 7); // 3 segments of 8 MiB, 6+2
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     assert_eq!(bundle.placement.peers.len(), 8, "one object over the 8 peers");
-    let device =
-        start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], false, Keypair::generate_ed25519())
-            .await;
+    let device = start(
+        Role::Client,
+        false,
+        vec![addr_of(&net.bootstrap).await],
+        vec![],
+        Kind::Honest,
+        Keypair::generate_ed25519(),
+    )
+    .await;
 
     let out = dir.path().join("a.img");
     let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
@@ -218,9 +220,15 @@ async fn lying_peer_is_caught_named_and_not_asked_again() {
     let key = VendorKey::generate();
     let img = image(20 << 20, 9);
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
-    let device =
-        start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], false, Keypair::generate_ed25519())
-            .await;
+    let device = start(
+        Role::Client,
+        false,
+        vec![addr_of(&net.bootstrap).await],
+        vec![],
+        Kind::Honest,
+        Keypair::generate_ed25519(),
+    )
+    .await;
     let out = dir.path().join("a.img");
     let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch succeeds from the others");
     assert_eq!(std::fs::read(&out).expect("image"), img);
@@ -245,9 +253,15 @@ async fn refused_puts_are_retried_elsewhere_or_named() {
     let refuser = net.peers[2].client.peer_id().to_string();
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     assert!(!bundle.placement.peers.contains(&refuser), "shards placed on a peer that refused them");
-    let device =
-        start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], false, Keypair::generate_ed25519())
-            .await;
+    let device = start(
+        Role::Client,
+        false,
+        vec![addr_of(&net.bootstrap).await],
+        vec![],
+        Kind::Honest,
+        Keypair::generate_ed25519(),
+    )
+    .await;
     let out = dir.path().join("a.img");
     fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
     assert_eq!(std::fs::read(&out).expect("image"), img);
@@ -305,4 +319,34 @@ async fn spn_state_survives_a_restart() {
     let again = spn.add_release(bundle.release.clone(), vec![]).expect("object known after restart");
     assert_eq!(again.placement, bundle.placement);
     drop(spn_node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
+    use Kind::*;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = VendorKey::generate();
+    let img = image(12 << 20, 31);
+    let net = network_of(&[Honest, Honest, Honest, Honest, Slow, Honest, Honest, Honest]).await;
+    let slow = net.peers[4].client.peer_id().to_string();
+    let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    let device = start(
+        Role::Client,
+        false,
+        vec![addr_of(&net.bootstrap).await],
+        vec![],
+        Kind::Honest,
+        Keypair::generate_ed25519(),
+    )
+    .await;
+    let out = dir.path().join("a.img");
+    let t = Instant::now();
+    // min_late is 2 s here: a peer 12 s late is given up on (at 8 s before any answer
+    // time is known, then at a few times the median) and rebuilt around.
+    let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
+    assert!(t.elapsed() < Duration::from_secs(11), "waited {:?} for the slow peer", t.elapsed());
+    assert_eq!(std::fs::read(&out).expect("image"), img);
+    let d = r.dropped.iter().find(|d| d.peer == slow).expect("slow peer set aside");
+    assert!(d.reason.contains("late") && !d.lied, "{d:?}");
+    assert!(r.rebuilt_ranges > 0);
 }
