@@ -238,6 +238,20 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     let downloaded = f["downloaded_bytes"].as_u64().expect("downloaded");
     assert!(downloaded < 4 << 20, "delta downloaded {downloaded} bytes");
 
+    // A partial file left by another fetch (here: garbage, no record of its
+    // release) is moved aside and read only as a seed; the image is exact.
+    let h = d.join("h.img");
+    std::fs::write(ota::part_path(&h), image(1 << 20, 77)).expect("stale part");
+    let key = ["--no-seed", "--product-key", &s(&product_key)];
+    json_out(&fetch_cmd(&n, &vendor, &b2, &state, &h, &key).output().expect("fetch"), "stale part");
+    assert_eq!(std::fs::read(&h).expect("h"), v2);
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("h.img."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
     // A device updating by release id from the SPN (the README's way) gets the
     // latest, installs it and records it.
     let dev = d.join("device2");

@@ -333,8 +333,12 @@ impl Write for PartWriter {
 
 /// `OUT.part`.
 pub fn part_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".part");
+    with_suffix(out, ".part")
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
     PathBuf::from(s)
 }
 
@@ -410,9 +414,36 @@ pub async fn fetch(
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("locking the partial file", e)),
     }
-    let part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
+    let mut part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
+    // A partial file left by a fetch of another release is not written over
+    // in place (its chunks sit at other offsets): it moves aside to
+    // `OUT.part.old` and serves as a read-only seed.
+    let tag = with_suffix(&part, ".cid");
+    let old = with_suffix(&part, ".old");
+    let mine = manifest_cid.to_string();
+    let stale = part_len > 0 && std::fs::read_to_string(&tag).map_or(true, |t| t.trim() != mine);
+    let mut aside = None;
+    let file = if stale {
+        std::fs::rename(&part, &old).map_err(|e| Error::io(format!("moving {} aside", part.display()), e))?;
+        let fresh = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(&part)
+            .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
+        fresh.try_lock().map_err(|e| Error::io("locking the partial file", std::io::Error::other(e.to_string())))?;
+        aside = Some((file, part_len));
+        part_len = 0;
+        fresh
+    } else {
+        file
+    };
+    crate::device::write_atomic(&tag, mine.as_bytes())
+        .map_err(|e| Error::io("recording the partial file's release", e))?;
     let reader = file.try_clone().map_err(|e| Error::io("opening the partial file", e))?;
     let mut parts = vec![(reader, part_len)];
+    parts.extend(aside);
     if let Some(seed) = &opts.seed {
         let f = File::open(seed).map_err(|e| Error::io(format!("opening seed {}", seed.display()), e))?;
         let len = f.metadata().map_err(|e| Error::io("reading the seed", e))?.len();
@@ -452,6 +483,8 @@ pub async fn fetch(
     };
     std::fs::rename(&part, &out).map_err(|e| Error::io(format!("renaming into {}", out.display()), e))?;
     sync_dir(&out).map_err(|e| Error::io("syncing the image directory", e))?;
+    let _ = std::fs::remove_file(&tag);
+    let _ = std::fs::remove_file(&old);
     let mut peers_used: Vec<PeerUse> =
         st.by_peer.into_iter().map(|(p, (bytes, answers))| PeerUse { peer: p.to_string(), bytes, answers }).collect();
     peers_used.sort_by(|a, b| a.peer.cmp(&b.peer));
