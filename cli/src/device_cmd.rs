@@ -39,19 +39,7 @@ pub(crate) fn default_state() -> PathBuf {
 
 fn load_bundle(o: &DeviceOpts) -> Result<Bundle> {
     match (&o.bundle, &o.release) {
-        (Some(path), None) => {
-            let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-            if meta.len() > ota::MAX_BUNDLE as u64 {
-                bail!(
-                    "{} is {} bytes, over the bundle limit of {}; refused unread",
-                    path.display(),
-                    meta.len(),
-                    ota::MAX_BUNDLE
-                );
-            }
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Ok(Bundle::from_json(&bytes)?)
-        }
+        (Some(path), None) => Ok(Bundle::from_file(path)?),
         (None, Some(id)) => {
             let url = o.spn.as_deref().context("--release ID needs --spn URL (or give --bundle FILE)")?;
             let spn = http::Spn::new(url, None)?;

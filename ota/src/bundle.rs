@@ -61,6 +61,24 @@ impl Bundle {
         Ok(b)
     }
 
+    /// Read a bundle file of at most [`MAX_BUNDLE`] bytes, parsing as it
+    /// reads (a device never holds the file and the bundle at once).
+    pub fn from_file(path: &std::path::Path) -> Result<Bundle> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = f.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+        if len > MAX_BUNDLE as u64 {
+            return Err(Error::TooLarge { what: path.display().to_string(), len, limit: MAX_BUNDLE as u64 });
+        }
+        use std::io::Read;
+        let reader = std::io::BufReader::new(f.take(MAX_BUNDLE as u64));
+        let b: Bundle = serde_json::from_reader(reader)
+            .map_err(|e| Error::Malformed(format!("release bundle {}: {e}", path.display())))?;
+        if b.format != 1 {
+            return Err(Error::Malformed(format!("release bundle format {} (this build reads 1)", b.format)));
+        }
+        Ok(b)
+    }
+
     /// JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()

@@ -363,7 +363,7 @@ pub async fn fetch(
     let manifest_cid: Cid =
         release.manifest.parse().map_err(|e| Error::Malformed(format!("release manifest CID: {e}")))?;
     let manifest = Manifest::from_bytes_with_cid(&manifest, &manifest_cid, &Default::default())?;
-    let contents = manifest.open(&ReadKey::from_bytes(read_key))?;
+    let (manifest, contents) = manifest.open_for_decoding(&ReadKey::from_bytes(read_key))?;
     let want_hash = unhex(&release.blake3, "image hash")?;
     if contents.object_len() != release.length || contents.object_hash()[..] != want_hash[..] {
         return Err(Error::ImageMismatch(format!(
