@@ -145,7 +145,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Vendor keys and roots: init, key add|rotate, show.
+    /// Vendor keys and roots: init, key add|rotate, resign, show.
     Vendor {
         #[command(subcommand)]
         command: VendorCommand,
@@ -305,6 +305,22 @@ enum VendorCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Re-sign a published release with a later expiry (same image); updates the bundle file.
+    Resign {
+        /// The release bundle `ionshard publish` wrote.
+        bundle: PathBuf,
+        /// The SPN that serves it.
+        #[arg(long)]
+        spn: String,
+        /// API token [default: $IONSHARD_SPN_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        /// Days from now until devices refuse it.
+        #[arg(long, default_value_t = 90)]
+        expires_days: u64,
+        #[command(flatten)]
+        at: VendorAt,
     },
     /// Print the current root.
     Show {
@@ -488,6 +504,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vendor::change_keys(&a.at.dir(), Some(&keyid), a.threshold, a.expires_days, a.at.json)
         }
         Command::Vendor { command: VendorCommand::Show { at } } => vendor::show(&at.dir(), at.json),
+        Command::Vendor { command: VendorCommand::Resign { bundle, spn, token, expires_days, at } } => {
+            vendor::resign(&bundle, &spn, token, &at.dir(), expires_days, at.json)
+        }
         Command::Publish {
             image,
             product,

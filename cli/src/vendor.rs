@@ -390,3 +390,57 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     }
     Ok(Published { id, bundle: out, job: done, seconds })
 }
+
+/// Re-sign a published release with a later expiry (devices refuse expired
+/// metadata: a vendor re-signs releases that should stay installable).
+pub(crate) fn resign(
+    bundle_path: &Path,
+    spn: &str,
+    token: Option<String>,
+    vendor_dir: &Path,
+    expires_days: u64,
+    json_out: bool,
+) -> Result<()> {
+    let v = load(vendor_dir)?;
+    if v.keys.len() < v.root.threshold as usize {
+        bail!(
+            "root v{} needs {} signatures; only {} keys are in {}",
+            v.version,
+            v.root.threshold,
+            v.keys.len(),
+            vendor_dir.display()
+        );
+    }
+    let bundle = ota::Bundle::from_file(bundle_path)?;
+    let signed: Signed<Release> = serde_json::from_str(&bundle.release).context("the bundle's release")?;
+    let mut release = signed.signed;
+    if release.vendor != v.root.vendor {
+        bail!(
+            "{} is a release of vendor {:?}, this vendor is {:?}",
+            bundle_path.display(),
+            release.vendor,
+            v.root.vendor
+        );
+    }
+    // Issued strictly later than before, even twice within one second.
+    release.issued = now().max(release.issued + 1);
+    release.expires = now() + expires_days * 86400;
+    let signers: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
+    let text = meta::to_json(&meta::sign_release(release.clone(), &signers));
+    let mut roots = Vec::new();
+    for n in 2..=v.version {
+        roots.push(std::fs::read_to_string(roots_dir(vendor_dir).join(format!("{n}.root.json")))?);
+    }
+    let api = http::Spn::new(spn, http::token(token, None)?)?;
+    let answer = api.post_json("/v1/releases", &json!({ "release": text, "roots": roots }))?;
+    write_atomic(bundle_path, answer.to_string().as_bytes())?;
+    if json_out {
+        println!(
+            "{}",
+            json!({ "release": release.id(), "expires": release.expires, "bundle": bundle_path.display().to_string() })
+        );
+    } else {
+        println!("re-signed {}: devices accept it until {} (seconds since the epoch)", release.id(), release.expires);
+    }
+    Ok(())
+}

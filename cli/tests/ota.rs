@@ -181,6 +181,18 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     assert_eq!(r1["receipts"], 72, "9 segments x 8 shards, each with a receipt: {r1}");
     let b1 = r1["bundle"].as_str().expect("bundle").to_string();
 
+    // Re-signing extends the expiry of the same image; the SPN serves the new one.
+    let before: Value = serde_json::from_slice(&std::fs::read(&b1).expect("bundle")).expect("json");
+    let o = bin()
+        .args(["vendor", "resign", &b1, "--spn", &n.url, "--expires-days", "400", "--dir", &s(&vendor), "--json"])
+        .env("IONSHARD_SPN_TOKEN", &n.token)
+        .output()
+        .expect("resign");
+    let re = json_out(&o, "resign");
+    let after: Value = serde_json::from_slice(&std::fs::read(&b1).expect("bundle")).expect("json");
+    assert_ne!(before["release"], after["release"]);
+    assert!(re["expires"].as_u64().expect("expires") > 399 * 86400, "{re}");
+
     // A plain fetch, byte-exact.
     let state = d.join("device");
     let a = d.join("a.img");

@@ -134,6 +134,22 @@ pub struct ReleaseRecord {
     pub published: u64,
 }
 
+/// A release re-signed to extend its expiry: the same image, product,
+/// hardware and key, issued later.
+fn is_resigning(old: &str, new: &str) -> bool {
+    use ota::meta::{Release, Signed};
+    let (Ok(o), Ok(n)) = (serde_json::from_str::<Signed<Release>>(old), serde_json::from_str::<Signed<Release>>(new))
+    else {
+        return false;
+    };
+    let (o, n) = (o.signed, n.signed);
+    let same = |a: &Release, b: &Release| {
+        (&a.vendor, &a.product, &a.hardware, &a.version, a.length, &a.blake3, &a.manifest, &a.read_key)
+            == (&b.vendor, &b.product, &b.hardware, &b.version, b.length, &b.blake3, &b.manifest, &b.read_key)
+    };
+    same(&o, &n) && n.issued > o.issued && n.expires >= o.expires
+}
+
 /// The database.
 pub(crate) struct State {
     db: Database,
@@ -370,9 +386,11 @@ impl State {
                 t.get(r.id.as_str())?.map(|v| parse(v.value(), "release")).transpose()?;
             if let Some(e) = existing
                 && e.release != r.release
+                && !is_resigning(&e.release, &r.release)
             {
                 return Err(Error::BadRequest(format!(
-                    "release {} was already published with different metadata; publish a new version",
+                    "release {} was already published with different metadata; publish a new version \
+                     (re-signing the same image to extend its expiry is allowed: `ionshard vendor resign`)",
                     r.id
                 )));
             }
