@@ -326,7 +326,8 @@ async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
     use Kind::*;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = VendorKey::generate();
-    let img = image(12 << 20, 31);
+    // 3 segments: with the assignment turning each segment, every peer holds a data shard somewhere.
+    let img = image(20 << 20, 31);
     let net = network_of(&[Honest, Honest, Honest, Honest, Slow, Honest, Honest, Honest]).await;
     let slow = net.peers[4].client.peer_id().to_string();
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
