@@ -65,6 +65,31 @@ fn load(dir: &Path) -> Result<Vendor> {
     Ok(Vendor { version: root.version, root, keys })
 }
 
+/// The vendor, with enough keys at hand to sign for its root.
+fn load_signing(dir: &Path) -> Result<Vendor> {
+    let v = load(dir)?;
+    if v.keys.len() < v.root.threshold as usize {
+        bail!(
+            "root v{} needs {} signatures; only {} of its keys are in {}",
+            v.version,
+            v.root.threshold,
+            v.keys.len(),
+            dir.display()
+        );
+    }
+    Ok(v)
+}
+
+/// Roots after version 1, oldest first, for release bundles.
+fn newer_roots(dir: &Path, version: u64) -> Result<Vec<String>> {
+    (2..=version)
+        .map(|n| {
+            let p = roots_dir(dir).join(format!("{n}.root.json"));
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        })
+        .collect()
+}
+
 fn new_key(dir: &Path) -> Result<VendorKey> {
     // Created through the 0600 secret-file path, then read back.
     let tmp = dir.join("keys").join(format!(".new-{}.key", std::process::id()));
@@ -136,16 +161,7 @@ pub(crate) fn change_keys(
     expires_days: u64,
     json_out: bool,
 ) -> Result<()> {
-    let v = load(dir)?;
-    if v.keys.len() < v.root.threshold as usize {
-        bail!(
-            "only {} of the {} keys root v{} needs are in {}",
-            v.keys.len(),
-            v.root.threshold,
-            v.version,
-            dir.display()
-        );
-    }
+    let v = load_signing(dir)?;
     let added = new_key(dir)?;
     let mut keys = v.root.keys.clone();
     if let Some(old) = rotate
@@ -262,16 +278,7 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     if o.hardware.is_empty() {
         bail!("give at least one --hardware the image fits");
     }
-    let v = load(&o.vendor_dir)?;
-    if v.keys.len() < v.root.threshold as usize {
-        bail!(
-            "root v{} needs {} signatures; only {} keys are in {}",
-            v.version,
-            v.root.threshold,
-            v.keys.len(),
-            o.vendor_dir.display()
-        );
-    }
+    let v = load_signing(&o.vendor_dir)?;
     if v.root.expires <= now() {
         bail!("root v{} has expired; rotate it first (`ionshard vendor key add`)", v.version);
     }
@@ -353,10 +360,7 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     }
     let signers: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
     let signed = meta::to_json(&meta::sign_release(release.clone(), &signers));
-    let mut roots = Vec::new();
-    for n in 2..=v.version {
-        roots.push(std::fs::read_to_string(roots_dir(&o.vendor_dir).join(format!("{n}.root.json")))?);
-    }
+    let roots = newer_roots(&o.vendor_dir, v.version)?;
     let bundle = spn.post_json("/v1/releases", &json!({ "release": signed, "roots": roots }))?;
     let id = release.id();
     let out = o.out.clone().unwrap_or_else(|| o.vendor_dir.join("releases").join(format!("{id}.bundle.json")));
@@ -401,16 +405,7 @@ pub(crate) fn resign(
     expires_days: u64,
     json_out: bool,
 ) -> Result<()> {
-    let v = load(vendor_dir)?;
-    if v.keys.len() < v.root.threshold as usize {
-        bail!(
-            "root v{} needs {} signatures; only {} keys are in {}",
-            v.version,
-            v.root.threshold,
-            v.keys.len(),
-            vendor_dir.display()
-        );
-    }
+    let v = load_signing(vendor_dir)?;
     let bundle = ota::Bundle::from_file(bundle_path)?;
     let signed: Signed<Release> = serde_json::from_str(&bundle.release).context("the bundle's release")?;
     let mut release = signed.signed;
@@ -427,10 +422,7 @@ pub(crate) fn resign(
     release.expires = now() + expires_days * 86400;
     let signers: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
     let text = meta::to_json(&meta::sign_release(release.clone(), &signers));
-    let mut roots = Vec::new();
-    for n in 2..=v.version {
-        roots.push(std::fs::read_to_string(roots_dir(vendor_dir).join(format!("{n}.root.json")))?);
-    }
+    let roots = newer_roots(vendor_dir, v.version)?;
     let api = http::Spn::new(spn, http::token(token, None)?)?;
     let answer = api.post_json("/v1/releases", &json!({ "release": text, "roots": roots }))?;
     write_atomic(bundle_path, answer.to_string().as_bytes())?;

@@ -47,6 +47,12 @@ async fn start(
     Node { client, handle, _dir: dir }
 }
 
+/// A device: a client node joined through the test network's bootstrap.
+async fn device(net: &Net) -> Node {
+    start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], Kind::Honest, Keypair::generate_ed25519())
+        .await
+}
+
 async fn addr_of(n: &Node) -> net::Multiaddr {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -174,15 +180,7 @@ async fn survives_two_lost_peers_and_names_chunks_when_three_are_lost() {
     let img = image(20 << 20, 7); // 3 segments of 8 MiB, 6+2
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     assert_eq!(bundle.placement.peers.len(), 8, "one object over the 8 peers");
-    let device = start(
-        Role::Client,
-        false,
-        vec![addr_of(&net.bootstrap).await],
-        vec![],
-        Kind::Honest,
-        Keypair::generate_ed25519(),
-    )
-    .await;
+    let device = device(&net).await;
 
     let out = dir.path().join("a.img");
     let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
@@ -220,15 +218,7 @@ async fn lying_peer_is_caught_named_and_not_asked_again() {
     let key = VendorKey::generate();
     let img = image(20 << 20, 9);
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
-    let device = start(
-        Role::Client,
-        false,
-        vec![addr_of(&net.bootstrap).await],
-        vec![],
-        Kind::Honest,
-        Keypair::generate_ed25519(),
-    )
-    .await;
+    let device = device(&net).await;
     let out = dir.path().join("a.img");
     let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch succeeds from the others");
     assert_eq!(std::fs::read(&out).expect("image"), img);
@@ -253,15 +243,7 @@ async fn refused_puts_are_retried_elsewhere_or_named() {
     let refuser = net.peers[2].client.peer_id().to_string();
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     assert!(!bundle.placement.peers.contains(&refuser), "shards placed on a peer that refused them");
-    let device = start(
-        Role::Client,
-        false,
-        vec![addr_of(&net.bootstrap).await],
-        vec![],
-        Kind::Honest,
-        Keypair::generate_ed25519(),
-    )
-    .await;
+    let device = device(&net).await;
     let out = dir.path().join("a.img");
     fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
     assert_eq!(std::fs::read(&out).expect("image"), img);
@@ -331,15 +313,7 @@ async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
     let net = network_of(&[Honest, Honest, Honest, Honest, Slow, Honest, Honest, Honest]).await;
     let slow = net.peers[4].client.peer_id().to_string();
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
-    let device = start(
-        Role::Client,
-        false,
-        vec![addr_of(&net.bootstrap).await],
-        vec![],
-        Kind::Honest,
-        Keypair::generate_ed25519(),
-    )
-    .await;
+    let device = device(&net).await;
     let out = dir.path().join("a.img");
     let t = Instant::now();
     // min_late is 2 s here: a peer 12 s late is given up on (at 8 s before any answer
