@@ -441,21 +441,17 @@ impl<'a> Decoder<'a> {
             .collect();
         let answers = self.source.fetch_many(&reqs);
         // Checked on all cores.
-        let mut checked: Vec<(u64, std::result::Result<Got, ShardProblem>)> = reqs
-            .par_iter()
-            .zip(answers)
-            .map(|(req, answer)| self.check(req, answer))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let checked: Vec<(u64, std::result::Result<Got, ShardProblem>)> =
+            reqs.par_iter().zip(answers).map(|(req, answer)| self.check(req, answer)).collect();
+        // In the order asked: the wants not skipped as bad.
+        let mut checked = checked.into_iter();
         wants
             .iter()
             .map(|w| {
                 if bad.contains_key(&(w.segment, w.shard)) {
                     return Err(None);
                 }
-                let (n, r) = checked.pop().ok_or(None)?;
+                let (n, r) = checked.next().ok_or(None)?;
                 stats.requests += 1;
                 stats.fetched_bytes += n;
                 r.map_err(Some)

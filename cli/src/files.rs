@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-/// Write `bytes` to `path` through a temporary file, fsync, then rename.
+/// Write `bytes` to `path` through a temporary file, fsync, rename, and
+/// fsync of the directory (the one implementation, in the ota crate).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_renamed(path, bytes, true)
+    ota::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Write through a temporary file and rename, so a killed process never

@@ -246,12 +246,9 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Names the SPN accepts (tenants, products): letters, digits, '-', '_', '.'.
-pub(crate) fn check_name(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !ok {
+/// Names the SPN accepts (tenants, products): checked here, before any upload.
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if !spn::valid_name(s) {
         bail!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
     }
     Ok(())

@@ -87,7 +87,6 @@ struct Network {
     url: String,
     token: String,
     bootstrap: String,
-    peer_args: Vec<Vec<String>>,
 }
 
 fn network(dir: &Path, peers: usize) -> Network {
@@ -102,7 +101,6 @@ fn network(dir: &Path, peers: usize) -> Network {
     let id =
         json_out(&bin().args(["id", "--key", &s(&spn_dir.join("identity.key")), "--json"]).output().expect("id"), "id");
     let spn_id = id["peer_id"].as_str().expect("peer id").to_string();
-    let mut peer_args = Vec::new();
     for i in 0..peers {
         let args: Vec<String> = [
             "node",
@@ -122,7 +120,6 @@ fn network(dir: &Path, peers: usize) -> Network {
         .map(String::from)
         .to_vec();
         procs.start(&format!("peer{i}"), &args);
-        peer_args.push(args);
     }
     let spn = procs
         .start("spn", &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from));
@@ -133,7 +130,7 @@ fn network(dir: &Path, peers: usize) -> Network {
         assert!(Instant::now() < deadline, "SPN did not see {peers} peers within 30 s");
         std::thread::sleep(Duration::from_millis(300));
     }
-    Network { procs, url, token, bootstrap: b, peer_args }
+    Network { procs, url, token, bootstrap: b }
 }
 
 fn publish(n: &Network, vendor: &Path, image: &Path, version: &str, extra: &[&str]) -> Value {
@@ -294,7 +291,6 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot rebuild segment") && err.contains("needed by chunks"), "{err}");
     assert!(!g.exists());
-    let _ = &n.peer_args;
 }
 
 /// Sign `release` with the vendor's keys in `vendor/keys` (the first `take`).

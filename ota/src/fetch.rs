@@ -342,6 +342,26 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Open (or create) the partial file, locked: one fetch per output at a
+/// time (the lock goes with the process).
+fn open_part(part: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(part)
+        .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
+            format!("{} is being written by another fetch; wait for it or choose another --out", part.display()),
+            std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking the partial file", e)),
+    }
+}
+
 fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
@@ -396,24 +416,7 @@ pub async fn fetch(
         std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
     let part = part_path(&out);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&part)
-        .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
-    // One fetch per output at a time (the lock goes with the process).
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::io(
-                format!("{} is being written by another fetch; wait for it or choose another --out", part.display()),
-                std::io::Error::from(std::io::ErrorKind::WouldBlock),
-            ));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("locking the partial file", e)),
-    }
+    let file = open_part(&part)?;
     let mut part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
     // A partial file left by a fetch of another release is not written over
     // in place (its chunks sit at other offsets): it moves aside to
@@ -425,14 +428,7 @@ pub async fn fetch(
     let mut aside = None;
     let file = if stale {
         std::fs::rename(&part, &old).map_err(|e| Error::io(format!("moving {} aside", part.display()), e))?;
-        let fresh = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .read(true)
-            .open(&part)
-            .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
-        fresh.try_lock().map_err(|e| Error::io("locking the partial file", std::io::Error::other(e.to_string())))?;
+        let fresh = open_part(&part)?;
         aside = Some((file, part_len));
         part_len = 0;
         fresh

@@ -101,10 +101,11 @@ struct UploadQuery {
 }
 
 fn check_name(what: &str, s: &str) -> Api<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok { Ok(()) } else { Err(bad(format!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.'"))) }
+    if crate::valid_name(s) {
+        Ok(())
+    } else {
+        Err(bad(format!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.'")))
+    }
 }
 
 async fn upload(

@@ -71,6 +71,13 @@ pub(crate) struct Inner {
     next_job: Mutex<u64>,
 }
 
+/// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// Answered the last usage request, within the last two minutes.
 pub(crate) fn is_live(p: &PeerRecord) -> bool {
     p.failures == 0 && p.last_seen + 120 >= now()
