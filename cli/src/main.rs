@@ -99,7 +99,7 @@ enum Command {
         /// bootstrap or peer [default: peer].
         #[arg(long)]
         role: Option<String>,
-        /// A TOML file with role, listen, bootstrap, dir, capacity, trust, default_expiry_secs.
+        /// A TOML file with role, listen, bootstrap, external, dir, capacity, trust, default_expiry_secs.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1 (repeatable).
@@ -109,6 +109,12 @@ enum Command {
         /// A bootstrap node, /ip4/…/tcp/…/p2p/PEER_ID (repeatable).
         #[arg(long)]
         bootstrap: Vec<String>,
+        /// An address this node is reachable at from outside, as you know it (a
+        /// public IP, a port forward), e.g. /ip4/203.0.113.7/tcp/4001 (repeatable).
+        /// Without one, a peer's addresses are announced once AutoNAT confirms them,
+        /// and a peer behind NAT takes a slot on its bootstrap nodes' relays.
+        #[arg(long)]
+        external: Vec<String>,
         /// Directory for the identity key and the shard store [default: ~/.ionshard/node].
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -135,6 +141,21 @@ enum Command {
     Shard {
         #[command(subcommand)]
         command: ShardCommand,
+    },
+    /// Check that a peer can be reached from here, and how: directly, through a
+    /// relay, or directly after a hole punch; with the round-trip time.
+    Reach {
+        /// The peer's id.
+        peer: String,
+        /// A bootstrap node to join through (repeatable).
+        #[arg(long, required = true)]
+        bootstrap: Vec<String>,
+        /// Seconds to wait for a hole punch to replace a relayed connection.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the peers the DHT knows, with their addresses and how they are reached.
     Peers {
@@ -483,8 +504,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Store { command: StoreCommand::Stats(a) } => store_cmd::stats(&a.dir, a.json),
         Command::Store { command: StoreCommand::Scrub(a) } => store_cmd::scrub(&a.dir, a.json),
-        Command::Node { role, config, listen, bootstrap, dir, capacity, trust, json } => {
-            node_cmd::node(node_cmd::NodeOpts { role, config, listen, bootstrap, dir, capacity, trust, json })
+        Command::Node { role, config, listen, bootstrap, external, dir, capacity, trust, json } => {
+            node_cmd::node(node_cmd::NodeOpts { role, config, listen, bootstrap, external, dir, capacity, trust, json })
         }
         Command::Id { key, json } => node_cmd::id(key, json),
         Command::Shard { command: ShardCommand::Put { file, peer, bootstrap, key, json } } => {
@@ -494,6 +515,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_cmd::shard_get(cid, out, node_cmd::ShardOpts { peer, bootstrap, key, json })
         }
         Command::Peers { bootstrap, json } => node_cmd::peers(bootstrap, json),
+        Command::Reach { peer, bootstrap, wait, json } => node_cmd::reach_cmd(peer, bootstrap, wait, json),
         Command::Vendor { command: VendorCommand::Init { name, keys, threshold, expires_days, at } } => {
             vendor::init(&at.dir(), &name, keys, threshold, expires_days, at.json)
         }

@@ -21,6 +21,8 @@ pub(crate) struct FileConfig {
     listen: Vec<String>,
     #[serde(default)]
     bootstrap: Vec<String>,
+    #[serde(default)]
+    external: Vec<String>,
     dir: Option<PathBuf>,
     capacity: Option<String>,
     #[serde(default)]
@@ -35,6 +37,7 @@ pub(crate) struct NodeOpts {
     pub(crate) config: Option<PathBuf>,
     pub(crate) listen: Vec<String>,
     pub(crate) bootstrap: Vec<String>,
+    pub(crate) external: Vec<String>,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) capacity: Option<String>,
     pub(crate) trust: Vec<String>,
@@ -95,10 +98,13 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     bootstrap.extend(o.bootstrap);
     let mut trust = file.trust;
     trust.extend(o.trust);
+    let mut external = file.external;
+    external.extend(o.external);
     let config = Config {
         role,
         listen: addrs(&listen, "--listen")?,
         bootstrap: addrs(&bootstrap, "--bootstrap")?,
+        external: addrs(&external, "--external")?,
         trust: peer_ids(&trust)?,
         default_expiry: file.default_expiry_secs,
         ..Config::default()
@@ -141,6 +147,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
                 println!("store {} shards, {} of {}", u.shards, human(u.bytes), human(u.capacity));
             }
         }
+        tokio::spawn(report_reachability(client.clone()));
         // Sweep expired shards now and then.
         if let Some(s) = store.clone() {
             tokio::spawn(async move {
@@ -163,6 +170,56 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         let _ = handle.await;
         anyhow::Ok(())
     })
+}
+
+/// Tell the operator, on stderr, whenever AutoNAT's verdict or the relay
+/// addresses change: whether the node is dialled directly or through a relay.
+async fn report_reachability(client: net::Client) {
+    use std::io::Write;
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Ok(s) = client.status().await else { return };
+        let now = (s.nat, s.external.clone(), s.relayed.clone());
+        if last.as_ref() == Some(&now) {
+            continue;
+        }
+        let list = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+        let line = match s.nat {
+            net::Nat::Public => format!("reachability: public at {}", list(&s.external)),
+            net::Nat::Private if s.relayed.is_empty() => {
+                "reachability: private (behind NAT or a firewall); waiting for a relay slot".to_string()
+            }
+            net::Nat::Private => {
+                format!("reachability: private (behind NAT or a firewall); relayed at {}", list(&s.relayed))
+            }
+            net::Nat::Unknown if !s.relayed.is_empty() => format!("reachability: relayed at {}", list(&s.relayed)),
+            net::Nat::Unknown => continue,
+        };
+        // stderr may be closed by whoever started us: that must not stop the node.
+        let _ = writeln!(std::io::stderr(), "{line}");
+        last = Some(now);
+    }
+}
+
+/// A client node's config: it listens on an ephemeral port of the bootstrap
+/// nodes' kind of address (loopback for a loopback network, every interface
+/// otherwise), so that dials go out from that port and a hole punch (DCUtR)
+/// can turn a relayed connection to a peer behind NAT into a direct one.
+pub(crate) fn client_config(bootstrap: &[String]) -> Result<Config> {
+    let bootstrap = addrs(bootstrap, "--bootstrap")?;
+    let loopback = !bootstrap.is_empty()
+        && bootstrap.iter().all(|a| {
+            a.iter().any(|p| match p {
+                net::Protocol::Ip4(ip) => ip.is_loopback(),
+                net::Protocol::Ip6(ip) => ip.is_loopback(),
+                _ => false,
+            })
+        });
+    let host = if loopback { "127.0.0.1" } else { "0.0.0.0" };
+    let listen = vec![format!("/ip4/{host}/tcp/0").parse()?, format!("/ip4/{host}/udp/0/quic-v1").parse()?];
+    Ok(Config { role: Role::Client, bootstrap, listen, ..Config::default() })
 }
 
 pub(crate) fn id(key: Option<PathBuf>, json_out: bool) -> Result<()> {
@@ -191,8 +248,7 @@ pub(crate) async fn join(
         Some(p) => net::load_or_create_key(p)?.0,
         None => Keypair::generate_ed25519(),
     };
-    let config = Config { role: Role::Client, bootstrap: addrs(bootstrap, "--bootstrap")?, ..Config::default() };
-    Ok(net::start(config, key, None).await?)
+    Ok(net::start(client_config(bootstrap)?, key, None).await?)
 }
 
 /// Options of `ionshard shard put|get`.
@@ -265,6 +321,57 @@ pub(crate) fn shard_get(cid: String, out: PathBuf, o: ShardOpts) -> Result<()> {
             println!("{}", json!({ "cid": cid.to_string(), "bytes": bytes.len(), "out": out.display().to_string(), "relayed": relayed }));
         } else {
             eprintln!("{} ({} bytes, verified) written to {}", cid, bytes.len(), out.display());
+        }
+        client.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+/// `ionshard reach PEER`: can this machine reach a peer, and how (directly,
+/// through a relay, or directly after a hole punch), and how fast.
+pub(crate) fn reach_cmd(peer: String, bootstrap: Vec<String>, wait: u64, json_out: bool) -> Result<()> {
+    let peer: PeerId = peer.parse().with_context(|| format!("{peer:?} is not a peer id"))?;
+    runtime()?.block_on(async {
+        let (client, _h) = join(&bootstrap, None).await?;
+        reach(&client, peer).await?;
+        let addrs = client.find_peer(peer).await.unwrap_or_default();
+        let round_trip = || async {
+            let t = Instant::now();
+            // Any answer will do (a bootstrap node answers an error): it came back.
+            client.request(peer, net::wire::Request::Usage).await.map(|_| t.elapsed())
+        };
+        let first = round_trip().await.with_context(|| format!("peer {peer} was found but did not answer"))?;
+        // A relayed connection is upgraded by a hole punch in the background:
+        // give it `wait` seconds.
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        let mut link = client.link(peer).await?;
+        while link.is_some_and(|l| l.relayed) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            link = client.link(peer).await?;
+        }
+        let last = round_trip().await.unwrap_or(first);
+        let link = client.link(peer).await?.or(link);
+        let path = match link {
+            Some(l) if l.relayed => "relayed",
+            Some(_) => "direct",
+            None => "gone",
+        };
+        let punched = link.is_some_and(|l| l.hole_punched);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if json_out {
+            println!(
+                "{}",
+                json!({ "peer": peer.to_string(), "path": path, "hole_punched": punched,
+                        "first_rtt_ms": ms(first), "rtt_ms": ms(last),
+                        "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>() })
+            );
+        } else {
+            println!(
+                "{peer}: {path}{}, round trip {:.1} ms (first {:.1} ms)",
+                if punched { " (hole punched)" } else { "" },
+                ms(last),
+                ms(first)
+            );
         }
         client.shutdown().await;
         anyhow::Ok(())

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use net::{Config, Role};
 use serde_json::json;
 
 use crate::node_cmd;
@@ -48,12 +47,7 @@ pub(crate) fn spn(o: SpnOpts) -> Result<()> {
     let (token, token_file) = token(&o.dir)?;
     let rt = node_cmd::runtime()?;
     rt.block_on(async move {
-        let config = Config {
-            role: Role::Client,
-            bootstrap: node_cmd::addrs(&o.bootstrap, "--bootstrap")?,
-            ..Config::default()
-        };
-        let (client, handle) = net::start(config, key, None).await?;
+        let (client, handle) = net::start(node_cmd::client_config(&o.bootstrap)?, key, None).await?;
         let cfg = spn::Config {
             dir: o.dir.clone(),
             http: o.http,

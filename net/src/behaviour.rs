@@ -50,6 +50,23 @@ fn relay_config() -> relay::Config {
         .circuit_src_per_ip(per_minute, Duration::from_secs(60))
 }
 
+/// AutoNAT probes sooner and more often than libp2p's defaults (15 s after
+/// start, then every 90 s until sure), so a peer behind NAT takes a relay
+/// slot within seconds of joining. Private addresses are dialled back too:
+/// home networks and test networks use them. A server dials back only the
+/// address the request came from, so it cannot be aimed at third parties.
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(20),
+        refresh_interval: Duration::from_secs(10 * 60),
+        throttle_server_period: Duration::from_secs(15),
+        timeout: Duration::from_secs(15),
+        only_global_ips: false,
+        ..Default::default()
+    }
+}
+
 impl Behaviour {
     pub(crate) fn new(
         key: &Keypair,
@@ -71,11 +88,14 @@ impl Behaviour {
         Behaviour {
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                    .with_agent_version(format!("ionshard/{}", env!("CARGO_PKG_VERSION"))),
+                    .with_agent_version(format!("ionshard/{}", env!("CARGO_PKG_VERSION")))
+                    // A relay slot taken after joining is a new listen address:
+                    // tell the bootstrap nodes, or the DHT never learns it.
+                    .with_push_listen_addr_updates(true),
             ),
             ping: ping::Behaviour::new(ping::Config::new()),
             kad,
-            autonat: autonat::Behaviour::new(id, autonat::Config { only_global_ips: false, ..Default::default() }),
+            autonat: autonat::Behaviour::new(id, autonat_config()),
             relay: relay.into(),
             relay_client,
             dcutr: dcutr::Behaviour::new(id),

@@ -8,8 +8,8 @@ use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, kad, noise, tcp, yamux};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, autonat, dcutr, identify, kad, noise, tcp, yamux};
 use store::Store;
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +38,12 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Bootstrap nodes, each address ending in `/p2p/<peer id>`.
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses the operator knows this node is reachable at from outside (a
+    /// public address, a port forward), announced as they are. Without them a
+    /// peer announces an address as external only once AutoNAT has confirmed
+    /// it (another node dialled it back); a bootstrap node, which must be
+    /// reachable, announces its listen addresses.
+    pub external: Vec<Multiaddr>,
     /// SPN ids allowed to put shards here.
     pub trust: Vec<PeerId>,
     /// Message size limits.
@@ -64,6 +70,7 @@ impl Default for Config {
             role: Role::Peer,
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            external: Vec::new(),
             trust: Vec::new(),
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
@@ -73,6 +80,39 @@ impl Default for Config {
             delay_answers: None,
         }
     }
+}
+
+/// Whether this node can be dialled from outside, as AutoNAT found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Not probed yet (or no node to ask).
+    Unknown,
+    /// Another node dialled one of our addresses back.
+    Public,
+    /// Nobody could dial us back: we are behind NAT or a firewall, and a
+    /// peer is reached through its bootstrap's relay.
+    Private,
+}
+
+/// How this node is reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// AutoNAT's verdict.
+    pub nat: Nat,
+    /// Addresses confirmed as reachable from outside (by AutoNAT or the operator).
+    pub external: Vec<Multiaddr>,
+    /// Relay addresses (`…/p2p-circuit`) we can be dialled through.
+    pub relayed: Vec<Multiaddr>,
+}
+
+/// The connection to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Only through a relay circuit.
+    pub relayed: bool,
+    /// A direct connection was made while a relayed one was open: a hole
+    /// punch (DCUtR) upgraded the relayed connection.
+    pub hole_punched: bool,
 }
 
 /// A peer known to the DHT.
@@ -92,6 +132,8 @@ enum Command {
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     Connection { peer: PeerId, reply: oneshot::Sender<Option<bool>> },
+    Link { peer: PeerId, reply: oneshot::Sender<Option<Link>> },
+    Status { reply: oneshot::Sender<Status> },
     Forget { peer: PeerId },
     Shutdown,
 }
@@ -155,6 +197,16 @@ impl Client {
         self.ask(|reply| Command::Connection { peer, reply }).await
     }
 
+    /// The connection to `peer`, if any: relayed or direct, and whether hole punched.
+    pub async fn link(&self, peer: PeerId) -> Result<Option<Link>> {
+        self.ask(|reply| Command::Link { peer, reply }).await
+    }
+
+    /// How this node is reachable: AutoNAT's verdict, external and relay addresses.
+    pub async fn status(&self) -> Result<Status> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
     /// Stop the node: in-flight requests finish (or their puts roll back), then the loop ends.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown).await;
@@ -163,6 +215,18 @@ impl Client {
 
 pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1)) && !addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -192,6 +256,9 @@ pub async fn start(
         .map_err(|e| Error::Config(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
     }
@@ -223,6 +290,10 @@ pub async fn start(
         answering: HashMap::new(),
         serving: 0,
         links: HashMap::new(),
+        nat: Nat::Unknown,
+        relayed_out: HashMap::new(),
+        punched: HashSet::new(),
+        quic_observed: HashSet::new(),
     };
     let handle = tokio::spawn(node.run());
     Ok((Client { tx, peer_id }, handle))
@@ -258,6 +329,14 @@ struct EventLoop {
     serving: usize,
     /// Open connections per peer: (direct, relayed).
     links: HashMap<PeerId, (u32, u32)>,
+    nat: Nat,
+    /// Relayed connections this node dialled, per peer: closed once a hole
+    /// punch gave a direct one and none of our requests is on its way.
+    relayed_out: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Peers a hole punch connected us to directly.
+    punched: HashSet<PeerId>,
+    /// Bootstrap nodes we dialled over QUIC to learn our outside UDP address.
+    quic_observed: HashSet<PeerId>,
 }
 
 enum Waiter {
@@ -349,6 +428,21 @@ impl EventLoop {
             }
             Command::Connection { peer, reply } => {
                 let _ = reply.send(self.links.get(&peer).map(|(direct, relayed)| *direct == 0 && *relayed > 0));
+            }
+            Command::Link { peer, reply } => {
+                let link = self.links.get(&peer).map(|(direct, relayed)| Link {
+                    relayed: *direct == 0 && *relayed > 0,
+                    hole_punched: *direct > 0 && self.punched.contains(&peer),
+                });
+                let _ = reply.send(link);
+            }
+            Command::Status { reply } => {
+                let is_circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+                let _ = reply.send(Status {
+                    nat: self.nat,
+                    external: self.swarm.external_addresses().cloned().collect(),
+                    relayed: self.swarm.listeners().filter(|a| is_circuit(a)).cloned().collect(),
+                });
             }
             Command::Forget { peer } => {
                 if !self.swarm.is_connected(&peer) {
@@ -466,30 +560,45 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 let is_circuit = address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
-                // Nodes whose operator gave them listen addresses are reachable there.
-                if self.config.role != Role::Client && !is_circuit {
+                // A bootstrap node must be reachable where it listens (unless its
+                // operator said where else); a peer's addresses are confirmed by
+                // AutoNAT first, so a peer behind NAT does not announce
+                // addresses nobody can dial.
+                if self.config.role == Role::Bootstrap && self.config.external.is_empty() && !is_circuit {
                     self.swarm.add_external_address(address);
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
                 let link = self.links.entry(peer_id).or_default();
-                if endpoint.is_relayed() {
-                    link.1 += 1
-                } else {
-                    link.0 += 1
+                if endpoint.is_relayed() && *link == (0, 0) {
+                    // A new relayed session: not upgraded yet.
+                    self.punched.remove(&peer_id);
                 }
-                // A peer with nowhere to listen is reached through its bootstrap's relay.
-                if self.config.role == Role::Peer
-                    && self.config.listen.is_empty()
-                    && self.bootstrap_ids.contains(&peer_id)
-                    && self.reserved.insert(peer_id)
-                    && let Some(addr) = self.config.bootstrap.iter().find(|a| peer_of(a) == Some(peer_id))
-                    && let Err(e) = self.swarm.listen_on(addr.clone().with(Protocol::P2pCircuit))
-                {
-                    tracing::warn!(%addr, "relay reservation failed: {e}");
+                if endpoint.is_relayed() {
+                    link.1 += 1;
+                    if endpoint.is_dialer() {
+                        self.relayed_out.entry(peer_id).or_default().insert(connection_id);
+                    }
+                } else {
+                    link.0 += 1;
+                }
+                // A direct connection next to a relayed one: a hole punch
+                // (whichever side's dial won it). The relay is dropped later,
+                // once the direct connection has carried an answer: a punched
+                // TCP connection may still be reset in its first moments.
+                if !endpoint.is_relayed() && link.1 > 0 {
+                    self.punched.insert(peer_id);
+                }
+                // A peer with nowhere to listen, or behind NAT, is reached
+                // through its bootstrap's relay.
+                if self.bootstrap_ids.contains(&peer_id) && self.needs_relay() {
+                    self.reserve(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, endpoint, connection_id, .. } => {
+                if let Some(set) = self.relayed_out.get_mut(&peer_id) {
+                    set.remove(&connection_id);
+                }
                 if let Some(link) = self.links.get_mut(&peer_id) {
                     if endpoint.is_relayed() {
                         link.1 = link.1.saturating_sub(1)
@@ -498,6 +607,7 @@ impl EventLoop {
                     }
                     if *link == (0, 0) {
                         self.links.remove(&peer_id);
+                        self.relayed_out.remove(&peer_id);
                         // The relay reservation went with the connection: renew it on reconnect.
                         self.reserved.remove(&peer_id);
                     }
@@ -506,8 +616,16 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&KAD_PROTOCOL) =>
             {
+                // A node that sees us at an address other than loopback is on
+                // another host: its loopback addresses would reach ourselves.
+                let remote = !is_loopback(&info.observed_addr);
+                if self.bootstrap_ids.contains(&peer_id) {
+                    self.observe_over_quic(peer_id, &info.listen_addrs);
+                }
                 for a in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    if !(remote && is_loopback(&a)) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -531,14 +649,98 @@ impl EventLoop {
                     self.found(sought, addrs);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
+                self.nat = match new {
+                    autonat::NatStatus::Public(addr) => {
+                        tracing::info!(%addr, "reachable from outside (confirmed by AutoNAT)");
+                        Nat::Public
+                    }
+                    autonat::NatStatus::Private => {
+                        tracing::info!("behind NAT or a firewall: reachable through a relay");
+                        Nat::Private
+                    }
+                    autonat::NatStatus::Unknown => Nat::Unknown,
+                };
+                if self.needs_relay() {
+                    for id in self.bootstrap_ids.clone() {
+                        if self.swarm.is_connected(&id) {
+                            self.reserve(id);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punched: direct connection");
+                    self.punched.insert(remote_peer_id);
+                }
+                Err(e) => tracing::debug!(peer = %remote_peer_id, "hole punch failed: {e}"),
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Shard(ev)) => self.shard_event(ev),
             _ => {}
         }
     }
 
+    /// Open one QUIC connection to bootstrap `id` besides the TCP one we were
+    /// given, so it tells us (identify) how our UDP port looks from outside:
+    /// a hole punch over QUIC needs that address, and QUIC punches through
+    /// NATs that TCP's simultaneous open does not.
+    fn observe_over_quic(&mut self, id: PeerId, addrs: &[Multiaddr]) {
+        let listens_quic = self.swarm.listeners().any(is_quic);
+        if !listens_quic || !self.quic_observed.insert(id) {
+            return;
+        }
+        let quic: Vec<Multiaddr> = addrs.iter().filter(|a| is_quic(a) && !is_loopback(a)).cloned().collect();
+        let quic = if quic.is_empty() { addrs.iter().filter(|a| is_quic(a)).cloned().collect() } else { quic };
+        if quic.is_empty() {
+            return;
+        }
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(id)
+            .addresses(quic)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(peer = %id, "quic dial to bootstrap: {e}");
+        }
+    }
+
+    /// A peer listens on a relay when it has no address of its own, or when
+    /// AutoNAT found that nobody can dial the ones it has.
+    fn needs_relay(&self) -> bool {
+        self.config.role == Role::Peer && (self.config.listen.is_empty() || self.nat == Nat::Private)
+    }
+
+    /// Reserve a slot on bootstrap `id`'s relay (once per connection to it).
+    fn reserve(&mut self, id: PeerId) {
+        if !self.reserved.insert(id) {
+            return;
+        }
+        if let Some(addr) = self.config.bootstrap.iter().find(|a| peer_of(a) == Some(id))
+            && let Err(e) = self.swarm.listen_on(addr.clone().with(Protocol::P2pCircuit))
+        {
+            tracing::warn!(%addr, "relay reservation failed: {e}");
+        }
+    }
+
+    /// After a hole punch, close the relayed connections we dialled to `peer`
+    /// once the direct one has carried an answer and none of our requests is
+    /// on its way: request-response spreads requests over all connections, and
+    /// the relay should carry none of them.
+    fn drop_idle_relay(&mut self, peer: PeerId) {
+        if !self.punched.contains(&peer) || self.links.get(&peer).is_none_or(|l| l.0 == 0) {
+            return;
+        }
+        if self.pending.values().any(|(p, _)| *p == peer) {
+            return;
+        }
+        for id in self.relayed_out.remove(&peer).unwrap_or_default() {
+            self.swarm.close_connection(id);
+        }
+    }
+
     fn shard_event(&mut self, ev: request_response::Event<std::result::Result<Request, Malformed>, Response>) {
         match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Event::Message { peer, message, connection_id } => match message {
                 request_response::Message::Request { request_id, request: Ok(request), channel } => {
                     self.inbound(peer, request_id, request, channel)
                 }
@@ -550,6 +752,10 @@ impl EventLoop {
                 request_response::Message::Response { request_id, response } => {
                     if let Some((_, reply)) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
+                    }
+                    // An answer over the punched connection: it works, the relay can go.
+                    if !self.relayed_out.get(&peer).is_some_and(|s| s.contains(&connection_id)) {
+                        self.drop_idle_relay(peer);
                     }
                 }
             },
