@@ -25,8 +25,9 @@ use crate::cdc::ChunkStream;
 use crate::erasure::Coder;
 use crate::error::{Error, Result, ShardProblem};
 use crate::keys::{digest, match_tag};
-use crate::manifest::{Contents, Manifest};
+use crate::manifest::{ChunkEntry, Manifest};
 use crate::proof;
+use crate::table::ChunkTable;
 
 /// Which bytes of which shard a decoder wants.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +106,31 @@ impl<T: AsRef<[u8]> + Sync> Seed for T {
     }
 }
 
+/// Where the seed's chunks are, by match tag: 16 bytes a chunk (the first 8
+/// bytes of the tag; offset and length packed), sorted, so a seed of any size
+/// costs about 0.05% of itself in memory.
+#[derive(Debug, Default)]
+struct SeedIndex(Vec<(u64, u64)>);
+
+impl SeedIndex {
+    fn entry(tag: &[u8; 16], offset: u64, len: u32) -> (u64, u64) {
+        let short = u64::from_le_bytes(tag[..8].try_into().unwrap_or_default());
+        // Chunks are at most 4 MiB (22 bits); offsets up to 2^40 (1 TiB).
+        (short, (offset << 24) | u64::from(len & 0xff_ffff))
+    }
+
+    /// Offsets in the seed of chunks of length `len` whose tag starts like `tag`.
+    fn candidates(&self, tag: &[u8; 16], len: u32) -> impl Iterator<Item = u64> + '_ {
+        let short = u64::from_le_bytes(tag[..8].try_into().unwrap_or_default());
+        let from = self.0.partition_point(|(t, _)| *t < short);
+        self.0[from..]
+            .iter()
+            .take_while(move |(t, _)| *t == short)
+            .filter(move |(_, v)| (*v & 0xff_ffff) as u32 == len)
+            .map(|(_, v)| v >> 24)
+    }
+}
+
 /// Figures about one decoding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecodeStats {
@@ -129,7 +155,7 @@ pub struct DecodeStats {
 /// Decodes one object.
 pub struct Decoder<'a> {
     manifest: &'a Manifest,
-    contents: &'a Contents,
+    contents: &'a dyn ChunkTable,
     source: &'a dyn ShardSource,
     seed: Option<&'a dyn Seed>,
     window: Option<u64>,
@@ -160,8 +186,9 @@ fn slice_of<'g>(got: &'g Got, want: &Range<u64>) -> Option<&'g [u8]> {
 }
 
 impl<'a> Decoder<'a> {
-    /// A decoder for an opened manifest.
-    pub fn new(manifest: &'a Manifest, contents: &'a Contents, source: &'a dyn ShardSource) -> Self {
+    /// A decoder for an opened manifest: its chunk table held whole
+    /// ([`crate::Contents`]) or read a page at a time ([`crate::PagedContents`]).
+    pub fn new(manifest: &'a Manifest, contents: &'a dyn ChunkTable, source: &'a dyn ShardSource) -> Self {
         Decoder { manifest, contents, source, seed: None, window: None }
     }
 
@@ -182,20 +209,12 @@ impl<'a> Decoder<'a> {
     /// Write the object to `out`. The caller must not treat `out` as final
     /// until this returns `Ok`: the whole-object hash is checked last.
     pub fn decode(&self, out: &mut (dyn Write + Send), progress: &mut dyn FnMut(u64)) -> Result<DecodeStats> {
-        self.contents.check_against(self.manifest)?;
-        let chunks = self.contents.chunks();
-        let mut stats = DecodeStats { chunks: chunks.len() as u64, ..DecodeStats::default() };
+        let count = self.contents.chunk_count();
+        let mut stats = DecodeStats { chunks: count, ..DecodeStats::default() };
         let seed_index = match self.seed {
             Some(seed) => self.index_seed(seed)?,
-            None => HashMap::new(),
+            None => SeedIndex::default(),
         };
-        // Chunk start offsets in the object.
-        let mut offsets = Vec::with_capacity(chunks.len());
-        let mut pos = 0u64;
-        for c in chunks {
-            offsets.push(pos);
-            pos += u64::from(c.plain_len);
-        }
         let mut bad: HashMap<(usize, usize), ()> = HashMap::new();
         let mut hasher = blake3::Hasher::new();
         // About one segment per window: enough to keep both cores busy, little
@@ -206,41 +225,89 @@ impl<'a> Decoder<'a> {
             Some(w) => (w, w),
             None => (budget, 4 * budget),
         };
-        let mut i = 0;
+        // The table is read a run at a time (a page, for a paged table):
+        // only the entries of the window and the run after it are held.
+        let mut ahead: std::collections::VecDeque<ChunkEntry> = std::collections::VecDeque::new();
+        let mut read = 0u64;
+        let mut refill = |ahead: &mut std::collections::VecDeque<ChunkEntry>| -> Result<()> {
+            if ahead.is_empty() && read < count {
+                let run = self.contents.read_chunks(read)?;
+                if run.is_empty() {
+                    return Err(Error::ManifestMalformed(format!("the chunk table ends at chunk {read} of {count}")));
+                }
+                read += run.len() as u64;
+                ahead.extend(run);
+            }
+            Ok(())
+        };
+        let mut first = 0u64;
         let mut buf: Vec<u8> = Vec::new();
-        while i < chunks.len() {
+        loop {
+            refill(&mut ahead)?;
+            if ahead.is_empty() {
+                break;
+            }
             // A window: chunks up to the budget, ending where the segment changes.
-            let mut j = i;
+            let mut window: Vec<ChunkEntry> = Vec::new();
+            let mut starts: Vec<u64> = Vec::new();
             let mut size = 0u64;
-            while j < chunks.len() {
-                size += u64::from(chunks[j].plain_len);
-                j += 1;
-                let seg_changes = chunks.get(j).is_none_or(|n| n.segment != chunks[j - 1].segment);
+            while let Some(c) = ahead.pop_front() {
+                // Contents opened from another manifest must not index past its segments.
+                let fits = self
+                    .manifest
+                    .segments()
+                    .get(c.segment())
+                    .is_some_and(|s| c.offset() + u64::from(c.stored_len) <= s.len());
+                if !fits {
+                    return Err(Error::ManifestMalformed(format!(
+                        "chunk {} lies outside the manifest's segments: these contents belong to another manifest",
+                        first + window.len() as u64
+                    )));
+                }
+                starts.push(stats.object_len + size);
+                size += u64::from(c.plain_len);
+                let seg = c.segment;
+                window.push(c);
+                refill(&mut ahead)?;
+                let seg_changes = ahead.front().is_none_or(|n| n.segment != seg);
                 if (size >= budget && seg_changes) || size >= cap {
                     break;
                 }
             }
+            if stats.object_len + size > self.contents.object_len() {
+                return Err(Error::ManifestMalformed(format!(
+                    "the chunks run past the object's length of {} bytes",
+                    self.contents.object_len()
+                )));
+            }
             buf.clear();
             buf.resize(size as usize, 0);
-            self.decode_window(i..j, &offsets, &seed_index, &mut bad, &mut buf, &mut stats)?;
+            self.decode_window(&window, first, &starts, &seed_index, &mut bad, &mut buf, &mut stats)?;
             rayon::join(|| hasher.update(&buf), || out.write_all(&buf))
                 .1
                 .map_err(|e| Error::io("writing output", e))?;
             stats.object_len += size;
+            first += window.len() as u64;
             progress(stats.object_len);
-            i = j;
+        }
+        if stats.object_len != self.contents.object_len() {
+            return Err(Error::ManifestMalformed(format!(
+                "the chunks add up to {} bytes, the object's length is {}",
+                stats.object_len,
+                self.contents.object_len()
+            )));
         }
         let actual = hasher.finalize();
-        if actual.as_bytes() != self.contents.object_hash() {
+        if *actual.as_bytes() != self.contents.object_hash() {
             return Err(Error::ObjectHashMismatch {
-                expected: blake3::Hash::from_bytes(*self.contents.object_hash()).to_hex().to_string(),
+                expected: blake3::Hash::from_bytes(self.contents.object_hash()).to_hex().to_string(),
                 actual: actual.to_hex().to_string(),
             });
         }
         Ok(stats)
     }
 
-    fn index_seed(&self, seed: &dyn Seed) -> Result<HashMap<[u8; 16], (u64, u32)>> {
+    fn index_seed(&self, seed: &dyn Seed) -> Result<SeedIndex> {
         struct SeedReader<'s> {
             seed: &'s dyn Seed,
             pos: u64,
@@ -253,8 +320,8 @@ impl<'a> Decoder<'a> {
                 Ok(n)
             }
         }
-        let key = self.contents.match_key;
-        let mut index = HashMap::new();
+        let key = self.contents.match_key();
+        let mut index = Vec::new();
         let mut stream = ChunkStream::new(SeedReader { seed, pos: 0 }, self.manifest.params().chunking, 16 << 20);
         let mut base = 0u64;
         loop {
@@ -264,25 +331,28 @@ impl<'a> Decoder<'a> {
             }
             let tags: Vec<[u8; 16]> = ranges.par_iter().map(|r| match_tag(&key, &digest(&data[r.clone()]))).collect();
             for (r, t) in ranges.iter().zip(tags) {
-                index.entry(t).or_insert((base + r.start as u64, r.len() as u32));
+                index.push(SeedIndex::entry(&t, base + r.start as u64, r.len() as u32));
             }
             let end = ranges.last().map_or(0, |r| r.end);
             base += end as u64;
             stream.consume(end);
         }
-        Ok(index)
+        index.sort_unstable();
+        Ok(SeedIndex(index))
     }
 
+    /// Decode `chunks` (chunk `first_chunk` on, at object offsets `starts`) into `buf`.
+    #[allow(clippy::too_many_arguments)]
     fn decode_window(
         &self,
-        window: Range<usize>,
-        offsets: &[u64],
-        seed_index: &HashMap<[u8; 16], (u64, u32)>,
+        chunks: &[ChunkEntry],
+        first_chunk: u64,
+        starts: &[u64],
+        seed_index: &SeedIndex,
         bad: &mut HashMap<(usize, usize), ()>,
         buf: &mut [u8],
         stats: &mut DecodeStats,
     ) -> Result<()> {
-        let chunks = &self.contents.chunks()[window.clone()];
         // Each chunk's place in the window.
         let mut outs: Vec<&mut [u8]> = Vec::with_capacity(chunks.len());
         let mut rest = buf;
@@ -293,17 +363,18 @@ impl<'a> Decoder<'a> {
         }
         // Chunks the seed has are copied and checked first; one that no longer
         // matches (the seed file changed, a disk lied) is fetched like the rest.
-        let key = self.contents.match_key;
+        let key = self.contents.match_key();
         let from_seed: Vec<bool> = match self.seed {
             None => vec![false; chunks.len()],
             Some(seed) => outs
                 .par_iter_mut()
                 .zip(chunks)
                 .map(|(out, c)| {
-                    let Some((off, _)) = seed_index.get(&c.tag).filter(|(_, len)| *len == c.plain_len) else {
-                        return false;
-                    };
-                    seed.read_at(*off, out).is_ok() && match_tag(&key, &digest(out)) == c.tag
+                    // A short tag may match another chunk: every candidate is
+                    // read and checked against the whole tag.
+                    seed_index
+                        .candidates(&c.tag, c.plain_len)
+                        .any(|off| seed.read_at(off, out).is_ok() && match_tag(&key, &digest(out)) == c.tag)
                 })
                 .collect(),
         };
@@ -359,14 +430,14 @@ impl<'a> Decoder<'a> {
         for (segment, failed) in by_segment {
             // For the error, if any: the first chunk that needs bytes of a failed shard.
             let shard_len = self.manifest.segments()[segment].shard_len();
-            let needs = |(c, seed): (&crate::manifest::ChunkEntry, &bool)| {
+            let needs = |(c, seed): (&ChunkEntry, &bool)| {
                 let (a, b) = (c.offset() / shard_len, (c.offset() + u64::from(c.stored_len) - 1) / shard_len);
                 !*seed && c.segment() == segment && failed.iter().any(|w| (a..=b).contains(&(w.shard as u64)))
             };
-            let first_chunk = chunks.iter().zip(&from_seed).position(needs).map_or(window.start, |p| window.start + p);
-            let last_chunk = chunks.iter().zip(&from_seed).rposition(needs).map_or(first_chunk, |p| window.start + p);
-            let end = offsets[last_chunk] + u64::from(self.contents.chunks()[last_chunk].plain_len);
-            let span = (first_chunk..=last_chunk, offsets[first_chunk]..end);
+            let p = chunks.iter().zip(&from_seed).position(needs).unwrap_or(0);
+            let q = chunks.iter().zip(&from_seed).rposition(needs).unwrap_or(p);
+            let end = starts[q] + u64::from(chunks[q].plain_len);
+            let span = (first_chunk as usize + p..=first_chunk as usize + q, starts[p]..end);
             let rebuilt = self.rebuild(segment, &failed, &got, span, bad, stats)?;
             for (shard, g) in rebuilt {
                 got.insert((segment, shard), g);
@@ -377,7 +448,7 @@ impl<'a> Decoder<'a> {
         outs.into_par_iter().enumerate().filter(|(n, _)| !from_seed[*n]).try_for_each(|(n, out)| {
             let c = &chunks[n];
             let corrupt = |reason: String| Error::ChunkCorrupt {
-                chunk: window.start + n,
+                chunk: first_chunk as usize + n,
                 segment: c.segment(),
                 offset: c.offset(),
                 reason,

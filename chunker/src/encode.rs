@@ -88,8 +88,14 @@ impl KnownChunks {
     pub fn add(&mut self, manifest: &Manifest, contents: &Contents) -> Result<()> {
         contents.check_against(manifest)?;
         let mut local = vec![None; manifest.segments().len()];
-        for ch in contents.chunks() {
-            if self.chunks.contains_key(&ch.id) {
+        if contents.ids.len() != contents.chunks.len() {
+            return Err(Error::InvalidParams(
+                "these contents were opened for decoding only (no chunk ids): open the manifest with `open`"
+                    .to_string(),
+            ));
+        }
+        for (ch, id) in contents.chunks().iter().zip(&contents.ids) {
+            if self.chunks.contains_key(id) {
                 continue;
             }
             let s = ch.segment();
@@ -100,8 +106,7 @@ impl KnownChunks {
                     self.segments.len() - 1
                 })
             });
-            self.chunks
-                .insert(ch.id, Known { segment: idx, key: ch.key, offset: ch.offset, stored_len: ch.stored_len });
+            self.chunks.insert(*id, Known { segment: idx, key: ch.key, offset: ch.offset, stored_len: ch.stored_len });
         }
         Ok(())
     }
@@ -170,6 +175,7 @@ struct State {
     /// Chunks stored (or referenced) so far: segment, offset, stored length, key.
     seen: HashMap<ChunkId, (u32, u32, u32, ChunkKey)>,
     entries: Vec<ChunkEntry>,
+    ids: Vec<ChunkId>,
     open: Option<OpenSegment>,
     stats: EncodeStats,
     done: u64,
@@ -229,6 +235,7 @@ impl<'a> Encoder<'a> {
             known_map: HashMap::new(),
             seen: HashMap::new(),
             entries: Vec::new(),
+            ids: Vec::new(),
             open: None,
             stats: EncodeStats::default(),
             done: 0,
@@ -262,7 +269,8 @@ impl<'a> Encoder<'a> {
             .ok_or_else(|| Error::InvalidParams("internal: a segment was never finished".to_string()))?;
         let object_hash = *st.hasher.finalize().as_bytes();
         st.stats.object_len = st.done;
-        let contents = Contents { object_len: st.done, object_hash, match_key: st.match_key, chunks: st.entries };
+        let contents =
+            Contents { object_len: st.done, object_hash, match_key: st.match_key, chunks: st.entries, ids: st.ids };
         let read_key = self.secret.read_key(&object_hash);
         let manifest = Manifest::seal(*params, segments, &contents, &read_key);
         Ok(Encoded { manifest, read_key, stats: st.stats })
@@ -357,15 +365,8 @@ impl<'a> Encoder<'a> {
         for ((r, (id, tag, _)), plan) in ranges.iter().zip(&prepared).zip(&plans) {
             let (Plan::Reuse { segment, offset, stored_len, key } | Plan::New { segment, offset, stored_len, key }) =
                 *plan;
-            st.entries.push(ChunkEntry {
-                id: *id,
-                key,
-                tag: *tag,
-                plain_len: r.len() as u32,
-                segment,
-                offset,
-                stored_len,
-            });
+            st.ids.push(*id);
+            st.entries.push(ChunkEntry { key, tag: *tag, plain_len: r.len() as u32, segment, offset, stored_len });
         }
         st.stats.chunks += ranges.len() as u64;
 

@@ -25,6 +25,7 @@ mod params;
 pub mod proof;
 mod seal;
 mod source;
+mod table;
 
 pub use address::Cid;
 pub use capability::ReadCapability;
@@ -36,3 +37,4 @@ pub use keys::{ChunkId, ReadKey, TenantSecret};
 pub use manifest::{ChunkEntry, Contents, FORMAT_VERSION, Limits, Manifest, Segment};
 pub use params::{Chunking, Coding, Params};
 pub use source::{MemorySource, answer};
+pub use table::{ChunkTable, PagedContents};

@@ -7,14 +7,17 @@
 //! only a holder of the object's read key can open (what the object is).
 //!
 //! ```text
-//! manifest = [ "ionshard/manifest", version: 1,
+//! manifest = [ "ionshard/manifest", version: 2,
 //!              params:   [chunk_min, chunk_avg, chunk_max, zstd_level, segment_size, k, m],
 //!              segments: [ [len, k, digests: bytes(32 × n)], ... ],
-//!              sealed:   bytes(nonce(12) ‖ AES-256-GCM(read key, contents) ‖ tag(16)) ]
-//! contents = [ object_len, object_blake3: bytes(32), match_key: bytes(32),
-//!              chunks: [ [id: bytes(32), key: bytes(32), match: bytes(16),
-//!                         plain_len, segment, offset, stored_len], ... ] ]
+//!              sealed:   bytes(head ‖ page_0 ‖ … ‖ page_(p-1)) ]
+//! head     = seal(0, object_len u64 ‖ object_blake3(32) ‖ match_key(32) ‖ chunks u64 ‖ page_chunks u32)
+//! page_i   = seal(i + 1, entry × min(page_chunks, chunks left))
+//! entry    = id(32) ‖ key(32) ‖ match(16) ‖ plain_len u32 ‖ segment u32 ‖ offset u32 ‖ stored_len u32
+//! seal(j, x) = nonce(12) ‖ AES-256-GCM(read key, aad_j, x) ‖ tag(16)
+//! aad_j    = BLAKE3(CBOR of [params, segments]) ‖ j u64 ‖ (j = 0 ? 0 : 1 + p) u64
 //! ```
+//! (integers in the sealed part are little-endian.)
 //!
 //! - `digests` are the BLAKE3 digests of the segment's n = k + m shards in
 //!   shard order (data first); each shard's CID is CIDv1(raw, BLAKE3, digest).
@@ -23,8 +26,13 @@
 //! - Chunks are listed in object order; `offset`/`stored_len` locate the
 //!   stored (encrypted) chunk in its segment, which is the concatenation of
 //!   its k data shards.
-//! - The sealed part's associated data is the BLAKE3 hash of the CBOR of
-//!   `[params, segments]`, so the two parts cannot be mixed between manifests.
+//! - The chunk table is sealed in pages of `page_chunks` entries (1024, 96
+//!   KiB), each opened on its own: a reader holds one page at a time, never
+//!   the table (a device fetching an image of any size). Every piece's
+//!   associated data names the public part and the piece's index (a page's
+//!   also the number of pieces), so pieces cannot be moved or mixed between
+//!   manifests; the head fixes the number of chunks, so the sealed length is
+//!   known, and checked, before any page is read: none can be dropped.
 //!   The object hash is sealed because, in the clear, it would let anyone
 //!   holding a manifest confirm a guess of the whole file.
 //!
@@ -44,6 +52,7 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use minicbor::{Decoder, Encoder};
 
 use crate::address::Cid;
+use crate::decode::Seed;
 use crate::error::{Error, Result};
 use crate::keys::{ChunkId, ChunkKey, ReadKey};
 use crate::params::{Chunking, Coding, Params};
@@ -51,7 +60,7 @@ use crate::seal::STORED_OVERHEAD;
 
 const MAGIC: &str = "ionshard/manifest";
 /// The manifest format version this build writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Limits applied when decoding a manifest from untrusted bytes.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +118,9 @@ impl Segment {
     }
 }
 
-/// One chunk as the sealed part lists it.
+/// One chunk as the sealed part lists it (its id aside: a decoder needs none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkEntry {
-    pub(crate) id: ChunkId,
     pub(crate) key: ChunkKey,
     pub(crate) tag: [u8; 16],
     pub(crate) plain_len: u32,
@@ -122,10 +130,6 @@ pub struct ChunkEntry {
 }
 
 impl ChunkEntry {
-    /// The chunk id (tenant-keyed hash of the plaintext).
-    pub fn id(&self) -> &ChunkId {
-        &self.id
-    }
     /// Plaintext length.
     pub fn plain_len(&self) -> u32 {
         self.plain_len
@@ -151,6 +155,8 @@ pub struct Contents {
     pub(crate) object_hash: [u8; 32],
     pub(crate) match_key: [u8; 32],
     pub(crate) chunks: Vec<ChunkEntry>,
+    /// The chunk ids, one per chunk (what dedup against this object needs).
+    pub(crate) ids: Vec<ChunkId>,
 }
 
 impl Contents {
@@ -230,54 +236,230 @@ fn public_part(params: &Params, segments: &[Segment]) -> Vec<u8> {
     e.into_writer()
 }
 
-fn encode_contents_into(c: &Contents, out: &mut Vec<u8>) {
-    out.reserve(64 + 100 * c.chunks.len());
-    let mut e = Encoder::new(out);
-    let r: EncResult = (|| {
-        e.array(4)?.u64(c.object_len)?.bytes(&c.object_hash)?.bytes(&c.match_key)?.array(c.chunks.len() as u64)?;
-        for ch in &c.chunks {
-            e.array(7)?
-                .bytes(&ch.id.0)?
-                .bytes(&ch.key.0)?
-                .bytes(&ch.tag)?
-                .u32(ch.plain_len)?
-                .u32(ch.segment)?
-                .u32(ch.offset)?
-                .u32(ch.stored_len)?;
-        }
-        Ok(())
-    })();
-    infallible(r);
+/// Chunks per sealed page of the chunk table.
+const PAGE_CHUNKS: u32 = 1024;
+/// Bytes of one entry in a page.
+const ENTRY: usize = 96;
+/// Nonce and tag around every sealed piece.
+const SEAL: usize = 12 + 16;
+/// The head's plaintext: object length, hash, match key, chunk count, page size.
+const HEAD_PLAIN: usize = 8 + 32 + 32 + 8 + 4;
+/// The sealed head.
+pub(crate) const HEAD: usize = SEAL + HEAD_PLAIN;
+
+fn piece_aad(public: &blake3::Hash, index: u64, pieces: u64) -> [u8; 48] {
+    let mut a = [0u8; 48];
+    a[..32].copy_from_slice(public.as_bytes());
+    a[32..40].copy_from_slice(&index.to_le_bytes());
+    a[40..].copy_from_slice(&pieces.to_le_bytes());
+    a
 }
 
-fn sealing_nonce(key: &ReadKey, aad: &blake3::Hash, body: &[u8]) -> [u8; 12] {
-    // A key of its own for the nonce (not the AES key), over the associated
-    // data and the contents: a different public part never reuses a nonce.
-    let mut h = blake3::Hasher::new_keyed(&blake3::derive_key("ionshard 2026-11 manifest nonce v1", &key.0));
-    h.update(aad.as_bytes());
+/// A nonce derived from the key, the associated data and the plaintext, so
+/// sealing is deterministic (the same object gives the same manifest) and a
+/// nonce repeats only with the same plaintext under the same piece name.
+fn sealing_nonce(key: &ReadKey, aad: &[u8], body: &[u8]) -> [u8; 12] {
+    let mut h = blake3::Hasher::new_keyed(&blake3::derive_key("ionshard 2026-11 manifest nonce v2", &key.0));
+    h.update(aad);
     h.update(body);
     let mut n = [0u8; 12];
     n.copy_from_slice(&h.finalize().as_bytes()[..12]);
     n
 }
 
+fn seal_piece(cipher: &Aes256Gcm, key: &ReadKey, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
+    let nonce = sealing_nonce(key, aad, plain);
+    out.extend_from_slice(&nonce);
+    let at = out.len();
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_inout_detached(&nonce.into(), aad, out[at..].as_mut().into())
+        .unwrap_or_else(|_| unreachable!("a piece is far below the GCM length limit"));
+    out.extend_from_slice(tag.as_slice());
+}
+
+/// Open one sealed piece in place; the plaintext is `piece[12..len - 16]`.
+fn open_piece(cipher: &Aes256Gcm, aad: &[u8], piece: &mut [u8]) -> Result<()> {
+    if piece.len() < SEAL {
+        return Err(Error::ManifestMalformed("sealed piece too short".to_string()));
+    }
+    let (nonce, rest) = piece.split_at_mut(12);
+    let (body, tag) = rest.split_at_mut(rest.len() - 16);
+    let n: [u8; 12] = nonce.try_into().unwrap_or_default();
+    let t: [u8; 16] = (&*tag).try_into().unwrap_or_default();
+    cipher.decrypt_inout_detached(&n.into(), aad, body.into(), &t.into()).map_err(|_| Error::WrongReadKey)
+}
+
+/// The opened head of a sealed chunk table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    pub(crate) object_len: u64,
+    pub(crate) object_hash: [u8; 32],
+    pub(crate) match_key: [u8; 32],
+    pub(crate) chunks: u64,
+    pub(crate) page_chunks: u32,
+}
+
+impl Head {
+    fn pages(&self) -> u64 {
+        self.chunks.div_ceil(u64::from(self.page_chunks))
+    }
+
+    /// Where page `i` lies in the sealed part, and how many entries it holds.
+    fn page(&self, i: u64) -> (u64, usize) {
+        let per = u64::from(self.page_chunks);
+        let at = HEAD as u64 + i * (SEAL as u64 + per * ENTRY as u64);
+        (at, (self.chunks - i * per).min(per) as usize)
+    }
+
+    fn sealed_len(&self) -> u64 {
+        HEAD as u64 + self.pages() * SEAL as u64 + self.chunks * ENTRY as u64
+    }
+}
+
+/// The keys and names a reader of the sealed part needs.
+pub(crate) struct Opener {
+    cipher: Aes256Gcm,
+    public: blake3::Hash,
+    pub(crate) head: Head,
+}
+
+impl Opener {
+    /// Open the head (the first [`HEAD`] bytes of the sealed part, whose
+    /// whole length is `sealed_len`) and check it against that length.
+    pub(crate) fn new(m: &Manifest, key: &ReadKey, head: &[u8], sealed_len: u64) -> Result<Self> {
+        let cipher = Aes256Gcm::new(&key.0.into());
+        let public = blake3::hash(&public_part(&m.params, &m.segments));
+        let mut h = [0u8; HEAD];
+        if head.len() < HEAD || sealed_len < HEAD as u64 {
+            return Err(Error::ManifestMalformed("sealed part too short".to_string()));
+        }
+        h.copy_from_slice(&head[..HEAD]);
+        // The head names no piece count: it fixes it (chunks and page size),
+        // and the sealed length is checked against it below.
+        open_piece(&cipher, &piece_aad(&public, 0, 0), &mut h)?;
+        let b = &h[12..12 + HEAD_PLAIN];
+        let head = Head {
+            object_len: u64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
+            object_hash: b[8..40].try_into().unwrap_or_default(),
+            match_key: b[40..72].try_into().unwrap_or_default(),
+            chunks: u64::from_le_bytes(b[72..80].try_into().unwrap_or_default()),
+            page_chunks: u32::from_le_bytes(b[80..84].try_into().unwrap_or_default()),
+        };
+        if head.page_chunks == 0 || head.page_chunks > 1 << 16 {
+            return Err(Error::ManifestMalformed(format!("{} chunks per page", head.page_chunks)));
+        }
+        if head.chunks > sealed_len / ENTRY as u64 || head.sealed_len() != sealed_len {
+            return Err(Error::ManifestMalformed(format!(
+                "a sealed part of {sealed_len} bytes cannot hold {} chunks",
+                head.chunks
+            )));
+        }
+        Ok(Opener { cipher, public, head })
+    }
+
+    /// Page `i`: where to read it, and how long it is.
+    pub(crate) fn page_span(&self, i: u64) -> (u64, usize) {
+        let (at, n) = self.head.page(i);
+        (at, SEAL + n * ENTRY)
+    }
+
+    /// Open page `i` (its sealed bytes, in place) and decode its entries,
+    /// checking each against the manifest's segments and parameters.
+    pub(crate) fn open_page(
+        &self,
+        m: &Manifest,
+        i: u64,
+        sealed: &mut [u8],
+        out: &mut Vec<ChunkEntry>,
+        mut ids: Option<&mut Vec<ChunkId>>,
+    ) -> Result<()> {
+        let (_, n) = self.head.page(i);
+        if sealed.len() != SEAL + n * ENTRY {
+            return Err(Error::ManifestMalformed(format!("page {i} has the wrong length")));
+        }
+        open_piece(&self.cipher, &piece_aad(&self.public, i + 1, 1 + self.head.pages()), sealed)?;
+        let first = i * u64::from(self.head.page_chunks);
+        let max_plain = m.params.chunking.max;
+        for (j, e) in sealed[12..12 + n * ENTRY].chunks_exact(ENTRY).enumerate() {
+            let u = |at: usize| u32::from_le_bytes(e[at..at + 4].try_into().unwrap_or_default());
+            let (plain_len, segment, offset, stored_len) = (u(80), u(84), u(88), u(92));
+            let chunk = first + j as u64;
+            let Some(seg) = m.segments.get(segment as usize) else {
+                return Err(Error::ManifestMalformed(format!("chunk {chunk}: segment {segment} does not exist")));
+            };
+            if u64::from(offset) + u64::from(stored_len) > seg.len {
+                return Err(Error::ManifestMalformed(format!(
+                    "chunk {chunk}: bytes {offset}+{stored_len} lie outside segment {segment}"
+                )));
+            }
+            if plain_len == 0 || plain_len > max_plain {
+                return Err(Error::ManifestMalformed(format!(
+                    "chunk {chunk}: plaintext length {plain_len} outside 1..={max_plain}"
+                )));
+            }
+            if (stored_len as usize) < STORED_OVERHEAD || stored_len as usize > plain_len as usize + STORED_OVERHEAD {
+                return Err(Error::ManifestMalformed(format!(
+                    "chunk {chunk}: stored length {stored_len} impossible for {plain_len} plaintext bytes"
+                )));
+            }
+            if let Some(ids) = ids.as_deref_mut() {
+                ids.push(ChunkId(e[..32].try_into().unwrap_or_default()));
+            }
+            out.push(ChunkEntry {
+                key: ChunkKey(e[32..64].try_into().unwrap_or_default()),
+                tag: e[64..80].try_into().unwrap_or_default(),
+                plain_len,
+                segment,
+                offset,
+                stored_len,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn seal_contents(params: &Params, segments: &[Segment], c: &Contents, key: &ReadKey) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(&key.0.into());
+    let public = blake3::hash(&public_part(params, segments));
+    let head = Head {
+        object_len: c.object_len,
+        object_hash: c.object_hash,
+        match_key: c.match_key,
+        chunks: c.chunks.len() as u64,
+        page_chunks: PAGE_CHUNKS,
+    };
+    let pieces = 1 + head.pages();
+    let mut out = Vec::with_capacity(head.sealed_len() as usize);
+    let mut h = Vec::with_capacity(HEAD_PLAIN);
+    h.extend_from_slice(&head.object_len.to_le_bytes());
+    h.extend_from_slice(&head.object_hash);
+    h.extend_from_slice(&head.match_key);
+    h.extend_from_slice(&head.chunks.to_le_bytes());
+    h.extend_from_slice(&head.page_chunks.to_le_bytes());
+    seal_piece(&cipher, key, &piece_aad(&public, 0, 0), &h, &mut out);
+    let mut page = Vec::with_capacity(PAGE_CHUNKS as usize * ENTRY);
+    for (i, (chunks, ids)) in c.chunks.chunks(PAGE_CHUNKS as usize).zip(c.ids.chunks(PAGE_CHUNKS as usize)).enumerate()
+    {
+        page.clear();
+        for (ch, id) in chunks.iter().zip(ids) {
+            page.extend_from_slice(&id.0);
+            page.extend_from_slice(&ch.key.0);
+            page.extend_from_slice(&ch.tag);
+            for v in [ch.plain_len, ch.segment, ch.offset, ch.stored_len] {
+                page.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        seal_piece(&cipher, key, &piece_aad(&public, i as u64 + 1, pieces), &page, &mut out);
+    }
+    out
+}
+
 impl Manifest {
     /// Build and seal a manifest.
     pub(crate) fn seal(params: Params, segments: Vec<Segment>, contents: &Contents, key: &ReadKey) -> Self {
-        let aad = blake3::hash(&public_part(&params, &segments));
-        // Sealed in place: nonce ‖ body ‖ tag in one buffer.
-        let mut sealed = vec![0u8; 12];
-        encode_contents_into(contents, &mut sealed);
-        // Deterministic, and distinct for distinct contents: the same object
-        // encoded twice yields the same manifest, and a read key never seals
-        // two different contents under one nonce.
-        let nonce = sealing_nonce(key, &aad, &sealed[12..]);
-        sealed[..12].copy_from_slice(&nonce);
-        let cipher = Aes256Gcm::new(&key.0.into());
-        let tag = cipher
-            .encrypt_inout_detached(&nonce.into(), aad.as_bytes(), sealed[12..].as_mut().into())
-            .unwrap_or_else(|_| unreachable!("manifest far below the GCM length limit"));
-        sealed.extend_from_slice(tag.as_slice());
+        debug_assert_eq!(contents.chunks.len(), contents.ids.len());
+        let sealed = seal_contents(&params, &segments, contents, key);
         Manifest { params, segments, sealed }
     }
 
@@ -293,19 +475,11 @@ impl Manifest {
 
     /// The canonical CBOR bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut e = Encoder::new(Vec::with_capacity(self.sealed.len() + 64 + 600 * self.segments.len()));
-        let r: EncResult = (|| {
-            e.array(5)?.str(MAGIC)?.u64(FORMAT_VERSION)?;
-            encode_params(&mut e, &self.params)?;
-            e.array(self.segments.len() as u64)?;
-            for s in &self.segments {
-                encode_segment(&mut e, s)?;
-            }
-            e.bytes(&self.sealed)?;
-            Ok(())
-        })();
-        infallible(r);
-        e.into_writer()
+        let mut out = self.public_prefix();
+        out.reserve(self.sealed.len() + 9);
+        out.extend_from_slice(&bytes_header(self.sealed.len() as u64));
+        out.extend_from_slice(&self.sealed);
+        out
     }
 
     /// The manifest's CID.
@@ -331,7 +505,11 @@ impl Manifest {
             )));
         }
         // Canonical form only: one object, one manifest, one CID.
-        if m.to_bytes() != bytes {
+        // Canonical: the sealed part is copied as it is, so comparing what
+        // comes before it is enough (and spares a copy of the whole).
+        let mut canonical = m.public_prefix();
+        canonical.extend_from_slice(&bytes_header(m.sealed.len() as u64));
+        if bytes.get(..canonical.len()) != Some(&canonical[..]) {
             return Err(Error::ManifestMalformed("not in canonical encoding".to_string()));
         }
         Ok(m)
@@ -346,44 +524,129 @@ impl Manifest {
         Self::from_bytes(bytes, limits)
     }
 
+    /// Read a manifest kept in `file` (its bytes, read at will) without
+    /// loading its sealed part: check that the whole hashes to `cid` and is
+    /// canonical, decode the public part, and say where the sealed part lies
+    /// (offset, length) for [`crate::PagedContents`]. Memory: the public
+    /// part (about 450 bytes per 8 MiB segment) and a read buffer.
+    pub fn read_public(file: &dyn Seed, cid: &Cid, limits: &Limits) -> Result<(Manifest, u64, u64)> {
+        let size = file.size();
+        if size > limits.max_manifest_bytes as u64 {
+            return Err(Error::ManifestMalformed(format!(
+                "{size} bytes is over the limit of {} bytes",
+                limits.max_manifest_bytes
+            )));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(buf.len() as u64) as usize;
+            file.read_at(at, &mut buf[..n]).map_err(|e| Error::io("reading the manifest", e))?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        let actual = Cid::cbor(*hasher.finalize().as_bytes());
+        if actual != *cid {
+            return Err(Error::ManifestCidMismatch { expected: cid.to_string(), actual: actual.to_string() });
+        }
+        // The public part comes first; read a prefix long enough to hold it.
+        let mut prefix_len = (64u64 << 10).min(size);
+        loop {
+            let mut prefix = vec![0u8; prefix_len as usize];
+            file.read_at(0, &mut prefix).map_err(|e| Error::io("reading the manifest", e))?;
+            let mut d = Decoder::new(&prefix);
+            let public = decode_public(&mut d);
+            let pos = d.position();
+            match public.map(|p| (p, read_bytes_header(&prefix[pos..]))) {
+                Ok(((params, segments), Some((hl, sealed_len)))) => {
+                    let start = (pos + hl) as u64;
+                    if start + sealed_len != size {
+                        return Err(Error::ManifestMalformed(format!(
+                            "the sealed part ({sealed_len} bytes at {start}) does not end the manifest ({size} bytes)"
+                        )));
+                    }
+                    let m = Manifest { params, segments, sealed: Vec::new() };
+                    let mut canonical = m.public_prefix();
+                    canonical.extend_from_slice(&bytes_header(sealed_len));
+                    if canonical[..] != prefix[..start as usize] {
+                        return Err(Error::ManifestMalformed("not in canonical encoding".to_string()));
+                    }
+                    return Ok((m, start, sealed_len));
+                }
+                Err(e) if prefix_len == size => return Err(e.into_error(pos)),
+                Ok((_, None)) if prefix_len == size => {
+                    return Err(Error::ManifestMalformed("no sealed part after the segments".to_string()));
+                }
+                _ => prefix_len = (prefix_len * 4).min(size),
+            }
+        }
+    }
+
+    /// The canonical bytes before the sealed part.
+    fn public_prefix(&self) -> Vec<u8> {
+        let mut e = Encoder::new(Vec::with_capacity(64 + 600 * self.segments.len()));
+        let r: EncResult = (|| {
+            e.array(5)?.str(MAGIC)?.u64(FORMAT_VERSION)?;
+            encode_params(&mut e, &self.params)?;
+            e.array(self.segments.len() as u64)?;
+            for s in &self.segments {
+                encode_segment(&mut e, s)?;
+            }
+            Ok(())
+        })();
+        infallible(r);
+        e.into_writer()
+    }
+
     /// Open the sealed part with the read key, then let go of it: what a
-    /// decoder needs (parameters, segments, the opened contents) without the
-    /// sealed bytes, which are as large again as the chunk table (a device
-    /// fetching a 4 GiB image saves about 10 MB). The manifest returned is
-    /// for decoding only: it has no sealed part, so `to_bytes` and `cid`
-    /// no longer describe the original.
+    /// decoder needs (parameters, segments, the opened chunk table without
+    /// chunk ids) without the sealed bytes. The manifest returned is for
+    /// decoding only: it has no sealed part, so `to_bytes` and `cid` no
+    /// longer describe the original. (A reader that must not hold the whole
+    /// table reads it a page at a time: [`crate::PagedContents`].)
     pub fn open_for_decoding(mut self, key: &ReadKey) -> Result<(Manifest, Contents)> {
-        let contents = self.open(key)?;
+        let contents = self.open_pages(key, false)?;
         self.sealed = Vec::new();
         Ok((self, contents))
     }
 
     /// Open the sealed part with the object's read key.
     pub fn open(&self, key: &ReadKey) -> Result<Contents> {
-        if self.sealed.len() < 28 {
-            return Err(Error::ManifestMalformed("sealed part too short".to_string()));
+        self.open_pages(key, true)
+    }
+
+    fn open_pages(&self, key: &ReadKey, with_ids: bool) -> Result<Contents> {
+        let opener = Opener::new(self, key, &self.sealed, self.sealed.len() as u64)?;
+        let head = opener.head;
+        // The head was checked against the sealed length: the count is bounded.
+        let n = head.chunks as usize;
+        let mut chunks = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(if with_ids { n } else { 0 });
+        let mut page = Vec::new();
+        for i in 0..head.pages() {
+            let (at, len) = opener.page_span(i);
+            page.clear();
+            page.extend_from_slice(&self.sealed[at as usize..at as usize + len]);
+            opener.open_page(self, i, &mut page, &mut chunks, with_ids.then_some(&mut ids))?;
         }
-        let aad = blake3::hash(&public_part(&self.params, &self.segments));
-        let (nonce, rest) = self.sealed.split_at(12);
-        let (ct, tag) = rest.split_at(rest.len() - 16);
-        let mut body = ct.to_vec();
-        let mut n = [0u8; 12];
-        n.copy_from_slice(nonce);
-        let mut t = [0u8; 16];
-        t.copy_from_slice(tag);
-        Aes256Gcm::new(&key.0.into())
-            .decrypt_inout_detached(&n.into(), aad.as_bytes(), body.as_mut_slice().into(), &t.into())
-            .map_err(|_| Error::WrongReadKey)?;
-        let mut d = Decoder::new(&body);
-        let c = decode_contents(&mut d, self).map_err(|e| e.into_error(d.position()))?;
-        if d.position() != body.len() {
-            return Err(Error::ManifestMalformed("trailing bytes in the sealed part".to_string()));
+        let total: u64 = chunks.iter().map(|c| u64::from(c.plain_len)).sum();
+        if total != head.object_len {
+            return Err(Error::ManifestMalformed(format!(
+                "chunks add up to {total} bytes, object length is {}",
+                head.object_len
+            )));
         }
-        Ok(c)
+        Ok(Contents {
+            object_len: head.object_len,
+            object_hash: head.object_hash,
+            match_key: head.match_key,
+            chunks,
+            ids,
+        })
     }
 }
 
-/// A decoding failure before it is given its position.
 enum DecErr {
     Cbor(minicbor::decode::Error),
     Bad(String),
@@ -432,11 +695,6 @@ fn counted_array(d: &mut Decoder<'_>, min_item: usize, what: &str) -> std::resul
     Ok(n as usize)
 }
 
-fn fixed<const N: usize>(d: &mut Decoder<'_>, what: &str) -> std::result::Result<[u8; N], DecErr> {
-    let b = d.bytes()?;
-    <[u8; N]>::try_from(b).or_else(|_| bad(format!("{what}: expected {N} bytes, found {}", b.len())))
-}
-
 fn decode_params(d: &mut Decoder<'_>) -> std::result::Result<Params, DecErr> {
     array_of(d, 7, "params")?;
     let chunking = Chunking { min: d.u32()?, avg: d.u32()?, max: d.u32()? };
@@ -449,6 +707,13 @@ fn decode_params(d: &mut Decoder<'_>) -> std::result::Result<Params, DecErr> {
 }
 
 fn decode_manifest(d: &mut Decoder<'_>) -> std::result::Result<Manifest, DecErr> {
+    let (params, segments) = decode_public(d)?;
+    let sealed = d.bytes()?.to_vec();
+    Ok(Manifest { params, segments, sealed })
+}
+
+/// Everything before the sealed part: header, params, segments.
+fn decode_public(d: &mut Decoder<'_>) -> std::result::Result<(Params, Vec<Segment>), DecErr> {
     array_of(d, 5, "manifest")?;
     if d.str()? != MAGIC {
         return bad("not an ionshard manifest");
@@ -482,43 +747,33 @@ fn decode_manifest(d: &mut Decoder<'_>) -> std::result::Result<Manifest, DecErr>
             .collect();
         segments.push(Segment { len, k, shards });
     }
-    let sealed = d.bytes()?.to_vec();
-    Ok(Manifest { params, segments, sealed })
+    Ok((params, segments))
 }
 
-fn decode_contents(d: &mut Decoder<'_>, m: &Manifest) -> std::result::Result<Contents, DecErr> {
-    array_of(d, 4, "contents")?;
-    let object_len = d.u64()?;
-    let object_hash = fixed::<32>(d, "object hash")?;
-    let match_key = fixed::<32>(d, "match key")?;
-    // Smallest possible entry: array header, three byte strings, four one-byte ints.
-    let n = counted_array(d, 1 + 34 + 34 + 17 + 4, "chunks")?;
-    let mut chunks = Vec::with_capacity(n);
-    let max_plain = m.params.chunking.max;
-    let mut total: u64 = 0;
-    for i in 0..n {
-        array_of(d, 7, "chunk")?;
-        let id = ChunkId(fixed::<32>(d, "chunk id")?);
-        let key = ChunkKey(fixed::<32>(d, "chunk key")?);
-        let tag = fixed::<16>(d, "chunk match tag")?;
-        let (plain_len, segment, offset, stored_len) = (d.u32()?, d.u32()?, d.u32()?, d.u32()?);
-        let Some(seg) = m.segments.get(segment as usize) else {
-            return bad(format!("chunk {i}: segment {segment} does not exist"));
-        };
-        if u64::from(offset) + u64::from(stored_len) > seg.len {
-            return bad(format!("chunk {i}: bytes {offset}+{stored_len} lie outside segment {segment}"));
-        }
-        if plain_len == 0 || plain_len > max_plain {
-            return bad(format!("chunk {i}: plaintext length {plain_len} outside 1..={max_plain}"));
-        }
-        if (stored_len as usize) < STORED_OVERHEAD || stored_len as usize > plain_len as usize + STORED_OVERHEAD {
-            return bad(format!("chunk {i}: stored length {stored_len} impossible for {plain_len} plaintext bytes"));
-        }
-        total += u64::from(plain_len);
-        chunks.push(ChunkEntry { id, key, tag, plain_len, segment, offset, stored_len });
+/// The canonical CBOR header of a byte string of `len` bytes.
+fn bytes_header(len: u64) -> Vec<u8> {
+    match len {
+        0..24 => vec![0x40 | len as u8],
+        24..0x100 => vec![0x58, len as u8],
+        0x100..0x1_0000 => [&[0x59u8][..], &(len as u16).to_be_bytes()].concat(),
+        0x1_0000..0x1_0000_0000 => [&[0x5au8][..], &(len as u32).to_be_bytes()].concat(),
+        _ => [&[0x5bu8][..], &len.to_be_bytes()].concat(),
     }
-    if total != object_len {
-        return bad(format!("chunks add up to {total} bytes, object length is {object_len}"));
+}
+
+/// Length of a CBOR byte-string header at the start of `b`, and the length it announces.
+fn read_bytes_header(b: &[u8]) -> Option<(usize, u64)> {
+    let first = *b.first()?;
+    if first >> 5 != 2 {
+        return None;
     }
-    Ok(Contents { object_len, object_hash, match_key, chunks })
+    let n = |k: usize| -> Option<u64> { Some(b.get(1..1 + k)?.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x))) };
+    match first & 31 {
+        v @ 0..24 => Some((1, u64::from(v))),
+        24 => Some((2, n(1)?)),
+        25 => Some((3, n(2)?)),
+        26 => Some((5, n(4)?)),
+        27 => Some((9, n(8)?)),
+        _ => None,
+    }
 }

@@ -81,3 +81,51 @@ fn a_seed_that_changes_underneath_falls_back_to_the_shards() {
     assert!(out == data);
     assert!(stats.seed_chunks > 0 && stats.seed_chunks < stats.chunks, "{stats:?}");
 }
+
+/// The chunk table read a sealed page at a time, from the manifest's bytes
+/// as a reader would hold them in a file: the same object, and any change to
+/// the pages is an error, never a wrong object.
+#[test]
+fn paged_chunk_table_decodes_the_same_and_refuses_changed_pages() {
+    use chunker::{Limits, Manifest, PagedContents};
+    // 1 KiB chunks over 3 MB: about 3000 chunks, three pages and a part.
+    let params =
+        Params::default().with_chunking(Chunking::with_avg(1024)).with_segment_size(256 * 1024).with_coding(4, 2);
+    let data = noise(9, 3_000_000);
+    let (e, shards) = encode(params, &data, None);
+    let bytes = e.manifest.to_bytes();
+    let cid = e.manifest.cid();
+    let (public, at, len) = Manifest::read_public(&bytes, &cid, &Limits::default()).expect("read public");
+    assert_eq!(public.segments(), e.manifest.segments());
+    assert_eq!(at + len, bytes.len() as u64);
+    let sealed = bytes[at as usize..].to_vec();
+    let table = PagedContents::open(&public, &sealed, &e.read_key).expect("open head");
+    assert!(chunker::ChunkTable::chunk_count(&table) > 2048, "want several pages");
+    let src = chunker::MemorySource::new(shards);
+    let mut out = Vec::new();
+    chunker::Decoder::new(&public, &table, &src).decode(&mut out, &mut |_| {}).expect("decode paged");
+    assert!(out == data, "paged decode differs");
+
+    // Another CID, a wrong key, a page changed, two pages swapped, a page dropped.
+    assert!(Manifest::read_public(&bytes, &Manifest::cid(&public), &Limits::default()).is_err());
+    let other = chunker::ReadKey::from_bytes([7; 32]);
+    assert!(PagedContents::open(&public, &sealed, &other).is_err(), "a wrong key opened the head");
+    let page = 28 + 1024 * 96;
+    let head = 28 + 84;
+    let decode_with = |sealed: &Vec<u8>| -> Result<Vec<u8>, String> {
+        let t = PagedContents::open(&public, sealed, &e.read_key).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        chunker::Decoder::new(&public, &t, &src).decode(&mut out, &mut |_| {}).map_err(|e| e.to_string())?;
+        Ok(out)
+    };
+    let mut changed = sealed.clone();
+    changed[head + page + 500] ^= 1;
+    assert!(decode_with(&changed).is_err(), "a changed page was used");
+    let mut swapped = sealed.clone();
+    let (a, b) = swapped[head..head + 2 * page].split_at_mut(page);
+    a.swap_with_slice(b);
+    assert!(decode_with(&swapped).is_err(), "swapped pages were used");
+    let dropped = [&sealed[..head + page], &sealed[head + 2 * page..]].concat();
+    assert!(decode_with(&dropped).is_err(), "a dropped page went unnoticed");
+    assert!(decode_with(&sealed[..sealed.len() - 1].to_vec()).is_err(), "a truncated table went unnoticed");
+}

@@ -1,0 +1,110 @@
+//! The chunk table as a decoder reads it: in object order, a run of entries
+//! at a time, either from contents opened whole ([`Contents`]) or a sealed
+//! page at a time from wherever the manifest lies ([`PagedContents`]), so a
+//! device never holds the table of a large image.
+
+use std::sync::Mutex;
+
+use crate::decode::Seed;
+use crate::error::{Error, Result};
+use crate::keys::ReadKey;
+use crate::manifest::{ChunkEntry, Contents, Manifest, Opener};
+
+/// A chunk table: what the sealed part of a manifest says.
+pub trait ChunkTable: Sync {
+    /// Length of the object.
+    fn object_len(&self) -> u64;
+    /// BLAKE3 hash of the whole object.
+    fn object_hash(&self) -> [u8; 32];
+    /// The key of the chunks' match tags (to find them in a seed).
+    fn match_key(&self) -> [u8; 32];
+    /// Number of chunks.
+    fn chunk_count(&self) -> u64;
+    /// Entries from chunk `start` on, in object order: at least one while
+    /// `start` is below the count, each checked against the manifest.
+    fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>>;
+}
+
+/// Entries handed out at a time from contents held whole.
+const RUN: usize = 4096;
+
+impl ChunkTable for Contents {
+    fn object_len(&self) -> u64 {
+        self.object_len
+    }
+    fn object_hash(&self) -> [u8; 32] {
+        self.object_hash
+    }
+    fn match_key(&self) -> [u8; 32] {
+        self.match_key
+    }
+    fn chunk_count(&self) -> u64 {
+        self.chunks.len() as u64
+    }
+    fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>> {
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(self.chunks.len());
+        Ok(self.chunks[start..(start + RUN).min(self.chunks.len())].to_vec())
+    }
+}
+
+/// A chunk table read a sealed page (1024 entries, 96 KiB) at a time from the
+/// sealed part of a manifest kept elsewhere (a file): memory does not grow
+/// with the object. Each page is authenticated as it is read; a page that
+/// fails (changed on disk, wrong key) is an error, never used.
+pub struct PagedContents<'a> {
+    manifest: &'a Manifest,
+    sealed: &'a dyn Seed,
+    opener: Opener,
+    /// The last page read, for a reader that asks twice.
+    last: Mutex<Option<(u64, Vec<ChunkEntry>)>>,
+}
+
+impl std::fmt::Debug for PagedContents<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagedContents").field("chunks", &self.opener.head.chunks).finish_non_exhaustive()
+    }
+}
+
+impl<'a> PagedContents<'a> {
+    /// Open the head of `sealed` (the manifest's sealed part, read at will:
+    /// see [`Manifest::read_public`]) with the object's read key.
+    pub fn open(manifest: &'a Manifest, sealed: &'a dyn Seed, key: &ReadKey) -> Result<Self> {
+        let mut head = vec![0u8; crate::manifest::HEAD.min(sealed.size() as usize)];
+        sealed.read_at(0, &mut head).map_err(|e| Error::io("reading the manifest's sealed part", e))?;
+        let opener = Opener::new(manifest, key, &head, sealed.size())?;
+        Ok(PagedContents { manifest, sealed, opener, last: Mutex::new(None) })
+    }
+}
+
+impl ChunkTable for PagedContents<'_> {
+    fn object_len(&self) -> u64 {
+        self.opener.head.object_len
+    }
+    fn object_hash(&self) -> [u8; 32] {
+        self.opener.head.object_hash
+    }
+    fn match_key(&self) -> [u8; 32] {
+        self.opener.head.match_key
+    }
+    fn chunk_count(&self) -> u64 {
+        self.opener.head.chunks
+    }
+    fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>> {
+        if start >= self.chunk_count() {
+            return Ok(Vec::new());
+        }
+        let per = u64::from(self.opener.head.page_chunks);
+        let page = start / per;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_none_or(|(p, _)| *p != page) {
+            let (at, len) = self.opener.page_span(page);
+            let mut bytes = vec![0u8; len];
+            self.sealed.read_at(at, &mut bytes).map_err(|e| Error::io("reading the manifest's chunk table", e))?;
+            let mut entries = Vec::with_capacity(per as usize);
+            self.opener.open_page(self.manifest, page, &mut bytes, &mut entries, None)?;
+            *last = Some((page, entries));
+        }
+        let entries = last.as_ref().map(|(_, e)| e.as_slice()).unwrap_or_default();
+        Ok(entries[(start - page * per) as usize..].to_vec())
+    }
+}
