@@ -37,17 +37,28 @@ pub(crate) fn default_state() -> PathBuf {
     crate::files::home().join("device")
 }
 
-fn load_bundle(o: &DeviceOpts) -> Result<Bundle> {
-    match (&o.bundle, &o.release) {
-        (Some(path), None) => Ok(Bundle::from_file(path)?),
+/// The bundle, read as it streams in; its manifest (the part that grows with
+/// the image) goes to an unnamed temporary file, not to memory.
+fn load_bundle(o: &DeviceOpts) -> Result<(Bundle, std::fs::File)> {
+    use std::io::Seek;
+    let mut manifest = tempfile::tempfile().context("creating a temporary file for the manifest")?;
+    let (bundle, _) = match (&o.bundle, &o.release) {
+        (Some(path), None) => {
+            let f = std::fs::File::open(path).with_context(|| format!("opening bundle {}", path.display()))?;
+            Bundle::read_streaming(std::io::BufReader::new(f), &mut manifest)
+                .with_context(|| format!("reading bundle {}", path.display()))?
+        }
         (None, Some(id)) => {
             let url = o.spn.as_deref().context("--release ID needs --spn URL (or give --bundle FILE)")?;
             let spn = http::Spn::new(url, None)?;
-            let raw = spn.get_raw(&format!("/v1/releases/{id}"), ota::MAX_BUNDLE as u64)?;
-            Ok(Bundle::from_json(&raw)?)
+            let body = spn.get_reader(&format!("/v1/releases/{id}"), ota::MAX_BUNDLE as u64)?;
+            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest)
+                .with_context(|| format!("reading release {id} from the SPN"))?
         }
         _ => bail!("give either --bundle FILE or --release ID --spn URL"),
-    }
+    };
+    manifest.rewind().context("rewinding the manifest")?;
+    Ok((bundle, manifest))
 }
 
 /// What a fetch or update did, for the demo.
@@ -58,7 +69,7 @@ pub(crate) struct Outcome {
 
 /// Fetch (and with `install`, install and record) a release.
 pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
-    let mut bundle = load_bundle(&o)?;
+    let (bundle, manifest) = load_bundle(&o)?;
     let device = Device::open(&o.state)?;
     let root = device.trusted_root(o.root.as_deref())?;
     let installed = device.installed()?;
@@ -98,9 +109,7 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
     if bootstrap.is_empty() {
         bootstrap = bundle.bootstrap.clone();
     }
-    // Only the decoded manifest is kept (a device's memory is small).
-    let manifest = bundle.manifest_bytes()?;
-    bundle.manifest = String::new();
+    let placement = bundle.placement;
     let mut opts = FetchOptions::new(out.clone());
     opts.seed = seed.clone();
     opts.parallel = o.parallel;
@@ -110,9 +119,7 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
     let pb2 = pb.clone();
     let report = rt.block_on(async {
         let (client, handle) = node_cmd::join(&bootstrap, None).await?;
-        let r =
-            ota::fetch(&client, manifest, &bundle.placement, &release, read_key, &opts, move |n| pb2.set_position(n))
-                .await;
+        let r = ota::fetch(&client, manifest, placement, &release, read_key, &opts, move |n| pb2.set_position(n)).await;
         client.shutdown().await;
         let _ = handle.await;
         anyhow::Ok(r?)

@@ -78,23 +78,19 @@ impl Spn {
         self.answer(&format!("GET {path}"), r)
     }
 
-    /// The raw body of a GET, at most `limit` bytes.
-    pub(crate) fn get_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+    /// GET `path` as a stream of at most `limit` bytes (an error answer is read whole and reported).
+    pub(crate) fn get_reader(&self, path: &str, limit: u64) -> Result<impl std::io::Read + use<>> {
         let url = format!("{}{path}", self.base);
-        let mut r = self.agent.get(&url).call().with_context(|| format!("cannot reach the SPN at {url}"))?;
+        let r = self.agent.get(&url).call().with_context(|| format!("cannot reach the SPN at {url}"))?;
         let status = r.status();
-        let bytes = r
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .with_context(|| format!("reading GET {path} (at most {limit} bytes)"))?;
+        let mut body = r.into_body();
         if !status.is_success() {
+            let bytes = body.with_config().limit(64 << 10).read_to_vec().unwrap_or_default();
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let msg = v.get("error").and_then(Value::as_str).unwrap_or("no reason given").to_string();
             bail!("SPN refused GET {path} ({status}): {msg}");
         }
-        Ok(bytes)
+        Ok(body.into_with_config().limit(limit).reader())
     }
 
     pub(crate) fn post_json(&self, path: &str, body: &Value) -> Result<Value> {

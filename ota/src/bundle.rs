@@ -79,6 +79,82 @@ impl Bundle {
         Ok(b)
     }
 
+    /// Read a bundle as it streams in (a file, an HTTP answer), writing its
+    /// manifest, decoded, to `manifest_out` instead of holding it: the
+    /// manifest is the one part that grows with the image (about 3.5 MB of
+    /// base64 per GiB). Returns the bundle, with `manifest` empty, and the
+    /// manifest's length. At most [`MAX_BUNDLE`] bytes are read; the signed
+    /// parts are bounded by [`crate::meta::MAX_METADATA`] each.
+    pub fn read_streaming(reader: impl std::io::Read, manifest_out: &mut dyn std::io::Write) -> Result<(Bundle, u64)> {
+        use std::io::Read;
+        use struson::reader::{JsonReader, JsonStreamReader};
+        let bad = |e: &dyn std::fmt::Display| Error::Malformed(format!("release bundle: {e}"));
+        let limited = reader.take(MAX_BUNDLE as u64 + 1);
+        let mut json = JsonStreamReader::new(limited);
+        let mut bundle = Bundle {
+            format: 0,
+            release: String::new(),
+            roots: Vec::new(),
+            manifest: String::new(),
+            placement: Placement::default(),
+            bootstrap: Vec::new(),
+        };
+        let mut manifest_len = None;
+        // A signed text, read through a cap: a bundle cannot make us hold more.
+        fn text(json: &mut JsonStreamReader<impl std::io::Read>, what: &str) -> Result<String> {
+            let mut out = String::new();
+            let cap = crate::meta::MAX_METADATA as u64;
+            json.next_string_reader()
+                .map_err(|e| Error::Malformed(format!("release bundle {what}: {e}")))?
+                .take(cap + 1)
+                .read_to_string(&mut out)
+                .map_err(|e| Error::Malformed(format!("release bundle {what}: {e}")))?;
+            if out.len() as u64 > cap {
+                return Err(Error::TooLarge { what: format!("bundle {what}"), len: out.len() as u64, limit: cap });
+            }
+            Ok(out)
+        }
+        json.begin_object().map_err(|e| bad(&e))?;
+        while json.has_next().map_err(|e| bad(&e))? {
+            let name = json.next_name_owned().map_err(|e| bad(&e))?;
+            match name.as_str() {
+                "format" => bundle.format = json.next_number::<u32>().map_err(|e| bad(&e))?.map_err(|e| bad(&e))?,
+                "release" => bundle.release = text(&mut json, "release")?,
+                "roots" => {
+                    json.begin_array().map_err(|e| bad(&e))?;
+                    while json.has_next().map_err(|e| bad(&e))? {
+                        if bundle.roots.len() >= 1000 {
+                            return Err(Error::Malformed("release bundle: over 1000 roots".to_string()));
+                        }
+                        let r = text(&mut json, "root")?;
+                        bundle.roots.push(r);
+                    }
+                    json.end_array().map_err(|e| bad(&e))?;
+                }
+                "manifest" => {
+                    let b64 = json.next_string_reader().map_err(|e| bad(&e))?;
+                    let mut decoder = base64::read::DecoderReader::new(b64, &base64::engine::general_purpose::STANDARD);
+                    let n = std::io::copy(&mut decoder, manifest_out)
+                        .map_err(|e| Error::Malformed(format!("release bundle manifest: {e}")))?;
+                    manifest_len = Some(n);
+                }
+                "placement" => bundle.placement = json.deserialize_next().map_err(|e| bad(&e))?,
+                "bootstrap" => bundle.bootstrap = json.deserialize_next().map_err(|e| bad(&e))?,
+                other => return Err(Error::Malformed(format!("release bundle: unknown field {other:?}"))),
+            }
+        }
+        json.end_object().map_err(|e| bad(&e))?;
+        json.consume_trailing_whitespace().map_err(|e| bad(&e))?;
+        if bundle.format != 1 {
+            return Err(Error::Malformed(format!("release bundle format {} (this build reads 1)", bundle.format)));
+        }
+        let manifest_len = manifest_len.ok_or_else(|| Error::Malformed("release bundle: no manifest".to_string()))?;
+        if bundle.release.is_empty() {
+            return Err(Error::Malformed("release bundle: no release".to_string()));
+        }
+        Ok((bundle, manifest_len))
+    }
+
     /// JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -94,5 +170,60 @@ impl Bundle {
     /// Base64 of manifest bytes, for building a bundle.
     pub fn encode_manifest(bytes: &[u8]) -> String {
         data_encoding::BASE64.encode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(manifest: &[u8]) -> Bundle {
+        Bundle {
+            format: 1,
+            release: "{\"signed\":{\"a\":\"b\\\"c\"}}".to_string(),
+            roots: vec!["{\"root\":2}".to_string()],
+            manifest: Bundle::encode_manifest(manifest),
+            placement: Placement {
+                peers: vec!["p1".to_string()],
+                shards: [("c1".to_string(), vec![0u32])].into_iter().collect(),
+            },
+            bootstrap: vec!["/ip4/127.0.0.1/tcp/1".to_string()],
+        }
+    }
+
+    #[test]
+    fn streaming_read_gives_the_bundle_and_writes_the_manifest_aside() {
+        let manifest: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let b = sample(&manifest);
+        let mut out = Vec::new();
+        let (read, n) = Bundle::read_streaming(b.to_json().as_bytes(), &mut out).expect("read");
+        assert_eq!(n, manifest.len() as u64);
+        assert!(out == manifest, "manifest bytes differ");
+        assert_eq!(Bundle { manifest: b.manifest.clone(), ..read }, b);
+    }
+
+    #[test]
+    fn streaming_read_refuses_what_it_must() {
+        let b = sample(b"m");
+        let mut v: serde_json::Value = serde_json::from_str(&b.to_json()).expect("json");
+        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("unknown field", Box::new(|v| v["extra"] = 1.into())),
+            ("format", Box::new(|v| v["format"] = 2.into())),
+            ("no manifest", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("manifest"))))),
+            ("base64", Box::new(|v| v["manifest"] = "not base64!".into())),
+            ("release", Box::new(|v| v["release"] = "x".repeat(crate::meta::MAX_METADATA + 1).into())),
+        ];
+        for (what, change) in cases {
+            let mut w = v.clone();
+            change(&mut w);
+            let e = Bundle::read_streaming(w.to_string().as_bytes(), &mut Vec::new());
+            assert!(e.is_err(), "{what}: accepted");
+        }
+        v["manifest"] = "".into();
+        assert!(
+            Bundle::read_streaming(v.to_string().as_bytes(), &mut Vec::new()).is_ok(),
+            "an empty manifest field parses"
+        );
     }
 }

@@ -12,6 +12,9 @@
 //!   Whatever a crash or power loss left in it is safe: a chunk that does not
 //!   match is fetched again.
 //! - **Seed** (an older image): the same mechanism gives delta updates.
+//! - **Manifest** `OUT.part.manifest`: kept on disk; its chunk table is read
+//!   a sealed page (1024 chunks) at a time, so memory does not grow with the
+//!   image (only the segment list does, about 60 KB per GiB).
 //! - **Long tail**: a range not answered within a deadline (a few times the
 //!   median answer time) is given up and rebuilt from other shards; a peer
 //!   that fails is not asked again this fetch; a peer whose bytes fail their
@@ -27,7 +30,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chunker::{Cid, Decoder, Manifest, Piece, ReadKey, Seed, ShardRequest, ShardSource, SourceError};
+use chunker::{
+    ChunkTable, Cid, Decoder, Manifest, PagedContents, Piece, ReadKey, Seed, ShardRequest, ShardSource, SourceError,
+};
 use net::wire::{Code, Request, Response};
 use net::{Client, PeerId};
 use serde::Serialize;
@@ -117,7 +122,10 @@ const REST: Duration = Duration::from_secs(15);
 struct NetSource {
     client: Client,
     rt: tokio::runtime::Handle,
-    holders: HashMap<Cid, Vec<PeerId>>,
+    /// The placement's peers, and per shard the indices of those holding it
+    /// (a few bytes a shard: this map grows with the image).
+    peers: Vec<PeerId>,
+    holders: HashMap<Cid, Vec<u32>>,
     min_late: Duration,
     max_wait: Duration,
     /// Requests in flight at most.
@@ -168,12 +176,12 @@ impl NetSource {
         cid: Cid,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> std::result::Result<Piece, SourceError> {
-        let Some(peers) = self.holders.get(&cid) else {
+        let Some(holding) = self.holders.get(&cid) else {
             return Err(SourceError::Missing);
         };
         let _slot = self.slots.acquire().await.map_err(|_| SourceError::Failed("fetch stopped".to_string()))?;
         let mut why = Vec::new();
-        for &peer in peers {
+        for peer in holding.iter().filter_map(|&i| self.peers.get(i as usize).copied()) {
             {
                 // A liar is never asked again; a peer that failed or was late
                 // is left alone for a while (it may be busy, or moving).
@@ -304,6 +312,34 @@ impl Seeds {
     }
 }
 
+/// Bytes `start..start + len` of a file, read at will: the manifest, or its
+/// sealed part.
+struct FileSpan {
+    file: File,
+    start: u64,
+    len: u64,
+}
+
+impl FileSpan {
+    fn whole(file: File) -> Result<Self> {
+        let len = file.metadata().map_err(|e| Error::io("reading the manifest file", e))?.len();
+        Ok(FileSpan { file, start: 0, len })
+    }
+}
+
+impl Seed for FileSpan {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if offset + buf.len() as u64 > self.len {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the manifest"));
+        }
+        self.file.read_exact_at(buf, self.start + offset)
+    }
+}
+
 /// Writes windows in order from offset 0, syncing every [`SYNC_EVERY`]
 /// bytes: a kill loses nothing written (the page cache keeps it), a power
 /// loss at most that much, which the next run downloads again.
@@ -367,13 +403,14 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Fetch the image of a checked `release`: `manifest` is the manifest's
-/// bytes (from the bundle; checked against the release's CID here),
+/// Fetch the image of a checked `release`: `manifest` reads the manifest's
+/// bytes (from the bundle; kept in a file beside the partial one and checked
+/// against the release's CID here),
 /// `placement` says which peers hold which shards.
 pub async fn fetch(
     client: &Client,
-    manifest: Vec<u8>,
-    placement: &Placement,
+    manifest: impl std::io::Read + Send,
+    placement: Placement,
     release: &Release,
     read_key: [u8; 32],
     opts: &FetchOptions,
@@ -382,28 +419,61 @@ pub async fn fetch(
     let started = Instant::now();
     let manifest_cid: Cid =
         release.manifest.parse().map_err(|e| Error::Malformed(format!("release manifest CID: {e}")))?;
-    let manifest = Manifest::from_bytes_with_cid(&manifest, &manifest_cid, &Default::default())?;
-    let (manifest, contents) = manifest.open_for_decoding(&ReadKey::from_bytes(read_key))?;
-    let want_hash = unhex(&release.blake3, "image hash")?;
-    if contents.object_len() != release.length || contents.object_hash()[..] != want_hash[..] {
-        return Err(Error::ImageMismatch(format!(
-            "the manifest describes {} bytes with hash {}, the release {} bytes with hash {}",
-            contents.object_len(),
-            crate::meta::hex(contents.object_hash()),
-            release.length,
-            release.blake3
-        )));
+    let out = opts.out.clone();
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
-    let mut holders: HashMap<Cid, Vec<PeerId>> = HashMap::new();
-    let peers: Vec<Option<PeerId>> = placement.peers.iter().map(|p| p.parse().ok()).collect();
-    for (cid, idx) in &placement.shards {
+    let part = part_path(&out);
+    // The manifest waits in a file beside the partial one, and its chunk
+    // table is read from there a sealed page at a time: memory does not grow
+    // with the image.
+    let manifest_path = with_suffix(&part, ".manifest");
+    {
+        let mut manifest = manifest;
+        let written = File::create(&manifest_path).and_then(|mut f| std::io::copy(&mut manifest, &mut f));
+        written.map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
+    }
+    let manifest_file =
+        File::open(&manifest_path).map_err(|e| Error::io(format!("opening {}", manifest_path.display()), e))?;
+    let whole = FileSpan::whole(manifest_file)?;
+    let (manifest, at, len) = Manifest::read_public(&whole, &manifest_cid, &Default::default())?;
+    let sealed = FileSpan { file: whole.file, start: at, len };
+    let read_key = ReadKey::from_bytes(read_key);
+    {
+        let table = PagedContents::open(&manifest, &sealed, &read_key)?;
+        let want_hash = unhex(&release.blake3, "image hash")?;
+        if table.object_len() != release.length || table.object_hash()[..] != want_hash[..] {
+            return Err(Error::ImageMismatch(format!(
+                "the manifest describes {} bytes with hash {}, the release {} bytes with hash {}",
+                table.object_len(),
+                crate::meta::hex(&table.object_hash()),
+                release.length,
+                release.blake3
+            )));
+        }
+    }
+    // The placement's text (CIDs and peer ids as strings) becomes indices
+    // and is let go: it grows with the image.
+    let Placement { peers: peer_names, shards } = placement;
+    let mut peers = Vec::new();
+    let index: Vec<Option<u32>> = peer_names
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>().ok().map(|id| {
+                peers.push(id);
+                peers.len() as u32 - 1
+            })
+        })
+        .collect();
+    let mut holders: HashMap<Cid, Vec<u32>> = HashMap::with_capacity(shards.len());
+    for (cid, idx) in shards {
         let Ok(cid) = cid.parse::<Cid>() else { continue };
-        let list = idx.iter().filter_map(|&i| peers.get(i as usize).copied().flatten()).collect();
-        holders.insert(cid, list);
+        holders.insert(cid, idx.iter().filter_map(|&i| index.get(i as usize).copied().flatten()).collect());
     }
     let source = NetSource {
         client: client.clone(),
         rt: tokio::runtime::Handle::current(),
+        peers,
         holders,
         min_late: opts.min_late,
         max_wait: Duration::from_secs(30).max(opts.min_late),
@@ -411,11 +481,6 @@ pub async fn fetch(
         state: Mutex::new(SourceState::default()),
     };
 
-    let out = opts.out.clone();
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-    }
-    let part = part_path(&out);
     let file = open_part(&part)?;
     let mut part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
     // A partial file left by a fetch of another release is not written over
@@ -448,15 +513,16 @@ pub async fn fetch(
     let seeds =
         Seeds { parts, indexed: Default::default(), from_part: AtomicU64::new(0), from_seed: AtomicU64::new(0) };
     let window = opts.window;
+    let release_len = release.length;
     let mut progress = progress;
     let (stats, source, seeds) = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter { file, unsynced: 0 };
-        let r = {
-            let decoder = Decoder::new(&manifest, &contents, &source).with_window(window);
+        let len = release_len;
+        let r = PagedContents::open(&manifest, &sealed, &read_key).and_then(|table| {
+            let decoder = Decoder::new(&manifest, &table, &source).with_window(window);
             let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
             decoder.decode(&mut writer, &mut progress)
-        };
-        let len = contents.object_len();
+        });
         let r = r.map_err(Error::from).and_then(|stats| {
             writer.file.set_len(len).map_err(|e| Error::io("trimming the partial file", e))?;
             writer.file.sync_all().map_err(|e| Error::io("syncing the image", e))?;
@@ -481,6 +547,7 @@ pub async fn fetch(
     sync_dir(&out).map_err(|e| Error::io("syncing the image directory", e))?;
     let _ = std::fs::remove_file(&tag);
     let _ = std::fs::remove_file(&old);
+    let _ = std::fs::remove_file(&manifest_path);
     let mut peers_used: Vec<PeerUse> =
         st.by_peer.into_iter().map(|(p, (bytes, answers))| PeerUse { peer: p.to_string(), bytes, answers }).collect();
     peers_used.sort_by(|a, b| a.peer.cmp(&b.peer));

@@ -169,7 +169,7 @@ async fn fetch(client: &Client, bundle: &Bundle, root: &Root, out: &Path) -> ota
     let key = meta::read_key(&release, None)?;
     let mut opts = FetchOptions::new(out.to_path_buf());
     opts.min_late = Duration::from_secs(2);
-    ota::fetch(client, bundle.manifest_bytes()?, &bundle.placement, &release, key, &opts, |_| {}).await
+    ota::fetch(client, &bundle.manifest_bytes()?[..], bundle.placement.clone(), &release, key, &opts, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
