@@ -307,6 +307,7 @@ impl Head {
 
     /// Where page `i` lies in the sealed part, and how many entries it holds.
     fn page(&self, i: u64) -> (u64, usize) {
+        debug_assert!(i < self.pages(), "page {i} of {}", self.pages());
         let per = u64::from(self.page_chunks);
         let at = HEAD as u64 + i * (SEAL as u64 + per * ENTRY as u64);
         (at, (self.chunks - i * per).min(per) as usize)
@@ -561,7 +562,7 @@ impl Manifest {
             match public.map(|p| (p, read_bytes_header(&prefix[pos..]))) {
                 Ok(((params, segments), Some((hl, sealed_len)))) => {
                     let start = (pos + hl) as u64;
-                    if start + sealed_len != size {
+                    if start.checked_add(sealed_len) != Some(size) {
                         return Err(Error::ManifestMalformed(format!(
                             "the sealed part ({sealed_len} bytes at {start}) does not end the manifest ({size} bytes)"
                         )));

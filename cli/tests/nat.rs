@@ -121,20 +121,38 @@ impl Lab {
                 sink.lock().expect("lines").push(line);
             }
         });
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first).expect("first line");
+        // The first line, within a deadline (a node that hangs must not hang the test).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut first);
+            let _ = tx.send(first);
+        });
+        let first = rx.recv_timeout(Duration::from_secs(30)).expect("the node printed nothing in 30 s");
         let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("node printed {first:?}: {e}"));
         (v, lines)
     }
 
-    /// Run `ionshard ARGS --json` in namespace `ns` to its end.
+    /// Run `ionshard ARGS --json` in namespace `ns` to its end (killed after 90 s).
     fn client(&self, ns: &str, args: &[&str]) -> Value {
-        let out = Command::new("ip")
+        let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns(ns), BIN])
             .args(args)
             .arg("--json")
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run the client");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ionshard {args:?} took over 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("output");
         assert!(out.status.success(), "ionshard {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{text:?}: {e}"))

@@ -52,11 +52,15 @@ fn relay_config() -> relay::Config {
 
 /// AutoNAT probes sooner and more often than libp2p's defaults (15 s after
 /// start, then every 90 s until sure), so a peer behind NAT takes a relay
-/// slot within seconds of joining. Private addresses are dialled back too:
-/// home networks and test networks use them. A server dials back only the
-/// address the request came from, so it cannot be aimed at third parties.
+/// slot within seconds of joining. Only bootstrap nodes are asked (added as
+/// servers at start): a neighbour on the same LAN would dial a private
+/// address back and call us public, and we would take no relay slot.
+/// Private addresses are dialled back (test networks use them); a server
+/// dials back only the address the request came from, so it cannot be aimed
+/// at third parties.
 fn autonat_config() -> autonat::Config {
     autonat::Config {
+        use_connected: false,
         boot_delay: Duration::from_secs(2),
         retry_interval: Duration::from_secs(20),
         refresh_interval: Duration::from_secs(10 * 60),

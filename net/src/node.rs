@@ -268,6 +268,7 @@ pub async fn start(
             .ok_or_else(|| Error::Config(format!("bootstrap address {addr} must end in /p2p/<peer id>")))?;
         bootstrap_ids.insert(id);
         swarm.behaviour_mut().kad.add_address(&id, addr.clone());
+        swarm.behaviour_mut().autonat.add_server(id, Some(addr.clone()));
         swarm.dial(addr.clone()).map_err(|e| Error::Config(format!("cannot dial {addr}: {e}")))?;
     }
     let (tx, rx) = mpsc::channel(64);
@@ -292,7 +293,8 @@ pub async fn start(
         links: HashMap::new(),
         nat: Nat::Unknown,
         relayed_out: HashMap::new(),
-        punched: HashSet::new(),
+        punched: HashMap::new(),
+        relay_listeners: HashMap::new(),
         quic_observed: HashSet::new(),
     };
     let handle = tokio::spawn(node.run());
@@ -316,7 +318,10 @@ struct EventLoop {
     bootstrap_ids: HashSet<PeerId>,
     /// Bootstrap relays we hold a reservation on (peers without a listen address).
     reserved: HashSet<PeerId>,
-    pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response>>)>,
+    /// Requests on their way: to whom, who waits, and a copy to send again
+    /// once if the connection closes under it (not kept for puts, which are
+    /// large and which the SPN retries itself).
+    pending: HashMap<OutboundRequestId, Pending>,
     /// DHT lookups in flight: the peer sought, who wants its addresses.
     finds: HashMap<kad::QueryId, PeerId>,
     /// Per sought peer: finds and requests waiting on the lookup.
@@ -333,11 +338,16 @@ struct EventLoop {
     /// Relayed connections this node dialled, per peer: closed once a hole
     /// punch gave a direct one and none of our requests is on its way.
     relayed_out: HashMap<PeerId, HashSet<ConnectionId>>,
-    /// Peers a hole punch connected us to directly.
-    punched: HashSet<PeerId>,
+    /// Peers a hole punch connected us to directly, and when.
+    punched: HashMap<PeerId, tokio::time::Instant>,
+    /// Our relay listeners (reservations), by the bootstrap they are on.
+    relay_listeners: HashMap<libp2p::core::transport::ListenerId, PeerId>,
     /// Bootstrap nodes we dialled over QUIC to learn our outside UDP address.
     quic_observed: HashSet<PeerId>,
 }
+
+/// A request on its way: to whom, who waits, and what to send again.
+type Pending = (PeerId, oneshot::Sender<Result<Response>>, Option<Request>);
 
 enum Waiter {
     Find(oneshot::Sender<Result<Vec<Multiaddr>>>),
@@ -361,6 +371,14 @@ impl EventLoop {
                     for addr in self.config.bootstrap.clone() {
                         if peer_of(&addr).is_some_and(|id| !self.swarm.is_connected(&id)) {
                             let _ = self.swarm.dial(addr);
+                        }
+                    }
+                    // A relay reservation that ended is taken again.
+                    if self.needs_relay() {
+                        for id in self.bootstrap_ids.clone() {
+                            if self.swarm.is_connected(&id) {
+                                self.reserve(id);
+                            }
                         }
                     }
                 }
@@ -432,7 +450,7 @@ impl EventLoop {
             Command::Link { peer, reply } => {
                 let link = self.links.get(&peer).map(|(direct, relayed)| Link {
                     relayed: *direct == 0 && *relayed > 0,
-                    hole_punched: *direct > 0 && self.punched.contains(&peer),
+                    hole_punched: *direct > 0 && self.punched.contains_key(&peer),
                 });
                 let _ = reply.send(link);
             }
@@ -469,8 +487,9 @@ impl EventLoop {
         reply: oneshot::Sender<Result<Response>>,
         addrs: Vec<Multiaddr>,
     ) {
+        let again = (!matches!(request, Request::Put { .. })).then(|| request.clone());
         let id = self.swarm.behaviour_mut().shard.send_request_with_addresses(&peer, Ok(request), addrs);
-        self.pending.insert(id, (peer, reply));
+        self.pending.insert(id, (peer, reply, again));
     }
 
     fn found(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
@@ -568,10 +587,21 @@ impl EventLoop {
                     self.swarm.add_external_address(address);
                 }
             }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                // A relay reservation ended (refused, not renewed, its
+                // connection gone): take a new one at the next tick.
+                if let Some(id) = self.relay_listeners.remove(&listener_id) {
+                    tracing::info!(relay = %id, "relay reservation ended: {reason:?}");
+                    self.reserved.remove(&id);
+                }
+            }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
                 let link = self.links.entry(peer_id).or_default();
-                if endpoint.is_relayed() && *link == (0, 0) {
-                    // A new relayed session: not upgraded yet.
+                // A new session, relayed or direct: not upgraded by a punch
+                // (unless one just happened: a punched TCP connection can be
+                // reset and another punched one take its place).
+                if *link == (0, 0) && self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+                {
                     self.punched.remove(&peer_id);
                 }
                 if endpoint.is_relayed() {
@@ -587,7 +617,7 @@ impl EventLoop {
                 // once the direct connection has carried an answer: a punched
                 // TCP connection may still be reset in its first moments.
                 if !endpoint.is_relayed() && link.1 > 0 {
-                    self.punched.insert(peer_id);
+                    self.punched.insert(peer_id, tokio::time::Instant::now());
                 }
                 // A peer with nowhere to listen, or behind NAT, is reached
                 // through its bootstrap's relay.
@@ -608,8 +638,11 @@ impl EventLoop {
                     if *link == (0, 0) {
                         self.links.remove(&peer_id);
                         self.relayed_out.remove(&peer_id);
-                        // The relay reservation went with the connection: renew it on reconnect.
+                        // The relay reservation went with the connection: renew it on
+                        // reconnect; and learn our outside UDP port again (the NAT's
+                        // mapping may have expired meanwhile).
                         self.reserved.remove(&peer_id);
+                        self.quic_observed.remove(&peer_id);
                     }
                 }
             }
@@ -672,7 +705,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => match result {
                 Ok(_) => {
                     tracing::info!(peer = %remote_peer_id, "hole punched: direct connection");
-                    self.punched.insert(remote_peer_id);
+                    self.punched.insert(remote_peer_id, tokio::time::Instant::now());
                 }
                 Err(e) => tracing::debug!(peer = %remote_peer_id, "hole punch failed: {e}"),
             },
@@ -715,22 +748,30 @@ impl EventLoop {
         if !self.reserved.insert(id) {
             return;
         }
-        if let Some(addr) = self.config.bootstrap.iter().find(|a| peer_of(a) == Some(id))
-            && let Err(e) = self.swarm.listen_on(addr.clone().with(Protocol::P2pCircuit))
-        {
-            tracing::warn!(%addr, "relay reservation failed: {e}");
+        if let Some(addr) = self.config.bootstrap.iter().find(|a| peer_of(a) == Some(id)) {
+            match self.swarm.listen_on(addr.clone().with(Protocol::P2pCircuit)) {
+                Ok(listener) => {
+                    self.relay_listeners.insert(listener, id);
+                }
+                Err(e) => {
+                    self.reserved.remove(&id);
+                    tracing::warn!(%addr, "relay reservation failed: {e}");
+                }
+            }
         }
     }
 
     /// After a hole punch, close the relayed connections we dialled to `peer`
-    /// once the direct one has carried an answer and none of our requests is
-    /// on its way: request-response spreads requests over all connections, and
-    /// the relay should carry none of them.
+    /// once the direct one has carried an answer: request-response spreads
+    /// requests over all connections, and the relay should carry none of
+    /// them. Our requests on their way over the relay fail with the closed
+    /// connection and are sent again (see `shard_event`).
     fn drop_idle_relay(&mut self, peer: PeerId) {
-        if !self.punched.contains(&peer) || self.links.get(&peer).is_none_or(|l| l.0 == 0) {
+        if !self.punched.contains_key(&peer) || self.links.get(&peer).is_none_or(|l| l.0 == 0) {
             return;
         }
-        if self.pending.values().any(|(p, _)| *p == peer) {
+        // Answers we still owe the peer would be cut off with the connection.
+        if self.inflight.get(&peer).is_some_and(|n| *n > 0) {
             return;
         }
         for id in self.relayed_out.remove(&peer).unwrap_or_default() {
@@ -750,7 +791,7 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().shard.send_response(channel, answer);
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    if let Some((_, reply, _)) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                     // An answer over the punched connection: it works, the relay can go.
@@ -760,7 +801,18 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
-                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                if let Some((_, reply, again)) = self.pending.remove(&request_id) {
+                    // A connection closed under the request (a relay dropped
+                    // after a hole punch, say) while another is still open:
+                    // send it again, once, over what is left.
+                    if matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                        && self.swarm.is_connected(&peer)
+                        && let Some(request) = again
+                    {
+                        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Ok(request));
+                        self.pending.insert(id, (peer, reply, None));
+                        return;
+                    }
                     let e = match error {
                         request_response::OutboundFailure::Timeout => Error::Timeout { peer: peer.to_string() },
                         request_response::OutboundFailure::DialFailure => {

@@ -15,6 +15,34 @@ use crate::error::{Error, Result};
 /// Largest bundle read, in bytes (the manifest of an image of tens of GiB).
 pub const MAX_BUNDLE: usize = 128 << 20;
 
+/// Bytes of a bundle outside its manifest (release, roots, placement,
+/// bootstrap): the placement of a 30 GiB image is about 4 MB. What a bundle
+/// can make a device hold is bounded by this, not by [`MAX_BUNDLE`].
+const MAX_BUNDLE_REST: u64 = 16 << 20;
+
+/// A reader that fails once more than `left` bytes were read outside the
+/// stretch marked `exempt` (the manifest, which goes to disk).
+struct Budget<R> {
+    inner: R,
+    left: u64,
+    exempt: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if !self.exempt.get() {
+            self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "over {} MiB outside the manifest: refused (a bundle's placement is a few MB)",
+                    MAX_BUNDLE_REST >> 20
+                ))
+            })?;
+        }
+        Ok(n)
+    }
+}
+
 /// Which peers hold which shards.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,8 +117,10 @@ impl Bundle {
         use std::io::Read;
         use struson::reader::{JsonReader, JsonStreamReader};
         let bad = |e: &dyn std::fmt::Display| Error::Malformed(format!("release bundle: {e}"));
-        let limited = reader.take(MAX_BUNDLE as u64 + 1);
-        let mut json = JsonStreamReader::new(limited);
+        let exempt = std::rc::Rc::new(std::cell::Cell::new(false));
+        let budget =
+            Budget { inner: reader.take(MAX_BUNDLE as u64 + 1), left: MAX_BUNDLE_REST, exempt: exempt.clone() };
+        let mut json = JsonStreamReader::new(budget);
         let mut bundle = Bundle {
             format: 0,
             release: String::new(),
@@ -131,11 +161,17 @@ impl Bundle {
                     }
                     json.end_array().map_err(|e| bad(&e))?;
                 }
+                "manifest" if manifest_len.is_some() => {
+                    return Err(Error::Malformed("release bundle: two manifests".to_string()));
+                }
                 "manifest" => {
+                    exempt.set(true);
                     let b64 = json.next_string_reader().map_err(|e| bad(&e))?;
                     let mut decoder = base64::read::DecoderReader::new(b64, &base64::engine::general_purpose::STANDARD);
                     let n = std::io::copy(&mut decoder, manifest_out)
                         .map_err(|e| Error::Malformed(format!("release bundle manifest: {e}")))?;
+                    drop(decoder);
+                    exempt.set(false);
                     manifest_len = Some(n);
                 }
                 "placement" => bundle.placement = json.deserialize_next().map_err(|e| bad(&e))?,
@@ -213,6 +249,7 @@ mod tests {
             ("no manifest", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("manifest"))))),
             ("base64", Box::new(|v| v["manifest"] = "not base64!".into())),
             ("release", Box::new(|v| v["release"] = "x".repeat(crate::meta::MAX_METADATA + 1).into())),
+            ("rest over budget", Box::new(|v| v["bootstrap"] = vec!["x".repeat(1 << 20); 17].into())),
         ];
         for (what, change) in cases {
             let mut w = v.clone();
@@ -220,6 +257,8 @@ mod tests {
             let e = Bundle::read_streaming(w.to_string().as_bytes(), &mut Vec::new());
             assert!(e.is_err(), "{what}: accepted");
         }
+        let twice = v.to_string().replacen('{', "{\"manifest\":\"\",", 1);
+        assert!(Bundle::read_streaming(twice.as_bytes(), &mut Vec::new()).is_err(), "two manifests accepted");
         v["manifest"] = "".into();
         assert!(
             Bundle::read_streaming(v.to_string().as_bytes(), &mut Vec::new()).is_ok(),

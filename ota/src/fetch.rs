@@ -427,19 +427,23 @@ pub async fn fetch(
     // The manifest waits in a file beside the partial one, and its chunk
     // table is read from there a sealed page at a time: memory does not grow
     // with the image.
+    // The partial file is locked first: a second fetch to the same place
+    // stops there, before it touches this one's files.
+    let file = open_part(&part)?;
     let manifest_path = with_suffix(&part, ".manifest");
     {
-        let mut manifest = manifest;
+        let limit = chunker::Limits::default().max_manifest_bytes as u64;
+        let mut manifest = manifest.take(limit + 1);
         let written = File::create(&manifest_path).and_then(|mut f| std::io::copy(&mut manifest, &mut f));
         written.map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     }
-    let manifest_file =
-        File::open(&manifest_path).map_err(|e| Error::io(format!("opening {}", manifest_path.display()), e))?;
-    let whole = FileSpan::whole(manifest_file)?;
-    let (manifest, at, len) = Manifest::read_public(&whole, &manifest_cid, &Default::default())?;
-    let sealed = FileSpan { file: whole.file, start: at, len };
     let read_key = ReadKey::from_bytes(read_key);
-    {
+    let checked = (|| {
+        let manifest_file =
+            File::open(&manifest_path).map_err(|e| Error::io(format!("opening {}", manifest_path.display()), e))?;
+        let whole = FileSpan::whole(manifest_file)?;
+        let (manifest, at, len) = Manifest::read_public(&whole, &manifest_cid, &Default::default())?;
+        let sealed = FileSpan { file: whole.file, start: at, len };
         let table = PagedContents::open(&manifest, &sealed, &read_key)?;
         let want_hash = unhex(&release.blake3, "image hash")?;
         if table.object_len() != release.length || table.object_hash()[..] != want_hash[..] {
@@ -451,7 +455,21 @@ pub async fn fetch(
                 release.blake3
             )));
         }
-    }
+        drop(table);
+        Ok((manifest, sealed))
+    })();
+    let (manifest, sealed) = match checked {
+        Ok(m) => m,
+        Err(e) => {
+            // Refused before anything was fetched: leave no files behind
+            // (an earlier partial file with data in it stays for a rerun).
+            let _ = std::fs::remove_file(&manifest_path);
+            if file.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&part);
+            }
+            return Err(e);
+        }
+    };
     // The placement's text (CIDs and peer ids as strings) becomes indices
     // and is let go: it grows with the image.
     let Placement { peers: peer_names, shards } = placement;
@@ -481,7 +499,6 @@ pub async fn fetch(
         state: Mutex::new(SourceState::default()),
     };
 
-    let file = open_part(&part)?;
     let mut part_len = file.metadata().map_err(|e| Error::io("reading the partial file", e))?.len();
     // A partial file left by a fetch of another release is not written over
     // in place (its chunks sit at other offsets): it moves aside to
