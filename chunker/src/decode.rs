@@ -253,12 +253,7 @@ impl<'a> Decoder<'a> {
             let mut size = 0u64;
             while let Some(c) = ahead.pop_front() {
                 // Contents opened from another manifest must not index past its segments.
-                let fits = self
-                    .manifest
-                    .segments()
-                    .get(c.segment())
-                    .is_some_and(|s| c.offset() + u64::from(c.stored_len) <= s.len());
-                if !fits {
+                if !c.fits(self.manifest) {
                     return Err(Error::ManifestMalformed(format!(
                         "chunk {} lies outside the manifest's segments: these contents belong to another manifest",
                         first + window.len() as u64

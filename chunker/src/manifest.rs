@@ -130,6 +130,13 @@ pub struct ChunkEntry {
 }
 
 impl ChunkEntry {
+    /// Whether the stored chunk lies inside a segment of `manifest`.
+    pub(crate) fn fits(&self, manifest: &Manifest) -> bool {
+        manifest
+            .segments
+            .get(self.segment as usize)
+            .is_some_and(|s| u64::from(self.offset) + u64::from(self.stored_len) <= s.len)
+    }
     /// Plaintext length.
     pub fn plain_len(&self) -> u32 {
         self.plain_len
@@ -177,13 +184,7 @@ impl Contents {
     /// contents opened from it; guards against pairing contents with another
     /// manifest of the same object).
     pub fn check_against(&self, manifest: &Manifest) -> Result<()> {
-        let fits = self.chunks.iter().all(|c| {
-            manifest
-                .segments
-                .get(c.segment as usize)
-                .is_some_and(|s| u64::from(c.offset) + u64::from(c.stored_len) <= s.len)
-        });
-        if fits {
+        if self.chunks.iter().all(|c| c.fits(manifest)) {
             Ok(())
         } else {
             Err(Error::ManifestMalformed("these contents belong to another manifest".to_string()))
@@ -508,11 +509,7 @@ impl Manifest {
         // Canonical form only: one object, one manifest, one CID.
         // Canonical: the sealed part is copied as it is, so comparing what
         // comes before it is enough (and spares a copy of the whole).
-        let mut canonical = m.public_prefix();
-        canonical.extend_from_slice(&bytes_header(m.sealed.len() as u64));
-        if bytes.get(..canonical.len()) != Some(&canonical[..]) {
-            return Err(Error::ManifestMalformed("not in canonical encoding".to_string()));
-        }
+        m.starts_canonically(bytes, m.sealed.len() as u64)?;
         Ok(m)
     }
 
@@ -568,11 +565,7 @@ impl Manifest {
                         )));
                     }
                     let m = Manifest { params, segments, sealed: Vec::new() };
-                    let mut canonical = m.public_prefix();
-                    canonical.extend_from_slice(&bytes_header(sealed_len));
-                    if canonical[..] != prefix[..start as usize] {
-                        return Err(Error::ManifestMalformed("not in canonical encoding".to_string()));
-                    }
+                    m.starts_canonically(&prefix[..start as usize], sealed_len)?;
                     return Ok((m, start, sealed_len));
                 }
                 Err(e) if prefix_len == size => return Err(e.into_error(pos)),
@@ -586,18 +579,23 @@ impl Manifest {
 
     /// The canonical bytes before the sealed part.
     fn public_prefix(&self) -> Vec<u8> {
-        let mut e = Encoder::new(Vec::with_capacity(64 + 600 * self.segments.len()));
-        let r: EncResult = (|| {
-            e.array(5)?.str(MAGIC)?.u64(FORMAT_VERSION)?;
-            encode_params(&mut e, &self.params)?;
-            e.array(self.segments.len() as u64)?;
-            for s in &self.segments {
-                encode_segment(&mut e, s)?;
-            }
+        let mut e = Encoder::new(Vec::new());
+        infallible(e.array(5).and_then(|e| e.str(MAGIC)).and_then(|e| e.u64(FORMAT_VERSION)).map(|_| ()));
+        let mut out = e.into_writer();
+        out.extend_from_slice(&public_part(&self.params, &self.segments));
+        out
+    }
+
+    /// Whether `bytes` start as this manifest's canonical encoding does, up
+    /// to the sealed part's bytes (which decoding copies as they are).
+    fn starts_canonically(&self, bytes: &[u8], sealed_len: u64) -> Result<()> {
+        let mut canonical = self.public_prefix();
+        canonical.extend_from_slice(&bytes_header(sealed_len));
+        if bytes.get(..canonical.len()) == Some(&canonical[..]) {
             Ok(())
-        })();
-        infallible(r);
-        e.into_writer()
+        } else {
+            Err(Error::ManifestMalformed("not in canonical encoding".to_string()))
+        }
     }
 
     /// Open the sealed part with the read key, then let go of it: what a

@@ -3,8 +3,6 @@
 //! page at a time from wherever the manifest lies ([`PagedContents`]), so a
 //! device never holds the table of a large image.
 
-use std::sync::Mutex;
-
 use crate::decode::Seed;
 use crate::error::{Error, Result};
 use crate::keys::ReadKey;
@@ -55,8 +53,6 @@ pub struct PagedContents<'a> {
     manifest: &'a Manifest,
     sealed: &'a dyn Seed,
     opener: Opener,
-    /// The last page read, for a reader that asks twice.
-    last: Mutex<Option<(u64, Vec<ChunkEntry>)>>,
 }
 
 impl std::fmt::Debug for PagedContents<'_> {
@@ -72,7 +68,7 @@ impl<'a> PagedContents<'a> {
         let mut head = vec![0u8; crate::manifest::HEAD.min(sealed.size() as usize)];
         sealed.read_at(0, &mut head).map_err(|e| Error::io("reading the manifest's sealed part", e))?;
         let opener = Opener::new(manifest, key, &head, sealed.size())?;
-        Ok(PagedContents { manifest, sealed, opener, last: Mutex::new(None) })
+        Ok(PagedContents { manifest, sealed, opener })
     }
 }
 
@@ -95,16 +91,13 @@ impl ChunkTable for PagedContents<'_> {
         }
         let per = u64::from(self.opener.head.page_chunks);
         let page = start / per;
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_ref().is_none_or(|(p, _)| *p != page) {
-            let (at, len) = self.opener.page_span(page);
-            let mut bytes = vec![0u8; len];
-            self.sealed.read_at(at, &mut bytes).map_err(|e| Error::io("reading the manifest's chunk table", e))?;
-            let mut entries = Vec::with_capacity(per as usize);
-            self.opener.open_page(self.manifest, page, &mut bytes, &mut entries, None)?;
-            *last = Some((page, entries));
-        }
-        let entries = last.as_ref().map(|(_, e)| e.as_slice()).unwrap_or_default();
-        Ok(entries[(start - page * per) as usize..].to_vec())
+        // A decoder reads page after page, each once: nothing is cached.
+        let (at, len) = self.opener.page_span(page);
+        let mut bytes = vec![0u8; len];
+        self.sealed.read_at(at, &mut bytes).map_err(|e| Error::io("reading the manifest's chunk table", e))?;
+        let mut entries = Vec::with_capacity(per as usize);
+        self.opener.open_page(self.manifest, page, &mut bytes, &mut entries, None)?;
+        entries.drain(..(start - page * per) as usize);
+        Ok(entries)
     }
 }

@@ -209,14 +209,7 @@ async fn report_reachability(client: net::Client) {
 /// can turn a relayed connection to a peer behind NAT into a direct one.
 pub(crate) fn client_config(bootstrap: &[String]) -> Result<Config> {
     let bootstrap = addrs(bootstrap, "--bootstrap")?;
-    let loopback = !bootstrap.is_empty()
-        && bootstrap.iter().all(|a| {
-            a.iter().any(|p| match p {
-                net::Protocol::Ip4(ip) => ip.is_loopback(),
-                net::Protocol::Ip6(ip) => ip.is_loopback(),
-                _ => false,
-            })
-        });
+    let loopback = !bootstrap.is_empty() && bootstrap.iter().all(net::is_loopback);
     let host = if loopback { "127.0.0.1" } else { "0.0.0.0" };
     let listen = vec![format!("/ip4/{host}/tcp/0").parse()?, format!("/ip4/{host}/udp/0/quic-v1").parse()?];
     Ok(Config { role: Role::Client, bootstrap, listen, ..Config::default() })
@@ -349,8 +342,8 @@ pub(crate) fn reach_cmd(peer: String, bootstrap: Vec<String>, wait: u64, json_ou
             tokio::time::sleep(Duration::from_millis(100)).await;
             link = client.link(peer).await?;
         }
-        let last = round_trip().await.unwrap_or(first);
-        let link = client.link(peer).await?.or(link);
+        let last = round_trip().await.with_context(|| format!("peer {peer} answered once, then not again"))?;
+        let link = client.link(peer).await?;
         let path = match link {
             Some(l) if l.relayed => "relayed",
             Some(_) => "direct",

@@ -403,7 +403,10 @@ pub(crate) fn resign(
     json_out: bool,
 ) -> Result<()> {
     let v = load_signing(vendor_dir)?;
-    let bundle = ota::Bundle::from_file(bundle_path)?;
+    let file = std::fs::File::open(bundle_path).with_context(|| format!("opening {}", bundle_path.display()))?;
+    // Only the signed release matters here: the manifest is not kept.
+    let (bundle, _) = ota::Bundle::read_streaming(std::io::BufReader::new(file), &mut std::io::sink())
+        .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
     let signed: Signed<Release> = serde_json::from_str(&bundle.release).context("the bundle's release")?;
     let mut release = signed.signed;
     if release.vendor != v.root.vendor {

@@ -23,7 +23,6 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use identity::load_or_create_key;
 pub use libp2p::identity::Keypair;
-pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, start};
+pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start};
 pub use receipt::{Receipt, public_key_of};

@@ -217,11 +217,16 @@ pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn is_quic(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::QuicV1)) && !addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
-fn is_loopback(addr: &Multiaddr) -> bool {
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1)) && !is_circuit(addr)
+}
+
+/// Whether an address is on the loopback network (127.0.0.0/8, ::1).
+pub fn is_loopback(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_loopback(),
         Protocol::Ip6(ip) => ip.is_loopback(),
@@ -374,13 +379,7 @@ impl EventLoop {
                         }
                     }
                     // A relay reservation that ended is taken again.
-                    if self.needs_relay() {
-                        for id in self.bootstrap_ids.clone() {
-                            if self.swarm.is_connected(&id) {
-                                self.reserve(id);
-                            }
-                        }
-                    }
+                    self.reserve_all();
                 }
             }
         }
@@ -455,7 +454,6 @@ impl EventLoop {
                 let _ = reply.send(link);
             }
             Command::Status { reply } => {
-                let is_circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2pCircuit));
                 let _ = reply.send(Status {
                     nat: self.nat,
                     external: self.swarm.external_addresses().cloned().collect(),
@@ -578,12 +576,11 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
-                let is_circuit = address.iter().any(|p| matches!(p, Protocol::P2pCircuit));
                 // A bootstrap node must be reachable where it listens (unless its
                 // operator said where else); a peer's addresses are confirmed by
                 // AutoNAT first, so a peer behind NAT does not announce
                 // addresses nobody can dial.
-                if self.config.role == Role::Bootstrap && self.config.external.is_empty() && !is_circuit {
+                if self.config.role == Role::Bootstrap && self.config.external.is_empty() && !is_circuit(&address) {
                     self.swarm.add_external_address(address);
                 }
             }
@@ -638,6 +635,10 @@ impl EventLoop {
                     if *link == (0, 0) {
                         self.links.remove(&peer_id);
                         self.relayed_out.remove(&peer_id);
+                        // The punch is remembered a little while (see ConnectionEstablished).
+                        if self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                            self.punched.remove(&peer_id);
+                        }
                         // The relay reservation went with the connection: renew it on
                         // reconnect; and learn our outside UDP port again (the NAT's
                         // mapping may have expired meanwhile).
@@ -694,13 +695,7 @@ impl EventLoop {
                     }
                     autonat::NatStatus::Unknown => Nat::Unknown,
                 };
-                if self.needs_relay() {
-                    for id in self.bootstrap_ids.clone() {
-                        if self.swarm.is_connected(&id) {
-                            self.reserve(id);
-                        }
-                    }
-                }
+                self.reserve_all();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => match result {
                 Ok(_) => {
@@ -720,7 +715,9 @@ impl EventLoop {
     /// NATs that TCP's simultaneous open does not.
     fn observe_over_quic(&mut self, id: PeerId, addrs: &[Multiaddr]) {
         let listens_quic = self.swarm.listeners().any(is_quic);
-        if !listens_quic || !self.quic_observed.insert(id) {
+        // Joined over QUIC already: identify on that connection told us.
+        let joined_over_quic = self.config.bootstrap.iter().any(|a| peer_of(a) == Some(id) && is_quic(a));
+        if !listens_quic || joined_over_quic || !self.quic_observed.insert(id) {
             return;
         }
         let quic: Vec<Multiaddr> = addrs.iter().filter(|a| is_quic(a) && !is_loopback(a)).cloned().collect();
@@ -741,6 +738,17 @@ impl EventLoop {
     /// AutoNAT found that nobody can dial the ones it has.
     fn needs_relay(&self) -> bool {
         self.config.role == Role::Peer && (self.config.listen.is_empty() || self.nat == Nat::Private)
+    }
+
+    /// Reserve a slot on every connected bootstrap node's relay, if this node needs one.
+    fn reserve_all(&mut self) {
+        if self.needs_relay() {
+            for id in self.bootstrap_ids.clone() {
+                if self.swarm.is_connected(&id) {
+                    self.reserve(id);
+                }
+            }
+        }
     }
 
     /// Reserve a slot on bootstrap `id`'s relay (once per connection to it).

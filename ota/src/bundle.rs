@@ -20,26 +20,27 @@ pub const MAX_BUNDLE: usize = 128 << 20;
 /// can make a device hold is bounded by this, not by [`MAX_BUNDLE`].
 const MAX_BUNDLE_REST: u64 = 16 << 20;
 
-/// A reader that fails once more than `left` bytes were read outside the
-/// stretch marked `exempt` (the manifest, which goes to disk).
+/// A reader that fails, saying so, once more than [`MAX_BUNDLE`] bytes were
+/// read, or more than [`MAX_BUNDLE_REST`] outside the stretch marked
+/// `exempt` (the manifest, which goes to disk).
 struct Budget<R> {
     inner: R,
-    left: u64,
+    total: u64,
+    rest: u64,
     exempt: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl<R: std::io::Read> std::io::Read for Budget<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf)? as u64;
+        let over = |what: String| std::io::Error::other(format!("over {what}: refused"));
+        self.total = self.total.checked_sub(n).ok_or_else(|| over(format!("{} MiB", MAX_BUNDLE >> 20)))?;
         if !self.exempt.get() {
-            self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
-                std::io::Error::other(format!(
-                    "over {} MiB outside the manifest: refused (a bundle's placement is a few MB)",
-                    MAX_BUNDLE_REST >> 20
-                ))
+            self.rest = self.rest.checked_sub(n).ok_or_else(|| {
+                over(format!("{} MiB outside the manifest (a placement is a few MB)", MAX_BUNDLE_REST >> 20))
             })?;
         }
-        Ok(n)
+        Ok(n as usize)
     }
 }
 
@@ -73,40 +74,6 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Parse a bundle of at most [`MAX_BUNDLE`] bytes.
-    pub fn from_json(bytes: &[u8]) -> Result<Bundle> {
-        if bytes.len() > MAX_BUNDLE {
-            return Err(Error::TooLarge {
-                what: "release bundle".to_string(),
-                len: bytes.len() as u64,
-                limit: MAX_BUNDLE as u64,
-            });
-        }
-        let b: Bundle = serde_json::from_slice(bytes).map_err(|e| Error::Malformed(format!("release bundle: {e}")))?;
-        if b.format != 1 {
-            return Err(Error::Malformed(format!("release bundle format {} (this build reads 1)", b.format)));
-        }
-        Ok(b)
-    }
-
-    /// Read a bundle file of at most [`MAX_BUNDLE`] bytes, parsing as it
-    /// reads (a device never holds the file and the bundle at once).
-    pub fn from_file(path: &std::path::Path) -> Result<Bundle> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let len = f.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
-        if len > MAX_BUNDLE as u64 {
-            return Err(Error::TooLarge { what: path.display().to_string(), len, limit: MAX_BUNDLE as u64 });
-        }
-        use std::io::Read;
-        let reader = std::io::BufReader::new(f.take(MAX_BUNDLE as u64));
-        let b: Bundle = serde_json::from_reader(reader)
-            .map_err(|e| Error::Malformed(format!("release bundle {}: {e}", path.display())))?;
-        if b.format != 1 {
-            return Err(Error::Malformed(format!("release bundle format {} (this build reads 1)", b.format)));
-        }
-        Ok(b)
-    }
-
     /// Read a bundle as it streams in (a file, an HTTP answer), writing its
     /// manifest, decoded, to `manifest_out` instead of holding it: the
     /// manifest is the one part that grows with the image (about 3.5 MB of
@@ -118,8 +85,7 @@ impl Bundle {
         use struson::reader::{JsonReader, JsonStreamReader};
         let bad = |e: &dyn std::fmt::Display| Error::Malformed(format!("release bundle: {e}"));
         let exempt = std::rc::Rc::new(std::cell::Cell::new(false));
-        let budget =
-            Budget { inner: reader.take(MAX_BUNDLE as u64 + 1), left: MAX_BUNDLE_REST, exempt: exempt.clone() };
+        let budget = Budget { inner: reader, total: MAX_BUNDLE as u64, rest: MAX_BUNDLE_REST, exempt: exempt.clone() };
         let mut json = JsonStreamReader::new(budget);
         let mut bundle = Bundle {
             format: 0,
@@ -243,22 +209,27 @@ mod tests {
         let b = sample(b"m");
         let mut v: serde_json::Value = serde_json::from_str(&b.to_json()).expect("json");
         type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        // What is changed, and a word the error must say.
         let cases: Vec<(&str, Change)> = vec![
             ("unknown field", Box::new(|v| v["extra"] = 1.into())),
-            ("format", Box::new(|v| v["format"] = 2.into())),
+            ("format 2", Box::new(|v| v["format"] = 2.into())),
             ("no manifest", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("manifest"))))),
-            ("base64", Box::new(|v| v["manifest"] = "not base64!".into())),
+            ("manifest", Box::new(|v| v["manifest"] = "not base64!".into())),
             ("release", Box::new(|v| v["release"] = "x".repeat(crate::meta::MAX_METADATA + 1).into())),
-            ("rest over budget", Box::new(|v| v["bootstrap"] = vec!["x".repeat(1 << 20); 17].into())),
+            ("outside the manifest", Box::new(|v| v["bootstrap"] = vec!["x".repeat(1 << 20); 17].into())),
+            ("128 MiB", Box::new(|v| v["manifest"] = "AAAA".repeat((MAX_BUNDLE >> 2) + 1).into())),
         ];
-        for (what, change) in cases {
+        for (says, change) in cases {
             let mut w = v.clone();
             change(&mut w);
-            let e = Bundle::read_streaming(w.to_string().as_bytes(), &mut Vec::new());
-            assert!(e.is_err(), "{what}: accepted");
+            let e = Bundle::read_streaming(w.to_string().as_bytes(), &mut std::io::sink())
+                .err()
+                .unwrap_or_else(|| panic!("{says}: accepted"));
+            assert!(e.to_string().contains(says), "{says}: {e}");
         }
         let twice = v.to_string().replacen('{', "{\"manifest\":\"\",", 1);
-        assert!(Bundle::read_streaming(twice.as_bytes(), &mut Vec::new()).is_err(), "two manifests accepted");
+        let e = Bundle::read_streaming(twice.as_bytes(), &mut Vec::new()).expect_err("two manifests accepted");
+        assert!(e.to_string().contains("two manifests"), "{e}");
         v["manifest"] = "".into();
         assert!(
             Bundle::read_streaming(v.to_string().as_bytes(), &mut Vec::new()).is_ok(),
