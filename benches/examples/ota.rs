@@ -55,13 +55,9 @@ fn main() {
             );
         }
         let spn_client = node(Role::Client, vec![b.clone()], vec![], spn_key, &d.join("s")).await;
-        let cfg = spn::Config {
-            dir: d.join("spn"),
-            http: "127.0.0.1:0".parse().expect("addr"),
-            token: "bench".into(),
-            bootstrap: vec![b.to_string()],
-            max_upload: 1 << 40,
-        };
+        let mut cfg = spn::Config::new(d.join("spn"), "127.0.0.1:0".parse().expect("addr"), "bench".into());
+        cfg.bootstrap = vec![b.to_string()];
+        cfg.max_upload = 1 << 40;
         let (spn, _, _) = spn::Spn::start(cfg, spn_client).await.expect("spn");
         for _ in 0..100 {
             spn.refresh_peers().await;
@@ -105,8 +101,11 @@ fn main() {
             expires: now + 3600,
             threshold: 1,
             keys: [(key.id(), key.public_hex())].into_iter().collect(),
+            timestamp: None,
         };
-        std::fs::write(d.join("root.json"), meta::to_json(&meta::sign_root(root, &[&key]))).expect("root");
+        let root_text = meta::to_json(&meta::sign_root(root, &[&key]));
+        std::fs::write(d.join("root.json"), &root_text).expect("root");
+        spn.register_vendor("bench", &[spn::types::NewRoot { root: root_text, legacy: None }]).expect("register");
         let release = Release {
             vendor: "bench".into(),
             product: "router2".into(),
@@ -119,7 +118,7 @@ fn main() {
             issued: now,
             expires: now + 3600,
         };
-        let bundle = spn.add_release(meta::to_json(&meta::sign_release(release, &[&key])), vec![]).expect("release");
+        let bundle = spn.add_release(meta::to_json(&meta::sign_release(release, &[&key]))).expect("release");
         std::fs::write(d.join("bundle.json"), bundle.to_json()).expect("bundle");
         let bin = std::env::var("IONSHARD_BIN").unwrap_or_else(|_| "target/release/ionshard".into());
         let (mut speeds, mut rss) = (Vec::new(), Vec::new());

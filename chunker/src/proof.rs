@@ -97,6 +97,32 @@ pub fn prove(shard: &[u8], outboard: &Outboard, ranges: &[Range<u64>]) -> Result
     Ok(out)
 }
 
+/// Prove `ranges` of a shard read at will through `shard` (a file, say):
+/// only the 4 KiB blocks the ranges touch are read, never the whole shard.
+/// Fails if those bytes do not match the outboard.
+pub fn prove_at(shard: &dyn crate::Seed, outboard: &Outboard, ranges: &[Range<u64>]) -> Result<Vec<u8>> {
+    let set = chunk_ranges(outboard.shard_len(), ranges)?;
+    let mut out = Vec::new();
+    encode_ranges_validated(SeedAt(shard), &outboard.0, &set, &mut out)
+        .map_err(|e| Error::Proof(format!("cannot prove from this shard: {e}")))?;
+    Ok(out)
+}
+
+/// A [`crate::Seed`] as the positioned reader bao-tree wants.
+struct SeedAt<'a>(&'a dyn crate::Seed);
+
+impl bao_tree::io::sync::ReadAt for SeedAt<'_> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let size = self.0.size();
+        if pos >= size {
+            return Ok(0);
+        }
+        let n = buf.len().min((size - pos) as usize);
+        self.0.read_at(pos, &mut buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// An upper bound on the length of a proof of `ranges` of a shard of
 /// `shard_len` bytes, so a reader can refuse an oversized answer before
 /// looking at it. Per range: its bytes rounded out to blocks, plus a hash pair
@@ -181,6 +207,33 @@ mod tests {
                 assert_eq!(&s[r.start as usize..r.end as usize], g.as_slice());
             }
         }
+    }
+
+    #[test]
+    fn proving_from_a_reader_gives_the_same_proof_and_reads_only_the_ranges() {
+        struct Counting(Vec<u8>, std::sync::atomic::AtomicU64);
+        impl crate::Seed for Counting {
+            fn size(&self) -> u64 {
+                self.0.len() as u64
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+                self.1.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
+                Ok(())
+            }
+        }
+        let s = shard(4 << 20);
+        let ob = Outboard::create(&s);
+        let ranges = vec![100..5000, 3_000_000..3_010_000];
+        let src = Counting(s.clone(), Default::default());
+        let at = prove_at(&src, &ob, &ranges).expect("prove from a reader");
+        assert_eq!(at, prove(&s, &ob, &ranges).expect("prove"));
+        let read = src.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(read < 64 << 10, "read {read} bytes of a 4 MiB shard for 15 KB of ranges");
+        // A corrupt block inside the ranges is caught.
+        let mut bad = s.clone();
+        bad[3_005_000] ^= 1;
+        assert!(prove_at(&Counting(bad, Default::default()), &ob, &ranges).is_err());
     }
 
     #[test]

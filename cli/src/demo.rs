@@ -1,8 +1,11 @@
 //! `ionshard demo`: the whole OTA path on this machine, with real processes
-//! on 127.0.0.1: a bootstrap node, 8 peers and an SPN; a vendor publishes v1
-//! (6+2), a device installs it, 2 peers are killed and the image fetched
-//! again, the peers come back, v2 is published (only new chunks stored) and
-//! the device updates with its v1 as the seed.
+//! on 127.0.0.1: a bootstrap node, 8 peers and an SPN; a vendor (2 of 3
+//! keys, an online timestamp key, its own scoped API token) registers with
+//! the SPN and publishes v1 (6+2), a device installs it, a replay of the same
+//! bundle is a no-op, 2 peers are killed and the image fetched again, the
+//! peers come back, v2 is published (only new chunks stored) and the device
+//! asks for the newest release (checked against the vendor's timestamp) and
+//! updates with its v1 as the seed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -238,9 +241,13 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
     }
 
-    say(o.json, "vendor: keys and root");
+    say(o.json, "vendor: 3 keys (2 must sign), a timestamp key, a token of its own, registered with the SPN");
     let vdir = root.join("vendor");
-    vendor::init(&vdir, "demo-vendor", 1, 1, 365, o.json)?;
+    vendor::init(&vdir, "demo-vendor", 3, 2, 365, o.json)?;
+    let issued: spn::types::IssuedToken =
+        api.post_typed("/v1/tokens", &spn::types::NewToken { tenant: "demo-vendor".into(), label: "demo".into() })?;
+    let vendor_token = issued.token;
+    vendor::register(&vdir, &url, Some(vendor_token.clone()), o.json)?;
     let publish = |image: &Path, version: &str| {
         vendor::publish(PublishOpts {
             image: image.to_path_buf(),
@@ -250,7 +257,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
             data_shards: 6,
             parity_shards: 2,
             spn: url.clone(),
-            token: Some(token.clone()),
+            token: Some(vendor_token.clone()),
             vendor_dir: vdir.clone(),
             confidential: false,
             expires_days: 30,
@@ -279,12 +286,22 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         install_cmd: install.then(|| format!("cp \"$1\" '{}'", slot.display())),
         parallel: 16,
         window: 4 << 20,
+        offline: false,
+        reinstall: false,
+        max_clock_skew: 300,
         json: o.json,
     };
     say(o.json, "device: update to v1.0.0 (install command copies the image into a slot file)");
     let f1 = device_cmd::run(device_opts(&p1.bundle, None, false, true), true)?;
     if !same(&slot, &v1)? {
         bail!("the slot does not hold v1 byte for byte");
+    }
+    let f1r = f1.report.context("v1 was not fetched")?;
+
+    say(o.json, "a replay of the same bundle: already installed, nothing fetched, the installer not run");
+    let replay = device_cmd::run(device_opts(&p1.bundle, None, false, true), true)?;
+    if replay.report.is_some() {
+        bail!("the replayed bundle was fetched again");
     }
 
     say(o.json, "kill 2 of 8 peers (6+2 tolerates 2) and fetch v1 again");
@@ -295,6 +312,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     if !same(&again, &v1)? {
         bail!("the image fetched with 2 peers down differs from v1");
     }
+    let f2r = f2.report.context("v1 was not fetched again")?;
 
     say(o.json, "the 2 peers restart (same identity and store); publish v1.1.0");
     procs.start("peer0", logs, &peer_args(0))?;
@@ -302,11 +320,19 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     wait_peers(&api, 8)?;
     let p2 = publish(&v2, "1.1.0")?;
 
-    say(o.json, "device: update to v1.1.0, seeded with the installed v1.0.0 (delta)");
-    let f3 = device_cmd::run(device_opts(&p2.bundle, None, false, true), true)?;
+    say(
+        o.json,
+        "device: update to demo-router@latest from the SPN (the vendor's timestamp must name it), seeded with v1.0.0 (delta)",
+    );
+    let mut latest = device_opts(&p2.bundle, None, false, true);
+    latest.bundle = None;
+    latest.release = Some("demo-router@latest".into());
+    latest.spn = Some(url.clone());
+    let f3 = device_cmd::run(latest, true)?;
     if !same(&slot, &v2)? {
         bail!("the slot does not hold v2 byte for byte");
     }
+    let f3r = f3.report.context("v2 was not fetched")?;
     let receipts = |p: &vendor::Published| p.job["result"]["receipts"].as_u64().unwrap_or(0);
     let mbps = |bytes: u64, s: f64| format!("{:.1} MB/s", bytes as f64 / s.max(1e-9) / 1e6);
     let len1 = std::fs::metadata(&v1)?.len();
@@ -318,11 +344,13 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         "publish_v1": format!("{:.2} s, {}", p1.seconds, mbps(len1, p1.seconds)),
         "publish_v2_new_shard_bytes": p2.job["result"]["new_shard_bytes"],
         "receipts_collected": receipts(&p1) + receipts(&p2),
-        "fetch_v1": format!("{:.2} s, {}, {} peers", f1.report.seconds, mbps(len1, f1.report.seconds), f1.report.peers_used.len()),
-        "fetch_v1_2_peers_down": format!("{:.2} s, {} ranges rebuilt, {} peers used, byte-exact", f2.report.seconds, f2.report.rebuilt_ranges, f2.report.peers_used.len()),
-        "update_v2_downloaded_bytes": f3.report.downloaded_bytes,
-        "update_v2_from_seed_bytes": f3.report.seed_bytes,
-        "update_v2_delta": format!("{:.1}% of the image downloaded", 100.0 * f3.report.downloaded_bytes as f64 / len2 as f64),
+        "fetch_v1": format!("{:.2} s, {}, {} peers", f1r.seconds, mbps(len1, f1r.seconds), f1r.peers_used.len()),
+        "replay_of_v1": "already installed: nothing fetched, installer not run",
+        "fetch_v1_2_peers_down": format!("{:.2} s, {} ranges rebuilt, {} peers used, byte-exact", f2r.seconds, f2r.rebuilt_ranges, f2r.peers_used.len()),
+        "update_latest": "demo-router@1.1.0, as the vendor's timestamp names it",
+        "update_v2_downloaded_bytes": f3r.downloaded_bytes,
+        "update_v2_from_seed_bytes": f3r.seed_bytes,
+        "update_v2_delta": format!("{:.1}% of the image downloaded", 100.0 * f3r.downloaded_bytes as f64 / len2 as f64),
         "releases": [p1.id, p2.id],
         "install_status": [f1.install_status, f3.install_status],
     }))

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use ota::meta::{self, Policy};
-use ota::{Bundle, Device, FetchOptions, FetchReport, Installed};
+use ota::meta::{self, Version};
+use ota::{Bundle, Checked, Device, FetchOptions, FetchReport, Installed, Want};
 use serde_json::json;
 
 use crate::http;
@@ -30,6 +30,12 @@ pub(crate) struct DeviceOpts {
     pub(crate) install_cmd: Option<String>,
     pub(crate) parallel: usize,
     pub(crate) window: u64,
+    /// Update from a bundle without a fresh timestamp, on purpose.
+    pub(crate) offline: bool,
+    /// Install again a version that is installed already.
+    pub(crate) reinstall: bool,
+    /// Seconds a timestamp may be past its expiry or ahead of this clock.
+    pub(crate) max_clock_skew: u64,
     pub(crate) json: bool,
 }
 
@@ -37,23 +43,26 @@ pub(crate) fn default_state() -> PathBuf {
     crate::files::home().join("device")
 }
 
-/// The bundle, read as it streams in; its manifest (the part that grows with
-/// the image) goes to an unnamed temporary file, not to memory.
-fn load_bundle(o: &DeviceOpts) -> Result<(Bundle, std::fs::File)> {
+/// The bundle, read as it streams in and checked (roots, release, timestamp)
+/// before its manifest is read; the manifest (the part that grows with the
+/// image) goes to an unnamed temporary file, not to memory.
+fn load_bundle(o: &DeviceOpts, check: &mut dyn FnMut(&Bundle) -> ota::Result<()>) -> Result<(Bundle, std::fs::File)> {
     use std::io::Seek;
     let mut manifest = tempfile::tempfile().context("creating a temporary file for the manifest")?;
     let (bundle, _) = match (&o.bundle, &o.release) {
         (Some(path), None) => {
             let f = std::fs::File::open(path).with_context(|| format!("opening bundle {}", path.display()))?;
-            Bundle::read_streaming(std::io::BufReader::new(f), &mut manifest)
-                .with_context(|| format!("reading bundle {}", path.display()))?
+            Bundle::read_streaming(std::io::BufReader::new(f), &mut manifest, check)
+                .with_context(|| format!("bundle {}", path.display()))?
         }
         (None, Some(id)) => {
             let url = o.spn.as_deref().context("--release ID needs --spn URL (or give --bundle FILE)")?;
             let spn = http::Spn::new(url, None)?;
-            let body = spn.get_reader(&format!("/v1/releases/{id}"), ota::MAX_BUNDLE as u64)?;
-            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest)
-                .with_context(|| format!("reading release {id} from the SPN"))?
+            let hw = o.hardware.as_deref().unwrap_or_default();
+            let path = format!("/v1/releases/{id}?format={}&hardware={hw}", ota::BUNDLE_FORMAT);
+            let body = spn.get_reader(&path, ota::MAX_BUNDLE as u64)?;
+            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest, check)
+                .with_context(|| format!("release {id} from the SPN"))?
         }
         _ => bail!("give either --bundle FILE or --release ID --spn URL"),
     };
@@ -63,29 +72,58 @@ fn load_bundle(o: &DeviceOpts) -> Result<(Bundle, std::fs::File)> {
 
 /// What a fetch or update did, for the demo.
 pub(crate) struct Outcome {
-    pub(crate) report: FetchReport,
+    /// The fetch (none when the release was installed already).
+    pub(crate) report: Option<FetchReport>,
     pub(crate) install_status: Option<i32>,
 }
 
 /// Fetch (and with `install`, install and record) a release.
 pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
-    let (bundle, manifest) = load_bundle(&o)?;
     let device = Device::open(&o.state)?;
-    let root = device.trusted_root(o.root.as_deref())?;
     let installed = device.installed()?;
-    let policy = Policy {
-        product: o.product.as_deref().or(installed.as_ref().map(|i| i.product.as_str())),
-        hardware: o.hardware.as_deref(),
-        installed: device.installed_version()?,
-        now: now(),
-    };
-    if policy.hardware.is_none() {
-        bail!("give --hardware (this device's hardware revision): releases are checked against it");
-    }
-    if policy.product.is_none() {
+    let product = o.product.clone().or(installed.as_ref().map(|i| i.product.clone()));
+    let Some(product) = product else {
         bail!("give --product (this device's product): releases for other products are refused");
+    };
+    let Some(hardware) = o.hardware.clone() else {
+        bail!("give --hardware (this device's hardware revision): releases are checked against it");
+    };
+    let root = device.trusted_root(o.root.as_deref(), now())?;
+    let want = Want {
+        product: &product,
+        hardware: &hardware,
+        now: now(),
+        newest: o.release.as_deref().is_some_and(|r| r.ends_with("@latest")),
+        offline: o.offline,
+        skew: o.max_clock_skew,
+    };
+    let mut checked: Option<Checked> = None;
+    let (bundle, manifest) = load_bundle(&o, &mut |b| {
+        checked = Some(device.check(root.clone(), b, &want)?);
+        Ok(())
+    })
+    .map_err(|e| hint(e, o.bundle.is_some()))?;
+    let Checked { release, floor_reset, newer, unchecked, .. } = checked.context("the bundle was not checked")?;
+    if !o.json {
+        for note in [floor_reset.as_ref(), unchecked.as_ref()].into_iter().flatten() {
+            eprintln!("note: {note}");
+        }
+        if let Some(n) = &newer {
+            eprintln!("note: the vendor's timestamp names {product}@{n} as newer for {hardware}");
+        }
     }
-    let (release, _root) = device.check(root, &bundle, &policy)?;
+    let same_installed = installed.as_ref().is_some_and(|i| {
+        i.product == release.product
+            && Version::parse(&i.version).is_ok_and(|v| Version::parse(&release.version).is_ok_and(|r| r == v))
+    });
+    if install && same_installed && !o.reinstall {
+        if o.json {
+            println!("{}", json!({ "release": release.id(), "already_installed": true, "installed": false }));
+        } else {
+            println!("{} is installed already: nothing to do (--reinstall installs it again)", release.id());
+        }
+        return Ok(Outcome { report: None, install_status: None });
+    }
     let product_key = match &o.product_key {
         Some(p) => {
             let b = std::fs::read(p).with_context(|| format!("reading product key {}", p.display()))?;
@@ -109,6 +147,7 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
     if bootstrap.is_empty() {
         bootstrap = bundle.bootstrap.clone();
     }
+    let release_text = bundle.release.clone();
     let placement = bundle.placement;
     let mut opts = FetchOptions::new(out.clone());
     opts.seed = seed.clone();
@@ -131,14 +170,9 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
             install_status = Some(ota::run_installer(cmd, &out, &release)?);
         }
         match install_status {
-            None | Some(Some(0)) => device.record_installed(&Installed {
-                product: release.product.clone(),
-                version: release.version.clone(),
-                path: out.clone(),
-                blake3: release.blake3.clone(),
-                length: release.length,
-                installed_at: now(),
-            })?,
+            None | Some(Some(0)) => {
+                device.record_installed(&Installed::new(&release, &release_text, out.clone(), now()))?
+            }
             Some(_) => {}
         }
     }
@@ -152,7 +186,8 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
                     "rebuilt_ranges": report.rebuilt_ranges, "peers_used": report.peers_used,
                     "dropped": report.dropped, "problems": report.problems, "seconds": report.seconds,
                     "installed": install && matches!(install_status, None | Some(Some(0))),
-                    "install_status": status })
+                    "install_status": status, "floor_reset": floor_reset, "newer": newer,
+                    "freshness_unchecked": unchecked })
         );
     } else {
         let r = &report;
@@ -192,5 +227,20 @@ pub(crate) fn run(o: DeviceOpts, install: bool) -> Result<Outcome> {
             s.map_or("a signal".to_string(), |c| format!("status {c}"))
         );
     }
-    Ok(Outcome { report, install_status: status })
+    Ok(Outcome { report: Some(report), install_status: status })
+}
+
+/// What a device user can do about a refusal the library reports.
+fn hint(e: anyhow::Error, from_file: bool) -> anyhow::Error {
+    let stale = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ota::Error>(),
+            Some(ota::Error::NoTimestamp { .. } | ota::Error::StaleTimestamp { .. })
+        )
+    });
+    if stale && from_file {
+        e.context("a bundle file carries the timestamp of the day it was made: update through the SPN (--release ID --spn URL), or pass --offline to install it without knowing whether a newer release exists")
+    } else {
+        e
+    }
 }

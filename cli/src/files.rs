@@ -81,6 +81,19 @@ pub(crate) fn load_or_create_secret(path: &Path) -> Result<([u8; 32], bool)> {
     }
 }
 
+/// Write a new secret file (mode 0600 from the start, synced); refuses to
+/// replace an existing file.
+pub(crate) fn write_secret_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
 /// The default home for ionshard's own files: `$IONSHARD_HOME`, else `~/.ionshard`.
 pub(crate) fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("IONSHARD_HOME") {

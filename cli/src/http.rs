@@ -93,6 +93,53 @@ impl Spn {
         Ok(body.into_with_config().limit(limit).reader())
     }
 
+    /// GET `path`: the answer's bytes as they are (at most `limit`).
+    pub(crate) fn get_bytes(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_reader(path, limit)?.read_to_end(&mut out).with_context(|| format!("reading GET {path}"))?;
+        Ok(out)
+    }
+
+    /// GET `path` and decode the answer as `T`.
+    pub(crate) fn get_typed<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let v = self.get(path)?;
+        serde_json::from_value(v).with_context(|| format!("the SPN's answer to GET {path}"))
+    }
+
+    /// The status of GET `path` and its answer, without failing on a refusal.
+    pub(crate) fn get_status(&self, path: &str) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.get(&url);
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", &a);
+        }
+        let mut r = req.call().with_context(|| format!("cannot reach the SPN at {url}"))?;
+        let status = r.status().as_u16();
+        let bytes = r.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().unwrap_or_default();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// POST `body` as JSON and decode the answer as `T`.
+    pub(crate) fn post_typed<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let v = self.post_json(path, &serde_json::to_value(body).context("encoding a request")?)?;
+        serde_json::from_value(v).with_context(|| format!("the SPN's answer to POST {path}"))
+    }
+
+    /// DELETE `path`.
+    pub(crate) fn delete(&self, path: &str) -> Result<()> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.agent.delete(&url);
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", &a);
+        }
+        let r = req.call().with_context(|| format!("cannot reach the SPN at {url}"))?;
+        self.answer(&format!("DELETE {path}"), r).map(|_| ())
+    }
+
     pub(crate) fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.agent.post(&url).header("Content-Type", "application/json");

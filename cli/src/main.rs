@@ -212,20 +212,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a specific peer node: HTTP API for vendors, encode, place and scatter with receipts.
+    /// Run a specific peer node: HTTP API for vendors, encode, place and scatter
+    /// with receipts; or manage its API tokens (`ionshard spn token …`).
+    #[command(args_conflicts_with_subcommands = true)]
     Spn {
+        #[command(subcommand)]
+        command: Option<SpnCommand>,
         /// State directory (identity, token, redb state) [default: ~/.ionshard/spn].
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// HTTP API address.
+        /// HTTP API address (loopback by default; put TLS in front to offer it elsewhere, see the README).
         #[arg(long, default_value = "127.0.0.1:7800")]
         http: std::net::SocketAddr,
         /// A bootstrap node (repeatable); also handed to devices in release bundles.
-        #[arg(long, required = true)]
+        #[arg(long)]
         bootstrap: Vec<String>,
         /// Largest object accepted, e.g. 16GiB.
         #[arg(long, value_parser = size_arg, default_value = "64GiB")]
         max_object: u64,
+        /// HTTP connections one source address may hold.
+        #[arg(long, default_value_t = 32)]
+        max_connections_per_ip: usize,
         /// Print the peer id and API address as one JSON line.
         #[arg(long)]
         json: bool,
@@ -249,6 +256,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SpnCommand {
+    /// API tokens: one per tenant (vendor), which can publish and read only its own objects.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a tenant; it is printed once (keep it).
+    Issue {
+        /// The tenant (vendor name) it acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A name for it, e.g. who holds it.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        at: SpnAt,
+    },
+    /// List the tokens issued (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        at: SpnAt,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// Its id, as `issue` and `list` print it.
+        id: String,
+        #[command(flatten)]
+        at: SpnAt,
+    },
+}
+
+/// Which SPN, with the operator's token.
+#[derive(clap::Args)]
+struct SpnAt {
+    /// The SPN's API, e.g. http://127.0.0.1:7800.
+    #[arg(long)]
+    spn: String,
+    /// The operator's token [default: $IONSHARD_SPN_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -298,6 +355,16 @@ struct DeviceArgs {
     /// Image bytes decoded at a time; memory use is a few times this.
     #[arg(long, value_parser = size_arg, default_value = "4MiB")]
     window: u64,
+    /// Install from a bundle without a fresh timestamp, on purpose (no network
+    /// to the SPN): whether a newer release exists is then not checked.
+    #[arg(long)]
+    offline: bool,
+    /// Install the release even if that version is installed already.
+    #[arg(long)]
+    reinstall: bool,
+    /// Seconds a timestamp may be past its expiry, or ahead of this clock.
+    #[arg(long, default_value_t = 300)]
+    max_clock_skew: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -310,11 +377,11 @@ enum VendorCommand {
         /// The vendor's name (in every root and release).
         #[arg(long)]
         name: String,
-        /// Keys to create.
-        #[arg(long, default_value_t = 1)]
+        /// Keys to create (give them to different people: `vendor key export`).
+        #[arg(long, default_value_t = 3)]
         keys: u32,
         /// Signatures required on releases and root changes.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 2)]
         threshold: u32,
         /// Days until the root expires.
         #[arg(long, default_value_t = 365)]
@@ -348,6 +415,73 @@ enum VendorCommand {
         #[command(flatten)]
         at: VendorAt,
     },
+    /// Register the vendor's roots with an SPN (once; later it sends new roots).
+    Register {
+        #[command(flatten)]
+        spn: VendorSpn,
+        #[command(flatten)]
+        at: VendorAt,
+    },
+    /// Re-sign the short-lived statement of the newest release per hardware
+    /// (run it from cron or a systemd timer, every few hours).
+    Timestamp {
+        /// Product (repeatable) [default: every product published from this directory].
+        #[arg(long)]
+        product: Vec<String>,
+        /// Hours until devices refuse the statement.
+        #[arg(long, default_value_t = 24)]
+        expires_hours: u64,
+        #[command(flatten)]
+        spn: VendorSpn,
+        #[command(flatten)]
+        at: VendorAt,
+    },
+    /// Withdraw a release (PRODUCT@VERSION): the SPN stops serving it.
+    Withdraw {
+        /// The release.
+        id: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        spn: VendorSpn,
+        #[command(flatten)]
+        at: VendorAt,
+    },
+    /// Add your signature to a pending release, root or withdrawal.
+    Sign {
+        /// The pending file.
+        file: PathBuf,
+        /// Key file to sign with (repeatable) [default: the keys in --dir].
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        #[command(flatten)]
+        at: VendorAt,
+    },
+    /// Send a pending release, root or withdrawal once enough keys signed it.
+    Submit {
+        /// The pending file.
+        file: PathBuf,
+        /// The SPN to send it to (a root is kept locally either way).
+        #[arg(long)]
+        spn: Option<String>,
+        /// API token [default: $IONSHARD_SPN_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        #[command(flatten)]
+        at: VendorAt,
+    },
+}
+
+/// The SPN a vendor command talks to.
+#[derive(clap::Args)]
+struct VendorSpn {
+    /// The SPN's API, e.g. http://127.0.0.1:7800.
+    #[arg(long)]
+    spn: String,
+    /// API token [default: $IONSHARD_SPN_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -360,6 +494,28 @@ enum KeyCommand {
         keyid: String,
         #[command(flatten)]
         args: KeyArgs,
+    },
+    /// Make a new online timestamp key (the first, or replacing the old one).
+    Timestamp(KeyArgs),
+    /// Move a key out of the vendor directory, to give it to its holder.
+    Export {
+        /// The key.
+        keyid: String,
+        /// Where to write it (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Copy, do not remove it from the vendor directory.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        at: VendorAt,
+    },
+    /// Bring a key of the current root into the vendor directory.
+    Import {
+        /// The key file.
+        file: PathBuf,
+        #[command(flatten)]
+        at: VendorAt,
     },
 }
 
@@ -410,6 +566,9 @@ impl DeviceArgs {
             install_cmd: self.install_cmd,
             parallel: self.parallel,
             window: self.window,
+            offline: self.offline,
+            reinstall: self.reinstall,
+            max_clock_skew: self.max_clock_skew,
             json: self.json,
         }
     }
@@ -520,10 +679,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vendor::init(&at.dir(), &name, keys, threshold, expires_days, at.json)
         }
         Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Add(a) } } => {
-            vendor::change_keys(&a.at.dir(), None, a.threshold, a.expires_days, a.at.json)
+            vendor::change_keys(&a.at.dir(), vendor::KeyChange::Add, a.threshold, a.expires_days, a.at.json)
         }
         Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Rotate { keyid, args: a } } } => {
-            vendor::change_keys(&a.at.dir(), Some(&keyid), a.threshold, a.expires_days, a.at.json)
+            vendor::change_keys(&a.at.dir(), vendor::KeyChange::Rotate(&keyid), a.threshold, a.expires_days, a.at.json)
+        }
+        Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Timestamp(a) } } => {
+            vendor::change_keys(&a.at.dir(), vendor::KeyChange::Timestamp, a.threshold, a.expires_days, a.at.json)
+        }
+        Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Export { keyid, out, keep, at } } } => {
+            vendor::export_key(&at.dir(), &keyid, &out, keep, at.json)
+        }
+        Command::Vendor { command: VendorCommand::Key { command: KeyCommand::Import { file, at } } } => {
+            vendor::import_key(&at.dir(), &file, at.json)
+        }
+        Command::Vendor { command: VendorCommand::Register { spn, at } } => {
+            vendor::register(&at.dir(), &spn.spn, spn.token, at.json)
+        }
+        Command::Vendor { command: VendorCommand::Timestamp { product, expires_hours, spn, at } } => {
+            vendor::timestamp(&at.dir(), &product, &spn.spn, spn.token, expires_hours, at.json)
+        }
+        Command::Vendor { command: VendorCommand::Withdraw { id, reason, spn, at } } => {
+            vendor::withdraw(&at.dir(), &id, &reason, &spn.spn, spn.token, at.json)
+        }
+        Command::Vendor { command: VendorCommand::Sign { file, key, at } } => {
+            vendor::sign(&file, &key, &at.dir(), at.json)
+        }
+        Command::Vendor { command: VendorCommand::Submit { file, spn, token, at } } => {
+            vendor::submit(&file, &at.dir(), spn.as_deref(), token, at.json)
         }
         Command::Vendor { command: VendorCommand::Show { at } } => vendor::show(&at.dir(), at.json),
         Command::Vendor { command: VendorCommand::Resign { bundle, spn, token, expires_days, at } } => {
@@ -559,13 +742,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         })
         .map(|_| ()),
-        Command::Spn { dir, http, bootstrap, max_object, json } => spn_cmd::spn(spn_cmd::SpnOpts {
-            dir: dir.unwrap_or_else(|| files::home().join("spn")),
-            http,
-            bootstrap,
-            max_object,
-            json,
-        }),
+        Command::Spn { command: Some(SpnCommand::Token { command }), .. } => match command {
+            TokenCommand::Issue { tenant, label, at } => {
+                spn_cmd::token_issue(&at.spn, at.token, &tenant, &label, at.json)
+            }
+            TokenCommand::List { at } => spn_cmd::token_list(&at.spn, at.token, at.json),
+            TokenCommand::Revoke { id, at } => spn_cmd::token_revoke(&at.spn, at.token, &id, at.json),
+        },
+        Command::Spn { command: None, dir, http, bootstrap, max_object, max_connections_per_ip, json } => {
+            spn_cmd::spn(spn_cmd::SpnOpts {
+                dir: dir.unwrap_or_else(|| files::home().join("spn")),
+                http,
+                bootstrap,
+                max_object,
+                max_connections_per_ip,
+                json,
+            })
+        }
         Command::Fetch(a) => device_cmd::run(a.into_opts(), false).map(|_| ()),
         Command::Update(a) => device_cmd::run(a.into_opts(), true).map(|_| ()),
         Command::Demo { v1, v2, keep, json } => demo::demo(demo::DemoOpts { v1, v2, keep, json }),
@@ -574,7 +767,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Fetch(_) | Command::Update(_)) {
+    // The fetcher's and a peer's buffers move between threads: the C
+    // library's allocator returns them (see alloc.rs); a peer's peak under
+    // strangers' 60 MiB puts and gets: 217 MiB under mimalloc.
+    if matches!(cli.command, Command::Fetch(_) | Command::Update(_) | Command::Node { .. }) {
         alloc::use_system();
     }
     // Logs on stderr; RUST_LOG=info (or debug) to see more.

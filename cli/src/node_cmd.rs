@@ -307,13 +307,27 @@ pub(crate) fn shard_get(cid: String, out: PathBuf, o: ShardOpts) -> Result<()> {
     runtime()?.block_on(async {
         let (client, _h) = join(&o.bootstrap, o.key.as_deref()).await?;
         reach(&client, peer).await?;
-        let bytes = client.get_shard(peer, cid).await?;
-        crate::files::write_atomic(&out, &bytes)?;
+        // Streamed into a temporary file beside OUT, renamed only once its
+        // bytes matched the CID.
+        let tmp = crate::files::temp_beside(&out);
+        let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let got = client.get_shard_to(peer, cid, u64::MAX, &mut file).await;
+        let n = match got.and_then(|n| file.sync_all().map(|()| n).map_err(|e| net::Error::Protocol(e.to_string()))) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        std::fs::rename(&tmp, &out).with_context(|| format!("renaming into {}", out.display()))?;
         let relayed = client.connection(peer).await.ok().flatten() == Some(true);
         if o.json {
-            println!("{}", json!({ "cid": cid.to_string(), "bytes": bytes.len(), "out": out.display().to_string(), "relayed": relayed }));
+            println!(
+                "{}",
+                json!({ "cid": cid.to_string(), "bytes": n, "out": out.display().to_string(), "relayed": relayed })
+            );
         } else {
-            eprintln!("{} ({} bytes, verified) written to {}", cid, bytes.len(), out.display());
+            eprintln!("{cid} ({n} bytes, verified) written to {}", out.display());
         }
         client.shutdown().await;
         anyhow::Ok(())

@@ -14,6 +14,7 @@ pub(crate) struct SpnOpts {
     pub(crate) http: SocketAddr,
     pub(crate) bootstrap: Vec<String>,
     pub(crate) max_object: u64,
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) json: bool,
 }
 
@@ -41,20 +42,25 @@ fn token(dir: &std::path::Path) -> Result<(String, PathBuf)> {
 }
 
 pub(crate) fn spn(o: SpnOpts) -> Result<()> {
+    if o.bootstrap.is_empty() {
+        anyhow::bail!(
+            "give --bootstrap ADDR (a bootstrap node, /ip4/…/tcp/…/p2p/PEER_ID): the SPN joins the network through it"
+        );
+    }
     std::fs::create_dir_all(&o.dir).with_context(|| format!("creating {}", o.dir.display()))?;
+    // Its key, its token and its state are the operator's alone.
+    std::fs::set_permissions(&o.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("making {} private", o.dir.display()))?;
     let (key, _) = net::load_or_create_key(&o.dir.join("identity.key"))?;
     let peer_id = key.public().to_peer_id();
     let (token, token_file) = token(&o.dir)?;
     let rt = node_cmd::runtime()?;
     rt.block_on(async move {
         let (client, handle) = net::start(node_cmd::client_config(&o.bootstrap)?, key, None).await?;
-        let cfg = spn::Config {
-            dir: o.dir.clone(),
-            http: o.http,
-            token,
-            bootstrap: o.bootstrap.clone(),
-            max_upload: o.max_object,
-        };
+        let mut cfg = spn::Config::new(o.dir.clone(), o.http, token);
+        cfg.bootstrap = o.bootstrap.clone();
+        cfg.max_upload = o.max_object;
+        cfg.http_limits.per_ip = o.max_connections_per_ip.max(1);
         let (_spn, addr, server) = spn::Spn::start(cfg, client.clone()).await?;
         if o.json {
             println!(
@@ -76,4 +82,52 @@ pub(crate) fn spn(o: SpnOpts) -> Result<()> {
         let _ = handle.await;
         anyhow::Ok(())
     })
+}
+
+fn operator(url: &str, token: Option<String>) -> Result<crate::http::Spn> {
+    let t = crate::http::token(token, None)?
+        .context("give the operator's token (--token, or IONSHARD_SPN_TOKEN; it is in the SPN's api.token)")?;
+    crate::http::Spn::new(url, Some(t))
+}
+
+/// `ionshard spn token issue`.
+pub(crate) fn token_issue(url: &str, token: Option<String>, tenant: &str, label: &str, json_out: bool) -> Result<()> {
+    let api = operator(url, token)?;
+    let body = spn::types::NewToken { tenant: tenant.to_string(), label: label.to_string() };
+    let t: spn::types::IssuedToken = api.post_typed("/v1/tokens", &body)?;
+    if json_out {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        println!("token {} for tenant {} (shown once; give it to the vendor as IONSHARD_SPN_TOKEN):", t.id, t.tenant);
+        println!("{}", t.token);
+    }
+    Ok(())
+}
+
+/// `ionshard spn token list`.
+pub(crate) fn token_list(url: &str, token: Option<String>, json_out: bool) -> Result<()> {
+    let l: spn::types::TokenList = operator(url, token)?.get_typed("/v1/tokens")?;
+    if json_out {
+        println!("{}", serde_json::to_string(&l)?);
+    } else {
+        for t in &l.tokens {
+            let state = t.revoked.map_or("live".to_string(), |r| format!("revoked at {r}"));
+            println!("{}  tenant {}  {}  created {}  {}", t.id, t.tenant, state, t.created, t.label);
+        }
+        if l.tokens.is_empty() {
+            println!("no tokens issued (the operator's token is in the SPN's api.token)");
+        }
+    }
+    Ok(())
+}
+
+/// `ionshard spn token revoke`.
+pub(crate) fn token_revoke(url: &str, token: Option<String>, id: &str, json_out: bool) -> Result<()> {
+    operator(url, token)?.delete(&format!("/v1/tokens/{id}"))?;
+    if json_out {
+        println!("{}", json!({ "revoked": id }));
+    } else {
+        println!("revoked token {id}: it no longer works");
+    }
+    Ok(())
 }

@@ -1,23 +1,39 @@
-//! `ionshard vendor init|key add|key rotate|show` and `ionshard publish`.
+//! `ionshard vendor …`: a vendor's keys, roots and registration; releases
+//! are in `vendor/publish.rs`, documents signed by separate people in
+//! `vendor/sign.rs`.
 //!
 //! A vendor directory holds:
-//! - `keys/KEYID.key`: signing keys (32 bytes, mode 0600); retired ones move to `keys/retired/`;
-//! - `roots/N.root.json`: every root version, each signed by its predecessor's threshold and its own;
-//! - `root.json`: the newest root (give it to devices once; rotations reach them in release bundles);
-//! - `products/PRODUCT.key`: product keys for confidential releases (give them to that product's devices);
-//! - `releases/PRODUCT@VERSION.bundle.json`: what each publish produced.
+//! - `keys/KEYID.key`: root keys (32 bytes, mode 0600) that sign releases and
+//!   roots; retired ones move to `keys/retired/`. Keys may live apart, one
+//!   holder each (`vendor key export|import`, `vendor sign`).
+//! - `timestamp/KEYID.key`: the online key that re-signs timestamps (kept on
+//!   the machine that runs `vendor timestamp` from cron).
+//! - `roots/N.root.json`: every root version, each signed by its
+//!   predecessor's threshold and its own; `roots/N.v1.root.json`: its format 1
+//!   projection, for devices of releases before timestamps.
+//! - `root.json` (and `root.v1.json`): the newest root, to give to devices
+//!   once (rotations reach them in release bundles).
+//! - `products/PRODUCT.key`: product keys for confidential releases.
+//! - `releases/PRODUCT@VERSION.{bundle,release}.json`: what each publish
+//!   produced, and the signed release alone (what `vendor timestamp` reads);
+//!   `withdrawn/PRODUCT@VERSION.json`: signed withdrawals.
+//! - `timestamps/PRODUCT.json`: the last timestamp signed.
 
-use std::io::Read;
+mod publish;
+mod sign;
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ota::meta::{self, KeyWrap, Release, Root, Signed, VendorKey, Version};
-use serde_json::{Value, json};
+use ota::meta::{self, Role, Root, Signed, VendorKey};
+use serde_json::json;
 
 use crate::files::{load_or_create_secret, write_atomic};
 use crate::http;
+
+pub(crate) use publish::{PublishOpts, Published, publish, resign, timestamp, withdraw};
+pub(crate) use sign::{export_key, import_key, sign, submit};
 
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -27,17 +43,21 @@ pub(crate) fn default_dir() -> PathBuf {
     crate::files::home().join("vendor")
 }
 
-struct Vendor {
-    root: Root,
-    version: u64,
-    keys: Vec<VendorKey>,
+/// A vendor directory, loaded: the newest root and the keys at hand.
+pub(crate) struct Vendor {
+    pub(crate) dir: PathBuf,
+    pub(crate) root: Root,
+    /// Root keys present in `keys/` (maybe fewer than the threshold).
+    pub(crate) keys: Vec<VendorKey>,
+    /// The online timestamp key, if this directory holds it.
+    pub(crate) timestamp_key: Option<VendorKey>,
 }
 
 fn roots_dir(dir: &Path) -> PathBuf {
     dir.join("roots")
 }
 
-fn load(dir: &Path) -> Result<Vendor> {
+pub(crate) fn load(dir: &Path) -> Result<Vendor> {
     let rd = roots_dir(dir);
     let mut latest = 0u64;
     for e in std::fs::read_dir(&rd)
@@ -52,66 +72,97 @@ fn load(dir: &Path) -> Result<Vendor> {
         bail!("no root in {}; run `ionshard vendor init`", rd.display());
     }
     let text = std::fs::read(rd.join(format!("{latest}.root.json")))?;
-    let doc: Signed<Root> = serde_json::from_slice(&text).context("reading the newest root")?;
-    let root = doc.signed;
+    let root = meta::parse_root(&text).context("reading the newest root")?.signed;
+    let key_in = |sub: &str, id: &str| -> Result<Option<VendorKey>> {
+        let p = dir.join(sub).join(format!("{id}.key"));
+        if !p.exists() {
+            return Ok(None);
+        }
+        Ok(Some(VendorKey::from_bytes(load_or_create_secret(&p)?.0)))
+    };
     let mut keys = Vec::new();
     for id in root.keys.keys() {
-        let p = dir.join("keys").join(format!("{id}.key"));
-        if p.exists() {
-            let (b, _) = load_or_create_secret(&p)?;
-            keys.push(VendorKey::from_bytes(b));
+        keys.extend(key_in("keys", id)?);
+    }
+    let mut timestamp_key = None;
+    if let Some(role) = &root.timestamp {
+        for id in role.keys.keys() {
+            if let Some(k) = key_in("timestamp", id)? {
+                timestamp_key = Some(k);
+            }
         }
     }
-    Ok(Vendor { version: root.version, root, keys })
+    Ok(Vendor { dir: dir.to_path_buf(), root, keys, timestamp_key })
 }
 
-/// The vendor, with enough keys at hand to sign for its root.
-fn load_signing(dir: &Path) -> Result<Vendor> {
-    let v = load(dir)?;
-    if v.keys.len() < v.root.threshold as usize {
-        bail!(
-            "root v{} needs {} signatures; only {} of its keys are in {}",
-            v.version,
-            v.root.threshold,
-            v.keys.len(),
-            dir.display()
-        );
+impl Vendor {
+    /// The keys that sign, up to the threshold; an error saying what to do
+    /// when this directory holds fewer.
+    pub(crate) fn signers(&self) -> Result<Vec<&VendorKey>> {
+        if self.keys.len() < self.root.threshold as usize {
+            bail!(
+                "root v{} needs {} signatures; only {} of its keys are in {} (the others sign with `ionshard vendor sign`)",
+                self.root.version,
+                self.root.threshold,
+                self.keys.len(),
+                self.dir.join("keys").display()
+            );
+        }
+        Ok(self.keys.iter().take(self.root.threshold as usize).collect())
     }
-    Ok(v)
+
+    /// Every root from version 1, as sent to an SPN (with projections).
+    pub(crate) fn all_roots(&self) -> Result<Vec<spn::types::NewRoot>> {
+        (1..=self.root.version).map(|n| read_root(&self.dir, n)).collect()
+    }
 }
 
-/// Roots after version 1, oldest first, for release bundles.
-fn newer_roots(dir: &Path, version: u64) -> Result<Vec<String>> {
-    (2..=version)
-        .map(|n| {
-            let p = roots_dir(dir).join(format!("{n}.root.json"));
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-        })
-        .collect()
+fn read_root(dir: &Path, n: u64) -> Result<spn::types::NewRoot> {
+    let p = roots_dir(dir).join(format!("{n}.root.json"));
+    let root = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let lp = roots_dir(dir).join(format!("{n}.v1.root.json"));
+    let legacy = if lp.exists() { Some(std::fs::read_to_string(&lp)?) } else { None };
+    Ok(spn::types::NewRoot { root, legacy })
 }
 
-fn new_key(dir: &Path) -> Result<VendorKey> {
-    // Created through the 0600 secret-file path, then read back.
-    let tmp = dir.join("keys").join(format!(".new-{}.key", std::process::id()));
+/// Format 1 roots after version 1, oldest first: what release bundles of
+/// format 1 carry (kept for `vendor bundle` and tests).
+#[allow(dead_code)]
+pub(crate) fn legacy_roots(dir: &Path, version: u64) -> Result<Vec<String>> {
+    (2..=version).map(|n| read_root(dir, n).map(|r| r.legacy.unwrap_or(r.root))).collect()
+}
+
+/// A new key, created through the 0600 secret-file path in `dir/sub`.
+fn new_key(dir: &Path, sub: &str) -> Result<VendorKey> {
+    let tmp = dir.join(sub).join(format!(".new-{}.key", std::process::id()));
     let (b, _) = load_or_create_secret(&tmp)?;
     let k = VendorKey::from_bytes(b);
-    std::fs::rename(&tmp, dir.join("keys").join(format!("{}.key", k.id())))?;
+    std::fs::rename(&tmp, dir.join(sub).join(format!("{}.key", k.id())))?;
     Ok(k)
 }
 
-fn save_root(dir: &Path, doc: &Signed<Root>) -> Result<()> {
+/// Keep a root that meets its thresholds: `roots/N.root.json`, its format 1
+/// projection, and `root.json`/`root.v1.json`.
+pub(crate) fn save_root(dir: &Path, doc: &Signed<Root>, legacy: Option<&Signed<Root>>) -> Result<()> {
     let text = meta::to_json(doc);
-    write_atomic(&roots_dir(dir).join(format!("{}.root.json", doc.signed.version)), text.as_bytes())?;
-    write_atomic(&dir.join("root.json"), text.as_bytes())
+    let n = doc.signed.version;
+    write_atomic(&roots_dir(dir).join(format!("{n}.root.json")), text.as_bytes())?;
+    write_atomic(&dir.join("root.json"), text.as_bytes())?;
+    let legacy_text = legacy.map_or_else(|| text.clone(), meta::to_json);
+    if legacy.is_some() {
+        write_atomic(&roots_dir(dir).join(format!("{n}.v1.root.json")), legacy_text.as_bytes())?;
+    }
+    write_atomic(&dir.join("root.v1.json"), legacy_text.as_bytes())
 }
 
 fn print_root(dir: &Path, root: &Root, json_out: bool, what: &str) {
     if json_out {
         println!(
             "{}",
-            json!({ "vendor": root.vendor, "root_version": root.version, "threshold": root.threshold,
-                    "keys": root.keys.keys().collect::<Vec<_>>(), "expires": root.expires,
-                    "root": dir.join("root.json").display().to_string() })
+            json!({ "vendor": root.vendor, "root_version": root.version, "root_format": root.format(),
+                    "threshold": root.threshold, "keys": root.keys.keys().collect::<Vec<_>>(),
+                    "timestamp_keys": root.timestamp.as_ref().map(|t| t.keys.keys().collect::<Vec<_>>()),
+                    "expires": root.expires, "root": dir.join("root.json").display().to_string() })
         );
     } else {
         println!(
@@ -124,8 +175,17 @@ fn print_root(dir: &Path, root: &Root, json_out: bool, what: &str) {
         for id in root.keys.keys() {
             println!("  key {id}");
         }
+        match &root.timestamp {
+            Some(t) => println!("  timestamp key {}", t.keys.keys().cloned().collect::<Vec<_>>().join(", ")),
+            None => println!("  no timestamp key (devices cannot tell a frozen SPN): `ionshard vendor key timestamp`"),
+        }
         println!("root for devices: {}", dir.join("root.json").display());
+        println!("root for devices of releases before timestamps: {}", dir.join("root.v1.json").display());
     }
+}
+
+fn role_of(key: &VendorKey) -> Role {
+    Role { threshold: 1, keys: [(key.id(), key.public_hex())].into_iter().collect() }
 }
 
 pub(crate) fn init(dir: &Path, name: &str, keys: u32, threshold: u32, expires_days: u64, json_out: bool) -> Result<()> {
@@ -133,66 +193,128 @@ pub(crate) fn init(dir: &Path, name: &str, keys: u32, threshold: u32, expires_da
     if keys == 0 || threshold == 0 || threshold > keys {
         bail!("--threshold {threshold} with --keys {keys}: need 1 <= threshold <= keys");
     }
+    if threshold == 1 {
+        eprintln!(
+            "warning: --threshold 1: whoever steals any one of these keys can sign releases for every device; \
+             the default is 2 of 3, with the keys kept by different people (`ionshard vendor key export`)"
+        );
+    }
     if roots_dir(dir).exists() {
         bail!("{} already holds a vendor; use `ionshard vendor key add|rotate` to change its keys", dir.display());
     }
-    std::fs::create_dir_all(dir.join("keys"))?;
-    std::fs::create_dir_all(roots_dir(dir))?;
-    let ks: Vec<VendorKey> = (0..keys).map(|_| new_key(dir)).collect::<Result<_>>()?;
+    for sub in ["keys", "timestamp", "roots"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let ks: Vec<VendorKey> = (0..keys).map(|_| new_key(dir, "keys")).collect::<Result<_>>()?;
+    let ts = new_key(dir, "timestamp")?;
     let root = Root {
         vendor: name.to_string(),
         version: 1,
         expires: now() + expires_days * 86400,
         threshold,
         keys: ks.iter().map(|k| (k.id(), k.public_hex())).collect(),
+        timestamp: Some(role_of(&ts)),
     };
-    let doc = meta::sign_root(root.clone(), &ks.iter().collect::<Vec<_>>());
-    save_root(dir, &doc)?;
+    let signers: Vec<&VendorKey> = ks.iter().collect();
+    let doc = meta::sign_root(root.clone(), &signers);
+    let legacy = meta::sign_root(root.legacy(), &signers);
+    save_root(dir, &doc, Some(&legacy))?;
     print_root(dir, &root, json_out, "created");
     Ok(())
 }
 
-/// Add a key (`rotate: None`) or replace one; the new root is signed by the
-/// old keys and the new ones.
+/// How the root's keys change.
+pub(crate) enum KeyChange<'a> {
+    /// A new root key.
+    Add,
+    /// Replace this root key by a new one.
+    Rotate(&'a str),
+    /// A new online timestamp key (replacing the old one, if any).
+    Timestamp,
+}
+
+/// Add, replace or create keys: a new root version, signed by the old keys
+/// and the new ones (threshold of each), with its format 1 projection.
 pub(crate) fn change_keys(
     dir: &Path,
-    rotate: Option<&str>,
+    change: KeyChange<'_>,
     threshold: Option<u32>,
     expires_days: u64,
     json_out: bool,
 ) -> Result<()> {
-    let v = load_signing(dir)?;
-    let added = new_key(dir)?;
+    let v = load(dir)?;
     let mut keys = v.root.keys.clone();
-    if let Some(old) = rotate
-        && keys.remove(old).is_none()
-    {
-        bail!("key {old} is not in root v{} (`ionshard vendor show` lists them)", v.version);
+    let mut role = v.root.timestamp.clone();
+    let mut added = None;
+    std::fs::create_dir_all(dir.join("timestamp"))?;
+    match change {
+        KeyChange::Add => {
+            let k = new_key(dir, "keys")?;
+            keys.insert(k.id(), k.public_hex());
+            added = Some(k);
+        }
+        KeyChange::Rotate(old) => {
+            if keys.remove(old).is_none() {
+                bail!("key {old} is not in root v{} (`ionshard vendor show` lists them)", v.root.version);
+            }
+            let k = new_key(dir, "keys")?;
+            keys.insert(k.id(), k.public_hex());
+            added = Some(k);
+        }
+        KeyChange::Timestamp => role = Some(role_of(&new_key(dir, "timestamp")?)),
     }
-    keys.insert(added.id(), added.public_hex());
     let threshold = threshold.unwrap_or(v.root.threshold);
     if threshold == 0 || threshold as usize > keys.len() {
         bail!("--threshold {threshold} with {} keys", keys.len());
     }
     let root = Root {
         vendor: v.root.vendor.clone(),
-        version: v.version + 1,
+        version: v.root.version + 1,
         expires: now() + expires_days * 86400,
         threshold,
         keys,
+        timestamp: role,
     };
-    let mut signers: Vec<&VendorKey> = v.keys.iter().collect();
-    signers.push(&added);
+    // The old threshold and the new: the old keys at hand, plus the new one.
+    let mut signers: Vec<&VendorKey> = v.keys.iter().filter(|k| v.root.keys.contains_key(&k.id())).collect();
+    signers.extend(added.as_ref());
     let doc = meta::sign_root(root.clone(), &signers);
-    // Check it as a device will before saving.
-    meta::rotate_root(&v.root, meta::to_json(&doc).as_bytes()).context("the new root does not verify")?;
-    save_root(dir, &doc)?;
-    if let Some(old) = rotate {
+    let legacy = root.timestamp.is_some().then(|| meta::sign_root(root.legacy(), &signers));
+    let text = meta::to_json(&doc);
+    match meta::rotate_root(&v.root, text.as_bytes()) {
+        Ok(_) => {}
+        Err(ota::Error::BelowThreshold { .. }) => {
+            let pending = sign::write_pending_root(dir, &doc, legacy.as_ref())?;
+            if json_out {
+                println!("{}", json!({ "pending": pending.display().to_string(), "root_version": root.version }));
+                return Ok(());
+            }
+            println!(
+                "root v{} needs more signatures than the keys here give: have the other key holders run \
+                 `ionshard vendor sign {}`, then `ionshard vendor submit {}`",
+                root.version,
+                pending.display(),
+                pending.display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("the new root does not verify"),
+    }
+    save_root(dir, &doc, legacy.as_ref())?;
+    if let KeyChange::Rotate(old) = change {
         let retired = dir.join("keys").join("retired");
         std::fs::create_dir_all(&retired)?;
         let _ = std::fs::rename(dir.join("keys").join(format!("{old}.key")), retired.join(format!("{old}.key")));
     }
-    print_root(dir, &root, json_out, if rotate.is_some() { "rotated" } else { "added a key" });
+    let what = match change {
+        KeyChange::Add => "added a key",
+        KeyChange::Rotate(_) => "rotated",
+        KeyChange::Timestamp => "new timestamp key",
+    };
+    print_root(dir, &root, json_out, what);
+    if !json_out {
+        println!("send it to the SPNs that serve your releases: `ionshard vendor register --spn URL`");
+    }
     Ok(())
 }
 
@@ -202,54 +324,51 @@ pub(crate) fn show(dir: &Path, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-/// Options of `ionshard publish`.
-pub(crate) struct PublishOpts {
-    pub(crate) image: PathBuf,
-    pub(crate) product: String,
-    pub(crate) version: String,
-    pub(crate) hardware: Vec<String>,
-    pub(crate) data_shards: u8,
-    pub(crate) parity_shards: u8,
-    pub(crate) spn: String,
-    pub(crate) token: Option<String>,
-    pub(crate) vendor_dir: PathBuf,
-    pub(crate) confidential: bool,
-    pub(crate) expires_days: u64,
-    pub(crate) out: Option<PathBuf>,
-    pub(crate) json: bool,
-}
-
-/// What a publish produced (for the demo's summary).
-pub(crate) struct Published {
-    pub(crate) id: String,
-    pub(crate) bundle: PathBuf,
-    pub(crate) job: Value,
-    pub(crate) seconds: f64,
-}
-
-/// Reads the image for the upload, counting and hashing what it sends: the
-/// vendor signs the hash it computed, never one the SPN reports.
-struct Hashing<R> {
-    inner: R,
-    bar: ProgressBar,
-    hasher: std::sync::Arc<std::sync::Mutex<(blake3::Hasher, u64)>>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut h = self.hasher.lock().unwrap_or_else(|p| p.into_inner());
-        h.0.update(&buf[..n]);
-        h.1 += n as u64;
-        self.bar.inc(n as u64);
-        Ok(n)
+/// Make sure the SPN knows this vendor's roots up to the newest: register
+/// it (`register`: the first time), or send the roots it lacks.
+pub(crate) fn sync_roots(api: &http::Spn, v: &Vendor, register: bool) -> Result<spn::types::VendorInfo> {
+    let path = format!("/v1/vendors/{}", v.root.vendor);
+    let (status, body) = api.get_status(&path)?;
+    if status == 404 {
+        if !register {
+            bail!(
+                "the SPN does not know vendor {}: register its root there once with `ionshard vendor register --spn URL`",
+                v.root.vendor
+            );
+        }
+        return api.post_typed("/v1/vendors", &spn::types::Roots { roots: v.all_roots()? });
     }
+    let info: spn::types::VendorInfo =
+        serde_json::from_value(body).with_context(|| format!("the SPN's answer to GET {path}"))?;
+    if info.root_version == v.root.version && info.root_format == v.root.format() {
+        return Ok(info);
+    }
+    let roots = v.all_roots()?.into_iter().skip(info.root_version.saturating_sub(1) as usize).collect();
+    api.post_typed(&format!("{path}/roots"), &spn::types::Roots { roots })
+}
+
+pub(crate) fn register(dir: &Path, spn_url: &str, token: Option<String>, json_out: bool) -> Result<()> {
+    let v = load(dir)?;
+    let api = http::Spn::new(spn_url, http::token(token, None)?)?;
+    let info = sync_roots(&api, &v, true)?;
+    if json_out {
+        println!("{}", serde_json::to_string(&info)?);
+    } else {
+        println!(
+            "vendor {} known to the SPN at {spn_url} with root v{} (format {}); products: {}",
+            info.vendor,
+            info.root_version,
+            info.root_format,
+            if info.products.is_empty() { "none yet".to_string() } else { info.products.join(", ") }
+        );
+    }
+    Ok(())
 }
 
 /// Names the SPN accepts (tenants, products): checked here, before any upload.
-fn check_name(what: &str, s: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, s: &str) -> Result<()> {
     if !spn::valid_name(s) {
-        bail!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
+        bail!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'");
     }
     Ok(())
 }
@@ -266,173 +385,4 @@ pub(crate) fn bar(len: u64, quiet: bool, what: &str) -> ProgressBar {
     );
     b.set_message(what.to_string());
     b
-}
-
-pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
-    let started = Instant::now();
-    Version::parse(&o.version).map_err(|e| anyhow::anyhow!("--version: {e}"))?;
-    check_name("--product", &o.product)?;
-    if o.hardware.is_empty() {
-        bail!("give at least one --hardware the image fits");
-    }
-    let v = load_signing(&o.vendor_dir)?;
-    if v.root.expires <= now() {
-        bail!("root v{} has expired; rotate it first (`ionshard vendor key add`)", v.version);
-    }
-    let spn = http::Spn::new(&o.spn, http::token(o.token.clone(), None)?)?;
-    let file = std::fs::File::open(&o.image).with_context(|| format!("opening {}", o.image.display()))?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        bail!("{} is empty", o.image.display());
-    }
-    let up = bar(len, o.json, "upload");
-    let path = format!(
-        "/v1/objects?tenant={}&product={}&data={}&parity={}",
-        v.root.vendor, o.product, o.data_shards, o.parity_shards
-    );
-    let hashed = std::sync::Arc::new(std::sync::Mutex::new((blake3::Hasher::new(), 0u64)));
-    let reader = Hashing { inner: std::io::BufReader::new(file), bar: up.clone(), hasher: hashed.clone() };
-    let answer = spn.post_stream(&path, reader)?;
-    up.finish_and_clear();
-    let job = answer.get("job").and_then(Value::as_u64).context("the SPN did not name a job")?;
-    let enc = bar(len, o.json, "scatter");
-    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
-    let done = loop {
-        let j = spn.get(&format!("/v1/jobs/{job}"))?;
-        enc.set_position(j.get("bytes_done").and_then(Value::as_u64).unwrap_or(0));
-        match j.get("state").and_then(Value::as_str) {
-            Some("done") => break j,
-            Some("failed") => {
-                enc.abandon();
-                bail!(
-                    "publish failed on the SPN: {}",
-                    j.get("error").and_then(Value::as_str).unwrap_or("no reason given")
-                );
-            }
-            _ if Instant::now() > deadline => bail!("job {job} still running after 6 hours"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
-    enc.finish_and_clear();
-    let result = done.get("result").context("finished job without a result")?;
-    let field = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_string).context("incomplete job result");
-    // What the vendor signs is what the vendor read, not what the SPN says it got.
-    let (local_hash, local_len) = {
-        let h = hashed.lock().unwrap_or_else(|p| p.into_inner());
-        (h.0.finalize().to_hex().to_string(), h.1)
-    };
-    let spn_len = result.get("length").and_then(Value::as_u64);
-    if local_len != len || spn_len != Some(local_len) || field("blake3")? != local_hash {
-        bail!(
-            "the SPN encoded an object of {spn_len:?} bytes, hash {}, but {} is {local_len} bytes, hash {local_hash}: \
-             the upload was altered on the way; nothing signed",
-            field("blake3")?,
-            o.image.display()
-        );
-    }
-    let mut release = Release {
-        vendor: v.root.vendor.clone(),
-        product: o.product.clone(),
-        hardware: o.hardware.clone(),
-        version: o.version.clone(),
-        length: result.get("length").and_then(Value::as_u64).context("incomplete job result")?,
-        blake3: field("blake3")?,
-        manifest: field("manifest")?,
-        read_key: KeyWrap::Clear(field("read_key")?),
-        issued: now(),
-        expires: now() + o.expires_days * 86400,
-    };
-    if o.confidential {
-        let pk_path = o.vendor_dir.join("products").join(format!("{}.key", o.product));
-        let (pk, created) = load_or_create_secret(&pk_path)?;
-        if created && !o.json {
-            eprintln!("created product key {} (give it to {} devices)", pk_path.display(), o.product);
-        }
-        let rk: [u8; 32] = data_encoding::HEXLOWER
-            .decode(field("read_key")?.as_bytes())
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .context("bad read key from the SPN")?;
-        release.read_key = meta::wrap_read_key(&pk, &rk, &release);
-    }
-    let signers: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
-    let signed = meta::to_json(&meta::sign_release(release.clone(), &signers));
-    let roots = newer_roots(&o.vendor_dir, v.version)?;
-    let bundle = spn.post_json("/v1/releases", &json!({ "release": signed, "roots": roots }))?;
-    let id = release.id();
-    let out = o.out.clone().unwrap_or_else(|| o.vendor_dir.join("releases").join(format!("{id}.bundle.json")));
-    if let Some(p) = out.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    write_atomic(&out, bundle.to_string().as_bytes())?;
-    let seconds = started.elapsed().as_secs_f64();
-    let r = |k: &str| result.get(k).and_then(Value::as_u64).unwrap_or(0);
-    if o.json {
-        println!(
-            "{}",
-            json!({ "release": id, "manifest": release.manifest, "bundle": out.display().to_string(), "bytes": len,
-                    "segments": r("segments"), "new_segments": r("new_segments"), "new_shard_bytes": r("new_shard_bytes"),
-                    "receipts": r("receipts"), "peers": r("peers"), "confidential": o.confidential, "seconds": seconds })
-        );
-    } else {
-        println!("published {id}");
-        println!("  manifest  {}", release.manifest);
-        println!(
-            "  stored    {} new shard bytes for {} image bytes ({} of {} segments new), {} receipts from {} peers",
-            r("new_shard_bytes"),
-            len,
-            r("new_segments"),
-            r("segments"),
-            r("receipts"),
-            r("peers")
-        );
-        println!("  bundle    {}", out.display());
-        println!("  took      {seconds:.2} s ({:.1} MB/s)", len as f64 / seconds / 1e6);
-    }
-    Ok(Published { id, bundle: out, job: done, seconds })
-}
-
-/// Re-sign a published release with a later expiry (devices refuse expired
-/// metadata: a vendor re-signs releases that should stay installable).
-pub(crate) fn resign(
-    bundle_path: &Path,
-    spn: &str,
-    token: Option<String>,
-    vendor_dir: &Path,
-    expires_days: u64,
-    json_out: bool,
-) -> Result<()> {
-    let v = load_signing(vendor_dir)?;
-    let file = std::fs::File::open(bundle_path).with_context(|| format!("opening {}", bundle_path.display()))?;
-    // Only the signed release matters here: the manifest is not kept.
-    let (bundle, _) = ota::Bundle::read_streaming(std::io::BufReader::new(file), &mut std::io::sink())
-        .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
-    let signed: Signed<Release> = serde_json::from_str(&bundle.release).context("the bundle's release")?;
-    let mut release = signed.signed;
-    if release.vendor != v.root.vendor {
-        bail!(
-            "{} is a release of vendor {:?}, this vendor is {:?}",
-            bundle_path.display(),
-            release.vendor,
-            v.root.vendor
-        );
-    }
-    // Issued strictly later than before, even twice within one second.
-    release.issued = now().max(release.issued + 1);
-    release.expires = now() + expires_days * 86400;
-    let signers: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
-    let text = meta::to_json(&meta::sign_release(release.clone(), &signers));
-    let roots = newer_roots(vendor_dir, v.version)?;
-    let api = http::Spn::new(spn, http::token(token, None)?)?;
-    let answer = api.post_json("/v1/releases", &json!({ "release": text, "roots": roots }))?;
-    write_atomic(bundle_path, answer.to_string().as_bytes())?;
-    if json_out {
-        println!(
-            "{}",
-            json!({ "release": release.id(), "expires": release.expires, "bundle": bundle_path.display().to_string() })
-        );
-    } else {
-        println!("re-signed {}: devices accept it until {} (seconds since the epoch)", release.id(), release.expires);
-    }
-    Ok(())
 }

@@ -2,147 +2,15 @@
 //! 127.0.0.1: publish, fetch, kill -9 of the fetcher and resume, delta
 //! publish and update, lost peers; and the device's refusals.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ota::meta::{self, KeyWrap, Release, VendorKey};
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ionshard"))
-}
-
-/// Children killed when the test ends, however it ends.
-#[derive(Default)]
-struct Procs(Vec<(String, Child)>);
-
-impl Procs {
-    fn start(&mut self, name: &str, args: &[String]) -> Value {
-        let mut child =
-            bin().args(args).arg("--json").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-        let mut r = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        r.read_line(&mut line).expect("first line");
-        std::thread::spawn(move || {
-            let mut l = String::new();
-            while r.read_line(&mut l).is_ok_and(|n| n > 0) {
-                l.clear();
-            }
-        });
-        self.0.push((name.to_string(), child));
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("{name} printed {line:?}"))
-    }
-    fn kill(&mut self, name: &str) {
-        let i = self.0.iter().position(|(n, _)| n == name).expect("known process");
-        let (_, mut c) = self.0.remove(i);
-        c.kill().expect("kill -9");
-        c.wait().expect("reap");
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn json_out(o: &Output, what: &str) -> Value {
-    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("{what} printed {text}"))
-}
-
-fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut v);
-    v
-}
-
-fn health_peers(url: &str, token: &str) -> u64 {
-    // A tiny HTTP GET without a client library: the SPN answers HTTP/1.1.
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://");
-    let Ok(mut c) = std::net::TcpStream::connect(host) else { return 0 };
-    let _ = write!(
-        c,
-        "GET /v1/health?refresh=true HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = c.read_to_string(&mut body);
-    let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
-    serde_json::from_str::<Value>(json).ok().and_then(|v| v["live_peers"].as_u64()).unwrap_or(0)
-}
-
-struct Network {
-    procs: Procs,
-    url: String,
-    token: String,
-    bootstrap: String,
-}
-
-fn network(dir: &Path, peers: usize) -> Network {
-    let mut procs = Procs::default();
-    let boot = procs.start(
-        "bootstrap",
-        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&dir.join("boot"))]
-            .map(String::from),
-    );
-    let b = boot["listen"][0].as_str().expect("bootstrap address").to_string();
-    let spn_dir = dir.join("spn");
-    let id =
-        json_out(&bin().args(["id", "--key", &s(&spn_dir.join("identity.key")), "--json"]).output().expect("id"), "id");
-    let spn_id = id["peer_id"].as_str().expect("peer id").to_string();
-    for i in 0..peers {
-        let args: Vec<String> = [
-            "node",
-            "--role",
-            "peer",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &b,
-            "--capacity",
-            "2GiB",
-            "--trust",
-            &spn_id,
-            "--dir",
-            &s(&dir.join(format!("peer{i}"))),
-        ]
-        .map(String::from)
-        .to_vec();
-        procs.start(&format!("peer{i}"), &args);
-    }
-    let spn = procs
-        .start("spn", &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from));
-    let url = spn["http"].as_str().expect("http").to_string();
-    let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health_peers(&url, &token) < peers as u64 {
-        assert!(Instant::now() < deadline, "SPN did not see {peers} peers within 30 s");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    Network { procs, url, token, bootstrap: b }
-}
-
-fn publish(n: &Network, vendor: &Path, image: &Path, version: &str, extra: &[&str]) -> Value {
-    let o = bin()
-        .args(["publish", &s(image), "--product", "router", "--version", version, "--hardware", "r1"])
-        .args(extra)
-        .args(["--data-shards", "6", "--parity-shards", "2", "--spn", &n.url, "--vendor-dir", &s(vendor), "--json"])
-        .env("IONSHARD_SPN_TOKEN", &n.token)
-        .output()
-        .expect("publish");
-    json_out(&o, "publish")
-}
+mod common;
+use common::*;
 
 fn fetch_cmd(n: &Network, vendor: &Path, bundle: &str, state: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = bin();
@@ -163,6 +31,7 @@ fn publish_fetch_resume_delta_and_lost_peers() {
         &bin().args(["vendor", "init", "--name", "acme", "--dir", &s(&vendor), "--json"]).output().expect("init"),
         "init",
     );
+    register(&n, &vendor);
 
     // v1: 64 MiB; v2 differs in 2 MiB (four 512 KiB stretches).
     let v1 = image(64 << 20, 1);
@@ -353,14 +222,20 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
         expires: now + 3600,
     };
     let stranger = VendorKey::generate();
-    let bundle = |release: String| {
-        serde_json::json!({
-            "format": 1, "release": release, "roots": [],
-            "manifest": data_encoding::BASE64.encode(&enc.manifest.to_bytes()),
-            "placement": { "peers": [], "shards": {} }, "bootstrap": []
-        })
-        .to_string()
+    // Written as a writer writes it: the signed parts before the manifest.
+    let bundle_with = |release: String, roots: Vec<String>| {
+        ota::Bundle {
+            format: 1,
+            release,
+            roots,
+            timestamp: None,
+            manifest: ota::Bundle::encode_manifest(&enc.manifest.to_bytes()),
+            placement: Default::default(),
+            bootstrap: vec![],
+        }
+        .to_json()
     };
+    let bundle = |release: String| bundle_with(release, vec![]);
     let with = |f: &dyn Fn(&mut Release)| {
         let mut r = good.clone();
         f(&mut r);
@@ -385,13 +260,16 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
         let installed = state.join("installed.img");
         std::fs::create_dir_all(&state).expect("state");
         std::fs::write(&installed, b"version 2.0").expect("installed image");
+        // A record as devices of the release before timestamps wrote it (format 1).
         let record = ota::Installed {
+            format: 1,
             product: "router".into(),
             version: "2.0".into(),
             path: installed.clone(),
             blake3: String::new(),
             length: 11,
             installed_at: 1,
+            release: None,
         };
         ota::Device::open(&state).expect("device").record_installed(&record).expect("record");
         let before = std::fs::read(state.join("installed.json")).expect("record");
@@ -406,7 +284,7 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
                 "--bootstrap",
                 "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEvUtpVhjuaBPrNY4rTodNjwHSbbh38bbHiZ4REY7d8Tb",
             ])
-            .args(["--install-cmd", &format!("touch '{}'", marker.display())])
+            .args(["--install-cmd", &format!("touch '{}'", marker.display()), "--offline"])
             .output()
             .expect("update");
         let err = String::from_utf8_lossy(&o.stderr);
@@ -442,12 +320,11 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
     let signed = sign(&vendor, &r, 2);
     let v2_root = std::fs::read_to_string(vendor.join("roots").join("2.root.json")).expect("root v2");
     let update = |state: &Path, roots: Vec<String>| {
-        let mut b: Value = serde_json::from_str(&bundle(signed.clone())).expect("bundle");
-        b["roots"] = serde_json::json!(roots);
         let f = state.with_extension("bundle.json");
-        std::fs::write(&f, b.to_string()).expect("bundle");
+        std::fs::write(&f, bundle_with(signed.clone(), roots)).expect("bundle");
         let o = bin()
             .args(["update", "--bundle", &s(&f), "--root", &s(&v1_root), "--product", "router", "--hardware", "r1"])
+            .arg("--offline")
             .args([
                 "--state",
                 &s(state),

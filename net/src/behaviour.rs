@@ -25,6 +25,8 @@ pub(crate) struct Behaviour {
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) shard: request_response::Behaviour<ShardCodec>,
+    /// The put and get protocols, whose handlers see who sends before they read.
+    pub(crate) stream: libp2p_stream::Behaviour,
 }
 
 /// Relay limits raised from libp2p's defaults (128 KiB and 2 minutes per
@@ -108,8 +110,11 @@ impl Behaviour {
                 [(SHARD_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)
-                    .with_max_concurrent_streams(256),
+                    // Per connection, both ways: a peer gets 8 answered at
+                    // once and `Busy` beyond; a fetcher has 16 in flight in all.
+                    .with_max_concurrent_streams(32),
             ),
+            stream: libp2p_stream::Behaviour::new(),
         }
     }
 }

@@ -16,7 +16,7 @@ pub(crate) struct ShardCodec {
     pub(crate) limits: Limits,
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -26,16 +26,26 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
             format!("frame of {len} bytes is over the limit of {max}"),
         ));
     }
-    // Grown as bytes arrive, so a lying length costs the liar the bytes it sends.
-    let mut buf = Vec::with_capacity(len.min(1 << 20));
-    io.take(len as u64).read_to_end(&mut buf).await?;
-    if buf.len() != len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame"));
+    // Grown as bytes arrive, so a lying length costs the liar the bytes it
+    // sends; never past the length (read_to_end would double a full buffer).
+    let mut buf: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
+    let mut piece = [0u8; 64 << 10];
+    while buf.len() < len {
+        let want = piece.len().min(len - buf.len());
+        let n = io.read(&mut piece[..want]).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame"));
+        }
+        if buf.len() + n > buf.capacity() {
+            let grow = buf.capacity().max(64 << 10).min(len - buf.len());
+            buf.reserve_exact(grow);
+        }
+        buf.extend_from_slice(&piece[..n]);
     }
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
     let len = u32::try_from(data.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(data).await?;

@@ -1,7 +1,8 @@
 //! ionshard's network: one libp2p node per process, in the role of a
 //! bootstrap node (DHT entry point and relay), a peer (stores and serves
-//! shards) or a client, speaking ionshard's shard protocol
-//! (`/ionshard/shard/1`, see [`wire`]) over TCP or QUIC with noise and yamux,
+//! shards) or a client, speaking ionshard's shard protocols
+//! (`/ionshard/shard/1`, `/ionshard/put/1`, `/ionshard/get/1`, see [`wire`])
+//! over TCP or QUIC with noise and yamux,
 //! with identify, ping, Kademlia under `/ionshard/kad/1.0.0`, AutoNAT,
 //! circuit relay v2 and DCUtR.
 //!
@@ -13,11 +14,13 @@
 mod behaviour;
 mod codec;
 mod error;
+mod gate;
 mod identity;
 mod node;
 mod ops;
 mod receipt;
 mod serve;
+mod stream;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 //! sends it commands over a bounded channel.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::futures::StreamExt;
@@ -15,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::error::{Error, Result};
+use crate::gate::{Bounds, Gate, Ticket};
 use crate::serve::serve;
+use crate::stream::{GET_PROTOCOL, PUT_PROTOCOL, Serving};
 use crate::wire::{Code, Limits, Malformed, Request, Response};
 
 /// What a node is for.
@@ -52,6 +55,13 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Requests served at once for one peer; more are answered `Busy`.
     pub max_inflight_per_peer: usize,
+    /// Requests served at once in all; more are answered `Busy`.
+    pub max_inflight: usize,
+    /// Bytes of bodies and answers held in memory at once, in all (a
+    /// trusted SPN's put of a whole shard must fit: at least the largest shard).
+    pub max_held_bytes: u64,
+    /// Bytes held at once for one peer that is not a trusted SPN.
+    pub max_held_bytes_per_peer: u64,
     /// Shard expiry given to puts that name none (seconds), `None` to keep until deleted.
     pub default_expiry: Option<u64>,
     /// For tests only: flip one byte in every data and proof answer, to play
@@ -75,6 +85,9 @@ impl Default for Config {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
             max_inflight_per_peer: 8,
+            max_inflight: 64,
+            max_held_bytes: 64 << 20,
+            max_held_bytes_per_peer: 8 << 20,
             default_expiry: None,
             tamper_answers: false,
             delay_answers: None,
@@ -139,10 +152,19 @@ enum Command {
 }
 
 /// A handle to a running node. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    pub(crate) control: libp2p_stream::Control,
+    pub(crate) limits: Limits,
+    pub(crate) request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -175,6 +197,17 @@ impl Client {
             }
             other => other,
         }
+    }
+
+    /// Make sure this node is connected to `peer` (found through the DHT if
+    /// need be), for protocols that open their own streams.
+    pub(crate) async fn connect(&self, peer: PeerId) -> Result<()> {
+        if self.connection(peer).await?.is_some() {
+            return Ok(());
+        }
+        // Any answer, even a refusal, means a connection stands: the request
+        // path knows how to find, dial and retry a peer that moved.
+        self.request(peer, Request::Usage).await.map(|_| ())
     }
 
     /// Find a peer's addresses by its id alone.
@@ -250,17 +283,56 @@ pub async fn start(
     let (limits, timeout) = (config.limits, config.request_timeout);
     let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
         .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, yamux_config)
         .map_err(|e| Error::Config(format!("relay transport: {e}")))?
         .with_behaviour(|key, relay_client| {
             Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout)
         })
         .map_err(|e| Error::Config(format!("behaviour: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(120))
+                // Streams being negotiated at once on one connection: what a
+                // peer may have on its way to us before any protocol sees it.
+                .with_max_negotiating_inbound_streams(32)
+        })
         .build();
+    let mut control = swarm.behaviour().stream.new_control();
+    let gate = Gate::new(Bounds {
+        per_peer: config.max_inflight_per_peer,
+        total: config.max_inflight,
+        bytes_per_peer: config.max_held_bytes_per_peer,
+        bytes_total: config.max_held_bytes,
+    });
+    let serving = Arc::new(Serving {
+        store: store.clone(),
+        key: key.clone(),
+        trust: config.trust.iter().copied().collect(),
+        gate: gate.clone(),
+        limits,
+        request_timeout: timeout,
+        default_expiry: config.default_expiry,
+        tamper: config.tamper_answers,
+        delay: config.delay_answers,
+    });
+    let mut stream_tasks = Vec::new();
+    for (proto, put) in [(PUT_PROTOCOL, true), (GET_PROTOCOL, false)] {
+        let mut incoming =
+            control.accept(proto).map_err(|e| Error::Config(format!("registering a stream protocol: {e}")))?;
+        let ctx = serving.clone();
+        stream_tasks.push(tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let ctx = ctx.clone();
+                if put {
+                    tokio::spawn(crate::stream::serve_put(ctx, peer, stream));
+                } else {
+                    tokio::spawn(crate::stream::serve_get(ctx, peer, stream));
+                }
+            }
+        }));
+    }
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
@@ -283,7 +355,8 @@ pub async fn start(
         key,
         store,
         trust: config.trust.iter().copied().collect(),
-        config,
+        gate,
+        stream_tasks,
         rx,
         done_tx,
         done_rx,
@@ -292,7 +365,6 @@ pub async fn start(
         pending: HashMap::new(),
         finds: HashMap::new(),
         waiting: HashMap::new(),
-        inflight: HashMap::new(),
         answering: HashMap::new(),
         serving: 0,
         links: HashMap::new(),
@@ -301,21 +373,32 @@ pub async fn start(
         punched: HashMap::new(),
         relay_listeners: HashMap::new(),
         quic_observed: HashSet::new(),
+        config,
     };
     let handle = tokio::spawn(node.run());
-    Ok((Client { tx, peer_id }, handle))
+    Ok((Client { tx, peer_id, control, limits, request_timeout: timeout }, handle))
 }
 
-type Done = (InboundRequestId, ResponseChannel<Response>, Response);
+/// yamux with as many streams per connection as the protocols need (8
+/// requests per peer at once, plus identify, kad, ping, relay and slack),
+/// not the default hundreds.
+fn yamux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_num_streams(64);
+    c
+}
 
-/// Requests answered at once by one node, over all peers; more get `Busy`.
-const MAX_ANSWERING: usize = 64;
+type Done = (InboundRequestId, ResponseChannel<Response>, Response, Ticket);
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     key: Keypair,
     store: Option<Store>,
     trust: HashSet<PeerId>,
+    /// Requests in service and bytes held, shared with the stream protocols.
+    gate: Arc<Gate>,
+    /// The put and get protocols' accept loops, stopped with the node.
+    stream_tasks: Vec<tokio::task::JoinHandle<()>>,
     config: Config,
     rx: mpsc::Receiver<Command>,
     done_tx: mpsc::Sender<Done>,
@@ -331,10 +414,10 @@ struct EventLoop {
     finds: HashMap<kad::QueryId, PeerId>,
     /// Per sought peer: finds and requests waiting on the lookup.
     waiting: HashMap<PeerId, Vec<Waiter>>,
-    /// Requests per peer from acceptance until their answer is sent (or fails):
-    /// what bounds the memory a peer can tie up, not just the threads.
-    inflight: HashMap<PeerId, usize>,
-    answering: HashMap<InboundRequestId, PeerId>,
+    /// Requests from acceptance until their answer is sent (or fails), each
+    /// with its ticket: what bounds the memory a peer can tie up, not just
+    /// the threads.
+    answering: HashMap<InboundRequestId, Ticket>,
     /// Requests being served on blocking threads (drained at shutdown).
     serving: usize,
     /// Open connections per peer: (direct, relayed).
@@ -368,7 +451,7 @@ impl EventLoop {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.command(cmd),
                 },
-                Some((id, channel, response)) = self.done_rx.recv() => self.finished(id, channel, response),
+                Some((id, channel, response, ticket)) = self.done_rx.recv() => self.finished(id, channel, response, ticket),
                 event = self.swarm.select_next_some() => self.event(event),
                 _ = tick.tick() => {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -385,12 +468,18 @@ impl EventLoop {
         }
         // Let requests being served finish (puts commit or roll back) and their
         // answers go out before the loop ends: the swarm is still driven.
+        // No new streams; those being served (puts writing a shard) finish.
+        for t in &self.stream_tasks {
+            t.abort();
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while (self.serving > 0 || !self.answering.is_empty()) && tokio::time::Instant::now() < deadline {
+        while (self.serving > 0 || !self.answering.is_empty() || self.gate.in_service() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::select! {
-                Some((id, channel, response)) = self.done_rx.recv() => self.finished(id, channel, response),
+                Some((id, channel, response, ticket)) = self.done_rx.recv() => self.finished(id, channel, response, ticket),
                 event = self.swarm.select_next_some() => self.event(event),
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
     }
@@ -515,33 +604,36 @@ impl EventLoop {
         }
     }
 
-    fn finished(&mut self, id: InboundRequestId, channel: ResponseChannel<Response>, response: Response) {
+    fn finished(
+        &mut self,
+        id: InboundRequestId,
+        channel: ResponseChannel<Response>,
+        response: Response,
+        ticket: Ticket,
+    ) {
         self.serving = self.serving.saturating_sub(1);
-        if self.swarm.behaviour_mut().shard.send_response(channel, response).is_err() {
-            self.answered(id);
+        // The answer's bytes stay held until it is sent (or fails).
+        if self.swarm.behaviour_mut().shard.send_response(channel, response).is_ok() {
+            self.answering.insert(id, ticket);
         }
     }
 
     /// The answer to `id` was sent, or will never be: the peer may ask again.
     fn answered(&mut self, id: InboundRequestId) {
-        let Some(peer) = self.answering.remove(&id) else { return };
-        if let Some(n) = self.inflight.get_mut(&peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.inflight.remove(&peer);
-            }
-        }
+        self.answering.remove(&id);
+    }
+
+    /// Whether this node still owes `peer` answers.
+    fn owes(&self, peer: &PeerId) -> bool {
+        self.answering.values().any(|t| t.peer() == *peer)
     }
 
     fn inbound(&mut self, peer: PeerId, id: InboundRequestId, request: Request, channel: ResponseChannel<Response>) {
-        let n = self.inflight.get(&peer).copied().unwrap_or(0);
-        if n >= self.config.max_inflight_per_peer || self.answering.len() >= MAX_ANSWERING {
+        let Some(mut ticket) = self.gate.enter(peer) else {
             let busy = Response::Error { code: Code::Busy, message: "too many requests at once; retry".to_string() };
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
             return;
-        }
-        *self.inflight.entry(peer).or_insert(0) += 1;
-        self.answering.insert(id, peer);
+        };
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
         let (default_expiry, tamper) = (self.config.default_expiry, self.config.tamper_answers);
@@ -550,7 +642,7 @@ impl EventLoop {
         tokio::task::spawn_blocking(move || {
             // A panic while serving must still answer, and free the peer's slot.
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry)
+                serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry, Some(&mut ticket))
             }));
             let mut response = served.unwrap_or_else(|_| Response::Error {
                 code: Code::Internal,
@@ -568,7 +660,7 @@ impl EventLoop {
             {
                 std::thread::sleep(d);
             }
-            let _ = done.blocking_send((id, channel, response));
+            let _ = done.blocking_send((id, channel, response, ticket));
         });
     }
 
@@ -779,7 +871,7 @@ impl EventLoop {
             return;
         }
         // Answers we still owe the peer would be cut off with the connection.
-        if self.inflight.get(&peer).is_some_and(|n| *n > 0) {
+        if self.owes(&peer) {
             return;
         }
         for id in self.relayed_out.remove(&peer).unwrap_or_default() {

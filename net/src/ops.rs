@@ -10,7 +10,8 @@ use libp2p::PeerId;
 use crate::error::{Error, Result};
 use crate::node::Client;
 use crate::receipt::Receipt;
-use crate::wire::{Request, Response};
+use crate::stream::OpenError;
+use crate::wire::{PutHead, Request, Response};
 
 fn unexpected(peer: PeerId, r: Response) -> Error {
     match r {
@@ -44,16 +45,34 @@ impl Client {
         self.put(peer, cid, bytes, None, true).await
     }
 
+    /// A put on `/ionshard/put/1` (head first, the body only once the peer
+    /// agreed); to a peer of an earlier release, on `/ionshard/shard/1`.
+    async fn send_put(&self, peer: PeerId, head: PutHead, bytes: Vec<u8>) -> Result<Response> {
+        self.connect(peer).await?;
+        let mut control = self.control.clone();
+        let deadline = crate::stream::body_deadline(self.request_timeout, head.size);
+        let attempt = crate::stream::put(&mut control, peer, head, &bytes, &self.limits);
+        match tokio::time::timeout(deadline, attempt).await {
+            Err(_) => Err(Error::Timeout { peer: peer.to_string() }),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(OpenError::Failed(e))) => Err(e),
+            Ok(Err(OpenError::Unsupported)) => {
+                let PutHead { cid, expiry, pinned, .. } = head;
+                self.request(peer, Request::Put { cid, expiry, pinned, bytes }).await
+            }
+        }
+    }
+
     async fn put(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>, expiry: Option<u64>, pinned: bool) -> Result<Receipt> {
         let size = bytes.len() as u64;
-        // Peers close the stream on a frame over the limit; say why before sending.
-        let limit = crate::wire::Limits::default().max_request as u64 - 4096;
+        // Say why before sending: the peer would refuse it from the head.
+        let limit = self.limits.max_shard;
         if size > limit {
             return Err(Error::Config(format!(
                 "shard of {size} bytes is over the protocol limit of {limit} bytes (use smaller segments)"
             )));
         }
-        match self.request(peer, Request::Put { cid, expiry, pinned, bytes }).await? {
+        match self.send_put(peer, PutHead { cid, expiry, pinned, size }, bytes).await? {
             Response::Stored(r) => {
                 // The receipt must promise at least what was asked: until `expiry`, or for good.
                 let keeps = match (expiry, r.expiry) {
@@ -78,8 +97,44 @@ impl Client {
         }
     }
 
-    /// Fetch a whole shard from `peer`, checked against its CID.
+    /// Fetch a whole shard from `peer` into `sink` as it streams in, checked
+    /// against its CID on the way (the caller keeps what it wrote only once
+    /// this returns `Ok`: a peer that lies is found at the end). At most
+    /// `max` bytes are taken. Returns the length.
+    pub async fn get_shard_to(
+        &self,
+        peer: PeerId,
+        cid: Cid,
+        max: u64,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64> {
+        self.connect(peer).await?;
+        let mut control = self.control.clone();
+        let max = max.min(self.limits.max_shard);
+        let deadline = crate::stream::body_deadline(self.request_timeout, max);
+        let attempt = crate::stream::get(&mut control, peer, cid, max, sink);
+        match tokio::time::timeout(deadline, attempt).await {
+            Err(_) => Err(Error::Timeout { peer: peer.to_string() }),
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(OpenError::Failed(e))) => Err(e),
+            Ok(Err(OpenError::Unsupported)) => {
+                // A peer of an earlier release answers in one message.
+                let b = self.get_shard_whole(peer, cid).await?;
+                sink.write_all(&b).map_err(|e| Error::Protocol(format!("writing {cid}: {e}")))?;
+                Ok(b.len() as u64)
+            }
+        }
+    }
+
+    /// Fetch a whole shard from `peer` into memory, checked against its CID.
     pub async fn get_shard(&self, peer: PeerId, cid: Cid) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.get_shard_to(peer, cid, self.limits.max_shard, &mut v).await?;
+        Ok(v)
+    }
+
+    /// A get on `/ionshard/shard/1`, answered in one message.
+    async fn get_shard_whole(&self, peer: PeerId, cid: Cid) -> Result<Vec<u8>> {
         match self.request(peer, Request::Get { cid }).await? {
             Response::Data(b) => {
                 if Cid::of_raw(&b) != cid {

@@ -4,6 +4,7 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use store::{PutOptions, Store};
 
+use crate::gate::Ticket;
 use crate::receipt::Receipt;
 use crate::wire::{Code, Request, Response};
 
@@ -11,7 +12,7 @@ fn refuse(code: Code, message: impl Into<String>) -> Response {
     Response::Error { code, message: message.into() }
 }
 
-fn from_store(e: store::Error) -> Response {
+pub(crate) fn from_store(e: store::Error) -> Response {
     let code = match &e {
         store::Error::QuotaExceeded { .. } => Code::QuotaExceeded,
         store::Error::HashMismatch { .. } => Code::HashMismatch,
@@ -24,7 +25,45 @@ fn from_store(e: store::Error) -> Response {
     refuse(code, e.to_string())
 }
 
-/// The answer to one request.
+/// Hold the bytes an answer about `cid` will take (a whole shard, or a
+/// proof of ranges of it); the refusal if they cannot be held.
+fn hold_for(
+    ticket: Option<&mut Ticket>,
+    trusted: bool,
+    store: &Store,
+    cid: &chunker::Cid,
+    ranges: Option<&[std::ops::Range<u64>]>,
+) -> Option<Response> {
+    let ticket = ticket?;
+    let size = match store.meta(cid) {
+        Ok(Some(m)) if !m.quarantined => m.size,
+        Ok(_) => return Some(refuse(Code::NotFound, format!("{cid} is not stored here"))),
+        Err(e) => return Some(from_store(e)),
+    };
+    let need = match ranges {
+        Some(r) => chunker::proof::max_proof_len(size, r),
+        None => size,
+    };
+    if ticket.hold(need, trusted) {
+        return None;
+    }
+    Some(match ranges {
+        None => refuse(
+            Code::Busy,
+            format!(
+                "{cid} is {size} bytes, more than this node holds in memory for one request now; \
+                 get it streamed (/ionshard/get/1) or retry"
+            ),
+        ),
+        Some(_) => refuse(Code::Busy, "this node is holding too much at once; retry"),
+    })
+}
+
+/// The answer to one request. With a ticket (requests of the
+/// request-response protocol, whose answers are held whole until sent), the
+/// bytes of a data or proof answer are held on it first, or the request is
+/// answered `Busy`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn serve(
     store: Option<&Store>,
     key: &Keypair,
@@ -33,10 +72,21 @@ pub(crate) fn serve(
     request: Request,
     now: u64,
     default_expiry: Option<u64>,
+    ticket: Option<&mut Ticket>,
 ) -> Response {
     let Some(store) = store else {
         return refuse(Code::NotFound, "this node stores no shards (it is a bootstrap node or a client)");
     };
+    let refused = match &request {
+        Request::Get { cid } => hold_for(ticket, trusted, store, cid, None),
+        Request::Ranges { cid, ranges } | Request::Audit { cid, ranges } => {
+            hold_for(ticket, trusted, store, cid, Some(ranges))
+        }
+        _ => None,
+    };
+    if let Some(r) = refused {
+        return r;
+    }
     match request {
         Request::Put { cid, expiry, pinned, bytes } => {
             if !trusted {

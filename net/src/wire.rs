@@ -1,7 +1,22 @@
-//! The shard protocol's messages and their bytes.
+//! The shard protocols' messages and their bytes.
 //!
-//! Protocol id `/ionshard/shard/1`. One request and one response per stream
-//! (libp2p request-response). Each message is a frame:
+//! Three protocols:
+//!
+//! - `/ionshard/shard/1`: one request and one response per stream (libp2p
+//!   request-response), for everything small: ranges with proofs, has-many,
+//!   delete, audit, usage. Since the put and get protocols below exist, a
+//!   node reads requests of this protocol only up to
+//!   [`Limits::max_request`] (256 KiB): a whole-shard `Put` travels on
+//!   `/ionshard/put/1`, and `Get` is answered here only for shards that fit
+//!   the node's memory budget for one peer (devices of earlier releases ask
+//!   only for ranges, which still work).
+//! - `/ionshard/put/1` (new in this release): the header comes first, the
+//!   receiving node checks who sends (trusted SPNs only), the size limit and
+//!   its quota, and says so *before* a byte of the body is sent.
+//! - `/ionshard/get/1` (new in this release): a whole shard, streamed, never
+//!   held in memory on either side.
+//!
+//! Request-response messages of `/ionshard/shard/1` are frames:
 //!
 //! ```text
 //! frame    = length: u32 (big-endian, of the body) | body
@@ -26,6 +41,22 @@
 //! Integers are big-endian. `bytes…` runs to the end of the frame. Sizes are
 //! checked against [`Limits`] before anything is allocated: a frame longer
 //! than the limit is refused from its length alone.
+//!
+//! The stream protocols use the same frames for their heads and answers, and
+//! send the shard's bytes raw between them:
+//!
+//! ```text
+//! /ionshard/put/1   → frame(put-head)   put-head = cid(36) expiry: u64 pinned: u8 size: u64
+//!                   ← frame(ready)      (refused here: nothing of the body is read)
+//!                   → size bytes
+//!                   ← frame(response)   1 Stored receipt | 255 Error
+//! /ionshard/get/1   → frame(get-head)   get-head = cid(36)
+//!                   ← frame(ready)      (size: the shard's length)
+//!                   ← size bytes
+//! ready    = 0 Go size: u64 | 255 Error code: u16 message: utf-8…
+//! ```
+//!
+//! Heads and ready frames are at most [`MAX_HEAD`] bytes.
 
 use std::ops::Range;
 
@@ -34,23 +65,39 @@ use libp2p::PeerId;
 
 use crate::receipt::Receipt;
 
+/// Largest head or ready frame of the put and get protocols.
+pub const MAX_HEAD: usize = 1100;
+
 /// Size limits on messages, checked before allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest request frame (a put carries a whole shard).
+    /// Largest request frame read on `/ionshard/shard/1` (whole shards go
+    /// on the put protocol; the largest request left is a has-many).
     pub max_request: usize,
-    /// Largest response frame (a get returns a whole shard).
+    /// Largest response frame read (a peer of an earlier release answers a
+    /// get with a whole shard).
     pub max_response: usize,
+    /// Largest shard sent or received on the put and get protocols.
+    pub max_shard: u64,
     /// Most ranges in one request.
     pub max_ranges: usize,
+    /// Most bytes all the ranges of one request may cover.
+    pub max_range_bytes: u64,
     /// Most CIDs in one has-many.
     pub max_cids: usize,
 }
 
 impl Default for Limits {
-    /// Shards up to 64 MiB, plus headers.
+    /// Shards up to 64 MiB; ranges of up to 16 MiB a request.
     fn default() -> Self {
-        Limits { max_request: (64 << 20) + 4096, max_response: (64 << 20) + 4096, max_ranges: 1024, max_cids: 4096 }
+        Limits {
+            max_request: 256 << 10,
+            max_response: (64 << 20) + 4096,
+            max_shard: 64 << 20,
+            max_ranges: 1024,
+            max_range_bytes: 16 << 20,
+            max_cids: 4096,
+        }
     }
 }
 
@@ -212,6 +259,14 @@ impl<'a> Cursor<'a> {
     fn cid(&mut self) -> Result<Cid, Malformed> {
         Cid::from_bytes(self.take(36)?).map_err(|e| Malformed(e.to_string()))
     }
+    /// A flag byte: 0 or 1, nothing else (one encoding per message).
+    fn flag(&mut self) -> Result<bool, Malformed> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            x => Err(Malformed(format!("flag byte {x} (0 or 1)"))),
+        }
+    }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.b)
     }
@@ -233,6 +288,13 @@ impl<'a> Cursor<'a> {
                 return Err(Malformed(format!("range {s}..{e} is empty, unsorted or overlapping")));
             }
             out.push(s..e);
+        }
+        let covered: u64 = out.iter().map(|r| r.end - r.start).sum();
+        if covered > limits.max_range_bytes {
+            return Err(Malformed(format!(
+                "ranges cover {covered} bytes, over the limit of {} a request (ask in several)",
+                limits.max_range_bytes
+            )));
         }
         Ok(out)
     }
@@ -296,7 +358,7 @@ impl Request {
             1 => {
                 let cid = c.cid()?;
                 let expiry = c.u64()?;
-                let pinned = c.u8()? != 0;
+                let pinned = c.flag()?;
                 let bytes = c.rest().to_vec();
                 Request::Put { cid, expiry: (expiry != u64::MAX).then_some(expiry), pinned, bytes }
             }
@@ -314,6 +376,118 @@ impl Request {
             6 => Request::Audit { cid: c.cid()?, ranges: c.ranges(limits)? },
             7 => Request::Usage,
             t => return Err(Malformed(format!("unknown request type {t}"))),
+        };
+        c.end()?;
+        Ok(r)
+    }
+}
+
+/// The head of a put on `/ionshard/put/1`: what is coming, before it comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutHead {
+    /// The shard's CID.
+    pub cid: Cid,
+    /// Keep until (seconds since the epoch).
+    pub expiry: Option<u64>,
+    /// Never expire.
+    pub pinned: bool,
+    /// The shard's length: exactly this many bytes follow a `Go`.
+    pub size: u64,
+}
+
+impl PutHead {
+    /// The frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(53);
+        v.extend_from_slice(&self.cid.to_bytes());
+        v.extend_from_slice(&self.expiry.unwrap_or(u64::MAX).to_be_bytes());
+        v.push(u8::from(self.pinned));
+        v.extend_from_slice(&self.size.to_be_bytes());
+        v
+    }
+
+    /// Parse a frame body from an untrusted peer.
+    pub fn decode(b: &[u8]) -> Result<PutHead, Malformed> {
+        let mut c = Cursor { b };
+        let cid = c.cid()?;
+        let expiry = c.u64()?;
+        let pinned = c.flag()?;
+        let size = c.u64()?;
+        c.end()?;
+        Ok(PutHead { cid, expiry: (expiry != u64::MAX).then_some(expiry), pinned, size })
+    }
+}
+
+/// The head of a get on `/ionshard/get/1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetHead {
+    /// Which shard.
+    pub cid: Cid,
+}
+
+impl GetHead {
+    /// The frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        self.cid.to_bytes()
+    }
+
+    /// Parse a frame body from an untrusted peer.
+    pub fn decode(b: &[u8]) -> Result<GetHead, Malformed> {
+        let mut c = Cursor { b };
+        let cid = c.cid()?;
+        c.end()?;
+        Ok(GetHead { cid })
+    }
+}
+
+/// The answer to a put or get head: go on, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// Send the body (put) or read it (get): `size` bytes.
+    Go {
+        /// Bytes that follow.
+        size: u64,
+    },
+    /// Refused before any body moved.
+    Refused {
+        /// Why, for programs.
+        code: Code,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+impl Ready {
+    /// The frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Ready::Go { size } => {
+                let mut v = vec![0];
+                v.extend_from_slice(&size.to_be_bytes());
+                v
+            }
+            Ready::Refused { code, message } => {
+                let mut v = vec![255];
+                v.extend_from_slice(&(*code as u16).to_be_bytes());
+                // The frame stays within MAX_HEAD.
+                let m: String = message.chars().take(256).collect();
+                v.extend_from_slice(m.as_bytes());
+                v
+            }
+        }
+    }
+
+    /// Parse a frame body from an untrusted peer.
+    pub fn decode(b: &[u8]) -> Result<Ready, Malformed> {
+        let mut c = Cursor { b };
+        let r = match c.u8()? {
+            0 => Ready::Go { size: c.u64()? },
+            255 => {
+                let code = Code::from_u16(c.u16()?);
+                let message = String::from_utf8_lossy(c.rest()).chars().take(1000).collect();
+                Ready::Refused { code, message }
+            }
+            t => return Err(Malformed(format!("unknown ready type {t}"))),
         };
         c.end()?;
         Ok(r)
@@ -422,9 +596,12 @@ impl Response {
                     return Err(Malformed(format!("{n} flags is over the limit")));
                 }
                 let bits = c.take(n.div_ceil(8))?;
+                if n % 8 != 0 && bits.last().is_some_and(|b| b >> (n % 8) != 0) {
+                    return Err(Malformed("has-many answer with bits set past its count".to_string()));
+                }
                 Response::Have((0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect())
             }
-            5 => Response::Deleted(c.u8()? != 0),
+            5 => Response::Deleted(c.flag()?),
             6 => Response::Audited { size: c.u64()?, proof: c.rest().to_vec() },
             7 => Response::Usage { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()? },
             255 => {
@@ -479,6 +656,40 @@ mod tests {
         for r in resps {
             assert_eq!(Response::decode(&r.encode(), &l).expect("decode"), r);
         }
+    }
+
+    #[test]
+    fn stream_heads_round_trip_and_refuse_garbage() {
+        let heads = [
+            PutHead { cid: cid(1), expiry: Some(5), pinned: false, size: 60 << 20 },
+            PutHead { cid: cid(2), expiry: None, pinned: true, size: 0 },
+        ];
+        for h in heads {
+            let b = h.encode();
+            assert!(b.len() <= MAX_HEAD);
+            assert_eq!(PutHead::decode(&b).expect("decode"), h);
+            for cut in 0..b.len() {
+                assert!(PutHead::decode(&b[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        let g = GetHead { cid: cid(3) };
+        assert_eq!(GetHead::decode(&g.encode()).expect("decode"), g);
+        assert!(GetHead::decode(&[g.encode(), vec![0]].concat()).is_err());
+        for r in [Ready::Go { size: 7 }, Ready::Refused { code: Code::Untrusted, message: "no".into() }] {
+            assert_eq!(Ready::decode(&r.encode()).expect("decode"), r);
+        }
+        let long = Ready::Refused { code: Code::Busy, message: "x".repeat(5000) }.encode();
+        assert!(long.len() <= MAX_HEAD, "{}", long.len());
+        assert!(Ready::decode(&[9]).is_err());
+    }
+
+    #[test]
+    fn a_range_request_over_the_byte_limit_is_refused() {
+        let l = Limits::default();
+        let big = Request::Ranges { cid: cid(3), ranges: vec![0..(l.max_range_bytes + 1)] }.encode();
+        assert!(Request::decode(&big, &l).is_err());
+        let ok = Request::Ranges { cid: cid(3), ranges: vec![0..l.max_range_bytes] }.encode();
+        assert!(Request::decode(&ok, &l).is_ok());
     }
 
     #[test]

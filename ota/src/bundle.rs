@@ -1,10 +1,23 @@
 //! A release bundle: everything a device needs to fetch one release, in one
 //! JSON file or HTTP answer.
 //!
-//! Only the signed release (and roots) are trusted, and only after checking;
-//! the manifest is checked against the CID the release names; the placement
-//! and bootstrap addresses are hints (a wrong hint costs time, never
-//! correctness: every byte is verified against a CID).
+//! Only the signed release (and roots, and the timestamp) are trusted, and
+//! only after checking; the manifest is checked against the CID the release
+//! names; the placement and bootstrap addresses are hints (a wrong hint costs
+//! time, never correctness: every byte is verified against a CID).
+//!
+//! ```text
+//! format 1: { "format": 1, "release", "roots", "manifest", "placement", "bootstrap" }
+//! format 2: { "format": 2, "release", "roots", "timestamp", "manifest", "placement", "bootstrap" }
+//! ```
+//!
+//! Format 2 (this release) adds `timestamp` (the vendor's signed statement of
+//! the newest release per hardware, or null) and carries format 2 roots
+//! (with the timestamp role) from version 1 on; format 1 carries format 1
+//! roots after version 1 and is what devices of earlier releases read (they
+//! refuse unknown fields). A reader takes the fields in this order: the
+//! signed parts are checked *before* the manifest (the part that grows with
+//! the image) is read, so a forged release costs a device its few KB.
 
 use std::collections::BTreeMap;
 
@@ -54,17 +67,28 @@ pub struct Placement {
     pub shards: BTreeMap<String, Vec<u32>>,
 }
 
+/// The bundle format this build writes for devices of this release.
+pub const FORMAT: u32 = 2;
+
+/// The bundle format devices of releases before timestamps read.
+pub const LEGACY_FORMAT: u32 = 1;
+
 /// One release, ready for a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
-    /// Format version (1).
+    /// Format version: [`FORMAT`] or [`LEGACY_FORMAT`].
     pub format: u32,
     /// The signed release, exactly as signed (JSON text).
     pub release: String,
-    /// Signed roots newer than version 1, oldest first (JSON texts), so a
-    /// device with an older root can follow rotations.
+    /// Signed roots, oldest first (JSON texts), so a device with an older
+    /// root can follow rotations: in format 1, format 1 roots after version
+    /// 1; in format 2, format 2 roots (and any format 1 ones before the
+    /// vendor had a timestamp key) from version 1.
     pub roots: Vec<String>,
+    /// The vendor's newest timestamp of the product (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
     /// The manifest (CBOR), base64.
     pub manifest: String,
     /// Where the shards are.
@@ -77,10 +101,16 @@ impl Bundle {
     /// Read a bundle as it streams in (a file, an HTTP answer), writing its
     /// manifest, decoded, to `manifest_out` instead of holding it: the
     /// manifest is the one part that grows with the image (about 3.5 MB of
-    /// base64 per GiB). Returns the bundle, with `manifest` empty, and the
-    /// manifest's length. At most [`MAX_BUNDLE`] bytes are read; the signed
-    /// parts are bounded by [`crate::meta::MAX_METADATA`] each.
-    pub fn read_streaming(reader: impl std::io::Read, manifest_out: &mut dyn std::io::Write) -> Result<(Bundle, u64)> {
+    /// base64 per GiB). `check` sees the bundle's signed parts (format,
+    /// release, roots, timestamp) before a byte of the manifest is read, and
+    /// stops the read by failing. Returns the bundle, with `manifest` empty,
+    /// and the manifest's length. At most [`MAX_BUNDLE`] bytes are read; the
+    /// signed parts are bounded by [`crate::meta::MAX_METADATA`] each.
+    pub fn read_streaming(
+        reader: impl std::io::Read,
+        manifest_out: &mut dyn std::io::Write,
+        check: &mut dyn FnMut(&Bundle) -> Result<()>,
+    ) -> Result<(Bundle, u64)> {
         use std::io::Read;
         use struson::reader::{JsonReader, JsonStreamReader};
         let bad = |e: &dyn std::fmt::Display| Error::Malformed(format!("release bundle: {e}"));
@@ -91,10 +121,13 @@ impl Bundle {
             format: 0,
             release: String::new(),
             roots: Vec::new(),
+            timestamp: None,
             manifest: String::new(),
             placement: Placement::default(),
             bootstrap: Vec::new(),
         };
+        // The fields seen, to hold the reader to the order the writer keeps.
+        let mut seen: Vec<String> = Vec::new();
         let mut manifest_len = None;
         // A signed text, read through a cap: a bundle cannot make us hold more.
         fn text(json: &mut JsonStreamReader<impl std::io::Read>, what: &str) -> Result<String> {
@@ -113,9 +146,36 @@ impl Bundle {
         json.begin_object().map_err(|e| bad(&e))?;
         while json.has_next().map_err(|e| bad(&e))? {
             let name = json.next_name_owned().map_err(|e| bad(&e))?;
+            if seen.contains(&name) {
+                return Err(Error::Malformed(format!("release bundle: two {name:?} fields")));
+            }
+            seen.push(name.clone());
             match name.as_str() {
-                "format" => bundle.format = json.next_number::<u32>().map_err(|e| bad(&e))?.map_err(|e| bad(&e))?,
+                "format" => {
+                    bundle.format = json.next_number::<u32>().map_err(|e| bad(&e))?.map_err(|e| bad(&e))?;
+                    if bundle.format != FORMAT && bundle.format != LEGACY_FORMAT {
+                        return Err(Error::Malformed(format!(
+                            "release bundle format {} (this build reads {LEGACY_FORMAT} and {FORMAT})",
+                            bundle.format
+                        )));
+                    }
+                }
                 "release" => bundle.release = text(&mut json, "release")?,
+                "timestamp" if bundle.format == LEGACY_FORMAT => {
+                    return Err(Error::Malformed("release bundle: a timestamp in format 1".to_string()));
+                }
+                "timestamp" if manifest_len.is_some() => {
+                    return Err(Error::Malformed(
+                        "release bundle: the timestamp comes after the manifest (signed parts come first)".to_string(),
+                    ));
+                }
+                "timestamp" => {
+                    if json.peek().map_err(|e| bad(&e))? == struson::reader::ValueType::Null {
+                        json.next_null().map_err(|e| bad(&e))?;
+                    } else {
+                        bundle.timestamp = Some(text(&mut json, "timestamp")?);
+                    }
+                }
                 "roots" => {
                     json.begin_array().map_err(|e| bad(&e))?;
                     while json.has_next().map_err(|e| bad(&e))? {
@@ -127,10 +187,16 @@ impl Bundle {
                     }
                     json.end_array().map_err(|e| bad(&e))?;
                 }
-                "manifest" if manifest_len.is_some() => {
-                    return Err(Error::Malformed("release bundle: two manifests".to_string()));
-                }
                 "manifest" => {
+                    // Everything signed comes first, and is checked before
+                    // the part that grows with the image is read.
+                    if let Some(missing) = ["format", "release", "roots"].iter().find(|f| !seen.iter().any(|s| s == *f))
+                    {
+                        return Err(Error::Malformed(format!(
+                            "release bundle: the manifest comes before {missing:?} (signed parts come first)"
+                        )));
+                    }
+                    check(&bundle)?;
                     exempt.set(true);
                     let b64 = json.next_string_reader().map_err(|e| bad(&e))?;
                     let mut decoder = base64::read::DecoderReader::new(b64, &base64::engine::general_purpose::STANDARD);
@@ -147,9 +213,6 @@ impl Bundle {
         }
         json.end_object().map_err(|e| bad(&e))?;
         json.consume_trailing_whitespace().map_err(|e| bad(&e))?;
-        if bundle.format != 1 {
-            return Err(Error::Malformed(format!("release bundle format {} (this build reads 1)", bundle.format)));
-        }
         let manifest_len = manifest_len.ok_or_else(|| Error::Malformed("release bundle: no manifest".to_string()))?;
         if bundle.release.is_empty() {
             return Err(Error::Malformed("release bundle: no release".to_string()));
@@ -181,9 +244,10 @@ mod tests {
 
     fn sample(manifest: &[u8]) -> Bundle {
         Bundle {
-            format: 1,
+            format: 2,
             release: "{\"signed\":{\"a\":\"b\\\"c\"}}".to_string(),
             roots: vec!["{\"root\":2}".to_string()],
+            timestamp: Some("{\"t\":1}".to_string()),
             manifest: Bundle::encode_manifest(manifest),
             placement: Placement {
                 peers: vec!["p1".to_string()],
@@ -198,42 +262,99 @@ mod tests {
         let manifest: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let b = sample(&manifest);
         let mut out = Vec::new();
-        let (read, n) = Bundle::read_streaming(b.to_json().as_bytes(), &mut out).expect("read");
+        let (read, n) = Bundle::read_streaming(b.to_json().as_bytes(), &mut out, &mut |_| Ok(())).expect("read");
         assert_eq!(n, manifest.len() as u64);
         assert!(out == manifest, "manifest bytes differ");
         assert_eq!(Bundle { manifest: b.manifest.clone(), ..read }, b);
     }
 
+    /// A bundle's fields in the writer's order (serde_json's Value would sort them).
+    type Fields = Vec<(String, serde_json::Value)>;
+
+    fn fields(b: &Bundle) -> Fields {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&b.to_json()).expect("json");
+        ["format", "release", "roots", "timestamp", "manifest", "placement", "bootstrap"]
+            .iter()
+            .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
+            .collect()
+    }
+
+    fn text(f: &Fields) -> String {
+        let parts: Vec<String> =
+            f.iter().map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str()))).collect();
+        format!("{{{}}}", parts.join(","))
+    }
+
+    fn set(f: &mut Fields, k: &str, v: serde_json::Value) {
+        match f.iter_mut().find(|(n, _)| n == k) {
+            Some(e) => e.1 = v,
+            None => f.push((k.to_string(), v)),
+        }
+    }
+
     #[test]
     fn streaming_read_refuses_what_it_must() {
         let b = sample(b"m");
-        let mut v: serde_json::Value = serde_json::from_str(&b.to_json()).expect("json");
-        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let v = fields(&b);
+        type Change = Box<dyn Fn(&mut Fields)>;
         // What is changed, and a word the error must say.
         let cases: Vec<(&str, Change)> = vec![
-            ("unknown field", Box::new(|v| v["extra"] = 1.into())),
-            ("format 2", Box::new(|v| v["format"] = 2.into())),
-            ("no manifest", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("manifest"))))),
-            ("manifest", Box::new(|v| v["manifest"] = "not base64!".into())),
-            ("release", Box::new(|v| v["release"] = "x".repeat(crate::meta::MAX_METADATA + 1).into())),
-            ("outside the manifest", Box::new(|v| v["bootstrap"] = vec!["x".repeat(1 << 20); 17].into())),
-            ("128 MiB", Box::new(|v| v["manifest"] = "AAAA".repeat((MAX_BUNDLE >> 2) + 1).into())),
+            ("unknown field", Box::new(|v| set(v, "extra", 1.into()))),
+            ("format 3", Box::new(|v| set(v, "format", 3.into()))),
+            ("a timestamp in format 1", Box::new(|v| set(v, "format", 1.into()))),
+            ("no manifest", Box::new(|v| v.retain(|(k, _)| k != "manifest"))),
+            ("manifest", Box::new(|v| set(v, "manifest", "not base64!".into()))),
+            ("release", Box::new(|v| set(v, "release", "x".repeat(crate::meta::MAX_METADATA + 1).into()))),
+            ("outside the manifest", Box::new(|v| set(v, "bootstrap", vec!["x".repeat(1 << 20); 17].into()))),
+            ("128 MiB", Box::new(|v| set(v, "manifest", "AAAA".repeat((MAX_BUNDLE >> 2) + 1).into()))),
+            ("two \"roots\"", Box::new(|v| v.insert(1, ("roots".into(), serde_json::json!([]))))),
+            ("signed parts come first", Box::new(|v| v.retain(|(k, _)| k != "release"))),
         ];
         for (says, change) in cases {
             let mut w = v.clone();
             change(&mut w);
-            let e = Bundle::read_streaming(w.to_string().as_bytes(), &mut std::io::sink())
+            let e = Bundle::read_streaming(text(&w).as_bytes(), &mut std::io::sink(), &mut |_| Ok(()))
                 .err()
                 .unwrap_or_else(|| panic!("{says}: accepted"));
             assert!(e.to_string().contains(says), "{says}: {e}");
         }
-        let twice = v.to_string().replacen('{', "{\"manifest\":\"\",", 1);
-        let e = Bundle::read_streaming(twice.as_bytes(), &mut Vec::new()).expect_err("two manifests accepted");
-        assert!(e.to_string().contains("two manifests"), "{e}");
-        v["manifest"] = "".into();
+        let mut w = v.clone();
+        set(&mut w, "manifest", "".into());
         assert!(
-            Bundle::read_streaming(v.to_string().as_bytes(), &mut Vec::new()).is_ok(),
+            Bundle::read_streaming(text(&w).as_bytes(), &mut Vec::new(), &mut |_| Ok(())).is_ok(),
             "an empty manifest field parses"
         );
+    }
+
+    #[test]
+    fn a_forged_release_is_refused_before_the_manifest_is_read() {
+        let manifest = vec![7u8; 3 << 20];
+        let b = sample(&manifest);
+        let mut out = Vec::new();
+        let e = Bundle::read_streaming(b.to_json().as_bytes(), &mut out, &mut |seen| {
+            assert_eq!(seen.release, b.release, "the check sees the signed parts");
+            assert_eq!(seen.timestamp, b.timestamp);
+            Err(Error::Malformed("forged".to_string()))
+        })
+        .expect_err("refused");
+        assert!(e.to_string().contains("forged"), "{e}");
+        assert!(out.is_empty(), "{} manifest bytes written before the release was checked", out.len());
+        // A manifest placed before the release is refused, not read.
+        let mut f = fields(&b);
+        let m = f.remove(4);
+        f.insert(1, m);
+        let e = Bundle::read_streaming(text(&f).as_bytes(), &mut out, &mut |_| Ok(())).expect_err("out of order");
+        assert!(e.to_string().contains("signed parts come first"), "{e}");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_format_1_bundle_of_the_previous_release_still_reads() {
+        // Written by the SPN of the release before timestamps (testdata).
+        let text = include_str!("../../testdata/compat/bundle-format1.json");
+        let mut out = Vec::new();
+        let (b, n) = Bundle::read_streaming(text.as_bytes(), &mut out, &mut |_| Ok(())).expect("format 1 reads");
+        assert_eq!((b.format, b.timestamp.is_none(), n as usize), (1, true, out.len()));
+        assert!(n > 0);
     }
 }

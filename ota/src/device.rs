@@ -1,10 +1,15 @@
-//! A device's own state: the vendor root it trusts and what it has installed.
+//! A device's own state: the vendor root it trusts, what it has installed,
+//! and the newest timestamp it has accepted per product.
 //!
 //! `DIR/root.json` is the newest root the device has verified (first the one
 //! it was provisioned with); `DIR/installed.json` records the installed
-//! release, for rollback protection and as the default delta seed. Both are
-//! replaced atomically (temporary file, fsync, rename, fsync of the
+//! release, for rollback protection and as the default delta seed (from this
+//! release on with the signed release itself, `"format": 2`, so a rotated
+//! root can void a release signed with stolen keys); `DIR/timestamps/P.json`
+//! is the last timestamp accepted for product P (an older one is a replay).
+//! All are replaced atomically (temporary file, fsync, rename, fsync of the
 //! directory), so a power loss leaves the old or the new record, never half.
+//! A state directory of an earlier release (format 1 records) reads as is.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,11 +19,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
-use crate::meta::{self, Policy, Release, Root, Signed, Version};
+use crate::meta::{self, Policy, Release, Root, Timestamp, Version};
+
+/// The format of `installed.json` this build writes.
+const INSTALLED_FORMAT: u32 = 2;
 
 /// What a device has installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installed {
+    /// Record format (1: releases before timestamps, without `release`).
+    #[serde(default = "format_1")]
+    pub format: u32,
     /// Product.
     pub product: String,
     /// Version.
@@ -31,6 +42,64 @@ pub struct Installed {
     pub length: u64,
     /// Seconds since the epoch.
     pub installed_at: u64,
+    /// The signed release (JSON text), to check again after a root rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+}
+
+fn format_1() -> u32 {
+    1
+}
+
+impl Installed {
+    /// A record of `release` installed at `path`, in this build's format.
+    pub fn new(release: &Release, signed: &str, path: PathBuf, now: u64) -> Installed {
+        Installed {
+            format: INSTALLED_FORMAT,
+            product: release.product.clone(),
+            version: release.version.clone(),
+            path,
+            blake3: release.blake3.clone(),
+            length: release.length,
+            installed_at: now,
+            release: Some(signed.to_string()),
+        }
+    }
+}
+
+/// What the device asks of a bundle, besides a valid signature.
+#[derive(Debug, Clone)]
+pub struct Want<'a> {
+    /// The device's product.
+    pub product: &'a str,
+    /// The device's hardware revision.
+    pub hardware: &'a str,
+    /// Seconds since the epoch.
+    pub now: u64,
+    /// It asked for the newest release: one older than the timestamp names is refused.
+    pub newest: bool,
+    /// Updating on purpose without a fresh timestamp (from a file, no network).
+    pub offline: bool,
+    /// Seconds a timestamp may be past its expiry or ahead of the clock.
+    pub skew: u64,
+}
+
+/// A bundle that passed every check.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The release.
+    pub release: Release,
+    /// The root it was checked against (kept as the device's own).
+    pub root: Root,
+    /// The installed version no longer bounds what may be installed, and why
+    /// (its release was signed with keys the rotated root no longer trusts).
+    pub floor_reset: Option<String>,
+    /// The timestamp checked, if one was.
+    pub timestamp: Option<Timestamp>,
+    /// A newer release for this hardware, as the timestamp names it.
+    pub newer: Option<String>,
+    /// Why freshness was not checked, when it was not.
+    pub unchecked: Option<String>,
 }
 
 /// A device's state directory.
@@ -75,8 +144,8 @@ impl Device {
     }
 
     /// The trusted root: the device's own if it has one, else `provisioned`
-    /// (checked, then kept as the device's own).
-    pub fn trusted_root(&self, provisioned: Option<&Path>) -> Result<Root> {
+    /// (checked, not expired at `now`, then kept as the device's own).
+    pub fn trusted_root(&self, provisioned: Option<&Path>, now: u64) -> Result<Root> {
         let own = self.root_path();
         let path = if own.exists() {
             own.clone()
@@ -91,6 +160,14 @@ impl Device {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let root = meta::load_root(&bytes)?;
         if !own.exists() {
+            // A device's own root may have expired since (newer ones come in
+            // bundles); one given to provision it must be current.
+            if now >= root.expires {
+                return Err(Error::Expired {
+                    what: format!("root v{} given to provision this device ({})", root.version, path.display()),
+                    expires: root.expires,
+                });
+            }
             write_atomic(&own, &bytes).map_err(|e| Error::io(format!("writing {}", own.display()), e))?;
         }
         Ok(root)
@@ -115,12 +192,35 @@ impl Device {
         write_atomic(&p, &json).map_err(|e| Error::io(format!("writing {}", p.display()), e))
     }
 
-    /// Check a bundle: follow any root rotations it carries (keeping the new
-    /// root), then verify the release under the policy. Nothing is kept if
-    /// any check fails.
-    pub fn check(&self, trusted: Root, bundle: &Bundle, policy: &Policy<'_>) -> Result<(Release, Root)> {
-        let mut root = trusted;
-        let mut newest: Option<&String> = None;
+    fn timestamp_path(&self, product: &str) -> Result<PathBuf> {
+        if !meta::valid_name(product) {
+            return Err(Error::Malformed(format!("product name {product:?}")));
+        }
+        Ok(self.dir.join("timestamps").join(format!("{product}.json")))
+    }
+
+    /// The number of the last timestamp accepted for `product` (0: none).
+    fn seen_timestamp(&self, product: &str) -> Result<u64> {
+        let p = self.timestamp_path(product)?;
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice::<meta::Signed<Timestamp>>(&b)
+                .map(|d| d.signed.version)
+                .map_err(|e| Error::Malformed(format!("{}: {e} (the device state is damaged)", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+        }
+    }
+
+    /// Check a bundle: follow the root rotations it carries, void the
+    /// rollback floor of an installed release the rotated root no longer
+    /// vouches for, verify the release, and (unless offline) the vendor's
+    /// timestamp: fresh, not older than the last accepted, and naming no
+    /// newer release when the newest was asked for. Only when all of it
+    /// passes are the new root and timestamp kept.
+    pub fn check(&self, trusted: Root, bundle: &Bundle, want: &Want<'_>) -> Result<Checked> {
+        let mut root = trusted.clone();
+        let mut newest_root: Option<&String> = None;
+        let mut rotated = false;
         for text in &bundle.roots {
             if text.len() > meta::MAX_METADATA {
                 return Err(Error::TooLarge {
@@ -129,22 +229,75 @@ impl Device {
                     limit: meta::MAX_METADATA as u64,
                 });
             }
-            let peek: Signed<Root> = match serde_json::from_str(text) {
-                Ok(p) => p,
-                Err(e) => return Err(Error::Malformed(format!("a root in the bundle: {e}"))),
-            };
-            if peek.signed.version <= root.version {
+            let peek = meta::parse_root(text.as_bytes())?;
+            let v = peek.signed.version;
+            if v < root.version || (v == root.version && (root.timestamp.is_some() || peek.signed.timestamp.is_none()))
+            {
                 continue;
             }
-            root = meta::rotate_root(&root, text.as_bytes())?;
-            newest = Some(text);
+            root = if v == root.version {
+                meta::upgrade_root(&root, text.as_bytes())?
+            } else {
+                rotated = true;
+                meta::rotate_root(&root, text.as_bytes())?
+            };
+            newest_root = Some(text);
         }
-        let release = meta::verify_release(&root, bundle.release.as_bytes(), policy)?;
-        if let Some(text) = newest {
+        if want.now >= root.expires {
+            return Err(Error::Expired { what: format!("root v{}", root.version), expires: root.expires });
+        }
+        // Fast-forward recovery: a release signed with keys the vendor has
+        // since rotated out (stolen, say) no longer sets the floor.
+        let installed = self.installed()?;
+        let mut floor = installed.as_ref().map(|i| Version::parse(&i.version)).transpose()?;
+        let mut floor_reset = None;
+        if rotated
+            && let Some(i) = &installed
+            && let Some(text) = &i.release
+            && let Err(e) = meta::release_signed_by(&root, text.as_bytes())
+        {
+            floor_reset = Some(format!(
+                "installed release {}@{} is not signed by root v{} ({e}): its version no longer bounds updates",
+                i.product, i.version, root.version
+            ));
+            floor = None;
+        }
+        let policy =
+            Policy { product: Some(want.product), hardware: Some(want.hardware), installed: floor, now: want.now };
+        let release = meta::verify_release(&root, bundle.release.as_bytes(), &policy)?;
+        let (mut timestamp, mut newer, mut unchecked) = (None, None, None);
+        if want.offline {
+            unchecked = Some("updating offline: whether a newer release exists was not checked".to_string());
+        } else if root.timestamp.is_none() {
+            unchecked = Some(format!("root v{} names no timestamp key: freshness not checked", root.version));
+        } else {
+            let text = bundle.timestamp.as_ref().ok_or_else(|| Error::NoTimestamp { product: want.product.into() })?;
+            let t = meta::verify_timestamp(&root, text.as_bytes(), want.product, want.now, want.skew)?;
+            // New timestamp keys: the old count no longer binds (TUF's
+            // recovery from a fast-forwarded timestamp).
+            let seen = if trusted.timestamp == root.timestamp { self.seen_timestamp(want.product)? } else { 0 };
+            if t.version < seen {
+                return Err(Error::TimestampRollback { product: want.product.into(), seen, offered: t.version });
+            }
+            let named = t.latest.get(want.hardware);
+            if want.newest {
+                meta::check_newest(named, &release.version, &release.blake3, want.hardware)?;
+            } else if let Some(named) = named
+                && Version::parse(&named.version)? > Version::parse(&release.version)?
+            {
+                newer = Some(named.version.clone());
+            }
+            timestamp = Some((t, text));
+        }
+        if let Some(text) = newest_root {
             let p = self.root_path();
             write_atomic(&p, text.as_bytes()).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
         }
-        Ok((release, root))
+        if let Some((_, text)) = &timestamp {
+            let p = self.timestamp_path(want.product)?;
+            write_atomic(&p, text.as_bytes()).map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        }
+        Ok(Checked { release, root, floor_reset, timestamp: timestamp.map(|(t, _)| t), newer, unchecked })
     }
 
     /// The installed version, for the rollback check.

@@ -88,6 +88,90 @@ pub enum Error {
     /// The product key does not open the read key.
     #[error("the product key given does not open the read key of this {0} release")]
     WrongProductKey(String),
+    /// The trusted root names no timestamp role (a root from before timestamps).
+    #[error(
+        "root v{root_version} of vendor {vendor} names no timestamp key, so this device cannot check that it \
+         is offered the newest release; ask the vendor for a root with one (`ionshard vendor key timestamp`)"
+    )]
+    NoTimestampRole {
+        /// The vendor.
+        vendor: String,
+        /// Its root's version.
+        root_version: u64,
+    },
+    /// No timestamp where one is needed.
+    #[error(
+        "no timestamp came with this release of {product}: the device cannot tell whether a newer release is \
+         being withheld from it; update through the SPN (which serves the vendor's timestamp), or update \
+         offline on purpose"
+    )]
+    NoTimestamp {
+        /// The product.
+        product: String,
+    },
+    /// A timestamp past its expiry.
+    #[error(
+        "the timestamp of {product} expired at {expired} (now {now}, seconds since the epoch): the vendor has not \
+         re-signed it (its `ionshard vendor timestamp` job may have stopped), or whoever serves it is replaying \
+         an old one, or this device's clock is wrong; nothing installed was changed"
+    )]
+    StaleTimestamp {
+        /// The product.
+        product: String,
+        /// When it expired.
+        expired: u64,
+        /// The device's clock.
+        now: u64,
+    },
+    /// A timestamp issued later than the clock allows.
+    #[error("the timestamp of {product} was issued at {issued}, after this device's time {now}: check the clock")]
+    TimestampFromFuture {
+        /// The product.
+        product: String,
+        /// When it says it was issued.
+        issued: u64,
+        /// The device's clock.
+        now: u64,
+    },
+    /// An older timestamp than one already accepted.
+    #[error(
+        "the timestamp of {product} is number {offered}, older than number {seen} this device already accepted: \
+         someone is replaying old metadata; refused"
+    )]
+    TimestampRollback {
+        /// The product.
+        product: String,
+        /// The newest one accepted.
+        seen: u64,
+        /// The one offered.
+        offered: u64,
+    },
+    /// Offered an older release than the newest the vendor signed for.
+    #[error(
+        "offered release {offered}, but the vendor's timestamp names {newest} as the newest for hardware \
+         {hardware}: the newer release is being withheld (a freeze attack, or a stale SPN); refused"
+    )]
+    Frozen {
+        /// The device's hardware.
+        hardware: String,
+        /// The version offered.
+        offered: String,
+        /// The newest the timestamp names.
+        newest: String,
+    },
+    /// Offered, as the newest, a release the vendor's timestamp does not name.
+    #[error(
+        "offered release {offered} as the newest for hardware {hardware}, but the vendor's timestamp names \
+         {newest}: a release its online key has not announced (not yet, or not signed by the vendor at all); refused"
+    )]
+    Unannounced {
+        /// The device's hardware.
+        hardware: String,
+        /// The version offered.
+        offered: String,
+        /// What the timestamp names.
+        newest: String,
+    },
     /// The image fetched does not match the release.
     #[error("image does not match the release: {0}; nothing installed")]
     ImageMismatch(String),

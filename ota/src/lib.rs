@@ -12,7 +12,7 @@ mod error;
 mod fetch;
 pub mod meta;
 
-pub use bundle::{Bundle, MAX_BUNDLE, Placement};
-pub use device::{Device, Installed, run_installer, write_atomic};
+pub use bundle::{Bundle, FORMAT as BUNDLE_FORMAT, LEGACY_FORMAT as LEGACY_BUNDLE_FORMAT, MAX_BUNDLE, Placement};
+pub use device::{Checked, Device, Installed, Want, run_installer, write_atomic};
 pub use error::{Error, Result};
 pub use fetch::{Dropped, FetchOptions, FetchReport, PeerUse, fetch, part_path};

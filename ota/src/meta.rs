@@ -9,13 +9,41 @@
 //! { "signed": { ... }, "signatures": [ { "keyid": "…", "sig": "…" } ] }
 //! ```
 //!
-//! A signature covers `ionshard:<kind>:v1:` followed by the compact JSON of
+//! A signature covers `ionshard:<kind>:v<N>:` followed by the compact JSON of
 //! `signed` as this crate writes it; unknown fields are refused, so the bytes
 //! signed and the bytes checked are the same. A new root (version N+1) must be
 //! signed by a threshold of the old root's keys *and* of its own. Devices
 //! refuse: unknown keys, too few signatures, expired metadata (freeze),
 //! versions older than the one installed (rollback), other products or
 //! hardware, and metadata over a size limit before parsing a byte of it.
+//!
+//! Documents and their formats:
+//!
+//! | kind | domain | what |
+//! |---|---|---|
+//! | root, format 1 | `ionshard:root:v1:` | vendor, version, expires, threshold, keys |
+//! | root, format 2 | `ionshard:root:v2:` | format 1 plus `timestamp`: the online role (keys, threshold) that signs timestamps |
+//! | release | `ionshard:release:v1:` | one image (unchanged since format 1) |
+//! | timestamp | `ionshard:timestamp:v1:` | the newest release of a product per hardware revision, short-lived, signed by the timestamp role |
+//! | withdrawal | `ionshard:withdrawal:v1:` | a release the vendor takes back, signed by the root's threshold |
+//!
+//! A vendor with a format 2 root also signs its *format 1 projection* (the
+//! same fields without `timestamp`) for devices of releases before
+//! timestamps existed: they refuse unknown fields, and follow rotations
+//! through the projections. A device that trusts a format 1 root takes the
+//! format 2 root of the same version when it carries exactly the same
+//! vendor, version, expiry, threshold and keys and is signed by that
+//! threshold ([`upgrade_root`]).
+//!
+//! **Timestamps** stop freezing: an SPN (or anyone in the path) that serves
+//! an older release as the newest is caught, because the vendor's online key
+//! re-signs, every few hours, which release is newest per hardware, and a
+//! device refuses a statement past its expiry (plus a bounded clock skew).
+//! **Fast-forward recovery**: a device that installed a release signed with
+//! keys that were later stolen (say a bogus version 9999) drops that
+//! release's version as its rollback floor when a rotated root no longer
+//! validates it (see `Device::check`); likewise it forgets the last
+//! timestamp it saw when the timestamp role's keys change.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +54,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod fresh;
+pub use fresh::{Latest, Timestamp, Withdrawal, check_newest, verify_timestamp, verify_withdrawal};
 
 /// Largest root or release document a device reads, in bytes.
 pub const MAX_METADATA: usize = 64 * 1024;
@@ -78,6 +109,16 @@ pub(crate) fn unhex(s: &str, what: &str) -> Result<Vec<u8>> {
     data_encoding::HEXLOWER_PERMISSIVE
         .decode(s.as_bytes())
         .map_err(|e| Error::Malformed(format!("{what} is not hex: {e}")))
+}
+
+/// A tenant, vendor or product name: 1 to 64 letters, digits, '-', '_' or
+/// '.', not starting with '.' (so never `.` or `..`: names become file and
+/// record names).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A firmware version: dotted numbers, compared number by number
@@ -142,6 +183,37 @@ pub struct Root {
     /// Seconds since the epoch after which the root is not trusted.
     pub expires: u64,
     /// Signatures needed, on releases and on the next root.
+    pub threshold: u32,
+    /// Key id → ed25519 public key (hex).
+    pub keys: BTreeMap<String, String>,
+    /// The online role that signs timestamps (format 2 roots; absent in
+    /// format 1 and in the projections for earlier devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Role>,
+}
+
+impl Root {
+    /// The root's format: 2 with a timestamp role, else 1.
+    pub fn format(&self) -> u32 {
+        if self.timestamp.is_some() { 2 } else { 1 }
+    }
+
+    /// The format 1 projection, for devices of releases before timestamps.
+    pub fn legacy(&self) -> Root {
+        Root { timestamp: None, ..self.clone() }
+    }
+
+    /// Vendor, version, expiry, threshold and keys equal (the role aside).
+    fn same_core(&self, other: &Root) -> bool {
+        self.legacy() == other.legacy()
+    }
+}
+
+/// A set of keys and how many of them must sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    /// Signatures needed.
     pub threshold: u32,
     /// Key id → ed25519 public key (hex).
     pub keys: BTreeMap<String, String>,
@@ -217,16 +289,23 @@ pub struct Signed<T> {
 
 trait Kind {
     const KIND: &'static str;
+    /// The version in the signing domain.
+    fn domain_version(&self) -> u32 {
+        1
+    }
 }
 impl Kind for Root {
     const KIND: &'static str = "root";
+    fn domain_version(&self) -> u32 {
+        self.format()
+    }
 }
 impl Kind for Release {
     const KIND: &'static str = "release";
 }
-
+/// The bytes a signature covers: the domain, then the compact JSON.
 fn message<T: Serialize + Kind>(doc: &T) -> Vec<u8> {
-    let mut m = format!("ionshard:{}:v1:", T::KIND).into_bytes();
+    let mut m = format!("ionshard:{}:v{}:", T::KIND, doc.domain_version()).into_bytes();
     // Serialising our own typed structs cannot fail.
     m.extend_from_slice(&serde_json::to_vec(doc).unwrap_or_default());
     m
@@ -249,6 +328,39 @@ pub fn sign_release(release: Release, keys: &[&VendorKey]) -> Signed<Release> {
     sign(release, keys)
 }
 
+/// Sign a timestamp with the online timestamp key(s).
+pub fn sign_timestamp(ts: Timestamp, keys: &[&VendorKey]) -> Signed<Timestamp> {
+    sign(ts, keys)
+}
+
+/// Sign a withdrawal (with root keys, to the root's threshold).
+pub fn sign_withdrawal(w: Withdrawal, keys: &[&VendorKey]) -> Signed<Withdrawal> {
+    sign(w, keys)
+}
+
+/// Add `key`'s signature to a signed document (a threshold met by separate
+/// people, one signature each). Replaces an earlier signature by the same key.
+pub fn add_signature<T: Serialize + Signable>(doc: &mut Signed<T>, key: &VendorKey) {
+    let m = message(&doc.signed);
+    doc.signatures.retain(|s| s.keyid != key.id());
+    doc.signatures.push(Sig { keyid: key.id(), sig: hex(&key.0.sign(&m).to_bytes()) });
+}
+
+/// The documents one can add a signature to.
+#[allow(private_bounds)]
+pub trait Signable: Kind {}
+impl Signable for Root {}
+impl Signable for Release {}
+impl Signable for Timestamp {}
+impl Signable for Withdrawal {}
+
+/// The hex message a signature covers, for test vectors and other
+/// implementations checking themselves.
+#[allow(private_bounds)]
+pub fn signing_message<T: Serialize + Signable>(doc: &T) -> Vec<u8> {
+    message(doc)
+}
+
 /// JSON of a signed document, for files and the wire.
 pub fn to_json<T: Serialize>(doc: &Signed<T>) -> String {
     serde_json::to_string_pretty(doc).unwrap_or_default()
@@ -262,14 +374,18 @@ fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<Signed<T>> {
     serde_json::from_slice(bytes).map_err(|e| Error::Malformed(format!("{what}: {e}")))
 }
 
-/// How many distinct keys of `root` validly signed `doc`; errors if none of
-/// the signatures is by a key the root knows.
-fn count_valid<T: Serialize + Kind>(doc: &Signed<T>, root: &Root) -> Result<usize> {
+/// How many distinct keys of `keys` validly signed `doc`; errors if none of
+/// the signatures is by a key in `keys`.
+fn count_valid<T: Serialize + Kind>(
+    doc: &Signed<T>,
+    keys: &BTreeMap<String, String>,
+    root_version: u64,
+) -> Result<usize> {
     let m = message(&doc.signed);
     let mut good = BTreeSet::new();
     let mut known = 0;
     for s in &doc.signatures {
-        let Some(pk_hex) = root.keys.get(&s.keyid) else { continue };
+        let Some(pk_hex) = keys.get(&s.keyid) else { continue };
         known += 1;
         let ok = (|| {
             let pk: [u8; 32] = unhex(pk_hex, "public key").ok()?.try_into().ok()?;
@@ -289,55 +405,102 @@ fn count_valid<T: Serialize + Kind>(doc: &Signed<T>, root: &Root) -> Result<usiz
         return Err(Error::UnknownKey {
             what: T::KIND.to_string(),
             keyids: if ids.is_empty() { "none".to_string() } else { ids.join(", ") },
-            root_version: root.version,
+            root_version,
         });
     }
     Ok(good.len())
 }
 
 fn check_threshold<T: Serialize + Kind>(doc: &Signed<T>, root: &Root) -> Result<()> {
-    let have = count_valid(doc, root)?;
-    if have < root.threshold as usize {
-        return Err(Error::BelowThreshold {
-            what: T::KIND.to_string(),
-            have,
-            need: root.threshold as usize,
-            root_version: root.version,
-        });
+    check_role(doc, &root.keys, root.threshold, root.version)
+}
+
+fn check_role<T: Serialize + Kind>(
+    doc: &Signed<T>,
+    keys: &BTreeMap<String, String>,
+    threshold: u32,
+    root_version: u64,
+) -> Result<()> {
+    let have = count_valid(doc, keys, root_version)?;
+    if have < threshold as usize {
+        return Err(Error::BelowThreshold { what: T::KIND.to_string(), have, need: threshold as usize, root_version });
     }
     Ok(())
+}
+
+/// How many more signatures `doc` needs to meet `root`'s threshold (0: it
+/// is complete). For documents signed by separate key holders in turn.
+#[allow(private_bounds)]
+pub fn signatures_missing<T: Serialize + Signable>(doc: &Signed<T>, root: &Root) -> usize {
+    let have = count_valid(doc, &root.keys, root.version).unwrap_or(0);
+    (root.threshold as usize).saturating_sub(have)
 }
 
 /// Parse and check a root document on its own (first trust, on a device's
 /// provisioning): self-signed to its threshold and well formed.
 pub fn load_root(bytes: &[u8]) -> Result<Root> {
-    let doc: Signed<Root> = parse(bytes, "root metadata")?;
-    check_root_shape(&doc.signed)?;
+    let doc = parse_root(bytes)?;
     check_threshold(&doc, &doc.signed)?;
     Ok(doc.signed)
 }
 
-fn check_root_shape(r: &Root) -> Result<()> {
-    if r.threshold == 0 || r.threshold as usize > r.keys.len() {
-        return Err(Error::Malformed(format!("root threshold {} with {} keys", r.threshold, r.keys.len())));
+fn check_keys(what: &str, threshold: u32, keys: &BTreeMap<String, String>) -> Result<()> {
+    if threshold == 0 || threshold as usize > keys.len() {
+        return Err(Error::Malformed(format!("{what} threshold {threshold} with {} keys", keys.len())));
     }
-    for (id, pk) in &r.keys {
+    for (id, pk) in keys {
         let pk: [u8; 32] = unhex(pk, "public key")?
             .try_into()
-            .map_err(|_| Error::Malformed("a root public key is not 32 bytes".to_string()))?;
+            .map_err(|_| Error::Malformed(format!("a {what} public key is not 32 bytes")))?;
         if key_id(&pk) != *id {
-            return Err(Error::Malformed(format!("root key id {id} does not match its key")));
+            return Err(Error::Malformed(format!("{what} key id {id} does not match its key")));
         }
     }
     Ok(())
 }
 
+fn check_root_shape(r: &Root) -> Result<()> {
+    check_keys("root", r.threshold, &r.keys)?;
+    if let Some(t) = &r.timestamp {
+        check_keys("timestamp role", t.threshold, &t.keys)?;
+        // The online key signs often and lives on a server: it must never
+        // also be one of the offline keys that sign releases and roots.
+        if let Some(id) = t.keys.keys().find(|id| r.keys.contains_key(*id)) {
+            return Err(Error::Malformed(format!("key {id} is both a root key and the online timestamp key")));
+        }
+    }
+    Ok(())
+}
+
+/// Parse a signed root of either format (no checks beyond its shape).
+pub fn parse_root(bytes: &[u8]) -> Result<Signed<Root>> {
+    let doc: Signed<Root> = parse(bytes, "root metadata")?;
+    check_root_shape(&doc.signed)?;
+    Ok(doc)
+}
+
+/// Take the format 2 root of the trusted root's own version: it must carry
+/// the same vendor, version, expiry, threshold and keys, add a timestamp
+/// role, and be signed by that threshold (the vendor upgrading its root's
+/// format without changing its keys).
+pub fn upgrade_root(trusted: &Root, bytes: &[u8]) -> Result<Root> {
+    let doc = parse_root(bytes)?;
+    let new = &doc.signed;
+    if new.version != trusted.version || !new.same_core(trusted) || new.timestamp.is_none() {
+        return Err(Error::Malformed(format!(
+            "root v{} in the bundle differs from the trusted root v{} of the same version",
+            new.version, trusted.version
+        )));
+    }
+    check_threshold(&doc, trusted)?;
+    Ok(doc.signed)
+}
+
 /// Move trust from `trusted` to the next root, `bytes`: version exactly one
 /// more, signed by a threshold of both the old and the new keys.
 pub fn rotate_root(trusted: &Root, bytes: &[u8]) -> Result<Root> {
-    let doc: Signed<Root> = parse(bytes, "root metadata")?;
+    let doc = parse_root(bytes)?;
     let new = &doc.signed;
-    check_root_shape(new)?;
     if new.vendor != trusted.vendor {
         return Err(Error::Malformed(format!("root is for vendor {:?}, not {:?}", new.vendor, trusted.vendor)));
     }
@@ -362,11 +525,17 @@ pub struct Policy<'a> {
     pub now: u64,
 }
 
-/// Parse and check a release against a trusted root and the device's policy.
-pub fn verify_release(root: &Root, bytes: &[u8], policy: &Policy<'_>) -> Result<Release> {
+/// Parse a release and check only that `root`'s threshold signed it (no
+/// expiry, no policy): whether a rotated root still vouches for a release.
+pub fn release_signed_by(root: &Root, bytes: &[u8]) -> Result<Release> {
     let doc: Signed<Release> = parse(bytes, "release metadata")?;
     check_threshold(&doc, root)?;
-    let r = doc.signed;
+    Ok(doc.signed)
+}
+
+/// Parse and check a release against a trusted root and the device's policy.
+pub fn verify_release(root: &Root, bytes: &[u8], policy: &Policy<'_>) -> Result<Release> {
+    let r = release_signed_by(root, bytes)?;
     if policy.now >= root.expires {
         return Err(Error::Expired { what: format!("root v{}", root.version), expires: root.expires });
     }
@@ -459,6 +628,7 @@ mod tests {
             expires: 2_000_000_000,
             threshold,
             keys: keys.iter().map(|k| (k.id(), k.public_hex())).collect(),
+            timestamp: None,
         }
     }
 

@@ -29,6 +29,15 @@ pub enum Error {
     /// A request that cannot be served.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Signed metadata that does not verify against the vendor's root.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The caller's token does not reach this tenant's objects or releases.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Conflicts with what is kept (a release id taken, a stale timestamp).
+    #[error("{0}")]
+    Conflict(String),
     /// Encoding failed.
     #[error(transparent)]
     Chunker(#[from] chunker::Error),

@@ -3,31 +3,51 @@
 //! receipts, keeps where everything is, and serves release bundles to devices.
 //!
 //! One process: a libp2p client node (the caller starts it and hands over its
-//! [`net::Client`]) and an HTTP API (axum). State lives in redb
-//! (`DIR/spn.redb`) and survives restarts; uploads are kept in `DIR/uploads`
-//! only for the length of their job.
+//! [`net::Client`]) and an HTTP API (axum on a connection loop of its own,
+//! see [`HttpLimits`]). State lives in redb (`DIR/spn.redb`, mode 0600, in a
+//! 0700 directory) and survives restarts; uploads are kept in `DIR/uploads`
+//! (0700, files 0600) only for the length of their job. What a job placed
+//! is journaled: a job that fails, or an SPN killed during one, has its
+//! shards deleted from the peers again (retried until the peers say so).
+//!
+//! It trusts no vendor by default: a vendor registers its root once, later
+//! roots must follow it by TUF's rules, and every release, withdrawal and
+//! timestamp is checked against the vendor's newest root before it is kept.
 //!
 //! # HTTP API
-//! Every route but `GET /v1/health` and the release reads needs
-//! `Authorization: Bearer TOKEN`.
+//! Routes marked *token* need `Authorization: Bearer TOKEN`: the operator's
+//! token (`DIR/api.token`) may do everything; a tenant's token (issued with
+//! `POST /v1/tokens`) acts only for its tenant (vendor). The token is
+//! checked before a body is read.
 //!
-//! | route | does |
-//! |---|---|
-//! | `GET /v1/health` | liveness, peer id, live peers |
-//! | `POST /v1/objects?tenant=T&product=P&data=K&parity=M` | body: the object; answers `{"job": id}` |
-//! | `GET /v1/jobs/{id}` | job state and progress, the object when done |
-//! | `GET /v1/objects/{cid}` | an object's record and shard placement |
-//! | `GET /v1/objects/{cid}/receipts` | its storage receipts (hex, wire layout) |
-//! | `POST /v1/releases` | `{"release": signed JSON, "roots": [...]}`; answers the bundle |
-//! | `GET /v1/releases?product=P` | releases, newest version last |
-//! | `GET /v1/releases/{id}` | a release bundle (`product@version`, or `product@latest`) |
-//! | `GET /v1/peers` | peers seen, capacity, last seen |
+//! | route | auth | does |
+//! |---|---|---|
+//! | `GET /v1/health` | | liveness, peer id, live peers |
+//! | `POST /v1/objects?tenant=T&product=P&data=K&parity=M` | token | body: the object; answers `{"job": id}` |
+//! | `GET /v1/jobs/{id}` | token | job state and progress, the object when done |
+//! | `GET /v1/objects/{cid}` | token | an object's record and shard placement |
+//! | `GET /v1/objects/{cid}/receipts` | token | its storage receipts (hex, wire layout) |
+//! | `POST /v1/vendors` | token | [`types::Roots`]: register a vendor with its roots from v1 |
+//! | `POST /v1/vendors/{vendor}/roots` | token | [`types::Roots`]: the vendor's new roots |
+//! | `GET /v1/vendors/{vendor}` | | [`types::VendorInfo`] |
+//! | `POST /v1/releases` | token | [`types::NewRelease`]; answers the bundle |
+//! | `POST /v1/releases/{id}/withdraw` | token | [`types::NewWithdrawal`] |
+//! | `POST /v1/timestamps` | token | [`types::NewTimestamp`] |
+//! | `GET /v1/timestamps/{product}` | | the newest timestamp (signed JSON) |
+//! | `GET /v1/releases?product=P&hardware=H` | | [`types::ReleaseList`], newest version last |
+//! | `GET /v1/releases/{id}?format=2&hardware=H` | | a release bundle (`product@version`, or `product@latest`: the newest for that hardware); format 1 without `format` (devices of earlier releases) |
+//! | `GET /v1/peers` | operator | peers seen, capacity, last seen |
+//! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | operator | [`types::NewToken`] → [`types::IssuedToken`]; [`types::TokenList`]; revoke |
 
 mod api;
+mod cleanup;
 mod error;
+mod http;
 mod placement;
 mod publish;
 mod state;
+pub mod types;
+mod vendors;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use error::{Error, Result};
+pub use http::Limits as HttpLimits;
 pub use placement::{Candidate, choose};
 pub use state::{JobRecord, JobResult, ObjectRecord, PeerRecord, ReleaseRecord};
 
@@ -54,6 +75,25 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// Largest object accepted, in bytes.
     pub max_upload: u64,
+    /// HTTP connection bounds.
+    pub http_limits: HttpLimits,
+    /// Peers that never held a shard of ours are forgotten after this long unseen.
+    pub forget_idle_after: Duration,
+}
+
+impl Config {
+    /// An SPN in `dir` listening on `http`, with the operator token `token`.
+    pub fn new(dir: PathBuf, http: SocketAddr, token: String) -> Config {
+        Config {
+            dir,
+            http,
+            token,
+            bootstrap: Vec::new(),
+            max_upload: 64 << 30,
+            http_limits: HttpLimits::default(),
+            forget_idle_after: Duration::from_secs(3600),
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -69,13 +109,39 @@ pub(crate) struct Inner {
     encode_lock: tokio::sync::Mutex<()>,
     /// Next job id.
     next_job: Mutex<u64>,
+    forget_idle_after: Duration,
 }
 
-/// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-', '_' or '.'.
+/// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
+/// '_' or '.', not starting with '.'.
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    ota::meta::valid_name(s)
+}
+
+/// Make `dir` (and its parents) and keep it for the owner only (0700).
+pub(crate) fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("making {} private", dir.display()), e))
+}
+
+/// Make sure `path` exists and is the owner's only (0600), before anything is written to it.
+pub(crate) fn private_file(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+        .map_err(|e| Error::io(format!("making {} private", path.display()), e))
+}
+
+/// Create a new file readable by the owner only.
+pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }
 
 /// Answered the last usage request, within the last two minutes.
@@ -119,7 +185,17 @@ impl Inner {
             let id = peer.to_string();
             let rec = match r {
                 Ok(Ok((shards, used, capacity))) => {
-                    PeerRecord { peer: id.clone(), capacity, used, shards, last_seen: now(), failures: 0 }
+                    let (first_seen, held) = known.get(&id).map_or((now(), false), |k| (k.first_seen, k.held));
+                    PeerRecord {
+                        peer: id.clone(),
+                        capacity,
+                        used,
+                        shards,
+                        last_seen: now(),
+                        failures: 0,
+                        first_seen,
+                        held,
+                    }
                 }
                 // Bootstrap nodes and clients store nothing: not peers for placement.
                 Ok(Err(net::Error::Refused { .. })) => continue,
@@ -131,6 +207,14 @@ impl Inner {
             if let Err(e) = self.state.put_peer(&rec) {
                 tracing::warn!("saving peer {id}: {e}");
             }
+        }
+        // Nodes that came and went without holding anything of ours; lost
+        // peers that hold shards stay (repair needs their record).
+        let before = now().saturating_sub(self.forget_idle_after.as_secs());
+        match self.state.forget_idle_peers(before) {
+            Ok(n) if n > 0 => tracing::info!("forgot {n} peer(s) unseen since {before} that never held a shard"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("forgetting idle peers: {e}"),
         }
     }
 }
@@ -156,10 +240,15 @@ impl Spn {
         if interrupted > 0 {
             tracing::warn!("{interrupted} job(s) were interrupted by the last stop and are marked failed");
         }
+        // What interrupted jobs had stored goes to the delete queue.
+        for job in state.journaled_jobs()? {
+            let n = state.abandon_job(job, now())?;
+            tracing::warn!("job {job} was interrupted: {n} shard(s) it stored will be deleted from the peers");
+        }
         let uploads = config.dir.join("uploads");
         // Uploads of jobs that did not finish: plaintext not to keep.
         let _ = std::fs::remove_dir_all(&uploads);
-        std::fs::create_dir_all(&uploads).map_err(|e| Error::io(format!("creating {}", uploads.display()), e))?;
+        private_dir(&uploads)?;
         let next = state.next_job_id()?;
         let inner = Arc::new(Inner {
             state,
@@ -171,6 +260,7 @@ impl Spn {
             jobs: Mutex::new(HashMap::new()),
             encode_lock: tokio::sync::Mutex::new(()),
             next_job: Mutex::new(next),
+            forget_idle_after: config.forget_idle_after,
         });
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
@@ -189,11 +279,12 @@ impl Spn {
                 }
             })
         };
+        let deleter = tokio::spawn(cleanup::run(Arc::downgrade(&inner)));
+        let limits = config.http_limits;
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("HTTP server stopped: {e}");
-            }
+            http::serve(listener, app, limits).await;
             refresher.abort();
+            deleter.abort();
         });
         Ok((Spn { inner }, addr, server))
     }
@@ -213,17 +304,39 @@ impl Spn {
         data: u8,
         parity: u8,
     ) -> Result<JobResult> {
+        let owner = self.inner.state.claim_product(product, tenant)?;
+        if owner != tenant {
+            return Err(Error::Forbidden(format!("product {product} belongs to vendor {owner}")));
+        }
         let copy = self.inner.dir.join("uploads").join(format!("{:016x}.upload", rand::random::<u64>()));
         std::fs::copy(path, &copy).map_err(|e| Error::io(format!("copying {}", path.display()), e))?;
         let len = std::fs::metadata(&copy).map_err(|e| Error::io("reading the copy", e))?.len();
-        let id = api::new_job(&self.inner, len)?;
+        let id = api::new_job(&self.inner, tenant, len)?;
         let params = publish::PublishParams { tenant: tenant.into(), product: product.into(), data, parity };
         api::run_job(self.inner.clone(), id, copy, params).await
     }
 
-    /// Keep a signed release (JSON text) and the vendor's newer roots; returns the bundle devices fetch.
-    pub fn add_release(&self, release: String, roots: Vec<String>) -> Result<ota::Bundle> {
-        api::release_added(&self.inner, release, roots).map_err(|e| Error::BadRequest(e.1))
+    /// Register a vendor with its roots from version 1 (as `POST /v1/vendors`).
+    pub fn register_vendor(&self, vendor: &str, roots: &[types::NewRoot]) -> Result<types::VendorInfo> {
+        vendors::register(&self.inner.state, vendor, roots, now())
+    }
+
+    /// Keep a signed release (JSON text), checked against its vendor's root;
+    /// returns the bundle devices fetch.
+    pub fn add_release(&self, release: String) -> Result<ota::Bundle> {
+        api::release_added(&self.inner, &api::Caller::Operator, release).map_err(|e| Error::BadRequest(e.1))
+    }
+
+    /// Keep a signed timestamp, checked against its vendor's root.
+    pub fn add_timestamp(&self, text: &str) -> Result<()> {
+        let peek: ota::meta::Signed<ota::meta::Timestamp> =
+            serde_json::from_str(text).map_err(|e| Error::BadRequest(format!("timestamp: {e}")))?;
+        vendors::accept_timestamp(&self.inner.state, &peek.signed.vendor, text, now()).map(|_| ())
+    }
+
+    /// Shards still queued for deletion from peers (their job failed).
+    pub fn pending_deletes(&self) -> Result<usize> {
+        Ok(self.inner.state.pending_deletes()?.len())
     }
 
     /// A job's record (live progress while it runs).

@@ -3,7 +3,9 @@
 //! answers with a valid signed receipt. A shard a peer refuses or fails is
 //! retried on another peer; the job is done only when every shard has a
 //! receipt, and otherwise fails naming each shard that could not be placed
-//! and why.
+//! and why. Every shard stored is journaled with the job in the same
+//! transaction as its placement, so a failed job (see `api::run_job`), or
+//! one cut short by a kill, has its shards deleted again.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -40,8 +42,6 @@ struct Shared {
     unplaced: Vec<String>,
     receipts: u64,
     retries: u64,
-    /// Shards stored by this job, to delete if the job fails.
-    stored: Vec<(Cid, PeerId)>,
 }
 
 impl Shared {
@@ -152,6 +152,10 @@ async fn place_segment(
                 }
             }
         }
+        // Journaled before they are sent: a kill now leaves nothing unknown on the peers.
+        let intents: Vec<(String, String)> =
+            pending.iter().filter_map(|(i, peer, _)| peer.map(|p| (cids[*i].to_string(), p.to_string()))).collect();
+        inner.state.intend_puts(job, &intents)?;
         let tries: Vec<_> = pending
             .iter()
             .filter_map(|(i, peer, _)| peer.map(|p| (*i, p)))
@@ -166,10 +170,11 @@ async fn place_segment(
             let Some(slot) = pending.iter().position(|p| p.0 == i) else { continue };
             match r {
                 Ok(receipt) => {
-                    inner.state.put_placement(&cids[i].to_string(), &peer.to_string(), &receipt.to_bytes())?;
+                    let (shard, holder) = (cids[i].to_string(), peer.to_string());
+                    inner.state.put_placement(&shard, &holder, &receipt.to_bytes())?;
+                    inner.state.mark_held(&holder)?;
                     let mut st = lock();
                     st.receipts += 1;
-                    st.stored.push((cids[i], peer));
                     if let Some(c) = st.candidates.iter_mut().find(|c| c.peer == peer) {
                         c.free = c.free.saturating_sub(shard_len);
                     }
@@ -201,19 +206,6 @@ async fn place_segment(
         j.retries = retries;
     });
     Ok(())
-}
-
-/// A failed job's shards are deleted again (the SPN owns them), so peers do
-/// not keep bytes no object refers to.
-async fn clean_up(inner: &Inner, stored: Vec<(Cid, PeerId)>) {
-    let deletes = stored.into_iter().map(|(cid, peer)| async move {
-        let r = inner.client.delete_shard(peer, cid).await;
-        if let Err(e) = &r {
-            tracing::warn!(%peer, %cid, "deleting a shard of a failed job: {e}");
-        }
-        let _ = inner.state.forget_placement(&cid.to_string(), &peer.to_string());
-    });
-    futures::future::join_all(deletes).await;
 }
 
 /// Live peers that may take shards, freshest data.
@@ -274,7 +266,6 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         unplaced: Vec::new(),
         receipts: 0,
         retries: 0,
-        stored: Vec::new(),
     }));
     let mut sink = Scatter {
         inner: inner.clone(),
@@ -294,20 +285,15 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
     })
     .await
     .map_err(|e| Error::io("encoder thread", std::io::Error::other(e)))?;
-    let (unplaced, stored, receipts) = {
+    let (unplaced, receipts) = {
         let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
-        (std::mem::take(&mut st.unplaced), std::mem::take(&mut st.stored), st.receipts)
+        (std::mem::take(&mut st.unplaced), st.receipts)
     };
+    // On failure the caller deletes what the job's journal names.
     let encoded = match encoded.and_then(|r| r) {
         Ok(e) if unplaced.is_empty() => e,
-        Ok(_) => {
-            clean_up(&inner, stored).await;
-            return Err(Error::Unplaced(unplaced));
-        }
-        Err(e) => {
-            clean_up(&inner, stored).await;
-            return Err(e);
-        }
+        Ok(_) => return Err(Error::Unplaced(unplaced)),
+        Err(e) => return Err(e),
     };
     let manifest_cid = encoded.manifest.cid().to_string();
     let manifest = encoded.manifest.to_bytes();
@@ -338,7 +324,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         new_shard_bytes: encoded.stats.new_shard_bytes,
         created: now(),
     };
-    inner.state.put_object(&record, &manifest)?;
+    inner.state.put_object(job, &record, &manifest, now())?;
     Ok(JobResult {
         manifest: manifest_cid,
         read_key: record.read_key,

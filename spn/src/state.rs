@@ -1,6 +1,14 @@
 //! The SPN's state in redb: tenants' secrets, objects and their manifests,
-//! where each shard is, receipts, jobs, peers and releases. Every change is
-//! one redb transaction, so a kill leaves the state before or after it.
+//! where each shard is, receipts, jobs and what each job placed, shards to
+//! delete, peers, vendors and their roots, products, releases, timestamps and
+//! API tokens. Every change is one redb transaction, so a kill leaves the
+//! state before or after it.
+//!
+//! Layout format 2 (this release; `meta` table, key `format`): format 1 (no
+//! `meta` table) is migrated on open: the new tables are made, and releases
+//! kept by a format 1 SPN, whose signatures nobody checked, are marked
+//! unverified until their vendor registers its root. The file is mode 0600
+//! in a 0700 directory: it holds tenants' secrets and every read key.
 
 use std::path::Path;
 
@@ -17,7 +25,19 @@ const PLACEMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("placement"
 const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
-const RELEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("releases");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `JOB(20 digits)/CID/PEER` → empty: shards a job is putting or has put, written
+/// before each put is sent (a peer may store a shard whose receipt never comes
+/// back), until the job's object is saved.
+const JOB_SHARDS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_shards");
+/// `CID/PEER` → a [`DeleteRecord`]: shards to delete from peers (owner delete), retried until done.
+const DELETES: TableDefinition<&str, &[u8]> = TableDefinition::new("deletes");
+
+/// The state's layout version (see the module docs).
+pub(crate) const STATE_FORMAT: u64 = 2;
+
+mod registry;
+pub(crate) use registry::{RootRecord, TokenRecord, VendorRecord};
 
 /// One stored object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,7 +75,10 @@ pub struct JobRecord {
     pub id: u64,
     /// `publish`.
     pub kind: String,
-    /// `uploading`, `encoding`, `done`, `failed`.
+    /// The tenant whose object it is (empty in jobs of a format 1 SPN).
+    #[serde(default)]
+    pub tenant: String,
+    /// `queued`, `encoding`, `done`, `failed`.
     pub state: String,
     /// Bytes of the object read so far.
     pub bytes_done: u64,
@@ -113,6 +136,13 @@ pub struct PeerRecord {
     pub last_seen: u64,
     /// Failed requests since it last answered.
     pub failures: u64,
+    /// Seconds since the epoch when first seen (0 in records of a format 1 SPN).
+    #[serde(default)]
+    pub first_seen: u64,
+    /// This SPN has placed a shard on it (such a peer is never forgotten:
+    /// repair and audits need its record, lost or not).
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// A published release.
@@ -132,22 +162,33 @@ pub struct ReleaseRecord {
     pub manifest: String,
     /// Seconds since the epoch.
     pub published: u64,
+    /// The vendor (empty in records of a format 1 SPN until migrated).
+    #[serde(default)]
+    pub vendor: String,
+    /// Hardware revisions it fits.
+    #[serde(default)]
+    pub hardware: Vec<String>,
+    /// Image BLAKE3, hex.
+    #[serde(default)]
+    pub blake3: String,
+    /// Checked against the vendor's registered root (false for releases a
+    /// format 1 SPN kept unchecked, until the vendor registers).
+    #[serde(default)]
+    pub verified: bool,
+    /// Withdrawn by the vendor (or found not to verify), and why; never served.
+    #[serde(default)]
+    pub withdrawn: Option<String>,
 }
 
-/// A release re-signed to extend its expiry: the same image, product,
-/// hardware and key, issued later.
-fn is_resigning(old: &str, new: &str) -> bool {
-    use ota::meta::{Release, Signed};
-    let (Ok(o), Ok(n)) = (serde_json::from_str::<Signed<Release>>(old), serde_json::from_str::<Signed<Release>>(new))
-    else {
-        return false;
-    };
-    let (o, n) = (o.signed, n.signed);
-    let same = |a: &Release, b: &Release| {
-        (&a.vendor, &a.product, &a.hardware, &a.version, a.length, &a.blake3, &a.manifest, &a.read_key)
-            == (&b.vendor, &b.product, &b.hardware, &b.version, b.length, &b.blake3, &b.manifest, &b.read_key)
-    };
-    same(&o, &n) && n.issued > o.issued && n.expires >= o.expires
+/// A shard to delete from a peer (its job failed), retried until the peer says so.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct DeleteRecord {
+    /// Seconds since the epoch when it was queued.
+    pub(crate) since: u64,
+    /// Attempts so far.
+    pub(crate) attempts: u64,
+    /// The last failure.
+    pub(crate) last_error: Option<String>,
 }
 
 /// The database.
@@ -161,6 +202,17 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// The journal keys of `job`.
+fn job_keys(t: &impl ReadableTable<&'static str, &'static [u8]>, job: u64) -> Result<Vec<String>> {
+    let lo = format!("{job:020}/");
+    let hi = format!("{job:020}0"); // '0' follows '/'
+    let mut keys = Vec::new();
+    for e in t.range(lo.as_str()..hi.as_str())? {
+        keys.push(e?.0.value().to_string());
+    }
+    Ok(keys)
+}
+
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -170,14 +222,30 @@ fn parse<T: DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
 }
 
 impl State {
-    /// Open or create `DIR/spn.redb`.
+    /// Open or create `DIR/spn.redb` (mode 0600, `DIR` 0700), migrating a
+    /// format 1 state.
     pub(crate) fn open(dir: &Path) -> Result<State> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let db = Database::create(dir.join("spn.redb")).map_err(|e| match e {
+        crate::private_dir(dir)?;
+        let path = dir.join("spn.redb");
+        crate::private_file(&path)?;
+        let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked(dir.display().to_string()),
             e => Error::Db(e.to_string()),
         })?;
         let txn = db.begin_write()?;
+        let format = {
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get("format")?.map(|v| v.value());
+            if format.is_some_and(|f| f > STATE_FORMAT) {
+                return Err(Error::Db(format!(
+                    "{} is state format {}, newer than this build reads ({STATE_FORMAT}); run the newer ionshard",
+                    path.display(),
+                    format.unwrap_or_default()
+                )));
+            }
+            meta.insert("format", STATE_FORMAT)?;
+            format
+        };
         txn.open_table(TENANTS)?;
         txn.open_table(OBJECTS)?;
         txn.open_table(MANIFESTS)?;
@@ -185,7 +253,12 @@ impl State {
         txn.open_table(RECEIPTS)?;
         txn.open_table(JOBS)?;
         txn.open_table(PEERS)?;
-        txn.open_table(RELEASES)?;
+        txn.open_table(JOB_SHARDS)?;
+        txn.open_table(DELETES)?;
+        registry::create_tables(&txn)?;
+        if format.is_none() {
+            registry::migrate_releases(&txn)?;
+        }
         txn.commit()?;
         Ok(State { db })
     }
@@ -209,11 +282,117 @@ impl State {
         Ok(secret)
     }
 
-    /// Save a finished object: its record and manifest, in one transaction.
-    pub(crate) fn put_object(&self, rec: &ObjectRecord, manifest: &[u8]) -> Result<()> {
+    /// Save a finished object of `job`: its record and manifest, and the
+    /// end of the job's journal, in one transaction. Puts the journal names
+    /// that did not end with a receipt (a peer that stored the shard but
+    /// timed out, say) go to the delete queue.
+    pub(crate) fn put_object(&self, job: u64, rec: &ObjectRecord, manifest: &[u8], now: u64) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(OBJECTS)?.insert(rec.manifest.as_str(), json(rec).as_slice())?;
         txn.open_table(MANIFESTS)?.insert(rec.manifest.as_str(), manifest)?;
+        {
+            let mut j = txn.open_table(JOB_SHARDS)?;
+            let placement = txn.open_table(PLACEMENT)?;
+            let mut deletes = txn.open_table(DELETES)?;
+            let keys = job_keys(&j, job)?;
+            for k in keys {
+                j.remove(k.as_str())?;
+                let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
+                    continue;
+                };
+                let holders: Vec<String> = match placement.get(shard)? {
+                    Some(v) => parse(v.value(), "placement")?,
+                    None => Vec::new(),
+                };
+                if !holders.iter().any(|h| h == peer) {
+                    let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                    deletes.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A job failed (now, or before a restart): every shard it placed moves
+    /// from its journal to the delete queue, and out of the placement table,
+    /// in one transaction. Returns how many.
+    pub(crate) fn abandon_job(&self, job: u64, now: u64) -> Result<usize> {
+        let txn = self.db.begin_write()?;
+        let n;
+        {
+            let mut j = txn.open_table(JOB_SHARDS)?;
+            let keys = job_keys(&j, job)?;
+            n = keys.len();
+            let mut deletes = txn.open_table(DELETES)?;
+            let mut placement = txn.open_table(PLACEMENT)?;
+            let mut receipts = txn.open_table(RECEIPTS)?;
+            for k in keys {
+                j.remove(k.as_str())?;
+                let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
+                    continue;
+                };
+                let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                deletes.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+                let holders: Option<Vec<String>> =
+                    placement.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
+                if let Some(mut holders) = holders {
+                    holders.retain(|p| p != peer);
+                    if holders.is_empty() {
+                        placement.remove(shard)?;
+                    } else {
+                        placement.insert(shard, json(&holders).as_slice())?;
+                    }
+                }
+                receipts.remove(format!("{shard}/{peer}").as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Jobs with journaled shards (a job that ended without saving its
+    /// object, or was running when the SPN stopped).
+    pub(crate) fn journaled_jobs(&self) -> Result<Vec<u64>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(JOB_SHARDS)?;
+        let mut out: Vec<u64> = Vec::new();
+        for e in t.iter()? {
+            let (k, _) = e?;
+            if let Some(job) = k.value().split('/').next().and_then(|j| j.parse().ok())
+                && out.last() != Some(&job)
+            {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Shards waiting to be deleted from peers: (shard, peer, record).
+    pub(crate) fn pending_deletes(&self) -> Result<Vec<(String, String, DeleteRecord)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(DELETES)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            if let Some((shard, peer)) = k.value().split_once('/') {
+                out.push((shard.to_string(), peer.to_string(), parse(v.value(), "delete")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A queued delete is done (or given up: `None`), or failed again (`Some`).
+    pub(crate) fn delete_outcome(&self, shard: &str, peer: &str, again: Option<DeleteRecord>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(DELETES)?;
+            let key = format!("{shard}/{peer}");
+            match again {
+                Some(r) => t.insert(key.as_str(), json(&r).as_slice()).map(|_| ())?,
+                None => t.remove(key.as_str()).map(|_| ())?,
+            }
+        }
         txn.commit()?;
         Ok(())
     }
@@ -248,6 +427,21 @@ impl State {
         Ok(t.get(cid)?.map(|v| v.value().to_vec()))
     }
 
+    /// Journal that `job` is about to put these shards on these peers, before
+    /// the puts are sent: a job that fails, or an SPN killed during it,
+    /// deletes everything its journal names, stored or not.
+    pub(crate) fn intend_puts(&self, job: u64, puts: &[(String, String)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut j = txn.open_table(JOB_SHARDS)?;
+            for (shard, peer) in puts {
+                j.insert(format!("{job:020}/{shard}/{peer}").as_str(), [].as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Record that `peer` holds `shard`, with its receipt.
     pub(crate) fn put_placement(&self, shard: &str, peer: &str, receipt: &[u8]) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -262,26 +456,6 @@ impl State {
             }
             t.insert(shard, json(&peers).as_slice())?;
             txn.open_table(RECEIPTS)?.insert(format!("{shard}/{peer}").as_str(), receipt)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// `peer` no longer holds `shard` (deleted); its receipt goes too.
-    pub(crate) fn forget_placement(&self, shard: &str, peer: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(PLACEMENT)?;
-            let peers: Option<Vec<String>> = t.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
-            if let Some(mut peers) = peers {
-                peers.retain(|p| p != peer);
-                if peers.is_empty() {
-                    t.remove(shard)?;
-                } else {
-                    t.insert(shard, json(&peers).as_slice())?;
-                }
-            }
-            txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
         }
         txn.commit()?;
         Ok(())
@@ -366,6 +540,47 @@ impl State {
         Ok(())
     }
 
+    /// Forget peers that never held anything of ours and have not answered
+    /// since `before` (nodes that came and went); returns how many.
+    pub(crate) fn forget_idle_peers(&self, before: u64) -> Result<usize> {
+        let txn = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut t = txn.open_table(PEERS)?;
+            let mut idle = Vec::new();
+            for e in t.iter()? {
+                let (k, v) = e?;
+                let p: PeerRecord = parse(v.value(), "peer")?;
+                if !p.held && p.shards == 0 && p.last_seen < before {
+                    idle.push(k.value().to_string());
+                }
+            }
+            for k in idle {
+                t.remove(k.as_str())?;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// A peer now holds a shard of ours: it is never forgotten.
+    pub(crate) fn mark_held(&self, peer: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(PEERS)?;
+            let rec: Option<PeerRecord> = t.get(peer)?.map(|v| parse(v.value(), "peer")).transpose()?;
+            if let Some(mut p) = rec
+                && !p.held
+            {
+                p.held = true;
+                t.insert(peer, json(&p).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Every peer seen.
     pub(crate) fn peers(&self) -> Result<Vec<PeerRecord>> {
         let txn = self.db.begin_read()?;
@@ -373,50 +588,6 @@ impl State {
         let mut out = Vec::new();
         for e in t.iter()? {
             out.push(parse(e?.1.value(), "peer")?);
-        }
-        Ok(out)
-    }
-
-    /// Save a release; refuses a second, different release with the same id.
-    pub(crate) fn put_release(&self, r: &ReleaseRecord) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(RELEASES)?;
-            let existing: Option<ReleaseRecord> =
-                t.get(r.id.as_str())?.map(|v| parse(v.value(), "release")).transpose()?;
-            if let Some(e) = existing
-                && e.release != r.release
-                && !is_resigning(&e.release, &r.release)
-            {
-                return Err(Error::BadRequest(format!(
-                    "release {} was already published with different metadata; publish a new version \
-                     (re-signing the same image to extend its expiry is allowed: `ionshard vendor resign`)",
-                    r.id
-                )));
-            }
-            t.insert(r.id.as_str(), json(r).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// A release.
-    pub(crate) fn release(&self, id: &str) -> Result<Option<ReleaseRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(RELEASES)?;
-        t.get(id)?.map(|v| parse(v.value(), "release")).transpose()
-    }
-
-    /// Every release (of `product`, if given).
-    pub(crate) fn releases(&self, product: Option<&str>) -> Result<Vec<ReleaseRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(RELEASES)?;
-        let mut out = Vec::new();
-        for e in t.iter()? {
-            let r: ReleaseRecord = parse(e?.1.value(), "release")?;
-            if product.is_none_or(|p| p == r.product) {
-                out.push(r);
-            }
         }
         Ok(out)
     }

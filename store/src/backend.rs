@@ -13,6 +13,10 @@ pub trait Backend: Send + Sync + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Read a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Open a file to read parts of it (ranges, streamed gets).
+    fn open(&self, path: &Path) -> io::Result<File> {
+        File::open(path)
+    }
     /// Remove a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// fsync a directory, so renames and removals in it are durable.

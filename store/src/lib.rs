@@ -19,4 +19,4 @@ mod store;
 pub use backend::{Backend, Fs};
 pub use error::{Error, Result};
 pub use meta::{MAX_OWNER, ShardMeta};
-pub use store::{Config, OpenReport, Put, PutOptions, ScrubReport, Store, Usage};
+pub use store::{Config, OpenReport, Put, PutOptions, ScrubReport, ShardFile, Store, Usage};

@@ -113,6 +113,34 @@ pub struct ScrubReport {
     pub bad: Vec<(Cid, String)>,
 }
 
+/// An open shard file of known size, read at any offset.
+#[derive(Debug)]
+pub struct ShardFile {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl ShardFile {
+    /// The shard's length.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the shard is empty (never, for a stored shard).
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+}
+
+impl chunker::Seed for ShardFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     usage: Usage,
@@ -449,7 +477,8 @@ impl Store {
     }
 
     /// A proof of byte ranges of a shard (see `chunker::proof`), checked
-    /// against the shard's tree as it is made; a corrupt shard is quarantined.
+    /// against the shard's tree as it is made; a corrupt shard is
+    /// quarantined. Only the 4 KiB blocks the ranges touch are read.
     pub fn get_ranges(&self, cid: &Cid, ranges: &[Range<u64>]) -> Result<Vec<u8>> {
         let meta = self.healthy(cid)?;
         let ob = {
@@ -465,16 +494,63 @@ impl Store {
                 reason: format!("range {}..{} is empty or past the end ({} bytes)", r.start, r.end, meta.size),
             });
         }
-        let path = self.shard_path(cid);
-        let bytes = self.inner.backend.read(&path).map_err(|e| Error::io("reading", &path, e))?;
-        if bytes.len() as u64 != meta.size {
-            self.quarantine(cid, "file has the wrong size")?;
-            return Err(Error::Corrupt { cid: cid.to_string(), reason: "file has the wrong size".to_string() });
-        }
-        proof::prove(&bytes, &ob, ranges).or_else(|e| {
+        let file = self.open_shard_file(cid, &meta)?;
+        proof::prove_at(&file, &ob, ranges).or_else(|e| {
             self.quarantine(cid, "bytes do not match the CID")?;
             Err(Error::Corrupt { cid: cid.to_string(), reason: e.to_string() })
         })
+    }
+
+    /// A healthy shard's file, to stream it (a whole-shard get that must not
+    /// hold the shard in memory). The reader checks the bytes against the
+    /// CID as they pass; whoever finds them wrong calls [`Store::report_corrupt`].
+    pub fn open_shard(&self, cid: &Cid) -> Result<ShardFile> {
+        let meta = self.healthy(cid)?;
+        self.open_shard_file(cid, &meta)
+    }
+
+    fn open_shard_file(&self, cid: &Cid, meta: &ShardMeta) -> Result<ShardFile> {
+        let path = self.shard_path(cid);
+        let file = match self.inner.backend.open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _guard = self.lock(cid);
+                self.forget(cid, meta)?;
+                return Err(Error::NotFound(cid.to_string()));
+            }
+            Err(e) => return Err(Error::io("opening", &path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io("reading", &path, e))?.len();
+        if len != meta.size {
+            self.quarantine(cid, "file has the wrong size")?;
+            return Err(Error::Corrupt { cid: cid.to_string(), reason: "file has the wrong size".to_string() });
+        }
+        Ok(ShardFile { file, size: meta.size })
+    }
+
+    /// A reader of a streamed shard found its bytes do not match the CID:
+    /// quarantine it, so it is never served again.
+    pub fn report_corrupt(&self, cid: &Cid, reason: &str) -> Result<()> {
+        self.quarantine(cid, reason)
+    }
+
+    /// Whether a shard of `size` bytes would be accepted now (size limit and
+    /// quota), checked before its bytes are read off the network.
+    pub fn check_room(&self, size: u64) -> Result<()> {
+        let config = self.config();
+        if size > config.max_shard {
+            return Err(Error::TooLarge { size, limit: config.max_shard });
+        }
+        let c = self.counters();
+        if c.usage.bytes + c.reserved + size > config.capacity {
+            return Err(Error::QuotaExceeded {
+                size,
+                used: c.usage.bytes,
+                reserved: c.reserved,
+                capacity: config.capacity,
+            });
+        }
+        Ok(())
     }
 
     /// Which of `cids` are stored and healthy.

@@ -1,0 +1,461 @@
+//! `ionshard publish`, `vendor resign`, `vendor timestamp`, `vendor withdraw`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::ProgressBar;
+use ota::meta::{self, KeyWrap, Latest, Release, Signed, Timestamp, VendorKey, Version, Withdrawal};
+use serde_json::{Value, json};
+
+use super::{Vendor, bar, check_name, load, now, sync_roots};
+use crate::files::{load_or_create_secret, write_atomic};
+use crate::http;
+
+/// Options of `ionshard publish`.
+pub(crate) struct PublishOpts {
+    pub(crate) image: PathBuf,
+    pub(crate) product: String,
+    pub(crate) version: String,
+    pub(crate) hardware: Vec<String>,
+    pub(crate) data_shards: u8,
+    pub(crate) parity_shards: u8,
+    pub(crate) spn: String,
+    pub(crate) token: Option<String>,
+    pub(crate) vendor_dir: PathBuf,
+    pub(crate) confidential: bool,
+    pub(crate) expires_days: u64,
+    pub(crate) out: Option<PathBuf>,
+    pub(crate) json: bool,
+}
+
+/// What a publish produced (for the demo's summary).
+pub(crate) struct Published {
+    pub(crate) id: String,
+    pub(crate) bundle: PathBuf,
+    pub(crate) job: Value,
+    pub(crate) seconds: f64,
+}
+
+/// Reads the image for the upload, counting and hashing what it sends: the
+/// vendor signs the hash it computed, never one the SPN reports.
+struct Hashing<R> {
+    inner: R,
+    bar: ProgressBar,
+    hasher: std::sync::Arc<std::sync::Mutex<(blake3::Hasher, u64)>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut h = self.hasher.lock().unwrap_or_else(|p| p.into_inner());
+        h.0.update(&buf[..n]);
+        h.1 += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Upload the image and wait for its job; the job's answer.
+fn upload_and_encode(o: &PublishOpts, v: &Vendor, spn: &http::Spn) -> Result<(Value, String, u64)> {
+    let file = std::fs::File::open(&o.image).with_context(|| format!("opening {}", o.image.display()))?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        bail!("{} is empty", o.image.display());
+    }
+    let up = bar(len, o.json, "upload");
+    let path = format!(
+        "/v1/objects?tenant={}&product={}&data={}&parity={}",
+        v.root.vendor, o.product, o.data_shards, o.parity_shards
+    );
+    let hashed = std::sync::Arc::new(std::sync::Mutex::new((blake3::Hasher::new(), 0u64)));
+    let reader = Hashing { inner: std::io::BufReader::new(file), bar: up.clone(), hasher: hashed.clone() };
+    let answer = spn.post_stream(&path, reader)?;
+    up.finish_and_clear();
+    let job = answer.get("job").and_then(Value::as_u64).context("the SPN did not name a job")?;
+    let enc = bar(len, o.json, "scatter");
+    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
+    let done = loop {
+        let j = spn.get(&format!("/v1/jobs/{job}"))?;
+        enc.set_position(j.get("bytes_done").and_then(Value::as_u64).unwrap_or(0));
+        match j.get("state").and_then(Value::as_str) {
+            Some("done") => break j,
+            Some("failed") => {
+                enc.abandon();
+                bail!(
+                    "publish failed on the SPN: {}",
+                    j.get("error").and_then(Value::as_str).unwrap_or("no reason given")
+                );
+            }
+            _ if Instant::now() > deadline => bail!("job {job} still running after 6 hours"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    enc.finish_and_clear();
+    let (local_hash, local_len) = {
+        let h = hashed.lock().unwrap_or_else(|p| p.into_inner());
+        (h.0.finalize().to_hex().to_string(), h.1)
+    };
+    if local_len != len {
+        bail!("{} changed while it was uploaded ({len} bytes, then {local_len}); nothing signed", o.image.display());
+    }
+    Ok((done, local_hash, local_len))
+}
+
+pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
+    let started = Instant::now();
+    Version::parse(&o.version).map_err(|e| anyhow::anyhow!("--version: {e}"))?;
+    check_name("--product", &o.product)?;
+    if o.hardware.is_empty() {
+        bail!("give at least one --hardware the image fits");
+    }
+    for h in &o.hardware {
+        check_name("--hardware", h)?;
+    }
+    let v = load(&o.vendor_dir)?;
+    if v.root.expires <= now() {
+        bail!("root v{} has expired; rotate it first (`ionshard vendor key add`)", v.root.version);
+    }
+    let spn = http::Spn::new(&o.spn, http::token(o.token.clone(), None)?)?;
+    sync_roots(&spn, &v, false)?;
+    let (done, local_hash, len) = upload_and_encode(&o, &v, &spn)?;
+    let result = done.get("result").context("finished job without a result")?;
+    let field = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_string).context("incomplete job result");
+    // What the vendor signs is what the vendor read, not what the SPN says it got.
+    let spn_len = result.get("length").and_then(Value::as_u64);
+    if spn_len != Some(len) || field("blake3")? != local_hash {
+        bail!(
+            "the SPN encoded an object of {spn_len:?} bytes, hash {}, but {} is {len} bytes, hash {local_hash}: \
+             the upload was altered on the way; nothing signed",
+            field("blake3")?,
+            o.image.display()
+        );
+    }
+    let mut release = Release {
+        vendor: v.root.vendor.clone(),
+        product: o.product.clone(),
+        hardware: o.hardware.clone(),
+        version: o.version.clone(),
+        length: len,
+        blake3: local_hash,
+        manifest: field("manifest")?,
+        read_key: KeyWrap::Clear(field("read_key")?),
+        issued: now(),
+        expires: now() + o.expires_days * 86400,
+    };
+    if o.confidential {
+        let pk_path = o.vendor_dir.join("products").join(format!("{}.key", o.product));
+        let (pk, created) = load_or_create_secret(&pk_path)?;
+        if created && !o.json {
+            eprintln!("created product key {} (give it to {} devices)", pk_path.display(), o.product);
+        }
+        let rk: [u8; 32] = data_encoding::HEXLOWER
+            .decode(field("read_key")?.as_bytes())
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .context("bad read key from the SPN")?;
+        release.read_key = meta::wrap_read_key(&pk, &rk, &release);
+    }
+    let id = release.id();
+    let present: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
+    let signed = meta::sign_release(release.clone(), &present);
+    let missing = meta::signatures_missing(&signed, &v.root);
+    if missing > 0 {
+        let pending = super::sign::write_pending_release(&v.dir, &signed)?;
+        if o.json {
+            println!(
+                "{}",
+                json!({ "release": id, "pending": pending.display().to_string(), "signatures_missing": missing })
+            );
+        } else {
+            println!("encoded and scattered {id}; the release needs {missing} more signature(s):");
+            println!("  each other key holder: ionshard vendor sign {}", pending.display());
+            println!("  then:                  ionshard vendor submit {} --spn {}", pending.display(), o.spn);
+        }
+        let bundle = pending;
+        return Ok(Published { id, bundle, job: done, seconds: started.elapsed().as_secs_f64() });
+    }
+    let out = submit_release(&v, &spn, &signed, o.out.clone())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let r = |k: &str| result.get(k).and_then(Value::as_u64).unwrap_or(0);
+    if o.json {
+        println!(
+            "{}",
+            json!({ "release": id, "manifest": release.manifest, "bundle": out.display().to_string(), "bytes": len,
+                    "segments": r("segments"), "new_segments": r("new_segments"), "new_shard_bytes": r("new_shard_bytes"),
+                    "receipts": r("receipts"), "peers": r("peers"), "confidential": o.confidential, "seconds": seconds })
+        );
+    } else {
+        println!("published {id}");
+        println!("  manifest  {}", release.manifest);
+        println!(
+            "  stored    {} new shard bytes for {} image bytes ({} of {} segments new), {} receipts from {} peers",
+            r("new_shard_bytes"),
+            len,
+            r("new_segments"),
+            r("segments"),
+            r("receipts"),
+            r("peers")
+        );
+        println!("  bundle    {}", out.display());
+        println!("  took      {seconds:.2} s ({:.1} MB/s)", len as f64 / seconds / 1e6);
+    }
+    Ok(Published { id, bundle: out, job: done, seconds })
+}
+
+/// Send a release that meets its threshold, then a fresh timestamp naming
+/// it (if this directory holds the timestamp key), and write its bundle.
+pub(crate) fn submit_release(
+    v: &Vendor,
+    spn: &http::Spn,
+    signed: &Signed<Release>,
+    out: Option<PathBuf>,
+) -> Result<PathBuf> {
+    let release = &signed.signed;
+    let id = release.id();
+    let text = meta::to_json(signed);
+    spn.post_json("/v1/releases", &serde_json::to_value(spn::types::NewRelease { release: text.clone() })?)?;
+    let rel_dir = v.dir.join("releases");
+    std::fs::create_dir_all(&rel_dir)?;
+    write_atomic(&rel_dir.join(format!("{id}.release.json")), text.as_bytes())?;
+    if v.timestamp_key.is_some() {
+        sign_timestamp(v, spn, &release.product, 24)?;
+    } else {
+        eprintln!(
+            "note: no timestamp key in {}: devices will see {id} once `ionshard vendor timestamp` runs where the key is",
+            v.dir.display()
+        );
+    }
+    let hw = release.hardware.first().map(|h| format!("&hardware={h}")).unwrap_or_default();
+    // Written as served: a bundle's fields keep their order (signed parts first).
+    let bundle =
+        spn.get_bytes(&format!("/v1/releases/{id}?format={}{hw}", ota::BUNDLE_FORMAT), ota::MAX_BUNDLE as u64)?;
+    let out = out.unwrap_or_else(|| rel_dir.join(format!("{id}.bundle.json")));
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    write_atomic(&out, &bundle)?;
+    Ok(out)
+}
+
+/// The releases this vendor published of `product` and did not withdraw.
+fn published(dir: &Path, product: &str) -> Result<Vec<Release>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join("releases")) else { return Ok(out) };
+    for e in entries {
+        let path = e?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(id) = name.strip_suffix(".release.json") else { continue };
+        if !id.starts_with(&format!("{product}@")) || dir.join("withdrawn").join(format!("{id}.json")).exists() {
+            continue;
+        }
+        let doc: Signed<Release> =
+            serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?;
+        out.push(doc.signed);
+    }
+    Ok(out)
+}
+
+/// Sign and send a timestamp of `product`: per hardware, the newest release
+/// this vendor published and did not withdraw.
+fn sign_timestamp(v: &Vendor, spn: &http::Spn, product: &str, hours: u64) -> Result<Timestamp> {
+    let key = v.timestamp_key.as_ref().with_context(|| {
+        format!(
+            "{} holds no timestamp key of root v{}: run this where the key is, or make one with `ionshard vendor key timestamp`",
+            v.dir.display(),
+            v.root.version
+        )
+    })?;
+    let mut latest: BTreeMap<String, (Version, Latest)> = BTreeMap::new();
+    for r in published(&v.dir, product)? {
+        let ver = Version::parse(&r.version)?;
+        for h in &r.hardware {
+            if latest.get(h).is_none_or(|(best, _)| ver > *best) {
+                latest
+                    .insert(h.clone(), (ver.clone(), Latest { version: r.version.clone(), blake3: r.blake3.clone() }));
+            }
+        }
+    }
+    let last = v.dir.join("timestamps").join(format!("{product}.json"));
+    let seen = std::fs::read(&last)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Signed<Timestamp>>(&b).ok())
+        .map_or(0, |d| d.signed.version);
+    let t = Timestamp {
+        vendor: v.root.vendor.clone(),
+        product: product.to_string(),
+        // Grows even when this file is lost, as long as the clock does.
+        version: (seen + 1).max(now()),
+        issued: now(),
+        expires: now() + hours * 3600,
+        latest: latest.into_iter().map(|(h, (_, l))| (h, l)).collect(),
+    };
+    let doc = meta::sign_timestamp(t.clone(), &[key]);
+    let text = meta::to_json(&doc);
+    spn.post_json("/v1/timestamps", &serde_json::to_value(spn::types::NewTimestamp { timestamp: text.clone() })?)?;
+    std::fs::create_dir_all(v.dir.join("timestamps"))?;
+    write_atomic(&last, text.as_bytes())?;
+    Ok(t)
+}
+
+/// `ionshard vendor timestamp`: re-sign the newest-release statement of
+/// each product given (or of every product published from here).
+pub(crate) fn timestamp(
+    dir: &Path,
+    products: &[String],
+    spn_url: &str,
+    token: Option<String>,
+    hours: u64,
+    json_out: bool,
+) -> Result<()> {
+    if hours == 0 || hours > 7 * 24 {
+        bail!("--expires-hours {hours}: give 1 to 168 (hours to a day is usual; re-sign well before)");
+    }
+    let v = load(dir)?;
+    let spn = http::Spn::new(spn_url, http::token(token, None)?)?;
+    sync_roots(&spn, &v, false)?;
+    let mut products = products.to_vec();
+    if products.is_empty() {
+        let mut all: Vec<String> = std::fs::read_dir(dir.join("releases"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_suffix(".release.json").and_then(|id| id.split_once('@')).map(|(p, _)| p.to_string())
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        products = all;
+    }
+    if products.is_empty() {
+        bail!("no releases published from {} yet: nothing to timestamp", dir.display());
+    }
+    let mut out = Vec::new();
+    for p in &products {
+        let t = sign_timestamp(&v, &spn, p, hours)?;
+        if !json_out {
+            let list: Vec<String> = t.latest.iter().map(|(h, l)| format!("{h}: {}", l.version)).collect();
+            println!("timestamp {} of {p} until {}: {}", t.version, t.expires, list.join(", "));
+        }
+        out.push(t);
+    }
+    if json_out {
+        println!("{}", serde_json::to_string(&out)?);
+    }
+    Ok(())
+}
+
+/// Re-sign a published release with a later expiry (devices refuse expired
+/// metadata: a vendor re-signs releases that should stay installable).
+pub(crate) fn resign(
+    bundle_path: &Path,
+    spn_url: &str,
+    token: Option<String>,
+    vendor_dir: &Path,
+    expires_days: u64,
+    json_out: bool,
+) -> Result<()> {
+    let v = load(vendor_dir)?;
+    let file = std::fs::File::open(bundle_path).with_context(|| format!("opening {}", bundle_path.display()))?;
+    // Only the signed release matters here: the manifest is not kept.
+    let (bundle, _) = ota::Bundle::read_streaming(std::io::BufReader::new(file), &mut std::io::sink(), &mut |_| Ok(()))
+        .with_context(|| format!("reading bundle {}", bundle_path.display()))?;
+    let signed: Signed<Release> = serde_json::from_str(&bundle.release).context("the bundle's release")?;
+    let mut release = signed.signed;
+    if release.vendor != v.root.vendor {
+        bail!(
+            "{} is a release of vendor {:?}, this vendor is {:?}",
+            bundle_path.display(),
+            release.vendor,
+            v.root.vendor
+        );
+    }
+    // Issued strictly later than before, even twice within one second.
+    release.issued = now().max(release.issued + 1);
+    release.expires = now() + expires_days * 86400;
+    let signed = meta::sign_release(release.clone(), &v.signers()?);
+    let api = http::Spn::new(spn_url, http::token(token, None)?)?;
+    sync_roots(&api, &v, false)?;
+    submit_release(&v, &api, &signed, Some(bundle_path.to_path_buf()))?;
+    if json_out {
+        println!(
+            "{}",
+            json!({ "release": release.id(), "expires": release.expires, "bundle": bundle_path.display().to_string() })
+        );
+    } else {
+        println!("re-signed {}: devices accept it until {} (seconds since the epoch)", release.id(), release.expires);
+    }
+    Ok(())
+}
+
+/// `ionshard vendor withdraw ID`: take a release back (signed by the root's
+/// threshold); the SPN stops serving it and the next timestamp leaves it out.
+pub(crate) fn withdraw(
+    dir: &Path,
+    id: &str,
+    reason: &str,
+    spn_url: &str,
+    token: Option<String>,
+    json_out: bool,
+) -> Result<()> {
+    let v = load(dir)?;
+    let (product, version) = id.split_once('@').context("give the release as PRODUCT@VERSION")?;
+    let api = http::Spn::new(spn_url, http::token(token, None)?)?;
+    // The SPN's record names the image hash (the release may have been signed by stolen keys, not here).
+    let list: spn::types::ReleaseList = api.get_typed(&format!("/v1/releases?product={product}"))?;
+    let found = list.releases.iter().find(|r| r.id == id).with_context(|| format!("the SPN has no release {id}"))?;
+    let (status, bundle) = api.get_status(&format!("/v1/releases/{}?format={}", found.id, ota::BUNDLE_FORMAT))?;
+    let blake3 = (status == 200)
+        .then(|| {
+            bundle.get("release").and_then(Value::as_str).and_then(|t| serde_json::from_str::<Signed<Release>>(t).ok())
+        })
+        .flatten()
+        .map(|d| d.signed.blake3)
+        .with_context(|| format!("reading release {id} from the SPN (status {status})"))?;
+    let w = Withdrawal {
+        vendor: v.root.vendor.clone(),
+        product: product.to_string(),
+        version: version.to_string(),
+        blake3,
+        issued: now(),
+        reason: reason.to_string(),
+    };
+    let present: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
+    let doc = meta::sign_withdrawal(w, &present);
+    let missing = meta::signatures_missing(&doc, &v.root);
+    if missing > 0 {
+        let p = super::sign::write_pending_withdrawal(dir, &doc)?;
+        println!(
+            "the withdrawal needs {missing} more signature(s): `ionshard vendor sign {}`, then submit it",
+            p.display()
+        );
+        return Ok(());
+    }
+    submit_withdrawal(&v, &api, &doc)?;
+    if json_out {
+        println!("{}", json!({ "withdrawn": id }));
+    } else {
+        println!("withdrew {id}: the SPN no longer serves it, and timestamps leave it out");
+    }
+    Ok(())
+}
+
+pub(crate) fn submit_withdrawal(v: &Vendor, api: &http::Spn, doc: &Signed<Withdrawal>) -> Result<()> {
+    sync_roots(api, v, false)?;
+    let id = doc.signed.id();
+    let text = meta::to_json(doc);
+    api.post_json(
+        &format!("/v1/releases/{id}/withdraw"),
+        &serde_json::to_value(spn::types::NewWithdrawal { withdrawal: text.clone() })?,
+    )?;
+    std::fs::create_dir_all(v.dir.join("withdrawn"))?;
+    write_atomic(&v.dir.join("withdrawn").join(format!("{id}.json")), text.as_bytes())?;
+    if v.timestamp_key.is_some() {
+        sign_timestamp(v, api, &doc.signed.product, 24)?;
+    }
+    Ok(())
+}

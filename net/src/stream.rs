@@ -1,0 +1,273 @@
+//! The put and get protocols (`/ionshard/put/1`, `/ionshard/get/1`, grammar
+//! in [`crate::wire`]): whole shards on streams of their own, so that a node
+//! knows who sends before it reads a body, and never holds a whole shard in
+//! memory to serve it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chunker::Cid;
+use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::identity::Keypair;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use store::Store;
+
+use crate::codec::{read_frame, write_frame};
+use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::wire::{Code, GetHead, Limits, MAX_HEAD, PutHead, Ready, Response};
+
+/// Whole-shard puts, head first.
+pub(crate) const PUT_PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/put/1");
+/// Whole-shard gets, streamed.
+pub(crate) const GET_PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/get/1");
+
+/// Bytes of a streamed get read from disk and sent at a time (what a get holds).
+const PIECE: usize = 256 << 10;
+
+/// How long a peer has to send a head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a body of `size` bytes may take: the request timeout, plus a
+/// second per MiB (a slow home uplink still gets a 64 MiB shard across).
+pub(crate) fn body_deadline(request_timeout: Duration, size: u64) -> Duration {
+    request_timeout + Duration::from_secs(size >> 20)
+}
+
+/// What the stream servers need from the node.
+pub(crate) struct Serving {
+    pub(crate) store: Option<Store>,
+    pub(crate) key: Keypair,
+    pub(crate) trust: HashSet<PeerId>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) limits: Limits,
+    pub(crate) request_timeout: Duration,
+    pub(crate) default_expiry: Option<u64>,
+    /// Test-only faults (see `Config`).
+    pub(crate) tamper: bool,
+    pub(crate) delay: Option<Duration>,
+}
+
+fn refused(code: Code, message: impl Into<String>) -> Ready {
+    Ready::Refused { code, message: message.into() }
+}
+
+async fn send_ready(s: &mut Stream, r: &Ready) {
+    let _ = write_frame(s, &r.encode()).await;
+}
+
+/// Serve one inbound put: head, checks, `Go`, body, store, receipt.
+pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
+    let Some(mut ticket) = ctx.gate.enter(peer) else {
+        send_ready(&mut s, &refused(Code::Busy, "too many requests at once; retry")).await;
+        return;
+    };
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_frame(&mut s, MAX_HEAD)).await {
+        Ok(Ok(b)) => match PutHead::decode(&b) {
+            Ok(h) => h,
+            Err(e) => return send_ready(&mut s, &refused(Code::BadRequest, e.to_string())).await,
+        },
+        _ => return,
+    };
+    let trusted = ctx.trust.contains(&peer);
+    // Every refusal comes before the body: a stranger costs this node a head.
+    let Some(store) = ctx.store.as_ref() else {
+        return send_ready(&mut s, &refused(Code::NotFound, "this node stores no shards")).await;
+    };
+    if !trusted {
+        let why = format!("{peer} is not a trusted SPN here; puts refused");
+        return send_ready(&mut s, &refused(Code::Untrusted, why)).await;
+    }
+    if head.size > ctx.limits.max_shard {
+        let why = format!("shard of {} bytes is over the limit of {}", head.size, ctx.limits.max_shard);
+        return send_ready(&mut s, &refused(Code::TooLarge, why)).await;
+    }
+    if let Err(e) = store.check_room(head.size) {
+        let Response::Error { code, message } = crate::serve::from_store(e) else { return };
+        return send_ready(&mut s, &Ready::Refused { code, message }).await;
+    }
+    if !ticket.hold(head.size, trusted) {
+        return send_ready(&mut s, &refused(Code::Busy, "this node is holding too much at once; retry")).await;
+    }
+    send_ready(&mut s, &Ready::Go { size: head.size }).await;
+    // Exactly the size said, read in place (no growth, no second copy).
+    let mut body = vec![0u8; head.size as usize];
+    let read = s.read_exact(&mut body);
+    if !matches!(tokio::time::timeout(body_deadline(ctx.request_timeout, head.size), read).await, Ok(Ok(()))) {
+        return;
+    }
+    let (store, key, expiry) = (store.clone(), ctx.key.clone(), ctx.default_expiry);
+    let request = crate::wire::Request::Put { cid: head.cid, expiry: head.expiry, pinned: head.pinned, bytes: body };
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::serve::serve(Some(&store), &key, true, peer, request, crate::node::now(), expiry, None)
+    })
+    .await
+    .unwrap_or_else(|_| Response::Error { code: Code::Internal, message: "the put failed on this node".into() });
+    let _ = write_frame(&mut s, &answer.encode()).await;
+    let _ = s.close().await;
+    drop(ticket);
+}
+
+/// Serve one inbound get: the shard's bytes, a piece at a time.
+pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
+    let Some(mut ticket) = ctx.gate.enter(peer) else {
+        send_ready(&mut s, &refused(Code::Busy, "too many requests at once; retry")).await;
+        return;
+    };
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_frame(&mut s, MAX_HEAD)).await {
+        Ok(Ok(b)) => match GetHead::decode(&b) {
+            Ok(h) => h,
+            Err(e) => return send_ready(&mut s, &refused(Code::BadRequest, e.to_string())).await,
+        },
+        _ => return,
+    };
+    let Some(store) = ctx.store.clone() else {
+        return send_ready(&mut s, &refused(Code::NotFound, "this node stores no shards")).await;
+    };
+    if !ticket.hold(PIECE as u64, ctx.trust.contains(&peer)) {
+        return send_ready(&mut s, &refused(Code::Busy, "this node is holding too much at once; retry")).await;
+    }
+    let cid = head.cid;
+    let opened = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.open_shard(&cid)).await
+    };
+    let file = match opened {
+        Ok(Ok(f)) => Arc::new(f),
+        Ok(Err(e)) => {
+            let Response::Error { code, message } = crate::serve::from_store(e) else { return };
+            return send_ready(&mut s, &Ready::Refused { code, message }).await;
+        }
+        Err(_) => return,
+    };
+    if let Some(d) = ctx.delay {
+        tokio::time::sleep(d).await;
+    }
+    let size = file.len();
+    send_ready(&mut s, &Ready::Go { size }).await;
+    let mut hasher = blake3::Hasher::new();
+    let mut at = 0u64;
+    while at < size {
+        let n = PIECE.min((size - at) as usize);
+        let f = file.clone();
+        let piece = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            chunker::Seed::read_at(f.as_ref(), at, &mut buf).map(|()| buf)
+        })
+        .await;
+        let Ok(Ok(mut piece)) = piece else { return };
+        hasher.update(&piece);
+        if ctx.tamper && at == 0 {
+            let mid = piece.len() / 2;
+            if let Some(x) = piece.get_mut(mid) {
+                *x ^= 0x20;
+            }
+        }
+        let send = s.write_all(&piece);
+        if !matches!(tokio::time::timeout(ctx.request_timeout, send).await, Ok(Ok(()))) {
+            return;
+        }
+        at += n as u64;
+    }
+    let _ = s.close().await;
+    if hasher.finalize().as_bytes() != cid.digest() {
+        // Whoever asked will find out too; never serve it again.
+        let _ = tokio::task::spawn_blocking(move || store.report_corrupt(&cid, "bytes do not match the CID")).await;
+    }
+    drop(ticket);
+}
+
+/// Why a stream could not be used: the peer is of an earlier release (no
+/// such protocol), or anything else.
+pub(crate) enum OpenError {
+    Unsupported,
+    Failed(Error),
+}
+
+async fn open(control: &mut libp2p_stream::Control, peer: PeerId, proto: StreamProtocol) -> Result<Stream, OpenError> {
+    match control.open_stream(peer, proto).await {
+        Ok(s) => Ok(s),
+        Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => Err(OpenError::Unsupported),
+        Err(e) => Err(OpenError::Failed(Error::Unreachable { peer: peer.to_string(), reason: e.to_string() })),
+    }
+}
+
+fn protocol_error(peer: PeerId, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Protocol(format!("{what} with {peer}: {e}"))
+}
+
+async fn read_ready(s: &mut Stream, peer: PeerId) -> Result<Ready> {
+    let b = read_frame(s, MAX_HEAD).await.map_err(|e| protocol_error(peer, "reading the answer", e))?;
+    Ready::decode(&b).map_err(|e| Error::BadAnswer { peer: peer.to_string(), reason: e.to_string() })
+}
+
+/// Put on `/ionshard/put/1`: the head, and the body only once the peer said go.
+pub(crate) async fn put(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    head: PutHead,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Response, OpenError> {
+    let mut s = open(control, peer, PUT_PROTOCOL).await?;
+    let go = async {
+        write_frame(&mut s, &head.encode()).await.map_err(|e| protocol_error(peer, "sending a put head", e))?;
+        match read_ready(&mut s, peer).await? {
+            Ready::Refused { code, message } => return Ok(Response::Error { code, message }),
+            Ready::Go { size } if size == head.size => {}
+            Ready::Go { size } => {
+                return Err(Error::BadAnswer { peer: peer.to_string(), reason: format!("said go for {size} bytes") });
+            }
+        }
+        s.write_all(bytes).await.map_err(|e| protocol_error(peer, "sending a shard", e))?;
+        s.flush().await.map_err(|e| protocol_error(peer, "sending a shard", e))?;
+        let b =
+            read_frame(&mut s, limits.max_request).await.map_err(|e| protocol_error(peer, "reading a receipt", e))?;
+        Response::decode(&b, limits).map_err(|e| Error::BadAnswer { peer: peer.to_string(), reason: e.to_string() })
+    };
+    go.await.map_err(OpenError::Failed)
+}
+
+/// Get on `/ionshard/get/1`: the shard's bytes into `sink` as they come,
+/// hashed on the way; fails, naming the peer, if they do not match `cid` or
+/// the peer claims more than `max` bytes. Returns the length.
+pub(crate) async fn get(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    cid: Cid,
+    max: u64,
+    sink: &mut (dyn std::io::Write + Send),
+) -> Result<u64, OpenError> {
+    let mut s = open(control, peer, GET_PROTOCOL).await?;
+    let go = async {
+        write_frame(&mut s, &GetHead { cid }.encode()).await.map_err(|e| protocol_error(peer, "sending a get", e))?;
+        let size = match read_ready(&mut s, peer).await? {
+            Ready::Refused { code, message } => {
+                return Err(Error::Refused { peer: peer.to_string(), code, message });
+            }
+            Ready::Go { size } if size <= max => size,
+            Ready::Go { size } => {
+                return Err(Error::BadAnswer {
+                    peer: peer.to_string(),
+                    reason: format!("claims {cid} is {size} bytes, over the limit of {max}"),
+                });
+            }
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; PIECE.min(size as usize)];
+        let mut left = size;
+        while left > 0 {
+            let n = buf.len().min(left as usize);
+            s.read_exact(&mut buf[..n]).await.map_err(|e| protocol_error(peer, "reading a shard", e))?;
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n]).map_err(|e| Error::Protocol(format!("writing {cid}: {e}")))?;
+            left -= n as u64;
+        }
+        if !cid.is_raw() || hasher.finalize().as_bytes() != cid.digest() {
+            return Err(Error::BadAnswer { peer: peer.to_string(), reason: format!("bytes do not match {cid}") });
+        }
+        Ok(size)
+    };
+    go.await.map_err(OpenError::Failed)
+}

@@ -1,0 +1,198 @@
+//! Vendors, releases, withdrawals and timestamps.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use ota::Bundle;
+use ota::meta::Version;
+use serde::Deserialize;
+
+use super::objects::{load_manifest, placement_of};
+use super::{Api, ApiError, Caller, bad};
+use crate::error::Error;
+use crate::state::ReleaseRecord;
+use crate::types::{NewRelease, NewTimestamp, NewWithdrawal, ReleaseInfo, ReleaseList, Roots, VendorInfo};
+use crate::{Inner, now, vendors};
+
+pub(super) async fn register(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Json(body): Json<Roots>,
+) -> Api<(StatusCode, Json<VendorInfo>)> {
+    let first = body.roots.first().ok_or_else(|| bad("no roots sent"))?;
+    let vendor = ota::meta::parse_root(first.root.as_bytes()).map_err(|e| bad(format!("root: {e}")))?.signed.vendor;
+    who.may(&vendor)?;
+    let info = vendors::register(&inner.state, &vendor, &body.roots, now())?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+pub(super) async fn rotate(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(vendor): Path<String>,
+    Json(body): Json<Roots>,
+) -> Api<Json<VendorInfo>> {
+    who.may(&vendor)?;
+    Ok(Json(vendors::rotate(&inner.state, &vendor, &body.roots, now())?))
+}
+
+pub(super) async fn vendor(State(inner): State<Arc<Inner>>, Path(vendor): Path<String>) -> Api<Json<VendorInfo>> {
+    Ok(Json(vendors::info(&inner.state, &vendor)?))
+}
+
+/// The bundle of a release in `format`.
+fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32) -> Api<Bundle> {
+    let (bytes, m) = load_manifest(inner, &r.manifest)?;
+    let timestamp = if format == ota::BUNDLE_FORMAT { inner.state.timestamp(&r.product)? } else { None };
+    Ok(Bundle {
+        format,
+        release: r.release.clone(),
+        roots: vendors::bundle_roots(&inner.state, &r.vendor, format)?,
+        timestamp,
+        manifest: Bundle::encode_manifest(&bytes),
+        placement: placement_of(inner, &m)?,
+        bootstrap: inner.bootstrap.clone(),
+    })
+}
+
+pub(super) async fn add_release(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Json(new): Json<NewRelease>,
+) -> Api<(StatusCode, Json<Bundle>)> {
+    Ok((StatusCode::CREATED, Json(release_added(&inner, &who, new.release)?)))
+}
+
+/// Check a signed release against its vendor's root and keep it; answer its bundle.
+pub(crate) fn release_added(inner: &Inner, who: &Caller, release: String) -> Api<Bundle> {
+    if release.len() > ota::meta::MAX_METADATA {
+        return Err(bad(format!("release metadata over {} bytes", ota::meta::MAX_METADATA)));
+    }
+    let peek: ota::meta::Signed<ota::meta::Release> =
+        serde_json::from_str(&release).map_err(|e| bad(format!("release metadata: {e}")))?;
+    let vendor = peek.signed.vendor;
+    who.may(&vendor)?;
+    let r = vendors::check_release(&inner.state, &vendor, &release, now())?;
+    if inner.state.product_owner(&r.product)?.is_some_and(|o| o != vendor) {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("product {} belongs to another vendor", r.product)));
+    }
+    let obj = inner
+        .state
+        .object(&r.manifest)?
+        .ok_or_else(|| bad(format!("release names manifest {}, which this SPN does not store", r.manifest)))?;
+    if obj.tenant != vendor || obj.length != r.length || obj.blake3 != r.blake3 || obj.product != r.product {
+        return Err(bad(format!(
+            "release says {} / {} bytes / {}, the stored object is {}'s {} / {} bytes / {}",
+            r.product, r.length, r.blake3, obj.tenant, obj.product, obj.length, obj.blake3
+        )));
+    }
+    let rec = ReleaseRecord {
+        id: r.id(),
+        product: r.product.clone(),
+        version: r.version.clone(),
+        release,
+        roots: Vec::new(),
+        manifest: r.manifest.clone(),
+        published: now(),
+        vendor,
+        hardware: r.hardware.clone(),
+        blake3: r.blake3.clone(),
+        verified: true,
+        withdrawn: None,
+    };
+    inner.state.put_release(&rec)?;
+    bundle_of(inner, &rec, ota::BUNDLE_FORMAT)
+}
+
+pub(super) async fn withdraw(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(body): Json<NewWithdrawal>,
+) -> Api<Json<ReleaseInfo>> {
+    let rec = inner.state.release(&id)?.ok_or_else(|| Error::NotFound(format!("release {id}")))?;
+    who.may(&rec.vendor)?;
+    Ok(Json(info(&vendors::withdraw(&inner.state, &rec.vendor, &id, &body.withdrawal)?)))
+}
+
+pub(super) async fn add_timestamp(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Json(body): Json<NewTimestamp>,
+) -> Api<StatusCode> {
+    let peek: ota::meta::Signed<ota::meta::Timestamp> =
+        serde_json::from_str(&body.timestamp).map_err(|e| bad(format!("timestamp: {e}")))?;
+    who.may(&peek.signed.vendor)?;
+    vendors::accept_timestamp(&inner.state, &peek.signed.vendor, &body.timestamp, now())?;
+    Ok(StatusCode::CREATED)
+}
+
+pub(super) async fn timestamp(State(inner): State<Arc<Inner>>, Path(product): Path<String>) -> Api<String> {
+    inner.state.timestamp(&product)?.ok_or_else(|| Error::NotFound(format!("timestamp of {product}")).into())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    product: Option<String>,
+    hardware: Option<String>,
+}
+
+fn info(r: &ReleaseRecord) -> ReleaseInfo {
+    ReleaseInfo {
+        id: r.id.clone(),
+        product: r.product.clone(),
+        version: r.version.clone(),
+        hardware: r.hardware.clone(),
+        manifest: r.manifest.clone(),
+        published: r.published,
+        withdrawn: r.withdrawn.clone(),
+    }
+}
+
+pub(super) async fn list(State(inner): State<Arc<Inner>>, Query(q): Query<ListQuery>) -> Api<Json<ReleaseList>> {
+    let mut list: Vec<ReleaseRecord> = inner
+        .state
+        .releases(q.product.as_deref())?
+        .into_iter()
+        .filter(|r| r.verified && q.hardware.as_ref().is_none_or(|h| r.hardware.contains(h)))
+        .collect();
+    list.sort_by(|a, b| match (Version::parse(&a.version), Version::parse(&b.version)) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.version.cmp(&b.version),
+    });
+    Ok(Json(ReleaseList { releases: list.iter().map(info).collect() }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct BundleQuery {
+    /// Devices of this release ask for format 2; those before, for nothing (1).
+    format: Option<u32>,
+    /// The asking device's hardware: `@latest` is the newest for it.
+    hardware: Option<String>,
+}
+
+pub(super) async fn bundle(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    Query(q): Query<BundleQuery>,
+) -> Api<Json<Bundle>> {
+    let format = q.format.unwrap_or(ota::LEGACY_BUNDLE_FORMAT);
+    if format != ota::BUNDLE_FORMAT && format != ota::LEGACY_BUNDLE_FORMAT {
+        return Err(bad(format!("bundle format {format}: this SPN serves 1 and 2")));
+    }
+    let rec = match id.strip_suffix("@latest") {
+        Some(product) => vendors::newest(&inner.state, product, q.hardware.as_deref())?,
+        None => inner.state.release(&id)?.filter(|r| r.verified),
+    };
+    let what = match &q.hardware {
+        Some(h) => format!("release {id} for hardware {h}"),
+        None => format!("release {id}"),
+    };
+    let rec = rec.ok_or(Error::NotFound(what))?;
+    if let Some(why) = &rec.withdrawn {
+        return Err(ApiError(StatusCode::GONE, format!("release {} was withdrawn: {why}", rec.id)));
+    }
+    Ok(Json(bundle_of(&inner, &rec, format)?))
+}

@@ -1,0 +1,71 @@
+//! Deleting what failed jobs stored: every shard in the delete queue is
+//! deleted from its peer (an owner delete): at once when a job fails, at
+//! start for jobs a stop cut short, and every half minute until the peer
+//! answers, for up to
+//! [`GIVE_UP_AFTER`]; a peer gone for longer than that has lost the shard
+//! anyway.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use chunker::Cid;
+use net::PeerId;
+
+use crate::{Inner, now};
+
+/// A queued delete is dropped after this long without an answer.
+const GIVE_UP_AFTER: u64 = 30 * 24 * 3600;
+
+/// How long one delete may take.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deletes at once.
+const AT_ONCE: usize = 16;
+
+/// The deleter: runs while the SPN does.
+pub(crate) async fn run(inner: Weak<Inner>) {
+    loop {
+        // Held only while working: a stopped SPN closes its state.
+        let Some(strong) = inner.upgrade() else { return };
+        drain(&strong).await;
+        drop(strong);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+/// One pass over the queue.
+pub(crate) async fn drain(inner: &Inner) {
+    use futures::StreamExt;
+    let queued = match inner.state.pending_deletes() {
+        Ok(q) => q,
+        Err(e) => return tracing::warn!("reading the delete queue: {e}"),
+    };
+    let attempts = futures::stream::iter(queued).map(|(shard, peer, mut rec)| async move {
+        let (Ok(cid), Ok(id)) = (shard.parse::<Cid>(), peer.parse::<PeerId>()) else {
+            return (shard, peer, None);
+        };
+        let r = tokio::time::timeout(DELETE_TIMEOUT, inner.client.delete_shard(id, cid)).await;
+        let done = match r {
+            // Deleted, or not there: done either way.
+            Ok(Ok(_)) => true,
+            Ok(Err(net::Error::Refused { code: net::wire::Code::NotOwner | net::wire::Code::NotFound, .. })) => true,
+            Ok(Err(e)) => {
+                rec.last_error = Some(e.to_string());
+                false
+            }
+            Err(_) => {
+                rec.last_error = Some("no answer in time".into());
+                false
+            }
+        };
+        rec.attempts += 1;
+        let again = (!done && now().saturating_sub(rec.since) < GIVE_UP_AFTER).then_some(rec);
+        (shard, peer, again)
+    });
+    let outcomes: Vec<_> = attempts.buffer_unordered(AT_ONCE).collect().await;
+    for (shard, peer, again) in outcomes {
+        if let Err(e) = inner.state.delete_outcome(&shard, &peer, again) {
+            tracing::warn!("recording a delete of {shard} on {peer}: {e}");
+        }
+    }
+}

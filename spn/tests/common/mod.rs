@@ -1,0 +1,297 @@
+//! The test network the SPN's tests share: real libp2p nodes on 127.0.0.1
+//! as tasks of the test (a bootstrap, peers with redb stores, an SPN with
+//! its HTTP API), and a small HTTP client for that API.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use net::{Client, Config, Keypair, Role};
+
+pub struct Node {
+    pub client: Client,
+    pub handle: tokio::task::JoinHandle<()>,
+    pub _dir: tempfile::TempDir,
+}
+
+pub struct Net {
+    pub bootstrap: Node,
+    pub peers: Vec<Node>,
+    pub spn: spn::Spn,
+    pub spn_node: Node,
+    pub server: tokio::task::JoinHandle<()>,
+    /// The SPN's HTTP API.
+    pub http: std::net::SocketAddr,
+}
+
+pub async fn start(
+    role: Role,
+    listen: bool,
+    bootstrap: Vec<net::Multiaddr>,
+    trust: Vec<net::PeerId>,
+    kind: Kind,
+    key: Keypair,
+) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = (role == Role::Peer).then(|| {
+        store::Store::open(dir.path().join("store"), store::Config::default().with_capacity(1 << 30)).expect("store").0
+    });
+    let config = Config {
+        role,
+        listen: if listen { vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")] } else { vec![] },
+        bootstrap,
+        trust,
+        tamper_answers: kind == Kind::Liar,
+        delay_answers: (kind == Kind::Slow).then_some(Duration::from_secs(12)),
+        ..Config::default()
+    };
+    let (client, handle) = net::start(config, key, store).await.expect("node starts");
+    Node { client, handle, _dir: dir }
+}
+
+/// A device: a client node joined through the test network's bootstrap.
+pub async fn device(net: &Net) -> Node {
+    start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], Kind::Honest, Keypair::generate_ed25519())
+        .await
+}
+
+pub async fn addr_of(n: &Node) -> net::Multiaddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = n.client.listen_addrs().await.expect("addrs").first() {
+            return format!("{a}/p2p/{}", n.client.peer_id()).parse().expect("addr");
+        }
+        assert!(Instant::now() < deadline, "no listen address");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How one peer of a test network behaves.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    Honest,
+    /// Flips a byte in every answer.
+    Liar,
+    /// No listen address: reached only through the bootstrap's relay.
+    Relayed,
+    /// Does not trust the SPN: refuses its puts.
+    Untrusting,
+    /// Answers ranges only after 12 s.
+    Slow,
+}
+
+pub async fn network(peers: usize, liar: Option<usize>) -> Net {
+    network_of(&(0..peers).map(|i| if liar == Some(i) { Kind::Liar } else { Kind::Honest }).collect::<Vec<_>>()).await
+}
+
+pub async fn network_of(kinds: &[Kind]) -> Net {
+    network_with(kinds, |_| {}).await
+}
+
+/// A network whose SPN config `tune` may change first.
+pub async fn network_with(kinds: &[Kind], tune: impl FnOnce(&mut spn::Config)) -> Net {
+    let peers = kinds.len();
+    let bootstrap = start(Role::Bootstrap, true, vec![], vec![], Kind::Honest, Keypair::generate_ed25519()).await;
+    let b = addr_of(&bootstrap).await;
+    let spn_key = Keypair::generate_ed25519();
+    let spn_id = spn_key.public().to_peer_id();
+    let mut ps = Vec::new();
+    for k in kinds {
+        let trust = if *k == Kind::Untrusting { vec![] } else { vec![spn_id] };
+        let p = start(Role::Peer, *k != Kind::Relayed, vec![b.clone()], trust, *k, Keypair::generate_ed25519());
+        ps.push(p.await);
+    }
+    let spn_node = start(Role::Client, false, vec![b.clone()], vec![], Kind::Honest, spn_key).await;
+    let dir = spn_node._dir.path().join("spn");
+    let mut cfg = spn::Config::new(dir, "127.0.0.1:0".parse().expect("addr"), "t".into());
+    cfg.bootstrap = vec![b.to_string()];
+    cfg.max_upload = 1 << 30;
+    tune(&mut cfg);
+    let (spn, http, server) = spn::Spn::start(cfg, spn_node.client.clone()).await.expect("spn starts");
+    // Every peer found and asked for its free space, within 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        spn.refresh_peers().await;
+        let live = spn.peers().expect("peers").len();
+        if live >= peers {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SPN sees {live} of {peers} peers");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Net { bootstrap, peers: ps, spn, spn_node, server, http }
+}
+
+pub fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// One HTTP/1.1 request to `addr`; the status and the body. `token` goes in
+/// `Authorization: Bearer`.
+pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the SPN");
+    c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: spn\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).expect("send");
+    c.write_all(body).expect("send body");
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The same from async code (on a blocking thread).
+pub async fn http_async(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let (m, p, t) = (method.to_string(), path.to_string(), token.map(str::to_string));
+    tokio::task::spawn_blocking(move || http(addr, &m, &p, t.as_deref(), &body)).await.expect("http thread")
+}
+
+/// A vendor of the tests: root keys, an online timestamp key, its roots.
+pub struct Vendor {
+    pub name: String,
+    pub keys: Vec<ota::meta::VendorKey>,
+    pub timestamp_key: ota::meta::VendorKey,
+    pub root: ota::meta::Root,
+    /// Every root so far, as sent to the SPN.
+    pub roots: Vec<spn::types::NewRoot>,
+    pub seq: std::cell::Cell<u64>,
+}
+
+impl Vendor {
+    /// `keys` root keys of which `threshold` must sign, and a timestamp key; root v1 (format 2).
+    pub fn new(name: &str, keys: usize, threshold: u32) -> Vendor {
+        use ota::meta::{self, Role, Root, VendorKey};
+        let ks: Vec<VendorKey> = (0..keys).map(|_| VendorKey::generate()).collect();
+        let ts = VendorKey::generate();
+        let root = Root {
+            vendor: name.into(),
+            version: 1,
+            expires: now() + 86400,
+            threshold,
+            keys: ks.iter().map(|k| (k.id(), k.public_hex())).collect(),
+            timestamp: Some(Role { threshold: 1, keys: [(ts.id(), ts.public_hex())].into_iter().collect() }),
+        };
+        let signers: Vec<&VendorKey> = ks.iter().collect();
+        let new = spn::types::NewRoot {
+            root: meta::to_json(&meta::sign_root(root.clone(), &signers)),
+            legacy: Some(meta::to_json(&meta::sign_root(root.legacy(), &signers))),
+        };
+        Vendor { name: name.into(), keys: ks, timestamp_key: ts, root, roots: vec![new], seq: 0.into() }
+    }
+
+    /// The newest root's text (what a device is provisioned with).
+    pub fn root_text(&self) -> String {
+        self.roots.last().map(|r| r.root.clone()).unwrap_or_default()
+    }
+
+    /// Register with the SPN (in process).
+    pub fn register(&self, net: &Net) {
+        net.spn.register_vendor(&self.name, &self.roots).expect("register");
+    }
+
+    /// The first `n` root keys.
+    pub fn signers(&self, n: usize) -> Vec<&ota::meta::VendorKey> {
+        self.keys.iter().take(n).collect()
+    }
+
+    /// A release of an object the SPN stores, signed by `signers`.
+    pub fn release(
+        &self,
+        res: &spn::JobResult,
+        product: &str,
+        version: &str,
+        hardware: &[&str],
+        signers: &[&ota::meta::VendorKey],
+    ) -> String {
+        use ota::meta::{self, KeyWrap, Release};
+        let r = Release {
+            vendor: self.name.clone(),
+            product: product.into(),
+            hardware: hardware.iter().map(|h| h.to_string()).collect(),
+            version: version.into(),
+            length: res.length,
+            blake3: res.blake3.clone(),
+            manifest: res.manifest.clone(),
+            read_key: KeyWrap::Clear(res.read_key.clone()),
+            issued: now(),
+            expires: now() + 3600,
+        };
+        meta::to_json(&meta::sign_release(r, signers))
+    }
+
+    /// A timestamp of `product` naming, per hardware, (version, image hash), for `life` seconds.
+    pub fn timestamp(&self, product: &str, latest: &[(&str, &str, &str)], life: u64) -> String {
+        use ota::meta::{self, Latest, Timestamp};
+        self.seq.set(self.seq.get() + 1);
+        let t = Timestamp {
+            vendor: self.name.clone(),
+            product: product.into(),
+            version: self.seq.get(),
+            issued: now(),
+            expires: now() + life,
+            latest: latest
+                .iter()
+                .map(|(h, v, b)| (h.to_string(), Latest { version: v.to_string(), blake3: b.to_string() }))
+                .collect(),
+        };
+        meta::to_json(&meta::sign_timestamp(t, &[&self.timestamp_key]))
+    }
+}
+
+/// Store `bytes` as an object of `tenant`/`product` (6+2); its job result.
+pub async fn object(net: &Net, dir: &std::path::Path, tenant: &str, product: &str, bytes: &[u8]) -> spn::JobResult {
+    let path = dir.join(format!("object-{}", rand_name()));
+    std::fs::write(&path, bytes).expect("write object");
+    net.spn.publish_file(&path, tenant, product, 6, 2).await.expect("publish")
+}
+
+fn rand_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A bundle from the SPN's HTTP API (format 2, for `hardware`), or the refusal.
+pub async fn bundle(net: &Net, id: &str, hardware: Option<&str>) -> Result<ota::Bundle, (u16, String)> {
+    let hw = hardware.map(|h| format!("&hardware={h}")).unwrap_or_default();
+    let (status, body) = http_async(net.http, "GET", &format!("/v1/releases/{id}?format=2{hw}"), None, vec![]).await;
+    if status != 200 {
+        return Err((status, body));
+    }
+    let mut sink = Vec::new();
+    let (mut b, _) =
+        ota::Bundle::read_streaming(body.as_bytes(), &mut sink, &mut |_| Ok(())).map_err(|e| (0, e.to_string()))?;
+    b.manifest = ota::Bundle::encode_manifest(&sink);
+    Ok(b)
+}
+
+/// The version of the release in a bundle.
+pub fn version_of(b: &ota::Bundle) -> String {
+    serde_json::from_str::<ota::meta::Signed<ota::meta::Release>>(&b.release).expect("release").signed.version
+}
