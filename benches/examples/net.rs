@@ -109,6 +109,10 @@ async fn round(client: &Client, peer: PeerId, len: usize, total: usize, seed: u6
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     println!("transport  shard    put MB/s  get MB/s  64KiB-range MB/s   (median of 3, {IN_FLIGHT} in flight)");
     for (name, listen) in [("tcp", "/ip4/127.0.0.1/tcp/0"), ("quic", "/ip4/127.0.0.1/udp/0/quic-v1")] {
         let (client, peer, _dir) = setup(listen).await;

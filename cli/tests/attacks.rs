@@ -164,12 +164,7 @@ fn stored_on_peers(n: &Network) -> u64 {
 /// A bootstrap node and an SPN whose open-file limit is 1024 (no peers).
 fn spn_with_fd_limit(d: &Path) -> (Procs, String, String, u32) {
     let mut procs = Procs::default();
-    let boot = procs.start(
-        "bootstrap",
-        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&d.join("boot"))]
-            .map(String::from),
-    );
-    let b = boot["listen"][0].as_str().expect("bootstrap address").to_string();
+    let b = bootstrap(&mut procs, d);
     let spn_dir = d.join("spn");
     let mut child = Command::new("sh")
         .arg("-c")
@@ -302,34 +297,10 @@ fn strangers_pushing_big_puts_and_gets_cannot_exhaust_a_peers_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let mut procs = Procs::default();
-    let boot = procs.start(
-        "bootstrap",
-        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&d.join("boot"))]
-            .map(String::from),
-    );
-    let b = boot["listen"][0].as_str().expect("bootstrap address").to_string();
+    let b = bootstrap(&mut procs, d);
     let spn_key = net::Keypair::generate_ed25519();
     let spn_id = spn_key.public().to_peer_id();
-    let peer = procs.start(
-        "peer",
-        &[
-            "node",
-            "--role",
-            "peer",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &b,
-            "--capacity",
-            "2GiB",
-            "--trust",
-            &spn_id.to_string(),
-            "--dir",
-            &s(&d.join("peer")),
-        ]
-        .map(String::from),
-    );
-    let peer_id: net::PeerId = peer["peer_id"].as_str().expect("peer id").parse().expect("peer id");
+    let peer_id: net::PeerId = peer(&mut procs, "peer", d, &b, &spn_id.to_string()).parse().expect("peer id");
     let pid = procs.pid("peer");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let baseline = peak_rss(pid);

@@ -714,7 +714,8 @@ impl EventLoop {
                     self.reserve(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, endpoint, connection_id, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, endpoint, connection_id, cause, .. } => {
+                tracing::debug!(peer = %peer_id, ?cause, "connection closed");
                 if let Some(set) = self.relayed_out.get_mut(&peer_id) {
                     set.remove(&connection_id);
                 }

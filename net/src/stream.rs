@@ -57,19 +57,33 @@ async fn send_ready(s: &mut Stream, r: &Ready) {
     let _ = write_frame(s, &r.encode()).await;
 }
 
+/// A slot for this request and its head, or `None` once the peer has been
+/// told why not (too many at once, a head that does not parse) or went quiet.
+async fn admit<H>(
+    ctx: &Serving,
+    peer: PeerId,
+    s: &mut Stream,
+    decode: fn(&[u8]) -> Result<H, crate::wire::Malformed>,
+) -> Option<(crate::gate::Ticket, H)> {
+    let Some(ticket) = ctx.gate.enter(peer) else {
+        send_ready(s, &refused(Code::Busy, "too many requests at once; retry")).await;
+        return None;
+    };
+    match tokio::time::timeout(HEAD_TIMEOUT, read_frame(s, MAX_HEAD)).await {
+        Ok(Ok(b)) => match decode(&b) {
+            Ok(h) => Some((ticket, h)),
+            Err(e) => {
+                send_ready(s, &refused(Code::BadRequest, e.to_string())).await;
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
 /// Serve one inbound put: head, checks, `Go`, body, store, receipt.
 pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
-    let Some(mut ticket) = ctx.gate.enter(peer) else {
-        send_ready(&mut s, &refused(Code::Busy, "too many requests at once; retry")).await;
-        return;
-    };
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_frame(&mut s, MAX_HEAD)).await {
-        Ok(Ok(b)) => match PutHead::decode(&b) {
-            Ok(h) => h,
-            Err(e) => return send_ready(&mut s, &refused(Code::BadRequest, e.to_string())).await,
-        },
-        _ => return,
-    };
+    let Some((mut ticket, head)) = admit(&ctx, peer, &mut s, PutHead::decode).await else { return };
     let trusted = ctx.trust.contains(&peer);
     // Every refusal comes before the body: a stranger costs this node a head.
     let Some(store) = ctx.store.as_ref() else {
@@ -111,17 +125,7 @@ pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
 
 /// Serve one inbound get: the shard's bytes, a piece at a time.
 pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
-    let Some(mut ticket) = ctx.gate.enter(peer) else {
-        send_ready(&mut s, &refused(Code::Busy, "too many requests at once; retry")).await;
-        return;
-    };
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_frame(&mut s, MAX_HEAD)).await {
-        Ok(Ok(b)) => match GetHead::decode(&b) {
-            Ok(h) => h,
-            Err(e) => return send_ready(&mut s, &refused(Code::BadRequest, e.to_string())).await,
-        },
-        _ => return,
-    };
+    let Some((mut ticket, head)) = admit(&ctx, peer, &mut s, GetHead::decode).await else { return };
     let Some(store) = ctx.store.clone() else {
         return send_ready(&mut s, &refused(Code::NotFound, "this node stores no shards")).await;
     };
@@ -197,9 +201,51 @@ fn protocol_error(peer: PeerId, what: &str, e: impl std::fmt::Display) -> Error 
     Error::Protocol(format!("{what} with {peer}: {e}"))
 }
 
-async fn read_ready(s: &mut Stream, peer: PeerId) -> Result<Ready> {
-    let b = read_frame(s, MAX_HEAD).await.map_err(|e| protocol_error(peer, "reading the answer", e))?;
-    Ready::decode(&b).map_err(|e| Error::BadAnswer { peer: peer.to_string(), reason: e.to_string() })
+/// Times a request is begun before giving up on a peer that drops it
+/// unanswered, and the first pause between tries (doubled each time).
+const BEGIN_TRIES: u32 = 8;
+const BEGIN_PAUSE: Duration = Duration::from_millis(1);
+
+/// Open a stream, send the head and read the peer's answer to it. A peer
+/// that is busy accepting drops new streams unread (libp2p-stream hands
+/// them over one at a time and drops what finds its queue full), which the
+/// client sees as a stream closed before any answer: that is tried again,
+/// a few times with growing pauses. A head can be sent twice safely: nothing
+/// happens on the peer before it answers, and a put is content-addressed.
+async fn begin(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    proto: StreamProtocol,
+    head: &[u8],
+    what: &str,
+) -> Result<(Stream, Ready), OpenError> {
+    let mut pause = BEGIN_PAUSE;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut s = open(control, peer, proto.clone()).await?;
+        let sent = match write_frame(&mut s, head).await {
+            Ok(()) => read_frame(&mut s, MAX_HEAD).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(b) => {
+                let ready = Ready::decode(&b).map_err(|e| {
+                    OpenError::Failed(Error::BadAnswer { peer: peer.to_string(), reason: e.to_string() })
+                })?;
+                return Ok((s, ready));
+            }
+            Err(e) if tries >= BEGIN_TRIES => {
+                let e = format!("{e} (dropped unanswered {tries} times)");
+                return Err(OpenError::Failed(protocol_error(peer, what, e)));
+            }
+            Err(_) => {
+                tracing::debug!(%peer, tries, "request dropped before an answer; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
 }
 
 /// Put on `/ionshard/put/1`: the head, and the body only once the peer said go.
@@ -210,10 +256,9 @@ pub(crate) async fn put(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<Response, OpenError> {
-    let mut s = open(control, peer, PUT_PROTOCOL).await?;
+    let (mut s, ready) = begin(control, peer, PUT_PROTOCOL, &head.encode(), "sending a put head").await?;
     let go = async {
-        write_frame(&mut s, &head.encode()).await.map_err(|e| protocol_error(peer, "sending a put head", e))?;
-        match read_ready(&mut s, peer).await? {
+        match ready {
             Ready::Refused { code, message } => return Ok(Response::Error { code, message }),
             Ready::Go { size } if size == head.size => {}
             Ready::Go { size } => {
@@ -239,10 +284,9 @@ pub(crate) async fn get(
     max: u64,
     sink: &mut (dyn std::io::Write + Send),
 ) -> Result<u64, OpenError> {
-    let mut s = open(control, peer, GET_PROTOCOL).await?;
+    let (mut s, ready) = begin(control, peer, GET_PROTOCOL, &GetHead { cid }.encode(), "sending a get").await?;
     let go = async {
-        write_frame(&mut s, &GetHead { cid }.encode()).await.map_err(|e| protocol_error(peer, "sending a get", e))?;
-        let size = match read_ready(&mut s, peer).await? {
+        let size = match ready {
             Ready::Refused { code, message } => {
                 return Err(Error::Refused { peer: peer.to_string(), code, message });
             }

@@ -196,6 +196,9 @@ impl Bundle {
                             "release bundle: the manifest comes before {missing:?} (signed parts come first)"
                         )));
                     }
+                    if bundle.release.is_empty() {
+                        return Err(Error::Malformed("release bundle: no release".to_string()));
+                    }
                     check(&bundle)?;
                     exempt.set(true);
                     let b64 = json.next_string_reader().map_err(|e| bad(&e))?;
@@ -309,6 +312,8 @@ mod tests {
             ("128 MiB", Box::new(|v| set(v, "manifest", "AAAA".repeat((MAX_BUNDLE >> 2) + 1).into()))),
             ("two \"roots\"", Box::new(|v| v.insert(1, ("roots".into(), serde_json::json!([]))))),
             ("signed parts come first", Box::new(|v| v.retain(|(k, _)| k != "release"))),
+            // Found by the bundle fuzz target: an empty release reached the check.
+            ("no release", Box::new(|v| set(v, "release", "".into()))),
         ];
         for (says, change) in cases {
             let mut w = v.clone();

@@ -5,45 +5,22 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use net::Client;
-use ota::meta::{self, KeyWrap, Release, Root, VendorKey};
+use ota::meta::{self, Root};
 use ota::{Bundle, FetchOptions};
 
 mod common;
 use common::*;
 
-/// Publish `bytes` as acme/router VERSION; returns the bundle and the root.
-async fn publish(net: &Net, dir: &Path, bytes: &[u8], version: &str, key: &VendorKey) -> (Bundle, Root) {
-    let path = dir.join(format!("image-{version}"));
-    std::fs::write(&path, bytes).expect("write image");
-    let res = net.spn.publish_file(&path, "acme", "router", 6, 2).await.expect("publish");
-    let root = Root {
-        vendor: "acme".into(),
-        version: 1,
-        expires: now() + 3600,
-        threshold: 1,
-        keys: [(key.id(), key.public_hex())].into_iter().collect(),
-        timestamp: None,
-    };
-    // The vendor registers its root once; the SPN checks every release against it.
-    let text = meta::to_json(&meta::sign_root(root.clone(), &[key]));
-    match net.spn.register_vendor("acme", &[spn::types::NewRoot { root: text, legacy: None }]) {
+/// Publish `bytes` as acme/router VERSION (registering the vendor first);
+/// returns the bundle and the root.
+async fn publish(net: &Net, dir: &Path, bytes: &[u8], version: &str, v: &Vendor) -> (Bundle, Root) {
+    match net.spn.register_vendor(&v.name, &v.roots) {
         Ok(_) | Err(spn::Error::Conflict(_)) => {}
         Err(e) => panic!("register: {e}"),
     }
-    let release = Release {
-        vendor: "acme".into(),
-        product: "router".into(),
-        hardware: vec!["r1".into()],
-        version: version.into(),
-        length: res.length,
-        blake3: res.blake3.clone(),
-        manifest: res.manifest.clone(),
-        read_key: KeyWrap::Clear(res.read_key.clone()),
-        issued: now(),
-        expires: now() + 3600,
-    };
-    let signed = meta::to_json(&meta::sign_release(release, &[key]));
-    (net.spn.add_release(signed).expect("release kept"), root)
+    let res = object(net, dir, "acme", "router", bytes).await;
+    let signed = v.release(&res, "router", version, &["r1"], &v.signers(1));
+    (net.spn.add_release(signed).expect("release kept"), v.root.clone())
 }
 
 async fn fetch(client: &Client, bundle: &Bundle, root: &Root, out: &Path) -> ota::Result<ota::FetchReport> {
@@ -59,7 +36,7 @@ async fn fetch(client: &Client, bundle: &Bundle, root: &Root, out: &Path) -> ota
 async fn survives_two_lost_peers_and_names_chunks_when_three_are_lost() {
     let net = network(8, None).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VendorKey::generate();
+    let key = Vendor::new("acme", 1, 1);
     let img = image(20 << 20, 7); // 3 segments of 8 MiB, 6+2
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     assert_eq!(bundle.placement.peers.len(), 8, "one object over the 8 peers");
@@ -98,7 +75,7 @@ async fn lying_peer_is_caught_named_and_not_asked_again() {
     let net = network_of(&[Honest, Honest, Honest, Liar, Honest, Honest, Honest, Relayed]).await;
     let liar = net.peers[3].client.peer_id().to_string();
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VendorKey::generate();
+    let key = Vendor::new("acme", 1, 1);
     let img = image(20 << 20, 9);
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     let device = device(&net).await;
@@ -122,7 +99,7 @@ async fn lying_peer_is_caught_named_and_not_asked_again() {
 async fn refused_puts_are_retried_elsewhere_or_named() {
     use Kind::*;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VendorKey::generate();
+    let key = Vendor::new("acme", 1, 1);
     let img = image(9 << 20, 11);
     // 9 peers, one refusing: every shard still lands on a peer that signs for it.
     let net = network_of(&[Honest, Honest, Untrusting, Honest, Honest, Honest, Honest, Honest, Honest]).await;
@@ -151,7 +128,7 @@ async fn refused_puts_are_retried_elsewhere_or_named() {
 async fn spn_state_survives_a_restart() {
     let net = network(8, None).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VendorKey::generate();
+    let key = Vendor::new("acme", 1, 1);
     let img = image(3 << 20, 21);
     let (bundle, _root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     let peers_before = net.spn.peers().expect("peers").len();
@@ -187,7 +164,7 @@ async fn spn_state_survives_a_restart() {
 async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
     use Kind::*;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VendorKey::generate();
+    let key = Vendor::new("acme", 1, 1);
     // 3 segments: with the assignment turning each segment, every peer holds a data shard somewhere.
     let img = image(20 << 20, 31);
     let net = network_of(&[Honest, Honest, Honest, Honest, Slow, Honest, Honest, Honest]).await;

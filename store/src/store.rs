@@ -141,6 +141,19 @@ impl chunker::Seed for ShardFile {
     }
 }
 
+/// Whether `size` more bytes fit the quota, counting puts under way.
+fn fits(c: &Counters, size: u64, config: &Config) -> Result<()> {
+    if c.usage.bytes + c.reserved + size > config.capacity {
+        return Err(Error::QuotaExceeded {
+            size,
+            used: c.usage.bytes,
+            reserved: c.reserved,
+            capacity: config.capacity,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     usage: Usage,
@@ -380,14 +393,7 @@ impl Store {
         }
         {
             let mut c = self.counters();
-            if c.usage.bytes + c.reserved + size > config.capacity {
-                return Err(Error::QuotaExceeded {
-                    size,
-                    used: c.usage.bytes,
-                    reserved: c.reserved,
-                    capacity: config.capacity,
-                });
-            }
+            fits(&c, size, &config)?;
             c.reserved += size;
         }
         let result = self.write_shard(cid, bytes, &outboard, opts);
@@ -541,16 +547,7 @@ impl Store {
         if size > config.max_shard {
             return Err(Error::TooLarge { size, limit: config.max_shard });
         }
-        let c = self.counters();
-        if c.usage.bytes + c.reserved + size > config.capacity {
-            return Err(Error::QuotaExceeded {
-                size,
-                used: c.usage.bytes,
-                reserved: c.reserved,
-                capacity: config.capacity,
-            });
-        }
-        Ok(())
+        fits(&self.counters(), size, &config)
     }
 
     /// Which of `cids` are stored and healthy.

@@ -93,40 +93,35 @@ pub struct Network {
     pub peers: Vec<String>,
 }
 
-pub fn network(dir: &Path, peers: usize) -> Network {
-    let mut procs = Procs::default();
+/// Start a bootstrap node in `dir/boot`; its address.
+pub fn bootstrap(procs: &mut Procs, dir: &Path) -> String {
     let boot = procs.start(
         "bootstrap",
         &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&dir.join("boot"))]
             .map(String::from),
     );
-    let b = boot["listen"][0].as_str().expect("bootstrap address").to_string();
+    boot["listen"][0].as_str().expect("bootstrap address").to_string()
+}
+
+/// Start a peer `name` (2 GiB, trusting `spn_id`) in `dir/NAME`; its peer id.
+pub fn peer(procs: &mut Procs, name: &str, dir: &Path, bootstrap: &str, spn_id: &str) -> String {
+    let dir = s(&dir.join(name));
+    let args = ["node", "--role", "peer", "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap]
+        .into_iter()
+        .chain(["--capacity", "2GiB", "--trust", spn_id, "--dir", &dir])
+        .map(String::from)
+        .collect::<Vec<_>>();
+    procs.start(name, &args)["peer_id"].as_str().expect("peer id").to_string()
+}
+
+pub fn network(dir: &Path, peers: usize) -> Network {
+    let mut procs = Procs::default();
+    let b = bootstrap(&mut procs, dir);
     let spn_dir = dir.join("spn");
     let id =
         json_out(&bin().args(["id", "--key", &s(&spn_dir.join("identity.key")), "--json"]).output().expect("id"), "id");
     let spn_id = id["peer_id"].as_str().expect("peer id").to_string();
-    let mut peer_ids = Vec::new();
-    for i in 0..peers {
-        let args: Vec<String> = [
-            "node",
-            "--role",
-            "peer",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &b,
-            "--capacity",
-            "2GiB",
-            "--trust",
-            &spn_id,
-            "--dir",
-            &s(&dir.join(format!("peer{i}"))),
-        ]
-        .map(String::from)
-        .to_vec();
-        let p = procs.start(&format!("peer{i}"), &args);
-        peer_ids.push(p["peer_id"].as_str().expect("peer id").to_string());
-    }
+    let peer_ids: Vec<String> = (0..peers).map(|i| peer(&mut procs, &format!("peer{i}"), dir, &b, &spn_id)).collect();
     let spn = procs
         .start("spn", &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from));
     let url = spn["http"].as_str().expect("http").to_string();
