@@ -7,18 +7,17 @@
 //! asks for the newest release (checked against the vendor's timestamp) and
 //! updates with its v1 as the seed.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::device_cmd::{self, DeviceOpts};
-use crate::http;
 use crate::vendor::{self, PublishOpts};
+use crate::{harness, http};
 
 /// Options of `ionshard demo`.
 pub(crate) struct DemoOpts {
@@ -51,34 +50,11 @@ impl Procs {
         }
     }
 
-    /// Start `ionshard ARGS --json`, logs to DIR/NAME.log; returns its first stdout line.
+    /// Start `ionshard ARGS --json`, logs in `logs`; returns its first stdout line.
     fn start(&self, name: &str, logs: &Path, args: &[String]) -> Result<Value> {
-        let exe = std::env::current_exe().context("finding the ionshard binary")?;
-        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .arg("--json")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let stdout = child.stdout.take().context("child stdout")?;
+        let (child, first) = harness::start(name, logs, args, false)?;
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), child));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = tx.send(r.read_line(&mut line).map(|_| line.clone()));
-            // Keep reading so the child never blocks on a full pipe.
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                line.clear();
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .with_context(|| format!("{name} did not start within 30 s (see {}/{name}.log)", logs.display()))??;
-        serde_json::from_str(&line)
-            .with_context(|| format!("{name} printed {line:?} (see {}/{name}.log)", logs.display()))
+        Ok(first)
     }
 }
 
@@ -122,24 +98,6 @@ fn generate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::write(&p1, &v1)?;
     std::fs::write(&p2, &v2)?;
     Ok((p1, p2))
-}
-
-fn live_peers(spn: &http::Spn) -> u64 {
-    spn.get("/v1/health?refresh=true").ok().and_then(|v| v.get("live_peers").and_then(Value::as_u64)).unwrap_or(0)
-}
-
-fn wait_peers(spn: &http::Spn, want: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = live_peers(spn);
-        if n >= want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the SPN sees {n} live peers after 60 s, expected {want}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn same(a: &Path, b: &Path) -> Result<bool> {
@@ -194,49 +152,22 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         }
         _ => generate(root)?,
     };
-    let s = |p: &Path| p.display().to_string();
     say(o.json, format!("network: 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()));
-    let boot = procs.start(
-        "bootstrap",
-        logs,
-        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&root.join("bootstrap"))]
-            .map(String::from),
-    )?;
+    let boot = procs.start("bootstrap", logs, &harness::bootstrap_args("127.0.0.1", &root.join("bootstrap")))?;
     let b = boot["listen"][0].as_str().context("bootstrap printed no address")?.to_string();
     let spn_dir = root.join("spn");
     std::fs::create_dir_all(&spn_dir)?;
     let (spn_key, _) = net::load_or_create_key(&spn_dir.join("identity.key"))?;
     let spn_id = spn_key.public().to_peer_id().to_string();
-    let peer_args = |i: usize| {
-        [
-            "node",
-            "--role",
-            "peer",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &b,
-            "--capacity",
-            "1GiB",
-            "--trust",
-            &spn_id,
-            "--dir",
-            &s(&root.join(format!("peer{i}"))),
-        ]
-        .map(String::from)
-    };
+    let peer_args = |i: usize| harness::peer_args("127.0.0.1", &b, &spn_id, "1GiB", &root.join(format!("peer{i}")));
     for i in 0..8 {
         procs.start(&format!("peer{i}"), logs, &peer_args(i))?;
     }
-    let spn_info = procs.start(
-        "spn",
-        logs,
-        &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from),
-    )?;
+    let spn_info = procs.start("spn", logs, &harness::spn_args("127.0.0.1", &b, &spn_dir))?;
     let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
     let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
     let api = http::Spn::new(&url, Some(token.clone()))?;
-    wait_peers(&api, 8)?;
+    harness::wait_peers(&api, 8)?;
     if !o.json {
         println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
     }
@@ -317,7 +248,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     say(o.json, "the 2 peers restart (same identity and store); publish v1.1.0");
     procs.start("peer0", logs, &peer_args(0))?;
     procs.start("peer5", logs, &peer_args(5))?;
-    wait_peers(&api, 8)?;
+    harness::wait_peers(&api, 8)?;
     let p2 = publish(&v2, "1.1.0")?;
 
     say(
@@ -333,7 +264,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         bail!("the slot does not hold v2 byte for byte");
     }
     let f3r = f3.report.context("v2 was not fetched")?;
-    let receipts = |p: &vendor::Published| p.job["result"]["receipts"].as_u64().unwrap_or(0);
+    let receipts = |p: &vendor::Published| p.result.receipts;
     let mbps = |bytes: u64, s: f64| format!("{:.1} MB/s", bytes as f64 / s.max(1e-9) / 1e6);
     let len1 = std::fs::metadata(&v1)?.len();
     let len2 = std::fs::metadata(&v2)?.len();
@@ -342,7 +273,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         "image_v2_bytes": len2,
         "coding": "6+2 on 8 peers",
         "publish_v1": format!("{:.2} s, {}", p1.seconds, mbps(len1, p1.seconds)),
-        "publish_v2_new_shard_bytes": p2.job["result"]["new_shard_bytes"],
+        "publish_v2_new_shard_bytes": p2.result.new_shard_bytes,
         "receipts_collected": receipts(&p1) + receipts(&p2),
         "fetch_v1": format!("{:.2} s, {}, {} peers", f1r.seconds, mbps(len1, f1r.seconds), f1r.peers_used.len()),
         "replay_of_v1": "already installed: nothing fetched, installer not run",

@@ -244,3 +244,91 @@ fn hint(e: anyhow::Error, from_file: bool) -> anyhow::Error {
         e
     }
 }
+
+#[derive(clap::Args)]
+pub(crate) struct DeviceArgs {
+    /// A release bundle file (from `ionshard publish`).
+    #[arg(long, conflicts_with = "release")]
+    bundle: Option<PathBuf>,
+    /// A release id at the SPN: PRODUCT@VERSION or PRODUCT@latest.
+    #[arg(long)]
+    release: Option<String>,
+    /// The SPN to get --release from.
+    #[arg(long, env = "IONSHARD_SPN")]
+    spn: Option<String>,
+    /// The vendor's root.json (needed once; the device keeps it in its state).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// This device's product (default: the installed one's).
+    #[arg(long)]
+    product: Option<String>,
+    /// This device's hardware revision.
+    #[arg(long)]
+    hardware: Option<String>,
+    /// Product key for confidential releases.
+    #[arg(long)]
+    product_key: Option<PathBuf>,
+    /// Bootstrap node (repeatable) [default: those in the bundle].
+    #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Device state directory [default: ~/.ionshard/device].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// An older image to take unchanged chunks from [default: the installed image].
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Download everything, even what the installed image has.
+    #[arg(long, conflicts_with = "seed")]
+    no_seed: bool,
+    /// Where the image goes [update default: STATE/images/PRODUCT-VERSION.img].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run after verification with the image path as $1 (update only).
+    #[arg(long)]
+    install_cmd: Option<String>,
+    /// Range requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Image bytes decoded at a time; memory use is a few times this.
+    #[arg(long, value_parser = crate::size::size_arg, default_value = "4MiB")]
+    window: u64,
+    /// Install from a bundle without a fresh timestamp, on purpose (no network
+    /// to the SPN): whether a newer release exists is then not checked.
+    #[arg(long)]
+    offline: bool,
+    /// Install the release even if that version is installed already.
+    #[arg(long)]
+    reinstall: bool,
+    /// Seconds a timestamp may be past its expiry, or ahead of this clock.
+    #[arg(long, default_value_t = 300)]
+    max_clock_skew: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DeviceArgs {
+    pub(crate) fn into_opts(self) -> DeviceOpts {
+        DeviceOpts {
+            bundle: self.bundle,
+            release: self.release,
+            spn: self.spn,
+            root: self.root,
+            product: self.product,
+            hardware: self.hardware,
+            product_key: self.product_key,
+            bootstrap: self.bootstrap,
+            state: self.state.unwrap_or_else(default_state),
+            seed: self.seed,
+            no_seed: self.no_seed,
+            out: self.out,
+            install_cmd: self.install_cmd,
+            parallel: self.parallel,
+            window: self.window,
+            offline: self.offline,
+            reinstall: self.reinstall,
+            max_clock_skew: self.max_clock_skew,
+            json: self.json,
+        }
+    }
+}

@@ -150,6 +150,12 @@ impl Spn {
         self.answer(&format!("POST {path}"), r)
     }
 
+    /// POST `body` as a stream and decode the answer as `T`.
+    pub(crate) fn post_stream_typed<T: serde::de::DeserializeOwned>(&self, path: &str, body: impl Read) -> Result<T> {
+        let v = self.post_stream(path, body)?;
+        serde_json::from_value(v).with_context(|| format!("the SPN's answer to POST {path}"))
+    }
+
     pub(crate) fn post_stream(&self, path: &str, body: impl Read) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.agent.post(&url).header("Content-Type", "application/octet-stream");

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chunker::Cid;
 use net::{Config, Keypair, Multiaddr, PeerId, Role};
 use serde::Deserialize;
 use serde_json::json;
@@ -244,19 +243,11 @@ pub(crate) async fn join(
     Ok(net::start(client_config(bootstrap)?, key, None).await?)
 }
 
-/// Options of `ionshard shard put|get`.
-pub(crate) struct ShardOpts {
-    pub(crate) peer: String,
-    pub(crate) bootstrap: Vec<String>,
-    pub(crate) key: Option<PathBuf>,
-    pub(crate) json: bool,
-}
-
 fn find_timeout() -> Duration {
     Duration::from_secs(20)
 }
 
-async fn reach(client: &net::Client, peer: PeerId) -> Result<()> {
+pub(crate) async fn reach(client: &net::Client, peer: PeerId) -> Result<()> {
     let deadline = Instant::now() + find_timeout();
     loop {
         match client.find_peer(peer).await {
@@ -266,72 +257,6 @@ async fn reach(client: &net::Client, peer: PeerId) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-pub(crate) fn shard_put(file: PathBuf, o: ShardOpts) -> Result<()> {
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let cid = Cid::of_raw(&bytes);
-    let peer: PeerId = o.peer.parse().with_context(|| format!("--peer {:?} is not a peer id", o.peer))?;
-    runtime()?.block_on(async {
-        let (client, _h) = join(&o.bootstrap, o.key.as_deref()).await?;
-        reach(&client, peer).await?;
-        let r = client.put_shard(peer, cid, bytes, None).await?;
-        let relayed = client.connection(peer).await.ok().flatten() == Some(true);
-        if o.json {
-            println!(
-                "{}",
-                json!({ "cid": cid.to_string(), "peer": r.peer.to_string(), "size": r.size, "stored_at": r.stored_at,
-                        "expiry": r.expiry, "signature": r.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                        "relayed": relayed })
-            );
-        } else {
-            println!("{cid}");
-            eprintln!(
-                "receipt: {} stores {} ({} bytes) since {}{}; signature verified{}",
-                r.peer,
-                r.cid,
-                r.size,
-                r.stored_at,
-                r.expiry.map(|e| format!(" until {e}")).unwrap_or_default(),
-                if relayed { " (through a relay)" } else { "" }
-            );
-        }
-        client.shutdown().await;
-        anyhow::Ok(())
-    })
-}
-
-pub(crate) fn shard_get(cid: String, out: PathBuf, o: ShardOpts) -> Result<()> {
-    let cid: Cid = cid.parse()?;
-    let peer: PeerId = o.peer.parse().with_context(|| format!("--peer {:?} is not a peer id", o.peer))?;
-    runtime()?.block_on(async {
-        let (client, _h) = join(&o.bootstrap, o.key.as_deref()).await?;
-        reach(&client, peer).await?;
-        // Streamed into a temporary file beside OUT, renamed only once its
-        // bytes matched the CID.
-        let tmp = crate::files::temp_beside(&out);
-        let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let got = client.get_shard_to(peer, cid, u64::MAX, &mut file).await;
-        let n = match got.and_then(|n| file.sync_all().map(|()| n).map_err(|e| net::Error::Protocol(e.to_string()))) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-        };
-        std::fs::rename(&tmp, &out).with_context(|| format!("renaming into {}", out.display()))?;
-        let relayed = client.connection(peer).await.ok().flatten() == Some(true);
-        if o.json {
-            println!(
-                "{}",
-                json!({ "cid": cid.to_string(), "bytes": n, "out": out.display().to_string(), "relayed": relayed })
-            );
-        } else {
-            eprintln!("{cid} ({n} bytes, verified) written to {}", out.display());
-        }
-        client.shutdown().await;
-        anyhow::Ok(())
-    })
 }
 
 /// `ionshard reach PEER`: can this machine reach a peer, and how (directly,

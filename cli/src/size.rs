@@ -37,6 +37,11 @@ pub(crate) fn human(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
 }
 
+/// A size argument of clap (`64GiB`, `4MiB`, `1000`).
+pub(crate) fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,3 +131,63 @@ pub(crate) fn token_revoke(url: &str, token: Option<String>, id: &str, json_out:
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub(crate) enum SpnCommand {
+    /// API tokens: one per tenant (vendor), which can publish and read only its own objects.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Issue a token for a tenant; it is printed once (keep it).
+    Issue {
+        /// The tenant (vendor name) it acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A name for it, e.g. who holds it.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        at: SpnAt,
+    },
+    /// List the tokens issued (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        at: SpnAt,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// Its id, as `issue` and `list` print it.
+        id: String,
+        #[command(flatten)]
+        at: SpnAt,
+    },
+}
+
+/// Which SPN, with the operator's token.
+#[derive(clap::Args)]
+pub(crate) struct SpnAt {
+    /// The SPN's API, e.g. http://127.0.0.1:7800.
+    #[arg(long, env = "IONSHARD_SPN")]
+    spn: String,
+    /// The operator's token [default: $IONSHARD_SPN_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `ionshard spn token …`.
+pub(crate) fn run(command: SpnCommand) -> Result<()> {
+    let SpnCommand::Token { command } = command;
+    match command {
+        TokenCommand::Issue { tenant, label, at } => token_issue(&at.spn, at.token, &tenant, &label, at.json),
+        TokenCommand::List { at } => token_list(&at.spn, at.token, at.json),
+        TokenCommand::Revoke { id, at } => token_revoke(&at.spn, at.token, &id, at.json),
+    }
+}

@@ -92,3 +92,29 @@ pub(crate) fn scrub(node_dir: &Path, json_out: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Shards, bytes, quota and quarantined shards of a node's store.
+    Stats(StoreArgs),
+    /// Read every shard, check it against its CID, quarantine bad ones (exit status 3 if any).
+    Scrub(StoreArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StoreArgs {
+    /// The node's directory (as given to `ionshard node --dir`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `ionshard store …`.
+pub(crate) fn run(command: StoreCommand) -> Result<()> {
+    match command {
+        StoreCommand::Stats(a) => stats(&a.dir, a.json),
+        StoreCommand::Scrub(a) => scrub(&a.dir, a.json),
+    }
+}

@@ -19,6 +19,7 @@
 //!   `withdrawn/PRODUCT@VERSION.json`: signed withdrawals.
 //! - `timestamps/PRODUCT.json`: the last timestamp signed.
 
+pub(crate) mod cmd;
 mod publish;
 mod sign;
 

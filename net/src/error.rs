@@ -39,9 +39,9 @@ pub enum Error {
         /// The peer.
         peer: String,
     },
-    /// A receipt that does not verify.
-    #[error("bad receipt: {0}")]
-    BadReceipt(String),
+    /// A receipt that does not verify, or cannot be made.
+    #[error("bad receipt")]
+    Receipt(#[source] Box<proto::Error>),
     /// A protocol-level failure (transport, stream, encoding).
     #[error("{0}")]
     Protocol(String),
@@ -54,6 +54,12 @@ pub enum Error {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+impl From<proto::Error> for Error {
+    fn from(e: proto::Error) -> Self {
+        Error::Receipt(Box::new(e))
+    }
 }
 
 /// The network's result type.

@@ -11,6 +11,7 @@
 //! do not match their CID, accept a put from an SPN it does not trust, or
 //! allocate what a peer claims before checking it against a limit.
 
+mod answers;
 mod behaviour;
 mod codec;
 mod error;
@@ -18,14 +19,14 @@ mod gate;
 mod identity;
 mod node;
 mod ops;
-mod receipt;
 mod serve;
 mod stream;
-pub mod wire;
 
+pub use answers::{Answers, Honest};
 pub use error::{Error, Result};
 pub use identity::load_or_create_key;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start};
-pub use receipt::{Receipt, public_key_of};
+pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start, start_with};
+pub use proto::wire;
+pub use proto::{Receipt, public_key_of};

@@ -64,14 +64,6 @@ pub struct Config {
     pub max_held_bytes_per_peer: u64,
     /// Shard expiry given to puts that name none (seconds), `None` to keep until deleted.
     pub default_expiry: Option<u64>,
-    /// For tests only: flip one byte in every data and proof answer, to play
-    /// a lying peer. Never set by the `ionshard` binary.
-    #[doc(hidden)]
-    pub tamper_answers: bool,
-    /// For tests only: hold every data and proof answer this long, to play
-    /// a slow peer. Never set by the `ionshard` binary.
-    #[doc(hidden)]
-    pub delay_answers: Option<Duration>,
 }
 
 impl Default for Config {
@@ -89,8 +81,6 @@ impl Default for Config {
             max_held_bytes: 64 << 20,
             max_held_bytes_per_peer: 8 << 20,
             default_expiry: None,
-            tamper_answers: false,
-            delay_answers: None,
         }
     }
 }
@@ -277,6 +267,17 @@ pub async fn start(
     key: Keypair,
     store: Option<Store>,
 ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
+    start_with(config, key, store, Arc::new(crate::Honest)).await
+}
+
+/// Start a node whose answers pass through `answers` on their way out (a
+/// test's lying or slow peer; [`start`] sends them as they are).
+pub async fn start_with(
+    config: Config,
+    key: Keypair,
+    store: Option<Store>,
+    answers: Arc<dyn crate::Answers>,
+) -> Result<(Client, tokio::task::JoinHandle<()>)> {
     let peer_id = key.public().to_peer_id();
     let relay_server = config.role == Role::Bootstrap;
     let kad_server = config.role != Role::Client;
@@ -314,8 +315,7 @@ pub async fn start(
         limits,
         request_timeout: timeout,
         default_expiry: config.default_expiry,
-        tamper: config.tamper_answers,
-        delay: config.delay_answers,
+        answers: answers.clone(),
     });
     let mut stream_tasks = Vec::new();
     for (proto, put) in [(PUT_PROTOCOL, true), (GET_PROTOCOL, false)] {
@@ -357,6 +357,7 @@ pub async fn start(
         trust: config.trust.iter().copied().collect(),
         gate,
         stream_tasks,
+        answers,
         rx,
         done_tx,
         done_rx,
@@ -399,6 +400,8 @@ struct EventLoop {
     gate: Arc<Gate>,
     /// The put and get protocols' accept loops, stopped with the node.
     stream_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The answer path's hook.
+    answers: Arc<dyn crate::Answers>,
     config: Config,
     rx: mpsc::Receiver<Command>,
     done_tx: mpsc::Sender<Done>,
@@ -636,8 +639,7 @@ impl EventLoop {
         };
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
-        let (default_expiry, tamper) = (self.config.default_expiry, self.config.tamper_answers);
-        let delay = self.config.delay_answers;
+        let (default_expiry, answers) = (self.config.default_expiry, self.answers.clone());
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             // A panic while serving must still answer, and free the peer's slot.
@@ -648,17 +650,14 @@ impl EventLoop {
                 code: Code::Internal,
                 message: "the peer failed while serving this request".to_string(),
             });
-            if tamper && let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response
-            {
-                let mid = b.len() / 2;
-                if let Some(x) = b.get_mut(mid) {
-                    *x ^= 0x20;
-                }
+            if let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response {
+                answers.alter(0, b);
             }
-            if let Some(d) = delay
-                && matches!(response, Response::Data(_) | Response::Proof(_))
-            {
-                std::thread::sleep(d);
+            if matches!(response, Response::Data(_) | Response::Proof(_)) {
+                let hold = answers.hold();
+                if !hold.is_zero() {
+                    std::thread::sleep(hold);
+                }
             }
             let _ = done.blocking_send((id, channel, response, ticket));
         });

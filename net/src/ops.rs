@@ -9,9 +9,9 @@ use libp2p::PeerId;
 
 use crate::error::{Error, Result};
 use crate::node::Client;
-use crate::receipt::Receipt;
 use crate::stream::OpenError;
 use crate::wire::{PutHead, Request, Response};
+use proto::Receipt;
 
 fn unexpected(peer: PeerId, r: Response) -> Error {
     match r {

@@ -5,8 +5,8 @@ use libp2p::identity::Keypair;
 use store::{PutOptions, Store};
 
 use crate::gate::Ticket;
-use crate::receipt::Receipt;
 use crate::wire::{Code, Request, Response};
+use proto::Receipt;
 
 fn refuse(code: Code, message: impl Into<String>) -> Response {
     Response::Error { code, message: message.into() }

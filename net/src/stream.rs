@@ -44,9 +44,8 @@ pub(crate) struct Serving {
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
     pub(crate) default_expiry: Option<u64>,
-    /// Test-only faults (see `Config`).
-    pub(crate) tamper: bool,
-    pub(crate) delay: Option<Duration>,
+    /// The answer path's hook (see [`crate::Answers`]).
+    pub(crate) answers: Arc<dyn crate::Answers>,
 }
 
 fn refused(code: Code, message: impl Into<String>) -> Ready {
@@ -145,8 +144,9 @@ pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
         }
         Err(_) => return,
     };
-    if let Some(d) = ctx.delay {
-        tokio::time::sleep(d).await;
+    let hold = ctx.answers.hold();
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
     }
     let size = file.len();
     send_ready(&mut s, &Ready::Go { size }).await;
@@ -162,12 +162,7 @@ pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
         .await;
         let Ok(Ok(mut piece)) = piece else { return };
         hasher.update(&piece);
-        if ctx.tamper && at == 0 {
-            let mid = piece.len() / 2;
-            if let Some(x) = piece.get_mut(mid) {
-                *x ^= 0x20;
-            }
-        }
+        ctx.answers.alter(at, &mut piece);
         let send = s.write_all(&piece);
         if !matches!(tokio::time::timeout(ctx.request_timeout, send).await, Ok(Ok(()))) {
             return;

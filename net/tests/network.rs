@@ -6,6 +6,21 @@ use chunker::Cid;
 use net::{Client, Config, Keypair, Multiaddr, PeerId, Role};
 use store::Store;
 
+/// A peer that flips a byte in the middle of the first piece of everything
+/// it sends (plugged into the answer path's hook).
+struct Liar;
+
+impl net::Answers for Liar {
+    fn alter(&self, offset: u64, bytes: &mut [u8]) {
+        let mid = bytes.len() / 2;
+        if offset == 0
+            && let Some(x) = bytes.get_mut(mid)
+        {
+            *x ^= 0x20;
+        }
+    }
+}
+
 struct Net {
     _dirs: Vec<tempfile::TempDir>,
     boot_addr: Multiaddr,
@@ -173,10 +188,10 @@ async fn a_peer_that_alters_bytes_is_caught_and_named() {
         listen: tcp0(),
         bootstrap: vec![net.boot_addr.clone()],
         trust: vec![net.client.peer_id()],
-        tamper_answers: true,
         ..Config::default()
     };
-    let (liar, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("liar");
+    let (liar, _) =
+        net::start_with(cfg, Keypair::generate_ed25519(), Some(s), std::sync::Arc::new(Liar)).await.expect("liar");
     let id = liar.peer_id();
     find_all(&net.client, &[id], Duration::from_secs(10)).await;
     let (cid, bytes) = shard(42, 200_000);

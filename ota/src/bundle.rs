@@ -19,8 +19,6 @@
 //! signed parts are checked *before* the manifest (the part that grows with
 //! the image) is read, so a forged release costs a device its few KB.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -57,15 +55,7 @@ impl<R: std::io::Read> std::io::Read for Budget<R> {
     }
 }
 
-/// Which peers hold which shards.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Placement {
-    /// Peer ids.
-    pub peers: Vec<String>,
-    /// Shard CID → indices into `peers`.
-    pub shards: BTreeMap<String, Vec<u32>>,
-}
+pub use proto::api::Placement;
 
 /// The bundle format this build writes for devices of this release.
 pub const FORMAT: u32 = 2;

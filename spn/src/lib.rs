@@ -46,7 +46,6 @@ mod http;
 mod placement;
 mod publish;
 mod state;
-pub mod types;
 mod vendors;
 
 use std::collections::HashMap;
@@ -58,7 +57,8 @@ use std::time::Duration;
 pub use error::{Error, Result};
 pub use http::Limits as HttpLimits;
 pub use placement::{Candidate, choose};
-pub use state::{JobRecord, JobResult, ObjectRecord, PeerRecord, ReleaseRecord};
+pub use proto::api as types;
+pub use state::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord, ReleaseRecord};
 
 use state::State;
 

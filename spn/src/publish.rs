@@ -17,6 +17,7 @@ use net::PeerId;
 
 use crate::error::{Error, Result};
 use crate::placement::{Candidate, choose};
+use crate::state::JobState;
 use crate::state::{JobResult, ObjectRecord};
 use crate::{Inner, now};
 
@@ -257,7 +258,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
     let file = std::fs::File::open(upload).map_err(|e| Error::io("opening the upload", e))?;
     let total = file.metadata().map_err(|e| Error::io("reading the upload", e))?.len();
     inner.progress(job, |j| {
-        j.state = "encoding".to_string();
+        j.state = JobState::Encoding;
         j.bytes_total = total;
     });
     let shared = Arc::new(std::sync::Mutex::new(Shared {

@@ -37,113 +37,8 @@ const DELETES: TableDefinition<&str, &[u8]> = TableDefinition::new("deletes");
 pub(crate) const STATE_FORMAT: u64 = 2;
 
 mod registry;
+pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};
 pub(crate) use registry::{RootRecord, TokenRecord, VendorRecord};
-
-/// One stored object.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ObjectRecord {
-    /// Manifest CID.
-    pub manifest: String,
-    /// Tenant (vendor) it belongs to.
-    pub tenant: String,
-    /// Product, for firmware (objects of one product share chunks).
-    pub product: String,
-    /// Read key, hex.
-    pub read_key: String,
-    /// Object length.
-    pub length: u64,
-    /// Object BLAKE3, hex.
-    pub blake3: String,
-    /// Coding.
-    pub data_shards: u8,
-    /// Coding.
-    pub parity_shards: u8,
-    /// Segments in the manifest.
-    pub segments: u64,
-    /// Segments stored for this object (the rest were shared with earlier ones).
-    pub new_segments: u64,
-    /// Shard bytes stored for this object.
-    pub new_shard_bytes: u64,
-    /// Seconds since the epoch.
-    pub created: u64,
-}
-
-/// A job's state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct JobRecord {
-    /// Id.
-    pub id: u64,
-    /// `publish`.
-    pub kind: String,
-    /// The tenant whose object it is (empty in jobs of a format 1 SPN).
-    #[serde(default)]
-    pub tenant: String,
-    /// `queued`, `encoding`, `done`, `failed`.
-    pub state: String,
-    /// Bytes of the object read so far.
-    pub bytes_done: u64,
-    /// Object length, once known.
-    pub bytes_total: u64,
-    /// Shards stored with a valid receipt.
-    pub shards_placed: u64,
-    /// Retries of shards on other peers.
-    pub retries: u64,
-    /// The object, when done.
-    pub result: Option<JobResult>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Seconds since the epoch.
-    pub started: u64,
-    /// Seconds since the epoch.
-    pub finished: Option<u64>,
-}
-
-/// What a finished publish produced.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct JobResult {
-    /// Manifest CID.
-    pub manifest: String,
-    /// Read key, hex.
-    pub read_key: String,
-    /// Object length.
-    pub length: u64,
-    /// Object BLAKE3, hex.
-    pub blake3: String,
-    /// Segments in the manifest.
-    pub segments: u64,
-    /// Segments stored now (the others were already stored for an earlier release).
-    pub new_segments: u64,
-    /// Shard bytes stored now (n/k times the new segment bytes).
-    pub new_shard_bytes: u64,
-    /// Receipts collected now.
-    pub receipts: u64,
-    /// Distinct peers holding the object.
-    pub peers: u64,
-}
-
-/// A peer the SPN has seen.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PeerRecord {
-    /// The peer.
-    pub peer: String,
-    /// Quota.
-    pub capacity: u64,
-    /// Bytes stored.
-    pub used: u64,
-    /// Shards stored.
-    pub shards: u64,
-    /// Seconds since the epoch when it last answered.
-    pub last_seen: u64,
-    /// Failed requests since it last answered.
-    pub failures: u64,
-    /// Seconds since the epoch when first seen (0 in records of a format 1 SPN).
-    #[serde(default)]
-    pub first_seen: u64,
-    /// This SPN has placed a shard on it (such a peer is never forgotten:
-    /// repair and audits need its record, lost or not).
-    #[serde(default)]
-    pub held: bool,
-}
 
 /// A published release.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -516,12 +411,12 @@ impl State {
             for e in t.iter()? {
                 let (k, v) = e?;
                 let j: JobRecord = parse(v.value(), "job")?;
-                if j.state != "done" && j.state != "failed" {
+                if !j.state.is_finished() {
                     stale.push((k.value(), j));
                 }
             }
             for (k, mut j) in stale {
-                j.state = "failed".to_string();
+                j.state = JobState::Failed;
                 j.error = Some("interrupted: the SPN stopped during the job; publish again".to_string());
                 j.finished = Some(now);
                 t.insert(k, json(&j).as_slice())?;

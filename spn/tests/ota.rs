@@ -153,7 +153,7 @@ async fn spn_state_survives_a_restart() {
     assert_eq!(spn.peers().expect("peers").len(), peers_before, "peer table lost");
     // The job that published v1 is still there, done.
     let job = spn.job(1).expect("job").expect("job 1 kept");
-    assert_eq!(job.state, "done");
+    assert_eq!(job.state, spn::JobState::Done);
     // The object is still known: a release naming it is accepted, with its placement.
     let again = spn.add_release(bundle.release.clone()).expect("object known after restart");
     assert_eq!(again.placement, bundle.placement);

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use ota::meta::{self, KeyWrap, Latest, Release, Signed, Timestamp, VendorKey, Version, Withdrawal};
 use serde_json::{Value, json};
+use spn::types::{Accepted, JobRecord, JobResult, JobState};
 
 use super::{Vendor, bar, check_name, load, now, sync_roots};
 use crate::files::{load_or_create_secret, write_atomic};
@@ -35,7 +36,7 @@ pub(crate) struct PublishOpts {
 pub(crate) struct Published {
     pub(crate) id: String,
     pub(crate) bundle: PathBuf,
-    pub(crate) job: Value,
+    pub(crate) result: JobResult,
     pub(crate) seconds: f64,
 }
 
@@ -59,7 +60,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// Upload the image and wait for its job; the job's answer.
-fn upload_and_encode(o: &PublishOpts, v: &Vendor, spn: &http::Spn) -> Result<(Value, String, u64)> {
+fn upload_and_encode(o: &PublishOpts, v: &Vendor, spn: &http::Spn) -> Result<(JobResult, String, u64)> {
     let file = std::fs::File::open(&o.image).with_context(|| format!("opening {}", o.image.display()))?;
     let len = file.metadata()?.len();
     if len == 0 {
@@ -72,22 +73,18 @@ fn upload_and_encode(o: &PublishOpts, v: &Vendor, spn: &http::Spn) -> Result<(Va
     );
     let hashed = std::sync::Arc::new(std::sync::Mutex::new((blake3::Hasher::new(), 0u64)));
     let reader = Hashing { inner: std::io::BufReader::new(file), bar: up.clone(), hasher: hashed.clone() };
-    let answer = spn.post_stream(&path, reader)?;
+    let Accepted { job, .. } = spn.post_stream_typed(&path, reader)?;
     up.finish_and_clear();
-    let job = answer.get("job").and_then(Value::as_u64).context("the SPN did not name a job")?;
     let enc = bar(len, o.json, "scatter");
     let deadline = Instant::now() + Duration::from_secs(6 * 3600);
     let done = loop {
-        let j = spn.get(&format!("/v1/jobs/{job}"))?;
-        enc.set_position(j.get("bytes_done").and_then(Value::as_u64).unwrap_or(0));
-        match j.get("state").and_then(Value::as_str) {
-            Some("done") => break j,
-            Some("failed") => {
+        let j: JobRecord = spn.get_typed(&format!("/v1/jobs/{job}"))?;
+        enc.set_position(j.bytes_done);
+        match j.state {
+            JobState::Done => break j.result.context("the SPN finished the job without a result")?,
+            JobState::Failed => {
                 enc.abandon();
-                bail!(
-                    "publish failed on the SPN: {}",
-                    j.get("error").and_then(Value::as_str).unwrap_or("no reason given")
-                );
+                bail!("publish failed on the SPN: {}", j.error.as_deref().unwrap_or("no reason given"));
             }
             _ if Instant::now() > deadline => bail!("job {job} still running after 6 hours"),
             _ => std::thread::sleep(Duration::from_millis(200)),
@@ -120,16 +117,14 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     }
     let spn = http::Spn::new(&o.spn, http::token(o.token.clone(), None)?)?;
     sync_roots(&spn, &v, false)?;
-    let (done, local_hash, len) = upload_and_encode(&o, &v, &spn)?;
-    let result = done.get("result").context("finished job without a result")?;
-    let field = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_string).context("incomplete job result");
+    let (result, local_hash, len) = upload_and_encode(&o, &v, &spn)?;
     // What the vendor signs is what the vendor read, not what the SPN says it got.
-    let spn_len = result.get("length").and_then(Value::as_u64);
-    if spn_len != Some(len) || field("blake3")? != local_hash {
+    if result.length != len || result.blake3 != local_hash {
         bail!(
-            "the SPN encoded an object of {spn_len:?} bytes, hash {}, but {} is {len} bytes, hash {local_hash}: \
+            "the SPN encoded an object of {} bytes, hash {}, but {} is {len} bytes, hash {local_hash}: \
              the upload was altered on the way; nothing signed",
-            field("blake3")?,
+            result.length,
+            result.blake3,
             o.image.display()
         );
     }
@@ -140,8 +135,8 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
         version: o.version.clone(),
         length: len,
         blake3: local_hash,
-        manifest: field("manifest")?,
-        read_key: KeyWrap::Clear(field("read_key")?),
+        manifest: result.manifest.clone(),
+        read_key: KeyWrap::Clear(result.read_key.clone()),
         issued: now(),
         expires: now() + o.expires_days * 86400,
     };
@@ -152,7 +147,7 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
             eprintln!("created product key {} (give it to {} devices)", pk_path.display(), o.product);
         }
         let rk: [u8; 32] = data_encoding::HEXLOWER
-            .decode(field("read_key")?.as_bytes())
+            .decode(result.read_key.as_bytes())
             .ok()
             .and_then(|k| k.try_into().ok())
             .context("bad read key from the SPN")?;
@@ -175,34 +170,29 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
             println!("  then:                  ionshard vendor submit {} --spn {}", pending.display(), o.spn);
         }
         let bundle = pending;
-        return Ok(Published { id, bundle, job: done, seconds: started.elapsed().as_secs_f64() });
+        return Ok(Published { id, bundle, result, seconds: started.elapsed().as_secs_f64() });
     }
     let out = submit_release(&v, &spn, &signed, o.out.clone())?;
     let seconds = started.elapsed().as_secs_f64();
-    let r = |k: &str| result.get(k).and_then(Value::as_u64).unwrap_or(0);
     if o.json {
         println!(
             "{}",
             json!({ "release": id, "manifest": release.manifest, "bundle": out.display().to_string(), "bytes": len,
-                    "segments": r("segments"), "new_segments": r("new_segments"), "new_shard_bytes": r("new_shard_bytes"),
-                    "receipts": r("receipts"), "peers": r("peers"), "confidential": o.confidential, "seconds": seconds })
+                    "segments": result.segments, "new_segments": result.new_segments,
+                    "new_shard_bytes": result.new_shard_bytes, "receipts": result.receipts, "peers": result.peers,
+                    "confidential": o.confidential, "seconds": seconds })
         );
     } else {
         println!("published {id}");
         println!("  manifest  {}", release.manifest);
         println!(
             "  stored    {} new shard bytes for {} image bytes ({} of {} segments new), {} receipts from {} peers",
-            r("new_shard_bytes"),
-            len,
-            r("new_segments"),
-            r("segments"),
-            r("receipts"),
-            r("peers")
+            result.new_shard_bytes, len, result.new_segments, result.segments, result.receipts, result.peers
         );
         println!("  bundle    {}", out.display());
         println!("  took      {seconds:.2} s ({:.1} MB/s)", len as f64 / seconds / 1e6);
     }
-    Ok(Published { id, bundle: out, job: done, seconds })
+    Ok(Published { id, bundle: out, result, seconds })
 }
 
 /// Send a release that meets its threshold, then a fresh timestamp naming

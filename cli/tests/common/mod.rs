@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The binary, without the defaults a shell may hold (`eval "$(ionshard
+/// sandbox up)"`): every test names its own network.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ionshard"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ionshard"));
+    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN"] {
+        c.env_remove(k);
+    }
+    c
 }
 
 /// Children killed when the test ends, however it ends.

@@ -10,14 +10,13 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chunker::{Cid, Manifest};
 use futures::StreamExt;
-use ota::Placement;
+use proto::api::{Accepted, Health, ObjectInfo, PeerList, Placement, ReceiptList};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{Api, ApiError, Caller, bad, caller, check_name};
 use crate::error::Error;
 use crate::publish::{PublishParams, publish};
-use crate::state::JobRecord;
+use crate::state::{JobRecord, JobState};
 use crate::{Inner, now};
 
 /// How long an upload may pause between two pieces of its body.
@@ -33,14 +32,14 @@ pub(super) async fn health(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
     Query(q): Query<HealthQuery>,
-) -> Api<Json<Value>> {
+) -> Api<Json<Health>> {
     // Asking every peer costs the network: only for holders of a token.
     if q.refresh {
         caller(&inner, &headers)?;
         inner.refresh_peers().await;
     }
     let live = inner.state.peers().map(|p| p.iter().filter(|p| crate::is_live(p)).count()).unwrap_or(0);
-    Ok(Json(json!({ "ok": true, "peer_id": inner.client.peer_id().to_string(), "live_peers": live })))
+    Ok(Json(Health { ok: true, peer_id: inner.client.peer_id().to_string(), live_peers: live as u64 }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,7 +55,7 @@ pub(super) async fn upload(
     Extension(who): Extension<Caller>,
     Query(q): Query<UploadQuery>,
     body: Body,
-) -> Api<(StatusCode, Json<Value>)> {
+) -> Api<(StatusCode, Json<Accepted>)> {
     check_name("tenant", &q.tenant)?;
     check_name("product", &q.product)?;
     who.may(&q.tenant)?;
@@ -105,7 +104,7 @@ pub(super) async fn upload(
     tokio::spawn(async move {
         let _ = run_job(inner2, id, path, params).await;
     });
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job": id, "bytes": len }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { job: id, bytes: len })))
 }
 
 /// Run a publish job to its end, saving its outcome; the upload is removed
@@ -122,12 +121,12 @@ pub(crate) async fn run_job(
     let mut j = inner.job(id).ok().flatten().unwrap_or_else(|| blank_job(id, ""));
     match &r {
         Ok(res) => {
-            j.state = "done".to_string();
+            j.state = JobState::Done;
             j.result = Some(res.clone());
         }
         Err(e) => {
             tracing::warn!("job {id} failed: {e}");
-            j.state = "failed".to_string();
+            j.state = JobState::Failed;
             j.error = Some(e.to_string());
             match inner.state.abandon_job(id, now()) {
                 Ok(n) if n > 0 => {
@@ -156,7 +155,7 @@ pub(crate) fn new_job(inner: &Inner, tenant: &str, bytes: u64) -> crate::Result<
         *n - 1
     };
     let mut job = blank_job(id, tenant);
-    job.state = "queued".to_string();
+    job.state = JobState::Queued;
     job.bytes_total = bytes;
     inner.state.put_job(&job)?;
     inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, job);
@@ -168,7 +167,7 @@ fn blank_job(id: u64, tenant: &str) -> JobRecord {
         id,
         kind: "publish".into(),
         tenant: tenant.to_string(),
-        state: "failed".into(),
+        state: JobState::Failed,
         bytes_done: 0,
         bytes_total: 0,
         shards_placed: 0,
@@ -231,18 +230,18 @@ pub(super) async fn object(
     State(inner): State<Arc<Inner>>,
     Extension(who): Extension<Caller>,
     Path(cid): Path<String>,
-) -> Api<Json<Value>> {
+) -> Api<Json<ObjectInfo>> {
     let rec = object_of(&inner, &who, &cid)?;
     let (_, m) = load_manifest(&inner, &cid)?;
     let placement = placement_of(&inner, &m)?;
-    Ok(Json(json!({ "object": rec, "placement": placement })))
+    Ok(Json(ObjectInfo { object: rec, placement }))
 }
 
 pub(super) async fn receipts(
     State(inner): State<Arc<Inner>>,
     Extension(who): Extension<Caller>,
     Path(cid): Path<String>,
-) -> Api<Json<Value>> {
+) -> Api<Json<ReceiptList>> {
     object_of(&inner, &who, &cid)?;
     let (_, m) = load_manifest(&inner, &cid)?;
     let mut out = Vec::new();
@@ -253,10 +252,10 @@ pub(super) async fn receipts(
             }
         }
     }
-    Ok(Json(json!({ "object": cid, "receipts": out })))
+    Ok(Json(ReceiptList { object: cid, receipts: out }))
 }
 
-pub(super) async fn peers(State(inner): State<Arc<Inner>>, Extension(who): Extension<Caller>) -> Api<Json<Value>> {
+pub(super) async fn peers(State(inner): State<Arc<Inner>>, Extension(who): Extension<Caller>) -> Api<Json<PeerList>> {
     who.operator()?;
-    Ok(Json(json!({ "peers": inner.state.peers()? })))
+    Ok(Json(PeerList { peers: inner.state.peers()? }))
 }

@@ -8,6 +8,30 @@ use std::time::{Duration, Instant};
 
 use net::{Client, Config, Keypair, Role};
 
+/// A peer that flips a byte in the middle of the first piece of everything
+/// it sends (plugged into the answer path's hook).
+struct Liar;
+
+impl net::Answers for Liar {
+    fn alter(&self, offset: u64, bytes: &mut [u8]) {
+        let mid = bytes.len() / 2;
+        if offset == 0
+            && let Some(x) = bytes.get_mut(mid)
+        {
+            *x ^= 0x20;
+        }
+    }
+}
+
+/// A peer that holds every answer with shard bytes or a proof 12 s.
+struct Slow;
+
+impl net::Answers for Slow {
+    fn hold(&self) -> Duration {
+        Duration::from_secs(12)
+    }
+}
+
 pub struct Node {
     pub client: Client,
     pub handle: tokio::task::JoinHandle<()>,
@@ -41,11 +65,14 @@ pub async fn start(
         listen: if listen { vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")] } else { vec![] },
         bootstrap,
         trust,
-        tamper_answers: kind == Kind::Liar,
-        delay_answers: (kind == Kind::Slow).then_some(Duration::from_secs(12)),
         ..Config::default()
     };
-    let (client, handle) = net::start(config, key, store).await.expect("node starts");
+    let answers: std::sync::Arc<dyn net::Answers> = match kind {
+        Kind::Liar => std::sync::Arc::new(Liar),
+        Kind::Slow => std::sync::Arc::new(Slow),
+        _ => std::sync::Arc::new(net::Honest),
+    };
+    let (client, handle) = net::start_with(config, key, store, answers).await.expect("node starts");
     Node { client, handle, _dir: dir }
 }
 

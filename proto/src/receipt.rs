@@ -11,8 +11,7 @@
 //! holding the receipt can check it with the public key inside the peer id.
 
 use chunker::Cid;
-use libp2p::PeerId;
-use libp2p::identity::{Keypair, PublicKey};
+use libp2p_identity::{Keypair, PeerId, PublicKey};
 
 use crate::error::{Error, Result};
 
@@ -60,7 +59,7 @@ impl Receipt {
     /// Make and sign a receipt with the storing peer's key.
     pub fn sign(key: &Keypair, cid: Cid, size: u64, stored_at: u64, expiry: Option<u64>) -> Result<Receipt> {
         let mut r = Receipt { peer: key.public().to_peer_id(), cid, size, stored_at, expiry, signature: Vec::new() };
-        r.signature = key.sign(&r.signed_bytes()).map_err(|e| Error::Protocol(format!("signing a receipt: {e}")))?;
+        r.signature = key.sign(&r.signed_bytes()).map_err(Error::Signing)?;
         Ok(r)
     }
 
@@ -70,7 +69,7 @@ impl Receipt {
         if key.verify(&self.signed_bytes(), &self.signature) {
             Ok(())
         } else {
-            Err(Error::BadReceipt(format!("signature of {} over {} does not verify", self.peer, self.cid)))
+            Err(Error::BadSignature { peer: self.peer, cid: self.cid })
         }
     }
 }
@@ -79,9 +78,9 @@ impl Receipt {
 pub fn public_key_of(peer: &PeerId) -> Result<PublicKey> {
     let mh = peer.as_ref();
     if mh.code() != 0 {
-        return Err(Error::BadReceipt(format!("peer id {peer} does not carry its public key")));
+        return Err(Error::NoInlineKey { peer: *peer });
     }
-    PublicKey::try_decode_protobuf(mh.digest()).map_err(|e| Error::BadReceipt(format!("peer id {peer}: {e}")))
+    PublicKey::try_decode_protobuf(mh.digest()).map_err(|source| Error::BadKey { peer: *peer, source })
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@
 use std::ops::Range;
 
 use chunker::Cid;
-use libp2p::PeerId;
+use libp2p_identity::PeerId;
 
 use crate::receipt::Receipt;
 
@@ -619,7 +619,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libp2p::identity::Keypair;
+    use libp2p_identity::Keypair;
 
     fn cid(n: u8) -> Cid {
         Cid::of_raw(&[n])

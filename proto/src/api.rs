@@ -1,0 +1,371 @@
+//! The request and answer bodies of the SPN's HTTP API, shared by the
+//! server and every client: objects and the jobs that publish them,
+//! placements, receipts, peers, vendors and their roots, releases,
+//! withdrawals, timestamps and tokens.
+//!
+//! The records the SPN answers with are also what it keeps in its state
+//! (JSON in redb), so their serde form is the state's layout too: a field
+//! added here must be `#[serde(default)]`, and a change of meaning bumps the
+//! state format.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One root of a vendor, as the vendor sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoot {
+    /// The signed root (JSON text), format 1 or 2.
+    pub root: String,
+    /// For a format 2 root: its format 1 projection, signed by the same
+    /// keys, for devices of releases before timestamps.
+    #[serde(default)]
+    pub legacy: Option<String>,
+}
+
+/// `POST /v1/vendors` (register, once) and `POST /v1/vendors/{vendor}/roots` (rotations).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roots {
+    /// Roots in version order: all of them from version 1 to register; the
+    /// new ones for a rotation.
+    pub roots: Vec<NewRoot>,
+}
+
+/// What the SPN knows of a vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorInfo {
+    /// The vendor.
+    pub vendor: String,
+    /// Its newest root's version.
+    pub root_version: u64,
+    /// Its newest root's format (2: with a timestamp key).
+    pub root_format: u32,
+    /// Its products here.
+    pub products: Vec<String>,
+}
+
+/// `POST /v1/releases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRelease {
+    /// The signed release (JSON text), signed to the threshold of the
+    /// vendor's newest root.
+    pub release: String,
+}
+
+/// `POST /v1/releases/{id}/withdraw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWithdrawal {
+    /// The signed withdrawal (JSON text), signed to the root's threshold.
+    pub withdrawal: String,
+}
+
+/// `POST /v1/timestamps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTimestamp {
+    /// The signed timestamp (JSON text), signed by the root's timestamp role.
+    pub timestamp: String,
+}
+
+/// A release, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    /// `product@version`.
+    pub id: String,
+    /// Product.
+    pub product: String,
+    /// Version.
+    pub version: String,
+    /// Hardware revisions it fits.
+    pub hardware: Vec<String>,
+    /// Manifest CID.
+    pub manifest: String,
+    /// Seconds since the epoch.
+    pub published: u64,
+    /// Withdrawn, and why.
+    pub withdrawn: Option<String>,
+}
+
+/// `GET /v1/releases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseList {
+    /// Oldest version first.
+    pub releases: Vec<ReleaseInfo>,
+}
+
+/// `POST /v1/tokens` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// The tenant (vendor) the token acts for: it may publish and read only
+    /// that tenant's objects and releases.
+    pub tenant: String,
+    /// A name for people.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// A token just issued: the only time the token itself is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// Its id (to list and revoke it).
+    pub id: String,
+    /// The bearer token.
+    pub token: String,
+    /// Its tenant.
+    pub tenant: String,
+}
+
+/// A token, as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its label.
+    pub label: String,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// When it was revoked.
+    pub revoked: Option<u64>,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenList {
+    /// Every token issued.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong, and what to do.
+    pub error: String,
+}
+
+/// Where a job is. Kept as these lowercase words, in the state and on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted; its upload is being read.
+    Queued,
+    /// Being encrypted, erasure-coded and scattered.
+    Encoding,
+    /// Finished: its object is stored ([`JobRecord::result`]).
+    Done,
+    /// Given up ([`JobRecord::error`] says why); what it had placed is deleted.
+    Failed,
+}
+
+impl JobState {
+    /// Whether the job has ended, one way or the other.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobState::Queued => "queued",
+            JobState::Encoding => "encoding",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        })
+    }
+}
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Manifest CID.
+    pub manifest: String,
+    /// Tenant (vendor) it belongs to.
+    pub tenant: String,
+    /// Product, for firmware (objects of one product share chunks).
+    pub product: String,
+    /// Read key, hex.
+    pub read_key: String,
+    /// Object length.
+    pub length: u64,
+    /// Object BLAKE3, hex.
+    pub blake3: String,
+    /// Coding.
+    pub data_shards: u8,
+    /// Coding.
+    pub parity_shards: u8,
+    /// Segments in the manifest.
+    pub segments: u64,
+    /// Segments stored for this object (the rest were shared with earlier ones).
+    pub new_segments: u64,
+    /// Shard bytes stored for this object.
+    pub new_shard_bytes: u64,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+/// A job's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Id.
+    pub id: u64,
+    /// `publish`.
+    pub kind: String,
+    /// The tenant whose object it is (empty in jobs of a format 1 SPN).
+    #[serde(default)]
+    pub tenant: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Bytes of the object read so far.
+    pub bytes_done: u64,
+    /// Object length, once known.
+    pub bytes_total: u64,
+    /// Shards stored with a valid receipt.
+    pub shards_placed: u64,
+    /// Retries of shards on other peers.
+    pub retries: u64,
+    /// The object, when done.
+    pub result: Option<JobResult>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Seconds since the epoch.
+    pub started: u64,
+    /// Seconds since the epoch.
+    pub finished: Option<u64>,
+}
+
+/// What a finished publish produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobResult {
+    /// Manifest CID.
+    pub manifest: String,
+    /// Read key, hex.
+    pub read_key: String,
+    /// Object length.
+    pub length: u64,
+    /// Object BLAKE3, hex.
+    pub blake3: String,
+    /// Segments in the manifest.
+    pub segments: u64,
+    /// Segments stored now (the others were already stored for an earlier release).
+    pub new_segments: u64,
+    /// Shard bytes stored now (n/k times the new segment bytes).
+    pub new_shard_bytes: u64,
+    /// Receipts collected now.
+    pub receipts: u64,
+    /// Distinct peers holding the object.
+    pub peers: u64,
+}
+
+/// A peer the SPN has seen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// The peer.
+    pub peer: String,
+    /// Quota.
+    pub capacity: u64,
+    /// Bytes stored.
+    pub used: u64,
+    /// Shards stored.
+    pub shards: u64,
+    /// Seconds since the epoch when it last answered.
+    pub last_seen: u64,
+    /// Failed requests since it last answered.
+    pub failures: u64,
+    /// Seconds since the epoch when first seen (0 in records of a format 1 SPN).
+    #[serde(default)]
+    pub first_seen: u64,
+    /// This SPN has placed a shard on it (such a peer is never forgotten:
+    /// repair and audits need its record, lost or not).
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// Which peers hold which shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Peer ids.
+    pub peers: Vec<String>,
+    /// Shard CID → indices into `peers`.
+    pub shards: BTreeMap<String, Vec<u32>>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always true in an answer (the SPN answers only when it runs).
+    pub ok: bool,
+    /// The SPN's own peer id.
+    pub peer_id: String,
+    /// Peers that answered lately.
+    pub live_peers: u64,
+}
+
+/// `POST /v1/objects`: the upload was accepted, and a job publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The job, to follow at `GET /v1/jobs/{job}`.
+    pub job: u64,
+    /// Bytes of the upload read.
+    pub bytes: u64,
+}
+
+/// `GET /v1/objects/{cid}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// The object.
+    pub object: ObjectRecord,
+    /// Where its shards are.
+    pub placement: Placement,
+}
+
+/// `GET /v1/objects/{cid}/receipts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptList {
+    /// The object's manifest CID.
+    pub object: String,
+    /// Every receipt of its shards, in the wire encoding, hex.
+    pub receipts: Vec<String>,
+}
+
+/// `GET /v1/peers` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    /// Every peer the SPN has seen.
+    pub peers: Vec<PeerRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state keeps jobs as JSON: the enum must write the words earlier
+    /// releases wrote, and read them back.
+    #[test]
+    fn job_states_are_the_words_the_state_has_always_held() {
+        for (state, word) in [
+            (JobState::Queued, "queued"),
+            (JobState::Encoding, "encoding"),
+            (JobState::Done, "done"),
+            (JobState::Failed, "failed"),
+        ] {
+            assert_eq!(serde_json::to_string(&state).expect("encode"), format!("\"{word}\""));
+            assert_eq!(serde_json::from_str::<JobState>(&format!("\"{word}\"")).expect("decode"), state);
+            assert_eq!(state.to_string(), word);
+        }
+        assert!(serde_json::from_str::<JobState>("\"running\"").is_err());
+        // A job record as a format 2 SPN stored it.
+        let stored = r#"{"id":7,"kind":"publish","tenant":"acme","state":"encoding","bytes_done":5,"bytes_total":9,
+            "shards_placed":0,"retries":0,"result":null,"error":null,"started":1,"finished":null}"#;
+        let j: JobRecord = serde_json::from_str(stored).expect("a stored job");
+        assert_eq!(j.state, JobState::Encoding);
+        assert!(!j.state.is_finished());
+    }
+}
