@@ -78,8 +78,11 @@ fn save(dir: &Path, r: &Record) -> Result<()> {
 /// Whether `pid` is a process of the sandbox in `dir` (and not a later one
 /// that reuses its pid): its command line must name the directory.
 fn alive(pid: u32, dir: &str) -> bool {
+    // A path below the directory, not one that merely shares its prefix
+    // (the nodes of /tmp/sb2 are not those of /tmp/sb).
+    let below = format!("{}/", dir.trim_end_matches('/'));
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(c) => c.split(|b| *b == 0).any(|arg| arg.starts_with(dir.as_bytes())),
+        Ok(c) => c.split(|b| *b == 0).any(|arg| arg.starts_with(below.as_bytes())),
         Err(_) => false,
     }
 }
