@@ -379,27 +379,7 @@ impl<'a> Decoder<'a> {
                 stats.seed_bytes += u64::from(c.plain_len);
             }
         }
-        // Ranges of data shards the others need, per (segment, shard).
-        let mut wants: BTreeMap<(usize, usize), Vec<Range<u64>>> = BTreeMap::new();
-        for (c, s) in chunks.iter().zip(&from_seed) {
-            if *s {
-                continue;
-            }
-            let seg = &self.manifest.segments()[c.segment()];
-            let shard_len = seg.shard_len();
-            let (mut a, b) = (c.offset(), c.offset() + u64::from(c.stored_len));
-            while a < b {
-                let shard = (a / shard_len) as usize;
-                let end = b.min((shard as u64 + 1) * shard_len);
-                let base = shard as u64 * shard_len;
-                wants.entry((c.segment(), shard)).or_default().push(a - base..end - base);
-                a = end;
-            }
-        }
-        let wants: Vec<Want> = wants
-            .into_iter()
-            .map(|((segment, shard), ranges)| Want { segment, shard, ranges: merge(ranges) })
-            .collect();
+        let wants = self.wants(chunks, &from_seed);
         let mut got: HashMap<(usize, usize), Got> = HashMap::new();
         // First ask every data shard for its own ranges, then rebuild what failed.
         let first = self.fetch_all(&wants, bad, stats);
@@ -453,6 +433,28 @@ impl<'a> Decoder<'a> {
                 .ok_or_else(|| corrupt("its bytes were not fetched (internal error)".to_string()))?;
             crate::seal::open_into(&c.key, &stored, out).map_err(corrupt)
         })
+    }
+
+    /// Ranges of data shards the chunks not in the seed need, per (segment, shard).
+    fn wants(&self, chunks: &[ChunkEntry], from_seed: &[bool]) -> Vec<Want> {
+        // Ranges of data shards the others need, per (segment, shard).
+        let mut wants: BTreeMap<(usize, usize), Vec<Range<u64>>> = BTreeMap::new();
+        for (c, s) in chunks.iter().zip(from_seed) {
+            if *s {
+                continue;
+            }
+            let seg = &self.manifest.segments()[c.segment()];
+            let shard_len = seg.shard_len();
+            let (mut a, b) = (c.offset(), c.offset() + u64::from(c.stored_len));
+            while a < b {
+                let shard = (a / shard_len) as usize;
+                let end = b.min((shard as u64 + 1) * shard_len);
+                let base = shard as u64 * shard_len;
+                wants.entry((c.segment(), shard)).or_default().push(a - base..end - base);
+                a = end;
+            }
+        }
+        wants.into_iter().map(|((segment, shard), ranges)| Want { segment, shard, ranges: merge(ranges) }).collect()
     }
 
     /// The stored bytes of a chunk, from the verified ranges of its data shards.

@@ -288,26 +288,7 @@ impl<'a> Encoder<'a> {
         let segment_size = params.segment_size as usize;
         let known = self.known;
         // 1. Hash every chunk, and compress those that may be new; hash the object meanwhile.
-        let (seen, match_key, hasher) = (&st.seen, &st.match_key, &mut st.hasher);
-        let (prepared, ()) = rayon::join(
-            || {
-                ranges
-                    .par_iter()
-                    .map(|r| {
-                        let plain = &data[r.clone()];
-                        let d = digest(plain);
-                        let id = self.secret.chunk_id(&d);
-                        let tag = match_tag(match_key, &d);
-                        let is_new = !seen.contains_key(&id) && known.is_none_or(|k| !k.chunks.contains_key(&id));
-                        let compressed = if is_new { seal::compress_if_pays(params.zstd_level, plain) } else { None };
-                        (id, tag, compressed)
-                    })
-                    .collect::<Vec<_>>()
-            },
-            || {
-                hasher.update(data);
-            },
-        );
+        let prepared = self.prepare(data, ranges, st);
 
         // 2. Decide, in order, where each chunk lives.
         let mut plans = Vec::with_capacity(ranges.len());
@@ -377,6 +358,38 @@ impl<'a> Encoder<'a> {
         }
         st.done += data.len() as u64;
         Ok(())
+    }
+
+    /// Each chunk's id, match tag and (if it may be new and compression
+    /// pays) compressed body, on all cores; the object's hash meanwhile.
+    fn prepare(
+        &self,
+        data: &[u8],
+        ranges: &[std::ops::Range<usize>],
+        st: &mut State,
+    ) -> Vec<(ChunkId, [u8; 16], Option<Vec<u8>>)> {
+        let (params, known) = (&self.params, self.known);
+        let (seen, match_key, hasher) = (&st.seen, &st.match_key, &mut st.hasher);
+        let (prepared, ()) = rayon::join(
+            || {
+                ranges
+                    .par_iter()
+                    .map(|r| {
+                        let plain = &data[r.clone()];
+                        let d = digest(plain);
+                        let id = self.secret.chunk_id(&d);
+                        let tag = match_tag(match_key, &d);
+                        let is_new = !seen.contains_key(&id) && known.is_none_or(|k| !k.chunks.contains_key(&id));
+                        let compressed = if is_new { seal::compress_if_pays(params.zstd_level, plain) } else { None };
+                        (id, tag, compressed)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            || {
+                hasher.update(data);
+            },
+        );
+        prepared
     }
 
     fn finish_segment(

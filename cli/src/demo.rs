@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use harness::procs;
 use serde_json::{Value, json};
 
-use crate::device_cmd::{self, DeviceOpts};
+use crate::device_cmd;
+use crate::http;
 use crate::vendor::{self, PublishOpts};
-use crate::{harness, http};
 
 /// Options of `ionshard demo`.
 pub(crate) struct DemoOpts {
@@ -52,7 +53,8 @@ impl Procs {
 
     /// Start `ionshard ARGS --json`, logs in `logs`; returns its first stdout line.
     fn start(&self, name: &str, logs: &Path, args: &[String]) -> Result<Value> {
-        let (child, first) = harness::start(name, logs, args, false)?;
+        let (child, first) =
+            procs::start(&std::env::current_exe().context("finding the ionshard binary")?, name, logs, args, false)?;
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), child));
         Ok(first)
     }
@@ -152,31 +154,13 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         }
         _ => generate(root)?,
     };
-    say(o.json, format!("network: 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()));
-    let boot = procs.start("bootstrap", logs, &harness::bootstrap_args("127.0.0.1", &root.join("bootstrap")))?;
-    let b = boot["listen"][0].as_str().context("bootstrap printed no address")?.to_string();
-    let spn_dir = root.join("spn");
-    std::fs::create_dir_all(&spn_dir)?;
-    let (spn_key, _) = net::load_or_create_key(&spn_dir.join("identity.key"))?;
-    let spn_id = spn_key.public().to_peer_id().to_string();
-    let peer_args = |i: usize| harness::peer_args("127.0.0.1", &b, &spn_id, "1GiB", &root.join(format!("peer{i}")));
-    for i in 0..8 {
-        procs.start(&format!("peer{i}"), logs, &peer_args(i))?;
-    }
-    let spn_info = procs.start("spn", logs, &harness::spn_args("127.0.0.1", &b, &spn_dir))?;
-    let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
-    let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
-    let api = http::Spn::new(&url, Some(token.clone()))?;
-    harness::wait_peers(&api, 8)?;
-    if !o.json {
-        println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
-    }
-
+    let DemoNet { boot: b, url, api, spn_id } = start_network(o, root, logs, procs)?;
+    let peer_args = |dir: &Path| procs::peer_args(harness::household(0), &b, &spn_id, "1GiB", dir);
     say(o.json, "vendor: 3 keys (2 must sign), a timestamp key, a token of its own, registered with the SPN");
     let vdir = root.join("vendor");
     vendor::init(&vdir, "demo-vendor", 3, 2, 365, o.json)?;
     let issued: spn::types::IssuedToken =
-        api.post_typed("/v1/tokens", &spn::types::NewToken { tenant: "demo-vendor".into(), label: "demo".into() })?;
+        api.issue_token(&spn::types::NewToken { tenant: "demo-vendor".into(), label: "demo".into() })?;
     let vendor_token = issued.token;
     vendor::register(&vdir, &url, Some(vendor_token.clone()), o.json)?;
     let publish = |image: &Path, version: &str| {
@@ -201,37 +185,29 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
 
     let device = root.join("device");
     let slot = device.join("slot.img");
-    let device_opts = |bundle: &Path, out: Option<PathBuf>, no_seed: bool, install: bool| DeviceOpts {
-        bundle: Some(bundle.to_path_buf()),
-        release: None,
-        spn: None,
-        root: Some(vdir.join("root.json")),
-        product: Some("demo-router".into()),
-        hardware: Some("board-a".into()),
-        product_key: None,
-        bootstrap: vec![b.clone()],
-        state: device.join("state"),
-        seed: None,
-        no_seed,
-        out,
-        install_cmd: install.then(|| format!("cp \"$1\" '{}'", slot.display())),
-        parallel: 16,
-        window: 4 << 20,
-        offline: false,
-        reinstall: false,
-        max_clock_skew: 300,
-        json: o.json,
+    let boot_addr: net::Multiaddr = b.parse().context("the bootstrap's address")?;
+    let device_opts = |bundle: &Path, out: Option<PathBuf>, no_seed: bool, install: bool| {
+        let source = ota::Source::File(bundle.to_path_buf());
+        let mut d = ota::UpdateOptions::new(source, device.join("state"), "board-a".into());
+        d.root = Some(vdir.join("root.json"));
+        d.product = Some("demo-router".into());
+        d.bootstrap = vec![boot_addr.clone()];
+        d.seed = if no_seed { ota::SeedChoice::None } else { ota::SeedChoice::Installed };
+        d.out = out;
+        d.install = install;
+        d.install_cmd = install.then(|| format!("cp \"$1\" '{}'", slot.display()));
+        d
     };
     say(o.json, "device: update to v1.0.0 (install command copies the image into a slot file)");
-    let f1 = device_cmd::run(device_opts(&p1.bundle, None, false, true), true)?;
+    let f1 = device_cmd::execute(device_opts(&p1.bundle, None, false, true), o.json)?;
     if !same(&slot, &v1)? {
         bail!("the slot does not hold v1 byte for byte");
     }
-    let f1r = f1.report.context("v1 was not fetched")?;
+    let f1r = f1.fetch.context("v1 was not fetched")?;
 
     say(o.json, "a replay of the same bundle: already installed, nothing fetched, the installer not run");
-    let replay = device_cmd::run(device_opts(&p1.bundle, None, false, true), true)?;
-    if replay.report.is_some() {
+    let replay = device_cmd::execute(device_opts(&p1.bundle, None, false, true), o.json)?;
+    if replay.fetch.is_some() {
         bail!("the replayed bundle was fetched again");
     }
 
@@ -239,16 +215,16 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     procs.kill("peer0");
     procs.kill("peer5");
     let again = root.join("refetch-v1.img");
-    let f2 = device_cmd::run(device_opts(&p1.bundle, Some(again.clone()), true, false), false)?;
+    let f2 = device_cmd::execute(device_opts(&p1.bundle, Some(again.clone()), true, false), o.json)?;
     if !same(&again, &v1)? {
         bail!("the image fetched with 2 peers down differs from v1");
     }
-    let f2r = f2.report.context("v1 was not fetched again")?;
+    let f2r = f2.fetch.context("v1 was not fetched again")?;
 
     say(o.json, "the 2 peers restart (same identity and store); publish v1.1.0");
-    procs.start("peer0", logs, &peer_args(0))?;
-    procs.start("peer5", logs, &peer_args(5))?;
-    harness::wait_peers(&api, 8)?;
+    procs.start("peer0", logs, &peer_args(&root.join("peer0")))?;
+    procs.start("peer5", logs, &peer_args(&root.join("peer5")))?;
+    procs::wait_peers(&api, 8, std::time::Duration::from_secs(60))?;
     let p2 = publish(&v2, "1.1.0")?;
 
     say(
@@ -256,33 +232,78 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         "device: update to demo-router@latest from the SPN (the vendor's timestamp must name it), seeded with v1.0.0 (delta)",
     );
     let mut latest = device_opts(&p2.bundle, None, false, true);
-    latest.bundle = None;
-    latest.release = Some("demo-router@latest".into());
-    latest.spn = Some(url.clone());
-    let f3 = device_cmd::run(latest, true)?;
+    latest.source = ota::Source::Spn { spn: client::Spn::new(&url, None)?, id: "demo-router@latest".into() };
+    let f3 = device_cmd::execute(latest, o.json)?;
     if !same(&slot, &v2)? {
         bail!("the slot does not hold v2 byte for byte");
     }
-    let f3r = f3.report.context("v2 was not fetched")?;
+    let f3r = f3.fetch.context("v2 was not fetched")?;
+    let f = [f1r, f2r, f3r];
+    summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])
+}
+
+/// What the demo showed, as one JSON object.
+fn summary(
+    v1: &Path,
+    v2: &Path,
+    [p1, p2]: [&vendor::Published; 2],
+    f: &[client::FetchReport; 3],
+    install_status: [Option<i32>; 2],
+) -> Result<Value> {
     let receipts = |p: &vendor::Published| p.result.receipts;
     let mbps = |bytes: u64, s: f64| format!("{:.1} MB/s", bytes as f64 / s.max(1e-9) / 1e6);
-    let len1 = std::fs::metadata(&v1)?.len();
-    let len2 = std::fs::metadata(&v2)?.len();
+    let len1 = std::fs::metadata(v1)?.len();
+    let len2 = std::fs::metadata(v2)?.len();
     Ok(json!({
         "image_v1_bytes": len1,
         "image_v2_bytes": len2,
         "coding": "6+2 on 8 peers",
         "publish_v1": format!("{:.2} s, {}", p1.seconds, mbps(len1, p1.seconds)),
         "publish_v2_new_shard_bytes": p2.result.new_shard_bytes,
-        "receipts_collected": receipts(&p1) + receipts(&p2),
-        "fetch_v1": format!("{:.2} s, {}, {} peers", f1r.seconds, mbps(len1, f1r.seconds), f1r.peers_used.len()),
+        "receipts_collected": receipts(p1) + receipts(p2),
+        "fetch_v1": format!("{:.2} s, {}, {} peers", f[0].seconds, mbps(len1, f[0].seconds), f[0].peers_used.len()),
         "replay_of_v1": "already installed: nothing fetched, installer not run",
-        "fetch_v1_2_peers_down": format!("{:.2} s, {} ranges rebuilt, {} peers used, byte-exact", f2r.seconds, f2r.rebuilt_ranges, f2r.peers_used.len()),
+        "fetch_v1_2_peers_down": format!("{:.2} s, {} ranges rebuilt, {} peers used, byte-exact", f[1].seconds, f[1].rebuilt_ranges, f[1].peers_used.len()),
         "update_latest": "demo-router@1.1.0, as the vendor's timestamp names it",
-        "update_v2_downloaded_bytes": f3r.downloaded_bytes,
-        "update_v2_from_seed_bytes": f3r.seed_bytes,
-        "update_v2_delta": format!("{:.1}% of the image downloaded", 100.0 * f3r.downloaded_bytes as f64 / len2 as f64),
+        "update_v2_downloaded_bytes": f[2].downloaded_bytes,
+        "update_v2_from_seed_bytes": f[2].seed_bytes,
+        "update_v2_delta": format!("{:.1}% of the image downloaded", 100.0 * f[2].downloaded_bytes as f64 / len2 as f64),
         "releases": [p1.id, p2.id],
-        "install_status": [f1.install_status, f3.install_status],
+        "install_status": install_status,
     }))
+}
+
+/// The demo's network, running.
+struct DemoNet {
+    boot: String,
+    url: String,
+    api: http::Spn,
+    /// The SPN's peer id (peers trust it).
+    spn_id: String,
+}
+
+/// Start a bootstrap, 8 peers and an SPN on 127.0.0.1, and wait for the SPN to see the peers.
+fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<DemoNet> {
+    say(o.json, format!("network: 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()));
+    let boot =
+        procs.start("bootstrap", logs, &procs::bootstrap_args(harness::household(0), &root.join("bootstrap")))?;
+    let b = boot["listen"][0].as_str().context("bootstrap printed no address")?.to_string();
+    let spn_dir = root.join("spn");
+    std::fs::create_dir_all(&spn_dir)?;
+    let (spn_key, _) = net::load_or_create_key(&spn_dir.join("identity.key"))?;
+    let spn_id = spn_key.public().to_peer_id().to_string();
+    let peer_args = |dir: &Path| procs::peer_args(harness::household(0), &b, &spn_id, "1GiB", dir);
+    for i in 0..8 {
+        procs.start(&format!("peer{i}"), logs, &peer_args(&root.join(format!("peer{i}"))))?;
+    }
+    let spn_info = procs.start("spn", logs, &procs::spn_args(harness::household(0), &b, &spn_dir))?;
+    let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
+    let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
+    let api = http::spn(&url, Some(token.clone()))?;
+    procs::wait_peers(&api, 8, std::time::Duration::from_secs(60))?;
+    if !o.json {
+        println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
+    }
+
+    Ok(DemoNet { boot: b, url, api, spn_id })
 }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// Write `bytes` to `path` through a temporary file, fsync, rename, and
-/// fsync of the directory (the one implementation, in the ota crate).
+/// fsync of the directory (the one implementation: `client::files`).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    ota::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
+    client::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Write through a temporary file and rename, so a killed process never

@@ -6,9 +6,9 @@ mod chunk;
 mod demo;
 mod device_cmd;
 mod files;
-mod harness;
 mod http;
 mod node_cmd;
+mod progress;
 mod sandbox;
 mod shard_cmd;
 mod size;
@@ -342,8 +342,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             })
         }
-        Command::Fetch(a) => device_cmd::run(a.into_opts(), false).map(|_| ()),
-        Command::Update(a) => device_cmd::run(a.into_opts(), true).map(|_| ()),
+        Command::Fetch(a) => device_cmd::run(a, false).map(|_| ()),
+        Command::Update(a) => device_cmd::run(a, true).map(|_| ()),
         Command::Demo { v1, v2, keep, json } => demo::demo(demo::DemoOpts { v1, v2, keep, json }),
         Command::Sandbox { command } => sandbox::run(command),
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use net::{Config, Keypair, Multiaddr, PeerId, Role};
+use net::{Config, Multiaddr, PeerId, Role};
 use serde::Deserialize;
 use serde_json::json;
 use store::Store;
@@ -64,17 +64,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-async fn listen_addrs(client: &net::Client, want: bool) -> Vec<Multiaddr> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let a = client.listen_addrs().await.unwrap_or_default();
-        if !want || !a.is_empty() || Instant::now() > deadline {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub(crate) fn node(o: NodeOpts) -> Result<()> {
     let file: FileConfig = match &o.config {
         Some(p) => {
@@ -130,10 +119,14 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     };
     let rt = runtime()?;
     rt.block_on(async move {
-        let peer_id = key.public().to_peer_id();
-        let (client, handle) = net::start(config, key, store.clone()).await?;
-        let listening = listen_addrs(&client, !listen.is_empty()).await;
-        let full: Vec<String> = listening.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
+        // stderr may be closed by whoever started us: that must not stop the node.
+        let say = |line: String| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{line}");
+        };
+        let daemon = net::Daemon::start(config, key, store.clone(), say).await?;
+        let peer_id = daemon.peer_id;
+        let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {
             println!("{}", json!({ "peer_id": peer_id.to_string(), "role": format!("{role:?}").to_lowercase(), "listen": full, "dir": dir.display().to_string() }));
         } else {
@@ -146,72 +139,20 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
                 println!("store {} shards, {} of {}", u.shards, human(u.bytes), human(u.capacity));
             }
         }
-        tokio::spawn(report_reachability(client.clone()));
-        // Sweep expired shards now and then.
-        if let Some(s) = store.clone() {
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    let s = s.clone();
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    let _ = tokio::task::spawn_blocking(move || s.sweep_expired(now)).await;
-                }
-            });
-        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         eprintln!("shutting down: finishing requests in flight");
-        client.shutdown().await;
-        let _ = handle.await;
+        daemon.stop().await;
         anyhow::Ok(())
     })
 }
 
-/// Tell the operator, on stderr, whenever AutoNAT's verdict or the relay
-/// addresses change: whether the node is dialled directly or through a relay.
-async fn report_reachability(client: net::Client) {
-    use std::io::Write;
-    let mut last = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        let Ok(s) = client.status().await else { return };
-        let now = (s.nat, s.external.clone(), s.relayed.clone());
-        if last.as_ref() == Some(&now) {
-            continue;
-        }
-        let list = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
-        let line = match s.nat {
-            net::Nat::Public => format!("reachability: public at {}", list(&s.external)),
-            net::Nat::Private if s.relayed.is_empty() => {
-                "reachability: private (behind NAT or a firewall); waiting for a relay slot".to_string()
-            }
-            net::Nat::Private => {
-                format!("reachability: private (behind NAT or a firewall); relayed at {}", list(&s.relayed))
-            }
-            net::Nat::Unknown if !s.relayed.is_empty() => format!("reachability: relayed at {}", list(&s.relayed)),
-            net::Nat::Unknown => continue,
-        };
-        // stderr may be closed by whoever started us: that must not stop the node.
-        let _ = writeln!(std::io::stderr(), "{line}");
-        last = Some(now);
-    }
-}
-
-/// A client node's config: it listens on an ephemeral port of the bootstrap
-/// nodes' kind of address (loopback for a loopback network, every interface
-/// otherwise), so that dials go out from that port and a hole punch (DCUtR)
-/// can turn a relayed connection to a peer behind NAT into a direct one.
+/// A client node's config for `--bootstrap` addresses (see `net::client_config`).
 pub(crate) fn client_config(bootstrap: &[String]) -> Result<Config> {
-    let bootstrap = addrs(bootstrap, "--bootstrap")?;
-    let loopback = !bootstrap.is_empty() && bootstrap.iter().all(net::is_loopback);
-    let host = if loopback { "127.0.0.1" } else { "0.0.0.0" };
-    let listen = vec![format!("/ip4/{host}/tcp/0").parse()?, format!("/ip4/{host}/udp/0/quic-v1").parse()?];
-    Ok(Config { role: Role::Client, bootstrap, listen, ..Config::default() })
+    Ok(net::client_config(&addrs(bootstrap, "--bootstrap")?))
 }
 
 pub(crate) fn id(key: Option<PathBuf>, json_out: bool) -> Result<()> {
@@ -229,6 +170,7 @@ pub(crate) fn id(key: Option<PathBuf>, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Join the network as a client through `--bootstrap` (with the identity in `key` if given).
 pub(crate) async fn join(
     bootstrap: &[String],
     key: Option<&Path>,
@@ -236,11 +178,8 @@ pub(crate) async fn join(
     if bootstrap.is_empty() {
         bail!("give --bootstrap ADDR (a bootstrap node's address ending in /p2p/<peer id>)");
     }
-    let key = match key {
-        Some(p) => net::load_or_create_key(p)?.0,
-        None => Keypair::generate_ed25519(),
-    };
-    Ok(net::start(client_config(bootstrap)?, key, None).await?)
+    let key = key.map(|p| net::load_or_create_key(p).map(|k| k.0)).transpose()?;
+    Ok(net::join(&addrs(bootstrap, "--bootstrap")?, key).await?)
 }
 
 fn find_timeout() -> Duration {

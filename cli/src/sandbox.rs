@@ -2,7 +2,7 @@
 //!
 //! `up` starts, in the background and on loopback, a bootstrap node, N
 //! storage peers and an SPN (the same processes as `ionshard demo`, through
-//! [`crate::harness`]), waits until the SPN sees every peer, and prints the
+//! the `harness` crate), waits until the SPN sees every peer, and prints the
 //! environment to `eval`: `IONSHARD_BOOTSTRAP`, `IONSHARD_SPN` and
 //! `IONSHARD_SPN_TOKEN` (the SPN operator's token), which every command takes
 //! as the default of its `--bootstrap`, `--spn` and `--token`.
@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use harness::procs;
 use serde::{Deserialize, Serialize};
 
-use crate::{harness, http};
+use crate::http;
 
 /// The record's layout version.
 const FORMAT: u32 = 1;
@@ -123,6 +124,10 @@ pub(crate) struct UpArgs {
     /// Directory for the nodes' state and logs [default: $TMPDIR/ionshard-sandbox].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Put each peer on its own loopback address (127.0.0.2, 127.0.0.3, …),
+    /// as if each were in another home.
+    #[arg(long)]
+    households: bool,
     /// Print one JSON object (the environment and the nodes) instead of shell lines.
     #[arg(long)]
     json: bool,
@@ -142,18 +147,18 @@ pub(crate) struct AtArgs {
 /// Run a sandbox command.
 pub(crate) fn run(cmd: SandboxCommand) -> Result<()> {
     match cmd {
-        SandboxCommand::Up(a) => up(a.peers, &a.dir.unwrap_or_else(default_dir), a.json),
+        SandboxCommand::Up(a) => up(a.peers, a.households, &a.dir.unwrap_or_else(default_dir), a.json),
         SandboxCommand::Status(a) => status(&a.dir.unwrap_or_else(default_dir), a.json),
         SandboxCommand::Down { at, keep } => down(&at.dir.unwrap_or_else(default_dir), keep, at.json),
     }
 }
 
-fn up(peers: usize, dir: &Path, json: bool) -> Result<()> {
+fn up(peers: usize, households: bool, dir: &Path, json: bool) -> Result<()> {
     if peers == 0 || peers > 64 {
         bail!("a sandbox has 1 to 64 peers, not {peers}");
     }
     let dir = prepare(dir)?;
-    match start_all(&dir, peers, json) {
+    match start_all(&dir, peers, households, json) {
         Ok(r) => {
             let token = std::fs::read_to_string(&r.token_file)
                 .with_context(|| format!("reading the operator's token in {}", r.token_file))?;
@@ -221,7 +226,9 @@ fn add(dir: &Path, r: &mut Record, node: NodeRecord) -> Result<()> {
     save(dir, r)
 }
 
-fn start_all(dir: &Path, peers: usize, json: bool) -> Result<Record> {
+fn start_all(dir: &Path, peers: usize, households: bool, json: bool) -> Result<Record> {
+    let exe = std::env::current_exe().context("finding the ionshard binary")?;
+    let lo = harness::household(0);
     let logs = dir.join("logs");
     let mut r = Record {
         format: FORMAT,
@@ -236,7 +243,7 @@ fn start_all(dir: &Path, peers: usize, json: bool) -> Result<Record> {
         }
     };
     let bdir = dir.join("bootstrap");
-    let (child, first) = harness::start("bootstrap", &logs, &harness::bootstrap_args("127.0.0.1", &bdir), true)?;
+    let (child, first) = procs::start(&exe, "bootstrap", &logs, &procs::bootstrap_args(lo, &bdir), true)?;
     let boot = first["listen"][0].as_str().context("the bootstrap node printed no address")?.to_string();
     r.bootstrap = boot.clone();
     add(dir, &mut r, NodeRecord::new("bootstrap", "bootstrap", &first, child.id(), boot.clone(), &bdir))?;
@@ -248,20 +255,21 @@ fn start_all(dir: &Path, peers: usize, json: bool) -> Result<Record> {
     for i in 0..peers {
         let name = format!("peer{i}");
         let pdir = dir.join(&name);
+        let ip = if households { harness::household(i + 1) } else { lo };
         let (child, first) =
-            harness::start(&name, &logs, &harness::peer_args("127.0.0.1", &boot, &spn_id, "1GiB", &pdir), true)?;
+            procs::start(&exe, &name, &logs, &procs::peer_args(ip, &boot, &spn_id, "1GiB", &pdir), true)?;
         let address = first["listen"][0].as_str().unwrap_or_default().to_string();
         add(dir, &mut r, NodeRecord::new(&name, "peer", &first, child.id(), address, &pdir))?;
     }
     note(format!("{peers} peers started"));
-    let (child, first) = harness::start("spn", &logs, &harness::spn_args("127.0.0.1", &boot, &spn_dir), true)?;
+    let (child, first) = procs::start(&exe, "spn", &logs, &procs::spn_args(lo, &boot, &spn_dir), true)?;
     let url = first["http"].as_str().context("the SPN printed no API address")?.to_string();
     r.spn = url.clone();
     r.token_file = first["token_file"].as_str().context("the SPN printed no token file")?.to_string();
     add(dir, &mut r, NodeRecord::new("spn", "spn", &first, child.id(), url.clone(), &spn_dir))?;
     let token = std::fs::read_to_string(&r.token_file)?;
-    let api = http::Spn::new(&url, Some(token.trim().to_string()))?;
-    harness::wait_peers(&api, peers as u64)?;
+    let api = http::spn(&url, Some(token.trim().to_string()))?;
+    procs::wait_peers(&api, peers as u64, Duration::from_secs(60))?;
     note(format!("SPN {spn_id}, API {url}; it sees all {peers} peers"));
     Ok(r)
 }

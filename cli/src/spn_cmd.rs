@@ -87,14 +87,14 @@ pub(crate) fn spn(o: SpnOpts) -> Result<()> {
 fn operator(url: &str, token: Option<String>) -> Result<crate::http::Spn> {
     let t = crate::http::token(token, None)?
         .context("give the operator's token (--token, or IONSHARD_SPN_TOKEN; it is in the SPN's api.token)")?;
-    crate::http::Spn::new(url, Some(t))
+    crate::http::spn(url, Some(t))
 }
 
 /// `ionshard spn token issue`.
 pub(crate) fn token_issue(url: &str, token: Option<String>, tenant: &str, label: &str, json_out: bool) -> Result<()> {
     let api = operator(url, token)?;
     let body = spn::types::NewToken { tenant: tenant.to_string(), label: label.to_string() };
-    let t: spn::types::IssuedToken = api.post_typed("/v1/tokens", &body)?;
+    let t = api.issue_token(&body)?;
     if json_out {
         println!("{}", serde_json::to_string(&t)?);
     } else {
@@ -106,7 +106,7 @@ pub(crate) fn token_issue(url: &str, token: Option<String>, tenant: &str, label:
 
 /// `ionshard spn token list`.
 pub(crate) fn token_list(url: &str, token: Option<String>, json_out: bool) -> Result<()> {
-    let l: spn::types::TokenList = operator(url, token)?.get_typed("/v1/tokens")?;
+    let l = operator(url, token)?.tokens()?;
     if json_out {
         println!("{}", serde_json::to_string(&l)?);
     } else {
@@ -123,7 +123,7 @@ pub(crate) fn token_list(url: &str, token: Option<String>, json_out: bool) -> Re
 
 /// `ionshard spn token revoke`.
 pub(crate) fn token_revoke(url: &str, token: Option<String>, id: &str, json_out: bool) -> Result<()> {
-    operator(url, token)?.delete(&format!("/v1/tokens/{id}"))?;
+    operator(url, token)?.revoke_token(id)?;
     if json_out {
         println!("{}", json!({ "revoked": id }));
     } else {

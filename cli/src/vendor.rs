@@ -26,7 +26,6 @@ mod sign;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use ota::meta::{self, Role, Root, Signed, VendorKey};
 use serde_json::json;
 
@@ -36,9 +35,7 @@ use crate::http;
 pub(crate) use publish::{PublishOpts, Published, publish, resign, timestamp, withdraw};
 pub(crate) use sign::{export_key, import_key, sign, submit};
 
-pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub(crate) use client::files::now;
 
 pub(crate) fn default_dir() -> PathBuf {
     crate::files::home().join("vendor")
@@ -328,29 +325,25 @@ pub(crate) fn show(dir: &Path, json_out: bool) -> Result<()> {
 /// Make sure the SPN knows this vendor's roots up to the newest: register
 /// it (`register`: the first time), or send the roots it lacks.
 pub(crate) fn sync_roots(api: &http::Spn, v: &Vendor, register: bool) -> Result<spn::types::VendorInfo> {
-    let path = format!("/v1/vendors/{}", v.root.vendor);
-    let (status, body) = api.get_status(&path)?;
-    if status == 404 {
+    let Some(info) = api.vendor(&v.root.vendor)? else {
         if !register {
             bail!(
                 "the SPN does not know vendor {}: register its root there once with `ionshard vendor register --spn URL`",
                 v.root.vendor
             );
         }
-        return api.post_typed("/v1/vendors", &spn::types::Roots { roots: v.all_roots()? });
-    }
-    let info: spn::types::VendorInfo =
-        serde_json::from_value(body).with_context(|| format!("the SPN's answer to GET {path}"))?;
+        return Ok(api.register_vendor(&spn::types::Roots { roots: v.all_roots()? })?);
+    };
     if info.root_version == v.root.version && info.root_format == v.root.format() {
         return Ok(info);
     }
     let roots = v.all_roots()?.into_iter().skip(info.root_version.saturating_sub(1) as usize).collect();
-    api.post_typed(&format!("{path}/roots"), &spn::types::Roots { roots })
+    Ok(api.add_roots(&v.root.vendor, &spn::types::Roots { roots })?)
 }
 
 pub(crate) fn register(dir: &Path, spn_url: &str, token: Option<String>, json_out: bool) -> Result<()> {
     let v = load(dir)?;
-    let api = http::Spn::new(spn_url, http::token(token, None)?)?;
+    let api = http::spn(spn_url, http::token(token, None)?)?;
     let info = sync_roots(&api, &v, true)?;
     if json_out {
         println!("{}", serde_json::to_string(&info)?);
@@ -372,18 +365,4 @@ pub(crate) fn check_name(what: &str, s: &str) -> Result<()> {
         bail!("{what} {s:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'");
     }
     Ok(())
-}
-
-pub(crate) fn bar(len: u64, quiet: bool, what: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(what.to_string());
-    b
 }

@@ -14,6 +14,7 @@
 mod answers;
 mod behaviour;
 mod codec;
+mod daemon;
 mod error;
 mod gate;
 mod identity;
@@ -23,9 +24,11 @@ mod serve;
 mod stream;
 
 pub use answers::{Answers, Honest};
+pub use daemon::{Daemon, client_config, join, reachability_line};
 pub use error::{Error, Result};
 pub use identity::load_or_create_key;
 pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start, start_with};
 pub use proto::wire;

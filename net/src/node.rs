@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -236,9 +236,7 @@ impl Client {
     }
 }
 
-pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub(crate) use proto::now;
 
 fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
@@ -282,24 +280,7 @@ pub async fn start_with(
     let relay_server = config.role == Role::Bootstrap;
     let kad_server = config.role != Role::Client;
     let (limits, timeout) = (config.limits, config.request_timeout);
-    let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
-        .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
-        .with_quic()
-        .with_relay_client(noise::Config::new, yamux_config)
-        .map_err(|e| Error::Config(format!("relay transport: {e}")))?
-        .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout)
-        })
-        .map_err(|e| Error::Config(format!("behaviour: {e}")))?
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(Duration::from_secs(120))
-                // Streams being negotiated at once on one connection: what a
-                // peer may have on its way to us before any protocol sees it.
-                .with_max_negotiating_inbound_streams(32)
-        })
-        .build();
+    let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout)?;
     let mut control = swarm.behaviour().stream.new_control();
     let gate = Gate::new(Bounds {
         per_peer: config.max_inflight_per_peer,
@@ -317,22 +298,7 @@ pub async fn start_with(
         default_expiry: config.default_expiry,
         answers: answers.clone(),
     });
-    let mut stream_tasks = Vec::new();
-    for (proto, put) in [(PUT_PROTOCOL, true), (GET_PROTOCOL, false)] {
-        let mut incoming =
-            control.accept(proto).map_err(|e| Error::Config(format!("registering a stream protocol: {e}")))?;
-        let ctx = serving.clone();
-        stream_tasks.push(tokio::spawn(async move {
-            while let Some((peer, stream)) = incoming.next().await {
-                let ctx = ctx.clone();
-                if put {
-                    tokio::spawn(crate::stream::serve_put(ctx, peer, stream));
-                } else {
-                    tokio::spawn(crate::stream::serve_get(ctx, peer, stream));
-                }
-            }
-        }));
-    }
+    let stream_tasks = accept_streams(&mut control, &serving)?;
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
@@ -378,6 +344,59 @@ pub async fn start_with(
     };
     let handle = tokio::spawn(node.run());
     Ok((Client { tx, peer_id, control, limits, request_timeout: timeout }, handle))
+}
+
+/// The swarm: TCP and QUIC, a relay client, and our behaviours.
+fn build_swarm(
+    key: &Keypair,
+    relay_server: bool,
+    kad_server: bool,
+    limits: Limits,
+    timeout: Duration,
+) -> Result<libp2p::Swarm<Behaviour>> {
+    Ok(SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
+        .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux_config)
+        .map_err(|e| Error::Config(format!("relay transport: {e}")))?
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout)
+        })
+        .map_err(|e| Error::Config(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(120))
+                // Streams being negotiated at once on one connection: what a
+                // peer may have on its way to us before any protocol sees it.
+                .with_max_negotiating_inbound_streams(32)
+        })
+        .build())
+}
+
+/// Serve the put and get stream protocols: a task per protocol that hands
+/// each inbound stream to its own task.
+fn accept_streams(
+    control: &mut libp2p_stream::Control,
+    serving: &Arc<Serving>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut stream_tasks = Vec::new();
+    for (proto, put) in [(PUT_PROTOCOL, true), (GET_PROTOCOL, false)] {
+        let mut incoming =
+            control.accept(proto).map_err(|e| Error::Config(format!("registering a stream protocol: {e}")))?;
+        let ctx = Arc::clone(serving);
+        stream_tasks.push(tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let ctx = ctx.clone();
+                if put {
+                    tokio::spawn(crate::stream::serve_put(ctx, peer, stream));
+                } else {
+                    tokio::spawn(crate::stream::serve_get(ctx, peer, stream));
+                }
+            }
+        }));
+    }
+    Ok(stream_tasks)
 }
 
 /// yamux with as many streams per connection as the protocols need (8
@@ -684,60 +703,11 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
-                let link = self.links.entry(peer_id).or_default();
-                // A new session, relayed or direct: not upgraded by a punch
-                // (unless one just happened: a punched TCP connection can be
-                // reset and another punched one take its place).
-                if *link == (0, 0) && self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10))
-                {
-                    self.punched.remove(&peer_id);
-                }
-                if endpoint.is_relayed() {
-                    link.1 += 1;
-                    if endpoint.is_dialer() {
-                        self.relayed_out.entry(peer_id).or_default().insert(connection_id);
-                    }
-                } else {
-                    link.0 += 1;
-                }
-                // A direct connection next to a relayed one: a hole punch
-                // (whichever side's dial won it). The relay is dropped later,
-                // once the direct connection has carried an answer: a punched
-                // TCP connection may still be reset in its first moments.
-                if !endpoint.is_relayed() && link.1 > 0 {
-                    self.punched.insert(peer_id, tokio::time::Instant::now());
-                }
-                // A peer with nowhere to listen, or behind NAT, is reached
-                // through its bootstrap's relay.
-                if self.bootstrap_ids.contains(&peer_id) && self.needs_relay() {
-                    self.reserve(peer_id);
-                }
+                self.connected(peer_id, &endpoint, connection_id)
             }
             SwarmEvent::ConnectionClosed { peer_id, endpoint, connection_id, cause, .. } => {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
-                if let Some(set) = self.relayed_out.get_mut(&peer_id) {
-                    set.remove(&connection_id);
-                }
-                if let Some(link) = self.links.get_mut(&peer_id) {
-                    if endpoint.is_relayed() {
-                        link.1 = link.1.saturating_sub(1)
-                    } else {
-                        link.0 = link.0.saturating_sub(1)
-                    }
-                    if *link == (0, 0) {
-                        self.links.remove(&peer_id);
-                        self.relayed_out.remove(&peer_id);
-                        // The punch is remembered a little while (see ConnectionEstablished).
-                        if self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
-                            self.punched.remove(&peer_id);
-                        }
-                        // The relay reservation went with the connection: renew it on
-                        // reconnect; and learn our outside UDP port again (the NAT's
-                        // mapping may have expired meanwhile).
-                        self.reserved.remove(&peer_id);
-                        self.quic_observed.remove(&peer_id);
-                    }
-                }
+                self.disconnected(peer_id, &endpoint, connection_id)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&KAD_PROTOCOL) =>
@@ -759,22 +729,7 @@ impl EventLoop {
                 result: kad::QueryResult::GetClosestPeers(r),
                 step,
                 ..
-            })) => {
-                let Some(sought) = self.finds.get(&id).copied() else { return };
-                let peers = match r {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                };
-                let mut addrs: Vec<Multiaddr> =
-                    peers.into_iter().filter(|p| p.peer_id == sought).flat_map(|p| p.addrs).collect();
-                if addrs.is_empty() {
-                    addrs = self.known_addrs(&sought);
-                }
-                if !addrs.is_empty() || step.last {
-                    self.finds.remove(&id);
-                    self.found(sought, addrs);
-                }
-            }
+            })) => self.closest_peers(id, r, step.last),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
                 self.nat = match new {
                     autonat::NatStatus::Public(addr) => {
@@ -798,6 +753,94 @@ impl EventLoop {
             },
             SwarmEvent::Behaviour(BehaviourEvent::Shard(ev)) => self.shard_event(ev),
             _ => {}
+        }
+    }
+
+    /// A connection to `peer_id` opened: count it (relayed or direct), note
+    /// a hole punch, and take a relay slot from a bootstrap node if need be.
+    fn connected(
+        &mut self,
+        peer_id: PeerId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        connection_id: libp2p::swarm::ConnectionId,
+    ) {
+        let link = self.links.entry(peer_id).or_default();
+        // A new session, relayed or direct: not upgraded by a punch
+        // (unless one just happened: a punched TCP connection can be
+        // reset and another punched one take its place).
+        if *link == (0, 0) && self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+            self.punched.remove(&peer_id);
+        }
+        if endpoint.is_relayed() {
+            link.1 += 1;
+            if endpoint.is_dialer() {
+                self.relayed_out.entry(peer_id).or_default().insert(connection_id);
+            }
+        } else {
+            link.0 += 1;
+        }
+        // A direct connection next to a relayed one: a hole punch
+        // (whichever side's dial won it). The relay is dropped later,
+        // once the direct connection has carried an answer: a punched
+        // TCP connection may still be reset in its first moments.
+        if !endpoint.is_relayed() && link.1 > 0 {
+            self.punched.insert(peer_id, tokio::time::Instant::now());
+        }
+        // A peer with nowhere to listen, or behind NAT, is reached
+        // through its bootstrap's relay.
+        if self.bootstrap_ids.contains(&peer_id) && self.needs_relay() {
+            self.reserve(peer_id);
+        }
+    }
+
+    /// A connection to `peer_id` closed: forget what went with the last one.
+    fn disconnected(
+        &mut self,
+        peer_id: PeerId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        connection_id: libp2p::swarm::ConnectionId,
+    ) {
+        if let Some(set) = self.relayed_out.get_mut(&peer_id) {
+            set.remove(&connection_id);
+        }
+        if let Some(link) = self.links.get_mut(&peer_id) {
+            if endpoint.is_relayed() {
+                link.1 = link.1.saturating_sub(1)
+            } else {
+                link.0 = link.0.saturating_sub(1)
+            }
+            if *link == (0, 0) {
+                self.links.remove(&peer_id);
+                self.relayed_out.remove(&peer_id);
+                // The punch is remembered a little while (see ConnectionEstablished).
+                if self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                    self.punched.remove(&peer_id);
+                }
+                // The relay reservation went with the connection: renew it on
+                // reconnect; and learn our outside UDP port again (the NAT's
+                // mapping may have expired meanwhile).
+                self.reserved.remove(&peer_id);
+                self.quic_observed.remove(&peer_id);
+            }
+        }
+    }
+
+    /// A step of a lookup: answer its waiters once the peer's addresses are
+    /// known, or when the lookup ends (`last`) without them.
+    fn closest_peers(&mut self, id: kad::QueryId, r: kad::GetClosestPeersResult, last: bool) {
+        let Some(sought) = self.finds.get(&id).copied() else { return };
+        let peers = match r {
+            Ok(ok) => ok.peers,
+            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        let mut addrs: Vec<Multiaddr> =
+            peers.into_iter().filter(|p| p.peer_id == sought).flat_map(|p| p.addrs).collect();
+        if addrs.is_empty() {
+            addrs = self.known_addrs(&sought);
+        }
+        if !addrs.is_empty() || last {
+            self.finds.remove(&id);
+            self.found(sought, addrs);
         }
     }
 

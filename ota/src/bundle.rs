@@ -55,6 +55,39 @@ impl<R: std::io::Read> std::io::Read for Budget<R> {
     }
 }
 
+// A signed text, read through a cap: a bundle cannot make us hold more.
+fn text(json: &mut struson::reader::JsonStreamReader<impl std::io::Read>, what: &str) -> Result<String> {
+    use std::io::Read;
+    use struson::reader::JsonReader;
+    let mut out = String::new();
+    let cap = crate::meta::MAX_METADATA as u64;
+    json.next_string_reader()
+        .map_err(|e| Error::Malformed(format!("release bundle {what}: {e}")))?
+        .take(cap + 1)
+        .read_to_string(&mut out)
+        .map_err(|e| Error::Malformed(format!("release bundle {what}: {e}")))?;
+    if out.len() as u64 > cap {
+        return Err(Error::TooLarge { what: format!("bundle {what}"), len: out.len() as u64, limit: cap });
+    }
+    Ok(out)
+}
+
+/// The roots of a bundle: at most 1000 signed texts.
+fn roots(json: &mut struson::reader::JsonStreamReader<impl std::io::Read>) -> Result<Vec<String>> {
+    use struson::reader::JsonReader;
+    let bad = |e: &dyn std::fmt::Display| Error::Malformed(format!("release bundle roots: {e}"));
+    let mut roots = Vec::new();
+    json.begin_array().map_err(|e| bad(&e))?;
+    while json.has_next().map_err(|e| bad(&e))? {
+        if roots.len() >= 1000 {
+            return Err(Error::Malformed("release bundle: over 1000 roots".to_string()));
+        }
+        roots.push(text(json, "root")?);
+    }
+    json.end_array().map_err(|e| bad(&e))?;
+    Ok(roots)
+}
+
 pub use proto::api::Placement;
 
 /// The bundle format this build writes for devices of this release.
@@ -101,7 +134,6 @@ impl Bundle {
         manifest_out: &mut dyn std::io::Write,
         check: &mut dyn FnMut(&Bundle) -> Result<()>,
     ) -> Result<(Bundle, u64)> {
-        use std::io::Read;
         use struson::reader::{JsonReader, JsonStreamReader};
         let bad = |e: &dyn std::fmt::Display| Error::Malformed(format!("release bundle: {e}"));
         let exempt = std::rc::Rc::new(std::cell::Cell::new(false));
@@ -119,20 +151,6 @@ impl Bundle {
         // The fields seen, to hold the reader to the order the writer keeps.
         let mut seen: Vec<String> = Vec::new();
         let mut manifest_len = None;
-        // A signed text, read through a cap: a bundle cannot make us hold more.
-        fn text(json: &mut JsonStreamReader<impl std::io::Read>, what: &str) -> Result<String> {
-            let mut out = String::new();
-            let cap = crate::meta::MAX_METADATA as u64;
-            json.next_string_reader()
-                .map_err(|e| Error::Malformed(format!("release bundle {what}: {e}")))?
-                .take(cap + 1)
-                .read_to_string(&mut out)
-                .map_err(|e| Error::Malformed(format!("release bundle {what}: {e}")))?;
-            if out.len() as u64 > cap {
-                return Err(Error::TooLarge { what: format!("bundle {what}"), len: out.len() as u64, limit: cap });
-            }
-            Ok(out)
-        }
         json.begin_object().map_err(|e| bad(&e))?;
         while json.has_next().map_err(|e| bad(&e))? {
             let name = json.next_name_owned().map_err(|e| bad(&e))?;
@@ -166,17 +184,7 @@ impl Bundle {
                         bundle.timestamp = Some(text(&mut json, "timestamp")?);
                     }
                 }
-                "roots" => {
-                    json.begin_array().map_err(|e| bad(&e))?;
-                    while json.has_next().map_err(|e| bad(&e))? {
-                        if bundle.roots.len() >= 1000 {
-                            return Err(Error::Malformed("release bundle: over 1000 roots".to_string()));
-                        }
-                        let r = text(&mut json, "root")?;
-                        bundle.roots.push(r);
-                    }
-                    json.end_array().map_err(|e| bad(&e))?;
-                }
+                "roots" => bundle.roots = roots(&mut json)?,
                 "manifest" => {
                     // Everything signed comes first, and is checked before
                     // the part that grows with the image is read.

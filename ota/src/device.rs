@@ -11,11 +11,12 @@
 //! directory), so a power loss leaves the old or the new record, never half.
 //! A state directory of an earlier release (format 1 records) reads as is.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
+
+use client::files::write_atomic;
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
@@ -108,24 +109,6 @@ pub struct Device {
     dir: PathBuf,
 }
 
-/// Write `bytes` to `path` so that a crash leaves the old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile_in(dir, path)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    Ok((tmp, f))
-}
-
 impl Device {
     /// The state in `dir` (created if need be).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Device> {
@@ -150,12 +133,7 @@ impl Device {
         let path = if own.exists() {
             own.clone()
         } else {
-            provisioned.map(Path::to_path_buf).ok_or_else(|| {
-                Error::Malformed(format!(
-                    "no trusted vendor root: pass --root FILE (the vendor's root.json) once; it is kept in {}",
-                    own.display()
-                ))
-            })?
+            provisioned.map(Path::to_path_buf).ok_or_else(|| Error::NoRoot(own.clone()))?
         };
         let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let root = meta::load_root(&bytes)?;

@@ -83,8 +83,11 @@ pub enum Error {
         release: String,
     },
     /// A confidential release, and no product key given.
-    #[error("release of {0} is confidential: pass the product key (--product-key FILE)")]
+    #[error("release of {0} is confidential: it needs the product key the vendor gave this product")]
     NeedProductKey(String),
+    /// The device has no root of its own yet and was given none.
+    #[error("no trusted vendor root: give the vendor's root.json once; it is kept in {}", .0.display())]
+    NoRoot(std::path::PathBuf),
     /// The product key does not open the read key.
     #[error("the product key given does not open the read key of this {0} release")]
     WrongProductKey(String),
@@ -172,6 +175,14 @@ pub enum Error {
         /// What the timestamp names.
         newest: String,
     },
+    /// The device's product is not known: nothing is installed yet, and none was named.
+    #[error(
+        "this device's product is not known (nothing is installed yet): name it; releases for other products are refused"
+    )]
+    NoProduct,
+    /// The image, or the SPN's account of it, changed during a publish.
+    #[error("{0}; nothing signed")]
+    Changed(String),
     /// The image fetched does not match the release.
     #[error("image does not match the release: {0}; nothing installed")]
     ImageMismatch(String),
@@ -181,12 +192,16 @@ pub enum Error {
     /// The network failed.
     #[error(transparent)]
     Net(#[from] net::Error),
+    /// The fetch failed (files, peers, or a manifest that is not the release's).
+    #[error(transparent)]
+    Fetch(#[from] client::Error),
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
         /// What was being done.
         what: String,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
 }

@@ -4,15 +4,22 @@
 //! fetcher (ranged, verified, resumable, delta-aware, long-tail tolerant) and
 //! the hand-off to the installer.
 //!
-//! Pure checks live in [`meta`]; the fetcher and device state do I/O.
+//! Pure checks live in [`meta`]; device state does I/O; the image comes
+//! through the one fetcher (`client::fetch`); [`update`] is the device's
+//! whole update as one library call.
 
 mod bundle;
 mod device;
 mod error;
 mod fetch;
 pub mod meta;
+mod publish;
+mod update;
 
 pub use bundle::{Bundle, FORMAT as BUNDLE_FORMAT, LEGACY_FORMAT as LEGACY_BUNDLE_FORMAT, MAX_BUNDLE, Placement};
-pub use device::{Checked, Device, Installed, Want, run_installer, write_atomic};
+pub use client::{Dropped, FetchOptions, FetchReport, PeerUse, Progress, part_path, write_atomic};
+pub use device::{Checked, Device, Installed, Want, run_installer};
 pub use error::{Error, Result};
-pub use fetch::{Dropped, FetchOptions, FetchReport, PeerUse, fetch, part_path};
+pub use fetch::fetch;
+pub use publish::{Prepared, PublishOptions, publish, served_bundle, submit};
+pub use update::{Notes, SeedChoice, Source, UpdateOptions, UpdateReport, update};

@@ -20,3 +20,10 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use receipt::{Receipt, public_key_of};
+
+/// Seconds since the Unix epoch (0 if the clock is before it): the unit of
+/// every timestamp in these types (receipts, expiries, records), and the one
+/// clock reading of the workspace's wall time.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -7,12 +7,15 @@ pub enum Error {
     /// The state database failed.
     #[error("SPN state database: {0}")]
     Db(String),
+    /// The state database (redb) failed.
+    #[error("SPN state database: {0}")]
+    Database(#[source] redb::Error),
     /// Another SPN process has the state open.
     #[error("the SPN state in {0} is in use by another process; stop it first")]
     Locked(String),
     /// Not enough live peers to place a segment.
     #[error(
-        "need {need} distinct live peers with room, found {have}; start more peers or lower --data-shards/--parity-shards"
+        "need {need} distinct live peers with room, found {have}; start more peers, or ask for fewer data and parity shards"
     )]
     NotEnoughPeers {
         /// Needed.
@@ -50,6 +53,7 @@ pub enum Error {
         /// What was being done.
         what: String,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -64,7 +68,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Db(e.to_string())
+                Error::Database(e.into())
             }
         }
     )*};

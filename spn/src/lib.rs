@@ -43,7 +43,6 @@ mod api;
 mod cleanup;
 mod error;
 mod http;
-mod placement;
 mod publish;
 mod state;
 mod vendors;
@@ -54,9 +53,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use client::placement::{Candidate, choose};
 pub use error::{Error, Result};
 pub use http::Limits as HttpLimits;
-pub use placement::{Candidate, choose};
 pub use proto::api as types;
 pub use state::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord, ReleaseRecord};
 
@@ -144,14 +143,42 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }
 
-/// Answered the last usage request, within the last two minutes.
-pub(crate) fn is_live(p: &PeerRecord) -> bool {
-    p.failures == 0 && p.last_seen + 120 >= now()
+/// Seconds since a peer last answered within which it counts as live.
+pub(crate) const LIVE_FOR: u64 = 120;
+
+/// Answered the last usage request, within [`LIVE_FOR`] seconds of `now`.
+pub(crate) fn is_live(p: &PeerRecord, now: u64) -> bool {
+    p.failures == 0 && p.last_seen.saturating_add(LIVE_FOR) >= now
 }
 
-pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    fn seen(last_seen: u64, failures: u64) -> PeerRecord {
+        PeerRecord {
+            peer: "p".into(),
+            capacity: 0,
+            used: 0,
+            shards: 0,
+            last_seen,
+            failures,
+            first_seen: 0,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn a_peer_is_live_for_two_minutes_after_it_answered_and_not_after_a_failure() {
+        assert!(is_live(&seen(1000, 0), 1000));
+        assert!(is_live(&seen(1000, 0), 1000 + LIVE_FOR));
+        assert!(!is_live(&seen(1000, 0), 1001 + LIVE_FOR));
+        assert!(!is_live(&seen(1000, 1), 1000), "its last request failed");
+        assert!(is_live(&seen(u64::MAX, 0), 5), "no overflow on a clock far ahead");
+    }
 }
+
+pub(crate) use proto::now;
 
 impl Inner {
     /// Update a live job's progress.

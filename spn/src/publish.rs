@@ -16,10 +16,10 @@ use chunker::{Cid, EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadK
 use net::PeerId;
 
 use crate::error::{Error, Result};
-use crate::placement::{Candidate, choose};
 use crate::state::JobState;
 use crate::state::{JobResult, ObjectRecord};
 use crate::{Inner, now};
+use client::placement::{Candidate, Failure, Pool, SegmentPlan};
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -30,34 +30,24 @@ pub(crate) struct PublishParams {
     pub(crate) parity: u8,
 }
 
-/// Attempts per shard (first try plus retries on other peers).
-const ATTEMPTS: usize = 4;
-
 /// Segments being scattered while the encoder makes the next one.
 const IN_FLIGHT: usize = 2;
 
 /// What the segments of one job share.
 struct Shared {
-    candidates: Vec<Candidate>,
-    sticky: Vec<PeerId>,
+    pool: Pool,
     unplaced: Vec<String>,
     receipts: u64,
-    retries: u64,
 }
 
-impl Shared {
-    fn note_failure(&mut self, peer: PeerId, e: &net::Error) {
-        use net::wire::Code;
-        // A peer that cannot be reached, does not trust this SPN, is full or
-        // lies is not offered more shards this job; a busy one is.
-        let drop = match e {
-            net::Error::Refused { code, .. } => !matches!(code, Code::Busy | Code::Internal),
-            _ => true,
-        };
-        if drop {
-            self.candidates.retain(|c| c.peer != peer);
-            self.sticky.retain(|p| *p != peer);
-        }
+/// How placement treats a failed put: a peer that cannot be reached, does
+/// not trust this SPN, is full or lies is offered no more shards this job; a
+/// busy one is.
+fn failure_kind(e: &net::Error) -> Failure {
+    use net::wire::Code;
+    match e {
+        net::Error::Refused { code: Code::Busy | Code::Internal, .. } => Failure::Passing,
+        _ => Failure::Drop,
     }
 }
 
@@ -106,7 +96,8 @@ impl SegmentSink for Scatter {
 }
 
 /// Store one segment's shards on distinct peers, retrying refused or failed
-/// shards on others; what cannot be placed is recorded with its reasons.
+/// shards on others (the rounds are [`SegmentPlan`]'s); what cannot be
+/// placed is recorded with its reasons.
 async fn place_segment(
     inner: Arc<Inner>,
     shared: Arc<std::sync::Mutex<Shared>>,
@@ -117,58 +108,22 @@ async fn place_segment(
     shards: Vec<Vec<u8>>,
 ) -> Result<()> {
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
-    let n = cids.len();
-    // Peers already holding (or failing) a shard of this segment.
-    let mut used: HashSet<PeerId> = HashSet::new();
-    let mut first = {
-        let st = lock();
-        choose(n, shard_len, &st.candidates, &st.sticky, &used, &mut rand::rng())
-    };
-    // Turn the assignment each segment: every peer holds data shards (the
-    // ones devices read) in most segments, not parity in all of them.
-    if !first.is_empty() {
-        let turn = index % first.len();
-        first.rotate_left(turn);
-    }
-    let mut pending: Vec<(usize, Option<PeerId>, Vec<String>)> =
-        (0..n).map(|i| (i, first.get(i).copied(), Vec::new())).collect();
-    used.extend(first.iter().copied());
-    for attempt in 0..ATTEMPTS {
-        if pending.is_empty() {
+    let mut plan = SegmentPlan::new(index, cids.len(), shard_len, &lock().pool, &mut rand::rng());
+    loop {
+        let puts = plan.next_round(&mut lock().pool, &mut rand::rng());
+        if puts.is_empty() {
             break;
         }
-        // Shards without a peer get one now, if any is left.
-        {
-            let mut st = lock();
-            for p in pending.iter_mut().filter(|p| p.1.is_none()) {
-                let pick = choose(1, shard_len, &st.candidates, &st.sticky, &used, &mut rand::rng());
-                if let Some(&peer) = pick.first() {
-                    used.insert(peer);
-                    p.1 = Some(peer);
-                    if attempt > 0 {
-                        st.retries += 1;
-                    }
-                } else {
-                    p.2.push("no other live peer with room".to_string());
-                }
-            }
-        }
         // Journaled before they are sent: a kill now leaves nothing unknown on the peers.
-        let intents: Vec<(String, String)> =
-            pending.iter().filter_map(|(i, peer, _)| peer.map(|p| (cids[*i].to_string(), p.to_string()))).collect();
+        let intents: Vec<(String, String)> = puts.iter().map(|(i, p)| (cids[*i].to_string(), p.to_string())).collect();
         inner.state.intend_puts(job, &intents)?;
-        let tries: Vec<_> = pending
-            .iter()
-            .filter_map(|(i, peer, _)| peer.map(|p| (*i, p)))
-            .map(|(i, peer)| {
-                let client = inner.client.clone();
-                let (cid, bytes) = (cids[i], shards[i].clone());
-                // Firmware and backups stay until the SPN deletes them: pinned.
-                async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
-            })
-            .collect();
+        let tries = puts.into_iter().map(|(i, peer)| {
+            let client = inner.client.clone();
+            let (cid, bytes) = (cids[i], shards[i].clone());
+            // Firmware and backups stay until the SPN deletes them: pinned.
+            async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
+        });
         for (i, peer, r) in futures::future::join_all(tries).await {
-            let Some(slot) = pending.iter().position(|p| p.0 == i) else { continue };
             match r {
                 Ok(receipt) => {
                     let (shard, holder) = (cids[i].to_string(), peer.to_string());
@@ -176,31 +131,22 @@ async fn place_segment(
                     inner.state.mark_held(&holder)?;
                     let mut st = lock();
                     st.receipts += 1;
-                    if let Some(c) = st.candidates.iter_mut().find(|c| c.peer == peer) {
-                        c.free = c.free.saturating_sub(shard_len);
-                    }
-                    if !st.sticky.contains(&peer) {
-                        st.sticky.push(peer);
-                    }
-                    pending.remove(slot);
+                    plan.placed(i, peer, &mut st.pool);
                 }
                 Err(e) => {
                     tracing::warn!(%peer, shard = i, "put failed: {e}");
-                    lock().note_failure(peer, &e);
-                    pending[slot].2.push(e.to_string());
-                    pending[slot].1 = None;
+                    plan.failed(i, peer, e.to_string(), failure_kind(&e), &mut lock().pool);
                 }
             }
         }
     }
-    let placed = (n - pending.len()) as u64;
+    let (placed, left) = plan.finish();
     let retries = {
         let mut st = lock();
-        for (i, _, why) in &pending {
-            let why = if why.is_empty() { "no peer".to_string() } else { why.join("; ") };
-            st.unplaced.push(format!("segment {index} shard {i} ({}): {why}", cids[*i]));
+        for (i, why) in left {
+            st.unplaced.push(format!("segment {index} shard {i} ({}): {why}", cids[i]));
         }
-        st.retries
+        st.pool.retries
     };
     inner.progress(job, |j| {
         j.shards_placed += placed;
@@ -220,7 +166,7 @@ async fn candidates(inner: &Inner, want: usize) -> Result<Vec<Candidate>> {
         inner.refresh_peers().await;
         out.clear();
         for p in inner.state.peers()? {
-            if crate::is_live(&p) {
+            if crate::is_live(&p, now()) {
                 let Ok(peer) = p.peer.parse::<PeerId>() else { continue };
                 out.push(Candidate { peer, free: p.capacity.saturating_sub(p.used) });
             }
@@ -261,13 +207,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         j.state = JobState::Encoding;
         j.bytes_total = total;
     });
-    let shared = Arc::new(std::sync::Mutex::new(Shared {
-        candidates: cands,
-        sticky: Vec::new(),
-        unplaced: Vec::new(),
-        receipts: 0,
-        retries: 0,
-    }));
+    let shared = Arc::new(std::sync::Mutex::new(Shared { pool: Pool::new(cands), unplaced: Vec::new(), receipts: 0 }));
     let mut sink = Scatter {
         inner: inner.clone(),
         rt: tokio::runtime::Handle::current(),

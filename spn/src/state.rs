@@ -125,7 +125,7 @@ impl State {
         crate::private_file(&path)?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked(dir.display().to_string()),
-            e => Error::Db(e.to_string()),
+            e => Error::Database(e.into()),
         })?;
         let txn = db.begin_write()?;
         let format = {

@@ -56,9 +56,7 @@ fn check_next(prev: Option<&Root>, new: &NewRoot) -> Result<(Root, RootRecord)> 
 pub(crate) fn current_root(state: &State, vendor: &str) -> Result<Root> {
     let roots = state.roots(vendor)?;
     let newest = roots.last().ok_or_else(|| {
-        Error::NotFound(format!(
-            "vendor {vendor} (register its root first: `ionshard vendor register --spn URL` on the vendor's machine)"
-        ))
+        Error::NotFound(format!("vendor {vendor} (register its root with this SPN first, from the vendor's machine)"))
     })?;
     meta::parse_root(newest.root.as_bytes()).map(|d| d.signed).map_err(|e| Error::Db(format!("vendor root: {e}")))
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// The index database failed.
     #[error("shard index: {0}")]
     Index(String),
+    /// The index database (redb) failed.
+    #[error("shard index database: {0}")]
+    Database(#[source] redb::Error),
 
     /// A put that would exceed the owner's quota. Nothing is evicted to make room.
     #[error(
@@ -98,7 +101,7 @@ macro_rules! index_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Index(e.to_string())
+                Error::Database(e.into())
             }
         }
     )*};

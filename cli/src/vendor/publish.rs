@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use indicatif::ProgressBar;
-use ota::meta::{self, KeyWrap, Latest, Release, Signed, Timestamp, VendorKey, Version, Withdrawal};
-use serde_json::{Value, json};
-use spn::types::{Accepted, JobRecord, JobResult, JobState};
+use ota::meta::{self, Latest, Release, Signed, Timestamp, VendorKey, Version, Withdrawal};
+use serde_json::json;
+use spn::types::JobResult;
 
-use super::{Vendor, bar, check_name, load, now, sync_roots};
+use super::{Vendor, load, now, sync_roots};
 use crate::files::{load_or_create_secret, write_atomic};
 use crate::http;
+use crate::progress::Bars;
 
 /// Options of `ionshard publish`.
 pub(crate) struct PublishOpts {
@@ -40,123 +40,37 @@ pub(crate) struct Published {
     pub(crate) seconds: f64,
 }
 
-/// Reads the image for the upload, counting and hashing what it sends: the
-/// vendor signs the hash it computed, never one the SPN reports.
-struct Hashing<R> {
-    inner: R,
-    bar: ProgressBar,
-    hasher: std::sync::Arc<std::sync::Mutex<(blake3::Hasher, u64)>>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut h = self.hasher.lock().unwrap_or_else(|p| p.into_inner());
-        h.0.update(&buf[..n]);
-        h.1 += n as u64;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
-}
-
-/// Upload the image and wait for its job; the job's answer.
-fn upload_and_encode(o: &PublishOpts, v: &Vendor, spn: &http::Spn) -> Result<(JobResult, String, u64)> {
-    let file = std::fs::File::open(&o.image).with_context(|| format!("opening {}", o.image.display()))?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        bail!("{} is empty", o.image.display());
-    }
-    let up = bar(len, o.json, "upload");
-    let path = format!(
-        "/v1/objects?tenant={}&product={}&data={}&parity={}",
-        v.root.vendor, o.product, o.data_shards, o.parity_shards
-    );
-    let hashed = std::sync::Arc::new(std::sync::Mutex::new((blake3::Hasher::new(), 0u64)));
-    let reader = Hashing { inner: std::io::BufReader::new(file), bar: up.clone(), hasher: hashed.clone() };
-    let Accepted { job, .. } = spn.post_stream_typed(&path, reader)?;
-    up.finish_and_clear();
-    let enc = bar(len, o.json, "scatter");
-    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
-    let done = loop {
-        let j: JobRecord = spn.get_typed(&format!("/v1/jobs/{job}"))?;
-        enc.set_position(j.bytes_done);
-        match j.state {
-            JobState::Done => break j.result.context("the SPN finished the job without a result")?,
-            JobState::Failed => {
-                enc.abandon();
-                bail!("publish failed on the SPN: {}", j.error.as_deref().unwrap_or("no reason given"));
-            }
-            _ if Instant::now() > deadline => bail!("job {job} still running after 6 hours"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
-    enc.finish_and_clear();
-    let (local_hash, local_len) = {
-        let h = hashed.lock().unwrap_or_else(|p| p.into_inner());
-        (h.0.finalize().to_hex().to_string(), h.1)
-    };
-    if local_len != len {
-        bail!("{} changed while it was uploaded ({len} bytes, then {local_len}); nothing signed", o.image.display());
-    }
-    Ok((done, local_hash, local_len))
-}
-
 pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     let started = Instant::now();
-    Version::parse(&o.version).map_err(|e| anyhow::anyhow!("--version: {e}"))?;
-    check_name("--product", &o.product)?;
-    if o.hardware.is_empty() {
-        bail!("give at least one --hardware the image fits");
-    }
-    for h in &o.hardware {
-        check_name("--hardware", h)?;
-    }
     let v = load(&o.vendor_dir)?;
-    if v.root.expires <= now() {
-        bail!("root v{} has expired; rotate it first (`ionshard vendor key add`)", v.root.version);
-    }
-    let spn = http::Spn::new(&o.spn, http::token(o.token.clone(), None)?)?;
+    let spn = http::spn(&o.spn, http::token(o.token.clone(), None)?)?;
     sync_roots(&spn, &v, false)?;
-    let (result, local_hash, len) = upload_and_encode(&o, &v, &spn)?;
-    // What the vendor signs is what the vendor read, not what the SPN says it got.
-    if result.length != len || result.blake3 != local_hash {
-        bail!(
-            "the SPN encoded an object of {} bytes, hash {}, but {} is {len} bytes, hash {local_hash}: \
-             the upload was altered on the way; nothing signed",
-            result.length,
-            result.blake3,
-            o.image.display()
-        );
-    }
-    let mut release = Release {
-        vendor: v.root.vendor.clone(),
-        product: o.product.clone(),
-        hardware: o.hardware.clone(),
-        version: o.version.clone(),
-        length: len,
-        blake3: local_hash,
-        manifest: result.manifest.clone(),
-        read_key: KeyWrap::Clear(result.read_key.clone()),
-        issued: now(),
-        expires: now() + o.expires_days * 86400,
-    };
-    if o.confidential {
+    let product_key = if o.confidential {
         let pk_path = o.vendor_dir.join("products").join(format!("{}.key", o.product));
         let (pk, created) = load_or_create_secret(&pk_path)?;
         if created && !o.json {
             eprintln!("created product key {} (give it to {} devices)", pk_path.display(), o.product);
         }
-        let rk: [u8; 32] = data_encoding::HEXLOWER
-            .decode(result.read_key.as_bytes())
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .context("bad read key from the SPN")?;
-        release.read_key = meta::wrap_read_key(&pk, &rk, &release);
-    }
-    let id = release.id();
+        Some(pk)
+    } else {
+        None
+    };
+    let opts = ota::PublishOptions {
+        image: o.image.clone(),
+        product: o.product.clone(),
+        version: o.version.clone(),
+        hardware: o.hardware.clone(),
+        data_shards: o.data_shards,
+        parity_shards: o.parity_shards,
+        expires_days: o.expires_days,
+        product_key,
+        patience: Duration::from_secs(6 * 3600),
+    };
     let present: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
-    let signed = meta::sign_release(release.clone(), &present);
-    let missing = meta::signatures_missing(&signed, &v.root);
+    let ota::Prepared { signed, result, missing } =
+        ota::publish(&spn, &v.root, &present, &opts, Bars::new(o.json)).map_err(publish_hint)?;
+    let release = &signed.signed;
+    let (id, len) = (release.id(), release.length);
     if missing > 0 {
         let pending = super::sign::write_pending_release(&v.dir, &signed)?;
         if o.json {
@@ -195,6 +109,20 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     Ok(Published { id, bundle: out, result, seconds })
 }
 
+/// The flag to fix, for a refusal of the publish's options.
+fn publish_hint(e: ota::Error) -> anyhow::Error {
+    let hint = match &e {
+        ota::Error::Malformed(m) if m.starts_with("product ") => "check --product",
+        ota::Error::Malformed(m) if m.starts_with("hardware ") || m.contains("hardware revision") => {
+            "give each --hardware the image fits"
+        }
+        ota::Error::Malformed(m) if m.contains("version") => "check --version",
+        ota::Error::Expired { .. } => "rotate the root first (`ionshard vendor key add`)",
+        _ => return e.into(),
+    };
+    anyhow::Error::from(e).context(hint)
+}
+
 /// Send a release that meets its threshold, then a fresh timestamp naming
 /// it (if this directory holds the timestamp key), and write its bundle.
 pub(crate) fn submit_release(
@@ -206,7 +134,7 @@ pub(crate) fn submit_release(
     let release = &signed.signed;
     let id = release.id();
     let text = meta::to_json(signed);
-    spn.post_json("/v1/releases", &serde_json::to_value(spn::types::NewRelease { release: text.clone() })?)?;
+    ota::submit(spn, signed)?;
     let rel_dir = v.dir.join("releases");
     std::fs::create_dir_all(&rel_dir)?;
     write_atomic(&rel_dir.join(format!("{id}.release.json")), text.as_bytes())?;
@@ -218,10 +146,7 @@ pub(crate) fn submit_release(
             v.dir.display()
         );
     }
-    let hw = release.hardware.first().map(|h| format!("&hardware={h}")).unwrap_or_default();
-    // Written as served: a bundle's fields keep their order (signed parts first).
-    let bundle =
-        spn.get_bytes(&format!("/v1/releases/{id}?format={}{hw}", ota::BUNDLE_FORMAT), ota::MAX_BUNDLE as u64)?;
+    let bundle = ota::served_bundle(spn, release)?;
     let out = out.unwrap_or_else(|| rel_dir.join(format!("{id}.bundle.json")));
     if let Some(p) = out.parent() {
         std::fs::create_dir_all(p)?;
@@ -284,7 +209,7 @@ fn sign_timestamp(v: &Vendor, spn: &http::Spn, product: &str, hours: u64) -> Res
     };
     let doc = meta::sign_timestamp(t.clone(), &[key]);
     let text = meta::to_json(&doc);
-    spn.post_json("/v1/timestamps", &serde_json::to_value(spn::types::NewTimestamp { timestamp: text.clone() })?)?;
+    spn.add_timestamp(&spn::types::NewTimestamp { timestamp: text.clone() })?;
     std::fs::create_dir_all(v.dir.join("timestamps"))?;
     write_atomic(&last, text.as_bytes())?;
     Ok(t)
@@ -304,7 +229,7 @@ pub(crate) fn timestamp(
         bail!("--expires-hours {hours}: give 1 to 168 (hours to a day is usual; re-sign well before)");
     }
     let v = load(dir)?;
-    let spn = http::Spn::new(spn_url, http::token(token, None)?)?;
+    let spn = http::spn(spn_url, http::token(token, None)?)?;
     sync_roots(&spn, &v, false)?;
     let mut products = products.to_vec();
     if products.is_empty() {
@@ -368,7 +293,7 @@ pub(crate) fn resign(
     release.issued = now().max(release.issued + 1);
     release.expires = now() + expires_days * 86400;
     let signed = meta::sign_release(release.clone(), &v.signers()?);
-    let api = http::Spn::new(spn_url, http::token(token, None)?)?;
+    let api = http::spn(spn_url, http::token(token, None)?)?;
     sync_roots(&api, &v, false)?;
     submit_release(&v, &api, &signed, Some(bundle_path.to_path_buf()))?;
     if json_out {
@@ -394,18 +319,19 @@ pub(crate) fn withdraw(
 ) -> Result<()> {
     let v = load(dir)?;
     let (product, version) = id.split_once('@').context("give the release as PRODUCT@VERSION")?;
-    let api = http::Spn::new(spn_url, http::token(token, None)?)?;
+    let api = http::spn(spn_url, http::token(token, None)?)?;
     // The SPN's record names the image hash (the release may have been signed by stolen keys, not here).
-    let list: spn::types::ReleaseList = api.get_typed(&format!("/v1/releases?product={product}"))?;
+    let list = api.releases(product)?;
     let found = list.releases.iter().find(|r| r.id == id).with_context(|| format!("the SPN has no release {id}"))?;
-    let (status, bundle) = api.get_status(&format!("/v1/releases/{}?format={}", found.id, ota::BUNDLE_FORMAT))?;
-    let blake3 = (status == 200)
-        .then(|| {
-            bundle.get("release").and_then(Value::as_str).and_then(|t| serde_json::from_str::<Signed<Release>>(t).ok())
-        })
-        .flatten()
+    let mut bundle = Vec::new();
+    api.bundle(&found.id, ota::BUNDLE_FORMAT, None, ota::MAX_BUNDLE as u64)?
+        .read_to_end(&mut bundle)
+        .with_context(|| format!("reading release {id} from the SPN"))?;
+    let blake3 = serde_json::from_slice::<ota::Bundle>(&bundle)
+        .ok()
+        .and_then(|b| serde_json::from_str::<Signed<Release>>(&b.release).ok())
         .map(|d| d.signed.blake3)
-        .with_context(|| format!("reading release {id} from the SPN (status {status})"))?;
+        .with_context(|| format!("the SPN's bundle of {id} holds no signed release"))?;
     let w = Withdrawal {
         vendor: v.root.vendor.clone(),
         product: product.to_string(),
@@ -438,10 +364,7 @@ pub(crate) fn submit_withdrawal(v: &Vendor, api: &http::Spn, doc: &Signed<Withdr
     sync_roots(api, v, false)?;
     let id = doc.signed.id();
     let text = meta::to_json(doc);
-    api.post_json(
-        &format!("/v1/releases/{id}/withdraw"),
-        &serde_json::to_value(spn::types::NewWithdrawal { withdrawal: text.clone() })?,
-    )?;
+    api.withdraw(&id, &spn::types::NewWithdrawal { withdrawal: text.clone() })?;
     std::fs::create_dir_all(v.dir.join("withdrawn"))?;
     write_atomic(&v.dir.join("withdrawn").join(format!("{id}.json")), text.as_bytes())?;
     if v.timestamp_key.is_some() {

@@ -112,7 +112,7 @@ pub(crate) fn submit(
     let v = load(vendor_dir)?;
     let api = || -> Result<http::Spn> {
         let url = spn_url.context("give --spn URL: the SPN to send it to")?;
-        http::Spn::new(url, http::token(token.clone(), None)?)
+        http::spn(url, http::token(token.clone(), None)?)
     };
     let what = match &p {
         Pending::Release { doc } => {

@@ -38,7 +38,7 @@ pub(super) async fn health(
         caller(&inner, &headers)?;
         inner.refresh_peers().await;
     }
-    let live = inner.state.peers().map(|p| p.iter().filter(|p| crate::is_live(p)).count()).unwrap_or(0);
+    let live = inner.state.peers().map(|p| p.iter().filter(|p| crate::is_live(p, crate::now())).count()).unwrap_or(0);
     Ok(Json(Health { ok: true, peer_id: inner.client.peer_id().to_string(), live_peers: live as u64 }))
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn upload(
         if len > inner.max_upload {
             return Err(failed(ApiError(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("object over the limit of {} bytes (SPN --max-object)", inner.max_upload),
+                format!("object over the limit of {} bytes (the SPN's largest upload)", inner.max_upload),
             )));
         }
         std::io::Write::write_all(&mut file, &chunk).map_err(|e| failed(Error::io("writing the upload", e).into()))?;

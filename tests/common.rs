@@ -1,16 +1,20 @@
-//! The test network the SPN's tests share: real libp2p nodes on 127.0.0.1
-//! as tasks of the test (a bootstrap, peers with redb stores, an SPN with
-//! its HTTP API), and a small HTTP client for that API.
+//! What the multi-node integration tests share: the network (from the
+//! `harness` crate, nodes as tasks on loopback), the faulty peers only
+//! tests plug into a node's answer path, a vendor of the tests, and a small
+//! HTTP client for the SPN's API.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use net::{Client, Config, Keypair, Role};
+pub use harness::tasks::Node;
+use harness::tasks::{Network, PeerSpec, Spec};
+use net::Keypair;
 
 /// A peer that flips a byte in the middle of the first piece of everything
 /// it sends (plugged into the answer path's hook).
-struct Liar;
+pub struct Liar;
 
 impl net::Answers for Liar {
     fn alter(&self, offset: u64, bytes: &mut [u8]) {
@@ -24,7 +28,7 @@ impl net::Answers for Liar {
 }
 
 /// A peer that holds every answer with shard bytes or a proof 12 s.
-struct Slow;
+pub struct Slow;
 
 impl net::Answers for Slow {
     fn hold(&self) -> Duration {
@@ -32,12 +36,7 @@ impl net::Answers for Slow {
     }
 }
 
-pub struct Node {
-    pub client: Client,
-    pub handle: tokio::task::JoinHandle<()>,
-    pub _dir: tempfile::TempDir,
-}
-
+/// A network with an SPN, as the SPN's tests use it.
 pub struct Net {
     pub bootstrap: Node,
     pub peers: Vec<Node>,
@@ -46,51 +45,9 @@ pub struct Net {
     pub server: tokio::task::JoinHandle<()>,
     /// The SPN's HTTP API.
     pub http: std::net::SocketAddr,
-}
-
-pub async fn start(
-    role: Role,
-    listen: bool,
-    bootstrap: Vec<net::Multiaddr>,
-    trust: Vec<net::PeerId>,
-    kind: Kind,
-    key: Keypair,
-) -> Node {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = (role == Role::Peer).then(|| {
-        store::Store::open(dir.path().join("store"), store::Config::default().with_capacity(1 << 30)).expect("store").0
-    });
-    let config = Config {
-        role,
-        listen: if listen { vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")] } else { vec![] },
-        bootstrap,
-        trust,
-        ..Config::default()
-    };
-    let answers: std::sync::Arc<dyn net::Answers> = match kind {
-        Kind::Liar => std::sync::Arc::new(Liar),
-        Kind::Slow => std::sync::Arc::new(Slow),
-        _ => std::sync::Arc::new(net::Honest),
-    };
-    let (client, handle) = net::start_with(config, key, store, answers).await.expect("node starts");
-    Node { client, handle, _dir: dir }
-}
-
-/// A device: a client node joined through the test network's bootstrap.
-pub async fn device(net: &Net) -> Node {
-    start(Role::Client, false, vec![addr_of(&net.bootstrap).await], vec![], Kind::Honest, Keypair::generate_ed25519())
-        .await
-}
-
-pub async fn addr_of(n: &Node) -> net::Multiaddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(a) = n.client.listen_addrs().await.expect("addrs").first() {
-            return format!("{a}/p2p/{}", n.client.peer_id()).parse().expect("addr");
-        }
-        assert!(Instant::now() < deadline, "no listen address");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    /// The bootstrap's address.
+    pub boot_addr: net::Multiaddr,
+    pub _root: tempfile::TempDir,
 }
 
 /// How one peer of a test network behaves.
@@ -107,6 +64,28 @@ pub enum Kind {
     Slow,
 }
 
+/// The harness's description of a peer of kind `k`.
+pub fn spec_of(k: Kind) -> PeerSpec {
+    let mut p = PeerSpec::honest();
+    match k {
+        Kind::Honest => {}
+        Kind::Liar => p.answers = Arc::new(Liar),
+        Kind::Slow => p.answers = Arc::new(Slow),
+        Kind::Relayed => p.listen = false,
+        Kind::Untrusting => p.trust_spn = false,
+    }
+    p
+}
+
+/// A device: a client node joined through the test network's bootstrap.
+pub async fn device(net: &Net) -> Node {
+    let honest: Arc<dyn net::Answers> = Arc::new(net::Honest);
+    let boot = vec![net.boot_addr.clone()];
+    harness::tasks::start_node(net::Role::Client, None, boot, vec![], None, honest, Keypair::generate_ed25519())
+        .await
+        .expect("device starts")
+}
+
 pub async fn network(peers: usize, liar: Option<usize>) -> Net {
     network_of(&(0..peers).map(|i| if liar == Some(i) { Kind::Liar } else { Kind::Honest }).collect::<Vec<_>>()).await
 }
@@ -115,38 +94,20 @@ pub async fn network_of(kinds: &[Kind]) -> Net {
     network_with(kinds, |_| {}).await
 }
 
-/// A network whose SPN config `tune` may change first.
+/// A network whose SPN config `tune` may change first. Returns once the
+/// SPN has found and asked every peer for its free space (at most 20 s).
 pub async fn network_with(kinds: &[Kind], tune: impl FnOnce(&mut spn::Config)) -> Net {
-    let peers = kinds.len();
-    let bootstrap = start(Role::Bootstrap, true, vec![], vec![], Kind::Honest, Keypair::generate_ed25519()).await;
-    let b = addr_of(&bootstrap).await;
-    let spn_key = Keypair::generate_ed25519();
-    let spn_id = spn_key.public().to_peer_id();
-    let mut ps = Vec::new();
-    for k in kinds {
-        let trust = if *k == Kind::Untrusting { vec![] } else { vec![spn_id] };
-        let p = start(Role::Peer, *k != Kind::Relayed, vec![b.clone()], trust, *k, Keypair::generate_ed25519());
-        ps.push(p.await);
-    }
-    let spn_node = start(Role::Client, false, vec![b.clone()], vec![], Kind::Honest, spn_key).await;
-    let dir = spn_node._dir.path().join("spn");
-    let mut cfg = spn::Config::new(dir, "127.0.0.1:0".parse().expect("addr"), "t".into());
-    cfg.bootstrap = vec![b.to_string()];
-    cfg.max_upload = 1 << 30;
-    tune(&mut cfg);
-    let (spn, http, server) = spn::Spn::start(cfg, spn_node.client.clone()).await.expect("spn starts");
-    // Every peer found and asked for its free space, within 20 s.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        spn.refresh_peers().await;
-        let live = spn.peers().expect("peers").len();
-        if live >= peers {
-            break;
-        }
-        assert!(Instant::now() < deadline, "SPN sees {live} of {peers} peers");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Net { bootstrap, peers: ps, spn, spn_node, server, http }
+    let root = tempfile::tempdir().expect("tempdir");
+    let spec = Spec {
+        peers: kinds.iter().map(|k| spec_of(*k)).collect(),
+        households: false,
+        spn: true,
+        trusted: Keypair::generate_ed25519(),
+    };
+    let n = Network::start(root.path(), &spec, tune).await.expect("the test network starts");
+    let Network { bootstrap, boot_addr, peers, spn, .. } = n;
+    let s = spn.expect("an SPN");
+    Net { bootstrap, peers, spn: s.spn, spn_node: s.node, server: s.server, http: s.http, boot_addr, _root: root }
 }
 
 pub fn image(len: usize, seed: u64) -> Vec<u8> {
@@ -163,7 +124,7 @@ pub fn image(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+    proto::now()
 }
 
 /// One HTTP/1.1 request to `addr`; the status and the body. `token` goes in

@@ -6,23 +6,10 @@ use chunker::Cid;
 use net::{Client, Config, Keypair, Multiaddr, PeerId, Role};
 use store::Store;
 
-/// A peer that flips a byte in the middle of the first piece of everything
-/// it sends (plugged into the answer path's hook).
-struct Liar;
-
-impl net::Answers for Liar {
-    fn alter(&self, offset: u64, bytes: &mut [u8]) {
-        let mid = bytes.len() / 2;
-        if offset == 0
-            && let Some(x) = bytes.get_mut(mid)
-        {
-            *x ^= 0x20;
-        }
-    }
-}
-
 struct Net {
-    _dirs: Vec<tempfile::TempDir>,
+    _net: harness::tasks::Network,
+    _root: tempfile::TempDir,
+    _client_node: harness::tasks::Node,
     boot_addr: Multiaddr,
     peers: Vec<Client>,
     client: Client,
@@ -43,37 +30,24 @@ fn tcp0() -> Vec<Multiaddr> {
     vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")]
 }
 
+/// A bootstrap, `direct_peers` peers that listen and `relayed_peers` that
+/// do not (reached through the bootstrap's relay), each with `capacity`
+/// bytes, trusting the client this returns (the harness, nodes as tasks).
 async fn network(direct_peers: usize, relayed_peers: usize, capacity: u64) -> Net {
-    let mut dirs = Vec::new();
-    let boot_key = Keypair::generate_ed25519();
-    let boot_id = boot_key.public().to_peer_id();
-    let (boot, _) = net::start(Config { role: Role::Bootstrap, listen: tcp0(), ..Config::default() }, boot_key, None)
-        .await
-        .expect("bootstrap");
-    let addr = wait_addrs(&boot).await.into_iter().next().expect("bootstrap listens");
-    let boot_addr = addr.with_p2p(boot_id).expect("p2p");
+    let root = tempfile::tempdir().expect("tempdir");
     let client_key = Keypair::generate_ed25519();
-    let client_id = client_key.public().to_peer_id();
-    let mut peers = Vec::new();
-    for i in 0..direct_peers + relayed_peers {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (s, _) = Store::open(dir.path(), store::Config::default().with_capacity(capacity)).expect("store");
-        let listen = if i < direct_peers { tcp0() } else { Vec::new() };
-        let cfg = Config {
-            role: Role::Peer,
-            listen,
-            bootstrap: vec![boot_addr.clone()],
-            trust: vec![client_id],
-            ..Config::default()
-        };
-        let (p, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
-        peers.push(p);
-        dirs.push(dir);
-    }
-    let cfg = Config { role: Role::Client, bootstrap: vec![boot_addr.clone()], ..Config::default() };
-    let (client, _) = net::start(cfg, client_key, None).await.expect("client");
-    std::mem::forget(boot);
-    Net { _dirs: dirs, boot_addr, peers, client }
+    let peer = |listen| harness::tasks::PeerSpec { listen, capacity, ..harness::tasks::PeerSpec::honest() };
+    let spec = harness::tasks::Spec {
+        peers: (0..direct_peers + relayed_peers).map(|i| peer(i < direct_peers)).collect(),
+        households: false,
+        spn: false,
+        trusted: client_key.clone(),
+    };
+    let net = harness::tasks::Network::start(root.path(), &spec, |_| {}).await.expect("network");
+    let client_node = net.device_as(client_key).await.expect("client");
+    let (boot_addr, peers) = (net.boot_addr.clone(), net.peers.iter().map(|p| p.client.clone()).collect());
+    let client = client_node.client.clone();
+    Net { _net: net, _root: root, _client_node: client_node, boot_addr, peers, client }
 }
 
 async fn find_all(client: &Client, peers: &[PeerId], within: Duration) -> Duration {
@@ -190,8 +164,9 @@ async fn a_peer_that_alters_bytes_is_caught_and_named() {
         trust: vec![net.client.peer_id()],
         ..Config::default()
     };
-    let (liar, _) =
-        net::start_with(cfg, Keypair::generate_ed25519(), Some(s), std::sync::Arc::new(Liar)).await.expect("liar");
+    let (liar, _) = net::start_with(cfg, Keypair::generate_ed25519(), Some(s), std::sync::Arc::new(common::Liar))
+        .await
+        .expect("liar");
     let id = liar.peer_id();
     find_all(&net.client, &[id], Duration::from_secs(10)).await;
     let (cid, bytes) = shard(42, 200_000);

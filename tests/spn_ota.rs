@@ -8,7 +8,6 @@ use net::Client;
 use ota::meta::{self, Root};
 use ota::{Bundle, FetchOptions};
 
-mod common;
 use common::*;
 
 /// Publish `bytes` as acme/router VERSION (registering the vendor first);
@@ -29,7 +28,16 @@ async fn fetch(client: &Client, bundle: &Bundle, root: &Root, out: &Path) -> ota
     let key = meta::read_key(&release, None)?;
     let mut opts = FetchOptions::new(out.to_path_buf());
     opts.min_late = Duration::from_secs(2);
-    ota::fetch(client, &bundle.manifest_bytes()?[..], bundle.placement.clone(), &release, key, &opts, |_| {}).await
+    ota::fetch(
+        client,
+        &bundle.manifest_bytes()?[..],
+        bundle.placement.clone(),
+        &release,
+        key,
+        &opts,
+        std::sync::Arc::new(client::Hidden),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +140,7 @@ async fn spn_state_survives_a_restart() {
     let img = image(3 << 20, 21);
     let (bundle, _root) = publish(&net, dir.path(), &img, "1.0", &key).await;
     let peers_before = net.spn.peers().expect("peers").len();
-    let spn_dir = net.spn_node._dir.path().join("spn");
+    let spn_dir = net.spn_node.dir.join("spn");
     // Stop it: the server and the last handle go, the database closes.
     let Net { spn, spn_node, bootstrap: _b, peers: _p, server, .. } = net;
     let client = spn_node.client.clone();

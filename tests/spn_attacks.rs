@@ -2,8 +2,6 @@
 //! 127.0.0.1 (nodes as tasks, the SPN's real HTTP server), named after the
 //! attack. Each failed before the fix it names.
 
-mod common;
-
 use std::time::Duration;
 
 use common::*;
@@ -256,7 +254,7 @@ async fn spn_secrets_are_not_world_readable_and_tokens_reach_only_their_tenant()
     use std::os::unix::fs::PermissionsExt;
     let net = network(8, None).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let spn_dir = net.spn_node._dir.path().join("spn");
+    let spn_dir = net.spn_node.dir.join("spn");
     let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&spn_dir), 0o700);
     assert_eq!(mode(&spn_dir.join("spn.redb")), 0o600);

@@ -1,0 +1,392 @@
+//! The one fetcher: an object by its manifest, from the peers a placement
+//! names, into a verified file. Release images, backup snapshots and drive
+//! files are all fetched this way.
+//!
+//! Shards are found from the placement (peer ids) and the DHT (their
+//! addresses); the chunker's decoder asks for the byte ranges of the chunks
+//! it needs, verifies each against the shard's CID, and rebuilds from other
+//! shards what is missing, late or false. This module supplies the network
+//! source and the files:
+//!
+//! - **Partial file** `OUT.part`, written in place at each chunk's offset and
+//!   synced every 32 MiB. A rerun reads it back as a *seed*: chunks
+//!   already there (checked by their keyed tag) are copied, not downloaded.
+//!   Whatever a crash or power loss left in it is safe: a chunk that does not
+//!   match is fetched again. A partial file of another object moves aside to
+//!   `OUT.part.old` and serves as a read-only seed.
+//! - **Seed** (an older version of the object): the same mechanism gives
+//!   delta updates.
+//! - **Manifest** `OUT.part.manifest`: kept on disk; its chunk table is read
+//!   a sealed page (1024 chunks) at a time, so memory does not grow with the
+//!   object (only the segment list does, about 60 KB per GiB).
+//! - **Long tail**: [`PeerBook`] decides deadlines and which peers to skip.
+//! - Only after the whole object matches the expected length and BLAKE3
+//!   hash: fsync, rename to `OUT`, fsync the directory.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chunker::{
+    ChunkTable, Cid, Decoder, Manifest, PagedContents, Piece, ReadKey, Seed, ShardRequest, ShardSource, SourceError,
+};
+use net::wire::{Code, Request, Response};
+use net::{Client, PeerId};
+use proto::api::Placement;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::files::{sync_dir, with_suffix, write_atomic};
+use crate::partial::{FileSpan, PartWriter, Seeds, open_part, part_path};
+use crate::peers::{Ask, Dropped, PeerBook, PeerUse};
+use crate::progress::Progress;
+
+/// How to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Where the verified object goes (`OUT.part` beside it meanwhile).
+    pub out: PathBuf,
+    /// An older version whose chunks need not be downloaded.
+    pub seed: Option<PathBuf>,
+    /// Shortest wait before a range counts as late and is rebuilt elsewhere.
+    pub min_late: Duration,
+    /// Requests in flight at once.
+    pub parallel: usize,
+    /// Object bytes decoded at a time (memory is a few times this).
+    pub window: u64,
+}
+
+impl FetchOptions {
+    /// Defaults for `out`.
+    pub fn new(out: PathBuf) -> Self {
+        FetchOptions { out, seed: None, min_late: Duration::from_secs(3), parallel: 16, window: 4 << 20 }
+    }
+}
+
+/// The object a fetch must end with: what its manifest must describe.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// What it is, for messages and the report (`product@version`).
+    pub label: String,
+    /// The manifest's CID.
+    pub manifest: Cid,
+    /// The object's length.
+    pub length: u64,
+    /// Its BLAKE3 hash.
+    pub blake3: [u8; 32],
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchReport {
+    /// The object's label.
+    pub object: String,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its length.
+    pub image_bytes: u64,
+    /// Bytes received from peers (ranges and proofs).
+    pub downloaded_bytes: u64,
+    /// Bytes taken from the partial file of an interrupted fetch.
+    pub resumed_bytes: u64,
+    /// Bytes taken from the seed.
+    pub seed_bytes: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Ranges rebuilt with Reed-Solomon (missing, late or lying shards).
+    pub rebuilt_ranges: u64,
+    /// Peers that answered, with what each sent.
+    pub peers_used: Vec<PeerUse>,
+    /// Peers dropped, and why.
+    pub dropped: Vec<Dropped>,
+    /// Shards that could not be used, and why.
+    pub problems: Vec<String>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Longest wait for one answer, whatever the median.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Shards from peers on the network. Called from decoder threads; each
+/// request blocks its thread on the tokio runtime.
+struct NetSource {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    /// The placement's peers, and per shard the indices of those holding it
+    /// (a few bytes a shard: this map grows with the object).
+    peers: Vec<PeerId>,
+    holders: HashMap<Cid, Vec<u32>>,
+    /// Requests in flight at most.
+    slots: tokio::sync::Semaphore,
+    book: Mutex<PeerBook>,
+}
+
+impl NetSource {
+    fn book(&self) -> std::sync::MutexGuard<'_, PeerBook> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn fetch_async(&self, cid: Cid, ranges: Vec<std::ops::Range<u64>>) -> Result<Piece, SourceError> {
+        let Some(holding) = self.holders.get(&cid) else {
+            return Err(SourceError::Missing);
+        };
+        let _slot = self.slots.acquire().await.map_err(|_| SourceError::Failed("fetch stopped".to_string()))?;
+        let mut why = Vec::new();
+        for peer in holding.iter().filter_map(|&i| self.peers.get(i as usize).copied()) {
+            let wait = match self.book().ask(&peer, Instant::now()) {
+                Ask::Yes(wait) => wait,
+                Ask::No(reason) => {
+                    why.push(reason);
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let request = Request::Ranges { cid, ranges: ranges.clone() };
+            let answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
+            let (reason, lied) = match answer {
+                Ok(Ok(Response::Proof(p))) => {
+                    self.book().answered(peer, cid, p.len() as u64, started.elapsed());
+                    return Ok(Piece::Proof(p));
+                }
+                Ok(Ok(Response::Error { code: Code::NotFound, message })) => {
+                    why.push(format!("peer {peer} does not have it: {message}"));
+                    continue;
+                }
+                Ok(Ok(Response::Error { code: Code::Busy, message })) => {
+                    why.push(format!("peer {peer} busy: {message}"));
+                    continue;
+                }
+                Ok(Ok(Response::Error { code, message })) => {
+                    why.push(format!("peer {peer} refused ({code:?}): {message}"));
+                    continue;
+                }
+                Ok(Ok(_)) => ("answered a range request with something else".to_string(), true),
+                Ok(Err(e)) => (e.to_string(), false),
+                Err(_) => {
+                    (format!("no answer within {:.1} s (late); rebuilt from other shards", wait.as_secs_f64()), false)
+                }
+            };
+            self.book().failed(peer, reason.clone(), lied, Instant::now());
+            why.push(format!("peer {peer}: {reason}"));
+        }
+        if why.is_empty() { Err(SourceError::Missing) } else { Err(SourceError::Failed(why.join("; "))) }
+    }
+}
+
+impl ShardSource for NetSource {
+    fn fetch(&self, req: &ShardRequest<'_>) -> Result<Piece, SourceError> {
+        // Runs on a decoder thread: the future (and its timer) run inside the runtime.
+        self.rt.block_on(self.fetch_async(*req.cid, req.ranges.to_vec()))
+    }
+
+    fn fetch_many(&self, reqs: &[ShardRequest<'_>]) -> Vec<Result<Piece, SourceError>> {
+        // All in flight at once (up to the slot limit) from one thread.
+        let asks = reqs.iter().map(|r| self.fetch_async(*r.cid, r.ranges.to_vec()));
+        self.rt.block_on(futures::future::join_all(asks))
+    }
+
+    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
+        if let Some(peer) = self.book().rejected(req.cid, reason, Instant::now()) {
+            tracing::warn!(%peer, cid = %req.cid, "peer sent bytes that fail their proof: {reason}; dropped");
+        }
+    }
+}
+
+/// The files of one fetch to `OUT`.
+struct Paths {
+    out: PathBuf,
+    part: PathBuf,
+    manifest: PathBuf,
+    /// Which object the partial file holds (its manifest CID).
+    tag: PathBuf,
+    /// A partial file of another object, moved aside as a seed.
+    old: PathBuf,
+}
+
+impl Paths {
+    fn of(out: PathBuf) -> Paths {
+        let part = part_path(&out);
+        Paths {
+            manifest: with_suffix(&part, ".manifest"),
+            tag: with_suffix(&part, ".cid"),
+            old: with_suffix(&part, ".old"),
+            part,
+            out,
+        }
+    }
+}
+
+/// Write the manifest to its file (bounded) and check it describes `expect`.
+fn check_manifest(paths: &Paths, manifest: impl Read, expect: &Expect, key: &ReadKey) -> Result<(Manifest, FileSpan)> {
+    let limit = chunker::Limits::default().max_manifest_bytes as u64;
+    let mut manifest = manifest.take(limit + 1);
+    let written = File::create(&paths.manifest).and_then(|mut f| std::io::copy(&mut manifest, &mut f));
+    written.map_err(Error::file("writing", &paths.manifest))?;
+    let file = File::open(&paths.manifest).map_err(Error::file("opening", &paths.manifest))?;
+    let whole = FileSpan::whole(file, &paths.manifest)?;
+    let (manifest, at, len) = Manifest::read_public(&whole, &expect.manifest, &Default::default())?;
+    let sealed = FileSpan { file: whole.file, start: at, len };
+    let table = PagedContents::open(&manifest, &sealed, key)?;
+    if table.object_len() != expect.length || table.object_hash()[..] != expect.blake3[..] {
+        return Err(Error::Mismatch {
+            label: expect.label.clone(),
+            got_len: table.object_len(),
+            got_hash: hex(&table.object_hash()),
+            want_len: expect.length,
+            want_hash: hex(&expect.blake3),
+        });
+    }
+    drop(table);
+    Ok((manifest, sealed))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The placement's text (CIDs and peer ids as strings) as indices; the text
+/// is let go (it grows with the object).
+fn index(placement: Placement) -> (Vec<PeerId>, HashMap<Cid, Vec<u32>>) {
+    let Placement { peers: names, shards } = placement;
+    let mut peers = Vec::new();
+    let index: Vec<Option<u32>> = names
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>().ok().map(|id| {
+                peers.push(id);
+                peers.len() as u32 - 1
+            })
+        })
+        .collect();
+    let mut holders: HashMap<Cid, Vec<u32>> = HashMap::with_capacity(shards.len());
+    for (cid, idx) in shards {
+        let Ok(cid) = cid.parse::<Cid>() else { continue };
+        holders.insert(cid, idx.iter().filter_map(|&i| index.get(i as usize).copied().flatten()).collect());
+    }
+    (peers, holders)
+}
+
+/// The partial file to write (a stale one of another object moved aside),
+/// and every seed to read: the partial file, the old one, the given seed.
+fn seeds(paths: &Paths, file: File, expect: &Expect, seed: Option<&PathBuf>) -> Result<(File, Seeds)> {
+    let mut part_len = file.metadata().map_err(Error::file("reading", &paths.part))?.len();
+    let mine = expect.manifest.to_string();
+    let stale = part_len > 0 && std::fs::read_to_string(&paths.tag).map_or(true, |t| t.trim() != mine);
+    let mut aside = None;
+    let file = if stale {
+        std::fs::rename(&paths.part, &paths.old).map_err(Error::file("moving aside", &paths.part))?;
+        let fresh = open_part(&paths.part)?;
+        aside = Some((file, part_len));
+        part_len = 0;
+        fresh
+    } else {
+        file
+    };
+    write_atomic(&paths.tag, mine.as_bytes()).map_err(Error::file("writing", &paths.tag))?;
+    let reader = file.try_clone().map_err(Error::file("opening", &paths.part))?;
+    let mut parts = vec![(reader, part_len)];
+    parts.extend(aside);
+    if let Some(seed) = seed {
+        let f = File::open(seed).map_err(Error::file("opening the seed", seed))?;
+        let len = f.metadata().map_err(Error::file("reading the seed", seed))?.len();
+        parts.push((f, len));
+    }
+    Ok((file, Seeds::new(parts)))
+}
+
+/// Fetch the object `expect` names: `manifest` reads the manifest's bytes
+/// (kept in a file beside the partial one and checked here against the
+/// expected CID, length and hash), `placement` says which peers hold which
+/// shards. Progress is one phase, `"fetch"`, of the object's length.
+pub async fn fetch(
+    client: &Client,
+    manifest: impl Read + Send,
+    placement: Placement,
+    expect: &Expect,
+    read_key: [u8; 32],
+    opts: &FetchOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<FetchReport> {
+    let started = Instant::now();
+    let paths = Paths::of(opts.out.clone());
+    if let Some(parent) = paths.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(Error::file("creating", parent))?;
+    }
+    // The partial file is locked first: a second fetch to the same place
+    // stops there, before it touches this one's files.
+    let file = open_part(&paths.part)?;
+    let read_key = ReadKey::from_bytes(read_key);
+    let (manifest, sealed) = match check_manifest(&paths, manifest, expect, &read_key) {
+        Ok(m) => m,
+        Err(e) => {
+            // Refused before anything was fetched: leave no files behind
+            // (an earlier partial file with data in it stays for a rerun).
+            let _ = std::fs::remove_file(&paths.manifest);
+            if file.metadata().is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&paths.part);
+            }
+            return Err(e);
+        }
+    };
+    let (peers, holders) = index(placement);
+    let source = NetSource {
+        client: client.clone(),
+        rt: tokio::runtime::Handle::current(),
+        peers,
+        holders,
+        slots: tokio::sync::Semaphore::new(opts.parallel.max(1)),
+        book: Mutex::new(PeerBook::new(opts.min_late, MAX_WAIT)),
+    };
+    let (file, seeds) = seeds(&paths, file, expect, opts.seed.as_ref())?;
+    let (window, len) = (opts.window, expect.length);
+    progress.start("fetch", len);
+    let bar = progress.clone();
+    let (decoded, source, seeds, part) = tokio::task::spawn_blocking(move || {
+        let mut writer = PartWriter::new(file);
+        let mut report = |n| bar.set(n);
+        let r = PagedContents::open(&manifest, &sealed, &read_key).and_then(|table| {
+            let decoder = Decoder::new(&manifest, &table, &source).with_window(window);
+            let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
+            decoder.decode(&mut writer, &mut report)
+        });
+        (r, source, seeds, writer.file)
+    })
+    .await
+    .map_err(Error::Thread)?;
+    progress.finish();
+    let (dropped, peers_used) = source.book.into_inner().unwrap_or_else(|p| p.into_inner()).into_report();
+    let stats = match decoded {
+        Ok(s) => s,
+        Err(e) => {
+            for d in &dropped {
+                tracing::warn!("dropped peer {}: {}", d.peer, d.reason);
+            }
+            return Err(e.into());
+        }
+    };
+    part.set_len(len).map_err(Error::file("trimming", &paths.part))?;
+    part.sync_all().map_err(Error::file("syncing", &paths.part))?;
+    std::fs::rename(&paths.part, &paths.out).map_err(Error::file("renaming into place", &paths.out))?;
+    sync_dir(&paths.out).map_err(Error::file("syncing the directory of", &paths.out))?;
+    for done in [&paths.tag, &paths.old, &paths.manifest] {
+        let _ = std::fs::remove_file(done);
+    }
+    Ok(FetchReport {
+        object: expect.label.clone(),
+        path: paths.out,
+        image_bytes: stats.object_len,
+        downloaded_bytes: stats.fetched_bytes,
+        resumed_bytes: seeds.from_part.load(std::sync::atomic::Ordering::Relaxed).min(stats.seed_bytes),
+        seed_bytes: seeds.from_seed.load(std::sync::atomic::Ordering::Relaxed).min(stats.seed_bytes),
+        requests: stats.requests,
+        rebuilt_ranges: stats.rebuilt_ranges,
+        peers_used,
+        dropped,
+        problems: stats.problems.iter().map(|p| p.to_string()).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,306 @@
+//! Choosing peers for a segment's shards, and retrying refused ones on
+//! others: decisions only (an rng is passed in; no sockets, no clock).
+//!
+//! Each segment's n shards go to n distinct peers. Peers already holding
+//! shards of the same object are preferred (an object touches few peers
+//! overall, so a device talks to few peers and a lost peer hurts few
+//! objects); the rest are drawn at random, weighted by free capacity.
+//! [`SegmentPlan`] runs the rounds of one segment: who gets which shard,
+//! what a receipt or a failure changes, and what is left unplaced after
+//! [`ATTEMPTS`] rounds. [`Pool`] is what the segments of one job share.
+
+use std::collections::HashSet;
+
+use net::PeerId;
+use rand::Rng;
+
+/// A peer that may take shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The peer.
+    pub peer: PeerId,
+    /// Bytes it has free.
+    pub free: u64,
+}
+
+/// Up to `n` distinct peers with room for `shard_len` bytes: first from
+/// `sticky` (in order), then drawn weighted by free space. Never one in
+/// `exclude`. Fewer than `n` when there are not enough.
+pub fn choose(
+    n: usize,
+    shard_len: u64,
+    candidates: &[Candidate],
+    sticky: &[PeerId],
+    exclude: &HashSet<PeerId>,
+    rng: &mut impl Rng,
+) -> Vec<PeerId> {
+    let fits = |c: &Candidate| c.free >= shard_len && !exclude.contains(&c.peer);
+    let mut out: Vec<PeerId> = Vec::with_capacity(n);
+    for p in sticky {
+        if out.len() == n {
+            return out;
+        }
+        if !out.contains(p) && candidates.iter().any(|c| c.peer == *p && fits(c)) {
+            out.push(*p);
+        }
+    }
+    let mut pool: Vec<&Candidate> = candidates.iter().filter(|c| fits(c) && !out.contains(&c.peer)).collect();
+    while out.len() < n && !pool.is_empty() {
+        let total: u128 = pool.iter().map(|c| u128::from(c.free)).sum();
+        let mut pick = rng.random_range(0..total.max(1));
+        let mut idx = pool.len() - 1;
+        for (i, c) in pool.iter().enumerate() {
+            if pick < u128::from(c.free) {
+                idx = i;
+                break;
+            }
+            pick -= u128::from(c.free);
+        }
+        out.push(pool.swap_remove(idx).peer);
+    }
+    out
+}
+
+/// Rounds per segment (first try plus retries on other peers).
+pub const ATTEMPTS: usize = 4;
+
+/// The peers the segments of one job may use, and what they did.
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    /// Peers that may take shards, with their free space as the job sees it.
+    pub candidates: Vec<Candidate>,
+    /// Peers holding shards of this object, preferred for the next ones.
+    pub sticky: Vec<PeerId>,
+    /// Shards given to another peer after a failure.
+    pub retries: u64,
+}
+
+impl Pool {
+    /// A pool of `candidates`.
+    pub fn new(candidates: Vec<Candidate>) -> Pool {
+        Pool { candidates, sticky: Vec::new(), retries: 0 }
+    }
+}
+
+/// Why a put failed, as placement sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Busy, or a passing fault: the peer may take other shards this job.
+    Passing,
+    /// Unreachable, untrusting, full or lying: offered nothing more this job.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    shard: usize,
+    peer: Option<PeerId>,
+    why: Vec<String>,
+}
+
+/// One segment's placement, round by round.
+#[derive(Debug)]
+pub struct SegmentPlan {
+    shard_len: u64,
+    n: usize,
+    slots: Vec<Slot>,
+    /// Peers that hold or failed a shard of this segment (never asked twice).
+    used: HashSet<PeerId>,
+    round: usize,
+}
+
+impl SegmentPlan {
+    /// The first assignment of segment `index`'s `n` shards. It turns with
+    /// the segment: every peer holds data shards (the ones devices read) in
+    /// most segments, not parity in all of them.
+    pub fn new(index: usize, n: usize, shard_len: u64, pool: &Pool, rng: &mut impl Rng) -> SegmentPlan {
+        let mut first = choose(n, shard_len, &pool.candidates, &pool.sticky, &HashSet::new(), rng);
+        if !first.is_empty() {
+            let turn = index % first.len();
+            first.rotate_left(turn);
+        }
+        let slots = (0..n).map(|i| Slot { shard: i, peer: first.get(i).copied(), why: Vec::new() }).collect();
+        SegmentPlan { shard_len, n, slots, used: first.into_iter().collect(), round: 0 }
+    }
+
+    /// The puts of the next round, `(shard, peer)`: shards without a peer
+    /// get one now if any is left. Empty when everything is placed or the
+    /// rounds are used up.
+    pub fn next_round(&mut self, pool: &mut Pool, rng: &mut impl Rng) -> Vec<(usize, PeerId)> {
+        if self.slots.is_empty() || self.round >= ATTEMPTS {
+            return Vec::new();
+        }
+        for slot in self.slots.iter_mut().filter(|s| s.peer.is_none()) {
+            match choose(1, self.shard_len, &pool.candidates, &pool.sticky, &self.used, rng).first() {
+                Some(&peer) => {
+                    self.used.insert(peer);
+                    slot.peer = Some(peer);
+                    if self.round > 0 {
+                        pool.retries += 1;
+                    }
+                }
+                None => slot.why.push("no other live peer with room".to_string()),
+            }
+        }
+        self.round += 1;
+        self.slots.iter().filter_map(|s| s.peer.map(|p| (s.shard, p))).collect()
+    }
+
+    /// `peer` stored `shard` and signed for it.
+    pub fn placed(&mut self, shard: usize, peer: PeerId, pool: &mut Pool) {
+        self.slots.retain(|s| s.shard != shard);
+        if let Some(c) = pool.candidates.iter_mut().find(|c| c.peer == peer) {
+            c.free = c.free.saturating_sub(self.shard_len);
+        }
+        if !pool.sticky.contains(&peer) {
+            pool.sticky.push(peer);
+        }
+    }
+
+    /// `peer` failed to store `shard`, for `reason`.
+    pub fn failed(&mut self, shard: usize, peer: PeerId, reason: String, kind: Failure, pool: &mut Pool) {
+        if kind == Failure::Drop {
+            pool.candidates.retain(|c| c.peer != peer);
+            pool.sticky.retain(|p| *p != peer);
+        }
+        if let Some(s) = self.slots.iter_mut().find(|s| s.shard == shard) {
+            s.why.push(reason);
+            s.peer = None;
+        }
+    }
+
+    /// Shards placed, and each one left unplaced with its reasons.
+    pub fn finish(self) -> (u64, Vec<(usize, String)>) {
+        let placed = (self.n - self.slots.len()) as u64;
+        let left = self
+            .slots
+            .into_iter()
+            .map(|s| (s.shard, if s.why.is_empty() { "no peer".to_string() } else { s.why.join("; ") }))
+            .collect();
+        (placed, left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn pool(n: usize) -> Pool {
+        Pool::new((0..n).map(|_| Candidate { peer: PeerId::random(), free: 1 << 30 }).collect())
+    }
+
+    #[test]
+    fn a_refused_shard_goes_to_a_peer_not_yet_used_and_counts_as_a_retry() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut pool = pool(5);
+        let mut plan = SegmentPlan::new(0, 3, 100, &pool, &mut rng);
+        let first = plan.next_round(&mut pool, &mut rng);
+        assert_eq!(first.len(), 3);
+        let bad = first[1].1;
+        plan.placed(first[0].0, first[0].1, &mut pool);
+        plan.placed(first[2].0, first[2].1, &mut pool);
+        plan.failed(first[1].0, bad, "full".into(), Failure::Drop, &mut pool);
+        let second = plan.next_round(&mut pool, &mut rng);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0, first[1].0, "the same shard");
+        assert!(!first.iter().any(|(_, p)| *p == second[0].1), "a peer this segment has not used");
+        assert!(!pool.candidates.iter().any(|c| c.peer == bad), "a dropped peer leaves the pool");
+        assert_eq!(pool.retries, 1);
+        plan.placed(second[0].0, second[0].1, &mut pool);
+        assert!(plan.next_round(&mut pool, &mut rng).is_empty(), "all placed");
+        assert_eq!(plan.finish(), (3, vec![]));
+        assert_eq!(pool.sticky.len(), 3);
+    }
+
+    #[test]
+    fn a_busy_peer_stays_in_the_pool_for_other_segments() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let mut pool = pool(3);
+        let mut plan = SegmentPlan::new(0, 1, 100, &pool, &mut rng);
+        let (shard, peer) = plan.next_round(&mut pool, &mut rng)[0];
+        plan.failed(shard, peer, "busy".into(), Failure::Passing, &mut pool);
+        assert!(pool.candidates.iter().any(|c| c.peer == peer));
+    }
+
+    #[test]
+    fn what_cannot_be_placed_after_every_round_is_named_with_its_reasons() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut pool = pool(ATTEMPTS + 10);
+        let mut plan = SegmentPlan::new(4, 2, 100, &pool, &mut rng);
+        let mut rounds = 0;
+        loop {
+            let puts = plan.next_round(&mut pool, &mut rng);
+            if puts.is_empty() {
+                break;
+            }
+            rounds += 1;
+            for (i, (shard, peer)) in puts.into_iter().enumerate() {
+                if shard == 0 {
+                    plan.placed(shard, peer, &mut pool);
+                } else {
+                    plan.failed(shard, peer, format!("refused {i}"), Failure::Drop, &mut pool);
+                }
+            }
+        }
+        assert_eq!(rounds, ATTEMPTS);
+        let (placed, left) = plan.finish();
+        assert_eq!(placed, 1);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, 1);
+        assert_eq!(left[0].1.matches("refused").count(), ATTEMPTS);
+    }
+
+    #[test]
+    fn the_first_assignment_turns_with_the_segment() {
+        let mut pool = pool(4);
+        pool.sticky = pool.candidates.iter().map(|c| c.peer).collect();
+        let order = |index| {
+            let mut p = SegmentPlan::new(index, 4, 1, &pool.clone(), &mut rand::rngs::StdRng::seed_from_u64(5));
+            p.next_round(&mut pool.clone(), &mut rand::rngs::StdRng::seed_from_u64(5))
+        };
+        let (a, b) = (order(0), order(1));
+        assert_eq!(a[1].1, b[0].1, "segment 1 starts where segment 0's second shard was");
+    }
+
+    #[test]
+    fn with_no_peer_left_a_shard_says_so() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let mut pool = Pool::new(Vec::new());
+        let mut plan = SegmentPlan::new(0, 1, 1, &pool, &mut rng);
+        while !plan.next_round(&mut pool, &mut rng).is_empty() {}
+        let (placed, left) = plan.finish();
+        assert_eq!(placed, 0);
+        assert!(left[0].1.contains("no other live peer with room"));
+    }
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn distinct_sticky_first_and_weighted() {
+        let ps = peers(10);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cands: Vec<Candidate> =
+            ps.iter().enumerate().map(|(i, p)| Candidate { peer: *p, free: if i == 9 { 0 } else { 1000 } }).collect();
+        // Distinct, never the full one.
+        for _ in 0..50 {
+            let got = choose(6, 10, &cands, &[], &HashSet::new(), &mut rng);
+            assert_eq!(got.len(), 6);
+            assert_eq!(got.iter().collect::<HashSet<_>>().len(), 6);
+            assert!(!got.contains(&ps[9]));
+        }
+        // Sticky peers come first; excluded never.
+        let exclude: HashSet<PeerId> = [ps[1]].into_iter().collect();
+        let got = choose(4, 10, &cands, &[ps[0], ps[1], ps[2]], &exclude, &mut rng);
+        assert_eq!(&got[..2], &[ps[0], ps[2]]);
+        assert!(!got.contains(&ps[1]));
+        // Not enough room: fewer than asked.
+        assert_eq!(choose(6, 5000, &cands, &[], &HashSet::new(), &mut rng).len(), 0);
+        // Weighting: a peer with 9x the free space is picked far more often.
+        let two = vec![Candidate { peer: ps[0], free: 9000 }, Candidate { peer: ps[1], free: 1000 }];
+        let big = (0..2000).filter(|_| choose(1, 1, &two, &[], &HashSet::new(), &mut rng)[0] == ps[0]).count();
+        assert!((1600..1950).contains(&big), "{big}");
+    }
+}

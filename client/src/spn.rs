@@ -1,0 +1,265 @@
+//! The typed client of the SPN's HTTP API (ureq: blocking, rustls for
+//! https). Every request and answer is a `proto::api` type, the same the
+//! server encodes; an answer that is not one is an error, not a guess.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use proto::api::{
+    Accepted, ErrorBody, Health, IssuedToken, JobRecord, JobResult, JobState, NewRelease, NewTimestamp, NewToken,
+    NewWithdrawal, ReleaseInfo, ReleaseList, Roots, TokenList, VendorInfo,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// Largest answer read (a release bundle with a big manifest).
+const MAX_ANSWER: u64 = 160 << 20;
+
+/// Largest error answer read.
+const MAX_ERROR: u64 = 64 << 10;
+
+/// An SPN's API, with the token its requests carry.
+#[derive(Debug, Clone)]
+pub struct Spn {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// An image to upload and publish: where and how the SPN should scatter it.
+#[derive(Debug, Clone)]
+pub struct Upload<'a> {
+    /// The tenant (for a vendor, its name).
+    pub tenant: &'a str,
+    /// The product.
+    pub product: &'a str,
+    /// Data shards per segment.
+    pub data: u32,
+    /// Parity shards per segment.
+    pub parity: u32,
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+impl Spn {
+    /// The SPN at `url` (`http://HOST:PORT`), sending `token` if given.
+    pub fn new(url: &str, token: Option<String>) -> Result<Spn> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::BadUrl(url.to_string()));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            // The SPN answers once an upload is in; a stalled one must not hang a publish.
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .build()
+            .into();
+        Ok(Spn { base: url.trim_end_matches('/').to_string(), token, agent })
+    }
+
+    /// The SPN's address.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn http(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
+        let (what, url) = (what.to_string(), self.base.clone());
+        move |e| Error::Http { what, url, source: Box::new(e) }
+    }
+
+    fn with_auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    /// A refusal's message, from the error body (or its text).
+    fn refused(what: &str, mut r: Response) -> Error {
+        let status = r.status().as_u16();
+        let bytes = r.body_mut().with_config().limit(MAX_ERROR).read_to_vec().unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+        let message = if message.is_empty() { "no reason given".to_string() } else { message };
+        Error::Refused { what: what.to_string(), status, message }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, mut r: Response) -> Result<T> {
+        if !r.status().is_success() {
+            return Err(Self::refused(what, r));
+        }
+        let bytes = r.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().map_err(self.http(what))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Answer { what: what.to_string(), source })
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let what = format!("GET {path}");
+        let r = self.with_auth(self.agent.get(format!("{}{path}", self.base))).call().map_err(self.http(&what))?;
+        self.decode(&what, r)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let what = format!("POST {path}");
+        let req = self.with_auth(self.agent.post(format!("{}{path}", self.base)));
+        let text = serde_json::to_string(body).map_err(|source| Error::Answer { what: what.clone(), source })?;
+        let r = req.header("Content-Type", "application/json").send(text).map_err(self.http(&what))?;
+        self.decode(&what, r)
+    }
+
+    /// `POST body` to `path` and check only that it was accepted.
+    fn post_unit<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
+        let what = format!("POST {path}");
+        let req = self.with_auth(self.agent.post(format!("{}{path}", self.base)));
+        let text = serde_json::to_string(body).map_err(|source| Error::Answer { what: what.clone(), source })?;
+        let r = req.header("Content-Type", "application/json").send(text).map_err(self.http(&what))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
+    }
+
+    /// `GET path` as a stream of at most `limit` bytes.
+    fn get_stream(&self, path: &str, limit: u64) -> Result<impl Read + use<>> {
+        let what = format!("GET {path}");
+        let r = self.with_auth(self.agent.get(format!("{}{path}", self.base))).call().map_err(self.http(&what))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(r.into_body().into_with_config().limit(limit).reader())
+    }
+
+    /// Whether the SPN runs, and how many peers it sees (`refresh`: ask them now).
+    pub fn health(&self, refresh: bool) -> Result<Health> {
+        self.get(if refresh { "/v1/health?refresh=true" } else { "/v1/health" })
+    }
+
+    /// Upload `body` (`len` bytes, 0 if unknown) to be published, then wait
+    /// (up to `patience`) for the SPN to encode and scatter it. Progress:
+    /// `"upload"` as the body is read (the reader reports), then `"scatter"`.
+    pub fn publish(
+        &self,
+        up: &Upload<'_>,
+        body: impl Read,
+        len: u64,
+        patience: Duration,
+        progress: &dyn Progress,
+    ) -> Result<JobResult> {
+        let path =
+            format!("/v1/objects?tenant={}&product={}&data={}&parity={}", up.tenant, up.product, up.data, up.parity);
+        let what = format!("POST {path}");
+        let req = self.with_auth(self.agent.post(format!("{}{path}", self.base)));
+        let mut body = body;
+        let r = req
+            .header("Content-Type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut body))
+            .map_err(self.http(&what))?;
+        let Accepted { job, .. } = self.decode(&what, r)?;
+        progress.finish();
+        progress.start("scatter", len);
+        let done = self.wait_job(job, patience, progress);
+        progress.finish();
+        done
+    }
+
+    /// Follow job `job` until it is done (its result) or failed.
+    pub fn wait_job(&self, job: u64, patience: Duration, progress: &dyn Progress) -> Result<JobResult> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let j: JobRecord = self.job(job)?;
+            progress.set(j.bytes_done);
+            match j.state {
+                JobState::Done => {
+                    return j.result.ok_or(Error::Job { job, why: "finished without a result".into() });
+                }
+                JobState::Failed => {
+                    let why = format!("failed: {}", j.error.as_deref().unwrap_or("no reason given"));
+                    return Err(Error::Job { job, why });
+                }
+                _ if Instant::now() > deadline => {
+                    let why = format!("is still {} after {} s", j.state, patience.as_secs());
+                    return Err(Error::Job { job, why });
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// A job's record.
+    pub fn job(&self, job: u64) -> Result<JobRecord> {
+        self.get(&format!("/v1/jobs/{job}"))
+    }
+
+    /// A vendor's record, or `None` if the SPN does not know it.
+    pub fn vendor(&self, vendor: &str) -> Result<Option<VendorInfo>> {
+        match self.get(&format!("/v1/vendors/{vendor}")) {
+            Err(Error::Refused { status: 404, .. }) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// Register a vendor by its roots (the first is self-signed).
+    pub fn register_vendor(&self, roots: &Roots) -> Result<VendorInfo> {
+        self.post("/v1/vendors", roots)
+    }
+
+    /// Send the roots after the ones the SPN has of `vendor`.
+    pub fn add_roots(&self, vendor: &str, roots: &Roots) -> Result<VendorInfo> {
+        self.post(&format!("/v1/vendors/{vendor}/roots"), roots)
+    }
+
+    /// Publish a signed release (its object must be on the SPN).
+    pub fn add_release(&self, release: &NewRelease) -> Result<()> {
+        self.post_unit("/v1/releases", release)
+    }
+
+    /// The releases of `product`.
+    pub fn releases(&self, product: &str) -> Result<ReleaseList> {
+        self.get(&format!("/v1/releases?product={product}"))
+    }
+
+    /// The bundle of release `id` (`PRODUCT@VERSION` or `PRODUCT@latest`)
+    /// in bundle `format`, for `hardware` if given, as a stream of at most
+    /// `limit` bytes. Needs no token.
+    pub fn bundle(&self, id: &str, format: u32, hardware: Option<&str>, limit: u64) -> Result<impl Read + use<>> {
+        let hw = hardware.map(|h| format!("&hardware={h}")).unwrap_or_default();
+        self.get_stream(&format!("/v1/releases/{id}?format={format}{hw}"), limit)
+    }
+
+    /// Withdraw a release.
+    pub fn withdraw(&self, id: &str, w: &NewWithdrawal) -> Result<ReleaseInfo> {
+        self.post(&format!("/v1/releases/{id}/withdraw"), w)
+    }
+
+    /// Publish a signed timestamp.
+    pub fn add_timestamp(&self, t: &NewTimestamp) -> Result<()> {
+        self.post_unit("/v1/timestamps", t)
+    }
+
+    /// Issue a tenant token (operator only).
+    pub fn issue_token(&self, t: &NewToken) -> Result<IssuedToken> {
+        self.post("/v1/tokens", t)
+    }
+
+    /// The tokens issued (operator only).
+    pub fn tokens(&self) -> Result<TokenList> {
+        self.get("/v1/tokens")
+    }
+
+    /// Revoke a token (operator only).
+    pub fn revoke_token(&self, id: &str) -> Result<()> {
+        let what = format!("DELETE /v1/tokens/{id}");
+        let r = self
+            .with_auth(self.agent.delete(format!("{}/v1/tokens/{id}", self.base)))
+            .call()
+            .map_err(self.http(&what))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
+    }
+}

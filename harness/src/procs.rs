@@ -1,0 +1,127 @@
+//! Nodes as `ionshard` processes: what `ionshard demo` and `ionshard
+//! sandbox` run. A node is the binary run with `--json`; its first stdout
+//! line says who it is and where it listens. Its stdout goes to
+//! `LOGS/NAME.out` and its stderr to `LOGS/NAME.log`, so a node started
+//! detached (the sandbox's) outlives the command that started it.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// How long a node may take to print its first line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The environment a command reads its defaults from: a node started here
+/// must not pick up the defaults of the shell that ran the sandbox.
+pub const ENV_DEFAULTS: [&str; 3] = ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN"];
+
+/// Start `EXE ARGS --json` as NAME, with logs in `logs`. `detached`: in a
+/// process group of its own, so a Ctrl-C at the terminal that started it
+/// does not reach it. Returns the child and its first line.
+pub fn start(exe: &Path, name: &str, logs: &Path, args: &[String], detached: bool) -> Result<(Child, Value)> {
+    use std::os::unix::process::CommandExt;
+    let fail = |why: String| Error::Start { node: name.to_string(), why };
+    let io = |what: String| move |source| Error::Io { what, source };
+    let out_path = logs.join(format!("{name}.out"));
+    let out = std::fs::File::create(&out_path).map_err(io(format!("creating {}", out_path.display())))?;
+    let log_path = logs.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).arg("--json").stdin(Stdio::null()).stdout(out).stderr(log);
+    for k in ENV_DEFAULTS {
+        cmd.env_remove(k);
+    }
+    if detached {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().map_err(io(format!("starting {name} ({})", exe.display())))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(line) = text.split_inclusive('\n').next().filter(|l| l.ends_with('\n')) {
+            return match serde_json::from_str(line.trim()) {
+                Ok(v) => Ok((child, v)),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(fail(format!("printed {line:?}: {e} (see {})", log_path.display())))
+                }
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(fail(format!("exited ({status}) before it was ready (see {})", log_path.display())));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = format!("did not start within {} s (see {})", START_TIMEOUT.as_secs(), log_path.display());
+            return Err(fail(why));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn strings<const N: usize>(a: [&str; N]) -> Vec<String> {
+    a.map(String::from).into()
+}
+
+/// Arguments of a bootstrap node keeping its state in `dir`, on `ip`.
+pub fn bootstrap_args(ip: Ipv4Addr, dir: &Path) -> Vec<String> {
+    let listen = format!("/ip4/{ip}/tcp/0");
+    strings(["node", "--role", "bootstrap", "--listen", &listen, "--dir", &dir.display().to_string()])
+}
+
+/// Arguments of a storage peer on `ip` trusting `spn_id`, joining through `bootstrap`.
+pub fn peer_args(ip: Ipv4Addr, bootstrap: &str, spn_id: &str, capacity: &str, dir: &Path) -> Vec<String> {
+    let listen = format!("/ip4/{ip}/tcp/0");
+    let dir = dir.display().to_string();
+    strings([
+        "node",
+        "--role",
+        "peer",
+        "--listen",
+        &listen,
+        "--bootstrap",
+        bootstrap,
+        "--capacity",
+        capacity,
+        "--trust",
+        spn_id,
+        "--dir",
+        &dir,
+    ])
+}
+
+/// Arguments of an SPN with its API on `ip`, joining through `bootstrap`.
+pub fn spn_args(ip: Ipv4Addr, bootstrap: &str, dir: &Path) -> Vec<String> {
+    let http = format!("{ip}:0");
+    strings(["spn", "--dir", &dir.display().to_string(), "--http", &http, "--bootstrap", bootstrap])
+}
+
+/// The peers an SPN counts as live (asking them anew); 0 if it does not answer.
+pub fn live_peers(spn: &client::Spn) -> u64 {
+    spn.health(true).map_or(0, |h| h.live_peers)
+}
+
+/// Wait until the SPN sees `want` live peers (at most `within`).
+pub fn wait_peers(spn: &client::Spn, want: u64, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = live_peers(spn);
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NotReady(format!(
+                "the SPN sees {n} live peers after {} s, expected {want}",
+                within.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,279 @@
+//! The device's update, as a library function: get a bundle (a file, or an
+//! SPN), check it against the device's state, fetch the image over the
+//! network (a delta against the installed image by default), run the
+//! installer and record what is installed. The CLI's `fetch` and `update`,
+//! the demo and the tests call [`update`]; so could a device agent or a web
+//! page.
+
+use std::io::Seek;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use client::{FetchOptions, FetchReport, Progress, Spn};
+use net::Multiaddr;
+use serde::Serialize;
+
+use crate::bundle::{Bundle, FORMAT as BUNDLE_FORMAT, MAX_BUNDLE};
+use crate::device::{Checked, Device, Installed, Want, run_installer};
+use crate::error::{Error, Result};
+use crate::meta::{self, Version};
+
+/// Where the bundle comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A bundle file (from `ionshard publish`).
+    File(PathBuf),
+    /// A release id (`PRODUCT@VERSION` or `PRODUCT@latest`) at an SPN.
+    Spn {
+        /// The SPN (no token needed).
+        spn: Spn,
+        /// The release.
+        id: String,
+    },
+}
+
+/// Which older image to take unchanged chunks from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedChoice {
+    /// The installed image, if it is still there and is not the target.
+    Installed,
+    /// This file.
+    File(PathBuf),
+    /// None: download everything.
+    None,
+}
+
+/// What to update from, and how.
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    /// The bundle.
+    pub source: Source,
+    /// The device's state directory.
+    pub state: PathBuf,
+    /// The vendor's root to trust, needed once (the device then keeps its own).
+    pub root: Option<PathBuf>,
+    /// The device's product (default: the installed one's).
+    pub product: Option<String>,
+    /// The device's hardware revision.
+    pub hardware: String,
+    /// The product key of confidential releases.
+    pub product_key: Option<[u8; 32]>,
+    /// Bootstrap nodes (default: those the bundle names).
+    pub bootstrap: Vec<Multiaddr>,
+    /// The delta seed.
+    pub seed: SeedChoice,
+    /// Where the image goes (default: `STATE/images/PRODUCT-VERSION.img`).
+    pub out: Option<PathBuf>,
+    /// Install and record it (an update); otherwise only fetch it.
+    pub install: bool,
+    /// Run after verification with the image path as `$1`.
+    pub install_cmd: Option<String>,
+    /// Install again a version that is installed already.
+    pub reinstall: bool,
+    /// Update from a bundle without a fresh timestamp, on purpose.
+    pub offline: bool,
+    /// Seconds a timestamp may be past its expiry or ahead of the clock.
+    pub max_clock_skew: u64,
+    /// Range requests in flight at once.
+    pub parallel: usize,
+    /// Image bytes decoded at a time.
+    pub window: u64,
+}
+
+impl UpdateOptions {
+    /// Defaults: fetch from `source` into the state `state`, for `hardware`.
+    pub fn new(source: Source, state: PathBuf, hardware: String) -> UpdateOptions {
+        UpdateOptions {
+            source,
+            state,
+            root: None,
+            product: None,
+            hardware,
+            product_key: None,
+            bootstrap: Vec::new(),
+            seed: SeedChoice::Installed,
+            out: None,
+            install: false,
+            install_cmd: None,
+            reinstall: false,
+            offline: false,
+            max_clock_skew: 300,
+            parallel: 16,
+            window: 4 << 20,
+        }
+    }
+}
+
+/// What the checks said besides yes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Notes {
+    /// The installed version no longer bounds what may be installed, and why.
+    pub floor_reset: Option<String>,
+    /// A newer release for this hardware, as the vendor's timestamp names it.
+    pub newer: Option<String>,
+    /// Why freshness was not checked, when it was not.
+    pub freshness_unchecked: Option<String>,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateReport {
+    /// `product@version`.
+    pub release: String,
+    /// The product.
+    pub product: String,
+    /// The notes of the checks.
+    pub notes: Notes,
+    /// That version was installed already, and nothing was done.
+    pub already_installed: bool,
+    /// The seed used.
+    pub seed: Option<PathBuf>,
+    /// The fetch (none when nothing was done).
+    pub fetch: Option<FetchReport>,
+    /// The installer ran: its exit status (`None` inside: a signal).
+    pub install_status: Option<Option<i32>>,
+    /// The device now records this release as installed.
+    pub installed: bool,
+}
+
+impl UpdateReport {
+    /// The installer ran and failed.
+    pub fn install_failed(&self) -> bool {
+        self.install_status.is_some_and(|s| s != Some(0))
+    }
+}
+
+/// A checked bundle, its manifest in an unnamed temporary file.
+struct Loaded {
+    bundle: Bundle,
+    manifest: std::fs::File,
+    checked: Checked,
+    installed: Option<Installed>,
+    product: String,
+}
+
+/// Read the bundle as it streams in and check it (roots, release,
+/// timestamp) before its manifest is read; the manifest (the part that grows
+/// with the image) goes to a temporary file, not to memory. Blocking.
+fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
+    let installed = device.installed()?;
+    let product = o.product.clone().or(installed.as_ref().map(|i| i.product.clone())).ok_or(Error::NoProduct)?;
+    let now = client::files::now();
+    let root = device.trusted_root(o.root.as_deref(), now)?;
+    let newest = matches!(&o.source, Source::Spn { id, .. } if id.ends_with("@latest"));
+    let want =
+        Want { product: &product, hardware: &o.hardware, now, newest, offline: o.offline, skew: o.max_clock_skew };
+    let mut checked = None;
+    let mut check = |b: &Bundle| {
+        checked = Some(device.check(root.clone(), b, &want)?);
+        Ok(())
+    };
+    let mut manifest = tempfile_for_manifest(&o.state)?;
+    let (bundle, _) = match &o.source {
+        Source::File(path) => {
+            let f =
+                std::fs::File::open(path).map_err(|e| Error::io(format!("opening bundle {}", path.display()), e))?;
+            Bundle::read_streaming(std::io::BufReader::new(f), &mut manifest, &mut check)?
+        }
+        Source::Spn { spn, id } => {
+            let body = spn.bundle(id, BUNDLE_FORMAT, Some(&o.hardware), MAX_BUNDLE as u64)?;
+            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest, &mut check)?
+        }
+    };
+    manifest.rewind().map_err(|e| Error::io("rewinding the manifest", e))?;
+    let checked = checked.ok_or_else(|| Error::Malformed("the bundle was not checked".into()))?;
+    Ok(Loaded { bundle, manifest, checked, installed, product })
+}
+
+/// An unnamed file in the state directory (it goes when closed).
+fn tempfile_for_manifest(state: &std::path::Path) -> Result<std::fs::File> {
+    let tmp = state.join(format!(".manifest.{}.tmp", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    // Unlinked at once: nothing is left behind, whatever happens next.
+    std::fs::remove_file(&tmp).map_err(|e| Error::io(format!("removing {}", tmp.display()), e))?;
+    Ok(f)
+}
+
+/// Fetch a release and, with `install`, install and record it. Progress is
+/// the fetch's. A failing installer is reported in
+/// [`UpdateReport::install_status`], not as an error: the device keeps
+/// recording its previous version.
+pub async fn update(o: UpdateOptions, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
+    let device = Device::open(&o.state)?;
+    let (o, device, loaded) = tokio::task::spawn_blocking(move || {
+        let loaded = load(&o, &device);
+        (o, device, loaded)
+    })
+    .await
+    .map_err(|e| Error::io("reading the bundle", std::io::Error::other(e)))?;
+    let Loaded { bundle, manifest, checked, installed, product } = loaded?;
+    let Checked { release, floor_reset, newer, unchecked, .. } = checked;
+    let notes = Notes { floor_reset, newer, freshness_unchecked: unchecked };
+    let same_installed = installed.as_ref().is_some_and(|i| {
+        i.product == release.product
+            && Version::parse(&i.version).is_ok_and(|v| Version::parse(&release.version).is_ok_and(|r| r == v))
+    });
+    let mut report = UpdateReport {
+        release: release.id(),
+        product,
+        notes,
+        already_installed: false,
+        seed: None,
+        fetch: None,
+        install_status: None,
+        installed: false,
+    };
+    if o.install && same_installed && !o.reinstall {
+        report.already_installed = true;
+        return Ok(report);
+    }
+    let read_key = meta::read_key(&release, o.product_key.as_ref())?;
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| o.state.join("images").join(format!("{}-{}.img", release.product, release.version)));
+    report.seed = match &o.seed {
+        SeedChoice::None => None,
+        SeedChoice::File(p) => Some(p.clone()),
+        SeedChoice::Installed => installed.as_ref().map(|i| i.path.clone()).filter(|p| p.exists() && *p != out),
+    };
+    let bootstrap = if o.bootstrap.is_empty() { bootstrap_of(&bundle)? } else { o.bootstrap.clone() };
+    let mut opts = FetchOptions::new(out.clone());
+    opts.seed = report.seed.clone();
+    opts.parallel = o.parallel;
+    opts.window = o.window;
+    let (client, handle) = net::join(&bootstrap, None).await?;
+    let fetched = crate::fetch(&client, manifest, bundle.placement, &release, read_key, &opts, progress).await;
+    client.shutdown().await;
+    let _ = handle.await;
+    report.fetch = Some(fetched?);
+    if o.install {
+        if let Some(cmd) = o.install_cmd.clone() {
+            let (image, r) = (out.clone(), release.clone());
+            let status = tokio::task::spawn_blocking(move || run_installer(&cmd, &image, &r))
+                .await
+                .map_err(|e| Error::io("running the install command", std::io::Error::other(e)))??;
+            report.install_status = Some(status);
+        }
+        if !report.install_failed() {
+            device.record_installed(&Installed::new(&release, &bundle.release, out, client::files::now()))?;
+            report.installed = true;
+        }
+    }
+    Ok(report)
+}
+
+/// The bootstrap addresses a bundle names.
+fn bootstrap_of(bundle: &Bundle) -> Result<Vec<Multiaddr>> {
+    bundle
+        .bootstrap
+        .iter()
+        .map(|a| a.parse().map_err(|e| Error::Malformed(format!("bundle bootstrap address {a:?}: {e}"))))
+        .collect()
+}
