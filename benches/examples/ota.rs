@@ -1,5 +1,5 @@
 //! End-to-end OTA figures: a bootstrap, 14 peers (redb stores) and an SPN as
-//! tasks of this process on 127.0.0.1; the SPN publishes a generated image
+//! tasks of this process on 127.0.0.1 (the harness's network); the SPN publishes a generated image
 //! with 10+4; then the release `ionshard` binary fetches it as a separate
 //! process under `/usr/bin/time -v` for its peak RSS.
 //!
@@ -7,25 +7,9 @@
 //! (default 256 MiB; runs the fetch 3 times and prints medians).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use net::{Client, Config, Keypair, Role};
 use ota::meta::{self, KeyWrap, Release, Root, VendorKey};
-
-async fn node(
-    role: Role,
-    bootstrap: Vec<net::Multiaddr>,
-    trust: Vec<net::PeerId>,
-    key: Keypair,
-    dir: &std::path::Path,
-) -> Client {
-    let store = (role == Role::Peer).then(|| {
-        store::Store::open(dir.join("store"), store::Config::default().with_capacity(8 << 30)).expect("store").0
-    });
-    let listen = if role == Role::Client { vec![] } else { vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")] };
-    let config = Config { role, listen, bootstrap, trust, ..Config::default() };
-    net::start(config, key, store).await.expect("node").0
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -38,34 +22,16 @@ fn main() {
     rt.block_on(async move {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = tmp.path();
-        let boot = node(Role::Bootstrap, vec![], vec![], Keypair::generate_ed25519(), &d.join("b")).await;
-        let b: net::Multiaddr = loop {
-            if let Some(a) = boot.listen_addrs().await.expect("addrs").first() {
-                break format!("{a}/p2p/{}", boot.peer_id()).parse().expect("addr");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let spn_key = Keypair::generate_ed25519();
-        let spn_id = spn_key.public().to_peer_id();
-        let mut peers = Vec::new();
-        for i in 0..14 {
-            peers.push(
-                node(Role::Peer, vec![b.clone()], vec![spn_id], Keypair::generate_ed25519(), &d.join(format!("p{i}")))
-                    .await,
-            );
+        // The network, as the tests start it (the harness, nodes as tasks).
+        let mut spec = harness::tasks::Spec::honest(14);
+        for p in &mut spec.peers {
+            p.capacity = 8 << 30;
         }
-        let spn_client = node(Role::Client, vec![b.clone()], vec![], spn_key, &d.join("s")).await;
-        let mut cfg = spn::Config::new(d.join("spn"), "127.0.0.1:0".parse().expect("addr"), "bench".into());
-        cfg.bootstrap = vec![b.to_string()];
-        cfg.max_upload = 1 << 40;
-        let (spn, _, _) = spn::Spn::start(cfg, spn_client).await.expect("spn");
-        for _ in 0..100 {
-            spn.refresh_peers().await;
-            if spn.peers().expect("peers").len() >= 14 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let network = harness::tasks::Network::start(&d.join("net"), &spec, |c| c.max_upload = 1 << 40)
+            .await
+            .expect("the network starts");
+        let b = network.boot_addr.clone();
+        let spn = &network.spn.as_ref().expect("an SPN").spn;
         // Firmware-like: mostly incompressible (compressed kernels, squashfs),
         // some text. Three different images, for a median; the last is fetched.
         let mut publish_speeds = Vec::new();
@@ -163,7 +129,7 @@ fn main() {
             rss.push(kib / 1024.0);
             let _ = std::fs::remove_file(d.join(format!("fetched-{run}.img")));
         }
-        drop(peers);
+        drop(network);
         println!(
             "fetch {mib} MiB from 14 peers (10+4): median {:.0} MB/s, median peak RSS {:.1} MiB",
             median(speeds),

@@ -18,16 +18,36 @@ use crate::files::{self, write_atomic};
 use crate::size::human;
 
 /// Options of `ionshard chunk`.
+#[derive(clap::Args)]
 pub(crate) struct ChunkOpts {
+    /// File to encode (`-` reads standard input).
     pub(crate) file: PathBuf,
+    /// Directory for the shards and the manifest (created if missing).
+    #[arg(long)]
     pub(crate) out: PathBuf,
+    /// k: data shards per segment.
+    #[arg(long, short = 'k', default_value_t = 10)]
     pub(crate) data_shards: u8,
+    /// m: parity shards per segment (any m shards of a segment may be lost).
+    #[arg(long, short = 'm', default_value_t = 4)]
     pub(crate) parity_shards: u8,
+    /// Average chunk size (min is a quarter, max four times), e.g. 32KiB.
+    #[arg(long, value_parser = crate::size::size_arg)]
     pub(crate) chunk_avg: Option<u64>,
+    /// Segment size, e.g. 8MiB.
+    #[arg(long, value_parser = crate::size::size_arg)]
     pub(crate) segment_size: Option<u64>,
+    /// zstd level tried on each chunk (0 = never compress).
+    #[arg(long, default_value_t = 3)]
     pub(crate) zstd_level: i32,
-    pub(crate) secret: PathBuf,
+    /// Tenant secret (32 bytes; created if missing) [default: ~/.ionshard/tenant.secret].
+    #[arg(long)]
+    pub(crate) secret: Option<PathBuf>,
+    /// Capability of an earlier object in --out whose chunks need not be stored again (repeatable).
+    #[arg(long)]
     pub(crate) known: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -167,9 +187,10 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
     params.validate()?;
     let (input, total) = open_input(&o.file)?;
     fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let (secret_bytes, created) = files::load_or_create_secret(&o.secret)?;
+    let secret = o.secret.clone().unwrap_or_else(|| files::home().join("tenant.secret"));
+    let (secret_bytes, created) = files::load_or_create_secret(&secret)?;
     if created && !o.json {
-        eprintln!("created a new tenant secret at {} (keep it: it decides chunk ids and keys)", o.secret.display());
+        eprintln!("created a new tenant secret at {} (keep it: it decides chunk ids and keys)", secret.display());
     }
     let secret = TenantSecret::from_bytes(secret_bytes);
     let mut known = KnownChunks::new();
@@ -246,11 +267,21 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
 }
 
 /// Options of `ionshard unchunk`.
+#[derive(clap::Args)]
 pub(crate) struct UnchunkOpts {
+    /// The read capability `ionshard chunk` printed.
     pub(crate) capability: String,
+    /// Directory holding the manifest and (any k per segment of) the shards.
+    #[arg(long)]
     pub(crate) shards: PathBuf,
+    /// Where to write the object (written to a temporary file, renamed when verified).
+    #[arg(long)]
     pub(crate) out: PathBuf,
+    /// An older version of the object: chunks it holds are not read from the shards.
+    #[arg(long)]
     pub(crate) seed: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 

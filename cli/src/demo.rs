@@ -21,10 +21,19 @@ use crate::http;
 use crate::vendor::{self, PublishOpts};
 
 /// Options of `ionshard demo`.
+#[derive(clap::Args)]
 pub(crate) struct DemoOpts {
+    /// First image [default: testdata/firmware-v1.img, else a generated one].
+    #[arg(long)]
     pub(crate) v1: Option<PathBuf>,
+    /// Second image [default: testdata/firmware-v2.img, else a generated one].
+    #[arg(long)]
     pub(crate) v2: Option<PathBuf>,
+    /// Keep the temporary directory (logs, stores) instead of removing it.
+    #[arg(long)]
     pub(crate) keep: bool,
+    /// Print one JSON summary instead of text.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -173,7 +182,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
             parity_shards: 2,
             spn: url.clone(),
             token: Some(vendor_token.clone()),
-            vendor_dir: vdir.clone(),
+            vendor_dir: Some(vdir.clone()),
             confidential: false,
             expires_days: 30,
             out: None,

@@ -31,15 +31,38 @@ pub(crate) struct FileConfig {
 }
 
 /// Options of `ionshard node`.
+#[derive(clap::Args)]
 pub(crate) struct NodeOpts {
+    /// bootstrap or peer [default: peer].
+    #[arg(long)]
     pub(crate) role: Option<String>,
+    /// A TOML file with role, listen, bootstrap, external, dir, capacity, trust, default_expiry_secs.
+    #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// Address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1 (repeatable).
+    /// A peer with none is reached through its bootstrap nodes' relays.
+    #[arg(long)]
     pub(crate) listen: Vec<String>,
+    /// A bootstrap node, /ip4/…/tcp/…/p2p/PEER_ID (repeatable).
+    #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
     pub(crate) bootstrap: Vec<String>,
+    /// An address this node is reachable at from outside, as you know it (a
+    /// public IP, a port forward), e.g. /ip4/203.0.113.7/tcp/4001 (repeatable).
+    /// Without one, a peer's addresses are announced once AutoNAT confirms them,
+    /// and a peer behind NAT takes a slot on its bootstrap nodes' relays.
+    #[arg(long)]
     pub(crate) external: Vec<String>,
+    /// Directory for the identity key and the shard store [default: ~/.ionshard/node].
+    #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+    /// Space lent to the network, e.g. 20GiB.
+    #[arg(long)]
     pub(crate) capacity: Option<String>,
+    /// Peer id of an SPN allowed to store shards here (repeatable).
+    #[arg(long)]
     pub(crate) trust: Vec<String>,
+    /// Print the peer id and addresses as one JSON line.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 

@@ -9,12 +9,25 @@ use serde_json::json;
 use crate::node_cmd;
 
 /// Options of `ionshard spn`.
+#[derive(clap::Args)]
 pub(crate) struct SpnOpts {
-    pub(crate) dir: PathBuf,
+    /// State directory (identity, token, redb state) [default: ~/.ionshard/spn].
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// HTTP API address (loopback by default; put TLS in front to offer it elsewhere, see the README).
+    #[arg(long, default_value = "127.0.0.1:7800")]
     pub(crate) http: SocketAddr,
+    /// A bootstrap node (repeatable); also handed to devices in release bundles.
+    #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
     pub(crate) bootstrap: Vec<String>,
+    /// Largest object accepted, e.g. 16GiB.
+    #[arg(long, value_parser = crate::size::size_arg, default_value = "64GiB")]
     pub(crate) max_object: u64,
+    /// HTTP connections one source address may hold.
+    #[arg(long, default_value_t = 32)]
     pub(crate) max_connections_per_ip: usize,
+    /// Print the peer id and API address as one JSON line.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -41,23 +54,24 @@ fn token(dir: &std::path::Path) -> Result<(String, PathBuf)> {
     Ok((t, path))
 }
 
-pub(crate) fn spn(o: SpnOpts) -> Result<()> {
+pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
+    let dir = o.dir.take().unwrap_or_else(|| crate::files::home().join("spn"));
     if o.bootstrap.is_empty() {
         anyhow::bail!(
             "give --bootstrap ADDR (a bootstrap node, /ip4/…/tcp/…/p2p/PEER_ID): the SPN joins the network through it"
         );
     }
-    std::fs::create_dir_all(&o.dir).with_context(|| format!("creating {}", o.dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Its key, its token and its state are the operator's alone.
-    std::fs::set_permissions(&o.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("making {} private", o.dir.display()))?;
-    let (key, _) = net::load_or_create_key(&o.dir.join("identity.key"))?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))?;
+    let (key, _) = net::load_or_create_key(&dir.join("identity.key"))?;
     let peer_id = key.public().to_peer_id();
-    let (token, token_file) = token(&o.dir)?;
+    let (token, token_file) = token(&dir)?;
     let rt = node_cmd::runtime()?;
     rt.block_on(async move {
         let (client, handle) = net::start(node_cmd::client_config(&o.bootstrap)?, key, None).await?;
-        let mut cfg = spn::Config::new(o.dir.clone(), o.http, token);
+        let mut cfg = spn::Config::new(dir.clone(), o.http, token);
         cfg.bootstrap = o.bootstrap.clone();
         cfg.max_upload = o.max_object;
         cfg.http_limits.per_ip = o.max_connections_per_ip.max(1);
@@ -66,7 +80,7 @@ pub(crate) fn spn(o: SpnOpts) -> Result<()> {
             println!(
                 "{}",
                 json!({ "peer_id": peer_id.to_string(), "http": format!("http://{addr}"),
-                        "token_file": token_file.display().to_string(), "dir": o.dir.display().to_string() })
+                        "token_file": token_file.display().to_string(), "dir": dir.display().to_string() })
             );
         } else {
             println!("SPN peer id {peer_id} (peers must --trust it)");

@@ -22,6 +22,7 @@
 pub(crate) mod cmd;
 mod publish;
 mod sign;
+mod withdraw;
 
 use std::path::{Path, PathBuf};
 
@@ -32,8 +33,9 @@ use serde_json::json;
 use crate::files::{load_or_create_secret, write_atomic};
 use crate::http;
 
-pub(crate) use publish::{PublishOpts, Published, publish, resign, timestamp, withdraw};
+pub(crate) use publish::{PublishOpts, Published, publish, resign, timestamp};
 pub(crate) use sign::{export_key, import_key, sign, submit};
+pub(crate) use withdraw::withdraw;
 
 pub(crate) use client::files::now;
 

@@ -36,7 +36,10 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     let dir = tmp.path().join("sandbox");
     let _guard = Down(dir.clone());
     let up = json_out(
-        &bin().args(["sandbox", "up", "--peers", "4", "--dir", &s(&dir), "--json"]).output().expect("up"),
+        &bin()
+            .args(["sandbox", "up", "--peers", "4", "--households", "--dir", &s(&dir), "--json"])
+            .output()
+            .expect("up"),
         "sandbox up",
     );
     let env = up["env"].clone();
@@ -48,6 +51,14 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     let nodes = status["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 6, "bootstrap, 4 peers and an SPN: {status}");
     assert!(nodes.iter().all(|n| n["running"] == true), "{status}");
+    // --households: each peer on a loopback address of its own.
+    let ips: std::collections::HashSet<String> = nodes
+        .iter()
+        .filter(|n| n["role"] == "peer")
+        .filter_map(|n| n["address"].as_str()?.split('/').nth(2).map(str::to_string))
+        .collect();
+    assert_eq!(ips.len(), 4, "four peers, four households: {status}");
+    assert!(ips.iter().all(|ip| ip.starts_with("127.0.0.") && ip != "127.0.0.1"), "{ips:?}");
     let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
 
     // A second `up` on the same directory refuses, and leaves it running.

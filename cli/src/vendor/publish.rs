@@ -1,12 +1,11 @@
 //! `ionshard publish`, `vendor resign`, `vendor timestamp`, `vendor withdraw`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ota::meta::{self, Latest, Release, Signed, Timestamp, VendorKey, Version, Withdrawal};
+use ota::meta::{self, Latest, Release, Signed, Timestamp, VendorKey, Version};
 use serde_json::json;
 use spn::types::JobResult;
 
@@ -16,19 +15,45 @@ use crate::http;
 use crate::progress::Bars;
 
 /// Options of `ionshard publish`.
+#[derive(clap::Args)]
 pub(crate) struct PublishOpts {
+    /// The image file.
     pub(crate) image: PathBuf,
+    /// Product the image is for.
+    #[arg(long)]
     pub(crate) product: String,
+    /// Version (dotted numbers, e.g. 1.4.2); devices refuse versions older than theirs.
+    #[arg(long)]
     pub(crate) version: String,
+    /// Hardware revision it fits (repeatable).
+    #[arg(long, required = true)]
     pub(crate) hardware: Vec<String>,
+    /// k: data shards per segment.
+    #[arg(long, default_value_t = 10)]
     pub(crate) data_shards: u8,
+    /// m: parity shards per segment (any m peers may be lost).
+    #[arg(long, default_value_t = 4)]
     pub(crate) parity_shards: u8,
+    /// The SPN's API, e.g. http://127.0.0.1:7800.
+    #[arg(long, env = "IONSHARD_SPN")]
     pub(crate) spn: String,
+    /// API token [default: $IONSHARD_SPN_TOKEN].
+    #[arg(long)]
     pub(crate) token: Option<String>,
-    pub(crate) vendor_dir: PathBuf,
+    /// Vendor directory [default: ~/.ionshard/vendor].
+    #[arg(long)]
+    pub(crate) vendor_dir: Option<PathBuf>,
+    /// Wrap the read key with the product key, so only the product's devices can read the image.
+    #[arg(long)]
     pub(crate) confidential: bool,
+    /// Days until devices refuse this release (re-sign to extend).
+    #[arg(long, default_value_t = 90)]
     pub(crate) expires_days: u64,
+    /// Where to write the release bundle (default: VENDOR_DIR/releases/PRODUCT@VERSION.bundle.json).
+    #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -42,11 +67,12 @@ pub(crate) struct Published {
 
 pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     let started = Instant::now();
-    let v = load(&o.vendor_dir)?;
+    let vendor_dir = o.vendor_dir.clone().unwrap_or_else(super::default_dir);
+    let v = load(&vendor_dir)?;
     let spn = http::spn(&o.spn, http::token(o.token.clone(), None)?)?;
     sync_roots(&spn, &v, false)?;
     let product_key = if o.confidential {
-        let pk_path = o.vendor_dir.join("products").join(format!("{}.key", o.product));
+        let pk_path = vendor_dir.join("products").join(format!("{}.key", o.product));
         let (pk, created) = load_or_create_secret(&pk_path)?;
         if created && !o.json {
             eprintln!("created product key {} (give it to {} devices)", pk_path.display(), o.product);
@@ -175,7 +201,7 @@ fn published(dir: &Path, product: &str) -> Result<Vec<Release>> {
 
 /// Sign and send a timestamp of `product`: per hardware, the newest release
 /// this vendor published and did not withdraw.
-fn sign_timestamp(v: &Vendor, spn: &http::Spn, product: &str, hours: u64) -> Result<Timestamp> {
+pub(super) fn sign_timestamp(v: &Vendor, spn: &http::Spn, product: &str, hours: u64) -> Result<Timestamp> {
     let key = v.timestamp_key.as_ref().with_context(|| {
         format!(
             "{} holds no timestamp key of root v{}: run this where the key is, or make one with `ionshard vendor key timestamp`",
@@ -303,72 +329,6 @@ pub(crate) fn resign(
         );
     } else {
         println!("re-signed {}: devices accept it until {} (seconds since the epoch)", release.id(), release.expires);
-    }
-    Ok(())
-}
-
-/// `ionshard vendor withdraw ID`: take a release back (signed by the root's
-/// threshold); the SPN stops serving it and the next timestamp leaves it out.
-pub(crate) fn withdraw(
-    dir: &Path,
-    id: &str,
-    reason: &str,
-    spn_url: &str,
-    token: Option<String>,
-    json_out: bool,
-) -> Result<()> {
-    let v = load(dir)?;
-    let (product, version) = id.split_once('@').context("give the release as PRODUCT@VERSION")?;
-    let api = http::spn(spn_url, http::token(token, None)?)?;
-    // The SPN's record names the image hash (the release may have been signed by stolen keys, not here).
-    let list = api.releases(product)?;
-    let found = list.releases.iter().find(|r| r.id == id).with_context(|| format!("the SPN has no release {id}"))?;
-    let mut bundle = Vec::new();
-    api.bundle(&found.id, ota::BUNDLE_FORMAT, None, ota::MAX_BUNDLE as u64)?
-        .read_to_end(&mut bundle)
-        .with_context(|| format!("reading release {id} from the SPN"))?;
-    let blake3 = serde_json::from_slice::<ota::Bundle>(&bundle)
-        .ok()
-        .and_then(|b| serde_json::from_str::<Signed<Release>>(&b.release).ok())
-        .map(|d| d.signed.blake3)
-        .with_context(|| format!("the SPN's bundle of {id} holds no signed release"))?;
-    let w = Withdrawal {
-        vendor: v.root.vendor.clone(),
-        product: product.to_string(),
-        version: version.to_string(),
-        blake3,
-        issued: now(),
-        reason: reason.to_string(),
-    };
-    let present: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
-    let doc = meta::sign_withdrawal(w, &present);
-    let missing = meta::signatures_missing(&doc, &v.root);
-    if missing > 0 {
-        let p = super::sign::write_pending_withdrawal(dir, &doc)?;
-        println!(
-            "the withdrawal needs {missing} more signature(s): `ionshard vendor sign {}`, then submit it",
-            p.display()
-        );
-        return Ok(());
-    }
-    submit_withdrawal(&v, &api, &doc)?;
-    if json_out {
-        println!("{}", json!({ "withdrawn": id }));
-    } else {
-        println!("withdrew {id}: the SPN no longer serves it, and timestamps leave it out");
-    }
-    Ok(())
-}
-
-pub(crate) fn submit_withdrawal(v: &Vendor, api: &http::Spn, doc: &Signed<Withdrawal>) -> Result<()> {
-    sync_roots(api, v, false)?;
-    let id = doc.signed.id();
-    let text = meta::to_json(doc);
-    api.withdraw(&id, &spn::types::NewWithdrawal { withdrawal: text.clone() })?;
-    std::fs::create_dir_all(v.dir.join("withdrawn"))?;
-    write_atomic(&v.dir.join("withdrawn").join(format!("{id}.json")), text.as_bytes())?;
-    if v.timestamp_key.is_some() {
-        sign_timestamp(v, api, &doc.signed.product, 24)?;
     }
     Ok(())
 }

@@ -130,7 +130,7 @@ pub(crate) fn submit(
             if missing > 0 {
                 bail!("the withdrawal still needs {missing} signature(s) (`ionshard vendor sign {}`)", file.display());
             }
-            super::publish::submit_withdrawal(&v, &api()?, doc)?;
+            super::withdraw::submit_withdrawal(&v, &api()?, doc)?;
             format!("withdrew {}", doc.signed.id())
         }
         Pending::Root { doc, legacy } => {
