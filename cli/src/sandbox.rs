@@ -122,7 +122,7 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 8)]
     peers: usize,
     /// Directory for the nodes' state and logs [default: $TMPDIR/ionshard-sandbox].
-    #[arg(long)]
+    #[arg(long, env = "IONSHARD_SANDBOX")]
     dir: Option<PathBuf>,
     /// Put each peer on its own loopback address (127.0.0.2, 127.0.0.3, …),
     /// as if each were in another home.
@@ -136,8 +136,8 @@ pub(crate) struct UpArgs {
 /// Which sandbox.
 #[derive(clap::Args)]
 pub(crate) struct AtArgs {
-    /// The sandbox's directory [default: $TMPDIR/ionshard-sandbox].
-    #[arg(long)]
+    /// The sandbox's directory [default: $IONSHARD_SANDBOX, which `up` exports, else $TMPDIR/ionshard-sandbox].
+    #[arg(long, env = "IONSHARD_SANDBOX")]
     dir: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
@@ -285,7 +285,8 @@ fn print_env(r: &Record, token: &str, dir: &Path, json: bool) {
             "{}",
             serde_json::json!({
                 "dir": dir.display().to_string(),
-                "env": { "IONSHARD_BOOTSTRAP": r.bootstrap, "IONSHARD_SPN": r.spn, "IONSHARD_SPN_TOKEN": token },
+                "env": { "IONSHARD_BOOTSTRAP": r.bootstrap, "IONSHARD_SPN": r.spn, "IONSHARD_SPN_TOKEN": token,
+                         "IONSHARD_SANDBOX": dir.display().to_string() },
                 "nodes": r.nodes,
             })
         );
@@ -294,6 +295,7 @@ fn print_env(r: &Record, token: &str, dir: &Path, json: bool) {
     println!("export IONSHARD_BOOTSTRAP={}", quote(&r.bootstrap));
     println!("export IONSHARD_SPN={}", quote(&r.spn));
     println!("export IONSHARD_SPN_TOKEN={}", quote(token));
+    println!("export IONSHARD_SANDBOX={}", quote(&dir.display().to_string()));
     println!("# sandbox in {}: `ionshard sandbox status` lists it, `ionshard sandbox down` stops it", dir.display());
 }
 

@@ -163,7 +163,7 @@ fn stored_on_peers(n: &Network) -> u64 {
 
 /// A bootstrap node and an SPN whose open-file limit is 1024 (no peers).
 fn spn_with_fd_limit(d: &Path) -> (Procs, String, String, u32) {
-    let mut procs = Procs::default();
+    let mut procs = Procs::new(&d.join("logs"));
     let b = bootstrap(&mut procs, d);
     let spn_dir = d.join("spn");
     let mut child = Command::new("sh")
@@ -180,7 +180,7 @@ fn spn_with_fd_limit(d: &Path) -> (Procs, String, String, u32) {
     std::io::BufRead::read_line(&mut r, &mut line).expect("first line");
     let v: Value = serde_json::from_str(&line).expect("json");
     let pid = child.id();
-    procs.0.push(("spn".into(), child));
+    procs.children.push(("spn".into(), child));
     let url = v["http"].as_str().expect("http").to_string();
     let token = std::fs::read_to_string(v["token_file"].as_str().expect("token file")).expect("token");
     (procs, url, token, pid)
@@ -253,7 +253,7 @@ fn a_thousand_half_open_connections_do_not_lock_out_the_api() {
         a.abort();
     }
     drop(rt);
-    assert!(procs.0[1].1.try_wait().expect("wait").is_none(), "the SPN died under the attack");
+    assert!(procs.children[1].1.try_wait().expect("wait").is_none(), "the SPN died under the attack");
     procs.kill("spn");
 }
 
@@ -296,7 +296,7 @@ fn peak_rss(pid: u32) -> u64 {
 fn strangers_pushing_big_puts_and_gets_cannot_exhaust_a_peers_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let mut procs = Procs::default();
+    let mut procs = Procs::new(&d.join("logs"));
     let b = bootstrap(&mut procs, d);
     let spn_key = net::Keypair::generate_ed25519();
     let spn_id = spn_key.public().to_peer_id();

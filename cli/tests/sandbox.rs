@@ -43,7 +43,7 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
         "sandbox up",
     );
     let env = up["env"].clone();
-    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN"] {
+    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX"] {
         assert!(env[k].as_str().is_some_and(|v| !v.is_empty()), "sandbox up printed no {k}: {up}");
     }
     let status =
@@ -60,6 +60,12 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     assert_eq!(ips.len(), 4, "four peers, four households: {status}");
     assert!(ips.iter().all(|ip| ip.starts_with("127.0.0.") && ip != "127.0.0.1"), "{ips:?}");
     let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
+    // The environment names the sandbox too: `status` finds it without --dir.
+    let mut c = bin();
+    c.args(["sandbox", "status", "--json"]);
+    with_env(&mut c, &env);
+    let by_env = json_out(&c.output().expect("status by env"), "status by env");
+    assert_eq!(by_env["nodes"].as_array().map(Vec::len), Some(6), "{by_env}");
 
     // A second `up` on the same directory refuses, and leaves it running.
     let again = bin().args(["sandbox", "up", "--dir", &s(&dir)]).output().expect("up again");

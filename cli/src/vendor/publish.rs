@@ -144,6 +144,9 @@ fn publish_hint(e: ota::Error) -> anyhow::Error {
         }
         ota::Error::Malformed(m) if m.contains("version") => "check --version",
         ota::Error::Expired { .. } => "rotate the root first (`ionshard vendor key add`)",
+        ota::Error::Fetch(client::Error::Job { why, .. }) if why.contains("distinct live peers") => {
+            "each segment needs --data-shards + --parity-shards distinct live peers: lower them, or start more peers"
+        }
         _ => return e.into(),
     };
     anyhow::Error::from(e).context(hint)

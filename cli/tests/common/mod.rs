@@ -3,10 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -14,35 +13,38 @@ use serde_json::Value;
 /// sandbox up)"`): every test names its own network.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ionshard"));
-    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN"] {
+    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX"] {
         c.env_remove(k);
     }
     c
 }
 
-/// Children killed when the test ends, however it ends.
-#[derive(Default)]
-pub struct Procs(pub Vec<(String, Child)>);
+/// The binary's path.
+pub fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ionshard"))
+}
+
+/// Children killed when the test ends, however it ends; started through
+/// the harness (`harness::procs`), logs in `LOGS/NAME.{out,log}`.
+pub struct Procs {
+    pub children: Vec<(String, Child)>,
+    logs: std::path::PathBuf,
+}
 
 impl Procs {
+    pub fn new(logs: &Path) -> Procs {
+        std::fs::create_dir_all(logs).expect("logs dir");
+        Procs { children: Vec::new(), logs: logs.to_path_buf() }
+    }
     pub fn start(&mut self, name: &str, args: &[String]) -> Value {
-        let mut child =
-            bin().args(args).arg("--json").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-        let mut r = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        r.read_line(&mut line).expect("first line");
-        std::thread::spawn(move || {
-            let mut l = String::new();
-            while r.read_line(&mut l).is_ok_and(|n| n > 0) {
-                l.clear();
-            }
-        });
-        self.0.push((name.to_string(), child));
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("{name} printed {line:?}"))
+        let (child, first) = harness::procs::start(exe(), name, &self.logs, args, false)
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.children.push((name.to_string(), child));
+        first
     }
     pub fn kill(&mut self, name: &str) {
-        let i = self.0.iter().position(|(n, _)| n == name).expect("known process");
-        let (_, mut c) = self.0.remove(i);
+        let i = self.children.iter().position(|(n, _)| n == name).expect("known process");
+        let (_, mut c) = self.children.remove(i);
         c.kill().expect("kill -9");
         c.wait().expect("reap");
     }
@@ -50,7 +52,7 @@ impl Procs {
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
+        for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -74,18 +76,7 @@ pub fn image(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub fn health_peers(url: &str, token: &str) -> u64 {
-    // A tiny HTTP GET without a client library: the SPN answers HTTP/1.1.
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://");
-    let Ok(mut c) = std::net::TcpStream::connect(host) else { return 0 };
-    let _ = write!(
-        c,
-        "GET /v1/health?refresh=true HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = c.read_to_string(&mut body);
-    let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
-    serde_json::from_str::<Value>(json).ok().and_then(|v| v["live_peers"].as_u64()).unwrap_or(0)
+    client::Spn::new(url, Some(token.trim().to_string())).map_or(0, |spn| harness::procs::live_peers(&spn))
 }
 
 pub struct Network {
@@ -101,43 +92,32 @@ pub struct Network {
 
 /// Start a bootstrap node in `dir/boot`; its address.
 pub fn bootstrap(procs: &mut Procs, dir: &Path) -> String {
-    let boot = procs.start(
-        "bootstrap",
-        &["node", "--role", "bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir", &s(&dir.join("boot"))]
-            .map(String::from),
-    );
+    let boot = procs.start("bootstrap", &harness::procs::bootstrap_args(harness::household(0), &dir.join("boot")));
     boot["listen"][0].as_str().expect("bootstrap address").to_string()
 }
 
 /// Start a peer `name` (2 GiB, trusting `spn_id`) in `dir/NAME`; its peer id.
 pub fn peer(procs: &mut Procs, name: &str, dir: &Path, bootstrap: &str, spn_id: &str) -> String {
-    let dir = s(&dir.join(name));
-    let args = ["node", "--role", "peer", "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap]
-        .into_iter()
-        .chain(["--capacity", "2GiB", "--trust", spn_id, "--dir", &dir])
-        .map(String::from)
-        .collect::<Vec<_>>();
+    let args = harness::procs::peer_args(harness::household(0), bootstrap, spn_id, "2GiB", &dir.join(name));
     procs.start(name, &args)["peer_id"].as_str().expect("peer id").to_string()
 }
 
+/// A bootstrap, `peers` peers and an SPN as processes (the harness's), once
+/// the SPN sees every peer.
 pub fn network(dir: &Path, peers: usize) -> Network {
-    let mut procs = Procs::default();
+    let mut procs = Procs::new(&dir.join("logs"));
     let b = bootstrap(&mut procs, dir);
     let spn_dir = dir.join("spn");
     let id =
         json_out(&bin().args(["id", "--key", &s(&spn_dir.join("identity.key")), "--json"]).output().expect("id"), "id");
     let spn_id = id["peer_id"].as_str().expect("peer id").to_string();
     let peer_ids: Vec<String> = (0..peers).map(|i| peer(&mut procs, &format!("peer{i}"), dir, &b, &spn_id)).collect();
-    let spn = procs
-        .start("spn", &["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &b].map(String::from));
+    let spn = procs.start("spn", &harness::procs::spn_args(harness::household(0), &b, &spn_dir));
     let url = spn["http"].as_str().expect("http").to_string();
     let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
     // Generous: other tests' networks share the 2 cores.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while health_peers(&url, &token) < peers as u64 {
-        assert!(Instant::now() < deadline, "SPN did not see {peers} peers within 60 s");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let api = client::Spn::new(&url, Some(token.trim().to_string())).expect("the SPN's URL");
+    harness::procs::wait_peers(&api, peers as u64, Duration::from_secs(60)).expect("the SPN sees every peer");
     Network { procs, url, token, bootstrap: b, spn_id, peers: peer_ids }
 }
 
@@ -165,7 +145,7 @@ pub fn register(n: &Network, vendor: &Path) -> Value {
 impl Procs {
     /// The pid of a running process.
     pub fn pid(&self, name: &str) -> u32 {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c.id()).expect("known process")
+        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id()).expect("known process")
     }
 }
 
