@@ -93,17 +93,10 @@ impl DeviceArgs {
         if !install && self.out.is_none() {
             bail!("give --out FILE for the image");
         }
-        let product_key = match &self.product_key {
-            Some(p) => {
-                let b = std::fs::read(p).with_context(|| format!("reading product key {}", p.display()))?;
-                Some(<[u8; 32]>::try_from(b.as_slice()).ok().context("a product key file holds 32 bytes")?)
-            }
-            None => None,
-        };
         let mut o = UpdateOptions::new(source, self.state.unwrap_or_else(default_state), hardware);
         o.root = self.root;
         o.product = self.product;
-        o.product_key = product_key;
+        o.product_key = self.product_key.map(ota::ProductKey::File);
         o.bootstrap = node_cmd::addrs(&self.bootstrap, "--bootstrap")?;
         o.seed = match (self.no_seed, self.seed) {
             (true, _) => SeedChoice::None,
@@ -132,8 +125,18 @@ pub(crate) fn run(a: DeviceArgs, install: bool) -> Result<UpdateReport> {
 /// failed is an error here (the report says so for a library caller).
 pub(crate) fn execute(o: UpdateOptions, json_out: bool) -> Result<UpdateReport> {
     let from_file = matches!(o.source, Source::File(_));
+    let hardware = o.hardware.clone();
     let rt = node_cmd::runtime()?;
-    let report = rt.block_on(ota::update(o, Bars::new(json_out))).map_err(|e| hint(e.into(), from_file))?;
+    let report = rt
+        .block_on(async {
+            let update = ota::Update::check(o).await?;
+            if !json_out {
+                // Said before the download, which may take a while.
+                print_notes(update.notes(), &update.release(), &hardware);
+            }
+            update.run(Bars::new(json_out)).await
+        })
+        .map_err(|e| hint(e, from_file))?;
     if json_out {
         print_json(&report);
     } else {
@@ -168,13 +171,17 @@ fn print_json(r: &UpdateReport) {
     );
 }
 
-fn print_text(r: &UpdateReport) {
-    for note in [r.notes.floor_reset.as_ref(), r.notes.freshness_unchecked.as_ref()].into_iter().flatten() {
+fn print_notes(n: &ota::Notes, release: &str, hardware: &str) {
+    for note in [n.floor_reset.as_ref(), n.freshness_unchecked.as_ref()].into_iter().flatten() {
         eprintln!("note: {note}");
     }
-    if let Some(n) = &r.notes.newer {
-        eprintln!("note: the vendor's timestamp names {}@{n} as newer for this hardware", r.product);
+    if let Some(newer) = &n.newer {
+        let product = release.split('@').next().unwrap_or(release);
+        eprintln!("note: the vendor's timestamp names {product}@{newer} as newer for {hardware}");
     }
+}
+
+fn print_text(r: &UpdateReport) {
     let Some(f) = &r.fetch else {
         println!("{} is installed already: nothing to do (--reinstall installs it again)", r.release);
         return;
@@ -208,16 +215,17 @@ fn print_text(r: &UpdateReport) {
 }
 
 /// What a device user can do about a refusal the library reports.
-fn hint(e: anyhow::Error, from_file: bool) -> anyhow::Error {
-    let found = e.chain().find_map(|c| c.downcast_ref::<ota::Error>());
-    match found {
-        Some(ota::Error::NoTimestamp { .. } | ota::Error::StaleTimestamp { .. }) if from_file => e.context(
-            "a bundle file carries the timestamp of the day it was made: update through the SPN (--release ID --spn URL), or pass --offline to install it without knowing whether a newer release exists",
-        ),
-        Some(ota::Error::NoProduct) => e.context("give --product (this device's product)"),
-        Some(ota::Error::NoRoot(_)) => e.context("pass --root FILE (the vendor's root.json)"),
-        Some(ota::Error::NeedProductKey(_)) => e.context("pass --product-key FILE"),
-        Some(ota::Error::Fetch(client::Error::Busy(_))) => e.context("or choose another --out"),
-        _ => e,
-    }
+fn hint(e: ota::Error, from_file: bool) -> anyhow::Error {
+    let cause = e.cause();
+    let hint = match cause {
+        ota::Error::NoTimestamp { .. } | ota::Error::StaleTimestamp { .. } if from_file => {
+            "a bundle file carries the timestamp of the day it was made: update through the SPN (--release ID --spn URL), or pass --offline to install it without knowing whether a newer release exists"
+        }
+        ota::Error::NoProduct => "give --product (this device's product)",
+        ota::Error::NoRoot(_) => "pass --root FILE (the vendor's root.json)",
+        ota::Error::NeedProductKey(_) => "pass --product-key FILE",
+        ota::Error::Fetch(client::Error::Busy(_)) => "choose another --out, or wait for the other fetch",
+        _ => return e.into(),
+    };
+    anyhow::Error::from(e).context(hint)
 }

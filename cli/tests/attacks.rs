@@ -405,3 +405,33 @@ fn a_threshold_met_by_separate_key_holders_publishes() {
         json_out(&update(&n, &vendor, &d.join("device"), &["--release", "router@latest", "--spn", &n.url]), "update");
     assert_eq!(ok["release"], "router@1.0", "{ok}");
 }
+
+/// A product name is a file name (the product key of a confidential release
+/// is `VENDOR/products/PRODUCT.key`): `--product ../../x` must be refused
+/// before anything is written or sent, not after a key was created outside
+/// the vendor directory.
+#[test]
+fn a_product_name_with_a_path_cannot_write_a_key_outside_the_vendor_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("net");
+    std::fs::create_dir_all(&d).expect("dir");
+    let n = network(&d, 0);
+    let vendor = vendor(&n, &d);
+    let img = d.join("fw.img");
+    std::fs::write(&img, image(100_000, 3)).expect("image");
+    let o = bin()
+        .args(["publish", &s(&img), "--product", "../../../escape", "--version", "1.0", "--hardware", "r1"])
+        .args(["--confidential", "--spn", &n.url, "--vendor-dir", &s(&vendor)])
+        .env("IONSHARD_SPN_TOKEN", &n.token)
+        .output()
+        .expect("publish");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a product named with a path was published");
+    assert!(err.contains("product"), "{err}");
+    let escaped = |p: &Path| p.join("escape.key").exists();
+    assert!(
+        !escaped(dir.path()) && !escaped(&d) && !escaped(&vendor) && !escaped(&vendor.join("products")),
+        "a key file was written for the bad name"
+    );
+    assert!(!vendor.join("products").exists(), "the products directory was made for a refused name");
+}

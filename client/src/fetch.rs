@@ -345,7 +345,8 @@ pub async fn fetch(
     let (window, len) = (opts.window, expect.length);
     progress.start("fetch", len);
     let bar = progress.clone();
-    let (decoded, source, seeds, part) = tokio::task::spawn_blocking(move || {
+    let part_path = paths.part.clone();
+    let (decoded, source, seeds) = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter::new(file);
         let mut report = |n| bar.set(n);
         let r = PagedContents::open(&manifest, &sealed, &read_key).and_then(|table| {
@@ -353,7 +354,14 @@ pub async fn fetch(
             let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
             decoder.decode(&mut writer, &mut report)
         });
-        (r, source, seeds, writer.file)
+        // The whole object is in: trim and sync it here, off the runtime's threads.
+        let part = writer.file;
+        let r = r.map_err(Error::from).and_then(|stats| {
+            part.set_len(len).map_err(Error::file("trimming", &part_path))?;
+            part.sync_all().map_err(Error::file("syncing", &part_path))?;
+            Ok(stats)
+        });
+        (r, source, seeds)
     })
     .await
     .map_err(Error::Thread)?;
@@ -365,11 +373,9 @@ pub async fn fetch(
             for d in &dropped {
                 tracing::warn!("dropped peer {}: {}", d.peer, d.reason);
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
-    part.set_len(len).map_err(Error::file("trimming", &paths.part))?;
-    part.sync_all().map_err(Error::file("syncing", &paths.part))?;
     std::fs::rename(&paths.part, &paths.out).map_err(Error::file("renaming into place", &paths.out))?;
     sync_dir(&paths.out).map_err(Error::file("syncing the directory of", &paths.out))?;
     for done in [&paths.tag, &paths.old, &paths.manifest] {

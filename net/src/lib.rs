@@ -10,6 +10,12 @@
 //! channel to one event loop owning the swarm. It must never serve bytes that
 //! do not match their CID, accept a put from an SPN it does not trust, or
 //! allocate what a peer claims before checking it against a limit.
+//!
+//! [`Daemon`] runs a peer or bootstrap node with its background work (the
+//! sweep of expired shards, a watch on reachability); [`join`] starts a
+//! client for one job. What a node sends back passes through [`Answers`]
+//! ([`Honest`] in production; a test plugs a liar in). A ledger behaviour
+//! (gossipsub) will sit beside the others in `behaviour.rs`.
 
 mod answers;
 mod behaviour;

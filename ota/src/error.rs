@@ -183,6 +183,15 @@ pub enum Error {
     /// The image, or the SPN's account of it, changed during a publish.
     #[error("{0}; nothing signed")]
     Changed(String),
+    /// A bundle was refused; where it came from.
+    #[error("{from}: {source}")]
+    Bundle {
+        /// The bundle file, or the release at the SPN.
+        from: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// The image fetched does not match the release.
     #[error("image does not match the release: {0}; nothing installed")]
     ImageMismatch(String),
@@ -207,6 +216,18 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn from_bundle(from: String, e: Error) -> Self {
+        Error::Bundle { from, source: Box::new(e) }
+    }
+
+    /// The error itself, or the one a bundle was refused for.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::Bundle { source, .. } => source.cause(),
+            e => e,
+        }
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { what: what.into(), source }
     }

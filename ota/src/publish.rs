@@ -67,6 +67,15 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+impl PublishOptions {
+    /// Whether these options can be published under `root` at `now`:
+    /// names, version, hardware, the root's expiry. [`publish`] checks
+    /// again; a caller checks first to touch nothing for options that fail.
+    pub fn check(&self, root: &Root, now: u64) -> Result<()> {
+        check(self, root, now)
+    }
+}
+
 fn check(o: &PublishOptions, root: &Root, now: u64) -> Result<()> {
     Version::parse(&o.version)?;
     let bad = |what: &str, s: &str| {

@@ -32,6 +32,30 @@ pub enum Source {
     },
 }
 
+/// A product key: its bytes, or the file that holds them (read only if the
+/// release is fetched).
+#[derive(Debug, Clone)]
+pub enum ProductKey {
+    /// The 32 bytes.
+    Bytes([u8; 32]),
+    /// A file of 32 bytes.
+    File(PathBuf),
+}
+
+impl ProductKey {
+    fn bytes(&self) -> Result<[u8; 32]> {
+        match self {
+            ProductKey::Bytes(b) => Ok(*b),
+            ProductKey::File(p) => {
+                let b = std::fs::read(p).map_err(|e| Error::io(format!("reading product key {}", p.display()), e))?;
+                <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
+                    Error::Malformed(format!("{} holds {} bytes; a product key file holds 32", p.display(), b.len()))
+                })
+            }
+        }
+    }
+}
+
 /// Which older image to take unchanged chunks from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeedChoice {
@@ -56,8 +80,8 @@ pub struct UpdateOptions {
     pub product: Option<String>,
     /// The device's hardware revision.
     pub hardware: String,
-    /// The product key of confidential releases.
-    pub product_key: Option<[u8; 32]>,
+    /// The product key of confidential releases (read only when needed).
+    pub product_key: Option<ProductKey>,
     /// Bootstrap nodes (default: those the bundle names).
     pub bootstrap: Vec<Multiaddr>,
     /// The delta seed.
@@ -173,11 +197,13 @@ fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
         Source::File(path) => {
             let f =
                 std::fs::File::open(path).map_err(|e| Error::io(format!("opening bundle {}", path.display()), e))?;
-            Bundle::read_streaming(std::io::BufReader::new(f), &mut manifest, &mut check)?
+            Bundle::read_streaming(std::io::BufReader::new(f), &mut manifest, &mut check)
+                .map_err(|e| Error::from_bundle(format!("bundle {}", path.display()), e))?
         }
         Source::Spn { spn, id } => {
             let body = spn.bundle(id, BUNDLE_FORMAT, Some(&o.hardware), MAX_BUNDLE as u64)?;
-            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest, &mut check)?
+            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest, &mut check)
+                .map_err(|e| Error::from_bundle(format!("release {id} from the SPN"), e))?
         }
     };
     manifest.rewind().map_err(|e| Error::io("rewinding the manifest", e))?;
@@ -185,36 +211,70 @@ fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
     Ok(Loaded { bundle, manifest, checked, installed, product })
 }
 
-/// An unnamed file in the state directory (it goes when closed).
+/// An unnamed file in the state directory (gone when closed, whatever happens).
 fn tempfile_for_manifest(state: &std::path::Path) -> Result<std::fs::File> {
-    let tmp = state.join(format!(".manifest.{}.tmp", std::process::id()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-    // Unlinked at once: nothing is left behind, whatever happens next.
-    std::fs::remove_file(&tmp).map_err(|e| Error::io(format!("removing {}", tmp.display()), e))?;
-    Ok(f)
+    tempfile::tempfile_in(state)
+        .map_err(|e| Error::io(format!("creating a temporary file for the manifest in {}", state.display()), e))
 }
 
-/// Fetch a release and, with `install`, install and record it. Progress is
-/// the fetch's. A failing installer is reported in
-/// [`UpdateReport::install_status`], not as an error: the device keeps
-/// recording its previous version.
+/// A checked bundle, ready to fetch: what [`Update::check`] found. Its
+/// notes can be shown before the download starts.
+pub struct Update {
+    o: UpdateOptions,
+    device: Device,
+    loaded: Loaded,
+    notes: Notes,
+}
+
+impl Update {
+    /// Get the bundle and check it against the device's state (nothing is
+    /// fetched yet, and nothing the device keeps changes unless it passes).
+    pub async fn check(o: UpdateOptions) -> Result<Update> {
+        let device = Device::open(&o.state)?;
+        let (o, device, loaded) = tokio::task::spawn_blocking(move || {
+            let loaded = load(&o, &device);
+            (o, device, loaded)
+        })
+        .await
+        .map_err(|e| Error::io("reading the bundle", std::io::Error::other(e)))?;
+        let loaded = loaded?;
+        let c = &loaded.checked;
+        let notes = Notes {
+            floor_reset: c.floor_reset.clone(),
+            newer: c.newer.clone(),
+            freshness_unchecked: c.unchecked.clone(),
+        };
+        Ok(Update { o, device, loaded, notes })
+    }
+
+    /// What the checks said besides yes.
+    pub fn notes(&self) -> &Notes {
+        &self.notes
+    }
+
+    /// The release, `product@version`.
+    pub fn release(&self) -> String {
+        self.loaded.checked.release.id()
+    }
+
+    /// Fetch it and, with `install`, install and record it. Progress is
+    /// the fetch's. A failing installer is reported in
+    /// [`UpdateReport::install_status`], not as an error: the device keeps
+    /// recording its previous version.
+    pub async fn run(self, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
+        run(self, progress).await
+    }
+}
+
+/// [`Update::check`], then [`Update::run`].
 pub async fn update(o: UpdateOptions, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
-    let device = Device::open(&o.state)?;
-    let (o, device, loaded) = tokio::task::spawn_blocking(move || {
-        let loaded = load(&o, &device);
-        (o, device, loaded)
-    })
-    .await
-    .map_err(|e| Error::io("reading the bundle", std::io::Error::other(e)))?;
-    let Loaded { bundle, manifest, checked, installed, product } = loaded?;
-    let Checked { release, floor_reset, newer, unchecked, .. } = checked;
-    let notes = Notes { floor_reset, newer, freshness_unchecked: unchecked };
+    Update::check(o).await?.run(progress).await
+}
+
+async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
+    let Update { o, device, loaded, notes } = u;
+    let Loaded { bundle, manifest, checked, installed, product } = loaded;
+    let release = checked.release;
     let same_installed = installed.as_ref().is_some_and(|i| {
         i.product == release.product
             && Version::parse(&i.version).is_ok_and(|v| Version::parse(&release.version).is_ok_and(|r| r == v))
@@ -233,7 +293,8 @@ pub async fn update(o: UpdateOptions, progress: Arc<dyn Progress>) -> Result<Upd
         report.already_installed = true;
         return Ok(report);
     }
-    let read_key = meta::read_key(&release, o.product_key.as_ref())?;
+    let product_key = o.product_key.as_ref().map(ProductKey::bytes).transpose()?;
+    let read_key = meta::read_key(&release, product_key.as_ref())?;
     let out = o
         .out
         .clone()

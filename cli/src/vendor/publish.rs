@@ -69,9 +69,23 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
     let started = Instant::now();
     let vendor_dir = o.vendor_dir.clone().unwrap_or_else(super::default_dir);
     let v = load(&vendor_dir)?;
+    let mut opts = ota::PublishOptions {
+        image: o.image.clone(),
+        product: o.product.clone(),
+        version: o.version.clone(),
+        hardware: o.hardware.clone(),
+        data_shards: o.data_shards,
+        parity_shards: o.parity_shards,
+        expires_days: o.expires_days,
+        product_key: None,
+        patience: Duration::from_secs(6 * 3600),
+    };
+    // Names are checked before anything is sent or written (the product
+    // names a key file).
+    opts.check(&v.root, now()).map_err(publish_hint)?;
     let spn = http::spn(&o.spn, http::token(o.token.clone(), None)?)?;
     sync_roots(&spn, &v, false)?;
-    let product_key = if o.confidential {
+    opts.product_key = if o.confidential {
         let pk_path = vendor_dir.join("products").join(format!("{}.key", o.product));
         let (pk, created) = load_or_create_secret(&pk_path)?;
         if created && !o.json {
@@ -80,17 +94,6 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
         Some(pk)
     } else {
         None
-    };
-    let opts = ota::PublishOptions {
-        image: o.image.clone(),
-        product: o.product.clone(),
-        version: o.version.clone(),
-        hardware: o.hardware.clone(),
-        data_shards: o.data_shards,
-        parity_shards: o.parity_shards,
-        expires_days: o.expires_days,
-        product_key,
-        patience: Duration::from_secs(6 * 3600),
     };
     let present: Vec<&VendorKey> = v.keys.iter().take(v.root.threshold as usize).collect();
     let ota::Prepared { signed, result, missing } =

@@ -32,9 +32,10 @@ pub(crate) fn withdraw(
     api.bundle(&found.id, ota::BUNDLE_FORMAT, None, ota::MAX_BUNDLE as u64)?
         .read_to_end(&mut bundle)
         .with_context(|| format!("reading release {id} from the SPN"))?;
-    let blake3 = serde_json::from_slice::<ota::Bundle>(&bundle)
+    // Only the signed release is read (the rest of the bundle may grow fields).
+    let blake3 = serde_json::from_slice::<serde_json::Value>(&bundle)
         .ok()
-        .and_then(|b| serde_json::from_str::<Signed<Release>>(&b.release).ok())
+        .and_then(|b| serde_json::from_str::<Signed<Release>>(b.get("release")?.as_str()?).ok())
         .map(|d| d.signed.blake3)
         .with_context(|| format!("the SPN's bundle of {id} holds no signed release"))?;
     let w = Withdrawal {
