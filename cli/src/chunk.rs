@@ -10,7 +10,6 @@ use chunker::{
     Chunking, Cid, Decoder, EncodedSegment, Encoder, KnownChunks, Limits, Manifest, Params, Piece, ReadCapability,
     Seed, SegmentSink, ShardRequest, ShardSource, SourceError, TenantSecret,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -49,27 +48,6 @@ pub(crate) struct ChunkOpts {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
-}
-
-fn progress_bar(total: Option<u64>, what: &str, json: bool) -> ProgressBar {
-    if json {
-        return ProgressBar::hidden();
-    }
-    // indicatif draws only when stderr is a terminal.
-    let pb = match total {
-        Some(t) => ProgressBar::new(t),
-        None => ProgressBar::new_spinner(),
-    };
-    let template = if total.is_some() {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
-    } else {
-        "{spinner} {msg} {bytes} {binary_bytes_per_sec}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_message(what.to_string());
-    pb
 }
 
 /// Writes each shard as `DIR/<cid>`, atomically, in parallel.
@@ -201,7 +179,7 @@ pub(crate) fn chunk(o: ChunkOpts) -> Result<()> {
         known.add(&m, &contents)?;
     }
     let encoder = Encoder::new(params, &secret)?.with_known(&known).with_salt(rand::random());
-    let pb = progress_bar(total, "chunking", o.json);
+    let pb = crate::progress::bar(total, "chunking", o.json);
     let started = Instant::now();
     let mut sink = DirSink { dir: &o.out, paths: Vec::new(), written: 0, skipped: 0, bytes: 0 };
     let encoded = encoder.encode(input, &mut sink, &mut |done| pb.set_position(done))?;
@@ -307,7 +285,7 @@ pub(crate) fn unchunk(o: UnchunkOpts) -> Result<()> {
     }
     let tmp = files::temp_beside(&o.out);
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let pb = progress_bar(Some(contents.object_len()), "restoring", o.json);
+    let pb = crate::progress::bar(Some(contents.object_len()), "restoring", o.json);
     let started = Instant::now();
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let result = decoder.decode(&mut w, &mut |done| pb.set_position(done));

@@ -4,19 +4,27 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A bar of `len` bytes named `what` (hidden when `quiet`, as under `--json`).
-pub(crate) fn bar(len: u64, quiet: bool, what: &str) -> ProgressBar {
+/// A bar of `total` bytes named `what` (a spinner when the total is not
+/// known), hidden when `quiet` (as under `--json`). indicatif draws only
+/// when stderr is a terminal.
+pub(crate) fn bar(total: Option<u64>, what: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(what.to_string());
-    b
+    let pb = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = if total.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{spinner} {msg} {bytes} {binary_bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
 }
 
 /// One bar per phase of a library call's work.
@@ -38,7 +46,7 @@ impl Bars {
 
 impl client::Progress for Bars {
     fn start(&self, phase: &str, total: u64) {
-        if let Some(old) = self.current().replace(bar(total, self.quiet, phase)) {
+        if let Some(old) = self.current().replace(bar((total > 0).then_some(total), phase, self.quiet)) {
             old.finish_and_clear();
         }
     }

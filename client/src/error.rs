@@ -76,6 +76,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A request body could not be encoded.
+    #[error("encoding the body of {what}: {source}")]
+    Encode {
+        /// The request.
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A job on the SPN failed, or did not finish in time.
     #[error("job {job} on the SPN {why}")]
     Job {
@@ -90,14 +99,6 @@ impl Error {
     pub(crate) fn file(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::File { what, path, source }
-    }
-
-    /// The HTTP status of a refusal, if this is one.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Refused { status, .. } => Some(*status),
-            _ => None,
-        }
     }
 }
 

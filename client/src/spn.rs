@@ -61,11 +61,6 @@ impl Spn {
         Ok(Spn { base: url.trim_end_matches('/').to_string(), token, agent })
     }
 
-    /// The SPN's address.
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
     fn http(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
         let (what, url) = (what.to_string(), self.base.clone());
         move |e| Error::Http { what, url, source: Box::new(e) }
@@ -103,20 +98,23 @@ impl Spn {
         self.decode(&what, r)
     }
 
-    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+    /// `POST body` (as JSON) to `path`; the request's name and the answer.
+    fn send_json<B: Serialize>(&self, path: &str, body: &B) -> Result<(String, Response)> {
         let what = format!("POST {path}");
+        let text = serde_json::to_string(body).map_err(|source| Error::Encode { what: what.clone(), source })?;
         let req = self.with_auth(self.agent.post(format!("{}{path}", self.base)));
-        let text = serde_json::to_string(body).map_err(|source| Error::Answer { what: what.clone(), source })?;
         let r = req.header("Content-Type", "application/json").send(text).map_err(self.http(&what))?;
+        Ok((what, r))
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let (what, r) = self.send_json(path, body)?;
         self.decode(&what, r)
     }
 
     /// `POST body` to `path` and check only that it was accepted.
     fn post_unit<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
-        let what = format!("POST {path}");
-        let req = self.with_auth(self.agent.post(format!("{}{path}", self.base)));
-        let text = serde_json::to_string(body).map_err(|source| Error::Answer { what: what.clone(), source })?;
-        let r = req.header("Content-Type", "application/json").send(text).map_err(self.http(&what))?;
+        let (what, r) = self.send_json(path, body)?;
         if !r.status().is_success() {
             return Err(Self::refused(&what, r));
         }

@@ -100,7 +100,6 @@ pub struct Network {
     pub peers: Vec<Node>,
     /// The SPN, if the spec asked for one.
     pub spn: Option<SpnNode>,
-    root: PathBuf,
 }
 
 /// Start one node. `listen`: on that address (TCP, port chosen by the system).
@@ -173,7 +172,7 @@ impl Network {
             );
             peers.push(node.await?);
         }
-        let mut net = Network { bootstrap, boot_addr, peers, spn: None, root: root.to_path_buf() };
+        let mut net = Network { bootstrap, boot_addr, peers, spn: None };
         if spec.spn {
             let mut node =
                 start_node(Role::Client, None, vec![net.boot_addr.clone()], vec![], None, honest, spn_key).await?;
@@ -218,10 +217,5 @@ impl Network {
     pub async fn device_as(&self, key: Keypair) -> Result<Node> {
         let honest: Arc<dyn Answers> = Arc::new(net::Honest);
         start_node(Role::Client, None, vec![self.boot_addr.clone()], vec![], None, honest, key).await
-    }
-
-    /// Where its files are.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
