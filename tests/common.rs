@@ -100,7 +100,7 @@ pub async fn network_with(kinds: &[Kind], tune: impl FnOnce(&mut spn::Config)) -
     let root = tempfile::tempdir().expect("tempdir");
     let spec = Spec {
         peers: kinds.iter().map(|k| spec_of(*k)).collect(),
-        households: false,
+        households: true,
         spn: true,
         trusted: Keypair::generate_ed25519(),
     };

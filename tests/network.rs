@@ -39,7 +39,7 @@ async fn network(direct_peers: usize, relayed_peers: usize, capacity: u64) -> Ne
     let peer = |listen| harness::tasks::PeerSpec { listen, capacity, ..harness::tasks::PeerSpec::honest() };
     let spec = harness::tasks::Spec {
         peers: (0..direct_peers + relayed_peers).map(|i| peer(i < direct_peers)).collect(),
-        households: false,
+        households: true,
         spn: false,
         trusted: client_key.clone(),
     };

@@ -1,11 +1,14 @@
 //! `ionshard demo`: the whole OTA path on this machine, with real processes
-//! on 127.0.0.1: a bootstrap node, 8 peers and an SPN; a vendor (2 of 3
+//! on loopback (each peer at an address of its own, another home): a
+//! bootstrap node, 8 peers and an SPN; a vendor (2 of 3
 //! keys, an online timestamp key, its own scoped API token) registers with
 //! the SPN and publishes v1 (6+2), a device installs it, a replay of the same
 //! bundle is a no-op, 2 peers are killed and the image fetched again, the
 //! peers come back, v2 is published (only new chunks stored) and the device
 //! asks for the newest release (checked against the vendor's timestamp) and
-//! updates with its v1 as the seed.
+//! updates with its v1 as the seed. Then durability: a peer leaves for good
+//! and its shards are rebuilt on a new one, and a peer that silently loses
+//! a shard is caught by an audit and the shard rebuilt.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -164,7 +167,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         _ => generate(root)?,
     };
     let DemoNet { boot: b, url, api, spn_id } = start_network(o, root, logs, procs)?;
-    let peer_args = |dir: &Path| procs::peer_args(harness::household(0), &b, &spn_id, "1GiB", dir);
+    let peer_args = |i: usize, dir: &Path| procs::peer_args(harness::household(i + 1), &b, &spn_id, "1GiB", dir);
     say(o.json, "vendor: 3 keys (2 must sign), a timestamp key, a token of its own, registered with the SPN");
     let vdir = root.join("vendor");
     vendor::init(&vdir, "demo-vendor", 3, 2, 365, o.json)?;
@@ -231,8 +234,8 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     let f2r = f2.fetch.context("v1 was not fetched again")?;
 
     say(o.json, "the 2 peers restart (same identity and store); publish v1.1.0");
-    procs.start("peer0", logs, &peer_args(&root.join("peer0")))?;
-    procs.start("peer5", logs, &peer_args(&root.join("peer5")))?;
+    procs.start("peer0", logs, &peer_args(0, &root.join("peer0")))?;
+    procs.start("peer5", logs, &peer_args(5, &root.join("peer5")))?;
     procs::wait_peers(&api, 8, std::time::Duration::from_secs(60))?;
     let p2 = publish(&v2, "1.1.0")?;
 
@@ -248,7 +251,91 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     }
     let f3r = f3.fetch.context("v2 was not fetched")?;
     let f = [f1r, f2r, f3r];
-    summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])
+    let durable = durability(o.json, root, logs, procs, &api, &peer_args)?;
+    let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
+    if let (Some(m), Value::Object(d)) = (out.as_object_mut(), durable) {
+        m.extend(d);
+    }
+    Ok(out)
+}
+
+/// Wait (at most `secs`) until `done` holds for the SPN's durability report.
+fn wait_report(
+    api: &http::Spn,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&spn::types::Durability) -> bool,
+) -> Result<spn::types::Durability> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let d = api.durability(None)?;
+        if done(&d) {
+            return Ok(d);
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not happen within {secs} s (see the SPN's log)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The durability act: a peer lost for good and its shards rebuilt on a
+/// new one, then a peer that silently drops a shard caught by an audit.
+fn durability(
+    json: bool,
+    root: &Path,
+    logs: &Path,
+    procs: &Procs,
+    api: &http::Spn,
+    peer_args: &dyn Fn(usize, &Path) -> Vec<String>,
+) -> Result<Value> {
+    let total = |d: &spn::types::Durability| d.objects.iter().map(|o| o.lowest_healthy).min().unwrap_or(0);
+    say(json, "durability: peer3 leaves for good; a new peer (peer8, another home) joins");
+    procs.kill("peer3");
+    procs.start("peer8", logs, &peer_args(8, &root.join("peer8")))?;
+    let risk = wait_report(api, 60, "the SPN noticing peer3 is lost", |d| d.peers_lost > 0)?;
+    say(json, format!("  the SPN counts peer3 lost: the lowest segment has {} of 8 healthy shards", total(&risk)));
+    let fixed = wait_report(api, 90, "repairing peer3's shards", |d| d.repair_queue == 0 && total(d) == 8)?;
+    say(
+        json,
+        format!(
+            "  repaired: {} shard(s) rebuilt from 6 others and placed on new peers, {} moved; every segment has 8 again",
+            fixed.shards_repaired,
+            crate::size::human(fixed.repair_bytes)
+        ),
+    );
+    say(json, "durability: peer1 silently loses a shard file; audits (every ~4 s here) catch it");
+    let shards = root.join("peer1/store/shards");
+    let victim = std::fs::read_dir(&shards)?
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .next()
+        .context("peer1 holds no shard to lose")?;
+    std::fs::remove_file(victim.path())?;
+    let before = fixed.shards_repaired;
+    let caught = wait_report(api, 90, "an audit catching peer1's lost shard", |d| d.audits_failed > 0)?;
+    say(
+        json,
+        format!(
+            "  an audit failed ({} passed, {} failed in all); the shard is rebuilt elsewhere",
+            caught.audits_passed, caught.audits_failed
+        ),
+    );
+    let healed =
+        wait_report(api, 90, "rebuilding peer1's lost shard", |d| d.shards_repaired > before && total(d) == 8)?;
+    say(
+        json,
+        format!(
+            "  rebuilt; audits here run every few seconds; at the defaults (every 6 h) they would cost {:.2}% a day of the {} stored",
+            100.0 * healed.audit_share_at_defaults,
+            crate::size::human(healed.stored_bytes)
+        ),
+    );
+    Ok(json!({
+        "peer_lost_for_good": format!("peer3: {} shard(s) rebuilt on other peers, {} moved", fixed.shards_repaired, crate::size::human(fixed.repair_bytes)),
+        "audit_caught_lost_shard": format!("peer1 failed an audit; {} shard(s) repaired in all", healed.shards_repaired),
+        "audits": format!("{} passed, {} failed", healed.audits_passed, healed.audits_failed),
+    }))
 }
 
 /// What the demo showed, as one JSON object.
@@ -301,11 +388,14 @@ fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Resul
     std::fs::create_dir_all(&spn_dir)?;
     let (spn_key, _) = net::load_or_create_key(&spn_dir.join("identity.key"))?;
     let spn_id = spn_key.public().to_peer_id().to_string();
-    let peer_args = |dir: &Path| procs::peer_args(harness::household(0), &b, &spn_id, "1GiB", dir);
+    let peer_args = |i: usize, dir: &Path| procs::peer_args(harness::household(i + 1), &b, &spn_id, "1GiB", dir);
     for i in 0..8 {
-        procs.start(&format!("peer{i}"), logs, &peer_args(&root.join(format!("peer{i}"))))?;
+        procs.start(&format!("peer{i}"), logs, &peer_args(i, &root.join(format!("peer{i}"))))?;
     }
-    let spn_info = procs.start("spn", logs, &procs::spn_args(harness::household(0), &b, &spn_dir))?;
+    // Short durability periods, so the demo can show a loss and its repair.
+    let mut spn_args = procs::spn_args(harness::household(0), &b, &spn_dir);
+    spn_args.extend(procs::quick_durability(6));
+    let spn_info = procs.start("spn", logs, &spn_args)?;
     let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
     let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
     let api = http::spn(&url, Some(token.clone()))?;

@@ -245,12 +245,12 @@ pub(crate) fn reach_cmd(peer: String, bootstrap: Vec<String>, wait: u64, json_ou
         }
         let last = round_trip().await.with_context(|| format!("peer {peer} answered once, then not again"))?;
         let link = client.link(peer).await?;
-        let path = match link {
+        let path = match &link {
             Some(l) if l.relayed => "relayed",
             Some(_) => "direct",
             None => "gone",
         };
-        let punched = link.is_some_and(|l| l.hole_punched);
+        let punched = link.as_ref().is_some_and(|l| l.hole_punched);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         if json_out {
             println!(

@@ -124,10 +124,16 @@ pub(crate) struct UpArgs {
     /// Directory for the nodes' state and logs [default: $TMPDIR/ionshard-sandbox].
     #[arg(long, env = "IONSHARD_SANDBOX")]
     dir: Option<PathBuf>,
-    /// Put each peer on its own loopback address (127.0.0.2, 127.0.0.3, …),
-    /// as if each were in another home.
+    /// Put every peer on 127.0.0.1, one household (the SPN then relaxes its
+    /// rule of at most m shards of a segment per household). By default each
+    /// peer has a loopback address of its own (127.0.0.2, 127.0.0.3, …), as
+    /// if each were in another home.
     #[arg(long)]
-    households: bool,
+    shared_address: bool,
+    /// Seconds unseen before the sandbox's SPN counts a peer as lost and
+    /// repairs its shards elsewhere.
+    #[arg(long, default_value_t = 20)]
+    grace: u64,
     /// Print one JSON object (the environment and the nodes) instead of shell lines.
     #[arg(long)]
     json: bool,
@@ -147,18 +153,18 @@ pub(crate) struct AtArgs {
 /// Run a sandbox command.
 pub(crate) fn run(cmd: SandboxCommand) -> Result<()> {
     match cmd {
-        SandboxCommand::Up(a) => up(a.peers, a.households, &a.dir.unwrap_or_else(default_dir), a.json),
+        SandboxCommand::Up(a) => up(a.peers, !a.shared_address, a.grace, &a.dir.unwrap_or_else(default_dir), a.json),
         SandboxCommand::Status(a) => status(&a.dir.unwrap_or_else(default_dir), a.json),
         SandboxCommand::Down { at, keep } => down(&at.dir.unwrap_or_else(default_dir), keep, at.json),
     }
 }
 
-fn up(peers: usize, households: bool, dir: &Path, json: bool) -> Result<()> {
+fn up(peers: usize, households: bool, grace: u64, dir: &Path, json: bool) -> Result<()> {
     if peers == 0 || peers > 64 {
         bail!("a sandbox has 1 to 64 peers, not {peers}");
     }
     let dir = prepare(dir)?;
-    match start_all(&dir, peers, households, json) {
+    match start_all(&dir, peers, households, grace, json) {
         Ok(r) => {
             let token = std::fs::read_to_string(&r.token_file)
                 .with_context(|| format!("reading the operator's token in {}", r.token_file))?;
@@ -226,7 +232,7 @@ fn add(dir: &Path, r: &mut Record, node: NodeRecord) -> Result<()> {
     save(dir, r)
 }
 
-fn start_all(dir: &Path, peers: usize, households: bool, json: bool) -> Result<Record> {
+fn start_all(dir: &Path, peers: usize, households: bool, grace: u64, json: bool) -> Result<Record> {
     let exe = std::env::current_exe().context("finding the ionshard binary")?;
     let lo = harness::household(0);
     let logs = dir.join("logs");
@@ -262,7 +268,12 @@ fn start_all(dir: &Path, peers: usize, households: bool, json: bool) -> Result<R
         add(dir, &mut r, NodeRecord::new(&name, "peer", &first, child.id(), address, &pdir))?;
     }
     note(format!("{peers} peers started"));
-    let (child, first) = procs::start(&exe, "spn", &logs, &procs::spn_args(lo, &boot, &spn_dir), true)?;
+    let mut spn_args = procs::spn_args(lo, &boot, &spn_dir);
+    spn_args.extend(procs::quick_durability(grace));
+    if !households {
+        spn_args.push("--relax-domains".into());
+    }
+    let (child, first) = procs::start(&exe, "spn", &logs, &spn_args, true)?;
     let url = first["http"].as_str().context("the SPN printed no API address")?.to_string();
     r.spn = url.clone();
     r.token_file = first["token_file"].as_str().context("the SPN printed no token file")?.to_string();
@@ -271,6 +282,10 @@ fn start_all(dir: &Path, peers: usize, households: bool, json: bool) -> Result<R
     let api = http::spn(&url, Some(token.trim().to_string()))?;
     procs::wait_peers(&api, peers as u64, Duration::from_secs(60))?;
     note(format!("SPN {spn_id}, API {url}; it sees all {peers} peers"));
+    note(format!(
+        "durability (short periods for trying it): heartbeat 1 s, a peer unseen {grace} s is lost and its shards \
+         rebuilt elsewhere, audits every ~4 s, repair checks every 1 s; `ionshard spn health` and `ionshard spn peers` show them"
+    ));
     Ok(r)
 }
 

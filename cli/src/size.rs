@@ -42,6 +42,23 @@ pub(crate) fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
 }
 
+/// A duration argument of clap: `30s`, `5m`, `4h`, `2d`, or seconds.
+pub(crate) fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 =
+        num.parse().map_err(|_| format!("{s:?} is not a duration: use a number and s, m, h or d, like 30s or 4h"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

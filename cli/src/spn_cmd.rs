@@ -29,6 +29,57 @@ pub(crate) struct SpnOpts {
     /// Print the peer id and API address as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) durability: DurabilityOpts,
+}
+
+/// How the SPN watches what it placed (see `ionshard spn health`).
+#[derive(clap::Args, Clone)]
+pub(crate) struct DurabilityOpts {
+    /// How often each peer is asked for its usage (its heartbeat).
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "30s")]
+    pub(crate) heartbeat: std::time::Duration,
+    /// A peer unseen this long is lost: its shards are rebuilt elsewhere.
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "4h")]
+    pub(crate) grace: std::time::Duration,
+    /// Mean time between two audits of one peer (random, from half to one and a half times this).
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "6h")]
+    pub(crate) audit_every: std::time::Duration,
+    /// 4 KiB blocks per audit, at most (fewer for peers holding little: audits stay under 0.5% a day).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) audit_blocks: u32,
+    /// Failed audits among a peer's last 16 (or shards failing in one audit) that disqualify it.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) disqualify_after: u32,
+    /// How often segments are checked for repair.
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "60s")]
+    pub(crate) repair_every: std::time::Duration,
+    /// Repair bandwidth cap per second (read plus written), e.g. 16MiB.
+    #[arg(long, value_parser = crate::size::size_arg, default_value = "16MiB")]
+    pub(crate) repair_rate: u64,
+    /// Repair when a segment has this many healthy shards more than k [default: half of m, rounded up].
+    #[arg(long)]
+    pub(crate) repair_margin: Option<u8>,
+    /// Allow more than m shards of a segment in one household or network when there are too few (a small test network).
+    #[arg(long)]
+    pub(crate) relax_domains: bool,
+}
+
+impl DurabilityOpts {
+    pub(crate) fn settings(&self) -> spn::Settings {
+        spn::Settings {
+            heartbeat: self.heartbeat,
+            grace: self.grace,
+            audit_every: self.audit_every,
+            audit_blocks: self.audit_blocks.max(1),
+            disqualify_after: self.disqualify_after.max(1),
+            repair_every: self.repair_every,
+            repair_rate: self.repair_rate.max(1),
+            repair_margin: self.repair_margin,
+            relax_domains: self.relax_domains,
+            ..spn::Settings::default()
+        }
+    }
 }
 
 /// The API token in `DIR/api.token`, created (mode 0600) on first start.
@@ -75,6 +126,7 @@ pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
         cfg.bootstrap = o.bootstrap.clone();
         cfg.max_upload = o.max_object;
         cfg.http_limits.per_ip = o.max_connections_per_ip.max(1);
+        cfg.durability = o.durability.settings();
         let (_spn, addr, server) = spn::Spn::start(cfg, client.clone()).await?;
         if o.json {
             println!(
@@ -153,6 +205,32 @@ pub(crate) enum SpnCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Durability: per object the lowest healthy shard count of any segment, segments at risk,
+    /// the repair queue and bytes moved, peers lost and disqualified, audits and their cost.
+    Health {
+        /// One object (manifest CID) [default: all].
+        object: Option<String>,
+        #[command(flatten)]
+        at: SpnAt,
+    },
+    /// The peers the SPN has seen: status (and why, if disqualified), uptime, audits, where it was seen.
+    Peers {
+        #[command(flatten)]
+        at: SpnAt,
+    },
+    /// Set a peer's failure-domain labels (the SPN infers household and network itself).
+    Label {
+        /// The peer id.
+        peer: String,
+        /// Its region (empty clears it).
+        #[arg(long)]
+        region: Option<String>,
+        /// Who runs it (empty clears it); no segment puts more than m shards with one operator.
+        #[arg(long)]
+        operator: Option<String>,
+        #[command(flatten)]
+        at: SpnAt,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -196,12 +274,115 @@ pub(crate) struct SpnAt {
     json: bool,
 }
 
-/// Run `ionshard spn token …`.
+/// Run `ionshard spn token|health|peers|label …`.
 pub(crate) fn run(command: SpnCommand) -> Result<()> {
-    let SpnCommand::Token { command } = command;
     match command {
-        TokenCommand::Issue { tenant, label, at } => token_issue(&at.spn, at.token, &tenant, &label, at.json),
-        TokenCommand::List { at } => token_list(&at.spn, at.token, at.json),
-        TokenCommand::Revoke { id, at } => token_revoke(&at.spn, at.token, &id, at.json),
+        SpnCommand::Token { command } => match command {
+            TokenCommand::Issue { tenant, label, at } => token_issue(&at.spn, at.token, &tenant, &label, at.json),
+            TokenCommand::List { at } => token_list(&at.spn, at.token, at.json),
+            TokenCommand::Revoke { id, at } => token_revoke(&at.spn, at.token, &id, at.json),
+        },
+        SpnCommand::Health { object, at } => health(&at, object.as_deref()),
+        SpnCommand::Peers { at } => peers(&at),
+        SpnCommand::Label { peer, region, operator: op, at } => {
+            let p = operator(&at.spn, at.token.clone())?
+                .label_peer(&peer, &spn::types::PeerLabels { region, operator: op })?;
+            if at.json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                println!("{}: region {:?}, operator {:?}", p.peer, p.region, p.operator);
+            }
+            Ok(())
+        }
     }
+}
+
+/// `ionshard spn health`.
+fn health(at: &SpnAt, object: Option<&str>) -> Result<()> {
+    use crate::size::human;
+    let d = operator(&at.spn, at.token.clone())?.durability(object)?;
+    if at.json {
+        println!("{}", serde_json::to_string(&d)?);
+        return Ok(());
+    }
+    for o in &d.objects {
+        let mark = if o.unreadable > 0 {
+            "UNREADABLE"
+        } else if o.at_risk > 0 {
+            "at risk"
+        } else {
+            "healthy"
+        };
+        println!(
+            "{}  {}/{}  {mark}: lowest {} of {} healthy (k {}, repair at {}), {} of {} segment(s) at risk, {} unreadable, placement v{}",
+            o.manifest,
+            o.tenant,
+            o.product,
+            o.lowest_healthy,
+            o.total,
+            o.needed,
+            o.repair_threshold,
+            o.at_risk,
+            o.segments,
+            o.unreadable,
+            o.placement_version
+        );
+    }
+    if d.objects.is_empty() {
+        println!("no objects stored");
+    }
+    println!(
+        "peers: {} live, {} lost, {} disqualified; repair queue {} segment(s); {} shard(s) repaired, {} moved, {} lost",
+        d.peers_live,
+        d.peers_lost,
+        d.peers_disqualified,
+        d.repair_queue,
+        d.shards_repaired,
+        human(d.repair_bytes),
+        human(d.bytes_lost)
+    );
+    let audits = d.audits_passed + d.audits_failed;
+    let rate = if audits == 0 { 100.0 } else { 100.0 * d.audits_passed as f64 / audits as f64 };
+    println!(
+        "audits: {} passed, {} failed ({rate:.1}% pass); at these settings (up to {} blocks every {} s per peer) {} a day for {} stored: {:.3}% a day ({:.3}% at the defaults)",
+        d.audits_passed,
+        d.audits_failed,
+        d.settings.audit_blocks,
+        d.settings.audit_every_secs,
+        human(d.audit_bytes_per_day),
+        human(d.stored_bytes),
+        100.0 * d.audit_share_per_day,
+        100.0 * d.audit_share_at_defaults
+    );
+    Ok(())
+}
+
+/// `ionshard spn peers`.
+fn peers(at: &SpnAt) -> Result<()> {
+    let l = operator(&at.spn, at.token.clone())?.peers()?;
+    if at.json {
+        println!("{}", serde_json::to_string(&l)?);
+        return Ok(());
+    }
+    for p in &l.peers {
+        let seen = if p.address.is_empty() { "relayed".to_string() } else { p.address.clone() };
+        print!(
+            "{}  {:<12} up {:>5.1}%  audits {}/{}  {} shard(s) {}  at {seen}",
+            p.peer,
+            p.status,
+            100.0 * p.uptime(),
+            p.audits_passed,
+            p.audits_passed + p.audits_failed,
+            p.shards,
+            crate::size::human(p.used)
+        );
+        if let Some(why) = &p.disqualified {
+            print!("  disqualified: {why}");
+        }
+        println!();
+    }
+    if l.peers.is_empty() {
+        println!("no peers seen yet");
+    }
+    Ok(())
 }

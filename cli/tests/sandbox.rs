@@ -36,10 +36,7 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     let dir = tmp.path().join("sandbox");
     let _guard = Down(dir.clone());
     let up = json_out(
-        &bin()
-            .args(["sandbox", "up", "--peers", "4", "--households", "--dir", &s(&dir), "--json"])
-            .output()
-            .expect("up"),
+        &bin().args(["sandbox", "up", "--peers", "4", "--dir", &s(&dir), "--json"]).output().expect("up"),
         "sandbox up",
     );
     let env = up["env"].clone();
@@ -51,7 +48,7 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     let nodes = status["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 6, "bootstrap, 4 peers and an SPN: {status}");
     assert!(nodes.iter().all(|n| n["running"] == true), "{status}");
-    // --households: each peer on a loopback address of its own.
+    // Each peer on a loopback address of its own (the default).
     let ips: std::collections::HashSet<String> = nodes
         .iter()
         .filter(|n| n["role"] == "peer")

@@ -9,7 +9,7 @@
 //! what a receipt or a failure changes, and what is left unplaced after
 //! [`ATTEMPTS`] rounds. [`Pool`] is what the segments of one job share.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use net::PeerId;
 use rand::Rng;
@@ -21,17 +21,73 @@ pub struct Candidate {
     pub peer: PeerId,
     /// Bytes it has free.
     pub free: u64,
+    /// How likely it is drawn, against the others: what it has proven
+    /// (the SPN's choice; [`Candidate::new`] uses `free`).
+    pub weight: u64,
+    /// Directly reachable (not only through a relay): preferred for data
+    /// shards, the ones devices read first.
+    pub direct: bool,
+    /// The failure domains it belongs to (household, network, region,
+    /// operator, as labels such as `h:203.0.113.7`): no segment puts more
+    /// than [`Pool::max_per_domain`] shards in one.
+    pub domains: Vec<String>,
+}
+
+impl Candidate {
+    /// A directly reachable peer in no known domain, weighted by its free space.
+    pub fn new(peer: PeerId, free: u64) -> Candidate {
+        Candidate { peer, free, weight: free, direct: true, domains: Vec::new() }
+    }
+}
+
+/// What a segment's shards already use of each failure domain, and the cap.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    /// Most shards of one segment in one domain.
+    pub max_per_domain: usize,
+    /// Shards of the segment per domain so far.
+    pub used: HashMap<String, usize>,
+}
+
+impl Spread {
+    /// No shard placed yet; at most `max_per_domain` per domain.
+    pub fn new(max_per_domain: usize) -> Spread {
+        Spread { max_per_domain, used: HashMap::new() }
+    }
+
+    fn allows(&self, domains: &[String]) -> bool {
+        domains.iter().all(|d| self.used.get(d).copied().unwrap_or(0) < self.max_per_domain)
+    }
+
+    /// A shard went to a peer in `domains`.
+    pub fn add(&mut self, domains: &[String]) {
+        for d in domains {
+            *self.used.entry(d.clone()).or_default() += 1;
+        }
+    }
+
+    /// A shard left a peer in `domains` (its put failed).
+    pub fn remove(&mut self, domains: &[String]) {
+        for d in domains {
+            if let Some(n) = self.used.get_mut(d) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
 }
 
 /// Up to `n` distinct peers with room for `shard_len` bytes: first from
-/// `sticky` (in order), then drawn weighted by free space. Never one in
-/// `exclude`. Fewer than `n` when there are not enough.
+/// `sticky` (in order), then drawn by weight. Never one in `exclude`, nor
+/// one whose failure domain already holds `spread`'s cap of this segment
+/// (`spread` counts the peers chosen). Fewer than `n` when there are not
+/// enough.
 pub fn choose(
     n: usize,
     shard_len: u64,
     candidates: &[Candidate],
     sticky: &[PeerId],
     exclude: &HashSet<PeerId>,
+    spread: &mut Spread,
     rng: &mut impl Rng,
 ) -> Vec<PeerId> {
     let fits = |c: &Candidate| c.free >= shard_len && !exclude.contains(&c.peer);
@@ -40,23 +96,35 @@ pub fn choose(
         if out.len() == n {
             return out;
         }
-        if !out.contains(p) && candidates.iter().any(|c| c.peer == *p && fits(c)) {
+        if let Some(c) = candidates.iter().find(|c| c.peer == *p)
+            && !out.contains(p)
+            && fits(c)
+            && spread.allows(&c.domains)
+        {
+            spread.add(&c.domains);
             out.push(*p);
         }
     }
     let mut pool: Vec<&Candidate> = candidates.iter().filter(|c| fits(c) && !out.contains(&c.peer)).collect();
-    while out.len() < n && !pool.is_empty() {
-        let total: u128 = pool.iter().map(|c| u128::from(c.free)).sum();
+    while out.len() < n {
+        pool.retain(|c| spread.allows(&c.domains));
+        if pool.is_empty() {
+            break;
+        }
+        let total: u128 = pool.iter().map(|c| u128::from(c.weight.max(1))).sum();
         let mut pick = rng.random_range(0..total.max(1));
         let mut idx = pool.len() - 1;
         for (i, c) in pool.iter().enumerate() {
-            if pick < u128::from(c.free) {
+            let w = u128::from(c.weight.max(1));
+            if pick < w {
                 idx = i;
                 break;
             }
-            pick -= u128::from(c.free);
+            pick -= w;
         }
-        out.push(pool.swap_remove(idx).peer);
+        let c = pool.swap_remove(idx);
+        spread.add(&c.domains);
+        out.push(c.peer);
     }
     out
 }
@@ -65,7 +133,7 @@ pub fn choose(
 pub const ATTEMPTS: usize = 4;
 
 /// The peers the segments of one job may use, and what they did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Pool {
     /// Peers that may take shards, with their free space as the job sees it.
     pub candidates: Vec<Candidate>,
@@ -73,12 +141,34 @@ pub struct Pool {
     pub sticky: Vec<PeerId>,
     /// Shards given to another peer after a failure.
     pub retries: u64,
+    /// Most shards of one segment in one failure domain (m, so that losing
+    /// any one domain leaves k; `usize::MAX` when the operator relaxed it).
+    pub max_per_domain: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::new(Vec::new())
+    }
 }
 
 impl Pool {
-    /// A pool of `candidates`.
+    /// A pool of `candidates`, with no cap per domain.
     pub fn new(candidates: Vec<Candidate>) -> Pool {
-        Pool { candidates, sticky: Vec::new(), retries: 0 }
+        Pool { candidates, sticky: Vec::new(), retries: 0, max_per_domain: usize::MAX }
+    }
+
+    /// The domains of `peer`, if it is a candidate.
+    fn domains_of(&self, peer: &PeerId) -> Vec<String> {
+        self.candidates.iter().find(|c| c.peer == *peer).map(|c| c.domains.clone()).unwrap_or_default()
+    }
+
+    /// How many shards of one segment these candidates can hold at most,
+    /// with the cap per domain: fewer than n means a segment cannot be
+    /// spread (the network is too small, or too few households).
+    pub fn spreadable(&self, n: usize) -> usize {
+        let mut spread = Spread::new(self.max_per_domain);
+        choose(n, 0, &self.candidates, &[], &HashSet::new(), &mut spread, &mut rand::rng()).len()
     }
 }
 
@@ -102,25 +192,60 @@ struct Slot {
 #[derive(Debug)]
 pub struct SegmentPlan {
     shard_len: u64,
-    n: usize,
+    /// Shards below this index carry data (direct peers preferred).
+    data: usize,
+    /// Shards this plan places.
+    total: usize,
     slots: Vec<Slot>,
     /// Peers that hold or failed a shard of this segment (never asked twice).
     used: HashSet<PeerId>,
+    spread: Spread,
     round: usize,
 }
 
 impl SegmentPlan {
-    /// The first assignment of segment `index`'s `n` shards. It turns with
-    /// the segment: every peer holds data shards (the ones devices read) in
-    /// most segments, not parity in all of them.
-    pub fn new(index: usize, n: usize, shard_len: u64, pool: &Pool, rng: &mut impl Rng) -> SegmentPlan {
-        let mut first = choose(n, shard_len, &pool.candidates, &pool.sticky, &HashSet::new(), rng);
+    /// The first assignment of segment `index`'s `n` shards (`data` of them
+    /// data shards). It turns with the segment: every peer holds data shards
+    /// (the ones devices read) in most segments, not parity in all of them;
+    /// and directly reachable peers get the data shards where there are
+    /// enough of them.
+    pub fn new(index: usize, n: usize, data: usize, shard_len: u64, pool: &Pool, rng: &mut impl Rng) -> SegmentPlan {
+        let mut spread = Spread::new(pool.max_per_domain);
+        let mut first = choose(n, shard_len, &pool.candidates, &pool.sticky, &HashSet::new(), &mut spread, rng);
         if !first.is_empty() {
             let turn = index % first.len();
             first.rotate_left(turn);
         }
+        let direct = |p: &PeerId| pool.candidates.iter().any(|c| c.peer == *p && c.direct);
+        first.sort_by_key(|p| !direct(p));
         let slots = (0..n).map(|i| Slot { shard: i, peer: first.get(i).copied(), why: Vec::new() }).collect();
-        SegmentPlan { shard_len, n, slots, used: first.into_iter().collect(), round: 0 }
+        SegmentPlan { shard_len, data, total: n, slots, used: first.into_iter().collect(), spread, round: 0 }
+    }
+
+    /// A repair's plan: the `missing` shards of a segment whose other
+    /// shards are held by `holders` (with their failure domains), which
+    /// count against the cap and are never given a second shard.
+    pub fn repair(
+        shard_len: u64,
+        data: usize,
+        missing: &[usize],
+        holders: &[(PeerId, Vec<String>)],
+        pool: &Pool,
+    ) -> SegmentPlan {
+        let mut spread = Spread::new(pool.max_per_domain);
+        for (_, d) in holders {
+            spread.add(d);
+        }
+        let slots = missing.iter().map(|&i| Slot { shard: i, peer: None, why: Vec::new() }).collect();
+        SegmentPlan {
+            shard_len,
+            data,
+            total: missing.len(),
+            slots,
+            used: holders.iter().map(|(p, _)| *p).collect(),
+            spread,
+            round: 0,
+        }
     }
 
     /// The puts of the next round, `(shard, peer)`: shards without a peer
@@ -130,8 +255,17 @@ impl SegmentPlan {
         if self.slots.is_empty() || self.round >= ATTEMPTS {
             return Vec::new();
         }
+        let direct: Vec<Candidate> = pool.candidates.iter().filter(|c| c.direct).cloned().collect();
         for slot in self.slots.iter_mut().filter(|s| s.peer.is_none()) {
-            match choose(1, self.shard_len, &pool.candidates, &pool.sticky, &self.used, rng).first() {
+            // A data shard on a direct peer if one is left, else anywhere.
+            let mut pick = Vec::new();
+            if slot.shard < self.data {
+                pick = choose(1, self.shard_len, &direct, &pool.sticky, &self.used, &mut self.spread, rng);
+            }
+            if pick.is_empty() {
+                pick = choose(1, self.shard_len, &pool.candidates, &pool.sticky, &self.used, &mut self.spread, rng);
+            }
+            match pick.first() {
                 Some(&peer) => {
                     self.used.insert(peer);
                     slot.peer = Some(peer);
@@ -139,7 +273,10 @@ impl SegmentPlan {
                         pool.retries += 1;
                     }
                 }
-                None => slot.why.push("no other live peer with room".to_string()),
+                None => slot.why.push(
+                    "no other live peer with room outside the failure domains that already hold their share"
+                        .to_string(),
+                ),
             }
         }
         self.round += 1;
@@ -157,8 +294,10 @@ impl SegmentPlan {
         }
     }
 
-    /// `peer` failed to store `shard`, for `reason`.
+    /// `peer` failed to store `shard`, for `reason`: its domains are free
+    /// for this segment again.
     pub fn failed(&mut self, shard: usize, peer: PeerId, reason: String, kind: Failure, pool: &mut Pool) {
+        self.spread.remove(&pool.domains_of(&peer));
         if kind == Failure::Drop {
             pool.candidates.retain(|c| c.peer != peer);
             pool.sticky.retain(|p| *p != peer);
@@ -171,7 +310,7 @@ impl SegmentPlan {
 
     /// Shards placed, and each one left unplaced with its reasons.
     pub fn finish(self) -> (u64, Vec<(usize, String)>) {
-        let placed = (self.n - self.slots.len()) as u64;
+        let placed = (self.total - self.slots.len()) as u64;
         let left = self
             .slots
             .into_iter()
@@ -187,14 +326,14 @@ mod tests {
     use rand::SeedableRng;
 
     fn pool(n: usize) -> Pool {
-        Pool::new((0..n).map(|_| Candidate { peer: PeerId::random(), free: 1 << 30 }).collect())
+        Pool::new((0..n).map(|_| Candidate::new(PeerId::random(), 1 << 30)).collect())
     }
 
     #[test]
     fn a_refused_shard_goes_to_a_peer_not_yet_used_and_counts_as_a_retry() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut pool = pool(5);
-        let mut plan = SegmentPlan::new(0, 3, 100, &pool, &mut rng);
+        let mut plan = SegmentPlan::new(0, 3, 3, 100, &pool, &mut rng);
         let first = plan.next_round(&mut pool, &mut rng);
         assert_eq!(first.len(), 3);
         let bad = first[1].1;
@@ -217,7 +356,7 @@ mod tests {
     fn a_busy_peer_stays_in_the_pool_for_other_segments() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         let mut pool = pool(3);
-        let mut plan = SegmentPlan::new(0, 1, 100, &pool, &mut rng);
+        let mut plan = SegmentPlan::new(0, 1, 1, 100, &pool, &mut rng);
         let (shard, peer) = plan.next_round(&mut pool, &mut rng)[0];
         plan.failed(shard, peer, "busy".into(), Failure::Passing, &mut pool);
         assert!(pool.candidates.iter().any(|c| c.peer == peer));
@@ -227,7 +366,7 @@ mod tests {
     fn what_cannot_be_placed_after_every_round_is_named_with_its_reasons() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mut pool = pool(ATTEMPTS + 10);
-        let mut plan = SegmentPlan::new(4, 2, 100, &pool, &mut rng);
+        let mut plan = SegmentPlan::new(4, 2, 2, 100, &pool, &mut rng);
         let mut rounds = 0;
         loop {
             let puts = plan.next_round(&mut pool, &mut rng);
@@ -256,7 +395,7 @@ mod tests {
         let mut pool = pool(4);
         pool.sticky = pool.candidates.iter().map(|c| c.peer).collect();
         let order = |index| {
-            let mut p = SegmentPlan::new(index, 4, 1, &pool.clone(), &mut rand::rngs::StdRng::seed_from_u64(5));
+            let mut p = SegmentPlan::new(index, 4, 4, 1, &pool.clone(), &mut rand::rngs::StdRng::seed_from_u64(5));
             p.next_round(&mut pool.clone(), &mut rand::rngs::StdRng::seed_from_u64(5))
         };
         let (a, b) = (order(0), order(1));
@@ -267,11 +406,15 @@ mod tests {
     fn with_no_peer_left_a_shard_says_so() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
         let mut pool = Pool::new(Vec::new());
-        let mut plan = SegmentPlan::new(0, 1, 1, &pool, &mut rng);
+        let mut plan = SegmentPlan::new(0, 1, 1, 1, &pool, &mut rng);
         while !plan.next_round(&mut pool, &mut rng).is_empty() {}
         let (placed, left) = plan.finish();
         assert_eq!(placed, 0);
         assert!(left[0].1.contains("no other live peer with room"));
+    }
+
+    fn free() -> Spread {
+        Spread::new(usize::MAX)
     }
 
     fn peers(n: usize) -> Vec<PeerId> {
@@ -283,24 +426,93 @@ mod tests {
         let ps = peers(10);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let cands: Vec<Candidate> =
-            ps.iter().enumerate().map(|(i, p)| Candidate { peer: *p, free: if i == 9 { 0 } else { 1000 } }).collect();
+            ps.iter().enumerate().map(|(i, p)| Candidate::new(*p, if i == 9 { 0 } else { 1000 })).collect();
         // Distinct, never the full one.
         for _ in 0..50 {
-            let got = choose(6, 10, &cands, &[], &HashSet::new(), &mut rng);
+            let got = choose(6, 10, &cands, &[], &HashSet::new(), &mut free(), &mut rng);
             assert_eq!(got.len(), 6);
             assert_eq!(got.iter().collect::<HashSet<_>>().len(), 6);
             assert!(!got.contains(&ps[9]));
         }
         // Sticky peers come first; excluded never.
         let exclude: HashSet<PeerId> = [ps[1]].into_iter().collect();
-        let got = choose(4, 10, &cands, &[ps[0], ps[1], ps[2]], &exclude, &mut rng);
+        let got = choose(4, 10, &cands, &[ps[0], ps[1], ps[2]], &exclude, &mut free(), &mut rng);
         assert_eq!(&got[..2], &[ps[0], ps[2]]);
         assert!(!got.contains(&ps[1]));
         // Not enough room: fewer than asked.
-        assert_eq!(choose(6, 5000, &cands, &[], &HashSet::new(), &mut rng).len(), 0);
+        assert_eq!(choose(6, 5000, &cands, &[], &HashSet::new(), &mut free(), &mut rng).len(), 0);
         // Weighting: a peer with 9x the free space is picked far more often.
-        let two = vec![Candidate { peer: ps[0], free: 9000 }, Candidate { peer: ps[1], free: 1000 }];
-        let big = (0..2000).filter(|_| choose(1, 1, &two, &[], &HashSet::new(), &mut rng)[0] == ps[0]).count();
+        let two = vec![Candidate::new(ps[0], 9000), Candidate::new(ps[1], 1000)];
+        let big =
+            (0..2000).filter(|_| choose(1, 1, &two, &[], &HashSet::new(), &mut free(), &mut rng)[0] == ps[0]).count();
         assert!((1600..1950).contains(&big), "{big}");
+    }
+
+    #[test]
+    fn a_household_of_three_never_gets_more_than_its_cap_of_a_segment() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut cands: Vec<Candidate> = (0..9)
+            .map(|i| {
+                let mut c = Candidate::new(PeerId::random(), 1 << 30);
+                c.domains = vec![format!("h:{i}")];
+                c
+            })
+            .collect();
+        // Three peers behind one address, with a huge weight to tempt the draw.
+        for c in cands.iter_mut().take(3) {
+            c.domains = vec!["h:home".into()];
+            c.weight = 1 << 40;
+        }
+        let home: Vec<PeerId> = cands.iter().take(3).map(|c| c.peer).collect();
+        let mut pool = Pool::new(cands);
+        pool.max_per_domain = 2;
+        for seg in 0..50 {
+            let mut plan = SegmentPlan::new(seg, 6, 4, 100, &pool, &mut rng);
+            let puts = plan.next_round(&mut pool.clone(), &mut rng);
+            assert_eq!(puts.len(), 6);
+            assert!(puts.iter().filter(|(_, p)| home.contains(p)).count() <= 2, "{puts:?}");
+        }
+        // Too few domains for 8 shards at 2 each with 7 households: 6 + 2 = 8 fits; 9 does not.
+        assert_eq!(pool.spreadable(9), 8);
+    }
+
+    #[test]
+    fn data_shards_go_to_direct_peers_and_parity_to_relayed_ones() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let cands: Vec<Candidate> = (0..6)
+            .map(|i| {
+                let mut c = Candidate::new(PeerId::random(), 1 << 30);
+                c.direct = i % 2 == 0;
+                c
+            })
+            .collect();
+        let direct: HashSet<PeerId> = cands.iter().filter(|c| c.direct).map(|c| c.peer).collect();
+        let mut pool = Pool::new(cands);
+        for seg in 0..10 {
+            let mut plan = SegmentPlan::new(seg, 6, 3, 100, &pool, &mut rng);
+            for (shard, peer) in plan.next_round(&mut pool, &mut rng) {
+                assert_eq!(shard < 3, direct.contains(&peer), "shard {shard}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repair_skips_the_holders_and_their_domains() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        let cands: Vec<Candidate> = (0..6)
+            .map(|i| {
+                let mut c = Candidate::new(PeerId::random(), 1 << 30);
+                c.domains = vec![format!("h:{}", i / 2)];
+                c
+            })
+            .collect();
+        let holders = vec![(cands[0].peer, cands[0].domains.clone()), (cands[2].peer, cands[2].domains.clone())];
+        let mut pool = Pool::new(cands.clone());
+        pool.max_per_domain = 1;
+        let mut plan = SegmentPlan::repair(100, 2, &[1, 3], &holders, &pool);
+        let puts = plan.next_round(&mut pool, &mut rng);
+        let got: HashSet<PeerId> = puts.iter().map(|(_, p)| *p).collect();
+        assert_eq!(puts.len(), 1, "households 0 and 1 are taken; only household 2 is left: {puts:?}");
+        assert!(got.is_subset(&[cands[4].peer, cands[5].peer].into_iter().collect()));
     }
 }

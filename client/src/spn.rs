@@ -260,4 +260,22 @@ impl Spn {
         }
         Ok(())
     }
+
+    /// Every peer the SPN has seen, with its status and audit record (operator only).
+    pub fn peers(&self) -> Result<proto::api::PeerList> {
+        self.get("/v1/peers")
+    }
+
+    /// Set a peer's failure-domain labels (operator only).
+    pub fn label_peer(&self, peer: &str, labels: &proto::api::PeerLabels) -> Result<proto::api::PeerRecord> {
+        self.post(&format!("/v1/peers/{peer}/labels"), labels)
+    }
+
+    /// The durability report: every object, or one (operator only).
+    pub fn durability(&self, object: Option<&str>) -> Result<proto::api::Durability> {
+        match object {
+            Some(o) => self.get(&format!("/v1/durability?object={o}")),
+            None => self.get("/v1/durability"),
+        }
+    }
 }

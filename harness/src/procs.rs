@@ -103,6 +103,24 @@ pub fn spn_args(ip: Ipv4Addr, bootstrap: &str, dir: &Path) -> Vec<String> {
     strings(["spn", "--dir", &dir.display().to_string(), "--http", &http, "--bootstrap", bootstrap])
 }
 
+/// SPN flags for a test network: heartbeats every second, peers lost after
+/// `grace_secs`, audits every few seconds, repair every second.
+pub fn quick_durability(grace_secs: u64) -> Vec<String> {
+    let grace = format!("{grace_secs}s");
+    strings([
+        "--heartbeat",
+        "1s",
+        "--grace",
+        &grace,
+        "--audit-every",
+        "4s",
+        "--repair-every",
+        "1s",
+        "--repair-rate",
+        "256MiB",
+    ])
+}
+
 /// The peers an SPN counts as live (asking them anew); 0 if it does not answer.
 pub fn live_peers(spn: &client::Spn) -> u64 {
     spn.health(true).map_or(0, |h| h.live_peers)

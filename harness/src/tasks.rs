@@ -48,12 +48,22 @@ pub struct PeerSpec {
     pub answers: Arc<dyn Answers>,
     /// Its identity (a fresh one if none).
     pub key: Option<Keypair>,
+    /// Its address, overriding the spec's households (peers given one
+    /// address share a household, as behind one NAT).
+    pub address: Option<Ipv4Addr>,
 }
 
 impl PeerSpec {
     /// An honest peer with 1 GiB that listens and trusts the SPN.
     pub fn honest() -> PeerSpec {
-        PeerSpec { listen: true, trust_spn: true, capacity: 1 << 30, answers: Arc::new(net::Honest), key: None }
+        PeerSpec {
+            listen: true,
+            trust_spn: true,
+            capacity: 1 << 30,
+            answers: Arc::new(net::Honest),
+            key: None,
+            address: None,
+        }
     }
 }
 
@@ -72,9 +82,10 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// `n` honest peers and an SPN, all on 127.0.0.1.
+    /// `n` honest peers, each in a household of its own (its own 127.0.0.x),
+    /// and an SPN.
     pub fn honest(n: usize) -> Spec {
-        Spec { peers: vec![PeerSpec::honest(); n], households: false, spn: true, trusted: Keypair::generate_ed25519() }
+        Spec { peers: vec![PeerSpec::honest(); n], households: true, spn: true, trusted: Keypair::generate_ed25519() }
     }
 }
 
@@ -157,7 +168,7 @@ impl Network {
         for (i, p) in spec.peers.iter().enumerate() {
             let dir = root.join(format!("peer{i}"));
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-            let ip = if spec.households { household(i + 1) } else { household(0) };
+            let ip = p.address.unwrap_or(if spec.households { household(i + 1) } else { household(0) });
             let trust = if p.trust_spn { vec![spn_id] } else { vec![] };
             let k = p.key.clone().unwrap_or_else(key);
             let listen = p.listen.then_some(ip);

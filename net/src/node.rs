@@ -109,13 +109,17 @@ pub struct Status {
 }
 
 /// The connection to one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     /// Only through a relay circuit.
     pub relayed: bool,
     /// A direct connection was made while a relayed one was open: a hole
     /// punch (DCUtR) upgraded the relayed connection.
     pub hole_punched: bool,
+    /// The remote address of the newest direct connection: where the peer
+    /// really is (a noise handshake there proved its key), not what it
+    /// claims. `None` while only relayed.
+    pub remote: Option<Multiaddr>,
 }
 
 /// A peer known to the DHT.
@@ -335,6 +339,7 @@ pub async fn start_with(
         answering: HashMap::new(),
         serving: 0,
         links: HashMap::new(),
+        remotes: HashMap::new(),
         nat: Nat::Unknown,
         relayed_out: HashMap::new(),
         punched: HashMap::new(),
@@ -444,6 +449,8 @@ struct EventLoop {
     serving: usize,
     /// Open connections per peer: (direct, relayed).
     links: HashMap<PeerId, (u32, u32)>,
+    /// The remote address of each connected peer's newest direct connection.
+    remotes: HashMap<PeerId, Multiaddr>,
     nat: Nat,
     /// Relayed connections this node dialled, per peer: closed once a hole
     /// punch gave a direct one and none of our requests is on its way.
@@ -561,6 +568,7 @@ impl EventLoop {
                 let link = self.links.get(&peer).map(|(direct, relayed)| Link {
                     relayed: *direct == 0 && *relayed > 0,
                     hole_punched: *direct > 0 && self.punched.contains_key(&peer),
+                    remote: if *direct > 0 { self.remotes.get(&peer).cloned() } else { None },
                 });
                 let _ = reply.send(link);
             }
@@ -778,6 +786,7 @@ impl EventLoop {
             }
         } else {
             link.0 += 1;
+            self.remotes.insert(peer_id, endpoint.get_remote_address().clone());
         }
         // A direct connection next to a relayed one: a hole punch
         // (whichever side's dial won it). The relay is dropped later,
@@ -811,6 +820,7 @@ impl EventLoop {
             }
             if *link == (0, 0) {
                 self.links.remove(&peer_id);
+                self.remotes.remove(&peer_id);
                 self.relayed_out.remove(&peer_id);
                 // The punch is remembered a little while (see ConnectionEstablished).
                 if self.punched.get(&peer_id).is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {

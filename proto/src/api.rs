@@ -208,6 +208,9 @@ pub struct ObjectRecord {
     pub new_shard_bytes: u64,
     /// Seconds since the epoch.
     pub created: u64,
+    /// Bumped by every repair that moved one of its shards (0: as published).
+    #[serde(default)]
+    pub placement_version: u64,
 }
 
 /// A job's state.
@@ -285,6 +288,200 @@ pub struct PeerRecord {
     /// repair and audits need its record, lost or not).
     #[serde(default)]
     pub held: bool,
+    /// The IP address this SPN saw its last direct connection come from
+    /// (empty: relayed only, or not seen yet). Never what the peer claims.
+    #[serde(default)]
+    pub address: String,
+    /// Reached only through a relay at its last heartbeat.
+    #[serde(default)]
+    pub relayed: bool,
+    /// Region, set by the SPN's operator (empty: not set).
+    #[serde(default)]
+    pub region: String,
+    /// Who runs it, set by the SPN's operator (empty: its household stands for it).
+    #[serde(default)]
+    pub operator: String,
+    /// The last 64 heartbeats, newest in bit 0: 1 answered, 0 did not.
+    #[serde(default)]
+    pub window: u64,
+    /// How many bits of `window` are heartbeats (at most 64).
+    #[serde(default)]
+    pub window_len: u32,
+    /// Audits passed.
+    #[serde(default)]
+    pub audits_passed: u64,
+    /// Audits failed.
+    #[serde(default)]
+    pub audits_failed: u64,
+    /// The last 16 audits, newest in bit 0: 1 failed.
+    #[serde(default)]
+    pub audit_window: u32,
+    /// Seconds since the epoch of its last audit (0: never).
+    #[serde(default)]
+    pub last_audit: u64,
+    /// Shard bytes of ours it held at its last passed audit.
+    #[serde(default)]
+    pub proven_bytes: u64,
+    /// Why it gets no more shards and its shards count as lost, for good.
+    #[serde(default)]
+    pub disqualified: Option<String>,
+    /// Since when it has been lost (unseen past the grace period).
+    #[serde(default)]
+    pub lost_since: Option<u64>,
+    /// When it came back after being lost.
+    #[serde(default)]
+    pub returned: Option<u64>,
+    /// Its owner is retiring it: its shards are moved away, it gets no new ones.
+    #[serde(default)]
+    pub retiring: bool,
+    /// What the SPN makes of it now: `live`, `offline` (missed heartbeats,
+    /// within the grace period), `lost`, `returning`, `retiring`, `retired`
+    /// or `disqualified`.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl PeerRecord {
+    /// A peer first seen at `now`.
+    pub fn new(peer: String, now: u64) -> PeerRecord {
+        PeerRecord {
+            peer,
+            capacity: 0,
+            used: 0,
+            shards: 0,
+            last_seen: now,
+            failures: 0,
+            first_seen: now,
+            held: false,
+            address: String::new(),
+            relayed: false,
+            region: String::new(),
+            operator: String::new(),
+            window: 0,
+            window_len: 0,
+            audits_passed: 0,
+            audits_failed: 0,
+            audit_window: 0,
+            last_audit: 0,
+            proven_bytes: 0,
+            disqualified: None,
+            lost_since: None,
+            returned: None,
+            retiring: false,
+            status: String::new(),
+        }
+    }
+
+    /// Share of the heartbeats in the window it answered (1.0 before any).
+    pub fn uptime(&self) -> f64 {
+        if self.window_len == 0 {
+            return 1.0;
+        }
+        let n = self.window_len.min(64);
+        let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        f64::from((self.window & mask).count_ones()) / f64::from(n)
+    }
+
+    /// Failed audits among the last 16.
+    pub fn recent_audit_failures(&self) -> u32 {
+        self.audit_window.count_ones()
+    }
+}
+
+/// `POST /v1/peers/{peer}/labels` (operator only): failure-domain labels
+/// only the operator may set (a peer's own claims are not trusted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerLabels {
+    /// Region (empty clears it).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Who runs it (empty clears it).
+    #[serde(default)]
+    pub operator: Option<String>,
+}
+
+/// One object's durability, in Storj's four numbers and what they are now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectHealth {
+    /// Manifest CID.
+    pub manifest: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Product.
+    pub product: String,
+    /// k: shards any rebuild needs.
+    pub needed: u8,
+    /// Repair starts when a segment's healthy shards fall to this.
+    pub repair_threshold: u8,
+    /// A repair rebuilds up to this many healthy shards.
+    pub success_threshold: u8,
+    /// n: shards per segment.
+    pub total: u8,
+    /// Segments.
+    pub segments: u64,
+    /// The lowest healthy shard count of any segment.
+    pub lowest_healthy: u64,
+    /// Segments at or below the repair threshold (waiting for repair).
+    pub at_risk: u64,
+    /// Segments below k: unreadable until lost peers return.
+    pub unreadable: u64,
+    /// Bumped by every repair that moved a shard.
+    pub placement_version: u64,
+}
+
+/// `GET /v1/durability[?object=CID]` (operator only): what `ionshard spn health` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Durability {
+    /// Per object (one, if asked for).
+    pub objects: Vec<ObjectHealth>,
+    /// Peers answering heartbeats.
+    pub peers_live: u64,
+    /// Peers unseen past the grace period.
+    pub peers_lost: u64,
+    /// Peers disqualified by failed audits.
+    pub peers_disqualified: u64,
+    /// Segments waiting for repair.
+    pub repair_queue: u64,
+    /// Shards rebuilt and placed since the SPN's state was made.
+    pub shards_repaired: u64,
+    /// Bytes a repair read and wrote (shards fetched plus shards placed).
+    pub repair_bytes: u64,
+    /// Shard bytes that had to be rebuilt (their holders lost, disqualified,
+    /// retiring or failing an audit of them).
+    pub bytes_lost: u64,
+    /// Audits passed.
+    pub audits_passed: u64,
+    /// Audits failed.
+    pub audits_failed: u64,
+    /// Shard bytes of ours the peers hold.
+    pub stored_bytes: u64,
+    /// Audit traffic per day at the configured rate and block count, bytes.
+    pub audit_bytes_per_day: u64,
+    /// `audit_bytes_per_day` as a share of `stored_bytes` (the goal is under 1%).
+    pub audit_share_per_day: f64,
+    /// The same share at the default settings (what a production SPN pays).
+    #[serde(default)]
+    pub audit_share_at_defaults: f64,
+    /// The settings these numbers come from.
+    pub settings: DurabilitySettings,
+}
+
+/// The SPN's durability settings, as `ionshard spn health` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurabilitySettings {
+    /// Seconds between heartbeats.
+    pub heartbeat_secs: u64,
+    /// Seconds unseen before a peer counts as lost.
+    pub grace_secs: u64,
+    /// Mean seconds between two audits of one peer.
+    pub audit_every_secs: u64,
+    /// Blocks of 4 KiB per audit (at most).
+    pub audit_blocks: u32,
+    /// Failed audits among the last 16 that disqualify a peer.
+    pub disqualify_after: u32,
+    /// Repair bandwidth cap, bytes per second.
+    pub repair_rate: u64,
 }
 
 /// Which peers hold which shards.

@@ -25,7 +25,7 @@ use crate::Inner;
 use crate::error::Error;
 use crate::types::ErrorBody;
 
-pub(crate) use objects::{new_job, run_job};
+pub(crate) use objects::{new_job, placement_of, run_job};
 pub(crate) use releases::release_added;
 
 pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
@@ -172,6 +172,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/releases/{id}/withdraw", post(releases::withdraw).layer(small.clone()))
         .route("/v1/timestamps", post(releases::add_timestamp).layer(small.clone()))
         .route("/v1/peers", get(objects::peers))
+        .route("/v1/peers/{peer}/labels", post(objects::label_peer).layer(small.clone()))
+        .route("/v1/durability", get(objects::durability))
         .route("/v1/tokens", post(tokens::issue).get(tokens::list).layer(small))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route_layer(middleware::from_fn_with_state(inner.clone(), authenticate));

@@ -23,6 +23,21 @@ pub enum Error {
         /// Found.
         have: usize,
     },
+    /// Too few failure domains (households, networks, operators) to spread
+    /// a segment so that losing any one loses at most m shards.
+    #[error(
+        "need {need} shards per segment with at most {parity} in any one household, network or operator, but the live \
+         peers fit only {fits}: start peers in more homes (each of a segment's shards must survive its household \
+         going dark), ask for more parity, or start the SPN with --relax-domains"
+    )]
+    TooFewDomains {
+        /// Shards per segment.
+        need: usize,
+        /// How many the domains can hold.
+        fits: usize,
+        /// m: the most per domain.
+        parity: u8,
+    },
     /// Shards that could not be stored anywhere.
     #[error("{} shard(s) could not be placed: {}", .0.len(), .0.join("; "))]
     Unplaced(Vec<String>),

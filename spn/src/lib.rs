@@ -10,6 +10,10 @@
 //! is journaled: a job that fails, or an SPN killed during one, has its
 //! shards deleted from the peers again (retried until the peers say so).
 //!
+//! It watches what it placed (see [`durability`]): heartbeats, audits at
+//! random times with range proofs, repair of segments at risk onto peers
+//! in other failure domains, and placement weighed by what peers proved.
+//!
 //! It trusts no vendor by default: a vendor registers its root once, later
 //! roots must follow it by TUF's rules, and every release, withdrawal and
 //! timestamp is checked against the vendor's newest root before it is kept.
@@ -36,14 +40,21 @@
 //! | `GET /v1/timestamps/{product}` | | the newest timestamp (signed JSON) |
 //! | `GET /v1/releases?product=P&hardware=H` | | [`types::ReleaseList`], newest version last |
 //! | `GET /v1/releases/{id}?format=2&hardware=H` | | a release bundle (`product@version`, or `product@latest`: the newest for that hardware); format 1 without `format` (devices of earlier releases) |
-//! | `GET /v1/peers` | operator | peers seen, capacity, last seen |
+//! | `GET /v1/peers` | operator | peers seen: status, uptime, audits, where seen, why disqualified |
+//! | `POST /v1/peers/{peer}/labels` | operator | [`types::PeerLabels`]: a peer's region and operator |
+//! | `GET /v1/durability?object=CID` | operator | [`types::Durability`]: per object the lowest healthy shard count, segments at risk; repair queue and bytes; peers lost and disqualified; audits and their cost |
 //! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | operator | [`types::NewToken`] → [`types::IssuedToken`]; [`types::TokenList`]; revoke |
 
 mod api;
+mod audit;
 mod cleanup;
+pub mod durability;
 mod error;
+mod health;
+mod heartbeat;
 mod http;
 mod publish;
+mod repair;
 mod state;
 mod vendors;
 
@@ -54,6 +65,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use client::placement::{Candidate, choose};
+pub use durability::Settings;
 pub use error::{Error, Result};
 pub use http::Limits as HttpLimits;
 pub use proto::api as types;
@@ -78,6 +90,8 @@ pub struct Config {
     pub http_limits: HttpLimits,
     /// Peers that never held a shard of ours are forgotten after this long unseen.
     pub forget_idle_after: Duration,
+    /// Heartbeats, audits, repair and placement across failure domains.
+    pub durability: Settings,
 }
 
 impl Config {
@@ -91,6 +105,7 @@ impl Config {
             max_upload: 64 << 30,
             http_limits: HttpLimits::default(),
             forget_idle_after: Duration::from_secs(3600),
+            durability: Settings::default(),
         }
     }
 }
@@ -109,6 +124,9 @@ pub(crate) struct Inner {
     /// Next job id.
     next_job: Mutex<u64>,
     forget_idle_after: Duration,
+    settings: Settings,
+    /// Segments waiting for repair after the last pass.
+    repair_queue: std::sync::atomic::AtomicU64,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -143,41 +161,6 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
 }
 
-/// Seconds since a peer last answered within which it counts as live.
-pub(crate) const LIVE_FOR: u64 = 120;
-
-/// Answered the last usage request, within [`LIVE_FOR`] seconds of `now`.
-pub(crate) fn is_live(p: &PeerRecord, now: u64) -> bool {
-    p.failures == 0 && p.last_seen.saturating_add(LIVE_FOR) >= now
-}
-
-#[cfg(test)]
-mod liveness_tests {
-    use super::*;
-
-    fn seen(last_seen: u64, failures: u64) -> PeerRecord {
-        PeerRecord {
-            peer: "p".into(),
-            capacity: 0,
-            used: 0,
-            shards: 0,
-            last_seen,
-            failures,
-            first_seen: 0,
-            held: false,
-        }
-    }
-
-    #[test]
-    fn a_peer_is_live_for_two_minutes_after_it_answered_and_not_after_a_failure() {
-        assert!(is_live(&seen(1000, 0), 1000));
-        assert!(is_live(&seen(1000, 0), 1000 + LIVE_FOR));
-        assert!(!is_live(&seen(1000, 0), 1001 + LIVE_FOR));
-        assert!(!is_live(&seen(1000, 1), 1000), "its last request failed");
-        assert!(is_live(&seen(u64::MAX, 0), 5), "no overflow on a clock far ahead");
-    }
-}
-
 pub(crate) use proto::now;
 
 impl Inner {
@@ -194,55 +177,6 @@ impl Inner {
             return Ok(Some(j.clone()));
         }
         self.state.job(id)
-    }
-
-    /// Ask every peer the DHT knows how much room it has.
-    pub(crate) async fn refresh_peers(&self) {
-        let Ok(peers) = self.client.peers().await else { return };
-        let asks = peers.into_iter().map(|p| {
-            let client = self.client.clone();
-            async move {
-                let r = tokio::time::timeout(publish::USAGE_TIMEOUT, client.usage(p.peer)).await;
-                (p.peer, r)
-            }
-        });
-        let known: HashMap<String, PeerRecord> =
-            self.state.peers().unwrap_or_default().into_iter().map(|p| (p.peer.clone(), p)).collect();
-        for (peer, r) in futures::future::join_all(asks).await {
-            let id = peer.to_string();
-            let rec = match r {
-                Ok(Ok((shards, used, capacity))) => {
-                    let (first_seen, held) = known.get(&id).map_or((now(), false), |k| (k.first_seen, k.held));
-                    PeerRecord {
-                        peer: id.clone(),
-                        capacity,
-                        used,
-                        shards,
-                        last_seen: now(),
-                        failures: 0,
-                        first_seen,
-                        held,
-                    }
-                }
-                // Bootstrap nodes and clients store nothing: not peers for placement.
-                Ok(Err(net::Error::Refused { .. })) => continue,
-                _ => match known.get(&id) {
-                    Some(k) => PeerRecord { failures: k.failures + 1, ..k.clone() },
-                    None => continue,
-                },
-            };
-            if let Err(e) = self.state.put_peer(&rec) {
-                tracing::warn!("saving peer {id}: {e}");
-            }
-        }
-        // Nodes that came and went without holding anything of ours; lost
-        // peers that hold shards stay (repair needs their record).
-        let before = now().saturating_sub(self.forget_idle_after.as_secs());
-        match self.state.forget_idle_peers(before) {
-            Ok(n) if n > 0 => tracing::info!("forgot {n} peer(s) unseen since {before} that never held a shard"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("forgetting idle peers: {e}"),
-        }
     }
 }
 
@@ -272,6 +206,12 @@ impl Spn {
             let n = state.abandon_job(job, now())?;
             tracing::warn!("job {job} was interrupted: {n} shard(s) it stored will be deleted from the peers");
         }
+        // A repair cut short: its puts without a receipt are deleted; the
+        // segment is as it was, and the next pass repairs it again.
+        let n = state.abandon_repairs(now())?;
+        if n > 0 {
+            tracing::warn!("a repair was interrupted: {n} put(s) without a receipt will be deleted; it starts again");
+        }
         let uploads = config.dir.join("uploads");
         // Uploads of jobs that did not finish: plaintext not to keep.
         let _ = std::fs::remove_dir_all(&uploads);
@@ -288,6 +228,8 @@ impl Spn {
             encode_lock: tokio::sync::Mutex::new(()),
             next_job: Mutex::new(next),
             forget_idle_after: config.forget_idle_after,
+            settings: config.durability.clone(),
+            repair_queue: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
@@ -298,20 +240,25 @@ impl Spn {
         // the database closes and the refresher ends.
         let refresher = {
             let weak = Arc::downgrade(&inner);
+            let every = config.durability.heartbeat;
             tokio::spawn(async move {
                 while let Some(inner) = weak.upgrade() {
                     inner.refresh_peers().await;
                     drop(inner);
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    tokio::time::sleep(every).await;
                 }
             })
         };
         let deleter = tokio::spawn(cleanup::run(Arc::downgrade(&inner)));
+        let auditor = tokio::spawn(audit::run(Arc::downgrade(&inner)));
+        let repairer = tokio::spawn(repair::run(Arc::downgrade(&inner)));
         let limits = config.http_limits;
         let server = tokio::spawn(async move {
             http::serve(listener, app, limits).await;
             refresher.abort();
             deleter.abort();
+            auditor.abort();
+            repairer.abort();
         });
         Ok((Spn { inner }, addr, server))
     }
@@ -374,5 +321,54 @@ impl Spn {
     /// Peers seen.
     pub fn peers(&self) -> Result<Vec<PeerRecord>> {
         self.inner.state.peers()
+    }
+
+    /// An object's manifest bytes and where its shards are now.
+    pub fn object_placement(&self, cid: &str) -> Result<(Vec<u8>, types::Placement)> {
+        let bytes = self.inner.state.manifest(cid)?.ok_or_else(|| Error::NotFound(format!("object {cid}")))?;
+        let m = chunker::Manifest::from_bytes_with_cid(&bytes, &cid.parse()?, &Default::default())?;
+        let p = api::placement_of(&self.inner, &m).map_err(|e| Error::Db(e.1))?;
+        Ok((bytes, p))
+    }
+
+    /// Per segment of an object, per shard, the peers recorded as holding it.
+    pub fn segment_holders(&self, cid: &str) -> Result<Vec<Vec<Vec<String>>>> {
+        let bytes = self.inner.state.manifest(cid)?.ok_or_else(|| Error::NotFound(format!("object {cid}")))?;
+        let m = chunker::Manifest::from_bytes_with_cid(&bytes, &cid.parse()?, &Default::default())?;
+        let mut out = Vec::new();
+        for s in m.segments() {
+            let mut seg = Vec::new();
+            for c in s.shards() {
+                seg.push(self.inner.state.placement(&c.to_string())?);
+            }
+            out.push(seg);
+        }
+        Ok(out)
+    }
+
+    /// The durability report (every object, or one).
+    pub fn durability(&self, object: Option<&str>) -> Result<types::Durability> {
+        health::report(&self.inner, object)
+    }
+
+    /// Run one repair pass now (the repairer also runs on its own).
+    pub async fn repair_now(&self) -> Result<()> {
+        let mut pace = repair::Pace::new(self.inner.settings.repair_rate);
+        repair::pass(&self.inner, &mut pace).await
+    }
+
+    /// Audit every peer holding shards now, once (the auditor also runs on
+    /// its own, at random times). Returns how many audits failed.
+    pub async fn audit_now(&self) -> Result<u64> {
+        let layout = repair::Layout::read(&self.inner.state)?;
+        let mut failed = 0;
+        for (peer, shards) in layout.holdings() {
+            let Ok(id) = peer.parse::<net::PeerId>() else { continue };
+            if let Some(o) = audit::audit(&self.inner, id, &shards).await {
+                failed += u64::from(o.failed.is_some() || !o.bad.is_empty());
+                audit::record(&self.inner, id, &shards, o)?;
+            }
+        }
+        Ok(failed)
     }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chunker::{Cid, EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, SegmentSink, TenantSecret};
-use net::PeerId;
 
 use crate::error::{Error, Result};
 use crate::state::JobState;
@@ -38,6 +37,8 @@ struct Shared {
     pool: Pool,
     unplaced: Vec<String>,
     receipts: u64,
+    /// m: the job's parity shards per segment.
+    parity: u8,
 }
 
 /// How placement treats a failed put: a peer that cannot be reached, does
@@ -108,7 +109,8 @@ async fn place_segment(
     shards: Vec<Vec<u8>>,
 ) -> Result<()> {
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
-    let mut plan = SegmentPlan::new(index, cids.len(), shard_len, &lock().pool, &mut rand::rng());
+    let data = cids.len() - usize::from(lock().parity);
+    let mut plan = SegmentPlan::new(index, cids.len(), data, shard_len, &lock().pool, &mut rand::rng());
     loop {
         let puts = plan.next_round(&mut lock().pool, &mut rand::rng());
         if puts.is_empty() {
@@ -164,13 +166,8 @@ async fn candidates(inner: &Inner, want: usize) -> Result<Vec<Candidate>> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         inner.refresh_peers().await;
-        out.clear();
-        for p in inner.state.peers()? {
-            if crate::is_live(&p, now()) {
-                let Ok(peer) = p.peer.parse::<PeerId>() else { continue };
-                out.push(Candidate { peer, free: p.capacity.saturating_sub(p.used) });
-            }
-        }
+        let peers = inner.state.peers()?.into_iter().map(|p| (p.peer.clone(), p)).collect();
+        out = crate::repair::candidates(&peers, now(), &inner.settings);
         if out.len() >= want {
             break;
         }
@@ -186,6 +183,15 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
     let cands = candidates(&inner, n).await?;
     if cands.len() < n {
         return Err(Error::NotEnoughPeers { need: n, have: cands.len() });
+    }
+    let mut pool = Pool::new(cands);
+    if !inner.settings.relax_domains {
+        // Losing any one household, network or operator loses at most m shards.
+        pool.max_per_domain = usize::from(req.parity.max(1));
+        let fits = pool.spreadable(n);
+        if fits < n {
+            return Err(Error::TooFewDomains { need: n, fits, parity: req.parity });
+        }
     }
     let secret = TenantSecret::from_bytes(inner.state.tenant_secret(&req.tenant)?);
     // Chunks of the same product stored before: only new chunks are stored.
@@ -207,7 +213,8 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         j.state = JobState::Encoding;
         j.bytes_total = total;
     });
-    let shared = Arc::new(std::sync::Mutex::new(Shared { pool: Pool::new(cands), unplaced: Vec::new(), receipts: 0 }));
+    let shared =
+        Arc::new(std::sync::Mutex::new(Shared { pool, unplaced: Vec::new(), receipts: 0, parity: req.parity }));
     let mut sink = Scatter {
         inner: inner.clone(),
         rt: tokio::runtime::Handle::current(),
@@ -264,6 +271,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         new_segments: encoded.stats.new_segments,
         new_shard_bytes: encoded.stats.new_shard_bytes,
         created: now(),
+        placement_version: 0,
     };
     inner.state.put_object(job, &record, &manifest, now())?;
     Ok(JobResult {

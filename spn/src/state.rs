@@ -4,10 +4,13 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 2 (this release; `meta` table, key `format`): format 1 (no
-//! `meta` table) is migrated on open: the new tables are made, and releases
-//! kept by a format 1 SPN, whose signatures nobody checked, are marked
-//! unverified until their vendor registers its root. The file is mode 0600
+//! Layout format 3 (this release; `meta` table, key `format`). Format 3
+//! adds the repair journal and counters, and fields of peers (heartbeats,
+//! audits, where they were seen) and objects (placement version) that read
+//! as empty from a format 2 state, so a format 2 state is opened as it is.
+//! Format 1 (no `meta` table) is migrated on open: the new tables are
+//! made, and releases kept by a format 1 SPN, whose signatures nobody
+//! checked, are marked unverified until their vendor registers its root. The file is mode 0600
 //! in a 0700 directory: it holds tenants' secrets and every read key.
 
 use std::path::Path;
@@ -32,9 +35,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOB_SHARDS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_shards");
 /// `CID/PEER` → a [`DeleteRecord`]: shards to delete from peers (owner delete), retried until done.
 const DELETES: TableDefinition<&str, &[u8]> = TableDefinition::new("deletes");
+/// `CID/PEER` → empty: shards a repair is putting, written before each put
+/// is sent, removed with the placement its receipt records (format 3).
+const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
+/// Counters: `shards_repaired`, `repair_bytes` (read and written),
+/// `bytes_lost` (shard bytes that had to be rebuilt), `audit_bytes` (format 3).
+const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 2;
+pub(crate) const STATE_FORMAT: u64 = 3;
 
 mod registry;
 pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};
@@ -150,6 +159,8 @@ impl State {
         txn.open_table(PEERS)?;
         txn.open_table(JOB_SHARDS)?;
         txn.open_table(DELETES)?;
+        txn.open_table(REPAIRS)?;
+        txn.open_table(STATS)?;
         registry::create_tables(&txn)?;
         if format.is_none() {
             registry::migrate_releases(&txn)?;
@@ -351,6 +362,9 @@ impl State {
             }
             t.insert(shard, json(&peers).as_slice())?;
             txn.open_table(RECEIPTS)?.insert(format!("{shard}/{peer}").as_str(), receipt)?;
+            // A delete queued when an earlier copy there went stale must
+            // not remove the one just placed.
+            txn.open_table(DELETES)?.remove(format!("{shard}/{peer}").as_str())?;
         }
         txn.commit()?;
         Ok(())
@@ -427,14 +441,6 @@ impl State {
         Ok(n)
     }
 
-    /// Save a peer.
-    pub(crate) fn put_peer(&self, p: &PeerRecord) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(PEERS)?.insert(p.peer.as_str(), json(p).as_slice())?;
-        txn.commit()?;
-        Ok(())
-    }
-
     /// Forget peers that never held anything of ours and have not answered
     /// since `before` (nodes that came and went); returns how many.
     pub(crate) fn forget_idle_peers(&self, before: u64) -> Result<usize> {
@@ -486,4 +492,229 @@ impl State {
         }
         Ok(out)
     }
+
+    /// Change a peer's record in one transaction: `f` gets the record (if
+    /// any) and returns what to save (`None`: leave it as it was).
+    pub(crate) fn update_peer(
+        &self,
+        peer: &str,
+        f: impl FnOnce(Option<PeerRecord>) -> Option<PeerRecord>,
+    ) -> Result<Option<PeerRecord>> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut t = txn.open_table(PEERS)?;
+            let cur: Option<PeerRecord> = t.get(peer)?.map(|v| parse(v.value(), "peer")).transpose()?;
+            let new = f(cur);
+            if let Some(p) = &new {
+                t.insert(peer, json(p).as_slice())?;
+            }
+            new
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Every object's record.
+    pub(crate) fn objects(&self) -> Result<Vec<ObjectRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            out.push(parse(e?.1.value(), "object")?);
+        }
+        Ok(out)
+    }
+
+    /// Every shard's holders.
+    pub(crate) fn placements(&self) -> Result<std::collections::HashMap<String, Vec<String>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PLACEMENT)?;
+        let mut out = std::collections::HashMap::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            out.insert(k.value().to_string(), parse(v.value(), "placement")?);
+        }
+        Ok(out)
+    }
+
+    /// A counter.
+    pub(crate) fn stat(&self, name: &str) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATS)?;
+        Ok(t.get(name)?.map_or(0, |v| v.value()))
+    }
+
+    /// `peer` no longer counts as holding `shard` (it failed an audit of
+    /// it, or it is lost for good and the shard was rebuilt): out of the
+    /// placement, its receipt no longer counts, and an owner delete is
+    /// queued (sent when it answers).
+    pub(crate) fn drop_holder(&self, shard: &str, peer: &str, now: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut placement = txn.open_table(PLACEMENT)?;
+            let holders: Option<Vec<String>> =
+                placement.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
+            if let Some(mut holders) = holders {
+                holders.retain(|p| p != peer);
+                placement.insert(shard, json(&holders).as_slice())?;
+            }
+            txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
+            let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+            txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Peers with a queued delete of `shard` (they lost it, failed an
+    /// audit of it, or hold a stale copy): not given it again.
+    pub(crate) fn deletes_of(&self, shard: &str) -> Result<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(DELETES)?;
+        let lo = format!("{shard}/");
+        let hi = format!("{shard}0"); // '0' follows '/'
+        let mut out = Vec::new();
+        for e in t.range(lo.as_str()..hi.as_str())? {
+            if let Some((_, peer)) = e?.0.value().split_once('/') {
+                out.push(peer.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Journal a repair's puts before they are sent.
+    pub(crate) fn intend_repairs(&self, puts: &[(String, String)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(REPAIRS)?;
+            for (shard, peer) in puts {
+                t.insert(format!("{shard}/{peer}").as_str(), [].as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A repair put that did not end with a receipt: its journal entry goes
+    /// to the delete queue (the peer may have stored it anyway).
+    pub(crate) fn repair_failed(&self, shard: &str, peer: &str, now: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(REPAIRS)?.remove(format!("{shard}/{peer}").as_str())?;
+            let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+            txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Repair puts a stop cut short (journaled, no receipt recorded): to the
+    /// delete queue. Returns how many.
+    pub(crate) fn abandon_repairs(&self, now: u64) -> Result<usize> {
+        let txn = self.db.begin_write()?;
+        let n;
+        {
+            let mut t = txn.open_table(REPAIRS)?;
+            let mut keys = Vec::new();
+            for e in t.iter()? {
+                keys.push(e?.0.value().to_string());
+            }
+            n = keys.len();
+            let mut deletes = txn.open_table(DELETES)?;
+            for k in keys {
+                t.remove(k.as_str())?;
+                let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                deletes.insert(k.as_str(), json(&rec).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// A rebuilt `shard` is on `peer`, with its receipt: in one transaction
+    /// the placement gains it, the holders in `stale` (lost, disqualified,
+    /// retiring) lose it with their receipts and get an owner delete
+    /// queued, the journal entry goes, the counters grow by one shard and
+    /// `bytes` moved, and `objects` get a new placement version. A kill
+    /// before this leaves the segment as it was; after it, as repaired.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn repaired(
+        &self,
+        shard: &str,
+        peer: &str,
+        receipt: &[u8],
+        stale: &[String],
+        bytes: u64,
+        objects: &[String],
+        now: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut placement = txn.open_table(PLACEMENT)?;
+            let mut holders: Vec<String> = match placement.get(shard)? {
+                Some(v) => parse(v.value(), "placement")?,
+                None => Vec::new(),
+            };
+            holders.retain(|h| !stale.contains(h));
+            if !holders.iter().any(|h| h == peer) {
+                holders.push(peer.to_string());
+            }
+            placement.insert(shard, json(&holders).as_slice())?;
+            let mut receipts = txn.open_table(RECEIPTS)?;
+            receipts.insert(format!("{shard}/{peer}").as_str(), receipt)?;
+            let mut deletes = txn.open_table(DELETES)?;
+            for s in stale {
+                receipts.remove(format!("{shard}/{s}").as_str())?;
+                let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                deletes.insert(format!("{shard}/{s}").as_str(), json(&rec).as_slice())?;
+            }
+            deletes.remove(format!("{shard}/{peer}").as_str())?;
+            txn.open_table(REPAIRS)?.remove(format!("{shard}/{peer}").as_str())?;
+            let mut stats = txn.open_table(STATS)?;
+            add(&mut stats, "shards_repaired", 1)?;
+            add(&mut stats, "repair_bytes", bytes)?;
+            add(&mut stats, "bytes_lost", bytes)?;
+            let mut objs = txn.open_table(OBJECTS)?;
+            for o in objects {
+                let rec: Option<ObjectRecord> =
+                    objs.get(o.as_str())?.map(|v| parse(v.value(), "object")).transpose()?;
+                if let Some(mut r) = rec {
+                    r.placement_version += 1;
+                    objs.insert(o.as_str(), json(&r).as_slice())?;
+                }
+            }
+            let mut peers = txn.open_table(PEERS)?;
+            let rec: Option<PeerRecord> = peers.get(peer)?.map(|v| parse(v.value(), "peer")).transpose()?;
+            if let Some(mut p) = rec
+                && !p.held
+            {
+                p.held = true;
+                peers.insert(peer, json(&p).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Add to a counter.
+    pub(crate) fn add_stat(&self, name: &str, by: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        add(&mut txn.open_table(STATS)?, name, by)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Count bytes read for a repair that placed nothing (the rebuild failed).
+    pub(crate) fn add_repair_bytes(&self, bytes: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        add(&mut txn.open_table(STATS)?, "repair_bytes", bytes)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn add(t: &mut redb::Table<&str, u64>, name: &str, by: u64) -> Result<()> {
+    let cur = t.get(name)?.map_or(0, |v| v.value());
+    t.insert(name, cur.saturating_add(by))?;
+    Ok(())
 }

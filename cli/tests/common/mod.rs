@@ -96,9 +96,12 @@ pub fn bootstrap(procs: &mut Procs, dir: &Path) -> String {
     boot["listen"][0].as_str().expect("bootstrap address").to_string()
 }
 
-/// Start a peer `name` (2 GiB, trusting `spn_id`) in `dir/NAME`; its peer id.
+/// Start a peer `name` (2 GiB, trusting `spn_id`) in `dir/NAME`, on a
+/// loopback address of its own (a household of its own); its peer id.
 pub fn peer(procs: &mut Procs, name: &str, dir: &Path, bootstrap: &str, spn_id: &str) -> String {
-    let args = harness::procs::peer_args(harness::household(0), bootstrap, spn_id, "2GiB", &dir.join(name));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let home = harness::household(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let args = harness::procs::peer_args(home, bootstrap, spn_id, "2GiB", &dir.join(name));
     procs.start(name, &args)["peer_id"].as_str().expect("peer id").to_string()
 }
 

@@ -38,7 +38,11 @@ pub(super) async fn health(
         caller(&inner, &headers)?;
         inner.refresh_peers().await;
     }
-    let live = inner.state.peers().map(|p| p.iter().filter(|p| crate::is_live(p, crate::now())).count()).unwrap_or(0);
+    let live = inner
+        .state
+        .peers()
+        .map(|p| p.iter().filter(|p| crate::heartbeat::is_live(p, crate::now(), &inner.settings)).count())
+        .unwrap_or(0);
     Ok(Json(Health { ok: true, peer_id: inner.client.peer_id().to_string(), live_peers: live as u64 }))
 }
 
@@ -190,7 +194,7 @@ pub(super) async fn job(
 }
 
 /// Which peers hold each shard of a manifest.
-pub(super) fn placement_of(inner: &Inner, manifest: &Manifest) -> Api<Placement> {
+pub(crate) fn placement_of(inner: &Inner, manifest: &Manifest) -> Api<Placement> {
     let mut peers: Vec<String> = Vec::new();
     let mut shards = BTreeMap::new();
     for s in manifest.segments() {
@@ -257,5 +261,55 @@ pub(super) async fn receipts(
 
 pub(super) async fn peers(State(inner): State<Arc<Inner>>, Extension(who): Extension<Caller>) -> Api<Json<PeerList>> {
     who.operator()?;
-    Ok(Json(PeerList { peers: inner.state.peers()? }))
+    let t = crate::now();
+    let mut peers = inner.state.peers()?;
+    for p in &mut peers {
+        p.status = crate::durability::status(p, t, &inner.settings).to_string();
+    }
+    Ok(Json(PeerList { peers }))
+}
+
+/// `POST /v1/peers/{peer}/labels`: the operator sets a peer's region or operator.
+pub(super) async fn label_peer(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(peer): Path<String>,
+    body: axum::body::Bytes,
+) -> Api<Json<crate::types::PeerRecord>> {
+    who.operator()?;
+    let labels: crate::types::PeerLabels = serde_json::from_slice(&body).map_err(|e| bad(format!("labels: {e}")))?;
+    for v in [&labels.region, &labels.operator].into_iter().flatten() {
+        if !v.is_empty() && !crate::valid_name(v) {
+            return Err(bad(format!("label {v:?}: use 1 to 64 letters, digits, '-', '_' or '.'")));
+        }
+    }
+    let saved = inner.state.update_peer(&peer, |cur| {
+        let mut p = cur?;
+        if let Some(r) = &labels.region {
+            p.region = r.clone();
+        }
+        if let Some(o) = &labels.operator {
+            p.operator = o.clone();
+        }
+        Some(p)
+    })?;
+    saved.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no peer {peer} known here")))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DurabilityQuery {
+    object: Option<String>,
+}
+
+/// `GET /v1/durability[?object=CID]`.
+pub(super) async fn durability(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Query(q): Query<DurabilityQuery>,
+) -> Api<Json<crate::types::Durability>> {
+    who.operator()?;
+    let r = tokio::task::spawn_blocking(move || crate::health::report(&inner, q.object.as_deref()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("durability report: {e}")))??;
+    Ok(Json(r))
 }

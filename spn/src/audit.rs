@@ -1,0 +1,178 @@
+//! Audits: at random times, each live peer holding shards of ours is asked
+//! for blocks drawn from a seed it cannot predict, and answers with range
+//! proofs that are checked against the shards' CIDs (see
+//! [`durability`](crate::durability) for how many blocks, and what they
+//! catch). A shard whose proof fails, or that the peer no longer has, stops
+//! counting as held there (repair rebuilds it elsewhere). A peer that fails
+//! [`Settings::disqualify_after`](crate::Settings) of its last 16 audits, or
+//! that many shards in one audit, is disqualified for good: it gets no new
+//! shards and all of its shards count as lost.
+
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::Duration;
+
+use chunker::Cid;
+use net::PeerId;
+use rand::{Rng, SeedableRng};
+
+use crate::durability::{self, audit_plan, blocks_for};
+use crate::{Inner, now};
+
+/// Audits in flight at once.
+const AT_ONCE: usize = 8;
+
+/// What one audit found.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Shards whose proof failed or that the peer no longer has, and why.
+    pub(crate) bad: Vec<(String, u64, String)>,
+    /// The peer did not answer in time, or answered something else.
+    pub(crate) failed: Option<String>,
+    /// Blocks asked for.
+    pub(crate) blocks: u32,
+    /// Bytes the answers carried (blocks and proofs, as bounded).
+    pub(crate) bytes: u64,
+}
+
+/// The auditor: runs while the SPN does.
+pub(crate) async fn run(inner: Weak<Inner>) {
+    // When each peer is due, drawn anew at start (nothing to predict).
+    let mut due: HashMap<String, u64> = HashMap::new();
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let tick = (strong.settings.audit_every / 8).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        if let Err(e) = round(&strong, &mut due).await {
+            tracing::warn!("audit round: {e}");
+        }
+        drop(strong);
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// Audit every peer that is due.
+async fn round(inner: &Inner, due: &mut HashMap<String, u64>) -> crate::Result<()> {
+    use futures::StreamExt;
+    let layout = crate::repair::Layout::read(&inner.state)?;
+    let held = layout.holdings();
+    let t = now();
+    let every = inner.settings.audit_every.as_secs().max(1);
+    let mut todo = Vec::new();
+    for p in inner.state.peers()? {
+        let Some(shards) = held.get(&p.peer) else { continue };
+        if p.disqualified.is_some() || !crate::heartbeat::is_live(&p, t, &inner.settings) && !p.retiring {
+            continue;
+        }
+        let when = *due.entry(p.peer.clone()).or_insert_with(|| t + rand::rng().random_range(0..every));
+        if when <= t {
+            due.insert(p.peer.clone(), t + rand::rng().random_range(every / 2..=every + every / 2));
+            if let Ok(id) = p.peer.parse::<PeerId>() {
+                todo.push((id, shards.clone()));
+            }
+        }
+    }
+    let audits = futures::stream::iter(todo)
+        .map(|(peer, shards)| async move { (peer, shards.clone(), audit(inner, peer, &shards).await) })
+        .buffer_unordered(AT_ONCE);
+    let results: Vec<_> = audits.collect().await;
+    for (peer, shards, outcome) in results {
+        if let Some(o) = outcome {
+            record(inner, peer, &shards, o)?;
+        }
+    }
+    Ok(())
+}
+
+/// Challenge `peer` for blocks of `shards` (CID, length). `None`: it could
+/// not be reached at all (heartbeats deal with that), so no audit happened.
+pub(crate) async fn audit(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)]) -> Option<Outcome> {
+    let total: u64 = shards.iter().map(|(_, l)| l).sum();
+    let typical = total / shards.len().max(1) as u64;
+    let c = blocks_for(total, typical, &inner.settings);
+    // A fresh seed from the OS: the peer cannot know which blocks come.
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let plan = audit_plan(shards, c, &mut rng);
+    let mut out = Outcome { blocks: c, ..Outcome::default() };
+    let timeout = inner.settings.audit_timeout;
+    let asks = plan.into_iter().map(|(cid, len, ranges)| {
+        let client = inner.client.clone();
+        async move {
+            let bytes: u64 =
+                ranges.iter().map(|r| r.end - r.start).sum::<u64>() + chunker::proof::max_proof_len(len, &ranges);
+            let r = tokio::time::timeout(timeout, client.audit(peer, cid, len, ranges)).await;
+            (cid, len, bytes, r)
+        }
+    });
+    let mut reached = false;
+    for (cid, len, bytes, r) in futures::future::join_all(asks).await {
+        match r {
+            Ok(Ok(())) => {
+                reached = true;
+                out.bytes += bytes;
+            }
+            Ok(Err(net::Error::Unreachable { .. })) => {}
+            Ok(Err(e @ net::Error::Refused { code: net::wire::Code::Busy, .. })) => {
+                reached = true;
+                out.failed.get_or_insert_with(|| e.to_string());
+            }
+            Ok(Err(e @ (net::Error::BadAnswer { .. } | net::Error::Refused { .. }))) => {
+                reached = true;
+                out.bad.push((cid.to_string(), len, e.to_string()));
+            }
+            Ok(Err(e)) => {
+                reached = true;
+                out.failed.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                reached = true;
+                out.failed.get_or_insert_with(|| format!("no answer within {} s", timeout.as_secs()));
+            }
+        }
+    }
+    reached.then_some(out)
+}
+
+/// Keep what an audit found: the peer's record, and the shards it failed.
+pub(crate) fn record(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)], o: Outcome) -> crate::Result<()> {
+    let id = peer.to_string();
+    let t = now();
+    let held: u64 = shards.iter().map(|(_, l)| l).sum();
+    let failed = o.failed.is_some() || !o.bad.is_empty();
+    let limit = inner.settings.disqualify_after.max(1);
+    inner.state.update_peer(&id, |cur| {
+        let mut p = cur?;
+        p.last_audit = t;
+        p.audit_window = (p.audit_window << 1) | u32::from(failed);
+        if failed {
+            p.audits_failed += 1;
+            p.proven_bytes /= 2;
+        } else {
+            p.audits_passed += 1;
+            p.proven_bytes = held;
+        }
+        let why = o.failed.clone().or_else(|| o.bad.first().map(|b| b.2.clone())).unwrap_or_default();
+        if p.disqualified.is_none() && (p.recent_audit_failures() >= limit || o.bad.len() >= limit as usize) {
+            let reason = format!(
+                "failed {} of its last {} audits ({} shard(s) in the last one); last: {why}",
+                p.recent_audit_failures(),
+                (p.audits_passed + p.audits_failed).min(16),
+                o.bad.len()
+            );
+            tracing::warn!(peer = %id, "peer disqualified: {reason}");
+            p.disqualified = Some(reason);
+        }
+        p.status = durability::status(&p, t, &inner.settings).to_string();
+        Some(p)
+    })?;
+    if failed {
+        tracing::warn!(peer = %id, blocks = o.blocks, bad = o.bad.len(), "audit failed: {:?}", o.failed);
+    } else {
+        tracing::info!(peer = %id, blocks = o.blocks, bytes = o.bytes, "audit passed");
+    }
+    for (shard, _, why) in &o.bad {
+        tracing::warn!(peer = %id, %shard, "shard failed its audit, to be rebuilt elsewhere: {why}");
+        inner.state.drop_holder(shard, &id, t)?;
+    }
+    inner.state.add_stat("audit_bytes", o.bytes)?;
+    Ok(())
+}
