@@ -16,7 +16,7 @@
 //! after `r` audits, `1 − (1 − f)^(c·r)`.
 //!
 //! A block costs 4 KiB plus its proof (about 64 bytes per level of the
-//! shard's tree, see [`block_cost`]). At the defaults (c = 100, one audit
+//! shard's tree, see `block_cost`). At the defaults (c = 100, one audit
 //! every 6 hours), a peer holding 1 GiB of ours sends about 2 MB a day:
 //! 0.2% of what it holds. For a peer holding little, `c` shrinks so that its
 //! audits stay within [`Settings::audit_budget`] (0.5% a day) of what it
