@@ -36,6 +36,15 @@ impl net::Answers for Slow {
     }
 }
 
+/// A peer that stores a shard at once but holds its receipt `0`.
+pub struct SlowReceipts(pub Duration);
+
+impl net::Answers for SlowReceipts {
+    fn hold_receipt(&self) -> Duration {
+        self.0
+    }
+}
+
 /// A network with an SPN, as the SPN's tests use it.
 pub struct Net {
     pub bootstrap: Node,

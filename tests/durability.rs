@@ -36,7 +36,14 @@ fn spn_of(n: &Network) -> &spn::Spn {
 async fn publish(n: &Network, dir: &Path, bytes: &[u8], k: u8, m: u8) -> spn::JobResult {
     let path = dir.join(format!("object-{}", blake3::hash(bytes).to_hex()));
     std::fs::write(&path, bytes).expect("write");
-    spn_of(n).publish_file(&path, "acme", "backup", k, m).await.expect("publish")
+    let res = spn_of(n).publish_file(&path, "acme", "backup", k, m).await.expect("publish");
+    // A hedged put may have left a surplus copy: its delete goes out at the
+    // job's end (up to 15 s here, so the tests see only placed shards).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while spn_of(n).pending_deletes().expect("queue") > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    res
 }
 
 /// Fetch an object back through the one fetcher, with the SPN's current placement.
@@ -214,6 +221,104 @@ async fn a_household_of_three_peers_behind_one_address_never_gets_more_than_m_sh
     std::fs::write(&path, image(1 << 20, 30)).expect("write");
     let e = s.publish_file(&path, "acme", "backup", 7, 1).await.expect_err("too few households");
     assert!(e.to_string().contains("--relax-domains"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_does_not_delay_a_publish_beyond_the_long_tail_cut() {
+    // Its receipts take longer than a put may (31 s for these shards):
+    // without the cut, every segment given to it waits that long and retries.
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut peers = vec![PeerSpec::honest(); 10];
+    peers[0].answers = Arc::new(common::SlowReceipts(Duration::from_secs(120)));
+    let net = start(root.path(), peers, quick(3600, None)).await;
+    let s = spn_of(&net);
+    let slow = net.peers[0].peer_id().to_string();
+    // Six segments of 6+2 on 10 peers: the slow one is offered shards in
+    // all but (2/10)^6 of runs.
+    let bytes = image(48 << 20, 41);
+    let path = root.path().join("object");
+    std::fs::write(&path, &bytes).expect("write");
+    let began = Instant::now();
+    let res = s.publish_file(&path, "acme", "backup", 6, 2).await.expect("publish");
+    let took = began.elapsed();
+    println!("publish of 48 MiB with one slow peer: {took:.1?}");
+    assert!(took < Duration::from_secs(30), "the publish waited for the slow peer: {took:?}");
+    let (_, placement) = s.object_placement(&res.manifest).expect("placement");
+    assert!(!placement.peers.contains(&slow), "the outrun peer's receipts do not count");
+    // What it stored anyway is deleted: no leaked shards.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !stored(&net.peers[0].dir).is_empty() {
+        assert!(Instant::now() < deadline, "the slow peer still holds surplus shards after 90 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let out = root.path().join("read-back");
+    assert_eq!(read_back(s, &net.boot_addr, &res, &out).await, bytes, "the object reads back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_more_than_m_holders_of_a_segment_is_reported_as_unreadable_not_hidden() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut net = start(root.path(), vec![PeerSpec::honest(); 6], quick(3, None)).await;
+    let res = publish(&net, root.path(), &image(2 << 20, 51), 4, 2).await;
+    let seg = spn_of(&net).segment_holders(&res.manifest).expect("holders").remove(0).concat();
+    // m + 1 = 3 of its holders leave for good: beyond what the coding survives.
+    for _ in 0..3 {
+        let i = net.peers.iter().position(|p| seg.contains(&p.peer_id().to_string())).expect("a holder");
+        net.peers.remove(i).stop().await;
+    }
+    let s = spn_of(&net);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let o = loop {
+        s.repair_now().await.expect("a repair pass runs");
+        let o = s.durability(Some(&res.manifest)).expect("report").objects.remove(0);
+        if o.lowest_healthy < 4 {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "the loss was not seen in 60 s: {o:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!((o.lowest_healthy, o.unreadable, o.at_risk), (3, 1, 1), "{o:?}");
+    let d = s.durability(None).expect("report");
+    assert_eq!(d.peers_lost, 3);
+    assert_eq!(d.shards_repaired, 0, "nothing can be rebuilt from 3 of 4 shards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retiring_peer_hands_its_shards_over_before_it_leaves() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = start(root.path(), vec![PeerSpec::honest(); 9], quick(3600, None)).await;
+    let s = spn_of(&net);
+    let bytes = image(12 << 20, 61);
+    let res = publish(&net, root.path(), &bytes, 4, 2).await;
+    let (i, held) =
+        net.peers.iter().enumerate().map(|(i, p)| (i, stored(&p.dir).len())).max_by_key(|(_, n)| *n).expect("peers");
+    assert!(held > 0, "no peer holds a shard");
+    let retiring = net.peers[i].peer_id().to_string();
+    // What `ionshard node retire` does: the node's directory gets the mark.
+    std::fs::write(net.peers[i].dir.join("retiring"), "{}").expect("mark");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        s.repair_now().await.expect("repair");
+        let rec = s.peers().expect("peers").into_iter().find(|p| p.peer == retiring).expect("its record");
+        if stored(&net.peers[i].dir).is_empty() && rec.status == "retired" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} shard file(s) after 90 s: {rec:?}",
+            stored(&net.peers[i].dir).len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Moved, not lost: every segment whole without it, each of its shards rebuilt once.
+    let d = s.durability(Some(&res.manifest)).expect("report");
+    assert_eq!(d.objects[0].lowest_healthy, 6, "{d:?}");
+    assert_eq!(d.shards_repaired, held as u64);
+    assert!(s.segment_holders(&res.manifest).expect("holders").concat().iter().all(|h| !h.contains(&retiring)));
+    // It gets nothing new.
+    let more = publish(&net, root.path(), &image(2 << 20, 62), 4, 2).await;
+    assert!(s.segment_holders(&more.manifest).expect("holders").concat().iter().all(|h| !h.contains(&retiring)));
+    assert_eq!(read_back(s, &net.boot_addr, &res, &root.path().join("back")).await, bytes);
 }
 
 /// The test's own view of the truth: per segment, shards held by a peer that runs now.

@@ -23,11 +23,23 @@ async fn publish(net: &Net, dir: &Path, bytes: &[u8], version: &str, v: &Vendor)
 }
 
 async fn fetch(client: &Client, bundle: &Bundle, root: &Root, out: &Path) -> ota::Result<ota::FetchReport> {
+    fetch_asking(client, bundle, root, out, None).await
+}
+
+/// The same, asking `from` for the current placement when a shard's holders fail.
+async fn fetch_asking(
+    client: &Client,
+    bundle: &Bundle,
+    root: &Root,
+    out: &Path,
+    from: Option<std::sync::Arc<dyn client::PlacementSource>>,
+) -> ota::Result<ota::FetchReport> {
     let policy = meta::Policy { product: Some("router"), hardware: Some("r1"), installed: None, now: now() };
     let release = meta::verify_release(root, bundle.release.as_bytes(), &policy)?;
     let key = meta::read_key(&release, None)?;
     let mut opts = FetchOptions::new(out.to_path_buf());
     opts.min_late = Duration::from_secs(2);
+    opts.placement_from = from;
     ota::fetch(
         client,
         &bundle.manifest_bytes()?[..],
@@ -189,4 +201,51 @@ async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
     let d = r.dropped.iter().find(|d| d.peer == slow).expect("slow peer set aside");
     assert!(d.reason.contains("late") && !d.lied, "{d:?}");
     assert!(r.rebuilt_ranges > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_an_old_bundle_finds_the_shards_repair_moved_by_asking_where_the_bundle_says() {
+    // 12 peers, one segment of 6+2: 4 spares to repair onto.
+    let net = network_with(&[Kind::Honest; 12], |c| {
+        c.durability = spn::Settings::quick(Duration::from_secs(3));
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Vendor::new("acme", 1, 1);
+    let img = image(4 << 20, 17);
+    let (old, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    assert_eq!(old.format, ota::BUNDLE_FORMAT);
+    assert_eq!(old.placement_from.as_deref(), Some("/v1/releases/router@1.0/placement"));
+    let holders: Vec<String> = old.placement.peers.clone();
+    assert_eq!(holders.len(), 8, "one segment on 8 peers");
+    // Two holders leave for good, are repaired away, then two more: the
+    // old bundle's placement now names 4 live holders, fewer than k = 6.
+    let manifest = serde_json::from_str::<meta::Signed<meta::Release>>(&old.release).expect("release").signed.manifest;
+    for round in 0..2 {
+        for h in &holders[round * 2..round * 2 + 2] {
+            let p = net.peers.iter().find(|p| p.peer_id().to_string() == *h).expect("a holder");
+            p.client.shutdown().await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let d = net.spn.durability(Some(&manifest)).expect("report");
+            let (ok, lost) = (d.objects[0].lowest_healthy, d.peers_lost);
+            if ok == 8 && lost == 2 * (round as u64 + 1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: not repaired in 90 s: {d:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let device = device(&net).await;
+    // With its placement only, the old bundle cannot be fetched...
+    let e = fetch(&device.client, &old, &root, &dir.path().join("stale.img")).await.expect_err("4 of 8 holders gone");
+    println!("with the old placement only: {e}");
+    // ... asking where it says, it is.
+    let spn = client::Spn::new(&format!("http://{}", net.http), None).expect("url");
+    let from = old.placement_from.clone().expect("placement_from");
+    let source: std::sync::Arc<dyn client::PlacementSource> = std::sync::Arc::new(client::PlacementAt::new(spn, from));
+    let out = dir.path().join("fresh.img");
+    fetch_asking(&device.client, &old, &root, &out, Some(source)).await.expect("fetched with the current placement");
+    assert!(std::fs::read(&out).expect("image") == img, "the image differs");
 }

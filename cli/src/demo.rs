@@ -8,7 +8,8 @@
 //! asks for the newest release (checked against the vendor's timestamp) and
 //! updates with its v1 as the seed. Then durability: a peer leaves for good
 //! and its shards are rebuilt on a new one, and a peer that silently loses
-//! a shard is caught by an audit and the shard rebuilt.
+//! a shard is caught by an audit and the shard rebuilt, and a peer its owner
+//! retires hands its shards over before it stops.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -251,7 +252,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     }
     let f3r = f3.fetch.context("v2 was not fetched")?;
     let f = [f1r, f2r, f3r];
-    let durable = durability(o.json, root, logs, procs, &api, &peer_args)?;
+    let durable = durability(o.json, root, logs, procs, &api, &peer_args, &[&p1.id, &p2.id])?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
     if let (Some(m), Value::Object(d)) = (out.as_object_mut(), durable) {
         m.extend(d);
@@ -288,6 +289,7 @@ fn durability(
     procs: &Procs,
     api: &http::Spn,
     peer_args: &dyn Fn(usize, &Path) -> Vec<String>,
+    releases: &[&str],
 ) -> Result<Value> {
     let total = |d: &spn::types::Durability| d.objects.iter().map(|o| o.lowest_healthy).min().unwrap_or(0);
     say(json, "durability: peer3 leaves for good; a new peer (peer8, another home) joins");
@@ -305,11 +307,20 @@ fn durability(
         ),
     );
     say(json, "durability: peer1 silently loses a shard file; audits (every ~4 s here) catch it");
+    // A shard the SPN counts as peer1's (not a surplus copy a hedged put
+    // left, which is being deleted anyway).
+    let peer1 = crate::node_cmd::node_id(&root.join("peer1"))?.to_string();
+    let mut held = std::collections::HashSet::new();
+    for id in releases {
+        let p = api.placement(&format!("/v1/releases/{id}/placement"))?;
+        let me = p.peers.iter().position(|x| *x == peer1).map(|i| i as u32);
+        held.extend(p.shards.into_iter().filter(|(_, h)| me.is_some_and(|m| h.contains(&m))).map(|(c, _)| c));
+    }
     let shards = root.join("peer1/store/shards");
     let victim = std::fs::read_dir(&shards)?
         .flatten()
         .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .next()
+        .find(|f| held.contains(f.file_name().to_string_lossy().as_ref()))
         .context("peer1 holds no shard to lose")?;
     std::fs::remove_file(victim.path())?;
     let before = fixed.shards_repaired;
@@ -331,7 +342,27 @@ fn durability(
             crate::size::human(healed.stored_bytes)
         ),
     );
+    say(
+        json,
+        "durability: peer9 joins; peer5's owner retires it (`ionshard node retire`): its shards move before it leaves",
+    );
+    procs.start("peer9", logs, &peer_args(9, &root.join("peer9")))?;
+    let retiring = crate::node_cmd::mark_retiring(&root.join("peer5"))?.to_string();
+    let before = healed.shards_repaired;
+    let status = || api.peers().ok()?.peers.into_iter().find(|p| p.peer == retiring).map(|p| p.status);
+    let moved = wait_report(api, 120, "moving peer5's shards away", |d| {
+        total(d) == 8 && status().as_deref() == Some("retired")
+    })?;
+    procs.kill("peer5");
+    say(
+        json,
+        format!(
+            "  retired: {} shard(s) rebuilt on other peers and deleted from peer5, which then stopped; every segment has 8",
+            moved.shards_repaired - before
+        ),
+    );
     Ok(json!({
+        "peer_retired": format!("peer5: {} shard(s) moved before it left", moved.shards_repaired - before),
         "peer_lost_for_good": format!("peer3: {} shard(s) rebuilt on other peers, {} moved", fixed.shards_repaired, crate::size::human(fixed.repair_bytes)),
         "audit_caught_lost_shard": format!("peer1 failed an audit; {} shard(s) repaired in all", healed.shards_repaired),
         "audits": format!("{} passed, {} failed", healed.audits_passed, healed.audits_failed),

@@ -48,8 +48,15 @@ enum Command {
         #[command(subcommand)]
         command: store_cmd::StoreCommand,
     },
-    /// Run a node: a bootstrap node (DHT entry point and relay) or a peer (stores and serves shards).
-    Node(node_cmd::NodeOpts),
+    /// Run a node: a bootstrap node (DHT entry point and relay) or a peer
+    /// (stores and serves shards); or retire one (`ionshard node retire`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Node {
+        #[command(subcommand)]
+        command: Option<node_cmd::NodeCommand>,
+        #[command(flatten)]
+        opts: node_cmd::NodeOpts,
+    },
     /// Print the peer id of a key file, creating the key if it does not exist.
     Id {
         /// Key file [default: ~/.ionshard/identity.key].
@@ -123,7 +130,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chunk(o) => chunk::chunk(o),
         Command::Unchunk(o) => chunk::unchunk(o),
         Command::Store { command } => store_cmd::run(command),
-        Command::Node(o) => node_cmd::node(o),
+        Command::Node { command: Some(command), .. } => node_cmd::run(command),
+        Command::Node { command: None, opts } => node_cmd::node(opts),
         Command::Id { key, json } => node_cmd::id(key, json),
         Command::Shard { command } => shard_cmd::run(command),
         Command::Peers { bootstrap, json } => node_cmd::peers(bootstrap, json),
@@ -144,7 +152,7 @@ fn main() -> ExitCode {
     // The fetcher's and a peer's buffers move between threads: the C
     // library's allocator returns them (see alloc.rs); a peer's peak under
     // strangers' 60 MiB puts and gets: 217 MiB under mimalloc.
-    if matches!(cli.command, Command::Fetch(_) | Command::Update(_) | Command::Node(_)) {
+    if matches!(cli.command, Command::Fetch(_) | Command::Update(_) | Command::Node { .. }) {
         alloc::use_system();
     }
     // Logs on stderr; RUST_LOG=info (or debug) to see more.

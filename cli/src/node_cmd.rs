@@ -118,6 +118,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         external: addrs(&external, "--external")?,
         trust: peer_ids(&trust)?,
         default_expiry: file.default_expiry_secs,
+        retire_marker: Some(retire_marker(&dir)),
         ..Config::default()
     };
     if role == Role::Bootstrap && config.listen.is_empty() {
@@ -171,6 +172,177 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         daemon.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// `ionshard node …` subcommands.
+#[derive(clap::Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Retire this peer before it leaves for good: the SPNs that trust it
+    /// rebuild its shards on other peers and delete them here. Waits, with
+    /// progress, until it holds none, then says it can be switched off. The
+    /// node must be running meanwhile.
+    Retire(RetireOpts),
+}
+
+/// Options of `ionshard node retire`.
+#[derive(clap::Args)]
+pub(crate) struct RetireOpts {
+    /// The node's directory [default: ~/.ionshard/node].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A bootstrap node, to reach the running node (repeatable).
+    #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Give up waiting after this long (the node stays marked retiring; run
+    /// again to go on waiting), e.g. 30m or 2h.
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "24h")]
+    wait: Duration,
+    /// Only mark the node retiring; do not wait.
+    #[arg(long)]
+    no_wait: bool,
+    /// Take the retirement back: the node keeps the shards it still holds
+    /// and may be given new ones.
+    #[arg(long, conflicts_with = "no_wait")]
+    cancel: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The file whose presence says a node in `dir` is being retired.
+pub(crate) fn retire_marker(dir: &Path) -> PathBuf {
+    dir.join("retiring")
+}
+
+pub(crate) fn run(command: NodeCommand) -> Result<()> {
+    match command {
+        NodeCommand::Retire(o) => retire(o),
+    }
+}
+
+/// The peer id of the node in `dir` (which must have one).
+pub(crate) fn node_id(dir: &Path) -> Result<PeerId> {
+    let key_file = dir.join("identity.key");
+    if !key_file.exists() {
+        bail!("no node in {}: it has no identity.key (give --dir, the directory the node runs with)", dir.display());
+    }
+    Ok(net::load_or_create_key(&key_file)?.0.public().to_peer_id())
+}
+
+/// Mark the node in `dir` retiring (what its `Status` answers then say).
+pub(crate) fn mark_retiring(dir: &Path) -> Result<PeerId> {
+    let peer = node_id(dir)?;
+    let marker = retire_marker(dir);
+    // Written whole or not at all: a kill leaves no half-made marker.
+    let tmp = dir.join("retiring.tmp");
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    std::fs::write(&tmp, format!("{{\"since\":{since}}}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &marker))
+        .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(peer)
+}
+
+fn retire(o: RetireOpts) -> Result<()> {
+    let dir = o.dir.unwrap_or_else(|| crate::files::home().join("node"));
+    if o.cancel {
+        let peer = node_id(&dir)?;
+        let marker = retire_marker(&dir);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", marker.display())),
+        }
+        if o.json {
+            println!("{}", json!({ "peer_id": peer.to_string(), "retiring": false }));
+        } else {
+            println!("{peer} is no longer retiring: it keeps what it holds and may be given new shards");
+        }
+        return Ok(());
+    }
+    let peer = mark_retiring(&dir)?;
+    if o.no_wait {
+        if o.json {
+            println!("{}", json!({ "peer_id": peer.to_string(), "retiring": true }));
+        } else {
+            println!("{peer} is marked retiring: its SPNs move its shards away while it runs");
+        }
+        return Ok(());
+    }
+    let started = Instant::now();
+    let rt = runtime()?;
+    let (first, last) = rt.block_on(async {
+        let (client, _handle) = join(&o.bootstrap, None).await?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            anyhow!(
+                "cannot reach node {peer} ({e}): is it running? Start it (`ionshard node --dir {}`) so it can \
+                 hand its shards over; it stays marked retiring",
+                dir.display()
+            )
+        };
+        let ask = |client: net::Client| async move {
+            tokio::time::timeout(Duration::from_secs(15), client.peer_status(peer))
+                .await
+                .map_err(|_| "no answer in 15 s".to_string())?
+                .map_err(|e| e.to_string())
+        };
+        let first = ask(client.clone()).await.map_err(|e| unreachable(&e))?;
+        if !first.retiring {
+            bail!(
+                "node {peer} does not say it is retiring: is it running from {} with this release of ionshard? \
+                 (restart it from there)",
+                dir.display()
+            );
+        }
+        let pb = crate::progress::bar(Some(first.bytes.max(1)), "handing over", o.json);
+        let deadline = started + o.wait;
+        let mut last = first;
+        let mut failing_since: Option<Instant> = None;
+        while last.shards > 0 {
+            if Instant::now() > deadline {
+                pb.finish_and_clear();
+                bail!(
+                    "node {peer} still holds {} shard(s) ({}) after {:?}; it stays marked retiring: run this again \
+                     to go on waiting (`ionshard spn peers` on its SPN shows the repair)",
+                    last.shards,
+                    human(last.bytes),
+                    o.wait
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match ask(client.clone()).await {
+                Ok(st) => {
+                    failing_since = None;
+                    last = st;
+                    pb.set_position(first.bytes.saturating_sub(st.bytes));
+                }
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(60) {
+                        pb.finish_and_clear();
+                        return Err(unreachable(&e));
+                    }
+                }
+            }
+        }
+        pb.finish_and_clear();
+        client.shutdown().await;
+        anyhow::Ok((first, last))
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    if o.json {
+        println!(
+            "{}",
+            json!({ "peer_id": peer.to_string(), "retired": true, "handed_over_shards": first.shards,
+                    "handed_over_bytes": first.bytes, "shards_left": last.shards, "seconds": secs })
+        );
+    } else {
+        println!(
+            "retired: {peer} handed over {} shard(s) ({}) in {secs:.0} s and holds none; it can be switched off",
+            first.shards,
+            human(first.bytes)
+        );
+    }
+    Ok(())
 }
 
 /// A client node's config for `--bootstrap` addresses (see `net::client_config`).

@@ -232,6 +232,7 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
             manifest: ota::Bundle::encode_manifest(&enc.manifest.to_bytes()),
             placement: Default::default(),
             bootstrap: vec![],
+            placement_from: None,
         }
         .to_json()
     };

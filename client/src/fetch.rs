@@ -57,14 +57,36 @@ pub struct FetchOptions {
     pub parallel: usize,
     /// Object bytes decoded at a time (memory is a few times this).
     pub window: u64,
+    /// Where to ask for the current placement when every holder a
+    /// placement names for a shard fails (repair moved it since).
+    pub placement_from: Option<Arc<dyn PlacementSource>>,
 }
 
 impl FetchOptions {
     /// Defaults for `out`.
     pub fn new(out: PathBuf) -> Self {
-        FetchOptions { out, seed: None, min_late: Duration::from_secs(3), parallel: 16, window: 4 << 20 }
+        FetchOptions {
+            out,
+            seed: None,
+            min_late: Duration::from_secs(3),
+            parallel: 16,
+            window: 4 << 20,
+            placement_from: None,
+        }
     }
 }
+
+/// Where a fetch gets a fresher placement (the SPN a format 3 bundle names).
+pub trait PlacementSource: Send + Sync + std::fmt::Debug {
+    /// The placement as it is now, or why not.
+    fn current(&self) -> std::result::Result<Placement, String>;
+}
+
+/// Fresher placements asked for at most this often in one fetch.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+/// And at most this many times.
+const MAX_REFRESHES: u32 = 30;
 
 /// The object a fetch must end with: what its manifest must describe.
 #[derive(Debug, Clone)]
@@ -116,10 +138,13 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 struct NetSource {
     client: Client,
     rt: tokio::runtime::Handle,
-    /// The placement's peers, and per shard the indices of those holding it
-    /// (a few bytes a shard: this map grows with the object).
-    peers: Vec<PeerId>,
-    holders: HashMap<Cid, Vec<u32>>,
+    holders: std::sync::RwLock<Holders>,
+    /// The object's shards (what a fresher placement may add holders for);
+    /// filled only when there is somewhere to ask.
+    known: std::collections::HashSet<Cid>,
+    refresh: Option<Arc<dyn PlacementSource>>,
+    /// When a fresher placement was last asked for, and how many times.
+    refreshed: tokio::sync::Mutex<(Option<Instant>, u32)>,
     /// Requests in flight at most.
     slots: tokio::sync::Semaphore,
     book: Mutex<PeerBook>,
@@ -130,48 +155,92 @@ impl NetSource {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn fetch_async(&self, cid: Cid, ranges: Vec<std::ops::Range<u64>>) -> Result<Piece, SourceError> {
-        let Some(holding) = self.holders.get(&cid) else {
-            return Err(SourceError::Missing);
+    fn holders_of(&self, cid: &Cid) -> Vec<PeerId> {
+        let h = self.holders.read().unwrap_or_else(|p| p.into_inner());
+        h.of.get(cid).into_iter().flatten().filter_map(|&i| h.peers.get(i as usize).copied()).collect()
+    }
+
+    /// Ask for the current placement and add the holders it names (at most
+    /// every [`REFRESH_EVERY`], [`MAX_REFRESHES`] times a fetch). Requests
+    /// that need one while another is under way wait for it. Whether there
+    /// may be holders that a request begun at `since` has not tried.
+    async fn refresh(&self, since: Instant) -> bool {
+        let Some(source) = self.refresh.clone() else { return false };
+        let mut r = self.refreshed.lock().await;
+        if r.0.is_some_and(|t| t >= since) {
+            // One began after this request did: what it found is in.
+            return true;
+        }
+        if r.1 >= MAX_REFRESHES || r.0.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+            return false;
+        }
+        *r = (Some(Instant::now()), r.1 + 1);
+        let added = match tokio::task::spawn_blocking(move || source.current()).await {
+            Ok(Ok(p)) => self.holders.write().unwrap_or_else(|p| p.into_inner()).merge(p, Some(&self.known)),
+            Ok(Err(e)) => {
+                tracing::warn!("asking for the current placement: {e}");
+                0
+            }
+            Err(e) => {
+                tracing::warn!("asking for the current placement: {e}");
+                0
+            }
         };
+        tracing::info!(added, "asked for the current placement: {added} holder(s) more");
+        added > 0
+    }
+
+    async fn fetch_async(&self, cid: Cid, ranges: Vec<std::ops::Range<u64>>) -> Result<Piece, SourceError> {
         let _slot = self.slots.acquire().await.map_err(|_| SourceError::Failed("fetch stopped".to_string()))?;
         let mut why = Vec::new();
-        for peer in holding.iter().filter_map(|&i| self.peers.get(i as usize).copied()) {
-            let wait = match self.book().ask(&peer, Instant::now()) {
-                Ask::Yes(wait) => wait,
-                Ask::No(reason) => {
-                    why.push(reason);
-                    continue;
-                }
-            };
-            let started = Instant::now();
-            let request = Request::Ranges { cid, ranges: ranges.clone() };
-            let answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
-            let (reason, lied) = match answer {
-                Ok(Ok(Response::Proof(p))) => {
-                    self.book().answered(peer, cid, p.len() as u64, started.elapsed());
-                    return Ok(Piece::Proof(p));
-                }
-                Ok(Ok(Response::Error { code: Code::NotFound, message })) => {
-                    why.push(format!("peer {peer} does not have it: {message}"));
-                    continue;
-                }
-                Ok(Ok(Response::Error { code: Code::Busy, message })) => {
-                    why.push(format!("peer {peer} busy: {message}"));
-                    continue;
-                }
-                Ok(Ok(Response::Error { code, message })) => {
-                    why.push(format!("peer {peer} refused ({code:?}): {message}"));
-                    continue;
-                }
-                Ok(Ok(_)) => ("answered a range request with something else".to_string(), true),
-                Ok(Err(e)) => (e.to_string(), false),
-                Err(_) => {
-                    (format!("no answer within {:.1} s (late); rebuilt from other shards", wait.as_secs_f64()), false)
-                }
-            };
-            self.book().failed(peer, reason.clone(), lied, Instant::now());
-            why.push(format!("peer {peer}: {reason}"));
+        let mut tried: Vec<PeerId> = Vec::new();
+        let since = Instant::now();
+        for pass in 0..2 {
+            let holding: Vec<PeerId> = self.holders_of(&cid).into_iter().filter(|p| !tried.contains(p)).collect();
+            for peer in holding {
+                tried.push(peer);
+                let wait = match self.book().ask(&peer, Instant::now()) {
+                    Ask::Yes(wait) => wait,
+                    Ask::No(reason) => {
+                        why.push(reason);
+                        continue;
+                    }
+                };
+                let started = Instant::now();
+                let request = Request::Ranges { cid, ranges: ranges.clone() };
+                let answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
+                let (reason, lied) = match answer {
+                    Ok(Ok(Response::Proof(p))) => {
+                        self.book().answered(peer, cid, p.len() as u64, started.elapsed());
+                        return Ok(Piece::Proof(p));
+                    }
+                    Ok(Ok(Response::Error { code: Code::NotFound, message })) => {
+                        why.push(format!("peer {peer} does not have it: {message}"));
+                        continue;
+                    }
+                    Ok(Ok(Response::Error { code: Code::Busy, message })) => {
+                        why.push(format!("peer {peer} busy: {message}"));
+                        continue;
+                    }
+                    Ok(Ok(Response::Error { code, message })) => {
+                        why.push(format!("peer {peer} refused ({code:?}): {message}"));
+                        continue;
+                    }
+                    Ok(Ok(_)) => ("answered a range request with something else".to_string(), true),
+                    Ok(Err(e)) => (e.to_string(), false),
+                    Err(_) => (
+                        format!("no answer within {:.1} s (late); rebuilt from other shards", wait.as_secs_f64()),
+                        false,
+                    ),
+                };
+                self.book().failed(peer, reason.clone(), lied, Instant::now());
+                why.push(format!("peer {peer}: {reason}"));
+            }
+            // Every holder named failed, or none is: a fresher placement may
+            // name others (repair moves shards after a bundle is made).
+            if pass > 0 || !self.refresh(since).await {
+                break;
+            }
         }
         if why.is_empty() { Err(SourceError::Missing) } else { Err(SourceError::Failed(why.join("; "))) }
     }
@@ -248,26 +317,48 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The placement's text (CIDs and peer ids as strings) as indices; the text
-/// is let go (it grows with the object).
-fn index(placement: Placement) -> (Vec<PeerId>, HashMap<Cid, Vec<u32>>) {
-    let Placement { peers: names, shards } = placement;
-    let mut peers = Vec::new();
-    let index: Vec<Option<u32>> = names
-        .iter()
-        .map(|p| {
-            p.parse::<PeerId>().ok().map(|id| {
-                peers.push(id);
-                peers.len() as u32 - 1
+/// Which peers hold which shards: the placement's text (CIDs and peer ids
+/// as strings) as indices; the text is let go (it grows with the object).
+#[derive(Debug, Default)]
+struct Holders {
+    peers: Vec<PeerId>,
+    of: HashMap<Cid, Vec<u32>>,
+}
+
+impl Holders {
+    /// Add what `placement` says (holders are added, never removed: a peer
+    /// that lost a shard answers NotFound); only for shards in `known`, if
+    /// given. Returns how many holders were added.
+    fn merge(&mut self, placement: Placement, known: Option<&std::collections::HashSet<Cid>>) -> usize {
+        let Placement { peers: names, shards } = placement;
+        let mut at: HashMap<PeerId, u32> = self.peers.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+        let index: Vec<Option<u32>> = names
+            .iter()
+            .map(|p| {
+                p.parse::<PeerId>().ok().map(|id| {
+                    *at.entry(id).or_insert_with(|| {
+                        self.peers.push(id);
+                        self.peers.len() as u32 - 1
+                    })
+                })
             })
-        })
-        .collect();
-    let mut holders: HashMap<Cid, Vec<u32>> = HashMap::with_capacity(shards.len());
-    for (cid, idx) in shards {
-        let Ok(cid) = cid.parse::<Cid>() else { continue };
-        holders.insert(cid, idx.iter().filter_map(|&i| index.get(i as usize).copied().flatten()).collect());
+            .collect();
+        let mut added = 0;
+        for (cid, idx) in shards {
+            let Ok(cid) = cid.parse::<Cid>() else { continue };
+            if known.is_some_and(|k| !k.contains(&cid)) {
+                continue;
+            }
+            let list = self.of.entry(cid).or_default();
+            for i in idx.iter().filter_map(|&i| index.get(i as usize).copied().flatten()) {
+                if !list.contains(&i) {
+                    list.push(i);
+                    added += 1;
+                }
+            }
+        }
+        added
     }
-    (peers, holders)
 }
 
 /// The partial file to write (a stale one of another object moved aside),
@@ -332,12 +423,19 @@ pub async fn fetch(
             return Err(e);
         }
     };
-    let (peers, holders) = index(placement);
+    let mut holders = Holders::default();
+    holders.merge(placement, None);
+    let known = match &opts.placement_from {
+        Some(_) => manifest.segments().iter().flat_map(|s| s.shards().iter().copied()).collect(),
+        None => Default::default(),
+    };
     let source = NetSource {
         client: client.clone(),
         rt: tokio::runtime::Handle::current(),
-        peers,
-        holders,
+        holders: std::sync::RwLock::new(holders),
+        known,
+        refresh: opts.placement_from.clone(),
+        refreshed: tokio::sync::Mutex::new((None, 0)),
         slots: tokio::sync::Semaphore::new(opts.parallel.max(1)),
         book: Mutex::new(PeerBook::new(opts.min_late, MAX_WAIT)),
     };

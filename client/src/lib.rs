@@ -27,9 +27,9 @@ mod progress;
 mod spn;
 
 pub use error::{Error, Result};
-pub use fetch::{Expect, FetchOptions, FetchReport, fetch};
+pub use fetch::{Expect, FetchOptions, FetchReport, PlacementSource, fetch};
 pub use files::write_atomic;
 pub use partial::part_path;
 pub use peers::{Ask, Dropped, PeerBook, PeerUse};
 pub use progress::{Hidden, Progress};
-pub use spn::{Spn, Upload};
+pub use spn::{PlacementAt, Spn, Upload};

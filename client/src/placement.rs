@@ -141,6 +141,8 @@ pub struct Pool {
     pub sticky: Vec<PeerId>,
     /// Shards given to another peer after a failure.
     pub retries: u64,
+    /// Puts started on a second peer because the first was too slow (see [`LongTail`]).
+    pub hedged: u64,
     /// Most shards of one segment in one failure domain (m, so that losing
     /// any one domain leaves k; `usize::MAX` when the operator relaxed it).
     pub max_per_domain: usize,
@@ -155,7 +157,7 @@ impl Default for Pool {
 impl Pool {
     /// A pool of `candidates`, with no cap per domain.
     pub fn new(candidates: Vec<Candidate>) -> Pool {
-        Pool { candidates, sticky: Vec::new(), retries: 0, max_per_domain: usize::MAX }
+        Pool { candidates, sticky: Vec::new(), retries: 0, hedged: 0, max_per_domain: usize::MAX }
     }
 
     /// The domains of `peer`, if it is a candidate.
@@ -179,6 +181,59 @@ pub enum Failure {
     Passing,
     /// Unreachable, untrusting, full or lying: offered nothing more this job.
     Drop,
+}
+
+/// The long-tail cut of one round of a segment's puts: once at least half
+/// of them have ended, a put still running [`LongTail::FACTOR`] times the
+/// median time of those (and at least [`LongTail::MIN`]) after the round
+/// began is hedged on another peer, up to a few per round (a quarter of
+/// the puts, at least 2). One slow peer then costs a publish the cut, not
+/// its own time; a network slow everywhere is not loaded twice over.
+#[derive(Debug, Clone)]
+pub struct LongTail {
+    started: usize,
+    took: Vec<std::time::Duration>,
+    hedges_left: usize,
+}
+
+impl LongTail {
+    /// How many times the median put a slow one may take.
+    pub const FACTOR: u32 = 3;
+    /// The cut is never shorter than this.
+    pub const MIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// A round of `started` puts.
+    pub fn new(started: usize) -> LongTail {
+        LongTail { started, took: Vec::new(), hedges_left: (started / 4).max(2) }
+    }
+
+    /// A put of the round ended (a receipt or a failure) `took` after the round began.
+    pub fn ended(&mut self, took: std::time::Duration) {
+        self.took.push(took);
+    }
+
+    /// How long after the round began the puts still running are hedged;
+    /// `None` until half of the round's puts have ended.
+    pub fn cut(&self) -> Option<std::time::Duration> {
+        if self.took.is_empty() || self.took.len() * 2 < self.started {
+            return None;
+        }
+        let mut t = self.took.clone();
+        t.sort();
+        Some((t[t.len() / 2] * Self::FACTOR).max(Self::MIN))
+    }
+
+    /// Whether the round has hedges left.
+    pub fn has_hedges(&self) -> bool {
+        self.hedges_left > 0
+    }
+
+    /// Whether one more hedge may start this round (counted if so).
+    pub fn may_hedge(&mut self) -> bool {
+        let ok = self.hedges_left > 0;
+        self.hedges_left = self.hedges_left.saturating_sub(1);
+        ok
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -255,19 +310,12 @@ impl SegmentPlan {
         if self.slots.is_empty() || self.round >= ATTEMPTS {
             return Vec::new();
         }
-        let direct: Vec<Candidate> = pool.candidates.iter().filter(|c| c.direct).cloned().collect();
-        for slot in self.slots.iter_mut().filter(|s| s.peer.is_none()) {
-            // A data shard on a direct peer if one is left, else anywhere.
-            let mut pick = Vec::new();
-            if slot.shard < self.data {
-                pick = choose(1, self.shard_len, &direct, &pool.sticky, &self.used, &mut self.spread, rng);
-            }
-            if pick.is_empty() {
-                pick = choose(1, self.shard_len, &pool.candidates, &pool.sticky, &self.used, &mut self.spread, rng);
-            }
-            match pick.first() {
-                Some(&peer) => {
-                    self.used.insert(peer);
+        let open: Vec<usize> = self.slots.iter().filter(|s| s.peer.is_none()).map(|s| s.shard).collect();
+        for shard in open {
+            let pick = self.pick(shard, pool, rng);
+            let Some(slot) = self.slots.iter_mut().find(|s| s.shard == shard) else { continue };
+            match pick {
+                Some(peer) => {
                     slot.peer = Some(peer);
                     if self.round > 0 {
                         pool.retries += 1;
@@ -281,6 +329,46 @@ impl SegmentPlan {
         }
         self.round += 1;
         self.slots.iter().filter_map(|s| s.peer.map(|p| (s.shard, p))).collect()
+    }
+
+    /// A peer this segment has not used for `shard`: a data shard on a
+    /// direct peer if one is left, else anywhere; within the caps per domain.
+    fn pick(&mut self, shard: usize, pool: &Pool, rng: &mut impl Rng) -> Option<PeerId> {
+        let mut pick = Vec::new();
+        if shard < self.data {
+            let direct: Vec<Candidate> = pool.candidates.iter().filter(|c| c.direct).cloned().collect();
+            pick = choose(1, self.shard_len, &direct, &pool.sticky, &self.used, &mut self.spread, rng);
+        }
+        if pick.is_empty() {
+            pick = choose(1, self.shard_len, &pool.candidates, &pool.sticky, &self.used, &mut self.spread, rng);
+        }
+        let peer = *pick.first()?;
+        self.used.insert(peer);
+        Some(peer)
+    }
+
+    /// A second peer for `shard`, whose put is taking too long (see
+    /// [`LongTail`]): chosen as a retry would be, while the first put stays
+    /// in flight. The first receipt is kept; the other put is cancelled
+    /// ([`SegmentPlan::outrun`]). `None` when no peer is left.
+    pub fn hedge(&mut self, shard: usize, pool: &mut Pool, rng: &mut impl Rng) -> Option<PeerId> {
+        if !self.slots.iter().any(|s| s.shard == shard) {
+            return None;
+        }
+        let peer = self.pick(shard, pool, rng)?;
+        pool.hedged += 1;
+        Some(peer)
+    }
+
+    /// `peer`'s put was cancelled because another peer signed for the same
+    /// shard first: its domains are free for this segment again, and it
+    /// weighs less for the rest of the job (it was the slow one).
+    pub fn outrun(&mut self, peer: PeerId, pool: &mut Pool) {
+        self.spread.remove(&pool.domains_of(&peer));
+        pool.sticky.retain(|p| *p != peer);
+        if let Some(c) = pool.candidates.iter_mut().find(|c| c.peer == peer) {
+            c.weight = (c.weight / 16).max(1);
+        }
     }
 
     /// `peer` stored `shard` and signed for it.
@@ -327,6 +415,46 @@ mod tests {
 
     fn pool(n: usize) -> Pool {
         Pool::new((0..n).map(|_| Candidate::new(PeerId::random(), 1 << 30)).collect())
+    }
+
+    #[test]
+    fn the_long_tail_cut_waits_for_half_the_round_then_allows_a_few_hedges() {
+        use std::time::Duration;
+        let mut t = LongTail::new(8);
+        for ms in [100, 200, 300] {
+            t.ended(Duration::from_millis(ms));
+            assert_eq!(t.cut(), None, "fewer than half ended");
+        }
+        t.ended(Duration::from_millis(900));
+        assert_eq!(t.cut(), Some(LongTail::MIN), "3 x the median is under the floor");
+        for ms in [2000, 2500, 3000] {
+            t.ended(Duration::from_millis(ms));
+        }
+        assert_eq!(t.cut(), Some(Duration::from_millis(2700)), "3 x the median (0.9 s)");
+        assert!(t.may_hedge() && t.may_hedge(), "a quarter of 8 puts: 2 hedges");
+        assert!(!t.may_hedge(), "no third");
+    }
+
+    #[test]
+    fn a_hedge_goes_to_an_unused_peer_and_the_outrun_one_weighs_less() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut pool = pool(6);
+        let mut plan = SegmentPlan::new(0, 4, 2, 100, &pool, &mut rng);
+        let first = plan.next_round(&mut pool, &mut rng);
+        let (slow_shard, slow) = first[3];
+        for &(i, p) in &first[..3] {
+            plan.placed(i, p, &mut pool);
+        }
+        let hedge = plan.hedge(slow_shard, &mut pool, &mut rng).expect("a spare peer");
+        assert!(!first.iter().any(|(_, p)| *p == hedge), "not a peer of this segment");
+        assert_eq!(pool.hedged, 1);
+        plan.placed(slow_shard, hedge, &mut pool);
+        plan.outrun(slow, &mut pool);
+        let w = pool.candidates.iter().find(|c| c.peer == slow).map(|c| c.weight);
+        assert_eq!(w, Some((1u64 << 30) / 16));
+        assert!(!pool.sticky.contains(&slow));
+        assert!(plan.hedge(slow_shard, &mut pool, &mut rng).is_none(), "a placed shard is not hedged");
+        assert_eq!(plan.finish(), (4, vec![]));
     }
 
     #[test]

@@ -131,6 +131,21 @@ impl Spn {
         Ok(r.into_body().into_with_config().limit(limit).reader())
     }
 
+    /// The URL this client talks to (`http://HOST:PORT`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The current placement at `from`, a format 3 bundle's
+    /// `placement_from`: a path on this SPN, or an absolute URL. Needs no
+    /// token; at most the answer limit is read.
+    pub fn placement(&self, from: &str) -> Result<proto::api::Placement> {
+        let url = if from.starts_with('/') { format!("{}{from}", self.base) } else { from.to_string() };
+        let what = format!("GET {url}");
+        let r = self.agent.get(&url).call().map_err(self.http(&what))?;
+        self.decode(&what, r)
+    }
+
     /// Whether the SPN runs, and how many peers it sees (`refresh`: ask them now).
     pub fn health(&self, refresh: bool) -> Result<Health> {
         self.get(if refresh { "/v1/health?refresh=true" } else { "/v1/health" })
@@ -277,5 +292,30 @@ impl Spn {
             Some(o) => self.get(&format!("/v1/durability?object={o}")),
             None => self.get("/v1/durability"),
         }
+    }
+}
+
+/// Where a fetch asks for the current placement: `from` (a path or a URL) on an SPN.
+#[derive(Debug, Clone)]
+pub struct PlacementAt {
+    spn: Spn,
+    from: String,
+}
+
+impl PlacementAt {
+    /// `from` resolved against `spn` (if it is a path).
+    pub fn new(spn: Spn, from: String) -> PlacementAt {
+        PlacementAt { spn, from }
+    }
+
+    /// An absolute `placement_from` URL, with no SPN known.
+    pub fn url(url: &str) -> Result<PlacementAt> {
+        Ok(PlacementAt { spn: Spn::new(url, None)?, from: url.to_string() })
+    }
+}
+
+impl crate::fetch::PlacementSource for PlacementAt {
+    fn current(&self) -> std::result::Result<proto::api::Placement, String> {
+        self.spn.placement(&self.from).map_err(|e| e.to_string())
     }
 }

@@ -131,7 +131,9 @@ pub async fn start_node(
         None => (None, PathBuf::new()),
     };
     let listen = listen.map(|ip| Multiaddr::empty().with(ip.into()).with(net::Protocol::Tcp(0))).into_iter().collect();
-    let config = Config { role, listen, bootstrap, trust, ..Config::default() };
+    // A peer is retired as the CLI does it: a `retiring` file in its directory.
+    let retire_marker = store.is_some().then(|| dir.join("retiring"));
+    let config = Config { role, listen, bootstrap, trust, retire_marker, ..Config::default() };
     let (client, handle) = net::start_with(config, key, store, answers).await?;
     Ok(Node { client, handle, dir })
 }

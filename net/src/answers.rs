@@ -14,6 +14,12 @@ pub trait Answers: Send + Sync + 'static {
         Duration::ZERO
     }
 
+    /// How long to hold a receipt for a stored shard before sending it
+    /// (the shard is stored already).
+    fn hold_receipt(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Alter bytes about to be sent: a piece of a shard starting at
     /// `offset`, or a proof or a range's bytes (`offset` 0).
     fn alter(&self, _offset: u64, _bytes: &mut [u8]) {}

@@ -37,5 +37,6 @@ pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start, start_with};
+pub use ops::PeerStatus;
 pub use proto::wire;
 pub use proto::{Receipt, public_key_of};

@@ -64,6 +64,10 @@ pub struct Config {
     pub max_held_bytes_per_peer: u64,
     /// Shard expiry given to puts that name none (seconds), `None` to keep until deleted.
     pub default_expiry: Option<u64>,
+    /// A file whose presence means this node's owner is retiring it
+    /// (`ionshard node retire` writes it): `Status` answers say so, and the
+    /// SPNs move its shards away.
+    pub retire_marker: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             max_held_bytes: 64 << 20,
             max_held_bytes_per_peer: 8 << 20,
             default_expiry: None,
+            retire_marker: None,
         }
     }
 }
@@ -667,11 +672,14 @@ impl EventLoop {
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
         let (default_expiry, answers) = (self.config.default_expiry, self.answers.clone());
+        let marker = self.config.retire_marker.clone().filter(|_| matches!(request, Request::Status));
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
+            let retiring = marker.is_some_and(|m| m.exists());
             // A panic while serving must still answer, and free the peer's slot.
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry, Some(&mut ticket))
+                let state = crate::serve::NodeState { retiring };
+                serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry, Some(&mut ticket), state)
             }));
             let mut response = served.unwrap_or_else(|_| Response::Error {
                 code: Code::Internal,
@@ -679,6 +687,12 @@ impl EventLoop {
             });
             if let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response {
                 answers.alter(0, b);
+            }
+            if matches!(response, Response::Stored(_)) {
+                let hold = answers.hold_receipt();
+                if !hold.is_zero() {
+                    std::thread::sleep(hold);
+                }
             }
             if matches!(response, Response::Data(_) | Response::Proof(_)) {
                 let hold = answers.hold();

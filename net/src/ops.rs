@@ -29,8 +29,22 @@ fn kind(r: &Response) -> &'static str {
         Response::Deleted(_) => "deleted",
         Response::Audited { .. } => "audited",
         Response::Usage { .. } => "usage",
+        Response::Status { .. } => "status",
         Response::Error { .. } => "error",
     }
+}
+
+/// A peer's answer to `Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Shards it stores.
+    pub shards: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Its quota.
+    pub capacity: u64,
+    /// Its owner is retiring it.
+    pub retiring: bool,
 }
 
 impl Client {
@@ -194,6 +208,23 @@ impl Client {
         match self.request(peer, Request::Usage).await? {
             Response::Usage { shards, bytes, capacity } => Ok((shards, bytes, capacity)),
             other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// What `peer` stores and offers, and whether its owner is retiring it.
+    /// A node of an earlier release, which does not know `Status`, is asked
+    /// for its usage instead (and is not retiring).
+    pub async fn peer_status(&self, peer: PeerId) -> Result<PeerStatus> {
+        match self.request(peer, Request::Status).await {
+            Ok(Response::Status { shards, bytes, capacity, retiring }) => {
+                Ok(PeerStatus { shards, bytes, capacity, retiring })
+            }
+            Ok(other) => Err(unexpected(peer, other)),
+            Err(Error::Refused { code: crate::wire::Code::BadRequest, .. }) => {
+                let (shards, bytes, capacity) = self.usage(peer).await?;
+                Ok(PeerStatus { shards, bytes, capacity, retiring: false })
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -64,6 +64,14 @@ fn hold_for(
 /// bytes of a data or proof answer are held on it first, or the request is
 /// answered `Busy`.
 #[allow(clippy::too_many_arguments)]
+/// What a node says of itself in a `Status` answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NodeState {
+    /// Its owner is retiring it.
+    pub(crate) retiring: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn serve(
     store: Option<&Store>,
     key: &Keypair,
@@ -73,6 +81,7 @@ pub(crate) fn serve(
     now: u64,
     default_expiry: Option<u64>,
     ticket: Option<&mut Ticket>,
+    state: NodeState,
 ) -> Response {
     let Some(store) = store else {
         return refuse(Code::NotFound, "this node stores no shards (it is a bootstrap node or a client)");
@@ -134,6 +143,10 @@ pub(crate) fn serve(
         Request::Usage => {
             let u = store.usage();
             Response::Usage { shards: u.shards, bytes: u.bytes, capacity: u.capacity }
+        }
+        Request::Status => {
+            let u = store.usage();
+            Response::Status { shards: u.shards, bytes: u.bytes, capacity: u.capacity, retiring: state.retiring }
         }
     }
 }

@@ -113,10 +113,15 @@ pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     let (store, key, expiry) = (store.clone(), ctx.key.clone(), ctx.default_expiry);
     let request = crate::wire::Request::Put { cid: head.cid, expiry: head.expiry, pinned: head.pinned, bytes: body };
     let answer = tokio::task::spawn_blocking(move || {
-        crate::serve::serve(Some(&store), &key, true, peer, request, crate::node::now(), expiry, None)
+        let state = crate::serve::NodeState::default();
+        crate::serve::serve(Some(&store), &key, true, peer, request, crate::node::now(), expiry, None, state)
     })
     .await
     .unwrap_or_else(|_| Response::Error { code: Code::Internal, message: "the put failed on this node".into() });
+    let hold = ctx.answers.hold_receipt();
+    if matches!(answer, Response::Stored(_)) && !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     let _ = write_frame(&mut s, &answer.encode()).await;
     let _ = s.close().await;
     drop(ticket);

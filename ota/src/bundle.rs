@@ -9,9 +9,17 @@
 //! ```text
 //! format 1: { "format": 1, "release", "roots", "manifest", "placement", "bootstrap" }
 //! format 2: { "format": 2, "release", "roots", "timestamp", "manifest", "placement", "bootstrap" }
+//! format 3: { "format": 3, "release", "roots", "timestamp", "manifest", "placement", "bootstrap", "placement_from" }
 //! ```
 //!
-//! Format 2 (this release) adds `timestamp` (the vendor's signed statement of
+//! Format 3 (this release) adds `placement_from`: where to ask for the
+//! shards' *current* placement (an absolute `http(s)://` URL, or a path on
+//! the SPN that served the bundle), because repair moves shards after a
+//! bundle was made: a fetcher whose peers for a shard are all gone asks
+//! there. It is a hint like the placement. SPNs serve format 2 to devices
+//! that ask for it (those of the previous release refuse unknown fields).
+//!
+//! Format 2 adds `timestamp` (the vendor's signed statement of
 //! the newest release per hardware, or null) and carries format 2 roots
 //! (with the timestamp role) from version 1 on; format 1 carries format 1
 //! roots after version 1 and is what devices of earlier releases read (they
@@ -91,7 +99,13 @@ fn roots(json: &mut struson::reader::JsonStreamReader<impl std::io::Read>) -> Re
 pub use proto::api::Placement;
 
 /// The bundle format this build writes for devices of this release.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
+
+/// The first format with a timestamp (what devices of the previous release read).
+pub const TIMESTAMP_FORMAT: u32 = 2;
+
+/// Longest `placement_from` read.
+const MAX_PLACEMENT_FROM: usize = 2048;
 
 /// The bundle format devices of releases before timestamps read.
 pub const LEGACY_FORMAT: u32 = 1;
@@ -118,6 +132,10 @@ pub struct Bundle {
     pub placement: Placement,
     /// Bootstrap addresses to join the network through.
     pub bootstrap: Vec<String>,
+    /// Where to ask for the current placement (format 3): an absolute
+    /// `http(s)://` URL, or a path on the SPN the bundle came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_from: Option<String>,
 }
 
 impl Bundle {
@@ -147,6 +165,7 @@ impl Bundle {
             manifest: String::new(),
             placement: Placement::default(),
             bootstrap: Vec::new(),
+            placement_from: None,
         };
         // The fields seen, to hold the reader to the order the writer keeps.
         let mut seen: Vec<String> = Vec::new();
@@ -161,9 +180,9 @@ impl Bundle {
             match name.as_str() {
                 "format" => {
                     bundle.format = json.next_number::<u32>().map_err(|e| bad(&e))?.map_err(|e| bad(&e))?;
-                    if bundle.format != FORMAT && bundle.format != LEGACY_FORMAT {
+                    if !(LEGACY_FORMAT..=FORMAT).contains(&bundle.format) {
                         return Err(Error::Malformed(format!(
-                            "release bundle format {} (this build reads {LEGACY_FORMAT} and {FORMAT})",
+                            "release bundle format {} (this build reads {LEGACY_FORMAT} to {FORMAT})",
                             bundle.format
                         )));
                     }
@@ -209,6 +228,25 @@ impl Bundle {
                 }
                 "placement" => bundle.placement = json.deserialize_next().map_err(|e| bad(&e))?,
                 "bootstrap" => bundle.bootstrap = json.deserialize_next().map_err(|e| bad(&e))?,
+                "placement_from" if bundle.format < 3 => {
+                    return Err(Error::Malformed(format!(
+                        "release bundle: placement_from in format {} (it is new in format 3)",
+                        bundle.format
+                    )));
+                }
+                "placement_from" => {
+                    let from: String = json.deserialize_next().map_err(|e| bad(&e))?;
+                    let ok = from.len() <= MAX_PLACEMENT_FROM
+                        && (from.starts_with('/') || from.starts_with("http://") || from.starts_with("https://"));
+                    if !ok {
+                        return Err(Error::Malformed(format!(
+                            "release bundle: placement_from must be an http(s) URL or a path of at most \
+                             {MAX_PLACEMENT_FROM} bytes, not {:?}",
+                            from.chars().take(80).collect::<String>()
+                        )));
+                    }
+                    bundle.placement_from = Some(from);
+                }
                 other => return Err(Error::Malformed(format!("release bundle: unknown field {other:?}"))),
             }
         }
@@ -245,7 +283,7 @@ mod tests {
 
     fn sample(manifest: &[u8]) -> Bundle {
         Bundle {
-            format: 2,
+            format: 3,
             release: "{\"signed\":{\"a\":\"b\\\"c\"}}".to_string(),
             roots: vec!["{\"root\":2}".to_string()],
             timestamp: Some("{\"t\":1}".to_string()),
@@ -255,6 +293,7 @@ mod tests {
                 shards: [("c1".to_string(), vec![0u32])].into_iter().collect(),
             },
             bootstrap: vec!["/ip4/127.0.0.1/tcp/1".to_string()],
+            placement_from: Some("/v1/releases/router@1.0/placement".to_string()),
         }
     }
 
@@ -274,7 +313,7 @@ mod tests {
 
     fn fields(b: &Bundle) -> Fields {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&b.to_json()).expect("json");
-        ["format", "release", "roots", "timestamp", "manifest", "placement", "bootstrap"]
+        ["format", "release", "roots", "timestamp", "manifest", "placement", "bootstrap", "placement_from"]
             .iter()
             .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
             .collect()
@@ -301,8 +340,17 @@ mod tests {
         // What is changed, and a word the error must say.
         let cases: Vec<(&str, Change)> = vec![
             ("unknown field", Box::new(|v| set(v, "extra", 1.into()))),
-            ("format 3", Box::new(|v| set(v, "format", 3.into()))),
-            ("a timestamp in format 1", Box::new(|v| set(v, "format", 1.into()))),
+            ("format 4", Box::new(|v| set(v, "format", 4.into()))),
+            ("placement_from in format 2", Box::new(|v| set(v, "format", 2.into()))),
+            ("placement_from must be", Box::new(|v| set(v, "placement_from", "file:///etc/passwd".into()))),
+            ("placement_from must be", Box::new(|v| set(v, "placement_from", format!("/{}", "x".repeat(3000)).into()))),
+            (
+                "a timestamp in format 1",
+                Box::new(|v| {
+                    set(v, "format", 1.into());
+                    v.retain(|(k, _)| k != "placement_from");
+                }),
+            ),
             ("no manifest", Box::new(|v| v.retain(|(k, _)| k != "manifest"))),
             ("manifest", Box::new(|v| set(v, "manifest", "not base64!".into()))),
             ("release", Box::new(|v| set(v, "release", "x".repeat(crate::meta::MAX_METADATA + 1).into()))),

@@ -16,7 +16,10 @@ pub mod meta;
 mod publish;
 mod update;
 
-pub use bundle::{Bundle, FORMAT as BUNDLE_FORMAT, LEGACY_FORMAT as LEGACY_BUNDLE_FORMAT, MAX_BUNDLE, Placement};
+pub use bundle::{
+    Bundle, FORMAT as BUNDLE_FORMAT, LEGACY_FORMAT as LEGACY_BUNDLE_FORMAT, MAX_BUNDLE, Placement,
+    TIMESTAMP_FORMAT as TIMESTAMP_BUNDLE_FORMAT,
+};
 pub use client::{Dropped, FetchOptions, FetchReport, PeerUse, Progress, part_path, write_atomic};
 pub use device::{Checked, Device, Installed, Want, run_installer};
 pub use error::{Error, Result};

@@ -188,5 +188,34 @@ pub fn served_bundle(spn: &Spn, release: &Release) -> Result<Vec<u8>> {
     )?
     .read_to_end(&mut bundle)
     .map_err(|e| Error::io(format!("reading the bundle of {} from the SPN", release.id()), e))?;
-    Ok(bundle)
+    // A bundle file travels without its SPN: where to ask, in full.
+    Ok(absolute_placement_from(bundle, spn.base()))
+}
+
+/// `bundle` (JSON bytes) with a `placement_from` path made a URL on `base`.
+/// The bytes are kept as they are otherwise (the fields' order matters);
+/// the field's name cannot occur inside a JSON string unescaped.
+fn absolute_placement_from(bundle: Vec<u8>, base: &str) -> Vec<u8> {
+    let key = b"\"placement_from\":\"/";
+    let Some(at) = bundle.windows(key.len()).rposition(|w| w == key) else { return bundle };
+    let quoted = serde_json::to_string(base.trim_end_matches('/')).unwrap_or_default();
+    let Some(base) = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) else { return bundle };
+    let split = at + key.len() - 1;
+    [&bundle[..split], base.as_bytes(), &bundle[split..]].concat()
+}
+
+#[cfg(test)]
+mod placement_from_tests {
+    use super::absolute_placement_from;
+
+    #[test]
+    fn a_placement_from_path_becomes_a_url_on_the_spn_and_nothing_else_changes() {
+        let b =
+            br#"{"format":3,"release":"{\"placement_from\":\"/x\"}","placement_from":"/v1/releases/r@1/placement"}"#;
+        let out = absolute_placement_from(b.to_vec(), "http://127.0.0.1:8080/");
+        let want = br#"{"format":3,"release":"{\"placement_from\":\"/x\"}","placement_from":"http://127.0.0.1:8080/v1/releases/r@1/placement"}"#;
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want));
+        let plain = br#"{"format":2}"#.to_vec();
+        assert_eq!(absolute_placement_from(plain.clone(), "http://h"), plain);
+    }
 }

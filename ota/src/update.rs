@@ -211,6 +211,25 @@ fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
     Ok(Loaded { bundle, manifest, checked, installed, product })
 }
 
+/// Where the fetch asks for the current placement: the bundle's
+/// `placement_from` (format 3), a path resolved against the SPN the bundle
+/// came from. A path in a bundle file has no SPN to resolve against.
+fn placement_source(source: &Source, from: Option<&str>) -> Option<Arc<dyn client::PlacementSource>> {
+    let from = from?;
+    let at = match source {
+        Source::Spn { spn, .. } => client::PlacementAt::new(spn.clone(), from.to_string()),
+        Source::File(_) if !from.starts_with('/') => client::PlacementAt::url(from).ok()?,
+        Source::File(path) => {
+            tracing::info!(
+                "bundle {} names placement_from {from} without an SPN; the fetch uses its placement only",
+                path.display()
+            );
+            return None;
+        }
+    };
+    Some(Arc::new(at))
+}
+
 /// An unnamed file in the state directory (gone when closed, whatever happens).
 fn tempfile_for_manifest(state: &std::path::Path) -> Result<std::fs::File> {
     tempfile::tempfile_in(state)
@@ -309,6 +328,7 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     opts.seed = report.seed.clone();
     opts.parallel = o.parallel;
     opts.window = o.window;
+    opts.placement_from = placement_source(&o.source, bundle.placement_from.as_deref());
     let (client, handle) = net::join(&bootstrap, None).await?;
     let fetched = crate::fetch(&client, manifest, bundle.placement, &release, read_key, &opts, progress).await;
     client.shutdown().await;

@@ -60,6 +60,7 @@ fn bundle(release: String, roots: Vec<String>, timestamp: Option<String>) -> Bun
         manifest: String::new(),
         placement: Default::default(),
         bootstrap: vec![],
+        placement_from: None,
     }
 }
 

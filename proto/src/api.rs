@@ -450,6 +450,9 @@ pub struct Durability {
     /// Shard bytes that had to be rebuilt (their holders lost, disqualified,
     /// retiring or failing an audit of them).
     pub bytes_lost: u64,
+    /// Bytes audits moved (blocks and proofs) since the SPN's state was made.
+    #[serde(default)]
+    pub audit_bytes: u64,
     /// Audits passed.
     pub audits_passed: u64,
     /// Audits failed.

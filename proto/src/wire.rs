@@ -27,6 +27,7 @@
 //!          | 5 Delete   cid(36)
 //!          | 6 Audit    cid(36) n: u16 (start: u64, end: u64) × n
 //!          | 7 Usage
+//!          | 8 Status   (new in this release: older nodes answer 255 BadRequest)
 //! response = 1 Stored   receipt
 //!          | 2 Data     bytes…
 //!          | 3 Proof    bytes…        (chunker::proof format)
@@ -34,6 +35,8 @@
 //!          | 5 Deleted  existed: u8
 //!          | 6 Audited  size: u64 proof…
 //!          | 7 Usage    shards: u64 bytes: u64 capacity: u64
+//!          | 8 Status   shards: u64 bytes: u64 capacity: u64 flags: u8
+//!                       (bit 0: its owner is retiring it; other bits reserved, ignored)
 //!          | 255 Error  code: u16 message: utf-8…
 //! receipt  = peer_len: u8 peer cid(36) size: u64 stored_at: u64 expiry: u64 sig_len: u16 sig
 //! ```
@@ -146,6 +149,10 @@ pub enum Request {
     },
     /// How much the peer stores and may store (for placement by free space).
     Usage,
+    /// Usage and the node's state (whether its owner is retiring it): what
+    /// an SPN's heartbeat asks. Nodes of earlier releases answer `BadRequest`; ask
+    /// them `Usage`.
+    Status,
 }
 
 /// Why a request was refused.
@@ -216,6 +223,18 @@ pub enum Response {
         bytes: u64,
         /// The quota.
         capacity: u64,
+    },
+    /// Space used and offered, and the node's state.
+    Status {
+        /// Healthy shards stored.
+        shards: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// The quota.
+        capacity: u64,
+        /// Its owner is retiring it (`ionshard node retire`): move its
+        /// shards away, place nothing new on it.
+        retiring: bool,
     },
     /// Refused.
     Error {
@@ -347,6 +366,7 @@ impl Request {
                 put_ranges(&mut v, ranges);
             }
             Request::Usage => v.push(7),
+            Request::Status => v.push(8),
         }
         v
     }
@@ -375,6 +395,7 @@ impl Request {
             5 => Request::Delete { cid: c.cid()? },
             6 => Request::Audit { cid: c.cid()?, ranges: c.ranges(limits)? },
             7 => Request::Usage,
+            8 => Request::Status,
             t => return Err(Malformed(format!("unknown request type {t}"))),
         };
         c.end()?;
@@ -574,6 +595,13 @@ impl Response {
                     v.extend_from_slice(&n.to_be_bytes());
                 }
             }
+            Response::Status { shards, bytes, capacity, retiring } => {
+                v.push(8);
+                for n in [shards, bytes, capacity] {
+                    v.extend_from_slice(&n.to_be_bytes());
+                }
+                v.push(u8::from(*retiring));
+            }
             Response::Error { code, message } => {
                 v.push(255);
                 v.extend_from_slice(&(*code as u16).to_be_bytes());
@@ -604,6 +632,7 @@ impl Response {
             5 => Response::Deleted(c.flag()?),
             6 => Response::Audited { size: c.u64()?, proof: c.rest().to_vec() },
             7 => Response::Usage { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()? },
+            8 => Response::Status { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()?, retiring: c.u8()? & 1 == 1 },
             255 => {
                 let code = Code::from_u16(c.u16()?);
                 let message = String::from_utf8_lossy(c.rest()).chars().take(1000).collect();
@@ -635,6 +664,7 @@ mod tests {
             Request::Ranges { cid: cid(3), ranges: vec![0..10, 20..4096] },
             Request::HasMany { cids: vec![cid(4), cid(5)] },
             Request::Usage,
+            Request::Status,
             Request::Delete { cid: cid(6) },
             Request::Audit { cid: cid(7), ranges: vec![5..6] },
         ];
@@ -651,11 +681,27 @@ mod tests {
             Response::Deleted(true),
             Response::Audited { size: 77, proof: vec![1] },
             Response::Usage { shards: 1, bytes: 2, capacity: 3 },
+            Response::Status { shards: 1, bytes: 2, capacity: 3, retiring: true },
             Response::Error { code: Code::QuotaExceeded, message: "full".to_string() },
         ];
         for r in resps {
             assert_eq!(Response::decode(&r.encode(), &l).expect("decode"), r);
         }
+    }
+
+    #[test]
+    fn the_status_messages_bytes_are_fixed() {
+        // A vector: these bytes are the format (new in this release).
+        assert_eq!(Request::Status.encode(), [8]);
+        let r = Response::Status { shards: 2, bytes: 0x0102, capacity: 1 << 40, retiring: true };
+        let want =
+            [[8].as_slice(), &2u64.to_be_bytes(), &0x0102u64.to_be_bytes(), &(1u64 << 40).to_be_bytes(), &[1]].concat();
+        assert_eq!(r.encode(), want);
+        // Reserved flag bits are ignored; a missing flags byte is refused.
+        let mut later = want.clone();
+        later[25] = 0b1000_0001;
+        assert_eq!(Response::decode(&later, &Limits::default()).expect("decode"), r);
+        assert!(Response::decode(&want[..25], &Limits::default()).is_err());
     }
 
     #[test]

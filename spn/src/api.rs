@@ -182,6 +182,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/vendors/{vendor}", get(releases::vendor))
         .route("/v1/releases", get(releases::list))
         .route("/v1/releases/{id}", get(releases::bundle))
+        .route("/v1/releases/{id}/placement", get(releases::placement))
         .route("/v1/timestamps/{product}", get(releases::timestamp));
     // `POST /v1/objects` streams its body itself; every other body is small.
     authed.merge(public).layer(axum::extract::DefaultBodyLimit::disable()).with_state(inner)

@@ -35,11 +35,19 @@ pub(crate) async fn run(inner: Weak<Inner>) {
 
 /// One pass over the queue.
 pub(crate) async fn drain(inner: &Inner) {
+    drain_of(inner, None).await
+}
+
+/// One pass over the queued deletes of the peers in `only` (all, if `None`).
+pub(crate) async fn drain_of(inner: &Inner, only: Option<&std::collections::HashSet<String>>) {
     use futures::StreamExt;
     let queued = match inner.state.pending_deletes() {
-        Ok(q) => q,
+        Ok(q) => q.into_iter().filter(|(_, peer, _)| only.is_none_or(|o| o.contains(peer))).collect::<Vec<_>>(),
         Err(e) => return tracing::warn!("reading the delete queue: {e}"),
     };
+    if queued.is_empty() {
+        return;
+    }
     let attempts = futures::stream::iter(queued).map(|(shard, peer, mut rec)| async move {
         let (Ok(cid), Ok(id)) = (shard.parse::<Cid>(), peer.parse::<PeerId>()) else {
             return (shard, peer, None);

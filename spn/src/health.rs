@@ -80,6 +80,7 @@ pub(crate) fn report(inner: &Inner, object: Option<&str>) -> Result<Durability> 
         shards_repaired: inner.state.stat("shards_repaired")?,
         repair_bytes: inner.state.stat("repair_bytes")?,
         bytes_lost: inner.state.stat("bytes_lost")?,
+        audit_bytes: inner.state.stat("audit_bytes")?,
         audits_passed: peers.values().map(|p| p.audits_passed).sum(),
         audits_failed: peers.values().map(|p| p.audits_failed).sum(),
         stored_bytes: stored,

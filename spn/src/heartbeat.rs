@@ -1,5 +1,6 @@
 //! Heartbeats: every [`Settings::heartbeat`](crate::Settings) the SPN asks
-//! each peer the DHT knows for its usage, and keeps per peer when it last
+//! each peer the DHT knows for its status (usage, and whether its owner is
+//! retiring it; peers of earlier releases are asked for usage), and keeps per peer when it last
 //! answered, the last 64 answers (its uptime), where it was seen (the
 //! remote address of a direct connection, never what the peer claims) and
 //! whether it was reachable only through a relay. A peer unseen past the
@@ -50,7 +51,7 @@ impl Inner {
         let asks = ids.into_iter().map(|peer| {
             let client = self.client.clone();
             async move {
-                let r = tokio::time::timeout(crate::publish::USAGE_TIMEOUT, client.usage(peer)).await;
+                let r = tokio::time::timeout(crate::publish::USAGE_TIMEOUT, client.peer_status(peer)).await;
                 let link = client.link(peer).await.ok().flatten();
                 (peer, r, link)
             }
@@ -75,14 +76,22 @@ impl Inner {
                     (None, None) => return None,
                 };
                 match answered {
-                    Some((shards, used, capacity)) => {
+                    Some(st) => {
                         if rec.lost_since.take().is_some() {
                             rec.returned = Some(t);
                             tracing::warn!(peer = %id, "peer returning after it was lost");
                         }
-                        rec.shards = shards;
-                        rec.used = used;
-                        rec.capacity = capacity;
+                        if st.retiring != rec.retiring {
+                            if st.retiring {
+                                tracing::info!(peer = %id, shards = st.shards, "peer retiring: its shards move away");
+                            } else {
+                                tracing::info!(peer = %id, "peer no longer retiring");
+                            }
+                        }
+                        rec.retiring = st.retiring;
+                        rec.shards = st.shards;
+                        rec.used = st.bytes;
+                        rec.capacity = st.capacity;
                         rec.last_seen = t;
                         rec.failures = 0;
                         beat(&mut rec, true);

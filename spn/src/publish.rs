@@ -7,10 +7,10 @@
 //! transaction as its placement, so a failed job (see `api::run_job`), or
 //! one cut short by a kill, has its shards deleted again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chunker::{Cid, EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, SegmentSink, TenantSecret};
 
@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::state::JobState;
 use crate::state::{JobResult, ObjectRecord};
 use crate::{Inner, now};
-use client::placement::{Candidate, Failure, Pool, SegmentPlan};
+use client::placement::{Candidate, Failure, LongTail, Pool, SegmentPlan};
+use net::PeerId;
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -98,7 +99,11 @@ impl SegmentSink for Scatter {
 
 /// Store one segment's shards on distinct peers, retrying refused or failed
 /// shards on others (the rounds are [`SegmentPlan`]'s); what cannot be
-/// placed is recorded with its reasons.
+/// placed is recorded with its reasons. Within a round, a put still running
+/// past the long-tail cut ([`LongTail`]) is hedged on another peer: the
+/// first receipt for a shard is kept and the other put cancelled; a copy
+/// that was stored anyway has no receipt recorded, so the job's end queues
+/// its delete (see `State::put_object`).
 async fn place_segment(
     inner: Arc<Inner>,
     shared: Arc<std::sync::Mutex<Shared>>,
@@ -111,35 +116,61 @@ async fn place_segment(
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
     let data = cids.len() - usize::from(lock().parity);
     let mut plan = SegmentPlan::new(index, cids.len(), data, shard_len, &lock().pool, &mut rand::rng());
+    let shards: Vec<Arc<Vec<u8>>> = shards.into_iter().map(Arc::new).collect();
+    let mut won: HashSet<usize> = HashSet::new();
     loop {
         let puts = plan.next_round(&mut lock().pool, &mut rand::rng());
         if puts.is_empty() {
             break;
         }
-        // Journaled before they are sent: a kill now leaves nothing unknown on the peers.
-        let intents: Vec<(String, String)> = puts.iter().map(|(i, p)| (cids[*i].to_string(), p.to_string())).collect();
-        inner.state.intend_puts(job, &intents)?;
-        let tries = puts.into_iter().map(|(i, peer)| {
-            let client = inner.client.clone();
-            let (cid, bytes) = (cids[i], shards[i].clone());
-            // Firmware and backups stay until the SPN deletes them: pinned.
-            async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
-        });
-        for (i, peer, r) in futures::future::join_all(tries).await {
+        let mut round = Round::new(&inner, job, puts.len());
+        for (i, peer) in puts {
+            round.start(i, peer, cids[i], shards[i].clone())?;
+        }
+        // Told to the plan in shard order at the round's end, as they were
+        // sent, not as they came in: the order in which peers join the
+        // pool's sticky list decides the next segments' turn (which peer
+        // gets a data shard where).
+        let mut signed: Vec<(usize, PeerId)> = Vec::new();
+        while let Some(ended) = round.next().await {
+            let (i, peer, r) = match ended {
+                Ended::Cut => {
+                    for i in round.hedgeable() {
+                        let Some(peer) = plan.hedge(i, &mut lock().pool, &mut rand::rng()) else { continue };
+                        tracing::info!(segment = index, shard = i, %peer, "put past the long-tail cut: hedged");
+                        round.start(i, peer, cids[i], shards[i].clone())?;
+                    }
+                    continue;
+                }
+                Ended::Put(i, peer, r) => (i, peer, *r),
+            };
+            if won.contains(&i) {
+                // Another peer signed first; this copy is surplus (deleted at the job's end).
+                continue;
+            }
             match r {
                 Ok(receipt) => {
                     let (shard, holder) = (cids[i].to_string(), peer.to_string());
                     inner.state.put_placement(&shard, &holder, &receipt.to_bytes())?;
                     inner.state.mark_held(&holder)?;
+                    won.insert(i);
+                    signed.push((i, peer));
                     let mut st = lock();
                     st.receipts += 1;
-                    plan.placed(i, peer, &mut st.pool);
+                    for other in round.cancel(i) {
+                        plan.outrun(other, &mut st.pool);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%peer, shard = i, "put failed: {e}");
                     plan.failed(i, peer, e.to_string(), failure_kind(&e), &mut lock().pool);
                 }
             }
+        }
+        signed.sort_unstable();
+        let mut st = lock();
+        for (i, peer) in signed {
+            plan.placed(i, peer, &mut st.pool);
         }
     }
     let (placed, left) = plan.finish();
@@ -155,6 +186,110 @@ async fn place_segment(
         j.retries = retries;
     });
     Ok(())
+}
+
+/// What ended in a round: a put (shard, peer, outcome), or the long-tail cut.
+enum Ended {
+    Put(usize, PeerId, Box<std::result::Result<net::Receipt, net::Error>>),
+    Cut,
+}
+
+type PutTask = (usize, PeerId, std::result::Result<net::Receipt, net::Error>);
+
+/// The puts of one round in flight, each journaled before it is sent.
+struct Round<'a> {
+    inner: &'a Arc<Inner>,
+    job: u64,
+    began: Instant,
+    tail: LongTail,
+    set: tokio::task::JoinSet<PutTask>,
+    /// Puts in flight per shard.
+    flying: HashMap<usize, Vec<(PeerId, tokio::task::AbortHandle)>>,
+    /// Shards hedged already (once each).
+    hedged: HashSet<usize>,
+    /// Which put each task is.
+    tasks: HashMap<tokio::task::Id, (usize, PeerId)>,
+}
+
+impl<'a> Round<'a> {
+    fn new(inner: &'a Arc<Inner>, job: u64, puts: usize) -> Round<'a> {
+        Round {
+            inner,
+            job,
+            began: Instant::now(),
+            tail: LongTail::new(puts),
+            set: tokio::task::JoinSet::new(),
+            flying: HashMap::new(),
+            hedged: HashSet::new(),
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Journal the put of shard `i` on `peer` (a kill from now on leaves
+    /// nothing unknown on the peer), then send it.
+    fn start(&mut self, i: usize, peer: PeerId, cid: Cid, bytes: Arc<Vec<u8>>) -> Result<()> {
+        self.inner.state.intend_puts(self.job, &[(cid.to_string(), peer.to_string())])?;
+        let client = self.inner.client.clone();
+        // Firmware and backups stay until the SPN deletes them: pinned.
+        let handle = self.set.spawn(async move { (i, peer, client.pin_shard(peer, cid, bytes.to_vec()).await) });
+        self.tasks.insert(handle.id(), (i, peer));
+        self.flying.entry(i).or_default().push((peer, handle));
+        Ok(())
+    }
+
+    /// Shards still running, not hedged yet, within the round's hedges.
+    fn hedgeable(&mut self) -> Vec<usize> {
+        let mut open: Vec<usize> =
+            self.flying.iter().filter(|(i, v)| !v.is_empty() && !self.hedged.contains(i)).map(|(i, _)| *i).collect();
+        open.sort_unstable();
+        open.retain(|_| self.tail.may_hedge());
+        self.hedged.extend(open.iter().copied());
+        open
+    }
+
+    /// Cancel the puts of shard `i` still in flight; the peers they went to.
+    fn cancel(&mut self, i: usize) -> Vec<PeerId> {
+        self.flying
+            .remove(&i)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, h)| {
+                h.abort();
+                p
+            })
+            .collect()
+    }
+
+    /// The next put to end, or the cut when puts are left to hedge; `None`
+    /// when nothing is in flight.
+    async fn next(&mut self) -> Option<Ended> {
+        loop {
+            let waiting = self.flying.iter().any(|(i, v)| !v.is_empty() && !self.hedged.contains(i));
+            let cut = self.tail.cut().filter(|_| waiting && self.tail.has_hedges()).map(|c| self.began + c);
+            let joined = match cut {
+                Some(at) => tokio::select! {
+                    j = self.set.join_next_with_id() => j,
+                    () = tokio::time::sleep_until(at.into()) => return Some(Ended::Cut),
+                },
+                None => self.set.join_next_with_id().await,
+            };
+            let (id, r) = match joined? {
+                Ok((id, (_, _, r))) => (id, r),
+                // Cancelled: its shard was placed already.
+                Err(e) if e.is_cancelled() => {
+                    self.tasks.remove(&e.id());
+                    continue;
+                }
+                Err(e) => (e.id(), Err(net::Error::Config(format!("the put failed on this SPN: {e}")))),
+            };
+            let Some((i, peer)) = self.tasks.remove(&id) else { continue };
+            self.tail.ended(self.began.elapsed());
+            if let Some(v) = self.flying.get_mut(&i) {
+                v.retain(|(p, _)| *p != peer);
+            }
+            return Some(Ended::Put(i, peer, Box::new(r)));
+        }
+    }
 }
 
 /// Live peers that may take shards, freshest data.

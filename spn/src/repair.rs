@@ -194,6 +194,12 @@ pub(crate) async fn pass(inner: &Inner, pace: &mut Pace) -> Result<()> {
         }
         inner.repair_queue.store((queue.len() - left - 1) as u64, Ordering::Relaxed);
     }
+    if !queue.is_empty() {
+        // Stale copies on peers that answer (a retiring or returning one's)
+        // go now, not at the next sweep; lost peers' wait for it.
+        let live: HashSet<String> = peers.values().filter(|p| p.failures == 0).map(|p| p.peer.clone()).collect();
+        crate::cleanup::drain_of(inner, Some(&live)).await;
+    }
     Ok(())
 }
 
@@ -261,12 +267,12 @@ async fn repair_segment(inner: &Inner, layout: &Layout, seg: &SegmentView, pace:
     }
     // Where: live peers, by what they proved; the healthy holders' domains count.
     let mut holders: Vec<(PeerId, Vec<String>)> = Vec::new();
-    let mut all_holders: HashSet<String> = HashSet::new();
+    let mut excluded: HashSet<String> = HashSet::new();
     for (i, c) in seg.shards.iter().enumerate() {
         // A peer that lost a shard of this segment, or failed its audit, gets none of it back.
-        all_holders.extend(inner.state.deletes_of(&c.to_string())?);
+        excluded.extend(inner.state.deletes_of(&c.to_string())?);
         for h in layout.holders_of(c) {
-            all_holders.insert(h.clone());
+            excluded.insert(h.clone());
             if healthy[i]
                 && let (Some(p), Ok(id)) = (peers.get(h), h.parse::<PeerId>())
                 && durability::is_healthy(p, t, s)
@@ -275,9 +281,8 @@ async fn repair_segment(inner: &Inner, layout: &Layout, seg: &SegmentView, pace:
             }
         }
     }
-    let mut pool = Pool::new(
-        candidates(&peers, t, s).into_iter().filter(|c| !all_holders.contains(&c.peer.to_string())).collect(),
-    );
+    let mut pool =
+        Pool::new(candidates(&peers, t, s).into_iter().filter(|c| !excluded.contains(&c.peer.to_string())).collect());
     if !s.relax_domains {
         pool.max_per_domain = usize::from(m.max(1));
     }

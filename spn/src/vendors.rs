@@ -219,11 +219,11 @@ pub(crate) fn newest(state: &State, product: &str, hardware: Option<&str>) -> Re
     Ok(best.map(|(_, r)| r))
 }
 
-/// Roots for a bundle of `format`: format 2, every root as the vendor keeps
-/// it from version 1; format 1, the format 1 forms after version 1.
+/// Roots for a bundle of `format`: format 2 and later, every root as the
+/// vendor keeps it from version 1; format 1, the format 1 forms after version 1.
 pub(crate) fn bundle_roots(state: &State, vendor: &str, format: u32) -> Result<Vec<String>> {
     let roots = state.roots(vendor)?;
-    Ok(if format == ota::BUNDLE_FORMAT {
+    Ok(if format >= ota::TIMESTAMP_BUNDLE_FORMAT {
         roots.into_iter().map(|r| r.root).collect()
     } else {
         roots.into_iter().filter(|r| r.version > 1).map(|r| r.legacy.unwrap_or(r.root)).collect()

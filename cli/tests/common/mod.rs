@@ -108,6 +108,11 @@ pub fn peer(procs: &mut Procs, name: &str, dir: &Path, bootstrap: &str, spn_id: 
 /// A bootstrap, `peers` peers and an SPN as processes (the harness's), once
 /// the SPN sees every peer.
 pub fn network(dir: &Path, peers: usize) -> Network {
+    network_with(dir, peers, &[])
+}
+
+/// The same, the SPN started with `spn_flags` too.
+pub fn network_with(dir: &Path, peers: usize, spn_flags: &[String]) -> Network {
     let mut procs = Procs::new(&dir.join("logs"));
     let b = bootstrap(&mut procs, dir);
     let spn_dir = dir.join("spn");
@@ -115,7 +120,9 @@ pub fn network(dir: &Path, peers: usize) -> Network {
         json_out(&bin().args(["id", "--key", &s(&spn_dir.join("identity.key")), "--json"]).output().expect("id"), "id");
     let spn_id = id["peer_id"].as_str().expect("peer id").to_string();
     let peer_ids: Vec<String> = (0..peers).map(|i| peer(&mut procs, &format!("peer{i}"), dir, &b, &spn_id)).collect();
-    let spn = procs.start("spn", &harness::procs::spn_args(harness::household(0), &b, &spn_dir));
+    let mut args = harness::procs::spn_args(harness::household(0), &b, &spn_dir);
+    args.extend_from_slice(spn_flags);
+    let spn = procs.start("spn", &args);
     let url = spn["http"].as_str().expect("http").to_string();
     let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
     // Generous: other tests' networks share the 2 cores.

@@ -127,6 +127,11 @@ pub(crate) async fn run_job(
         Ok(res) => {
             j.state = JobState::Done;
             j.result = Some(res.clone());
+            // Copies a hedged put stored anyway (no receipt kept) go now, not at the next sweep.
+            if inner.state.pending_deletes().is_ok_and(|q| !q.is_empty()) {
+                let inner = inner.clone();
+                tokio::spawn(async move { crate::cleanup::drain(&inner).await });
+            }
         }
         Err(e) => {
             tracing::warn!("job {id} failed: {e}");

@@ -45,7 +45,7 @@ pub(super) async fn vendor(State(inner): State<Arc<Inner>>, Path(vendor): Path<S
 /// The bundle of a release in `format`.
 fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32) -> Api<Bundle> {
     let (bytes, m) = load_manifest(inner, &r.manifest)?;
-    let timestamp = if format == ota::BUNDLE_FORMAT { inner.state.timestamp(&r.product)? } else { None };
+    let timestamp = if format >= ota::TIMESTAMP_BUNDLE_FORMAT { inner.state.timestamp(&r.product)? } else { None };
     Ok(Bundle {
         format,
         release: r.release.clone(),
@@ -54,6 +54,8 @@ fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32) -> Api<Bundle> {
         manifest: Bundle::encode_manifest(&bytes),
         placement: placement_of(inner, &m)?,
         bootstrap: inner.bootstrap.clone(),
+        // Repair moves shards: where a device asks for them as they are now.
+        placement_from: (format >= 3).then(|| format!("/v1/releases/{}/placement", r.id)),
     })
 }
 
@@ -179,8 +181,12 @@ pub(super) async fn bundle(
     Query(q): Query<BundleQuery>,
 ) -> Api<Json<Bundle>> {
     let format = q.format.unwrap_or(ota::LEGACY_BUNDLE_FORMAT);
-    if format != ota::BUNDLE_FORMAT && format != ota::LEGACY_BUNDLE_FORMAT {
-        return Err(bad(format!("bundle format {format}: this SPN serves 1 and 2")));
+    if !(ota::LEGACY_BUNDLE_FORMAT..=ota::BUNDLE_FORMAT).contains(&format) {
+        return Err(bad(format!(
+            "bundle format {format}: this SPN serves {} to {}",
+            ota::LEGACY_BUNDLE_FORMAT,
+            ota::BUNDLE_FORMAT
+        )));
     }
     let rec = match id.strip_suffix("@latest") {
         Some(product) => vendors::newest(&inner.state, product, q.hardware.as_deref())?,
@@ -195,4 +201,16 @@ pub(super) async fn bundle(
         return Err(ApiError(StatusCode::GONE, format!("release {} was withdrawn: {why}", rec.id)));
     }
     Ok(Json(bundle_of(&inner, &rec, format)?))
+}
+
+/// `GET /v1/releases/{id}/placement`: where a release's shards are now
+/// (what a format 3 bundle's `placement_from` names). Public, as the
+/// bundle is.
+pub(super) async fn placement(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Api<Json<ota::Placement>> {
+    let rec = inner.state.release(&id)?.filter(|r| r.verified).ok_or(Error::NotFound(format!("release {id}")))?;
+    if let Some(why) = &rec.withdrawn {
+        return Err(ApiError(StatusCode::GONE, format!("release {} was withdrawn: {why}", rec.id)));
+    }
+    let (_, m) = load_manifest(&inner, &rec.manifest)?;
+    Ok(Json(placement_of(&inner, &m)?))
 }
