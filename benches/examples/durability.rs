@@ -53,6 +53,8 @@ fn main() {
             c.durability.heartbeat = Duration::from_secs(1);
             c.durability.grace = Duration::from_secs(3);
             c.durability.repair_rate = u64::MAX / 4;
+            // Repair at the first loss (the default waits for 3 of 6).
+            c.durability.repair_margin = Some(m - 1);
             c.durability.repair_every = Duration::from_secs(3600);
             c.durability.audit_every = Duration::from_secs(365 * 86400);
         })
@@ -74,14 +76,14 @@ fn main() {
             // Audits at the defaults: every live peer, c blocks each.
             let before = spn.durability(None).expect("report");
             let (cpu0, t0) = (cpu_seconds(), Instant::now());
-            let audited = spn.audit_now().await.expect("audit");
+            let audited = spn.audit_now().await.expect("audit"); // audits that failed
             let (cpu, secs) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
             let after = spn.durability(None).expect("report");
             let bytes = after.audit_bytes - before.audit_bytes;
             let stored_gb = after.stored_bytes as f64 / 1e9;
             let per_day = 86400.0 / defaults.audit_every.as_secs_f64();
             println!(
-                "audit round {round}: {audited} peers, {:.2} MB moved, {cpu:.3} CPU s, {secs:.2} s wall, over {:.2} GB stored",
+                "audit round {round}: {audited} failed, {:.2} MB moved, {cpu:.3} CPU s, {secs:.2} s wall, over {:.2} GB stored",
                 bytes as f64 / 1e6,
                 stored_gb
             );
@@ -102,9 +104,11 @@ fn main() {
                 spn.repair_now().await.expect("repair");
                 passes += 1;
                 let r = spn.durability(None).expect("report");
-                if r.objects.iter().all(|o| o.lowest_healthy == u64::from(k + m)) || passes >= 20 {
+                if r.objects.iter().all(|o| o.lowest_healthy == u64::from(k + m)) || passes >= 120 {
                     break;
                 }
+                // A pass that finds nothing to do returns at once: wait for heartbeats.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             let secs = t0.elapsed().as_secs_f64();
             let after = spn.durability(None).expect("report");
@@ -112,7 +116,12 @@ fn main() {
             let moved = (after.repair_bytes - before.repair_bytes) as f64;
             assert!(
                 after.objects.iter().all(|o| o.lowest_healthy == u64::from(k + m)),
-                "repair did not make every segment whole in {passes} passes"
+                "repair did not make every segment whole in {passes} passes: lowest {:?}, queue {}, lost {}, live {}, disqualified {}",
+                after.objects.iter().map(|o| o.lowest_healthy).collect::<Vec<_>>(),
+                after.repair_queue,
+                after.peers_lost,
+                after.peers_live,
+                after.peers_disqualified
             );
             println!(
                 "repair round {round}: {:.1} MB rebuilt in {secs:.2} s ({:.0} MB/s), {:.1} bytes moved per byte rebuilt, {passes} pass(es)",
