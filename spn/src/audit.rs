@@ -83,6 +83,9 @@ async fn round(inner: &Inner, due: &mut HashMap<String, u64>) -> crate::Result<(
     Ok(())
 }
 
+/// Audit requests in flight to one peer at once.
+const AUDIT_PARALLEL: usize = 4;
+
 /// Challenge `peer` for blocks of `shards` (CID, length). `None`: it could
 /// not be reached at all (heartbeats deal with that), so no audit happened.
 pub(crate) async fn audit(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)]) -> Option<Outcome> {
@@ -104,7 +107,11 @@ pub(crate) async fn audit(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)]) ->
         }
     });
     let mut reached = false;
-    for (cid, len, bytes, r) in futures::future::join_all(asks).await {
+    // Fewer at once than a peer serves for one asker (8): more would be
+    // answered Busy, and an honest peer holding many shards would fail.
+    use futures::StreamExt;
+    let answers: Vec<_> = futures::stream::iter(asks).buffer_unordered(AUDIT_PARALLEL).collect().await;
+    for (cid, len, bytes, r) in answers {
         match r {
             Ok(Ok(())) => {
                 reached = true;
