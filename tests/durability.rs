@@ -321,6 +321,25 @@ async fn a_retiring_peer_hands_its_shards_over_before_it_leaves() {
     assert_eq!(read_back(s, &net.boot_addr, &res, &root.path().join("back")).await, bytes);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_peer_holding_many_shards_passes_its_audits() {
+    // Found by the durability bench: an audit sent every shard's request at
+    // once, more than the 8 a peer serves for one asker; the rest came back
+    // Busy and failed the audit (3 such failures disqualify a peer).
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = start(root.path(), vec![PeerSpec::honest(); 6], quick(3600, None)).await;
+    let s = spn_of(&net);
+    // Ten segments of 4+2 on six peers: every peer holds ten shards.
+    publish(&net, root.path(), &image(80 << 20, 81), 4, 2).await;
+    for _ in 0..2 {
+        assert_eq!(s.audit_now().await.expect("audit"), 0, "an honest peer failed its audit");
+    }
+    for p in s.peers().expect("peers") {
+        assert_eq!((p.audits_failed, p.disqualified.clone()), (0, None), "{p:?}");
+        assert!(p.audits_passed >= 2, "{p:?}");
+    }
+}
+
 /// The test's own view of the truth: per segment, shards held by a peer that runs now.
 fn true_minimum(s: &spn::Spn, objects: &[spn::JobResult], up: &HashSet<String>) -> usize {
     let mut min = usize::MAX;
