@@ -48,6 +48,9 @@ pub(crate) struct DurabilityOpts {
     /// 4 KiB blocks per audit, at most (fewer for peers holding little: audits stay under 0.5% a day).
     #[arg(long, default_value_t = 100)]
     pub(crate) audit_blocks: u32,
+    /// 4 KiB blocks per audit, at least, whatever the 0.5% budget allows (raise it on a small test network that audits every few seconds).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) audit_min_blocks: u32,
     /// Failed audits among a peer's last 16 (or shards failing in one audit) that disqualify it.
     #[arg(long, default_value_t = 3)]
     pub(crate) disqualify_after: u32,
@@ -72,6 +75,7 @@ impl DurabilityOpts {
             grace: self.grace,
             audit_every: self.audit_every,
             audit_blocks: self.audit_blocks.max(1),
+            audit_min_blocks: self.audit_min_blocks.max(1),
             disqualify_after: self.disqualify_after.max(1),
             repair_every: self.repair_every,
             repair_rate: self.repair_rate.max(1),

@@ -114,6 +114,8 @@ pub fn quick_durability(grace_secs: u64) -> Vec<String> {
         &grace,
         "--audit-every",
         "4s",
+        "--audit-min-blocks",
+        "32",
         "--repair-every",
         "1s",
         "--repair-rate",

@@ -53,6 +53,10 @@ pub struct Settings {
     pub audit_every: Duration,
     /// Blocks per audit, at most.
     pub audit_blocks: u32,
+    /// Blocks per audit, at least, whatever the budget allows (1 by
+    /// default; a test network holding a few megabytes and auditing every
+    /// few seconds raises it so that one lost shard is caught quickly).
+    pub audit_min_blocks: u32,
     /// Audit traffic per day, at most, as a share of what a peer holds.
     pub audit_budget: f64,
     /// How long a peer has to answer an audit.
@@ -82,6 +86,7 @@ impl Default for Settings {
             grace: Duration::from_secs(4 * 3600),
             audit_every: Duration::from_secs(6 * 3600),
             audit_blocks: 100,
+            audit_min_blocks: 1,
             audit_budget: 0.005,
             audit_timeout: Duration::from_secs(30),
             disqualify_after: 3,
@@ -213,12 +218,14 @@ pub(crate) fn block_cost(shard_len: u64) -> u64 {
 }
 
 /// Blocks to ask a peer holding `held` bytes (in shards of about
-/// `shard_len`) for, so its audits stay within the budget (at least 1).
+/// `shard_len`) for, so its audits stay within the budget (at least
+/// [`Settings::audit_min_blocks`], at most [`Settings::audit_blocks`]).
 pub(crate) fn blocks_for(held: u64, shard_len: u64, s: &Settings) -> u32 {
     let per_day = 86_400.0 / s.audit_every.as_secs_f64().max(1.0);
     let budget = held as f64 * s.audit_budget / per_day;
     let c = (budget / block_cost(shard_len.max(1)) as f64).floor();
-    (c as u32).clamp(1, s.audit_blocks.max(1))
+    let most = s.audit_blocks.max(1);
+    (c as u32).clamp(s.audit_min_blocks.clamp(1, most), most)
 }
 
 /// Audit bytes a day for a peer holding `held` bytes.
@@ -375,6 +382,18 @@ mod tests {
         }
         assert_eq!(blocks_for(1 << 40, 1 << 20, &s), 100);
         assert!(blocks_for(64 << 20, 1 << 20, &s) < 100);
+    }
+
+    #[test]
+    fn a_small_test_network_auditing_every_few_seconds_still_asks_for_the_floor() {
+        // Held 10 MB, audited every 4 s: the budget allows less than a block.
+        let mut s = Settings { audit_every: Duration::from_secs(4), ..Settings::default() };
+        assert_eq!(blocks_for(10 << 20, 1 << 20, &s), 1);
+        s.audit_min_blocks = 32;
+        assert_eq!(blocks_for(10 << 20, 1 << 20, &s), 32);
+        // The floor never exceeds the ceiling.
+        s.audit_min_blocks = 500;
+        assert_eq!(blocks_for(10 << 20, 1 << 20, &s), 100);
     }
 
     #[test]
