@@ -77,7 +77,7 @@ impl libp2p::request_response::Codec for ShardCodec {
         T: AsyncRead + Unpin + Send,
     {
         let body = read_frame(io, self.limits.max_response).await?;
-        Response::decode(&body, &self.limits).map_err(invalid)
+        Response::decode_owned(body, &self.limits).map_err(invalid)
     }
 
     async fn write_request<T>(
