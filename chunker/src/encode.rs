@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -29,8 +30,46 @@ pub struct EncodedSegment<'a> {
     pub index: usize,
     /// The segment as the manifest will list it.
     pub segment: &'a Segment,
-    /// The n shards, data first, each `segment.shard_len()` bytes.
-    pub shards: Vec<&'a [u8]>,
+    /// The n shards, data first, each `segment.shard_len()` bytes. A sink
+    /// that sends them on after it returns keeps these handles, not copies.
+    pub shards: Vec<ShardBytes>,
+}
+
+/// One shard's bytes, owned and cheap to clone (a count of references, not
+/// a copy): the data shards of a segment share its buffer, each parity
+/// shard has its own.
+#[derive(Clone)]
+pub struct ShardBytes {
+    buf: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl ShardBytes {
+    /// The shards `buf` holds back to back, `len` bytes each.
+    fn split(buf: Vec<u8>, len: usize) -> Vec<ShardBytes> {
+        let buf = Arc::new(buf);
+        let n = buf.len() / len.max(1);
+        (0..n).map(|i| ShardBytes { buf: buf.clone(), range: i * len..(i + 1) * len }).collect()
+    }
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl AsRef<[u8]> for ShardBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for ShardBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShardBytes({} bytes)", self.range.len())
+    }
 }
 
 /// Where encoded segments go: files, a network scatter, memory.
@@ -406,7 +445,10 @@ impl<'a> Encoder<'a> {
         let mut parity = vec![vec![0u8; shard_len]; self.coder.parity_shards()];
         let data_shards: Vec<&[u8]> = data.chunks(shard_len).collect();
         self.coder.encode(&data_shards, &mut parity)?;
-        let all: Vec<&[u8]> = data_shards.iter().copied().chain(parity.iter().map(Vec::as_slice)).collect();
+        let all: Vec<ShardBytes> = ShardBytes::split(data, shard_len)
+            .into_iter()
+            .chain(parity.into_iter().flat_map(|p| ShardBytes::split(p, shard_len)))
+            .collect();
         let shards: Vec<Cid> = all.par_iter().map(|s| Cid::of_raw(s)).collect();
         let segment = Segment { len: len as u64, k: self.params.coding.data, shards };
         stats.new_segments += 1;
@@ -446,4 +488,20 @@ fn carve_slots<'s>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_handles_share_their_segment_and_show_only_their_own_bytes() {
+        let buf: Vec<u8> = (0..30u8).collect();
+        let shards = ShardBytes::split(buf, 10);
+        assert_eq!(shards.len(), 3);
+        assert_eq!(&shards[1][..], &(10..20u8).collect::<Vec<_>>()[..]);
+        let copy = shards[2].clone();
+        assert!(Arc::ptr_eq(&copy.buf, &shards[0].buf), "a clone is a handle, not a copy");
+        assert_eq!(format!("{copy:?}"), "ShardBytes(10 bytes)");
+    }
 }

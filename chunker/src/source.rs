@@ -23,6 +23,16 @@ impl MemorySource {
 /// Answer `req` from the bytes of the shard: whole if the ranges cover at
 /// least half of it, else a proof. Shared by in-memory and on-disk sources.
 pub fn answer(req: &ShardRequest<'_>, shard: &[u8]) -> Result<Piece, SourceError> {
+    answer_cow(req, std::borrow::Cow::Borrowed(shard))
+}
+
+/// [`answer`] from a shard read into a buffer of its own, which a whole
+/// answer hands over instead of copying (a source that reads files).
+pub fn answer_owned(req: &ShardRequest<'_>, shard: Vec<u8>) -> Result<Piece, SourceError> {
+    answer_cow(req, std::borrow::Cow::Owned(shard))
+}
+
+fn answer_cow(req: &ShardRequest<'_>, shard: std::borrow::Cow<'_, [u8]>) -> Result<Piece, SourceError> {
     let len = shard.len() as u64;
     if req.shard_len != len {
         return Err(SourceError::Failed(format!("asked for a shard of {} bytes, this one has {len}", req.shard_len)));
@@ -35,10 +45,10 @@ pub fn answer(req: &ShardRequest<'_>, shard: &[u8]) -> Result<Piece, SourceError
     }
     let wanted = req.ranges.iter().fold(0u64, |acc, r| acc.saturating_add(r.end - r.start));
     if wanted.saturating_mul(2) >= len {
-        return Ok(Piece::Whole(shard.to_vec()));
+        return Ok(Piece::Whole(shard.into_owned()));
     }
-    let ob = Outboard::create(shard);
-    proof::prove(shard, &ob, req.ranges).map(Piece::Proof).map_err(|e| SourceError::Failed(e.to_string()))
+    let ob = Outboard::create(&shard);
+    proof::prove(&shard, &ob, req.ranges).map(Piece::Proof).map_err(|e| SourceError::Failed(e.to_string()))
 }
 
 impl ShardSource for MemorySource {

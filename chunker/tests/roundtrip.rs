@@ -129,3 +129,62 @@ fn paged_chunk_table_decodes_the_same_and_refuses_changed_pages() {
     assert!(decode_with(&dropped).is_err(), "a dropped page went unnoticed");
     assert!(decode_with(&sealed[..sealed.len() - 1].to_vec()).is_err(), "a truncated table went unnoticed");
 }
+
+/// A source whose answers are proofs (never whole shards), that counts the
+/// buffers it hands out and gets back.
+struct Recycling {
+    inner: chunker::MemorySource,
+    shards: std::collections::HashMap<chunker::Cid, Vec<u8>>,
+    out: std::sync::atomic::AtomicU64,
+    back: std::sync::atomic::AtomicU64,
+}
+
+impl chunker::ShardSource for Recycling {
+    fn fetch(&self, req: &chunker::ShardRequest<'_>) -> Result<chunker::Piece, chunker::SourceError> {
+        let shard = self.shards.get(req.cid).ok_or(chunker::SourceError::Missing)?;
+        let ob = chunker::proof::Outboard::create(shard);
+        self.out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = &self.inner;
+        chunker::proof::prove(shard, &ob, req.ranges)
+            .map(chunker::Piece::Proof)
+            .map_err(|e| chunker::SourceError::Failed(e.to_string()))
+    }
+    fn recycle(&self, _buf: Vec<u8>) {
+        self.back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn windows_fetched_ahead_decode_the_same_object_and_give_every_buffer_back() {
+    let mut data = noise(8, 2_500_000);
+    data.extend(std::iter::repeat_n(b'z', 300_000));
+    let (e, mut shards) = encode(small_params(4, 2), &data, None);
+    let contents = e.manifest.open(&e.read_key).expect("open");
+    // A shard lost in one segment: its ranges are rebuilt wherever a window needs them.
+    let last = e.manifest.segments().len() - 1;
+    shards.remove(&e.manifest.segments()[last].shards()[1]);
+    let seed: Vec<u8> = data[..1_000_000].to_vec();
+    for ahead in [1, 2, 8] {
+        for window in [256 << 10, 1 << 20] {
+            let src = Recycling {
+                inner: chunker::MemorySource::default(),
+                shards: shards.clone(),
+                out: Default::default(),
+                back: Default::default(),
+            };
+            let mut out = Vec::new();
+            let stats = chunker::Decoder::new(&e.manifest, &contents, &src)
+                .with_window(window)
+                .with_ahead(ahead)
+                .with_seed(&seed)
+                .decode(&mut out, &mut |_| {})
+                .unwrap_or_else(|err| panic!("ahead {ahead}, window {window}: {err}"));
+            assert!(out == data, "ahead {ahead}, window {window}: other bytes");
+            assert!(stats.seed_chunks > 0 && stats.rebuilt_ranges > 0, "{stats:?}");
+            // One problem for the lost shard, however many windows met it.
+            assert_eq!(stats.problems.len(), 1, "{:?}", stats.problems);
+            let (given, back) = (src.out.into_inner(), src.back.into_inner());
+            assert_eq!(given, back, "ahead {ahead}, window {window}: buffers handed out and given back");
+        }
+    }
+}
