@@ -55,12 +55,17 @@ pub(crate) struct DeviceArgs {
     /// Run after verification with the image path as $1 (update only).
     #[arg(long)]
     install_cmd: Option<String>,
-    /// Range requests in flight at once.
-    #[arg(long, default_value_t = 16)]
+    /// Range requests in flight at once (all peers together).
+    #[arg(long, default_value_t = 32)]
     parallel: usize,
     /// Image bytes decoded at a time; memory use is a few times this.
     #[arg(long, value_parser = crate::size::size_arg, default_value = "4MiB")]
     window: u64,
+    /// Windows fetched at once (1-8): one is decoded while the others
+    /// arrive; more keep a link with a long round trip busy, and cost a
+    /// window of memory each.
+    #[arg(long, default_value_t = 3)]
+    ahead: usize,
     /// Install from a bundle without a fresh timestamp, on purpose (no network
     /// to the SPN): whether a newer release exists is then not checked.
     #[arg(long)]
@@ -111,6 +116,7 @@ impl DeviceArgs {
         o.max_clock_skew = self.max_clock_skew;
         o.parallel = self.parallel;
         o.window = self.window;
+        o.ahead = self.ahead;
         Ok(o)
     }
 }
@@ -165,6 +171,7 @@ fn print_json(r: &UpdateReport) {
                 "seed_bytes": f.seed_bytes, "seed": r.seed, "requests": f.requests,
                 "rebuilt_ranges": f.rebuilt_ranges, "peers_used": f.peers_used,
                 "dropped": f.dropped, "problems": f.problems, "seconds": f.seconds,
+                "setup_seconds": f.setup_seconds,
                 "installed": r.installed, "install_status": r.install_status.flatten(),
                 "floor_reset": r.notes.floor_reset, "newer": r.notes.newer,
                 "freshness_unchecked": r.notes.freshness_unchecked })
@@ -197,11 +204,12 @@ fn print_text(r: &UpdateReport) {
         r.seed.as_ref().map(|s| format!(" {}", s.display())).unwrap_or_default()
     );
     println!(
-        "  {} peers answered, {} ranges rebuilt, {:.2} s ({:.1} MB/s of image)",
+        "  {} peers answered, {} ranges rebuilt, {:.2} s ({:.1} MB/s of image; {:.2} s of it finding and connecting to peers)",
         f.peers_used.len(),
         f.rebuilt_ranges,
         f.seconds,
-        f.image_bytes as f64 / f.seconds / 1e6
+        f.image_bytes as f64 / f.seconds / 1e6,
+        f.setup_seconds
     );
     for d in &f.dropped {
         println!("  dropped peer {}: {}", d.peer, d.reason);

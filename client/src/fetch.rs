@@ -57,6 +57,9 @@ pub struct FetchOptions {
     pub parallel: usize,
     /// Object bytes decoded at a time (memory is a few times this).
     pub window: u64,
+    /// Windows fetched at once: one is decoded while the others arrive
+    /// (memory is about `ahead + 1` windows).
+    pub ahead: usize,
     /// Where to ask for the current placement when every holder a
     /// placement names for a shard fails (repair moved it since).
     pub placement_from: Option<Arc<dyn PlacementSource>>,
@@ -69,8 +72,9 @@ impl FetchOptions {
             out,
             seed: None,
             min_late: Duration::from_secs(3),
-            parallel: 16,
+            parallel: 32,
             window: 4 << 20,
+            ahead: 3,
             placement_from: None,
         }
     }
@@ -128,6 +132,10 @@ pub struct FetchReport {
     pub problems: Vec<String>,
     /// Wall time.
     pub seconds: f64,
+    /// Of it, until the first range arrived: finding the peers (DHT
+    /// lookups) and connecting to them; the rest is the transfer. 0 when
+    /// nothing was downloaded.
+    pub setup_seconds: f64,
 }
 
 /// Longest wait for one answer, whatever the median.
@@ -148,6 +156,8 @@ struct NetSource {
     /// Requests in flight at most.
     slots: tokio::sync::Semaphore,
     book: Mutex<PeerBook>,
+    /// When the first range arrived.
+    first: std::sync::OnceLock<Instant>,
 }
 
 impl NetSource {
@@ -211,6 +221,8 @@ impl NetSource {
                 let answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
                 let (reason, lied) = match answer {
                     Ok(Ok(Response::Proof(p))) => {
+                        tracing::debug!(%peer, bytes = p.len(), ms = started.elapsed().as_millis() as u64, "range answered");
+                        self.first.get_or_init(Instant::now);
                         self.book().answered(peer, cid, p.len() as u64, started.elapsed());
                         return Ok(Piece::Proof(p));
                     }
@@ -262,6 +274,10 @@ impl ShardSource for NetSource {
         if let Some(peer) = self.book().rejected(req.cid, reason, Instant::now()) {
             tracing::warn!(%peer, cid = %req.cid, "peer sent bytes that fail their proof: {reason}; dropped");
         }
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        net::recycle(buf);
     }
 }
 
@@ -438,9 +454,10 @@ pub async fn fetch(
         refreshed: tokio::sync::Mutex::new((None, 0)),
         slots: tokio::sync::Semaphore::new(opts.parallel.max(1)),
         book: Mutex::new(PeerBook::new(opts.min_late, MAX_WAIT)),
+        first: std::sync::OnceLock::new(),
     };
     let (file, seeds) = seeds(&paths, file, expect, opts.seed.as_ref())?;
-    let (window, len) = (opts.window, expect.length);
+    let (window, ahead, len) = (opts.window, opts.ahead, expect.length);
     progress.start("fetch", len);
     let bar = progress.clone();
     let part_path = paths.part.clone();
@@ -448,12 +465,12 @@ pub async fn fetch(
         let mut writer = PartWriter::new(file);
         let mut report = |n| bar.set(n);
         let r = PagedContents::open(&manifest, &sealed, &read_key).and_then(|table| {
-            let decoder = Decoder::new(&manifest, &table, &source).with_window(window);
+            let decoder = Decoder::new(&manifest, &table, &source).with_window(window).with_ahead(ahead);
             let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
             decoder.decode(&mut writer, &mut report)
         });
         // The whole object is in: trim and sync it here, off the runtime's threads.
-        let part = writer.file;
+        let part = writer.into_file();
         let r = r.map_err(Error::from).and_then(|stats| {
             part.set_len(len).map_err(Error::file("trimming", &part_path))?;
             part.sync_all().map_err(Error::file("syncing", &part_path))?;
@@ -464,6 +481,7 @@ pub async fn fetch(
     .await
     .map_err(Error::Thread)?;
     progress.finish();
+    let setup_seconds = source.first.get().map_or(0.0, |t| (*t - started).as_secs_f64());
     let (dropped, peers_used) = source.book.into_inner().unwrap_or_else(|p| p.into_inner()).into_report();
     let stats = match decoded {
         Ok(s) => s,
@@ -492,5 +510,6 @@ pub async fn fetch(
         dropped,
         problems: stats.problems.iter().map(|p| p.to_string()).collect(),
         seconds: started.elapsed().as_secs_f64(),
+        setup_seconds,
     })
 }

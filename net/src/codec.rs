@@ -16,7 +16,8 @@ pub(crate) struct ShardCodec {
     pub(crate) limits: Limits,
 }
 
-pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// A frame's length, refused if over `max`.
+async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -26,29 +27,33 @@ pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usi
             format!("frame of {len} bytes is over the limit of {max}"),
         ));
     }
+    Ok(len)
+}
+
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let len = read_len(io, max).await?;
     // Grown as bytes arrive, so a lying length costs the liar the bytes it
     // sends; never past the length (read_to_end would double a full buffer).
-    let mut buf: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
-    let mut piece = [0u8; 64 << 10];
-    while buf.len() < len {
-        let want = piece.len().min(len - buf.len());
-        let n = io.read(&mut piece[..want]).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame"));
-        }
-        if buf.len() + n > buf.capacity() {
-            let grow = buf.capacity().max(64 << 10).min(len - buf.len());
-            buf.reserve_exact(grow);
-        }
-        buf.extend_from_slice(&piece[..n]);
-    }
+    let mut buf = Vec::new();
+    crate::buffers::read_into(io, &mut buf, len).await?;
     Ok(buf)
 }
 
 pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(data.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(data).await?;
+    write_parts(io, &[], data).await
+}
+
+/// One frame whose body is `head` then `body`, without joining them first.
+async fn write_parts<T: AsyncWrite + Unpin + Send>(io: &mut T, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(head.len() + body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+    let mut start = [0u8; 8];
+    start[..4].copy_from_slice(&len.to_be_bytes());
+    let n = head.len().min(4);
+    start[4..4 + n].copy_from_slice(&head[..n]);
+    io.write_all(&start[..4 + n]).await?;
+    io.write_all(&head[n..]).await?;
+    io.write_all(body).await?;
     io.flush().await
 }
 
@@ -76,8 +81,28 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io, self.limits.max_response).await?;
-        Response::decode_owned(body, &self.limits).map_err(invalid)
+        let len = read_len(io, self.limits.max_response).await?;
+        let mut kind = [0u8; 1];
+        if len > 0 {
+            io.read_exact(&mut kind).await?;
+        }
+        // Data and proofs (the bulk of what a fetcher receives) go straight
+        // into a reused buffer, with no copy after.
+        let bulk = |buf| match kind[0] {
+            2 => Some(Response::Data(buf)),
+            3 => Some(Response::Proof(buf)),
+            _ => None,
+        };
+        if len > 0 && matches!(kind[0], 2 | 3) {
+            let mut buf = crate::buffers::take();
+            crate::buffers::read_into(io, &mut buf, len - 1).await?;
+            return bulk(buf).ok_or_else(|| invalid("unreachable answer type"));
+        }
+        // Anything else is small; its buffer grows as it arrives.
+        let mut body = Vec::new();
+        crate::buffers::read_into(io, &mut body, len.saturating_sub(1)).await?;
+        body.splice(0..0, kind[..len.min(1)].iter().copied());
+        Response::decode(&body, &self.limits).map_err(invalid)
     }
 
     async fn write_request<T>(
@@ -97,6 +122,15 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.encode()).await
+        // Data and proofs are sent from their own buffer (not copied into
+        // a second one behind the type byte).
+        let (kind, b) = match res {
+            Response::Data(b) => (2, b),
+            Response::Proof(b) => (3, b),
+            other => return write_frame(io, &other.encode()).await,
+        };
+        let sent = write_parts(io, &[kind], &b).await;
+        crate::buffers::recycle(b);
+        sent
     }
 }

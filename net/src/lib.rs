@@ -19,6 +19,7 @@
 
 mod answers;
 mod behaviour;
+mod buffers;
 mod codec;
 mod daemon;
 mod error;
@@ -30,6 +31,7 @@ mod serve;
 mod stream;
 
 pub use answers::{Answers, Honest};
+pub use buffers::recycle;
 pub use daemon::{Daemon, client_config, join, reachability_line};
 pub use error::{Error, Result};
 pub use identity::load_or_create_key;

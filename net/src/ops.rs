@@ -48,36 +48,44 @@ pub struct PeerStatus {
 }
 
 impl Client {
-    /// Store a shard on `peer`; returns its receipt, checked.
-    pub async fn put_shard(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>, expiry: Option<u64>) -> Result<Receipt> {
-        self.put(peer, cid, bytes, expiry, false).await
+    /// Store a shard on `peer`; returns its receipt, checked. `bytes` is
+    /// any owner of the shard's bytes (a `Vec`, or a handle shared with
+    /// other puts of the same bytes: nothing is copied to send it).
+    pub async fn put_shard(
+        &self,
+        peer: PeerId,
+        cid: Cid,
+        bytes: impl AsRef<[u8]> + Send + Sync,
+        expiry: Option<u64>,
+    ) -> Result<Receipt> {
+        self.put(peer, cid, bytes.as_ref(), expiry, false).await
     }
 
     /// Store a shard on `peer` for good (until its owner deletes it): the
     /// receipt must carry no expiry, whatever the peer's default.
-    pub async fn pin_shard(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>) -> Result<Receipt> {
-        self.put(peer, cid, bytes, None, true).await
+    pub async fn pin_shard(&self, peer: PeerId, cid: Cid, bytes: impl AsRef<[u8]> + Send + Sync) -> Result<Receipt> {
+        self.put(peer, cid, bytes.as_ref(), None, true).await
     }
 
     /// A put on `/ionshard/put/1` (head first, the body only once the peer
     /// agreed); to a peer of an earlier release, on `/ionshard/shard/1`.
-    async fn send_put(&self, peer: PeerId, head: PutHead, bytes: Vec<u8>) -> Result<Response> {
+    async fn send_put(&self, peer: PeerId, head: PutHead, bytes: &[u8]) -> Result<Response> {
         self.connect(peer).await?;
         let mut control = self.control.clone();
         let deadline = crate::stream::body_deadline(self.request_timeout, head.size);
-        let attempt = crate::stream::put(&mut control, peer, head, &bytes, &self.limits);
+        let attempt = crate::stream::put(&mut control, peer, head, bytes, &self.limits);
         match tokio::time::timeout(deadline, attempt).await {
             Err(_) => Err(Error::Timeout { peer: peer.to_string() }),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(OpenError::Failed(e))) => Err(e),
             Ok(Err(OpenError::Unsupported)) => {
                 let PutHead { cid, expiry, pinned, .. } = head;
-                self.request(peer, Request::Put { cid, expiry, pinned, bytes }).await
+                self.request(peer, Request::Put { cid, expiry, pinned, bytes: bytes.to_vec() }).await
             }
         }
     }
 
-    async fn put(&self, peer: PeerId, cid: Cid, bytes: Vec<u8>, expiry: Option<u64>, pinned: bool) -> Result<Receipt> {
+    async fn put(&self, peer: PeerId, cid: Cid, bytes: &[u8], expiry: Option<u64>, pinned: bool) -> Result<Receipt> {
         let size = bytes.len() as u64;
         // Say why before sending: the peer would refuse it from the head.
         let limit = self.limits.max_shard;

@@ -63,7 +63,41 @@ fn hold_for(
 /// request-response protocol, whose answers are held whole until sent), the
 /// bytes of a data or proof answer are held on it first, or the request is
 /// answered `Busy`.
-#[allow(clippy::too_many_arguments)]
+/// A shard to store, as a put names it.
+pub(crate) struct Stored<'a> {
+    pub(crate) cid: chunker::Cid,
+    pub(crate) expiry: Option<u64>,
+    pub(crate) pinned: bool,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// Store a shard for `peer` and sign its receipt (a trusted SPN's put only).
+pub(crate) fn put(
+    store: &Store,
+    key: &Keypair,
+    trusted: bool,
+    peer: PeerId,
+    shard: Stored<'_>,
+    now: u64,
+    default_expiry: Option<u64>,
+) -> Response {
+    let Stored { cid, expiry, pinned, bytes } = shard;
+    if !trusted {
+        return refuse(Code::Untrusted, format!("{peer} is not a trusted SPN here; puts refused"));
+    }
+    // A pinned shard never expires, and its receipt says so.
+    let expiry = if pinned { None } else { expiry.or(default_expiry.map(|d| now.saturating_add(d))) };
+    let size = bytes.len() as u64;
+    let opts = PutOptions { owner: peer.to_bytes(), now, expiry, pinned };
+    match store.put(&cid, bytes, &opts) {
+        Ok(_) => match Receipt::sign(key, cid, size, now, expiry) {
+            Ok(r) => Response::Stored(r),
+            Err(e) => refuse(Code::Internal, e.to_string()),
+        },
+        Err(e) => from_store(e),
+    }
+}
+
 /// What a node says of itself in a `Status` answer.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NodeState {
@@ -98,29 +132,23 @@ pub(crate) fn serve(
     }
     match request {
         Request::Put { cid, expiry, pinned, bytes } => {
-            if !trusted {
-                return refuse(Code::Untrusted, format!("{peer} is not a trusted SPN here; puts refused"));
-            }
-            // A pinned shard never expires, and its receipt says so.
-            let expiry = if pinned { None } else { expiry.or(default_expiry.map(|d| now.saturating_add(d))) };
-            let size = bytes.len() as u64;
-            let opts = PutOptions { owner: peer.to_bytes(), now, expiry, pinned };
-            match store.put(&cid, &bytes, &opts) {
-                Ok(_) => match Receipt::sign(key, cid, size, now, expiry) {
-                    Ok(r) => Response::Stored(r),
-                    Err(e) => refuse(Code::Internal, e.to_string()),
-                },
-                Err(e) => from_store(e),
-            }
+            put(store, key, trusted, peer, Stored { cid, expiry, pinned, bytes: &bytes }, now, default_expiry)
         }
         Request::Get { cid } => match store.get(&cid) {
             Ok(b) => Response::Data(b),
             Err(e) => from_store(e),
         },
-        Request::Ranges { cid, ranges } => match store.get_ranges(&cid, &ranges) {
-            Ok(p) => Response::Proof(p),
-            Err(e) => from_store(e),
-        },
+        Request::Ranges { cid, ranges } => {
+            // Built in a reused buffer, given back once it is sent.
+            let mut buf = crate::buffers::take();
+            match store.get_ranges_into(&cid, &ranges, &mut buf) {
+                Ok(()) => Response::Proof(buf),
+                Err(e) => {
+                    crate::buffers::recycle(buf);
+                    from_store(e)
+                }
+            }
+        }
         Request::HasMany { cids } => match store.has_many(&cids) {
             Ok(h) => Response::Have(h),
             Err(e) => from_store(e),

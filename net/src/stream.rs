@@ -104,20 +104,32 @@ pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
         return send_ready(&mut s, &refused(Code::Busy, "this node is holding too much at once; retry")).await;
     }
     send_ready(&mut s, &Ready::Go { size: head.size }).await;
-    // Exactly the size said, read in place (no growth, no second copy).
-    let mut body = vec![0u8; head.size as usize];
+    // Exactly the size said (held on the ticket above), read in place into
+    // a reused buffer: no second copy, no fresh pages per put.
+    let size = head.size as usize;
+    let mut body = crate::buffers::take();
+    if body.len() < size {
+        body.resize(size, 0);
+    }
+    body.truncate(size);
     let read = s.read_exact(&mut body);
     if !matches!(tokio::time::timeout(body_deadline(ctx.request_timeout, head.size), read).await, Ok(Ok(()))) {
         return;
     }
     let (store, key, expiry) = (store.clone(), ctx.key.clone(), ctx.default_expiry);
-    let request = crate::wire::Request::Put { cid: head.cid, expiry: head.expiry, pinned: head.pinned, bytes: body };
-    let answer = tokio::task::spawn_blocking(move || {
-        let state = crate::serve::NodeState::default();
-        crate::serve::serve(Some(&store), &key, true, peer, request, crate::node::now(), expiry, None, state)
+    let stored = tokio::task::spawn_blocking(move || {
+        let shard = crate::serve::Stored { cid: head.cid, expiry: head.expiry, pinned: head.pinned, bytes: &body };
+        let answer = crate::serve::put(&store, &key, true, peer, shard, crate::node::now(), expiry);
+        (answer, body)
     })
-    .await
-    .unwrap_or_else(|_| Response::Error { code: Code::Internal, message: "the put failed on this node".into() });
+    .await;
+    let answer = match stored {
+        Ok((answer, body)) => {
+            crate::buffers::recycle(body);
+            answer
+        }
+        Err(_) => Response::Error { code: Code::Internal, message: "the put failed on this node".into() },
+    };
     let hold = ctx.answers.hold_receipt();
     if matches!(answer, Response::Stored(_)) && !hold.is_zero() {
         tokio::time::sleep(hold).await;

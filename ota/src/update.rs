@@ -102,6 +102,8 @@ pub struct UpdateOptions {
     pub parallel: usize,
     /// Image bytes decoded at a time.
     pub window: u64,
+    /// Windows fetched at once.
+    pub ahead: usize,
 }
 
 impl UpdateOptions {
@@ -122,8 +124,9 @@ impl UpdateOptions {
             reinstall: false,
             offline: false,
             max_clock_skew: 300,
-            parallel: 16,
+            parallel: 32,
             window: 4 << 20,
+            ahead: 3,
         }
     }
 }
@@ -328,6 +331,7 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     opts.seed = report.seed.clone();
     opts.parallel = o.parallel;
     opts.window = o.window;
+    opts.ahead = o.ahead;
     opts.placement_from = placement_source(&o.source, bundle.placement_from.as_deref());
     let (client, handle) = net::join(&bootstrap, None).await?;
     let fetched = crate::fetch(&client, manifest, bundle.placement, &release, read_key, &opts, progress).await;

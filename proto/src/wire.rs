@@ -611,24 +611,6 @@ impl Response {
         v
     }
 
-    /// Parse a body from an untrusted peer, taking its buffer: the bytes of
-    /// a `Data` or `Proof` answer stay in it (moved down over the type
-    /// byte) instead of being copied into a new allocation, which for a
-    /// megabyte answer costs fresh pages from the kernel each time.
-    pub fn decode_owned(mut b: Vec<u8>, limits: &Limits) -> Result<Response, Malformed> {
-        match b.first() {
-            Some(2) => {
-                b.drain(..1);
-                Ok(Response::Data(b))
-            }
-            Some(3) => {
-                b.drain(..1);
-                Ok(Response::Proof(b))
-            }
-            _ => Response::decode(&b, limits),
-        }
-    }
-
     /// Parse a body from an untrusted peer.
     pub fn decode(b: &[u8], limits: &Limits) -> Result<Response, Malformed> {
         let mut c = Cursor { b };
@@ -704,7 +686,6 @@ mod tests {
         ];
         for r in resps {
             assert_eq!(Response::decode(&r.encode(), &l).expect("decode"), r);
-            assert_eq!(Response::decode_owned(r.encode(), &l).expect("decode"), r);
         }
     }
 

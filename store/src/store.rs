@@ -486,6 +486,14 @@ impl Store {
     /// against the shard's tree as it is made; a corrupt shard is
     /// quarantined. Only the 4 KiB blocks the ranges touch are read.
     pub fn get_ranges(&self, cid: &Cid, ranges: &[Range<u64>]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_ranges_into(cid, ranges, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Store::get_ranges`] into `out` (emptied first; its allocation is
+    /// reused, so a busy peer does not fault in fresh pages per answer).
+    pub fn get_ranges_into(&self, cid: &Cid, ranges: &[Range<u64>], out: &mut Vec<u8>) -> Result<()> {
         let meta = self.healthy(cid)?;
         let ob = {
             let txn = self.inner.db.begin_read()?;
@@ -501,7 +509,7 @@ impl Store {
             });
         }
         let file = self.open_shard_file(cid, &meta)?;
-        proof::prove_at(&file, &ob, ranges).or_else(|e| {
+        proof::prove_at_into(&file, &ob, ranges, out).or_else(|e| {
             self.quarantine(cid, "bytes do not match the CID")?;
             Err(Error::Corrupt { cid: cid.to_string(), reason: e.to_string() })
         })
