@@ -12,7 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chunker::{Cid, EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, SegmentSink, TenantSecret};
+use chunker::{
+    Cid, EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, SegmentSink, ShardBytes, TenantSecret,
+};
 
 use crate::error::{Error, Result};
 use crate::state::JobState;
@@ -81,7 +83,8 @@ impl SegmentSink for Scatter {
         seg: EncodedSegment<'_>,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let cids = seg.segment.shards().to_vec();
-        let shards: Vec<Vec<u8>> = seg.shards.iter().map(|s| s.to_vec()).collect();
+        // The encoder's buffers themselves, not copies: each put shares them.
+        let shards = seg.shards;
         let task = self.rt.spawn(place_segment(
             self.inner.clone(),
             self.shared.clone(),
@@ -111,12 +114,11 @@ async fn place_segment(
     index: usize,
     shard_len: u64,
     cids: Vec<Cid>,
-    shards: Vec<Vec<u8>>,
+    shards: Vec<ShardBytes>,
 ) -> Result<()> {
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
     let data = cids.len() - usize::from(lock().parity);
     let mut plan = SegmentPlan::new(index, cids.len(), data, shard_len, &lock().pool, &mut rand::rng());
-    let shards: Vec<Arc<Vec<u8>>> = shards.into_iter().map(Arc::new).collect();
     let mut won: HashSet<usize> = HashSet::new();
     loop {
         let puts = plan.next_round(&mut lock().pool, &mut rand::rng());
@@ -124,9 +126,14 @@ async fn place_segment(
             break;
         }
         let mut round = Round::new(&inner, job, puts.len());
-        for (i, peer) in puts {
-            round.start(i, peer, cids[i], shards[i].clone())?;
-        }
+        // The whole round journaled in one transaction, then sent.
+        let starts: Vec<(usize, PeerId, Cid, ShardBytes)> =
+            puts.into_iter().map(|(i, peer)| (i, peer, cids[i], shards[i].clone())).collect();
+        round.start(starts)?;
+        // Receipts of the round, recorded together at its end (a kill
+        // before that leaves the shards journaled: the job's cleanup
+        // deletes them).
+        let mut receipts: Vec<(String, String, Vec<u8>)> = Vec::new();
         // Told to the plan in shard order at the round's end, as they were
         // sent, not as they came in: the order in which peers join the
         // pool's sticky list decides the next segments' turn (which peer
@@ -138,7 +145,7 @@ async fn place_segment(
                     for i in round.hedgeable() {
                         let Some(peer) = plan.hedge(i, &mut lock().pool, &mut rand::rng()) else { continue };
                         tracing::info!(segment = index, shard = i, %peer, "put past the long-tail cut: hedged");
-                        round.start(i, peer, cids[i], shards[i].clone())?;
+                        round.start(vec![(i, peer, cids[i], shards[i].clone())])?;
                     }
                     continue;
                 }
@@ -150,9 +157,7 @@ async fn place_segment(
             }
             match r {
                 Ok(receipt) => {
-                    let (shard, holder) = (cids[i].to_string(), peer.to_string());
-                    inner.state.put_placement(&shard, &holder, &receipt.to_bytes())?;
-                    inner.state.mark_held(&holder)?;
+                    receipts.push((cids[i].to_string(), peer.to_string(), receipt.to_bytes()));
                     won.insert(i);
                     signed.push((i, peer));
                     let mut st = lock();
@@ -167,6 +172,7 @@ async fn place_segment(
                 }
             }
         }
+        inner.state.put_placements(&receipts)?;
         signed.sort_unstable();
         let mut st = lock();
         for (i, peer) in signed {
@@ -225,15 +231,18 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Journal the put of shard `i` on `peer` (a kill from now on leaves
-    /// nothing unknown on the peer), then send it.
-    fn start(&mut self, i: usize, peer: PeerId, cid: Cid, bytes: Arc<Vec<u8>>) -> Result<()> {
-        self.inner.state.intend_puts(self.job, &[(cid.to_string(), peer.to_string())])?;
-        let client = self.inner.client.clone();
-        // Firmware and backups stay until the SPN deletes them: pinned.
-        let handle = self.set.spawn(async move { (i, peer, client.pin_shard(peer, cid, bytes.to_vec()).await) });
-        self.tasks.insert(handle.id(), (i, peer));
-        self.flying.entry(i).or_default().push((peer, handle));
+    /// Journal the puts (shard `i` of `cid` on `peer`) in one transaction
+    /// (a kill from now on leaves nothing unknown on the peers), then send them.
+    fn start(&mut self, puts: Vec<(usize, PeerId, Cid, ShardBytes)>) -> Result<()> {
+        let journal: Vec<(String, String)> = puts.iter().map(|(_, p, c, _)| (c.to_string(), p.to_string())).collect();
+        self.inner.state.intend_puts(self.job, &journal)?;
+        for (i, peer, cid, bytes) in puts {
+            let client = self.inner.client.clone();
+            // Firmware and backups stay until the SPN deletes them: pinned.
+            let handle = self.set.spawn(async move { (i, peer, client.pin_shard(peer, cid, bytes).await) });
+            self.tasks.insert(handle.id(), (i, peer));
+            self.flying.entry(i).or_default().push((peer, handle));
+        }
         Ok(())
     }
 

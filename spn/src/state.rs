@@ -348,23 +348,40 @@ impl State {
         Ok(())
     }
 
-    /// Record that `peer` holds `shard`, with its receipt.
-    pub(crate) fn put_placement(&self, shard: &str, peer: &str, receipt: &[u8]) -> Result<()> {
+    /// Record several (shard, peer, receipt) placements in one transaction,
+    /// and mark each peer as holding data.
+    pub(crate) fn put_placements(&self, placed: &[(String, String, Vec<u8>)]) -> Result<()> {
+        if placed.is_empty() {
+            return Ok(());
+        }
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(PLACEMENT)?;
-            let mut peers: Vec<String> = match t.get(shard)? {
-                Some(v) => parse(v.value(), "placement")?,
-                None => Vec::new(),
-            };
-            if !peers.iter().any(|p| p == peer) {
-                peers.push(peer.to_string());
+            let mut receipts = txn.open_table(RECEIPTS)?;
+            let mut deletes = txn.open_table(DELETES)?;
+            let mut records = txn.open_table(PEERS)?;
+            for (shard, peer, receipt) in placed {
+                let mut peers: Vec<String> = match t.get(shard.as_str())? {
+                    Some(v) => parse(v.value(), "placement")?,
+                    None => Vec::new(),
+                };
+                if !peers.iter().any(|p| p == peer) {
+                    peers.push(peer.to_string());
+                }
+                t.insert(shard.as_str(), json(&peers).as_slice())?;
+                receipts.insert(format!("{shard}/{peer}").as_str(), receipt.as_slice())?;
+                // A delete queued when an earlier copy there went stale must
+                // not remove the one just placed.
+                deletes.remove(format!("{shard}/{peer}").as_str())?;
+                let rec: Option<PeerRecord> =
+                    records.get(peer.as_str())?.map(|v| parse(v.value(), "peer")).transpose()?;
+                if let Some(mut p) = rec
+                    && !p.held
+                {
+                    p.held = true;
+                    records.insert(peer.as_str(), json(&p).as_slice())?;
+                }
             }
-            t.insert(shard, json(&peers).as_slice())?;
-            txn.open_table(RECEIPTS)?.insert(format!("{shard}/{peer}").as_str(), receipt)?;
-            // A delete queued when an earlier copy there went stale must
-            // not remove the one just placed.
-            txn.open_table(DELETES)?.remove(format!("{shard}/{peer}").as_str())?;
         }
         txn.commit()?;
         Ok(())
@@ -463,23 +480,6 @@ impl State {
         }
         txn.commit()?;
         Ok(n)
-    }
-
-    /// A peer now holds a shard of ours: it is never forgotten.
-    pub(crate) fn mark_held(&self, peer: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(PEERS)?;
-            let rec: Option<PeerRecord> = t.get(peer)?.map(|v| parse(v.value(), "peer")).transpose()?;
-            if let Some(mut p) = rec
-                && !p.held
-            {
-                p.held = true;
-                t.insert(peer, json(&p).as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
     }
 
     /// Every peer seen.
