@@ -1,6 +1,6 @@
 #!/bin/sh
 # The whole path, old build beside new, in one run (benches/examples/speed.rs):
-# a bootstrap, 14 peers and an SPN as processes on loopback; publish with
+# a bootstrap, 16 peers and an SPN as processes on loopback; publish with
 # 10+4 and 10+6; `ionshard fetch` to this disk (synced) and to tmpfs, each
 # beside nginx + curl of the same image. Per side CPU per GB.
 #

@@ -1,5 +1,5 @@
 //! The whole path as users see it, each side its own process, old build
-//! beside new: a bootstrap, 14 peers and an SPN as `ionshard` processes on
+//! beside new: a bootstrap, 16 peers (10+6 needs 16) and an SPN as `ionshard` processes on
 //! loopback; a vendor publishes (upload to the SPN, then encode, scatter and
 //! receipts) and a device fetches with `ionshard fetch`, beside nginx + curl
 //! of the same image, to this disk (synced) and to tmpfs.
@@ -110,7 +110,7 @@ fn main() {
 
 /// One round of one build: a network, publishes, fetches.
 fn run(bin: &Path, dir: &Path, shm: Option<&Path>, a: &Args, round: u8, f: &mut Figures) {
-    let net = Network::start(bin, &dir.join("net"), 14);
+    let net = Network::start(bin, &dir.join("net"), 16);
     let spn = client::Spn::new(&net.url, Some(net.token.clone())).expect("SPN client");
     let key = VendorKey::generate();
     let now = proto::now();
@@ -249,7 +249,7 @@ fn fetch(bin: &Path, dir: &Path, boot: &str, product: &str, out: &Path) -> (f64,
 }
 
 fn report(builds: &[(String, PathBuf, Figures)], mib: usize) {
-    println!("\n{mib} MiB image, 14 peers, medians of the rounds (each round: both builds in turn)");
+    println!("\n{mib} MiB image, 16 peers, medians of the rounds (each round: both builds in turn)");
     println!("{:<6} {:<22} {:>10} {:>16} {:>10} {:>10}", "build", "what", "MB/s", "beside", "fetcher", "peers/SPN");
     let base = builds.iter().find(|b| b.0 == "base");
     for (name, _, f) in builds {

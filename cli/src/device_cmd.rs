@@ -59,12 +59,12 @@ pub(crate) struct DeviceArgs {
     #[arg(long, default_value_t = 32)]
     parallel: usize,
     /// Image bytes decoded at a time; memory use is a few times this.
-    #[arg(long, value_parser = crate::size::size_arg, default_value = "4MiB")]
+    #[arg(long, value_parser = crate::size::size_arg, default_value = "2MiB")]
     window: u64,
     /// Windows fetched at once (1-8): one is decoded while the others
     /// arrive; more keep a link with a long round trip busy, and cost a
     /// window of memory each.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     ahead: usize,
     /// Install from a bundle without a fresh timestamp, on purpose (no network
     /// to the SPN): whether a newer release exists is then not checked.

@@ -73,8 +73,8 @@ impl FetchOptions {
             seed: None,
             min_late: Duration::from_secs(3),
             parallel: 32,
-            window: 4 << 20,
-            ahead: 3,
+            window: 2 << 20,
+            ahead: 2,
             placement_from: None,
         }
     }

@@ -125,8 +125,8 @@ impl UpdateOptions {
             offline: false,
             max_clock_skew: 300,
             parallel: 32,
-            window: 4 << 20,
-            ahead: 3,
+            window: 2 << 20,
+            ahead: 2,
         }
     }
 }
