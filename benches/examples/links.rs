@@ -278,10 +278,22 @@ fn main() {
         let bundle = ota::served_bundle(&spn, &prepared.signed.signed).expect("bundle");
         let bundle_path = dir.join(format!("bundle{round}.json"));
         std::fs::write(&bundle_path, bundle).expect("bundle");
-        // The peers' CPU when idle (heartbeats, the DHT), taken off what a fetch costs them.
-        let i0: f64 = peer_pids.iter().map(|p| cpu_seconds(*p)).sum();
-        std::thread::sleep(Duration::from_secs(3));
-        let idle = (peer_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - i0) / 3.0;
+        // The peers' CPU when idle (heartbeats, the DHT), taken off what a
+        // fetch costs them; measured once the publish's aftermath (provider
+        // records, syncs) has settled: a second at a time, at most 20.
+        let peers_cpu_now = || peer_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+        let mut idle = f64::MAX;
+        for _ in 0..20 {
+            let i0 = peers_cpu_now();
+            std::thread::sleep(Duration::from_secs(1));
+            let rate = peers_cpu_now() - i0;
+            let settled = rate >= idle * 0.8;
+            idle = idle.min(rate);
+            if settled {
+                break;
+            }
+        }
+        println!("  peers idle: {idle:.3} cores together");
         for (v, flags) in variants.iter().enumerate() {
             let p0: f64 = peer_pids.iter().map(|p| cpu_seconds(*p)).sum();
             let (report, cpu) = device_fetch(&lab, &bin, dir, &boot, &bundle_path, &o.product, flags);
@@ -292,12 +304,14 @@ fn main() {
             let peers_cpu = (p1 - p0 - idle * secs).max(0.0) / gb;
             println!(
                 "  fetch {round}{}: {secs:.2} s ({setup:.2} s finding and connecting), {:.2} MB/s received = {:.0}% of \
-                 the device's link, {:.0}% after the setup ({:.2} MB/s of image); device {:.2}, peers {:.2} core-s/GB",
+                 the device's link, {:.0}% after the setup ({:.2} MB/s of image; up to {} windows in flight); device {:.2}, \
+                 peers {:.2} core-s/GB",
                 if flags.is_empty() { String::new() } else { format!(" [{flags}]") },
                 down / secs / 1e6,
                 100.0 * down / secs / device_link,
                 100.0 * down / (secs - setup) / device_link,
                 img.len() as f64 / secs / 1e6,
+                report["most_ahead"].as_u64().unwrap_or(0),
                 cpu / gb,
                 peers_cpu
             );

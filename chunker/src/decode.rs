@@ -10,11 +10,15 @@
 //! each chunk is decrypted, decompressed and checked, written in order, and
 //! the object's BLAKE3 hash compared at the end.
 //!
-//! Windows are fetched ahead (two by default, each on a thread of its own
-//! that waits on the source): while one window is decrypted and written the
-//! next is on its way, so neither the network nor the cores wait for the
-//! other, and a slow link always has requests in flight. Memory is bounded
-//! by the windows ahead, not by the object.
+//! Windows are fetched ahead, each on a thread of its own that waits on the
+//! source: while one window is decrypted and written the next is on its
+//! way, so neither the network nor the cores wait for the other. How many
+//! adapts: one more each time the decoder has to wait for the next window
+//! (the network is the bound: a long round trip, a slow peer holding a
+//! window back), up to the limit ([`Decoder::with_ahead`], four by default);
+//! one fewer, down to two, after eight windows in a row were ready when the
+//! decoder turned to them (the cores are the bound: more would only hold
+//! memory). Memory is bounded by the windows ahead, not by the object.
 //!
 //! With a seed (an older version of the object), the seed is cut with the
 //! manifest's chunking and each chunk's match tag looked up: chunks the seed
@@ -164,6 +168,8 @@ pub struct DecodeStats {
     pub rebuilt_ranges: u64,
     /// Shards that were missing or bad (the object was rebuilt around them).
     pub problems: Vec<ShardProblem>,
+    /// The most windows that were fetched at once (see [`Decoder::with_ahead`]).
+    pub most_ahead: usize,
 }
 
 /// Decodes one object.
@@ -182,8 +188,12 @@ impl std::fmt::Debug for Decoder<'_> {
     }
 }
 
-/// Windows fetched at once by default.
-const AHEAD: usize = 2;
+/// The most windows fetched at once, by default.
+const AHEAD: usize = 4;
+/// Windows fetched at once while the decoder never waits for one.
+const AHEAD_LEAST: usize = 2;
+/// Windows found ready in a row before one fewer is fetched ahead.
+const SHRINK_AFTER: u32 = 8;
 
 impl<'a> Decoder<'a> {
     /// A decoder for an opened manifest: its chunk table held whole
@@ -206,9 +216,11 @@ impl<'a> Decoder<'a> {
         self
     }
 
-    /// Fetch up to `n` windows at once (1 to 8; default 2): one is decoded
-    /// while the others are on their way. Memory grows with it (about `n + 1`
-    /// windows held); a link with a long round trip needs it.
+    /// Fetch up to `n` windows at once (1 to 8; default 4): one is decoded
+    /// while the others are on their way. Two are in flight while the
+    /// decoder finds each window ready when it turns to it; one more each
+    /// time it has to wait, up to `n`. Memory grows with it (at most about
+    /// `n + 1` windows held); a link with a long round trip needs it.
     pub fn with_ahead(mut self, n: usize) -> Self {
         self.ahead = n.clamp(1, 8);
         self
@@ -229,13 +241,31 @@ impl<'a> Decoder<'a> {
         let mut buf: Vec<u8> = Vec::new();
         std::thread::scope(|s| -> Result<()> {
             let mut flying = VecDeque::new();
+            let mut depth = AHEAD_LEAST.min(self.ahead);
+            let (mut ready_streak, mut first) = (0, true);
             loop {
-                while flying.len() < self.ahead {
+                while flying.len() < depth {
                     let Some(w) = plan.next()? else { break };
                     let (seed_index, bad) = (&seed_index, &bad);
                     flying.push_back(s.spawn(move || self.fetch_window(w, seed_index, bad)));
                 }
+                stats.most_ahead = stats.most_ahead.max(flying.len());
                 let Some(fetching) = flying.pop_front() else { break };
+                // Waiting for the network: fetch further ahead. Not waiting
+                // for several windows in a row: back towards the least,
+                // holding less.
+                if std::mem::take(&mut first) {
+                    // The first window is always waited for: it says nothing.
+                } else if fetching.is_finished() {
+                    ready_streak += 1;
+                    if ready_streak >= SHRINK_AFTER {
+                        depth = depth.saturating_sub(1).max(AHEAD_LEAST.min(self.ahead));
+                        ready_streak = 0;
+                    }
+                } else {
+                    depth = (depth + 1).min(self.ahead);
+                    ready_streak = 0;
+                }
                 let fetched =
                     fetching.join().map_err(|_| Error::InvalidParams("a fetch thread panicked".to_string()))?;
                 let size = fetched.size();

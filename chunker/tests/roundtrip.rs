@@ -188,3 +188,85 @@ fn windows_fetched_ahead_decode_the_same_object_and_give_every_buffer_back() {
         }
     }
 }
+
+/// Shards in memory behind one link that serves requests in the order they
+/// came, each holding it for a while: windows arrive one after another, as
+/// over a real link.
+struct OneLink {
+    shards: std::collections::HashMap<chunker::Cid, Vec<u8>>,
+    /// When the link is next free.
+    free_at: std::sync::Mutex<std::time::Instant>,
+    per_request: std::time::Duration,
+}
+
+impl chunker::ShardSource for OneLink {
+    fn fetch(&self, req: &chunker::ShardRequest<'_>) -> Result<chunker::Piece, chunker::SourceError> {
+        self.fetch_many(std::slice::from_ref(req)).pop().unwrap_or(Err(chunker::SourceError::Missing))
+    }
+    fn fetch_many(&self, reqs: &[chunker::ShardRequest<'_>]) -> Vec<Result<chunker::Piece, chunker::SourceError>> {
+        let done = {
+            let mut free_at = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
+            *free_at = (*free_at).max(std::time::Instant::now()) + self.per_request * reqs.len() as u32;
+            *free_at
+        };
+        std::thread::sleep(done.saturating_duration_since(std::time::Instant::now()));
+        reqs.iter()
+            .map(|req| {
+                let shard = self.shards.get(req.cid).ok_or(chunker::SourceError::Missing)?;
+                let ob = chunker::proof::Outboard::create(shard);
+                chunker::proof::prove(shard, &ob, req.ranges)
+                    .map(chunker::Piece::Proof)
+                    .map_err(|e| chunker::SourceError::Failed(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// A writer slower than the source: the decoder never waits on windows.
+struct SlowWriter(Vec<u8>, std::time::Duration);
+
+impl std::io::Write for SlowWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.1);
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn windows_ahead_grow_while_the_network_is_the_bound_and_stay_at_two_while_it_is_not() {
+    let data = noise(9, 3_000_000);
+    let (e, shards) = encode(small_params(4, 2), &data, None);
+    let contents = e.manifest.open(&e.read_key).expect("open");
+    // The link is the bound: the decoder waits for each window and fetches
+    // further ahead, up to the limit and never past it.
+    for limit in [3, 4] {
+        let src = OneLink {
+            shards: shards.clone(),
+            free_at: std::sync::Mutex::new(std::time::Instant::now()),
+            per_request: std::time::Duration::from_millis(4),
+        };
+        let mut out = Vec::new();
+        let stats = chunker::Decoder::new(&e.manifest, &contents, &src)
+            .with_window(256 << 10)
+            .with_ahead(limit)
+            .decode(&mut out, &mut |_| {})
+            .expect("decode");
+        assert!(out == data);
+        assert_eq!(stats.most_ahead, limit, "limit {limit}");
+    }
+    // The writer is the bound: the next window is there when the decoder
+    // turns to it (it had a slow write's time), so the limit of four is not
+    // reached. (One wait on a loaded machine may add one.)
+    let src = chunker::MemorySource::new(shards);
+    let mut out = SlowWriter(Vec::new(), std::time::Duration::from_millis(150));
+    let stats = chunker::Decoder::new(&e.manifest, &contents, &src)
+        .with_window(512 << 10)
+        .decode(&mut out, &mut |_| {})
+        .expect("decode");
+    assert!(out.0 == data);
+    assert!(stats.most_ahead <= 3, "{} windows ahead with the writer as the bound", stats.most_ahead);
+}

@@ -55,16 +55,18 @@ pub(crate) struct DeviceArgs {
     /// Run after verification with the image path as $1 (update only).
     #[arg(long)]
     install_cmd: Option<String>,
-    /// Range requests in flight at once (all peers together).
-    #[arg(long, default_value_t = 32)]
+    /// Range requests in flight at once (all peers together): enough for
+    /// the windows ahead (a 2 MiB window of 10+4 asks about ten).
+    #[arg(long, default_value_t = 48)]
     parallel: usize,
     /// Image bytes decoded at a time; memory use is a few times this.
     #[arg(long, value_parser = crate::size::size_arg, default_value = "2MiB")]
     window: u64,
-    /// Windows fetched at once (1-8): one is decoded while the others
-    /// arrive; more keep a link with a long round trip busy, and cost a
-    /// window of memory each.
-    #[arg(long, default_value_t = 2)]
+    /// The most windows fetched at once (1-8): one is decoded while the
+    /// others arrive. Two while the next window is always ready; one more
+    /// each time the fetch waits on the network (a long round trip, a slow
+    /// peer), up to this. Each costs a window of memory.
+    #[arg(long, default_value_t = 4)]
     ahead: usize,
     /// Install from a bundle without a fresh timestamp, on purpose (no network
     /// to the SPN): whether a newer release exists is then not checked.
@@ -171,7 +173,7 @@ fn print_json(r: &UpdateReport) {
                 "seed_bytes": f.seed_bytes, "seed": r.seed, "requests": f.requests,
                 "rebuilt_ranges": f.rebuilt_ranges, "peers_used": f.peers_used,
                 "dropped": f.dropped, "problems": f.problems, "seconds": f.seconds,
-                "setup_seconds": f.setup_seconds,
+                "setup_seconds": f.setup_seconds, "most_ahead": f.most_ahead,
                 "installed": r.installed, "install_status": r.install_status.flatten(),
                 "floor_reset": r.notes.floor_reset, "newer": r.notes.newer,
                 "freshness_unchecked": r.notes.freshness_unchecked })
@@ -204,12 +206,14 @@ fn print_text(r: &UpdateReport) {
         r.seed.as_ref().map(|s| format!(" {}", s.display())).unwrap_or_default()
     );
     println!(
-        "  {} peers answered, {} ranges rebuilt, {:.2} s ({:.1} MB/s of image; {:.2} s of it finding and connecting to peers)",
+        "  {} peers answered, {} ranges rebuilt, {:.2} s ({:.1} MB/s of image; {:.2} s of it finding and connecting to peers; \
+         up to {} windows in flight)",
         f.peers_used.len(),
         f.rebuilt_ranges,
         f.seconds,
         f.image_bytes as f64 / f.seconds / 1e6,
-        f.setup_seconds
+        f.setup_seconds,
+        f.most_ahead
     );
     for d in &f.dropped {
         println!("  dropped peer {}: {}", d.peer, d.reason);

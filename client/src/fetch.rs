@@ -57,8 +57,9 @@ pub struct FetchOptions {
     pub parallel: usize,
     /// Object bytes decoded at a time (memory is a few times this).
     pub window: u64,
-    /// Windows fetched at once: one is decoded while the others arrive
-    /// (memory is about `ahead + 1` windows).
+    /// The most windows fetched at once: one is decoded while the others
+    /// arrive; two while the next is always ready, more while the fetch
+    /// waits on the network (memory is at most about `ahead + 1` windows).
     pub ahead: usize,
     /// Where to ask for the current placement when every holder a
     /// placement names for a shard fails (repair moved it since).
@@ -72,9 +73,9 @@ impl FetchOptions {
             out,
             seed: None,
             min_late: Duration::from_secs(3),
-            parallel: 32,
+            parallel: 48,
             window: 2 << 20,
-            ahead: 2,
+            ahead: 4,
             placement_from: None,
         }
     }
@@ -136,6 +137,9 @@ pub struct FetchReport {
     /// lookups) and connecting to them; the rest is the transfer. 0 when
     /// nothing was downloaded.
     pub setup_seconds: f64,
+    /// The most windows that were in flight at once: more than two means the
+    /// decoder waited on the network and fetched further ahead.
+    pub most_ahead: usize,
 }
 
 /// Longest wait for one answer, whatever the median.
@@ -511,5 +515,6 @@ pub async fn fetch(
         problems: stats.problems.iter().map(|p| p.to_string()).collect(),
         seconds: started.elapsed().as_secs_f64(),
         setup_seconds,
+        most_ahead: stats.most_ahead,
     })
 }

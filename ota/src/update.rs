@@ -102,7 +102,7 @@ pub struct UpdateOptions {
     pub parallel: usize,
     /// Image bytes decoded at a time.
     pub window: u64,
-    /// Windows fetched at once.
+    /// The most windows fetched at once (see `client::FetchOptions::ahead`).
     pub ahead: usize,
 }
 
@@ -124,9 +124,9 @@ impl UpdateOptions {
             reinstall: false,
             offline: false,
             max_clock_skew: 300,
-            parallel: 32,
+            parallel: 48,
             window: 2 << 20,
-            ahead: 2,
+            ahead: 4,
         }
     }
 }
