@@ -434,5 +434,8 @@ fn device_fetch(
     }
     let _ = std::fs::remove_file(&out);
     let report = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("")).expect("JSON");
+    if let Some(keep) = std::env::var_os("LINKS_DEVICE_REPORT") {
+        let _ = std::fs::write(keep, &o.stdout);
+    }
     (report, time_v(&stderr).0)
 }

@@ -5,10 +5,15 @@
 //! segment buffers that glibc's arenas keep. The device fetcher is the other
 //! way round: its network buffers are allocated on the runtime's threads and
 //! freed on the decoder's, and mimalloc kept 176 MiB resident for an 18 MB
-//! live heap, glibc 46 MiB. So the fetch commands switch new allocations to
-//! the C library's allocator as the first thing `main` does; every free goes
+//! live heap, glibc 46 MiB. So the process starts on the C library's
+//! allocator and every command but the fetchers and peers switches new
+//! allocations to mimalloc once its arguments are parsed; every free goes
 //! back to whichever allocator owns the block (mimalloc says whether a
 //! pointer is in its heap), so blocks allocated before the switch are safe.
+//!
+//! Starting on the C library's side matters to the fetcher: the arguments
+//! parsed under mimalloc touched three of its arena's transparent huge
+//! pages (mimalloc asks for them), 6 MiB resident for a few kilobytes.
 //!
 //! This is the crate's only unsafe code: the `GlobalAlloc` contract itself.
 #![allow(unsafe_code)]
@@ -18,15 +23,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mimalloc::MiMalloc;
 
-static USE_SYSTEM: AtomicBool = AtomicBool::new(false);
+static USE_SYSTEM: AtomicBool = AtomicBool::new(true);
 
-/// Route new allocations to the C library's allocator from now on.
+/// Route new allocations to mimalloc from now on.
+pub(crate) fn use_mimalloc() {
+    USE_SYSTEM.store(false, Ordering::Relaxed);
+}
+
+/// Tune the C library's allocator for the fetcher and peers, which stay on it.
 ///
 /// On glibc, large blocks are mapped and unmapped rather than kept in arenas
 /// (a fixed 256 KiB threshold instead of the dynamic one, which rose to 32 MiB
 /// and let freed window buffers pile up: 65 MiB resident on a 1 GiB fetch,
 /// 46 MiB with this), and two arenas serve all threads.
-pub(crate) fn use_system() {
+pub(crate) fn tune_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before the
     // command starts its threads.
@@ -34,10 +44,9 @@ pub(crate) fn use_system() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    USE_SYSTEM.store(true, Ordering::Relaxed);
 }
 
-/// mimalloc, or the C library's allocator after [`use_system`].
+/// The C library's allocator, or mimalloc after [`use_mimalloc`].
 pub(crate) struct Switch;
 
 fn owned_by_mimalloc(p: *mut u8) -> bool {
