@@ -166,7 +166,13 @@ fn spn_with_fd_limit(d: &Path) -> (Procs, String, String, u32) {
     let mut procs = Procs::new(&d.join("logs"));
     let b = bootstrap(&mut procs, d);
     let spn_dir = d.join("spn");
-    let mut child = Command::new("sh")
+    let mut sh = Command::new("sh");
+    // Not the defaults of the shell that runs the tests (the SPN would take
+    // its token from IONSHARD_SPN_TOKEN and write no token file).
+    for k in harness::procs::ENV_DEFAULTS {
+        sh.env_remove(k);
+    }
+    let mut child = sh
         .arg("-c")
         .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_ionshard"))

@@ -5,8 +5,14 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The binary, without the defaults a shell may hold (`eval "$(ionshard
+/// sandbox up)"`).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ionshard"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ionshard"));
+    for k in harness::procs::ENV_DEFAULTS {
+        c.env_remove(k);
+    }
+    c
 }
 
 fn testdata(name: &str) -> PathBuf {

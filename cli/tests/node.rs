@@ -11,7 +11,11 @@ use net::{Config, Keypair, Multiaddr, PeerId, Role};
 use serde_json::Value;
 
 fn spawn_node(args: &[&str], dir: &Path) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ionshard"))
+    let mut node = Command::new(env!("CARGO_BIN_EXE_ionshard"));
+    for k in harness::procs::ENV_DEFAULTS {
+        node.env_remove(k);
+    }
+    let mut child = node
         .arg("node")
         .args(args)
         .arg("--dir")

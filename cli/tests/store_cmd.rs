@@ -6,8 +6,14 @@ use chunker::Cid;
 use serde_json::Value;
 use store::{Config, PutOptions, Store};
 
+/// The binary, without the defaults a shell may hold (`eval "$(ionshard
+/// sandbox up)"`).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ionshard"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ionshard"));
+    for k in harness::procs::ENV_DEFAULTS {
+        c.env_remove(k);
+    }
+    c
 }
 
 #[test]
