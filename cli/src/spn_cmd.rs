@@ -87,7 +87,9 @@ impl DurabilityOpts {
 }
 
 /// The API token in `DIR/api.token`, created (mode 0600) on first start.
-fn token(dir: &std::path::Path) -> Result<(String, PathBuf)> {
+/// The operator's token, and the file it is in: none when it came from
+/// IONSHARD_SPN_TOKEN (nothing is written then).
+fn token(dir: &std::path::Path) -> Result<(String, Option<PathBuf>)> {
     let path = dir.join("api.token");
     if let Ok(t) = std::env::var("IONSHARD_SPN_TOKEN") {
         let t = t.trim().to_string();
@@ -96,7 +98,7 @@ fn token(dir: &std::path::Path) -> Result<(String, PathBuf)> {
                 "IONSHARD_SPN_TOKEN is set but shorter than 16 characters; use a long random token or unset it"
             );
         }
-        return Ok((t, path));
+        return Ok((t, None));
     }
     let (bytes, _) = crate::files::load_or_create_secret(&dir.join("api.secret"))?;
     let t = data_encoding::HEXLOWER.encode(&bytes);
@@ -106,7 +108,7 @@ fn token(dir: &std::path::Path) -> Result<(String, PathBuf)> {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         std::io::Write::write_all(&mut opts.open(&path)?, t.as_bytes())?;
     }
-    Ok((t, path))
+    Ok((t, Some(path)))
 }
 
 pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
@@ -136,11 +138,15 @@ pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
             println!(
                 "{}",
                 json!({ "peer_id": peer_id.to_string(), "http": format!("http://{addr}"),
-                        "token_file": token_file.display().to_string(), "dir": dir.display().to_string() })
+                        "token_file": token_file.as_ref().map(|f| f.display().to_string()),
+                        "dir": dir.display().to_string() })
             );
         } else {
             println!("SPN peer id {peer_id} (peers must --trust it)");
-            println!("API on http://{addr}, token in {}", token_file.display());
+            match &token_file {
+                Some(f) => println!("API on http://{addr}, token in {}", f.display()),
+                None => println!("API on http://{addr}, token from IONSHARD_SPN_TOKEN"),
+            }
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -359,3 +359,35 @@ fn demo_runs_end_to_end_and_cleans_up() {
     assert!(downloaded * 4 < image, "delta update downloaded {downloaded} of {image}");
     assert!(v["fetch_v1_2_peers_down"].as_str().is_some_and(|s| s.contains("byte-exact")), "{v}");
 }
+
+/// An SPN whose operator gives the token in IONSHARD_SPN_TOKEN writes no
+/// token file, and says so (no path to a file that is not there); the API
+/// takes that token.
+#[test]
+fn an_spn_given_its_token_in_the_environment_names_no_token_file() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::new(&d.path().join("logs"));
+    let boot = bootstrap(&mut procs, d.path());
+    let spn_dir = d.path().join("spn");
+    let token = "an-operator-token-of-32-characters";
+    let mut child = bin()
+        .args(["spn", "--dir", &s(&spn_dir), "--http", "127.0.0.1:0", "--bootstrap", &boot, "--json"])
+        .env("IONSHARD_SPN_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spn");
+    let mut line = String::new();
+    let mut r = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    std::io::BufRead::read_line(&mut r, &mut line).expect("first line");
+    procs.children.push(("spn".into(), child));
+    let v: Value = serde_json::from_str(&line).expect("json");
+    assert!(v["token_file"].is_null(), "{v}");
+    assert!(!spn_dir.join("api.token").exists());
+    let url = v["http"].as_str().expect("http");
+    // The operator's list of tokens: refused with another token, given with this one.
+    let other = client::Spn::new(url, Some("another-token-of-32-characters!!".to_string())).expect("client");
+    assert!(other.tokens().is_err(), "another token was taken");
+    let spn = client::Spn::new(url, Some(token.to_string())).expect("client");
+    spn.tokens().expect("the API takes the token from the environment");
+}
