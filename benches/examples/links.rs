@@ -21,8 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ionshard_benches::{cpu_seconds, image, ionshard_bin, median, time_v};
-use ota::meta::{self, Root, VendorKey};
+use ionshard_benches::{bench_vendor, cpu_seconds, image, ionshard_bin, median, time_v};
 
 const NET: &str = "198.51.100";
 
@@ -218,20 +217,7 @@ fn main() {
     let token = std::fs::read_to_string(info["token_file"].as_str().expect("token file")).expect("token");
     let spn = client::Spn::new(&url, Some(token)).expect("SPN client");
     harness::procs::wait_peers(&spn, peers as u64, Duration::from_secs(120)).expect("peers join");
-    let vkey = VendorKey::generate();
-    let now = proto::now();
-    let root = Root {
-        vendor: "bench".into(),
-        version: 1,
-        expires: now + 7200,
-        threshold: 1,
-        keys: [(vkey.id(), vkey.public_hex())].into_iter().collect(),
-        timestamp: None,
-    };
-    let root_text = meta::to_json(&meta::sign_root(root.clone(), &[&vkey]));
-    std::fs::write(dir.join("root.json"), &root_text).expect("root");
-    spn.register_vendor(&proto::api::Roots { roots: vec![proto::api::NewRoot { root: root_text, legacy: None }] })
-        .expect("register");
+    let (vkey, root) = bench_vendor(&spn, dir, 2);
     let (spn_up, device_link) = (100e6 / 8.0, 100e6 / 8.0);
     let mut scatter = Vec::new();
     let mut spn_cpu = Vec::new();

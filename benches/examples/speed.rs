@@ -23,8 +23,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ionshard_benches::{Network, Nginx, image, ionshard_bin, median, time_v};
-use ota::meta::{self, Root, VendorKey};
+use ionshard_benches::{Network, Nginx, bench_vendor, image, ionshard_bin, median, time_v};
 
 /// Two series of figures under a name (a coding).
 type Pair = (String, Vec<f64>, Vec<f64>);
@@ -112,20 +111,7 @@ fn main() {
 fn run(bin: &Path, dir: &Path, shm: Option<&Path>, a: &Args, round: u8, f: &mut Figures) {
     let net = Network::start(bin, &dir.join("net"), 16);
     let spn = client::Spn::new(&net.url, Some(net.token.clone())).expect("SPN client");
-    let key = VendorKey::generate();
-    let now = proto::now();
-    let root = Root {
-        vendor: "bench".into(),
-        version: 1,
-        expires: now + 3600,
-        threshold: 1,
-        keys: [(key.id(), key.public_hex())].into_iter().collect(),
-        timestamp: None,
-    };
-    let root_text = meta::to_json(&meta::sign_root(root.clone(), &[&key]));
-    std::fs::write(dir.join("root.json"), &root_text).expect("root");
-    spn.register_vendor(&proto::api::Roots { roots: vec![proto::api::NewRoot { root: root_text, legacy: None }] })
-        .expect("register the vendor");
+    let (key, root) = bench_vendor(&spn, dir, 1);
     let bytes = (a.mib << 20) as f64;
     let mut last = None;
     for (i, (k, m)) in a.codings.iter().enumerate() {

@@ -216,3 +216,23 @@ pub fn image(mib: usize, seed: u8) -> Vec<u8> {
 pub fn ionshard_bin() -> PathBuf {
     std::env::var_os("IONSHARD_BIN").map_or_else(|| PathBuf::from("target/release/ionshard"), PathBuf::from)
 }
+
+/// A vendor with one key (threshold 1) whose root, valid for `hours`, is
+/// written to `dir/root.json` (where devices read it) and registered with `spn`.
+pub fn bench_vendor(spn: &client::Spn, dir: &Path, hours: u64) -> (ota::meta::VendorKey, ota::meta::Root) {
+    use ota::meta;
+    let key = meta::VendorKey::generate();
+    let root = meta::Root {
+        vendor: "bench".into(),
+        version: 1,
+        expires: proto::now() + hours * 3600,
+        threshold: 1,
+        keys: [(key.id(), key.public_hex())].into_iter().collect(),
+        timestamp: None,
+    };
+    let root_text = meta::to_json(&meta::sign_root(root.clone(), &[&key]));
+    std::fs::write(dir.join("root.json"), &root_text).expect("root.json");
+    spn.register_vendor(&proto::api::Roots { roots: vec![proto::api::NewRoot { root: root_text, legacy: None }] })
+        .expect("register the vendor");
+    (key, root)
+}

@@ -181,10 +181,7 @@ fn spn_with_fd_limit(d: &Path) -> (Procs, String, String, u32) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spn");
-    let mut line = String::new();
-    let mut r = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    std::io::BufRead::read_line(&mut r, &mut line).expect("first line");
-    let v: Value = serde_json::from_str(&line).expect("json");
+    let v = first_line(&mut child);
     let pid = child.id();
     procs.children.push(("spn".into(), child));
     let url = v["http"].as_str().expect("http").to_string();

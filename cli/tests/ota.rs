@@ -377,11 +377,8 @@ fn an_spn_given_its_token_in_the_environment_names_no_token_file() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spn");
-    let mut line = String::new();
-    let mut r = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    std::io::BufRead::read_line(&mut r, &mut line).expect("first line");
+    let v = first_line(&mut child);
     procs.children.push(("spn".into(), child));
-    let v: Value = serde_json::from_str(&line).expect("json");
     assert!(v["token_file"].is_null(), "{v}");
     assert!(!spn_dir.join("api.token").exists());
     let url = v["http"].as_str().expect("http");

@@ -200,3 +200,11 @@ pub fn update(n: &Network, vendor: &Path, state: &Path, extra: &[&str]) -> Outpu
         .output()
         .expect("update")
 }
+
+/// The first line a node started with piped stdout prints, as JSON.
+pub fn first_line(child: &mut Child) -> Value {
+    let mut line = String::new();
+    let mut r = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+    std::io::BufRead::read_line(&mut r, &mut line).expect("first line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
