@@ -200,8 +200,27 @@ pub struct Encoder<'a> {
     secret: &'a TenantSecret,
     known: Option<&'a KnownChunks>,
     salt: [u8; 32],
+    /// Keys drawn from one-time material instead of derived from the secret.
+    data_keys: Option<DataKeys>,
     coder: Coder,
 }
+
+/// Keys of one encoding that derive from one-time random material (see
+/// [`Encoder::with_data_keys`]), not from the tenant's secret.
+#[derive(Clone)]
+struct DataKeys {
+    chunk_key_key: [u8; 32],
+    read_key: ReadKey,
+}
+
+impl std::fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKeys(<hidden>)")
+    }
+}
+
+const CTX_DATA_CHUNK_KEY: &str = "ionshard 2026-12 data chunk key v1";
+const CTX_DATA_READ_KEY: &str = "ionshard 2026-12 data read key v1";
 
 /// The encoding so far.
 struct State {
@@ -239,7 +258,25 @@ impl<'a> Encoder<'a> {
     pub fn new(params: Params, secret: &'a TenantSecret) -> Result<Self> {
         params.validate()?;
         let coder = Coder::new(params.coding.data, params.coding.parity)?;
-        Ok(Encoder { params, secret, known: None, salt: [0; 32], coder })
+        Ok(Encoder { params, secret, known: None, salt: [0; 32], data_keys: None, coder })
+    }
+
+    /// Keys that can be destroyed: the chunks this encoding stores and its
+    /// read key get keys derived from `material` (32 random bytes the
+    /// caller draws for this encoding alone and then forgets) instead of
+    /// from the tenant's secret. Chunk ids still come from the secret, so
+    /// dedup works as before; a chunk reused from `known` keeps the key it
+    /// was stored with. Each chunk's key is in the manifest's sealed part
+    /// (as always), so whoever destroys every copy of the read key (and of
+    /// the manifests that reuse the chunks) has made them unreadable for
+    /// good, whatever a peer kept: crypto-shredding. Without this, keys can
+    /// always be derived again from the secret (right for releases).
+    pub fn with_data_keys(mut self, material: [u8; 32]) -> Self {
+        self.data_keys = Some(DataKeys {
+            chunk_key_key: blake3::derive_key(CTX_DATA_CHUNK_KEY, &material),
+            read_key: ReadKey(blake3::derive_key(CTX_DATA_READ_KEY, &material)),
+        });
+        self
     }
 
     /// Store only chunks not in `known` (which must be the same tenant's).
@@ -310,7 +347,10 @@ impl<'a> Encoder<'a> {
         st.stats.object_len = st.done;
         let contents =
             Contents { object_len: st.done, object_hash, match_key: st.match_key, chunks: st.entries, ids: st.ids };
-        let read_key = self.secret.read_key(&object_hash);
+        let read_key = match &self.data_keys {
+            Some(d) => d.read_key,
+            None => self.secret.read_key(&object_hash),
+        };
         let manifest = Manifest::seal(*params, segments, &contents, &read_key);
         Ok(Encoded { manifest, read_key, stats: st.stats })
     }
@@ -359,7 +399,10 @@ impl<'a> Encoder<'a> {
             });
             let offset = seg.data.len();
             seg.data.resize(offset + stored_len, 0);
-            let key = self.secret.chunk_key(id);
+            let key = match &self.data_keys {
+                Some(d) => ChunkKey(*blake3::keyed_hash(&d.chunk_key_key, &id.0).as_bytes()),
+                None => self.secret.chunk_key(id),
+            };
             let (segment, offset, stored_len) = (seg.index as u32, offset as u32, stored_len as u32);
             st.seen.insert(*id, (segment, offset, stored_len, key));
             plans.push(Plan::New { segment, offset, stored_len, key });

@@ -270,3 +270,44 @@ fn windows_ahead_grow_while_the_network_is_the_bound_and_stay_at_two_while_it_is
     assert!(out.0 == data);
     assert!(stats.most_ahead <= 3, "{} windows ahead with the writer as the bound", stats.most_ahead);
 }
+
+/// Backups' destroyable keys: chunk ids still come from the secret (dedup
+/// across encodings), but keys and the read key come from one-time
+/// material, so the secret alone opens nothing and each encoding's keys
+/// differ.
+#[test]
+fn data_keys_come_from_the_material_not_the_secret_and_dedup_still_works() {
+    let params = small_params(4, 2);
+    let data = noise(9, 1_500_000);
+    let secret = secret();
+    let enc = |material: [u8; 32], known: Option<&chunker::KnownChunks>| {
+        let mut sink = chunker::MemorySink::default();
+        let mut e = chunker::Encoder::new(params, &secret).expect("encoder").with_data_keys(material);
+        if let Some(k) = known {
+            e = e.with_known(k);
+        }
+        (e.encode(&data[..], &mut sink, &mut |_| {}).expect("encode"), sink.shards)
+    };
+    let (a, shards_a) = enc([1; 32], None);
+    let (b, _) = enc([2; 32], None);
+    assert_ne!(a.read_key, b.read_key, "each encoding has its own read key");
+    // The key the secret would derive opens neither.
+    let (derived, _) = encode(params, &data, None);
+    assert!(a.manifest.open(&derived.read_key).is_err());
+    let ca = a.manifest.open(&a.read_key).expect("open a");
+    b.manifest.open(&b.read_key).expect("open b");
+    // Same plaintext, same cuts: different ciphertext means different chunk keys.
+    let shards = |e: &chunker::Encoded| e.manifest.segments().iter().map(|s| s.shards().to_vec()).collect::<Vec<_>>();
+    assert_ne!(shards(&a), shards(&b), "chunk keys differ between encodings");
+    assert_ne!(shards(&a), shards(&derived));
+    let (out, _) = decode(&a, shards_a.clone()).expect("decode");
+    assert_eq!(out, data);
+    // A second encoding that knows the first stores nothing new and keeps the first's keys.
+    let mut known = chunker::KnownChunks::new();
+    known.add(&a.manifest, &ca).expect("known");
+    let (c, _) = enc([3; 32], Some(&known));
+    assert_eq!(c.stats.new_chunks, 0);
+    // ... and it decodes from the first's shards alone: the keys are the first's.
+    let (out, _) = decode(&c, shards_a).expect("decode c from a's shards");
+    assert_eq!(out, data);
+}
