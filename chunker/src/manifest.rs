@@ -110,6 +110,41 @@ impl Segment {
         self.len.div_ceil(u64::from(self.k))
     }
 
+    /// A segment someone else encoded (a backup client), from its n shards
+    /// (data first) and its length: checks that the shards have the length
+    /// `len` and `k` give and that the parity is the Reed-Solomon parity of
+    /// the data (so any k of them rebuild the rest, which repair relies
+    /// on), and names each shard by its CID. Costs a hash and an encode of
+    /// the segment.
+    pub fn from_shards(len: u64, k: u8, shards: &[&[u8]]) -> Result<Segment> {
+        let n = shards.len();
+        if k == 0 || len == 0 || len > 1 << 30 || n < usize::from(k) || n > 255 {
+            return Err(Error::InvalidParams(format!(
+                "a segment of {len} bytes in {n} shards with k = {k} is impossible (k >= 1, k <= n <= 255, 1 byte to 1 GiB)"
+            )));
+        }
+        let shard_len = len.div_ceil(u64::from(k));
+        if let Some(i) = shards.iter().position(|s| s.len() as u64 != shard_len) {
+            return Err(Error::InvalidParams(format!(
+                "shard {i} has {} bytes; a segment of {len} bytes with k = {k} has shards of {shard_len}",
+                shards[i].len()
+            )));
+        }
+        let parity = n - usize::from(k);
+        if parity > 0 {
+            let coder = crate::erasure::Coder::new(k, parity as u8)?;
+            let mut want = vec![vec![0u8; shard_len as usize]; parity];
+            coder.encode(&shards[..usize::from(k)], &mut want)?;
+            if let Some(i) = want.iter().zip(&shards[usize::from(k)..]).position(|(a, b)| a.as_slice() != *b) {
+                return Err(Error::InvalidParams(format!(
+                    "parity shard {} is not the Reed-Solomon parity of the data shards",
+                    usize::from(k) + i
+                )));
+            }
+        }
+        Ok(Segment { len, k, shards: shards.iter().map(|s| Cid::of_raw(s)).collect() })
+    }
+
     /// The segment's own address: the CID of the CBOR of `[len, k, digests]`.
     pub fn cid(&self) -> Cid {
         let mut e = Encoder::new(Vec::new());

@@ -311,3 +311,30 @@ fn data_keys_come_from_the_material_not_the_secret_and_dedup_still_works() {
     let (out, _) = decode(&c, shards_a).expect("decode c from a's shards");
     assert_eq!(out, data);
 }
+
+/// What an SPN checks of a segment a client encoded: lengths, and parity
+/// that really is the parity of the data (repair rebuilds from it).
+#[test]
+fn a_segment_from_its_shards_is_the_encoders_and_bad_parity_is_refused() {
+    let (e, shards) = encode(small_params(4, 2), &noise(11, 600_000), None);
+    let seg = &e.manifest.segments()[0];
+    let mut bytes: Vec<Vec<u8>> = seg.shards().iter().map(|c| shards[c].clone()).collect();
+    let refs = |b: &[Vec<u8>]| b.iter().map(|v| v.to_vec()).collect::<Vec<_>>();
+    let same = chunker::Segment::from_shards(seg.len(), 4, &view(&bytes)).expect("the encoder's own segment");
+    assert_eq!(&same, seg);
+    assert_eq!(same.cid(), seg.cid());
+    let good = refs(&bytes);
+    bytes[5][7] ^= 1;
+    let err = chunker::Segment::from_shards(seg.len(), 4, &view(&bytes)).unwrap_err().to_string();
+    assert!(err.contains("parity shard 5"), "{err}");
+    bytes = good.clone();
+    bytes[1].pop();
+    let err = chunker::Segment::from_shards(seg.len(), 4, &view(&bytes)).unwrap_err().to_string();
+    assert!(err.contains("shard 1 has"), "{err}");
+    assert!(chunker::Segment::from_shards(seg.len(), 0, &view(&good)).is_err());
+    assert!(chunker::Segment::from_shards(seg.len(), 4, &view(&good[..3])).is_err());
+}
+
+fn view(b: &[Vec<u8>]) -> Vec<&[u8]> {
+    b.iter().map(|v| v.as_slice()).collect()
+}
