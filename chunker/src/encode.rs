@@ -45,6 +45,12 @@ pub struct ShardBytes {
 }
 
 impl ShardBytes {
+    /// The shards `buf` holds back to back, `len` bytes each (a segment
+    /// that arrived whole, as an SPN receives a client's).
+    pub fn from_vec(buf: Vec<u8>, len: usize) -> Vec<ShardBytes> {
+        Self::split(buf, len)
+    }
+
     /// The shards `buf` holds back to back, `len` bytes each.
     fn split(buf: Vec<u8>, len: usize) -> Vec<ShardBytes> {
         let buf = Arc::new(buf);

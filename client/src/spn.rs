@@ -137,12 +137,15 @@ impl Spn {
     }
 
     /// The current placement at `from`, a format 3 bundle's
-    /// `placement_from`: a path on this SPN, or an absolute URL. Needs no
-    /// token; at most the answer limit is read.
+    /// `placement_from`: a path on this SPN (sent with the token, if any),
+    /// or an absolute URL (sent without); at most the answer limit is read.
     pub fn placement(&self, from: &str) -> Result<proto::api::Placement> {
         let url = if from.starts_with('/') { format!("{}{from}", self.base) } else { from.to_string() };
         let what = format!("GET {url}");
-        let r = self.agent.get(&url).call().map_err(self.http(&what))?;
+        // The token goes only to this SPN, never to a URL a bundle names.
+        let req = self.agent.get(&url);
+        let req = if from.starts_with('/') { self.with_auth(req) } else { req };
+        let r = req.call().map_err(self.http(&what))?;
         self.decode(&what, r)
     }
 
@@ -292,6 +295,132 @@ impl Spn {
             Some(o) => self.get(&format!("/v1/durability?object={o}")),
             None => self.get("/v1/durability"),
         }
+    }
+}
+
+/// Objects a client encoded itself (backups), and a tenant's records.
+impl Spn {
+    fn send_bytes(&self, method: &str, path: &str, body: &[u8]) -> Result<(String, Response)> {
+        let what = format!("{method} {path}");
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "PUT" => self.agent.put(url),
+            _ => self.agent.post(url),
+        };
+        let r = self
+            .with_auth(req)
+            .header("Content-Type", "application/octet-stream")
+            .send(body)
+            .map_err(self.http(&what))?;
+        Ok((what, r))
+    }
+
+    fn delete_path(&self, path: &str) -> Result<(String, Response)> {
+        let what = format!("DELETE {path}");
+        let r = self.with_auth(self.agent.delete(format!("{}{path}", self.base))).call().map_err(self.http(&what))?;
+        Ok((what, r))
+    }
+
+    /// Open an upload session for `tenant`.
+    pub fn open_session(&self, tenant: &str) -> Result<proto::api::EncodedSession> {
+        let (what, r) = self.send_bytes("POST", &format!("/v1/encoded?tenant={tenant}"), b"")?;
+        self.decode(&what, r)
+    }
+
+    /// Place one segment (its n shards back to back, `len` and `k` as its
+    /// manifest says) in session `job`.
+    pub fn put_segment(&self, job: u64, len: u64, k: u8, shards: &[u8]) -> Result<proto::api::SegmentPlaced> {
+        let (what, r) = self.send_bytes("PUT", &format!("/v1/encoded/{job}/segments?len={len}&k={k}"), shards)?;
+        self.decode(&what, r)
+    }
+
+    /// Which of `shards` session `job` has placed.
+    pub fn held(&self, job: u64, shards: Vec<String>) -> Result<Vec<bool>> {
+        let h: proto::api::Held = self.post(&format!("/v1/encoded/{job}/held"), &proto::api::ShardCids { shards })?;
+        Ok(h.held)
+    }
+
+    /// Save `manifests` as the tenant's objects and end session `job`.
+    pub fn commit(&self, job: u64, manifests: &[Vec<u8>]) -> Result<proto::api::Committed> {
+        let body = proto::api::EncodedCommit {
+            manifests: manifests.iter().map(|m| data_encoding::BASE64.encode(m)).collect(),
+        };
+        self.post(&format!("/v1/encoded/{job}/commit"), &body)
+    }
+
+    /// Give up session `job` (what it placed is deleted).
+    pub fn abandon(&self, job: u64) -> Result<()> {
+        let (what, r) = self.delete_path(&format!("/v1/encoded/{job}"))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
+    }
+
+    /// An object's manifest bytes (at most `limit`).
+    pub fn manifest(&self, cid: &str, limit: u64) -> Result<Vec<u8>> {
+        let path = format!("/v1/objects/{cid}/manifest");
+        let mut bytes = Vec::new();
+        self.get_stream(&path, limit)?.read_to_end(&mut bytes).map_err(|e| Error::Http {
+            what: format!("GET {path}"),
+            url: self.base.clone(),
+            source: Box::new(e.into()),
+        })?;
+        Ok(bytes)
+    }
+
+    /// An object's record and placement.
+    pub fn object(&self, cid: &str) -> Result<proto::api::ObjectInfo> {
+        self.get(&format!("/v1/objects/{cid}"))
+    }
+
+    /// Delete a client-encoded object.
+    pub fn delete_object(&self, cid: &str) -> Result<proto::api::Deleted> {
+        let (what, r) = self.delete_path(&format!("/v1/objects/{cid}"))?;
+        self.decode(&what, r)
+    }
+
+    /// Save a record of `tenant`.
+    pub fn put_record(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let (what, r) = self.send_bytes("PUT", &format!("/v1/records/{tenant}/{name}"), bytes)?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
+    }
+
+    /// A record of `tenant`, if there is one.
+    pub fn record(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = format!("/v1/records/{tenant}/{name}");
+        let what = format!("GET {path}");
+        let r = self.with_auth(self.agent.get(format!("{}{path}", self.base))).call().map_err(self.http(&what))?;
+        if r.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        let mut bytes = Vec::new();
+        r.into_body().into_with_config().limit(8 << 20).reader().read_to_end(&mut bytes).map_err(|e| Error::Http {
+            what,
+            url: self.base.clone(),
+            source: Box::new(e.into()),
+        })?;
+        Ok(Some(bytes))
+    }
+
+    /// Records of `tenant` whose names start with `prefix`.
+    pub fn records(&self, tenant: &str, prefix: &str) -> Result<proto::api::RecordList> {
+        self.get(&format!("/v1/records/{tenant}?prefix={prefix}"))
+    }
+
+    /// Remove a record of `tenant`.
+    pub fn delete_record(&self, tenant: &str, name: &str) -> Result<()> {
+        let (what, r) = self.delete_path(&format!("/v1/records/{tenant}/{name}"))?;
+        if !r.status().is_success() && r.status().as_u16() != 404 {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
     }
 }
 

@@ -542,6 +542,91 @@ pub struct PeerList {
     pub peers: Vec<PeerRecord>,
 }
 
+/// `POST /v1/encoded?tenant=T`: an upload session for objects the client
+/// encoded itself (a backup host: the SPN never sees a key or a plaintext
+/// byte). Segments are placed into it one by one, then the manifests that
+/// use them are committed together; a session that fails or is abandoned
+/// has its shards deleted, as a failed publish does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedSession {
+    /// The job that tracks the session (`GET /v1/jobs/{job}`).
+    pub job: u64,
+}
+
+/// `PUT /v1/encoded/{job}/segments?len=L&k=K` (the body: the segment's n
+/// shards back to back, data first): placed, each shard with a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentPlaced {
+    /// The segment's CID (as a manifest names it).
+    pub segment: String,
+    /// Shards in it.
+    pub shards: u64,
+    /// Receipts collected for it now (0 when it was held already).
+    pub receipts: u64,
+    /// Every shard already had a holder from this session (a resumed run).
+    pub held_already: bool,
+}
+
+/// `POST /v1/encoded/{job}/held`: which of these shards the session has placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCids {
+    /// Shard CIDs.
+    pub shards: Vec<String>,
+}
+
+/// The answer to [`ShardCids`]: one flag per shard, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// True where the shard has a holder that this session placed.
+    pub held: Vec<bool>,
+}
+
+/// `POST /v1/encoded/{job}/commit`: the manifests whose segments the
+/// session placed (or the tenant's earlier objects hold).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedCommit {
+    /// Manifests, base64 (standard, padded).
+    pub manifests: Vec<String>,
+}
+
+/// What a commit saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The manifest CIDs, now objects of the tenant.
+    pub objects: Vec<String>,
+    /// Shards the session placed that no committed manifest uses (a run
+    /// that changed between attempts), queued for deletion.
+    pub shards_dropped: u64,
+}
+
+/// `DELETE /v1/objects/{cid}` (a tenant's own encoded objects): gone from
+/// the SPN, and every shard no other object uses queued for deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The object.
+    pub object: String,
+    /// Shards queued for deletion on their peers.
+    pub shards_deleted: u64,
+}
+
+/// A small opaque record a tenant keeps on the SPN (a backup repository's
+/// encrypted snapshot records and key envelopes): `PUT`, `GET` and
+/// `DELETE /v1/records/{tenant}/{name}`, listed by `GET /v1/records/{tenant}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordInfo {
+    /// Its name.
+    pub name: String,
+    /// Its length.
+    pub len: u64,
+}
+
+/// `GET /v1/records/{tenant}[?prefix=P]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordList {
+    /// Records, by name.
+    pub records: Vec<RecordInfo>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

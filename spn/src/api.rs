@@ -5,6 +5,7 @@
 //! JSON bodies are read whole only within a per-route size limit and a
 //! deadline; uploads are streamed to disk with a deadline per piece.
 
+mod encoded;
 mod objects;
 mod releases;
 mod tokens;
@@ -166,6 +167,22 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/jobs/{id}", get(objects::job))
         .route("/v1/objects/{cid}", get(objects::object))
         .route("/v1/objects/{cid}/receipts", get(objects::receipts))
+        .route("/v1/objects/{cid}", delete(encoded::delete_object))
+        .route("/v1/objects/{cid}/manifest", get(encoded::manifest))
+        .route("/v1/objects/{cid}/placement", get(encoded::placement))
+        .route("/v1/encoded", post(encoded::open))
+        .route("/v1/encoded/{job}", delete(encoded::abandon))
+        .route("/v1/encoded/{job}/segments", axum::routing::put(encoded::put_segment))
+        .route("/v1/encoded/{job}/held", post(encoded::held).layer(middleware::from_fn(buffered(1 << 20))))
+        .route("/v1/encoded/{job}/commit", post(encoded::commit).layer(middleware::from_fn(buffered(256 << 20))))
+        .route("/v1/records/{tenant}", get(encoded::list_records))
+        .route(
+            "/v1/records/{tenant}/{name}",
+            axum::routing::put(encoded::put_record)
+                .layer(middleware::from_fn(buffered(encoded::MAX_RECORD)))
+                .get(encoded::get_record)
+                .delete(encoded::delete_record),
+        )
         .route("/v1/vendors", post(releases::register).layer(middleware::from_fn(buffered(16 << 20))))
         .route("/v1/vendors/{vendor}/roots", post(releases::rotate).layer(middleware::from_fn(buffered(4 << 20))))
         .route("/v1/releases", post(releases::add_release).layer(small.clone()))
@@ -184,6 +201,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/releases/{id}", get(releases::bundle))
         .route("/v1/releases/{id}/placement", get(releases::placement))
         .route("/v1/timestamps/{product}", get(releases::timestamp));
-    // `POST /v1/objects` streams its body itself; every other body is small.
+    // `POST /v1/objects` streams its body itself, a segment is read within
+    // its own bound; every other body is small.
     authed.merge(public).layer(axum::extract::DefaultBodyLimit::disable()).with_state(inner)
 }

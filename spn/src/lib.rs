@@ -43,6 +43,15 @@
 //! | `GET /v1/peers` | operator | peers seen: status, uptime, audits, where seen, why disqualified |
 //! | `POST /v1/peers/{peer}/labels` | operator | [`types::PeerLabels`]: a peer's region and operator |
 //! | `GET /v1/durability?object=CID` | operator | [`types::Durability`]: per object the lowest healthy shard count, segments at risk; repair queue and bytes; peers lost and disqualified; audits and their cost |
+//! | `POST /v1/encoded?tenant=T` | token | [`types::EncodedSession`]: an upload session for objects the client encoded (backups) |
+//! | `PUT /v1/encoded/{job}/segments?len=L&k=K` | token | body: a segment's n shards back to back (checked: lengths, parity); placed with receipts: [`types::SegmentPlaced`] |
+//! | `POST /v1/encoded/{job}/held` | token | [`types::ShardCids`] → [`types::Held`]: which the session placed (a resumed run) |
+//! | `POST /v1/encoded/{job}/commit` | token | [`types::EncodedCommit`] → [`types::Committed`]: the manifests saved as the tenant's objects; unused shards deleted |
+//! | `DELETE /v1/encoded/{job}` | token | give up a session: what it placed is deleted |
+//! | `GET /v1/objects/{cid}/manifest` | token | the manifest's bytes |
+//! | `GET /v1/objects/{cid}/placement` | token | [`types::Placement`]: which peers hold its shards now |
+//! | `DELETE /v1/objects/{cid}` | token | a client-encoded object: gone, its shards no other object uses deleted from the peers ([`types::Deleted`]) |
+//! | `PUT`, `GET`, `DELETE /v1/records/{tenant}/{name}`; `GET /v1/records/{tenant}?prefix=P` | token | a tenant's opaque records (≤ 4 MiB each; [`types::RecordList`]) |
 //! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | operator | [`types::NewToken`] → [`types::IssuedToken`]; [`types::TokenList`]; revoke |
 
 mod api;

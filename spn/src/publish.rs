@@ -36,12 +36,20 @@ pub(crate) struct PublishParams {
 const IN_FLIGHT: usize = 2;
 
 /// What the segments of one job share.
-struct Shared {
+pub(crate) struct Shared {
     pool: Pool,
-    unplaced: Vec<String>,
-    receipts: u64,
+    /// Shards that could not be placed, and why.
+    pub(crate) unplaced: Vec<String>,
+    /// Receipts collected.
+    pub(crate) receipts: u64,
     /// m: the job's parity shards per segment.
     parity: u8,
+}
+
+impl Shared {
+    pub(crate) fn new(pool: Pool, parity: u8) -> Shared {
+        Shared { pool, unplaced: Vec::new(), receipts: 0, parity }
+    }
 }
 
 /// How placement treats a failed put: a peer that cannot be reached, does
@@ -107,7 +115,7 @@ impl SegmentSink for Scatter {
 /// first receipt for a shard is kept and the other put cancelled; a copy
 /// that was stored anyway has no receipt recorded, so the job's end queues
 /// its delete (see `State::put_object`).
-async fn place_segment(
+pub(crate) async fn place_segment(
     inner: Arc<Inner>,
     shared: Arc<std::sync::Mutex<Shared>>,
     job: u64,
@@ -302,7 +310,7 @@ impl<'a> Round<'a> {
 }
 
 /// Live peers that may take shards, freshest data.
-async fn candidates(inner: &Inner, want: usize) -> Result<Vec<Candidate>> {
+pub(crate) async fn candidates(inner: &Inner, want: usize) -> Result<Vec<Candidate>> {
     // Peers that just joined or moved may take a moment to be found: a few tries.
     let mut out = Vec::new();
     for attempt in 0..5 {
@@ -357,8 +365,7 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         j.state = JobState::Encoding;
         j.bytes_total = total;
     });
-    let shared =
-        Arc::new(std::sync::Mutex::new(Shared { pool, unplaced: Vec::new(), receipts: 0, parity: req.parity }));
+    let shared = Arc::new(std::sync::Mutex::new(Shared::new(pool, req.parity)));
     let mut sink = Scatter {
         inner: inner.clone(),
         rt: tokio::runtime::Handle::current(),

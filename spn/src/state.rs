@@ -4,7 +4,10 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 3 (this release; `meta` table, key `format`). Format 3
+//! Layout format 4 (this release; `meta` table, key `format`). Format 4
+//! adds the `records` table (tenants' opaque records) and objects a client
+//! encoded (no read key: `read_key` empty, `product` empty); a format 3
+//! state is opened as it is and gains the table. Format 3
 //! adds the repair journal and counters, and fields of peers (heartbeats,
 //! audits, where they were seen) and objects (placement version) that read
 //! as empty from a format 2 state, so a format 2 state is opened as it is.
@@ -43,8 +46,9 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 3;
+pub(crate) const STATE_FORMAT: u64 = 4;
 
+mod encoded;
 mod registry;
 pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};
 pub(crate) use registry::{RootRecord, TokenRecord, VendorRecord};
@@ -162,6 +166,7 @@ impl State {
         txn.open_table(REPAIRS)?;
         txn.open_table(STATS)?;
         registry::create_tables(&txn)?;
+        encoded::create_tables(&txn)?;
         if format.is_none() {
             registry::migrate_releases(&txn)?;
         }

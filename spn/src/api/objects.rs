@@ -158,12 +158,18 @@ pub(crate) async fn run_job(
 
 /// A new job record, saved and tracked.
 pub(crate) fn new_job(inner: &Inner, tenant: &str, bytes: u64) -> crate::Result<u64> {
+    new_job_of(inner, "publish", tenant, bytes)
+}
+
+/// A new job of `kind` (`publish`, `encoded`), saved and tracked.
+pub(crate) fn new_job_of(inner: &Inner, kind: &str, tenant: &str, bytes: u64) -> crate::Result<u64> {
     let id = {
         let mut n = inner.next_job.lock().unwrap_or_else(|p| p.into_inner());
         *n += 1;
         *n - 1
     };
     let mut job = blank_job(id, tenant);
+    job.kind = kind.to_string();
     job.state = JobState::Queued;
     job.bytes_total = bytes;
     inner.state.put_job(&job)?;
@@ -228,7 +234,7 @@ pub(super) fn load_manifest(inner: &Inner, cid: &str) -> Api<(Vec<u8>, Manifest)
     Ok((bytes, m))
 }
 
-fn object_of(inner: &Inner, who: &Caller, cid: &str) -> Api<crate::ObjectRecord> {
+pub(super) fn object_of(inner: &Inner, who: &Caller, cid: &str) -> Api<crate::ObjectRecord> {
     let rec = inner.state.object(cid)?.ok_or_else(|| Error::NotFound(format!("object {cid}")))?;
     // Another tenant's object is as good as absent.
     who.may(&rec.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("object {cid}"))))?;

@@ -1,0 +1,222 @@
+//! A repository's keys, and records sealed to them.
+//!
+//! The **full key** is 32 random bytes made at `init`. From it derive:
+//! - the chunk-id secret (keyed BLAKE3 ids: dedup within the repository,
+//!   nothing confirmable from outside);
+//! - an X25519 key pair; its public half is the repository's public key.
+//!
+//! Every snapshot record (which holds the read keys of the snapshot's
+//! objects) is sealed to the public key: a fresh X25519 key per record,
+//! the shared secret through BLAKE3 into an AES-256-GCM key. Only the full
+//! key opens a record; writing one needs only the public key, which is what
+//! a put-only key will carry.
+//!
+//! Losing the full key loses the repository: nothing else can open it.
+//!
+//! ```text
+//! key file  = JSON { "format": "ionshard-backup-key/1", "repository": NAME,
+//!                    "kind": "full", "secret": hex(32) }
+//! sealed    = "ISB1" ‖ ephemeral public (32) ‖ AES-256-GCM(k, nonce 0, aad = "ISB1" ‖ what, body) ‖ tag (16)
+//! k         = BLAKE3-derive("ionshard 2026-12 backup seal v1", shared ‖ ephemeral public ‖ repository public)
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use serde::{Deserialize, Serialize};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::error::{Error, Result};
+
+const KEY_FORMAT: &str = "ionshard-backup-key/1";
+const SEAL_MAGIC: &[u8; 4] = b"ISB1";
+const CTX_IDS: &str = "ionshard 2026-12 backup chunk ids v1";
+const CTX_WRAP: &str = "ionshard 2026-12 backup wrap key v1";
+const CTX_SEAL: &str = "ionshard 2026-12 backup seal v1";
+
+/// A repository's full key: reads, writes, forgets and prunes.
+#[derive(Clone)]
+pub struct RepoKey {
+    repository: String,
+    secret: [u8; 32],
+}
+
+impl fmt::Debug for RepoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RepoKey({}, <hidden>)", self.repository)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    format: String,
+    repository: String,
+    kind: String,
+    secret: String,
+}
+
+impl RepoKey {
+    /// A new random key for `repository`.
+    pub fn generate(repository: &str) -> RepoKey {
+        RepoKey { repository: repository.to_string(), secret: rand::random() }
+    }
+
+    /// The repository's name (the SPN tenant).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The secret chunk ids derive from.
+    pub(crate) fn tenant_secret(&self) -> chunker::TenantSecret {
+        chunker::TenantSecret::from_bytes(blake3::derive_key(CTX_IDS, &self.secret))
+    }
+
+    fn wrap_secret(&self) -> StaticSecret {
+        StaticSecret::from(blake3::derive_key(CTX_WRAP, &self.secret))
+    }
+
+    /// The repository's public key (records are sealed to it).
+    pub fn public(&self) -> [u8; 32] {
+        PublicKey::from(&self.wrap_secret()).to_bytes()
+    }
+
+    /// The key file's text (what `init` writes and `key export` prints).
+    pub fn to_file_text(&self) -> String {
+        let f = KeyFile {
+            format: KEY_FORMAT.to_string(),
+            repository: self.repository.clone(),
+            kind: "full".to_string(),
+            secret: data_encoding::HEXLOWER.encode(&self.secret),
+        };
+        serde_json::to_string_pretty(&f).unwrap_or_default() + "\n"
+    }
+
+    /// A key from a key file's text.
+    pub fn from_file_text(text: &str) -> Result<RepoKey> {
+        let f: KeyFile =
+            serde_json::from_str(text).map_err(|e| Error::Key(format!("not an ionshard backup key file: {e}")))?;
+        if f.format != KEY_FORMAT {
+            return Err(Error::Key(format!("key file format {:?}; this build reads {KEY_FORMAT}", f.format)));
+        }
+        if f.kind != "full" {
+            return Err(Error::Key(format!("a {} key; this build reads full keys", f.kind)));
+        }
+        let secret = data_encoding::HEXLOWER
+            .decode(f.secret.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| Error::Key("the key file's secret is not 32 bytes of hex".to_string()))?;
+        Ok(RepoKey { repository: f.repository, secret })
+    }
+
+    /// Read a key file.
+    pub fn load(path: &Path) -> Result<RepoKey> {
+        let text = std::fs::read_to_string(path).map_err(Error::file("reading the key", path))?;
+        Self::from_file_text(&text)
+    }
+
+    /// Write the key file (0600), never over an existing one.
+    pub fn save_new(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(Error::file("creating", dir))?;
+        }
+        let tmp = path.with_extension("key.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(Error::file("writing the key", &tmp))?;
+        f.write_all(self.to_file_text().as_bytes()).map_err(Error::file("writing the key", &tmp))?;
+        f.sync_all().map_err(Error::file("syncing the key", &tmp))?;
+        // A hard link fails if the name exists: an existing key is never replaced.
+        std::fs::hard_link(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Key(format!("{} exists already: a repository's key is never replaced", path.display()))
+            } else {
+                Error::File { what: "saving the key", path: path.to_path_buf(), source: e }
+            }
+        })?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(())
+    }
+
+    /// Open a record sealed to this repository; `what` names it (and is
+    /// bound to it: a record cannot be passed off as another).
+    pub fn open(&self, what: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        let fail = || Error::Sealed { what: what.to_string() };
+        if sealed.len() < 4 + 32 + 16 || &sealed[..4] != SEAL_MAGIC {
+            return Err(fail());
+        }
+        let eph: [u8; 32] = sealed[4..36].try_into().map_err(|_| fail())?;
+        let shared = self.wrap_secret().diffie_hellman(&PublicKey::from(eph));
+        let cipher = seal_cipher(shared.as_bytes(), &eph, &self.public());
+        let aad = [SEAL_MAGIC.as_slice(), what.as_bytes()].concat();
+        cipher.decrypt(&Nonce::default(), Payload { msg: &sealed[36..], aad: &aad }).map_err(|_| fail())
+    }
+}
+
+fn seal_cipher(shared: &[u8; 32], eph: &[u8; 32], public: &[u8; 32]) -> Aes256Gcm {
+    let mut h = blake3::Hasher::new_derive_key(CTX_SEAL);
+    h.update(shared);
+    h.update(eph);
+    h.update(public);
+    Aes256Gcm::new(h.finalize().as_bytes().into())
+}
+
+/// Seal `body` to the repository whose public key is `public`, as `what`.
+/// The sealer cannot open it again.
+pub fn seal(public: &[u8; 32], what: &str, body: &[u8]) -> Vec<u8> {
+    let eph_secret = StaticSecret::from(rand::random::<[u8; 32]>());
+    let eph = PublicKey::from(&eph_secret).to_bytes();
+    let shared = eph_secret.diffie_hellman(&PublicKey::from(*public));
+    let cipher = seal_cipher(shared.as_bytes(), &eph, public);
+    let aad = [SEAL_MAGIC.as_slice(), what.as_bytes()].concat();
+    // A fresh key per record: the fixed nonce is never reused under one key.
+    let ct = cipher
+        .encrypt(&Nonce::default(), Payload { msg: body, aad: &aad })
+        .unwrap_or_else(|_| unreachable!("records are far below the GCM length limit"));
+    [SEAL_MAGIC.as_slice(), &eph, &ct].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_record_opens_only_with_its_repositorys_key_and_name() {
+        let k = RepoKey::generate("acme");
+        let s = seal(&k.public(), "snapshot 1", b"the record");
+        assert_eq!(k.open("snapshot 1", &s).expect("open"), b"the record");
+        assert!(k.open("snapshot 2", &s).is_err(), "bound to its name");
+        assert!(RepoKey::generate("acme").open("snapshot 1", &s).is_err(), "another key");
+        let mut bad = s.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(k.open("snapshot 1", &bad).is_err(), "changed");
+        assert_ne!(seal(&k.public(), "snapshot 1", b"the record"), s, "fresh per seal");
+    }
+
+    #[test]
+    fn a_key_file_round_trips_and_is_never_replaced() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let k = RepoKey::generate("acme");
+        let path = dir.path().join("acme.key");
+        k.save_new(&path).expect("save");
+        let back = RepoKey::load(&path).expect("load");
+        assert_eq!(back.public(), k.public());
+        assert_eq!(back.repository(), "acme");
+        let err = RepoKey::generate("acme").save_new(&path).unwrap_err().to_string();
+        assert!(err.contains("never replaced"), "{err}");
+        assert_eq!(RepoKey::load(&path).expect("load").public(), k.public());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert!(format!("{k:?}").contains("hidden"));
+    }
+}

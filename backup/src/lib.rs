@@ -1,0 +1,29 @@
+//! Business backups on ionshard: repositories, snapshots of file trees,
+//! restores.
+//!
+//! Everything is encoded on the business's own host: files are read,
+//! chunked, compressed, encrypted under random keys and erasure-coded here,
+//! and the SPN receives only ciphertext segments to place on peers
+//! (`client::Spn::put_segment`) and sealed records it cannot open. A
+//! repository is a tenant of the SPN with its own key ([`RepoKey`]); a
+//! snapshot is a tree object (metadata) plus data objects (the bytes of
+//! the files, many files per segment), and a record sealed to the
+//! repository's key that holds the objects' read keys.
+//!
+//! This crate must never send a key or a plaintext byte to the SPN.
+
+mod error;
+mod key;
+mod repo;
+mod restore;
+mod run;
+mod scan;
+mod tree;
+
+pub use error::{Error, Result};
+pub use key::{RepoKey, seal};
+pub use repo::{ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
+pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use run::{RunOptions, RunReport, run};
+pub use scan::{ScanOptions, absolute};
+pub use tree::{DataRef, Entry, Kind, TREE_FORMAT, Tree};

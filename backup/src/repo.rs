@@ -1,0 +1,281 @@
+//! A repository: a tenant of the SPN, its key, its snapshot records (sealed
+//! to the key, kept on the SPN as opaque records) and a local cache.
+//!
+//! ```text
+//! SPN record "config"          = JSON { "format": "ionshard-backup-repo/1", "public": hex(32) }
+//! SPN record "snap-<id>"       = sealed("snapshot <id>", JSON Snapshot)
+//! cache  DIR/trees/<id>.tree   = a snapshot's tree as stored (zstd JSON)
+//!        DIR/run.json          = the run in progress (for a resume after a kill)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::key::{RepoKey, seal};
+use crate::tree::Tree;
+
+/// The repository config format.
+pub const REPO_FORMAT: &str = "ionshard-backup-repo/1";
+/// The snapshot record format.
+pub const SNAPSHOT_FORMAT: &str = "ionshard-backup-snapshot/1";
+
+/// An object of the repository and the key that reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCap {
+    /// Manifest CID.
+    pub manifest: String,
+    /// Read key, hex (random: destroyed with the last record that holds it).
+    pub read_key: String,
+    /// Object length.
+    pub length: u64,
+    /// Object BLAKE3, hex.
+    pub blake3: String,
+}
+
+/// A file the run could not back up, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The path.
+    pub path: String,
+    /// Why.
+    pub why: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Directories in it.
+    pub dirs: u64,
+    /// Bytes of the files.
+    pub bytes: u64,
+    /// Files read (new or changed).
+    pub files_read: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Plaintext bytes of chunks stored for the first time.
+    pub new_plain_bytes: u64,
+    /// Segment bytes stored for the first time (compressed, encrypted; parity not counted).
+    pub new_segment_bytes: u64,
+    /// Shard bytes uploaded (parity counted).
+    pub uploaded_shard_bytes: u64,
+    /// Segments that were placed already (a resumed run).
+    pub segments_resumed: u64,
+    /// Seconds the run took.
+    pub seconds: f64,
+}
+
+/// A snapshot record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: String,
+    /// Its id (16 hex digits).
+    pub id: String,
+    /// When it was taken, nanoseconds since the epoch.
+    pub time_ns: u64,
+    /// The host it was taken on.
+    pub host: String,
+    /// The paths backed up (absolute).
+    pub paths: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The snapshot it was compared with.
+    pub parent: Option<String>,
+    /// The tree.
+    pub tree: ObjectCap,
+    /// The data objects the tree's files point into.
+    pub data: Vec<ObjectCap>,
+    /// Figures.
+    pub stats: RunStats,
+    /// Files left out, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Config {
+    format: String,
+    public: String,
+}
+
+/// A repository as a full-key holder uses it.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub(crate) spn: client::Spn,
+    pub(crate) key: RepoKey,
+    pub(crate) cache: PathBuf,
+}
+
+fn record_name(id: &str) -> String {
+    format!("snap-{id}")
+}
+
+impl Repo {
+    /// The repository `key` names, at `spn`, caching under `cache`.
+    pub fn new(spn: client::Spn, key: RepoKey, cache: PathBuf) -> Repo {
+        Repo { spn, key, cache }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> &RepoKey {
+        &self.key
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.key.repository()
+    }
+
+    /// Create the repository on the SPN (refused if it exists with another key).
+    pub fn init(&self) -> Result<()> {
+        let public = data_encoding::HEXLOWER.encode(&self.key.public());
+        if let Some(bytes) = self.spn.record(self.name(), "config")? {
+            let c: Config = serde_json::from_slice(&bytes).map_err(|e| Error::format("repository config", e))?;
+            if c.public == public {
+                return Ok(());
+            }
+            return Err(Error::Key(format!(
+                "repository {} exists already with another key: choose another name, or use its key",
+                self.name()
+            )));
+        }
+        let c = Config { format: REPO_FORMAT.to_string(), public };
+        self.spn.put_record(self.name(), "config", &serde_json::to_vec(&c).unwrap_or_default())?;
+        Ok(())
+    }
+
+    /// Check that the SPN's repository is this key's.
+    pub fn check_config(&self) -> Result<()> {
+        let bytes = self.spn.record(self.name(), "config")?.ok_or_else(|| {
+            Error::Invalid(format!("no repository {} at this SPN: run `ionshard backup init` first", self.name()))
+        })?;
+        let c: Config = serde_json::from_slice(&bytes).map_err(|e| Error::format("repository config", e))?;
+        if c.format != REPO_FORMAT {
+            return Err(Error::format("repository config", format!("format {:?}", c.format)));
+        }
+        if c.public != data_encoding::HEXLOWER.encode(&self.key.public()) {
+            return Err(Error::Key(format!("this key is not repository {}'s", self.name())));
+        }
+        Ok(())
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let list = self.spn.records(self.name(), "snap-")?;
+        let mut out = Vec::new();
+        for r in list.records {
+            let Some(bytes) = self.spn.record(self.name(), &r.name)? else { continue };
+            let id = r.name.trim_start_matches("snap-");
+            out.push(self.open_snapshot(id, &bytes)?);
+        }
+        out.sort_by(|a, b| (a.time_ns, &a.id).cmp(&(b.time_ns, &b.id)));
+        Ok(out)
+    }
+
+    fn open_snapshot(&self, id: &str, sealed: &[u8]) -> Result<Snapshot> {
+        let what = format!("snapshot {id}");
+        let body = self.key.open(&what, sealed)?;
+        let s: Snapshot = serde_json::from_slice(&body).map_err(|e| Error::format(&what, e))?;
+        if s.format != SNAPSHOT_FORMAT || s.id != id {
+            return Err(Error::format(what, "not a snapshot record of this build, or renamed"));
+        }
+        Ok(s)
+    }
+
+    /// The snapshot `id` (a unique prefix will do, or `latest`).
+    pub fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        let all = self.snapshots()?;
+        if id == "latest" {
+            return all.into_iter().last().ok_or_else(|| Error::NoSnapshot(id.to_string()));
+        }
+        let mut hits: Vec<Snapshot> = all.into_iter().filter(|s| s.id.starts_with(id)).collect();
+        match hits.len() {
+            1 => Ok(hits.remove(0)),
+            0 => Err(Error::NoSnapshot(id.to_string())),
+            n => Err(Error::Invalid(format!("{n} snapshots start with {id:?}: give more of the id"))),
+        }
+    }
+
+    /// Save a snapshot record.
+    pub(crate) fn save_snapshot(&self, s: &Snapshot) -> Result<()> {
+        let body = serde_json::to_vec(s).map_err(|e| Error::format("snapshot", e))?;
+        let sealed = seal(&self.key.public(), &format!("snapshot {}", s.id), &body);
+        self.spn.put_record(self.name(), &record_name(&s.id), &sealed)?;
+        Ok(())
+    }
+
+    /// Remove a snapshot's record (its objects stay until `prune`).
+    pub fn forget(&self, id: &str) -> Result<()> {
+        self.spn.delete_record(self.name(), &record_name(id))?;
+        let _ = std::fs::remove_file(self.tree_cache(id));
+        Ok(())
+    }
+
+    pub(crate) fn tree_cache(&self, id: &str) -> PathBuf {
+        self.cache.join("trees").join(format!("{id}.tree"))
+    }
+
+    pub(crate) fn cache_tree(&self, id: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.tree_cache(id);
+        client::write_atomic(&path, bytes).map_err(Error::file("caching the tree", &path))
+    }
+
+    /// A snapshot's tree: from the cache, or fetched from the peers.
+    pub async fn tree(&self, net: Option<&net::Client>, s: &Snapshot) -> Result<Tree> {
+        let path = self.tree_cache(&s.id);
+        if let Ok(bytes) = std::fs::read(&path)
+            && blake3::hash(&bytes).to_hex().as_str() == s.tree.blake3
+        {
+            return Tree::from_bytes(&bytes);
+        }
+        let Some(net) = net else {
+            return Err(Error::Invalid(format!(
+                "the tree of snapshot {} is not cached here: it needs the network",
+                s.id
+            )));
+        };
+        let tmp = self.cache.join("fetch").join(format!("tree-{}", s.id));
+        self.fetch_object(net, &s.tree, &tmp, Arc::new(client::Hidden)).await?;
+        let bytes = std::fs::read(&tmp).map_err(Error::file("reading", &tmp))?;
+        let _ = std::fs::remove_file(&tmp);
+        self.cache_tree(&s.id, &bytes)?;
+        Tree::from_bytes(&bytes)
+    }
+
+    /// Fetch one object to `out` (resumable: a partial file beside it).
+    pub(crate) async fn fetch_object(
+        &self,
+        net: &net::Client,
+        cap: &ObjectCap,
+        out: &Path,
+        progress: Arc<dyn client::Progress>,
+    ) -> Result<client::FetchReport> {
+        let info = self.spn.object(&cap.manifest)?;
+        let manifest = self.spn.manifest(&cap.manifest, 256 << 20)?;
+        let expect = client::Expect {
+            label: format!("object {}", &cap.manifest[..cap.manifest.len().min(16)]),
+            manifest: cap.manifest.parse()?,
+            length: cap.length,
+            blake3: unhex32(&cap.blake3, "object hash")?,
+        };
+        let mut opts = client::FetchOptions::new(out.to_path_buf());
+        opts.placement_from = Some(Arc::new(client::PlacementAt::new(
+            self.spn.clone(),
+            format!("/v1/objects/{}/placement", cap.manifest),
+        )));
+        let key = unhex32(&cap.read_key, "read key")?;
+        Ok(client::fetch(net, &manifest[..], info.placement, &expect, key, &opts, progress).await?)
+    }
+}
+
+pub(crate) fn unhex32(s: &str, what: &str) -> Result<[u8; 32]> {
+    data_encoding::HEXLOWER
+        .decode(s.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::format(what, "not 32 bytes of hex"))
+}

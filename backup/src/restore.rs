@@ -1,0 +1,364 @@
+//! `backup restore`: a snapshot (or part of it) into a target directory.
+//!
+//! Each data object the selected files use is fetched whole from the peers
+//! with the one fetcher (verified range by range, resumable) into
+//! `TARGET/.ionshard-restore/`, then each file is copied out of it into a
+//! temporary name beside its final one, checked against the file's BLAKE3,
+//! synced, given its metadata and renamed into place: an existing file is
+//! replaced whole or not at all. Nothing is written through a symlink or
+//! outside the target: paths with `..` are refused, every parent is checked
+//! to be a real directory, and symlinks whose target is absolute or climbs
+//! out of the target are not created (the report lists them).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::repo::{Repo, Skipped};
+use crate::tree::{Entry, Kind};
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The snapshot (an id, a unique prefix, or `latest`).
+    pub snapshot: String,
+    /// Where to.
+    pub target: PathBuf,
+    /// Only these paths (as in the snapshot, absolute) and what is under them.
+    pub include: Vec<String>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Files written.
+    pub files: u64,
+    /// Directories made.
+    pub dirs: u64,
+    /// Symlinks made.
+    pub symlinks: u64,
+    /// Bytes of the files.
+    pub bytes: u64,
+    /// Bytes downloaded from peers.
+    pub downloaded_bytes: u64,
+    /// Entries not restored, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+fn selected(e: &Entry, include: &[String]) -> bool {
+    if include.is_empty() {
+        return true;
+    }
+    let p = e.display_path();
+    include.iter().any(|i| {
+        let i = i.trim_start_matches('/').trim_end_matches('/');
+        p == i || p.starts_with(&format!("{i}/")) || i.starts_with(&format!("{p}/"))
+    })
+}
+
+/// Whether a symlink at `rel` (inside the target) pointing at `target` stays inside.
+fn link_stays_inside(rel: &Path, target: &str) -> bool {
+    let t = Path::new(target);
+    if t.is_absolute() {
+        return false;
+    }
+    let mut depth = rel.components().count() as i64 - 1;
+    for c in t.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Make sure every parent of `rel` under `root` is a real directory (never a symlink).
+fn real_parents(root: &Path, rel: &Path) -> Result<()> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Outside {
+                    path: rel.display().to_string(),
+                    why: format!("{} is not a directory (a symlink or a file): not written through", at.display()),
+                });
+            }
+            Err(_) => {
+                std::fs::create_dir(&at).map_err(Error::file("creating", &at))?;
+                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
+                    .map_err(Error::file("creating", &at))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_times(path: &Path, e: &Entry) -> Result<()> {
+    let t = std::time::UNIX_EPOCH
+        + std::time::Duration::new(u64::try_from(e.mtime).unwrap_or(0), e.mtime_nsec.min(999_999_999));
+    let f = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc_nofollow())
+        .open(path)
+        .map_err(Error::file("opening", path))?;
+    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t)).map_err(Error::file("setting times", path))
+}
+
+/// O_NOFOLLOW on Linux.
+const fn libc_nofollow() -> i32 {
+    0o400000
+}
+
+fn set_owner(path: &Path, e: &Entry) {
+    // Only root may give files away; others keep their own.
+    let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
+}
+
+/// Restore `o.snapshot` into `o.target`.
+pub async fn restore(
+    repo: &Repo,
+    net: &net::Client,
+    o: &RestoreOptions,
+    progress: Arc<dyn client::Progress>,
+) -> Result<RestoreReport> {
+    let snap = repo.snapshot(&o.snapshot)?;
+    let tree = repo.tree(Some(net), &snap).await?;
+    let root = &o.target;
+    std::fs::create_dir_all(root).map_err(Error::file("creating", root))?;
+    let mut report = RestoreReport { snapshot: snap.id.clone(), ..Default::default() };
+    let entries: Vec<&Entry> = tree.entries.iter().filter(|e| selected(e, &o.include)).collect();
+    // Every path is checked before anything is written.
+    let mut rels = Vec::with_capacity(entries.len());
+    for e in &entries {
+        rels.push(e.safe_relative()?);
+    }
+    // Directories first (private while filled), files by data object, links, then directory metadata.
+    for (e, rel) in entries.iter().zip(&rels) {
+        if e.kind == Kind::Dir {
+            real_parents(root, rel)?;
+            let at = root.join(rel);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Outside {
+                        path: e.display_path(),
+                        why: format!("{} exists and is not a directory", at.display()),
+                    });
+                }
+                Err(_) => {
+                    std::fs::create_dir(&at).map_err(Error::file("creating", &at))?;
+                    report.dirs += 1;
+                }
+            }
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::file("creating", &at))?;
+        }
+    }
+    let by_object: BTreeMap<u32, Vec<usize>> = entries.iter().enumerate().fold(BTreeMap::new(), |mut m, (i, e)| {
+        if let (Kind::File, Some(d)) = (e.kind, e.data) {
+            m.entry(d.object).or_insert_with(Vec::new).push(i);
+        }
+        m
+    });
+    let total: u64 = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+    let scratch = root.join(".ionshard-restore");
+    std::fs::create_dir_all(&scratch).map_err(Error::file("creating", &scratch))?;
+    let mut written: HashSet<usize> = HashSet::new();
+    for (object, files) in &by_object {
+        let cap = snap.data.get(*object as usize).ok_or_else(|| {
+            Error::format(
+                format!("snapshot {}", snap.id),
+                format!("a file points at data object {object}, which it does not list"),
+            )
+        })?;
+        let obj_path = scratch.join(&cap.manifest);
+        if std::fs::metadata(&obj_path).map(|m| m.len()).ok() != Some(cap.length) {
+            let r = repo.fetch_object(net, cap, &obj_path, progress.clone()).await?;
+            report.downloaded_bytes += r.downloaded_bytes;
+        }
+        let mut obj = std::fs::File::open(&obj_path).map_err(Error::file("opening", &obj_path))?;
+        for &i in files {
+            let (e, rel) = (entries[i], &rels[i]);
+            match write_file(root, rel, e, &mut obj) {
+                Ok(()) => {
+                    written.insert(i);
+                    report.files += 1;
+                    report.bytes += e.size;
+                }
+                Err(err @ Error::Outside { .. }) => {
+                    report.skipped.push(Skipped { path: format!("/{}", e.display_path()), why: err.to_string() })
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        drop(obj);
+        let _ = std::fs::remove_file(&obj_path);
+    }
+    let _ = total;
+    let by_path: HashMap<String, usize> = entries.iter().enumerate().map(|(i, e)| (e.display_path(), i)).collect();
+    for (i, (e, rel)) in entries.iter().zip(&rels).enumerate() {
+        let at = root.join(rel);
+        let outcome = match e.kind {
+            Kind::File if e.data.is_none() && e.link_to.is_none() => {
+                let mut empty = std::io::empty();
+                write_file_from(root, rel, e, &mut empty).map(|()| {
+                    report.files += 1;
+                })
+            }
+            Kind::File => match &e.link_to {
+                Some(first) => match by_path.get(first).filter(|j| written.contains(j)) {
+                    Some(&j) => real_parents(root, rel)
+                        .and_then(|()| {
+                            let _ = std::fs::remove_file(&at);
+                            std::fs::hard_link(root.join(&rels[j]), &at).map_err(Error::file("linking", &at))
+                        })
+                        .map(|()| report.files += 1),
+                    None => Err(Error::Outside {
+                        path: e.display_path(),
+                        why: format!("a hard link of {first}, which this restore does not include"),
+                    }),
+                },
+                None => Ok(()),
+            },
+            Kind::Symlink => {
+                let target = e.target.clone().unwrap_or_default();
+                if !link_stays_inside(rel, &target) {
+                    Err(Error::Outside {
+                        path: e.display_path(),
+                        why: format!("a symlink to {target:?}, outside the restore target: not created"),
+                    })
+                } else {
+                    real_parents(root, rel).and_then(|()| {
+                        let _ = std::fs::remove_file(&at);
+                        std::os::unix::fs::symlink(&target, &at).map_err(Error::file("creating the symlink", &at))?;
+                        set_owner(&at, e);
+                        report.symlinks += 1;
+                        Ok(())
+                    })
+                }
+            }
+            Kind::Other => {
+                Err(Error::Outside { path: e.display_path(), why: "a device, FIFO or socket: not restored".into() })
+            }
+            Kind::Dir => Ok(()),
+        };
+        if let Err(err) = outcome {
+            match err {
+                Error::Outside { .. } => {
+                    report.skipped.push(Skipped { path: format!("/{}", e.display_path()), why: err.to_string() })
+                }
+                other => return Err(other),
+            }
+        }
+        let _ = i;
+    }
+    // Directory metadata last, deepest first (writing into one changes its mtime).
+    let mut dirs: Vec<(usize, &PathBuf)> = entries
+        .iter()
+        .zip(&rels)
+        .enumerate()
+        .filter(|(_, (e, _))| e.kind == Kind::Dir)
+        .map(|(i, (_, r))| (i, r))
+        .collect();
+    dirs.sort_by_key(|(_, r)| std::cmp::Reverse(r.components().count()));
+    for (i, rel) in dirs {
+        let (e, at) = (entries[i], root.join(rel));
+        set_owner(&at, e);
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(Error::file("setting permissions", &at))?;
+        set_times(&at, e)?;
+    }
+    let _ = std::fs::remove_dir(&scratch);
+    Ok(report)
+}
+
+/// Copy a file's bytes out of its data object into place.
+fn write_file(root: &Path, rel: &Path, e: &Entry, obj: &mut std::fs::File) -> Result<()> {
+    let d = e.data.ok_or_else(|| Error::format("tree", "a file without data"))?;
+    obj.seek(SeekFrom::Start(d.offset)).map_err(Error::file("reading the data object", root))?;
+    let mut part = obj.take(e.size);
+    write_file_from(root, rel, e, &mut part)
+}
+
+/// Write `src` to a temporary name beside the file, check its hash, sync,
+/// set its metadata and rename it into place.
+fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Result<()> {
+    real_parents(root, rel)?;
+    let at = root.join(rel);
+    if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Outside { path: e.display_path(), why: format!("{} is a directory", at.display()) });
+    }
+    let name = at.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = at.with_file_name(format!(".{name}.ionshard-restore"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc_nofollow())
+        .open(&tmp)
+        .map_err(Error::file("creating", &tmp))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    let copied = (|| -> std::io::Result<()> {
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
+            f.write_all(&buf[..n])?;
+            n_total += n as u64;
+        }
+    })();
+    let fail = |err: Error| {
+        let _ = std::fs::remove_file(&tmp);
+        err
+    };
+    copied.map_err(|err| fail(Error::File { what: "writing", path: tmp.clone(), source: err }))?;
+    let want = e.blake3.clone().unwrap_or_default();
+    if n_total != e.size || (!want.is_empty() && hasher.finalize().to_hex().as_str() != want) {
+        return Err(fail(Error::format(
+            format!("file /{}", e.display_path()),
+            "its restored bytes do not match the hash the snapshot recorded",
+        )));
+    }
+    set_owner(&tmp, e);
+    f.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))
+        .map_err(|err| fail(Error::File { what: "setting permissions", path: tmp.clone(), source: err }))?;
+    f.sync_all().map_err(|err| fail(Error::File { what: "syncing", path: tmp.clone(), source: err }))?;
+    drop(f);
+    set_times(&tmp, e).map_err(fail)?;
+    std::fs::rename(&tmp, &at)
+        .map_err(|err| fail(Error::File { what: "renaming into place", path: at.clone(), source: err }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_that_leave_the_target_are_recognised() {
+        assert!(link_stays_inside(Path::new("a/b/link"), "c"));
+        assert!(link_stays_inside(Path::new("a/b/link"), "../c"));
+        assert!(link_stays_inside(Path::new("a/b/link"), "../../c"));
+        assert!(!link_stays_inside(Path::new("a/b/link"), "../../../etc/passwd"));
+        assert!(!link_stays_inside(Path::new("a/link"), "/etc/passwd"));
+        assert!(!link_stays_inside(Path::new("link"), ".."));
+    }
+}

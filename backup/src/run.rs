@@ -1,0 +1,300 @@
+//! `backup run`: walk, read what changed, encode on this host (random data
+//! keys, chunk ids under the repository's secret, so dedup works against
+//! the parent snapshot), place the ciphertext segments through the SPN, and
+//! save the snapshot record sealed to the repository's key.
+//!
+//! A run is resumable: its session, and the one-time key material of its
+//! two encodings, are kept in `CACHE/run.json` (0600) until the snapshot is
+//! saved. A rerun after a kill encodes the same input into the same
+//! segments and places only those the session does not hold yet.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chunker::{EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, SegmentSink};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::repo::{ObjectCap, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot, unhex32};
+use crate::scan::{FileStream, ScanOptions, scan};
+use crate::tree::{DataRef, Tree};
+
+/// How to back up.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// What to walk.
+    pub scan: ScanOptions,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// The host name recorded.
+    pub host: String,
+    /// Data and parity shards per segment.
+    pub coding: (u8, u8),
+    /// Compare with this snapshot [default: the newest of this host and paths].
+    pub parent: Option<String>,
+    /// Read every file, comparing with no parent.
+    pub force: bool,
+}
+
+/// The run in progress, for a resume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    job: u64,
+    data_material: String,
+    data_salt: String,
+    tree_material: String,
+    tree_salt: String,
+}
+
+impl Journal {
+    fn fresh(job: u64) -> Journal {
+        let hex = |b: [u8; 32]| data_encoding::HEXLOWER.encode(&b);
+        Journal {
+            job,
+            data_material: hex(rand::random()),
+            data_salt: hex(rand::random()),
+            tree_material: hex(rand::random()),
+            tree_salt: hex(rand::random()),
+        }
+    }
+}
+
+/// Places each segment through the SPN as the encoder finishes it.
+struct Uploader<'a> {
+    spn: &'a client::Spn,
+    job: u64,
+    resuming: bool,
+    uploaded: u64,
+    resumed: u64,
+}
+
+impl SegmentSink for Uploader<'_> {
+    fn put_segment(
+        &mut self,
+        seg: EncodedSegment<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.resuming {
+            let cids = seg.segment.shards().iter().map(|c| c.to_string()).collect();
+            if self.spn.held(self.job, cids)?.iter().all(|h| *h) {
+                self.resumed += 1;
+                return Ok(());
+            }
+        }
+        let mut body = Vec::with_capacity(seg.shards.iter().map(|s| s.len()).sum());
+        for s in &seg.shards {
+            body.extend_from_slice(s);
+        }
+        let placed = self.spn.put_segment(self.job, seg.segment.len(), seg.segment.data_shards() as u8, &body)?;
+        if placed.segment != seg.segment.cid().to_string() {
+            return Err(
+                format!("the SPN placed segment {} where {} was sent", placed.segment, seg.segment.cid()).into()
+            );
+        }
+        self.uploaded += body.len() as u64;
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The snapshot saved.
+    pub snapshot: Snapshot,
+    /// Whether it resumed an interrupted run.
+    pub resumed: bool,
+}
+
+fn journal_path(repo: &Repo) -> PathBuf {
+    repo.cache.join("run.json")
+}
+
+/// Back up `o.scan.paths` into `repo`. `net` is needed only when the
+/// parent's tree is not in the local cache.
+pub async fn run(
+    repo: &Repo,
+    net: Option<&net::Client>,
+    o: &RunOptions,
+    progress: Arc<dyn client::Progress>,
+) -> Result<RunReport> {
+    let started = Instant::now();
+    repo.check_config()?;
+    let paths: Vec<String> = o.scan.paths.iter().map(|p| p.display().to_string()).collect();
+    let parent = match (&o.parent, o.force) {
+        (_, true) => None,
+        (Some(id), false) => Some(repo.snapshot(id)?),
+        (None, false) => repo.snapshots()?.into_iter().rev().find(|s| s.host == o.host && s.paths == paths),
+    };
+    let parent_tree = match &parent {
+        Some(p) => Some(repo.tree(net, p).await?),
+        None => None,
+    };
+    progress.start("scan", 0);
+    let scan_opts = o.scan.clone();
+    let pt = parent_tree.clone();
+    let mut walked = tokio::task::spawn_blocking(move || scan(&scan_opts, pt.as_ref()))
+        .await
+        .map_err(|e| Error::Invalid(format!("the walk stopped: {e}")))??;
+    progress.finish();
+    // Chunks the parent's objects hold: stored once.
+    let secret = repo.key.tenant_secret();
+    let mut known = KnownChunks::new();
+    if let Some(p) = &parent {
+        for cap in p.data.iter().chain(std::iter::once(&p.tree)) {
+            let bytes = repo.spn.manifest(&cap.manifest, 256 << 20)?;
+            let m = Manifest::from_bytes_with_cid(&bytes, &cap.manifest.parse()?, &Default::default())?;
+            let contents = m.open(&ReadKey::from_bytes(unhex32(&cap.read_key, "read key")?))?;
+            known.add(&m, &contents)?;
+        }
+    }
+    // The session: the interrupted run's, if it is still open.
+    let jpath = journal_path(repo);
+    let old: Option<Journal> = std::fs::read(&jpath).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let (journal, resuming) = match old {
+        Some(j) if repo.spn.job(j.job).is_ok_and(|r| !r.state.is_finished()) => (j, true),
+        _ => (Journal::fresh(repo.spn.open_session(repo.name())?.job), false),
+    };
+    client::write_atomic(&jpath, &serde_json::to_vec(&journal).unwrap_or_default())
+        .map_err(Error::file("saving the run journal", &jpath))?;
+    let params = Params::default().with_coding(o.coding.0, o.coding.1);
+    params.validate()?;
+    // Data: the files that changed, one after another.
+    let files: Vec<(usize, PathBuf)> = walked
+        .to_read
+        .iter()
+        .map(|&i| {
+            let bytes = [b"/".as_slice(), &walked.entries[i].path_bytes()].concat();
+            (i, PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes)))
+        })
+        .collect();
+    let total = walked.bytes_to_read;
+    let spn = repo.spn.clone();
+    let (j2, secret2, known2, progress2) = (journal.clone(), secret.clone(), known.clone(), progress.clone());
+    let (data, reads, up) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let stream = FileStream::new(files);
+        let reads = stream.done.clone();
+        let mut up = Uploader { spn: &spn, job: j2.job, resuming, uploaded: 0, resumed: 0 };
+        progress2.start("backup", total);
+        let encoded = if total > 0 {
+            let enc = Encoder::new(params, &secret2)?
+                .with_known(&known2)
+                .with_data_keys(unhex32(&j2.data_material, "key material")?)
+                .with_salt(unhex32(&j2.data_salt, "salt")?);
+            Some(enc.encode(std::io::BufReader::with_capacity(1 << 20, stream), &mut up, &mut |d| progress2.set(d))?)
+        } else {
+            None
+        };
+        progress2.finish();
+        let reads = std::mem::take(&mut *reads.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok((encoded, reads, (up.uploaded, up.resumed)))
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("the encoder stopped: {e}")))??;
+    // The snapshot's data objects: the parent's that unchanged files still
+    // use (renumbered), then this run's.
+    let mut objects: Vec<ObjectCap> = Vec::new();
+    let mut renumber: HashMap<u32, u32> = HashMap::new();
+    for e in &mut walked.entries {
+        if let (Some(d), Some(p)) = (e.data.as_mut(), &parent) {
+            let new = *renumber.entry(d.object).or_insert_with(|| {
+                objects.push(p.data[d.object as usize].clone());
+                (objects.len() - 1) as u32
+            });
+            d.object = new;
+        }
+    }
+    let mut skipped: Vec<Skipped> = walked.skipped;
+    let mut stats = RunStats { uploaded_shard_bytes: up.0, segments_resumed: up.1, ..RunStats::default() };
+    let mut manifests = Vec::new();
+    if let Some(enc) = &data {
+        let index = objects.len() as u32;
+        let contents = enc.manifest.open(&enc.read_key)?;
+        objects.push(ObjectCap {
+            manifest: enc.manifest.cid().to_string(),
+            read_key: data_encoding::HEXLOWER.encode(&enc.read_key.to_bytes()),
+            length: contents.object_len(),
+            blake3: data_encoding::HEXLOWER.encode(contents.object_hash()),
+        });
+        manifests.push(enc.manifest.to_bytes());
+        for &(i, offset, len, hash) in &reads.files {
+            let e = &mut walked.entries[i];
+            e.size = len;
+            e.data = Some(DataRef { object: index, offset });
+            e.blake3 = Some(data_encoding::HEXLOWER.encode(&hash));
+        }
+        stats.files_read = reads.files.len() as u64;
+        stats.bytes_read = reads.bytes;
+        stats.new_plain_bytes = enc.stats.new_plain_bytes;
+        stats.new_segment_bytes = enc.stats.new_segment_bytes;
+    } else {
+        // Nothing to read but empty files.
+        let empty = blake3::hash(b"").to_hex().to_string();
+        for &i in &walked.to_read {
+            walked.entries[i].blake3 = Some(empty.clone());
+        }
+    }
+    let unread: std::collections::HashSet<usize> = reads.skipped.iter().map(|(i, _)| *i).collect();
+    for (i, why) in &reads.skipped {
+        skipped.push(Skipped { path: format!("/{}", walked.entries[*i].display_path()), why: why.clone() });
+    }
+    let entries: Vec<_> =
+        walked.entries.into_iter().enumerate().filter(|(i, _)| !unread.contains(i)).map(|(_, e)| e).collect();
+    for e in &entries {
+        match e.kind {
+            crate::tree::Kind::File => {
+                stats.files += 1;
+                stats.bytes += e.size;
+            }
+            crate::tree::Kind::Dir => stats.dirs += 1,
+            _ => {}
+        }
+    }
+    // The tree, through the chunker too (an unchanged part is stored once).
+    let tree_bytes = Tree::new(entries).to_bytes()?;
+    let spn = repo.spn.clone();
+    let (j2, tb) = (journal.clone(), tree_bytes.clone());
+    let (tree, tree_up) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut up = Uploader { spn: &spn, job: j2.job, resuming, uploaded: 0, resumed: 0 };
+        let enc = Encoder::new(params, &secret)?
+            .with_known(&known)
+            .with_data_keys(unhex32(&j2.tree_material, "key material")?)
+            .with_salt(unhex32(&j2.tree_salt, "salt")?)
+            .encode(&tb[..], &mut up, &mut |_| {})?;
+        Ok((enc, (up.uploaded, up.resumed)))
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("the encoder stopped: {e}")))??;
+    stats.uploaded_shard_bytes += tree_up.0;
+    stats.segments_resumed += tree_up.1;
+    manifests.push(tree.manifest.to_bytes());
+    repo.spn.commit(journal.job, &manifests)?;
+    let tree_cap = ObjectCap {
+        manifest: tree.manifest.cid().to_string(),
+        read_key: data_encoding::HEXLOWER.encode(&tree.read_key.to_bytes()),
+        length: tree_bytes.len() as u64,
+        blake3: blake3::hash(&tree_bytes).to_hex().to_string(),
+    };
+    stats.seconds = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        format: SNAPSHOT_FORMAT.to_string(),
+        id: data_encoding::HEXLOWER.encode(&rand::random::<[u8; 8]>()),
+        time_ns: now_ns(),
+        host: o.host.clone(),
+        paths,
+        tags: o.tags.clone(),
+        parent: parent.map(|p| p.id),
+        tree: tree_cap,
+        data: objects,
+        stats,
+        skipped,
+    };
+    repo.save_snapshot(&snapshot)?;
+    repo.cache_tree(&snapshot.id, &tree_bytes)?;
+    let _ = std::fs::remove_file(&jpath);
+    Ok(RunReport { snapshot, resumed: resuming })
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,236 @@
+//! Walking the paths to back up: what is there, what is unchanged since the
+//! parent snapshot (restic's test: size, times, device and inode), and what
+//! must be read. Exclusions are gitignore-style patterns (the `ignore`
+//! crate's overrides); nothing else filters (no .gitignore is honoured
+//! unless given as an exclude file).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::repo::Skipped;
+use crate::tree::{Entry, Kind, Tree};
+
+/// What to walk.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// The paths (absolute after [`absolute`]).
+    pub paths: Vec<PathBuf>,
+    /// Gitignore-style patterns to leave out.
+    pub excludes: Vec<String>,
+    /// Stay on each path's file system.
+    pub one_file_system: bool,
+}
+
+/// The walk's outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Every entry, in walk order; unchanged files carry the parent's data
+    /// reference with the parent's object index.
+    pub(crate) entries: Vec<Entry>,
+    /// Entries whose bytes must be read (indices into `entries`).
+    pub(crate) to_read: Vec<usize>,
+    /// Bytes they hold (by their metadata).
+    pub(crate) bytes_to_read: u64,
+    /// What could not be looked at.
+    pub(crate) skipped: Vec<Skipped>,
+}
+
+/// `p` made absolute and cleaned (without resolving symlinks, as restic does).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let base = if p.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().map_err(Error::file("reading the current directory", "."))?
+    };
+    let mut out = PathBuf::from("/");
+    for c in base.join(p).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Walk `o.paths`, comparing with `parent`.
+pub(crate) fn scan(o: &ScanOptions, parent: Option<&Tree>) -> Result<Scan> {
+    let old: HashMap<Vec<u8>, &Entry> =
+        parent.map(|t| t.entries.iter().map(|e| (e.path_bytes(), e)).collect()).unwrap_or_default();
+    let mut s = Scan::default();
+    let mut seen_paths = std::collections::HashSet::new();
+    // Hard links: (device, inode) → the first path met.
+    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    for root in &o.paths {
+        // Parents of the root, so a restore recreates them with their metadata.
+        let mut ancestors: Vec<&Path> = root.ancestors().skip(1).filter(|a| a.parent().is_some()).collect();
+        ancestors.reverse();
+        for a in ancestors {
+            if let Ok(m) = std::fs::symlink_metadata(a) {
+                let e = Entry::from_meta(a, &m);
+                if e.kind == Kind::Dir && seen_paths.insert(e.path_bytes()) {
+                    s.entries.push(e);
+                }
+            }
+        }
+        let mut ov = ignore::overrides::OverrideBuilder::new(root);
+        for p in &o.excludes {
+            ov.add(&format!("!{p}")).map_err(|e| Error::Invalid(format!("exclude pattern {p:?}: {e}")))?;
+        }
+        let ov = ov.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))?;
+        let walk = ignore::WalkBuilder::new(root)
+            .standard_filters(false)
+            .follow_links(false)
+            .same_file_system(o.one_file_system)
+            .overrides(ov)
+            .sort_by_file_name(|a, b| a.cmp(b))
+            .build();
+        for item in walk {
+            let dent = match item {
+                Ok(d) => d,
+                Err(e) => {
+                    s.skipped.push(Skipped {
+                        path: e.to_string().split(": ").next().unwrap_or_default().to_string(),
+                        why: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let path = dent.path();
+            let m = match std::fs::symlink_metadata(path) {
+                Ok(m) => m,
+                Err(e) => {
+                    s.skipped.push(Skipped { path: path.display().to_string(), why: vanished_or(e) });
+                    continue;
+                }
+            };
+            let mut e = Entry::from_meta(path, &m);
+            if !seen_paths.insert(e.path_bytes()) {
+                continue;
+            }
+            match e.kind {
+                Kind::Symlink => match std::fs::read_link(path) {
+                    Ok(t) => e.target = Some(t.to_string_lossy().into_owned()),
+                    Err(err) => {
+                        s.skipped.push(Skipped { path: path.display().to_string(), why: vanished_or(err) });
+                        continue;
+                    }
+                },
+                Kind::File => {
+                    use std::os::unix::fs::MetadataExt;
+                    if m.nlink() > 1 {
+                        let key = (m.dev(), m.ino());
+                        if let Some(first) = links.get(&key) {
+                            e.link_to = Some(first.clone());
+                            e.size = 0;
+                            s.entries.push(e);
+                            continue;
+                        }
+                        links.insert(key, e.display_path());
+                    }
+                    match old.get(&e.path_bytes()) {
+                        Some(prev) if e.same_file_as(prev) => {
+                            e.data = prev.data;
+                            e.blake3.clone_from(&prev.blake3);
+                        }
+                        _ => {
+                            s.bytes_to_read += e.size;
+                            s.to_read.push(s.entries.len());
+                        }
+                    }
+                }
+                Kind::Dir | Kind::Other => {}
+            }
+            s.entries.push(e);
+        }
+    }
+    Ok(s)
+}
+
+fn vanished_or(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "vanished during the backup".to_string(),
+        std::io::ErrorKind::PermissionDenied => format!("unreadable: {e}"),
+        _ => e.to_string(),
+    }
+}
+
+/// Reads the files to back up one after another as one stream, recording
+/// where each one's bytes land and their hash; a file that cannot be opened
+/// or read is recorded as skipped and the stream goes on.
+pub(crate) struct FileStream {
+    files: Vec<(usize, PathBuf)>,
+    next: usize,
+    cur: Option<Current>,
+    pos: u64,
+    /// Per file read: (entry, offset, length, hash).
+    pub(crate) done: std::sync::Arc<std::sync::Mutex<Reads>>,
+}
+
+/// What a [`FileStream`] read.
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    pub(crate) files: Vec<(usize, u64, u64, [u8; 32])>,
+    pub(crate) skipped: Vec<(usize, String)>,
+    pub(crate) bytes: u64,
+}
+
+struct Current {
+    entry: usize,
+    file: std::fs::File,
+    hasher: blake3::Hasher,
+    start: u64,
+}
+
+impl FileStream {
+    pub(crate) fn new(files: Vec<(usize, PathBuf)>) -> FileStream {
+        FileStream { files, next: 0, cur: None, pos: 0, done: Default::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reads> {
+        self.done.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::io::Read for FileStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.cur.is_none() {
+                let Some((entry, path)) = self.files.get(self.next).cloned() else { return Ok(0) };
+                self.next += 1;
+                match std::fs::File::open(&path) {
+                    Ok(file) => {
+                        self.cur = Some(Current { entry, file, hasher: blake3::Hasher::new(), start: self.pos })
+                    }
+                    Err(e) => self.lock().skipped.push((entry, vanished_or(e))),
+                }
+                continue;
+            }
+            let Some(cur) = self.cur.as_mut() else { continue };
+            match cur.file.read(buf) {
+                Ok(0) => {
+                    let Some(c) = self.cur.take() else { continue };
+                    let len = self.pos - c.start;
+                    let hash = *c.hasher.finalize().as_bytes();
+                    self.lock().files.push((c.entry, c.start, len, hash));
+                }
+                Ok(n) => {
+                    cur.hasher.update(&buf[..n]);
+                    self.pos += n as u64;
+                    self.lock().bytes += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Bytes already in the stream stay there, unused.
+                    if let Some(c) = self.cur.take() {
+                        self.lock().skipped.push((c.entry, format!("read failed: {e}")));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! A snapshot's tree: every file, directory and symlink with its metadata,
+//! and where each file's bytes are (a range of one of the snapshot's data
+//! objects). Stored as an object of its own (JSON, zstd-compressed, then
+//! through the chunker like any data, so an unchanged part of the tree is
+//! stored once).
+//!
+//! ```text
+//! tree  = zstd(JSON { "format": "ionshard-backup-tree/1", "entries": [entry, ...] })
+//! entry = { "path": "home/ann/a.txt" (absolute path without its leading '/';
+//!             "path_hex" instead when the name is not UTF-8),
+//!           "kind": "file" | "dir" | "symlink" | "other",
+//!           "mode", "uid", "gid", "mtime", "mtime_nsec", "size",
+//!           "dev", "inode", "ctime", "ctime_nsec"   (how the next run knows it unchanged),
+//!           "target"   (symlinks), "link_to" (hard links: the entry it is a link of),
+//!           "data": { "object": index into the snapshot's data objects, "offset" },
+//!           "blake3"   (files: hash of the bytes, checked at restore) }
+//! ```
+//! Entries are in walk order (each directory before what it holds), paths
+//! unique. Metadata costs about 250 bytes per file before compression.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The tree format this build writes and reads.
+pub const TREE_FORMAT: &str = "ionshard-backup-tree/1";
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A device, FIFO or socket: its metadata only (never restored).
+    Other,
+}
+
+/// Where a file's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRef {
+    /// Index into the snapshot's data objects.
+    pub object: u32,
+    /// Byte offset of the file in that object (its length is the entry's size).
+    pub offset: u64,
+}
+
+/// One file, directory or link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The absolute path without its leading '/', when UTF-8.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// The path's bytes in hex, when not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// What it is.
+    pub kind: Kind,
+    /// Permission and type bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// and nanoseconds.
+    pub mtime_nsec: u32,
+    /// Length in bytes (files).
+    pub size: u64,
+    /// Device, for the next run's comparison.
+    pub dev: u64,
+    /// Inode, for the next run's comparison.
+    pub inode: u64,
+    /// Change time, for the next run's comparison.
+    pub ctime: i64,
+    /// and nanoseconds.
+    pub ctime_nsec: u32,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A hard link of this earlier entry (same device and inode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_to: Option<String>,
+    /// A file's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataRef>,
+    /// A file's BLAKE3, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+impl Entry {
+    /// The entry for `path` with metadata `m` (no data yet).
+    pub(crate) fn from_meta(path: &Path, m: &std::fs::Metadata) -> Entry {
+        let ft = m.file_type();
+        let kind = if ft.is_file() {
+            Kind::File
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::Other
+        };
+        let (path, path_hex) = stored_path(path);
+        Entry {
+            path,
+            path_hex,
+            kind,
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec() as u32,
+            size: if kind == Kind::File { m.len() } else { 0 },
+            dev: m.dev(),
+            inode: m.ino(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec() as u32,
+            target: None,
+            link_to: None,
+            data: None,
+            blake3: None,
+        }
+    }
+
+    /// The stored path as bytes (relative: no leading '/').
+    pub fn path_bytes(&self) -> Vec<u8> {
+        match &self.path_hex {
+            Some(h) => data_encoding::HEXLOWER.decode(h.as_bytes()).unwrap_or_default(),
+            None => self.path.as_bytes().to_vec(),
+        }
+    }
+
+    /// The stored path, for display.
+    pub fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.path_bytes()).into_owned()
+    }
+
+    /// The stored path, checked to stay inside wherever it is restored:
+    /// relative, no `..`, no empty or `.` components.
+    pub fn safe_relative(&self) -> Result<PathBuf> {
+        let bytes = self.path_bytes();
+        let p = Path::new(OsStr::from_bytes(&bytes));
+        if bytes.is_empty() {
+            return Err(Error::Outside { path: self.display_path(), why: "an empty path".into() });
+        }
+        for c in p.components() {
+            match c {
+                Component::Normal(_) => {}
+                _ => {
+                    return Err(Error::Outside {
+                        path: self.display_path(),
+                        why: "the path leaves the restore target (absolute, or with '..' or '.')".into(),
+                    });
+                }
+            }
+        }
+        Ok(p.to_path_buf())
+    }
+
+    /// Whether the file is unchanged since `old` was taken (restic's test:
+    /// kind, size, modification and change time, device and inode).
+    pub(crate) fn same_file_as(&self, old: &Entry) -> bool {
+        self.kind == Kind::File
+            && old.kind == Kind::File
+            && old.data.is_some()
+            && self.size == old.size
+            && (self.mtime, self.mtime_nsec) == (old.mtime, old.mtime_nsec)
+            && (self.ctime, self.ctime_nsec) == (old.ctime, old.ctime_nsec)
+            && (self.dev, self.inode) == (old.dev, old.inode)
+    }
+}
+
+/// The stored form of an absolute path: UTF-8 text, or hex of its bytes.
+fn stored_path(path: &Path) -> (String, Option<String>) {
+    let bytes = path.as_os_str().as_bytes();
+    let rel = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    match std::str::from_utf8(rel) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (String::new(), Some(data_encoding::HEXLOWER.encode(rel))),
+    }
+}
+
+/// A snapshot's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// [`TREE_FORMAT`].
+    pub format: String,
+    /// Every entry, in walk order.
+    pub entries: Vec<Entry>,
+}
+
+/// The largest tree accepted, uncompressed (about four million files).
+const MAX_TREE: usize = 1 << 30;
+
+impl Tree {
+    /// A tree of `entries`.
+    pub fn new(entries: Vec<Entry>) -> Tree {
+        Tree { format: TREE_FORMAT.to_string(), entries }
+    }
+
+    /// The stored bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::format("tree", e))?;
+        zstd::bulk::compress(&json, 3).map_err(|e| Error::format("tree", e))
+    }
+
+    /// A tree from its stored bytes, checked.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Tree> {
+        let mut json = Vec::new();
+        let mut d = zstd::stream::read::Decoder::new(bytes).map_err(|e| Error::format("tree", e))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut d, MAX_TREE as u64 + 1), &mut json)
+            .map_err(|e| Error::format("tree", e))?;
+        if json.len() > MAX_TREE {
+            return Err(Error::format("tree", "over 1 GiB uncompressed"));
+        }
+        let t: Tree = serde_json::from_slice(&json).map_err(|e| Error::format("tree", e))?;
+        if t.format != TREE_FORMAT {
+            return Err(Error::format("tree", format!("format {:?}; this build reads {TREE_FORMAT}", t.format)));
+        }
+        Ok(t)
+    }
+}

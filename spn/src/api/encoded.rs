@@ -1,0 +1,380 @@
+//! Objects a client encoded itself (backups): upload sessions that place
+//! ciphertext segments and commit their manifests, object deletion, and
+//! tenants' opaque records. The SPN checks what it can without a key: each
+//! segment's shards against their length and the Reed-Solomon parity, each
+//! manifest's public part, and that every shard a manifest names is held
+//! for this tenant. It never receives a key or a plaintext byte.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use chunker::{Cid, Manifest, Segment, ShardBytes};
+use proto::api::{
+    Committed, Deleted, EncodedCommit, EncodedSession, Held, ObjectRecord, RecordInfo, RecordList, SegmentPlaced,
+    ShardCids,
+};
+use serde::Deserialize;
+
+use super::objects::new_job_of;
+use super::{Api, ApiError, Caller, bad, check_name};
+use crate::error::Error;
+use crate::publish::{Shared, candidates, place_segment};
+use crate::state::{JobRecord, JobState};
+use crate::{Inner, now};
+
+/// The largest segment body accepted (what one request buffers): a 64 MiB
+/// segment at 10+4 is 90 MiB of shards.
+pub(crate) const MAX_SEGMENT_BODY: usize = 96 << 20;
+
+/// How long a segment's body may take to arrive.
+const SEGMENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The largest record a tenant may keep.
+pub(crate) const MAX_RECORD: usize = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SessionQuery {
+    tenant: String,
+}
+
+/// `POST /v1/encoded?tenant=T`.
+pub(super) async fn open(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Query(q): Query<SessionQuery>,
+) -> Api<(StatusCode, Json<EncodedSession>)> {
+    check_name("tenant", &q.tenant)?;
+    who.may(&q.tenant)?;
+    let job = new_job_of(&inner, "encoded", &q.tenant, 0)?;
+    inner.progress(job, |j| j.state = JobState::Encoding);
+    Ok((StatusCode::CREATED, Json(EncodedSession { job })))
+}
+
+/// The session `job`, if `who` may use it and it is still open.
+fn session(inner: &Inner, who: &Caller, job: u64) -> Api<JobRecord> {
+    let j = inner.job(job)?.ok_or_else(|| ApiError::from(Error::NotFound(format!("job {job}"))))?;
+    who.may(&j.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("job {job}"))))?;
+    if j.kind != "encoded" {
+        return Err(bad(format!("job {job} is a {} job, not an upload session", j.kind)));
+    }
+    if j.state.is_finished() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("upload session {job} has ended ({}); open a new one", j.state),
+        ));
+    }
+    Ok(j)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SegmentQuery {
+    len: u64,
+    k: u8,
+}
+
+/// `PUT /v1/encoded/{job}/segments?len=L&k=K`: the body is the n shards.
+pub(super) async fn put_segment(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(job): Path<u64>,
+    Query(q): Query<SegmentQuery>,
+    body: Body,
+) -> Api<Json<SegmentPlaced>> {
+    session(&inner, &who, job)?;
+    if q.k == 0 || q.len == 0 || q.len > 1 << 30 {
+        return Err(bad(format!("a segment of {} bytes with k = {} is impossible", q.len, q.k)));
+    }
+    let shard_len = q.len.div_ceil(u64::from(q.k));
+    let read = axum::body::to_bytes(body, MAX_SEGMENT_BODY);
+    let bytes = tokio::time::timeout(SEGMENT_DEADLINE, read)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the segment did not arrive within {} s", SEGMENT_DEADLINE.as_secs()),
+            )
+        })?
+        .map_err(|_| {
+            ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("segment over {MAX_SEGMENT_BODY} bytes, or broken off"))
+        })?;
+    let total = bytes.len() as u64;
+    if total == 0 || !total.is_multiple_of(shard_len) || total / shard_len < u64::from(q.k) || total / shard_len > 255 {
+        return Err(bad(format!(
+            "{total} bytes are not k..=255 shards of {shard_len} bytes (a segment of {} bytes, k = {})",
+            q.len, q.k
+        )));
+    }
+    let n = (total / shard_len) as usize;
+    let (len, k) = (q.len, q.k);
+    let buf = bytes.to_vec();
+    let (segment, shards) = tokio::task::spawn_blocking(move || {
+        let views: Vec<&[u8]> = buf.chunks_exact(shard_len as usize).collect();
+        let segment = Segment::from_shards(len, k, &views)?;
+        Ok::<_, chunker::Error>((segment, ShardBytes::from_vec(buf, shard_len as usize)))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("checking the segment: {e}")))?
+    .map_err(|e| bad(e.to_string()))?;
+    let cids: Vec<Cid> = segment.shards().to_vec();
+    let held = inner.state.job_held(job)?;
+    if cids.iter().all(|c| held.contains(&c.to_string())) {
+        return Ok(Json(SegmentPlaced {
+            segment: segment.cid().to_string(),
+            shards: n as u64,
+            receipts: 0,
+            held_already: true,
+        }));
+    }
+    let cands = candidates(&inner, n).await?;
+    if cands.len() < n {
+        return Err(Error::NotEnoughPeers { need: n, have: cands.len() }.into());
+    }
+    let parity = (n - usize::from(k)) as u8;
+    let mut pool = client::placement::Pool::new(cands);
+    if !inner.settings.relax_domains {
+        pool.max_per_domain = usize::from(parity.max(1));
+    }
+    let shared = Arc::new(std::sync::Mutex::new(Shared::new(pool, parity)));
+    let index = inner.job(job)?.map_or(0, |j| j.shards_placed as usize);
+    place_segment(inner.clone(), shared.clone(), job, index, shard_len, cids, shards).await?;
+    let (unplaced, receipts) = {
+        let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut st.unplaced), st.receipts)
+    };
+    if !unplaced.is_empty() {
+        return Err(Error::Unplaced(unplaced).into());
+    }
+    inner.progress(job, |j| j.bytes_done += q.len);
+    Ok(Json(SegmentPlaced { segment: segment.cid().to_string(), shards: n as u64, receipts, held_already: false }))
+}
+
+/// `POST /v1/encoded/{job}/held`.
+pub(super) async fn held(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(job): Path<u64>,
+    body: Bytes,
+) -> Api<Json<Held>> {
+    session(&inner, &who, job)?;
+    let q: ShardCids = serde_json::from_slice(&body).map_err(|e| bad(format!("shard list: {e}")))?;
+    if q.shards.len() > 4096 {
+        return Err(bad("at most 4096 shards per question"));
+    }
+    let have = inner.state.job_held(job)?;
+    Ok(Json(Held { held: q.shards.iter().map(|c| have.contains(c)).collect() }))
+}
+
+/// `POST /v1/encoded/{job}/commit`.
+pub(super) async fn commit(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(job): Path<u64>,
+    body: Bytes,
+) -> Api<Json<Committed>> {
+    let j = session(&inner, &who, job)?;
+    let q: EncodedCommit = serde_json::from_slice(&body).map_err(|e| bad(format!("commit: {e}")))?;
+    if q.manifests.is_empty() || q.manifests.len() > 64 {
+        return Err(bad("a commit names 1 to 64 manifests"));
+    }
+    let held = inner.state.job_held(job)?;
+    let inner2 = inner.clone();
+    let tenant = j.tenant.clone();
+    let mine = tokio::task::spawn_blocking(move || inner2.state.tenant_shards(&tenant))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the tenant's objects: {e}")))??;
+    let mut objects = Vec::new();
+    let mut used = HashSet::new();
+    for (i, b64) in q.manifests.iter().enumerate() {
+        let bytes = data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .map_err(|e| bad(format!("manifest {i} is not base64: {e}")))?;
+        let m = Manifest::from_bytes(&bytes, &Default::default()).map_err(|e| bad(format!("manifest {i}: {e}")))?;
+        let cid = m.cid().to_string();
+        let mut new_segments = 0;
+        let mut new_shard_bytes = 0;
+        for (s, seg) in m.segments().iter().enumerate() {
+            let mut fresh = false;
+            for c in seg.shards() {
+                let c = c.to_string();
+                if held.contains(&c) {
+                    fresh = true;
+                } else if !mine.contains(&c) {
+                    return Err(bad(format!(
+                        "manifest {i} ({cid}), segment {s}: shard {c} was not placed in this session \
+                         and belongs to no object of tenant {}; upload the segment first",
+                        j.tenant
+                    )));
+                }
+                used.insert(c);
+            }
+            if fresh {
+                new_segments += 1;
+                new_shard_bytes += seg.shard_len() * seg.shards().len() as u64;
+            }
+        }
+        let coding = m.params().coding;
+        let rec = ObjectRecord {
+            manifest: cid,
+            tenant: j.tenant.clone(),
+            product: String::new(),
+            read_key: String::new(),
+            length: 0,
+            blake3: String::new(),
+            data_shards: coding.data,
+            parity_shards: coding.parity,
+            segments: m.segments().len() as u64,
+            new_segments,
+            new_shard_bytes,
+            created: now(),
+            placement_version: 0,
+        };
+        objects.push((rec, bytes));
+    }
+    let dropped = inner.state.commit_encoded(job, &objects, &used, now())?;
+    let mut done = inner.job(job)?.unwrap_or(j);
+    done.state = JobState::Done;
+    done.finished = Some(now());
+    inner.state.put_job(&done)?;
+    inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+    if dropped > 0 {
+        let inner = inner.clone();
+        tokio::spawn(async move { crate::cleanup::drain(&inner).await });
+    }
+    Ok(Json(Committed { objects: objects.into_iter().map(|(r, _)| r.manifest).collect(), shards_dropped: dropped }))
+}
+
+/// `DELETE /v1/encoded/{job}`: give up a session; what it placed is deleted.
+pub(super) async fn abandon(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(job): Path<u64>,
+) -> Api<StatusCode> {
+    let mut j = session(&inner, &who, job)?;
+    let n = inner.state.abandon_job(job, now())?;
+    j.state = JobState::Failed;
+    j.error = Some("abandoned by the client".to_string());
+    j.finished = Some(now());
+    inner.state.put_job(&j)?;
+    inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&job);
+    if n > 0 {
+        let inner = inner.clone();
+        tokio::spawn(async move { crate::cleanup::drain(&inner).await });
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/objects/{cid}/manifest`: the manifest's bytes (its sealed part
+/// opens only with the object's read key, which the SPN does not hold for
+/// encoded objects).
+pub(super) async fn manifest(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(cid): Path<String>,
+) -> Api<Vec<u8>> {
+    super::objects::object_of(&inner, &who, &cid)?;
+    let (bytes, _) = super::objects::load_manifest(&inner, &cid)?;
+    Ok(bytes)
+}
+
+/// `GET /v1/objects/{cid}/placement`: where its shards are now (a fetch
+/// asks again when repair moved them).
+pub(super) async fn placement(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(cid): Path<String>,
+) -> Api<Json<proto::api::Placement>> {
+    super::objects::object_of(&inner, &who, &cid)?;
+    let (_, m) = super::objects::load_manifest(&inner, &cid)?;
+    Ok(Json(crate::api::placement_of(&inner, &m)?))
+}
+
+/// `DELETE /v1/objects/{cid}`: a tenant's encoded object (releases are
+/// withdrawn, not deleted).
+pub(super) async fn delete_object(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(cid): Path<String>,
+) -> Api<Json<Deleted>> {
+    let rec = super::objects::object_of(&inner, &who, &cid)?;
+    if !rec.read_key.is_empty() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("object {cid} was published by the SPN (a release): withdraw the release instead"),
+        ));
+    }
+    let inner2 = inner.clone();
+    let c = cid.clone();
+    let n = tokio::task::spawn_blocking(move || inner2.state.delete_object(&c, now()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("deleting {cid}: {e}")))??;
+    if n > 0 {
+        let inner = inner.clone();
+        tokio::spawn(async move { crate::cleanup::drain(&inner).await });
+    }
+    Ok(Json(Deleted { object: cid, shards_deleted: n }))
+}
+
+fn check_record_name(name: &str) -> Api<()> {
+    check_name("record", name)
+}
+
+/// `PUT /v1/records/{tenant}/{name}`.
+pub(super) async fn put_record(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Api<StatusCode> {
+    check_name("tenant", &tenant)?;
+    check_record_name(&name)?;
+    who.may(&tenant)?;
+    inner.state.put_record(&tenant, &name, &body)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/records/{tenant}/{name}`.
+pub(super) async fn get_record(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Api<Vec<u8>> {
+    who.may(&tenant)?;
+    inner.state.record(&tenant, &name)?.ok_or_else(|| Error::NotFound(format!("record {name} of {tenant}")).into())
+}
+
+/// `DELETE /v1/records/{tenant}/{name}`.
+pub(super) async fn delete_record(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Api<StatusCode> {
+    who.may(&tenant)?;
+    if inner.state.delete_record(&tenant, &name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound(format!("record {name} of {tenant}")).into())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+/// `GET /v1/records/{tenant}?prefix=P`.
+pub(super) async fn list_records(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(tenant): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Api<Json<RecordList>> {
+    who.may(&tenant)?;
+    let records =
+        inner.state.records(&tenant, &q.prefix)?.into_iter().map(|(name, len)| RecordInfo { name, len }).collect();
+    Ok(Json(RecordList { records }))
+}

@@ -1,0 +1,191 @@
+//! Business backups on real nodes: a bootstrap, peers and an SPN on
+//! loopback, a backup host that encodes everything itself.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use backup::{Repo, RepoKey, RestoreOptions, RunOptions, ScanOptions};
+use common::{Net, device, image, network};
+
+/// What a tree holds, as a restore must give it back.
+#[derive(Debug, PartialEq, Eq)]
+enum Item {
+    File { mode: u32, mtime: i64, bytes: Vec<u8> },
+    Dir { mode: u32 },
+    Link { target: String },
+}
+
+fn describe(root: &Path) -> BTreeMap<String, Item> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut budget = 100_000;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir") {
+            budget -= 1;
+            assert!(budget > 0, "tree too large for the test");
+            let p = e.expect("entry").path();
+            let rel = p.strip_prefix(root).expect("under root").display().to_string();
+            let m = std::fs::symlink_metadata(&p).expect("meta");
+            let item = if m.file_type().is_symlink() {
+                Item::Link { target: std::fs::read_link(&p).expect("link").display().to_string() }
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                Item::Dir { mode: m.permissions().mode() & 0o7777 }
+            } else {
+                Item::File {
+                    mode: m.permissions().mode() & 0o7777,
+                    mtime: m.mtime(),
+                    bytes: std::fs::read(&p).expect("read"),
+                }
+            };
+            out.insert(rel, item);
+        }
+    }
+    out
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    std::fs::File::options().write(true).open(path).expect("open").set_modified(t).expect("mtime");
+}
+
+/// A tree of mixed files: text that compresses, noise that does not,
+/// nested folders, an empty file, an executable, a symlink and a hard link.
+fn make_tree(root: &Path) {
+    for i in 0..40u64 {
+        let text = format!("line {i} of a document that a law firm keeps\n").repeat(200 + i as usize * 10);
+        write(&root.join(format!("docs/letters/{i:03}.txt")), text.as_bytes());
+    }
+    write(&root.join("data/big.bin"), &image(3_000_000, 7));
+    write(&root.join("data/medium.bin"), &image(400_000, 8));
+    write(&root.join("empty"), b"");
+    write(&root.join("bin/run.sh"), b"#!/bin/sh\necho hello\n");
+    std::fs::set_permissions(root.join("bin/run.sh"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::os::unix::fs::symlink("../data/big.bin", root.join("bin/big-link")).expect("symlink");
+    std::fs::hard_link(root.join("data/medium.bin"), root.join("data/medium-hardlink.bin")).expect("hard link");
+    set_mtime(&root.join("docs/letters/000.txt"), 1_600_000_000);
+}
+
+struct Host {
+    repo: Repo,
+    _cache: tempfile::TempDir,
+}
+
+fn host(net: &Net, name: &str) -> Host {
+    let cache = tempfile::tempdir().expect("cache");
+    let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let key = RepoKey::generate(name);
+    let repo = Repo::new(spn, key, cache.path().to_path_buf());
+    repo.init().expect("init");
+    Host { repo, _cache: cache }
+}
+
+fn options(paths: &[PathBuf]) -> RunOptions {
+    RunOptions {
+        scan: ScanOptions { paths: paths.to_vec(), excludes: vec![], one_file_system: false },
+        tags: vec!["nightly".into()],
+        host: "host-a".into(),
+        coding: (4, 2),
+        parent: None,
+        force: false,
+    }
+}
+
+/// Restore `snapshot` and describe what arrived under the source's path.
+async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BTreeMap<String, Item> {
+    let target = tempfile::tempdir().expect("target");
+    let o = RestoreOptions { snapshot: snapshot.to_string(), target: target.path().to_path_buf(), include: vec![] };
+    let r = backup::restore(&h.repo, dev, &o, Arc::new(client::Hidden)).await.expect("restore");
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    let at = target.path().join(src.strip_prefix("/").expect("absolute"));
+    assert!(!target.path().join(".ionshard-restore").exists(), "the scratch folder is gone");
+    describe(&at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tree_backed_up_twice_restores_both_snapshots_byte_exact() {
+    let net = network(6, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "lawfirm");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("src");
+    make_tree(&src);
+    let first_state = describe(&src);
+    let o = options(std::slice::from_ref(&src));
+    let one = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("first backup");
+    let s1 = one.snapshot;
+    assert!(s1.skipped.is_empty(), "{:?}", s1.skipped);
+    assert_eq!(s1.stats.files, 45, "{:?}", s1.stats);
+    assert!(s1.stats.bytes_read > 3_000_000);
+
+    // Change, add, delete and rename.
+    let mut big = image(3_000_000, 7);
+    big[1_500_000..1_500_100].copy_from_slice(&[0xAB; 100]);
+    write(&src.join("data/big.bin"), &big);
+    write(&src.join("docs/new.txt"), b"a new document\n");
+    std::fs::remove_file(src.join("docs/letters/005.txt")).expect("delete");
+    std::fs::rename(src.join("docs/letters/006.txt"), src.join("docs/letters/renamed.txt")).expect("rename");
+    let second_state = describe(&src);
+    let two = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("second backup");
+    let s2 = two.snapshot;
+    assert_eq!(s2.parent.as_deref(), Some(s1.id.as_str()));
+    // Only what changed was read: the edited file, the new one and the renamed one.
+    assert_eq!(s2.stats.files_read, 3, "{:?}", s2.stats);
+    // Dedup: the edit stores a few chunks, not the 3 MB file again.
+    assert!(s2.stats.new_plain_bytes < 300_000, "{:?}", s2.stats);
+
+    assert_eq!(restored(&h, &dev.client, &s1.id, &src).await, first_state);
+    assert_eq!(restored(&h, &dev.client, &s2.id, &src).await, second_state);
+    let snaps = h.repo.snapshots().expect("snapshots");
+    assert_eq!(snaps.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![s1.id.clone(), s2.id.clone()]);
+
+    // The SPN holds no key and no plaintext of the backup.
+    let key_hex = h.repo_key_text();
+    let mut spn_bytes = Vec::new();
+    for e in walk_files(&net._root.path().join("spn")) {
+        spn_bytes.extend(std::fs::read(&e).unwrap_or_default());
+    }
+    assert!(!spn_bytes.is_empty());
+    for needle in
+        [b"line 7 of a document that a law firm keeps".as_slice(), key_hex.as_bytes(), &image(400_000, 8)[1000..1064]]
+    {
+        assert!(!contains(&spn_bytes, needle), "the SPN's files contain {:?}", String::from_utf8_lossy(&needle[..20]));
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn walk_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+impl Host {
+    /// The secret's hex as the key file holds it.
+    fn repo_key_text(&self) -> String {
+        let text = self.repo.key().to_file_text();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("key json");
+        v["secret"].as_str().expect("secret").to_string()
+    }
+}
