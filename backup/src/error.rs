@@ -54,6 +54,9 @@ pub enum Error {
     /// The SPN or a fetch from the peers.
     #[error(transparent)]
     Client(#[from] client::Error),
+    /// The work needs a node on the network (to fetch a tree not cached here).
+    #[error("{0}: join the network (give the bootstrap nodes)")]
+    NeedsNetwork(String),
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),

@@ -14,16 +14,20 @@
 
 mod error;
 mod key;
+mod policy;
 mod repo;
 mod restore;
 mod run;
 mod scan;
 mod tree;
+mod upkeep;
 
 pub use error::{Error, Result};
 pub use key::{RepoKey, seal};
+pub use policy::{Candidate, Decision, Policy, Within, apply};
 pub use repo::{ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use run::{RunOptions, RunReport, run};
 pub use scan::{ScanOptions, absolute};
-pub use tree::{DataRef, Entry, Kind, TREE_FORMAT, Tree};
+pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
+pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, prune};

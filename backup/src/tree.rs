@@ -231,3 +231,47 @@ impl Tree {
         Ok(t)
     }
 }
+
+/// One difference between two trees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// `+` added, `-` removed, `M` content changed, `U` metadata only, `T` kind changed.
+    pub what: char,
+    /// The path (absolute).
+    pub path: String,
+}
+
+/// What changed from `a` to `b`, in path order (as `restic diff` says it).
+pub fn diff(a: &Tree, b: &Tree) -> Vec<Change> {
+    use std::collections::BTreeMap;
+    let index =
+        |t: &Tree| -> BTreeMap<Vec<u8>, Entry> { t.entries.iter().map(|e| (e.path_bytes(), e.clone())).collect() };
+    let (old, new) = (index(a), index(b));
+    let mut out = Vec::new();
+    let name = |e: &Entry| format!("/{}", e.display_path());
+    for (p, e) in &old {
+        if !new.contains_key(p) {
+            out.push(Change { what: '-', path: name(e) });
+        }
+    }
+    for (p, e) in &new {
+        let Some(o) = old.get(p) else {
+            out.push(Change { what: '+', path: name(e) });
+            continue;
+        };
+        let what = if o.kind != e.kind {
+            'T'
+        } else if o.blake3 != e.blake3 || o.size != e.size || o.target != e.target || o.link_to != e.link_to {
+            'M'
+        } else if (o.mode, o.uid, o.gid, o.mtime, o.mtime_nsec) != (e.mode, e.uid, e.gid, e.mtime, e.mtime_nsec)
+            && o.kind != Kind::Dir
+        {
+            'U'
+        } else {
+            continue;
+        };
+        out.push(Change { what, path: name(e) });
+    }
+    out.sort_by(|x, y| x.path.cmp(&y.path));
+    out
+}

@@ -2,6 +2,7 @@
 //! publishing and fetching as they land).
 
 mod alloc;
+mod backup_cmd;
 mod chunk;
 mod demo;
 mod device_cmd;
@@ -115,6 +116,8 @@ enum Command {
     Fetch(device_cmd::DeviceArgs),
     /// Fetch, verify and install a release; record the installed version.
     Update(device_cmd::DeviceArgs),
+    /// Business backups through the SPN: init, run, snapshots, ls, diff, restore, forget, prune, key.
+    Backup(backup_cmd::BackupArgs),
     /// Run the whole OTA path locally: bootstrap, 8 peers, SPN, publish, fetch, kill peers, delta update.
     Demo(demo::DemoOpts),
     /// A local network to try things by hand: `eval "$(ionshard sandbox up)"`,
@@ -142,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Spn { command: None, opts } => spn_cmd::spn(opts),
         Command::Fetch(a) => device_cmd::run(a, false).map(|_| ()),
         Command::Update(a) => device_cmd::run(a, true).map(|_| ()),
+        Command::Backup(a) => backup_cmd::run(a),
         Command::Demo(o) => demo::demo(o),
         Command::Sandbox { command } => sandbox::run(command),
     }

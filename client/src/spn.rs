@@ -374,6 +374,11 @@ impl Spn {
         self.get(&format!("/v1/objects/{cid}"))
     }
 
+    /// A tenant's objects.
+    pub fn objects(&self, tenant: &str) -> Result<proto::api::ObjectList> {
+        self.get(&format!("/v1/objects?tenant={tenant}"))
+    }
+
     /// Delete a client-encoded object.
     pub fn delete_object(&self, cid: &str) -> Result<proto::api::Deleted> {
         let (what, r) = self.delete_path(&format!("/v1/objects/{cid}"))?;

@@ -609,6 +609,13 @@ pub struct Deleted {
     pub shards_deleted: u64,
 }
 
+/// `GET /v1/objects?tenant=T`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectList {
+    /// The tenant's objects, oldest first.
+    pub objects: Vec<ObjectRecord>,
+}
+
 /// A small opaque record a tenant keeps on the SPN (a backup repository's
 /// encrypted snapshot records and key envelopes): `PUT`, `GET` and
 /// `DELETE /v1/records/{tenant}/{name}`, listed by `GET /v1/records/{tenant}`.

@@ -163,7 +163,7 @@ pub(crate) fn check_name(what: &str, s: &str) -> Api<()> {
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     let small = middleware::from_fn(buffered(256 << 10));
     let authed = Router::new()
-        .route("/v1/objects", post(objects::upload))
+        .route("/v1/objects", post(objects::upload).get(encoded::list_objects))
         .route("/v1/jobs/{id}", get(objects::job))
         .route("/v1/objects/{cid}", get(objects::object))
         .route("/v1/objects/{cid}/receipts", get(objects::receipts))

@@ -48,6 +48,7 @@
 //! | `POST /v1/encoded/{job}/held` | token | [`types::ShardCids`] → [`types::Held`]: which the session placed (a resumed run) |
 //! | `POST /v1/encoded/{job}/commit` | token | [`types::EncodedCommit`] → [`types::Committed`]: the manifests saved as the tenant's objects; unused shards deleted |
 //! | `DELETE /v1/encoded/{job}` | token | give up a session: what it placed is deleted |
+//! | `GET /v1/objects?tenant=T` | token | [`types::ObjectList`]: the tenant's objects |
 //! | `GET /v1/objects/{cid}/manifest` | token | the manifest's bytes |
 //! | `GET /v1/objects/{cid}/placement` | token | [`types::Placement`]: which peers hold its shards now |
 //! | `DELETE /v1/objects/{cid}` | token | a client-encoded object: gone, its shards no other object uses deleted from the peers ([`types::Deleted`]) |

@@ -5,7 +5,6 @@
 //! manifest's public part, and that every shard a manifest names is held
 //! for this tenant. It never receives a key or a plaintext byte.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -181,13 +180,7 @@ pub(super) async fn commit(
         return Err(bad("a commit names 1 to 64 manifests"));
     }
     let held = inner.state.job_held(job)?;
-    let inner2 = inner.clone();
-    let tenant = j.tenant.clone();
-    let mine = tokio::task::spawn_blocking(move || inner2.state.tenant_shards(&tenant))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the tenant's objects: {e}")))??;
     let mut objects = Vec::new();
-    let mut used = HashSet::new();
     for (i, b64) in q.manifests.iter().enumerate() {
         let bytes = data_encoding::BASE64
             .decode(b64.as_bytes())
@@ -196,25 +189,14 @@ pub(super) async fn commit(
         let cid = m.cid().to_string();
         let mut new_segments = 0;
         let mut new_shard_bytes = 0;
-        for (s, seg) in m.segments().iter().enumerate() {
-            let mut fresh = false;
-            for c in seg.shards() {
-                let c = c.to_string();
-                if held.contains(&c) {
-                    fresh = true;
-                } else if !mine.contains(&c) {
-                    return Err(bad(format!(
-                        "manifest {i} ({cid}), segment {s}: shard {c} was not placed in this session \
-                         and belongs to no object of tenant {}; upload the segment first",
-                        j.tenant
-                    )));
-                }
-                used.insert(c);
-            }
-            if fresh {
+        let mut shards = Vec::new();
+        for seg in m.segments() {
+            let names: Vec<String> = seg.shards().iter().map(|c| c.to_string()).collect();
+            if names.iter().any(|c| held.contains(c)) {
                 new_segments += 1;
                 new_shard_bytes += seg.shard_len() * seg.shards().len() as u64;
             }
+            shards.extend(names);
         }
         let coding = m.params().coding;
         let rec = ObjectRecord {
@@ -232,9 +214,17 @@ pub(super) async fn commit(
             created: now(),
             placement_version: 0,
         };
-        objects.push((rec, bytes));
+        objects.push((rec, bytes, shards));
     }
-    let dropped = inner.state.commit_encoded(job, &objects, &used, now())?;
+    let inner2 = inner.clone();
+    let tenant = j.tenant.clone();
+    let dropped = tokio::task::spawn_blocking(move || {
+        let r = inner2.state.commit_encoded(job, &tenant, &objects, now());
+        r.map(|d| (d, objects.into_iter().map(|(r, _, _)| r.manifest).collect::<Vec<_>>()))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the commit: {e}")))??;
+    let (dropped, names) = dropped;
     let mut done = inner.job(job)?.unwrap_or(j);
     done.state = JobState::Done;
     done.finished = Some(now());
@@ -244,7 +234,7 @@ pub(super) async fn commit(
         let inner = inner.clone();
         tokio::spawn(async move { crate::cleanup::drain(&inner).await });
     }
-    Ok(Json(Committed { objects: objects.into_iter().map(|(r, _)| r.manifest).collect(), shards_dropped: dropped }))
+    Ok(Json(Committed { objects: names, shards_dropped: dropped }))
 }
 
 /// `DELETE /v1/encoded/{job}`: give up a session; what it placed is deleted.
@@ -278,6 +268,21 @@ pub(super) async fn manifest(
     super::objects::object_of(&inner, &who, &cid)?;
     let (bytes, _) = super::objects::load_manifest(&inner, &cid)?;
     Ok(bytes)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ObjectsQuery {
+    tenant: String,
+}
+
+/// `GET /v1/objects?tenant=T`: a tenant's objects.
+pub(super) async fn list_objects(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Query(q): Query<ObjectsQuery>,
+) -> Api<Json<proto::api::ObjectList>> {
+    who.may(&q.tenant)?;
+    Ok(Json(proto::api::ObjectList { objects: inner.state.objects_of_tenant(&q.tenant)? }))
 }
 
 /// `GET /v1/objects/{cid}/placement`: where its shards are now (a fetch

@@ -12,7 +12,7 @@ use super::{
     DELETES, DeleteRecord, JOB_SHARDS, MANIFESTS, OBJECTS, ObjectRecord, PLACEMENT, RECEIPTS, State, job_keys, json,
     parse,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `TENANT/NAME` → bytes: tenants' opaque records (format 4).
 pub(super) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -61,47 +61,76 @@ impl State {
         Ok(out)
     }
 
-    /// Shards of every object of `tenant` (what its new manifests may reuse).
-    pub(crate) fn tenant_shards(&self, tenant: &str) -> Result<HashSet<String>> {
-        let txn = self.db.begin_read()?;
-        let objects = txn.open_table(OBJECTS)?;
-        let manifests = txn.open_table(MANIFESTS)?;
-        let mut out = HashSet::new();
-        for e in objects.iter()? {
-            let (k, v) = e?;
-            let rec: ObjectRecord = parse(v.value(), "object")?;
-            if rec.tenant != tenant {
-                continue;
-            }
-            if let Some(m) = manifests.get(k.value())? {
-                let m = chunker::Manifest::from_bytes(m.value(), &Default::default())?;
-                out.extend(m.segments().iter().flat_map(|s| s.shards()).map(|c| c.to_string()));
-            }
-        }
-        Ok(out)
-    }
-
     /// End an upload session: its objects saved, its journal ended, and
-    /// every shard it placed that `used` does not name dropped and queued
-    /// for deletion, all in one transaction. Returns how many were dropped.
+    /// every shard it placed that no committed manifest uses dropped and
+    /// queued for deletion, all in one transaction. Each object comes with
+    /// its shards; every one must have been placed by the session or belong
+    /// to an object of `tenant` at the moment of the commit (checked inside
+    /// the transaction, so a concurrent delete cannot slip between). Returns
+    /// how many were dropped.
     pub(crate) fn commit_encoded(
         &self,
         job: u64,
-        objects: &[(ObjectRecord, Vec<u8>)],
-        used: &HashSet<String>,
+        tenant: &str,
+        objects: &[(ObjectRecord, Vec<u8>, Vec<String>)],
         now: u64,
     ) -> Result<u64> {
         let txn = self.db.begin_write()?;
-        let mut dropped = 0;
+        let keys = job_keys(&txn.open_table(JOB_SHARDS)?, job)?;
+        let mut held = HashSet::new();
+        {
+            let placement = txn.open_table(PLACEMENT)?;
+            for k in &keys {
+                let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
+                    continue;
+                };
+                let holders: Vec<String> = match placement.get(shard)? {
+                    Some(v) => parse(v.value(), "placement")?,
+                    None => Vec::new(),
+                };
+                if holders.iter().any(|h| h == peer) {
+                    held.insert(shard.to_string());
+                }
+            }
+        }
+        let mut mine = HashSet::new();
+        {
+            let o = txn.open_table(OBJECTS)?;
+            let m = txn.open_table(MANIFESTS)?;
+            for e in o.iter()? {
+                let (k, v) = e?;
+                let rec: ObjectRecord = parse(v.value(), "object")?;
+                if rec.tenant != tenant {
+                    continue;
+                }
+                if let Some(bytes) = m.get(k.value())? {
+                    let man = chunker::Manifest::from_bytes(bytes.value(), &Default::default())?;
+                    mine.extend(man.segments().iter().flat_map(|s| s.shards()).map(|c| c.to_string()));
+                }
+            }
+        }
+        let mut used = HashSet::new();
+        for (rec, _, shards) in objects {
+            for c in shards {
+                if !held.contains(c) && !mine.contains(c) {
+                    return Err(Error::BadRequest(format!(
+                        "object {}: shard {c} was not placed in this session and belongs to no object of tenant \
+                         {tenant} (deleted since?); upload its segment, or run the backup again",
+                        rec.manifest
+                    )));
+                }
+                used.insert(c.clone());
+            }
+        }
         {
             let mut o = txn.open_table(OBJECTS)?;
             let mut m = txn.open_table(MANIFESTS)?;
-            for (rec, manifest) in objects {
+            for (rec, manifest, _) in objects {
                 o.insert(rec.manifest.as_str(), json(rec).as_slice())?;
                 m.insert(rec.manifest.as_str(), manifest.as_slice())?;
             }
         }
-        let keys = job_keys(&txn.open_table(JOB_SHARDS)?, job)?;
+        let mut dropped = 0;
         for k in keys {
             txn.open_table(JOB_SHARDS)?.remove(k.as_str())?;
             let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else { continue };
@@ -116,6 +145,13 @@ impl State {
         }
         txn.commit()?;
         Ok(dropped)
+    }
+
+    /// A tenant's objects (newest last).
+    pub(crate) fn objects_of_tenant(&self, tenant: &str) -> Result<Vec<ObjectRecord>> {
+        let mut out: Vec<ObjectRecord> = self.objects()?.into_iter().filter(|o| o.tenant == tenant).collect();
+        out.sort_by_key(|o| o.created);
+        Ok(out)
     }
 
     /// Delete an object: its record and manifest go, and each of its shards

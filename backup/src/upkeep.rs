@@ -1,0 +1,123 @@
+//! `forget` and `prune`: retention and deletion that really deletes.
+//!
+//! `forget` removes snapshot records (the policy says which). `prune`
+//! deletes, at the SPN, every object of the repository that no remaining
+//! snapshot uses: the SPN drops the shards no other object shares and
+//! deletes them from the peers. A removed snapshot's read keys existed only
+//! in its sealed record, so once the record is gone and the objects are
+//! deleted, nothing a peer or the SPN may have kept can be read again
+//! (crypto-shredding); chunks still used by kept snapshots keep their keys
+//! in those snapshots' manifests.
+//!
+//! No locks: a backup run saves its objects (commit) moments before its
+//! record, so `prune` leaves alone every object younger than a grace period
+//! (default one hour), as lock-free repositories do; and the SPN refuses a
+//! commit that uses shards deleted meanwhile, so a run racing a prune fails
+//! cleanly and its rerun stores what is missing. Nothing is ever left
+//! referenced but deleted.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::policy::{Candidate, Decision, Policy, apply};
+use crate::repo::Repo;
+
+/// What `forget` decided (and did, unless it was a dry run).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetReport {
+    /// Per group (`host paths`), the decisions, newest first.
+    pub groups: BTreeMap<String, Vec<Decision>>,
+    /// Snapshots removed.
+    pub removed: Vec<String>,
+    /// Whether it only said what it would do.
+    pub dry_run: bool,
+}
+
+/// Apply `policy` to every group of snapshots (host and paths), optionally
+/// only those of `host`; remove what it does not keep unless `dry_run`.
+pub fn forget(repo: &Repo, policy: &Policy, host: Option<&str>, dry_run: bool) -> Result<ForgetReport> {
+    if policy.is_empty() {
+        return Err(Error::Invalid(
+            "a policy that keeps nothing would remove every snapshot: give at least one --keep-* option \
+             (to remove a snapshot by name, give its id)"
+                .to_string(),
+        ));
+    }
+    let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for s in repo.snapshots()? {
+        if host.is_some_and(|h| h != s.host) {
+            continue;
+        }
+        groups.entry(format!("{} {}", s.host, s.paths.join(","))).or_default().push(Candidate {
+            id: s.id.clone(),
+            time_ns: s.time_ns,
+            tags: s.tags.clone(),
+        });
+    }
+    let mut report = ForgetReport { groups: BTreeMap::new(), removed: Vec::new(), dry_run };
+    for (name, group) in groups {
+        let decisions = apply(policy, &group);
+        for d in decisions.iter().filter(|d| !d.keep) {
+            if !dry_run {
+                repo.forget(&d.id)?;
+            }
+            report.removed.push(d.id.clone());
+        }
+        report.groups.insert(name, decisions);
+    }
+    Ok(report)
+}
+
+/// Remove snapshots by id (unique prefixes).
+pub fn forget_ids(repo: &Repo, ids: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let s = repo.snapshot(id)?;
+        repo.forget(&s.id)?;
+        out.push(s.id);
+    }
+    Ok(out)
+}
+
+/// What `prune` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Objects the remaining snapshots use.
+    pub objects_kept: u64,
+    /// Objects deleted.
+    pub objects_deleted: Vec<String>,
+    /// Shard copies queued for deletion on peers.
+    pub shards_deleted: u64,
+    /// Unused objects younger than the grace period, left for the next prune.
+    pub objects_too_young: u64,
+}
+
+/// Delete every object no snapshot uses and older than `grace_secs`.
+pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport> {
+    let mut used = HashSet::new();
+    for s in repo.snapshots()? {
+        used.insert(s.tree.manifest.clone());
+        used.extend(s.data.iter().map(|d| d.manifest.clone()));
+    }
+    let mut report = PruneReport::default();
+    for o in repo.spn.objects(repo.name())?.objects {
+        // Objects the SPN published (releases) are not this repository's to prune.
+        if !o.read_key.is_empty() {
+            continue;
+        }
+        if used.contains(&o.manifest) {
+            report.objects_kept += 1;
+            continue;
+        }
+        if o.created + grace_secs > now_secs {
+            report.objects_too_young += 1;
+            continue;
+        }
+        let d = repo.spn.delete_object(&o.manifest)?;
+        report.shards_deleted += d.shards_deleted;
+        report.objects_deleted.push(o.manifest);
+    }
+    Ok(report)
+}

@@ -1,0 +1,567 @@
+//! `ionshard backup …`: business backups (the work is the `backup` crate;
+//! this module reads flags and prints). Every command has `--json`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::node_cmd;
+use crate::progress::Bars;
+
+#[derive(clap::Args)]
+pub(crate) struct BackupArgs {
+    /// The repository (a tenant of the SPN).
+    #[arg(long, env = "IONSHARD_BACKUP_REPO", default_value = "backup", global = true)]
+    repo: String,
+    /// The repository's key file [default: ~/.ionshard/backup/REPO.key].
+    #[arg(long, env = "IONSHARD_BACKUP_KEY", global = true)]
+    key: Option<PathBuf>,
+    /// The SPN's API.
+    #[arg(long, env = "IONSHARD_SPN", global = true)]
+    spn: Option<String>,
+    /// API token [default: $IONSHARD_SPN_TOKEN].
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// Bootstrap nodes (restores read from the peers).
+    #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',', global = true)]
+    bootstrap: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: BackupCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Make a repository: a new key (keep it: losing it loses the backups) and the SPN's record.
+    Init,
+    /// Back up paths: only files changed since the last snapshot of this host and paths are read.
+    Run {
+        /// Files and directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Leave out what matches (gitignore-style; repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Leave out the patterns listed in a file (one per line; repeatable).
+        #[arg(long)]
+        exclude_file: Vec<PathBuf>,
+        /// Do not cross into other file systems.
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+        /// Tag the snapshot (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// The host name recorded [default: this machine's].
+        #[arg(long)]
+        host: Option<String>,
+        /// Data+parity shards per segment.
+        #[arg(long, default_value = "10+4")]
+        coding: String,
+        /// Compare with this snapshot instead of the newest of this host and paths.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Read every file (compare with no parent).
+        #[arg(long)]
+        force: bool,
+    },
+    /// List snapshots.
+    Snapshots {
+        /// Only those with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only those of this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List what a snapshot holds (under PATH).
+    Ls {
+        /// A snapshot id (a unique prefix), or `latest`.
+        snapshot: String,
+        /// Only under this path.
+        path: Option<String>,
+    },
+    /// What changed between two snapshots.
+    Diff {
+        /// The older.
+        a: String,
+        /// The newer.
+        b: String,
+    },
+    /// Restore a snapshot (or part of it) into a directory.
+    Restore {
+        /// A snapshot id (a unique prefix), or `latest`.
+        snapshot: String,
+        /// Where to (files land at TARGET/their/absolute/path).
+        #[arg(long)]
+        target: PathBuf,
+        /// Only this path and what is under it (repeatable).
+        #[arg(long)]
+        include: Vec<String>,
+    },
+    /// Remove snapshots: those named, or those a policy does not keep (restic's flags).
+    Forget {
+        /// Snapshot ids to remove.
+        ids: Vec<String>,
+        /// Keep the N newest.
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest of each of the N newest hours with a snapshot.
+        #[arg(long, default_value_t = 0)]
+        keep_hourly: u32,
+        /// … days.
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        /// … ISO weeks.
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+        /// … months.
+        #[arg(long, default_value_t = 0)]
+        keep_monthly: u32,
+        /// … years.
+        #[arg(long, default_value_t = 0)]
+        keep_yearly: u32,
+        /// Keep everything within this span of the newest (like 1y2m3d4h).
+        #[arg(long)]
+        keep_within: Option<String>,
+        /// Keep snapshots with this tag (repeatable).
+        #[arg(long)]
+        keep_tag: Vec<String>,
+        /// Only this host's snapshots.
+        #[arg(long)]
+        host: Option<String>,
+        /// Say what would be removed; remove nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Prune afterwards.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Delete from the peers every object no snapshot uses (and so destroy its keys).
+    Prune {
+        /// Leave objects younger than this many seconds (a backup may be saving them).
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+    },
+    /// The repository's key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Print the key file (store it somewhere safe: without it the backups cannot be read).
+    Export,
+}
+
+fn key_path(a: &BackupArgs) -> PathBuf {
+    a.key.clone().unwrap_or_else(|| crate::files::home().join("backup").join(format!("{}.key", a.repo)))
+}
+
+fn repo(a: &BackupArgs) -> Result<backup::Repo> {
+    let url = a.spn.as_deref().context("give --spn URL (or set IONSHARD_SPN; `ionshard sandbox up` does)")?;
+    let spn = crate::http::spn(url, crate::http::token(a.token.clone(), None)?)?;
+    let path = key_path(a);
+    let key = backup::RepoKey::load(&path).with_context(|| {
+        format!("the key of repository {} (make one with `ionshard backup init`, or give --key)", a.repo)
+    })?;
+    if key.repository() != a.repo {
+        bail!("{} is the key of repository {}, not {}", path.display(), key.repository(), a.repo);
+    }
+    let cache = crate::files::home().join("backup").join(&a.repo);
+    Ok(backup::Repo::new(spn, key, cache))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn coding(s: &str) -> Result<(u8, u8)> {
+    let (k, m) = s.split_once('+').context("--coding K+M, like 10+4")?;
+    Ok((k.parse().context("--coding: K")?, m.parse().context("--coding: M")?))
+}
+
+fn when(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let (y, mo, d) = civil(days);
+    let r = secs % 86_400;
+    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}", r / 3600, r / 60 % 60, r % 60)
+}
+
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn size(b: u64) -> String {
+    crate::size::human(b)
+}
+
+pub(crate) fn run(a: BackupArgs) -> Result<()> {
+    let json_out = a.json;
+    match &a.command {
+        BackupCommand::Init => init(&a),
+        BackupCommand::Key { command: KeyCommand::Export } => {
+            let key = backup::RepoKey::load(&key_path(&a))?;
+            if json_out {
+                println!("{}", json!({ "repository": key.repository(), "key_file": key.to_file_text() }));
+            } else {
+                print!("{}", key.to_file_text());
+            }
+            Ok(())
+        }
+        BackupCommand::Run { .. } => backup_run(&a),
+        BackupCommand::Snapshots { tag, host } => {
+            let r = repo(&a)?;
+            let snaps: Vec<_> = r
+                .snapshots()?
+                .into_iter()
+                .filter(|s| tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+                .filter(|s| host.as_ref().is_none_or(|h| &s.host == h))
+                .collect();
+            if json_out {
+                println!("{}", without_keys(json!({ "repository": r.name(), "snapshots": snaps })));
+            } else {
+                println!("{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  paths", "id", "time (UTC)", "host", "size", "tags");
+                for s in &snaps {
+                    println!(
+                        "{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  {}",
+                        s.id,
+                        when(s.time_ns),
+                        s.host,
+                        size(s.stats.bytes),
+                        s.tags.join(","),
+                        s.paths.join(" ")
+                    );
+                }
+                println!("{} snapshot(s)", snaps.len());
+            }
+            Ok(())
+        }
+        BackupCommand::Ls { snapshot, path } => {
+            let r = repo(&a)?;
+            let s = r.snapshot(snapshot)?;
+            let rt = node_cmd::runtime()?;
+            let tree = rt.block_on(tree_of(&a, &r, &s))?;
+            let under = path.as_deref().map(|p| p.trim_matches('/').to_string());
+            let entries: Vec<_> = tree
+                .entries
+                .iter()
+                .filter(|e| {
+                    under.as_ref().is_none_or(|u| {
+                        let p = e.display_path();
+                        p == *u || p.starts_with(&format!("{u}/"))
+                    })
+                })
+                .collect();
+            if json_out {
+                println!("{}", json!({ "snapshot": s.id, "entries": entries }));
+            } else {
+                for e in entries {
+                    let kind = match e.kind {
+                        backup::Kind::Dir => 'd',
+                        backup::Kind::Symlink => 'l',
+                        backup::Kind::File => '-',
+                        backup::Kind::Other => '?',
+                    };
+                    let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    println!(
+                        "{kind}{:04o} {:>5} {:>5} {:>10}  {}  /{}{link}",
+                        e.mode & 0o7777,
+                        e.uid,
+                        e.gid,
+                        e.size,
+                        when(e.mtime.max(0) as u64 * 1_000_000_000),
+                        e.display_path()
+                    );
+                }
+            }
+            Ok(())
+        }
+        BackupCommand::Diff { a: x, b: y } => {
+            let r = repo(&a)?;
+            let (sa, sb) = (r.snapshot(x)?, r.snapshot(y)?);
+            let rt = node_cmd::runtime()?;
+            let (ta, tb) = rt.block_on(async {
+                let ta = tree_of(&a, &r, &sa).await?;
+                let tb = tree_of(&a, &r, &sb).await?;
+                anyhow::Ok((ta, tb))
+            })?;
+            let changes = backup::diff(&ta, &tb);
+            if json_out {
+                println!("{}", json!({ "a": sa.id, "b": sb.id, "changes": changes }));
+            } else {
+                for c in &changes {
+                    println!("{}    {}", c.what, c.path);
+                }
+                let count = |w: char| changes.iter().filter(|c| c.what == w).count();
+                println!(
+                    "{} added, {} removed, {} changed, {} with new metadata",
+                    count('+'),
+                    count('-'),
+                    count('M') + count('T'),
+                    count('U')
+                );
+            }
+            Ok(())
+        }
+        BackupCommand::Restore { snapshot, target, include } => {
+            let r = repo(&a)?;
+            let o =
+                backup::RestoreOptions { snapshot: snapshot.clone(), target: target.clone(), include: include.clone() };
+            let rt = node_cmd::runtime()?;
+            let report = rt.block_on(async {
+                let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
+                anyhow::Ok(backup::restore(&r, &net, &o, Bars::new(json_out)).await?)
+            })?;
+            if json_out {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "restored snapshot {} into {}: {} files ({}), {} directories, {} symlinks; {} downloaded",
+                    report.snapshot,
+                    target.display(),
+                    report.files,
+                    size(report.bytes),
+                    report.dirs,
+                    report.symlinks,
+                    size(report.downloaded_bytes)
+                );
+                for s in &report.skipped {
+                    println!("  not restored: {}: {}", s.path, s.why);
+                }
+            }
+            Ok(())
+        }
+        BackupCommand::Forget {
+            ids,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tag,
+            host,
+            dry_run,
+            prune,
+        } => {
+            let r = repo(&a)?;
+            let policy = backup::Policy {
+                last: *keep_last,
+                hourly: *keep_hourly,
+                daily: *keep_daily,
+                weekly: *keep_weekly,
+                monthly: *keep_monthly,
+                yearly: *keep_yearly,
+                within: keep_within.as_deref().map(str::parse).transpose()?,
+                tags: keep_tag.clone(),
+            };
+            let (removed, report) = if ids.is_empty() {
+                let rep = backup::forget(&r, &policy, host.as_deref(), *dry_run)?;
+                (rep.removed.clone(), Some(rep))
+            } else {
+                if !policy.is_empty() {
+                    bail!("give snapshot ids or --keep-* options, not both");
+                }
+                if *dry_run {
+                    bail!("--dry-run goes with --keep-* options");
+                }
+                (backup::forget_ids(&r, ids)?, None)
+            };
+            let pruned = if *prune && !*dry_run { Some(backup::prune(&r, 0, now())?) } else { None };
+            if json_out {
+                println!("{}", json!({ "removed": removed, "policy": report, "prune": pruned }));
+            } else {
+                if let Some(rep) = &report {
+                    for (group, ds) in &rep.groups {
+                        println!("{group}:");
+                        for d in ds {
+                            let why = if d.keep { format!("keep ({})", d.reasons.join(", ")) } else { "remove".into() };
+                            println!("  {}  {why}", d.id);
+                        }
+                    }
+                }
+                let verb = if *dry_run { "would remove" } else { "removed" };
+                println!("{verb} {} snapshot(s)", removed.len());
+                if let Some(p) = &pruned {
+                    print_prune(p);
+                } else if !*dry_run && !removed.is_empty() {
+                    println!("their data stays on the peers until `ionshard backup prune`");
+                }
+            }
+            Ok(())
+        }
+        BackupCommand::Prune { grace } => {
+            let r = repo(&a)?;
+            let p = backup::prune(&r, *grace, now())?;
+            if json_out {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                print_prune(&p);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_prune(p: &backup::PruneReport) {
+    println!(
+        "pruned: {} object(s) deleted ({} shard copies queued for deletion on peers, their keys destroyed), {} kept{}",
+        p.objects_deleted.len(),
+        p.shards_deleted,
+        p.objects_kept,
+        if p.objects_too_young > 0 {
+            format!(", {} unused but younger than the grace period (next prune)", p.objects_too_young)
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// A snapshot as scripts see it: the objects' read keys stay in the sealed
+/// record (printed, they would end up in logs and CI output).
+fn without_keys(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("read_key");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A snapshot's tree: from the cache, or (joining the network) from the peers.
+async fn tree_of(a: &BackupArgs, r: &backup::Repo, s: &backup::Snapshot) -> Result<backup::Tree> {
+    match r.tree(None, s).await {
+        Err(backup::Error::NeedsNetwork(_)) => {
+            let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
+            Ok(r.tree(Some(&net), s).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn init(a: &BackupArgs) -> Result<()> {
+    let path = key_path(a);
+    let url = a.spn.as_deref().context("give --spn URL (or set IONSHARD_SPN; `ionshard sandbox up` does)")?;
+    let spn = crate::http::spn(url, crate::http::token(a.token.clone(), None)?)?;
+    let (key, created) = match backup::RepoKey::load(&path) {
+        Ok(k) if k.repository() == a.repo => (k, false),
+        Ok(k) => bail!("{} holds the key of repository {}, not {}", path.display(), k.repository(), a.repo),
+        Err(_) if path.exists() => bail!("{} exists but is not a key file: move it away first", path.display()),
+        Err(_) => {
+            let k = backup::RepoKey::generate(&a.repo);
+            k.save_new(&path)?;
+            (k, true)
+        }
+    };
+    let cache = crate::files::home().join("backup").join(&a.repo);
+    backup::Repo::new(spn, key, cache).init()?;
+    if a.json {
+        println!("{}", json!({ "repository": a.repo, "key_file": path.display().to_string(), "created": created }));
+    } else {
+        println!("repository {} is ready at {url}", a.repo);
+        println!("key: {}", path.display());
+        if created {
+            println!(
+                "KEEP THIS KEY SAFE: it is the only way to read these backups. Whoever loses it loses them; \
+                 `ionshard backup key export` prints it for safekeeping."
+            );
+        }
+    }
+    Ok(())
+}
+
+fn backup_run(a: &BackupArgs) -> Result<()> {
+    let BackupCommand::Run { paths, exclude, exclude_file, one_file_system, tag, host, coding: c, parent, force } =
+        &a.command
+    else {
+        unreachable!("called for run only")
+    };
+    let r = repo(a)?;
+    let mut excludes = exclude.clone();
+    for f in exclude_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
+        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    let mut abs = Vec::new();
+    for p in paths {
+        let p = backup::absolute(p)?;
+        if std::fs::symlink_metadata(&p).is_err() {
+            bail!("{} does not exist", p.display());
+        }
+        abs.push(p);
+    }
+    let o = backup::RunOptions {
+        scan: backup::ScanOptions { paths: abs, excludes, one_file_system: *one_file_system },
+        tags: tag.clone(),
+        host: host.clone().unwrap_or_else(host_name),
+        coding: coding(c)?,
+        parent: parent.clone(),
+        force: *force,
+    };
+    let rt = node_cmd::runtime()?;
+    let progress = Bars::new(a.json);
+    let report = rt.block_on(async {
+        match backup::run(&r, None, &o, progress.clone()).await {
+            Err(backup::Error::NeedsNetwork(_)) => {
+                let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
+                anyhow::Ok(backup::run(&r, Some(&net), &o, progress).await?)
+            }
+            other => anyhow::Ok(other?),
+        }
+    })?;
+    let s = &report.snapshot;
+    if a.json {
+        println!("{}", without_keys(serde_json::to_value(&report)?));
+    } else {
+        let st = &s.stats;
+        println!("snapshot {} saved{}", s.id, if report.resumed { " (resumed an interrupted run)" } else { "" });
+        println!(
+            "  {} files, {} directories, {}; read {} files ({}); stored {} new ({} of segments), uploaded {} of shards; {:.1} s",
+            st.files,
+            st.dirs,
+            size(st.bytes),
+            st.files_read,
+            size(st.bytes_read),
+            size(st.new_plain_bytes),
+            size(st.new_segment_bytes),
+            size(st.uploaded_shard_bytes),
+            st.seconds
+        );
+        if let Some(p) = &s.parent {
+            println!("  compared with snapshot {p}");
+        }
+        for k in &s.skipped {
+            println!("  skipped {}: {}", k.path, k.why);
+        }
+    }
+    Ok(())
+}
