@@ -69,6 +69,8 @@ fn make_tree(root: &Path) {
     write(&root.join("bin/run.sh"), b"#!/bin/sh\necho hello\n");
     std::fs::set_permissions(root.join("bin/run.sh"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
     std::os::unix::fs::symlink("../data/big.bin", root.join("bin/big-link")).expect("symlink");
+    // Backed up as it is; a restore does not create it (it points outside the target).
+    std::os::unix::fs::symlink("/etc/passwd", root.join("bin/passwd-link")).expect("symlink");
     std::fs::hard_link(root.join("data/medium.bin"), root.join("data/medium-hardlink.bin")).expect("hard link");
     set_mtime(&root.join("docs/letters/000.txt"), 1_600_000_000);
 }
@@ -103,10 +105,15 @@ async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BT
     let target = tempfile::tempdir().expect("target");
     let o = RestoreOptions { snapshot: snapshot.to_string(), target: target.path().to_path_buf(), include: vec![] };
     let r = backup::restore(&h.repo, dev, &o, Arc::new(client::Hidden)).await.expect("restore");
-    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    // The one symlink that leaves the target is reported, not made.
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+    assert!(r.skipped[0].path.ends_with("bin/passwd-link") && r.skipped[0].why.contains("outside"), "{:?}", r.skipped);
     let at = target.path().join(src.strip_prefix("/").expect("absolute"));
     assert!(!target.path().join(".ionshard-restore").exists(), "the scratch folder is gone");
-    describe(&at)
+    let mut got = describe(&at);
+    assert!(!got.contains_key("bin/passwd-link"));
+    got.insert("bin/passwd-link".into(), Item::Link { target: "/etc/passwd".into() });
+    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -188,4 +195,126 @@ impl Host {
         let v: serde_json::Value = serde_json::from_str(&text).expect("key json");
         v["secret"].as_str().expect("secret").to_string()
     }
+}
+
+/// Losing m peers loses nothing; a forgotten snapshot's data is gone from
+/// every peer after prune, while a kept snapshot that shares chunks with it
+/// still restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_lost_peers() {
+    let mut net = network(6, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "telecom");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("etc");
+    write(&src.join("shared.conf"), &image(600_000, 1));
+    write(&src.join("old-only.bin"), &image(900_000, 2));
+    let o = options(std::slice::from_ref(&src));
+    let s1 = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("first").snapshot;
+    // The second snapshot rewrites shared.conf unchanged in content (a new
+    // inode, so it is read again: its chunks dedup against the first's) and
+    // drops old-only.bin.
+    let bytes = std::fs::read(src.join("shared.conf")).expect("read");
+    std::fs::remove_file(src.join("shared.conf")).expect("rm");
+    write(&src.join("shared.conf"), &bytes);
+    std::fs::remove_file(src.join("old-only.bin")).expect("rm");
+    let two = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("second").snapshot;
+    assert_eq!(two.stats.files_read, 1);
+    assert!(two.stats.new_plain_bytes < 100_000, "shared chunks are not stored again: {:?}", two.stats);
+    let kept_state = describe(&src);
+    // The shards only the first snapshot's objects hold.
+    let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let shards_of = |cid: &str| -> std::collections::HashSet<String> {
+        let m = chunker::Manifest::from_bytes(&spn.manifest(cid, 1 << 30).expect("manifest"), &Default::default())
+            .expect("parse");
+        m.segments().iter().flat_map(|s| s.shards()).map(|c| c.to_string()).collect()
+    };
+    let mut old: std::collections::HashSet<String> = shards_of(&s1.tree.manifest);
+    old.extend(s1.data.iter().flat_map(|d| shards_of(&d.manifest)));
+    let mut kept: std::collections::HashSet<String> = shards_of(&two.tree.manifest);
+    kept.extend(two.data.iter().flat_map(|d| shards_of(&d.manifest)));
+    let only_old: Vec<String> = old.difference(&kept).cloned().collect();
+    assert!(!only_old.is_empty(), "the first snapshot has shards of its own");
+    assert!(old.intersection(&kept).count() > 0, "the snapshots share segments");
+
+    backup::forget_ids(&h.repo, std::slice::from_ref(&s1.id)).expect("forget");
+    let p = backup::prune(&h.repo, 0, u64::MAX / 2).expect("prune");
+    assert!(p.objects_deleted.len() >= 2, "{p:?}");
+    // Within 30 s the deletes reach every peer.
+    let cids: Vec<chunker::Cid> = only_old.iter().map(|c| c.parse().expect("cid")).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut left = 0;
+        for peer in &net.peers {
+            let has = dev.client.has_many(peer.client.peer_id(), cids.clone()).await.expect("has");
+            left += has.iter().filter(|h| **h).count();
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} shard copies of the forgotten snapshot are still on peers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(h.repo.snapshot(&s1.id).is_err(), "its record, and the read keys in it, are gone");
+
+    // Two of six peers (m = 2) lost: the kept snapshot restores byte-exact.
+    for _ in 0..2 {
+        net.peers.pop().expect("peer").stop().await;
+    }
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: two.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore with 2 peers lost");
+    assert_eq!(describe(&target.path().join(src.strip_prefix("/").expect("abs"))), kept_state);
+}
+
+/// Files that cannot be read are reported in the snapshot and skipped; the
+/// run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreadable_files_are_reported_and_skipped() {
+    let net = network(6, None).await;
+    let h = host(&net, "skips");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("tree");
+    write(&src.join("fine.txt"), b"fine");
+    // Reading /proc/self/mem from its start fails (EIO) for everyone, root included.
+    let bad = PathBuf::from("/proc/self/mem");
+    if !bad.exists() {
+        eprintln!("skipped: no /proc/self/mem on this system to stand for an unreadable file");
+        return;
+    }
+    let o = options(&[src.clone(), bad]);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("run").snapshot;
+    assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+    assert!(s.skipped[0].path.ends_with("mem") && s.skipped[0].why.contains("read failed"), "{:?}", s.skipped);
+    assert_eq!(s.stats.files, 1, "the unreadable file is not in the snapshot: {:?}", s.stats);
+}
+
+#[test]
+fn paths_that_leave_the_target_are_refused() {
+    let e = |p: &str| backup::Entry {
+        path: p.to_string(),
+        path_hex: None,
+        kind: backup::Kind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        size: 0,
+        dev: 0,
+        inode: 0,
+        ctime: 0,
+        ctime_nsec: 0,
+        target: None,
+        link_to: None,
+        data: None,
+        blake3: None,
+    };
+    for bad in ["../etc/passwd", "a/../../b", "/etc/passwd", "", "a/./b", "a//b", "a/"] {
+        assert!(matches!(e(bad).safe_relative(), Err(backup::Error::Outside { .. })), "{bad}");
+    }
+    assert!(e("home/ann/a.txt").safe_relative().is_ok());
 }

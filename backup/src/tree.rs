@@ -154,16 +154,19 @@ impl Entry {
         if bytes.is_empty() {
             return Err(Error::Outside { path: self.display_path(), why: "an empty path".into() });
         }
-        for c in p.components() {
-            match c {
-                Component::Normal(_) => {}
-                _ => {
-                    return Err(Error::Outside {
-                        path: self.display_path(),
-                        why: "the path leaves the restore target (absolute, or with '..' or '.')".into(),
-                    });
-                }
+        // Checked on the bytes, not on `components()` (which drops `.` and
+        // repeated slashes): a stored path is canonical or refused.
+        for part in bytes.split(|b| *b == b'/') {
+            if part.is_empty() || part == b"." || part == b".." {
+                return Err(Error::Outside {
+                    path: self.display_path(),
+                    why: "the path leaves the restore target or is not canonical (absolute, or with '..', '.' or '//')"
+                        .into(),
+                });
             }
+        }
+        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(Error::Outside { path: self.display_path(), why: "not a relative path".into() });
         }
         Ok(p.to_path_buf())
     }
