@@ -120,6 +120,11 @@ impl Repo {
         Repo { spn, key, cache }
     }
 
+    /// The SPN it lives on.
+    pub fn spn(&self) -> &client::Spn {
+        &self.spn
+    }
+
     /// Its key.
     pub fn key(&self) -> &RepoKey {
         &self.key

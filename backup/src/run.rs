@@ -82,17 +82,14 @@ impl SegmentSink for Uploader<'_> {
                 return Ok(());
             }
         }
-        let mut body = Vec::with_capacity(seg.shards.iter().map(|s| s.len()).sum());
-        for s in &seg.shards {
-            body.extend_from_slice(s);
-        }
-        let placed = self.spn.put_segment(self.job, seg.segment.len(), seg.segment.data_shards() as u8, &body)?;
+        let bytes: u64 = seg.shards.iter().map(|s| s.len() as u64).sum();
+        let placed = self.spn.put_segment(self.job, seg.segment.len(), seg.segment.data_shards() as u8, seg.shards)?;
         if placed.segment != seg.segment.cid().to_string() {
             return Err(
                 format!("the SPN placed segment {} where {} was sent", placed.segment, seg.segment.cid()).into()
             );
         }
-        self.uploaded += body.len() as u64;
+        self.uploaded += bytes;
         Ok(())
     }
 }
@@ -148,7 +145,14 @@ pub async fn run(
             known.add(&m, &contents)?;
         }
     }
-    // The session: the interrupted run's, if it is still open.
+    // The session: the interrupted run's, if it is still open. The cache
+    // holds the run's key material: for this host's eyes only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&repo.cache).map_err(Error::file("creating the cache", &repo.cache))?;
+        std::fs::set_permissions(&repo.cache, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::file("making the cache private", &repo.cache))?;
+    }
     let jpath = journal_path(repo);
     let old: Option<Journal> = std::fs::read(&jpath).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let (journal, resuming) = match old {

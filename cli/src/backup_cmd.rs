@@ -57,8 +57,10 @@ pub(crate) enum BackupCommand {
         /// The host name recorded [default: this machine's].
         #[arg(long)]
         host: Option<String>,
-        /// Data+parity shards per segment.
-        #[arg(long, default_value = "10+4")]
+        /// Data+parity shards per segment [default `auto`: 10+10, the
+        /// durability model's choice for backups, when the SPN sees 20
+        /// live peers; else k+k with k = half of them (at least 1+1)].
+        #[arg(long, default_value = "auto")]
         coding: String,
         /// Compare with this snapshot instead of the newest of this host and paths.
         #[arg(long)]
@@ -182,6 +184,17 @@ fn host_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// 10+10 (docs/durability.md: backups are read rarely and must last), or
+/// as much of it as the live peers allow, parity equal to data.
+fn auto_coding(r: &backup::Repo) -> Result<(u8, u8)> {
+    let live = r.spn().health(false)?.live_peers;
+    if live < 2 {
+        bail!("the SPN sees {live} live peer(s): a backup needs at least 2 (1+1); start more peers");
+    }
+    let k = (live / 2).min(10) as u8;
+    Ok((k, k))
 }
 
 fn coding(s: &str) -> Result<(u8, u8)> {
@@ -523,7 +536,7 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
         scan: backup::ScanOptions { paths: abs, excludes, one_file_system: *one_file_system },
         tags: tag.clone(),
         host: host.clone().unwrap_or_else(host_name),
-        coding: coding(c)?,
+        coding: if c == "auto" { auto_coding(&r)? } else { coding(c)? },
         parent: parent.clone(),
         force: *force,
     };
@@ -543,7 +556,13 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
         println!("{}", without_keys(serde_json::to_value(&report)?));
     } else {
         let st = &s.stats;
-        println!("snapshot {} saved{}", s.id, if report.resumed { " (resumed an interrupted run)" } else { "" });
+        println!(
+            "snapshot {} saved ({}+{} on the peers){}",
+            s.id,
+            o.coding.0,
+            o.coding.1,
+            if report.resumed { " (resumed an interrupted run)" } else { "" }
+        );
         println!(
             "  {} files, {} directories, {}; read {} files ({}); stored {} new ({} of segments), uploaded {} of shards; {:.1} s",
             st.files,

@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     // The fetcher's and a peer's buffers move between threads: the C
     // library's allocator returns them (see alloc.rs); a peer's peak under
     // strangers' 60 MiB puts and gets: 217 MiB under mimalloc.
-    if matches!(cli.command, Command::Fetch(_) | Command::Update(_) | Command::Node { .. }) {
+    if matches!(cli.command, Command::Fetch(_) | Command::Update(_) | Command::Node { .. } | Command::Backup(_)) {
         alloc::tune_system();
     } else {
         alloc::use_mimalloc();

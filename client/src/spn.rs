@@ -327,10 +327,21 @@ impl Spn {
         self.decode(&what, r)
     }
 
-    /// Place one segment (its n shards back to back, `len` and `k` as its
-    /// manifest says) in session `job`.
-    pub fn put_segment(&self, job: u64, len: u64, k: u8, shards: &[u8]) -> Result<proto::api::SegmentPlaced> {
-        let (what, r) = self.send_bytes("PUT", &format!("/v1/encoded/{job}/segments?len={len}&k={k}"), shards)?;
+    /// Place one segment (its n shards, data first, `len` and `k` as its
+    /// manifest says) in session `job`. The shards are streamed from the
+    /// caller's buffers, not copied into one body.
+    pub fn put_segment<S>(&self, job: u64, len: u64, k: u8, shards: Vec<S>) -> Result<proto::api::SegmentPlaced>
+    where
+        S: AsRef<[u8]> + Send + 'static,
+    {
+        let path = format!("/v1/encoded/{job}/segments?len={len}&k={k}");
+        let what = format!("PUT {path}");
+        let body = ureq::SendBody::from_owned_reader(Shards { shards, at: 0, pos: 0 });
+        let r = self
+            .with_auth(self.agent.put(format!("{}{path}", self.base)))
+            .header("Content-Type", "application/octet-stream")
+            .send(body)
+            .map_err(self.http(&what))?;
         self.decode(&what, r)
     }
 
@@ -426,6 +437,30 @@ impl Spn {
             return Err(Self::refused(&what, r));
         }
         Ok(())
+    }
+}
+
+/// Shards read one after another, as one body.
+struct Shards<S> {
+    shards: Vec<S>,
+    at: usize,
+    pos: usize,
+}
+
+impl<S: AsRef<[u8]>> Read for Shards<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(s) = self.shards.get(self.at) {
+            let s = s.as_ref();
+            if self.pos < s.len() {
+                let n = (s.len() - self.pos).min(buf.len());
+                buf[..n].copy_from_slice(&s[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            self.at += 1;
+            self.pos = 0;
+        }
+        Ok(0)
     }
 }
 

@@ -109,7 +109,7 @@ pub(super) async fn put_segment(
     }
     let n = (total / shard_len) as usize;
     let (len, k) = (q.len, q.k);
-    let buf = bytes.to_vec();
+    let buf = Vec::from(bytes);
     let (segment, shards) = tokio::task::spawn_blocking(move || {
         let views: Vec<&[u8]> = buf.chunks_exact(shard_len as usize).collect();
         let segment = Segment::from_shards(len, k, &views)?;
