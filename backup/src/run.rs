@@ -61,35 +61,89 @@ impl Journal {
     }
 }
 
-/// Places each segment through the SPN as the encoder finishes it.
-struct Uploader<'a> {
-    spn: &'a client::Spn,
-    job: u64,
-    resuming: bool,
-    uploaded: u64,
-    resumed: u64,
+/// Places each segment through the SPN as the encoder finishes it, on a
+/// thread of its own: the encoder makes the next segment while one is
+/// placed, with at most one more waiting (memory: about three segments).
+struct Uploader {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    worker: Option<std::thread::JoinHandle<(u64, u64)>>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-impl SegmentSink for Uploader<'_> {
+struct Job {
+    len: u64,
+    k: u8,
+    cid: String,
+    shard_cids: Vec<String>,
+    shards: Vec<chunker::ShardBytes>,
+}
+
+impl Uploader {
+    fn new(spn: client::Spn, job: u64, resuming: bool) -> Uploader {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let failed: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let f = failed.clone();
+        let worker = std::thread::spawn(move || {
+            let (mut uploaded, mut resumed) = (0u64, 0u64);
+            for j in rx {
+                let r = (|| -> std::result::Result<bool, String> {
+                    if resuming && spn.held(job, j.shard_cids.clone()).map_err(|e| e.to_string())?.iter().all(|h| *h) {
+                        return Ok(false);
+                    }
+                    let placed = spn.put_segment(job, j.len, j.k, j.shards).map_err(|e| e.to_string())?;
+                    if placed.segment != j.cid {
+                        return Err(format!("the SPN placed segment {} where {} was sent", placed.segment, j.cid));
+                    }
+                    Ok(true)
+                })();
+                match r {
+                    Ok(true) => uploaded += j.len.div_ceil(u64::from(j.k)) * j.shard_cids.len() as u64,
+                    Ok(false) => resumed += 1,
+                    Err(e) => {
+                        *f.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        break;
+                    }
+                }
+            }
+            (uploaded, resumed)
+        });
+        Uploader { tx: Some(tx), worker: Some(worker), failed }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Wait for the segments in flight: (shard bytes uploaded, segments already held).
+    fn finish(mut self) -> Result<(u64, u64)> {
+        drop(self.tx.take());
+        let counts = self.worker.take().map(|w| w.join().unwrap_or_default()).unwrap_or_default();
+        match self.failure() {
+            Some(e) => Err(Error::Invalid(format!("placing a segment: {e}"))),
+            None => Ok(counts),
+        }
+    }
+}
+
+impl SegmentSink for Uploader {
     fn put_segment(
         &mut self,
         seg: EncodedSegment<'_>,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.resuming {
-            let cids = seg.segment.shards().iter().map(|c| c.to_string()).collect();
-            if self.spn.held(self.job, cids)?.iter().all(|h| *h) {
-                self.resumed += 1;
-                return Ok(());
-            }
+        if let Some(e) = self.failure() {
+            return Err(e.into());
         }
-        let bytes: u64 = seg.shards.iter().map(|s| s.len() as u64).sum();
-        let placed = self.spn.put_segment(self.job, seg.segment.len(), seg.segment.data_shards() as u8, seg.shards)?;
-        if placed.segment != seg.segment.cid().to_string() {
-            return Err(
-                format!("the SPN placed segment {} where {} was sent", placed.segment, seg.segment.cid()).into()
-            );
+        let job = Job {
+            len: seg.segment.len(),
+            k: seg.segment.data_shards() as u8,
+            cid: seg.segment.cid().to_string(),
+            shard_cids: seg.segment.shards().iter().map(|c| c.to_string()).collect(),
+            shards: seg.shards,
+        };
+        let Some(tx) = &self.tx else { return Err("the uploader has stopped".into()) };
+        if tx.send(job).is_err() {
+            return Err(self.failure().unwrap_or_else(|| "the uploader stopped".to_string()).into());
         }
-        self.uploaded += bytes;
         Ok(())
     }
 }
@@ -178,20 +232,25 @@ pub async fn run(
     let (data, reads, up) = tokio::task::spawn_blocking(move || -> Result<_> {
         let stream = FileStream::new(files);
         let reads = stream.done.clone();
-        let mut up = Uploader { spn: &spn, job: j2.job, resuming, uploaded: 0, resumed: 0 };
+        let mut up = Uploader::new(spn, j2.job, resuming);
         progress2.start("backup", total);
         let encoded = if total > 0 {
             let enc = Encoder::new(params, &secret2)?
                 .with_known(&known2)
                 .with_data_keys(unhex32(&j2.data_material, "key material")?)
                 .with_salt(unhex32(&j2.data_salt, "salt")?);
-            Some(enc.encode(std::io::BufReader::with_capacity(1 << 20, stream), &mut up, &mut |d| progress2.set(d))?)
+            let r = enc.encode(std::io::BufReader::with_capacity(1 << 20, stream), &mut up, &mut |d| progress2.set(d));
+            // A placement's own error says more than the encoder's "sink failed".
+            let counts = up.finish()?;
+            Some((r?, counts))
         } else {
+            up.finish()?;
             None
         };
         progress2.finish();
         let reads = std::mem::take(&mut *reads.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok((encoded, reads, (up.uploaded, up.resumed)))
+        let counts = encoded.as_ref().map_or((0, 0), |(_, c)| *c);
+        Ok((encoded.map(|(e, _)| e), reads, counts))
     })
     .await
     .map_err(|e| Error::Invalid(format!("the encoder stopped: {e}")))??;
@@ -259,13 +318,14 @@ pub async fn run(
     let spn = repo.spn.clone();
     let (j2, tb) = (journal.clone(), tree_bytes.clone());
     let (tree, tree_up) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut up = Uploader { spn: &spn, job: j2.job, resuming, uploaded: 0, resumed: 0 };
+        let mut up = Uploader::new(spn, j2.job, resuming);
         let enc = Encoder::new(params, &secret)?
             .with_known(&known)
             .with_data_keys(unhex32(&j2.tree_material, "key material")?)
             .with_salt(unhex32(&j2.tree_salt, "salt")?)
-            .encode(&tb[..], &mut up, &mut |_| {})?;
-        Ok((enc, (up.uploaded, up.resumed)))
+            .encode(&tb[..], &mut up, &mut |_| {});
+        let counts = up.finish()?;
+        Ok((enc?, counts))
     })
     .await
     .map_err(|e| Error::Invalid(format!("the encoder stopped: {e}")))??;
