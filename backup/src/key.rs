@@ -173,7 +173,12 @@ fn seal_cipher(shared: &[u8; 32], eph: &[u8; 32], public: &[u8; 32]) -> Aes256Gc
 /// Seal `body` to the repository whose public key is `public`, as `what`.
 /// The sealer cannot open it again.
 pub fn seal(public: &[u8; 32], what: &str, body: &[u8]) -> Vec<u8> {
-    let eph_secret = StaticSecret::from(rand::random::<[u8; 32]>());
+    seal_with(rand::random(), public, what, body)
+}
+
+/// [`seal`] with a given ephemeral secret (the test vectors' only use).
+fn seal_with(ephemeral: [u8; 32], public: &[u8; 32], what: &str, body: &[u8]) -> Vec<u8> {
+    let eph_secret = StaticSecret::from(ephemeral);
     let eph = PublicKey::from(&eph_secret).to_bytes();
     let shared = eph_secret.diffie_hellman(&PublicKey::from(*public));
     let cipher = seal_cipher(shared.as_bytes(), &eph, public);
@@ -201,6 +206,32 @@ mod tests {
         bad[last] ^= 1;
         assert!(k.open("snapshot 1", &bad).is_err(), "changed");
         assert_ne!(seal(&k.public(), "snapshot 1", b"the record"), s, "fresh per seal");
+    }
+
+    /// testdata/backup-vectors.json: the key file, the public key, and a
+    /// record sealed with a fixed ephemeral key, so another implementation
+    /// (or a later build) can check itself.
+    #[test]
+    fn seal_vectors_hold() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../testdata/backup-vectors.json")).expect("vectors");
+        let k = RepoKey::from_file_text(v["key_file"].as_str().expect("key file")).expect("key");
+        let s = &v["seal"];
+        let eph: [u8; 32] = data_encoding::HEXLOWER
+            .decode(s["ephemeral"].as_str().expect("eph").as_bytes())
+            .expect("hex")
+            .try_into()
+            .expect("32");
+        let what = s["what"].as_str().expect("what");
+        let body = s["body"].as_str().expect("body").as_bytes();
+        let sealed = seal_with(eph, &k.public(), what, body);
+        if std::env::var_os("IONSHARD_PRINT_VECTORS").is_some() {
+            eprintln!("public {}", data_encoding::HEXLOWER.encode(&k.public()));
+            eprintln!("sealed {}", data_encoding::HEXLOWER.encode(&sealed));
+        }
+        assert_eq!(data_encoding::HEXLOWER.encode(&k.public()), v["public"].as_str().expect("public"));
+        assert_eq!(data_encoding::HEXLOWER.encode(&sealed), s["sealed"].as_str().expect("sealed"));
+        assert_eq!(k.open(what, &sealed).expect("open"), body);
     }
 
     #[test]
