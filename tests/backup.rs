@@ -318,3 +318,24 @@ fn paths_that_leave_the_target_are_refused() {
     }
     assert!(e("home/ann/a.txt").safe_relative().is_ok());
 }
+
+/// Two runs of one repository on one host at once: the second is refused
+/// with a clear error, and nothing of the first is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_run_at_the_same_time_is_refused() {
+    let net = network(6, None).await;
+    let h = host(&net, "twice");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("tree");
+    write(&src.join("a.txt"), b"a");
+    // The first run holds the lock (as a running `ionshard backup run` does).
+    std::fs::create_dir_all(h._cache.path()).expect("cache");
+    let held = std::fs::File::create(h._cache.path().join("run.lock")).expect("lock file");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).expect("lock");
+    let o = options(std::slice::from_ref(&src));
+    let err = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.unwrap_err().to_string();
+    assert!(err.contains("another backup run"), "{err}");
+    drop(held);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("then it runs").snapshot;
+    assert_eq!(s.stats.files, 1);
+}

@@ -207,6 +207,22 @@ pub async fn run(
         std::fs::set_permissions(&repo.cache, std::fs::Permissions::from_mode(0o700))
             .map_err(Error::file("making the cache private", &repo.cache))?;
     }
+    // One run per repository on this host at a time: a second one would
+    // take the first's session for an interrupted one.
+    let lock_path = repo.cache.join("run.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(Error::file("opening the run lock", &lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        Error::Invalid(format!(
+            "another backup run of repository {} is in progress on this host (it holds {}); wait for it",
+            repo.name(),
+            lock_path.display()
+        ))
+    })?;
     let jpath = journal_path(repo);
     let old: Option<Journal> = std::fs::read(&jpath).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let (journal, resuming) = match old {
@@ -360,6 +376,7 @@ pub async fn run(
     repo.save_snapshot(&snapshot)?;
     repo.cache_tree(&snapshot.id, &tree_bytes)?;
     let _ = std::fs::remove_file(&jpath);
+    drop(lock);
     Ok(RunReport { snapshot, resumed: resuming })
 }
 

@@ -16,7 +16,7 @@
 //!           "blake3"   (files: hash of the bytes, checked at restore) }
 //! ```
 //! Entries are in walk order (each directory before what it holds), paths
-//! unique. Metadata costs about 250 bytes per file before compression.
+//! unique. Metadata costs about 71 bytes per file after zstd (docs/backup.md).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
