@@ -24,7 +24,7 @@ mod upkeep;
 
 pub use error::{Error, Result};
 pub use key::{RepoKey, seal};
-pub use policy::{Candidate, Decision, Policy, Within, apply};
+pub use policy::{Candidate, Decision, Policy, Within, apply, utc};
 pub use repo::{ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use run::{RunOptions, RunReport, run};

@@ -123,6 +123,14 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// A time (nanoseconds since the epoch) as `YYYY-MM-DD HH:MM:SS`, UTC.
+pub fn utc(time_ns: u64) -> String {
+    let secs = time_ns / 1_000_000_000;
+    let (y, m, d) = civil((secs / 86_400) as i64);
+    let r = secs % 86_400;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", r / 3600, r / 60 % 60, r % 60)
+}
+
 /// The day number of a civil date (months may be out of range: they carry).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let (y, m) = (y + (m - 1).div_euclid(12), (m - 1).rem_euclid(12) + 1);
@@ -228,6 +236,7 @@ mod tests {
     #[test]
     fn dates_are_the_calendars() {
         assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(utc(1_764_892_800_000_000_000 + 3_723_000_000_000), "2025-12-05 01:02:03");
         assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
         assert_eq!(days_from_civil(2026, 13, 1), days_from_civil(2027, 1, 1));
         assert_eq!(days_from_civil(2026, 0, 1), days_from_civil(2025, 12, 1));

@@ -202,26 +202,6 @@ fn coding(s: &str) -> Result<(u8, u8)> {
     Ok((k.parse().context("--coding: K")?, m.parse().context("--coding: M")?))
 }
 
-fn when(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let days = (secs / 86_400) as i64;
-    let (y, mo, d) = civil(days);
-    let r = secs % 86_400;
-    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}", r / 3600, r / 60 % 60, r % 60)
-}
-
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn size(b: u64) -> String {
     crate::size::human(b)
 }
@@ -256,7 +236,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                     println!(
                         "{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  {}",
                         s.id,
-                        when(s.time_ns),
+                        backup::utc(s.time_ns),
                         s.host,
                         size(s.stats.bytes),
                         s.tags.join(","),
@@ -300,7 +280,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                         e.uid,
                         e.gid,
                         e.size,
-                        when(e.mtime.max(0) as u64 * 1_000_000_000),
+                        backup::utc(e.mtime.max(0) as u64 * 1_000_000_000),
                         e.display_path()
                     );
                 }

@@ -230,36 +230,16 @@ impl State {
     /// in one transaction. Returns how many.
     pub(crate) fn abandon_job(&self, job: u64, now: u64) -> Result<usize> {
         let txn = self.db.begin_write()?;
-        let n;
-        {
-            let mut j = txn.open_table(JOB_SHARDS)?;
-            let keys = job_keys(&j, job)?;
-            n = keys.len();
-            let mut deletes = txn.open_table(DELETES)?;
-            let mut placement = txn.open_table(PLACEMENT)?;
-            let mut receipts = txn.open_table(RECEIPTS)?;
-            for k in keys {
-                j.remove(k.as_str())?;
-                let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
-                    continue;
-                };
-                let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
-                deletes.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
-                let holders: Option<Vec<String>> =
-                    placement.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
-                if let Some(mut holders) = holders {
-                    holders.retain(|p| p != peer);
-                    if holders.is_empty() {
-                        placement.remove(shard)?;
-                    } else {
-                        placement.insert(shard, json(&holders).as_slice())?;
-                    }
-                }
-                receipts.remove(format!("{shard}/{peer}").as_str())?;
-            }
+        let keys = job_keys(&txn.open_table(JOB_SHARDS)?, job)?;
+        for k in &keys {
+            txn.open_table(JOB_SHARDS)?.remove(k.as_str())?;
+            let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
+                continue;
+            };
+            encoded::drop_and_delete(&txn, shard, peer, now)?;
         }
         txn.commit()?;
-        Ok(n)
+        Ok(keys.len())
     }
 
     /// Jobs with journaled shards (a job that ended without saving its

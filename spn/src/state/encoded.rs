@@ -23,7 +23,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 }
 
 /// Drop `peer` as a holder of `shard` and queue the shard's delete there.
-fn drop_and_delete(txn: &WriteTransaction, shard: &str, peer: &str, now: u64) -> Result<()> {
+pub(super) fn drop_and_delete(txn: &WriteTransaction, shard: &str, peer: &str, now: u64) -> Result<()> {
     let mut placement = txn.open_table(PLACEMENT)?;
     let holders: Option<Vec<String>> = placement.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
     if let Some(mut holders) = holders {
