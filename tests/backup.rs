@@ -339,3 +339,121 @@ async fn a_second_run_at_the_same_time_is_refused() {
     let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("then it runs").snapshot;
     assert_eq!(s.stats.files, 1);
 }
+
+/// The attack: a tenant that has another tenant's shards (a release's are
+/// public; any peer it runs holds some) uploads them as its own segments and
+/// commits the victim's manifest, to make the object its own and delete it.
+/// The commit is refused and the victim's object and shards stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_tenant_cannot_take_over_an_object_by_committing_its_manifest() {
+    let net = network(6, None).await;
+    let dev = device(&net).await;
+    let victim = host(&net, "victim");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("files");
+    write(&src.join("secret.bin"), &image(300_000, 5));
+    let o = options(std::slice::from_ref(&src));
+    let s = backup::run(&victim.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = s.data[0].manifest.clone();
+    // The attacker: a token of its own, the victim's manifest and shard bytes.
+    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let issued = operator
+        .issue_token(&proto::api::NewToken { tenant: "attacker".into(), label: "attack".into() })
+        .expect("token");
+    let attacker = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
+    let manifest_bytes = operator.manifest(&target, 1 << 30).expect("manifest");
+    let manifest = chunker::Manifest::from_bytes(&manifest_bytes, &Default::default()).expect("parse");
+    let info = operator.object(&target).expect("object");
+    let job = attacker.open_session("attacker").expect("session").job;
+    for seg in manifest.segments() {
+        let mut shards = Vec::new();
+        for c in seg.shards() {
+            let holder = info.placement.shards[&c.to_string()][0] as usize;
+            let peer: net::PeerId = info.placement.peers[holder].parse().expect("peer id");
+            shards.push(dev.client.get_shard(peer, *c).await.expect("shard"));
+        }
+        let a = attacker.clone();
+        let (len, k) = (seg.len(), seg.data_shards() as u8);
+        tokio::task::spawn_blocking(move || a.put_segment(job, len, k, shards)).await.expect("join").expect("upload");
+    }
+    let a = attacker.clone();
+    let err = tokio::task::spawn_blocking(move || a.commit(job, &[manifest_bytes], &[]))
+        .await
+        .expect("join")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("409") && err.contains("cannot be committed again"), "{err}");
+    // Not the attacker's to see or delete; the victim's snapshot restores.
+    let a = attacker.clone();
+    let t = target.clone();
+    let del = tokio::task::spawn_blocking(move || a.delete_object(&t)).await.expect("join");
+    assert!(del.is_err(), "the attacker deleted the victim's object");
+    assert_eq!(operator.object(&target).expect("still there").object.tenant, "victim");
+    let out = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: out.path().to_path_buf(), include: vec![] };
+    backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    let got = std::fs::read(out.path().join(src.strip_prefix("/").expect("abs")).join("secret.bin")).expect("file");
+    assert!(got == image(300_000, 5));
+}
+
+/// The attack: a tenant uploads another tenant's shards as segments of its
+/// own and abandons the session, again and again, hoping the SPN places a
+/// copy on the very peer that holds the victim's and then deletes it there.
+/// Abandoning must never take a copy some saved object uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoning_a_session_of_someone_elses_shards_deletes_none_of_their_copies() {
+    let net = network(6, None).await;
+    let dev = device(&net).await;
+    let victim = host(&net, "victim2");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("files");
+    write(&src.join("ledger.bin"), &image(200_000, 6));
+    let o = options(std::slice::from_ref(&src));
+    let s = backup::run(&victim.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let issued = operator
+        .issue_token(&proto::api::NewToken { tenant: "attacker2".into(), label: "attack".into() })
+        .expect("token");
+    let attacker = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
+    let target = s.data[0].manifest.clone();
+    let manifest =
+        chunker::Manifest::from_bytes(&operator.manifest(&target, 1 << 30).expect("manifest"), &Default::default())
+            .expect("parse");
+    let before = operator.object(&target).expect("object").placement;
+    let mut segments = Vec::new();
+    for seg in manifest.segments() {
+        let mut shards = Vec::new();
+        for c in seg.shards() {
+            let holder = before.shards[&c.to_string()][0] as usize;
+            let peer: net::PeerId = before.peers[holder].parse().expect("peer id");
+            shards.push(dev.client.get_shard(peer, *c).await.expect("shard"));
+        }
+        segments.push((seg.len(), seg.data_shards() as u8, shards));
+    }
+    // Ten sessions: with 6 peers each put lands on a holder one time in six.
+    for _ in 0..10 {
+        let (a, segs) = (attacker.clone(), segments.clone());
+        tokio::task::spawn_blocking(move || {
+            let job = a.open_session("attacker2").expect("session").job;
+            for (len, k, shards) in segs {
+                a.put_segment(job, len, k, shards).expect("upload");
+            }
+            a.abandon(job).expect("abandon");
+        })
+        .await
+        .expect("join");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let after = operator.object(&target).expect("object").placement;
+    for c in manifest.segments().iter().flat_map(|s| s.shards()) {
+        let held: Vec<&String> = after.shards[&c.to_string()].iter().map(|i| &after.peers[*i as usize]).collect();
+        assert!(!held.is_empty(), "shard {c} of the victim lost every holder");
+        for p in held {
+            let peer: net::PeerId = p.parse().expect("peer id");
+            assert_eq!(dev.client.has_many(peer, vec![*c]).await.expect("has"), vec![true], "{c} gone from {p}");
+        }
+    }
+    let out = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: out.path().to_path_buf(), include: vec![] };
+    backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+}

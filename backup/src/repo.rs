@@ -183,6 +183,9 @@ impl Repo {
 
     fn open_snapshot(&self, id: &str, sealed: &[u8]) -> Result<Snapshot> {
         let what = format!("snapshot {id}");
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::format(what, "not a snapshot id (16 hex digits)"));
+        }
         let body = self.key.open(&what, sealed)?;
         let s: Snapshot = serde_json::from_slice(&body).map_err(|e| Error::format(&what, e))?;
         if s.format != SNAPSHOT_FORMAT || s.id != id {
@@ -238,10 +241,7 @@ impl Repo {
             return Tree::from_bytes(&bytes);
         }
         let Some(net) = net else {
-            return Err(Error::Invalid(format!(
-                "the tree of snapshot {} is not cached here: it needs the network",
-                s.id
-            )));
+            return Err(Error::NeedsNetwork(format!("the tree of snapshot {} is not cached here", s.id)));
         };
         let tmp = self.cache.join("fetch").join(format!("tree-{}", s.id));
         self.fetch_object(net, &s.tree, &tmp, Arc::new(client::Hidden)).await?;

@@ -108,9 +108,12 @@ fn real_parents(root: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
+fn mtime(e: &Entry) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::new(u64::try_from(e.mtime).unwrap_or(0), e.mtime_nsec.min(999_999_999))
+}
+
 fn set_times(path: &Path, e: &Entry) -> Result<()> {
-    let t = std::time::UNIX_EPOCH
-        + std::time::Duration::new(u64::try_from(e.mtime).unwrap_or(0), e.mtime_nsec.min(999_999_999));
+    let t = mtime(e);
     let f = std::fs::File::options()
         .read(true)
         .custom_flags(libc_nofollow())
@@ -187,7 +190,9 @@ pub async fn restore(
                 format!("a file points at data object {object}, which it does not list"),
             )
         })?;
-        let obj_path = scratch.join(&cap.manifest);
+        // A CID, checked, names the scratch file (never a path from the record).
+        let cid: chunker::Cid = cap.manifest.parse()?;
+        let obj_path = scratch.join(cid.to_string());
         if std::fs::metadata(&obj_path).map(|m| m.len()).ok() != Some(cap.length) {
             let r = repo.fetch_object(net, cap, &obj_path, progress.clone()).await?;
             report.downloaded_bytes += r.downloaded_bytes;
@@ -300,9 +305,10 @@ pub async fn restore(
     for (i, rel) in dirs {
         let (e, at) = (entries[i], root.join(rel));
         set_owner(&at, e);
+        // Times first: a directory without owner-read cannot be opened after.
+        set_times(&at, e)?;
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(e.mode & 0o7777))
             .map_err(Error::file("setting permissions", &at))?;
-        set_times(&at, e)?;
     }
     let _ = std::fs::remove_dir(&scratch);
     // The renames and the directories' metadata, durable before we say done.
@@ -364,10 +370,13 @@ fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Re
         )));
     }
     set_owner(&tmp, e);
+    // Times through the open handle, before the mode (a file without
+    // owner-read could not be opened again to set them).
+    f.set_times(std::fs::FileTimes::new().set_modified(mtime(e)).set_accessed(mtime(e)))
+        .map_err(|err| fail(Error::File { what: "setting times", path: tmp.clone(), source: err }))?;
     f.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))
         .map_err(|err| fail(Error::File { what: "setting permissions", path: tmp.clone(), source: err }))?;
     drop(f);
-    set_times(&tmp, e).map_err(fail)?;
     Ok(tmp)
 }
 

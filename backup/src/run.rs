@@ -287,6 +287,7 @@ pub async fn run(
             d.object = new;
         }
     }
+    let reused: Vec<String> = objects.iter().map(|o| o.manifest.clone()).collect();
     let mut skipped: Vec<Skipped> = walked.skipped;
     let mut stats = RunStats { uploaded_shard_bytes: up.0, segments_resumed: up.1, ..RunStats::default() };
     let mut manifests = Vec::new();
@@ -352,7 +353,10 @@ pub async fn run(
     stats.uploaded_shard_bytes += tree_up.0;
     stats.segments_resumed += tree_up.1;
     manifests.push(tree.manifest.to_bytes());
-    repo.spn.commit(journal.job, &manifests)?;
+    // The parent's objects this snapshot goes on using: the SPN checks they
+    // exist and restarts their grace, so a prune cannot take them before
+    // the record below is saved.
+    repo.spn.commit(journal.job, &manifests, &reused)?;
     let tree_cap = ObjectCap {
         manifest: tree.manifest.cid().to_string(),
         read_key: data_encoding::HEXLOWER.encode(&tree.read_key.to_bytes()),

@@ -379,7 +379,9 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                 }
                 (backup::forget_ids(&r, ids)?, None)
             };
-            let pruned = if *prune && !*dry_run { Some(backup::prune(&r, 0, now())?) } else { None };
+            // The same grace as `prune`'s default: a run on another host
+            // may have committed objects whose record it has not saved yet.
+            let pruned = if *prune && !*dry_run { Some(backup::prune(&r, 3600, now())?) } else { None };
             if json_out {
                 println!("{}", json!({ "removed": removed, "policy": report, "prune": pruned }));
             } else {

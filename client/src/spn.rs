@@ -351,10 +351,12 @@ impl Spn {
         Ok(h.held)
     }
 
-    /// Save `manifests` as the tenant's objects and end session `job`.
-    pub fn commit(&self, job: u64, manifests: &[Vec<u8>]) -> Result<proto::api::Committed> {
+    /// Save `manifests` as the tenant's objects and end session `job`;
+    /// `uses` names existing objects they go on using.
+    pub fn commit(&self, job: u64, manifests: &[Vec<u8>], uses: &[String]) -> Result<proto::api::Committed> {
         let body = proto::api::EncodedCommit {
             manifests: manifests.iter().map(|m| data_encoding::BASE64.encode(m)).collect(),
+            uses: uses.to_vec(),
         };
         self.post(&format!("/v1/encoded/{job}/commit"), &body)
     }

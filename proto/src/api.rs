@@ -587,6 +587,11 @@ pub struct Held {
 pub struct EncodedCommit {
     /// Manifests, base64 (standard, padded).
     pub manifests: Vec<String>,
+    /// Objects of the tenant that what is committed goes on using (a
+    /// snapshot's unchanged files in earlier runs' objects): each must
+    /// exist, and counts as used now (a prune's grace starts again).
+    #[serde(default)]
+    pub uses: Vec<String>,
 }
 
 /// What a commit saved.

@@ -231,12 +231,13 @@ impl State {
     pub(crate) fn abandon_job(&self, job: u64, now: u64) -> Result<usize> {
         let txn = self.db.begin_write()?;
         let keys = job_keys(&txn.open_table(JOB_SHARDS)?, job)?;
+        let in_use = if keys.is_empty() { Default::default() } else { encoded::shards_in_use(&txn)? };
         for k in &keys {
             txn.open_table(JOB_SHARDS)?.remove(k.as_str())?;
             let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
                 continue;
             };
-            encoded::drop_and_delete(&txn, shard, peer, now)?;
+            encoded::drop_and_delete(&txn, &in_use, shard, peer, now)?;
         }
         txn.commit()?;
         Ok(keys.len())

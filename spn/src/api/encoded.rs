@@ -218,8 +218,12 @@ pub(super) async fn commit(
     }
     let inner2 = inner.clone();
     let tenant = j.tenant.clone();
+    let uses = q.uses.clone();
+    if uses.len() > 100_000 {
+        return Err(bad("a commit names at most 100,000 objects it uses"));
+    }
     let dropped = tokio::task::spawn_blocking(move || {
-        let r = inner2.state.commit_encoded(job, &tenant, &objects, now());
+        let r = inner2.state.commit_encoded(job, &tenant, &objects, &uses, now());
         r.map(|d| (d, objects.into_iter().map(|(r, _, _)| r.manifest).collect::<Vec<_>>()))
     })
     .await

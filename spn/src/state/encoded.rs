@@ -22,8 +22,32 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-/// Drop `peer` as a holder of `shard` and queue the shard's delete there.
-pub(super) fn drop_and_delete(txn: &WriteTransaction, shard: &str, peer: &str, now: u64) -> Result<()> {
+/// Every shard some saved object's manifest uses.
+pub(super) fn shards_in_use(txn: &WriteTransaction) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for e in txn.open_table(MANIFESTS)?.iter()? {
+        let (_, v) = e?;
+        let m = chunker::Manifest::from_bytes(v.value(), &Default::default())?;
+        out.extend(m.segments().iter().flat_map(|s| s.shards()).map(|c| c.to_string()));
+    }
+    Ok(out)
+}
+
+/// Drop `peer` as a holder of `shard` and queue the shard's delete there,
+/// unless a saved object uses the shard (`in_use`): a job that put a shard
+/// some peer already held for another object (a client can build a
+/// segment around any shard it has the bytes of) must not take that
+/// object's copy with it.
+pub(super) fn drop_and_delete(
+    txn: &WriteTransaction,
+    in_use: &HashSet<String>,
+    shard: &str,
+    peer: &str,
+    now: u64,
+) -> Result<()> {
+    if in_use.contains(shard) {
+        return Ok(());
+    }
     let mut placement = txn.open_table(PLACEMENT)?;
     let holders: Option<Vec<String>> = placement.get(shard)?.map(|v| parse(v.value(), "placement")).transpose()?;
     if let Some(mut holders) = holders {
@@ -73,9 +97,45 @@ impl State {
         job: u64,
         tenant: &str,
         objects: &[(ObjectRecord, Vec<u8>, Vec<String>)],
+        uses: &[String],
         now: u64,
     ) -> Result<u64> {
         let txn = self.db.begin_write()?;
+        {
+            let mut o = txn.open_table(OBJECTS)?;
+            // A commit never replaces an object it does not own: another
+            // tenant's, or a release the SPN published (whose manifest is
+            // public), would otherwise become this tenant's to delete.
+            for (rec, _, _) in objects {
+                let existing: Option<ObjectRecord> =
+                    o.get(rec.manifest.as_str())?.map(|v| parse(v.value(), "object")).transpose()?;
+                if let Some(e) = existing
+                    && (e.tenant != tenant || !e.read_key.is_empty())
+                {
+                    return Err(Error::Conflict(format!(
+                        "object {} exists already and is not an encoded object of tenant {tenant}: it cannot be committed again",
+                        rec.manifest
+                    )));
+                }
+            }
+            // Objects still in use: they must exist, and their grace starts again.
+            for cid in uses {
+                let existing: Option<ObjectRecord> =
+                    o.get(cid.as_str())?.map(|v| parse(v.value(), "object")).transpose()?;
+                match existing {
+                    Some(mut e) if e.tenant == tenant && e.read_key.is_empty() => {
+                        e.created = now;
+                        o.insert(cid.as_str(), json(&e).as_slice())?;
+                    }
+                    _ => {
+                        return Err(Error::BadRequest(format!(
+                            "object {cid}, which this commit goes on using, is not an object of tenant {tenant} \
+                             (pruned meanwhile?): run the backup again"
+                        )));
+                    }
+                }
+            }
+        }
         let keys = job_keys(&txn.open_table(JOB_SHARDS)?, job)?;
         let mut held = HashSet::new();
         {
@@ -130,6 +190,7 @@ impl State {
                 m.insert(rec.manifest.as_str(), manifest.as_slice())?;
             }
         }
+        let in_use = shards_in_use(&txn)?;
         let mut dropped = 0;
         for k in keys {
             txn.open_table(JOB_SHARDS)?.remove(k.as_str())?;
@@ -139,7 +200,7 @@ impl State {
                 None => Vec::new(),
             };
             if !used.contains(shard) || !holders.iter().any(|h| h == peer) {
-                drop_and_delete(&txn, shard, peer, now)?;
+                drop_and_delete(&txn, &in_use, shard, peer, now)?;
                 dropped += 1;
             }
         }
@@ -187,7 +248,7 @@ impl State {
                 None => Vec::new(),
             };
             for peer in holders {
-                drop_and_delete(&txn, shard, &peer, now)?;
+                drop_and_delete(&txn, &HashSet::new(), shard, &peer, now)?;
                 queued += 1;
             }
         }
