@@ -355,25 +355,11 @@ async fn another_tenant_cannot_take_over_an_object_by_committing_its_manifest() 
     let o = options(std::slice::from_ref(&src));
     let s = backup::run(&victim.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
     let target = s.data[0].manifest.clone();
-    // The attacker: a token of its own, the victim's manifest and shard bytes.
-    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
-    let issued = operator
-        .issue_token(&proto::api::NewToken { tenant: "attacker".into(), label: "attack".into() })
-        .expect("token");
-    let attacker = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
-    let manifest_bytes = operator.manifest(&target, 1 << 30).expect("manifest");
-    let manifest = chunker::Manifest::from_bytes(&manifest_bytes, &Default::default()).expect("parse");
-    let info = operator.object(&target).expect("object");
+    let (operator, attacker, manifest_bytes, segments) =
+        attacker_with_shards_of(&net, &dev.client, "attacker", &target).await;
     let job = attacker.open_session("attacker").expect("session").job;
-    for seg in manifest.segments() {
-        let mut shards = Vec::new();
-        for c in seg.shards() {
-            let holder = info.placement.shards[&c.to_string()][0] as usize;
-            let peer: net::PeerId = info.placement.peers[holder].parse().expect("peer id");
-            shards.push(dev.client.get_shard(peer, *c).await.expect("shard"));
-        }
+    for (len, k, shards) in segments {
         let a = attacker.clone();
-        let (len, k) = (seg.len(), seg.data_shards() as u8);
         tokio::task::spawn_blocking(move || a.put_segment(job, len, k, shards)).await.expect("join").expect("upload");
     }
     let a = attacker.clone();
@@ -410,26 +396,10 @@ async fn abandoning_a_session_of_someone_elses_shards_deletes_none_of_their_copi
     write(&src.join("ledger.bin"), &image(200_000, 6));
     let o = options(std::slice::from_ref(&src));
     let s = backup::run(&victim.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
-    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
-    let issued = operator
-        .issue_token(&proto::api::NewToken { tenant: "attacker2".into(), label: "attack".into() })
-        .expect("token");
-    let attacker = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
     let target = s.data[0].manifest.clone();
-    let manifest =
-        chunker::Manifest::from_bytes(&operator.manifest(&target, 1 << 30).expect("manifest"), &Default::default())
-            .expect("parse");
-    let before = operator.object(&target).expect("object").placement;
-    let mut segments = Vec::new();
-    for seg in manifest.segments() {
-        let mut shards = Vec::new();
-        for c in seg.shards() {
-            let holder = before.shards[&c.to_string()][0] as usize;
-            let peer: net::PeerId = before.peers[holder].parse().expect("peer id");
-            shards.push(dev.client.get_shard(peer, *c).await.expect("shard"));
-        }
-        segments.push((seg.len(), seg.data_shards() as u8, shards));
-    }
+    let (operator, attacker, manifest_bytes, segments) =
+        attacker_with_shards_of(&net, &dev.client, "attacker2", &target).await;
+    let manifest = chunker::Manifest::from_bytes(&manifest_bytes, &Default::default()).expect("parse");
     // Ten sessions: with 6 peers each put lands on a holder one time in six.
     for _ in 0..10 {
         let (a, segs) = (attacker.clone(), segments.clone());
@@ -456,4 +426,34 @@ async fn abandoning_a_session_of_someone_elses_shards_deletes_none_of_their_copi
     let out = tempfile::tempdir().expect("target");
     let ro = RestoreOptions { snapshot: s.id.clone(), target: out.path().to_path_buf(), include: vec![] };
     backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+}
+
+/// An attacker tenant with a token of its own, and the bytes of every shard
+/// of the victim's object `target` (fetched from its holders, as anyone
+/// who runs a peer or reads a public release could have them):
+/// (operator client, attacker client, manifest bytes, per segment: len, k, shards).
+async fn attacker_with_shards_of(
+    net: &Net,
+    dev: &net::Client,
+    tenant: &str,
+    target: &str,
+) -> (client::Spn, client::Spn, Vec<u8>, Vec<(u64, u8, Vec<Vec<u8>>)>) {
+    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let issued =
+        operator.issue_token(&proto::api::NewToken { tenant: tenant.into(), label: "attack".into() }).expect("token");
+    let attacker = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
+    let manifest_bytes = operator.manifest(target, 1 << 30).expect("manifest");
+    let manifest = chunker::Manifest::from_bytes(&manifest_bytes, &Default::default()).expect("parse");
+    let placement = operator.object(target).expect("object").placement;
+    let mut segments = Vec::new();
+    for seg in manifest.segments() {
+        let mut shards = Vec::new();
+        for c in seg.shards() {
+            let holder = placement.shards[&c.to_string()][0] as usize;
+            let peer: net::PeerId = placement.peers[holder].parse().expect("peer id");
+            shards.push(dev.get_shard(peer, *c).await.expect("shard"));
+        }
+        segments.push((seg.len(), seg.data_shards() as u8, shards));
+    }
+    (operator, attacker, manifest_bytes, segments)
 }

@@ -178,7 +178,6 @@ pub async fn restore(
         }
         m
     });
-    let total: u64 = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
     let scratch = root.join(".ionshard-restore");
     std::fs::create_dir_all(&scratch).map_err(Error::file("creating", &scratch))?;
     let mut written: HashSet<usize> = HashSet::new();
@@ -222,7 +221,6 @@ pub async fn restore(
         pending.finish(root)?;
         let _ = std::fs::remove_file(&obj_path);
     }
-    let _ = total;
     let by_path: HashMap<String, usize> = entries.iter().enumerate().map(|(i, e)| (e.display_path(), i)).collect();
     // Empty files (no data object), then links to what is in place.
     for (i, (e, rel)) in entries.iter().zip(&rels).enumerate() {
@@ -242,7 +240,7 @@ pub async fn restore(
         }
     }
     pending.finish(root)?;
-    for (i, (e, rel)) in entries.iter().zip(&rels).enumerate() {
+    for (e, rel) in entries.iter().zip(&rels) {
         let at = root.join(rel);
         let outcome = match e.kind {
             Kind::File if e.data.is_none() && e.link_to.is_none() => Ok(()),
@@ -291,7 +289,6 @@ pub async fn restore(
                 other => return Err(other),
             }
         }
-        let _ = i;
     }
     // Directory metadata last, deepest first (writing into one changes its mtime).
     let mut dirs: Vec<(usize, &PathBuf)> = entries

@@ -337,16 +337,16 @@ pub async fn run(
     // The tree, through the chunker too (an unchanged part is stored once).
     let tree_bytes = Tree::new(entries).to_bytes()?;
     let spn = repo.spn.clone();
-    let (j2, tb) = (journal.clone(), tree_bytes.clone());
-    let (tree, tree_up) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let j2 = journal.clone();
+    let (tree, tree_up, tree_bytes) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut up = Uploader::new(spn, j2.job, resuming);
         let enc = Encoder::new(params, &secret)?
             .with_known(&known)
             .with_data_keys(unhex32(&j2.tree_material, "key material")?)
             .with_salt(unhex32(&j2.tree_salt, "salt")?)
-            .encode(&tb[..], &mut up, &mut |_| {});
+            .encode(&tree_bytes[..], &mut up, &mut |_| {});
         let counts = up.finish()?;
-        Ok((enc?, counts))
+        Ok((enc?, counts, tree_bytes))
     })
     .await
     .map_err(|e| Error::Invalid(format!("the encoder stopped: {e}")))??;
@@ -357,11 +357,13 @@ pub async fn run(
     // exist and restarts their grace, so a prune cannot take them before
     // the record below is saved.
     repo.spn.commit(journal.job, &manifests, &reused)?;
+    // Length and hash as the encoder found them (no second pass over the tree).
+    let tree_contents = tree.manifest.open(&tree.read_key)?;
     let tree_cap = ObjectCap {
         manifest: tree.manifest.cid().to_string(),
         read_key: data_encoding::HEXLOWER.encode(&tree.read_key.to_bytes()),
-        length: tree_bytes.len() as u64,
-        blake3: blake3::hash(&tree_bytes).to_hex().to_string(),
+        length: tree_contents.object_len(),
+        blake3: data_encoding::HEXLOWER.encode(tree_contents.object_hash()),
     };
     stats.seconds = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
