@@ -439,8 +439,9 @@ async fn attacker_with_shards_of(
     target: &str,
 ) -> (client::Spn, client::Spn, Vec<u8>, Vec<(u64, u8, Vec<Vec<u8>>)>) {
     let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
-    let issued =
-        operator.issue_token(&proto::api::NewToken { tenant: tenant.into(), label: "attack".into() }).expect("token");
+    let issued = operator
+        .issue_token(&proto::api::NewToken { tenant: tenant.into(), label: "attack".into(), scope: Default::default() })
+        .expect("token");
     let attacker = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
     let manifest_bytes = operator.manifest(target, 1 << 30).expect("manifest");
     let manifest = chunker::Manifest::from_bytes(&manifest_bytes, &Default::default()).expect("parse");
@@ -456,4 +457,96 @@ async fn attacker_with_shards_of(
         segments.push((seg.len(), seg.data_shards() as u8, shards));
     }
     (operator, attacker, manifest_bytes, segments)
+}
+
+/// The status an SPN call was refused with (panics if it was not refused).
+fn refused_with<T: std::fmt::Debug>(r: Result<T, client::Error>, what: &str) -> u16 {
+    match r {
+        Err(client::Error::Refused { status, .. }) => status,
+        other => panic!("{what}: expected the SPN to refuse, got {other:?}"),
+    }
+}
+
+/// A put-only key adds snapshots (incrementally: its host remembers its
+/// own last run) and is refused every read and every delete, both by this
+/// build (it opens no record) and by the SPN (its token only adds): a host
+/// that is taken over can neither read nor destroy the backups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_only_key_adds_snapshots_but_cannot_list_restore_forget_or_prune() {
+    use proto::api::{NewToken, TokenScope};
+    let net = network(6, None).await;
+    let dev = device(&net).await;
+    let owner = host(&net, "telecom");
+    let url = format!("http://{}", net.http);
+    let operator = client::Spn::new(&url, Some("t".to_string())).expect("spn");
+    let office = operator
+        .issue_token(&NewToken { tenant: "telecom".into(), label: "office".into(), scope: TokenScope::Full })
+        .expect("the tenant's full token");
+    let office = client::Spn::new(&url, Some(office.token)).expect("spn");
+    // The tenant makes its own put-only keys, and no full tokens.
+    let issued = office
+        .issue_token(&NewToken { tenant: "telecom".into(), label: "db host".into(), scope: TokenScope::Append })
+        .expect("a tenant's full token issues append tokens");
+    assert_eq!(issued.scope, TokenScope::Append);
+    let full = NewToken { tenant: "telecom".into(), label: "more".into(), scope: TokenScope::Full };
+    assert_eq!(refused_with(office.issue_token(&full), "a tenant issuing a full token"), 403);
+    let text = owner.repo.key().put_only(Some(issued.token.clone())).expect("put-only").to_file_text();
+    assert!(!text.contains(&owner.repo_key_text()), "a put-only key file holds no full secret");
+    let key = RepoKey::from_file_text(&text).expect("put-only key file");
+    assert_eq!(key.kind_name(), "put-only");
+    let put_spn = client::Spn::new(&url, key.token().map(String::from)).expect("spn");
+    let cache = tempfile::tempdir().expect("cache");
+    let put = Repo::new(put_spn.clone(), key, cache.path().to_path_buf());
+
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("src");
+    make_tree(&src);
+    let o = options(std::slice::from_ref(&src));
+    let one = backup::run(&put, None, &o, Arc::new(client::Hidden)).await.expect("a put-only backup").snapshot;
+    write(&src.join("docs/new.txt"), b"added by the put-only host\n");
+    let two = backup::run(&put, None, &o, Arc::new(client::Hidden)).await.expect("its second backup").snapshot;
+    assert_eq!(two.parent.as_deref(), Some(one.id.as_str()), "compared with its own last run");
+    assert_eq!(two.stats.files_read, 1, "incremental: {:?}", two.stats);
+    assert!(two.stats.new_plain_bytes < 1000, "{:?}", two.stats);
+
+    // The owner sees both and restores them.
+    let ids: Vec<String> = owner.repo.snapshots().expect("snapshots").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![one.id.clone(), two.id.clone()]);
+    assert_eq!(restored(&owner, &dev.client, &two.id, &src).await, describe(&src));
+
+    // This build refuses the put-only key everything but adding, and says why.
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: one.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let policy = backup::Policy { last: 1, ..Default::default() };
+    let errors = [
+        put.snapshots().map(|_| ()).unwrap_err(),
+        backup::restore(&put, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err(),
+        backup::forget_ids(&put, std::slice::from_ref(&one.id)).map(|_| ()).unwrap_err(),
+        backup::forget(&put, &policy, None, false).map(|_| ()).unwrap_err(),
+        backup::prune(&put, 0, u64::MAX / 2).map(|_| ()).unwrap_err(),
+    ];
+    for e in errors {
+        assert!(matches!(e, backup::Error::PutOnly(_)), "{e}");
+        assert!(e.to_string().contains("put-only key"), "{e}");
+    }
+    // And the SPN refuses its token whatever a client sends.
+    let record = format!("snap-{}", one.id);
+    assert_eq!(refused_with(put_spn.records("telecom", "snap-"), "listing records"), 403);
+    assert_eq!(refused_with(put_spn.record("telecom", &record), "reading a snapshot record"), 403);
+    assert_eq!(refused_with(put_spn.delete_record("telecom", &record), "deleting a snapshot record"), 403);
+    assert_eq!(refused_with(put_spn.put_record("telecom", &record, b"garbage"), "overwriting a snapshot"), 409);
+    assert_eq!(refused_with(put_spn.delete_object(&one.tree.manifest), "deleting an object"), 404);
+    assert_eq!(refused_with(put_spn.objects("telecom"), "listing objects"), 403);
+    assert_eq!(refused_with(put_spn.manifest(&one.tree.manifest, 1 << 20), "reading a manifest"), 404);
+    let another = NewToken { tenant: "telecom".into(), label: "x".into(), scope: TokenScope::Append };
+    assert_eq!(refused_with(put_spn.issue_token(&another), "issuing tokens"), 403);
+    assert!(put_spn.tokens().expect("tokens").tokens.is_empty(), "an append token sees no tokens");
+    let ids: Vec<String> = owner.repo.snapshots().expect("snapshots").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![one.id.clone(), two.id.clone()], "nothing was lost");
+    assert_eq!(restored(&owner, &dev.client, &one.id, &src).await.len(), describe(&src).len() - 1);
+
+    // Revoked, the key adds nothing more.
+    office.revoke_token(&issued.id).expect("revoke");
+    let err = backup::run(&put, None, &o, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("401") || err.to_string().contains("revoked"), "{err}");
 }

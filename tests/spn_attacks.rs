@@ -264,7 +264,11 @@ async fn spn_secrets_are_not_world_readable_and_tokens_reach_only_their_tenant()
     v.register(&net);
     let obj = object(&net, dir.path(), "acme", "router", &image(200_000, 10)).await;
     let issue = |tenant: &str| {
-        let body = serde_json::to_vec(&spn::types::NewToken { tenant: tenant.into(), label: "test".into() });
+        let body = serde_json::to_vec(&spn::types::NewToken {
+            tenant: tenant.into(),
+            label: "test".into(),
+            scope: Default::default(),
+        });
         (tenant.to_string(), body.expect("json"))
     };
     let mut tokens = std::collections::HashMap::new();

@@ -11,11 +11,24 @@
 //! key opens a record; writing one needs only the public key, which is what
 //! a put-only key will carry.
 //!
+//! A **put-only** key carries the chunk-id secret and the public key, and
+//! the SPN append token its host uses: it adds snapshots (dedup against
+//! the chunks its own earlier runs stored, which its host remembers) but
+//! opens no record, so it cannot list, read or restore a snapshot, and the
+//! SPN refuses its token every delete and every read but the `config`
+//! record. What it can still learn: with the chunk-id secret, whether a
+//! chunk of data it holds has the id of a chunk it has seen in its own
+//! runs (the ids of other hosts' chunks stay in records it cannot open).
+//!
 //! Losing the full key loses the repository: nothing else can open it.
 //!
 //! ```text
 //! key file  = JSON { "format": "ionshard-backup-key/1", "repository": NAME,
 //!                    "kind": "full", "secret": hex(32) }
+//!           | JSON { "format": "ionshard-backup-key/1", "repository": NAME,
+//!                    "kind": "put-only", "ids": hex(32), "public": hex(32), "token": T? }
+//! ids       = BLAKE3-derive("ionshard 2026-12 backup chunk ids v1", secret)
+//! public    = X25519(BLAKE3-derive("ionshard 2026-12 backup wrap key v1", secret))
 //! sealed    = "ISB1" ‖ ephemeral public (32) ‖ AES-256-GCM(k, nonce 0, aad = "ISB1" ‖ what, body) ‖ tag (16)
 //! k         = BLAKE3-derive("ionshard 2026-12 backup seal v1", shared ‖ ephemeral public ‖ repository public)
 //! ```
@@ -36,16 +49,30 @@ const CTX_IDS: &str = "ionshard 2026-12 backup chunk ids v1";
 const CTX_WRAP: &str = "ionshard 2026-12 backup wrap key v1";
 const CTX_SEAL: &str = "ionshard 2026-12 backup seal v1";
 
-/// A repository's full key: reads, writes, forgets and prunes.
+/// A repository's key: the **full** key reads, writes, forgets and prunes;
+/// a **put-only** key (made from the full one) only adds snapshots.
 #[derive(Clone)]
 pub struct RepoKey {
     repository: String,
-    secret: [u8; 32],
+    kind: Kind,
+    /// A put-only key's SPN token (an append token), if it carries one.
+    token: Option<String>,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Full([u8; 32]),
+    /// The chunk-id secret (to dedup against its own chunks) and the
+    /// public key (to seal records): nothing that opens one.
+    PutOnly {
+        ids: [u8; 32],
+        public: [u8; 32],
+    },
 }
 
 impl fmt::Debug for RepoKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RepoKey({}, <hidden>)", self.repository)
+        write!(f, "RepoKey({}, {}, <hidden>)", self.repository, self.kind_name())
     }
 }
 
@@ -54,13 +81,39 @@ struct KeyFile {
     format: String,
     repository: String,
     kind: String,
-    secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ids: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+fn hex32(s: Option<&str>, what: &str) -> Result<[u8; 32]> {
+    s.and_then(|s| data_encoding::HEXLOWER.decode(s.as_bytes()).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| Error::Key(format!("the key file's {what} is not 32 bytes of hex")))
 }
 
 impl RepoKey {
     /// A new random key for `repository`.
     pub fn generate(repository: &str) -> RepoKey {
-        RepoKey { repository: repository.to_string(), secret: rand::random() }
+        RepoKey { repository: repository.to_string(), kind: Kind::Full(rand::random()), token: None }
+    }
+
+    /// A put-only key of this repository, carrying the SPN append token
+    /// `token` (from the full key only).
+    pub fn put_only(&self, token: Option<String>) -> Result<RepoKey> {
+        match &self.kind {
+            Kind::Full(secret) => Ok(RepoKey {
+                repository: self.repository.clone(),
+                kind: Kind::PutOnly { ids: blake3::derive_key(CTX_IDS, secret), public: self.public() },
+                token,
+            }),
+            Kind::PutOnly { .. } => Err(Error::PutOnly("make other keys")),
+        }
     }
 
     /// The repository's name (the SPN tenant).
@@ -68,27 +121,74 @@ impl RepoKey {
         &self.repository
     }
 
-    /// The secret chunk ids derive from.
-    pub(crate) fn tenant_secret(&self) -> chunker::TenantSecret {
-        chunker::TenantSecret::from_bytes(blake3::derive_key(CTX_IDS, &self.secret))
+    /// `full` or `put-only`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Full(_) => "full",
+            Kind::PutOnly { .. } => "put-only",
+        }
     }
 
-    fn wrap_secret(&self) -> StaticSecret {
-        StaticSecret::from(blake3::derive_key(CTX_WRAP, &self.secret))
+    /// Only adds snapshots?
+    pub fn is_put_only(&self) -> bool {
+        matches!(self.kind, Kind::PutOnly { .. })
+    }
+
+    /// The SPN token a put-only key carries.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The full key, or [`Error::PutOnly`] naming what needed it.
+    pub(crate) fn need_full(&self, what: &'static str) -> Result<()> {
+        if self.is_put_only() { Err(Error::PutOnly(what)) } else { Ok(()) }
+    }
+
+    /// The secret chunk ids derive from.
+    pub(crate) fn tenant_secret(&self) -> chunker::TenantSecret {
+        match &self.kind {
+            Kind::Full(secret) => chunker::TenantSecret::from_bytes(blake3::derive_key(CTX_IDS, secret)),
+            Kind::PutOnly { ids, .. } => chunker::TenantSecret::from_bytes(*ids),
+        }
+    }
+
+    fn wrap_secret(&self) -> Result<StaticSecret> {
+        match &self.kind {
+            Kind::Full(secret) => Ok(StaticSecret::from(blake3::derive_key(CTX_WRAP, secret))),
+            Kind::PutOnly { .. } => Err(Error::PutOnly("open snapshot records (list, read or restore them)")),
+        }
     }
 
     /// The repository's public key (records are sealed to it).
     pub fn public(&self) -> [u8; 32] {
-        PublicKey::from(&self.wrap_secret()).to_bytes()
+        match &self.kind {
+            Kind::Full(_) => self.wrap_secret().map(|s| PublicKey::from(&s).to_bytes()).unwrap_or_default(),
+            Kind::PutOnly { public, .. } => *public,
+        }
     }
 
     /// The key file's text (what `init` writes and `key export` prints).
     pub fn to_file_text(&self) -> String {
-        let f = KeyFile {
-            format: KEY_FORMAT.to_string(),
-            repository: self.repository.clone(),
-            kind: "full".to_string(),
-            secret: data_encoding::HEXLOWER.encode(&self.secret),
+        let hex = |b: &[u8]| Some(data_encoding::HEXLOWER.encode(b));
+        let f = match &self.kind {
+            Kind::Full(secret) => KeyFile {
+                format: KEY_FORMAT.to_string(),
+                repository: self.repository.clone(),
+                kind: "full".to_string(),
+                secret: hex(secret),
+                ids: None,
+                public: None,
+                token: None,
+            },
+            Kind::PutOnly { ids, public } => KeyFile {
+                format: KEY_FORMAT.to_string(),
+                repository: self.repository.clone(),
+                kind: "put-only".to_string(),
+                secret: None,
+                ids: hex(ids),
+                public: hex(public),
+                token: self.token.clone(),
+            },
         };
         serde_json::to_string_pretty(&f).unwrap_or_default() + "\n"
     }
@@ -100,15 +200,15 @@ impl RepoKey {
         if f.format != KEY_FORMAT {
             return Err(Error::Key(format!("key file format {:?}; this build reads {KEY_FORMAT}", f.format)));
         }
-        if f.kind != "full" {
-            return Err(Error::Key(format!("a {} key; this build reads full keys", f.kind)));
-        }
-        let secret = data_encoding::HEXLOWER
-            .decode(f.secret.as_bytes())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| Error::Key("the key file's secret is not 32 bytes of hex".to_string()))?;
-        Ok(RepoKey { repository: f.repository, secret })
+        let kind = match f.kind.as_str() {
+            "full" => Kind::Full(hex32(f.secret.as_deref(), "secret")?),
+            "put-only" => Kind::PutOnly {
+                ids: hex32(f.ids.as_deref(), "chunk-id secret")?,
+                public: hex32(f.public.as_deref(), "public key")?,
+            },
+            k => return Err(Error::Key(format!("a {k} key; this build reads full and put-only keys"))),
+        };
+        Ok(RepoKey { repository: f.repository, kind, token: f.token })
     }
 
     /// Read a key file.
@@ -150,12 +250,13 @@ impl RepoKey {
     /// Open a record sealed to this repository; `what` names it (and is
     /// bound to it: a record cannot be passed off as another).
     pub fn open(&self, what: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        let wrap = self.wrap_secret()?;
         let fail = || Error::Sealed { what: what.to_string() };
         if sealed.len() < 4 + 32 + 16 || &sealed[..4] != SEAL_MAGIC {
             return Err(fail());
         }
         let eph: [u8; 32] = sealed[4..36].try_into().map_err(|_| fail())?;
-        let shared = self.wrap_secret().diffie_hellman(&PublicKey::from(eph));
+        let shared = wrap.diffie_hellman(&PublicKey::from(eph));
         let cipher = seal_cipher(shared.as_bytes(), &eph, &self.public());
         let aad = [SEAL_MAGIC.as_slice(), what.as_bytes()].concat();
         cipher.decrypt(&Nonce::default(), Payload { msg: &sealed[36..], aad: &aad }).map_err(|_| fail())
@@ -232,6 +333,23 @@ mod tests {
         assert_eq!(data_encoding::HEXLOWER.encode(&k.public()), v["public"].as_str().expect("public"));
         assert_eq!(data_encoding::HEXLOWER.encode(&sealed), s["sealed"].as_str().expect("sealed"));
         assert_eq!(k.open(what, &sealed).expect("open"), body);
+        // The put-only key the full one makes: its chunk-id secret and public key.
+        let p = k.put_only(None).expect("put-only");
+        let pf: serde_json::Value = serde_json::from_str(&p.to_file_text()).expect("json");
+        if std::env::var_os("IONSHARD_PRINT_VECTORS").is_some() {
+            eprintln!("put-only {}", p.to_file_text());
+        }
+        let want: serde_json::Value =
+            serde_json::from_str(v["put_only_key_file"].as_str().expect("put-only file")).expect("json");
+        assert_eq!(pf, want);
+        let back = RepoKey::from_file_text(&p.to_file_text()).expect("put-only key");
+        assert_eq!(back.public(), k.public());
+        assert!(back.is_put_only());
+        assert!(matches!(back.open(what, &sealed), Err(Error::PutOnly(_))));
+        assert_eq!(
+            data_encoding::HEXLOWER.encode(&sealed),
+            data_encoding::HEXLOWER.encode(&seal_with(eph, &back.public(), what, body))
+        );
     }
 
     #[test]

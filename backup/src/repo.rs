@@ -6,6 +6,10 @@
 //! SPN record "snap-<id>"       = sealed("snapshot <id>", JSON Snapshot)
 //! cache  DIR/trees/<id>.tree   = a snapshot's tree as stored (zstd JSON)
 //!        DIR/run.json          = the run in progress (for a resume after a kill)
+//!        DIR/last/<h>.json     = a put-only host's last snapshot of these paths and
+//!                                the manifests of its objects (h = BLAKE3(host ‖ 0 ‖ paths joined by 0), 16 hex):
+//!                                it cannot read the repository's records, so it
+//!                                remembers what its incremental runs compare with
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -96,6 +100,15 @@ pub struct Snapshot {
     pub skipped: Vec<Skipped>,
 }
 
+/// What a put-only host keeps of its last run (it cannot read records).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LastRun {
+    /// The snapshot as it was saved (sealed) to the repository.
+    pub(crate) snapshot: Snapshot,
+    /// Its objects' manifests: CID → bytes, base64.
+    pub(crate) manifests: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Config {
     format: String,
@@ -137,6 +150,7 @@ impl Repo {
 
     /// Create the repository on the SPN (refused if it exists with another key).
     pub fn init(&self) -> Result<()> {
+        self.key.need_full("make a repository")?;
         let public = data_encoding::HEXLOWER.encode(&self.key.public());
         if let Some(bytes) = self.spn.record(self.name(), "config")? {
             let c: Config = serde_json::from_slice(&bytes).map_err(|e| Error::format("repository config", e))?;
@@ -170,6 +184,7 @@ impl Repo {
 
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        self.key.need_full("list snapshots")?;
         let list = self.spn.records(self.name(), "snap-")?;
         let mut out = Vec::new();
         for r in list.records {
@@ -218,9 +233,36 @@ impl Repo {
 
     /// Remove a snapshot's record (its objects stay until `prune`).
     pub fn forget(&self, id: &str) -> Result<()> {
+        self.key.need_full("forget snapshots")?;
         self.spn.delete_record(self.name(), &record_name(id))?;
         let _ = std::fs::remove_file(self.tree_cache(id));
         Ok(())
+    }
+
+    fn last_path(&self, host: &str, paths: &[String]) -> PathBuf {
+        let mut h = blake3::Hasher::new();
+        h.update(host.as_bytes());
+        for p in paths {
+            h.update(&[0]);
+            h.update(p.as_bytes());
+        }
+        self.cache.join("last").join(format!("{}.json", &h.finalize().to_hex()[..16]))
+    }
+
+    /// A put-only host's last snapshot of `host` and `paths`, and the
+    /// manifests of its objects (None if this host has none, or the file
+    /// is damaged: the run then reads everything).
+    pub(crate) fn last_run(&self, host: &str, paths: &[String]) -> Option<LastRun> {
+        let bytes = std::fs::read(self.last_path(host, paths)).ok()?;
+        let last: LastRun = serde_json::from_slice(&bytes).ok()?;
+        (last.snapshot.host == host && last.snapshot.paths == paths).then_some(last)
+    }
+
+    /// Remember a put-only host's snapshot (written whole or not at all).
+    pub(crate) fn save_last_run(&self, last: &LastRun) -> Result<()> {
+        let path = self.last_path(&last.snapshot.host, &last.snapshot.paths);
+        let bytes = serde_json::to_vec(last).map_err(|e| Error::format("the last run", e))?;
+        client::write_atomic(&path, &bytes).map_err(Error::file("saving the last run", &path))
     }
 
     pub(crate) fn tree_cache(&self, id: &str) -> PathBuf {

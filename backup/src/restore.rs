@@ -139,6 +139,7 @@ pub async fn restore(
     o: &RestoreOptions,
     progress: Arc<dyn client::Progress>,
 ) -> Result<RestoreReport> {
+    repo.key.need_full("restore")?;
     let snap = repo.snapshot(&o.snapshot)?;
     let tree = repo.tree(Some(net), &snap).await?;
     let root = &o.target;

@@ -17,7 +17,7 @@ use chunker::{EncodedSegment, Encoder, KnownChunks, Manifest, Params, ReadKey, S
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::repo::{ObjectCap, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot, unhex32};
+use crate::repo::{LastRun, ObjectCap, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot, unhex32};
 use crate::scan::{FileStream, ScanOptions, scan};
 use crate::tree::{DataRef, Tree};
 
@@ -172,14 +172,40 @@ pub async fn run(
     let started = Instant::now();
     repo.check_config()?;
     let paths: Vec<String> = o.scan.paths.iter().map(|p| p.display().to_string()).collect();
+    // A put-only key cannot open records: it compares with its own host's
+    // last run, which it remembers (with its objects' manifests).
+    let put_only = repo.key.is_put_only();
+    if put_only && o.parent.is_some() {
+        return Err(Error::PutOnly("name a parent snapshot (it compares with this host's own last run)"));
+    }
+    let last = if put_only && !o.force { repo.last_run(&o.host, &paths) } else { None };
     let parent = match (&o.parent, o.force) {
         (_, true) => None,
+        _ if put_only => last.as_ref().map(|l| l.snapshot.clone()),
         (Some(id), false) => Some(repo.snapshot(id)?),
         (None, false) => repo.snapshots()?.into_iter().rev().find(|s| s.host == o.host && s.paths == paths),
     };
-    let parent_tree = match &parent {
-        Some(p) => Some(repo.tree(net, p).await?),
-        None => None,
+    let (parent, parent_tree) = match parent {
+        // Its tree cache gone, a put-only host cannot fetch the tree: it reads everything.
+        Some(p) if put_only => match repo.tree(None, &p).await {
+            Ok(t) => (Some(p), Some(t)),
+            Err(_) => (None, None),
+        },
+        Some(p) => {
+            let t = repo.tree(net, &p).await?;
+            (Some(p), Some(t))
+        }
+        None => (None, None),
+    };
+    let manifest_of = |cid: &str| -> Result<Vec<u8>> {
+        match &last {
+            Some(l) if put_only => l
+                .manifests
+                .get(cid)
+                .and_then(|b| data_encoding::BASE64.decode(b.as_bytes()).ok())
+                .ok_or_else(|| Error::format("the last run", format!("no manifest of object {cid}"))),
+            _ => Ok(repo.spn.manifest(cid, 256 << 20)?),
+        }
     };
     progress.start("scan", 0);
     let scan_opts = o.scan.clone();
@@ -193,7 +219,7 @@ pub async fn run(
     let mut known = KnownChunks::new();
     if let Some(p) = &parent {
         for cap in p.data.iter().chain(std::iter::once(&p.tree)) {
-            let bytes = repo.spn.manifest(&cap.manifest, 256 << 20)?;
+            let bytes = manifest_of(&cap.manifest)?;
             let m = Manifest::from_bytes_with_cid(&bytes, &cap.manifest.parse()?, &Default::default())?;
             let contents = m.open(&ReadKey::from_bytes(unhex32(&cap.read_key, "read key")?))?;
             known.add(&m, &contents)?;
@@ -291,6 +317,7 @@ pub async fn run(
     let mut skipped: Vec<Skipped> = walked.skipped;
     let mut stats = RunStats { uploaded_shard_bytes: up.0, segments_resumed: up.1, ..RunStats::default() };
     let mut manifests = Vec::new();
+    let mut new_cids: Vec<String> = Vec::new();
     if let Some(enc) = &data {
         let index = objects.len() as u32;
         let contents = enc.manifest.open(&enc.read_key)?;
@@ -301,6 +328,7 @@ pub async fn run(
             blake3: data_encoding::HEXLOWER.encode(contents.object_hash()),
         });
         manifests.push(enc.manifest.to_bytes());
+        new_cids.push(enc.manifest.cid().to_string());
         for &(i, offset, len, hash) in &reads.files {
             let e = &mut walked.entries[i];
             e.size = len;
@@ -353,6 +381,7 @@ pub async fn run(
     stats.uploaded_shard_bytes += tree_up.0;
     stats.segments_resumed += tree_up.1;
     manifests.push(tree.manifest.to_bytes());
+    new_cids.push(tree.manifest.cid().to_string());
     // The parent's objects this snapshot goes on using: the SPN checks they
     // exist and restarts their grace, so a prune cannot take them before
     // the record below is saved.
@@ -381,6 +410,18 @@ pub async fn run(
     };
     repo.save_snapshot(&snapshot)?;
     repo.cache_tree(&snapshot.id, &tree_bytes)?;
+    if put_only {
+        let mut kept = std::collections::BTreeMap::new();
+        for cap in &snapshot.data {
+            if let Some(i) = reused.iter().position(|c| *c == cap.manifest) {
+                kept.insert(reused[i].clone(), data_encoding::BASE64.encode(&manifest_of(&reused[i])?));
+            }
+        }
+        for (cid, m) in new_cids.iter().zip(&manifests) {
+            kept.insert(cid.clone(), data_encoding::BASE64.encode(m));
+        }
+        repo.save_last_run(&LastRun { snapshot: snapshot.clone(), manifests: kept })?;
+    }
     let _ = std::fs::remove_file(&jpath);
     drop(lock);
     Ok(RunReport { snapshot, resumed: resuming })

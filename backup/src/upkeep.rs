@@ -38,6 +38,7 @@ pub struct ForgetReport {
 /// Apply `policy` to every group of snapshots (host and paths), optionally
 /// only those of `host`; remove what it does not keep unless `dry_run`.
 pub fn forget(repo: &Repo, policy: &Policy, host: Option<&str>, dry_run: bool) -> Result<ForgetReport> {
+    repo.key.need_full("forget snapshots")?;
     if policy.is_empty() {
         return Err(Error::Invalid(
             "a policy that keeps nothing would remove every snapshot: give at least one --keep-* option \
@@ -72,6 +73,7 @@ pub fn forget(repo: &Repo, policy: &Policy, host: Option<&str>, dry_run: bool) -
 
 /// Remove snapshots by id (unique prefixes).
 pub fn forget_ids(repo: &Repo, ids: &[String]) -> Result<Vec<String>> {
+    repo.key.need_full("forget snapshots")?;
     let mut out = Vec::new();
     for id in ids {
         let s = repo.snapshot(id)?;
@@ -96,6 +98,7 @@ pub struct PruneReport {
 
 /// Delete every object no snapshot uses and older than `grace_secs`.
 pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport> {
+    repo.key.need_full("prune")?;
     let mut used = HashSet::new();
     for s in repo.snapshots()? {
         used.insert(s.tree.manifest.clone());

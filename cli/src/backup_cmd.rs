@@ -158,6 +158,27 @@ pub(crate) enum BackupCommand {
 pub(crate) enum KeyCommand {
     /// Print the key file (store it somewhere safe: without it the backups cannot be read).
     Export,
+    /// Make a put-only key for a host: it adds snapshots, and can neither
+    /// list, read, restore, forget nor prune (its SPN token refuses it too).
+    Add {
+        /// The kind: put-only is the one there is (the full key is the one
+        /// `init` made; `key export` copies it).
+        #[arg(long, required = true)]
+        put_only: bool,
+        /// Where to write it (never over an existing file).
+        #[arg(long)]
+        out: PathBuf,
+        /// A name for people (the host it is for).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List the repository's SPN tokens (put-only keys' and full ones).
+    List,
+    /// Revoke a put-only key's token: the SPN refuses it from now on.
+    Remove {
+        /// The token id (`key list`).
+        id: String,
+    },
 }
 
 fn key_path(a: &BackupArgs) -> PathBuf {
@@ -166,7 +187,6 @@ fn key_path(a: &BackupArgs) -> PathBuf {
 
 fn repo(a: &BackupArgs) -> Result<backup::Repo> {
     let url = a.spn.as_deref().context("give --spn URL (or set IONSHARD_SPN; `ionshard sandbox up` does)")?;
-    let spn = crate::http::spn(url, crate::http::token(a.token.clone(), None)?)?;
     let path = key_path(a);
     let key = backup::RepoKey::load(&path).with_context(|| {
         format!("the key of repository {} (make one with `ionshard backup init`, or give --key)", a.repo)
@@ -174,7 +194,19 @@ fn repo(a: &BackupArgs) -> Result<backup::Repo> {
     if key.repository() != a.repo {
         bail!("{} is the key of repository {}, not {}", path.display(), key.repository(), a.repo);
     }
-    let cache = crate::files::home().join("backup").join(&a.repo);
+    // A put-only key's own token comes before the environment's (which on
+    // a shared shell may be a full one): --token still overrides both.
+    let token = match (&a.token, key.token()) {
+        (None, Some(t)) => Some(t.to_string()),
+        _ => crate::http::token(a.token.clone(), None)?,
+    };
+    let spn = crate::http::spn(url, token)?;
+    // A put-only host keeps its cache apart: it holds no full key's trees.
+    let cache = crate::files::home().join("backup").join(if key.is_put_only() {
+        format!("{}.put-only", a.repo)
+    } else {
+        a.repo.clone()
+    });
     Ok(backup::Repo::new(spn, key, cache))
 }
 
@@ -216,6 +248,41 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                 println!("{}", json!({ "repository": key.repository(), "key_file": key.to_file_text() }));
             } else {
                 print!("{}", key.to_file_text());
+            }
+            Ok(())
+        }
+        BackupCommand::Key { command: KeyCommand::Add { put_only: _, out, label } } => key_add(&a, out, label),
+        BackupCommand::Key { command: KeyCommand::List } => {
+            let r = repo(&a)?;
+            let mut l = r.spn().tokens()?;
+            l.tokens.retain(|t| t.tenant == r.name());
+            if json_out {
+                println!("{}", serde_json::to_string(&l)?);
+            } else {
+                println!("full key: {} (this host; never on the SPN)", key_path(&a).display());
+                for t in &l.tokens {
+                    let state =
+                        t.revoked.map_or("live".to_string(), |r| format!("revoked {}", backup::utc(r * 1_000_000_000)));
+                    let kind = if t.scope == spn::types::TokenScope::Append { "put-only" } else { "full" };
+                    println!(
+                        "{}  {:<8}  {:<24}  created {}  {}",
+                        t.id,
+                        kind,
+                        state,
+                        backup::utc(t.created * 1_000_000_000),
+                        t.label
+                    );
+                }
+            }
+            Ok(())
+        }
+        BackupCommand::Key { command: KeyCommand::Remove { id } } => {
+            let r = repo(&a)?;
+            r.spn().revoke_token(id)?;
+            if json_out {
+                println!("{}", json!({ "revoked": id }));
+            } else {
+                println!("token {id} revoked: the put-only key that carries it can add nothing more");
             }
             Ok(())
         }
@@ -490,6 +557,38 @@ fn init(a: &BackupArgs) -> Result<()> {
                  `ionshard backup key export` prints it for safekeeping."
             );
         }
+    }
+    Ok(())
+}
+
+/// `key add --put-only`: an append token from the SPN and a key file that carries it.
+fn key_add(a: &BackupArgs, out: &std::path::Path, label: &str) -> Result<()> {
+    let r = repo(a)?;
+    if r.key().is_put_only() {
+        bail!("{} is a put-only key: make put-only keys with the repository's full key", key_path(a).display());
+    }
+    if out.exists() {
+        bail!("{} exists already: choose another --out (a key file is never replaced)", out.display());
+    }
+    let issued = r.spn().issue_token(&spn::types::NewToken {
+        tenant: r.name().to_string(),
+        label: if label.is_empty() { "put-only key".to_string() } else { label.to_string() },
+        scope: spn::types::TokenScope::Append,
+    })?;
+    let key = r.key().put_only(Some(issued.token))?;
+    if let Err(e) = key.save_new(out) {
+        let _ = r.spn().revoke_token(&issued.id);
+        return Err(e.into());
+    }
+    if a.json {
+        println!("{}", json!({ "repository": r.name(), "key_file": out.display().to_string(), "token_id": issued.id }));
+    } else {
+        println!("put-only key for repository {} written to {} (token {})", r.name(), out.display(), issued.id);
+        println!(
+            "copy it to the host (IONSHARD_BACKUP_KEY or --key): it adds snapshots and can neither read nor delete \
+             any; `ionshard backup key remove {}` revokes it",
+            issued.id
+        );
     }
     Ok(())
 }

@@ -174,8 +174,11 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     say(o.json, "vendor: 3 keys (2 must sign), a timestamp key, a token of its own, registered with the SPN");
     let vdir = root.join("vendor");
     vendor::init(&vdir, "demo-vendor", 3, 2, 365, o.json)?;
-    let issued: spn::types::IssuedToken =
-        api.issue_token(&spn::types::NewToken { tenant: "demo-vendor".into(), label: "demo".into() })?;
+    let issued: spn::types::IssuedToken = api.issue_token(&spn::types::NewToken {
+        tenant: "demo-vendor".into(),
+        label: "demo".into(),
+        scope: Default::default(),
+    })?;
     let vendor_token = issued.token;
     vendor::register(&vdir, &url, Some(vendor_token.clone()), o.json)?;
     let publish = |image: &Path, version: &str| {
@@ -387,8 +390,11 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     let mut blob = vec![0u8; 2 << 20];
     blake3::Hasher::new().update(b"demo ledger").finalize_xof().fill(&mut blob);
     write_file(&office.join("accounts/ledger.db"), &blob)?;
-    let issued: spn::types::IssuedToken =
-        api.issue_token(&spn::types::NewToken { tenant: "demo-office".into(), label: "backups".into() })?;
+    let issued: spn::types::IssuedToken = api.issue_token(&spn::types::NewToken {
+        tenant: "demo-office".into(),
+        label: "backups".into(),
+        scope: Default::default(),
+    })?;
     let key = backup::RepoKey::generate("demo-office");
     let key_file = root.join("backup-home/demo-office.key");
     key.save_new(&key_file)?;

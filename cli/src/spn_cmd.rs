@@ -169,7 +169,7 @@ fn operator(url: &str, token: Option<String>) -> Result<crate::http::Spn> {
 /// `ionshard spn token issue`.
 pub(crate) fn token_issue(url: &str, token: Option<String>, tenant: &str, label: &str, json_out: bool) -> Result<()> {
     let api = operator(url, token)?;
-    let body = spn::types::NewToken { tenant: tenant.to_string(), label: label.to_string() };
+    let body = spn::types::NewToken { tenant: tenant.to_string(), label: label.to_string(), scope: Default::default() };
     let t = api.issue_token(&body)?;
     if json_out {
         println!("{}", serde_json::to_string(&t)?);
@@ -188,7 +188,7 @@ pub(crate) fn token_list(url: &str, token: Option<String>, json_out: bool) -> Re
     } else {
         for t in &l.tokens {
             let state = t.revoked.map_or("live".to_string(), |r| format!("revoked at {r}"));
-            println!("{}  tenant {}  {}  created {}  {}", t.id, t.tenant, state, t.created, t.label);
+            println!("{}  tenant {}  {}  {}  created {}  {}", t.id, t.tenant, t.scope, state, t.created, t.label);
         }
         if l.tokens.is_empty() {
             println!("no tokens issued (the operator's token is in the SPN's api.token)");

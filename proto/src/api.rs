@@ -97,7 +97,39 @@ pub struct ReleaseList {
     pub releases: Vec<ReleaseInfo>,
 }
 
-/// `POST /v1/tokens` (operator only).
+/// What a tenant's token may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenScope {
+    /// Everything for its tenant.
+    #[default]
+    Full,
+    /// Add only (a backup host's put-only key): open upload sessions, place
+    /// segments, commit them, create records (never replace one), read the
+    /// record named `config`, follow its jobs. Never read, list or delete
+    /// objects or records.
+    Append,
+}
+
+impl TokenScope {
+    /// Full (the default, left out of the JSON so an SPN of an earlier
+    /// release still takes the request).
+    pub fn is_full(&self) -> bool {
+        *self == TokenScope::Full
+    }
+}
+
+impl std::fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenScope::Full => "full",
+            TokenScope::Append => "append",
+        })
+    }
+}
+
+/// `POST /v1/tokens`: the operator issues any; a tenant's full token issues
+/// append tokens for its own tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
@@ -107,6 +139,10 @@ pub struct NewToken {
     /// A name for people.
     #[serde(default)]
     pub label: String,
+    /// What it may do (an SPN of an earlier release refuses the field, so
+    /// it never issues a full token when an append one was asked for).
+    #[serde(default, skip_serializing_if = "TokenScope::is_full")]
+    pub scope: TokenScope,
 }
 
 /// A token just issued: the only time the token itself is shown.
@@ -118,6 +154,9 @@ pub struct IssuedToken {
     pub token: String,
     /// Its tenant.
     pub tenant: String,
+    /// What it may do.
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 /// A token, as listed (never the token itself).
@@ -133,9 +172,12 @@ pub struct TokenInfo {
     pub created: u64,
     /// When it was revoked.
     pub revoked: Option<u64>,
+    /// What it may do.
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
-/// `GET /v1/tokens`.
+/// `GET /v1/tokens`: the operator sees every token, a tenant its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenList {
     /// Every token issued.

@@ -22,6 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
+use proto::api::TokenScope;
+
 use crate::Inner;
 use crate::error::Error;
 use crate::types::ErrorBody;
@@ -61,28 +63,48 @@ pub(crate) type Api<T> = Result<T, ApiError>;
 pub(crate) enum Caller {
     /// The operator's token (`api.token`): everything.
     Operator,
-    /// A tenant's token: that tenant's objects, vendor and releases only.
-    Tenant(String),
+    /// A tenant's token: that tenant's objects, vendor and releases only;
+    /// an append token only adds (see [`TokenScope::Append`]).
+    Tenant(String, TokenScope),
 }
 
 impl Caller {
-    /// May this caller act for `tenant`?
+    /// May this caller act for `tenant`, with a full token?
     pub(crate) fn may(&self, tenant: &str) -> Api<()> {
+        self.may_add(tenant)?;
+        match self {
+            Caller::Tenant(_, TokenScope::Append) => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "this token can only add (a put-only key's): reading, listing and deleting need the tenant's full \
+                 token"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// May this caller add to `tenant` (a full or an append token)?
+    pub(crate) fn may_add(&self, tenant: &str) -> Api<()> {
         match self {
             Caller::Operator => Ok(()),
-            Caller::Tenant(t) if t == tenant => Ok(()),
-            Caller::Tenant(t) => Err(ApiError(
+            Caller::Tenant(t, _) if t == tenant => Ok(()),
+            Caller::Tenant(t, _) => Err(ApiError(
                 StatusCode::FORBIDDEN,
                 format!("this token is for tenant {t}; it cannot act for {tenant}"),
             )),
         }
     }
 
+    /// Is this an append token?
+    pub(crate) fn append_only(&self) -> bool {
+        matches!(self, Caller::Tenant(_, TokenScope::Append))
+    }
+
     /// The operator only.
     pub(crate) fn operator(&self) -> Api<()> {
         match self {
             Caller::Operator => Ok(()),
-            Caller::Tenant(_) => Err(ApiError(StatusCode::FORBIDDEN, "only the operator's token may do this".into())),
+            Caller::Tenant(..) => Err(ApiError(StatusCode::FORBIDDEN, "only the operator's token may do this".into())),
         }
     }
 }
@@ -109,7 +131,7 @@ pub(crate) fn caller(inner: &Inner, headers: &HeaderMap) -> Api<Caller> {
         return Ok(Caller::Operator);
     }
     match inner.state.token_by_hash(&hash.to_hex())? {
-        Some(t) => Ok(Caller::Tenant(t.tenant)),
+        Some(t) => Ok(Caller::Tenant(t.tenant, t.scope)),
         None => Err(unauthorized()),
     }
 }

@@ -53,7 +53,13 @@
 //! | `GET /v1/objects/{cid}/placement` | token | [`types::Placement`]: which peers hold its shards now |
 //! | `DELETE /v1/objects/{cid}` | token | a client-encoded object: gone, its shards no other object uses deleted from the peers ([`types::Deleted`]) |
 //! | `PUT`, `GET`, `DELETE /v1/records/{tenant}/{name}`; `GET /v1/records/{tenant}?prefix=P` | token | a tenant's opaque records (≤ 4 MiB each; [`types::RecordList`]) |
-//! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | operator | [`types::NewToken`] → [`types::IssuedToken`]; [`types::TokenList`]; revoke |
+//! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | operator, or a tenant's full token for its own append tokens | [`types::NewToken`] → [`types::IssuedToken`]; [`types::TokenList`]; revoke |
+//!
+//! An **append** token ([`types::TokenScope`], a backup host's put-only
+//! key) may open upload sessions, place segments, ask what its session
+//! holds, commit or abandon it, follow its jobs, create records (never
+//! replace one) and read the record named `config`; every other route
+//! refuses it.
 
 mod api;
 mod audit;

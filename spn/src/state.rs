@@ -4,7 +4,11 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 4 (this release; `meta` table, key `format`). Format 4
+//! Layout format 5 (this release; `meta` table, key `format`). Format 5
+//! gives tokens a scope (`full`, or `append` for backup hosts' put-only
+//! keys); a format 4 token reads as full, so a format 4 state is opened as
+//! it is. The bump matters: an earlier build would take an append token
+//! for a full one, so it must refuse a format 5 state. Format 4
 //! adds the `records` table (tenants' opaque records) and objects a client
 //! encoded (no read key: `read_key` empty, `product` empty); a format 3
 //! state is opened as it is and gains the table. Format 3
@@ -46,7 +50,7 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 4;
+pub(crate) const STATE_FORMAT: u64 = 5;
 
 mod encoded;
 mod registry;

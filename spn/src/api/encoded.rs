@@ -47,7 +47,7 @@ pub(super) async fn open(
     Query(q): Query<SessionQuery>,
 ) -> Api<(StatusCode, Json<EncodedSession>)> {
     check_name("tenant", &q.tenant)?;
-    who.may(&q.tenant)?;
+    who.may_add(&q.tenant)?;
     let job = new_job_of(&inner, "encoded", &q.tenant, 0)?;
     inner.progress(job, |j| j.state = JobState::Encoding);
     Ok((StatusCode::CREATED, Json(EncodedSession { job })))
@@ -56,7 +56,7 @@ pub(super) async fn open(
 /// The session `job`, if `who` may use it and it is still open.
 fn session(inner: &Inner, who: &Caller, job: u64) -> Api<JobRecord> {
     let j = inner.job(job)?.ok_or_else(|| ApiError::from(Error::NotFound(format!("job {job}"))))?;
-    who.may(&j.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("job {job}"))))?;
+    who.may_add(&j.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("job {job}"))))?;
     if j.kind != "encoded" {
         return Err(bad(format!("job {job} is a {} job, not an upload session", j.kind)));
     }
@@ -340,8 +340,15 @@ pub(super) async fn put_record(
 ) -> Api<StatusCode> {
     check_name("tenant", &tenant)?;
     check_record_name(&name)?;
-    who.may(&tenant)?;
-    inner.state.put_record(&tenant, &name, &body)?;
+    who.may_add(&tenant)?;
+    // An append token creates records, never replaces one (it could
+    // otherwise overwrite a snapshot with garbage).
+    if !inner.state.put_record(&tenant, &name, &body, !who.append_only())? {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("record {name} of {tenant} exists, and this token can only add; use the tenant's full token"),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -351,7 +358,12 @@ pub(super) async fn get_record(
     Extension(who): Extension<Caller>,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Api<Vec<u8>> {
-    who.may(&tenant)?;
+    // An append token reads `config` only: a repository's public settings.
+    if name == "config" {
+        who.may_add(&tenant)?
+    } else {
+        who.may(&tenant)?
+    }
     inner.state.record(&tenant, &name)?.ok_or_else(|| Error::NotFound(format!("record {name} of {tenant}")).into())
 }
 

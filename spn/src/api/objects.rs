@@ -200,7 +200,7 @@ pub(super) async fn job(
     Path(id): Path<u64>,
 ) -> Api<Json<JobRecord>> {
     let j = inner.job(id)?.ok_or_else(|| ApiError::from(Error::NotFound(format!("job {id}"))))?;
-    who.may(&j.tenant)?;
+    who.may_add(&j.tenant)?;
     Ok(Json(j))
 }
 

@@ -1,4 +1,6 @@
-//! API tokens per tenant, issued, listed and revoked by the operator.
+//! API tokens per tenant. The operator issues, lists and revokes any; a
+//! tenant's full token issues append tokens for its own tenant (a backup
+//! host's put-only key) and lists and revokes its own tenant's tokens.
 
 use std::sync::Arc;
 
@@ -10,14 +12,25 @@ use super::{Api, ApiError, Caller, check_name};
 use crate::state::TokenRecord;
 use crate::types::{IssuedToken, NewToken, TokenInfo, TokenList};
 use crate::{Inner, now};
+use proto::api::TokenScope;
 
 pub(super) async fn issue(
     State(inner): State<Arc<Inner>>,
     Extension(who): Extension<Caller>,
     Json(body): Json<NewToken>,
 ) -> Api<(StatusCode, Json<IssuedToken>)> {
-    who.operator()?;
     check_name("tenant", &body.tenant)?;
+    if who.operator().is_err() {
+        who.may(&body.tenant)?;
+        if body.scope != TokenScope::Append {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "a tenant's token may issue append tokens only (\"scope\": \"append\"); full tokens come from the \
+                 operator"
+                    .into(),
+            ));
+        }
+    }
     let id = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 8]>());
     let token = format!("ist_{}", data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>()));
     let rec = TokenRecord {
@@ -27,18 +40,26 @@ pub(super) async fn issue(
         hash: blake3::hash(token.as_bytes()).to_hex().to_string(),
         created: now(),
         revoked: None,
+        scope: body.scope,
     };
     inner.state.put_token(&rec)?;
-    Ok((StatusCode::CREATED, Json(IssuedToken { id, token, tenant: body.tenant })))
+    Ok((StatusCode::CREATED, Json(IssuedToken { id, token, tenant: body.tenant, scope: body.scope })))
 }
 
 pub(super) async fn list(State(inner): State<Arc<Inner>>, Extension(who): Extension<Caller>) -> Api<Json<TokenList>> {
-    who.operator()?;
     let tokens = inner
         .state
         .tokens()?
         .into_iter()
-        .map(|t| TokenInfo { id: t.id, tenant: t.tenant, label: t.label, created: t.created, revoked: t.revoked })
+        .filter(|t| who.may(&t.tenant).is_ok())
+        .map(|t| TokenInfo {
+            id: t.id,
+            tenant: t.tenant,
+            label: t.label,
+            created: t.created,
+            revoked: t.revoked,
+            scope: t.scope,
+        })
         .collect();
     Ok(Json(TokenList { tokens }))
 }
@@ -48,8 +69,9 @@ pub(super) async fn revoke(
     Extension(who): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Api<StatusCode> {
-    who.operator()?;
-    if inner.state.revoke_token(&id, now())? {
+    // Another tenant's token is as good as absent.
+    let own = inner.state.tokens()?.into_iter().any(|t| t.id == id && who.may(&t.tenant).is_ok());
+    if own && inner.state.revoke_token(&id, now())? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, format!("no token {id}")))

@@ -256,12 +256,20 @@ impl State {
         Ok(queued)
     }
 
-    /// Save a tenant's record (replacing one of the same name).
-    pub(crate) fn put_record(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<()> {
+    /// Save a tenant's record; one of the same name is replaced if `replace`,
+    /// else left as it is (false).
+    pub(crate) fn put_record(&self, tenant: &str, name: &str, bytes: &[u8], replace: bool) -> Result<bool> {
         let txn = self.db.begin_write()?;
-        txn.open_table(RECORDS)?.insert(format!("{tenant}/{name}").as_str(), bytes)?;
+        {
+            let mut t = txn.open_table(RECORDS)?;
+            let key = format!("{tenant}/{name}");
+            if !replace && t.get(key.as_str())?.is_some() {
+                return Ok(false);
+            }
+            t.insert(key.as_str(), bytes)?;
+        }
         txn.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// A tenant's record.

@@ -56,6 +56,9 @@ pub(crate) struct TokenRecord {
     pub(crate) created: u64,
     /// When it was revoked, if it was.
     pub(crate) revoked: Option<u64>,
+    /// What it may do (format 5; a format 4 token reads as full).
+    #[serde(default)]
+    pub(crate) scope: proto::api::TokenScope,
 }
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
