@@ -19,6 +19,7 @@ mod repo;
 mod restore;
 mod run;
 mod scan;
+mod schedule;
 mod tree;
 mod upkeep;
 
@@ -29,5 +30,9 @@ pub use repo::{ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped,
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use run::{RunOptions, RunReport, run};
 pub use scan::{ScanOptions, absolute};
+pub use schedule::{
+    Attempt, Keep, MAX_ATTEMPTS, Plan, Retry, Schedule, Status, load_schedules, load_status, next_run, plan, record,
+    save_schedules, save_status,
+};
 pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
 pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, prune};

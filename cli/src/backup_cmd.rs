@@ -13,22 +13,22 @@ use crate::progress::Bars;
 pub(crate) struct BackupArgs {
     /// The repository (a tenant of the SPN).
     #[arg(long, env = "IONSHARD_BACKUP_REPO", default_value = "backup", global = true)]
-    repo: String,
+    pub(crate) repo: String,
     /// The repository's key file [default: ~/.ionshard/backup/REPO.key].
     #[arg(long, env = "IONSHARD_BACKUP_KEY", global = true)]
-    key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// The SPN's API.
     #[arg(long, env = "IONSHARD_SPN", global = true)]
-    spn: Option<String>,
+    pub(crate) spn: Option<String>,
     /// API token [default: $IONSHARD_SPN_TOKEN].
     #[arg(long, global = true)]
     token: Option<String>,
     /// Bootstrap nodes (restores read from the peers).
     #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',', global = true)]
-    bootstrap: Vec<String>,
+    pub(crate) bootstrap: Vec<String>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
     #[command(subcommand)]
     command: BackupCommand,
 }
@@ -152,6 +152,25 @@ pub(crate) enum BackupCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Scheduled backups on this host: add, list, remove (the agent runs them).
+    Schedule {
+        #[command(subcommand)]
+        command: crate::backup_agent::ScheduleCommand,
+    },
+    /// Run the schedules: catches up a run missed while it was down, retries failures with backoff.
+    Agent {
+        /// Run what is due now, then exit (for a systemd timer or cron).
+        #[arg(long)]
+        once: bool,
+        /// Print a systemd service and timer that run it, and exit.
+        #[arg(long)]
+        print_systemd: bool,
+        /// The clock, seconds since the epoch (tests).
+        #[arg(long, hide = true)]
+        now: Option<i64>,
+    },
+    /// The schedules' last and next runs, and their results.
+    Status,
 }
 
 #[derive(clap::Subcommand)]
@@ -182,17 +201,26 @@ pub(crate) enum KeyCommand {
 }
 
 fn key_path(a: &BackupArgs) -> PathBuf {
-    a.key.clone().unwrap_or_else(|| crate::files::home().join("backup").join(format!("{}.key", a.repo)))
+    a.key.clone().unwrap_or_else(|| default_key_path(&a.repo))
+}
+
+/// Where `init` keeps repository `repo`'s key.
+pub(crate) fn default_key_path(repo: &str) -> PathBuf {
+    crate::files::home().join("backup").join(format!("{repo}.key"))
 }
 
 fn repo(a: &BackupArgs) -> Result<backup::Repo> {
+    repo_at(a, &a.repo, &key_path(a))
+}
+
+/// Repository `name` with the key at `path`, at the SPN the flags name.
+pub(crate) fn repo_at(a: &BackupArgs, name: &str, path: &std::path::Path) -> Result<backup::Repo> {
     let url = a.spn.as_deref().context("give --spn URL (or set IONSHARD_SPN; `ionshard sandbox up` does)")?;
-    let path = key_path(a);
-    let key = backup::RepoKey::load(&path).with_context(|| {
-        format!("the key of repository {} (make one with `ionshard backup init`, or give --key)", a.repo)
+    let key = backup::RepoKey::load(path).with_context(|| {
+        format!("the key of repository {name} (make one with `ionshard backup init`, or give --key)")
     })?;
-    if key.repository() != a.repo {
-        bail!("{} is the key of repository {}, not {}", path.display(), key.repository(), a.repo);
+    if key.repository() != name {
+        bail!("{} is the key of repository {}, not {name}", path.display(), key.repository());
     }
     // A put-only key's own token comes before the environment's (which on
     // a shared shell may be a full one): --token still overrides both.
@@ -203,14 +231,14 @@ fn repo(a: &BackupArgs) -> Result<backup::Repo> {
     let spn = crate::http::spn(url, token)?;
     // A put-only host keeps its cache apart: it holds no full key's trees.
     let cache = crate::files::home().join("backup").join(if key.is_put_only() {
-        format!("{}.put-only", a.repo)
+        format!("{name}.put-only")
     } else {
-        a.repo.clone()
+        name.to_string()
     });
     Ok(backup::Repo::new(spn, key, cache))
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -286,6 +314,10 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             }
             Ok(())
         }
+        BackupCommand::Schedule { command } => crate::backup_agent::schedule(&a, command),
+        BackupCommand::Agent { print_systemd: true, .. } => crate::backup_agent::print_systemd(&a),
+        BackupCommand::Agent { once, now, .. } => crate::backup_agent::agent(&a, *once, *now),
+        BackupCommand::Status => crate::backup_agent::status(&a),
         BackupCommand::Run { .. } => backup_run(&a),
         BackupCommand::Snapshots { tag, host } => {
             let r = repo(&a)?;
@@ -593,18 +625,21 @@ fn key_add(a: &BackupArgs, out: &std::path::Path, label: &str) -> Result<()> {
     Ok(())
 }
 
-fn backup_run(a: &BackupArgs) -> Result<()> {
-    let BackupCommand::Run { paths, exclude, exclude_file, one_file_system, tag, host, coding: c, parent, force } =
-        &a.command
-    else {
-        unreachable!("called for run only")
-    };
-    let r = repo(a)?;
-    let mut excludes = exclude.clone();
-    for f in exclude_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
+/// What one run backs up: from `run`'s flags or from a schedule.
+pub(crate) struct RunSpec {
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) excludes: Vec<String>,
+    pub(crate) exclude_files: Vec<PathBuf>,
+    pub(crate) one_file_system: bool,
+    pub(crate) tags: Vec<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) coding: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) force: bool,
+}
+
+/// Absolute paths that exist, or an error naming the first that does not.
+pub(crate) fn existing_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut abs = Vec::new();
     for p in paths {
         let p = backup::absolute(p)?;
@@ -613,25 +648,65 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
         }
         abs.push(p);
     }
+    Ok(abs)
+}
+
+/// Run one backup of `spec` into `r`.
+pub(crate) fn run_spec(
+    a: &BackupArgs,
+    r: &backup::Repo,
+    spec: &RunSpec,
+    progress: std::sync::Arc<dyn client::Progress>,
+) -> Result<(backup::RunReport, (u8, u8))> {
+    let mut excludes = spec.excludes.clone();
+    for f in &spec.exclude_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
+        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
     let o = backup::RunOptions {
-        scan: backup::ScanOptions { paths: abs, excludes, one_file_system: *one_file_system },
-        tags: tag.clone(),
-        host: host.clone().unwrap_or_else(host_name),
-        coding: if c == "auto" { auto_coding(&r)? } else { coding(c)? },
-        parent: parent.clone(),
-        force: *force,
+        scan: backup::ScanOptions {
+            paths: existing_paths(&spec.paths)?,
+            excludes,
+            one_file_system: spec.one_file_system,
+        },
+        tags: spec.tags.clone(),
+        host: spec.host.clone().unwrap_or_else(host_name),
+        coding: if spec.coding == "auto" { auto_coding(r)? } else { coding(&spec.coding)? },
+        parent: spec.parent.clone(),
+        force: spec.force,
     };
     let rt = node_cmd::runtime()?;
-    let progress = Bars::new(a.json);
     let report = rt.block_on(async {
-        match backup::run(&r, None, &o, progress.clone()).await {
+        match backup::run(r, None, &o, progress.clone()).await {
             Err(backup::Error::NeedsNetwork(_)) => {
                 let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
-                anyhow::Ok(backup::run(&r, Some(&net), &o, progress).await?)
+                anyhow::Ok(backup::run(r, Some(&net), &o, progress).await?)
             }
             other => anyhow::Ok(other?),
         }
     })?;
+    Ok((report, o.coding))
+}
+
+fn backup_run(a: &BackupArgs) -> Result<()> {
+    let BackupCommand::Run { paths, exclude, exclude_file, one_file_system, tag, host, coding: c, parent, force } =
+        &a.command
+    else {
+        unreachable!("called for run only")
+    };
+    let r = repo(a)?;
+    let spec = RunSpec {
+        paths: paths.clone(),
+        excludes: exclude.clone(),
+        exclude_files: exclude_file.clone(),
+        one_file_system: *one_file_system,
+        tags: tag.clone(),
+        host: host.clone(),
+        coding: c.clone(),
+        parent: parent.clone(),
+        force: *force,
+    };
+    let (report, coding) = run_spec(a, &r, &spec, Bars::new(a.json))?;
     let s = &report.snapshot;
     if a.json {
         println!("{}", without_keys(serde_json::to_value(&report)?));
@@ -640,8 +715,8 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
         println!(
             "snapshot {} saved ({}+{} on the peers){}",
             s.id,
-            o.coding.0,
-            o.coding.1,
+            coding.0,
+            coding.1,
             if report.resumed { " (resumed an interrupted run)" } else { "" }
         );
         println!(

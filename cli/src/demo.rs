@@ -457,7 +457,82 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     if !json_out {
         println!("restored {} files byte-exact into {}", report.files, restored.display());
     }
+    say(json_out, "a put-only key for a second host: it adds a snapshot, and can neither read nor delete one");
+    let append = api.issue_token(&spn::types::NewToken {
+        tenant: "demo-office".into(),
+        label: "front-desk host".into(),
+        scope: spn::types::TokenScope::Append,
+    })?;
+    let put_key = repo.key().put_only(Some(append.token.clone()))?;
+    let put = backup::Repo::new(http::spn(url, Some(append.token))?, put_key, root.join("backup-home/put-only"));
+    let mut po = o.clone();
+    po.host = "front-desk".into();
+    let added = rt.block_on(backup::run(&put, None, &po, progress.clone()))?.snapshot;
+    let refused = match put.snapshots() {
+        Ok(_) => bail!("a put-only key listed the snapshots"),
+        Err(e) => e.to_string(),
+    };
+    let forget_refused = put.spn().delete_record("demo-office", &format!("snap-{}", first.id)).is_err();
+    if !forget_refused || repo.snapshots()?.len() != 3 {
+        bail!("the SPN let a put-only key's token delete a snapshot");
+    }
+    if !json_out {
+        println!("snapshot {} added by the put-only key; listing: {refused}", added.id);
+        println!("its token deleting a snapshot on the SPN: refused; the full key sees 3 snapshots");
+    }
+    say(json_out, "a schedule at 02:00 whose run the agent missed (it was down) is caught up once at start");
+    let nightly = backup::Schedule {
+        name: "nightly".into(),
+        cron: "0 2 * * *".into(),
+        repo: "demo-office".into(),
+        key: None,
+        paths: vec![office.clone()],
+        excludes: vec![],
+        one_file_system: false,
+        tags: vec![],
+        host: None,
+        coding: "4+2".into(),
+        keep: backup::Keep::default(),
+        created: 0,
+    };
+    // The clock is an input: the agent starts at 09:00 on day 3, having
+    // been down since day 0.
+    let day = 86_400;
+    let mut status = backup::Status::default();
+    let caught = backup::plan(&nightly, &status, 3 * day + 9 * 3600, &chrono::Utc)?;
+    let backup::Plan::Run { slot, late: true, .. } = caught else { bail!("the missed run was not due: {caught:?}") };
+    // What the agent then does: the run, recorded with its result.
+    let ran = rt.block_on(backup::run(&repo, None, &o, progress.clone()))?.snapshot;
+    backup::record(
+        &mut status,
+        backup::Attempt {
+            slot,
+            started: slot,
+            finished: slot,
+            attempt: 1,
+            caught_up: true,
+            snapshot: Some(ran.id.clone()),
+            error: None,
+        },
+    );
+    let after = match backup::plan(&nightly, &status, 3 * day + 9 * 3600 + 60, &chrono::Utc)? {
+        backup::Plan::Wait { until } => format!("the next run at day {}, {:02}:00", until / day, until % day / 3600),
+        p => bail!("the caught-up slot was due again: {p:?}"),
+    };
+    if !json_out {
+        println!(
+            "agent started at 09:00 on day 3: ran the 02:00 slot of day 3 once (snapshot {}, {} files read), not \
+             once per missed night; {after}",
+            ran.id, ran.stats.files_read
+        );
+        println!(
+            "by hand: `ionshard backup schedule add nightly --cron '0 2 * * *' PATH --keep-daily 7 --prune`, \
+             `ionshard backup agent`, `ionshard backup status`"
+        );
+    }
     Ok(json!({
+        "backup_put_only": format!("snapshot {} added; listing and deleting refused", added.id),
+        "backup_schedule_catch_up": format!("missed 02:00 slot run once at start (snapshot {}); {after}", ran.id),
         "backup_first": format!("{} files, {} read, {} stored, {:.2} s", first.stats.files, first.stats.bytes_read, first.stats.new_segment_bytes, first.stats.seconds),
         "backup_second": format!("{} of {} files read ({} bytes), {} bytes stored, {:.2} s", second.stats.files_read, second.stats.files, second.stats.bytes_read, second.stats.new_segment_bytes, second.stats.seconds),
         "backup_restore": format!("{} files, byte-exact", report.files),

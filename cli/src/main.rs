@@ -2,6 +2,7 @@
 //! publishing and fetching as they land).
 
 mod alloc;
+mod backup_agent;
 mod backup_cmd;
 mod chunk;
 mod demo;
@@ -116,7 +117,7 @@ enum Command {
     Fetch(device_cmd::DeviceArgs),
     /// Fetch, verify and install a release; record the installed version.
     Update(device_cmd::DeviceArgs),
-    /// Business backups through the SPN: init, run, snapshots, ls, diff, restore, forget, prune, key.
+    /// Business backups through the SPN: init, run, snapshots, ls, diff, restore, forget, prune, key, schedule, agent, status.
     Backup(backup_cmd::BackupArgs),
     /// Run the whole OTA path locally: bootstrap, 8 peers, SPN, publish, fetch, kill peers, delta update.
     Demo(demo::DemoOpts),

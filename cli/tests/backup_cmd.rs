@@ -85,3 +85,105 @@ fn a_killed_run_resumes_without_uploading_again_what_was_placed() {
     let list = backup(&n, &home, &["snapshots", "--json"]).output().expect("snapshots");
     assert!(!String::from_utf8_lossy(&list.stdout).contains("read_key"));
 }
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+/// The agent with its clock set: a nightly schedule whose time passed
+/// while no agent ran is caught up once at start; a failing one is
+/// retried with backoff, and `status` says so. Then a put-only key made
+/// with `key add` backs up and is refused a listing.
+#[test]
+fn the_agent_catches_up_a_missed_run_retries_a_failed_one_and_a_put_only_key_only_adds() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let n = network(dir.path(), 4);
+    let home = dir.path().join("home");
+    json_out(&backup(&n, &home, &["init", "--json"]).output().expect("init"), "init");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("ledger.txt"), b"the accounts\n".repeat(1000)).expect("write");
+    let gone = dir.path().join("gone");
+    std::fs::create_dir_all(&gone).expect("gone");
+    let add = |name: &str, path: &Path| {
+        let mut c = backup(&n, &home, &["schedule", "add", name, "--cron", "0 2 * * *", &s(path), "--coding", "2+2"]);
+        c.args(["--keep-last", "3", "--json"]);
+        json_out(&c.output().expect("schedule add"), "schedule add")
+    };
+    add("nightly", &src);
+    add("broken", &gone);
+    std::fs::remove_dir(&gone).expect("rm");
+    // The agent was down at 02:00 UTC: it starts the next day at 09:00.
+    let start = (now_secs() / 86_400 + 1) * 86_400 + 9 * 3600;
+    let agent = |at: i64| {
+        let mut c = backup(&n, &home, &["agent", "--once", "--now", &at.to_string(), "--json"]);
+        c.env("TZ", "UTC").output().expect("agent")
+    };
+    let out = agent(start);
+    assert!(!out.status.success(), "a failed run fails --once");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line per attempt"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let nightly = lines.iter().find(|l| l["schedule"] == "nightly").expect("nightly ran");
+    assert!(nightly["attempt"]["snapshot"].is_string(), "{nightly}");
+    assert_eq!(nightly["attempt"]["caught_up"], true);
+    assert_eq!(nightly["attempt"]["slot"], start - 7 * 3600);
+    let broken = lines.iter().find(|l| l["schedule"] == "broken").expect("broken tried");
+    assert!(broken["attempt"]["error"].as_str().expect("error").contains("does not exist"), "{broken}");
+
+    // Run again at once: nothing is due (the retry waits a minute).
+    let out = agent(start + 30);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "ran again: {}", String::from_utf8_lossy(&out.stdout));
+    // After the backoff, the failing one is tried again, and only it.
+    let out = agent(start + 120);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let l: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
+    assert_eq!((l["schedule"].as_str(), l["attempt"]["attempt"].as_u64()), (Some("broken"), Some(2)), "{l}");
+
+    let st = json_out(&backup(&n, &home, &["status", "--json"]).env("TZ", "UTC").output().expect("status"), "status");
+    let by_name = |name: &str| st["schedules"].as_array().expect("list").iter().find(|s| s["name"] == name).cloned();
+    let nightly = by_name("nightly").expect("nightly");
+    assert_eq!(
+        nightly["last_ok"]["snapshot"],
+        lines.iter().find(|l| l["schedule"] == "nightly").expect("n")["attempt"]["snapshot"]
+    );
+    let broken = by_name("broken").expect("broken");
+    assert_eq!(broken["retry"]["attempts"], 2, "{broken}");
+    assert!(broken["last"]["error"].is_string());
+    let snaps = json_out(&backup(&n, &home, &["snapshots", "--json"]).output().expect("snapshots"), "snapshots");
+    assert_eq!(snaps["snapshots"].as_array().expect("list").len(), 1);
+
+    // A put-only key for another host: it adds, and cannot list.
+    let put = dir.path().join("db-host.key");
+    let made = json_out(
+        &backup(&n, &home, &["key", "add", "--put-only", "--out", &s(&put), "--label", "db host", "--json"])
+            .output()
+            .expect("key add"),
+        "key add",
+    );
+    assert!(made["token_id"].is_string());
+    let host_home = dir.path().join("db-host");
+    let put_run = |args: &[&str]| {
+        let mut c = bin();
+        c.env("IONSHARD_HOME", &host_home)
+            .env_remove("IONSHARD_SPN_TOKEN")
+            .args(["backup", "--repo", "acme", "--key", &s(&put), "--spn", &n.url, "--bootstrap", &n.bootstrap])
+            .args(args);
+        c.output().expect("put-only command")
+    };
+    let out = put_run(&["run", &s(&src), "--coding", "2+2", "--host", "db", "--json"]);
+    let saved = json_out(&out, "put-only run");
+    let out = put_run(&["snapshots"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("put-only key") && err.contains("list snapshots"), "{err}");
+    let snaps = json_out(&backup(&n, &home, &["snapshots", "--json"]).output().expect("snapshots"), "snapshots");
+    let ids: Vec<&str> = snaps["snapshots"].as_array().expect("list").iter().filter_map(|s| s["id"].as_str()).collect();
+    assert!(ids.contains(&saved["snapshot"]["id"].as_str().expect("id")), "{ids:?}");
+    let keys = json_out(&backup(&n, &home, &["key", "list", "--json"]).output().expect("key list"), "key list");
+    assert!(keys["tokens"].as_array().expect("tokens").iter().any(|t| t["scope"] == "append"), "{keys}");
+}

@@ -1,0 +1,436 @@
+//! `ionshard backup schedule|agent|status`: scheduled backups on a host.
+//! The rules (catch-up, retries, what is due) are `backup::plan`'s, with
+//! the clock as an input; this module runs what it says and keeps the
+//! files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::backup_cmd::{BackupArgs, RunSpec, default_key_path, existing_paths, host_name, repo_at, run_spec};
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Add a schedule: back up PATHs at the times a cron pattern names, then apply its retention.
+    Add {
+        /// Its name.
+        name: String,
+        /// When, as cron (minute hour day-of-month month day-of-week, in this host's time zone), like '0 2 * * *'.
+        #[arg(long)]
+        cron: String,
+        /// Files and directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Leave out what matches (gitignore-style; repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Leave out the patterns listed in a file (repeatable).
+        #[arg(long)]
+        exclude_file: Vec<PathBuf>,
+        /// Do not cross into other file systems.
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+        /// Tag its snapshots (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// The host name recorded [default: this machine's].
+        #[arg(long)]
+        host: Option<String>,
+        /// Data+parity shards per segment (`auto`, or K+M).
+        #[arg(long, default_value = "auto")]
+        coding: String,
+        /// After each run keep the N newest of this host's snapshots of these paths.
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        /// … one per hour.
+        #[arg(long, default_value_t = 0)]
+        keep_hourly: u32,
+        /// … one per day.
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        /// … one per ISO week.
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+        /// … one per month.
+        #[arg(long, default_value_t = 0)]
+        keep_monthly: u32,
+        /// … one per year.
+        #[arg(long, default_value_t = 0)]
+        keep_yearly: u32,
+        /// … everything within this span of the newest (like 1y2m3d4h).
+        #[arg(long)]
+        keep_within: Option<String>,
+        /// … everything with this tag (repeatable).
+        #[arg(long)]
+        keep_tag: Vec<String>,
+        /// Prune after forgetting (deletes from the peers what no snapshot uses).
+        #[arg(long)]
+        prune: bool,
+    },
+    /// List the schedules.
+    List,
+    /// Remove a schedule (its snapshots stay).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+fn schedules_path() -> PathBuf {
+    crate::files::home().join("backup").join("schedules.json")
+}
+
+fn status_path() -> PathBuf {
+    crate::files::home().join("backup").join("schedules.state.json")
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn when(secs: i64) -> String {
+    backup::utc(secs.max(0) as u64 * 1_000_000_000)
+}
+
+/// `schedule add|list|remove`.
+pub(crate) fn schedule(a: &BackupArgs, c: &ScheduleCommand) -> Result<()> {
+    let path = schedules_path();
+    let mut all = backup::load_schedules(&path)?;
+    match c {
+        ScheduleCommand::Add {
+            name,
+            cron,
+            paths,
+            exclude,
+            exclude_file,
+            one_file_system,
+            tag,
+            host,
+            coding,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tag,
+            prune,
+        } => {
+            if all.iter().any(|s| &s.name == name) {
+                bail!("a schedule named {name} exists: remove it first (`ionshard backup schedule remove {name}`)");
+            }
+            let key = a.key.clone().map(|k| backup::absolute(&k)).transpose()?;
+            let key_file = key.clone().unwrap_or_else(|| default_key_path(&a.repo));
+            let loaded = backup::RepoKey::load(&key_file).with_context(|| {
+                format!("the key of repository {} (make one with `ionshard backup init`, or give --key)", a.repo)
+            })?;
+            let mut excludes = exclude.clone();
+            for f in exclude_file {
+                let text =
+                    std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
+                excludes.extend(
+                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
+                );
+            }
+            let keep = backup::Keep {
+                last: *keep_last,
+                hourly: *keep_hourly,
+                daily: *keep_daily,
+                weekly: *keep_weekly,
+                monthly: *keep_monthly,
+                yearly: *keep_yearly,
+                within: keep_within.clone(),
+                tags: keep_tag.clone(),
+                prune: *prune,
+            };
+            if *prune && keep.policy()?.is_empty() {
+                bail!("--prune goes with --keep-* options (a schedule prunes after applying its retention)");
+            }
+            if loaded.is_put_only() && !keep.policy()?.is_empty() {
+                bail!(
+                    "{} is a put-only key: it cannot forget or prune, so its schedule cannot keep a policy; apply \
+                     retention from a host with the full key",
+                    key_file.display()
+                );
+            }
+            if coding != "auto" && coding.split_once('+').is_none() {
+                bail!("--coding is `auto` or K+M, like 10+10");
+            }
+            let s = backup::Schedule {
+                name: name.clone(),
+                cron: cron.clone(),
+                repo: a.repo.clone(),
+                key,
+                paths: existing_paths(paths)?,
+                excludes,
+                one_file_system: *one_file_system,
+                tags: tag.clone(),
+                host: host.clone(),
+                coding: coding.clone(),
+                keep,
+                created: now_secs(),
+            };
+            s.check()?;
+            all.push(s.clone());
+            backup::save_schedules(&path, &all)?;
+            let st = backup::Status::default();
+            let next = backup::next_run(&s, &st, now_secs(), &chrono::Local)?;
+            if a.json {
+                println!("{}", json!({ "added": s, "next": next }));
+            } else {
+                println!("schedule {name} added: {cron} (this host's time), next run {} UTC", when(next));
+                println!(
+                    "run `ionshard backup agent` (or install its systemd units: `ionshard backup agent --print-systemd`)"
+                );
+            }
+        }
+        ScheduleCommand::List => {
+            if a.json {
+                println!("{}", json!({ "schedules": all }));
+            } else {
+                for s in &all {
+                    let paths: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
+                    println!("{:<16}  {:<14}  repo {:<12}  {}", s.name, s.cron, s.repo, paths.join(" "));
+                }
+                if all.is_empty() {
+                    println!("no schedules (add one: `ionshard backup schedule add NAME --cron '0 2 * * *' PATH…`)");
+                }
+            }
+        }
+        ScheduleCommand::Remove { name } => {
+            let before = all.len();
+            all.retain(|s| &s.name != name);
+            if all.len() == before {
+                bail!("no schedule named {name} (see `ionshard backup schedule list`)");
+            }
+            backup::save_schedules(&path, &all)?;
+            let mut status = backup::load_status(&status_path())?;
+            status.remove(name);
+            backup::save_status(&status_path(), &status)?;
+            if a.json {
+                println!("{}", json!({ "removed": name }));
+            } else {
+                println!("schedule {name} removed (its snapshots stay)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One attempt at a schedule's slot: the run, then its retention.
+fn attempt(a: &BackupArgs, s: &backup::Schedule) -> Result<String> {
+    let key = s.key.clone().unwrap_or_else(|| default_key_path(&s.repo));
+    let r = repo_at(a, &s.repo, &key)?;
+    let spec = RunSpec {
+        paths: s.paths.clone(),
+        excludes: s.excludes.clone(),
+        exclude_files: vec![],
+        one_file_system: s.one_file_system,
+        tags: s.tags.clone(),
+        host: s.host.clone(),
+        coding: s.coding.clone(),
+        parent: None,
+        force: false,
+    };
+    let (report, _) = run_spec(a, &r, &spec, Arc::new(client::Hidden))?;
+    let policy = s.keep.policy()?;
+    if !policy.is_empty() {
+        let host = s.host.clone().unwrap_or_else(host_name);
+        backup::forget(&r, &policy, Some(&host), false)
+            .with_context(|| format!("snapshot {} saved, but its retention failed", report.snapshot.id))?;
+        if s.keep.prune {
+            backup::prune(&r, 3600, now_secs() as u64)
+                .with_context(|| format!("snapshot {} saved, but the prune failed", report.snapshot.id))?;
+        }
+    }
+    Ok(report.snapshot.id)
+}
+
+/// `agent`: run the schedules (once, with `--once`), with the clock at
+/// `now` when given (tests and dry checks).
+pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> {
+    let lock_path = crate::files::home().join("backup").join("agent.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap_or(&lock_path)).context("making the backup folder")?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        anyhow::anyhow!("another backup agent runs with this IONSHARD_HOME (it holds {})", lock_path.display())
+    })?;
+    if !once && !a.json {
+        eprintln!("backup agent: {} schedule(s); Ctrl-C stops it", backup::load_schedules(&schedules_path())?.len());
+    }
+    let mut failed = 0;
+    loop {
+        let schedules = backup::load_schedules(&schedules_path())?;
+        let mut status = backup::load_status(&status_path())?;
+        let mut earliest = i64::MAX;
+        for s in &schedules {
+            let t = now.unwrap_or_else(now_secs);
+            let st = status.get(&s.name).cloned().unwrap_or_default();
+            let plan = match backup::plan(s, &st, t, &chrono::Local) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("schedule {}: {e}", s.name);
+                    continue;
+                }
+            };
+            let backup::Plan::Run { slot, attempt: n, late } = plan else {
+                if let backup::Plan::Wait { until } = plan {
+                    earliest = earliest.min(until);
+                }
+                continue;
+            };
+            let started = now.unwrap_or_else(now_secs);
+            let result = attempt(a, s);
+            let finished = now.unwrap_or_else(now_secs);
+            let (snapshot, error) = match result {
+                Ok(id) => (Some(id), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            };
+            let record = backup::Attempt {
+                slot,
+                started,
+                finished,
+                attempt: n,
+                caught_up: late && n == 1,
+                snapshot: snapshot.clone(),
+                error: error.clone(),
+            };
+            if a.json {
+                println!("{}", json!({ "schedule": s.name, "attempt": record }));
+            } else {
+                let late = if late && n == 1 { " (caught up: its time passed while the agent was down)" } else { "" };
+                match (&snapshot, &error) {
+                    (Some(id), _) => println!("{} {}: snapshot {id} saved{late}", when(finished), s.name),
+                    (_, Some(e)) => eprintln!("{} {}: attempt {n} failed: {e}", when(finished), s.name),
+                    _ => {}
+                }
+            }
+            if error.is_some() {
+                failed += 1;
+            }
+            let mut entry = st;
+            backup::record(&mut entry, record);
+            status.insert(s.name.clone(), entry);
+            backup::save_status(&status_path(), &status)?;
+        }
+        if once {
+            break;
+        }
+        // Re-read the schedules at least every minute (one may have been added).
+        let wait = (earliest - now_secs()).clamp(1, 60) as u64;
+        std::thread::sleep(std::time::Duration::from_secs(wait));
+    }
+    drop(lock);
+    if failed > 0 {
+        bail!("{failed} scheduled run(s) failed (see `ionshard backup status`); they are retried");
+    }
+    Ok(())
+}
+
+/// `status`: each schedule's last and next runs.
+pub(crate) fn status(a: &BackupArgs) -> Result<()> {
+    let schedules = backup::load_schedules(&schedules_path())?;
+    let status = backup::load_status(&status_path())?;
+    let now = now_secs();
+    let mut out = Vec::new();
+    for s in &schedules {
+        let st = status.get(&s.name).cloned().unwrap_or_default();
+        let next = backup::next_run(s, &st, now, &chrono::Local)?;
+        out.push((s, st, next));
+    }
+    if a.json {
+        let v: Vec<_> = out
+            .iter()
+            .map(|(s, st, next)| {
+                json!({ "name": s.name, "cron": s.cron, "repo": s.repo, "next": next, "last": st.last,
+                        "last_ok": st.last_ok, "retry": st.retry })
+            })
+            .collect();
+        println!("{}", json!({ "schedules": v }));
+        return Ok(());
+    }
+    for (s, st, next) in &out {
+        println!("{} ({}, repository {})", s.name, s.cron, s.repo);
+        match &st.last {
+            Some(l) => {
+                let result = match (&l.snapshot, &l.error) {
+                    (Some(id), _) => format!("ok, snapshot {id}"),
+                    (_, Some(e)) => format!("FAILED (attempt {}): {e}", l.attempt),
+                    _ => "?".to_string(),
+                };
+                let late = if l.caught_up { ", caught up" } else { "" };
+                println!("  last run  {} UTC{late}: {result}", when(l.finished));
+            }
+            None => println!("  last run  never"),
+        }
+        if let (Some(ok), Some(l)) = (&st.last_ok, &st.last)
+            && l.error.is_some()
+        {
+            println!("  last ok   {} UTC, snapshot {}", when(ok.finished), ok.snapshot.as_deref().unwrap_or("?"));
+        }
+        let retry = st.retry.map(|r| format!(" (a retry, attempt {})", r.attempts + 1)).unwrap_or_default();
+        let next = if *next <= now { "now (due)".to_string() } else { format!("{} UTC", when(*next)) };
+        println!("  next run  {next}{retry}");
+    }
+    if out.is_empty() {
+        println!("no schedules (add one: `ionshard backup schedule add NAME --cron '0 2 * * *' PATH…`)");
+    }
+    Ok(())
+}
+
+/// `agent --print-systemd`: a oneshot service and a timer that starts it
+/// every minute; the agent's own state decides what is due, so catch-up
+/// and retries work the same as with the long-running agent.
+pub(crate) fn print_systemd(a: &BackupArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this program")?;
+    let home = crate::files::home();
+    let mut env = vec![format!("IONSHARD_HOME={}", home.display())];
+    if let Some(s) = &a.spn {
+        env.push(format!("IONSHARD_SPN={s}"));
+    }
+    if !a.bootstrap.is_empty() {
+        env.push(format!("IONSHARD_BOOTSTRAP={}", a.bootstrap.join(",")));
+    }
+    let env: String = env.iter().map(|e| format!("Environment={e}\n")).collect();
+    let service = format!(
+        "# /etc/systemd/system/ionshard-backup.service\n\
+         [Unit]\n\
+         Description=ionshard scheduled backups (runs what is due, then exits)\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\n\
+         [Service]\n\
+         Type=oneshot\n\
+         {env}\
+         # The API token: IONSHARD_SPN_TOKEN=… in this file (mode 0600), not in the unit.\n\
+         EnvironmentFile=-/etc/ionshard/backup.env\n\
+         ExecStart={} backup agent --once\n\
+         Nice=10\n\
+         IOSchedulingClass=idle\n",
+        exe.display()
+    );
+    let timer = "# /etc/systemd/system/ionshard-backup.timer\n\
+         [Unit]\n\
+         Description=ionshard scheduled backups: check every minute what is due\n\n\
+         [Timer]\n\
+         OnCalendar=*-*-* *:*:00\n\
+         Persistent=true\n\n\
+         [Install]\n\
+         WantedBy=timers.target\n";
+    if a.json {
+        println!("{}", json!({ "service": service, "timer": timer }));
+    } else {
+        println!("{service}\n{timer}");
+        println!("# then: systemctl daemon-reload && systemctl enable --now ionshard-backup.timer");
+    }
+    Ok(())
+}
