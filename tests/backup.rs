@@ -550,3 +550,93 @@ async fn a_put_only_key_adds_snapshots_but_cannot_list_restore_forget_or_prune()
     let err = backup::run(&put, None, &o, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("401") || err.to_string().contains("revoked"), "{err}");
 }
+
+/// The three-month window, shrunk to seconds: a backup's shards are kept
+/// by the peers until an expiry (not pinned); a renewal moves it on, with
+/// fresh receipts; what nobody renews is listed as expired on its peer and
+/// cleared there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_shards_expire_unless_renewed_and_expired_ones_are_cleared_on_the_peer() {
+    let window = std::time::Duration::from_secs(8);
+    let mut net = common::network_with(&[common::Kind::Honest; 4], |c| c.backup_window = window).await;
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("files");
+    write(&src.join("kept.bin"), &image(300_000, 11));
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let kept = host(&net, "clinic");
+    let gone = host(&net, "gone-away");
+    let t0 = proto::now();
+    let s1 = backup::run(&kept.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let other = backup::run(&gone.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let expiries = |cid: &str| -> Vec<Option<u64>> {
+        spn.receipts(cid).expect("receipts").into_iter().map(|r| r.expiry).collect()
+    };
+    let first = expiries(&s1.tree.manifest);
+    assert!(!first.is_empty());
+    for e in &first {
+        let e = e.expect("a backup shard expires (it is not pinned)");
+        assert!(e >= t0 + 7 && e <= proto::now() + 8, "expiry {e}, put at {t0}");
+    }
+    // A third of the window later, a renewal moves every copy on, with fresh receipts.
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    let r = backup::renew(&kept.repo).expect("renew");
+    assert!(r.renewed > 0 && r.failed == 0, "{r:?}");
+    let renewed = expiries(&s1.tree.manifest);
+    let old_max = first.iter().flatten().max().copied().expect("max");
+    assert!(renewed.iter().all(|e| e.is_some_and(|e| e > old_max)), "{renewed:?} after {first:?}");
+    // Once the window has passed, the unrenewed repository's shards are
+    // expired on the peers, and a peer's owner clears them.
+    // The moment the last of its copies expired: every renewed copy
+    // outlives it (renewed after that repository's run ended).
+    let check_at =
+        spn.receipts(&other.tree.manifest).expect("receipts").iter().filter_map(|r| r.expiry).max().expect("expiry");
+    assert!(renewed.iter().all(|e| e.is_some_and(|e| e > check_at)), "{renewed:?} against {check_at}");
+    while proto::now() <= check_at {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let node = net.peers.pop().expect("a peer");
+    let (dir, node_id) = (node.dir.clone(), node.peer_id());
+    node.stop().await;
+    // The stopped node lets go of its store within moments.
+    let mut tries = 0;
+    let store = loop {
+        match store::Store::open(dir.join("store"), store::Config::default()) {
+            Ok((s, _)) => break s,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the peer's store: {e}"),
+        }
+    };
+    let shards_of = |cid: &str| -> std::collections::HashSet<chunker::Cid> {
+        let m = chunker::Manifest::from_bytes(&spn.manifest(cid, 1 << 30).expect("manifest"), &Default::default())
+            .expect("parse");
+        m.segments().iter().flat_map(|s| s.shards().iter().copied()).collect()
+    };
+    let expired: std::collections::HashSet<chunker::Cid> =
+        store.expired(check_at).expect("expired").into_iter().map(|(c, _)| c).collect();
+    let theirs = shards_of(&other.tree.manifest);
+    let ours = shards_of(&s1.tree.manifest);
+    assert!(expired.iter().any(|c| theirs.contains(c)), "the unrenewed repository's shards expired here");
+    // Every copy the SPN placed here was renewed (a copy it lost track of,
+    // such as a hedged put it cancelled, may expire: that is its cleanup).
+    let placement = spn.object(&s1.tree.manifest).expect("object").placement;
+    let here = node_id.to_string();
+    let placed_here: Vec<chunker::Cid> = ours
+        .iter()
+        .filter(|c| placement.shards[&c.to_string()].iter().any(|&i| placement.peers[i as usize] == here))
+        .copied()
+        .collect();
+    assert!(!placed_here.is_empty());
+    let bad: Vec<_> = placed_here.iter().filter(|c| expired.contains(c)).collect();
+    assert!(bad.is_empty(), "a renewed shard expired: {bad:?}, receipts {renewed:?}");
+    let cleared = store.sweep_expired(check_at).expect("clear");
+    assert_eq!(cleared.len(), expired.len());
+    let left: Vec<chunker::Cid> = theirs.iter().copied().collect();
+    assert!(store.has_many(&left).expect("has").iter().all(|h| !h), "cleared from the peer");
+    assert!(store.has_many(&placed_here).expect("has").iter().all(|h| *h), "renewed copies stay");
+}

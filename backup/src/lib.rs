@@ -35,4 +35,4 @@ pub use schedule::{
     save_schedules, save_status,
 };
 pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
-pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, prune};
+pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, prune, renew};

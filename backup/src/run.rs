@@ -155,6 +155,11 @@ pub struct RunReport {
     pub snapshot: Snapshot,
     /// Whether it resumed an interrupted run.
     pub resumed: bool,
+    /// The renewal after it: every live snapshot's objects (the full key),
+    /// or this snapshot's (a put-only key).
+    pub renewed: Option<proto::api::Renewed>,
+    /// Why the renewal failed (the snapshot is saved all the same).
+    pub renew_error: Option<String>,
 }
 
 fn journal_path(repo: &Repo) -> PathBuf {
@@ -424,7 +429,20 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&jpath);
     drop(lock);
-    Ok(RunReport { snapshot, resumed: resuming })
+    // The peers keep backup data three months unless renewed: a full key
+    // renews every live snapshot, a put-only key what this one uses.
+    let renewal = if put_only {
+        let mine: Vec<String> =
+            snapshot.data.iter().chain(std::iter::once(&snapshot.tree)).map(|c| c.manifest.clone()).collect();
+        repo.spn.renew(&mine).map_err(Error::from)
+    } else {
+        crate::upkeep::renew(repo)
+    };
+    let (renewed, renew_error) = match renewal {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Ok(RunReport { snapshot, resumed: resuming, renewed, renew_error })
 }
 
 fn now_ns() -> u64 {

@@ -124,3 +124,20 @@ pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport>
     }
     Ok(report)
 }
+
+/// Ask the peers to keep every object a snapshot uses for another window
+/// (backup data expires on the peers three months after its last renewal).
+/// Every `backup run` with the full key does it.
+pub fn renew(repo: &Repo) -> Result<proto::api::Renewed> {
+    repo.key.need_full("renew every snapshot (its own runs renew what they save)")?;
+    let mut live = Vec::new();
+    let mut seen = HashSet::new();
+    for s in repo.snapshots()? {
+        for cap in s.data.iter().chain(std::iter::once(&s.tree)) {
+            if seen.insert(cap.manifest.clone()) {
+                live.push(cap.manifest.clone());
+            }
+        }
+    }
+    Ok(repo.spn.renew(&live)?)
+}

@@ -171,6 +171,8 @@ pub(crate) enum BackupCommand {
     },
     /// The schedules' last and next runs, and their results.
     Status,
+    /// Keep every snapshot's data on the peers another three months (each run does it too).
+    Renew,
 }
 
 #[derive(clap::Subcommand)]
@@ -318,6 +320,18 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
         BackupCommand::Agent { print_systemd: true, .. } => crate::backup_agent::print_systemd(&a),
         BackupCommand::Agent { once, now, .. } => crate::backup_agent::agent(&a, *once, *now),
         BackupCommand::Status => crate::backup_agent::status(&a),
+        BackupCommand::Renew => {
+            let r = backup::renew(&repo(&a)?)?;
+            if json_out {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print_renewed(&r);
+                for f in &r.failures {
+                    println!("  not renewed: {f}");
+                }
+            }
+            Ok(())
+        }
         BackupCommand::Run { .. } => backup_run(&a),
         BackupCommand::Snapshots { tag, host } => {
             let r = repo(&a)?;
@@ -514,6 +528,16 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_renewed(r: &spn::types::Renewed) {
+    println!(
+        "  kept on the peers until {} UTC: {} copies renewed, {} fresh{}",
+        backup::utc(r.until * 1_000_000_000),
+        r.renewed,
+        r.fresh,
+        if r.failed > 0 { format!(", {} not renewed (repair places them again)", r.failed) } else { String::new() }
+    );
 }
 
 fn print_prune(p: &backup::PruneReport) {
@@ -733,6 +757,12 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
         );
         if let Some(p) = &s.parent {
             println!("  compared with snapshot {p}");
+        }
+        if let Some(r) = &report.renewed {
+            print_renewed(r);
+        }
+        if let Some(e) = &report.renew_error {
+            println!("  warning: the renewal failed ({e}); backup data expires on the peers unless renewed");
         }
         for k in &s.skipped {
             println!("  skipped {}: {}", k.path, k.why);

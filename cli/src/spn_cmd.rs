@@ -26,6 +26,9 @@ pub(crate) struct SpnOpts {
     /// HTTP connections one source address may hold.
     #[arg(long, default_value_t = 32)]
     pub(crate) max_connections_per_ip: usize,
+    /// How long peers keep backup data unless a backup run renews it (like 90d).
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "90d")]
+    pub(crate) backup_window: std::time::Duration,
     /// Print the peer id and API address as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -133,6 +136,7 @@ pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
         cfg.max_upload = o.max_object;
         cfg.http_limits.per_ip = o.max_connections_per_ip.max(1);
         cfg.durability = o.durability.settings();
+        cfg.backup_window = o.backup_window;
         let (_spn, addr, server) = spn::Spn::start(cfg, client.clone()).await?;
         if o.json {
             println!(

@@ -1,4 +1,4 @@
-//! `ionshard store stats|scrub`: an operator's look at a peer's shard store.
+//! `ionshard store stats|scrub|expired|clear-expired`: an operator's look at a peer's shard store.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -99,6 +99,11 @@ pub(crate) enum StoreCommand {
     Stats(StoreArgs),
     /// Read every shard, check it against its CID, quarantine bad ones (exit status 3 if any).
     Scrub(StoreArgs),
+    /// Shards whose expiry has passed (backup data nobody renewed): the
+    /// node sweeps them a week after their expiry; `clear-expired` frees them now.
+    Expired(StoreArgs),
+    /// Free the space of every shard whose expiry has passed.
+    ClearExpired(StoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -116,5 +121,46 @@ pub(crate) fn run(command: StoreCommand) -> Result<()> {
     match command {
         StoreCommand::Stats(a) => stats(&a.dir, a.json),
         StoreCommand::Scrub(a) => scrub(&a.dir, a.json),
+        StoreCommand::Expired(a) => expired(&a.dir, a.json, false),
+        StoreCommand::ClearExpired(a) => expired(&a.dir, a.json, true),
     }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `store expired` (list) and `store clear-expired` (free).
+fn expired(node_dir: &Path, json_out: bool, clear: bool) -> Result<()> {
+    let store = open(node_dir)?;
+    let now = now();
+    let list = store.expired(now)?;
+    let bytes: u64 = list.iter().map(|(_, m)| m.size).sum();
+    let cleared = if clear { store.sweep_expired(now)? } else { Vec::new() };
+    if json_out {
+        let shards: Vec<_> = list
+            .iter()
+            .map(
+                |(c, m)| json!({ "cid": c.to_string(), "size": m.size, "expired": m.expiry, "stored_at": m.stored_at }),
+            )
+            .collect();
+        println!("{}", json!({ "expired": shards, "bytes": bytes, "cleared": cleared.len() }));
+        return Ok(());
+    }
+    for (c, m) in &list {
+        let ago = now.saturating_sub(m.expiry.unwrap_or(now)) / 86_400;
+        println!("{c}  {:>10}  expired {ago} day(s) ago", human(m.size));
+    }
+    if clear {
+        println!("cleared {} expired shard(s), {} freed", cleared.len(), human(bytes));
+    } else if list.is_empty() {
+        println!("no expired shards");
+    } else {
+        println!(
+            "{} expired shard(s), {}: the node sweeps them a week after their expiry; `ionshard store clear-expired` frees them now",
+            list.len(),
+            human(bytes)
+        );
+    }
+    Ok(())
 }

@@ -187,3 +187,35 @@ fn the_agent_catches_up_a_missed_run_retries_a_failed_one_and_a_put_only_key_onl
     let keys = json_out(&backup(&n, &home, &["key", "list", "--json"]).output().expect("key list"), "key list");
     assert!(keys["tokens"].as_array().expect("tokens").iter().any(|t| t["scope"] == "append"), "{keys}");
 }
+
+/// On a peer, `store expired` lists backup shards past their expiry (the
+/// SPN's window shrunk to 3 s, nobody renewing) and `store clear-expired`
+/// frees them.
+#[test]
+fn a_peer_lists_and_clears_backup_data_nobody_renewed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut n = common::network_with(dir.path(), 4, &["--backup-window".to_string(), "3s".to_string()]);
+    let home = dir.path().join("home");
+    json_out(&backup(&n, &home, &["init", "--json"]).output().expect("init"), "init");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("scan.bin"), image(200_000, 3)).expect("write");
+    let run =
+        json_out(&backup(&n, &home, &["run", &s(&src), "--coding", "2+2", "--json"]).output().expect("run"), "run");
+    assert_eq!(run["renewed"]["failed"], 0, "{run}");
+    std::thread::sleep(Duration::from_secs(4));
+    n.procs.kill("peer0");
+    let peer = dir.path().join("peer0");
+    let store = |args: &[&str]| {
+        let mut c = bin();
+        c.args(["store"]).args(args).args(["--dir", &s(&peer), "--json"]);
+        json_out(&c.output().expect("store"), "store")
+    };
+    let listed = store(&["expired"]);
+    let count = listed["expired"].as_array().expect("list").len();
+    assert!(count > 0, "{listed}");
+    let cleared = store(&["clear-expired"]);
+    assert_eq!(cleared["cleared"].as_u64(), Some(count as u64), "{cleared}");
+    assert!(store(&["expired"])["expired"].as_array().expect("list").is_empty());
+    assert_eq!(store(&["stats"])["shards"], 0, "a peer holding only this backup is empty again");
+}

@@ -93,6 +93,14 @@ pub enum Error {
         /// What happened.
         why: String,
     },
+    /// A storage receipt the SPN gave does not parse or verify.
+    #[error("the SPN's answer to {what} holds a bad receipt: {why}")]
+    BadReceipt {
+        /// The request.
+        what: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl Error {

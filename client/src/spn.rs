@@ -361,6 +361,22 @@ impl Spn {
         self.post(&format!("/v1/encoded/{job}/commit"), &body)
     }
 
+    /// Keep these encoded objects on the peers another window (backups
+    /// expire unless renewed); any number, sent in batches.
+    pub fn renew(&self, objects: &[String]) -> Result<proto::api::Renewed> {
+        let mut total = proto::api::Renewed::default();
+        for batch in objects.chunks(proto::api::MAX_RENEW) {
+            let r: proto::api::Renewed =
+                self.post("/v1/objects/renew", &proto::api::RenewObjects { objects: batch.to_vec() })?;
+            total.until = r.until;
+            total.renewed += r.renewed;
+            total.fresh += r.fresh;
+            total.failed += r.failed;
+            total.failures.extend(r.failures.into_iter().take(8usize.saturating_sub(total.failures.len())));
+        }
+        Ok(total)
+    }
+
     /// Give up session `job` (what it placed is deleted).
     pub fn abandon(&self, job: u64) -> Result<()> {
         let (what, r) = self.delete_path(&format!("/v1/encoded/{job}"))?;
@@ -385,6 +401,23 @@ impl Spn {
     /// An object's record and placement.
     pub fn object(&self, cid: &str) -> Result<proto::api::ObjectInfo> {
         self.get(&format!("/v1/objects/{cid}"))
+    }
+
+    /// The storage receipts of an object's shards, checked: each signed by
+    /// the peer it names.
+    pub fn receipts(&self, cid: &str) -> Result<Vec<proto::Receipt>> {
+        let what = format!("GET /v1/objects/{cid}/receipts");
+        let list: proto::api::ReceiptList = self.get(&format!("/v1/objects/{cid}/receipts"))?;
+        let mut out = Vec::new();
+        for hex in list.receipts {
+            let bad = |why: String| Error::BadReceipt { what: what.clone(), why };
+            let bytes =
+                data_encoding::HEXLOWER.decode(hex.as_bytes()).map_err(|e| bad(format!("receipt not hex: {e}")))?;
+            let r = proto::Receipt::from_bytes(&bytes).map_err(|e| bad(format!("receipt malformed: {e}")))?;
+            r.verify().map_err(|e| bad(format!("receipt of {} does not verify: {e}", r.peer)))?;
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// A tenant's objects.

@@ -64,6 +64,10 @@ pub async fn join(bootstrap: &[Multiaddr], key: Option<Keypair>) -> Result<(Clie
 
 /// How often expired shards are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long after its expiry a shard is swept: its owner sees it in
+/// `ionshard store expired` meanwhile and may clear it at once
+/// (`store clear-expired`); a late renewal still finds it.
+pub(crate) const SWEEP_GRACE: u64 = 7 * 86_400;
 
 /// A running peer or bootstrap node with its background work.
 pub struct Daemon {
@@ -76,8 +80,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Start the node; a peer with a store sweeps its expired shards every
-    /// minute. `reachability` hears a line each time AutoNAT's verdict or the
+    /// Start the node; a peer with a store sweeps every minute the shards
+    /// whose expiry passed more than [`SWEEP_GRACE`] ago. `reachability` hears a line each time AutoNAT's verdict or the
     /// relay addresses change (whether the node is dialled directly or
     /// through a relay).
     pub async fn start(
@@ -123,8 +127,8 @@ async fn sweep(store: Store) {
     loop {
         tick.tick().await;
         let s = store.clone();
-        let now = proto::now();
-        match tokio::task::spawn_blocking(move || s.sweep_expired(now)).await {
+        let before = proto::now().saturating_sub(SWEEP_GRACE);
+        match tokio::task::spawn_blocking(move || s.sweep_expired(before)).await {
             Ok(Ok(gone)) if !gone.is_empty() => tracing::info!("swept {} expired shards", gone.len()),
             Ok(Err(e)) => tracing::warn!("sweeping expired shards: {e}"),
             _ => {}

@@ -219,6 +219,25 @@ impl Client {
         }
     }
 
+    /// Ask `peer` to keep a shard it holds for us at least until `expiry`;
+    /// its fresh receipt, checked. A node of an earlier release refuses
+    /// with `BadRequest` (re-put the shard to it instead, or let it expire).
+    pub async fn renew_shard(&self, peer: PeerId, cid: Cid, expiry: u64) -> Result<Receipt> {
+        match self.request(peer, Request::Renew { cid, expiry }).await? {
+            Response::Stored(r) => {
+                if r.peer != peer || r.cid != cid || r.expiry.is_some_and(|e| e < expiry) {
+                    return Err(Error::BadAnswer {
+                        peer: peer.to_string(),
+                        reason: format!("renewal receipt is for {} / {} / until {:?}", r.peer, r.cid, r.expiry),
+                    });
+                }
+                r.verify().map_err(|e| Error::BadAnswer { peer: peer.to_string(), reason: e.to_string() })?;
+                Ok(r)
+            }
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
     /// What `peer` stores and offers, and whether its owner is retiring it.
     /// A node of an earlier release, which does not know `Status`, is asked
     /// for its usage instead (and is not retiring).

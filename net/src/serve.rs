@@ -176,5 +176,13 @@ pub(crate) fn serve(
             let u = store.usage();
             Response::Status { shards: u.shards, bytes: u.bytes, capacity: u.capacity, retiring: state.retiring }
         }
+        Request::Renew { cid, expiry } => match store.renew(&cid, &peer.to_bytes(), expiry) {
+            Ok(Some(meta)) => match Receipt::sign(key, cid, meta.size, now, meta.expiry) {
+                Ok(r) => Response::Stored(r),
+                Err(e) => refuse(Code::Internal, format!("signing the receipt: {e}")),
+            },
+            Ok(None) => refuse(Code::NotFound, format!("{cid} is not stored here")),
+            Err(e) => from_store(e),
+        },
     }
 }

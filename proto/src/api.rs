@@ -646,6 +646,36 @@ pub struct Committed {
     pub shards_dropped: u64,
 }
 
+/// `POST /v1/objects/renew`: keep these client-encoded objects on the peers
+/// for another window (backups expire unless renewed; at most
+/// [`MAX_RENEW`] objects a request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewObjects {
+    /// Manifest CIDs of the tenant's encoded objects.
+    pub objects: Vec<String>,
+}
+
+/// Most objects in one [`RenewObjects`].
+pub const MAX_RENEW: usize = 4096;
+
+/// What a renewal did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewed {
+    /// The shards are now kept at least until (seconds since the epoch).
+    pub until: u64,
+    /// Shard copies renewed now.
+    pub renewed: u64,
+    /// Copies renewed recently enough that they were left as they are.
+    pub fresh: u64,
+    /// Copies a peer did not renew (gone, or of an earlier release): they
+    /// expire there, and repair places them again while the object lives.
+    pub failed: u64,
+    /// The first few failures, why.
+    #[serde(default)]
+    pub failures: Vec<String>,
+}
+
 /// `DELETE /v1/objects/{cid}` (a tenant's own encoded objects): gone from
 /// the SPN, and every shard no other object uses queued for deletion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

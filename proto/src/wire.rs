@@ -27,7 +27,8 @@
 //!          | 5 Delete   cid(36)
 //!          | 6 Audit    cid(36) n: u16 (start: u64, end: u64) × n
 //!          | 7 Usage
-//!          | 8 Status   (new in this release: older nodes answer 255 BadRequest)
+//!          | 8 Status   (older nodes answer 255 BadRequest)
+//!          | 9 Renew    cid(36) expiry: u64   (new in this release: older nodes answer 255 BadRequest)
 //! response = 1 Stored   receipt
 //!          | 2 Data     bytes…
 //!          | 3 Proof    bytes…        (chunker::proof format)
@@ -153,6 +154,15 @@ pub enum Request {
     /// an SPN's heartbeat asks. Nodes of earlier releases answer `BadRequest`; ask
     /// them `Usage`.
     Status,
+    /// Keep a shard at least until `expiry` (its owner only; never
+    /// shortens); answered with a fresh receipt that says so. Nodes of
+    /// earlier releases answer `BadRequest`.
+    Renew {
+        /// Which.
+        cid: Cid,
+        /// Until (seconds since the epoch).
+        expiry: u64,
+    },
 }
 
 /// Why a request was refused.
@@ -367,6 +377,11 @@ impl Request {
             }
             Request::Usage => v.push(7),
             Request::Status => v.push(8),
+            Request::Renew { cid, expiry } => {
+                v.push(9);
+                v.extend_from_slice(&cid.to_bytes());
+                v.extend_from_slice(&expiry.to_be_bytes());
+            }
         }
         v
     }
@@ -396,6 +411,7 @@ impl Request {
             6 => Request::Audit { cid: c.cid()?, ranges: c.ranges(limits)? },
             7 => Request::Usage,
             8 => Request::Status,
+            9 => Request::Renew { cid: c.cid()?, expiry: c.u64()? },
             t => return Err(Malformed(format!("unknown request type {t}"))),
         };
         c.end()?;
@@ -665,6 +681,7 @@ mod tests {
             Request::HasMany { cids: vec![cid(4), cid(5)] },
             Request::Usage,
             Request::Status,
+            Request::Renew { cid: cid(8), expiry: 1_900_000_000 },
             Request::Delete { cid: cid(6) },
             Request::Audit { cid: cid(7), ranges: vec![5..6] },
         ];
@@ -687,6 +704,15 @@ mod tests {
         for r in resps {
             assert_eq!(Response::decode(&r.encode(), &l).expect("decode"), r);
         }
+    }
+
+    #[test]
+    fn the_renew_messages_bytes_are_fixed() {
+        // A vector: these bytes are the format (new in this release).
+        let r = Request::Renew { cid: cid(8), expiry: 0x0102_0304 };
+        assert_eq!(r.encode(), [[9].as_slice(), &cid(8).to_bytes(), &0x0102_0304u64.to_be_bytes()].concat());
+        let short = &r.encode()[..r.encode().len() - 1];
+        assert!(Request::decode(short, &Limits::default()).is_err(), "a short renew is refused");
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/objects/{cid}/receipts", get(objects::receipts))
         .route("/v1/objects/{cid}", delete(encoded::delete_object))
         .route("/v1/objects/{cid}/manifest", get(encoded::manifest))
+        .route("/v1/objects/renew", post(encoded::renew).layer(middleware::from_fn(buffered(1 << 20))))
         .route("/v1/objects/{cid}/placement", get(encoded::placement))
         .route("/v1/encoded", post(encoded::open))
         .route("/v1/encoded/{job}", delete(encoded::abandon))

@@ -50,6 +50,7 @@
 //! | `DELETE /v1/encoded/{job}` | token | give up a session: what it placed is deleted |
 //! | `GET /v1/objects?tenant=T` | token | [`types::ObjectList`]: the tenant's objects |
 //! | `GET /v1/objects/{cid}/manifest` | token | the manifest's bytes |
+//! | `POST /v1/objects/renew` | token (append too) | [`types::RenewObjects`] → [`types::Renewed`]: the peers keep these encoded objects' shards another window |
 //! | `GET /v1/objects/{cid}/placement` | token | [`types::Placement`]: which peers hold its shards now |
 //! | `DELETE /v1/objects/{cid}` | token | a client-encoded object: gone, its shards no other object uses deleted from the peers ([`types::Deleted`]) |
 //! | `PUT`, `GET`, `DELETE /v1/records/{tenant}/{name}`; `GET /v1/records/{tenant}?prefix=P` | token | a tenant's opaque records (≤ 4 MiB each; [`types::RecordList`]) |
@@ -108,6 +109,9 @@ pub struct Config {
     pub forget_idle_after: Duration,
     /// Heartbeats, audits, repair and placement across failure domains.
     pub durability: Settings,
+    /// How long peers keep the shards of client-encoded objects (backups)
+    /// unless renewed: the whitepapers' three months.
+    pub backup_window: Duration,
 }
 
 impl Config {
@@ -122,6 +126,7 @@ impl Config {
             http_limits: HttpLimits::default(),
             forget_idle_after: Duration::from_secs(3600),
             durability: Settings::default(),
+            backup_window: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -143,6 +148,8 @@ pub(crate) struct Inner {
     settings: Settings,
     /// Segments waiting for repair after the last pass.
     repair_queue: std::sync::atomic::AtomicU64,
+    /// [`Config::backup_window`].
+    backup_window: Duration,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -246,6 +253,7 @@ impl Spn {
             forget_idle_after: config.forget_idle_after,
             settings: config.durability.clone(),
             repair_queue: Default::default(),
+            backup_window: config.backup_window,
         });
         let listener = tokio::net::TcpListener::bind(config.http)
             .await

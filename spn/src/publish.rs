@@ -44,11 +44,20 @@ pub(crate) struct Shared {
     pub(crate) receipts: u64,
     /// m: the job's parity shards per segment.
     parity: u8,
+    /// Until when peers keep the shards (client-encoded objects: backups);
+    /// None pins them (releases), until the SPN deletes them.
+    expiry: Option<u64>,
 }
 
 impl Shared {
     pub(crate) fn new(pool: Pool, parity: u8) -> Shared {
-        Shared { pool, unplaced: Vec::new(), receipts: 0, parity }
+        Shared { pool, unplaced: Vec::new(), receipts: 0, parity, expiry: None }
+    }
+
+    /// Shards kept until `expiry` (renewed by their owner), not pinned.
+    pub(crate) fn expiring(mut self, expiry: u64) -> Shared {
+        self.expiry = Some(expiry);
+        self
     }
 }
 
@@ -133,7 +142,7 @@ pub(crate) async fn place_segment(
         if puts.is_empty() {
             break;
         }
-        let mut round = Round::new(&inner, job, puts.len());
+        let mut round = Round::new(&inner, job, puts.len(), lock().expiry);
         // The whole round journaled in one transaction, then sent.
         let starts: Vec<(usize, PeerId, Cid, ShardBytes)> =
             puts.into_iter().map(|(i, peer)| (i, peer, cids[i], shards[i].clone())).collect();
@@ -214,6 +223,8 @@ type PutTask = (usize, PeerId, std::result::Result<net::Receipt, net::Error>);
 struct Round<'a> {
     inner: &'a Arc<Inner>,
     job: u64,
+    /// [`Shared::expiry`].
+    expiry: Option<u64>,
     began: Instant,
     tail: LongTail,
     set: tokio::task::JoinSet<PutTask>,
@@ -226,10 +237,11 @@ struct Round<'a> {
 }
 
 impl<'a> Round<'a> {
-    fn new(inner: &'a Arc<Inner>, job: u64, puts: usize) -> Round<'a> {
+    fn new(inner: &'a Arc<Inner>, job: u64, puts: usize, expiry: Option<u64>) -> Round<'a> {
         Round {
             inner,
             job,
+            expiry,
             began: Instant::now(),
             tail: LongTail::new(puts),
             set: tokio::task::JoinSet::new(),
@@ -246,8 +258,16 @@ impl<'a> Round<'a> {
         self.inner.state.intend_puts(self.job, &journal)?;
         for (i, peer, cid, bytes) in puts {
             let client = self.inner.client.clone();
-            // Firmware and backups stay until the SPN deletes them: pinned.
-            let handle = self.set.spawn(async move { (i, peer, client.pin_shard(peer, cid, bytes).await) });
+            // Firmware stays until the SPN deletes it: pinned. Backups
+            // expire unless their owner renews them.
+            let expiry = self.expiry;
+            let handle = self.set.spawn(async move {
+                let r = match expiry {
+                    Some(e) => client.put_shard(peer, cid, bytes, Some(e)).await,
+                    None => client.pin_shard(peer, cid, bytes).await,
+                };
+                (i, peer, r)
+            });
             self.tasks.insert(handle.id(), (i, peer));
             self.flying.entry(i).or_default().push((peer, handle));
         }

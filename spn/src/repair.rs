@@ -299,7 +299,16 @@ async fn repair_segment(inner: &Inner, layout: &Layout, seg: &SegmentView, pace:
         let tries = puts.into_iter().map(|(i, peer)| {
             let client = inner.client.clone();
             let (cid, bytes) = (seg.shards[i], shards[&i].clone());
-            async move { (i, peer, client.pin_shard(peer, cid, bytes).await) }
+            // A new copy is kept as long as the others: pinned (releases),
+            // or until their latest expiry (backups, renewed by their owner).
+            let keep = keep_of(inner, &cid.to_string());
+            async move {
+                let r = match keep {
+                    Some(e) => client.put_shard(peer, cid, bytes, Some(e)).await,
+                    None => client.pin_shard(peer, cid, bytes).await,
+                };
+                (i, peer, r)
+            }
         });
         for (i, peer, r) in futures::future::join_all(tries).await {
             let shard = seg.shards[i].to_string();
@@ -361,4 +370,15 @@ pub(crate) fn candidates(peers: &HashMap<String, PeerRecord>, now: u64, s: &Sett
     }
     out.sort_by_key(|c| c.peer);
     out
+}
+
+/// How long the copies of `shard` are kept: None (pinned) if any receipt
+/// says for good or cannot be read, else the latest expiry.
+fn keep_of(inner: &Inner, shard: &str) -> Option<u64> {
+    let mut latest: Option<u64> = None;
+    for bytes in inner.state.receipts(shard).ok()? {
+        let expiry = proto::Receipt::from_bytes(&bytes).ok()?.expiry?;
+        latest = Some(latest.map_or(expiry, |l| l.max(expiry)));
+    }
+    latest
 }

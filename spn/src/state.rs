@@ -377,6 +377,31 @@ impl State {
         Ok(())
     }
 
+    /// Replace the receipts of copies a peer renewed, where the placement
+    /// still lists that peer (a copy deleted meanwhile stays deleted: its
+    /// queued delete is left alone).
+    pub(crate) fn renewed(&self, renewed: &[(String, String, Vec<u8>)]) -> Result<()> {
+        if renewed.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let t = txn.open_table(PLACEMENT)?;
+            let mut receipts = txn.open_table(RECEIPTS)?;
+            for (shard, peer, receipt) in renewed {
+                let peers: Vec<String> = match t.get(shard.as_str())? {
+                    Some(v) => parse(v.value(), "placement")?,
+                    None => continue,
+                };
+                if peers.iter().any(|p| p == peer) {
+                    receipts.insert(format!("{shard}/{peer}").as_str(), receipt.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Peers holding `shard`.
     pub(crate) fn placement(&self, shard: &str) -> Result<Vec<String>> {
         let txn = self.db.begin_read()?;

@@ -694,6 +694,33 @@ impl Store {
         Ok(report)
     }
 
+    /// Keep a shard at least until `expiry`: its owner only, never
+    /// shorter than it was (a pinned shard stays pinned). The entry as it
+    /// is now, or None if the shard is not here.
+    pub fn renew(&self, cid: &Cid, owner: &[u8], expiry: u64) -> Result<Option<ShardMeta>> {
+        let _guard = self.lock(cid);
+        let Some(meta) = self.meta(cid)? else { return Ok(None) };
+        if meta.owner != owner {
+            return Err(Error::NotOwner { cid: cid.to_string() });
+        }
+        if meta.quarantined {
+            return Ok(None);
+        }
+        let renewed = ShardMeta { expiry: meta.expiry.map(|e| e.max(expiry)), ..meta.clone() };
+        if renewed != meta {
+            let txn = self.inner.db.begin_write()?;
+            txn.open_table(SHARDS)?.insert(cid.to_bytes().as_slice(), renewed.to_bytes().as_slice())?;
+            txn.commit()?;
+        }
+        Ok(Some(renewed))
+    }
+
+    /// Shards whose expiry has passed at `now` and that are still here
+    /// (the owner may clear them; the node's sweep does after a grace).
+    pub fn expired(&self, now: u64) -> Result<Vec<(Cid, ShardMeta)>> {
+        Ok(self.list()?.into_iter().filter(|(_, m)| m.expired(now)).collect())
+    }
+
     /// Remove shards whose expiry has passed (pinned ones never expire).
     pub fn sweep_expired(&self, now: u64) -> Result<Vec<Cid>> {
         let mut removed = Vec::new();

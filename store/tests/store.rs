@@ -319,3 +319,26 @@ fn concurrent_puts_deletes_and_gets_keep_index_files_and_usage_in_step() {
     }
     assert_eq!(files_under(&dir.path().join("shards")).len(), listed.len());
 }
+
+#[test]
+fn a_renew_extends_only_its_owners_shards_never_shortens_and_expired_ones_are_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(dir.path(), Config::default()).expect("open");
+    let (a, ab) = shard(1, 1000);
+    let (b, bb) = shard(2, 1000);
+    store.put(&a, &ab, &PutOptions { expiry: Some(2_000), ..opts("spn") }).expect("put");
+    store.put(&b, &bb, &PutOptions { expiry: Some(2_000), ..opts("spn") }).expect("put");
+    assert!(matches!(store.renew(&a, b"someone else", 9_000), Err(Error::NotOwner { .. })), "not the owner");
+    assert_eq!(store.renew(&a, b"spn", 5_000).expect("renew").and_then(|m| m.expiry), Some(5_000));
+    assert_eq!(store.renew(&a, b"spn", 3_000).expect("renew").and_then(|m| m.expiry), Some(5_000), "never shorter");
+    let (c, _) = shard(3, 10);
+    assert!(store.renew(&c, b"spn", 5_000).expect("renew").is_none(), "not here");
+    let expired: Vec<Cid> = store.expired(2_500).expect("expired").into_iter().map(|(c, _)| c).collect();
+    assert_eq!(expired, vec![b]);
+    assert_eq!(store.sweep_expired(2_500).expect("clear"), vec![b]);
+    assert_eq!(store.has_many(&[a, b]).expect("has"), vec![true, false]);
+    // The renewal is on disk.
+    drop(store);
+    let (store, _) = Store::open(dir.path(), Config::default()).expect("reopen");
+    assert_eq!(store.meta(&a).expect("meta").expect("there").expiry, Some(5_000));
+}

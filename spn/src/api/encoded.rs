@@ -13,8 +13,8 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use chunker::{Cid, Manifest, Segment, ShardBytes};
 use proto::api::{
-    Committed, Deleted, EncodedCommit, EncodedSession, Held, ObjectRecord, RecordInfo, RecordList, SegmentPlaced,
-    ShardCids,
+    Committed, Deleted, EncodedCommit, EncodedSession, Held, MAX_RENEW, ObjectRecord, RecordInfo, RecordList,
+    RenewObjects, Renewed, SegmentPlaced, ShardCids,
 };
 use serde::Deserialize;
 
@@ -137,7 +137,8 @@ pub(super) async fn put_segment(
     if !inner.settings.relax_domains {
         pool.max_per_domain = usize::from(parity.max(1));
     }
-    let shared = Arc::new(std::sync::Mutex::new(Shared::new(pool, parity)));
+    let until = now() + inner.backup_window.as_secs();
+    let shared = Arc::new(std::sync::Mutex::new(Shared::new(pool, parity).expiring(until)));
     let index = inner.job(job)?.map_or(0, |j| j.shards_placed as usize);
     place_segment(inner.clone(), shared.clone(), job, index, shard_len, cids, shards).await?;
     let (unplaced, receipts) = {
@@ -259,6 +260,75 @@ pub(super) async fn abandon(
         tokio::spawn(async move { crate::cleanup::drain(&inner).await });
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/objects/renew`: the peers keep these encoded objects' shards
+/// another window. A copy renewed within the last third of a window is
+/// left as it is, so a daily run renews each copy about once a month. An
+/// append token may renew (it only makes data last longer).
+pub(super) async fn renew(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Json(body): Json<RenewObjects>,
+) -> Api<Json<Renewed>> {
+    if body.objects.len() > MAX_RENEW {
+        return Err(bad(format!("{} objects in one renewal; send at most {MAX_RENEW} at a time", body.objects.len())));
+    }
+    let window = inner.backup_window.as_secs();
+    let until = now() + window;
+    let fresh_after = until.saturating_sub(window / 3);
+    let mut out = Renewed { until, ..Renewed::default() };
+    // (shard, peer) copies to renew, once each.
+    let mut todo: Vec<(Cid, net::PeerId)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for cid in &body.objects {
+        let rec = inner.state.object(cid)?.ok_or_else(|| Error::NotFound(format!("object {cid}")))?;
+        who.may_add(&rec.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("object {cid}"))))?;
+        if !rec.read_key.is_empty() {
+            return Err(bad(format!("object {cid} is a release: releases are kept until withdrawn, not renewed")));
+        }
+        let (_, m) = super::objects::load_manifest(&inner, cid)?;
+        for seg in m.segments() {
+            for c in seg.shards() {
+                if !seen.insert(*c) {
+                    continue;
+                }
+                for bytes in inner.state.receipts(&c.to_string())? {
+                    let Ok(r) = proto::Receipt::from_bytes(&bytes) else { continue };
+                    match r.expiry {
+                        None => out.fresh += 1,
+                        Some(e) if e >= fresh_after => out.fresh += 1,
+                        Some(_) => todo.push((*c, r.peer)),
+                    }
+                }
+            }
+        }
+    }
+    use futures::StreamExt;
+    let client = inner.client.clone();
+    let results: Vec<_> = futures::stream::iter(todo)
+        .map(|(cid, peer)| {
+            let client = client.clone();
+            async move { (cid, peer, client.renew_shard(peer, cid, until).await) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut renewed = Vec::new();
+    for (cid, peer, r) in results {
+        match r {
+            Ok(receipt) => renewed.push((cid.to_string(), peer.to_string(), receipt.to_bytes())),
+            Err(e) => {
+                out.failed += 1;
+                if out.failures.len() < 8 {
+                    out.failures.push(format!("{cid} on {peer}: {e}"));
+                }
+            }
+        }
+    }
+    out.renewed = renewed.len() as u64;
+    inner.state.renewed(&renewed)?;
+    Ok(Json(out))
 }
 
 /// `GET /v1/objects/{cid}/manifest`: the manifest's bytes (its sealed part
