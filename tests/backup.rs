@@ -640,3 +640,88 @@ async fn backup_shards_expire_unless_renewed_and_expired_ones_are_cleared_on_the
     assert!(store.has_many(&left).expect("has").iter().all(|h| !h), "cleared from the peer");
     assert!(store.has_many(&placed_here).expect("has").iter().all(|h| *h), "renewed copies stay");
 }
+
+/// A put-only host of `owner`'s repository: its repo and its SPN client (an append token).
+fn put_only_host(net: &Net, owner: &Host) -> (Repo, client::Spn, tempfile::TempDir) {
+    let url = format!("http://{}", net.http);
+    let operator = client::Spn::new(&url, Some("t".to_string())).expect("spn");
+    let issued = operator
+        .issue_token(&proto::api::NewToken {
+            tenant: owner.repo.name().into(),
+            label: "front desk".into(),
+            scope: proto::api::TokenScope::Append,
+        })
+        .expect("append token");
+    let key = owner.repo.key().put_only(Some(issued.token.clone())).expect("put-only");
+    let spn = client::Spn::new(&url, Some(issued.token)).expect("spn");
+    let cache = tempfile::tempdir().expect("cache");
+    (Repo::new(spn.clone(), key, cache.path().to_path_buf()), spn, cache)
+}
+
+/// Job ids are sequential: an append token that could use any session of
+/// its tenant could abandon (and so delete) another host's backup in
+/// progress, or commit into it. It sees and uses only the sessions it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_token_cannot_take_over_another_hosts_upload_session() {
+    let net = network(4, None).await;
+    let owner = host(&net, "depot");
+    let (_put, put_spn, _cache) = put_only_host(&net, &owner);
+    let victim = owner.repo.spn().open_session("depot").expect("the owner's session").job;
+    assert_eq!(refused_with(put_spn.job(victim), "reading another session's job"), 404);
+    assert_eq!(refused_with(put_spn.held(victim, vec![]), "asking another session what it holds"), 404);
+    assert_eq!(refused_with(put_spn.commit(victim, &[], &[]), "committing into another session"), 404);
+    assert_eq!(refused_with(put_spn.abandon(victim), "abandoning another session"), 404);
+    let j = owner.repo.spn().job(victim).expect("the owner's session is still there");
+    assert!(!j.state.is_finished(), "{j:?}");
+    // Its own session it uses as any host does.
+    let mine = put_spn.open_session("depot").expect("its own session").job;
+    assert_eq!(put_spn.job(mine).expect("its own job").id, mine);
+    put_spn.abandon(mine).expect("its own abandon");
+}
+
+/// A put-only key can seal records that open (it has the public key). It
+/// must not be able to date them into the future, pass them off as the
+/// full key's, or push the full key's snapshots out of a `--keep-last`, or
+/// become the parent of the full key's next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_only_key_cannot_evict_real_snapshots_with_forged_future_ones() {
+    let net = network(4, None).await;
+    let owner = host(&net, "archive");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("src");
+    write(&src.join("a.txt"), b"real data\n");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let real = backup::run(&owner.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let (_put, put_spn, _cache) = put_only_host(&net, &owner);
+    // Three forged snapshots of the owner's host and paths, a year ahead.
+    let public = owner.repo.key().public();
+    let future = proto::now() * 1_000_000_000 + 365 * 86_400 * 1_000_000_000;
+    for i in 0..3u64 {
+        let mut fake = real.clone();
+        fake.id = format!("{:016x}", 0xf00d_0000 + i);
+        fake.time_ns = future + i;
+        let body = serde_json::to_vec(&fake).expect("json");
+        let sealed = backup::seal(&public, &format!("snapshot {}", fake.id), &body);
+        put_spn.put_record("archive", &format!("snap-{}", fake.id), &sealed).expect("an append token adds records");
+    }
+    let all = owner.repo.snapshots().expect("snapshots");
+    assert_eq!(all.len(), 4);
+    for s in all.iter().filter(|s| s.id != real.id) {
+        assert!(s.added_by.is_some(), "a forged snapshot is marked as the put-only key's");
+        assert!(s.time_ns <= (proto::now() + 301) * 1_000_000_000, "dated into the future: {}", s.time_ns);
+    }
+    // The owner's retention keeps its own newest snapshot.
+    let policy = backup::Policy { last: 1, ..Default::default() };
+    let report = backup::forget(&owner.repo, &policy, None, false).expect("forget");
+    assert!(!report.removed.contains(&real.id), "the real snapshot was evicted: {report:?}");
+    // And its next run compares with its own snapshot, not a forged one.
+    write(&src.join("b.txt"), b"more\n");
+    let next = backup::run(&owner.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    assert_eq!(next.parent.as_deref(), Some(real.id.as_str()));
+    // A record that does not open does not stop the listing.
+    put_spn.put_record("archive", "snap-00000000deadbeef", b"garbage").expect("add");
+    let (ok, bad) = owner.repo.snapshots_checked().expect("listing");
+    assert!(ok.iter().any(|s| s.id == next.id));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+}

@@ -279,9 +279,17 @@ async fn spn_secrets_are_not_world_readable_and_tokens_reach_only_their_tenant()
         tokens.insert(tenant, t);
     }
     let (acme, other) = (&tokens["acme"], &tokens["other"]);
-    // A tenant cannot issue tokens, read peers, or touch another tenant's objects.
-    let (status, _) = http_async(net.http, "GET", "/v1/tokens", Some(&acme.token), vec![]).await;
-    assert_eq!(status, 403);
+    // A tenant sees only its own tokens, issues no full token and none for
+    // another tenant, cannot read peers, or touch another tenant's objects.
+    let (status, text) = http_async(net.http, "GET", "/v1/tokens", Some(&acme.token), vec![]).await;
+    assert_eq!(status, 200);
+    let listed: spn::types::TokenList = serde_json::from_str(&text).expect("list");
+    assert!(listed.tokens.iter().all(|t| t.tenant == "acme") && !listed.tokens.is_empty(), "{text}");
+    for (tenant, scope) in [("acme", "full"), ("other", "append")] {
+        let body = format!(r#"{{"tenant":"{tenant}","label":"x","scope":"{scope}"}}"#).into_bytes();
+        let (status, text) = http_async(net.http, "POST", "/v1/tokens", Some(&acme.token), body).await;
+        assert_eq!(status, 403, "{tenant} {scope}: {text}");
+    }
     let (status, _) = http_async(net.http, "GET", "/v1/peers", Some(&acme.token), vec![]).await;
     assert_eq!(status, 403);
     let path = format!("/v1/objects/{}", obj.manifest);

@@ -26,7 +26,7 @@ mod upkeep;
 pub use error::{Error, Result};
 pub use key::{RepoKey, seal};
 pub use policy::{Candidate, Decision, Policy, Within, apply, utc};
-pub use repo::{ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
+pub use repo::{BadRecord, ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use run::{RunOptions, RunReport, run};
 pub use scan::{ScanOptions, absolute};
@@ -35,4 +35,4 @@ pub use schedule::{
     save_schedules, save_status,
 };
 pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
-pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, prune, renew};
+pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, forget_in, prune, renew};

@@ -98,6 +98,23 @@ pub struct Snapshot {
     pub stats: RunStats,
     /// Files left out, and why.
     pub skipped: Vec<Skipped>,
+    /// The append token that saved it (a put-only key's), as the SPN says;
+    /// never read from the record itself (its writer chose what is in it).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
+}
+
+/// How far ahead of the SPN's clock a snapshot's own time may be (clock
+/// skew): a record saved at T claims at most T plus this.
+const SKEW_NS: u64 = 300 * 1_000_000_000;
+
+/// A record that could not be read as a snapshot, and why (skipped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadRecord {
+    /// The record's name.
+    pub name: String,
+    /// Why.
+    pub why: String,
 }
 
 /// What a put-only host keeps of its last run (it cannot read records).
@@ -182,18 +199,37 @@ impl Repo {
         Ok(())
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first (records that do not open are left out:
+    /// [`Repo::snapshots_checked`] names them).
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self.snapshots_checked()?.0)
+    }
+
+    /// Every snapshot, oldest first, and the records that are not one (a
+    /// damaged or forged record must not stop every command). A snapshot a
+    /// put-only key saved carries its token's id, and no time later than
+    /// the SPN's clock when it was saved (plus skew): a forged record can
+    /// neither pass for the full key's nor date itself into the future.
+    pub fn snapshots_checked(&self) -> Result<(Vec<Snapshot>, Vec<BadRecord>)> {
         self.key.need_full("list snapshots")?;
         let list = self.spn.records(self.name(), "snap-")?;
-        let mut out = Vec::new();
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
         for r in list.records {
             let Some(bytes) = self.spn.record(self.name(), &r.name)? else { continue };
             let id = r.name.trim_start_matches("snap-");
-            out.push(self.open_snapshot(id, &bytes)?);
+            match self.open_snapshot(id, &bytes) {
+                Ok(mut s) => {
+                    s.added_by = r.added_by;
+                    if r.created > 0 {
+                        s.time_ns = s.time_ns.min(r.created.saturating_mul(1_000_000_000).saturating_add(SKEW_NS));
+                    }
+                    out.push(s);
+                }
+                Err(e) => bad.push(BadRecord { name: r.name, why: e.to_string() }),
+            }
         }
         out.sort_by(|a, b| (a.time_ns, &a.id).cmp(&(b.time_ns, &b.id)));
-        Ok(out)
+        Ok((out, bad))
     }
 
     fn open_snapshot(&self, id: &str, sealed: &[u8]) -> Result<Snapshot> {
@@ -256,6 +292,11 @@ impl Repo {
         let bytes = std::fs::read(self.last_path(host, paths)).ok()?;
         let last: LastRun = serde_json::from_slice(&bytes).ok()?;
         (last.snapshot.host == host && last.snapshot.paths == paths).then_some(last)
+    }
+
+    /// Forget a put-only host's last run (its next run reads everything).
+    pub(crate) fn forget_last_run(&self, host: &str, paths: &[String]) {
+        let _ = std::fs::remove_file(self.last_path(host, paths));
     }
 
     /// Remember a put-only host's snapshot (written whole or not at all).

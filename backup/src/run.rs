@@ -188,7 +188,11 @@ pub async fn run(
         (_, true) => None,
         _ if put_only => last.as_ref().map(|l| l.snapshot.clone()),
         (Some(id), false) => Some(repo.snapshot(id)?),
-        (None, false) => repo.snapshots()?.into_iter().rev().find(|s| s.host == o.host && s.paths == paths),
+        // Never a put-only key's snapshot: its tree could point this run's
+        // unchanged files at anything.
+        (None, false) => {
+            repo.snapshots()?.into_iter().rev().find(|s| s.host == o.host && s.paths == paths && s.added_by.is_none())
+        }
     };
     let (parent, parent_tree) = match parent {
         // Its tree cache gone, a put-only host cannot fetch the tree: it reads everything.
@@ -390,7 +394,14 @@ pub async fn run(
     // The parent's objects this snapshot goes on using: the SPN checks they
     // exist and restarts their grace, so a prune cannot take them before
     // the record below is saved.
-    repo.spn.commit(journal.job, &manifests, &reused)?;
+    if let Err(e) = repo.spn.commit(journal.job, &manifests, &reused) {
+        // A put-only host's remembered parent may be gone (the full key's
+        // holder forgot and pruned it): the next run reads everything.
+        if put_only && matches!(e, client::Error::Refused { .. }) {
+            repo.forget_last_run(&o.host, &paths);
+        }
+        return Err(e.into());
+    }
     // Length and hash as the encoder found them (no second pass over the tree).
     let tree_contents = tree.manifest.open(&tree.read_key)?;
     let tree_cap = ObjectCap {
@@ -412,6 +423,7 @@ pub async fn run(
         data: objects,
         stats,
         skipped,
+        added_by: None,
     };
     repo.save_snapshot(&snapshot)?;
     repo.cache_tree(&snapshot.id, &tree_bytes)?;

@@ -135,7 +135,11 @@ impl Schedule {
                 self.name
             )));
         }
-        cron(&self.cron)?;
+        let c = cron(&self.cron)?;
+        // A pattern with no time at all (`0 0 30 2 *`) is refused here, not
+        // found out by the agent.
+        c.find_next_occurrence(&chrono::Utc::now(), false)
+            .map_err(|e| Error::Invalid(format!("cron pattern {:?} names no time that comes: {e}", self.cron)))?;
         self.keep.policy()?;
         if self.paths.is_empty() {
             return Err(Error::Invalid("a schedule needs at least one path".to_string()));
@@ -198,6 +202,10 @@ pub struct Attempt {
     pub snapshot: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// What went wrong after its snapshot was saved (retention, prune,
+    /// renewal): reported, not retried.
+    #[serde(default)]
+    pub warning: Option<String>,
 }
 
 /// What the agent should do with a schedule now.
@@ -235,8 +243,19 @@ pub fn plan<Tz: TimeZone>(s: &Schedule, st: &Status, now: i64, tz: &Tz) -> Resul
     let newest = c.find_previous_occurrence(&now_t, true).ok().map(|t| t.timestamp());
     let floor = st.done_slot.unwrap_or(i64::MIN).max(s.created - 1);
     let due = newest.filter(|&t| t > floor);
+    // The next slot after now. Around a change of the clock (a DST fall
+    // back) the crate may name an instant that is not after now: look again
+    // from a minute on, a few times, rather than wake in a loop.
     let next = || -> Result<i64> {
-        Ok(c.find_next_occurrence(&now_t, false).map_err(|e| slot_error(&s.cron, e))?.timestamp())
+        let mut from = now_t.clone();
+        for _ in 0..4 {
+            let t = c.find_next_occurrence(&from, false).map_err(|e| slot_error(&s.cron, e))?;
+            if t.timestamp() > now {
+                return Ok(t.timestamp());
+            }
+            from = at(tz, t.timestamp().max(now) + 60)?;
+        }
+        Ok(now + 60)
     };
     match (st.retry, due) {
         // A slot still failing, and no newer slot has come: retry when it is time.
@@ -375,6 +394,7 @@ mod tests {
             caught_up: false,
             snapshot: None,
             error: error.map(String::from),
+            warning: None,
         }
     }
 
@@ -452,6 +472,9 @@ mod tests {
         let mut s = nightly();
         s.cron = "@daily".into();
         assert!(s.check().is_ok(), "{:?}", s.check());
+        let mut s = nightly();
+        s.cron = "0 0 30 2 *".into();
+        assert!(s.check().is_err(), "February 30th never comes");
     }
 
     #[test]

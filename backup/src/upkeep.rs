@@ -38,6 +38,18 @@ pub struct ForgetReport {
 /// Apply `policy` to every group of snapshots (host and paths), optionally
 /// only those of `host`; remove what it does not keep unless `dry_run`.
 pub fn forget(repo: &Repo, policy: &Policy, host: Option<&str>, dry_run: bool) -> Result<ForgetReport> {
+    forget_in(repo, policy, host, None, dry_run)
+}
+
+/// [`forget`], only in the group of `host` and `paths` when given (a
+/// schedule's retention touches its own snapshots only).
+pub fn forget_in(
+    repo: &Repo,
+    policy: &Policy,
+    host: Option<&str>,
+    paths: Option<&[String]>,
+    dry_run: bool,
+) -> Result<ForgetReport> {
     repo.key.need_full("forget snapshots")?;
     if policy.is_empty() {
         return Err(Error::Invalid(
@@ -48,10 +60,13 @@ pub fn forget(repo: &Repo, policy: &Policy, host: Option<&str>, dry_run: bool) -
     }
     let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for s in repo.snapshots()? {
-        if host.is_some_and(|h| h != s.host) {
+        if host.is_some_and(|h| h != s.host) || paths.is_some_and(|p| p != s.paths.as_slice()) {
             continue;
         }
-        groups.entry(format!("{} {}", s.host, s.paths.join(","))).or_default().push(Candidate {
+        // A put-only key's snapshots are a group of their own: forged ones
+        // cannot push the full key's out of a `--keep-last`.
+        let by = s.added_by.as_ref().map(|t| format!(" (put-only key {t})")).unwrap_or_default();
+        groups.entry(format!("{} {}{by}", s.host, s.paths.join(","))).or_default().push(Candidate {
             id: s.id.clone(),
             time_ns: s.time_ns,
             tags: s.tags.clone(),

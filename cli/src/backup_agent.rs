@@ -222,8 +222,9 @@ pub(crate) fn schedule(a: &BackupArgs, c: &ScheduleCommand) -> Result<()> {
     Ok(())
 }
 
-/// One attempt at a schedule's slot: the run, then its retention.
-fn attempt(a: &BackupArgs, s: &backup::Schedule) -> Result<String> {
+/// One attempt at a schedule's slot: the run, then its retention; the
+/// snapshot and what went wrong after it was saved.
+fn attempt(a: &BackupArgs, s: &backup::Schedule) -> Result<(String, Option<String>)> {
     let key = s.key.clone().unwrap_or_else(|| default_key_path(&s.repo));
     let r = repo_at(a, &s.repo, &key)?;
     let spec = RunSpec {
@@ -238,17 +239,25 @@ fn attempt(a: &BackupArgs, s: &backup::Schedule) -> Result<String> {
         force: false,
     };
     let (report, _) = run_spec(a, &r, &spec, Arc::new(client::Hidden))?;
+    // The backup is saved: what follows fails as a warning, never as a
+    // failed attempt (a retry would take another snapshot).
+    let id = report.snapshot.id.clone();
+    let mut warnings: Vec<String> = report.renew_error.iter().map(|e| format!("renewal failed: {e}")).collect();
     let policy = s.keep.policy()?;
     if !policy.is_empty() {
         let host = s.host.clone().unwrap_or_else(host_name);
-        backup::forget(&r, &policy, Some(&host), false)
-            .with_context(|| format!("snapshot {} saved, but its retention failed", report.snapshot.id))?;
-        if s.keep.prune {
-            backup::prune(&r, 3600, now_secs() as u64)
-                .with_context(|| format!("snapshot {} saved, but the prune failed", report.snapshot.id))?;
+        // This schedule's own group only (its host and paths).
+        match backup::forget_in(&r, &policy, Some(&host), Some(&report.snapshot.paths), false) {
+            Err(e) => warnings.push(format!("retention failed: {e}")),
+            Ok(_) if s.keep.prune => {
+                if let Err(e) = backup::prune(&r, 3600, now_secs() as u64) {
+                    warnings.push(format!("prune failed: {e}"));
+                }
+            }
+            Ok(_) => {}
         }
     }
-    Ok(report.snapshot.id)
+    Ok((id, (!warnings.is_empty()).then(|| warnings.join("; "))))
 }
 
 /// `agent`: run the schedules (once, with `--once`), with the clock at
@@ -290,11 +299,29 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> 
                 continue;
             };
             let started = now.unwrap_or_else(now_secs);
+            // Recorded as failed before it runs: a crash or a kill in the run
+            // counts as an attempt (backoff, then give up), not a fresh start.
+            let mut pending = st.clone();
+            backup::record(
+                &mut pending,
+                backup::Attempt {
+                    slot,
+                    started,
+                    finished: started,
+                    attempt: n,
+                    caught_up: late && n == 1,
+                    snapshot: None,
+                    error: Some("interrupted: the agent stopped during the run".to_string()),
+                    warning: None,
+                },
+            );
+            status.insert(s.name.clone(), pending);
+            backup::save_status(&status_path(), &status)?;
             let result = attempt(a, s);
             let finished = now.unwrap_or_else(now_secs);
-            let (snapshot, error) = match result {
-                Ok(id) => (Some(id), None),
-                Err(e) => (None, Some(format!("{e:#}"))),
+            let (snapshot, error, warning) = match result {
+                Ok((id, warning)) => (Some(id), None, warning),
+                Err(e) => (None, Some(format!("{e:#}")), None),
             };
             let record = backup::Attempt {
                 slot,
@@ -304,13 +331,19 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> 
                 caught_up: late && n == 1,
                 snapshot: snapshot.clone(),
                 error: error.clone(),
+                warning: warning.clone(),
             };
             if a.json {
                 println!("{}", json!({ "schedule": s.name, "attempt": record }));
             } else {
                 let late = if late && n == 1 { " (caught up: its time passed while the agent was down)" } else { "" };
                 match (&snapshot, &error) {
-                    (Some(id), _) => println!("{} {}: snapshot {id} saved{late}", when(finished), s.name),
+                    (Some(id), _) => {
+                        println!("{} {}: snapshot {id} saved{late}", when(finished), s.name);
+                        if let Some(w) = &warning {
+                            eprintln!("{} {}: warning: {w}", when(finished), s.name);
+                        }
+                    }
                     (_, Some(e)) => eprintln!("{} {}: attempt {n} failed: {e}", when(finished), s.name),
                     _ => {}
                 }
@@ -345,15 +378,16 @@ pub(crate) fn status(a: &BackupArgs) -> Result<()> {
     let mut out = Vec::new();
     for s in &schedules {
         let st = status.get(&s.name).cloned().unwrap_or_default();
-        let next = backup::next_run(s, &st, now, &chrono::Local)?;
+        // One bad schedule must not hide the others' status.
+        let next = backup::next_run(s, &st, now, &chrono::Local).map_err(|e| e.to_string());
         out.push((s, st, next));
     }
     if a.json {
         let v: Vec<_> = out
             .iter()
             .map(|(s, st, next)| {
-                json!({ "name": s.name, "cron": s.cron, "repo": s.repo, "next": next, "last": st.last,
-                        "last_ok": st.last_ok, "retry": st.retry })
+                json!({ "name": s.name, "cron": s.cron, "repo": s.repo, "next": next.as_ref().ok(),
+                        "error": next.as_ref().err(), "last": st.last, "last_ok": st.last_ok, "retry": st.retry })
             })
             .collect();
         println!("{}", json!({ "schedules": v }));
@@ -364,7 +398,12 @@ pub(crate) fn status(a: &BackupArgs) -> Result<()> {
         match &st.last {
             Some(l) => {
                 let result = match (&l.snapshot, &l.error) {
-                    (Some(id), _) => format!("ok, snapshot {id}"),
+                    (Some(id), _) => {
+                        format!(
+                            "ok, snapshot {id}{}",
+                            l.warning.as_ref().map(|w| format!(" (warning: {w})")).unwrap_or_default()
+                        )
+                    }
                     (_, Some(e)) => format!("FAILED (attempt {}): {e}", l.attempt),
                     _ => "?".to_string(),
                 };
@@ -379,7 +418,11 @@ pub(crate) fn status(a: &BackupArgs) -> Result<()> {
             println!("  last ok   {} UTC, snapshot {}", when(ok.finished), ok.snapshot.as_deref().unwrap_or("?"));
         }
         let retry = st.retry.map(|r| format!(" (a retry, attempt {})", r.attempts + 1)).unwrap_or_default();
-        let next = if *next <= now { "now (due)".to_string() } else { format!("{} UTC", when(*next)) };
+        let next = match next {
+            Ok(t) if *t <= now => "now (due)".to_string(),
+            Ok(t) => format!("{} UTC", when(*t)),
+            Err(e) => format!("never: {e}"),
+        };
         println!("  next run  {next}{retry}");
     }
     if out.is_empty() {

@@ -335,25 +335,29 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
         BackupCommand::Run { .. } => backup_run(&a),
         BackupCommand::Snapshots { tag, host } => {
             let r = repo(&a)?;
-            let snaps: Vec<_> = r
-                .snapshots()?
+            let (all, bad) = r.snapshots_checked()?;
+            for b in &bad {
+                eprintln!("warning: record {} is not a snapshot of this repository, left out: {}", b.name, b.why);
+            }
+            let snaps: Vec<_> = all
                 .into_iter()
                 .filter(|s| tag.as_ref().is_none_or(|t| s.tags.contains(t)))
                 .filter(|s| host.as_ref().is_none_or(|h| &s.host == h))
                 .collect();
             if json_out {
-                println!("{}", without_keys(json!({ "repository": r.name(), "snapshots": snaps })));
+                println!("{}", without_keys(json!({ "repository": r.name(), "snapshots": snaps, "bad_records": bad })));
             } else {
                 println!("{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  paths", "id", "time (UTC)", "host", "size", "tags");
                 for s in &snaps {
                     println!(
-                        "{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  {}",
+                        "{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  {}{}",
                         s.id,
                         backup::utc(s.time_ns),
                         s.host,
                         size(s.stats.bytes),
                         s.tags.join(","),
-                        s.paths.join(" ")
+                        s.paths.join(" "),
+                        s.added_by.as_ref().map(|t| format!("  (put-only key {t})")).unwrap_or_default()
                     );
                 }
                 println!("{} snapshot(s)", snaps.len());

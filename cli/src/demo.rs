@@ -513,6 +513,7 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
             caught_up: true,
             snapshot: Some(ran.id.clone()),
             error: None,
+            warning: None,
         },
     );
     let after = match backup::plan(&nightly, &status, 3 * day + 9 * 3600 + 60, &chrono::Utc)? {

@@ -283,6 +283,10 @@ pub struct JobRecord {
     pub started: u64,
     /// Seconds since the epoch.
     pub finished: Option<u64>,
+    /// The append token that opened it (an upload session of a put-only
+    /// key): only that token, or a full one, may use or see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<String>,
 }
 
 /// What a finished publish produced.
@@ -702,6 +706,14 @@ pub struct RecordInfo {
     pub name: String,
     /// Its length.
     pub len: u64,
+    /// When the SPN saved it, seconds since the epoch (0: before this
+    /// release kept it).
+    #[serde(default)]
+    pub created: u64,
+    /// The append token that wrote it (a put-only key's), if one did: its
+    /// writer could not read the repository, so a reader weighs it apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
 }
 
 /// `GET /v1/records/{tenant}[?prefix=P]`.

@@ -64,8 +64,9 @@ pub(crate) enum Caller {
     /// The operator's token (`api.token`): everything.
     Operator,
     /// A tenant's token: that tenant's objects, vendor and releases only;
-    /// an append token only adds (see [`TokenScope::Append`]).
-    Tenant(String, TokenScope),
+    /// an append token only adds (see [`TokenScope::Append`]). The last
+    /// field is the token's id.
+    Tenant(String, TokenScope, String),
 }
 
 impl Caller {
@@ -73,7 +74,7 @@ impl Caller {
     pub(crate) fn may(&self, tenant: &str) -> Api<()> {
         self.may_add(tenant)?;
         match self {
-            Caller::Tenant(_, TokenScope::Append) => Err(ApiError(
+            Caller::Tenant(_, TokenScope::Append, _) => Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "this token can only add (a put-only key's): reading, listing and deleting need the tenant's full \
                  token"
@@ -87,8 +88,8 @@ impl Caller {
     pub(crate) fn may_add(&self, tenant: &str) -> Api<()> {
         match self {
             Caller::Operator => Ok(()),
-            Caller::Tenant(t, _) if t == tenant => Ok(()),
-            Caller::Tenant(t, _) => Err(ApiError(
+            Caller::Tenant(t, ..) if t == tenant => Ok(()),
+            Caller::Tenant(t, ..) => Err(ApiError(
                 StatusCode::FORBIDDEN,
                 format!("this token is for tenant {t}; it cannot act for {tenant}"),
             )),
@@ -97,7 +98,28 @@ impl Caller {
 
     /// Is this an append token?
     pub(crate) fn append_only(&self) -> bool {
-        matches!(self, Caller::Tenant(_, TokenScope::Append))
+        matches!(self, Caller::Tenant(_, TokenScope::Append, _))
+    }
+
+    /// An append token's id (None for the operator and full tokens).
+    pub(crate) fn append_id(&self) -> Option<&str> {
+        match self {
+            Caller::Tenant(_, TokenScope::Append, id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// May this caller use or see `job`? An append token only the jobs it
+    /// opened (job ids are sequential: another host's session must not be
+    /// one guess away).
+    pub(crate) fn may_use(&self, job: &crate::state::JobRecord) -> Api<()> {
+        self.may_add(&job.tenant)?;
+        match self.append_id() {
+            Some(id) if job.opened_by.as_deref() != Some(id) => {
+                Err(ApiError(StatusCode::NOT_FOUND, format!("no job {}", job.id)))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The operator only.
@@ -131,7 +153,7 @@ pub(crate) fn caller(inner: &Inner, headers: &HeaderMap) -> Api<Caller> {
         return Ok(Caller::Operator);
     }
     match inner.state.token_by_hash(&hash.to_hex())? {
-        Some(t) => Ok(Caller::Tenant(t.tenant, t.scope)),
+        Some(t) => Ok(Caller::Tenant(t.tenant, t.scope, t.id)),
         None => Err(unauthorized()),
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Layout format 5 (this release; `meta` table, key `format`). Format 5
 //! gives tokens a scope (`full`, or `append` for backup hosts' put-only
-//! keys); a format 4 token reads as full, so a format 4 state is opened as
+//! keys), jobs the append token that opened them, and records who wrote
+//! them (`record_meta`); a format 4 token reads as full, so a format 4 state is opened as
 //! it is. The bump matters: an earlier build would take an append token
 //! for a full one, so it must refuse a format 5 state. Format 4
 //! adds the `records` table (tenants' opaque records) and objects a client
@@ -54,6 +55,7 @@ pub(crate) const STATE_FORMAT: u64 = 5;
 
 mod encoded;
 mod registry;
+pub(crate) use encoded::RecordMeta;
 pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};
 pub(crate) use registry::{RootRecord, TokenRecord, VendorRecord};
 

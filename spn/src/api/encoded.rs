@@ -48,7 +48,7 @@ pub(super) async fn open(
 ) -> Api<(StatusCode, Json<EncodedSession>)> {
     check_name("tenant", &q.tenant)?;
     who.may_add(&q.tenant)?;
-    let job = new_job_of(&inner, "encoded", &q.tenant, 0)?;
+    let job = new_job_of(&inner, "encoded", &q.tenant, 0, who.append_id())?;
     inner.progress(job, |j| j.state = JobState::Encoding);
     Ok((StatusCode::CREATED, Json(EncodedSession { job })))
 }
@@ -56,7 +56,7 @@ pub(super) async fn open(
 /// The session `job`, if `who` may use it and it is still open.
 fn session(inner: &Inner, who: &Caller, job: u64) -> Api<JobRecord> {
     let j = inner.job(job)?.ok_or_else(|| ApiError::from(Error::NotFound(format!("job {job}"))))?;
-    who.may_add(&j.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("job {job}"))))?;
+    who.may_use(&j).map_err(|_| ApiError::from(Error::NotFound(format!("job {job}"))))?;
     if j.kind != "encoded" {
         return Err(bad(format!("job {job} is a {} job, not an upload session", j.kind)));
     }
@@ -328,6 +328,10 @@ pub(super) async fn renew(
     }
     out.renewed = renewed.len() as u64;
     inner.state.renewed(&renewed)?;
+    if who.append_only() {
+        // Which peer holds what is placement: not for an append token.
+        out.failures.clear();
+    }
     Ok(Json(out))
 }
 
@@ -413,7 +417,8 @@ pub(super) async fn put_record(
     who.may_add(&tenant)?;
     // An append token creates records, never replaces one (it could
     // otherwise overwrite a snapshot with garbage).
-    if !inner.state.put_record(&tenant, &name, &body, !who.append_only())? {
+    let meta = crate::state::RecordMeta { created: now(), added_by: who.append_id().map(String::from) };
+    if !inner.state.put_record(&tenant, &name, &body, !who.append_only(), &meta)? {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("record {name} of {tenant} exists, and this token can only add; use the tenant's full token"),
@@ -465,7 +470,11 @@ pub(super) async fn list_records(
     Query(q): Query<ListQuery>,
 ) -> Api<Json<RecordList>> {
     who.may(&tenant)?;
-    let records =
-        inner.state.records(&tenant, &q.prefix)?.into_iter().map(|(name, len)| RecordInfo { name, len }).collect();
+    let records = inner
+        .state
+        .records(&tenant, &q.prefix)?
+        .into_iter()
+        .map(|(name, len, m)| RecordInfo { name, len, created: m.created, added_by: m.added_by })
+        .collect();
     Ok(Json(RecordList { records }))
 }

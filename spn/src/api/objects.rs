@@ -158,11 +158,17 @@ pub(crate) async fn run_job(
 
 /// A new job record, saved and tracked.
 pub(crate) fn new_job(inner: &Inner, tenant: &str, bytes: u64) -> crate::Result<u64> {
-    new_job_of(inner, "publish", tenant, bytes)
+    new_job_of(inner, "publish", tenant, bytes, None)
 }
 
 /// A new job of `kind` (`publish`, `encoded`), saved and tracked.
-pub(crate) fn new_job_of(inner: &Inner, kind: &str, tenant: &str, bytes: u64) -> crate::Result<u64> {
+pub(crate) fn new_job_of(
+    inner: &Inner,
+    kind: &str,
+    tenant: &str,
+    bytes: u64,
+    opened_by: Option<&str>,
+) -> crate::Result<u64> {
     let id = {
         let mut n = inner.next_job.lock().unwrap_or_else(|p| p.into_inner());
         *n += 1;
@@ -172,6 +178,7 @@ pub(crate) fn new_job_of(inner: &Inner, kind: &str, tenant: &str, bytes: u64) ->
     job.kind = kind.to_string();
     job.state = JobState::Queued;
     job.bytes_total = bytes;
+    job.opened_by = opened_by.map(String::from);
     inner.state.put_job(&job)?;
     inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, job);
     Ok(id)
@@ -188,6 +195,7 @@ fn blank_job(id: u64, tenant: &str) -> JobRecord {
         shards_placed: 0,
         retries: 0,
         result: None,
+        opened_by: None,
         error: None,
         started: now(),
         finished: None,
@@ -199,8 +207,12 @@ pub(super) async fn job(
     Extension(who): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> Api<Json<JobRecord>> {
-    let j = inner.job(id)?.ok_or_else(|| ApiError::from(Error::NotFound(format!("job {id}"))))?;
-    who.may_add(&j.tenant)?;
+    let mut j = inner.job(id)?.ok_or_else(|| ApiError::from(Error::NotFound(format!("job {id}"))))?;
+    who.may_use(&j).map_err(|_| ApiError::from(Error::NotFound(format!("job {id}"))))?;
+    if who.append_only() {
+        // A result may hold a read key (a publish): never for an append token.
+        j.result = None;
+    }
     Ok(Json(j))
 }
 

@@ -14,6 +14,10 @@ use crate::types::{IssuedToken, NewToken, TokenInfo, TokenList};
 use crate::{Inner, now};
 use proto::api::TokenScope;
 
+/// Live tokens a tenant may hold before it must revoke some (every request
+/// checks a token against the list: it must stay short).
+const MAX_TENANT_TOKENS: usize = 256;
+
 pub(super) async fn issue(
     State(inner): State<Arc<Inner>>,
     Extension(who): Extension<Caller>,
@@ -22,6 +26,16 @@ pub(super) async fn issue(
     check_name("tenant", &body.tenant)?;
     if who.operator().is_err() {
         who.may(&body.tenant)?;
+        let live = inner.state.tokens()?.iter().filter(|t| t.tenant == body.tenant && t.revoked.is_none()).count();
+        if live >= MAX_TENANT_TOKENS {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant {} has {live} live tokens; revoke some first (`ionshard backup key remove`)",
+                    body.tenant
+                ),
+            ));
+        }
         if body.scope != TokenScope::Append {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
@@ -69,8 +83,12 @@ pub(super) async fn revoke(
     Extension(who): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Api<StatusCode> {
-    // Another tenant's token is as good as absent.
-    let own = inner.state.tokens()?.into_iter().any(|t| t.id == id && who.may(&t.tenant).is_ok());
+    // Another tenant's token is as good as absent; a tenant revokes its
+    // append tokens only (a slip of `key remove` must not lock it out).
+    let own =
+        inner.state.tokens()?.into_iter().any(|t| {
+            t.id == id && who.may(&t.tenant).is_ok() && (who.operator().is_ok() || t.scope == TokenScope::Append)
+        });
     if own && inner.state.revoke_token(&id, now())? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -16,9 +16,22 @@ use crate::error::{Error, Result};
 
 /// `TENANT/NAME` → bytes: tenants' opaque records (format 4).
 pub(super) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// `TENANT/NAME` → JSON [`RecordMeta`]: who wrote a record and when
+/// (format 5; a format 4 record has none: written by a full token, time unknown).
+const RECORD_META: TableDefinition<&str, &[u8]> = TableDefinition::new("record_meta");
+
+/// Who wrote a record, and when.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct RecordMeta {
+    /// Seconds since the epoch.
+    pub(crate) created: u64,
+    /// The append token's id, if one wrote it.
+    pub(crate) added_by: Option<String>,
+}
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RECORDS)?;
+    txn.open_table(RECORD_META)?;
     Ok(())
 }
 
@@ -258,7 +271,14 @@ impl State {
 
     /// Save a tenant's record; one of the same name is replaced if `replace`,
     /// else left as it is (false).
-    pub(crate) fn put_record(&self, tenant: &str, name: &str, bytes: &[u8], replace: bool) -> Result<bool> {
+    pub(crate) fn put_record(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+        replace: bool,
+        meta: &RecordMeta,
+    ) -> Result<bool> {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(RECORDS)?;
@@ -267,6 +287,7 @@ impl State {
                 return Ok(false);
             }
             t.insert(key.as_str(), bytes)?;
+            txn.open_table(RECORD_META)?.insert(key.as_str(), json(meta).as_slice())?;
         }
         txn.commit()?;
         Ok(true)
@@ -279,16 +300,21 @@ impl State {
         Ok(t.get(format!("{tenant}/{name}").as_str())?.map(|v| v.value().to_vec()))
     }
 
-    /// A tenant's records whose names start with `prefix`: (name, length).
-    pub(crate) fn records(&self, tenant: &str, prefix: &str) -> Result<Vec<(String, u64)>> {
+    /// A tenant's records whose names start with `prefix`: (name, length, who wrote it).
+    pub(crate) fn records(&self, tenant: &str, prefix: &str) -> Result<Vec<(String, u64, RecordMeta)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(RECORDS)?;
+        let metas = txn.open_table(RECORD_META)?;
         let lo = format!("{tenant}/{prefix}");
         let mut out = Vec::new();
         for e in t.range(lo.as_str()..)? {
             let (k, v) = e?;
             let Some(name) = k.value().strip_prefix(&lo).map(|rest| format!("{prefix}{rest}")) else { break };
-            out.push((name, v.value().len() as u64));
+            let meta = match metas.get(k.value())? {
+                Some(m) => parse(m.value(), "record meta")?,
+                None => RecordMeta::default(),
+            };
+            out.push((name, v.value().len() as u64, meta));
         }
         Ok(out)
     }
@@ -297,6 +323,7 @@ impl State {
     pub(crate) fn delete_record(&self, tenant: &str, name: &str) -> Result<bool> {
         let txn = self.db.begin_write()?;
         let had = txn.open_table(RECORDS)?.remove(format!("{tenant}/{name}").as_str())?.is_some();
+        txn.open_table(RECORD_META)?.remove(format!("{tenant}/{name}").as_str())?;
         txn.commit()?;
         Ok(had)
     }
