@@ -596,6 +596,13 @@ async fn backup_shards_expire_unless_renewed_and_expired_ones_are_cleared_on_the
     while proto::now() <= check_at {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+    // The SPN counts an expired copy neither healthy nor lost: not audited
+    // (an honest peer may have swept it), not repaired, not at risk.
+    let d = spn.durability(Some(&other.tree.manifest)).expect("durability");
+    assert_eq!((d.objects[0].segments, d.objects[0].unreadable), (0, 0), "{:?}", d.objects[0]);
+    let d = spn.durability(Some(&s1.tree.manifest)).expect("durability");
+    assert!(d.objects[0].segments > 0 && d.objects[0].unreadable == 0, "{:?}", d.objects[0]);
+    assert_eq!(net.spn.audit_now().await.expect("audit"), 0, "no peer fails an audit over expired data");
     let node = net.peers.pop().expect("a peer");
     let (dir, node_id) = (node.dir.clone(), node.peer_id());
     node.stop().await;
@@ -724,4 +731,39 @@ async fn a_put_only_key_cannot_evict_real_snapshots_with_forged_future_ones() {
     let (ok, bad) = owner.repo.snapshots_checked().expect("listing");
     assert!(ok.iter().any(|s| s.id == next.id));
     assert_eq!(bad.len(), 1, "{bad:?}");
+}
+
+/// `check` verifies every receipt and placement and reads the data back;
+/// a snapshot whose object is gone is an error, not a silent pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_verifies_receipts_placement_and_data_and_finds_a_missing_object() {
+    let net = network(4, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "auditor");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("books");
+    write(&src.join("2026.csv"), &image(700_000, 21));
+    write(&src.join("notes.txt"), b"quarterly notes\n");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let now = proto::now();
+    let r = backup::check(&h.repo, &dev.client, 1.0, now, Arc::new(client::Hidden)).await.expect("check");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.objects, 2, "{r:?}");
+    assert_eq!(r.receipts_ok, r.copies, "{r:?}");
+    assert!(r.copies >= r.segments * 4, "{r:?}");
+    assert_eq!(r.objects_read, 2, "every object read back: {r:?}");
+    assert!(r.earliest_expiry > now, "{r:?}");
+    // A snapshot that points at an object the SPN no longer has.
+    let mut broken = s.clone();
+    broken.id = "00000000000000aa".into();
+    broken.data[0].manifest = s.tree.manifest.clone();
+    broken.tree.manifest = "bafkr4ibrokenbrokenbrokenbrokenbrokenbrokenbrokenbrokenbro".into();
+    let body = serde_json::to_vec(&broken).expect("json");
+    let sealed = backup::seal(&h.repo.key().public(), "snapshot 00000000000000aa", &body);
+    h.repo.spn().put_record("auditor", "snap-00000000000000aa", &sealed).expect("record");
+    let r = backup::check(&h.repo, &dev.client, 0.0, now, Arc::new(client::Hidden)).await.expect("check");
+    assert!(!r.errors.is_empty(), "{r:?}");
+    assert!(r.errors.iter().any(|e| e.contains("bafkr4ibroken")), "{:?}", r.errors);
 }

@@ -12,6 +12,7 @@
 //!
 //! This crate must never send a key or a plaintext byte to the SPN.
 
+mod check;
 mod error;
 mod key;
 mod policy;
@@ -23,6 +24,7 @@ mod schedule;
 mod tree;
 mod upkeep;
 
+pub use check::{CheckReport, check};
 pub use error::{Error, Result};
 pub use key::{RepoKey, seal};
 pub use policy::{Candidate, Decision, Policy, Within, apply, utc};

@@ -173,6 +173,12 @@ pub(crate) enum BackupCommand {
     Status,
     /// Keep every snapshot's data on the peers another three months (each run does it too).
     Renew,
+    /// Check receipts, placement and trees; read a share of the data from the peers (exit status 3 if anything is wrong).
+    Check {
+        /// Read this share of the data (like 10% or 0.1) from the peers and check its hashes.
+        #[arg(long, default_value = "0%")]
+        read_data_subset: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -320,6 +326,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
         BackupCommand::Agent { print_systemd: true, .. } => crate::backup_agent::print_systemd(&a),
         BackupCommand::Agent { once, now, .. } => crate::backup_agent::agent(&a, *once, *now),
         BackupCommand::Status => crate::backup_agent::status(&a),
+        BackupCommand::Check { read_data_subset } => check(&a, read_data_subset),
         BackupCommand::Renew => {
             let r = backup::renew(&repo(&a)?)?;
             if json_out {
@@ -617,6 +624,54 @@ fn init(a: &BackupArgs) -> Result<()> {
                  `ionshard backup key export` prints it for safekeeping."
             );
         }
+    }
+    Ok(())
+}
+
+/// `check`.
+fn check(a: &BackupArgs, subset: &str) -> Result<()> {
+    let share = match subset.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => subset.trim().parse::<f64>(),
+    }
+    .ok()
+    .filter(|f| (0.0..=1.0).contains(f))
+    .with_context(|| format!("--read-data-subset {subset:?}: give a share like 10% or 0.1 (0% to 100%)"))?;
+    let r = repo(a)?;
+    let rt = node_cmd::runtime()?;
+    let report = rt.block_on(async {
+        let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
+        anyhow::Ok(backup::check(&r, &net, share, now(), Bars::new(a.json)).await?)
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} snapshots, {} objects, {} segments, {} copies: {} receipts verified; {} degraded, {} unreadable",
+            report.snapshots,
+            report.objects,
+            report.segments,
+            report.copies,
+            report.receipts_ok,
+            report.segments_degraded,
+            report.segments_unreadable
+        );
+        if report.earliest_expiry > 0 {
+            println!("kept on the peers at least until {} UTC", backup::utc(report.earliest_expiry * 1_000_000_000));
+        }
+        if report.objects_read > 0 {
+            println!("read {} objects ({}) from the peers: hashes match", report.objects_read, size(report.bytes_read));
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        println!("{}", if report.errors.is_empty() { "no errors" } else { "ERRORS FOUND" });
+    }
+    if !report.errors.is_empty() {
+        std::process::exit(3);
     }
     Ok(())
 }

@@ -445,10 +445,17 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     say(json_out, "restore the second snapshot from the peers into a new folder");
     let target = root.join("restored");
     let ro = backup::RestoreOptions { snapshot: second.id.clone(), target: target.clone(), include: vec![] };
-    let report = rt.block_on(async {
+    let (report, checked) = rt.block_on(async {
         let (net, _h) = crate::node_cmd::join(&[boot.to_string()], None).await?;
-        anyhow::Ok(backup::restore(&repo, &net, &ro, progress.clone()).await?)
+        let restored = backup::restore(&repo, &net, &ro, progress.clone()).await?;
+        // And `check`: every receipt, every placement, all of the data read back.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let checked = backup::check(&repo, &net, 1.0, now, progress.clone()).await?;
+        anyhow::Ok((restored, checked))
     })?;
+    if !checked.errors.is_empty() {
+        bail!("backup check found errors: {:?}", checked.errors);
+    }
     let restored = target.join(office.strip_prefix("/").unwrap_or(&office));
     std::fs::remove_file(office.join("scratch.tmp"))?;
     if !same_tree(&office, &restored)? {
@@ -456,6 +463,12 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     }
     if !json_out {
         println!("restored {} files byte-exact into {}", report.files, restored.display());
+        println!(
+            "check: {} receipts verified, {} objects read back, kept on the peers until {} UTC unless renewed",
+            checked.receipts_ok,
+            checked.objects_read,
+            backup::utc(checked.earliest_expiry * 1_000_000_000)
+        );
     }
     say(json_out, "a put-only key for a second host: it adds a snapshot, and can neither read nor delete one");
     let append = api.issue_token(&spn::types::NewToken {
@@ -532,6 +545,7 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
         );
     }
     Ok(json!({
+        "backup_check": format!("{} receipts verified, {} objects read back, no errors", checked.receipts_ok, checked.objects_read),
         "backup_put_only": format!("snapshot {} added; listing and deleting refused", added.id),
         "backup_schedule_catch_up": format!("missed 02:00 slot run once at start (snapshot {}); {after}", ran.id),
         "backup_first": format!("{} files, {} read, {} stored, {:.2} s", first.stats.files, first.stats.bytes_read, first.stats.new_segment_bytes, first.stats.seconds),

@@ -372,6 +372,7 @@ impl Spn {
             total.renewed += r.renewed;
             total.fresh += r.fresh;
             total.failed += r.failed;
+            total.missing += r.missing;
             total.failures.extend(r.failures.into_iter().take(8usize.saturating_sub(total.failures.len())));
         }
         Ok(total)

@@ -47,6 +47,16 @@ pub struct PeerStatus {
     pub retiring: bool,
 }
 
+/// How much later than asked a renewal receipt may say (a peer keeps the
+/// later of what it had and what is asked).
+const MAX_RENEW_SLACK: u64 = 400 * 86_400;
+
+/// Whether a renewal receipt promises what was asked: at least until
+/// `asked`, never "for good" and not past the slack.
+fn renewal_fits(asked: u64, got: Option<u64>) -> bool {
+    got.is_some_and(|e| e >= asked && e <= asked.saturating_add(MAX_RENEW_SLACK))
+}
+
 impl Client {
     /// Store a shard on `peer`; returns its receipt, checked. `bytes` is
     /// any owner of the shard's bytes (a `Vec`, or a handle shared with
@@ -225,7 +235,10 @@ impl Client {
     pub async fn renew_shard(&self, peer: PeerId, cid: Cid, expiry: u64) -> Result<Receipt> {
         match self.request(peer, Request::Renew { cid, expiry }).await? {
             Response::Stored(r) => {
-                if r.peer != peer || r.cid != cid || r.expiry.is_some_and(|e| e < expiry) {
+                // The promise asked for, not more: a peer answering "for good"
+                // (or for ever) would make the owner stop renewing a shard
+                // that is meant to expire, and repair pin it elsewhere.
+                if r.peer != peer || r.cid != cid || !renewal_fits(expiry, r.expiry) {
                     return Err(Error::BadAnswer {
                         peer: peer.to_string(),
                         reason: format!("renewal receipt is for {} / {} / until {:?}", r.peer, r.cid, r.expiry),
@@ -278,5 +291,22 @@ impl Client {
             }
             other => Err(unexpected(peer, other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer answering a renewal with "kept for good" (or for ever) would
+    /// make its owner stop renewing a shard meant to expire, and repair pin
+    /// it on honest peers.
+    #[test]
+    fn a_renewal_receipt_claiming_forever_or_less_than_asked_is_refused() {
+        assert!(renewal_fits(1_000, Some(1_000)));
+        assert!(renewal_fits(1_000, Some(1_000 + 86_400)), "a peer may keep the later date it had");
+        assert!(!renewal_fits(1_000, None), "for good");
+        assert!(!renewal_fits(1_000, Some(u64::MAX)), "for ever");
+        assert!(!renewal_fits(1_000, Some(999)), "less than asked");
     }
 }

@@ -98,6 +98,10 @@ pub(crate) fn put(
     }
 }
 
+/// The furthest ahead a renewal may keep a shard (a window is 90 days):
+/// no owner can turn an expiring shard into one kept for ever.
+const MAX_RENEW_AHEAD: u64 = 400 * 86_400;
+
 /// What a node says of itself in a `Status` answer.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NodeState {
@@ -176,6 +180,13 @@ pub(crate) fn serve(
             let u = store.usage();
             Response::Status { shards: u.shards, bytes: u.bytes, capacity: u.capacity, retiring: state.retiring }
         }
+        Request::Renew { .. } if !trusted => {
+            refuse(Code::Untrusted, format!("{peer} is not a trusted SPN here; renewals refused"))
+        }
+        Request::Renew { expiry, .. } if expiry > now.saturating_add(MAX_RENEW_AHEAD) => refuse(
+            Code::BadRequest,
+            format!("a renewal to {expiry} is more than {} days ahead", MAX_RENEW_AHEAD / 86_400),
+        ),
         Request::Renew { cid, expiry } => match store.renew(&cid, &peer.to_bytes(), expiry) {
             Ok(Some(meta)) => match Receipt::sign(key, cid, meta.size, now, meta.expiry) {
                 Ok(r) => Response::Stored(r),
@@ -184,5 +195,42 @@ pub(crate) fn serve(
             Ok(None) => refuse(Code::NotFound, format!("{cid} is not stored here")),
             Err(e) => from_store(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renew(store: &Store, key: &Keypair, trusted: bool, peer: PeerId, cid: chunker::Cid, expiry: u64) -> Response {
+        let req = Request::Renew { cid, expiry };
+        serve(Some(store), key, trusted, peer, req, 1_000, None, None, NodeState::default())
+    }
+
+    /// Only the SPN that put a shard, and still trusted here, may renew it,
+    /// and never past 400 days: an SPN the owner stopped trusting cannot
+    /// keep its shards for ever.
+    #[test]
+    fn renewals_from_an_untrusted_or_foreign_owner_or_too_far_ahead_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+        let key = Keypair::generate_ed25519();
+        let spn = PeerId::random();
+        let bytes = vec![7u8; 4096];
+        let cid = chunker::Cid::of_raw(&bytes);
+        let opts = PutOptions { owner: spn.to_bytes(), now: 1_000, expiry: Some(2_000), pinned: false };
+        store.put(&cid, &bytes, &opts).expect("put");
+        let code = |r: Response| match r {
+            Response::Error { code, .. } => Some(code),
+            _ => None,
+        };
+        assert_eq!(code(renew(&store, &key, false, spn, cid, 5_000)), Some(Code::Untrusted));
+        assert_eq!(code(renew(&store, &key, true, PeerId::random(), cid, 5_000)), Some(Code::NotOwner));
+        assert_eq!(code(renew(&store, &key, true, spn, cid, 1_000 + 401 * 86_400)), Some(Code::BadRequest));
+        match renew(&store, &key, true, spn, cid, 5_000) {
+            Response::Stored(r) => assert_eq!((r.cid, r.expiry), (cid, Some(5_000))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.meta(&cid).expect("meta").expect("there").expiry, Some(5_000));
     }
 }

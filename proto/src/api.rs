@@ -661,7 +661,7 @@ pub struct RenewObjects {
 }
 
 /// Most objects in one [`RenewObjects`].
-pub const MAX_RENEW: usize = 4096;
+pub const MAX_RENEW: usize = 1024;
 
 /// What a renewal did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -678,6 +678,10 @@ pub struct Renewed {
     /// The first few failures, why.
     #[serde(default)]
     pub failures: Vec<String>,
+    /// Objects named that are not this tenant's backup objects (pruned
+    /// meanwhile, or releases): left alone.
+    #[serde(default)]
+    pub missing: u64,
 }
 
 /// `DELETE /v1/objects/{cid}` (a tenant's own encoded objects): gone from

@@ -37,7 +37,10 @@ pub(crate) fn report(inner: &Inner, object: Option<&str>) -> Result<Durability> 
             unreadable: 0,
             placement_version: o.placement_version,
         };
-        for seg in layout.segments.iter().filter(|g| g.objects.contains(&o.manifest)) {
+        // Expired (unrenewed) segments are gone by design, not at risk.
+        for seg in
+            layout.segments.iter().filter(|g| g.objects.contains(&o.manifest) && g.keep != crate::repair::Keep::Expired)
+        {
             let ok = healthy_shards(seg, &layout, &peers, t, s).iter().filter(|b| **b).count() as u64;
             h.segments += 1;
             h.lowest_healthy = h.lowest_healthy.min(ok);

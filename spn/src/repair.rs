@@ -37,13 +37,37 @@ pub(crate) struct SegmentView {
     pub(crate) shard_len: u64,
     /// Manifest CIDs of the objects that use it.
     pub(crate) objects: Vec<String>,
+    /// How long its copies are kept.
+    pub(crate) keep: Keep,
 }
+
+/// How long a segment's copies are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// For good (a release uses it): until the SPN deletes it.
+    Pin,
+    /// Until then (a backup's, renewed by its owner): the latest expiry of
+    /// its copies' receipts.
+    Until(u64),
+    /// Every copy's expiry has passed: nobody renewed it. Not audited, not
+    /// repaired; forgotten after [`EXPIRED_GRACE`].
+    Expired,
+}
+
+/// How long after expiry the SPN forgets an expired copy (the peers sweep
+/// it a week after expiry too; a late renewal still finds it meanwhile).
+pub(crate) const EXPIRED_GRACE: u64 = 7 * 86_400;
 
 /// Every segment of every object, and where each shard is.
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
     pub(crate) segments: Vec<SegmentView>,
+    /// Holders of each shard whose copy has not expired.
     pub(crate) holders: HashMap<String, Vec<String>>,
+    /// Copies whose expiry has passed: (shard, peer, expiry). Left out of
+    /// `holders`: an honest peer may have swept them, so they are neither
+    /// audited nor counted healthy.
+    pub(crate) expired: Vec<(String, String, u64)>,
 }
 
 impl Layout {
@@ -51,12 +75,15 @@ impl Layout {
     /// fine for thousands of objects; an index kept with the placement
     /// would be the next step).
     pub(crate) fn read(state: &State) -> Result<Layout> {
+        let t = now();
         let mut by_cid: HashMap<Cid, usize> = HashMap::new();
         let mut segments: Vec<SegmentView> = Vec::new();
         for o in state.objects()? {
             let Some(bytes) = state.manifest(&o.manifest)? else { continue };
             let cid: Cid = o.manifest.parse()?;
             let m = Manifest::from_bytes_with_cid(&bytes, &cid, &Default::default())?;
+            // Objects the SPN encoded (releases) keep a read key; a client's do not.
+            let release = !o.read_key.is_empty();
             for s in m.segments() {
                 let i = *by_cid.entry(s.cid()).or_insert_with(|| {
                     segments.push(SegmentView {
@@ -64,15 +91,46 @@ impl Layout {
                         shards: s.shards().to_vec(),
                         shard_len: s.shard_len(),
                         objects: Vec::new(),
+                        keep: Keep::Expired,
                     });
                     segments.len() - 1
                 });
                 if !segments[i].objects.contains(&o.manifest) {
                     segments[i].objects.push(o.manifest.clone());
                 }
+                if release {
+                    segments[i].keep = Keep::Pin;
+                }
             }
         }
-        Ok(Layout { segments, holders: state.placements()? })
+        let mut holders = state.placements()?;
+        let mut expired = Vec::new();
+        for seg in segments.iter_mut().filter(|s| s.keep != Keep::Pin) {
+            let mut latest: Option<u64> = None;
+            for c in &seg.shards {
+                let key = c.to_string();
+                for bytes in state.receipts(&key)? {
+                    let Ok(r) = proto::Receipt::from_bytes(&bytes) else { continue };
+                    let Some(e) = r.expiry else {
+                        latest = Some(u64::MAX);
+                        continue;
+                    };
+                    latest = Some(latest.map_or(e, |l| l.max(e)));
+                    if e <= t {
+                        let peer = r.peer.to_string();
+                        if let Some(h) = holders.get_mut(&key) {
+                            h.retain(|p| *p != peer);
+                        }
+                        expired.push((key.clone(), peer, e));
+                    }
+                }
+            }
+            seg.keep = match latest {
+                Some(e) if e > t => Keep::Until(e),
+                _ => Keep::Expired,
+            };
+        }
+        Ok(Layout { segments, holders, expired })
     }
 
     /// Per peer, the shards of ours it holds (CID, length).
@@ -178,7 +236,12 @@ pub(crate) async fn pass(inner: &Inner, pace: &mut Pace) -> Result<()> {
     let peers: HashMap<String, PeerRecord> = inner.state.peers()?.into_iter().map(|p| (p.peer.clone(), p)).collect();
     let t = now();
     let mut queue: Vec<(usize, usize)> = Vec::new();
+    forget_expired(inner, &layout, t)?;
     for (i, seg) in layout.segments.iter().enumerate() {
+        // Nobody renewed it: expiry, not loss.
+        if seg.keep == Keep::Expired {
+            continue;
+        }
         let healthy = healthy_shards(seg, &layout, &peers, t, &inner.settings);
         if needs_repair(seg, &healthy, &layout, &peers, &inner.settings) {
             queue.push((healthy.iter().filter(|h| **h).count(), i));
@@ -301,11 +364,11 @@ async fn repair_segment(inner: &Inner, layout: &Layout, seg: &SegmentView, pace:
             let (cid, bytes) = (seg.shards[i], shards[&i].clone());
             // A new copy is kept as long as the others: pinned (releases),
             // or until their latest expiry (backups, renewed by their owner).
-            let keep = keep_of(inner, &cid.to_string());
+            let keep = seg.keep;
             async move {
                 let r = match keep {
-                    Some(e) => client.put_shard(peer, cid, bytes, Some(e)).await,
-                    None => client.pin_shard(peer, cid, bytes).await,
+                    Keep::Until(e) => client.put_shard(peer, cid, bytes, Some(e)).await,
+                    _ => client.pin_shard(peer, cid, bytes).await,
                 };
                 (i, peer, r)
             }
@@ -372,13 +435,39 @@ pub(crate) fn candidates(peers: &HashMap<String, PeerRecord>, now: u64, s: &Sett
     out
 }
 
-/// How long the copies of `shard` are kept: None (pinned) if any receipt
-/// says for good or cannot be read, else the latest expiry.
-fn keep_of(inner: &Inner, shard: &str) -> Option<u64> {
-    let mut latest: Option<u64> = None;
-    for bytes in inner.state.receipts(shard).ok()? {
-        let expiry = proto::Receipt::from_bytes(&bytes).ok()?.expiry?;
-        latest = Some(latest.map_or(expiry, |l| l.max(expiry)));
+/// Forget copies that expired more than [`EXPIRED_GRACE`] ago (their
+/// peers swept them: no delete is sent), and client-encoded objects whose
+/// every segment expired that long ago (nobody renewed them: they are
+/// gone by design, and a restore says so).
+fn forget_expired(inner: &Inner, layout: &Layout, t: u64) -> Result<()> {
+    let cutoff = t.saturating_sub(EXPIRED_GRACE);
+    let old: Vec<(String, String)> =
+        layout.expired.iter().filter(|(_, _, e)| *e <= cutoff).map(|(s, p, _)| (s.clone(), p.clone())).collect();
+    if old.is_empty() {
+        return Ok(());
     }
-    latest
+    inner.state.forget_copies(&old)?;
+    let mut alive: HashSet<&String> = HashSet::new();
+    let mut all: HashSet<&String> = HashSet::new();
+    for seg in &layout.segments {
+        all.extend(seg.objects.iter());
+        if seg.keep != Keep::Expired {
+            alive.extend(seg.objects.iter());
+        }
+    }
+    let forgotten: HashSet<&String> = old.iter().map(|(s, _)| s).collect();
+    for seg in layout.segments.iter().filter(|s| s.keep == Keep::Expired) {
+        // Only once its copies are past the grace too.
+        if !seg.shards.iter().any(|c| forgotten.contains(&c.to_string())) {
+            continue;
+        }
+        for o in &seg.objects {
+            if !alive.contains(o) && all.contains(o) {
+                tracing::info!(object = %o, "every copy of this backup object expired unrenewed: forgotten");
+                inner.state.delete_object(o, t)?;
+                alive.insert(o);
+            }
+        }
+    }
+    Ok(())
 }

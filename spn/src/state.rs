@@ -583,6 +583,27 @@ impl State {
         Ok(())
     }
 
+    /// Forget copies that expired long ago: placement and receipt go, and
+    /// no delete is queued (the peer swept them itself).
+    pub(crate) fn forget_copies(&self, copies: &[(String, String)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut placement = txn.open_table(PLACEMENT)?;
+            let mut receipts = txn.open_table(RECEIPTS)?;
+            for (shard, peer) in copies {
+                let holders: Option<Vec<String>> =
+                    placement.get(shard.as_str())?.map(|v| parse(v.value(), "placement")).transpose()?;
+                if let Some(mut holders) = holders {
+                    holders.retain(|p| p != peer);
+                    placement.insert(shard.as_str(), json(&holders).as_slice())?;
+                }
+                receipts.remove(format!("{shard}/{peer}").as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Peers with a queued delete of `shard` (they lost it, failed an
     /// audit of it, or hold a stale copy): not given it again.
     pub(crate) fn deletes_of(&self, shard: &str) -> Result<Vec<String>> {

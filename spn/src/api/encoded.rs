@@ -262,6 +262,11 @@ pub(super) async fn abandon(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Copies one renewal may ask peers for.
+const MAX_RENEW_COPIES: usize = 200_000;
+/// How long one peer's renewal may take.
+const RENEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `POST /v1/objects/renew`: the peers keep these encoded objects' shards
 /// another window. A copy renewed within the last third of a window is
 /// left as it is, so a daily run renews each copy about once a month. An
@@ -278,14 +283,23 @@ pub(super) async fn renew(
     let until = now() + window;
     let fresh_after = until.saturating_sub(window / 3);
     let mut out = Renewed { until, ..Renewed::default() };
-    // (shard, peer) copies to renew, once each.
+    // (shard, peer) copies to renew, once each: only holders the placement
+    // still names (a copy dropped or moved is not renewed back).
     let mut todo: Vec<(Cid, net::PeerId)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for cid in &body.objects {
-        let rec = inner.state.object(cid)?.ok_or_else(|| Error::NotFound(format!("object {cid}")))?;
-        who.may_add(&rec.tenant).map_err(|_| ApiError::from(Error::NotFound(format!("object {cid}"))))?;
+        // One object gone (a prune elsewhere) or not a backup's must not
+        // stop the others' renewal.
+        let rec = match inner.state.object(cid)? {
+            Some(r) if who.may_add(&r.tenant).is_ok() => r,
+            _ => {
+                out.missing += 1;
+                continue;
+            }
+        };
         if !rec.read_key.is_empty() {
-            return Err(bad(format!("object {cid} is a release: releases are kept until withdrawn, not renewed")));
+            out.missing += 1;
+            continue;
         }
         let (_, m) = super::objects::load_manifest(&inner, cid)?;
         for seg in m.segments() {
@@ -293,8 +307,13 @@ pub(super) async fn renew(
                 if !seen.insert(*c) {
                     continue;
                 }
-                for bytes in inner.state.receipts(&c.to_string())? {
+                let key = c.to_string();
+                let holders = inner.state.placement(&key)?;
+                for bytes in inner.state.receipts(&key)? {
                     let Ok(r) = proto::Receipt::from_bytes(&bytes) else { continue };
+                    if !holders.contains(&r.peer.to_string()) {
+                        continue;
+                    }
                     match r.expiry {
                         None => out.fresh += 1,
                         Some(e) if e >= fresh_after => out.fresh += 1,
@@ -303,13 +322,25 @@ pub(super) async fn renew(
                 }
             }
         }
+        if todo.len() > MAX_RENEW_COPIES {
+            return Err(bad(format!(
+                "more than {MAX_RENEW_COPIES} copies to renew in one request: send fewer objects at a time"
+            )));
+        }
     }
     use futures::StreamExt;
     let client = inner.client.clone();
     let results: Vec<_> = futures::stream::iter(todo)
         .map(|(cid, peer)| {
             let client = client.clone();
-            async move { (cid, peer, client.renew_shard(peer, cid, until).await) }
+            async move {
+                // A peer that does not answer costs a few seconds, not the request.
+                let r = match tokio::time::timeout(RENEW_TIMEOUT, client.renew_shard(peer, cid, until)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", RENEW_TIMEOUT.as_secs())),
+                };
+                (cid, peer, r)
+            }
         })
         .buffer_unordered(16)
         .collect()
