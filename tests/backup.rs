@@ -767,3 +767,33 @@ async fn check_verifies_receipts_placement_and_data_and_finds_a_missing_object()
     assert!(!r.errors.is_empty(), "{r:?}");
     assert!(r.errors.iter().any(|e| e.contains("bafkr4ibroken")), "{:?}", r.errors);
 }
+
+/// A local user who can write in the restore target could swap a folder
+/// for a symlink between the restore's check and its write and send files
+/// anywhere the restoring user may write. A target (or a folder in it)
+/// that other users can write is refused; a new target is made private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_refuses_a_target_other_users_can_write() {
+    let net = network(4, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "notary");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("deeds");
+    write(&src.join("deed.txt"), b"the deed\n");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let shared = tempfile::tempdir().expect("shared");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: shared.path().to_path_buf(), include: vec![] };
+    let err = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("can be written by other users"), "{err}");
+    assert!(std::fs::read_dir(shared.path()).expect("ls").next().is_none(), "nothing written");
+    // A new folder inside it is made private, and the restore goes ahead.
+    let target = shared.path().join("mine");
+    let ro = RestoreOptions { target: target.clone(), ..ro };
+    backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    assert_eq!(std::fs::metadata(&target).expect("meta").permissions().mode() & 0o777, 0o700);
+    let got = std::fs::read(target.join(src.strip_prefix("/").expect("abs")).join("deed.txt")).expect("restored");
+    assert_eq!(got, b"the deed\n");
+}

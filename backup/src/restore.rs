@@ -84,13 +84,46 @@ fn link_stays_inside(rel: &Path, target: &str) -> bool {
     true
 }
 
-/// Make sure every parent of `rel` under `root` is a real directory (never a symlink).
+/// Whether only this user (or root) can change what is in a directory: a
+/// directory another user can write lets that user swap one of its
+/// entries for a symlink between our check and our write.
+fn only_ours(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    (m.uid() == me || m.uid() == 0) && m.mode() & 0o022 == 0
+}
+
+/// Refuse a restore target other users can write (see [`only_ours`]).
+fn check_target(root: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(root).map_err(Error::file("reading", root))?;
+    if !m.is_dir() || !only_ours(&m) {
+        return Err(Error::Invalid(format!(
+            "{} can be written by other users (mode {:o}, owner {}): one of them could swap a folder for a \
+             symlink while the restore writes and send files elsewhere; restore into a new folder only you can \
+             write (it is made for you if it does not exist)",
+            root.display(),
+            m.mode() & 0o7777,
+            m.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// Make sure every parent of `rel` under `root` is a real directory (never
+/// a symlink) that only this user can change.
 fn real_parents(root: &Path, rel: &Path) -> Result<()> {
     let mut at = root.to_path_buf();
     let parts: Vec<_> = rel.components().collect();
     for c in &parts[..parts.len().saturating_sub(1)] {
         at.push(c);
         match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() && !only_ours(&m) => {
+                return Err(Error::Outside {
+                    path: rel.display().to_string(),
+                    why: format!("{} can be written by other users: not written through", at.display()),
+                });
+            }
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(Error::Outside {
@@ -143,7 +176,12 @@ pub async fn restore(
     let snap = repo.snapshot(&o.snapshot)?;
     let tree = repo.tree(Some(net), &snap).await?;
     let root = &o.target;
-    std::fs::create_dir_all(root).map_err(Error::file("creating", root))?;
+    if std::fs::symlink_metadata(root).is_err() {
+        std::fs::create_dir_all(root).map_err(Error::file("creating", root))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::file("creating", root))?;
+    }
+    check_target(root)?;
     let mut report = RestoreReport { snapshot: snap.id.clone(), ..Default::default() };
     let entries: Vec<&Entry> = tree.entries.iter().filter(|e| selected(e, &o.include)).collect();
     // Every path is checked before anything is written.
@@ -157,6 +195,12 @@ pub async fn restore(
             real_parents(root, rel)?;
             let at = root.join(rel);
             match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() && !only_ours(&m) => {
+                    return Err(Error::Outside {
+                        path: e.display_path(),
+                        why: format!("{} exists and other users can write it: not restored into", at.display()),
+                    });
+                }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
                     return Err(Error::Outside {

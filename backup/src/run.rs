@@ -273,12 +273,17 @@ pub async fn run(
     let params = Params::default().with_coding(o.coding.0, o.coding.1).with_zstd_level(1);
     params.validate()?;
     // Data: the files that changed, one after another.
-    let files: Vec<(usize, PathBuf)> = walked
+    let files: Vec<(usize, PathBuf, (u64, u64))> = walked
         .to_read
         .iter()
         .map(|&i| {
-            let bytes = [b"/".as_slice(), &walked.entries[i].path_bytes()].concat();
-            (i, PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes)))
+            let e = &walked.entries[i];
+            let bytes = [b"/".as_slice(), &e.path_bytes()].concat();
+            (
+                i,
+                PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes)),
+                (e.dev, e.inode),
+            )
         })
         .collect();
     let total = walked.bytes_to_read;

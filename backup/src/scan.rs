@@ -150,6 +150,30 @@ pub(crate) fn scan(o: &ScanOptions, parent: Option<&Tree>) -> Result<Scan> {
     Ok(s)
 }
 
+/// Open the file the walk saw at `path`, and only it: never through a
+/// symlink put there since, never blocking on a FIFO, and not if another
+/// file (another device and inode) took its place.
+fn open_as_seen(path: &Path, seen: (u64, u64)) -> std::result::Result<std::fs::File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // ELOOP: the name is a symlink now.
+            Some(40) => "changed during the backup (now a symlink): not followed".to_string(),
+            _ => vanished_or(e),
+        })?;
+    let m = file.metadata().map_err(vanished_or)?;
+    if !m.is_file() {
+        return Err("changed during the backup (no longer a regular file)".to_string());
+    }
+    if (m.dev(), m.ino()) != seen {
+        return Err("changed during the backup (another file took its place)".to_string());
+    }
+    Ok(file)
+}
+
 fn vanished_or(e: std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "vanished during the backup".to_string(),
@@ -162,7 +186,8 @@ fn vanished_or(e: std::io::Error) -> String {
 /// where each one's bytes land and their hash; a file that cannot be opened
 /// or read is recorded as skipped and the stream goes on.
 pub(crate) struct FileStream {
-    files: Vec<(usize, PathBuf)>,
+    /// (entry, path, the (device, inode) the walk saw).
+    files: Vec<(usize, PathBuf, (u64, u64))>,
     next: usize,
     cur: Option<Current>,
     pos: u64,
@@ -186,7 +211,7 @@ struct Current {
 }
 
 impl FileStream {
-    pub(crate) fn new(files: Vec<(usize, PathBuf)>) -> FileStream {
+    pub(crate) fn new(files: Vec<(usize, PathBuf, (u64, u64))>) -> FileStream {
         FileStream { files, next: 0, cur: None, pos: 0, done: Default::default() }
     }
 
@@ -199,13 +224,13 @@ impl std::io::Read for FileStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             if self.cur.is_none() {
-                let Some((entry, path)) = self.files.get(self.next).cloned() else { return Ok(0) };
+                let Some((entry, path, seen)) = self.files.get(self.next).cloned() else { return Ok(0) };
                 self.next += 1;
-                match std::fs::File::open(&path) {
+                match open_as_seen(&path, seen) {
                     Ok(file) => {
                         self.cur = Some(Current { entry, file, hasher: blake3::Hasher::new(), start: self.pos })
                     }
-                    Err(e) => self.lock().skipped.push((entry, vanished_or(e))),
+                    Err(why) => self.lock().skipped.push((entry, why)),
                 }
                 continue;
             }
@@ -232,5 +257,65 @@ impl std::io::Read for FileStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn read_all(files: Vec<(usize, PathBuf, (u64, u64))>) -> Reads {
+        let mut stream = FileStream::new(files);
+        let done = stream.done.clone();
+        let mut sink = Vec::new();
+        stream.read_to_end(&mut sink).expect("the stream never fails");
+        std::mem::take(&mut *done.lock().expect("lock"))
+    }
+
+    /// Between the walk and the read, a local user swaps a file for a
+    /// symlink to a secret, for a FIFO (the backup would hang), or for
+    /// another file: none of it is read; each is reported.
+    #[test]
+    fn a_file_swapped_for_a_symlink_fifo_or_another_file_after_the_walk_is_not_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        for n in ["a", "b", "c", "d"] {
+            std::fs::write(root.join(n), format!("file {n}\n")).expect("write");
+        }
+        std::fs::write(dir.path().join("secret"), b"not to be backed up").expect("secret");
+        let o = ScanOptions { paths: vec![root.clone()], excludes: vec![], one_file_system: false };
+        let walked = scan(&o, None).expect("scan");
+        let files: Vec<_> = walked
+            .to_read
+            .iter()
+            .map(|&i| {
+                let e = &walked.entries[i];
+                let p = PathBuf::from(format!("/{}", e.display_path()));
+                (i, p, (e.dev, e.inode))
+            })
+            .collect();
+        assert_eq!(files.len(), 4);
+        std::fs::remove_file(root.join("a")).expect("rm");
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("a")).expect("symlink");
+        std::fs::remove_file(root.join("b")).expect("rm");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &root.join("b"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("fifo");
+        // Renamed over it, as a swap is done (a new inode while the old one lives).
+        std::fs::write(root.join("c.new"), b"another file").expect("write");
+        std::fs::rename(root.join("c.new"), root.join("c")).expect("rename");
+        let reads = read_all(files);
+        assert_eq!(reads.files.len(), 1, "only d is read: {reads:?}");
+        assert_eq!(reads.skipped.len(), 3, "{reads:?}");
+        assert!(reads.skipped.iter().all(|(_, why)| why.contains("changed during the backup")), "{reads:?}");
+        assert_eq!(reads.bytes, 7, "file d's bytes only");
     }
 }
