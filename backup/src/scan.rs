@@ -303,7 +303,7 @@ mod tests {
         std::fs::remove_file(root.join("b")).expect("rm");
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("b"),
+            root.join("b"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
