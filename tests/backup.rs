@@ -312,6 +312,7 @@ fn paths_that_leave_the_target_are_refused() {
         link_to: None,
         data: None,
         blake3: None,
+        xattrs: vec![],
     };
     for bad in ["../etc/passwd", "a/../../b", "/etc/passwd", "", "a/./b", "a//b", "a/"] {
         assert!(matches!(e(bad).safe_relative(), Err(backup::Error::Outside { .. })), "{bad}");
@@ -796,4 +797,56 @@ async fn a_restore_refuses_a_target_other_users_can_write() {
     assert_eq!(std::fs::metadata(&target).expect("meta").permissions().mode() & 0o777, 0o700);
     let got = std::fs::read(target.join(src.strip_prefix("/").expect("abs")).join("deed.txt")).expect("restored");
     assert_eq!(got, b"the deed\n");
+}
+
+/// Extended attributes and sparse files come back: a file's `user.*`
+/// attributes and a directory's are set again, and a file that is mostly
+/// a hole is restored as one (byte-exact, a fraction of its size on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extended_attributes_and_sparse_files_are_restored() {
+    let net = network(4, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "studio");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("project");
+    write(&src.join("notes.txt"), b"notes\n");
+    // 16 MiB: a hole, 4 KiB of data in the middle, a hole to the end.
+    let disk = src.join("disk.img");
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::File::create(&disk).expect("create");
+        f.set_len(16 << 20).expect("len");
+        f.seek(std::io::SeekFrom::Start(8 << 20)).expect("seek");
+        f.write_all(&[0xAB; 4096]).expect("data");
+    }
+    let xattrs = rustix::fs::lsetxattr(
+        src.join("notes.txt").as_path(),
+        "user.comment",
+        b"keep me",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .and_then(|()| rustix::fs::lsetxattr(src.as_path(), "user.project", b"atlas", rustix::fs::XattrFlags::empty()));
+    if let Err(e) = &xattrs {
+        eprintln!("this file system keeps no user extended attributes ({e}): only the sparse file is checked");
+    }
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![] };
+    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
+    let back = at.join("disk.img");
+    assert_eq!(std::fs::read(&back).expect("read"), std::fs::read(&disk).expect("read"), "byte-exact");
+    assert!(r.hole_bytes >= (16 << 20) - 8192, "{r:?}");
+    let on_disk = std::fs::metadata(&back).expect("meta").blocks() * 512;
+    assert!(on_disk < 1 << 20, "the restored image takes {on_disk} bytes on disk: not sparse");
+    if xattrs.is_ok() {
+        let mut v = [0u8; 64];
+        let n = rustix::fs::lgetxattr(at.join("notes.txt").as_path(), "user.comment", &mut v[..]).expect("file xattr");
+        assert_eq!(&v[..n], b"keep me");
+        let n = rustix::fs::lgetxattr(at.as_path(), "user.project", &mut v[..]).expect("dir xattr");
+        assert_eq!(&v[..n], b"atlas");
+        assert_eq!(r.xattrs_not_set, 0, "{r:?}");
+    }
 }

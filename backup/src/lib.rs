@@ -23,6 +23,7 @@ mod scan;
 mod schedule;
 mod tree;
 mod upkeep;
+mod xattr;
 
 pub use check::{CheckReport, check};
 pub use error::{Error, Result};
@@ -38,3 +39,4 @@ pub use schedule::{
 };
 pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
 pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, forget_in, prune, renew};
+pub use xattr::Xattr;

@@ -51,6 +51,11 @@ pub struct RestoreReport {
     pub downloaded_bytes: u64,
     /// Entries not restored, and why.
     pub skipped: Vec<Skipped>,
+    /// Extended attributes that could not be set (the file system has none,
+    /// or they need root).
+    pub xattrs_not_set: u64,
+    /// Bytes of zeros left as holes (sparse files).
+    pub hole_bytes: u64,
 }
 
 fn selected(e: &Entry, include: &[String]) -> bool {
@@ -245,7 +250,9 @@ pub async fn restore(
         for &i in files {
             let (e, rel) = (entries[i], &rels[i]);
             match write_file(root, rel, e, &mut obj) {
-                Ok(tmp) => {
+                Ok((tmp, w)) => {
+                    report.xattrs_not_set += w.xattrs_not_set;
+                    report.hole_bytes += w.holes;
                     pending.files.push((tmp, root.join(rel)));
                     pending.bytes += e.size;
                     if pending.files.len() >= BATCH_FILES || pending.bytes >= BATCH_BYTES {
@@ -272,7 +279,8 @@ pub async fn restore(
         if e.kind == Kind::File && e.data.is_none() && e.link_to.is_none() {
             let mut empty = std::io::empty();
             match write_file_from(root, rel, e, &mut empty) {
-                Ok(tmp) => {
+                Ok((tmp, w)) => {
+                    report.xattrs_not_set += w.xattrs_not_set;
                     pending.files.push((tmp, root.join(rel)));
                     written.insert(i);
                     report.files += 1;
@@ -347,6 +355,7 @@ pub async fn restore(
     for (i, rel) in dirs {
         let (e, at) = (entries[i], root.join(rel));
         set_owner(&at, e);
+        report.xattrs_not_set += crate::xattr::write_path(&at, &e.xattrs);
         // Times first: a directory without owner-read cannot be opened after.
         set_times(&at, e)?;
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(e.mode & 0o7777))
@@ -359,7 +368,7 @@ pub async fn restore(
 }
 
 /// Copy a file's bytes out of its data object into place.
-fn write_file(root: &Path, rel: &Path, e: &Entry, obj: &mut std::fs::File) -> Result<PathBuf> {
+fn write_file(root: &Path, rel: &Path, e: &Entry, obj: &mut std::fs::File) -> Result<(PathBuf, Written)> {
     let d = e.data.ok_or_else(|| Error::format("tree", "a file without data"))?;
     obj.seek(SeekFrom::Start(d.offset)).map_err(Error::file("reading the data object", root))?;
     let mut part = obj.take(e.size);
@@ -369,7 +378,7 @@ fn write_file(root: &Path, rel: &Path, e: &Entry, obj: &mut std::fs::File) -> Re
 /// Write `src` to a temporary name beside the file, check its hash and
 /// give it its metadata; the caller syncs and renames it into place
 /// ([`Pending::finish`]). Returns the temporary name.
-fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Result<PathBuf> {
+fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Result<(PathBuf, Written)> {
     real_parents(root, rel)?;
     let at = root.join(rel);
     if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
@@ -388,14 +397,16 @@ fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Re
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut n_total = 0u64;
+    let mut holes = 0u64;
     let copied = (|| -> std::io::Result<()> {
         loop {
             let n = src.read(&mut buf)?;
             if n == 0 {
-                return Ok(());
+                // A file that ends in a hole gets its length all the same.
+                return f.set_len(n_total);
             }
             hasher.update(&buf[..n]);
-            f.write_all(&buf[..n])?;
+            holes += write_sparse(&mut f, &buf[..n])?;
             n_total += n as u64;
         }
     })();
@@ -416,10 +427,53 @@ fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Re
     // owner-read could not be opened again to set them).
     f.set_times(std::fs::FileTimes::new().set_modified(mtime(e)).set_accessed(mtime(e)))
         .map_err(|err| fail(Error::File { what: "setting times", path: tmp.clone(), source: err }))?;
+    let xattrs_not_set = crate::xattr::write_fd(&f, &e.xattrs);
     f.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))
         .map_err(|err| fail(Error::File { what: "setting permissions", path: tmp.clone(), source: err }))?;
     drop(f);
-    Ok(tmp)
+    Ok((tmp, Written { xattrs_not_set, holes }))
+}
+
+/// What writing one file left to report.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    xattrs_not_set: u64,
+    holes: u64,
+}
+
+/// Write `bytes` at the file's position, leaving every run of zeros of a
+/// block or more as a hole (sparse files come back sparse; a run of zeros
+/// costs no disk); the bytes of holes left.
+fn write_sparse(f: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<u64> {
+    const BLOCK: usize = 4096;
+    let mut holes = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        // The next block-sized run of zeros, if any.
+        let mut zero_at = at;
+        let found = loop {
+            if zero_at + BLOCK > bytes.len() {
+                break None;
+            }
+            if bytes[zero_at..zero_at + BLOCK].iter().all(|b| *b == 0) {
+                break Some(zero_at);
+            }
+            zero_at += BLOCK;
+        };
+        let Some(z) = found else {
+            f.write_all(&bytes[at..])?;
+            break;
+        };
+        f.write_all(&bytes[at..z])?;
+        let mut end = z + BLOCK;
+        while end < bytes.len() && bytes[end] == 0 {
+            end += 1;
+        }
+        f.seek(SeekFrom::Current((end - z) as i64))?;
+        holes += (end - z) as u64;
+        at = end;
+    }
+    Ok(holes)
 }
 
 /// Files written under temporary names, waiting to be made durable and

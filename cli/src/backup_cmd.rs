@@ -460,6 +460,15 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                     report.symlinks,
                     size(report.downloaded_bytes)
                 );
+                if report.hole_bytes > 0 {
+                    println!("  {} of zeros left as holes (sparse files)", size(report.hole_bytes));
+                }
+                if report.xattrs_not_set > 0 {
+                    println!(
+                        "  {} extended attribute(s) not set (the target's file system has none, or they need root)",
+                        report.xattrs_not_set
+                    );
+                }
                 for s in &report.skipped {
                     println!("  not restored: {}: {}", s.path, s.why);
                 }
