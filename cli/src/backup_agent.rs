@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::backup_cmd::{BackupArgs, RunSpec, default_key_path, existing_paths, host_name, repo_at, run_spec};
+use crate::backup_cmd::{
+    BackupArgs, KeepArgs, RunSpec, default_key_path, excludes_with_files, existing_paths, host_name, repo_at, run_spec,
+};
 
 // Parsed once per process: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -43,30 +45,9 @@ pub(crate) enum ScheduleCommand {
         /// Data+parity shards per segment (`auto`, or K+M).
         #[arg(long, default_value = "auto")]
         coding: String,
-        /// After each run keep the N newest of this host's snapshots of these paths.
-        #[arg(long, default_value_t = 0)]
-        keep_last: u32,
-        /// … one per hour.
-        #[arg(long, default_value_t = 0)]
-        keep_hourly: u32,
-        /// … one per day.
-        #[arg(long, default_value_t = 0)]
-        keep_daily: u32,
-        /// … one per ISO week.
-        #[arg(long, default_value_t = 0)]
-        keep_weekly: u32,
-        /// … one per month.
-        #[arg(long, default_value_t = 0)]
-        keep_monthly: u32,
-        /// … one per year.
-        #[arg(long, default_value_t = 0)]
-        keep_yearly: u32,
-        /// … everything within this span of the newest (like 1y2m3d4h).
-        #[arg(long)]
-        keep_within: Option<String>,
-        /// … everything with this tag (repeatable).
-        #[arg(long)]
-        keep_tag: Vec<String>,
+        /// After each run, this retention for this host's snapshots of these paths.
+        #[command(flatten)]
+        keep: KeepArgs,
         /// Prune after forgetting (deletes from the peers what no snapshot uses).
         #[arg(long)]
         prune: bool,
@@ -111,14 +92,7 @@ pub(crate) fn schedule(a: &BackupArgs, c: &ScheduleCommand) -> Result<()> {
             tag,
             host,
             coding,
-            keep_last,
-            keep_hourly,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_yearly,
-            keep_within,
-            keep_tag,
+            keep,
             prune,
         } => {
             if all.iter().any(|s| &s.name == name) {
@@ -129,25 +103,8 @@ pub(crate) fn schedule(a: &BackupArgs, c: &ScheduleCommand) -> Result<()> {
             let loaded = backup::RepoKey::load(&key_file).with_context(|| {
                 format!("the key of repository {} (make one with `ionshard backup init`, or give --key)", a.repo)
             })?;
-            let mut excludes = exclude.clone();
-            for f in exclude_file {
-                let text =
-                    std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
-                excludes.extend(
-                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
-                );
-            }
-            let keep = backup::Keep {
-                last: *keep_last,
-                hourly: *keep_hourly,
-                daily: *keep_daily,
-                weekly: *keep_weekly,
-                monthly: *keep_monthly,
-                yearly: *keep_yearly,
-                within: keep_within.clone(),
-                tags: keep_tag.clone(),
-                prune: *prune,
-            };
+            let excludes = excludes_with_files(exclude, exclude_file)?;
+            let keep = keep.keep(*prune);
             if *prune && keep.policy()?.is_empty() {
                 bail!("--prune goes with --keep-* options (a schedule prunes after applying its retention)");
             }

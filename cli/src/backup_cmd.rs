@@ -107,30 +107,8 @@ pub(crate) enum BackupCommand {
     Forget {
         /// Snapshot ids to remove.
         ids: Vec<String>,
-        /// Keep the N newest.
-        #[arg(long, default_value_t = 0)]
-        keep_last: u32,
-        /// Keep the newest of each of the N newest hours with a snapshot.
-        #[arg(long, default_value_t = 0)]
-        keep_hourly: u32,
-        /// … days.
-        #[arg(long, default_value_t = 0)]
-        keep_daily: u32,
-        /// … ISO weeks.
-        #[arg(long, default_value_t = 0)]
-        keep_weekly: u32,
-        /// … months.
-        #[arg(long, default_value_t = 0)]
-        keep_monthly: u32,
-        /// … years.
-        #[arg(long, default_value_t = 0)]
-        keep_yearly: u32,
-        /// Keep everything within this span of the newest (like 1y2m3d4h).
-        #[arg(long)]
-        keep_within: Option<String>,
-        /// Keep snapshots with this tag (repeatable).
-        #[arg(long)]
-        keep_tag: Vec<String>,
+        #[command(flatten)]
+        keep: KeepArgs,
         /// Only this host's snapshots.
         #[arg(long)]
         host: Option<String>,
@@ -206,6 +184,62 @@ pub(crate) enum KeyCommand {
         /// The token id (`key list`).
         id: String,
     },
+}
+
+/// restic's retention flags (`forget`, and a schedule's retention).
+#[derive(clap::Args, Clone)]
+pub(crate) struct KeepArgs {
+    /// Keep the N newest.
+    #[arg(long, default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest of each of the N newest hours with a snapshot.
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: u32,
+    /// … days.
+    #[arg(long, default_value_t = 0)]
+    keep_daily: u32,
+    /// … ISO weeks.
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: u32,
+    /// … months.
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: u32,
+    /// … years.
+    #[arg(long, default_value_t = 0)]
+    keep_yearly: u32,
+    /// Keep everything within this span of the newest (like 1y2m3d4h).
+    #[arg(long)]
+    keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long)]
+    keep_tag: Vec<String>,
+}
+
+impl KeepArgs {
+    /// The retention these flags name, pruning after it if `prune`.
+    pub(crate) fn keep(&self, prune: bool) -> backup::Keep {
+        backup::Keep {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within.clone(),
+            tags: self.keep_tag.clone(),
+            prune,
+        }
+    }
+}
+
+/// `--exclude` patterns and those listed in `--exclude-file`s (one a line; `#` comments).
+pub(crate) fn excludes_with_files(excludes: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = excludes.to_vec();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
+        out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    Ok(out)
 }
 
 fn key_path(a: &BackupArgs) -> PathBuf {
@@ -475,31 +509,9 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             }
             Ok(())
         }
-        BackupCommand::Forget {
-            ids,
-            keep_last,
-            keep_hourly,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_yearly,
-            keep_within,
-            keep_tag,
-            host,
-            dry_run,
-            prune,
-        } => {
+        BackupCommand::Forget { ids, keep, host, dry_run, prune } => {
             let r = repo(&a)?;
-            let policy = backup::Policy {
-                last: *keep_last,
-                hourly: *keep_hourly,
-                daily: *keep_daily,
-                weekly: *keep_weekly,
-                monthly: *keep_monthly,
-                yearly: *keep_yearly,
-                within: keep_within.as_deref().map(str::parse).transpose()?,
-                tags: keep_tag.clone(),
-            };
+            let policy = keep.keep(false).policy()?;
             let (removed, report) = if ids.is_empty() {
                 let rep = backup::forget(&r, &policy, host.as_deref(), *dry_run)?;
                 (rep.removed.clone(), Some(rep))
@@ -750,11 +762,7 @@ pub(crate) fn run_spec(
     spec: &RunSpec,
     progress: std::sync::Arc<dyn client::Progress>,
 ) -> Result<(backup::RunReport, (u8, u8))> {
-    let mut excludes = spec.excludes.clone();
-    for f in &spec.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading --exclude-file {}", f.display()))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
+    let excludes = excludes_with_files(&spec.excludes, &spec.exclude_files)?;
     let o = backup::RunOptions {
         scan: backup::ScanOptions {
             paths: existing_paths(&spec.paths)?,
