@@ -81,7 +81,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Start the node; a peer with a store sweeps every minute the shards
-    /// whose expiry passed more than [`SWEEP_GRACE`] ago. `reachability` hears a line each time AutoNAT's verdict or the
+    /// whose expiry passed more than a week (`SWEEP_GRACE`) ago. `reachability` hears a line each time AutoNAT's verdict or the
     /// relay addresses change (whether the node is dialled directly or
     /// through a relay).
     pub async fn start(
