@@ -313,6 +313,7 @@ fn paths_that_leave_the_target_are_refused() {
         data: None,
         blake3: None,
         xattrs: vec![],
+        rdev: 0,
     };
     for bad in ["../etc/passwd", "a/../../b", "/etc/passwd", "", "a/./b", "a//b", "a/"] {
         assert!(matches!(e(bad).safe_relative(), Err(backup::Error::Outside { .. })), "{bad}");
@@ -849,4 +850,51 @@ async fn extended_attributes_and_sparse_files_are_restored() {
         assert_eq!(&v[..n], b"atlas");
         assert_eq!(r.xattrs_not_set, 0, "{r:?}");
     }
+}
+
+/// A FIFO comes back as a FIFO and, as root, a device node as the same
+/// device; a socket is reported, not made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifos_and_device_nodes_are_made_again() {
+    use rustix::fs::{CWD, FileType, Mode};
+    let net = network(4, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "lab");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("rootfs");
+    write(&src.join("etc/hostname"), b"lab\n");
+    rustix::fs::mknodat(CWD, src.join("queue").as_path(), FileType::Fifo, Mode::from_raw_mode(0o640), 0).expect("fifo");
+    let root = rustix::process::geteuid().is_root();
+    let null = rustix::fs::makedev(1, 3);
+    if root {
+        rustix::fs::mknodat(
+            CWD,
+            src.join("null").as_path(),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            null,
+        )
+        .expect("mknod");
+    } else {
+        eprintln!("not root: the device node part is left out");
+    }
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("app.sock")).expect("socket");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![] };
+    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
+    let q = std::fs::symlink_metadata(at.join("queue")).expect("fifo back");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&q.file_type()));
+    assert_eq!(q.permissions().mode() & 0o777, 0o640);
+    if root {
+        let n = std::fs::symlink_metadata(at.join("null")).expect("device back");
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&n.file_type()));
+        assert_eq!(n.rdev(), null);
+    }
+    assert_eq!(r.specials, 1 + u64::from(root), "{r:?}");
+    assert!(r.skipped.iter().any(|k| k.path.ends_with("app.sock") && k.why.contains("socket")), "{:?}", r.skipped);
+    assert!(!at.join("app.sock").exists());
 }

@@ -56,6 +56,35 @@ pub struct RestoreReport {
     pub xattrs_not_set: u64,
     /// Bytes of zeros left as holes (sparse files).
     pub hole_bytes: u64,
+    /// Device nodes and FIFOs made.
+    pub specials: u64,
+}
+
+/// Make a device node or FIFO again, with its owner, mode and times; a
+/// socket, or a device node without root, is reported, not made.
+fn make_special(at: &Path, e: &Entry) -> Result<()> {
+    use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
+    let kind = FileType::from_raw_mode(e.mode);
+    let skip = |why: String| Error::Outside { path: e.display_path(), why };
+    if !matches!(kind, FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice) {
+        return Err(skip("a socket: not restored (the program that listens makes it)".into()));
+    }
+    if std::fs::symlink_metadata(at).is_ok() {
+        return Err(skip(format!("{} exists: left as it is", at.display())));
+    }
+    rustix::fs::mknodat(CWD, at, kind, Mode::from_raw_mode(e.mode & 0o7777), e.rdev).map_err(|err| {
+        skip(format!(
+            "could not be made ({err}{})",
+            if kind == FileType::Fifo { "" } else { "; device nodes need root" }
+        ))
+    })?;
+    set_owner(at, e);
+    let t = Timespec { tv_sec: e.mtime, tv_nsec: e.mtime_nsec.min(999_999_999).into() };
+    let _ =
+        rustix::fs::utimensat(CWD, at, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW);
+    // chmod does not follow a device node anywhere: it is the node itself.
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(e.mode & 0o7777))
+        .map_err(Error::file("setting permissions", at))
 }
 
 fn selected(e: &Entry, include: &[String]) -> bool {
@@ -329,9 +358,11 @@ pub async fn restore(
                     })
                 }
             }
-            Kind::Other => {
-                Err(Error::Outside { path: e.display_path(), why: "a device, FIFO or socket: not restored".into() })
-            }
+            Kind::Other => real_parents(root, rel).and_then(|()| {
+                make_special(&at, e)?;
+                report.specials += 1;
+                Ok(())
+            }),
             Kind::Dir => Ok(()),
         };
         if let Err(err) = outcome {

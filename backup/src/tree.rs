@@ -14,9 +14,10 @@
 //!           "target"   (symlinks), "link_to" (hard links: the entry it is a link of),
 //!           "data": { "object": index into the snapshot's data objects, "offset" },
 //!           "blake3"   (files: hash of the bytes, checked at restore),
-//!           "xattrs": [{ "name", "value": base64 }]   (format 2; files and directories) }
+//!           "xattrs": [{ "name", "value": base64 }]   (format 2; files and directories),
+//!           "rdev"     (format 2; device nodes) }
 //! ```
-//! Format 2 adds `xattrs`; this build reads format 1 trees as they are
+//! Format 2 adds `xattrs` and `rdev`; this build reads format 1 trees as they are
 //! (no extended attributes), and an earlier build refuses a format 2 tree
 //! with a clear error rather than restore it without them.
 //! Entries are in walk order (each directory before what it holds), paths
@@ -33,6 +34,10 @@ use crate::error::{Error, Result};
 
 /// The tree format this build writes and reads.
 pub const TREE_FORMAT: &str = "ionshard-backup-tree/2";
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The earlier tree format this build still reads.
 const TREE_FORMAT_1: &str = "ionshard-backup-tree/1";
 
@@ -46,7 +51,8 @@ pub enum Kind {
     Dir,
     /// A symbolic link.
     Symlink,
-    /// A device, FIFO or socket: its metadata only (never restored).
+    /// A device node, FIFO or socket: device nodes (as root) and FIFOs are
+    /// made again at a restore; sockets are not (their program makes them).
     Other,
 }
 
@@ -90,6 +96,9 @@ pub struct Entry {
     pub ctime: i64,
     /// and nanoseconds.
     pub ctime_nsec: u32,
+    /// A device node's device number (format 2).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
     /// A symlink's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -136,6 +145,7 @@ impl Entry {
             inode: m.ino(),
             ctime: m.ctime(),
             ctime_nsec: m.ctime_nsec() as u32,
+            rdev: if kind == Kind::Other { m.rdev() } else { 0 },
             target: None,
             link_to: None,
             data: None,

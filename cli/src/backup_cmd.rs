@@ -494,6 +494,9 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                     report.symlinks,
                     size(report.downloaded_bytes)
                 );
+                if report.specials > 0 {
+                    println!("  {} device node(s) and FIFO(s) made again", report.specials);
+                }
                 if report.hole_bytes > 0 {
                     println!("  {} of zeros left as holes (sparse files)", size(report.hole_bytes));
                 }

@@ -242,7 +242,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     say(o.json, "the 2 peers restart (same identity and store); publish v1.1.0");
     procs.start("peer0", logs, &peer_args(0, &root.join("peer0")))?;
     procs.start("peer5", logs, &peer_args(5, &root.join("peer5")))?;
-    procs::wait_peers(&api, 8, std::time::Duration::from_secs(60))?;
+    procs::wait_peers(&api, 8, std::time::Duration::from_secs(120))?;
     let p2 = publish(&v2, "1.1.0")?;
 
     say(
@@ -644,7 +644,7 @@ fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Resul
     let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
     let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
     let api = http::spn(&url, Some(token.clone()))?;
-    procs::wait_peers(&api, 8, std::time::Duration::from_secs(60))?;
+    procs::wait_peers(&api, 8, std::time::Duration::from_secs(120))?;
     if !o.json {
         println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
     }
