@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::backup_cmd::{
-    BackupArgs, KeepArgs, RunSpec, default_key_path, excludes_with_files, existing_paths, host_name, repo_at, run_spec,
+    BackupArgs, KeepArgs, RunSpec, WhatArgs, default_key_path, excludes_with_files, existing_paths, host_name, repo_at,
+    run_spec,
 };
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -24,27 +25,8 @@ pub(crate) enum ScheduleCommand {
         /// When, as cron (minute hour day-of-month month day-of-week, in this host's time zone), like '0 2 * * *'.
         #[arg(long)]
         cron: String,
-        /// Files and directories.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Leave out what matches (gitignore-style; repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
-        /// Leave out the patterns listed in a file (repeatable).
-        #[arg(long)]
-        exclude_file: Vec<PathBuf>,
-        /// Do not cross into other file systems.
-        #[arg(long, short = 'x')]
-        one_file_system: bool,
-        /// Tag its snapshots (repeatable).
-        #[arg(long)]
-        tag: Vec<String>,
-        /// The host name recorded [default: this machine's].
-        #[arg(long)]
-        host: Option<String>,
-        /// Data+parity shards per segment (`auto`, or K+M).
-        #[arg(long, default_value = "auto")]
-        coding: String,
+        #[command(flatten)]
+        what: WhatArgs,
         /// After each run, this retention for this host's snapshots of these paths.
         #[command(flatten)]
         keep: KeepArgs,
@@ -82,19 +64,8 @@ pub(crate) fn schedule(a: &BackupArgs, c: &ScheduleCommand) -> Result<()> {
     let path = schedules_path();
     let mut all = backup::load_schedules(&path)?;
     match c {
-        ScheduleCommand::Add {
-            name,
-            cron,
-            paths,
-            exclude,
-            exclude_file,
-            one_file_system,
-            tag,
-            host,
-            coding,
-            keep,
-            prune,
-        } => {
+        ScheduleCommand::Add { name, cron, what, keep, prune } => {
+            let WhatArgs { paths, exclude, exclude_file, one_file_system, tag, host, coding } = what;
             if all.iter().any(|s| &s.name == name) {
                 bail!("a schedule named {name} exists: remove it first (`ionshard backup schedule remove {name}`)");
             }

@@ -39,29 +39,8 @@ pub(crate) enum BackupCommand {
     Init,
     /// Back up paths: only files changed since the last snapshot of this host and paths are read.
     Run {
-        /// Files and directories.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Leave out what matches (gitignore-style; repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
-        /// Leave out the patterns listed in a file (one per line; repeatable).
-        #[arg(long)]
-        exclude_file: Vec<PathBuf>,
-        /// Do not cross into other file systems.
-        #[arg(long, short = 'x')]
-        one_file_system: bool,
-        /// Tag the snapshot (repeatable).
-        #[arg(long)]
-        tag: Vec<String>,
-        /// The host name recorded [default: this machine's].
-        #[arg(long)]
-        host: Option<String>,
-        /// Data+parity shards per segment [default `auto`: 10+10, the
-        /// durability model's choice for backups, when the SPN sees 20
-        /// live peers; else k+k with k = half of them (at least 1+1)].
-        #[arg(long, default_value = "auto")]
-        coding: String,
+        #[command(flatten)]
+        what: WhatArgs,
         /// Compare with this snapshot instead of the newest of this host and paths.
         #[arg(long)]
         parent: Option<String>,
@@ -184,6 +163,34 @@ pub(crate) enum KeyCommand {
         /// The token id (`key list`).
         id: String,
     },
+}
+
+/// What a run backs up and how (`run`, and a schedule's runs).
+#[derive(clap::Args, Clone)]
+pub(crate) struct WhatArgs {
+    /// Files and directories.
+    #[arg(required = true)]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Leave out what matches (gitignore-style; repeatable).
+    #[arg(long)]
+    pub(crate) exclude: Vec<String>,
+    /// Leave out the patterns listed in a file (one per line; repeatable).
+    #[arg(long)]
+    pub(crate) exclude_file: Vec<PathBuf>,
+    /// Do not cross into other file systems.
+    #[arg(long, short = 'x')]
+    pub(crate) one_file_system: bool,
+    /// Tag the snapshot (repeatable).
+    #[arg(long)]
+    pub(crate) tag: Vec<String>,
+    /// The host name recorded [default: this machine's].
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// Data+parity shards per segment [default `auto`: 10+10, the
+    /// durability model's choice for backups, when the SPN sees 20
+    /// live peers; else k+k with k = half of them (at least 1+1)].
+    #[arg(long, default_value = "auto")]
+    pub(crate) coding: String,
 }
 
 /// restic's retention flags (`forget`, and a schedule's retention).
@@ -792,20 +799,16 @@ pub(crate) fn run_spec(
 }
 
 fn backup_run(a: &BackupArgs) -> Result<()> {
-    let BackupCommand::Run { paths, exclude, exclude_file, one_file_system, tag, host, coding: c, parent, force } =
-        &a.command
-    else {
-        unreachable!("called for run only")
-    };
+    let BackupCommand::Run { what, parent, force } = &a.command else { unreachable!("called for run only") };
     let r = repo(a)?;
     let spec = RunSpec {
-        paths: paths.clone(),
-        excludes: exclude.clone(),
-        exclude_files: exclude_file.clone(),
-        one_file_system: *one_file_system,
-        tags: tag.clone(),
-        host: host.clone(),
-        coding: c.clone(),
+        paths: what.paths.clone(),
+        excludes: what.exclude.clone(),
+        exclude_files: what.exclude_file.clone(),
+        one_file_system: what.one_file_system,
+        tags: what.tag.clone(),
+        host: what.host.clone(),
+        coding: what.coding.clone(),
         parent: parent.clone(),
         force: *force,
     };
