@@ -14,7 +14,7 @@
 //! at random until they add up to the share asked for, and checks each
 //! against its BLAKE3 (restic's `--read-data-subset`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chunker::Manifest;
@@ -82,16 +82,7 @@ pub async fn check(
         r.error(format!("record {} is not a snapshot of this repository: {}", b.name, b.why));
     }
     r.snapshots = snaps.len() as u64;
-    // Every object once, with the snapshots that use it.
-    let mut objects: Vec<ObjectCap> = Vec::new();
-    let mut seen = HashSet::new();
-    for s in &snaps {
-        for cap in s.data.iter().chain(std::iter::once(&s.tree)) {
-            if seen.insert(cap.manifest.clone()) {
-                objects.push(cap.clone());
-            }
-        }
-    }
+    let objects = crate::repo::objects_of(&snaps);
     r.objects = objects.len() as u64;
     progress.start("check", objects.len() as u64);
     for (i, cap) in objects.iter().enumerate() {

@@ -360,6 +360,17 @@ impl Repo {
     }
 }
 
+/// Every object `snaps` use, once each, in the order met.
+pub(crate) fn objects_of(snaps: &[Snapshot]) -> Vec<ObjectCap> {
+    let mut seen = std::collections::HashSet::new();
+    snaps
+        .iter()
+        .flat_map(|s| s.data.iter().chain(std::iter::once(&s.tree)))
+        .filter(|cap| seen.insert(cap.manifest.clone()))
+        .cloned()
+        .collect()
+}
+
 pub(crate) fn unhex32(s: &str, what: &str) -> Result<[u8; 32]> {
     data_encoding::HEXLOWER
         .decode(s.as_bytes())

@@ -184,6 +184,9 @@ pub async fn run(
         return Err(Error::PutOnly("name a parent snapshot (it compares with this host's own last run)"));
     }
     let last = if put_only && !o.force { repo.last_run(&o.host, &paths) } else { None };
+    // A full key lists the snapshots once: for the parent, and for the
+    // renewal at the end.
+    let listed = if put_only { Vec::new() } else { repo.snapshots()? };
     let parent = match (&o.parent, o.force) {
         (_, true) => None,
         _ if put_only => last.as_ref().map(|l| l.snapshot.clone()),
@@ -191,7 +194,7 @@ pub async fn run(
         // Never a put-only key's snapshot: its tree could point this run's
         // unchanged files at anything.
         (None, false) => {
-            repo.snapshots()?.into_iter().rev().find(|s| s.host == o.host && s.paths == paths && s.added_by.is_none())
+            listed.iter().rev().find(|s| s.host == o.host && s.paths == paths && s.added_by.is_none()).cloned()
         }
     };
     let (parent, parent_tree) = match parent {
@@ -448,12 +451,12 @@ pub async fn run(
     drop(lock);
     // The peers keep backup data three months unless renewed: a full key
     // renews every live snapshot, a put-only key what this one uses.
+    let mut live = listed;
+    live.push(snapshot.clone());
     let renewal = if put_only {
-        let mine: Vec<String> =
-            snapshot.data.iter().chain(std::iter::once(&snapshot.tree)).map(|c| c.manifest.clone()).collect();
-        repo.spn.renew(&mine).map_err(Error::from)
+        crate::upkeep::renew_of(repo, std::slice::from_ref(&snapshot))
     } else {
-        crate::upkeep::renew(repo)
+        crate::upkeep::renew_of(repo, &live)
     };
     let (renewed, renew_error) = match renewal {
         Ok(r) => (Some(r), None),

@@ -145,14 +145,11 @@ pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport>
 /// Every `backup run` with the full key does it.
 pub fn renew(repo: &Repo) -> Result<proto::api::Renewed> {
     repo.key.need_full("renew every snapshot (its own runs renew what they save)")?;
-    let mut live = Vec::new();
-    let mut seen = HashSet::new();
-    for s in repo.snapshots()? {
-        for cap in s.data.iter().chain(std::iter::once(&s.tree)) {
-            if seen.insert(cap.manifest.clone()) {
-                live.push(cap.manifest.clone());
-            }
-        }
-    }
+    renew_of(repo, &repo.snapshots()?)
+}
+
+/// Renew the objects `snaps` use.
+pub(crate) fn renew_of(repo: &Repo, snaps: &[crate::repo::Snapshot]) -> Result<proto::api::Renewed> {
+    let live: Vec<String> = crate::repo::objects_of(snaps).into_iter().map(|c| c.manifest).collect();
     Ok(repo.spn.renew(&live)?)
 }
