@@ -224,11 +224,7 @@ async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_l
     let kept_state = describe(&src);
     // The shards only the first snapshot's objects hold.
     let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
-    let shards_of = |cid: &str| -> std::collections::HashSet<String> {
-        let m = chunker::Manifest::from_bytes(&spn.manifest(cid, 1 << 30).expect("manifest"), &Default::default())
-            .expect("parse");
-        m.segments().iter().flat_map(|s| s.shards()).map(|c| c.to_string()).collect()
-    };
+    let shards_of = |cid: &str| -> std::collections::HashSet<String> { shards_of(&spn, cid).into_iter().collect() };
     let mut old: std::collections::HashSet<String> = shards_of(&s1.tree.manifest);
     old.extend(s1.data.iter().flat_map(|d| shards_of(&d.manifest)));
     let mut kept: std::collections::HashSet<String> = shards_of(&two.tree.manifest);
@@ -241,23 +237,7 @@ async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_l
     let p = backup::prune(&h.repo, 0, u64::MAX / 2).expect("prune");
     assert!(p.objects_deleted.len() >= 2, "{p:?}");
     // Within 30 s the deletes reach every peer.
-    let cids: Vec<chunker::Cid> = only_old.iter().map(|c| c.parse().expect("cid")).collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let mut left = 0;
-        for peer in &net.peers {
-            let has = dev.client.has_many(peer.client.peer_id(), cids.clone()).await.expect("has");
-            left += has.iter().filter(|h| **h).count();
-        }
-        if left == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{left} shard copies of the forgotten snapshot are still on peers"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    gone_from_every_peer(&net, &dev, &only_old, "the forgotten snapshot").await;
     assert!(h.repo.snapshot(&s1.id).is_err(), "its record, and the read keys in it, are gone");
 
     // Two of six peers (m = 2) lost: the kept snapshot restores byte-exact.
@@ -268,6 +248,130 @@ async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_l
     let ro = RestoreOptions { snapshot: two.id.clone(), target: target.path().to_path_buf(), include: vec![] };
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore with 2 peers lost");
     assert_eq!(describe(&target.path().join(src.strip_prefix("/").expect("abs"))), kept_state);
+}
+
+/// Every shard copy of `cids` gone from every peer within 30 s.
+async fn gone_from_every_peer(net: &Net, dev: &common::Node, cids: &[String], what: &str) {
+    let cids: Vec<chunker::Cid> = cids.iter().map(|c| c.parse().expect("cid")).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut left = 0;
+        for peer in &net.peers {
+            let has = dev.client.has_many(peer.client.peer_id(), cids.clone()).await.expect("has");
+            left += has.iter().filter(|h| **h).count();
+        }
+        if left == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left} shard copies of {what} are still on peers");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The shards of object `cid`'s segments.
+fn shards_of(spn: &client::Spn, cid: &str) -> Vec<String> {
+    let m = chunker::Manifest::from_bytes(&spn.manifest(cid, 1 << 30).expect("manifest"), &Default::default())
+        .expect("parse");
+    m.segments().iter().flat_map(|s| s.shards()).map(|c| c.to_string()).collect()
+}
+
+/// One file kept from a run keeps that run's whole data object alive, and
+/// readable with the kept record's key. `prune` repacks it: the file's
+/// bytes move to a new object under new keys, the kept snapshot (same id)
+/// is rewritten to use it, and every shard of the old object, the deleted
+/// file's bytes with them, leaves every peer. A put-only key's snapshot
+/// that is rewritten stays marked as the put-only key's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_every_peer() {
+    let net = network(6, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, "lawfirm");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("clients");
+    write(&src.join("kept/contract.bin"), &image(500_000, 21));
+    write(&src.join("kept/empty"), b"");
+    write(&src.join("gone/settlement.bin"), &image(2_000_000, 22));
+    let o = options(std::slice::from_ref(&src));
+    let one = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("first").snapshot;
+    assert_eq!(one.data.len(), 1, "one run, one data object");
+    let old = one.data[0].clone();
+    std::fs::remove_dir_all(src.join("gone")).expect("rm");
+    let two = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("second").snapshot;
+    assert_eq!(two.stats.files_read, 0, "nothing changed that is still there");
+    assert_eq!(two.data, vec![old.clone()], "the kept file is still read from the first run's object");
+    let kept_state = describe(&src);
+    // A put-only host backs up another tree twice, dropping a file between.
+    let (put, _put_spn, _put_cache) = put_only_host(&net, &h);
+    let desk = work.path().join("desk");
+    write(&desk.join("a.bin"), &image(300_000, 23));
+    write(&desk.join("b.bin"), &image(900_000, 24));
+    let po = options(std::slice::from_ref(&desk));
+    let p1 = backup::run(&put, None, &po, Arc::new(client::Hidden)).await.expect("put-only first").snapshot;
+    std::fs::remove_file(desk.join("b.bin")).expect("rm");
+    let p2 = backup::run(&put, None, &po, Arc::new(client::Hidden)).await.expect("put-only second").snapshot;
+    assert_eq!(p2.data, p1.data, "its own last object, reused");
+    let desk_state = describe(&desk);
+
+    let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let old_shards = shards_of(&spn, &old.manifest);
+    let put_old_shards = shards_of(&spn, &p1.data[0].manifest);
+    backup::forget_ids(&h.repo, &[one.id.clone(), p1.id.clone()]).expect("forget");
+    // At 90% the kept 20% of the first object is not worth a repack; nothing moves.
+    let lax = backup::PruneOptions { grace_secs: 0, max_unused_pct: 90 };
+    let p =
+        backup::prune_with(&h.repo, &dev.client, &lax, u64::MAX / 2, Arc::new(client::Hidden)).await.expect("prune");
+    assert!(p.repack.repacked.iter().all(|r| r.object != old.manifest), "{p:?}");
+    assert_eq!(h.repo.snapshot(&two.id).expect("two").data, vec![old.clone()]);
+
+    let strict = backup::PruneOptions { grace_secs: 0, max_unused_pct: 10 };
+    let p =
+        backup::prune_with(&h.repo, &dev.client, &strict, u64::MAX / 2, Arc::new(client::Hidden)).await.expect("prune");
+    let mine = p.repack.repacked.iter().find(|r| r.object == old.manifest).expect("the first object repacked");
+    assert_eq!((mine.length, mine.live), (2_500_000, 500_000), "{p:?}");
+    let mut rewritten = p.repack.snapshots_rewritten.clone();
+    rewritten.sort();
+    let mut expect = vec![two.id.clone(), p2.id.clone()];
+    expect.sort();
+    assert_eq!(rewritten, expect);
+    assert!(p.objects_deleted.contains(&old.manifest) && p.objects_deleted.contains(&p1.data[0].manifest), "{p:?}");
+    // The same snapshot, its bytes elsewhere.
+    let now = h.repo.snapshots().expect("snapshots");
+    let two_now = now.iter().find(|s| s.id == two.id).expect("same id");
+    assert_eq!(two_now.data.len(), 1);
+    assert_ne!(two_now.data[0].manifest, old.manifest);
+    assert_eq!(two_now.data[0].length, 500_000);
+    assert_ne!(two_now.data[0].read_key, old.read_key, "new keys");
+    assert_eq!((two_now.host.as_str(), two_now.time_ns, &two_now.tags), (two.host.as_str(), two.time_ns, &two.tags));
+    let p2_now = now.iter().find(|s| s.id == p2.id).expect("the put-only snapshot");
+    assert!(
+        p2_now.added_by.is_some(),
+        "a rewritten put-only snapshot still passes for the put-only key's, not the full key's"
+    );
+    assert!(p2_now.time_ns <= p2.time_ns, "and does not get newer");
+    // Every shard of both old objects leaves every peer (none was shared).
+    let new_shards = shards_of(&spn, &two_now.data[0].manifest);
+    assert!(old_shards.iter().all(|c| !new_shards.contains(c)), "the new object shares no segment with the old");
+    gone_from_every_peer(&net, &dev, &old_shards, "the repacked object").await;
+    gone_from_every_peer(&net, &dev, &put_old_shards, "the put-only host's repacked object").await;
+    // Both rewritten snapshots restore byte-exact (a fresh cache: the trees come from the peers).
+    let cache = tempfile::tempdir().expect("cache");
+    let fresh =
+        Host { repo: Repo::new(h.repo.spn().clone(), h.repo.key().clone(), cache.path().to_path_buf()), _cache: cache };
+    for (id, dir, state) in [(&two.id, &src, &kept_state), (&p2.id, &desk, &desk_state)] {
+        let target = tempfile::tempdir().expect("target");
+        let ro = RestoreOptions { snapshot: id.clone(), target: target.path().to_path_buf(), include: vec![] };
+        backup::restore(&fresh.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+        assert_eq!(&describe(&target.path().join(dir.strip_prefix("/").expect("abs"))), state);
+    }
+    // Nothing more to repack: a second prune moves nothing.
+    let again =
+        backup::prune_with(&h.repo, &dev.client, &strict, u64::MAX / 2, Arc::new(client::Hidden)).await.expect("prune");
+    assert!(again.repack.repacked.is_empty() && again.objects_deleted.is_empty(), "{again:?}");
+    // The full key's next run compares with the rewritten snapshot.
+    write(&src.join("kept/new.txt"), b"new\n");
+    let three = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("third").snapshot;
+    assert_eq!(three.parent.as_deref(), Some(two.id.as_str()));
+    assert_eq!(three.stats.files_read, 1, "{:?}", three.stats);
 }
 
 /// Files that cannot be read are reported in the snapshot and skipped; the

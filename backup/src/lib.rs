@@ -16,6 +16,7 @@ mod check;
 mod error;
 mod key;
 mod policy;
+mod repack;
 mod repo;
 mod restore;
 mod run;
@@ -29,6 +30,7 @@ pub use check::{CheckReport, check};
 pub use error::{Error, Result};
 pub use key::{RepoKey, seal};
 pub use policy::{Candidate, Decision, Policy, Within, apply, utc};
+pub use repack::{RepackReport, Repacked};
 pub use repo::{BadRecord, ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use run::{RunOptions, RunReport, run};
@@ -38,5 +40,8 @@ pub use schedule::{
     save_schedules, save_status,
 };
 pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
-pub use upkeep::{ForgetReport, PruneReport, forget, forget_ids, forget_in, prune, renew};
+pub use upkeep::{
+    DEFAULT_MAX_UNUSED, ForgetReport, PruneOptions, PruneReport, forget, forget_ids, forget_in, prune, prune_with,
+    renew,
+};
 pub use xattr::Xattr;

@@ -39,6 +39,19 @@ pub struct ObjectCap {
     pub blake3: String,
 }
 
+impl ObjectCap {
+    /// The capability of an object just encoded (length and hash as the encoder found them).
+    pub(crate) fn of(enc: &chunker::Encoded) -> Result<ObjectCap> {
+        let contents = enc.manifest.open(&enc.read_key)?;
+        Ok(ObjectCap {
+            manifest: enc.manifest.cid().to_string(),
+            read_key: data_encoding::HEXLOWER.encode(&enc.read_key.to_bytes()),
+            length: contents.object_len(),
+            blake3: data_encoding::HEXLOWER.encode(contents.object_hash()),
+        })
+    }
+}
+
 /// A file the run could not back up, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {

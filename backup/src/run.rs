@@ -64,7 +64,7 @@ impl Journal {
 /// Places each segment through the SPN as the encoder finishes it, on a
 /// thread of its own: the encoder makes the next segment while one is
 /// placed, with at most one more waiting (memory: about three segments).
-struct Uploader {
+pub(crate) struct Uploader {
     tx: Option<std::sync::mpsc::SyncSender<Job>>,
     worker: Option<std::thread::JoinHandle<(u64, u64)>>,
     failed: Arc<std::sync::Mutex<Option<String>>>,
@@ -79,7 +79,7 @@ struct Job {
 }
 
 impl Uploader {
-    fn new(spn: client::Spn, job: u64, resuming: bool) -> Uploader {
+    pub(crate) fn new(spn: client::Spn, job: u64, resuming: bool) -> Uploader {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
         let failed: Arc<std::sync::Mutex<Option<String>>> = Default::default();
         let f = failed.clone();
@@ -115,7 +115,7 @@ impl Uploader {
     }
 
     /// Wait for the segments in flight: (shard bytes uploaded, segments already held).
-    fn finish(mut self) -> Result<(u64, u64)> {
+    pub(crate) fn finish(mut self) -> Result<(u64, u64)> {
         drop(self.tx.take());
         let counts = self.worker.take().map(|w| w.join().unwrap_or_default()).unwrap_or_default();
         match self.failure() {
@@ -337,13 +337,7 @@ pub async fn run(
     let mut new_cids: Vec<String> = Vec::new();
     if let Some(enc) = &data {
         let index = objects.len() as u32;
-        let contents = enc.manifest.open(&enc.read_key)?;
-        objects.push(ObjectCap {
-            manifest: enc.manifest.cid().to_string(),
-            read_key: data_encoding::HEXLOWER.encode(&enc.read_key.to_bytes()),
-            length: contents.object_len(),
-            blake3: data_encoding::HEXLOWER.encode(contents.object_hash()),
-        });
+        objects.push(ObjectCap::of(enc)?);
         manifests.push(enc.manifest.to_bytes());
         new_cids.push(enc.manifest.cid().to_string());
         for &(i, offset, len, hash) in &reads.files {
@@ -411,13 +405,7 @@ pub async fn run(
         return Err(e.into());
     }
     // Length and hash as the encoder found them (no second pass over the tree).
-    let tree_contents = tree.manifest.open(&tree.read_key)?;
-    let tree_cap = ObjectCap {
-        manifest: tree.manifest.cid().to_string(),
-        read_key: data_encoding::HEXLOWER.encode(&tree.read_key.to_bytes()),
-        length: tree_contents.object_len(),
-        blake3: data_encoding::HEXLOWER.encode(tree_contents.object_hash()),
-    };
+    let tree_cap = ObjectCap::of(&tree)?;
     stats.seconds = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         format: SNAPSHOT_FORMAT.to_string(),

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::policy::{Candidate, Decision, Policy, apply};
+use crate::repack::RepackReport;
 use crate::repo::Repo;
 
 /// What `forget` decided (and did, unless it was a dry run).
@@ -109,9 +110,65 @@ pub struct PruneReport {
     pub shards_deleted: u64,
     /// Unused objects younger than the grace period, left for the next prune.
     pub objects_too_young: u64,
+    /// Partly used data objects encoded again with only their used part
+    /// (before the deletion, which then takes the old ones).
+    pub repack: RepackReport,
 }
 
-/// Delete every object no snapshot uses and older than `grace_secs`.
+/// How `prune` works.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Leave objects younger than this many seconds (a backup may be saving them).
+    pub grace_secs: u64,
+    /// Repack a data object kept snapshots use only in part once more than
+    /// this percent of it is unused (100: never; 0: any unused byte).
+    pub max_unused_pct: u8,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { grace_secs: 3600, max_unused_pct: DEFAULT_MAX_UNUSED }
+    }
+}
+
+/// The default repack threshold, percent of an object unused.
+pub const DEFAULT_MAX_UNUSED: u8 = 10;
+
+/// `prune` with repacking: data objects kept snapshots use only in part
+/// (more than `o.max_unused_pct` percent unused, and older than the grace
+/// period) are encoded again with only what is used, under new keys, and
+/// the snapshots are rewritten to use the new objects; then every object
+/// no snapshot uses is deleted, the old ones with their keys. `net` reads
+/// the objects from the peers.
+pub async fn prune_with(
+    repo: &Repo,
+    net: &net::Client,
+    o: &PruneOptions,
+    now_secs: u64,
+    progress: std::sync::Arc<dyn client::Progress>,
+) -> Result<PruneReport> {
+    repo.key.need_full("prune")?;
+    let repack = if o.max_unused_pct < 100 {
+        let snaps = repo.snapshots()?;
+        let eligible: HashSet<String> = repo
+            .spn
+            .objects(repo.name())?
+            .objects
+            .into_iter()
+            .filter(|x| x.read_key.is_empty() && x.created.saturating_add(o.grace_secs) <= now_secs)
+            .map(|x| x.manifest)
+            .collect();
+        crate::repack::repack(repo, net, &snaps, &eligible, o.max_unused_pct, progress).await?
+    } else {
+        RepackReport::default()
+    };
+    let mut report = prune(repo, o.grace_secs, now_secs)?;
+    report.repack = repack;
+    Ok(report)
+}
+
+/// Delete every object no snapshot uses and older than `grace_secs` (no
+/// repacking: [`prune_with`] does both).
 pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport> {
     repo.key.need_full("prune")?;
     let mut used = HashSet::new();

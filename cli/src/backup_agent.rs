@@ -178,7 +178,7 @@ fn attempt(a: &BackupArgs, s: &backup::Schedule) -> Result<(String, Option<Strin
         match backup::forget_in(&r, &policy, Some(&host), Some(&report.snapshot.paths), false) {
             Err(e) => warnings.push(format!("retention failed: {e}")),
             Ok(_) if s.keep.prune => {
-                if let Err(e) = backup::prune(&r, 3600, now_secs() as u64) {
+                if let Err(e) = crate::backup_cmd::prune_now(a, &r, &backup::PruneOptions::default(), true) {
                     warnings.push(format!("prune failed: {e}"));
                 }
             }

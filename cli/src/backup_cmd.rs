@@ -97,12 +97,14 @@ pub(crate) enum BackupCommand {
         /// Prune afterwards.
         #[arg(long)]
         prune: bool,
+        #[command(flatten)]
+        how: PruneArgs,
     },
-    /// Delete from the peers every object no snapshot uses (and so destroy its keys).
+    /// Delete from the peers every object no snapshot uses (and so destroy its keys),
+    /// after repacking objects kept snapshots use only in part.
     Prune {
-        /// Leave objects younger than this many seconds (a backup may be saving them).
-        #[arg(long, default_value_t = 3600)]
-        grace: u64,
+        #[command(flatten)]
+        how: PruneArgs,
     },
     /// The repository's key.
     Key {
@@ -220,6 +222,50 @@ pub(crate) struct KeepArgs {
     /// Keep snapshots with this tag (repeatable).
     #[arg(long)]
     keep_tag: Vec<String>,
+}
+
+/// How `prune` works (also `forget --prune`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PruneArgs {
+    /// Leave objects younger than this many seconds (a backup may be saving them).
+    #[arg(long, default_value_t = 3600)]
+    grace: u64,
+    /// Repack a data object kept snapshots use only in part once more than this
+    /// share of it is unused (restic's flag): 0% shreds every unused byte, 100% never repacks.
+    #[arg(long, default_value = "10%", value_parser = percent)]
+    max_unused: u8,
+}
+
+impl PruneArgs {
+    pub(crate) fn options(&self) -> backup::PruneOptions {
+        backup::PruneOptions { grace_secs: self.grace, max_unused_pct: self.max_unused }
+    }
+}
+
+/// A share in percent, `10%` or `10` (0 to 100).
+fn percent(s: &str) -> std::result::Result<u8, String> {
+    let t = s.trim();
+    t.strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| format!("{s:?} is not a share in whole percent: give one like 10% (0% to 100%)"))
+}
+
+/// Prune with repacking: joins the network to read what it repacks.
+pub(crate) fn prune_now(
+    a: &BackupArgs,
+    r: &backup::Repo,
+    o: &backup::PruneOptions,
+    json_out: bool,
+) -> Result<backup::PruneReport> {
+    let rt = node_cmd::runtime()?;
+    rt.block_on(async {
+        let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
+        anyhow::Ok(backup::prune_with(r, &net, o, now(), Bars::new(json_out)).await?)
+    })
 }
 
 impl KeepArgs {
@@ -519,7 +565,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             }
             Ok(())
         }
-        BackupCommand::Forget { ids, keep, host, dry_run, prune } => {
+        BackupCommand::Forget { ids, keep, host, dry_run, prune, how } => {
             let r = repo(&a)?;
             let policy = keep.keep(false).policy()?;
             let (removed, report) = if ids.is_empty() {
@@ -536,7 +582,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             };
             // The same grace as `prune`'s default: a run on another host
             // may have committed objects whose record it has not saved yet.
-            let pruned = if *prune && !*dry_run { Some(backup::prune(&r, 3600, now())?) } else { None };
+            let pruned = if *prune && !*dry_run { Some(prune_now(&a, &r, &how.options(), json_out)?) } else { None };
             if json_out {
                 println!("{}", json!({ "removed": removed, "policy": report, "prune": pruned }));
             } else {
@@ -559,9 +605,9 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             }
             Ok(())
         }
-        BackupCommand::Prune { grace } => {
+        BackupCommand::Prune { how } => {
             let r = repo(&a)?;
-            let p = backup::prune(&r, *grace, now())?;
+            let p = prune_now(&a, &r, &how.options(), json_out)?;
             if json_out {
                 println!("{}", serde_json::to_string(&p)?);
             } else {
@@ -583,6 +629,20 @@ fn print_renewed(r: &spn::types::Renewed) {
 }
 
 fn print_prune(p: &backup::PruneReport) {
+    let rp = &p.repack;
+    if !rp.repacked.is_empty() {
+        let (len, live) = rp.repacked.iter().fold((0, 0), |(l, v), x| (l + x.length, v + x.live));
+        println!(
+            "repacked: {} partly used object(s) of {} encoded again with the {} still used, under new keys; {} snapshot(s) rewritten",
+            rp.repacked.len(),
+            size(len),
+            size(live),
+            rp.snapshots_rewritten.len()
+        );
+    }
+    for o in &rp.left_alone {
+        println!("  not repacked: a snapshot's tree points past the end of object {o} (run `ionshard backup check`)");
+    }
     println!(
         "pruned: {} object(s) deleted ({} shard copies queued for deletion on peers, their keys destroyed), {} kept{}",
         p.objects_deleted.len(),

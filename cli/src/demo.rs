@@ -544,7 +544,41 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
              `ionshard backup agent`, `ionshard backup status`"
         );
     }
+    say(
+        json_out,
+        "forget the first snapshot and prune: the first run's data, still used in part, is repacked under new keys",
+    );
+    backup::forget_ids(&repo, std::slice::from_ref(&first.id))?;
+    // Grace 0: nothing else is backing up into this repository now.
+    let how = backup::PruneOptions { grace_secs: 0, max_unused_pct: 0 };
+    let again = root.join("restored-after-prune");
+    let ro = backup::RestoreOptions { snapshot: second.id.clone(), target: again.clone(), include: vec![] };
+    let pruned = rt.block_on(async {
+        let (net, _h) = crate::node_cmd::join(&[boot.to_string()], None).await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let pruned = backup::prune_with(&repo, &net, &how, now, progress.clone()).await?;
+        backup::restore(&repo, &net, &ro, progress.clone()).await?;
+        anyhow::Ok(pruned)
+    })?;
+    let rp = &pruned.repack;
+    if rp.repacked.is_empty() || !same_tree(&restored, &again.join(office.strip_prefix("/").unwrap_or(&office)))? {
+        bail!("prune repacked nothing, or the rewritten snapshot no longer restores: {pruned:?}");
+    }
+    let (len, live) = rp.repacked.iter().fold((0, 0), |(l, v), x| (l + x.length, v + x.live));
+    let repacked = format!(
+        "{} object(s) of {} repacked to the {} still used, {} snapshot(s) rewritten, {} object(s) deleted with their keys",
+        rp.repacked.len(),
+        crate::size::human(len),
+        crate::size::human(live),
+        rp.snapshots_rewritten.len(),
+        pruned.objects_deleted.len()
+    );
+    if !json_out {
+        println!("{repacked}; the second snapshot (same id) still restores byte-exact");
+        println!("by hand: `ionshard backup forget --keep-last 3 --prune --max-unused 0%`");
+    }
     Ok(json!({
+        "backup_prune": repacked,
         "backup_check": format!("{} receipts verified, {} objects read back, no errors", checked.receipts_ok, checked.objects_read),
         "backup_put_only": format!("snapshot {} added; listing and deleting refused", added.id),
         "backup_schedule_catch_up": format!("missed 02:00 slot run once at start (snapshot {}); {after}", ran.id),

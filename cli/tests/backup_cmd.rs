@@ -84,6 +84,27 @@ fn a_killed_run_resumes_without_uploading_again_what_was_placed() {
     // No key appears in what scripts see.
     let list = backup(&n, &home, &["snapshots", "--json"]).output().expect("snapshots");
     assert!(!String::from_utf8_lossy(&list.stdout).contains("read_key"));
+    let first = json_out(&list, "snapshots")["snapshots"][0]["id"].as_str().expect("id").to_string();
+
+    // Half the files deleted, a second run, the first forgotten: prune
+    // repacks the half still used (the threshold is checked before anything).
+    for i in 6..12u64 {
+        std::fs::remove_file(src.join(format!("part{i:02}.bin"))).expect("rm");
+    }
+    json_out(&backup(&n, &home, &["run", &s(&src), "--coding", "4+2", "--json"]).output().expect("run"), "second run");
+    let bad = backup(&n, &home, &["prune", "--max-unused", "150%"]).output().expect("prune");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("0% to 100%"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let p = json_out(
+        &backup(&n, &home, &["forget", &first, "--prune", "--grace", "0", "--max-unused", "0%", "--json"])
+            .output()
+            .expect("forget --prune"),
+        "forget --prune",
+    );
+    let repacked = &p["prune"]["repack"]["repacked"];
+    assert_eq!(repacked.as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!((repacked[0]["length"].as_u64(), repacked[0]["live"].as_u64()), (Some(96 << 20), Some(48 << 20)), "{p}");
+    assert_eq!(p["prune"]["repack"]["snapshots_rewritten"].as_array().map(Vec::len), Some(1), "{p}");
 }
 
 fn now_secs() -> i64 {

@@ -269,8 +269,8 @@ impl State {
         Ok(queued)
     }
 
-    /// Save a tenant's record; one of the same name is replaced if `replace`,
-    /// else left as it is (false).
+    /// Save a tenant's record; one of the same name is replaced if `replace`
+    /// (keeping its first writer and time), else left as it is (false).
     pub(crate) fn put_record(
         &self,
         tenant: &str,
@@ -283,11 +283,18 @@ impl State {
         {
             let mut t = txn.open_table(RECORDS)?;
             let key = format!("{tenant}/{name}");
-            if !replace && t.get(key.as_str())?.is_some() {
+            let existed = t.get(key.as_str())?.is_some();
+            if !replace && existed {
                 return Ok(false);
             }
             t.insert(key.as_str(), bytes)?;
-            txn.open_table(RECORD_META)?.insert(key.as_str(), json(meta).as_slice())?;
+            // A replaced record keeps who first wrote it and when: a full
+            // token rewriting a put-only key's snapshot (a prune's repack)
+            // must not make it pass for the full key's, nor newer.
+            let mut metas = txn.open_table(RECORD_META)?;
+            if !existed || metas.get(key.as_str())?.is_none() {
+                metas.insert(key.as_str(), json(meta).as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(true)

@@ -1,0 +1,409 @@
+//! Repacking, in `prune`: a data object that kept snapshots still use in
+//! part is encoded again with only the files they use, under fresh keys,
+//! and the snapshots are rewritten to point at the new object; the old one
+//! then has no user and `prune` deletes it with its keys.
+//!
+//! Why: the unit of deletion is the data object (one run's new files).
+//! Without repacking, one file kept from a run keeps the whole run's bytes
+//! on the peers, readable with the key in the kept record; restic repacks
+//! partly used packs for the same reason.
+//!
+//! The rewrite keeps each snapshot's id, host, paths, tags, time and
+//! figures; its tree is the same but for where the files' bytes are. A
+//! record is replaced whole (one SPN write), so a crash leaves every
+//! snapshot pointing at the old object or at the new one, both complete;
+//! the next prune deletes whichever no snapshot uses.
+//!
+//! The new object does not deduplicate against anything: its chunks get
+//! new keys (a chunk the new object shared with the old one under the old
+//! key would keep the old key alive).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use chunker::{Encoder, Manifest, Params};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::repo::{ObjectCap, Repo, Snapshot};
+use crate::run::Uploader;
+
+/// One object repacked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repacked {
+    /// The old object's manifest CID (deleted by the prune that follows).
+    pub object: String,
+    /// Its length.
+    pub length: u64,
+    /// The bytes kept snapshots still use (what the new object holds).
+    pub live: u64,
+    /// The new object's manifest CID (none when nothing was live).
+    pub new_object: Option<String>,
+}
+
+/// What repacking did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepackReport {
+    /// The objects repacked.
+    pub repacked: Vec<Repacked>,
+    /// The snapshots whose records now point at the new objects.
+    pub snapshots_rewritten: Vec<String>,
+    /// Objects whose use could not be worked out (a tree that points past
+    /// an object's end), left as they are.
+    pub left_alone: Vec<String>,
+}
+
+/// Byte ranges `(start, end)`, sorted and merged, from `(offset, len)` uses.
+pub(crate) fn merge(mut uses: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    uses.retain(|u| u.1 > 0);
+    uses.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (off, len) in uses {
+        let end = off.saturating_add(len);
+        match out.last_mut() {
+            Some(last) if off <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((off, end)),
+        }
+    }
+    out
+}
+
+/// Where each live range of an old object lands in the new one.
+#[derive(Debug)]
+pub(crate) struct Relocation {
+    /// (old start, old end, new start), sorted.
+    ranges: Vec<(u64, u64, u64)>,
+}
+
+impl Relocation {
+    pub(crate) fn new(merged: &[(u64, u64)]) -> Relocation {
+        let mut at = 0;
+        let ranges = merged
+            .iter()
+            .map(|&(s, e)| {
+                let r = (s, e, at);
+                at += e - s;
+                r
+            })
+            .collect();
+        Relocation { ranges }
+    }
+
+    /// The new object's length.
+    pub(crate) fn live(&self) -> u64 {
+        self.ranges.last().map_or(0, |r| r.2 + (r.1 - r.0))
+    }
+
+    /// The new offset of `len` bytes at `offset` (None if they are not all live).
+    pub(crate) fn map(&self, offset: u64, len: u64) -> Option<u64> {
+        let i = self.ranges.partition_point(|r| r.0 <= offset).checked_sub(1)?;
+        let (s, e, new) = self.ranges[i];
+        (offset.checked_add(len)? <= e).then_some(new + (offset - s))
+    }
+}
+
+/// Whether an object of `length` bytes with `live` of them used is repacked:
+/// more than `max_unused_pct` percent of it unused.
+pub(crate) fn worth_it(length: u64, live: u64, max_unused_pct: u8) -> bool {
+    let unused = length.saturating_sub(live);
+    unused > 0 && u128::from(unused) * 100 > u128::from(length) * u128::from(max_unused_pct)
+}
+
+/// Reads the live ranges of a file, one after another.
+struct LiveReader {
+    file: std::fs::File,
+    ranges: Vec<(u64, u64)>,
+    next: usize,
+    left: u64,
+}
+
+impl LiveReader {
+    fn open(path: &Path, ranges: Vec<(u64, u64)>) -> std::io::Result<LiveReader> {
+        Ok(LiveReader { file: std::fs::File::open(path)?, ranges, next: 0, left: 0 })
+    }
+}
+
+impl Read for LiveReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.left == 0 {
+            let Some(&(s, e)) = self.ranges.get(self.next) else { return Ok(0) };
+            self.next += 1;
+            self.file.seek(SeekFrom::Start(s))?;
+            self.left = e - s;
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the object ended early"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Encode `input` as a new object of the session `job`, under fresh keys
+/// and salt, deduplicating against nothing.
+async fn encode_fresh(
+    repo: &Repo,
+    job: u64,
+    params: Params,
+    input: impl Read + Send + 'static,
+    progress: Option<(Arc<dyn client::Progress>, u64)>,
+) -> Result<chunker::Encoded> {
+    let (spn, secret) = (repo.spn.clone(), repo.key.tenant_secret());
+    tokio::task::spawn_blocking(move || -> Result<chunker::Encoded> {
+        let mut up = Uploader::new(spn, job, false);
+        if let Some((p, total)) = &progress {
+            p.start("repack", *total);
+        }
+        let r = Encoder::new(params, &secret)?.with_data_keys(rand::random()).with_salt(rand::random()).encode(
+            std::io::BufReader::with_capacity(1 << 20, input),
+            &mut up,
+            &mut |d| {
+                if let Some((p, _)) = &progress {
+                    p.set(d);
+                }
+            },
+        );
+        up.finish()?;
+        if let Some((p, _)) = &progress {
+            p.finish();
+        }
+        Ok(r?)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("the encoder stopped: {e}")))?
+}
+
+/// Repack the data objects of `snaps` with more than `max_unused_pct`
+/// percent unused, among `eligible` (old enough to delete afterwards).
+pub(crate) async fn repack(
+    repo: &Repo,
+    net: &net::Client,
+    snaps: &[Snapshot],
+    eligible: &HashSet<String>,
+    max_unused_pct: u8,
+    progress: Arc<dyn client::Progress>,
+) -> Result<RepackReport> {
+    // What every kept snapshot's files use of each data object. One tree
+    // at a time (they are cached on disk, read again for the rewrite).
+    let mut caps: HashMap<String, ObjectCap> = HashMap::new();
+    let mut uses: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let mut bad: HashSet<String> = HashSet::new();
+    for s in snaps {
+        let tree = repo.tree(Some(net), s).await.map_err(|e| {
+            Error::Invalid(format!(
+                "reading the tree of snapshot {} to see what it uses: {e} (`--max-unused 100%` prunes without repacking)",
+                s.id
+            ))
+        })?;
+        for cap in &s.data {
+            caps.entry(cap.manifest.clone()).or_insert_with(|| cap.clone());
+            uses.entry(cap.manifest.clone()).or_default();
+        }
+        for e in &tree.entries {
+            let Some(d) = e.data.filter(|_| e.kind == crate::tree::Kind::File) else { continue };
+            let Some(cap) = s.data.get(d.object as usize) else { continue };
+            if d.offset.checked_add(e.size).is_none_or(|end| end > cap.length)
+                || cap.length != caps[&cap.manifest].length
+            {
+                bad.insert(cap.manifest.clone());
+                continue;
+            }
+            uses.entry(cap.manifest.clone()).or_default().push((d.offset, e.size));
+        }
+    }
+    let mut report = RepackReport { left_alone: bad.iter().cloned().collect(), ..Default::default() };
+    report.left_alone.sort();
+    let mut moves: BTreeMap<String, Relocation> = BTreeMap::new();
+    let mut ranges_of: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for (cid, u) in uses {
+        if bad.contains(&cid) || !eligible.contains(&cid) {
+            continue;
+        }
+        let merged = merge(u);
+        let rel = Relocation::new(&merged);
+        if worth_it(caps[&cid].length, rel.live(), max_unused_pct) {
+            ranges_of.insert(cid.clone(), merged);
+            moves.insert(cid, rel);
+        }
+    }
+    if moves.is_empty() {
+        return Ok(report);
+    }
+    let job = repo.spn.open_session(repo.name())?.job;
+    let done = repack_in(repo, net, snaps, job, &caps, &moves, &mut ranges_of, &mut report, progress).await;
+    match done {
+        Ok(()) => Ok(report),
+        Err(e) => {
+            let _ = repo.spn.abandon(job);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn repack_in(
+    repo: &Repo,
+    net: &net::Client,
+    snaps: &[Snapshot],
+    job: u64,
+    caps: &HashMap<String, ObjectCap>,
+    moves: &BTreeMap<String, Relocation>,
+    ranges_of: &mut HashMap<String, Vec<(u64, u64)>>,
+    report: &mut RepackReport,
+    progress: Arc<dyn client::Progress>,
+) -> Result<()> {
+    let scratch = repo.cache.join("fetch");
+    std::fs::create_dir_all(&scratch).map_err(Error::file("making the scratch folder", &scratch))?;
+    let mut manifests: Vec<Vec<u8>> = Vec::new();
+    let mut new_caps: HashMap<String, Option<ObjectCap>> = HashMap::new();
+    for (cid, rel) in moves {
+        let old = &caps[cid];
+        let mut entry = Repacked { object: cid.clone(), length: old.length, live: rel.live(), new_object: None };
+        if rel.live() == 0 {
+            new_caps.insert(cid.clone(), None);
+            report.repacked.push(entry);
+            continue;
+        }
+        let tmp = scratch.join(format!("repack-{}", &cid[..cid.len().min(24)]));
+        repo.fetch_object(net, old, &tmp, progress.clone()).await?;
+        // The old object's coding and chunking; fresh keys and salt.
+        let m = Manifest::from_bytes_with_cid(&repo.spn.manifest(cid, 256 << 20)?, &cid.parse()?, &Default::default())?;
+        let live = rel.live();
+        let ranges = ranges_of.remove(cid).unwrap_or_default();
+        let reader = LiveReader::open(&tmp, ranges).map_err(Error::file("reading", &tmp));
+        let enc = match reader {
+            Ok(r) => encode_fresh(repo, job, *m.params(), r, Some((progress.clone(), live))).await,
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        let enc = enc?;
+        let cap = ObjectCap::of(&enc)?;
+        if cap.length != live {
+            return Err(Error::Invalid(format!("repacking {cid}: {} bytes encoded where {live} are live", cap.length)));
+        }
+        entry.new_object = Some(cap.manifest.clone());
+        manifests.push(enc.manifest.to_bytes());
+        new_caps.insert(cid.clone(), Some(cap));
+        report.repacked.push(entry);
+    }
+    // The trees of the snapshots that use a repacked object, rewritten.
+    let mut rewritten: Vec<(Snapshot, Vec<u8>)> = Vec::new();
+    for s in snaps.iter().filter(|s| s.data.iter().any(|c| moves.contains_key(&c.manifest))) {
+        let mut tree = repo.tree(Some(net), s).await?;
+        // The snapshot's objects: kept, replaced, or dropped (nothing live).
+        let mut data: Vec<ObjectCap> = Vec::new();
+        let mut index: Vec<Option<u32>> = Vec::new();
+        for cap in &s.data {
+            let now = match new_caps.get(&cap.manifest) {
+                Some(replaced) => replaced.clone(),
+                None => Some(cap.clone()),
+            };
+            index.push(now.map(|c| {
+                data.push(c);
+                (data.len() - 1) as u32
+            }));
+        }
+        for e in &mut tree.entries {
+            let is_file = e.kind == crate::tree::Kind::File;
+            let Some(d) = e.data.as_mut() else { continue };
+            let Some(cap) = s.data.get(d.object as usize) else { continue };
+            let moved = moves.get(&cap.manifest);
+            if !is_file {
+                // Only files have bytes (a tree that says otherwise was not written by a run).
+                e.data = None;
+                continue;
+            }
+            match (index[d.object as usize], moved) {
+                (Some(i), None) => d.object = i,
+                (Some(i), Some(rel)) => {
+                    // A file of zero bytes has no range: any offset reads nothing.
+                    d.offset = if e.size == 0 {
+                        0
+                    } else {
+                        rel.map(d.offset, e.size).ok_or_else(|| {
+                            Error::Invalid(format!("repacking: a file of snapshot {} is not in the live ranges", s.id))
+                        })?
+                    };
+                    d.object = i;
+                }
+                (None, _) if e.size == 0 => e.data = None,
+                (None, _) => {
+                    return Err(Error::Invalid(format!("repacking: snapshot {} uses an object found unused", s.id)));
+                }
+            }
+        }
+        let bytes = tree.to_bytes()?;
+        let m = Manifest::from_bytes_with_cid(
+            &repo.spn.manifest(&s.tree.manifest, 256 << 20)?,
+            &s.tree.manifest.parse()?,
+            &Default::default(),
+        )?;
+        let enc = encode_fresh(repo, job, *m.params(), std::io::Cursor::new(bytes.clone()), None).await?;
+        let mut new = s.clone();
+        new.tree = ObjectCap::of(&enc)?;
+        new.data = data;
+        manifests.push(enc.manifest.to_bytes());
+        rewritten.push((new, bytes));
+    }
+    // The new objects exist before any record names them.
+    repo.spn.commit(job, &manifests, &[])?;
+    for (s, tree_bytes) in rewritten {
+        // A snapshot forgotten meanwhile stays forgotten.
+        if repo.spn.record(repo.name(), &format!("snap-{}", s.id))?.is_none() {
+            continue;
+        }
+        let mut stored = s.clone();
+        stored.added_by = None;
+        repo.save_snapshot(&stored)?;
+        repo.cache_tree(&s.id, &tree_bytes)?;
+        report.snapshots_rewritten.push(s.id);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_and_relocate() {
+        let m = merge(vec![(100, 50), (0, 10), (120, 50), (10, 5), (300, 0)]);
+        assert_eq!(m, vec![(0, 15), (100, 170)]);
+        let r = Relocation::new(&m);
+        assert_eq!(r.live(), 85);
+        assert_eq!(r.map(0, 10), Some(0));
+        assert_eq!(r.map(10, 5), Some(10));
+        assert_eq!(r.map(100, 50), Some(15));
+        assert_eq!(r.map(120, 50), Some(35));
+        assert_eq!(r.map(14, 2), None, "crosses a hole");
+        assert_eq!(r.map(50, 1), None, "in a hole");
+        assert_eq!(r.map(169, 2), None, "past the end");
+    }
+
+    #[test]
+    fn an_object_is_repacked_past_the_threshold_only() {
+        assert!(!worth_it(1000, 1000, 0), "nothing unused");
+        assert!(worth_it(1000, 999, 0));
+        assert!(!worth_it(1000, 900, 10), "exactly 10% unused is not more than 10%");
+        assert!(worth_it(1000, 899, 10));
+        assert!(!worth_it(1000, 0, 100), "100% never repacks");
+        assert!(worth_it(u64::MAX, 0, 99), "no overflow");
+    }
+
+    #[test]
+    fn the_live_reader_yields_the_ranges_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("o");
+        std::fs::write(&p, b"0123456789abcdef").expect("write");
+        let mut r = LiveReader::open(&p, vec![(1, 3), (10, 12), (15, 16)]).expect("open");
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("read");
+        assert_eq!(out, b"12abf");
+        let mut short = LiveReader::open(&p, vec![(14, 20)]).expect("open");
+        assert!(short.read_to_end(&mut Vec::new()).is_err(), "a short object is an error, not a short read");
+    }
+}
