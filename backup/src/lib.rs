@@ -14,6 +14,7 @@
 
 mod check;
 mod error;
+mod fleet;
 mod key;
 mod policy;
 mod repack;
@@ -28,6 +29,7 @@ mod xattr;
 
 pub use check::{CheckReport, check};
 pub use error::{Error, Result};
+pub use fleet::{Detail, host_report, open_detail, state_of};
 pub use key::{RepoKey, seal};
 pub use policy::{Candidate, Decision, Policy, Within, apply, utc};
 pub use repack::{RepackReport, Repacked};

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::backup_cmd::{
-    BackupArgs, KeepArgs, RunSpec, WhatArgs, default_key_path, excludes_with_files, existing_paths, host_name, repo_at,
-    run_spec,
+    BackupArgs, FleetCommand, KeepArgs, RunSpec, WhatArgs, default_key_path, excludes_with_files, existing_paths,
+    host_name, repo_at, run_spec,
 };
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -190,7 +190,7 @@ fn attempt(a: &BackupArgs, s: &backup::Schedule) -> Result<(String, Option<Strin
 
 /// `agent`: run the schedules (once, with `--once`), with the clock at
 /// `now` when given (tests and dry checks).
-pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> {
+pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&str>) -> Result<()> {
     let lock_path = crate::files::home().join("backup").join("agent.lock");
     std::fs::create_dir_all(lock_path.parent().unwrap_or(&lock_path)).context("making the backup folder")?;
     let lock = std::fs::OpenOptions::new()
@@ -206,10 +206,41 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> 
         eprintln!("backup agent: {} schedule(s); Ctrl-C stops it", backup::load_schedules(&schedules_path())?.len());
     }
     let mut failed = 0;
+    let me = fleet_host(host);
     loop {
         let schedules = backup::load_schedules(&schedules_path())?;
         let mut status = backup::load_status(&status_path())?;
         let mut earliest = i64::MAX;
+        // Runs a business system asked for through the SPN, first.
+        let groups = fleet_groups(a, &schedules);
+        let mut handled: Vec<Vec<u64>> = vec![Vec::new(); groups.len()];
+        for (g, (repo, members)) in groups.iter().enumerate() {
+            let asked = match repo.spn().run_requests(repo.name(), &me) {
+                Ok(r) => r.requests,
+                Err(e) => {
+                    eprintln!("fleet: asking the SPN for requested runs of repository {}: {e}", repo.name());
+                    continue;
+                }
+            };
+            for req in asked {
+                let chosen: Vec<&backup::Schedule> = members
+                    .iter()
+                    .map(|&i| &schedules[i])
+                    .filter(|s| req.schedule.as_ref().is_none_or(|n| *n == s.name))
+                    .collect();
+                if chosen.is_empty() {
+                    eprintln!(
+                        "fleet: request {} names schedule {:?}, which this host does not have",
+                        req.id, req.schedule
+                    );
+                }
+                for s in chosen {
+                    let t = now.unwrap_or_else(now_secs);
+                    failed += usize::from(run_slot(a, s, &mut status, t, 1, false, now, Some(req.id))?);
+                }
+                handled[g].push(req.id);
+            }
+        }
         for s in &schedules {
             let t = now.unwrap_or_else(now_secs);
             let st = status.get(&s.name).cloned().unwrap_or_default();
@@ -226,63 +257,16 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> 
                 }
                 continue;
             };
-            let started = now.unwrap_or_else(now_secs);
-            // Recorded as failed before it runs: a crash or a kill in the run
-            // counts as an attempt (backoff, then give up), not a fresh start.
-            let mut pending = st.clone();
-            backup::record(
-                &mut pending,
-                backup::Attempt {
-                    slot,
-                    started,
-                    finished: started,
-                    attempt: n,
-                    caught_up: late && n == 1,
-                    snapshot: None,
-                    error: Some("interrupted: the agent stopped during the run".to_string()),
-                    warning: None,
-                },
-            );
-            status.insert(s.name.clone(), pending);
-            backup::save_status(&status_path(), &status)?;
-            let result = attempt(a, s);
-            let finished = now.unwrap_or_else(now_secs);
-            let (snapshot, error, warning) = match result {
-                Ok((id, warning)) => (Some(id), None, warning),
-                Err(e) => (None, Some(format!("{e:#}")), None),
-            };
-            let record = backup::Attempt {
-                slot,
-                started,
-                finished,
-                attempt: n,
-                caught_up: late && n == 1,
-                snapshot: snapshot.clone(),
-                error: error.clone(),
-                warning: warning.clone(),
-            };
-            if a.json {
-                println!("{}", json!({ "schedule": s.name, "attempt": record }));
-            } else {
-                let late = if late && n == 1 { " (caught up: its time passed while the agent was down)" } else { "" };
-                match (&snapshot, &error) {
-                    (Some(id), _) => {
-                        println!("{} {}: snapshot {id} saved{late}", when(finished), s.name);
-                        if let Some(w) = &warning {
-                            eprintln!("{} {}: warning: {w}", when(finished), s.name);
-                        }
-                    }
-                    (_, Some(e)) => eprintln!("{} {}: attempt {n} failed: {e}", when(finished), s.name),
-                    _ => {}
-                }
+            failed += usize::from(run_slot(a, s, &mut status, slot, n, late, now, None)?);
+        }
+        // What the business system sees: each repository's schedules here.
+        for ((repo, members), done) in groups.iter().zip(handled) {
+            let mine: Vec<&backup::Schedule> = members.iter().map(|&i| &schedules[i]).collect();
+            let t = now.unwrap_or_else(now_secs);
+            let report = backup::host_report(&mine, &status, &repo.key().public(), t, &chrono::Local, done);
+            if let Err(e) = repo.spn().report_host(repo.name(), &me, &report) {
+                eprintln!("fleet: reporting to the SPN for repository {}: {e}", repo.name());
             }
-            if error.is_some() {
-                failed += 1;
-            }
-            let mut entry = st;
-            backup::record(&mut entry, record);
-            status.insert(s.name.clone(), entry);
-            backup::save_status(&status_path(), &status)?;
         }
         if once {
             break;
@@ -296,6 +280,120 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>) -> Result<()> 
         bail!("{failed} scheduled run(s) failed (see `ionshard backup status`); they are retried");
     }
     Ok(())
+}
+
+/// One attempt at `s`'s `slot` (attempt `n`; `late`: caught up), recorded
+/// in `status` before it runs (a kill counts as an attempt) and after;
+/// whether it failed. `request`: the fleet request that asked for it.
+#[allow(clippy::too_many_arguments)]
+fn run_slot(
+    a: &BackupArgs,
+    s: &backup::Schedule,
+    status: &mut std::collections::BTreeMap<String, backup::Status>,
+    slot: i64,
+    n: u32,
+    late: bool,
+    now: Option<i64>,
+    request: Option<u64>,
+) -> Result<bool> {
+    let st = status.get(&s.name).cloned().unwrap_or_default();
+    let started = now.unwrap_or_else(now_secs);
+    // Recorded as failed before it runs: a crash or a kill in the run
+    // counts as an attempt (backoff, then give up), not a fresh start.
+    let mut pending = st.clone();
+    backup::record(
+        &mut pending,
+        backup::Attempt {
+            slot,
+            started,
+            finished: started,
+            attempt: n,
+            caught_up: late && n == 1,
+            snapshot: None,
+            error: Some("interrupted: the agent stopped during the run".to_string()),
+            warning: None,
+        },
+    );
+    status.insert(s.name.clone(), pending);
+    backup::save_status(&status_path(), status)?;
+    let result = attempt(a, s);
+    let finished = now.unwrap_or_else(now_secs);
+    let (snapshot, error, warning) = match result {
+        Ok((id, warning)) => (Some(id), None, warning),
+        Err(e) => (None, Some(format!("{e:#}")), None),
+    };
+    let record = backup::Attempt {
+        slot,
+        started,
+        finished,
+        attempt: n,
+        caught_up: late && n == 1,
+        snapshot: snapshot.clone(),
+        error: error.clone(),
+        warning: warning.clone(),
+    };
+    if a.json {
+        println!("{}", json!({ "schedule": s.name, "attempt": record, "request": request }));
+    } else {
+        let why = match request {
+            Some(id) => format!(" (asked for through the SPN: request {id})"),
+            None if late && n == 1 => " (caught up: its time passed while the agent was down)".to_string(),
+            None => String::new(),
+        };
+        match (&snapshot, &error) {
+            (Some(id), _) => {
+                println!("{} {}: snapshot {id} saved{why}", when(finished), s.name);
+                if let Some(w) = &warning {
+                    eprintln!("{} {}: warning: {w}", when(finished), s.name);
+                }
+            }
+            (_, Some(e)) => eprintln!("{} {}: attempt {n} failed{why}: {e}", when(finished), s.name),
+            _ => {}
+        }
+    }
+    let mut entry = st;
+    backup::record(&mut entry, record);
+    status.insert(s.name.clone(), entry);
+    backup::save_status(&status_path(), status)?;
+    Ok(error.is_some())
+}
+
+/// The schedules by repository (and key), each with the repository opened
+/// (one whose key cannot be loaded is left out with a warning).
+fn fleet_groups(a: &BackupArgs, schedules: &[backup::Schedule]) -> Vec<(backup::Repo, Vec<usize>)> {
+    let mut groups: Vec<(String, PathBuf, Vec<usize>)> = Vec::new();
+    for (i, s) in schedules.iter().enumerate() {
+        let key = s.key.clone().unwrap_or_else(|| default_key_path(&s.repo));
+        match groups.iter_mut().find(|g| g.0 == s.repo && g.1 == key) {
+            Some(g) => g.2.push(i),
+            None => groups.push((s.repo.clone(), key, vec![i])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|(name, key, members)| match repo_at(a, &name, &key) {
+            Ok(r) => Some((r, members)),
+            Err(e) => {
+                eprintln!("fleet: repository {name}: {e:#}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The name this host reports to the fleet as: `--host`, else the
+/// system's, as the SPN takes names (letters, digits, '-', '_', '.').
+fn fleet_host(host: Option<&str>) -> String {
+    let raw = host.map(String::from).unwrap_or_else(host_name);
+    let mut out: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .take(64)
+        .collect();
+    while out.starts_with('.') {
+        out.remove(0);
+    }
+    if out.is_empty() { "localhost".to_string() } else { out }
 }
 
 /// `status`: each schedule's last and next runs.
@@ -404,4 +502,116 @@ pub(crate) fn print_systemd(a: &BackupArgs) -> Result<()> {
         println!("# then: systemctl daemon-reload && systemctl enable --now ionshard-backup.timer");
     }
     Ok(())
+}
+
+/// `fleet`: the hosts' reports as the SPN keeps them; the full key opens
+/// their sealed part (paths, errors).
+pub(crate) fn fleet(a: &BackupArgs, command: Option<&FleetCommand>) -> Result<()> {
+    let r = crate::backup_cmd::repo(a)?;
+    let spn = r.spn();
+    match command {
+        Some(FleetCommand::Run { host, schedule }) => {
+            let req = spn.request_run(r.name(), host, schedule.as_deref())?;
+            if a.json {
+                println!("{}", serde_json::to_string(&req)?);
+            } else {
+                println!(
+                    "asked {host} to run {} (request {}): its agent runs it at its next pass (within a minute when it runs)",
+                    schedule.as_deref().map_or("all its schedules".to_string(), |s| format!("schedule {s}")),
+                    req.id
+                );
+            }
+        }
+        Some(FleetCommand::Forget { host }) => {
+            spn.forget_host(r.name(), host)?;
+            if a.json {
+                println!("{}", json!({ "forgotten": host }));
+            } else {
+                println!("forgot host {host} (its snapshots stay; a running agent reports again at its next pass)");
+            }
+        }
+        Some(FleetCommand::Hosts) | None => {
+            let list = spn.hosts(r.name())?;
+            let full = !r.key().is_put_only();
+            if a.json {
+                let hosts: Vec<_> = list
+                    .hosts
+                    .iter()
+                    .map(|h| {
+                        let details: Vec<_> = h
+                            .report
+                            .iter()
+                            .flat_map(|rep| &rep.schedules)
+                            .map(|s| {
+                                let d = if full { backup::open_detail(r.key(), s).ok().flatten() } else { None };
+                                json!({ "schedule": s.name, "detail": d })
+                            })
+                            .collect();
+                        json!({ "host": h, "details": details })
+                    })
+                    .collect();
+                println!("{}", json!({ "repository": r.name(), "hosts": hosts }));
+                return Ok(());
+            }
+            if list.hosts.is_empty() {
+                println!(
+                    "no host has reported for repository {} yet (each host's `ionshard backup agent` reports after every pass)",
+                    r.name()
+                );
+            }
+            let now = now_secs();
+            for h in &list.hosts {
+                let seen = match &h.report {
+                    Some(rep) => format!(
+                        "reported {} ago ({}){}",
+                        ago(now - h.received as i64),
+                        rep.agent,
+                        h.reported_by.as_ref().map(|t| format!(", put-only key {t}")).unwrap_or_default()
+                    ),
+                    None => "never reported".to_string(),
+                };
+                println!("{}  {seen}", h.host);
+                for s in h.report.iter().flat_map(|rep| &rep.schedules) {
+                    let last = match &s.last {
+                        Some(l) if l.ok => format!(
+                            "last {} snapshot {}{}",
+                            when(l.finished),
+                            l.snapshot.as_deref().unwrap_or("?"),
+                            if l.warning { " (with a warning)" } else { "" }
+                        ),
+                        Some(l) => format!("last {} failed (attempt {})", when(l.finished), l.attempt),
+                        None => "never run".to_string(),
+                    };
+                    let next = s.next_run.map(|t| format!(", next {}", when(t))).unwrap_or_default();
+                    println!("  {:<16} {:<9} {last}{next}  ({})", s.name, s.state, s.cron);
+                    if full && let Ok(Some(d)) = backup::open_detail(r.key(), s) {
+                        println!("    paths: {}", d.paths.join(" "));
+                        for (what, text) in [("error", &d.error), ("warning", &d.warning)] {
+                            if let Some(t) = text {
+                                println!("    {what}: {t}");
+                            }
+                        }
+                    }
+                }
+                for p in &h.pending {
+                    println!(
+                        "  waiting: request {} to run {} (asked {} ago)",
+                        p.id,
+                        p.schedule.as_deref().unwrap_or("all schedules"),
+                        ago(now - p.requested as i64)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ago(secs: i64) -> String {
+    match secs.max(0) {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
 }

@@ -127,9 +127,17 @@ pub(crate) enum BackupCommand {
         /// The clock, seconds since the epoch (tests).
         #[arg(long, hide = true)]
         now: Option<i64>,
+        /// The name this host reports to the SPN's fleet API as [default: the system's host name].
+        #[arg(long)]
+        host: Option<String>,
     },
     /// The schedules' last and next runs, and their results.
     Status,
+    /// The fleet: every host's agent reports its schedules to the SPN; see them, ask a host to run.
+    Fleet {
+        #[command(subcommand)]
+        command: Option<FleetCommand>,
+    },
     /// Keep every snapshot's data on the peers another three months (each run does it too).
     Renew,
     /// Check receipts, placement and trees; read a share of the data from the peers (exit status 3 if anything is wrong).
@@ -299,12 +307,33 @@ fn key_path(a: &BackupArgs) -> PathBuf {
     a.key.clone().unwrap_or_else(|| default_key_path(&a.repo))
 }
 
+/// `backup fleet …`: the business system's view of its hosts, through the SPN.
+#[derive(clap::Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Every host of the repository, its schedules' states, last and next runs (the default).
+    Hosts,
+    /// Ask a host's agent to run a schedule (all of its schedules of this repository if none is named) at its next pass.
+    Run {
+        /// The host, as it reports itself.
+        host: String,
+        /// The schedule.
+        #[arg(long)]
+        schedule: Option<String>,
+    },
+    /// Forget a decommissioned host (its snapshots stay).
+    Forget {
+        /// The host.
+        host: String,
+    },
+}
+
 /// Where `init` keeps repository `repo`'s key.
 pub(crate) fn default_key_path(repo: &str) -> PathBuf {
     crate::files::home().join("backup").join(format!("{repo}.key"))
 }
 
-fn repo(a: &BackupArgs) -> Result<backup::Repo> {
+/// The repository the flags name.
+pub(crate) fn repo(a: &BackupArgs) -> Result<backup::Repo> {
     repo_at(a, &a.repo, &key_path(a))
 }
 
@@ -411,8 +440,9 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
         }
         BackupCommand::Schedule { command } => crate::backup_agent::schedule(&a, command),
         BackupCommand::Agent { print_systemd: true, .. } => crate::backup_agent::print_systemd(&a),
-        BackupCommand::Agent { once, now, .. } => crate::backup_agent::agent(&a, *once, *now),
+        BackupCommand::Agent { once, now, host, .. } => crate::backup_agent::agent(&a, *once, *now, host.as_deref()),
         BackupCommand::Status => crate::backup_agent::status(&a),
+        BackupCommand::Fleet { command } => crate::backup_agent::fleet(&a, command.as_ref()),
         BackupCommand::Check { read_data_subset } => check(&a, read_data_subset),
         BackupCommand::Renew => {
             let r = backup::renew(&repo(&a)?)?;

@@ -544,6 +544,40 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
              `ionshard backup agent`, `ionshard backup status`"
         );
     }
+    say(json_out, "the fleet: the agent reports to the SPN; the business system watches it and asks for a run");
+    let status_map: std::collections::BTreeMap<String, backup::Status> =
+        [("nightly".to_string(), status.clone())].into_iter().collect();
+    let host_report = backup::host_report(
+        &[&nightly],
+        &status_map,
+        &repo.key().public(),
+        3 * day + 9 * 3600 + 60,
+        &chrono::Utc,
+        vec![],
+    );
+    repo.spn().report_host("demo-office", "office-1", &host_report)?;
+    let asked = repo.spn().request_run("demo-office", "office-1", Some("nightly"))?;
+    let seen = repo.spn().host("demo-office", "office-1")?;
+    let Some(s) = seen.report.as_ref().and_then(|r| r.schedules.first()) else { bail!("the SPN kept no report") };
+    let detail = backup::open_detail(repo.key(), s)?.unwrap_or_default();
+    let fleet = format!(
+        "host office-1: schedule {} {} (snapshot {}), {} run(s) asked for and waiting; paths {} sealed to the key",
+        s.name,
+        s.state,
+        s.last.as_ref().and_then(|l| l.snapshot.clone()).unwrap_or_default(),
+        seen.pending.len(),
+        detail.paths.len()
+    );
+    if seen.pending.first().map(|p| p.id) != Some(asked.id) {
+        bail!("the requested run is not waiting for the host: {seen:?}");
+    }
+    if !json_out {
+        println!("{fleet}");
+        println!(
+            "by hand: `ionshard backup fleet` (every host), `ionshard backup fleet run HOST --schedule nightly`; \
+             the HTTP API is GET/PUT /v1/fleet/TENANT/hosts/HOST and POST …/runs"
+        );
+    }
     say(
         json_out,
         "forget the first snapshot and prune: the first run's data, still used in part, is repacked under new keys",
@@ -579,6 +613,7 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     }
     Ok(json!({
         "backup_prune": repacked,
+        "backup_fleet": fleet,
         "backup_check": format!("{} receipts verified, {} objects read back, no errors", checked.receipts_ok, checked.objects_read),
         "backup_put_only": format!("snapshot {} added; listing and deleting refused", added.id),
         "backup_schedule_catch_up": format!("missed 02:00 slot run once at start (snapshot {}); {after}", ran.id),

@@ -137,7 +137,7 @@ fn the_agent_catches_up_a_missed_run_retries_a_failed_one_and_a_put_only_key_onl
     // The agent was down at 02:00 UTC: it starts the next day at 09:00.
     let start = (now_secs() / 86_400 + 1) * 86_400 + 9 * 3600;
     let agent = |at: i64| {
-        let mut c = backup(&n, &home, &["agent", "--once", "--now", &at.to_string(), "--json"]);
+        let mut c = backup(&n, &home, &["agent", "--once", "--now", &at.to_string(), "--host", "office-1", "--json"]);
         c.env("TZ", "UTC").output().expect("agent")
     };
     let out = agent(start);
@@ -178,6 +178,39 @@ fn the_agent_catches_up_a_missed_run_retries_a_failed_one_and_a_put_only_key_onl
     let snaps = json_out(&backup(&n, &home, &["snapshots", "--json"]).output().expect("snapshots"), "snapshots");
     assert_eq!(snaps["snapshots"].as_array().expect("list").len(), 1);
 
+    // The business system sees the host through the SPN: states in the
+    // clear, paths and errors sealed (opened here with the full key).
+    let fleet =
+        || json_out(&backup(&n, &home, &["fleet", "--json"]).env("TZ", "UTC").output().expect("fleet"), "fleet");
+    let f = fleet();
+    let host = &f["hosts"][0];
+    assert_eq!(host["host"]["host"], "office-1", "{f}");
+    let schedules = host["host"]["report"]["schedules"].as_array().expect("schedules");
+    let state = |name: &str| schedules.iter().find(|s| s["name"] == name).map(|s| s["state"].clone());
+    assert_eq!((state("nightly"), state("broken")), (Some("ok".into()), Some("retrying".into())), "{f}");
+    let detail = host["details"].as_array().expect("details").iter().find(|d| d["schedule"] == "broken").cloned();
+    let detail = detail.expect("broken's detail");
+    assert!(detail["detail"]["error"].as_str().expect("opened").contains("does not exist"), "{detail}");
+    assert_eq!(detail["detail"]["paths"][0], s(&gone));
+    let api = client::Spn::new(&n.url, Some(n.token.trim().to_string())).expect("spn");
+    let raw = serde_json::to_string(&api.host("acme", "office-1").expect("the SPN's record")).expect("json");
+    assert!(!raw.contains(&s(&gone)) && !raw.contains(&s(&src)), "the SPN holds no path in the clear: {raw}");
+    // Asked to run through the SPN, the agent runs it at its next pass
+    // though nothing is due, and the request leaves the queue.
+    let req = json_out(
+        &backup(&n, &home, &["fleet", "run", "office-1", "--schedule", "nightly", "--json"]).output().expect("run"),
+        "fleet run",
+    );
+    let id = req["id"].as_u64().expect("request id");
+    assert_eq!(fleet()["hosts"][0]["host"]["pending"][0]["id"], id);
+    let out = agent(start + 150);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let l: serde_json::Value = serde_json::from_str(text.trim()).expect("one attempt");
+    assert_eq!((l["schedule"].as_str(), l["request"].as_u64()), (Some("nightly"), Some(id)), "{text}");
+    assert!(l["attempt"]["snapshot"].is_string(), "{l}");
+    let f = fleet();
+    assert_eq!(f["hosts"][0]["host"]["pending"].as_array().map(Vec::len), Some(0), "{f}");
+
     // A put-only key for another host: it adds, and cannot list.
     let put = dir.path().join("db-host.key");
     let made = json_out(
@@ -207,6 +240,27 @@ fn the_agent_catches_up_a_missed_run_retries_a_failed_one_and_a_put_only_key_onl
     assert!(ids.contains(&saved["snapshot"]["id"].as_str().expect("id")), "{ids:?}");
     let keys = json_out(&backup(&n, &home, &["key", "list", "--json"]).output().expect("key list"), "key list");
     assert!(keys["tokens"].as_array().expect("tokens").iter().any(|t| t["scope"] == "append"), "{keys}");
+    // Its token may report for a host of its own, but neither watch the
+    // fleet, nor ask for runs, nor report over another host's agent.
+    for args in [&["fleet"][..], &["fleet", "run", "office-1"][..], &["fleet", "forget", "office-1"][..]] {
+        let out = put_run(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("403"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = std::fs::read_to_string(&put).expect("key");
+    let token: serde_json::Value = serde_json::from_str(&token).expect("key json");
+    let put_api = client::Spn::new(&n.url, token["token"].as_str().map(String::from)).expect("spn");
+    let report = api.host("acme", "office-1").expect("host").report.expect("report");
+    let e =
+        put_api.report_host("acme", "office-1", &report).expect_err("a put-only key overwriting another host's report");
+    assert!(e.to_string().contains("409"), "{e}");
+    put_api.report_host("acme", "db", &report).expect("its own host");
+    put_api.report_host("acme", "db", &report).expect("again: it reported for db first");
+    assert_eq!(put_api.run_requests("acme", "db").expect("its runs").requests, vec![]);
 }
 
 /// On a peer, `store expired` lists backup shards past their expiry (the

@@ -466,6 +466,53 @@ impl Spn {
         self.get(&format!("/v1/records/{tenant}?prefix={prefix}"))
     }
 
+    /// Report this host's schedules to the fleet of `tenant` (its agent does, after each pass).
+    pub fn report_host(&self, tenant: &str, host: &str, report: &proto::api::HostReport) -> Result<()> {
+        let path = format!("/v1/fleet/{tenant}/hosts/{host}");
+        let body =
+            serde_json::to_vec(report).map_err(|source| Error::Encode { what: format!("PUT {path}"), source })?;
+        let what = format!("PUT {path}");
+        let r = self
+            .with_auth(self.agent.put(format!("{}{path}", self.base)))
+            .header("Content-Type", "application/json")
+            .send(&body[..])
+            .map_err(self.http(&what))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
+    }
+
+    /// The hosts of `tenant`'s fleet, their schedules and waiting runs.
+    pub fn hosts(&self, tenant: &str) -> Result<proto::api::HostList> {
+        self.get(&format!("/v1/fleet/{tenant}/hosts"))
+    }
+
+    /// One host of `tenant`'s fleet.
+    pub fn host(&self, tenant: &str, host: &str) -> Result<proto::api::HostInfo> {
+        self.get(&format!("/v1/fleet/{tenant}/hosts/{host}"))
+    }
+
+    /// Ask `host`'s agent to run `schedule` (all its schedules for `tenant` when None) at its next pass.
+    pub fn request_run(&self, tenant: &str, host: &str, schedule: Option<&str>) -> Result<proto::api::RunRequest> {
+        let body = proto::api::NewRunRequest { schedule: schedule.map(String::from) };
+        self.post(&format!("/v1/fleet/{tenant}/hosts/{host}/runs"), &body)
+    }
+
+    /// The runs waiting for `host` (its agent asks).
+    pub fn run_requests(&self, tenant: &str, host: &str) -> Result<proto::api::RunRequests> {
+        self.get(&format!("/v1/fleet/{tenant}/hosts/{host}/runs"))
+    }
+
+    /// Forget a host of `tenant`'s fleet (a decommissioned one).
+    pub fn forget_host(&self, tenant: &str, host: &str) -> Result<()> {
+        let (what, r) = self.delete_path(&format!("/v1/fleet/{tenant}/hosts/{host}"))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
+    }
+
     /// Remove a record of `tenant`.
     pub fn delete_record(&self, tenant: &str, name: &str) -> Result<()> {
         let (what, r) = self.delete_path(&format!("/v1/records/{tenant}/{name}"))?;

@@ -727,6 +727,134 @@ pub struct RecordList {
     pub records: Vec<RecordInfo>,
 }
 
+/// The most schedules one host report may list.
+pub const MAX_FLEET_SCHEDULES: usize = 256;
+/// The most hosts a tenant's fleet may hold.
+pub const MAX_FLEET_HOSTS: usize = 4096;
+/// The most run requests waiting for one host.
+pub const MAX_RUN_REQUESTS: usize = 64;
+
+/// What a backup host's agent tells the SPN after each pass over its
+/// schedules (`PUT /v1/fleet/{tenant}/hosts/{host}`): enough for a
+/// business system to watch a fleet, nothing of what is backed up. The
+/// paths and any error's text are sealed to the repository's key
+/// (`sealed`): an error may name a local path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The agent's program and version (`ionshard 0.1.0`).
+    pub agent: String,
+    /// The host's clock when it reported, seconds since the epoch.
+    pub reported_at: i64,
+    /// Its schedules for this tenant.
+    pub schedules: Vec<ScheduleReport>,
+    /// Run requests it has carried out since its last report (their ids):
+    /// the SPN drops them from the queue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handled: Vec<u64>,
+}
+
+/// One schedule of a host, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleReport {
+    /// Its name.
+    pub name: String,
+    /// Its cron pattern (in the host's zone).
+    pub cron: String,
+    /// `ok` (the last run saved a snapshot), `retrying` (it failed and is
+    /// retried), `failed` (retries used up, waiting for the next time),
+    /// `never-run`, or `error` (the schedule itself is wrong).
+    pub state: String,
+    /// The next run, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<i64>,
+    /// The last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<RunSummary>,
+    /// The last successful run's snapshot and when it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok: Option<(String, i64)>,
+    /// JSON `{"paths": [...], "error": ..., "warning": ...}` sealed to the
+    /// repository's public key, base64: the full key's holder opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+/// One attempt at a schedule's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The slot it was for (a cron time, or when a request asked for it).
+    pub slot: i64,
+    /// When it started and finished, seconds since the epoch.
+    pub started: i64,
+    /// When it finished.
+    pub finished: i64,
+    /// Its attempt number at this slot (1 the first).
+    pub attempt: u32,
+    /// Whether it saved a snapshot.
+    pub ok: bool,
+    /// The snapshot it saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Whether something after the snapshot failed (retention, prune, renewal).
+    #[serde(default)]
+    pub warning: bool,
+}
+
+/// A host as the SPN keeps it: `GET /v1/fleet/{tenant}/hosts[/{host}]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The host's name.
+    pub host: String,
+    /// Its last report (None: a run was requested before it ever reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<HostReport>,
+    /// When the SPN received that report, by the SPN's clock.
+    #[serde(default)]
+    pub received: u64,
+    /// The append token that first reported for this host, if one did: only
+    /// it (or a full token) may report for it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_by: Option<String>,
+    /// Run requests not yet carried out.
+    #[serde(default)]
+    pub pending: Vec<RunRequest>,
+}
+
+/// `GET /v1/fleet/{tenant}/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostList {
+    /// The hosts, by name.
+    pub hosts: Vec<HostInfo>,
+}
+
+/// `POST /v1/fleet/{tenant}/hosts/{host}/runs`: ask the host's agent to run
+/// a schedule now (all of its schedules for the tenant when none is named).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRunRequest {
+    /// The schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// A run request waiting for its host's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Its id.
+    pub id: u64,
+    /// The schedule (None: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// When it was asked for, by the SPN's clock.
+    pub requested: u64,
+}
+
+/// `GET /v1/fleet/{tenant}/hosts/{host}/runs`: what the agent should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequests {
+    /// Oldest first.
+    pub requests: Vec<RunRequest>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! deadline; uploads are streamed to disk with a deadline per piece.
 
 mod encoded;
+mod fleet;
 mod objects;
 mod releases;
 mod tokens;
@@ -221,6 +222,12 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/encoded/{job}/held", post(encoded::held).layer(middleware::from_fn(buffered(1 << 20))))
         .route("/v1/encoded/{job}/commit", post(encoded::commit).layer(middleware::from_fn(buffered(256 << 20))))
         .route("/v1/records/{tenant}", get(encoded::list_records))
+        .route("/v1/fleet/{tenant}/hosts", get(fleet::hosts))
+        .route(
+            "/v1/fleet/{tenant}/hosts/{host}",
+            axum::routing::put(fleet::report).get(fleet::host).delete(fleet::forget).layer(small.clone()),
+        )
+        .route("/v1/fleet/{tenant}/hosts/{host}/runs", post(fleet::request_run).get(fleet::runs).layer(small.clone()))
         .route(
             "/v1/records/{tenant}/{name}",
             axum::routing::put(encoded::put_record)

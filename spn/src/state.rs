@@ -4,7 +4,11 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 5 (this release; `meta` table, key `format`). Format 5
+//! Layout format 6 (this release; `meta` table, key `format`). Format 6
+//! adds the fleet (`fleet_hosts`, `fleet_runs`: backup hosts' reports and
+//! the runs asked of them, see `state/fleet.rs`); a format 5 state is opened
+//! as it is and gains the tables. An earlier build must refuse a format 6
+//! state (it would drop a fleet it cannot see), hence the bump. Format 5
 //! gives tokens a scope (`full`, or `append` for backup hosts' put-only
 //! keys), jobs the append token that opened them, and records who wrote
 //! them (`record_meta`); a format 4 token reads as full, so a format 4 state is opened as
@@ -51,11 +55,13 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 5;
+pub(crate) const STATE_FORMAT: u64 = 6;
 
 mod encoded;
+mod fleet;
 mod registry;
 pub(crate) use encoded::RecordMeta;
+pub(crate) use fleet::Reported;
 pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};
 pub(crate) use registry::{RootRecord, TokenRecord, VendorRecord};
 
@@ -173,6 +179,7 @@ impl State {
         txn.open_table(STATS)?;
         registry::create_tables(&txn)?;
         encoded::create_tables(&txn)?;
+        fleet::create_tables(&txn)?;
         if format.is_none() {
             registry::migrate_releases(&txn)?;
         }

@@ -1,0 +1,259 @@
+//! The fleet: what each backup host's agent last reported, and the run
+//! requests a business system left for it (format 6). Reports hold no
+//! path, file name or error text in the clear (those are sealed to the
+//! repository's key by the agent): schedule names, times, states and
+//! snapshot ids.
+
+use proto::api::{HostInfo, HostReport, RunRequest};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{META, State, json, parse};
+use crate::error::Result;
+
+/// `TENANT/HOST` → JSON [`HostRecord`].
+const FLEET_HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_hosts");
+/// `TENANT/HOST/ID (20 digits)` → JSON [`RunRequest`].
+const FLEET_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_runs");
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct HostRecord {
+    report: Option<HostReport>,
+    received: u64,
+    reported_by: Option<String>,
+}
+
+/// What saving a report came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reported {
+    Saved,
+    /// Another token reported for this host first.
+    NotYours,
+    /// The tenant has the most hosts it may.
+    TooMany,
+}
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(FLEET_HOSTS)?;
+    txn.open_table(FLEET_RUNS)?;
+    Ok(())
+}
+
+fn info(host: &str, r: HostRecord, pending: Vec<RunRequest>) -> HostInfo {
+    HostInfo { host: host.to_string(), report: r.report, received: r.received, reported_by: r.reported_by, pending }
+}
+
+/// Whether the tenant may hold one more host.
+fn room_for_one(t: &redb::Table<&str, &[u8]>, tenant: &str, max_hosts: usize) -> Result<bool> {
+    let lo = format!("{tenant}/");
+    let mut n = 0;
+    for e in t.range(lo.as_str()..)? {
+        if !e?.0.value().starts_with(&lo) {
+            break;
+        }
+        n += 1;
+        if n >= max_hosts {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+impl State {
+    /// Save `host`'s report, written by `writer` (an append token's id, or
+    /// None for a full token), and drop the requests it says it handled.
+    pub(crate) fn put_host_report(
+        &self,
+        tenant: &str,
+        host: &str,
+        report: &HostReport,
+        writer: Option<&str>,
+        now: u64,
+        max_hosts: usize,
+    ) -> Result<Reported> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut hosts = txn.open_table(FLEET_HOSTS)?;
+            let key = format!("{tenant}/{host}");
+            let old: Option<HostRecord> = match hosts.get(key.as_str())? {
+                Some(v) => Some(parse(v.value(), "fleet host")?),
+                None => None,
+            };
+            let reported_by = match &old {
+                None => {
+                    if !room_for_one(&hosts, tenant, max_hosts)? {
+                        return Ok(Reported::TooMany);
+                    }
+                    writer.map(String::from)
+                }
+                // A host only a run request named: the first reporter takes it.
+                Some(o) if o.report.is_none() => writer.map(String::from),
+                Some(o) => {
+                    if writer.is_some() && o.reported_by.as_deref() != writer {
+                        return Ok(Reported::NotYours);
+                    }
+                    o.reported_by.clone()
+                }
+            };
+            let rec = HostRecord { report: Some(report.clone()), received: now, reported_by };
+            hosts.insert(key.as_str(), json(&rec).as_slice())?;
+            let mut runs = txn.open_table(FLEET_RUNS)?;
+            for id in &report.handled {
+                runs.remove(format!("{tenant}/{host}/{id:020}").as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(Reported::Saved)
+    }
+
+    /// The runs waiting for `host`, oldest first.
+    pub(crate) fn run_requests(&self, tenant: &str, host: &str) -> Result<Vec<RunRequest>> {
+        let txn = self.db.begin_read()?;
+        let runs = txn.open_table(FLEET_RUNS)?;
+        let lo = format!("{tenant}/{host}/");
+        let mut out = Vec::new();
+        for e in runs.range(lo.as_str()..)? {
+            let (k, v) = e?;
+            if !k.value().starts_with(&lo) {
+                break;
+            }
+            out.push(parse(v.value(), "run request")?);
+        }
+        Ok(out)
+    }
+
+    /// One host of `tenant`.
+    pub(crate) fn host(&self, tenant: &str, host: &str) -> Result<Option<HostInfo>> {
+        let rec: Option<HostRecord> = {
+            let txn = self.db.begin_read()?;
+            let hosts = txn.open_table(FLEET_HOSTS)?;
+            match hosts.get(format!("{tenant}/{host}").as_str())? {
+                Some(v) => Some(parse(v.value(), "fleet host")?),
+                None => None,
+            }
+        };
+        match rec {
+            Some(r) => Ok(Some(info(host, r, self.run_requests(tenant, host)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every host of `tenant`, by name.
+    pub(crate) fn hosts(&self, tenant: &str) -> Result<Vec<HostInfo>> {
+        let mut recs: Vec<(String, HostRecord)> = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            let hosts = txn.open_table(FLEET_HOSTS)?;
+            let lo = format!("{tenant}/");
+            for e in hosts.range(lo.as_str()..)? {
+                let (k, v) = e?;
+                let Some(name) = k.value().strip_prefix(&lo) else { break };
+                recs.push((name.to_string(), parse(v.value(), "fleet host")?));
+            }
+        }
+        recs.into_iter().map(|(h, r)| Ok(info(&h, r, self.run_requests(tenant, &h)?))).collect()
+    }
+
+    /// Queue a run for `host` (None: it has `max` waiting already, or the
+    /// tenant has the most hosts it may).
+    pub(crate) fn add_run_request(
+        &self,
+        tenant: &str,
+        host: &str,
+        schedule: Option<String>,
+        now: u64,
+        max: usize,
+        max_hosts: usize,
+    ) -> Result<Option<RunRequest>> {
+        let txn = self.db.begin_write()?;
+        let req = {
+            let mut hosts = txn.open_table(FLEET_HOSTS)?;
+            let key = format!("{tenant}/{host}");
+            if hosts.get(key.as_str())?.is_none() {
+                if !room_for_one(&hosts, tenant, max_hosts)? {
+                    return Ok(None);
+                }
+                hosts.insert(key.as_str(), json(&HostRecord::default()).as_slice())?;
+            }
+            let mut runs = txn.open_table(FLEET_RUNS)?;
+            let lo = format!("{tenant}/{host}/");
+            let waiting = runs
+                .range(lo.as_str()..)?
+                .take_while(|e| e.as_ref().is_ok_and(|(k, _)| k.value().starts_with(&lo)))
+                .count();
+            if waiting >= max {
+                return Ok(None);
+            }
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get("fleet_next_run")?.map_or(1, |v| v.value());
+            meta.insert("fleet_next_run", id + 1)?;
+            let req = RunRequest { id, schedule, requested: now };
+            runs.insert(format!("{lo}{id:020}").as_str(), json(&req).as_slice())?;
+            req
+        };
+        txn.commit()?;
+        Ok(Some(req))
+    }
+
+    /// Forget a host (a decommissioned one) and its waiting runs; whether there was one.
+    pub(crate) fn delete_host(&self, tenant: &str, host: &str) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let had = {
+            let had = txn.open_table(FLEET_HOSTS)?.remove(format!("{tenant}/{host}").as_str())?.is_some();
+            let mut runs = txn.open_table(FLEET_RUNS)?;
+            let lo = format!("{tenant}/{host}/");
+            let keys: Vec<String> = runs
+                .range(lo.as_str()..)?
+                .map_while(|e| e.ok().map(|(k, _)| k.value().to_string()).filter(|k| k.starts_with(&lo)))
+                .collect();
+            for k in keys {
+                runs.remove(k.as_str())?;
+            }
+            had
+        };
+        txn.commit()?;
+        Ok(had)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(handled: Vec<u64>) -> HostReport {
+        HostReport { agent: "ionshard test".into(), reported_at: 1, schedules: vec![], handled }
+    }
+
+    #[test]
+    fn a_host_is_reported_for_by_its_first_token_only_and_handled_runs_leave_the_queue() {
+        let dir = tempfile::tempdir().expect("dir");
+        let st = State::open(&dir.path().join("spn")).expect("open");
+        // A run asked for before the host ever reported; its first reporter takes it.
+        let r1 = st.add_run_request("acme", "db", Some("nightly".into()), 10, 2, 8).expect("add").expect("room");
+        let r2 = st.add_run_request("acme", "db", None, 11, 2, 8).expect("add").expect("room");
+        assert_eq!(st.add_run_request("acme", "db", None, 12, 2, 8).expect("add"), None, "two waiting at most");
+        assert_eq!(
+            st.put_host_report("acme", "db", &report(vec![]), Some("tok-a"), 20, 8).expect("put"),
+            Reported::Saved
+        );
+        assert_eq!(
+            st.put_host_report("acme", "db", &report(vec![]), Some("tok-b"), 21, 8).expect("put"),
+            Reported::NotYours,
+            "another append token cannot report over it"
+        );
+        assert_eq!(st.put_host_report("acme", "db", &report(vec![r1.id]), None, 22, 8).expect("put"), Reported::Saved);
+        let h = st.host("acme", "db").expect("host").expect("there");
+        assert_eq!(h.reported_by.as_deref(), Some("tok-a"), "a full token's report keeps the first reporter");
+        assert_eq!(h.pending, vec![r2.clone()]);
+        assert_eq!(h.received, 22);
+        // Tenants apart; the cap on hosts.
+        assert!(st.hosts("other").expect("hosts").is_empty());
+        assert_eq!(st.put_host_report("acme", "web", &report(vec![]), None, 23, 2).expect("put"), Reported::Saved);
+        assert_eq!(st.put_host_report("acme", "mail", &report(vec![]), None, 24, 2).expect("put"), Reported::TooMany);
+        let names: Vec<String> = st.hosts("acme").expect("hosts").into_iter().map(|h| h.host).collect();
+        assert_eq!(names, ["db", "web"]);
+        assert!(st.delete_host("acme", "db").expect("delete"));
+        assert!(st.run_requests("acme", "db").expect("runs").is_empty(), "its waiting runs go with it");
+        assert!(!st.delete_host("acme", "db").expect("delete"));
+    }
+}
