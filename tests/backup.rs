@@ -300,17 +300,23 @@ async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_ev
     assert_eq!(two.stats.files_read, 0, "nothing changed that is still there");
     assert_eq!(two.data, vec![old.clone()], "the kept file is still read from the first run's object");
     let kept_state = describe(&src);
-    // A put-only host backs up another tree twice, dropping a file between.
+    // A put-only host backs up another tree three times: a.bin edited,
+    // then b.bin dropped. Its second snapshot keeps b.bin from the first
+    // run's object; its third (its newest) no longer uses that object.
     let (put, _put_spn, _put_cache) = put_only_host(&net, &h);
     let desk = work.path().join("desk");
-    write(&desk.join("a.bin"), &image(300_000, 23));
-    write(&desk.join("b.bin"), &image(900_000, 24));
+    // (`image` takes odd seeds: 2n and 2n+1 are the same bytes.)
+    write(&desk.join("a.bin"), &image(300_000, 41));
+    write(&desk.join("b.bin"), &image(900_000, 43));
     let po = options(std::slice::from_ref(&desk));
     let p1 = backup::run(&put, None, &po, Arc::new(client::Hidden)).await.expect("put-only first").snapshot;
-    std::fs::remove_file(desk.join("b.bin")).expect("rm");
+    write(&desk.join("a.bin"), &image(300_000, 45));
     let p2 = backup::run(&put, None, &po, Arc::new(client::Hidden)).await.expect("put-only second").snapshot;
-    assert_eq!(p2.data, p1.data, "its own last object, reused");
+    assert_eq!(p2.data.len(), 2, "b.bin from the first object, a.bin from its own");
     let desk_state = describe(&desk);
+    std::fs::remove_file(desk.join("b.bin")).expect("rm");
+    let p3 = backup::run(&put, None, &po, Arc::new(client::Hidden)).await.expect("put-only third").snapshot;
+    assert!(p3.data.iter().all(|d| d.manifest != p1.data[0].manifest));
 
     let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
     let old_shards = shards_of(&spn, &old.manifest);
@@ -331,6 +337,10 @@ async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_ev
     let mut rewritten = p.repack.snapshots_rewritten.clone();
     rewritten.sort();
     let mut expect = vec![two.id.clone(), p2.id.clone()];
+    assert!(
+        p.repack.repacked.iter().all(|r| !p3.data.iter().any(|d| d.manifest == r.object)),
+        "a put-only host's newest snapshot's objects are left for its next run: {p:?}"
+    );
     expect.sort();
     assert_eq!(rewritten, expect);
     assert!(p.objects_deleted.contains(&old.manifest) && p.objects_deleted.contains(&p1.data[0].manifest), "{p:?}");
@@ -368,10 +378,47 @@ async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_ev
         backup::prune_with(&h.repo, &dev.client, &strict, u64::MAX / 2, Arc::new(client::Hidden)).await.expect("prune");
     assert!(again.repack.repacked.is_empty() && again.objects_deleted.is_empty(), "{again:?}");
     // The full key's next run compares with the rewritten snapshot.
+    // The put-only host's next run commits as usual (its objects are still there).
+    let p4 = backup::run(&put, None, &po, Arc::new(client::Hidden)).await.expect("put-only after the prune").snapshot;
+    assert_eq!(p4.stats.files_read, 0, "still incremental: {:?}", p4.stats);
     write(&src.join("kept/new.txt"), b"new\n");
     let three = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("third").snapshot;
     assert_eq!(three.parent.as_deref(), Some(two.id.as_str()));
     assert_eq!(three.stats.files_read, 1, "{:?}", three.stats);
+}
+
+/// A prune lists the objects, then deletes the unused old ones one by
+/// one; a backup that commits one of them again in between (it reuses its
+/// parent's object, which a repack just replaced) must keep it: the SPN
+/// checks the grace in the delete itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prune_cannot_delete_an_object_a_backup_committed_after_the_listing() {
+    let net = network(6, None).await;
+    let h = host(&net, "racer");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("src");
+    write(&src.join("f.bin"), &image(200_000, 31));
+    let one = backup::run(&h.repo, None, &options(std::slice::from_ref(&src)), Arc::new(client::Hidden))
+        .await
+        .expect("run")
+        .snapshot;
+    let spn = h.repo.spn();
+    let x = one.data[0].manifest.clone();
+    // The prune's listing, then a run's commit that goes on using X.
+    let listed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&src.join("g.bin"), &image(1_000, 33));
+    let two = backup::run(&h.repo, None, &options(std::slice::from_ref(&src)), Arc::new(client::Hidden))
+        .await
+        .expect("a run whose commit reuses X")
+        .snapshot;
+    assert!(two.data.iter().any(|d| d.manifest == x));
+    assert!(
+        spn.delete_object_older_than(&x, listed_at).expect("delete").is_none(),
+        "deleted an object a backup committed after the prune's listing"
+    );
+    assert!(spn.object(&x).is_ok(), "X is still there");
+    assert!(spn.delete_object_older_than(&x, u64::MAX / 2).expect("delete").is_some(), "older than that: deleted");
 }
 
 /// Files that cannot be read are reported in the snapshot and skipped; the

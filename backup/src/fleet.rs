@@ -30,6 +30,21 @@ pub struct Detail {
     pub warning: Option<String>,
 }
 
+/// The most paths a report names per schedule, and bytes of each text.
+const MAX_PATHS: usize = 16;
+const MAX_TEXT: usize = 512;
+
+fn cut(s: &str) -> String {
+    if s.len() <= MAX_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 fn sealed_as(name: &str) -> String {
     format!("fleet schedule {name}")
 }
@@ -60,14 +75,15 @@ pub fn host_report<Tz: TimeZone>(
         .map(|s| {
             let st = status.get(&s.name).cloned().unwrap_or_default();
             let next = next_run(s, &st, now, tz);
+            // Bounded, so a report always fits the SPN's limit.
             let detail = Detail {
-                paths: s.paths.iter().map(|p| p.display().to_string()).collect(),
+                paths: s.paths.iter().take(MAX_PATHS).map(|p| cut(&p.display().to_string())).collect(),
                 error: st
                     .last
                     .as_ref()
-                    .and_then(|l| l.error.clone())
-                    .or_else(|| next.as_ref().err().map(|e| e.to_string())),
-                warning: st.last.as_ref().and_then(|l| l.warning.clone()),
+                    .and_then(|l| l.error.as_deref().map(cut))
+                    .or_else(|| next.as_ref().err().map(|e| cut(&e.to_string()))),
+                warning: st.last.as_ref().and_then(|l| l.warning.as_deref().map(cut)),
             };
             let body = serde_json::to_vec(&detail).unwrap_or_default();
             ScheduleReport {

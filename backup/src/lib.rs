@@ -39,7 +39,7 @@ pub use run::{RunOptions, RunReport, run};
 pub use scan::{ScanOptions, absolute};
 pub use schedule::{
     Attempt, Keep, MAX_ATTEMPTS, Plan, Retry, Schedule, Status, load_schedules, load_status, next_run, plan, record,
-    save_schedules, save_status,
+    record_requested, save_schedules, save_status,
 };
 pub use tree::{Change, DataRef, Entry, Kind, TREE_FORMAT, Tree, diff};
 pub use upkeep::{

@@ -328,6 +328,18 @@ impl Repo {
         client::write_atomic(&path, bytes).map_err(Error::file("caching the tree", &path))
     }
 
+    /// The folder objects are fetched into (plaintext: this user's only).
+    pub(crate) fn scratch_dir(&self) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.cache.join("fetch");
+        std::fs::create_dir_all(&dir).map_err(Error::file("making the scratch folder", &dir))?;
+        for d in [&self.cache, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::file("making the cache private", d))?;
+        }
+        Ok(dir)
+    }
+
     /// A snapshot's tree: from the cache, or fetched from the peers.
     pub async fn tree(&self, net: Option<&net::Client>, s: &Snapshot) -> Result<Tree> {
         let path = self.tree_cache(&s.id);
@@ -339,7 +351,7 @@ impl Repo {
         let Some(net) = net else {
             return Err(Error::NeedsNetwork(format!("the tree of snapshot {} is not cached here", s.id)));
         };
-        let tmp = self.cache.join("fetch").join(format!("tree-{}", s.id));
+        let tmp = self.scratch_dir()?.join(format!("tree-{}", s.id));
         self.fetch_object(net, &s.tree, &tmp, Arc::new(client::Hidden)).await?;
         let bytes = std::fs::read(&tmp).map_err(Error::file("reading", &tmp))?;
         let _ = std::fs::remove_file(&tmp);

@@ -290,6 +290,20 @@ pub fn record(st: &mut Status, a: Attempt) {
     st.last = Some(a);
 }
 
+/// The status after a run someone asked for (the fleet API), not one of
+/// the pattern's slots: it never starts or resets a slot's retries. A
+/// success clears a failing slot's retries (a snapshot was taken since);
+/// a failure is only reported.
+pub fn record_requested(st: &mut Status, a: Attempt) {
+    if a.error.is_none() {
+        if let Some(r) = st.retry.take() {
+            st.done_slot = Some(r.slot.max(st.done_slot.unwrap_or(i64::MIN)));
+        }
+        st.last_ok = Some(a.clone());
+    }
+    st.last = Some(a);
+}
+
 /// The next time `s` will run after `now` (for `status`), seconds.
 pub fn next_run<Tz: TimeZone>(s: &Schedule, st: &Status, now: i64, tz: &Tz) -> Result<i64> {
     Ok(match plan(s, st, now, tz)? {
@@ -396,6 +410,25 @@ mod tests {
             error: error.map(String::from),
             warning: None,
         }
+    }
+
+    /// A run asked for through the fleet API is no slot: its failure must
+    /// not restart a failing slot's retries (every request would give the
+    /// slot six more attempts), its success ends them.
+    #[test]
+    fn a_requested_run_neither_resets_nor_starts_retries() {
+        let mut st = Status::default();
+        record(&mut st, attempt(7200, 7200, 3, Some("disk full")));
+        let retry = st.retry.expect("retrying");
+        record_requested(&mut st, attempt(9000, 9000, 1, Some("still full")));
+        assert_eq!(st.retry, Some(retry), "the slot's retries go on as they were");
+        assert_eq!(st.last.as_ref().map(|l| l.slot), Some(9000), "but it is the last attempt");
+        let mut fresh = Status::default();
+        record_requested(&mut fresh, attempt(9000, 9000, 1, Some("failed")));
+        assert_eq!((fresh.retry, fresh.done_slot), (None, None), "no retry of a request");
+        record_requested(&mut st, attempt(9100, 9100, 1, None));
+        assert_eq!((st.retry, st.done_slot), (None, Some(7200)), "a success ends the slot's retries");
+        assert!(st.last_ok.is_some());
     }
 
     #[test]

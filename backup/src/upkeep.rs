@@ -113,6 +113,9 @@ pub struct PruneReport {
     /// Partly used data objects encoded again with only their used part
     /// (before the deletion, which then takes the old ones).
     pub repack: RepackReport,
+    /// Why nothing was repacked, when the caller could not (no way to the peers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repack_skipped: Option<String>,
 }
 
 /// How `prune` works.
@@ -190,9 +193,15 @@ pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport>
             report.objects_too_young += 1;
             continue;
         }
-        let d = repo.spn.delete_object(&o.manifest)?;
-        report.shards_deleted += d.shards_deleted;
-        report.objects_deleted.push(o.manifest);
+        // The grace checked again where the delete happens: a run that
+        // committed this object since the listing keeps it.
+        match repo.spn.delete_object_older_than(&o.manifest, now_secs.saturating_sub(grace_secs))? {
+            Some(d) => {
+                report.shards_deleted += d.shards_deleted;
+                report.objects_deleted.push(o.manifest);
+            }
+            None => report.objects_too_young += 1,
+        }
     }
     Ok(report)
 }

@@ -213,6 +213,7 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&
         let mut earliest = i64::MAX;
         // Runs a business system asked for through the SPN, first.
         let groups = fleet_groups(a, &schedules);
+        let mut acks = load_acks();
         let mut handled: Vec<Vec<u64>> = vec![Vec::new(); groups.len()];
         for (g, (repo, members)) in groups.iter().enumerate() {
             let asked = match repo.spn().run_requests(repo.name(), &me) {
@@ -222,7 +223,14 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&
                     continue;
                 }
             };
+            // Requests carried out whose acknowledgement did not reach the
+            // SPN are not run again.
+            let key = |id: u64| format!("{}/{me}/{id}", repo.name());
             for req in asked {
+                if acks.contains(&key(req.id)) {
+                    handled[g].push(req.id);
+                    continue;
+                }
                 let chosen: Vec<&backup::Schedule> = members
                     .iter()
                     .map(|&i| &schedules[i])
@@ -234,12 +242,22 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&
                         req.id, req.schedule
                     );
                 }
+                // Taken as carried out before it runs: a kill during the run
+                // must not make every later pass run it again.
+                acks.insert(key(req.id));
+                save_acks(&acks)?;
                 for s in chosen {
                     let t = now.unwrap_or_else(now_secs);
                     failed += usize::from(run_slot(a, s, &mut status, t, 1, false, now, Some(req.id))?);
                 }
                 handled[g].push(req.id);
             }
+            for id in &handled[g] {
+                if repo.spn().ack_run(repo.name(), &me, *id).is_ok() {
+                    acks.remove(&key(*id));
+                }
+            }
+            save_acks(&acks)?;
         }
         for s in &schedules {
             let t = now.unwrap_or_else(now_secs);
@@ -301,7 +319,9 @@ fn run_slot(
     // Recorded as failed before it runs: a crash or a kill in the run
     // counts as an attempt (backoff, then give up), not a fresh start.
     let mut pending = st.clone();
-    backup::record(
+    let record_as: fn(&mut backup::Status, backup::Attempt) =
+        if request.is_some() { backup::record_requested } else { backup::record };
+    record_as(
         &mut pending,
         backup::Attempt {
             slot,
@@ -352,21 +372,22 @@ fn run_slot(
         }
     }
     let mut entry = st;
-    backup::record(&mut entry, record);
+    record_as(&mut entry, record);
     status.insert(s.name.clone(), entry);
     backup::save_status(&status_path(), status)?;
     Ok(error.is_some())
 }
 
-/// The schedules by repository (and key), each with the repository opened
+/// The schedules by repository, each with the repository opened
 /// (one whose key cannot be loaded is left out with a warning).
 fn fleet_groups(a: &BackupArgs, schedules: &[backup::Schedule]) -> Vec<(backup::Repo, Vec<usize>)> {
+    // One report per repository (two would overwrite each other): its
+    // first schedule's key speaks for the host.
     let mut groups: Vec<(String, PathBuf, Vec<usize>)> = Vec::new();
     for (i, s) in schedules.iter().enumerate() {
-        let key = s.key.clone().unwrap_or_else(|| default_key_path(&s.repo));
-        match groups.iter_mut().find(|g| g.0 == s.repo && g.1 == key) {
+        match groups.iter_mut().find(|g| g.0 == s.repo) {
             Some(g) => g.2.push(i),
-            None => groups.push((s.repo.clone(), key, vec![i])),
+            None => groups.push((s.repo.clone(), s.key.clone().unwrap_or_else(|| default_key_path(&s.repo)), vec![i])),
         }
     }
     groups
@@ -379,6 +400,22 @@ fn fleet_groups(a: &BackupArgs, schedules: &[backup::Schedule]) -> Vec<(backup::
             }
         })
         .collect()
+}
+
+fn acks_path() -> PathBuf {
+    crate::files::home().join("backup").join("fleet.acks.json")
+}
+
+/// Requests carried out and not yet acknowledged to the SPN (`REPO/HOST/ID`).
+fn load_acks() -> std::collections::BTreeSet<String> {
+    std::fs::read(acks_path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn save_acks(acks: &std::collections::BTreeSet<String>) -> Result<()> {
+    // Bounded: past a thousand the oldest go (the SPN keeps at most 64 per host).
+    let keep: Vec<&String> = acks.iter().rev().take(1000).collect();
+    let bytes = serde_json::to_vec(&keep)?;
+    client::write_atomic(&acks_path(), &bytes).with_context(|| format!("saving {}", acks_path().display()))
 }
 
 /// The name this host reports to the fleet as: `--host`, else the
@@ -565,7 +602,7 @@ pub(crate) fn fleet(a: &BackupArgs, command: Option<&FleetCommand>) -> Result<()
                     Some(rep) => format!(
                         "reported {} ago ({}){}",
                         ago(now - h.received as i64),
-                        rep.agent,
+                        printable(&rep.agent),
                         h.reported_by.as_ref().map(|t| format!(", put-only key {t}")).unwrap_or_default()
                     ),
                     None => "never reported".to_string(),
@@ -583,12 +620,14 @@ pub(crate) fn fleet(a: &BackupArgs, command: Option<&FleetCommand>) -> Result<()
                         None => "never run".to_string(),
                     };
                     let next = s.next_run.map(|t| format!(", next {}", when(t))).unwrap_or_default();
-                    println!("  {:<16} {:<9} {last}{next}  ({})", s.name, s.state, s.cron);
+                    println!("  {:<16} {:<9} {last}{next}  ({})", s.name, s.state, printable(&s.cron));
                     if full && let Ok(Some(d)) = backup::open_detail(r.key(), s) {
-                        println!("    paths: {}", d.paths.join(" "));
+                        // Anyone with the public key (a put-only host) could
+                        // have sealed it: nothing a terminal would act on.
+                        println!("    paths: {}", printable(&d.paths.join(" ")));
                         for (what, text) in [("error", &d.error), ("warning", &d.warning)] {
                             if let Some(t) = text {
-                                println!("    {what}: {t}");
+                                println!("    {what}: {}", printable(t));
                             }
                         }
                     }
@@ -605,6 +644,11 @@ pub(crate) fn fleet(a: &BackupArgs, command: Option<&FleetCommand>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `s` with control characters (terminal escapes) shown as `?`.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn ago(secs: i64) -> String {

@@ -269,6 +269,19 @@ pub(crate) fn prune_now(
     o: &backup::PruneOptions,
     json_out: bool,
 ) -> Result<backup::PruneReport> {
+    // Repacking reads objects from the peers; without a way to them, the
+    // deletion still runs (it needs only the SPN).
+    if o.max_unused_pct >= 100 || a.bootstrap.is_empty() {
+        let mut p = backup::prune(r, o.grace_secs, now())?;
+        if o.max_unused_pct < 100 {
+            p.repack_skipped = Some(
+                "no --bootstrap (or IONSHARD_BOOTSTRAP) to reach the peers: nothing was repacked, only unused \
+                 objects deleted"
+                    .to_string(),
+            );
+        }
+        return Ok(p);
+    }
     let rt = node_cmd::runtime()?;
     rt.block_on(async {
         let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
@@ -671,7 +684,13 @@ fn print_prune(p: &backup::PruneReport) {
         );
     }
     for o in &rp.left_alone {
-        println!("  not repacked: a snapshot's tree points past the end of object {o} (run `ionshard backup check`)");
+        println!("  not repacked: object {o} (run `ionshard backup check`)");
+    }
+    for problem in &rp.problems {
+        println!("  {problem}");
+    }
+    if let Some(why) = &p.repack_skipped {
+        println!("  {why}");
     }
     println!(
         "pruned: {} object(s) deleted ({} shard copies queued for deletion on peers, their keys destroyed), {} kept{}",

@@ -261,6 +261,10 @@ fn the_agent_catches_up_a_missed_run_retries_a_failed_one_and_a_put_only_key_onl
     put_api.report_host("acme", "db", &report).expect("its own host");
     put_api.report_host("acme", "db", &report).expect("again: it reported for db first");
     assert_eq!(put_api.run_requests("acme", "db").expect("its runs").requests, vec![]);
+    let e = put_api.report_host("acme", "db-2", &report).expect_err("a second host name for one put-only key");
+    assert!(e.to_string().contains("409"), "{e}");
+    let e = put_api.run_requests("acme", "office-1").expect_err("another host's requested runs");
+    assert!(e.to_string().contains("403"), "{e}");
 }
 
 /// On a peer, `store expired` lists backup shards past their expiry (the

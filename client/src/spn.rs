@@ -432,6 +432,17 @@ impl Spn {
         self.decode(&what, r)
     }
 
+    /// Delete an object only if no commit saved or used it after
+    /// `older_than` (seconds since the epoch); `Ok(None)` if one did (an
+    /// SPN before this release deletes it regardless).
+    pub fn delete_object_older_than(&self, cid: &str, older_than: u64) -> Result<Option<proto::api::Deleted>> {
+        let (what, r) = self.delete_path(&format!("/v1/objects/{cid}?older_than={older_than}"))?;
+        if r.status().as_u16() == 409 {
+            return Ok(None);
+        }
+        self.decode(&what, r).map(Some)
+    }
+
     /// Save a record of `tenant`.
     pub fn put_record(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<()> {
         let (what, r) = self.send_bytes("PUT", &format!("/v1/records/{tenant}/{name}"), bytes)?;
@@ -502,6 +513,15 @@ impl Spn {
     /// The runs waiting for `host` (its agent asks).
     pub fn run_requests(&self, tenant: &str, host: &str) -> Result<proto::api::RunRequests> {
         self.get(&format!("/v1/fleet/{tenant}/hosts/{host}/runs"))
+    }
+
+    /// Tell the SPN `host` carried out run request `id` (it leaves the queue).
+    pub fn ack_run(&self, tenant: &str, host: &str, id: u64) -> Result<()> {
+        let (what, r) = self.delete_path(&format!("/v1/fleet/{tenant}/hosts/{host}/runs/{id}"))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        Ok(())
     }
 
     /// Forget a host of `tenant`'s fleet (a decommissioned one).

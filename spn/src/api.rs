@@ -228,6 +228,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             axum::routing::put(fleet::report).get(fleet::host).delete(fleet::forget).layer(small.clone()),
         )
         .route("/v1/fleet/{tenant}/hosts/{host}/runs", post(fleet::request_run).get(fleet::runs).layer(small.clone()))
+        .route("/v1/fleet/{tenant}/hosts/{host}/runs/{id}", delete(fleet::ack))
         .route(
             "/v1/records/{tenant}/{name}",
             axum::routing::put(encoded::put_record)

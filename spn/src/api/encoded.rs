@@ -408,10 +408,19 @@ pub(super) async fn placement(
 
 /// `DELETE /v1/objects/{cid}`: a tenant's encoded object (releases are
 /// withdrawn, not deleted).
+#[derive(Debug, Deserialize)]
+pub(super) struct DeleteQuery {
+    /// Delete only if the object was saved or last used by a commit no
+    /// later than this (seconds since the epoch): a prune's grace, checked
+    /// where a racing commit cannot slip between the check and the delete.
+    older_than: Option<u64>,
+}
+
 pub(super) async fn delete_object(
     State(inner): State<Arc<Inner>>,
     Extension(who): Extension<Caller>,
     Path(cid): Path<String>,
+    Query(q): Query<DeleteQuery>,
 ) -> Api<Json<Deleted>> {
     let rec = super::objects::object_of(&inner, &who, &cid)?;
     if !rec.read_key.is_empty() {
@@ -422,9 +431,17 @@ pub(super) async fn delete_object(
     }
     let inner2 = inner.clone();
     let c = cid.clone();
-    let n = tokio::task::spawn_blocking(move || inner2.state.delete_object(&c, now()))
+    let n = tokio::task::spawn_blocking(move || inner2.state.delete_object_if(&c, now(), q.older_than))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("deleting {cid}: {e}")))??;
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("deleting {cid}: {e}")))??
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "object {cid} was used again by a commit since the time given: not deleted (a later prune may)"
+                ),
+            )
+        })?;
     if n > 0 {
         let inner = inner.clone();
         tokio::spawn(async move { crate::cleanup::drain(&inner).await });

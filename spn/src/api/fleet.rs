@@ -8,7 +8,8 @@
 //!   last and next runs and their waiting requests (the full token).
 //! - `POST /v1/fleet/{tenant}/hosts/{host}/runs`: ask a host to run a
 //!   schedule, or all of them, at its agent's next pass (the full token).
-//! - `GET /v1/fleet/{tenant}/hosts/{host}/runs`: what the agent should run.
+//! - `GET /v1/fleet/{tenant}/hosts/{host}/runs`: what the agent should run,
+//!   and `DELETE …/runs/{id}` once it has (its own host only, for an append token).
 //! - `DELETE /v1/fleet/{tenant}/hosts/{host}`: forget a decommissioned host.
 
 use std::sync::Arc;
@@ -31,7 +32,26 @@ fn check(tenant: &str, host: &str) -> Api<()> {
     check_name("host", host)
 }
 
+/// Printable, bounded text (a report is shown to an operator as it is).
+fn check_text(what: &str, s: &str, max: usize) -> Api<()> {
+    if s.len() > max || s.chars().any(char::is_control) {
+        return Err(bad(format!("{what}: at most {max} bytes, no control characters")));
+    }
+    Ok(())
+}
+
+fn check_snapshot(s: &str) -> Api<()> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("snapshot id {s:?}: 16 hex digits")));
+    }
+    Ok(())
+}
+
+/// The states a schedule report may say.
+const STATES: [&str; 5] = ["ok", "retrying", "failed", "never-run", "error"];
+
 fn check_report(r: &HostReport) -> Api<()> {
+    check_text("agent", &r.agent, 64)?;
     if r.schedules.len() > MAX_FLEET_SCHEDULES {
         return Err(bad(format!("{} schedules in one report; at most {MAX_FLEET_SCHEDULES}", r.schedules.len())));
     }
@@ -40,8 +60,18 @@ fn check_report(r: &HostReport) -> Api<()> {
     }
     for s in &r.schedules {
         check_name("schedule", &s.name)?;
-        if s.cron.len() > 128 || s.state.len() > 16 {
-            return Err(bad(format!("schedule {}: a cron pattern of at most 128 bytes, a state of 16", s.name)));
+        check_text("cron pattern", &s.cron, 128)?;
+        if !STATES.contains(&s.state.as_str()) {
+            return Err(bad(format!("schedule {}: state {:?} is not one of {STATES:?}", s.name, s.state)));
+        }
+        if let Some(id) = s.last.as_ref().and_then(|l| l.snapshot.as_ref()) {
+            check_snapshot(id)?;
+        }
+        if let Some((id, _)) = &s.last_ok {
+            check_snapshot(id)?;
+        }
+        if s.sealed.as_ref().is_some_and(|x| x.len() > 16 << 10) {
+            return Err(bad(format!("schedule {}: a sealed part of at most 16 KiB", s.name)));
         }
     }
     Ok(())
@@ -62,8 +92,9 @@ pub(super) async fn report(
         Reported::NotYours => Err(ApiError(
             StatusCode::CONFLICT,
             format!(
-                "host {host} of {tenant} reports with another token; a host's agent reports with the token it \
-                 first reported with (the tenant's full token may forget the host: DELETE it)"
+                "host {host} of {tenant} reports with another token, or this append token reports for another \
+                 host already (an append token reports for one host; the tenant's full token may forget a host: \
+                 DELETE it)"
             ),
         )),
         Reported::TooMany => Err(ApiError(
@@ -148,6 +179,30 @@ pub(super) async fn runs(
     Path((tenant, host)): Path<(String, String)>,
 ) -> Api<Json<RunRequests>> {
     check(&tenant, &host)?;
-    who.may_add(&tenant)?;
+    may_serve(&inner, &who, &tenant, &host)?;
     Ok(Json(RunRequests { requests: inner.state.run_requests(&tenant, &host)? }))
+}
+
+/// An append token serves only its own host (or one no one reported for).
+fn may_serve(inner: &Inner, who: &Caller, tenant: &str, host: &str) -> Api<()> {
+    who.may_add(tenant)?;
+    match who.append_id() {
+        Some(tok) if !inner.state.may_serve(tenant, host, tok)? => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("host {host} of {tenant} reports with another token: this one serves only its own host"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `DELETE /v1/fleet/{tenant}/hosts/{host}/runs/{id}`: the agent carried it out.
+pub(super) async fn ack(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path((tenant, host, id)): Path<(String, String, u64)>,
+) -> Api<StatusCode> {
+    check(&tenant, &host)?;
+    may_serve(&inner, &who, &tenant, &host)?;
+    inner.state.ack_run(&tenant, &host, id)?;
+    Ok(StatusCode::NO_CONTENT)
 }

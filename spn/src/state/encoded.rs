@@ -233,7 +233,24 @@ impl State {
     /// for deletion on every holder, in one transaction. Returns how many
     /// (shard, holder) deletes were queued.
     pub(crate) fn delete_object(&self, cid: &str, now: u64) -> Result<u64> {
+        Ok(self.delete_object_if(cid, now, None)?.unwrap_or(0))
+    }
+
+    /// [`State::delete_object`], only if the object was saved (or last
+    /// used by a commit) no later than `older_than`: checked in the same
+    /// transaction, so a backup that commits it again meanwhile keeps it
+    /// (None: refused).
+    pub(crate) fn delete_object_if(&self, cid: &str, now: u64, older_than: Option<u64>) -> Result<Option<u64>> {
         let txn = self.db.begin_write()?;
+        if let Some(t) = older_than {
+            let created = match txn.open_table(OBJECTS)?.get(cid)? {
+                Some(v) => parse::<ObjectRecord>(v.value(), "object")?.created,
+                None => 0,
+            };
+            if created > t {
+                return Ok(None);
+            }
+        }
         let mine: HashSet<String> = match txn.open_table(MANIFESTS)?.get(cid)? {
             Some(m) => chunker::Manifest::from_bytes(m.value(), &Default::default())?
                 .segments()
@@ -266,7 +283,7 @@ impl State {
             }
         }
         txn.commit()?;
-        Ok(queued)
+        Ok(Some(queued))
     }
 
     /// Save a tenant's record; one of the same name is replaced if `replace`

@@ -79,22 +79,33 @@ impl State {
                 Some(v) => Some(parse(v.value(), "fleet host")?),
                 None => None,
             };
-            let reported_by = match &old {
-                None => {
-                    if !room_for_one(&hosts, tenant, max_hosts)? {
-                        return Ok(Reported::TooMany);
-                    }
-                    writer.map(String::from)
+            let claimed = old.as_ref().is_some_and(|o| o.report.is_some());
+            if old.is_none() && !room_for_one(&hosts, tenant, max_hosts)? {
+                return Ok(Reported::TooMany);
+            }
+            // An append token reports for one host only: the first it
+            // reported for (a compromised host cannot take the names of
+            // others, nor fill the fleet), and never over another's report.
+            if let Some(tok) = writer {
+                if claimed && old.as_ref().and_then(|o| o.reported_by.as_deref()) != Some(tok) {
+                    return Ok(Reported::NotYours);
                 }
-                // A host only a run request named: the first reporter takes it.
-                Some(o) if o.report.is_none() => writer.map(String::from),
-                Some(o) => {
-                    if writer.is_some() && o.reported_by.as_deref() != writer {
-                        return Ok(Reported::NotYours);
+                let lo = format!("{tenant}/");
+                for e in hosts.range(lo.as_str()..)? {
+                    let (k, v) = e?;
+                    if !k.value().starts_with(&lo) {
+                        break;
                     }
-                    o.reported_by.clone()
+                    if k.value() != key {
+                        let r: HostRecord = parse(v.value(), "fleet host")?;
+                        if r.reported_by.as_deref() == Some(tok) {
+                            return Ok(Reported::NotYours);
+                        }
+                    }
                 }
-            };
+            }
+            // A full token's report takes the host over.
+            let reported_by = writer.map(String::from);
             let rec = HostRecord { report: Some(report.clone()), received: now, reported_by };
             hosts.insert(key.as_str(), json(&rec).as_slice())?;
             let mut runs = txn.open_table(FLEET_RUNS)?;
@@ -104,6 +115,28 @@ impl State {
         }
         txn.commit()?;
         Ok(Reported::Saved)
+    }
+
+    /// Whether an append token `tok` may see and acknowledge `host`'s runs:
+    /// the host is its own, or no one has reported for it yet.
+    pub(crate) fn may_serve(&self, tenant: &str, host: &str, tok: &str) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let hosts = txn.open_table(FLEET_HOSTS)?;
+        Ok(match hosts.get(format!("{tenant}/{host}").as_str())? {
+            None => true,
+            Some(v) => {
+                let r: HostRecord = parse(v.value(), "fleet host")?;
+                r.report.is_none() || r.reported_by.as_deref() == Some(tok)
+            }
+        })
+    }
+
+    /// A run carried out: off the queue (whether it was there).
+    pub(crate) fn ack_run(&self, tenant: &str, host: &str, id: u64) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let had = txn.open_table(FLEET_RUNS)?.remove(format!("{tenant}/{host}/{id:020}").as_str())?.is_some();
+        txn.commit()?;
+        Ok(had)
     }
 
     /// The runs waiting for `host`, oldest first.
@@ -243,9 +276,26 @@ mod tests {
         );
         assert_eq!(st.put_host_report("acme", "db", &report(vec![r1.id]), None, 22, 8).expect("put"), Reported::Saved);
         let h = st.host("acme", "db").expect("host").expect("there");
-        assert_eq!(h.reported_by.as_deref(), Some("tok-a"), "a full token's report keeps the first reporter");
+        assert_eq!(h.reported_by, None, "a full token's report takes the host over");
         assert_eq!(h.pending, vec![r2.clone()]);
         assert_eq!(h.received, 22);
+        assert!(!st.may_serve("acme", "db", "tok-a").expect("may"), "then tok-a no longer serves it");
+        assert!(st.ack_run("acme", "db", r2.id).expect("ack"));
+        assert!(!st.ack_run("acme", "db", r2.id).expect("ack"), "acknowledged once");
+        // An append token reports for one host only.
+        assert_eq!(
+            st.put_host_report("acme", "cache", &report(vec![]), Some("tok-c"), 22, 8).expect("put"),
+            Reported::Saved
+        );
+        assert_eq!(
+            st.put_host_report("acme", "cache2", &report(vec![]), Some("tok-c"), 22, 8).expect("put"),
+            Reported::NotYours,
+            "a second host name for the same token"
+        );
+        assert!(
+            st.may_serve("acme", "cache", "tok-c").expect("may") && !st.may_serve("acme", "db", "tok-c").expect("may")
+        );
+        assert!(st.delete_host("acme", "cache").expect("delete"));
         // Tenants apart; the cap on hosts.
         assert!(st.hosts("other").expect("hosts").is_empty());
         assert_eq!(st.put_host_report("acme", "web", &report(vec![]), None, 23, 2).expect("put"), Reported::Saved);
