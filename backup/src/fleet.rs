@@ -72,6 +72,7 @@ pub fn host_report<Tz: TimeZone>(
 ) -> HostReport {
     let schedules = schedules
         .iter()
+        .take(proto::api::MAX_FLEET_SCHEDULES)
         .map(|s| {
             let st = status.get(&s.name).cloned().unwrap_or_default();
             let next = next_run(s, &st, now, tz);
@@ -88,7 +89,8 @@ pub fn host_report<Tz: TimeZone>(
             let body = serde_json::to_vec(&detail).unwrap_or_default();
             ScheduleReport {
                 name: s.name.clone(),
-                cron: s.cron.clone(),
+                // As the SPN takes it: one space between fields, 128 bytes.
+                cron: s.cron.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(128).collect(),
                 state: if next.is_err() { "error" } else { state_of(&st) }.to_string(),
                 next_run: next.ok(),
                 last: st.last.as_ref().map(|l| RunSummary {

@@ -416,7 +416,11 @@ async fn rewrite(
     let placed = async {
         let enc = encode_fresh(repo, job, *m.params(), std::io::Cursor::new(bytes.clone()), None).await?;
         let cap = ObjectCap::of(&enc)?;
-        repo.spn.commit(job, &[enc.manifest.to_bytes()], &[])?;
+        // Every object the record will name: the SPN refuses if one is gone
+        // (another prune deleted it) and restarts their grace, so no prune
+        // deletes them before the record below names them.
+        let uses: Vec<String> = data.iter().map(|c| c.manifest.clone()).collect();
+        repo.spn.commit(job, &[enc.manifest.to_bytes()], &uses)?;
         Ok::<_, Error>(cap)
     }
     .await;

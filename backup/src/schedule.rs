@@ -128,10 +128,11 @@ impl Schedule {
     pub fn check(&self) -> Result<()> {
         if self.name.is_empty()
             || self.name.len() > 64
+            || self.name.starts_with('.')
             || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
             return Err(Error::Invalid(format!(
-                "schedule name {:?}: use 1 to 64 letters, digits, '-', '_' or '.'",
+                "schedule name {:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
                 self.name
             )));
         }

@@ -195,7 +195,8 @@ pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport>
         }
         // The grace checked again where the delete happens: a run that
         // committed this object since the listing keeps it.
-        match repo.spn.delete_object_older_than(&o.manifest, now_secs.saturating_sub(grace_secs))? {
+        // "Unchanged since listed", by the SPN's own clock.
+        match repo.spn.delete_object_older_than(&o.manifest, o.created)? {
             Some(d) => {
                 report.shards_deleted += d.shards_deleted;
                 report.objects_deleted.push(o.manifest);

@@ -225,7 +225,12 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&
             };
             // Requests carried out whose acknowledgement did not reach the
             // SPN are not run again.
-            let key = |id: u64| format!("{}/{me}/{id}", repo.name());
+            let key = |id: u64| format!("{}/{me}/{id:020}", repo.name());
+            // Entries of requests the SPN no longer has are done with (an
+            // SPN whose ids start again must not find them).
+            let prefix = format!("{}/{me}/", repo.name());
+            let live: std::collections::HashSet<String> = asked.iter().map(|r| key(r.id)).collect();
+            acks.retain(|k| !k.starts_with(&prefix) || live.contains(k));
             for req in asked {
                 if acks.contains(&key(req.id)) {
                     handled[g].push(req.id);
@@ -245,7 +250,7 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&
                 // Taken as carried out before it runs: a kill during the run
                 // must not make every later pass run it again.
                 acks.insert(key(req.id));
-                save_acks(&acks)?;
+                save_acks(&acks);
                 for s in chosen {
                     let t = now.unwrap_or_else(now_secs);
                     failed += usize::from(run_slot(a, s, &mut status, t, 1, false, now, Some(req.id))?);
@@ -257,7 +262,7 @@ pub(crate) fn agent(a: &BackupArgs, once: bool, now: Option<i64>, host: Option<&
                     acks.remove(&key(*id));
                 }
             }
-            save_acks(&acks)?;
+            save_acks(&acks);
         }
         for s in &schedules {
             let t = now.unwrap_or_else(now_secs);
@@ -392,11 +397,34 @@ fn fleet_groups(a: &BackupArgs, schedules: &[backup::Schedule]) -> Vec<(backup::
     }
     groups
         .into_iter()
-        .filter_map(|(name, key, members)| match repo_at(a, &name, &key) {
-            Ok(r) => Some((r, members)),
-            Err(e) => {
-                eprintln!("fleet: repository {name}: {e:#}");
-                None
+        .filter_map(|(name, _, members)| {
+            // Any of its schedules' keys that loads, a full one first (it
+            // may do all a put-only one may, and serves a host a full token
+            // took over).
+            let mut keys: Vec<PathBuf> = Vec::new();
+            for &i in &members {
+                let k = schedules[i].key.clone().unwrap_or_else(|| default_key_path(&name));
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            let mut opened: Vec<backup::Repo> = Vec::new();
+            let mut last_error = None;
+            for k in &keys {
+                match repo_at(a, &name, k) {
+                    Ok(r) => opened.push(r),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            opened.sort_by_key(|r| r.key().is_put_only());
+            match opened.into_iter().next() {
+                Some(r) => Some((r, members)),
+                None => {
+                    if let Some(e) = last_error {
+                        eprintln!("fleet: repository {name}: {e:#}");
+                    }
+                    None
+                }
             }
         })
         .collect()
@@ -411,11 +439,17 @@ fn load_acks() -> std::collections::BTreeSet<String> {
     std::fs::read(acks_path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
-fn save_acks(acks: &std::collections::BTreeSet<String>) -> Result<()> {
-    // Bounded: past a thousand the oldest go (the SPN keeps at most 64 per host).
+/// Saved whole or not at all; a failure is reported, not fatal (the
+/// schedules must go on running).
+fn save_acks(acks: &std::collections::BTreeSet<String>) {
+    // Bounded: past a thousand the lowest ids go (the SPN keeps 64 per host).
     let keep: Vec<&String> = acks.iter().rev().take(1000).collect();
-    let bytes = serde_json::to_vec(&keep)?;
-    client::write_atomic(&acks_path(), &bytes).with_context(|| format!("saving {}", acks_path().display()))
+    let saved = serde_json::to_vec(&keep)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| client::write_atomic(&acks_path(), &b).map_err(anyhow::Error::from));
+    if let Err(e) = saved {
+        eprintln!("fleet: saving {}: {e:#}", acks_path().display());
+    }
 }
 
 /// The name this host reports to the fleet as: `--host`, else the

@@ -59,6 +59,29 @@ fn room_for_one(t: &redb::Table<&str, &[u8]>, tenant: &str, max_hosts: usize) ->
     Ok(true)
 }
 
+/// Whether append token `tok` reports for a host of `tenant` other than `key`.
+fn other_host_of(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    tenant: &str,
+    key: &str,
+    tok: &str,
+) -> Result<bool> {
+    let lo = format!("{tenant}/");
+    for e in t.range(lo.as_str()..)? {
+        let (k, v) = e?;
+        if !k.value().starts_with(&lo) {
+            break;
+        }
+        if k.value() != key {
+            let r: HostRecord = parse(v.value(), "fleet host")?;
+            if r.reported_by.as_deref() == Some(tok) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 impl State {
     /// Save `host`'s report, written by `writer` (an append token's id, or
     /// None for a full token), and drop the requests it says it handled.
@@ -86,22 +109,14 @@ impl State {
             // An append token reports for one host only: the first it
             // reported for (a compromised host cannot take the names of
             // others, nor fill the fleet), and never over another's report.
-            if let Some(tok) = writer {
-                if claimed && old.as_ref().and_then(|o| o.reported_by.as_deref()) != Some(tok) {
+            if let Some(tok) = writer
+                && old.as_ref().and_then(|o| o.reported_by.as_deref()) != Some(tok)
+            {
+                if claimed {
                     return Ok(Reported::NotYours);
                 }
-                let lo = format!("{tenant}/");
-                for e in hosts.range(lo.as_str()..)? {
-                    let (k, v) = e?;
-                    if !k.value().starts_with(&lo) {
-                        break;
-                    }
-                    if k.value() != key {
-                        let r: HostRecord = parse(v.value(), "fleet host")?;
-                        if r.reported_by.as_deref() == Some(tok) {
-                            return Ok(Reported::NotYours);
-                        }
-                    }
+                if other_host_of(&hosts, tenant, &key, tok)? {
+                    return Ok(Reported::NotYours);
                 }
             }
             // A full token's report takes the host over.
@@ -118,17 +133,24 @@ impl State {
     }
 
     /// Whether an append token `tok` may see and acknowledge `host`'s runs:
-    /// the host is its own, or no one has reported for it yet.
+    /// the host is its own, or no one has reported for it yet and the token
+    /// has no host of its own.
     pub(crate) fn may_serve(&self, tenant: &str, host: &str, tok: &str) -> Result<bool> {
         let txn = self.db.begin_read()?;
         let hosts = txn.open_table(FLEET_HOSTS)?;
-        Ok(match hosts.get(format!("{tenant}/{host}").as_str())? {
+        let key = format!("{tenant}/{host}");
+        let unclaimed = match hosts.get(key.as_str())? {
             None => true,
             Some(v) => {
                 let r: HostRecord = parse(v.value(), "fleet host")?;
-                r.report.is_none() || r.reported_by.as_deref() == Some(tok)
+                if r.reported_by.as_deref() == Some(tok) {
+                    return Ok(true);
+                }
+                r.report.is_none()
             }
-        })
+        };
+        // A host no one reported for: only a token that serves no other.
+        Ok(unclaimed && !other_host_of(&hosts, tenant, &key, tok)?)
     }
 
     /// A run carried out: off the queue (whether it was there).
