@@ -275,29 +275,45 @@ pub async fn restore(
             let r = repo.fetch_object(net, cap, &obj_path, progress.clone()).await?;
             report.downloaded_bytes += r.downloaded_bytes;
         }
-        let mut obj = std::fs::File::open(&obj_path).map_err(Error::file("opening", &obj_path))?;
-        for &i in files {
-            let (e, rel) = (entries[i], &rels[i]);
-            match write_file(root, rel, e, &mut obj) {
-                Ok((tmp, w)) => {
-                    report.xattrs_not_set += w.xattrs_not_set;
-                    report.hole_bytes += w.holes;
-                    pending.files.push((tmp, root.join(rel)));
-                    pending.bytes += e.size;
-                    if pending.files.len() >= BATCH_FILES || pending.bytes >= BATCH_BYTES {
-                        pending.finish(root)?;
-                    }
-                    written.insert(i);
-                    report.files += 1;
-                    report.bytes += e.size;
-                }
-                Err(err @ Error::Outside { .. }) => {
-                    report.skipped.push(Skipped { path: format!("/{}", e.display_path()), why: err.to_string() })
-                }
-                Err(err) => return Err(err),
+        // Batches of files (or bytes), each copied out by a few threads at
+        // once, then synced and renamed into place together.
+        let mut start = 0;
+        while start < files.len() {
+            let (mut end, mut bytes) = (start, 0u64);
+            while end < files.len() && end - start < BATCH_FILES && bytes < BATCH_BYTES {
+                bytes += entries[files[end]].size;
+                end += 1;
             }
+            let mut done = copy_out(root, &entries, &rels, &files[start..end], &obj_path)?;
+            if let Some(at) = done.iter().position(|(_, r)| matches!(r, Err(e) if !matches!(e, Error::Outside { .. })))
+            {
+                // What this batch wrote under temporary names goes.
+                for (_, r) in &done {
+                    if let Ok((tmp, _)) = r {
+                        let _ = std::fs::remove_file(tmp);
+                    }
+                }
+                return Err(done.swap_remove(at).1.err().unwrap_or_else(|| Error::Invalid("restore".into())));
+            }
+            for (i, r) in done {
+                let e = entries[i];
+                match r {
+                    Ok((tmp, w)) => {
+                        report.xattrs_not_set += w.xattrs_not_set;
+                        report.hole_bytes += w.holes;
+                        pending.files.push((tmp, root.join(&rels[i])));
+                        written.insert(i);
+                        report.files += 1;
+                        report.bytes += e.size;
+                    }
+                    Err(err) => {
+                        report.skipped.push(Skipped { path: format!("/{}", e.display_path()), why: err.to_string() })
+                    }
+                }
+            }
+            pending.finish(root)?;
+            start = end;
         }
-        drop(obj);
         // The object's files are in place before the object is removed.
         pending.finish(root)?;
         let _ = std::fs::remove_file(&obj_path);
@@ -399,6 +415,41 @@ pub async fn restore(
 }
 
 /// Copy a file's bytes out of its data object into place.
+/// A file copied out (its index in the entries): its temporary name, or why not.
+type CopiedOut = (usize, Result<(PathBuf, Written)>);
+
+/// Copy the files `batch` names (indexes into `entries`) out of the object
+/// at `obj_path`, on as many threads as the machine has cores (at most 4):
+/// making tens of thousands of files is mostly the kernel's work (inode
+/// allocation), and after the fetch the restore has the machine to itself.
+/// Each file's result, in `batch`'s order.
+fn copy_out(
+    root: &Path,
+    entries: &[&Entry],
+    rels: &[PathBuf],
+    batch: &[usize],
+    obj_path: &Path,
+) -> Result<Vec<CopiedOut>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let per = batch.len().div_ceil(workers).max(1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = batch
+            .chunks(per)
+            .map(|part| {
+                sc.spawn(move || -> Result<Vec<CopiedOut>> {
+                    let mut obj = std::fs::File::open(obj_path).map_err(Error::file("opening", obj_path))?;
+                    Ok(part.iter().map(|&i| (i, write_file(root, &rels[i], entries[i], &mut obj))).collect())
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| Error::Invalid("a restore thread stopped".to_string()))??);
+        }
+        Ok(out)
+    })
+}
+
 fn write_file(root: &Path, rel: &Path, e: &Entry, obj: &mut std::fs::File) -> Result<(PathBuf, Written)> {
     let d = e.data.ok_or_else(|| Error::format("tree", "a file without data"))?;
     obj.seek(SeekFrom::Start(d.offset)).map_err(Error::file("reading the data object", root))?;
