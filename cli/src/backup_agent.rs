@@ -386,18 +386,17 @@ fn run_slot(
 /// The schedules by repository, each with the repository opened
 /// (one whose key cannot be loaded is left out with a warning).
 fn fleet_groups(a: &BackupArgs, schedules: &[backup::Schedule]) -> Vec<(backup::Repo, Vec<usize>)> {
-    // One report per repository (two would overwrite each other): its
-    // first schedule's key speaks for the host.
-    let mut groups: Vec<(String, PathBuf, Vec<usize>)> = Vec::new();
+    // One report per repository (two would overwrite each other).
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, s) in schedules.iter().enumerate() {
         match groups.iter_mut().find(|g| g.0 == s.repo) {
-            Some(g) => g.2.push(i),
-            None => groups.push((s.repo.clone(), s.key.clone().unwrap_or_else(|| default_key_path(&s.repo)), vec![i])),
+            Some(g) => g.1.push(i),
+            None => groups.push((s.repo.clone(), vec![i])),
         }
     }
     groups
         .into_iter()
-        .filter_map(|(name, _, members)| {
+        .filter_map(|(name, members)| {
             // Any of its schedules' keys that loads, a full one first (it
             // may do all a put-only one may, and serves a host a full token
             // took over).
