@@ -100,6 +100,17 @@ fn options(paths: &[PathBuf]) -> RunOptions {
     }
 }
 
+/// A network of `peers` peers, a device, a host with repository `repo`,
+/// and a work folder whose `dir` the test fills.
+async fn setup(peers: usize, repo: &str, dir: &str) -> (Net, common::Node, Host, tempfile::TempDir, PathBuf) {
+    let net = network(peers, None).await;
+    let dev = device(&net).await;
+    let h = host(&net, repo);
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join(dir);
+    (net, dev, h, work, src)
+}
+
 /// Restore `snapshot` and describe what arrived under the source's path.
 async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BTreeMap<String, Item> {
     let target = tempfile::tempdir().expect("target");
@@ -118,11 +129,7 @@ async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BT
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tree_backed_up_twice_restores_both_snapshots_byte_exact() {
-    let net = network(6, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "lawfirm");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("src");
+    let (net, dev, h, _work, src) = setup(6, "lawfirm", "src").await;
     make_tree(&src);
     let first_state = describe(&src);
     let o = options(std::slice::from_ref(&src));
@@ -202,11 +209,7 @@ impl Host {
 /// still restores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_lost_peers() {
-    let mut net = network(6, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "telecom");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("etc");
+    let (mut net, dev, h, _work, src) = setup(6, "telecom", "etc").await;
     write(&src.join("shared.conf"), &image(600_000, 1));
     write(&src.join("old-only.bin"), &image(900_000, 2));
     let o = options(std::slice::from_ref(&src));
@@ -283,11 +286,7 @@ fn shards_of(spn: &client::Spn, cid: &str) -> Vec<String> {
 /// that is rewritten stays marked as the put-only key's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_every_peer() {
-    let net = network(6, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "lawfirm");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("clients");
+    let (net, dev, h, work, src) = setup(6, "lawfirm", "clients").await;
     write(&src.join("kept/contract.bin"), &image(500_000, 21));
     write(&src.join("kept/empty"), b"");
     write(&src.join("gone/settlement.bin"), &image(2_000_000, 22));
@@ -890,11 +889,7 @@ async fn a_put_only_key_cannot_evict_real_snapshots_with_forged_future_ones() {
 /// a snapshot whose object is gone is an error, not a silent pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_verifies_receipts_placement_and_data_and_finds_a_missing_object() {
-    let net = network(4, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "auditor");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("books");
+    let (_net, dev, h, _work, src) = setup(4, "auditor", "books").await;
     write(&src.join("2026.csv"), &image(700_000, 21));
     write(&src.join("notes.txt"), b"quarterly notes\n");
     let mut o = options(std::slice::from_ref(&src));
@@ -927,11 +922,7 @@ async fn check_verifies_receipts_placement_and_data_and_finds_a_missing_object()
 /// that other users can write is refused; a new target is made private.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restore_refuses_a_target_other_users_can_write() {
-    let net = network(4, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "notary");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("deeds");
+    let (_net, dev, h, _work, src) = setup(4, "notary", "deeds").await;
     write(&src.join("deed.txt"), b"the deed\n");
     let mut o = options(std::slice::from_ref(&src));
     o.coding = (2, 2);
@@ -956,11 +947,7 @@ async fn a_restore_refuses_a_target_other_users_can_write() {
 /// a hole is restored as one (byte-exact, a fraction of its size on disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn extended_attributes_and_sparse_files_are_restored() {
-    let net = network(4, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "studio");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("project");
+    let (_net, dev, h, _work, src) = setup(4, "studio", "project").await;
     write(&src.join("notes.txt"), b"notes\n");
     // 16 MiB: a hole, 4 KiB of data in the middle, a hole to the end.
     let disk = src.join("disk.img");
@@ -1008,11 +995,7 @@ async fn extended_attributes_and_sparse_files_are_restored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifos_and_device_nodes_are_made_again() {
     use rustix::fs::{CWD, FileType, Mode};
-    let net = network(4, None).await;
-    let dev = device(&net).await;
-    let h = host(&net, "lab");
-    let work = tempfile::tempdir().expect("work");
-    let src = work.path().join("rootfs");
+    let (_net, dev, h, _work, src) = setup(4, "lab", "rootfs").await;
     write(&src.join("etc/hostname"), b"lab\n");
     rustix::fs::mknodat(CWD, src.join("queue").as_path(), FileType::Fifo, Mode::from_raw_mode(0o640), 0).expect("fifo");
     let root = rustix::process::geteuid().is_root();
