@@ -111,6 +111,23 @@ async fn setup(peers: usize, repo: &str, dir: &str) -> (Net, common::Node, Host,
     (net, dev, h, work, src)
 }
 
+/// Back up `src` at 2+2 and restore it into a fresh folder (a new `t`
+/// under it): the report, where `src` arrived, and the folder to keep.
+async fn back_up_and_restore(
+    h: &Host,
+    dev: &common::Node,
+    src: &Path,
+) -> (backup::RestoreReport, PathBuf, tempfile::TempDir) {
+    let mut o = options(&[src.to_path_buf()]);
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![] };
+    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
+    (r, at, target)
+}
+
 /// Restore `snapshot` and describe what arrived under the source's path.
 async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BTreeMap<String, Item> {
     let target = tempfile::tempdir().expect("target");
@@ -968,13 +985,7 @@ async fn extended_attributes_and_sparse_files_are_restored() {
     if let Err(e) = &xattrs {
         eprintln!("this file system keeps no user extended attributes ({e}): only the sparse file is checked");
     }
-    let mut o = options(std::slice::from_ref(&src));
-    o.coding = (2, 2);
-    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
-    let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![] };
-    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
-    let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
+    let (r, at, _target) = back_up_and_restore(&h, &dev, &src).await;
     let back = at.join("disk.img");
     assert_eq!(std::fs::read(&back).expect("read"), std::fs::read(&disk).expect("read"), "byte-exact");
     assert!(r.hole_bytes >= (16 << 20) - 8192, "{r:?}");
@@ -1013,13 +1024,7 @@ async fn fifos_and_device_nodes_are_made_again() {
         eprintln!("not root: the device node part is left out");
     }
     let _sock = std::os::unix::net::UnixListener::bind(src.join("app.sock")).expect("socket");
-    let mut o = options(std::slice::from_ref(&src));
-    o.coding = (2, 2);
-    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
-    let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![] };
-    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
-    let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
+    let (r, at, _target) = back_up_and_restore(&h, &dev, &src).await;
     let q = std::fs::symlink_metadata(at.join("queue")).expect("fifo back");
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&q.file_type()));
     assert_eq!(q.permissions().mode() & 0o777, 0o640);
