@@ -9,6 +9,7 @@ mod demo;
 mod device_cmd;
 mod files;
 mod http;
+mod ledger_cmd;
 mod node_cmd;
 mod progress;
 mod sandbox;
@@ -119,6 +120,11 @@ enum Command {
     Update(device_cmd::DeviceArgs),
     /// Business backups through the SPN: init, run, snapshots, ls, diff, restore, forget, prune, key, schedule, agent, status.
     Backup(backup_cmd::BackupArgs),
+    /// The ledger the bootstrap operators run: init a genesis, status, blocks, transactions.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger_cmd::LedgerCommand,
+    },
     /// Run the whole OTA path locally: bootstrap, 8 peers, SPN, publish, fetch, kill peers, delta update.
     Demo(demo::DemoOpts),
     /// A local network to try things by hand: `eval "$(ionshard sandbox up)"`,
@@ -147,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => device_cmd::run(a, false).map(|_| ()),
         Command::Update(a) => device_cmd::run(a, true).map(|_| ()),
         Command::Backup(a) => backup_cmd::run(a),
+        Command::Ledger { command } => ledger_cmd::run(command),
         Command::Demo(o) => demo::demo(o),
         Command::Sandbox { command } => sandbox::run(command),
     }

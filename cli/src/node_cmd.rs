@@ -61,6 +61,13 @@ pub(crate) struct NodeOpts {
     /// Peer id of an SPN allowed to store shards here (repeatable).
     #[arg(long)]
     pub(crate) trust: Vec<String>,
+    /// Follow the chain this genesis names (`ionshard ledger init` writes
+    /// one): keep its blocks in DIR/ledger, answer questions about it.
+    #[arg(long)]
+    pub(crate) genesis: Option<PathBuf>,
+    /// Produce blocks: this node's peer id must be one of the genesis's producers.
+    #[arg(long, requires = "genesis")]
+    pub(crate) produce: bool,
     /// Print the peer id and addresses as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -111,7 +118,8 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     trust.extend(o.trust);
     let mut external = file.external;
     external.extend(o.external);
-    let config = Config {
+    let genesis = o.genesis.as_deref().map(ledger::Genesis::load).transpose()?;
+    let mut config = Config {
         role,
         listen: addrs(&listen, "--listen")?,
         bootstrap: addrs(&bootstrap, "--bootstrap")?,
@@ -126,6 +134,26 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (key, created) = net::load_or_create_key(&dir.join("identity.key"))?;
+    let mut inbound = None;
+    if let Some(g) = &genesis {
+        let me = key.public().to_peer_id().to_string();
+        let producer = g.producers.iter().any(|p| p.peer == me);
+        if o.produce && !producer {
+            bail!(
+                "--produce: this node ({me}) is not one of the genesis's producers; run `ionshard ledger init` with its address"
+            );
+        }
+        if o.produce && role != Role::Bootstrap {
+            bail!("--produce: producers are bootstrap nodes (give --role bootstrap and a fixed --listen)");
+        }
+        // Stay connected to the producers: their votes travel between them.
+        for p in g.producers.iter().filter(|p| p.peer != me) {
+            config.bootstrap.extend(addrs(std::slice::from_ref(&p.addr), "a producer's address in the genesis")?);
+        }
+        let (gossip, rx) = crate::ledger_cmd::gossip(g);
+        config.ledger = Some(gossip);
+        inbound = Some(rx);
+    }
     let store = if role == Role::Peer {
         let sdir = crate::store_cmd::store_dir(&dir);
         // Without --capacity, the quota the owner set last time stays.
@@ -148,7 +176,13 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "{line}");
         };
-        let daemon = net::Daemon::start(config, key, store.clone(), say).await?;
+        let daemon = net::Daemon::start(config, key.clone(), store.clone(), say).await?;
+        let chain = match (&genesis, inbound) {
+            (Some(g), Some(rx)) => {
+                Some(crate::ledger_cmd::start(g, &dir.join("ledger"), key, &daemon.client, rx)?)
+            }
+            _ => None,
+        };
         let peer_id = daemon.peer_id;
         let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {
@@ -169,6 +203,9 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             _ = term.recv() => {}
         }
         eprintln!("shutting down: finishing requests in flight");
+        if let Some(c) = chain {
+            c.stop().await;
+        }
         daemon.stop().await;
         anyhow::Ok(())
     })

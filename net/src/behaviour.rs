@@ -27,6 +27,8 @@ pub(crate) struct Behaviour {
     pub(crate) shard: request_response::Behaviour<ShardCodec>,
     /// The put and get protocols, whose handlers see who sends before they read.
     pub(crate) stream: libp2p_stream::Behaviour,
+    /// The ledger's gossip, on nodes that follow a chain.
+    pub(crate) gossip: Toggle<libp2p::gossipsub::Behaviour>,
 }
 
 /// Relay limits raised from libp2p's defaults (128 KiB and 2 minutes per
@@ -81,6 +83,7 @@ impl Behaviour {
         kad_server: bool,
         limits: Limits,
         request_timeout: Duration,
+        gossip: Option<libp2p::gossipsub::Behaviour>,
     ) -> Self {
         let id = key.public().to_peer_id();
         let mut kcfg = kad::Config::new(KAD_PROTOCOL);
@@ -115,6 +118,7 @@ impl Behaviour {
                     .with_max_concurrent_streams(32),
             ),
             stream: libp2p_stream::Behaviour::new(),
+            gossip: gossip.into(),
         }
     }
 }

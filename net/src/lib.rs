@@ -14,8 +14,10 @@
 //! [`Daemon`] runs a peer or bootstrap node with its background work (the
 //! sweep of expired shards, a watch on reachability); [`join`] starts a
 //! client for one job. What a node sends back passes through [`Answers`]
-//! ([`Honest`] in production; a test plugs a liar in). A ledger behaviour
-//! (gossipsub) will sit beside the others in `behaviour.rs`.
+//! ([`Honest`] in production; a test plugs a liar in). A node that follows
+//! a ledger also runs gossipsub on the chain's topic and answers the
+//! ledger's sync questions ([`Gossip`], [`Client::serve_ledger`]); it
+//! carries the ledger's bytes without reading them.
 
 mod answers;
 mod behaviour;
@@ -25,6 +27,7 @@ mod daemon;
 mod error;
 mod gate;
 mod identity;
+mod ledger;
 mod node;
 mod ops;
 mod serve;
@@ -35,6 +38,7 @@ pub use buffers::recycle;
 pub use daemon::{Daemon, client_config, join, reachability_line};
 pub use error::{Error, Result};
 pub use identity::load_or_create_key;
+pub use ledger::Gossip;
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};

@@ -68,6 +68,8 @@ pub struct Config {
     /// (`ionshard node retire` writes it): `Status` answers say so, and the
     /// SPNs move its shards away.
     pub retire_marker: Option<std::path::PathBuf>,
+    /// The ledger's gossip, for nodes that follow or produce a chain.
+    pub ledger: Option<crate::ledger::Gossip>,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             max_held_bytes_per_peer: 8 << 20,
             default_expiry: None,
             retire_marker: None,
+            ledger: None,
         }
     }
 }
@@ -138,7 +141,8 @@ pub struct PeerInfo {
     pub relayed: Option<bool>,
 }
 
-enum Command {
+pub(crate) enum Command {
+    Publish(Vec<u8>),
     Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response>> },
     FindPeer { peer: PeerId, reply: oneshot::Sender<Result<Vec<Multiaddr>>> },
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
@@ -176,6 +180,10 @@ impl Client {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    pub(crate) async fn command(&self, cmd: Command) -> Result<()> {
+        self.tx.send(cmd).await.map_err(|_| Error::Shutdown)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -289,7 +297,17 @@ pub async fn start_with(
     let relay_server = config.role == Role::Bootstrap;
     let kad_server = config.role != Role::Client;
     let (limits, timeout) = (config.limits, config.request_timeout);
-    let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout)?;
+    let gossip = match &config.ledger {
+        Some(g) => Some(crate::ledger::behaviour(&key, g.max_bytes)?),
+        None => None,
+    };
+    let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout, gossip)?;
+    if let Some(g) = &config.ledger {
+        if let Some(gs) = swarm.behaviour_mut().gossip.as_mut() {
+            gs.subscribe(&libp2p::gossipsub::IdentTopic::new(g.topic.clone()))
+                .map_err(|e| Error::Config(format!("subscribing to {}: {e}", g.topic)))?;
+        }
+    }
     let mut control = swarm.behaviour().stream.new_control();
     let gate = Gate::new(Bounds {
         per_peer: config.max_inflight_per_peer,
@@ -363,6 +381,7 @@ fn build_swarm(
     kad_server: bool,
     limits: Limits,
     timeout: Duration,
+    gossip: Option<libp2p::gossipsub::Behaviour>,
 ) -> Result<libp2p::Swarm<Behaviour>> {
     Ok(SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
@@ -372,7 +391,7 @@ fn build_swarm(
         .with_relay_client(noise::Config::new, yamux_config)
         .map_err(|e| Error::Config(format!("relay transport: {e}")))?
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout)
+            Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout, gossip)
         })
         .map_err(|e| Error::Config(format!("behaviour: {e}")))?
         .with_swarm_config(|c| {
@@ -532,6 +551,14 @@ impl EventLoop {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
+            Command::Publish(bytes) => {
+                if let (Some(g), Some(gs)) = (&self.config.ledger, self.swarm.behaviour_mut().gossip.as_mut()) {
+                    let topic = libp2p::gossipsub::IdentTopic::new(g.topic.clone());
+                    if let Err(e) = gs.publish(topic, bytes) {
+                        tracing::debug!("ledger gossip not sent: {e}");
+                    }
+                }
+            }
             Command::Request { peer, request, reply } => {
                 if self.swarm.is_connected(&peer) || !self.known_addrs(&peer).is_empty() {
                     self.send(peer, request, reply, Vec::new());
@@ -706,6 +733,13 @@ impl EventLoop {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(libp2p::gossipsub::Event::Message { message, .. })) => {
+                if let (Some(g), Some(from)) = (&self.config.ledger, message.source) {
+                    if g.inbound.try_send((from, message.data)).is_err() {
+                        tracing::debug!("ledger inbound queue full: a gossip message dropped");
+                    }
+                }
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 // A bootstrap node must be reachable where it listens (unless its

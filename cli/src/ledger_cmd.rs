@@ -1,0 +1,369 @@
+//! `ionshard ledger init|status|block|tx`, and the ledger task a node runs
+//! with `ionshard node --genesis FILE [--produce]`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use ledger::{AnchorKind, Body, Genesis, Hash, Producer, Question, Tx};
+use net::{Multiaddr, PeerId};
+use serde_json::json;
+
+use crate::node_cmd::{join, runtime};
+
+/// `ionshard ledger …` subcommands.
+#[derive(clap::Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// Write a genesis for a set of producers (bootstrap nodes): every
+    /// producer runs `ionshard node --role bootstrap --produce --genesis FILE`.
+    Init(InitOpts),
+    /// Where the chain stands: height, newest hash, producers, missed slots.
+    Status(AskOpts),
+    /// Print a final block and its certificate.
+    Block {
+        /// The height.
+        height: u64,
+        #[command(flatten)]
+        ask: AskOpts,
+    },
+    /// Sign a transaction and offer it to the producers; wait until a block holds it.
+    Tx {
+        #[command(subcommand)]
+        body: TxCommand,
+        #[command(flatten)]
+        ask: AskOpts,
+        /// Key that signs [default: ~/.ionshard/ledger.key, created if missing].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Heights it stays valid for (TaPoS expiry).
+        #[arg(long, default_value_t = 600)]
+        lifetime: u64,
+        /// Return once a producer took it, without waiting for a block.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// What a transaction says.
+#[derive(clap::Subcommand)]
+pub(crate) enum TxCommand {
+    /// Anchor the Merkle root of a batch (receipts, deletions, audits).
+    Anchor {
+        /// The root, 64 hex digits.
+        #[arg(long)]
+        root: String,
+        /// receipts, deletions or audits.
+        #[arg(long, default_value = "receipts")]
+        kind: String,
+        /// Items in the batch.
+        #[arg(long)]
+        count: u64,
+        /// Bytes the items speak for.
+        #[arg(long, default_value_t = 0)]
+        bytes: u64,
+    },
+    /// Record a published release.
+    Release {
+        /// The product.
+        #[arg(long)]
+        product: String,
+        /// The version.
+        #[arg(long)]
+        version: String,
+        /// The release manifest's CID.
+        #[arg(long)]
+        manifest: String,
+        /// The image's BLAKE3, 64 hex digits.
+        #[arg(long)]
+        image_hash: String,
+    },
+}
+
+/// Options of `ionshard ledger init`.
+#[derive(clap::Args)]
+pub(crate) struct InitOpts {
+    /// A producer's address ending in /p2p/<peer id> (repeatable; `ionshard id --key DIR/identity.key` prints the id).
+    #[arg(long = "producer", required = true)]
+    producers: Vec<String>,
+    /// The genesis file to write (must not exist).
+    #[arg(long, default_value = "genesis.json")]
+    out: PathBuf,
+    /// A name for people.
+    #[arg(long, default_value = "ionshard")]
+    name: String,
+    /// Target time between blocks, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    block_ms: u64,
+    /// Time a proposer has before its round moves on, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    propose_ms: u64,
+    /// Each producer's stake.
+    #[arg(long, default_value_t = 1000)]
+    stake: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How to reach the chain: a producer (or any node following it).
+#[derive(clap::Args)]
+pub(crate) struct AskOpts {
+    /// A bootstrap node that follows the chain (its address ends in /p2p/<peer id>).
+    #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(command: LedgerCommand) -> Result<()> {
+    match command {
+        LedgerCommand::Init(o) => init(o),
+        LedgerCommand::Status(a) => status(&a),
+        LedgerCommand::Block { height, ask } => block(height, &ask),
+        LedgerCommand::Tx { body, ask, key, lifetime, no_wait } => tx(body, &ask, key, lifetime, no_wait),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn init(o: InitOpts) -> Result<()> {
+    let mut producers = Vec::new();
+    for a in &o.producers {
+        let addr: Multiaddr = a.parse().with_context(|| format!("--producer {a:?} is not a multiaddr"))?;
+        let peer = addr
+            .iter()
+            .filter_map(|p| if let net::Protocol::P2p(id) = p { Some(id) } else { None })
+            .last()
+            .ok_or_else(|| anyhow!("--producer {a}: the address must end in /p2p/<peer id>"))?;
+        producers.push(Producer { peer: peer.to_string(), addr: a.clone(), stake: o.stake });
+    }
+    let g = Genesis {
+        version: ledger::GENESIS_VERSION,
+        name: o.name,
+        time_ms: now_ms(),
+        producers,
+        params: ledger::Params { block_ms: o.block_ms, propose_ms: o.propose_ms },
+    };
+    g.check()?;
+    g.write_new(&o.out).with_context(|| format!("writing {} (it must not exist yet)", o.out.display()))?;
+    let chain = g.hash().to_hex();
+    if o.json {
+        println!(
+            "{}",
+            json!({ "genesis": o.out.display().to_string(), "chain": chain, "producers": g.producers.len() })
+        );
+    } else {
+        println!("wrote {} for chain {chain} with {} producer(s)", o.out.display(), g.producers.len());
+        println!(
+            "each producer runs: ionshard node --role bootstrap --listen ADDR --produce --genesis {}",
+            o.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The peer id a bootstrap address names.
+fn peer_of(addr: &str) -> Result<PeerId> {
+    let a: Multiaddr = addr.parse().with_context(|| format!("--bootstrap {addr:?} is not a multiaddr"))?;
+    a.iter()
+        .filter_map(|p| if let net::Protocol::P2p(id) = p { Some(id) } else { None })
+        .last()
+        .ok_or_else(|| anyhow!("--bootstrap {addr}: the address must end in /p2p/<peer id>"))
+}
+
+async fn ask(client: &net::Client, peer: PeerId, q: &Question) -> Result<Vec<u8>> {
+    client.ask_ledger(peer, &q.encode(), ledger::MAX_ANSWER_BYTES).await.map_err(|e| {
+        anyhow!("asking {peer} about the ledger: {e} (is it running with --genesis, this release of ionshard?)")
+    })
+}
+
+fn status(a: &AskOpts) -> Result<()> {
+    let peer = peer_of(&a.bootstrap[0])?;
+    let st = runtime()?.block_on(async {
+        let (client, _h) = join(&a.bootstrap, None).await?;
+        let st = ledger::rpc::status_answer(&ask(&client, peer, &Question::Status).await?)
+            .map_err(|e| anyhow!("{peer} does not follow a chain, or answered badly: {e}"))?;
+        client.shutdown().await;
+        anyhow::Ok(st)
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&st)?);
+    } else {
+        println!("chain    {}", st.chain);
+        println!("height   {} ({}), round {}", st.height, &st.hash[..16.min(st.hash.len())], st.round);
+        println!("pool     {} transaction(s)", st.pool);
+        println!("producers ({}):", st.producers.len());
+        for p in &st.producers {
+            println!("  {p}  missed {}", st.missed.get(p).copied().unwrap_or(0));
+        }
+    }
+    Ok(())
+}
+
+fn block(height: u64, a: &AskOpts) -> Result<()> {
+    let peer = peer_of(&a.bootstrap[0])?;
+    let found = runtime()?.block_on(async {
+        let (client, _h) = join(&a.bootstrap, None).await?;
+        let b = ledger::rpc::block_answer(&ask(&client, peer, &Question::Block(height)).await?)?;
+        client.shutdown().await;
+        anyhow::Ok(b)
+    })?;
+    let Some((b, c)) = found else { bail!("{peer} holds no final block at height {height}") };
+    let signers: Vec<String> = c.commit_signatures.iter().map(|s| s.address.0.to_string()).collect();
+    let txs: Vec<String> = b.txs.iter().map(|t| t.id().to_string()).collect();
+    if a.json {
+        println!(
+            "{}",
+            json!({ "height": b.height, "hash": b.hash().to_hex(), "parent": b.parent.to_hex(), "time_ms": b.time_ms,
+                    "proposer": b.proposer.to_string(), "round": c.round.as_i64(), "txs": txs, "signers": signers })
+        );
+    } else {
+        println!("block {} {} (parent {})", b.height, b.hash().to_hex(), b.parent.to_hex());
+        println!("proposed by {} in round {}, {} transaction(s)", b.proposer, c.round.as_i64(), txs.len());
+        println!("certified by {} producer(s)", signers.len());
+        for t in txs {
+            println!("  tx {t}");
+        }
+    }
+    Ok(())
+}
+
+fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
+    Hash::from_hex(s).map(|h| h.0).ok_or_else(|| anyhow!("{what} {s:?} is not 64 hex digits"))
+}
+
+fn body_of(c: TxCommand) -> Result<Body> {
+    Ok(match c {
+        TxCommand::Anchor { root, kind, count, bytes } => {
+            let kind = match kind.as_str() {
+                "receipts" => AnchorKind::Receipts,
+                "deletions" => AnchorKind::Deletions,
+                "audits" => AnchorKind::Audits,
+                k => bail!("--kind {k:?}: use receipts, deletions or audits"),
+            };
+            Body::Anchor { kind, root: hex32(&root, "--root")?, count, bytes }
+        }
+        TxCommand::Release { product, version, manifest, image_hash } => {
+            Body::Release { product, version, manifest, image_hash: hex32(&image_hash, "--image-hash")? }
+        }
+    })
+}
+
+fn tx(c: TxCommand, a: &AskOpts, key: Option<PathBuf>, lifetime: u64, no_wait: bool) -> Result<()> {
+    let body = body_of(c)?;
+    let key_path = key.unwrap_or_else(|| crate::files::home().join("ledger.key"));
+    let (key, _) = net::load_or_create_key(&key_path)?;
+    let peer = peer_of(&a.bootstrap[0])?;
+    let pb = indicatif::ProgressBar::new_spinner();
+    if a.json {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb.set_message("waiting for a block");
+    pb.enable_steady_tick(Duration::from_millis(120));
+    let (id, at) = runtime()?.block_on(async {
+        let (client, _h) = join(&a.bootstrap, None).await?;
+        let st = ledger::rpc::status_answer(&ask(&client, peer, &Question::Status).await?)?;
+        let chain = Hash::from_hex(&st.chain).ok_or_else(|| anyhow!("{peer} named no chain"))?;
+        let reference = Hash::from_hex(&st.hash).ok_or_else(|| anyhow!("{peer} named no block"))?;
+        let tx = Tx::sign(&key, chain, (st.height, reference), lifetime, body)?;
+        let id = match ledger::rpc::submit_answer(&ask(&client, peer, &Question::Submit(Box::new(tx))).await?)? {
+            Ok(id) => id,
+            Err(why) => bail!("the producer refused the transaction: {why}"),
+        };
+        let mut at = None;
+        if !no_wait {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while at.is_none() {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("transaction {id} is not in a block after 60 s (is more than 2/3 of the producers up?)");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                at = ledger::rpc::find_answer(&ask(&client, peer, &Question::Find(id)).await?)?;
+            }
+        }
+        client.shutdown().await;
+        anyhow::Ok((id, at))
+    })?;
+    pb.finish_and_clear();
+    if a.json {
+        println!("{}", json!({ "tx": id.to_string(), "height": at.map(|x| x.0), "index": at.map(|x| x.1) }));
+    } else {
+        match at {
+            Some((h, i)) => println!("transaction {id} is final in block {h} (index {i})"),
+            None => println!("transaction {id} was taken by a producer"),
+        }
+    }
+    Ok(())
+}
+
+/// A node's ledger task, wired to its swarm: gossip in and out, sync
+/// questions asked and answered.
+pub(crate) struct Running {
+    pub(crate) ledger: ledger::Ledger,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub(crate) async fn stop(self) {
+        self.ledger.stop().await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The gossip settings for `genesis`, and where its messages arrive.
+pub(crate) fn gossip(genesis: &Genesis) -> (net::Gossip, tokio::sync::mpsc::Receiver<(PeerId, Vec<u8>)>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let g = net::Gossip {
+        topic: format!("/ionshard/ledger/{}", genesis.hash().to_hex()),
+        inbound: tx,
+        max_bytes: ledger::MAX_MESSAGE_BYTES,
+    };
+    (g, rx)
+}
+
+/// Start the ledger task beside a running node.
+pub(crate) fn start(
+    genesis: &Genesis,
+    dir: &Path,
+    key: net::Keypair,
+    client: &net::Client,
+    mut inbound: tokio::sync::mpsc::Receiver<(PeerId, Vec<u8>)>,
+) -> Result<Running> {
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(1024);
+    let (ledger, engine) = ledger::start(genesis, dir, key, out_tx)?;
+    let mut tasks = vec![engine];
+    let l = ledger.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some((from, bytes)) = inbound.recv().await {
+            l.gossip(from, bytes).await;
+        }
+    }));
+    let (l, c) = (ledger.clone(), client.clone());
+    tasks.push(tokio::spawn(async move {
+        while let Some(out) = out_rx.recv().await {
+            match out {
+                ledger::Out::Publish(bytes) => {
+                    let _ = c.publish_ledger(bytes).await;
+                }
+                ledger::Out::Ask { peer, height, bytes } => {
+                    let (l, c) = (l.clone(), c.clone());
+                    tokio::spawn(async move {
+                        let a = c.ask_ledger(peer, &bytes, ledger::MAX_ANSWER_BYTES).await.ok();
+                        l.sync_answer(peer, height, a).await;
+                    });
+                }
+            }
+        }
+    }));
+    let l = ledger.clone();
+    tasks.push(client.serve_ledger(move |q| {
+        let l = l.clone();
+        async move { ledger::rpc::serve(&l, &q).await }
+    })?);
+    Ok(Running { ledger, tasks })
+}

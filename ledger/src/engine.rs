@@ -1,0 +1,745 @@
+//! The node's ledger task: one loop that feeds Malachite's consensus core
+//! with what arrives (gossip, timeouts, sync answers, its own proposals)
+//! and carries out what the core asks (sign, verify, publish, log, commit).
+//!
+//! The loop owns the core's state and the store; a cloneable [`Ledger`]
+//! sends it commands over a bounded channel, and what it sends to the
+//! network leaves over another ([`Out`]), so the network layer (the node's
+//! own libp2p swarm) stays outside this crate.
+//!
+//! Heights: the core decides height `h` ([`Effect::Decide`]): the block and
+//! its certificate are committed to the store, synced, at once. When the
+//! core finalizes `h`, the next height starts `block_ms` after block `h`'s
+//! time (at once when this node is behind and syncing).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p_identity::{Keypair, PeerId};
+use malachite::{
+    ConsensusMsg, Effect, Input, LivenessMsg, LocallyProposedValue, Params, ProposedValue, Resumable, Resume, State,
+    ValuePayload,
+};
+use malachite_types::{
+    CertificateError, ExtendedCommitCertificate, ExtendedCommitSignature, LinearTimeouts, Round, SignedMessage,
+    SignedProposal, Timeout, Timeouts, Validity, ValueOrigin, ValueResponse, VoteExtensionPolicy,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::block::{Block, Hash, MAX_BLOCK_BYTES, MAX_TXS};
+use crate::cert::{self, Certificate};
+use crate::ctx::{Address, Ctx, Height, Signature, ValidatorSet};
+use crate::error::{Error, Result};
+use crate::genesis::Genesis;
+use crate::store::Store;
+use crate::tx::{Tx, TxId};
+use crate::validate::{check_block, check_tx, hash_at};
+use crate::wire::{self, Message};
+
+/// Transactions waiting for a block, at most.
+const MAX_POOL: usize = 10_000;
+/// Proposals for heights ahead of ours kept until we get there, at most.
+const MAX_EARLY: usize = 64;
+/// How often a node tells the others its newest final block.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How long a sync question may stay unanswered before another is asked.
+const SYNC_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What the ledger sends out through the network layer.
+#[derive(Debug)]
+pub enum Out {
+    /// Gossip these bytes on the chain's topic.
+    Publish(Vec<u8>),
+    /// Ask `peer` the sync protocol's question; hand the answer to
+    /// [`Ledger::sync_answer`].
+    Ask {
+        /// Whom.
+        peer: PeerId,
+        /// The height asked for.
+        height: u64,
+        /// The question's bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Where the chain stands, as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The chain (genesis hash, hex).
+    pub chain: String,
+    /// The newest final block's height.
+    pub height: u64,
+    /// Its hash (hex).
+    pub hash: String,
+    /// The round the current height is in.
+    pub round: i64,
+    /// The producers, in the set's order.
+    pub producers: Vec<String>,
+    /// Whether this node is one of them.
+    pub producing: bool,
+    /// Missed proposer slots per producer.
+    pub missed: BTreeMap<String, u64>,
+    /// Transactions waiting for a block here.
+    pub pool: usize,
+    /// The highest height another node announced.
+    pub best_seen: u64,
+}
+
+enum Command {
+    Gossip(PeerId, Vec<u8>),
+    SyncAnswer(PeerId, u64, Option<Vec<u8>>),
+    Submit(Box<Tx>, oneshot::Sender<Result<TxId>>),
+    Status(oneshot::Sender<Status>),
+    Stop,
+}
+
+/// A handle to the running ledger task. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    tx: mpsc::Sender<Command>,
+    store: Arc<Store>,
+    chain: Hash,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl Ledger {
+    /// Hand over a gossip message that arrived from `from`.
+    pub async fn gossip(&self, from: PeerId, bytes: Vec<u8>) {
+        let _ = self.tx.send(Command::Gossip(from, bytes)).await;
+    }
+    /// Hand over the answer to an [`Out::Ask`] (`None`: no answer came).
+    pub async fn sync_answer(&self, from: PeerId, height: u64, bytes: Option<Vec<u8>>) {
+        let _ = self.tx.send(Command::SyncAnswer(from, height, bytes)).await;
+    }
+    /// Offer a transaction: checked against the chain, pooled and gossiped.
+    pub async fn submit(&self, tx: Tx) -> Result<TxId> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Submit(Box::new(tx), reply)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+    /// Where the chain stands.
+    pub async fn status(&self) -> Result<Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Status(reply)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+    /// Stop the task.
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Command::Stop).await;
+    }
+    /// The chain's store (read-only use: proofs, lookups, sync answers).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+    /// The chain's id.
+    pub fn chain(&self) -> Hash {
+        self.chain
+    }
+    /// Answer the sync protocol's question `ask` from the store.
+    pub fn answer(&self, ask: &[u8]) -> Vec<u8> {
+        answer(&self.store, ask)
+    }
+}
+
+/// Answer a sync question (a height as 8 big-endian bytes) from `store`.
+pub fn answer(store: &Store, ask: &[u8]) -> Vec<u8> {
+    let Ok(bytes) = <[u8; 8]>::try_from(ask) else { return wire::encode_answer(None) };
+    match store.raw_at(u64::from_be_bytes(bytes)) {
+        Ok(Some((b, c))) => wire::encode_answer(Some((&b, &c))),
+        _ => wire::encode_answer(None),
+    }
+}
+
+fn stopped() -> Error {
+    Error::Signing("the ledger task has stopped".into())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Start the ledger task for `genesis` with its store in `dir`, signing
+/// with `key` (a producer when its peer id is in the set). What it sends to
+/// the network goes to `out`.
+pub fn start(
+    genesis: &Genesis,
+    dir: &std::path::Path,
+    key: Keypair,
+    out: mpsc::Sender<Out>,
+) -> Result<(Ledger, tokio::task::JoinHandle<()>)> {
+    genesis.check()?;
+    let chain = genesis.hash();
+    let store = Arc::new(Store::open(dir, chain)?);
+    let (tx, rx) = mpsc::channel(256);
+    let ledger = Ledger { tx, store: store.clone(), chain };
+    let me = Address(key.public().to_peer_id());
+    let height = store.height()? + 1;
+    let set = set_for(genesis, &store, chain, height)?;
+    let params = Params {
+        address: me,
+        threshold_params: Default::default(),
+        value_payload: ValuePayload::ProposalOnly,
+        enabled: true,
+    };
+    let consensus = State::new(Ctx { chain }, Height(height), set.clone(), params, 1024, 256);
+    let propose = Duration::from_millis(genesis.params.propose_ms);
+    let timeouts = LinearTimeouts {
+        propose,
+        propose_delta: propose / 2,
+        prevote: propose / 2,
+        prevote_delta: propose / 4,
+        precommit: propose / 2,
+        precommit_delta: propose / 4,
+        rebroadcast: propose * 2,
+        max_timeout: Duration::from_secs(60),
+    };
+    let app = App {
+        chain,
+        genesis: genesis.clone(),
+        key,
+        me,
+        store,
+        out,
+        set,
+        height,
+        timeouts,
+        timers: HashMap::new(),
+        queue: VecDeque::new(),
+        values: HashMap::new(),
+        early: BTreeMap::new(),
+        pool: VecDeque::new(),
+        pooled: HashSet::new(),
+        next_start: None,
+        replaying: false,
+        best: None,
+        asked: None,
+        round: -1,
+    };
+    let engine = Engine { consensus, app };
+    Ok((ledger, tokio::spawn(engine.run(rx))))
+}
+
+/// The producer set for `height` (for now the genesis's; elections change it later).
+fn set_for(genesis: &Genesis, store: &Store, chain: Hash, height: u64) -> Result<ValidatorSet> {
+    let seed = hash_at(store, chain, height - 1)?
+        .ok_or_else(|| Error::UnknownBlock(format!("block {} is missing from the store", height - 1)))?;
+    Ok(genesis.validators(seed))
+}
+
+struct Engine {
+    consensus: State<Ctx>,
+    app: App,
+}
+
+struct App {
+    chain: Hash,
+    genesis: Genesis,
+    key: Keypair,
+    me: Address,
+    store: Arc<Store>,
+    out: mpsc::Sender<Out>,
+    /// The producer set of the height being decided.
+    set: ValidatorSet,
+    /// The height being decided (the store holds everything below it).
+    height: u64,
+    timeouts: LinearTimeouts,
+    timers: HashMap<Timeout, Instant>,
+    /// Inputs the effects produced, fed to the core once it returns.
+    queue: VecDeque<Input<Ctx>>,
+    /// Blocks for the current height that passed the checks, by hash.
+    values: HashMap<Hash, Block>,
+    /// Proposals for later heights, checked once we get there.
+    early: BTreeMap<u64, Vec<SignedProposal<Ctx>>>,
+    pool: VecDeque<Tx>,
+    pooled: HashSet<TxId>,
+    /// When to start the next height (after a final block).
+    next_start: Option<Instant>,
+    /// Replaying the write-ahead log: do not log again.
+    replaying: bool,
+    /// The best height another node announced, and who.
+    best: Option<(u64, PeerId)>,
+    /// The sync question in flight: the height, and when it was asked.
+    asked: Option<(u64, Instant)>,
+    round: i64,
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let h = self.app.height;
+        let set = self.app.set.clone();
+        let wal: Vec<Input<Ctx>> = match self.app.store.wal() {
+            Ok(entries) => entries.iter().filter_map(|e| wire::decode_wal(e).ok()).collect(),
+            Err(e) => {
+                warn!("reading the ledger's write-ahead log: {e}");
+                Vec::new()
+            }
+        };
+        self.feed(Input::StartHeight(Height(h), set, !wal.is_empty(), None, VoteExtensionPolicy::Disabled));
+        if !wal.is_empty() {
+            info!(height = h, entries = wal.len(), "replaying the ledger's write-ahead log");
+            self.app.replaying = true;
+            self.consensus.index_wal_entries(wal.iter());
+            for input in wal {
+                self.feed(input);
+            }
+            self.consensus.reset_entries_index();
+            self.app.replaying = false;
+        }
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        loop {
+            let wake = self.app.next_wake();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None | Some(Command::Stop) => break,
+                    Some(cmd) => self.command(cmd),
+                },
+                () = sleep_until(wake) => self.wake(),
+                _ = status.tick() => self.app.announce(),
+            }
+        }
+    }
+
+    /// Feed one input and every input its effects queued.
+    fn feed(&mut self, input: Input<Ctx>) {
+        self.app.queue.push_back(input);
+        while let Some(input) = self.app.queue.pop_front() {
+            let app = &mut self.app;
+            let r: std::result::Result<(), malachite::Error<Ctx>> = malachite::process!(
+                input: input,
+                state: &mut self.consensus,
+                metrics: &(),
+                with: effect => app.effect(effect)
+            );
+            if let Err(e) = r {
+                debug!("consensus: {e}");
+            }
+            self.app.round = self.consensus.round().as_i64();
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Gossip(from, bytes) => match Message::decode(&bytes) {
+                Ok(Message::Vote(v)) => self.feed(Input::Vote(v)),
+                Ok(Message::Proposal(p)) => self.proposal(p),
+                Ok(Message::Tx(tx)) => {
+                    let _ = self.app.pool_tx(tx);
+                }
+                Ok(Message::Status { height, .. }) => {
+                    if self.app.best.is_none_or(|(h, _)| height > h) {
+                        self.app.best = Some((height, from));
+                    }
+                    self.app.maybe_sync();
+                }
+                Err(e) => debug!(%from, "ledger gossip refused: {e}"),
+            },
+            Command::SyncAnswer(from, height, bytes) => self.synced(from, height, bytes),
+            Command::Submit(tx, reply) => {
+                let r = self.app.pool_tx(*tx.clone());
+                if r.is_ok() {
+                    self.app.publish(&Message::Tx(*tx));
+                }
+                let _ = reply.send(r);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.app.status());
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn wake(&mut self) {
+        let now = Instant::now();
+        if self.app.next_start.is_some_and(|t| t <= now) {
+            self.app.next_start = None;
+            self.start_next();
+        }
+        let due: Vec<Timeout> = self.app.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+        for t in due {
+            self.app.timers.remove(&t);
+            self.feed(Input::TimeoutElapsed(t));
+        }
+        if self.app.asked.is_some_and(|(_, at)| now.duration_since(at) > SYNC_PATIENCE) {
+            self.app.asked = None;
+            self.app.best = None;
+        }
+    }
+
+    /// Start the height after the one just final.
+    fn start_next(&mut self) {
+        let h = self.app.height + 1;
+        let set = match set_for(&self.app.genesis, &self.app.store, self.app.chain, h) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot start height {h}: {e}");
+                return;
+            }
+        };
+        self.app.height = h;
+        self.app.set = set.clone();
+        self.app.values.clear();
+        self.app.timers.clear();
+        self.feed(Input::StartHeight(Height(h), set, false, None, VoteExtensionPolicy::Disabled));
+        let early = self.app.early.remove(&h).unwrap_or_default();
+        self.app.early.retain(|k, _| *k > h);
+        for p in early {
+            self.proposal(p);
+        }
+        self.app.maybe_sync();
+    }
+
+    fn proposal(&mut self, p: SignedProposal<Ctx>) {
+        let h = p.message.height.0;
+        if h == self.app.height && self.app.next_start.is_some() {
+            return; // that height is final here already
+        }
+        if h > self.app.height {
+            if h <= self.app.height + 2 && self.app.early.values().map(Vec::len).sum::<usize>() < MAX_EARLY {
+                self.app.early.entry(h).or_default().push(p);
+            }
+            return;
+        }
+        if h < self.app.height {
+            return;
+        }
+        let block = &p.message.block;
+        if block.proposer != p.message.proposer.0 {
+            debug!("a proposal whose block names another proposer, dropped");
+            return;
+        }
+        match self.app.check(block) {
+            Ok(()) => {
+                self.app.values.insert(block.hash(), block.clone());
+                self.feed(Input::Proposal(p));
+            }
+            Err(e) => warn!(height = h, "invalid proposal refused: {e}"),
+        }
+    }
+
+    fn synced(&mut self, from: PeerId, height: u64, bytes: Option<Vec<u8>>) {
+        if self.app.asked.is_some_and(|(h, _)| h == height) {
+            self.app.asked = None;
+        }
+        let Some(bytes) = bytes else {
+            self.app.best = None;
+            return;
+        };
+        let (block, c) = match wire::decode_answer(&bytes) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                self.app.best = None;
+                return;
+            }
+            Err(e) => {
+                warn!(%from, "sync answer refused: {e}");
+                self.app.best = None;
+                return;
+            }
+        };
+        if block.height != self.app.height || c.height.0 != height || c.value_id != block.hash() {
+            return;
+        }
+        let Ok(peer) = malachite::PeerId::from_bytes(&from.to_bytes()) else { return };
+        let certificate = ExtendedCommitCertificate {
+            height: c.height,
+            round: c.round,
+            value_id: c.value_id,
+            commit_signatures: c
+                .commit_signatures
+                .into_iter()
+                .map(|s| ExtendedCommitSignature::new(s.address, s.signature, None))
+                .collect(),
+        };
+        let response = ValueResponse::new(peer, bytes::Bytes::from(block.encode()), certificate);
+        self.feed(Input::SyncValueResponse(response));
+        self.app.maybe_sync();
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl App {
+    fn next_wake(&self) -> Option<Instant> {
+        let asked = self.asked.map(|(_, at)| at + SYNC_PATIENCE);
+        self.timers.values().copied().chain(self.next_start).chain(asked).min()
+    }
+
+    fn publish(&self, m: &Message) {
+        if self.out.try_send(Out::Publish(m.encode())).is_err() {
+            debug!("ledger out queue full: a message dropped (votes are sent again)");
+        }
+    }
+
+    fn announce(&self) {
+        let h = self.height - 1;
+        if let Ok(Some(hash)) = hash_at(&self.store, self.chain, h) {
+            self.publish(&Message::Status { height: h, hash });
+        }
+    }
+
+    /// Ask for the next block when another node announced more than we hold.
+    fn maybe_sync(&mut self) {
+        let Some((best, peer)) = self.best else { return };
+        if best < self.height || self.asked.is_some() || self.next_start.is_some() {
+            return;
+        }
+        let h = self.height;
+        if self.out.try_send(Out::Ask { peer, height: h, bytes: crate::rpc::Question::Block(h).encode() }).is_ok() {
+            self.asked = Some((h, Instant::now()));
+        }
+    }
+
+    fn parent_time(&self, height: u64) -> Result<u64> {
+        if height <= 1 {
+            return Ok(self.genesis.time_ms);
+        }
+        Ok(self.store.block_at(height - 1)?.map(|(b, _)| b.time_ms).unwrap_or(self.genesis.time_ms))
+    }
+
+    fn check(&self, block: &Block) -> Result<()> {
+        check_block(&self.store, self.chain, self.parent_time(block.height)?, block, now_ms())
+    }
+
+    fn pool_tx(&mut self, tx: Tx) -> Result<TxId> {
+        let id = tx.id();
+        if self.pooled.contains(&id) {
+            return Ok(id);
+        }
+        check_tx(&self.store, self.chain, self.height, &tx)?;
+        if self.pool.len() >= MAX_POOL {
+            return Err(Error::Tx(crate::error::TxError::Invalid(
+                "the producer's pool is full; offer it again in a few blocks".into(),
+            )));
+        }
+        self.pooled.insert(id);
+        self.pool.push_back(tx);
+        Ok(id)
+    }
+
+    /// The next block, from the pool's transactions that still pass.
+    fn build(&mut self, height: u64) -> Result<Block> {
+        let parent = hash_at(&self.store, self.chain, height - 1)?
+            .ok_or_else(|| Error::UnknownBlock(format!("block {}", height - 1)))?;
+        let time_ms = now_ms().max(self.parent_time(height)? + 1);
+        let mut txs = Vec::new();
+        let mut bytes = 0usize;
+        let mut keep = VecDeque::new();
+        while let Some(tx) = self.pool.pop_front() {
+            let id = tx.id();
+            if check_tx(&self.store, self.chain, height, &tx).is_err() {
+                self.pooled.remove(&id);
+                continue;
+            }
+            let n = tx.encode().len() + 4;
+            if txs.len() < MAX_TXS && bytes + n < MAX_BLOCK_BYTES / 2 {
+                bytes += n;
+                txs.push(tx.clone());
+            }
+            keep.push_back(tx);
+        }
+        self.pool = keep;
+        Ok(Block { chain: self.chain, height, parent, time_ms, proposer: self.me.0, txs })
+    }
+
+    fn commit(&mut self, c: &Certificate) -> Result<()> {
+        let block = self
+            .values
+            .get(&c.value_id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownBlock(format!("decided block {} was never seen here", c.value_id)))?;
+        let order = self.set.order(block.height);
+        let rounds = c.round.as_u32().unwrap_or(0) as usize;
+        let missed: Vec<Vec<u8>> =
+            (0..rounds).map(|r| self.set.validators()[order[r % order.len()]].address.0.to_bytes()).collect();
+        self.store.commit(&block, c, &missed)?;
+        for tx in &block.txs {
+            self.pooled.remove(&tx.id());
+        }
+        let done: HashSet<TxId> = block.txs.iter().map(Tx::id).collect();
+        self.pool.retain(|t| !done.contains(&t.id()));
+        info!(height = block.height, hash = %block.hash(), txs = block.txs.len(), round = rounds, "block final");
+        let behind = self.best.is_some_and(|(b, _)| b > block.height);
+        let pace = Duration::from_millis(self.genesis.params.block_ms);
+        let since = Duration::from_millis(now_ms().saturating_sub(block.time_ms));
+        self.next_start = Some(Instant::now() + if behind { Duration::ZERO } else { pace.saturating_sub(since) });
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        let h = self.height - 1;
+        let hash = hash_at(&self.store, self.chain, h).ok().flatten().unwrap_or_default();
+        let missed = self
+            .store
+            .missed()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, n)| Some((PeerId::from_bytes(&k).ok()?.to_string(), n)))
+            .collect();
+        Status {
+            chain: self.chain.to_hex(),
+            height: h,
+            hash: hash.to_hex(),
+            round: self.round,
+            producers: self.set.validators().iter().map(|v| v.address.0.to_string()).collect(),
+            producing: self.set.validators().iter().any(|v| v.address == self.me),
+            missed,
+            pool: self.pool.len(),
+            best_seen: self.best.map(|(h, _)| h).unwrap_or(0),
+        }
+    }
+
+    fn sign(&self, bytes: &[u8]) -> Signature {
+        Signature(self.key.sign(bytes).unwrap_or_default())
+    }
+
+    fn effect(&mut self, effect: Effect<Ctx>) -> std::result::Result<Resume<Ctx>, Error> {
+        Ok(match effect {
+            Effect::CancelAllTimeouts(r) => {
+                self.timers.clear();
+                r.resume_with(())
+            }
+            Effect::CancelTimeout(t, r) => {
+                self.timers.remove(&t);
+                r.resume_with(())
+            }
+            Effect::ScheduleTimeout(t, r) => {
+                let d = Timeouts::<Ctx>::duration_for(&self.timeouts, t);
+                self.timers.insert(t, Instant::now() + d);
+                r.resume_with(())
+            }
+            Effect::StartRound(_, _, _, _, r) => r.resume_with(()),
+            Effect::PublishConsensusMsg(msg, r) => {
+                if !self.replaying {
+                    match msg {
+                        malachite::SignedConsensusMsg::Vote(v) => self.publish(&Message::Vote(v)),
+                        malachite::SignedConsensusMsg::Proposal(p) => self.publish(&Message::Proposal(p)),
+                    }
+                }
+                r.resume_with(())
+            }
+            Effect::PublishLivenessMsg(msg, r) => {
+                if let LivenessMsg::Vote(v) = msg {
+                    self.publish(&Message::Vote(v));
+                }
+                r.resume_with(())
+            }
+            Effect::RepublishVote(v, r) => {
+                self.publish(&Message::Vote(v));
+                r.resume_with(())
+            }
+            Effect::RepublishRoundCertificate(_, r) => r.resume_with(()),
+            Effect::GetValue(height, round, _, r) => {
+                match self.build(height.0) {
+                    Ok(block) => {
+                        self.values.insert(block.hash(), block.clone());
+                        self.queue.push_back(Input::Propose(LocallyProposedValue::new(height, round, block)));
+                    }
+                    Err(e) => warn!("cannot build block {height}: {e}"),
+                }
+                r.resume_with(())
+            }
+            Effect::RestreamProposal(_, _, _, _, _, r) => r.resume_with(()),
+            Effect::CertVerifiedSyncValue(resp, proposer, r) => {
+                match Block::decode(&resp.value_bytes) {
+                    Ok(block) => {
+                        let valid = self.check(&block);
+                        if let Err(e) = &valid {
+                            warn!("a synced block does not check out: {e}");
+                        }
+                        self.values.insert(block.hash(), block.clone());
+                        let value = ProposedValue {
+                            height: Height(block.height),
+                            round: resp.certificate.round,
+                            valid_round: Round::Nil,
+                            proposer,
+                            value: block,
+                            validity: Validity::from_bool(valid.is_ok()),
+                        };
+                        self.queue.push_back(Input::ProposedValue(value, ValueOrigin::Sync));
+                    }
+                    Err(e) => warn!("a synced block does not parse: {e}"),
+                }
+                r.resume_with(())
+            }
+            Effect::CertRejectedSyncValue(peer, height, e, r) => {
+                warn!(%peer, %height, "a synced certificate was refused: {e}");
+                self.best = None;
+                r.resume_with(())
+            }
+            Effect::Decide(c, _, r) => {
+                if let Err(e) = self.commit(&c) {
+                    warn!("committing block {}: {e}", c.height);
+                }
+                r.resume_with(())
+            }
+            Effect::Finalize(_, _, evidence, r) => {
+                if !evidence.is_empty() {
+                    warn!(height = self.height, "equivocation seen: {evidence:?}");
+                }
+                r.resume_with(())
+            }
+            Effect::SignVote(v, r) => {
+                let sig = self.sign(&v.signed_bytes(self.chain));
+                r.resume_with(SignedMessage::new(v, sig))
+            }
+            Effect::SignProposal(p, r) => {
+                let sig = self.sign(&p.signed_bytes(self.chain));
+                r.resume_with(SignedMessage::new(p, sig))
+            }
+            Effect::VerifySignature(msg, key, r) => {
+                let bytes = match &msg.message {
+                    ConsensusMsg::Vote(v) => v.signed_bytes(self.chain),
+                    ConsensusMsg::Proposal(p) => p.signed_bytes(self.chain),
+                };
+                r.resume_with(key.verify(&bytes, &msg.signature.0))
+            }
+            Effect::VerifyCommitCertificate(c, set, _, r) => r.resume_with(self.verify_cert(&c, &set)),
+            Effect::VerifyExtendedCommitCertificate(c, set, _, _, r) => {
+                r.resume_with(self.verify_cert(&c.trim_vote_extensions(), &set))
+            }
+            Effect::VerifyPolkaCertificate(_, set, _, r) => r.resume_with(Err(refused(&set))),
+            Effect::VerifyRoundCertificate(_, set, _, r) => r.resume_with(Err(refused(&set))),
+            Effect::WalAppend(height, input, r) => {
+                if !self.replaying && height.0 == self.height {
+                    if let Some(entry) = wire::encode_wal(&input) {
+                        if let Err(e) = self.store.wal_append(&entry) {
+                            warn!("ledger write-ahead log: {e}");
+                        }
+                    }
+                }
+                r.resume_with(())
+            }
+            Effect::ExtendVote(_, _, _, _, r) => r.resume_with(None),
+            Effect::VerifyVoteExtension(_, _, _, _, _, _, r) => r.resume_with(Ok(())),
+        })
+    }
+
+    fn verify_cert(&self, c: &Certificate, set: &ValidatorSet) -> std::result::Result<(), CertificateError<Ctx>> {
+        cert::verify(self.chain, c, set).map(|_| ()).map_err(|e| match e {
+            Error::WeakCertificate { signed, total, .. } => {
+                CertificateError::NotEnoughVotingPower { signed, total, expected: total * 2 / 3 + 1 }
+            }
+            _ => refused(set),
+        })
+    }
+}
+
+/// Polka and round certificates are never fed to the core here (votes are
+/// gossiped one by one), so any such check is refused.
+fn refused(set: &ValidatorSet) -> CertificateError<Ctx> {
+    let total = set.validators().iter().map(|v| v.power).sum::<u64>();
+    CertificateError::NotEnoughVotingPower { signed: 0, total, expected: total * 2 / 3 + 1 }
+}

@@ -1,0 +1,142 @@
+//! The genesis: the chain's first producers, stake and parameters. Every
+//! node checks it by hash; the hash names the chain and is bound into every
+//! signature on it.
+//!
+//! A genesis is a JSON file (`ionshard ledger init` writes one). Its hash
+//! is the BLAKE3 of its canonical form: the same fields re-serialized
+//! compactly in their declared order, so spacing and key order in the file
+//! do not change the chain.
+
+use std::path::Path;
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::block::Hash;
+use crate::ctx::{ValidatorSet, validator};
+use crate::error::{Error, Result};
+
+/// The format version of a genesis file.
+pub const GENESIS_VERSION: u32 = 1;
+
+/// One of the first producers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producer {
+    /// Its peer id (ed25519; its node key signs its votes).
+    pub peer: String,
+    /// Where it listens (a multiaddr ending in `/p2p/<peer id>`), so the
+    /// others can reach it.
+    pub addr: String,
+    /// Its stake.
+    pub stake: u64,
+}
+
+/// The chain's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Target time between blocks, in milliseconds.
+    pub block_ms: u64,
+    /// How long a proposer has to propose before the round moves on, in
+    /// milliseconds (grows by half of it per round).
+    pub propose_ms: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { block_ms: 1000, propose_ms: 2000 }
+    }
+}
+
+/// A genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// [`GENESIS_VERSION`].
+    pub version: u32,
+    /// A name for people (the hash is what counts).
+    pub name: String,
+    /// When the chain starts (milliseconds since the epoch); block 1 is later.
+    pub time_ms: u64,
+    /// The first producers, in any order.
+    pub producers: Vec<Producer>,
+    /// The chain's parameters.
+    pub params: Params,
+}
+
+impl Genesis {
+    /// Read and check a genesis file.
+    pub fn load(path: &Path) -> Result<Genesis> {
+        let text = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        if text.len() > 1 << 20 {
+            return Err(Error::Genesis(format!("{} is larger than 1 MiB", path.display())));
+        }
+        let g: Genesis = serde_json::from_slice(&text)
+            .map_err(|e| Error::Genesis(format!("{} is not a genesis file: {e}", path.display())))?;
+        g.check()?;
+        Ok(g)
+    }
+
+    /// Check the rules a genesis must keep.
+    pub fn check(&self) -> Result<()> {
+        if self.version != GENESIS_VERSION {
+            return Err(Error::Genesis(format!(
+                "format version {} is not {GENESIS_VERSION}: this build cannot run that chain",
+                self.version
+            )));
+        }
+        if self.producers.is_empty() {
+            return Err(Error::Genesis("no producers: a chain needs at least one".into()));
+        }
+        if self.params.block_ms == 0 || self.params.propose_ms < 100 {
+            return Err(Error::Genesis("block_ms must be positive and propose_ms at least 100".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.producers {
+            let id: PeerId =
+                p.peer.parse().map_err(|e| Error::Genesis(format!("producer {}: not a peer id: {e}", p.peer)))?;
+            if validator(id, 1).is_none() {
+                return Err(Error::Genesis(format!("producer {id}: not an ed25519 peer id")));
+            }
+            if p.stake == 0 {
+                return Err(Error::Genesis(format!("producer {id}: stake 0")));
+            }
+            if !seen.insert(id) {
+                return Err(Error::Genesis(format!("producer {id} is listed twice")));
+            }
+            if !p.addr.ends_with(&format!("/p2p/{id}")) {
+                return Err(Error::Genesis(format!("producer {id}: its address {} must end in /p2p/{id}", p.addr)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain's id: the hash of the canonical form.
+    pub fn hash(&self) -> Hash {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        let mut h = blake3::Hasher::new();
+        h.update(b"ionshard ledger genesis v1");
+        h.update(&canonical);
+        Hash(*h.finalize().as_bytes())
+    }
+
+    /// The producer set the chain starts with: equal voting power each, as
+    /// in DPoS (stake elects producers; it does not weigh their votes).
+    pub fn validators(&self, seed: Hash) -> ValidatorSet {
+        let vs = self.producers.iter().filter_map(|p| validator(p.peer.parse().ok()?, 1)).collect();
+        ValidatorSet::new(vs, seed)
+    }
+
+    /// Write it to `path` (a new file; refuses to overwrite).
+    pub fn write_new(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        f.write_all(&text)
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_all())
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    }
+}

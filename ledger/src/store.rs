@@ -1,0 +1,218 @@
+//! A node's copy of the chain in redb (`DIR/ledger.redb`): final blocks and
+//! their certificates by height, an index of transactions and anchored
+//! roots, missed slots per producer, and the write-ahead log of the height
+//! being decided. A block, its certificate and its indexes are written in
+//! one transaction, synced before it returns, and the log is emptied in the
+//! same transaction: a crash leaves either the block or the log to replay.
+//!
+//! Layout (format 1): `meta` (`format`, `chain`, `height`), `blocks` and
+//! `certs` (height → bytes), `hashes` (height → 32), `txs` (tx id → height:
+//! u64 | index: u32), `anchors` (root → tx id), `missed` (peer → count), `wal`
+//! (sequence → entry).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::block::{Block, Hash};
+use crate::cert::{self, Certificate};
+use crate::error::{Error, Result};
+use crate::tx::{Body, TxId};
+
+/// The store layout's version.
+pub const STORE_FORMAT: u64 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certs");
+const HASHES: TableDefinition<u64, &[u8]> = TableDefinition::new("hashes");
+const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
+const ANCHORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anchors");
+const MISSED: TableDefinition<&[u8], u64> = TableDefinition::new("missed");
+const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+
+/// The chain as this node holds it.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open or create the store in `dir` for chain `chain`; refuses a store
+    /// of another chain or a newer format.
+    pub fn open(dir: &Path, chain: Hash) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        let path = dir.join("ledger.redb");
+        let db = Database::create(&path).map_err(|e| Error::db(&path, e))?;
+        let s = Store { db, path };
+        let txn = s.db.begin_write().map_err(|e| s.err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| s.err(e))?;
+            let format = meta.get("format").map_err(|e| s.err(e))?.map(|v| v.value().to_vec());
+            if let Some(f) = format {
+                let f = u64::from_be_bytes(f.try_into().unwrap_or_default());
+                if f > STORE_FORMAT {
+                    return Err(Error::Genesis(format!(
+                        "{} is ledger store format {f}, newer than this build reads ({STORE_FORMAT})",
+                        s.path.display()
+                    )));
+                }
+            }
+            let have = meta.get("chain").map_err(|e| s.err(e))?.map(|v| v.value().to_vec());
+            match have {
+                Some(h) if h != chain.0 => {
+                    return Err(Error::Genesis(format!(
+                        "{} holds another chain ({}); this genesis is {}: use another directory",
+                        s.path.display(),
+                        Hash(h.try_into().unwrap_or_default()).to_hex(),
+                        chain.to_hex()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("chain", chain.0.as_slice()).map_err(|e| s.err(e))?;
+                }
+            }
+            meta.insert("format", STORE_FORMAT.to_be_bytes().as_slice()).map_err(|e| s.err(e))?;
+        }
+        for t in [BLOCKS, CERTS, HASHES, WAL] {
+            txn.open_table(t).map_err(|e| s.err(e))?;
+        }
+        for t in [TXS, ANCHORS] {
+            txn.open_table(t).map_err(|e| s.err(e))?;
+        }
+        txn.open_table(MISSED).map_err(|e| s.err(e))?;
+        txn.commit().map_err(|e| s.err(e))?;
+        Ok(s)
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        Error::db(&self.path, e)
+    }
+
+    /// The height of the newest final block (0: none yet).
+    pub fn height(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(BLOCKS).map_err(|e| self.err(e))?;
+        Ok(t.last().map_err(|e| self.err(e))?.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+
+    /// The hash of the block at `height` (0: the chain's genesis hash is the caller's).
+    pub fn hash_at(&self, height: u64) -> Result<Option<Hash>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(HASHES).map_err(|e| self.err(e))?;
+        let v = t.get(height).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| v.value().try_into().ok()).map(Hash))
+    }
+
+    /// The block at `height` with its certificate, as stored bytes.
+    pub fn raw_at(&self, height: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let b = txn.open_table(BLOCKS).map_err(|e| self.err(e))?;
+        let c = txn.open_table(CERTS).map_err(|e| self.err(e))?;
+        let block = b.get(height).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
+        let cert = c.get(height).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
+        Ok(block.zip(cert))
+    }
+
+    /// The block at `height` with its certificate.
+    pub fn block_at(&self, height: u64) -> Result<Option<(Block, Certificate)>> {
+        match self.raw_at(height)? {
+            None => Ok(None),
+            Some((b, c)) => Ok(Some((Block::decode(&b)?, cert::decode(&c)?))),
+        }
+    }
+
+    /// Where a transaction sits: its block's height and its index there.
+    pub fn tx_at(&self, id: &TxId) -> Result<Option<(u64, u32)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(TXS).map_err(|e| self.err(e))?;
+        let v = t.get(id.0.as_slice()).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| {
+            let b = v.value();
+            let h = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+            let i = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?);
+            Some((h, i))
+        }))
+    }
+
+    /// The transaction that anchored `root`, if any did.
+    pub fn anchor(&self, root: &[u8; 32]) -> Result<Option<TxId>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(ANCHORS).map_err(|e| self.err(e))?;
+        let v = t.get(root.as_slice()).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| v.value().try_into().ok()).map(TxId))
+    }
+
+    /// Missed proposer slots, per producer (peer id bytes → count).
+    pub fn missed(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(MISSED).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = e.map_err(|e| self.err(e))?;
+            out.push((k.value().to_vec(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Record a final block with its certificate, the proposers that missed
+    /// their rounds before it, and empty the log, in one synced transaction.
+    pub fn commit(&self, block: &Block, certificate: &Certificate, missed: &[Vec<u8>]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            if blocks.get(block.height).map_err(|e| self.err(e))?.is_some() {
+                // Already final here (a sync answer raced consensus): nothing to do.
+                return Ok(());
+            }
+            blocks.insert(block.height, block.encode().as_slice()).map_err(|e| self.err(e))?;
+            let mut certs = txn.open_table(CERTS).map_err(|e| self.err(e))?;
+            certs.insert(block.height, cert::encode(certificate).as_slice()).map_err(|e| self.err(e))?;
+            let mut hashes = txn.open_table(HASHES).map_err(|e| self.err(e))?;
+            hashes.insert(block.height, block.hash().0.as_slice()).map_err(|e| self.err(e))?;
+            let mut txs = txn.open_table(TXS).map_err(|e| self.err(e))?;
+            let mut anchors = txn.open_table(ANCHORS).map_err(|e| self.err(e))?;
+            for (i, tx) in block.txs.iter().enumerate() {
+                let id = tx.id();
+                let mut at = block.height.to_be_bytes().to_vec();
+                at.extend_from_slice(&(i as u32).to_be_bytes());
+                txs.insert(id.0.as_slice(), at.as_slice()).map_err(|e| self.err(e))?;
+                if let Body::Anchor { root, .. } = &tx.body {
+                    anchors.insert(root.as_slice(), id.0.as_slice()).map_err(|e| self.err(e))?;
+                }
+            }
+            let mut m = txn.open_table(MISSED).map_err(|e| self.err(e))?;
+            for peer in missed {
+                let n = m.get(peer.as_slice()).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
+                m.insert(peer.as_slice(), n + 1).map_err(|e| self.err(e))?;
+            }
+            let mut wal = txn.open_table(WAL).map_err(|e| self.err(e))?;
+            wal.retain(|_, _| false).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Append an entry to the write-ahead log, synced before it returns.
+    pub(crate) fn wal_append(&self, entry: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut wal = txn.open_table(WAL).map_err(|e| self.err(e))?;
+            let next = wal.last().map_err(|e| self.err(e))?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            wal.insert(next, entry).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The write-ahead log's entries, oldest first.
+    pub(crate) fn wal(&self) -> Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(WAL).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(t.len().map_err(|e| self.err(e))? as usize);
+        for e in t.iter().map_err(|e| self.err(e))? {
+            out.push(e.map_err(|e| self.err(e))?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,280 @@
+//! Transactions: each signed by the party it speaks for, and bound to one
+//! chain and a short window of heights by TaPoS (it names a recent
+//! finalized block and expires a bounded number of heights later).
+//!
+//! Bytes (the signature covers `"ionshard ledger tx v1" | chain: 32 |`
+//! followed by everything before `signature`):
+//!
+//! ```text
+//! signer: bytes(64) | ref_height: u64 | ref_hash: 8 | expiry: u64 | kind: u8 | body
+//! | signature: bytes(128)
+//! kind 1 anchor:  what: u8 (1 receipts, 2 deletions, 3 audits) | root: 32 | count: u64 | bytes: u64
+//! kind 2 release: product: bytes(128) | version: bytes(128) | manifest: bytes(128) | image_hash: 32
+//! ```
+//!
+//! A transaction's id is the BLAKE3 of all its bytes, signature included;
+//! one id is accepted once per chain.
+
+use libp2p_identity::{Keypair, PeerId};
+
+use crate::block::Hash;
+use crate::codec::{Reader, Writer};
+use crate::error::{Error, Result, TxError};
+
+const DOMAIN: &[u8] = b"ionshard ledger tx v1";
+
+/// Bytes of one encoded transaction, at most.
+pub const MAX_TX_BYTES: usize = 2048;
+/// Heights a transaction may stay valid after the block it names, at most.
+pub const MAX_LIFETIME: u64 = 1200;
+/// Bytes of a release record's text fields, each at most.
+const MAX_TEXT: usize = 128;
+
+/// What a batch anchored on the chain holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AnchorKind {
+    /// Peer-signed storage receipts.
+    Receipts,
+    /// Peers' signed delete acknowledgements.
+    Deletions,
+    /// Audit results.
+    Audits,
+}
+
+impl AnchorKind {
+    fn tag(self) -> u8 {
+        match self {
+            AnchorKind::Receipts => 1,
+            AnchorKind::Deletions => 2,
+            AnchorKind::Audits => 3,
+        }
+    }
+    fn from_tag(t: u8) -> Option<Self> {
+        Some(match t {
+            1 => AnchorKind::Receipts,
+            2 => AnchorKind::Deletions,
+            3 => AnchorKind::Audits,
+            _ => return None,
+        })
+    }
+    /// Its name, as the CLI and JSON print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnchorKind::Receipts => "receipts",
+            AnchorKind::Deletions => "deletions",
+            AnchorKind::Audits => "audits",
+        }
+    }
+}
+
+/// What a transaction says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Body {
+    /// The Merkle root of a batch the signer keeps and serves proofs from.
+    Anchor {
+        /// What the batch holds.
+        kind: AnchorKind,
+        /// Its Merkle root (see [`crate::merkle`]).
+        root: [u8; 32],
+        /// How many items it has.
+        count: u64,
+        /// Bytes the items speak for (stored shard bytes for receipts).
+        bytes: u64,
+    },
+    /// A vendor's record of a published release.
+    Release {
+        /// The product.
+        product: String,
+        /// The version.
+        version: String,
+        /// The release manifest's CID.
+        manifest: String,
+        /// BLAKE3 of the image.
+        image_hash: [u8; 32],
+    },
+}
+
+/// A signed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tx {
+    /// Who speaks (an ed25519 peer id: its key is inline).
+    pub signer: PeerId,
+    /// TaPoS: the height of a finalized block it was made against.
+    pub ref_height: u64,
+    /// TaPoS: the first 8 bytes of that block's hash.
+    pub ref_hash: [u8; 8],
+    /// The last height at which it may be included.
+    pub expiry: u64,
+    /// What it says.
+    pub body: Body,
+    /// The signer's signature.
+    pub signature: Vec<u8>,
+}
+
+/// A transaction's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxId(pub [u8; 32]);
+
+impl Tx {
+    /// Make and sign a transaction against block `(ref_height, ref_hash)`
+    /// of chain `chain`, valid for `lifetime` heights after it.
+    pub fn sign(key: &Keypair, chain: Hash, reference: (u64, Hash), lifetime: u64, body: Body) -> Result<Tx> {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&reference.1.0[..8]);
+        let mut tx = Tx {
+            signer: key.public().to_peer_id(),
+            ref_height: reference.0,
+            ref_hash: prefix,
+            expiry: reference.0.saturating_add(lifetime),
+            body,
+            signature: Vec::new(),
+        };
+        tx.signature = key.sign(&tx.signed_bytes(chain)).map_err(|e| Error::Signing(e.to_string()))?;
+        Ok(tx)
+    }
+
+    fn unsigned(&self) -> Writer {
+        let mut w = Writer::new();
+        w.bytes(&self.signer.to_bytes()).u64(self.ref_height).raw(&self.ref_hash).u64(self.expiry);
+        match &self.body {
+            Body::Anchor { kind, root, count, bytes } => {
+                w.u8(1).u8(kind.tag()).raw(root).u64(*count).u64(*bytes);
+            }
+            Body::Release { product, version, manifest, image_hash } => {
+                w.u8(2).bytes(product.as_bytes()).bytes(version.as_bytes()).bytes(manifest.as_bytes()).raw(image_hash);
+            }
+        }
+        w
+    }
+
+    /// The bytes the signature covers on chain `chain`.
+    pub fn signed_bytes(&self, chain: Hash) -> Vec<u8> {
+        let mut v = DOMAIN.to_vec();
+        v.extend_from_slice(&chain.0);
+        v.extend_from_slice(&self.unsigned().finish());
+        v
+    }
+
+    /// The transaction's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = self.unsigned();
+        w.bytes(&self.signature);
+        w.finish()
+    }
+
+    /// Its id.
+    pub fn id(&self) -> TxId {
+        TxId(*blake3::hash(&self.encode()).as_bytes())
+    }
+
+    /// Parse a transaction from untrusted bytes (its signature is checked
+    /// by [`Tx::check`], which needs the chain).
+    pub fn decode(bytes: &[u8]) -> Result<Tx> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(Error::Malformed {
+                what: "transaction",
+                why: format!("{} bytes, at most {MAX_TX_BYTES}", bytes.len()),
+            });
+        }
+        let mut r = Reader::new(bytes, "transaction");
+        let signer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("signer: {e}")))?;
+        let ref_height = r.u64()?;
+        let ref_hash = r.array()?;
+        let expiry = r.u64()?;
+        let body = match r.u8()? {
+            1 => {
+                let kind = AnchorKind::from_tag(r.u8()?).ok_or_else(|| r.malformed("unknown anchor kind"))?;
+                Body::Anchor { kind, root: r.array()?, count: r.u64()?, bytes: r.u64()? }
+            }
+            2 => {
+                let text = |r: &mut Reader<'_>| -> Result<String> {
+                    let b = r.bytes(MAX_TEXT)?;
+                    String::from_utf8(b.to_vec()).map_err(|_| r.malformed("text that is not UTF-8"))
+                };
+                let product = text(&mut r)?;
+                let version = text(&mut r)?;
+                let manifest = text(&mut r)?;
+                Body::Release { product, version, manifest, image_hash: r.array()? }
+            }
+            k => return Err(r.malformed(format!("unknown transaction kind {k}"))),
+        };
+        let signature = r.bytes(128)?.to_vec();
+        r.end()?;
+        Ok(Tx { signer, ref_height, ref_hash, expiry, body, signature })
+    }
+
+    /// Check what can be checked without the chain's state: the signature
+    /// on chain `chain`, the lifetime, and the body's own rules.
+    pub fn check(&self, chain: Hash) -> Result<(), TxError> {
+        let lifetime = self.expiry.saturating_sub(self.ref_height);
+        if self.expiry < self.ref_height || lifetime > MAX_LIFETIME {
+            return Err(TxError::TooLong { lifetime, max: MAX_LIFETIME });
+        }
+        if let Body::Release { product, version, manifest, .. } = &self.body {
+            if product.is_empty() || version.is_empty() || manifest.is_empty() {
+                return Err(TxError::Invalid("a release record needs a product, a version and a manifest CID".into()));
+            }
+            let bad = |s: &str| s.chars().any(char::is_control) || s.len() > MAX_TEXT;
+            if bad(product) || bad(version) || bad(manifest) {
+                return Err(TxError::Invalid("a release record's text holds control characters or is too long".into()));
+            }
+        }
+        let key = proto::public_key_of(&self.signer).map_err(|_| TxError::BadSignature)?;
+        if !key.verify(&self.signed_bytes(chain), &self.signature) {
+            return Err(TxError::BadSignature);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor() -> Body {
+        Body::Anchor { kind: AnchorKind::Receipts, root: [7; 32], count: 3, bytes: 1 << 20 }
+    }
+
+    #[test]
+    fn a_transaction_round_trips_and_verifies_on_its_own_chain_only() {
+        let key = Keypair::generate_ed25519();
+        let chain = Hash([1; 32]);
+        let tx = Tx::sign(&key, chain, (5, Hash([2; 32])), 100, anchor()).expect("sign");
+        let back = Tx::decode(&tx.encode()).expect("decode");
+        assert_eq!(back, tx);
+        assert_eq!(back.check(chain), Ok(()));
+        assert_eq!(back.check(Hash([3; 32])), Err(TxError::BadSignature));
+    }
+
+    #[test]
+    fn a_transaction_that_would_live_too_long_is_refused() {
+        let key = Keypair::generate_ed25519();
+        let chain = Hash([1; 32]);
+        let tx = Tx::sign(&key, chain, (5, Hash([2; 32])), MAX_LIFETIME + 1, anchor()).expect("sign");
+        assert!(matches!(tx.check(chain), Err(TxError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_changed_byte_breaks_the_signature_or_the_parse() {
+        let key = Keypair::generate_ed25519();
+        let chain = Hash([1; 32]);
+        let tx = Tx::sign(&key, chain, (5, Hash([2; 32])), 10, anchor()).expect("sign");
+        let bytes = tx.encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            if let Ok(t) = Tx::decode(&b) {
+                assert!(t.check(chain).is_err(), "byte {i}");
+            }
+        }
+    }
+}
