@@ -145,3 +145,65 @@ pub fn wait_peers(spn: &client::Spn, want: u64, within: Duration) -> Result<()> 
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// A chain of `n` producers for the ledger, made under `dir`: each producer's
+/// key in `dir/producerI`, a TCP port free on a loopback address of its own,
+/// and a genesis naming them all at `dir/genesis.json` (through `EXE ledger
+/// init`). Returns the genesis and, per producer, its directory and address.
+/// A port is free when chosen; a process may take it before the producer
+/// starts (the caller sees the producer fail to start, and says so).
+pub fn ledger_genesis(
+    exe: &Path,
+    dir: &Path,
+    n: usize,
+    block_ms: u64,
+) -> Result<(std::path::PathBuf, Vec<(std::path::PathBuf, String)>)> {
+    let io = |what: String| move |source| Error::Io { what, source };
+    let mut producers = Vec::new();
+    let mut init = strings(["ledger", "init", "--json", "--block-ms", &block_ms.to_string()]);
+    init.extend(strings(["--propose-ms", &(block_ms * 3).max(600).to_string()]));
+    for i in 0..n {
+        let pdir = dir.join(format!("producer{i}"));
+        std::fs::create_dir_all(&pdir).map_err(io(format!("creating {}", pdir.display())))?;
+        let key = pdir.join("identity.key");
+        let out = Command::new(exe)
+            .args(["id", "--json", "--key", &key.display().to_string()])
+            .output()
+            .map_err(io("running ionshard id".into()))?;
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| Error::NotReady(format!("ionshard id: {e}")))?;
+        let id = v["peer_id"].as_str().unwrap_or_default().to_string();
+        let ip = crate::household(200 + i);
+        let port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(io(format!("finding a free port on {ip}")))?
+            .port();
+        let addr = format!("/ip4/{ip}/tcp/{port}/p2p/{id}");
+        init.extend(strings(["--producer", &addr]));
+        producers.push((pdir, addr));
+    }
+    let genesis = dir.join("genesis.json");
+    init.extend(strings(["--out", &genesis.display().to_string()]));
+    let out = Command::new(exe).args(&init).output().map_err(io("running ionshard ledger init".into()))?;
+    if !out.status.success() {
+        return Err(Error::NotReady(format!("ledger init: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok((genesis, producers))
+}
+
+/// Arguments of a producer of the chain in `genesis`, listening at `addr`
+/// (its address in the genesis), keeping its state in `dir`.
+pub fn producer_args(addr: &str, dir: &Path, genesis: &Path) -> Vec<String> {
+    let listen = addr.split("/p2p/").next().unwrap_or(addr);
+    strings([
+        "node",
+        "--role",
+        "bootstrap",
+        "--listen",
+        listen,
+        "--dir",
+        &dir.display().to_string(),
+        "--genesis",
+        &genesis.display().to_string(),
+        "--produce",
+    ])
+}

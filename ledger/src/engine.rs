@@ -535,6 +535,7 @@ impl App {
             .ok_or_else(|| Error::UnknownBlock(format!("block {}", height - 1)))?;
         let time_ms = now_ms().max(self.parent_time(height)? + 1);
         let mut txs = Vec::new();
+        let mut roots = HashSet::new();
         let mut bytes = 0usize;
         let mut keep = VecDeque::new();
         while let Some(tx) = self.pool.pop_front() {
@@ -544,6 +545,14 @@ impl App {
                 continue;
             }
             let n = tx.encode().len() + 4;
+            let fresh = match &tx.body {
+                crate::tx::Body::Anchor { root, .. } => roots.insert(*root),
+                crate::tx::Body::Release { .. } => true,
+            };
+            if !fresh {
+                self.pooled.remove(&id);
+                continue;
+            }
             if txs.len() < MAX_TXS && bytes + n < MAX_BLOCK_BYTES / 2 {
                 bytes += n;
                 txs.push(tx.clone());

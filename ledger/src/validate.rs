@@ -31,6 +31,11 @@ pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> 
     if store.tx_at(&tx.id())?.is_some() {
         return Err(TxError::Replayed.into());
     }
+    if let crate::tx::Body::Anchor { root, .. } = &tx.body {
+        if let Some(id) = store.anchor(root)? {
+            return Err(TxError::Invalid(format!("that root is anchored already, by transaction {id}")).into());
+        }
+    }
     Ok(())
 }
 
@@ -56,9 +61,15 @@ pub fn check_block(store: &Store, chain: Hash, parent_time: u64, block: &Block, 
         return Err(bad("its time is too far in the future".into()));
     }
     let mut ids = HashSet::new();
+    let mut roots = HashSet::new();
     for tx in &block.txs {
         if !ids.insert(tx.id()) {
             return Err(bad("a transaction appears twice".into()));
+        }
+        if let crate::tx::Body::Anchor { root, .. } = &tx.body {
+            if !roots.insert(*root) {
+                return Err(bad("a root is anchored twice".into()));
+            }
         }
         check_tx(store, chain, height, tx).map_err(|e| bad(format!("transaction {}: {e}", tx.id())))?;
     }
