@@ -26,6 +26,28 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         ask: AskOpts,
     },
+    /// Print a self-contained proof that a storage receipt or a transaction is on the chain.
+    Prove {
+        #[command(subcommand)]
+        what: ProveCommand,
+        /// Write the proof here (hex) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a proof holding only the producer set (the genesis file).
+    Verify {
+        /// The proof (a file of hex, as `prove` writes).
+        proof: PathBuf,
+        /// The genesis naming the producers.
+        #[arg(long)]
+        producers: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a transaction and offer it to the producers; wait until a block holds it.
     Tx {
         #[command(subcommand)]
@@ -41,6 +63,34 @@ pub(crate) enum LedgerCommand {
         /// Return once a producer took it, without waiting for a block.
         #[arg(long)]
         no_wait: bool,
+    },
+}
+
+/// What to prove.
+#[derive(clap::Subcommand)]
+pub(crate) enum ProveCommand {
+    /// A storage receipt, through the SPN that anchored it.
+    Receipt {
+        /// The shard's CID.
+        #[arg(long)]
+        shard: String,
+        /// The peer that signed the receipt.
+        #[arg(long)]
+        peer: String,
+        /// The SPN's API.
+        #[arg(long, env = "IONSHARD_SPN", default_value = "http://127.0.0.1:7800")]
+        spn: String,
+        /// An API token [default: $IONSHARD_SPN_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// A transaction (a release record, an anchor), by its id.
+    Tx {
+        /// The transaction's id (hex).
+        id: String,
+        /// A node that follows the chain.
+        #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+        bootstrap: Vec<String>,
     },
 }
 
@@ -122,6 +172,8 @@ pub(crate) fn run(command: LedgerCommand) -> Result<()> {
         LedgerCommand::Status(a) => status(&a),
         LedgerCommand::Block { height, ask } => block(height, &ask),
         LedgerCommand::Tx { body, ask, key, lifetime, no_wait } => tx(body, &ask, key, lifetime, no_wait),
+        LedgerCommand::Prove { what, out, json } => prove(what, out.as_deref(), json),
+        LedgerCommand::Verify { proof, producers, json } => verify(&proof, &producers, json),
     }
 }
 
@@ -295,6 +347,94 @@ fn tx(c: TxCommand, a: &AskOpts, key: Option<PathBuf>, lifetime: u64, no_wait: b
             Some((h, i)) => println!("transaction {id} is final in block {h} (index {i})"),
             None => println!("transaction {id} was taken by a producer"),
         }
+    }
+    Ok(())
+}
+
+fn prove(what: ProveCommand, out: Option<&Path>, json_out: bool) -> Result<()> {
+    let hex = match what {
+        ProveCommand::Receipt { shard, peer, spn, token } => {
+            let api = crate::http::spn(&spn, crate::http::token(token, None)?)?;
+            api.receipt_proof(&shard, &peer)?.proof
+        }
+        ProveCommand::Tx { id, bootstrap } => {
+            let id = ledger::TxId(hex32(&id, "the transaction id")?);
+            let peer = peer_of(&bootstrap[0])?;
+            let proof = runtime()?.block_on(async {
+                let (client, _h) = join(&bootstrap, None).await?;
+                let Some((h, i)) = ledger::rpc::find_answer(&ask(&client, peer, &Question::Find(id)).await?)? else {
+                    bail!("transaction {id} is not on the chain (yet)");
+                };
+                let (b, c) = ledger::rpc::block_answer(&ask(&client, peer, &Question::Block(h)).await?)?
+                    .ok_or_else(|| anyhow!("{peer} has no block {h}"))?;
+                client.shutdown().await;
+                anyhow::Ok(ledger::prove(&b, &c, i as usize, None)?)
+            })?;
+            data_encoding::HEXLOWER.encode(&proof.encode())
+        }
+    };
+    match out {
+        Some(path) => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{hex}\n"))
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("writing {}", path.display()))?;
+            if json_out {
+                println!("{}", json!({ "proof": path.display().to_string(), "bytes": hex.len() / 2 }));
+            } else {
+                println!(
+                    "wrote {} ({} bytes); check it with `ionshard ledger verify {} --producers GENESIS`",
+                    path.display(),
+                    hex.len() / 2,
+                    path.display()
+                );
+            }
+        }
+        None if json_out => println!("{}", json!({ "proof": hex })),
+        None => println!("{hex}"),
+    }
+    Ok(())
+}
+
+fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {
+    let text = std::fs::read(proof).with_context(|| format!("reading {}", proof.display()))?;
+    if text.len() > 1 << 20 {
+        bail!("{} is larger than any proof (1 MiB)", proof.display());
+    }
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(String::from_utf8_lossy(&text).trim().as_bytes())
+        .map_err(|e| anyhow!("{} is not a proof in hex: {e}", proof.display()))?;
+    let p = ledger::Proof::decode(&bytes)?;
+    let g = Genesis::load(producers)?;
+    let chain = g.hash();
+    let set = g.validators(Hash::default());
+    let (proven, receipt) = if p.item.is_some() {
+        let (proven, r) = p.verify_receipt(chain, &set).map_err(|e| anyhow!("the proof does not hold: {e}"))?;
+        (proven, Some(r))
+    } else {
+        (p.verify(chain, &set).map_err(|e| anyhow!("the proof does not hold: {e}"))?, None)
+    };
+    let what = match (&receipt, &proven.tx.body) {
+        (Some(r), _) => {
+            json!({ "receipt": { "peer": r.peer.to_string(), "shard": r.cid.to_string(), "size": r.size, "stored_at": r.stored_at } })
+        }
+        (None, Body::Release { product, version, manifest, image_hash }) => {
+            json!({ "release": { "product": product, "version": version, "manifest": manifest, "image_hash": Hash(*image_hash).to_hex() } })
+        }
+        (None, Body::Anchor { kind, root, count, bytes }) => {
+            json!({ "anchor": { "kind": kind.name(), "root": Hash(*root).to_hex(), "count": count, "bytes": bytes } })
+        }
+    };
+    if json_out {
+        println!(
+            "{}",
+            json!({ "valid": true, "chain": chain.to_hex(), "height": proven.height, "block": proven.block.to_hex(),
+                    "time_ms": proven.time_ms, "signer": proven.tx.signer.to_string(), "tx": proven.tx.id().to_string(), "proves": what })
+        );
+    } else {
+        println!("valid: final in block {} ({}) of chain {}", proven.height, proven.block, &chain.to_hex()[..16]);
+        println!("signed by {}, transaction {}", proven.tx.signer, proven.tx.id());
+        println!("{what}");
     }
     Ok(())
 }

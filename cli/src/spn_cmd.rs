@@ -29,6 +29,13 @@ pub(crate) struct SpnOpts {
     /// How long peers keep backup data unless a backup run renews it (like 90d).
     #[arg(long, value_parser = crate::size::duration_arg, default_value = "90d")]
     pub(crate) backup_window: std::time::Duration,
+    /// Anchor the storage receipts peers sign on the chain of this genesis
+    /// (`ionshard ledger init`), signed with the SPN's key.
+    #[arg(long)]
+    pub(crate) ledger: Option<PathBuf>,
+    /// How often receipts are batched and their root anchored.
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "60s", requires = "ledger")]
+    pub(crate) anchor_every: std::time::Duration,
     /// Print the peer id and API address as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -128,15 +135,30 @@ pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
     let (key, _) = net::load_or_create_key(&dir.join("identity.key"))?;
     let peer_id = key.public().to_peer_id();
     let (token, token_file) = token(&dir)?;
+    let genesis = o.ledger.as_deref().map(ledger::Genesis::load).transpose()?;
+    let anchoring = genesis.map(|g| {
+        let mut a = spn::Anchoring::new(g, key.clone());
+        a.every = o.anchor_every;
+        a
+    });
     let rt = node_cmd::runtime()?;
     rt.block_on(async move {
-        let (client, handle) = net::start(node_cmd::client_config(&o.bootstrap)?, key, None).await?;
+        let mut ncfg = node_cmd::client_config(&o.bootstrap)?;
+        if let Some(a) = &anchoring {
+            // Reach the producers directly: they take the anchors and answer for the chain.
+            for p in &a.genesis.producers {
+                ncfg.bootstrap
+                    .extend(node_cmd::addrs(std::slice::from_ref(&p.addr), "a producer's address in the genesis")?);
+            }
+        }
+        let (client, handle) = net::start(ncfg, key, None).await?;
         let mut cfg = spn::Config::new(dir.clone(), o.http, token);
         cfg.bootstrap = o.bootstrap.clone();
         cfg.max_upload = o.max_object;
         cfg.http_limits.per_ip = o.max_connections_per_ip.max(1);
         cfg.durability = o.durability.settings();
         cfg.backup_window = o.backup_window;
+        cfg.anchoring = anchoring;
         let (_spn, addr, server) = spn::Spn::start(cfg, client.clone()).await?;
         if o.json {
             println!(

@@ -114,3 +114,71 @@ fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork
         assert_eq!(cert.value_id, block.hash());
     }
 }
+
+#[test]
+fn the_spn_anchors_receipts_as_it_publishes_and_a_receipt_proof_verifies_while_forgeries_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Chain::start(dir.path(), 4);
+    let genesis = s(&c.genesis);
+    let n = common::network_with(
+        dir.path(),
+        8,
+        &["--ledger".into(), genesis.clone(), "--anchor-every".into(), "1s".into()],
+    );
+    let vendor = common::vendor(&n, dir.path());
+    let image = dir.path().join("fw.bin");
+    std::fs::write(&image, common::image(3 << 20, 11)).expect("image");
+    let published = common::publish(&n, &vendor, &image, "1.0.0", &[]);
+    let object = published["object"].as_str().or(published["manifest"].as_str()).expect("object cid").to_string();
+    let api = client::Spn::new(&n.url, Some(n.token.trim().to_string())).expect("api");
+    let receipts = api.receipts(&object).expect("receipts");
+    assert!(!receipts.is_empty());
+    let r = &receipts[0];
+
+    // The SPN batches the receipts, anchors the root and serves the proof.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let proof = loop {
+        match api.receipt_proof(&r.cid.to_string(), &r.peer.to_string()) {
+            Ok(p) => break p,
+            Err(e) => assert!(Instant::now() < deadline, "no proof within 90 s: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let file = dir.path().join("receipt.proof");
+    std::fs::write(&file, &proof.proof).expect("proof file");
+    let o = bin().args(["ledger", "verify", &s(&file), "--producers", &genesis, "--json"]).output().expect("verify");
+    let v = json_out(&o, "ledger verify");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["proves"]["receipt"]["shard"], r.cid.to_string());
+    assert_eq!(v["height"].as_u64(), Some(proof.height));
+    let batches = api.anchor_batches().expect("batches");
+    assert!(batches.batches.iter().any(|b| b.height == Some(proof.height)));
+
+    // Forgeries, each refused with its own error.
+    let g = ledger::Genesis::load(&c.genesis).expect("genesis");
+    let (chain, set) = (g.hash(), g.validators(Default::default()));
+    let bytes = data_encoding::HEXLOWER.decode(proof.proof.trim().as_bytes()).expect("hex");
+    let good = ledger::Proof::decode(&bytes).expect("decode");
+    assert!(good.verify_receipt(chain, &set).is_ok());
+
+    let mut forged = good.clone();
+    if let Some((item, _)) = forged.item.as_mut() {
+        let last = item.len() - 1;
+        item[last] ^= 1; // the receipt's signature
+    }
+    assert!(matches!(forged.verify_receipt(chain, &set), Err(ledger::ProofError::ForgedItem(_))));
+
+    let mut unknown = good.clone();
+    unknown.header.time_ms += 1;
+    assert!(matches!(unknown.verify_receipt(chain, &set), Err(ledger::ProofError::UnknownBlock { .. })));
+
+    let mut weak = good.clone();
+    weak.certificate.commit_signatures.truncate(2);
+    assert!(matches!(weak.verify_receipt(chain, &set), Err(ledger::ProofError::WeakCertificate { .. })));
+
+    // The same proof against producers of another chain is worth nothing.
+    let other = ledger::Genesis { time_ms: g.time_ms + 1, ..g.clone() };
+    assert!(good.verify_receipt(other.hash(), &other.validators(Default::default())).is_err());
+    drop(n);
+    drop(c);
+}

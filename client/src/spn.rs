@@ -499,6 +499,16 @@ impl Spn {
         self.get(&format!("/v1/fleet/{tenant}/hosts"))
     }
 
+    /// The receipt batches the SPN anchors on the ledger (operator only).
+    pub fn anchor_batches(&self) -> Result<proto::api::AnchorBatches> {
+        self.get("/v1/ledger/batches")
+    }
+
+    /// The proof that the receipt `peer` signed for `shard` is on the ledger.
+    pub fn receipt_proof(&self, shard: &str, peer: &str) -> Result<proto::api::ReceiptProof> {
+        self.get(&format!("/v1/ledger/receipts/{shard}/{peer}"))
+    }
+
     /// One host of `tenant`'s fleet.
     pub fn host(&self, tenant: &str, host: &str) -> Result<proto::api::HostInfo> {
         self.get(&format!("/v1/fleet/{tenant}/hosts/{host}"))

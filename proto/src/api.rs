@@ -855,6 +855,49 @@ pub struct RunRequests {
     pub requests: Vec<RunRequest>,
 }
 
+/// A batch of storage receipts whose Merkle root the SPN anchors on the
+/// ledger (`GET /v1/ledger/batches`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnchorBatch {
+    /// The batch's id.
+    pub id: u64,
+    /// Its Merkle root, hex.
+    pub root: String,
+    /// Receipts in it.
+    pub count: u64,
+    /// Shard bytes its receipts speak for.
+    pub bytes: u64,
+    /// When it was made (seconds since the epoch).
+    pub created: u64,
+    /// The anchoring transaction, hex of its bytes, once signed.
+    pub tx: Option<String>,
+    /// The block that holds it, once final.
+    pub height: Option<u64>,
+    /// Its index there.
+    pub index: Option<u32>,
+}
+
+/// The SPN's batches (`GET /v1/ledger/batches`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnchorBatches {
+    /// Receipts waiting for a batch.
+    pub queued: u64,
+    /// The newest batches, newest first (at most 100).
+    pub batches: Vec<AnchorBatch>,
+}
+
+/// The proof that a storage receipt is anchored on the ledger
+/// (`GET /v1/ledger/receipts/{shard}/{peer}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReceiptProof {
+    /// The batch.
+    pub batch: u64,
+    /// The block that holds the batch's root.
+    pub height: u64,
+    /// The proof's bytes, hex (`ionshard ledger verify` checks them).
+    pub proof: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 mod encoded;
 mod fleet;
+mod ledger;
 mod objects;
 mod releases;
 mod tokens;
@@ -242,6 +243,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/releases/{id}/withdraw", post(releases::withdraw).layer(small.clone()))
         .route("/v1/timestamps", post(releases::add_timestamp).layer(small.clone()))
         .route("/v1/peers", get(objects::peers))
+        .route("/v1/ledger/batches", get(ledger::batches))
+        .route("/v1/ledger/receipts/{shard}/{peer}", get(ledger::receipt_proof))
         .route("/v1/peers/{peer}/labels", post(objects::label_peer).layer(small.clone()))
         .route("/v1/durability", get(objects::durability))
         .route("/v1/tokens", post(tokens::issue).get(tokens::list).layer(small))

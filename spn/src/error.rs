@@ -41,6 +41,9 @@ pub enum Error {
     /// Shards that could not be stored anywhere.
     #[error("{} shard(s) could not be placed: {}", .0.len(), .0.join("; "))]
     Unplaced(Vec<String>),
+    /// The ledger could not be reached, or refused what the SPN offered.
+    #[error("ledger: {0}")]
+    Ledger(String),
     /// Not found.
     #[error("{0} not found")]
     NotFound(String),

@@ -62,6 +62,7 @@
 //! replace one) and read the record named `config`; every other route
 //! refuses it.
 
+mod anchor;
 mod api;
 mod audit;
 mod cleanup;
@@ -81,6 +82,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use anchor::Anchoring;
 pub use client::placement::{Candidate, choose};
 pub use durability::Settings;
 pub use error::{Error, Result};
@@ -112,6 +114,8 @@ pub struct Config {
     /// How long peers keep the shards of client-encoded objects (backups)
     /// unless renewed: the whitepapers' three months.
     pub backup_window: Duration,
+    /// Anchor storage receipts on the ledger (`None`: the SPN follows no chain).
+    pub anchoring: Option<Anchoring>,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
             forget_idle_after: Duration::from_secs(3600),
             durability: Settings::default(),
             backup_window: Duration::from_secs(90 * 86_400),
+            anchoring: None,
         }
     }
 }
@@ -150,6 +155,8 @@ pub(crate) struct Inner {
     repair_queue: std::sync::atomic::AtomicU64,
     /// [`Config::backup_window`].
     backup_window: Duration,
+    /// [`Config::anchoring`].
+    anchoring: Option<Anchoring>,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -254,7 +261,9 @@ impl Spn {
             settings: config.durability.clone(),
             repair_queue: Default::default(),
             backup_window: config.backup_window,
+            anchoring: config.anchoring.clone(),
         });
+        inner.state.set_anchoring(inner.anchoring.is_some());
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
             .map_err(|e| Error::io(format!("listening on {}", config.http), e))?;
@@ -276,6 +285,7 @@ impl Spn {
         let deleter = tokio::spawn(cleanup::run(Arc::downgrade(&inner)));
         let auditor = tokio::spawn(audit::run(Arc::downgrade(&inner)));
         let repairer = tokio::spawn(repair::run(Arc::downgrade(&inner)));
+        let anchorer = tokio::spawn(anchor::run(Arc::downgrade(&inner)));
         let limits = config.http_limits;
         let server = tokio::spawn(async move {
             http::serve(listener, app, limits).await;
@@ -283,8 +293,15 @@ impl Spn {
             deleter.abort();
             auditor.abort();
             repairer.abort();
+            anchorer.abort();
         });
         Ok((Spn { inner }, addr, server))
+    }
+
+    /// Batch the receipts queued for the ledger and move unanchored batches
+    /// along now (a test's or the demo's `--anchor-every` without the wait).
+    pub async fn anchor_now(&self) -> Result<()> {
+        anchor::pass(&self.inner).await
     }
 
     /// Refresh the peer table now (peers that just started).

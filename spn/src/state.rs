@@ -4,7 +4,12 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 6 (this release; `meta` table, key `format`). Format 6
+//! Layout format 7 (this release; `meta` table, key `format`). Format 7
+//! adds receipt batches for the ledger (`anchor_queue`, `anchor_batches`,
+//! `anchor_items`, `anchor_index`, see `state/anchors.rs`); a format 6
+//! state is opened as it is and gains the tables. An earlier build must
+//! refuse a format 7 state: it would sign receipts it never queues for
+//! anchoring, and the chain would miss them. Format 6
 //! adds the fleet (`fleet_hosts`, `fleet_runs`: backup hosts' reports and
 //! the runs asked of them, see `state/fleet.rs`); a format 5 state is opened
 //! as it is and gains the tables. An earlier build must refuse a format 6
@@ -55,8 +60,9 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 6;
+pub(crate) const STATE_FORMAT: u64 = 7;
 
+mod anchors;
 mod encoded;
 mod fleet;
 mod registry;
@@ -114,6 +120,8 @@ pub(crate) struct DeleteRecord {
 /// The database.
 pub(crate) struct State {
     db: Database,
+    /// Queue every receipt recorded for the ledger's batches (an SPN that anchors).
+    anchoring: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for State {
@@ -180,11 +188,21 @@ impl State {
         registry::create_tables(&txn)?;
         encoded::create_tables(&txn)?;
         fleet::create_tables(&txn)?;
+        anchors::create_tables(&txn)?;
         if format.is_none() {
             registry::migrate_releases(&txn)?;
         }
         txn.commit()?;
-        Ok(State { db })
+        Ok(State { db, anchoring: Default::default() })
+    }
+
+    /// Queue receipts for the ledger from now on.
+    pub(crate) fn set_anchoring(&self, on: bool) {
+        self.anchoring.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn anchors(&self) -> bool {
+        self.anchoring.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The tenant's secret, created on first use.
@@ -369,6 +387,9 @@ impl State {
                 }
                 t.insert(shard.as_str(), json(&peers).as_slice())?;
                 receipts.insert(format!("{shard}/{peer}").as_str(), receipt.as_slice())?;
+                if self.anchors() {
+                    anchors::enqueue(&txn, &[receipt.as_slice()])?;
+                }
                 // A delete queued when an earlier copy there went stale must
                 // not remove the one just placed.
                 deletes.remove(format!("{shard}/{peer}").as_str())?;
@@ -404,6 +425,9 @@ impl State {
                 };
                 if peers.iter().any(|p| p == peer) {
                     receipts.insert(format!("{shard}/{peer}").as_str(), receipt.as_slice())?;
+                    if self.anchors() {
+                        anchors::enqueue(&txn, &[receipt.as_slice()])?;
+                    }
                 }
             }
         }
@@ -419,6 +443,13 @@ impl State {
             Some(v) => parse(v.value(), "placement")?,
             None => Vec::new(),
         })
+    }
+
+    /// The receipt `peer` gave for `shard` (bytes, wire layout).
+    pub(crate) fn receipt(&self, shard: &str, peer: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECEIPTS)?;
+        Ok(t.get(format!("{shard}/{peer}").as_str())?.map(|v| v.value().to_vec()))
     }
 
     /// Receipts for `shard` (bytes, wire layout).
@@ -707,6 +738,9 @@ impl State {
             placement.insert(shard, json(&holders).as_slice())?;
             let mut receipts = txn.open_table(RECEIPTS)?;
             receipts.insert(format!("{shard}/{peer}").as_str(), receipt)?;
+            if self.anchors() {
+                anchors::enqueue(&txn, &[receipt])?;
+            }
             let mut deletes = txn.open_table(DELETES)?;
             for s in stale {
                 receipts.remove(format!("{shard}/{s}").as_str())?;

@@ -1,0 +1,166 @@
+//! Anchoring storage receipts on the ledger: every `every`, the receipts
+//! peers signed since the last batch become a batch; its Merkle root goes
+//! on the chain in an anchor transaction the SPN signs with its node key,
+//! offered to the producers until a block holds it (signed again against a
+//! recent block if it expired unheard). The SPN keeps each batch's
+//! receipts and serves their inclusion proofs.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use ledger::{AnchorKind, Body, Genesis, Hash, Question, Tx};
+use net::{Keypair, PeerId};
+
+use crate::error::{Error, Result};
+use crate::{Inner, now};
+
+/// Heights an anchor transaction stays valid for.
+const LIFETIME: u64 = 100;
+
+/// How an SPN anchors its receipts.
+#[derive(Debug, Clone)]
+pub struct Anchoring {
+    /// The chain.
+    pub genesis: Genesis,
+    /// The key that signs anchor transactions (the SPN's node key).
+    pub key: Keypair,
+    /// How often a batch is made.
+    pub every: Duration,
+    /// Receipts in one batch, at most.
+    pub max_batch: usize,
+}
+
+impl Anchoring {
+    /// Anchoring on the chain of `genesis`, signing with `key`, a batch a minute.
+    pub fn new(genesis: Genesis, key: Keypair) -> Anchoring {
+        Anchoring { genesis, key, every: Duration::from_secs(60), max_batch: 1 << 16 }
+    }
+
+    fn producers(&self) -> Vec<PeerId> {
+        self.genesis.producers.iter().filter_map(|p| p.peer.parse().ok()).collect()
+    }
+}
+
+/// Ask the first producer that answers.
+pub(crate) async fn ask(inner: &Inner, q: &Question) -> Result<(PeerId, Vec<u8>)> {
+    let a = inner.anchoring.as_ref().ok_or_else(|| Error::Ledger("this SPN follows no chain (--ledger)".into()))?;
+    let mut last = String::from("no producers");
+    for peer in a.producers() {
+        match inner.client.ask_ledger(peer, &q.encode(), ledger::MAX_ANSWER_BYTES).await {
+            Ok(bytes) if !bytes.is_empty() => return Ok((peer, bytes)),
+            Ok(_) => last = format!("{peer} gave an empty answer"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Error::Ledger(format!("no producer answered: {last}")))
+}
+
+async fn ask_peer(inner: &Inner, peer: PeerId, q: &Question) -> Result<Vec<u8>> {
+    inner.client.ask_ledger(peer, &q.encode(), ledger::MAX_ANSWER_BYTES).await.map_err(|e| Error::Ledger(e.to_string()))
+}
+
+/// The loop; ends when the SPN does.
+pub(crate) async fn run(weak: Weak<Inner>) {
+    loop {
+        let every = match weak.upgrade() {
+            Some(inner) => match &inner.anchoring {
+                Some(a) => a.every,
+                None => return,
+            },
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if let Err(e) = pass(&inner).await {
+            tracing::warn!("anchoring receipts: {e}");
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    data_encoding::HEXLOWER.decode(s.as_bytes()).ok()
+}
+
+/// One pass: batch what is queued, then move every batch not final yet along.
+pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
+    let Some(a) = inner.anchoring.as_ref() else { return Ok(()) };
+    if let Some(b) = inner.state.make_batch(a.max_batch, now(), |items| ledger::batch_root(items))? {
+        tracing::info!(batch = b.id, receipts = b.count, "receipt batch made");
+    }
+    let pending = inner.state.unanchored()?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (producer, answer) = ask(inner, &Question::Status).await?;
+    let status = ledger::rpc::status_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))?;
+    let chain = a.genesis.hash();
+    if status.chain != chain.to_hex() {
+        return Err(Error::Ledger(format!("producer {producer} runs chain {}, not {}", status.chain, chain.to_hex())));
+    }
+    let reference = Hash::from_hex(&status.hash).unwrap_or(chain);
+    for mut b in pending {
+        let signed = b.tx.as_deref().and_then(unhex).and_then(|t| Tx::decode(&t).ok());
+        let tx = match signed {
+            Some(tx) => {
+                let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
+                if let Some((h, i)) = ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))? {
+                    b.height = Some(h);
+                    b.index = Some(i);
+                    inner.state.put_batch(&b)?;
+                    tracing::info!(batch = b.id, height = h, "receipt batch anchored");
+                    continue;
+                }
+                if status.height > tx.expiry {
+                    // It expired unheard: sign it again against a recent block.
+                    b.tx = None;
+                    inner.state.put_batch(&b)?;
+                    continue;
+                }
+                tx
+            }
+            None => {
+                let root =
+                    Hash::from_hex(&b.root).ok_or_else(|| Error::Db(format!("batch {} has a bad root", b.id)))?;
+                let body = Body::Anchor { kind: AnchorKind::Receipts, root: root.0, count: b.count, bytes: b.bytes };
+                let tx = Tx::sign(&a.key, chain, (status.height, reference), LIFETIME, body)
+                    .map_err(|e| Error::Ledger(e.to_string()))?;
+                b.tx = Some(hex(&tx.encode()));
+                inner.state.put_batch(&b)?;
+                tx
+            }
+        };
+        // Offered again each pass until a block holds it: a producer's pool
+        // takes a transaction once.
+        let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
+        if let Err(why) = ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
+            tracing::warn!(batch = b.id, "the producer refused the anchor: {why}");
+        }
+    }
+    Ok(())
+}
+
+/// The proof that `receipt` (its bytes) is anchored.
+pub(crate) async fn prove(inner: &Arc<Inner>, receipt: &[u8]) -> Result<proto::api::ReceiptProof> {
+    let (batch, index, items) = inner.state.batch_of(receipt)?.ok_or_else(|| {
+        Error::NotFound(
+            "that receipt in a batch: receipts wait for the next batch (see `GET /v1/ledger/batches`)".into(),
+        )
+    })?;
+    let (Some(height), Some(tx_index)) = (batch.height, batch.index) else {
+        return Err(Error::NotFound(format!(
+            "a final block holding batch {} yet: it is on its way to the chain",
+            batch.id
+        )));
+    };
+    let (_, answer) = ask(inner, &Question::Block(height)).await?;
+    let (block, cert) = ledger::rpc::block_answer(&answer)
+        .map_err(|e| Error::Ledger(e.to_string()))?
+        .ok_or_else(|| Error::Ledger(format!("the producer has no block {height}")))?;
+    let proof = ledger::prove(&block, &cert, tx_index as usize, Some((&items, index)))
+        .map_err(|e| Error::Ledger(e.to_string()))?;
+    Ok(proto::api::ReceiptProof { batch: batch.id, height, proof: hex(&proof.encode()) })
+}
