@@ -18,8 +18,10 @@ pub(crate) fn hash_at(store: &Store, chain: Hash, height: u64) -> Result<Option<
 }
 
 /// Check `tx` for inclusion at `height` on chain `chain`.
+///
+/// The reference block is checked before the signature, so a transaction
+/// made for another chain is refused as such ([`TxError::WrongChain`]).
 pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> {
-    tx.check(chain)?;
     if tx.expiry < height {
         return Err(TxError::Expired { expiry: tx.expiry, height }.into());
     }
@@ -31,6 +33,7 @@ pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> 
     if store.tx_at(&tx.id())?.is_some() {
         return Err(TxError::Replayed.into());
     }
+    tx.check(chain)?;
     if let crate::tx::Body::Anchor { root, .. } = &tx.body {
         if let Some(id) = store.anchor(root)? {
             return Err(TxError::Invalid(format!("that root is anchored already, by transaction {id}")).into());
@@ -74,4 +77,98 @@ pub fn check_block(store: &Store, chain: Hash, parent_time: u64, block: &Block, 
         check_tx(store, chain, height, tx).map_err(|e| bad(format!("transaction {}: {e}", tx.id())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p_identity::Keypair;
+    use malachite_types::{CommitCertificate, Round};
+
+    use super::*;
+    use crate::ctx::Height;
+    use crate::tx::{AnchorKind, Body};
+
+    const CHAIN: Hash = Hash([1; 32]);
+
+    fn anchor(n: u8) -> Body {
+        Body::Anchor { kind: AnchorKind::Receipts, root: [n; 32], count: 1, bytes: 1 }
+    }
+
+    /// A store holding `n` empty blocks of `CHAIN` (certificates unchecked here).
+    fn chain_of(dir: &std::path::Path, n: u64, txs_at_1: Vec<Tx>) -> Store {
+        let store = Store::open(dir, CHAIN).expect("store");
+        let key = Keypair::generate_ed25519();
+        let mut parent = CHAIN;
+        for h in 1..=n {
+            let txs = if h == 1 { txs_at_1.clone() } else { Vec::new() };
+            let b = Block { chain: CHAIN, height: h, parent, time_ms: h, proposer: key.public().to_peer_id(), txs };
+            let c = CommitCertificate {
+                height: Height(h),
+                round: Round::new(0),
+                value_id: b.hash(),
+                commit_signatures: vec![],
+            };
+            store.commit(&b, &c, &[]).expect("commit");
+            parent = b.hash();
+        }
+        store
+    }
+
+    #[test]
+    fn a_transaction_replayed_on_another_chain_is_refused_as_made_for_another_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = chain_of(dir.path(), 3, Vec::new());
+        let other = Hash([2; 32]);
+        // Made against block 2 of another chain, whose hash this chain's block 2 does not have.
+        let tx = Tx::sign(&Keypair::generate_ed25519(), other, (2, Hash([9; 32])), 10, anchor(1)).expect("sign");
+        assert!(matches!(check_tx(&store, CHAIN, 4, &tx), Err(Error::Tx(TxError::WrongChain { height: 2, .. }))));
+        // Even naming this chain's block, its signature is for the other chain.
+        let h2 = store.hash_at(2).expect("read").expect("block 2");
+        let tx = Tx::sign(&Keypair::generate_ed25519(), other, (2, h2), 10, anchor(1)).expect("sign");
+        assert!(matches!(check_tx(&store, CHAIN, 4, &tx), Err(Error::Tx(TxError::BadSignature))));
+        let good = Tx::sign(&Keypair::generate_ed25519(), CHAIN, (2, h2), 10, anchor(1)).expect("sign");
+        assert!(check_tx(&store, CHAIN, 4, &good).is_ok());
+    }
+
+    #[test]
+    fn a_transaction_offered_after_its_expiry_is_refused_as_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = chain_of(dir.path(), 3, Vec::new());
+        let h1 = store.hash_at(1).expect("read").expect("block 1");
+        let tx = Tx::sign(&Keypair::generate_ed25519(), CHAIN, (1, h1), 2, anchor(1)).expect("sign");
+        assert!(check_tx(&store, CHAIN, 3, &tx).is_ok());
+        assert!(matches!(check_tx(&store, CHAIN, 4, &tx), Err(Error::Tx(TxError::Expired { expiry: 3, height: 4 }))));
+    }
+
+    #[test]
+    fn a_transaction_already_on_the_chain_is_refused_as_replayed_and_a_root_anchors_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = Keypair::generate_ed25519();
+        let tx = Tx::sign(&key, CHAIN, (0, CHAIN), 50, anchor(5)).expect("sign");
+        let store = chain_of(dir.path(), 3, vec![tx.clone()]);
+        assert!(matches!(check_tx(&store, CHAIN, 4, &tx), Err(Error::Tx(TxError::Replayed))));
+        let again =
+            Tx::sign(&key, CHAIN, (1, store.hash_at(1).expect("read").expect("b1")), 50, anchor(5)).expect("sign");
+        assert!(matches!(check_tx(&store, CHAIN, 4, &again), Err(Error::Tx(TxError::Invalid(_)))));
+    }
+
+    #[test]
+    fn a_block_that_does_not_follow_the_chain_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = chain_of(dir.path(), 2, Vec::new());
+        let key = Keypair::generate_ed25519();
+        let parent = store.hash_at(2).expect("read").expect("b2");
+        let good =
+            Block { chain: CHAIN, height: 3, parent, time_ms: 10, proposer: key.public().to_peer_id(), txs: vec![] };
+        assert!(check_block(&store, CHAIN, 2, &good, 100).is_ok());
+        for bad in [
+            Block { parent: Hash([7; 32]), ..good.clone() },
+            Block { height: 4, ..good.clone() },
+            Block { chain: Hash([3; 32]), ..good.clone() },
+            Block { time_ms: 2, ..good.clone() },
+            Block { time_ms: 100 + MAX_CLOCK_DRIFT_MS + 1, ..good.clone() },
+        ] {
+            assert!(matches!(check_block(&store, CHAIN, 2, &bad, 100), Err(Error::InvalidBlock { .. })), "{bad:?}");
+        }
+    }
 }
