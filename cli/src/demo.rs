@@ -83,7 +83,7 @@ impl Drop for Procs {
     }
 }
 
-fn say(json: bool, s: impl AsRef<str>) {
+pub(crate) fn say(json: bool, s: impl AsRef<str>) {
     if !json {
         println!("\n== {}", s.as_ref());
     }
@@ -169,7 +169,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         }
         _ => generate(root)?,
     };
-    let DemoNet { boot: b, url, api, spn_id } = start_network(o, root, logs, procs)?;
+    let DemoNet { boot: b, url, api, spn_id, genesis } = start_network(o, root, logs, procs)?;
     let peer_args = |i: usize, dir: &Path| procs::peer_args(harness::household(i + 1), &b, &spn_id, "1GiB", dir);
     say(o.json, "vendor: 3 keys (2 must sign), a timestamp key, a token of its own, registered with the SPN");
     let vdir = root.join("vendor");
@@ -259,8 +259,9 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     let f = [f1r, f2r, f3r];
     let durable = durability(o.json, root, logs, procs, &api, &peer_args, &[&p1.id, &p2.id])?;
     let backups = backup_act(o.json, root, &url, &api, &b)?;
+    let chain = crate::ledger_cmd::demo_act(o.json, &api, &b, &genesis, &p1.result.manifest, &|name| procs.kill(name))?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
-    for extra in [durable, backups] {
+    for extra in [durable, backups, chain] {
         if let (Some(m), Value::Object(d)) = (out.as_object_mut(), extra) {
             m.extend(d);
         }
@@ -690,13 +691,25 @@ struct DemoNet {
     api: http::Spn,
     /// The SPN's peer id (peers trust it).
     spn_id: String,
+    /// The ledger's genesis (4 producers).
+    genesis: PathBuf,
 }
 
 /// Start a bootstrap, 8 peers and an SPN on 127.0.0.1, and wait for the SPN to see the peers.
 fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<DemoNet> {
-    say(o.json, format!("network: 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()));
-    let boot =
-        procs.start("bootstrap", logs, &procs::bootstrap_args(harness::household(0), &root.join("bootstrap")))?;
+    say(
+        o.json,
+        format!("network: 4 ledger producers, 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()),
+    );
+    let exe = std::env::current_exe().context("finding the ionshard binary")?;
+    let (genesis, producers) = procs::ledger_genesis(&exe, &root.join("ledger"), 4, 500)?;
+    for (i, (dir, addr)) in producers.iter().enumerate() {
+        procs.start(&format!("producer{i}"), logs, &procs::producer_args(addr, dir, &genesis))?;
+    }
+    // The bootstrap follows the chain: `ionshard ledger status` asks it.
+    let mut boot_args = procs::bootstrap_args(harness::household(0), &root.join("bootstrap"));
+    boot_args.extend(["--genesis".to_string(), genesis.display().to_string()]);
+    let boot = procs.start("bootstrap", logs, &boot_args)?;
     let b = boot["listen"][0].as_str().context("bootstrap printed no address")?.to_string();
     let spn_dir = root.join("spn");
     std::fs::create_dir_all(&spn_dir)?;
@@ -709,14 +722,16 @@ fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Resul
     // Short durability periods, so the demo can show a loss and its repair.
     let mut spn_args = procs::spn_args(harness::household(0), &b, &spn_dir);
     spn_args.extend(procs::quick_durability(6));
+    spn_args.extend(["--ledger".into(), genesis.display().to_string(), "--anchor-every".into(), "2s".into()]);
     let spn_info = procs.start("spn", logs, &spn_args)?;
     let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
     let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;
     let api = http::spn(&url, Some(token.clone()))?;
     procs::wait_peers(&api, 8, std::time::Duration::from_secs(120))?;
     if !o.json {
+        println!("ledger: 4 producers, genesis {}", genesis.display());
         println!("bootstrap {b}\nSPN {spn_id}, API {url}\n8 peers joined");
     }
 
-    Ok(DemoNet { boot: b, url, api, spn_id })
+    Ok(DemoNet { boot: b, url, api, spn_id, genesis })
 }

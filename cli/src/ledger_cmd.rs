@@ -31,10 +31,10 @@ pub(crate) enum LedgerCommand {
         #[command(subcommand)]
         what: ProveCommand,
         /// Write the proof here (hex) instead of printing it.
-        #[arg(long)]
+        #[arg(long, global = true)]
         out: Option<PathBuf>,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Check a proof holding only the producer set (the genesis file).
@@ -42,7 +42,7 @@ pub(crate) enum LedgerCommand {
         /// The proof (a file of hex, as `prove` writes).
         proof: PathBuf,
         /// The genesis naming the producers.
-        #[arg(long)]
+        #[arg(long, env = "IONSHARD_GENESIS")]
         producers: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -55,13 +55,13 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         ask: AskOpts,
         /// Key that signs [default: ~/.ionshard/ledger.key, created if missing].
-        #[arg(long)]
+        #[arg(long, global = true)]
         key: Option<PathBuf>,
         /// Heights it stays valid for (TaPoS expiry).
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = 600, global = true)]
         lifetime: u64,
         /// Return once a producer took it, without waiting for a block.
-        #[arg(long)]
+        #[arg(long, global = true)]
         no_wait: bool,
     },
 }
@@ -159,10 +159,10 @@ pub(crate) struct InitOpts {
 #[derive(clap::Args)]
 pub(crate) struct AskOpts {
     /// A bootstrap node that follows the chain (its address ends in /p2p/<peer id>).
-    #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+    #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',', global = true)]
     bootstrap: Vec<String>,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
 }
 
@@ -506,4 +506,103 @@ pub(crate) fn start(
         async move { ledger::rpc::serve(&l, &q).await }
     })?);
     Ok(Running { ledger, tasks })
+}
+
+/// The demo's ledger act: the chain as a follower sees it, a receipt of the
+/// first publish proven and checked against the producers, a forged one
+/// refused, and blocks going on with one producer killed.
+pub(crate) fn demo_act(
+    json_out: bool,
+    api: &crate::http::Spn,
+    boot: &str,
+    genesis: &Path,
+    object: &str,
+    kill: &dyn Fn(&str),
+) -> Result<serde_json::Value> {
+    use crate::demo::say;
+    say(json_out, "ledger: 4 producers finalize a block every 0.5 s (Tendermint BFT); the SPN anchors receipt batches");
+    let g = Genesis::load(genesis)?;
+    let (chain, set) = (g.hash(), g.validators(Hash::default()));
+    let boot_peer = peer_of(boot)?;
+    let rt = runtime()?;
+    let bootstrap = vec![boot.to_string()];
+    let status = || {
+        rt.block_on(async {
+            let (client, _h) = join(&bootstrap, None).await?;
+            let st = ledger::rpc::status_answer(&ask(&client, boot_peer, &Question::Status).await?)?;
+            client.shutdown().await;
+            anyhow::Ok(st)
+        })
+    };
+    let st = status()?;
+    if !json_out {
+        println!(
+            "the bootstrap follows chain {}: height {}, {} producers",
+            &st.chain[..16],
+            st.height,
+            st.producers.len()
+        );
+    }
+    let receipts = api.receipts(object)?;
+    let r = receipts.first().context("the first publish has no receipts")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let proof = loop {
+        match api.receipt_proof(&r.cid.to_string(), &r.peer.to_string()) {
+            Ok(p) => break p,
+            Err(e) if std::time::Instant::now() > deadline => bail!("no receipt proof within 60 s: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let bytes = data_encoding::HEXLOWER.decode(proof.proof.trim().as_bytes()).context("the proof's hex")?;
+    let p = ledger::Proof::decode(&bytes)?;
+    let t = std::time::Instant::now();
+    let (proven, _) = p.verify_receipt(chain, &set).map_err(|e| anyhow!("the SPN's proof does not hold: {e}"))?;
+    let took = t.elapsed();
+    if !json_out {
+        println!(
+            "receipt of peer {} for shard {}: in batch {}, final in block {}; the proof ({} bytes) checks against the 4 producers in {:.2} ms",
+            r.peer,
+            r.cid,
+            proof.batch,
+            proven.height,
+            bytes.len(),
+            took.as_secs_f64() * 1e3
+        );
+    }
+    let mut forged = p.clone();
+    if let Some((item, _)) = forged.item.as_mut() {
+        if let Some(last) = item.last_mut() {
+            *last ^= 1;
+        }
+    }
+    let refused = match forged.verify_receipt(chain, &set) {
+        Ok(_) => bail!("a forged receipt passed"),
+        Err(e) => e.to_string(),
+    };
+    if !json_out {
+        println!("a receipt with one bit changed: refused ({refused})");
+    }
+    say(json_out, "kill 1 of the 4 producers: more than 2/3 remain, blocks go on");
+    kill("producer3");
+    let before = status()?.height;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let h = status()?.height;
+        if h >= before + 3 {
+            break h;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the chain stayed at height {h} with 3 of 4 producers");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if !json_out {
+        println!("height {before} -> {after} with 3 producers");
+    }
+    Ok(json!({
+        "ledger_producers": set.validators().len(),
+        "ledger_receipt_proof": format!("{} bytes, block {}, checked in {:.2} ms", bytes.len(), proven.height, took.as_secs_f64() * 1e3),
+        "ledger_forged_receipt": format!("refused: {refused}"),
+        "ledger_one_producer_down": format!("height {before} -> {after}"),
+    }))
 }

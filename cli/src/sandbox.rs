@@ -37,6 +37,9 @@ struct Record {
     spn: String,
     /// The file holding the operator's token.
     token_file: String,
+    /// The ledger's genesis (empty: no ledger).
+    #[serde(default)]
+    genesis: String,
     nodes: Vec<NodeRecord>,
 }
 
@@ -121,6 +124,10 @@ pub(crate) struct UpArgs {
     /// Storage peers to start.
     #[arg(long, default_value_t = 8)]
     peers: usize,
+    /// Ledger producers to start (0: no ledger). The bootstrap follows the
+    /// chain and the SPN anchors its receipts on it.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
     /// Directory for the nodes' state and logs [default: $TMPDIR/ionshard-sandbox].
     #[arg(long, env = "IONSHARD_SANDBOX")]
     dir: Option<PathBuf>,
@@ -153,18 +160,23 @@ pub(crate) struct AtArgs {
 /// Run a sandbox command.
 pub(crate) fn run(cmd: SandboxCommand) -> Result<()> {
     match cmd {
-        SandboxCommand::Up(a) => up(a.peers, !a.shared_address, a.grace, &a.dir.unwrap_or_else(default_dir), a.json),
+        SandboxCommand::Up(a) => {
+            up(a.peers, a.producers, !a.shared_address, a.grace, &a.dir.unwrap_or_else(default_dir), a.json)
+        }
         SandboxCommand::Status(a) => status(&a.dir.unwrap_or_else(default_dir), a.json),
         SandboxCommand::Down { at, keep } => down(&at.dir.unwrap_or_else(default_dir), keep, at.json),
     }
 }
 
-fn up(peers: usize, households: bool, grace: u64, dir: &Path, json: bool) -> Result<()> {
+fn up(peers: usize, producers: usize, households: bool, grace: u64, dir: &Path, json: bool) -> Result<()> {
     if peers == 0 || peers > 64 {
         bail!("a sandbox has 1 to 64 peers, not {peers}");
     }
+    if producers > 21 {
+        bail!("a sandbox has 0 to 21 ledger producers, not {producers}");
+    }
     let dir = prepare(dir)?;
-    match start_all(&dir, peers, households, grace, json) {
+    match start_all(&dir, peers, producers, households, grace, json) {
         Ok(r) => {
             let token = std::fs::read_to_string(&r.token_file)
                 .with_context(|| format!("reading the operator's token in {}", r.token_file))?;
@@ -232,7 +244,7 @@ fn add(dir: &Path, r: &mut Record, node: NodeRecord) -> Result<()> {
     save(dir, r)
 }
 
-fn start_all(dir: &Path, peers: usize, households: bool, grace: u64, json: bool) -> Result<Record> {
+fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace: u64, json: bool) -> Result<Record> {
     let exe = std::env::current_exe().context("finding the ionshard binary")?;
     let lo = harness::household(0);
     let logs = dir.join("logs");
@@ -241,6 +253,7 @@ fn start_all(dir: &Path, peers: usize, households: bool, grace: u64, json: bool)
         bootstrap: String::new(),
         spn: String::new(),
         token_file: String::new(),
+        genesis: String::new(),
         nodes: Vec::new(),
     };
     let note = |s: String| {
@@ -248,8 +261,22 @@ fn start_all(dir: &Path, peers: usize, households: bool, grace: u64, json: bool)
             eprintln!("{s}");
         }
     };
+    let mut ledger_args = Vec::new();
+    if producers > 0 {
+        let (genesis, list) = procs::ledger_genesis(&exe, &dir.join("ledger"), producers, 1000)?;
+        r.genesis = genesis.display().to_string();
+        for (i, (pdir, addr)) in list.iter().enumerate() {
+            let name = format!("producer{i}");
+            let (child, first) = procs::start(&exe, &name, &logs, &procs::producer_args(addr, pdir, &genesis), true)?;
+            add(dir, &mut r, NodeRecord::new(&name, "producer", &first, child.id(), addr.clone(), pdir))?;
+        }
+        note(format!("ledger: {producers} producers, a block a second (genesis {})", genesis.display()));
+        ledger_args = vec!["--genesis".to_string(), r.genesis.clone()];
+    }
     let bdir = dir.join("bootstrap");
-    let (child, first) = procs::start(&exe, "bootstrap", &logs, &procs::bootstrap_args(lo, &bdir), true)?;
+    let mut boot_args = procs::bootstrap_args(lo, &bdir);
+    boot_args.extend(ledger_args.iter().cloned());
+    let (child, first) = procs::start(&exe, "bootstrap", &logs, &boot_args, true)?;
     let boot = first["listen"][0].as_str().context("the bootstrap node printed no address")?.to_string();
     r.bootstrap = boot.clone();
     add(dir, &mut r, NodeRecord::new("bootstrap", "bootstrap", &first, child.id(), boot.clone(), &bdir))?;
@@ -272,6 +299,9 @@ fn start_all(dir: &Path, peers: usize, households: bool, grace: u64, json: bool)
     spn_args.extend(procs::quick_durability(grace));
     if !households {
         spn_args.push("--relax-domains".into());
+    }
+    if producers > 0 {
+        spn_args.extend(["--ledger".to_string(), r.genesis.clone(), "--anchor-every".into(), "5s".into()]);
     }
     let (child, first) = procs::start(&exe, "spn", &logs, &spn_args, true)?;
     let url = first["http"].as_str().context("the SPN printed no API address")?.to_string();
@@ -301,7 +331,7 @@ fn print_env(r: &Record, token: &str, dir: &Path, json: bool) {
             serde_json::json!({
                 "dir": dir.display().to_string(),
                 "env": { "IONSHARD_BOOTSTRAP": r.bootstrap, "IONSHARD_SPN": r.spn, "IONSHARD_SPN_TOKEN": token,
-                         "IONSHARD_SANDBOX": dir.display().to_string() },
+                         "IONSHARD_SANDBOX": dir.display().to_string(), "IONSHARD_GENESIS": r.genesis },
                 "nodes": r.nodes,
             })
         );
@@ -311,6 +341,9 @@ fn print_env(r: &Record, token: &str, dir: &Path, json: bool) {
     println!("export IONSHARD_SPN={}", quote(&r.spn));
     println!("export IONSHARD_SPN_TOKEN={}", quote(token));
     println!("export IONSHARD_SANDBOX={}", quote(&dir.display().to_string()));
+    if !r.genesis.is_empty() {
+        println!("export IONSHARD_GENESIS={}", quote(&r.genesis));
+    }
     println!("# sandbox in {}: `ionshard sandbox status` lists it, `ionshard sandbox down` stops it", dir.display());
 }
 

@@ -18,7 +18,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The environment a command reads its defaults from: a node started here
 /// must not pick up the defaults of the shell that ran the sandbox.
-pub const ENV_DEFAULTS: [&str; 4] = ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX"];
+pub const ENV_DEFAULTS: [&str; 5] =
+    ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX", "IONSHARD_GENESIS"];
 
 /// Start `EXE ARGS --json` as NAME, with logs in `logs`. `detached`: in a
 /// process group of its own, so a Ctrl-C at the terminal that started it

@@ -13,7 +13,7 @@ use serde_json::Value;
 /// sandbox up)"`): every test names its own network.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ionshard"));
-    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX"] {
+    for k in harness::procs::ENV_DEFAULTS {
         c.env_remove(k);
     }
     c
