@@ -702,7 +702,7 @@ fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Resul
         format!("network: 4 ledger producers, 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()),
     );
     let exe = std::env::current_exe().context("finding the ionshard binary")?;
-    let (genesis, producers) = procs::ledger_genesis(&exe, &root.join("ledger"), 4, 500)?;
+    let (genesis, producers) = procs::ledger_genesis(&exe, &root.join("ledger"), 4, 500, 500)?;
     for (i, (dir, addr)) in producers.iter().enumerate() {
         procs.start(&format!("producer{i}"), logs, &procs::producer_args(addr, dir, &genesis))?;
     }

@@ -147,6 +147,9 @@ pub(crate) struct InitOpts {
     /// Time a proposer has before its round moves on, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     propose_ms: u64,
+    /// With nothing to record, a block this often at most (milliseconds).
+    #[arg(long, default_value_t = 30_000)]
+    idle_ms: u64,
     /// Each producer's stake.
     #[arg(long, default_value_t = 1000)]
     stake: u64,
@@ -159,7 +162,7 @@ pub(crate) struct InitOpts {
 #[derive(clap::Args)]
 pub(crate) struct AskOpts {
     /// A bootstrap node that follows the chain (its address ends in /p2p/<peer id>).
-    #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',', global = true)]
+    #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',', global = true)]
     bootstrap: Vec<String>,
     /// Print JSON.
     #[arg(long, global = true)]
@@ -197,7 +200,7 @@ fn init(o: InitOpts) -> Result<()> {
         name: o.name,
         time_ms: now_ms(),
         producers,
-        params: ledger::Params { block_ms: o.block_ms, propose_ms: o.propose_ms },
+        params: ledger::Params { block_ms: o.block_ms, propose_ms: o.propose_ms, idle_ms: o.idle_ms.max(o.block_ms) },
     };
     g.check()?;
     g.write_new(&o.out).with_context(|| format!("writing {} (it must not exist yet)", o.out.display()))?;
@@ -217,6 +220,16 @@ fn init(o: InitOpts) -> Result<()> {
     Ok(())
 }
 
+/// The first bootstrap address given, and the peer id it names.
+fn first(bootstrap: &[String]) -> Result<(&str, PeerId)> {
+    let a = bootstrap.first().ok_or_else(|| {
+        anyhow!(
+            "give --bootstrap ADDR (a node that follows the chain: a producer, or a bootstrap started with --genesis)"
+        )
+    })?;
+    Ok((a, peer_of(a)?))
+}
+
 /// The peer id a bootstrap address names.
 fn peer_of(addr: &str) -> Result<PeerId> {
     let a: Multiaddr = addr.parse().with_context(|| format!("--bootstrap {addr:?} is not a multiaddr"))?;
@@ -233,7 +246,7 @@ async fn ask(client: &net::Client, peer: PeerId, q: &Question) -> Result<Vec<u8>
 }
 
 fn status(a: &AskOpts) -> Result<()> {
-    let peer = peer_of(&a.bootstrap[0])?;
+    let (_, peer) = first(&a.bootstrap)?;
     let st = runtime()?.block_on(async {
         let (client, _h) = join(&a.bootstrap, None).await?;
         let st = ledger::rpc::status_answer(&ask(&client, peer, &Question::Status).await?)
@@ -256,7 +269,7 @@ fn status(a: &AskOpts) -> Result<()> {
 }
 
 fn block(height: u64, a: &AskOpts) -> Result<()> {
-    let peer = peer_of(&a.bootstrap[0])?;
+    let (_, peer) = first(&a.bootstrap)?;
     let found = runtime()?.block_on(async {
         let (client, _h) = join(&a.bootstrap, None).await?;
         let b = ledger::rpc::block_answer(&ask(&client, peer, &Question::Block(height)).await?)?;
@@ -308,7 +321,7 @@ fn tx(c: TxCommand, a: &AskOpts, key: Option<PathBuf>, lifetime: u64, no_wait: b
     let body = body_of(c)?;
     let key_path = key.unwrap_or_else(|| crate::files::home().join("ledger.key"));
     let (key, _) = net::load_or_create_key(&key_path)?;
-    let peer = peer_of(&a.bootstrap[0])?;
+    let (_, peer) = first(&a.bootstrap)?;
     let pb = indicatif::ProgressBar::new_spinner();
     if a.json {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -359,7 +372,7 @@ fn prove(what: ProveCommand, out: Option<&Path>, json_out: bool) -> Result<()> {
         }
         ProveCommand::Tx { id, bootstrap } => {
             let id = ledger::TxId(hex32(&id, "the transaction id")?);
-            let peer = peer_of(&bootstrap[0])?;
+            let (_, peer) = first(&bootstrap)?;
             let proof = runtime()?.block_on(async {
                 let (client, _h) = join(&bootstrap, None).await?;
                 let Some((h, i)) = ledger::rpc::find_answer(&ask(&client, peer, &Question::Find(id)).await?)? else {

@@ -263,14 +263,17 @@ fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace
     };
     let mut ledger_args = Vec::new();
     if producers > 0 {
-        let (genesis, list) = procs::ledger_genesis(&exe, &dir.join("ledger"), producers, 1000)?;
+        let (genesis, list) = procs::ledger_genesis(&exe, &dir.join("ledger"), producers, 1000, 5000)?;
         r.genesis = genesis.display().to_string();
         for (i, (pdir, addr)) in list.iter().enumerate() {
             let name = format!("producer{i}");
             let (child, first) = procs::start(&exe, &name, &logs, &procs::producer_args(addr, pdir, &genesis), true)?;
             add(dir, &mut r, NodeRecord::new(&name, "producer", &first, child.id(), addr.clone(), pdir))?;
         }
-        note(format!("ledger: {producers} producers, a block a second (genesis {})", genesis.display()));
+        note(format!(
+            "ledger: {producers} producers, a block a second while there is something to record, else every 5 s (genesis {})",
+            genesis.display()
+        ));
         ledger_args = vec!["--genesis".to_string(), r.genesis.clone()];
     }
     let bdir = dir.join("bootstrap");

@@ -18,7 +18,7 @@ struct Chain {
 
 impl Chain {
     fn start(dir: &Path, n: usize) -> Chain {
-        let (genesis, producers) = harness::procs::ledger_genesis(exe(), dir, n, 300).expect("genesis");
+        let (genesis, producers) = harness::procs::ledger_genesis(exe(), dir, n, 300, 300).expect("genesis");
         let mut c = Chain { procs: Procs::new(&dir.join("logs")), genesis, producers };
         for i in 0..n {
             c.up(i);

@@ -150,7 +150,8 @@ pub fn wait_peers(spn: &client::Spn, want: u64, within: Duration) -> Result<()> 
 /// A chain of `n` producers for the ledger, made under `dir`: each producer's
 /// key in `dir/producerI`, a TCP port free on a loopback address of its own,
 /// and a genesis naming them all at `dir/genesis.json` (through `EXE ledger
-/// init`). Returns the genesis and, per producer, its directory and address.
+/// init`): a block each `block_ms`, and with nothing to record one each
+/// `idle_ms`. Returns the genesis and, per producer, its directory and address.
 /// A port is free when chosen; a process may take it before the producer
 /// starts (the caller sees the producer fail to start, and says so).
 pub fn ledger_genesis(
@@ -158,11 +159,12 @@ pub fn ledger_genesis(
     dir: &Path,
     n: usize,
     block_ms: u64,
+    idle_ms: u64,
 ) -> Result<(std::path::PathBuf, Vec<(std::path::PathBuf, String)>)> {
     let io = |what: String| move |source| Error::Io { what, source };
     let mut producers = Vec::new();
     let mut init = strings(["ledger", "init", "--json", "--block-ms", &block_ms.to_string()]);
-    init.extend(strings(["--propose-ms", &(block_ms * 3).max(600).to_string()]));
+    init.extend(strings(["--propose-ms", &(block_ms * 3).max(600).to_string(), "--idle-ms", &idle_ms.to_string()]));
     for i in 0..n {
         let pdir = dir.join(format!("producer{i}"));
         std::fs::create_dir_all(&pdir).map_err(io(format!("creating {}", pdir.display())))?;

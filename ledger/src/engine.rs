@@ -218,6 +218,8 @@ pub fn start(
         pool: VecDeque::new(),
         pooled: HashSet::new(),
         next_start: None,
+        idle_until: None,
+        nudged: false,
         replaying: false,
         best: None,
         asked: None,
@@ -260,8 +262,13 @@ struct App {
     early: BTreeMap<u64, Vec<SignedProposal<Ctx>>>,
     pool: VecDeque<Tx>,
     pooled: HashSet<TxId>,
-    /// When to start the next height (after a final block).
+    /// When to start the next height (after a final block), if a
+    /// transaction waits by then...
     next_start: Option<Instant>,
+    /// ...and when at the latest, with none.
+    idle_until: Option<Instant>,
+    /// Another node started the next height: start it now.
+    nudged: bool,
     /// Replaying the write-ahead log: do not log again.
     replaying: bool,
     /// The best height another node announced, and who.
@@ -299,7 +306,12 @@ impl Engine {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        if self.app.next_start.is_some() {
+                            self.wake();
+                        }
+                    }
                 },
                 () = sleep_until(wake) => self.wake(),
                 _ = status.tick() => self.app.announce(),
@@ -328,7 +340,12 @@ impl Engine {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Gossip(from, bytes) => match Message::decode(&bytes) {
-                Ok(Message::Vote(v)) => self.feed(Input::Vote(v)),
+                Ok(Message::Vote(v)) => {
+                    if v.message.height.0 > self.app.height {
+                        self.app.nudged = true;
+                    }
+                    self.feed(Input::Vote(v));
+                }
                 Ok(Message::Proposal(p)) => self.proposal(p),
                 Ok(Message::Tx(tx)) => {
                     let _ = self.app.pool_tx(tx);
@@ -358,8 +375,13 @@ impl Engine {
 
     fn wake(&mut self) {
         let now = Instant::now();
-        if self.app.next_start.is_some_and(|t| t <= now) {
+        let due = self.app.next_start.is_some_and(|t| t <= now);
+        let busy =
+            !self.app.pool.is_empty() || self.app.nudged || self.app.best.is_some_and(|(b, _)| b > self.app.height);
+        if due && (busy || self.app.idle_until.is_none_or(|t| t <= now)) {
             self.app.next_start = None;
+            self.app.idle_until = None;
+            self.app.nudged = false;
             self.start_next();
         }
         let due: Vec<Timeout> = self.app.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
@@ -402,6 +424,7 @@ impl Engine {
             return; // that height is final here already
         }
         if h > self.app.height {
+            self.app.nudged = true;
             if h <= self.app.height + 2 && self.app.early.values().map(Vec::len).sum::<usize>() < MAX_EARLY {
                 self.app.early.entry(h).or_default().push(p);
             }
@@ -474,7 +497,13 @@ async fn sleep_until(at: Option<Instant>) {
 impl App {
     fn next_wake(&self) -> Option<Instant> {
         let asked = self.asked.map(|(_, at)| at + SYNC_PATIENCE);
-        self.timers.values().copied().chain(self.next_start).chain(asked).min()
+        // Past its time, the next height waits for a transaction (handled
+        // as it arrives) or for the idle limit.
+        let start = match self.next_start {
+            Some(t) if t <= Instant::now() => self.idle_until,
+            other => other,
+        };
+        self.timers.values().copied().chain(start).chain(asked).min()
     }
 
     fn publish(&self, m: &Message) {
@@ -584,6 +613,8 @@ impl App {
         let pace = Duration::from_millis(self.genesis.params.block_ms);
         let since = Duration::from_millis(now_ms().saturating_sub(block.time_ms));
         self.next_start = Some(Instant::now() + if behind { Duration::ZERO } else { pace.saturating_sub(since) });
+        let idle = Duration::from_millis(self.genesis.params.idle_ms);
+        self.idle_until = Some(Instant::now() + if behind { Duration::ZERO } else { idle.saturating_sub(since) });
         Ok(())
     }
 

@@ -39,11 +39,21 @@ pub struct Params {
     /// How long a proposer has to propose before the round moves on, in
     /// milliseconds (grows by half of it per round).
     pub propose_ms: u64,
+    /// With no transaction waiting, the next block comes this long after
+    /// the last (milliseconds): an idle chain makes a small empty block
+    /// now and then (fresh TaPoS references, proof of life), not one per
+    /// `block_ms`.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+}
+
+fn default_idle_ms() -> u64 {
+    30_000
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { block_ms: 1000, propose_ms: 2000 }
+        Params { block_ms: 1000, propose_ms: 2000, idle_ms: default_idle_ms() }
     }
 }
 
@@ -86,8 +96,10 @@ impl Genesis {
         if self.producers.is_empty() {
             return Err(Error::Genesis("no producers: a chain needs at least one".into()));
         }
-        if self.params.block_ms == 0 || self.params.propose_ms < 100 {
-            return Err(Error::Genesis("block_ms must be positive and propose_ms at least 100".into()));
+        if self.params.block_ms == 0 || self.params.propose_ms < 100 || self.params.idle_ms < self.params.block_ms {
+            return Err(Error::Genesis(
+                "block_ms must be positive, propose_ms at least 100 and idle_ms at least block_ms".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.producers {
