@@ -112,6 +112,19 @@ pub(crate) enum TxCommand {
         #[arg(long, default_value_t = 0)]
         bytes: u64,
     },
+    /// Approve candidates for producer with this key's stake (replaces its
+    /// earlier vote; none withdraws it). Counted at the next boundary.
+    Vote {
+        /// A candidate's peer id (repeatable).
+        #[arg(long = "for")]
+        candidates: Vec<String>,
+    },
+    /// Stand for producer: this key must be the node's (its identity.key).
+    Candidate {
+        /// Where the node listens, ending in /p2p/<its peer id>.
+        #[arg(long)]
+        addr: String,
+    },
     /// Record a published release.
     Release {
         /// The product.
@@ -153,6 +166,15 @@ pub(crate) struct InitOpts {
     /// Each producer's stake.
     #[arg(long, default_value_t = 1000)]
     stake: u64,
+    /// Another account with stake, PEER_ID=STAKE (repeatable): it may vote for producers.
+    #[arg(long = "account")]
+    accounts: Vec<String>,
+    /// Producers elected at each boundary, at most.
+    #[arg(long, default_value_t = 21)]
+    max_producers: u32,
+    /// Heights between elections.
+    #[arg(long, default_value_t = 600)]
+    maintenance: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -195,12 +217,26 @@ fn init(o: InitOpts) -> Result<()> {
             .ok_or_else(|| anyhow!("--producer {a}: the address must end in /p2p/<peer id>"))?;
         producers.push(Producer { peer: peer.to_string(), addr: a.clone(), stake: o.stake });
     }
+    let mut accounts = Vec::new();
+    for a in &o.accounts {
+        let (peer, stake) = a.split_once('=').ok_or_else(|| anyhow!("--account {a:?}: write PEER_ID=STAKE"))?;
+        let stake = stake.parse().with_context(|| format!("--account {a:?}: the stake must be a whole number"))?;
+        accounts.push(ledger::Account { peer: peer.to_string(), stake });
+    }
     let g = Genesis {
         version: ledger::GENESIS_VERSION,
         name: o.name,
         time_ms: now_ms(),
         producers,
-        params: ledger::Params { block_ms: o.block_ms, propose_ms: o.propose_ms, idle_ms: o.idle_ms.max(o.block_ms) },
+        params: ledger::Params {
+            block_ms: o.block_ms,
+            propose_ms: o.propose_ms,
+            idle_ms: o.idle_ms.max(o.block_ms),
+            producers: o.max_producers,
+            maintenance: o.maintenance,
+            ..ledger::Params::default()
+        },
+        accounts,
     };
     g.check()?;
     g.write_new(&o.out).with_context(|| format!("writing {} (it must not exist yet)", o.out.display()))?;
@@ -314,6 +350,13 @@ fn body_of(c: TxCommand) -> Result<Body> {
         TxCommand::Release { product, version, manifest, image_hash } => {
             Body::Release { product, version, manifest, image_hash: hex32(&image_hash, "--image-hash")? }
         }
+        TxCommand::Vote { candidates } => Body::Vote {
+            candidates: candidates
+                .iter()
+                .map(|c| c.parse().with_context(|| format!("--for {c:?} is not a peer id")))
+                .collect::<Result<_>>()?,
+        },
+        TxCommand::Candidate { addr } => Body::Candidate { addr },
     })
 }
 
@@ -437,6 +480,11 @@ fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {
         (None, Body::Anchor { kind, root, count, bytes }) => {
             json!({ "anchor": { "kind": kind.name(), "root": Hash(*root).to_hex(), "count": count, "bytes": bytes } })
         }
+        (None, Body::Vote { candidates }) => {
+            json!({ "vote": candidates.iter().map(ToString::to_string).collect::<Vec<_>>() })
+        }
+        (None, Body::Candidate { addr }) => json!({ "candidate": addr }),
+        (None, Body::Evidence { .. }) => json!({ "evidence": "two conflicting votes of one producer" }),
     };
     if json_out {
         println!(

@@ -139,8 +139,9 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         let me = key.public().to_peer_id().to_string();
         let producer = g.producers.iter().any(|p| p.peer == me);
         if o.produce && !producer {
-            bail!(
-                "--produce: this node ({me}) is not one of the genesis's producers; run `ionshard ledger init` with its address"
+            eprintln!(
+                "note: this node ({me}) is not one of the genesis's producers: it follows the chain and produces once \
+                 elected (`ionshard ledger tx candidate`, then votes)"
             );
         }
         if o.produce && role != Role::Bootstrap {

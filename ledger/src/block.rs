@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! "ionshard ledger block v1" | chain: 32 | height: u64 | parent: 32
-//! | time_ms: u64 | proposer: bytes(64) | tx_root: 32 | tx_count: u32
+//! | time_ms: u64 | proposer: bytes(64) | next_set: 32 | tx_root: 32 | tx_count: u32
 //! ```
+//!
+//! `next_set` names the producers of the next height ([`crate::set_hash`]):
+//! a light client holding this block's producers learns, from a certified
+//! header, who certifies the next one.
 //!
 //! A block on the wire is its header fields followed by `list(MAX_TXS)` of
 //! transactions (each `bytes(MAX_TX_BYTES)`); the decoder recomputes the
@@ -73,6 +77,8 @@ pub struct Block {
     pub time_ms: u64,
     /// Who proposed it.
     pub proposer: PeerId,
+    /// The hash of the next height's producer set.
+    pub next_set: Hash,
     /// Its transactions, in order.
     pub txs: Vec<Tx>,
 }
@@ -86,7 +92,7 @@ impl Block {
 
     /// The header's bytes.
     pub fn header_bytes(&self) -> Vec<u8> {
-        header_bytes(self.chain, self.height, self.parent, self.time_ms, &self.proposer, self.tx_root(), self.txs.len())
+        header_bytes(&Header::from(self))
     }
 
     /// Its hash: what votes name.
@@ -98,7 +104,7 @@ impl Block {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(&self.chain.0).u64(self.height).raw(&self.parent.0).u64(self.time_ms).bytes(&self.proposer.to_bytes());
-        w.count(self.txs.len());
+        w.raw(&self.next_set.0).count(self.txs.len());
         for t in &self.txs {
             w.bytes(&t.encode());
         }
@@ -119,13 +125,14 @@ impl Block {
         let parent = Hash(r.array()?);
         let time_ms = r.u64()?;
         let proposer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("proposer: {e}")))?;
+        let next_set = Hash(r.array()?);
         let n = r.count(MAX_TXS)?;
         let mut txs = Vec::with_capacity(n);
         for _ in 0..n {
             txs.push(Tx::decode(r.bytes(MAX_TX_BYTES)?)?);
         }
         r.end()?;
-        Ok(Block { chain, height, parent, time_ms, proposer, txs })
+        Ok(Block { chain, height, parent, time_ms, proposer, next_set, txs })
     }
 }
 
@@ -142,6 +149,8 @@ pub struct Header {
     pub time_ms: u64,
     /// Its proposer.
     pub proposer: PeerId,
+    /// The hash of the next height's producer set.
+    pub next_set: Hash,
     /// The Merkle root of its transactions' ids.
     pub tx_root: Hash,
     /// How many transactions it has.
@@ -155,7 +164,7 @@ impl Header {
     }
     /// The header's bytes (see the module docs).
     pub fn bytes(&self) -> Vec<u8> {
-        header_bytes(self.chain, self.height, self.parent, self.time_ms, &self.proposer, self.tx_root, self.tx_count)
+        header_bytes(self)
     }
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Header> {
         let domain = r.raw(DOMAIN.len())?;
@@ -167,9 +176,10 @@ impl Header {
         let parent = Hash(r.array()?);
         let time_ms = r.u64()?;
         let proposer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("proposer: {e}")))?;
+        let next_set = Hash(r.array()?);
         let tx_root = Hash(r.array()?);
         let tx_count = r.u32()? as usize;
-        Ok(Header { chain, height, parent, time_ms, proposer, tx_root, tx_count })
+        Ok(Header { chain, height, parent, time_ms, proposer, next_set, tx_root, tx_count })
     }
 }
 
@@ -181,23 +191,16 @@ impl From<&Block> for Header {
             parent: b.parent,
             time_ms: b.time_ms,
             proposer: b.proposer,
+            next_set: b.next_set,
             tx_root: b.tx_root(),
             tx_count: b.txs.len(),
         }
     }
 }
 
-fn header_bytes(
-    chain: Hash,
-    height: u64,
-    parent: Hash,
-    time_ms: u64,
-    proposer: &PeerId,
-    tx_root: Hash,
-    tx_count: usize,
-) -> Vec<u8> {
+fn header_bytes(h: &Header) -> Vec<u8> {
     let mut w = Writer::new();
-    w.raw(DOMAIN).raw(&chain.0).u64(height).raw(&parent.0).u64(time_ms).bytes(&proposer.to_bytes());
-    w.raw(&tx_root.0).count(tx_count);
+    w.raw(DOMAIN).raw(&h.chain.0).u64(h.height).raw(&h.parent.0).u64(h.time_ms).bytes(&h.proposer.to_bytes());
+    w.raw(&h.next_set.0).raw(&h.tx_root.0).count(h.tx_count);
     w.finish()
 }

@@ -86,6 +86,8 @@ pub struct Status {
     pub pool: usize,
     /// The highest height another node announced.
     pub best_seen: u64,
+    /// Elected producer sets not in force yet: the height each starts at, and its producers.
+    pub next_producers: Vec<(u64, Vec<String>)>,
 }
 
 enum Command {
@@ -178,6 +180,7 @@ pub fn start(
     genesis.check()?;
     let chain = genesis.hash();
     let store = Arc::new(Store::open(dir, chain)?);
+    store.seed(genesis)?;
     let (tx, rx) = mpsc::channel(256);
     let ledger = Ledger { tx, store: store.clone(), chain };
     let me = Address(key.public().to_peer_id());
@@ -229,11 +232,16 @@ pub fn start(
     Ok((ledger, tokio::spawn(engine.run(rx))))
 }
 
-/// The producer set for `height` (for now the genesis's; elections change it later).
+/// The producer set for `height`: the genesis's until an election changes
+/// it, each producer with equal voting power; seeded by the hash before it.
 fn set_for(genesis: &Genesis, store: &Store, chain: Hash, height: u64) -> Result<ValidatorSet> {
     let seed = hash_at(store, chain, height - 1)?
         .ok_or_else(|| Error::UnknownBlock(format!("block {} is missing from the store", height - 1)))?;
-    Ok(genesis.validators(seed))
+    let peers = store.set_at(height)?;
+    if peers.is_empty() {
+        return Ok(genesis.validators(seed));
+    }
+    Ok(ValidatorSet::new(peers.into_iter().filter_map(|p| crate::ctx::validator(p, 1)).collect(), seed))
 }
 
 struct Engine {
@@ -576,7 +584,8 @@ impl App {
             let n = tx.encode().len() + 4;
             let fresh = match &tx.body {
                 crate::tx::Body::Anchor { root, .. } => roots.insert(*root),
-                crate::tx::Body::Release { .. } => true,
+                crate::tx::Body::Evidence { first, .. } => roots.insert(*blake3::hash(first).as_bytes()),
+                _ => true,
             };
             if !fresh {
                 self.pooled.remove(&id);
@@ -589,7 +598,8 @@ impl App {
             keep.push_back(tx);
         }
         self.pool = keep;
-        Ok(Block { chain: self.chain, height, parent, time_ms, proposer: self.me.0, txs })
+        let next_set = crate::state::set_hash(&self.store.set_at(height + 1)?);
+        Ok(Block { chain: self.chain, height, parent, time_ms, proposer: self.me.0, next_set, txs })
     }
 
     fn commit(&mut self, c: &Certificate) -> Result<()> {
@@ -602,7 +612,7 @@ impl App {
         let rounds = c.round.as_u32().unwrap_or(0) as usize;
         let missed: Vec<Vec<u8>> =
             (0..rounds).map(|r| self.set.validators()[order[r % order.len()]].address.0.to_bytes()).collect();
-        self.store.commit(&block, c, &missed)?;
+        self.store.commit(&block, c, &missed, &self.genesis)?;
         for tx in &block.txs {
             self.pooled.remove(&tx.id());
         }
@@ -638,6 +648,29 @@ impl App {
             missed,
             pool: self.pool.len(),
             best_seen: self.best.map(|(h, _)| h).unwrap_or(0),
+            next_producers: self
+                .store
+                .sets()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(from, _)| *from > self.height)
+                .map(|(from, peers)| (from, peers.iter().map(ToString::to_string).collect()))
+                .collect(),
+        }
+    }
+
+    /// Put evidence of an equivocation on its way to a block: into the
+    /// pool, and to the other producers.
+    fn report(&mut self, height: u64, hash: Hash, first: Vec<u8>, second: Vec<u8>) {
+        let body = crate::tx::Body::Evidence { first, second };
+        match Tx::sign(&self.key, self.chain, (height, hash), 100, body) {
+            Ok(tx) => {
+                // The pool checks it against the next height, once this one is final.
+                self.pool.push_back(tx.clone());
+                self.pooled.insert(tx.id());
+                self.publish(&Message::Tx(tx));
+            }
+            Err(e) => warn!("signing evidence: {e}"),
         }
     }
 
@@ -725,9 +758,17 @@ impl App {
                 }
                 r.resume_with(())
             }
-            Effect::Finalize(_, _, evidence, r) => {
-                if !evidence.is_empty() {
-                    warn!(height = self.height, "equivocation seen: {evidence:?}");
+            Effect::Finalize(c, _, evidence, r) => {
+                for (who, doubles) in evidence.votes.iter() {
+                    warn!(height = self.height, producer = %who, "a producer signed two votes for one step: submitting the evidence");
+                    for (a, b) in doubles {
+                        self.report(
+                            c.height.0,
+                            c.value_id,
+                            Message::Vote(a.clone()).encode(),
+                            Message::Vote(b.clone()).encode(),
+                        );
+                    }
                 }
                 r.resume_with(())
             }

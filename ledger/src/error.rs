@@ -125,3 +125,15 @@ impl Error {
         Error::Database { path: path.to_path_buf(), source: e.into() }
     }
 }
+
+/// redb's errors inside the state's transitions; the store names the file.
+macro_rules! from_redb {
+    ($($t:ty),*) => {
+        $(impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Database { path: PathBuf::new(), source: e.into() }
+            }
+        })*
+    };
+}
+from_redb!(redb::Error, redb::TableError, redb::StorageError, redb::TransactionError, redb::CommitError);

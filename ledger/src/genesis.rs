@@ -45,16 +45,58 @@ pub struct Params {
     /// `block_ms`.
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// Producers elected, at most (DPoS: 21 by default).
+    #[serde(default = "default_producers")]
+    pub producers: u32,
+    /// Heights between elections (maintenance boundaries).
+    #[serde(default = "default_maintenance")]
+    pub maintenance: u64,
+    /// Heights after a boundary before its elected set produces (at least 2,
+    /// so the set of the next block is known before any block is decided).
+    #[serde(default = "default_delay")]
+    pub delay: u64,
+    /// Share of its stake an equivocating producer loses, in percent.
+    #[serde(default = "default_slash")]
+    pub slash_pct: u8,
 }
 
 fn default_idle_ms() -> u64 {
     30_000
 }
+fn default_producers() -> u32 {
+    21
+}
+fn default_maintenance() -> u64 {
+    600
+}
+fn default_delay() -> u64 {
+    2
+}
+fn default_slash() -> u8 {
+    10
+}
 
 impl Default for Params {
     fn default() -> Self {
-        Params { block_ms: 1000, propose_ms: 2000, idle_ms: default_idle_ms() }
+        Params {
+            block_ms: 1000,
+            propose_ms: 2000,
+            idle_ms: default_idle_ms(),
+            producers: default_producers(),
+            maintenance: default_maintenance(),
+            delay: default_delay(),
+            slash_pct: default_slash(),
+        }
     }
+}
+
+/// An account's stake at genesis (no token sale: the genesis allocates it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Its peer id (ed25519).
+    pub peer: String,
+    /// Its stake.
+    pub stake: u64,
 }
 
 /// A genesis.
@@ -70,6 +112,9 @@ pub struct Genesis {
     pub producers: Vec<Producer>,
     /// The chain's parameters.
     pub params: Params,
+    /// Stake held by others than the producers (voters).
+    #[serde(default)]
+    pub accounts: Vec<Account>,
 }
 
 impl Genesis {
@@ -100,6 +145,21 @@ impl Genesis {
             return Err(Error::Genesis(
                 "block_ms must be positive, propose_ms at least 100 and idle_ms at least block_ms".into(),
             ));
+        }
+        let p = &self.params;
+        if p.producers == 0 || p.maintenance == 0 || p.delay < 2 || p.delay >= p.maintenance.max(3) || p.slash_pct > 100
+        {
+            return Err(Error::Genesis(
+                "producers and maintenance must be positive, delay at least 2 and below maintenance, slash_pct at most 100"
+                    .into(),
+            ));
+        }
+        for a in &self.accounts {
+            let id: PeerId =
+                a.peer.parse().map_err(|e| Error::Genesis(format!("account {}: not a peer id: {e}", a.peer)))?;
+            if validator(id, 1).is_none() {
+                return Err(Error::Genesis(format!("account {id}: not an ed25519 peer id")));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.producers {
@@ -135,6 +195,13 @@ impl Genesis {
     pub fn validators(&self, seed: Hash) -> ValidatorSet {
         let vs = self.producers.iter().filter_map(|p| validator(p.peer.parse().ok()?, 1)).collect();
         ValidatorSet::new(vs, seed)
+    }
+
+    /// Stake at genesis: the producers' and the accounts'.
+    pub fn stakes(&self) -> Vec<(PeerId, u64)> {
+        let producers = self.producers.iter().filter_map(|p| Some((p.peer.parse().ok()?, p.stake)));
+        let accounts = self.accounts.iter().filter_map(|a| Some((a.peer.parse().ok()?, a.stake)));
+        producers.chain(accounts).collect()
     }
 
     /// Write it to `path` (a new file; refuses to overwrite).

@@ -8,15 +8,19 @@
 //! Layout (format 1): `meta` (`format`, `chain`, `height`), `blocks` and
 //! `certs` (height → bytes), `hashes` (height → 32), `txs` (tx id → height:
 //! u64 | index: u32), `anchors` (root → tx id), `missed` (peer → count), `wal`
-//! (sequence → entry).
+//! (sequence → entry), and the chain's state (see [`crate::state`]).
 
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use libp2p_identity::PeerId;
+
 use crate::block::{Block, Hash};
 use crate::cert::{self, Certificate};
 use crate::error::{Error, Result};
+use crate::genesis::Genesis;
+use crate::state;
 use crate::tx::{Body, TxId};
 
 /// The store layout's version.
@@ -83,6 +87,13 @@ impl Store {
             txn.open_table(t).map_err(|e| s.err(e))?;
         }
         txn.open_table(MISSED).map_err(|e| s.err(e))?;
+        for t in [state::ACCOUNTS, state::JAILED, state::EVIDENCE] {
+            txn.open_table(t).map_err(|e| s.err(e))?;
+        }
+        for t in [state::CANDIDATES, state::VOTES] {
+            txn.open_table(t).map_err(|e| s.err(e))?;
+        }
+        txn.open_table(state::SETS).map_err(|e| s.err(e))?;
         txn.commit().map_err(|e| s.err(e))?;
         Ok(s)
     }
@@ -157,10 +168,84 @@ impl Store {
         Ok(out)
     }
 
-    /// Record a final block with its certificate, the proposers that missed
-    /// their rounds before it, and empty the log, in one synced transaction.
-    pub fn commit(&self, block: &Block, certificate: &Certificate, missed: &[Vec<u8>]) -> Result<()> {
+    /// Give a new store the chain's state at genesis (stake, candidates,
+    /// the first producer set); a store that has it is left as it is.
+    pub fn seed(&self, genesis: &Genesis) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        state::seed(&txn, genesis).map_err(|e| self.wrap(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn wrap(&self, e: Error) -> Error {
+        match e {
+            Error::Database { source, .. } => Error::Database { path: self.path.clone(), source },
+            other => other,
+        }
+    }
+
+    /// The producers of `height` (the genesis's until an election changes them).
+    pub fn set_at(&self, height: u64) -> Result<Vec<PeerId>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::SETS).map_err(|e| self.err(e))?;
+        let last = t.range(..=height).map_err(|e| self.err(e))?.next_back();
+        match last {
+            Some(e) => state::decode_peers(e.map_err(|e| self.err(e))?.1.value()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every producer set and the height it starts at, oldest first.
+    pub fn sets(&self) -> Result<Vec<(u64, Vec<PeerId>)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::SETS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = e.map_err(|e| self.err(e))?;
+            out.push((k.value(), state::decode_peers(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// An account's stake.
+    pub fn stake(&self, peer: &PeerId) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::ACCOUNTS).map_err(|e| self.err(e))?;
+        Ok(t.get(peer.to_bytes().as_slice()).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// The height a producer was jailed at for equivocating, if it was.
+    pub fn jailed(&self, peer: &PeerId) -> Result<Option<u64>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::JAILED).map_err(|e| self.err(e))?;
+        Ok(t.get(peer.to_bytes().as_slice()).map_err(|e| self.err(e))?.map(|v| v.value()))
+    }
+
+    /// Whether an offence (its key) is on the chain already.
+    pub(crate) fn offence_recorded(&self, key: &[u8; 32]) -> Result<bool> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::EVIDENCE).map_err(|e| self.err(e))?;
+        Ok(t.get(key.as_slice()).map_err(|e| self.err(e))?.is_some())
+    }
+
+    /// Whether `peer` stands for producer.
+    pub fn is_candidate(&self, peer: &PeerId) -> Result<bool> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::CANDIDATES).map_err(|e| self.err(e))?;
+        Ok(t.get(peer.to_bytes().as_slice()).map_err(|e| self.err(e))?.is_some())
+    }
+
+    /// Record a final block with its certificate, the proposers that missed
+    /// their rounds before it, and the state it leads to (`genesis` holds
+    /// the rules), and empty the log, in one synced transaction.
+    pub fn commit(
+        &self,
+        block: &Block,
+        certificate: &Certificate,
+        missed: &[Vec<u8>],
+        genesis: &Genesis,
+    ) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        state::apply(&txn, block, genesis).map_err(|e| self.wrap(e))?;
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(|e| self.err(e))?;
             if blocks.get(block.height).map_err(|e| self.err(e))?.is_some() {

@@ -10,6 +10,9 @@
 //! | signature: bytes(128)
 //! kind 1 anchor:  what: u8 (1 receipts, 2 deletions, 3 audits) | root: 32 | count: u64 | bytes: u64
 //! kind 2 release: product: bytes(128) | version: bytes(128) | manifest: bytes(128) | image_hash: 32
+//! kind 3 vote:    list(MAX_VOTES) of candidate: bytes(64)   (approval voting, weighted by the signer's stake)
+//! kind 4 candidate: addr: bytes(256)                        (the signer stands for producer, reachable there)
+//! kind 5 evidence: first: bytes(512) | second: bytes(512)   (two conflicting signed votes, as gossiped)
 //! ```
 //!
 //! A transaction's id is the BLAKE3 of all its bytes, signature included;
@@ -29,6 +32,12 @@ pub const MAX_TX_BYTES: usize = 2048;
 pub const MAX_LIFETIME: u64 = 1200;
 /// Bytes of a release record's text fields, each at most.
 const MAX_TEXT: usize = 128;
+/// Candidates one vote approves, at most.
+pub(crate) const MAX_VOTES: usize = 30;
+/// Bytes of a candidate's address, at most.
+const MAX_ADDR: usize = 256;
+/// Bytes of one signed vote inside evidence, at most.
+const MAX_EVIDENCE_VOTE: usize = 512;
 
 /// What a batch anchored on the chain holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +101,26 @@ pub enum Body {
         /// BLAKE3 of the image.
         image_hash: [u8; 32],
     },
+    /// The signer's stake approves these candidates for producer (replaces
+    /// its earlier vote; an empty list withdraws it).
+    Vote {
+        /// The candidates, at most [`MAX_VOTES`].
+        candidates: Vec<PeerId>,
+    },
+    /// The signer stands for producer, reachable at `addr`.
+    Candidate {
+        /// A multiaddr ending in `/p2p/<signer>`.
+        addr: String,
+    },
+    /// Two conflicting votes one producer signed for the same height, round
+    /// and step: anyone may submit it; the producer is jailed (out of the
+    /// next election) and part of its stake burned.
+    Evidence {
+        /// The first vote, as gossiped (see [`crate::Message`]).
+        first: Vec<u8>,
+        /// The second.
+        second: Vec<u8>,
+    },
 }
 
 /// A signed transaction.
@@ -142,6 +171,18 @@ impl Tx {
             }
             Body::Release { product, version, manifest, image_hash } => {
                 w.u8(2).bytes(product.as_bytes()).bytes(version.as_bytes()).bytes(manifest.as_bytes()).raw(image_hash);
+            }
+            Body::Vote { candidates } => {
+                w.u8(3).count(candidates.len());
+                for c in candidates {
+                    w.bytes(&c.to_bytes());
+                }
+            }
+            Body::Candidate { addr } => {
+                w.u8(4).bytes(addr.as_bytes());
+            }
+            Body::Evidence { first, second } => {
+                w.u8(5).bytes(first).bytes(second);
             }
         }
         w
@@ -196,6 +237,23 @@ impl Tx {
                 let manifest = text(&mut r)?;
                 Body::Release { product, version, manifest, image_hash: r.array()? }
             }
+            3 => {
+                let n = r.count(MAX_VOTES)?;
+                let mut candidates = Vec::with_capacity(n);
+                for _ in 0..n {
+                    candidates
+                        .push(PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("candidate: {e}")))?);
+                }
+                Body::Vote { candidates }
+            }
+            4 => {
+                let a = r.bytes(MAX_ADDR)?;
+                Body::Candidate { addr: String::from_utf8(a.to_vec()).map_err(|_| r.malformed("address not UTF-8"))? }
+            }
+            5 => {
+                let first = r.bytes(MAX_EVIDENCE_VOTE)?.to_vec();
+                Body::Evidence { first, second: r.bytes(MAX_EVIDENCE_VOTE)?.to_vec() }
+            }
             k => return Err(r.malformed(format!("unknown transaction kind {k}"))),
         };
         let signature = r.bytes(128)?.to_vec();
@@ -217,6 +275,17 @@ impl Tx {
             let bad = |s: &str| s.chars().any(char::is_control) || s.len() > MAX_TEXT;
             if bad(product) || bad(version) || bad(manifest) {
                 return Err(TxError::Invalid("a release record's text holds control characters or is too long".into()));
+            }
+        }
+        if let Body::Vote { candidates } = &self.body {
+            let mut seen = std::collections::HashSet::new();
+            if !candidates.iter().all(|c| seen.insert(*c)) {
+                return Err(TxError::Invalid("a vote names a candidate twice".into()));
+            }
+        }
+        if let Body::Candidate { addr } = &self.body {
+            if !addr.ends_with(&format!("/p2p/{}", self.signer)) || addr.chars().any(char::is_control) {
+                return Err(TxError::Invalid(format!("a candidate's address must end in /p2p/{}", self.signer)));
             }
         }
         let key = proto::public_key_of(&self.signer).map_err(|_| TxError::BadSignature)?;

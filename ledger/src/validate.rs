@@ -34,9 +34,48 @@ pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> 
         return Err(TxError::Replayed.into());
     }
     tx.check(chain)?;
-    if let crate::tx::Body::Anchor { root, .. } = &tx.body {
-        if let Some(id) = store.anchor(root)? {
-            return Err(TxError::Invalid(format!("that root is anchored already, by transaction {id}")).into());
+    match &tx.body {
+        crate::tx::Body::Anchor { root, .. } => {
+            if let Some(id) = store.anchor(root)? {
+                return Err(TxError::Invalid(format!("that root is anchored already, by transaction {id}")).into());
+            }
+        }
+        crate::tx::Body::Vote { .. } => {
+            if store.stake(&tx.signer)? == 0 {
+                return Err(TxError::Invalid(format!("{} holds no stake: only stake votes", tx.signer)).into());
+            }
+        }
+        crate::tx::Body::Evidence { first, second } => check_evidence(store, chain, height, first, second)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Two votes one producer signed for the same height, round and step, for
+/// different blocks, while in the set; an offence not recorded yet.
+fn check_evidence(store: &Store, chain: Hash, height: u64, first: &[u8], second: &[u8]) -> Result<()> {
+    let bad = |why: &str| Error::Tx(TxError::Invalid(format!("evidence: {why}")));
+    let (a, b, key) = crate::state::offence(first, second).map_err(|e| bad(&e.to_string()))?;
+    if a.validator != b.validator || a.height != b.height || a.round != b.round || a.kind != b.kind {
+        return Err(bad("the votes are not of one producer at one height, round and step"));
+    }
+    if a.value == b.value {
+        return Err(bad("the votes agree"));
+    }
+    if a.height.0 >= height {
+        return Err(bad("the votes are not of a past height"));
+    }
+    if !store.set_at(a.height.0)?.contains(&a.validator.0) {
+        return Err(bad("the voter was not a producer at that height"));
+    }
+    if store.offence_recorded(&key)? {
+        return Err(bad("that offence is on the chain already"));
+    }
+    let key_of = proto::public_key_of(&a.validator.0).map_err(|_| bad("the voter's key is not in its id"))?;
+    for bytes in [first, second] {
+        match crate::wire::Message::decode(bytes) {
+            Ok(crate::wire::Message::Vote(v)) if key_of.verify(&v.message.signed_bytes(chain), &v.signature.0) => {}
+            _ => return Err(bad("a vote's signature does not verify")),
         }
     }
     Ok(())
@@ -62,6 +101,10 @@ pub fn check_block(store: &Store, chain: Hash, parent_time: u64, block: &Block, 
     }
     if block.time_ms > now_ms.saturating_add(MAX_CLOCK_DRIFT_MS) {
         return Err(bad("its time is too far in the future".into()));
+    }
+    let next = crate::state::set_hash(&store.set_at(height + 1)?);
+    if block.next_set != next {
+        return Err(bad("it names another producer set for the next height".into()));
     }
     let mut ids = HashSet::new();
     let mut roots = HashSet::new();
@@ -90,6 +133,17 @@ mod tests {
 
     const CHAIN: Hash = Hash([1; 32]);
 
+    fn genesis() -> crate::Genesis {
+        crate::Genesis {
+            version: crate::GENESIS_VERSION,
+            name: "test".into(),
+            time_ms: 0,
+            producers: Vec::new(),
+            params: crate::Params::default(),
+            accounts: Vec::new(),
+        }
+    }
+
     fn anchor(n: u8) -> Body {
         Body::Anchor { kind: AnchorKind::Receipts, root: [n; 32], count: 1, bytes: 1 }
     }
@@ -101,14 +155,22 @@ mod tests {
         let mut parent = CHAIN;
         for h in 1..=n {
             let txs = if h == 1 { txs_at_1.clone() } else { Vec::new() };
-            let b = Block { chain: CHAIN, height: h, parent, time_ms: h, proposer: key.public().to_peer_id(), txs };
+            let b = Block {
+                chain: CHAIN,
+                height: h,
+                parent,
+                time_ms: h,
+                proposer: key.public().to_peer_id(),
+                next_set: crate::state::set_hash(&[]),
+                txs,
+            };
             let c = CommitCertificate {
                 height: Height(h),
                 round: Round::new(0),
                 value_id: b.hash(),
                 commit_signatures: vec![],
             };
-            store.commit(&b, &c, &[]).expect("commit");
+            store.commit(&b, &c, &[], &genesis()).expect("commit");
             parent = b.hash();
         }
         store
@@ -158,8 +220,15 @@ mod tests {
         let store = chain_of(dir.path(), 2, Vec::new());
         let key = Keypair::generate_ed25519();
         let parent = store.hash_at(2).expect("read").expect("b2");
-        let good =
-            Block { chain: CHAIN, height: 3, parent, time_ms: 10, proposer: key.public().to_peer_id(), txs: vec![] };
+        let good = Block {
+            chain: CHAIN,
+            height: 3,
+            parent,
+            time_ms: 10,
+            proposer: key.public().to_peer_id(),
+            next_set: crate::state::set_hash(&[]),
+            txs: vec![],
+        };
         assert!(check_block(&store, CHAIN, 2, &good, 100).is_ok());
         for bad in [
             Block { parent: Hash([7; 32]), ..good.clone() },
@@ -167,6 +236,7 @@ mod tests {
             Block { chain: Hash([3; 32]), ..good.clone() },
             Block { time_ms: 2, ..good.clone() },
             Block { time_ms: 100 + MAX_CLOCK_DRIFT_MS + 1, ..good.clone() },
+            Block { next_set: Hash([4; 32]), ..good.clone() },
         ] {
             assert!(matches!(check_block(&store, CHAIN, 2, &bad, 100), Err(Error::InvalidBlock { .. })), "{bad:?}");
         }

@@ -48,7 +48,15 @@ fn block(txs: usize, seed: u8) -> Block {
             Tx::sign(&key, chain, (0, chain), 10, body).expect("sign")
         })
         .collect();
-    Block { chain, height: 5, parent: Hash([9; 32]), time_ms: 77, proposer: key.public().to_peer_id(), txs }
+    Block {
+        chain,
+        height: 5,
+        parent: Hash([9; 32]),
+        time_ms: 77,
+        proposer: key.public().to_peer_id(),
+        next_set: Hash([8; 32]),
+        txs,
+    }
 }
 
 proptest! {

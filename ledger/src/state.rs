@@ -1,0 +1,325 @@
+//! The chain's state beside its blocks: stake, candidates, votes, jailed
+//! producers, recorded evidence and the producer set of every height, as
+//! the blocks make them (DPoS after the whitepapers' IPOS). Applied in the
+//! transaction that commits each block, so the state and the blocks never
+//! disagree after a crash.
+//!
+//! Elections: at every maintenance boundary (a height divisible by
+//! `maintenance`), each candidate's score is the stake of the accounts
+//! whose current vote approves it; the top `producers` (jailed ones left
+//! out; ties by peer id) form the set from `boundary + delay` on. Elected
+//! producers have equal voting power in consensus, as in DPoS: stake
+//! elects, it does not weigh votes. The genesis producers are candidates
+//! from the start and their stake approves the genesis set, so an election
+//! without other votes keeps it.
+//!
+//! Tables: `accounts` (peer → stake), `candidates` (peer → address),
+//! `votes` (voter → list of peers), `jailed` (peer → height), `evidence`
+//! (offence key → height), `sets` (first height → list of peers).
+
+use std::collections::BTreeMap;
+
+use libp2p_identity::PeerId;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::block::{Block, Hash};
+use crate::codec::{Reader, Writer};
+use crate::ctx::Vote;
+use crate::error::{Error, Result};
+use crate::genesis::Genesis;
+use crate::tx::Body;
+
+pub(crate) const ACCOUNTS: TableDefinition<&[u8], u64> = TableDefinition::new("accounts");
+pub(crate) const CANDIDATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("candidates");
+pub(crate) const VOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("votes");
+pub(crate) const JAILED: TableDefinition<&[u8], u64> = TableDefinition::new("jailed");
+pub(crate) const EVIDENCE: TableDefinition<&[u8], u64> = TableDefinition::new("evidence");
+pub(crate) const SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("sets");
+
+/// A list of peers' bytes (a vote's candidates, a set).
+pub(crate) fn encode_peers(peers: &[PeerId]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.count(peers.len());
+    for p in peers {
+        w.bytes(&p.to_bytes());
+    }
+    w.finish()
+}
+
+pub(crate) fn decode_peers(bytes: &[u8]) -> Result<Vec<PeerId>> {
+    let mut r = Reader::new(bytes, "list of peers");
+    let n = r.count(1024)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("peer: {e}")))?);
+    }
+    r.end()?;
+    Ok(out)
+}
+
+/// The hash naming a producer set (what a header's `next_set` holds).
+pub fn set_hash(peers: &[PeerId]) -> Hash {
+    let mut sorted = peers.to_vec();
+    sorted.sort();
+    let mut h = blake3::Hasher::new();
+    h.update(b"ionshard ledger producer set v1");
+    h.update(&encode_peers(&sorted));
+    Hash(*h.finalize().as_bytes())
+}
+
+/// The two votes of a piece of evidence, and the key its offence is recorded under.
+pub(crate) fn offence(first: &[u8], second: &[u8]) -> Result<(Vote, Vote, [u8; 32])> {
+    let vote = |b: &[u8]| match crate::wire::Message::decode(b)? {
+        crate::wire::Message::Vote(v) => Ok(v),
+        _ => Err(Error::Malformed { what: "evidence", why: "not a vote".into() }),
+    };
+    let (a, b) = (vote(first)?, vote(second)?);
+    let m = &a.message;
+    let mut w = Writer::new();
+    w.bytes(&m.validator.0.to_bytes()).u64(m.height.0).i64(m.round.as_i64());
+    w.u8(u8::from(m.kind == malachite_types::VoteType::Precommit));
+    let key = *blake3::hash(&w.finish()).as_bytes();
+    Ok((a.message.clone(), b.message.clone(), key))
+}
+
+/// Seed the state from `genesis` if it is empty (a new store).
+pub(crate) fn seed(txn: &WriteTransaction, genesis: &Genesis) -> Result<()> {
+    let mut sets = txn.open_table(SETS)?;
+    if sets.first()?.is_some() {
+        return Ok(());
+    }
+    let producers: Vec<PeerId> = genesis.producers.iter().filter_map(|p| p.peer.parse().ok()).collect();
+    sets.insert(1, encode_peers(&producers).as_slice())?;
+    let mut accounts = txn.open_table(ACCOUNTS)?;
+    for (peer, stake) in genesis.stakes() {
+        let have = accounts.get(peer.to_bytes().as_slice())?.map(|v| v.value()).unwrap_or(0);
+        accounts.insert(peer.to_bytes().as_slice(), have.saturating_add(stake))?;
+    }
+    let mut candidates = txn.open_table(CANDIDATES)?;
+    let mut votes = txn.open_table(VOTES)?;
+    for p in &genesis.producers {
+        if let Ok(id) = p.peer.parse::<PeerId>() {
+            candidates.insert(id.to_bytes().as_slice(), p.addr.as_bytes())?;
+            votes.insert(id.to_bytes().as_slice(), encode_peers(&producers).as_slice())?;
+        }
+    }
+    txn.open_table(JAILED)?;
+    txn.open_table(EVIDENCE)?;
+    Ok(())
+}
+
+/// Apply `block`'s transactions and, at a boundary, the election.
+pub(crate) fn apply(txn: &WriteTransaction, block: &Block, genesis: &Genesis) -> Result<()> {
+    let p = &genesis.params;
+    {
+        let mut votes = txn.open_table(VOTES)?;
+        let mut candidates = txn.open_table(CANDIDATES)?;
+        let mut jailed = txn.open_table(JAILED)?;
+        let mut evidence = txn.open_table(EVIDENCE)?;
+        let mut accounts = txn.open_table(ACCOUNTS)?;
+        for tx in &block.txs {
+            let signer = tx.signer.to_bytes();
+            match &tx.body {
+                Body::Vote { candidates: list } if list.is_empty() => {
+                    votes.remove(signer.as_slice())?;
+                }
+                Body::Vote { candidates: list } => {
+                    votes.insert(signer.as_slice(), encode_peers(list).as_slice())?;
+                }
+                Body::Candidate { addr } => {
+                    candidates.insert(signer.as_slice(), addr.as_bytes())?;
+                }
+                Body::Evidence { first, second } => {
+                    let (a, _, key) = offence(first, second)?;
+                    let offender = a.validator.0.to_bytes();
+                    evidence.insert(key.as_slice(), block.height)?;
+                    jailed.insert(offender.as_slice(), block.height)?;
+                    let stake = accounts.get(offender.as_slice())?.map(|v| v.value()).unwrap_or(0);
+                    let burned = stake / 100 * u64::from(p.slash_pct) + stake % 100 * u64::from(p.slash_pct) / 100;
+                    accounts.insert(offender.as_slice(), stake - burned.min(stake))?;
+                }
+                Body::Anchor { .. } | Body::Release { .. } => {}
+            }
+        }
+    }
+    if block.height % p.maintenance == 0 {
+        let elected = elect(txn, p.producers as usize)?;
+        let mut sets = txn.open_table(SETS)?;
+        let from = block.height + p.delay;
+        let current = sets.range(..=from)?.next_back().transpose()?.map(|(_, v)| v.value().to_vec());
+        let current = current.map(|c| decode_peers(&c)).transpose()?.unwrap_or_default();
+        let mut a = current.clone();
+        let mut b = elected.clone();
+        a.sort();
+        b.sort();
+        if !elected.is_empty() && a != b {
+            sets.insert(from, encode_peers(&elected).as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// The election: the top `n` candidates by approving stake, jailed ones out.
+fn elect(txn: &WriteTransaction, n: usize) -> Result<Vec<PeerId>> {
+    let votes = txn.open_table(VOTES)?;
+    let candidates = txn.open_table(CANDIDATES)?;
+    let jailed = txn.open_table(JAILED)?;
+    let accounts = txn.open_table(ACCOUNTS)?;
+    let mut score: BTreeMap<PeerId, u128> = BTreeMap::new();
+    for e in votes.iter()? {
+        let (voter, list) = e?;
+        let weight = accounts.get(voter.value())?.map(|v| v.value()).unwrap_or(0);
+        if weight == 0 {
+            continue;
+        }
+        for c in decode_peers(list.value())? {
+            let key = c.to_bytes();
+            if candidates.get(key.as_slice())?.is_some() && jailed.get(key.as_slice())?.is_none() {
+                *score.entry(c).or_default() += u128::from(weight);
+            }
+        }
+    }
+    let mut ranked: Vec<(PeerId, u128)> = score.into_iter().filter(|(_, s)| *s > 0).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(ranked.into_iter().take(n).map(|(p, _)| p).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p_identity::Keypair;
+    use malachite_types::{CommitCertificate, NilOrVal, Round, SignedVote, VoteType};
+
+    use super::*;
+    use crate::ctx::{Address, Height, Signature};
+    use crate::genesis::{Account, Params, Producer};
+    use crate::store::Store;
+    use crate::tx::Tx;
+
+    struct World {
+        genesis: Genesis,
+        producers: Vec<Keypair>,
+        voter: Keypair,
+        newcomer: Keypair,
+    }
+
+    fn world() -> World {
+        let producers: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
+        let voter = Keypair::generate_ed25519();
+        let newcomer = Keypair::generate_ed25519();
+        let genesis = Genesis {
+            version: crate::GENESIS_VERSION,
+            name: "t".into(),
+            time_ms: 0,
+            producers: producers
+                .iter()
+                .map(|k| {
+                    let id = k.public().to_peer_id();
+                    Producer { peer: id.to_string(), addr: format!("/ip4/127.0.0.1/tcp/1/p2p/{id}"), stake: 1000 }
+                })
+                .collect(),
+            params: Params { producers: 4, maintenance: 5, delay: 2, ..Params::default() },
+            accounts: vec![Account { peer: voter.public().to_peer_id().to_string(), stake: 10_000 }],
+        };
+        World { genesis, producers, voter, newcomer }
+    }
+
+    /// Commit `n` blocks, block `at` holding `txs`.
+    fn run(store: &Store, g: &Genesis, from: u64, to: u64, at: u64, txs: Vec<Tx>) {
+        let key = Keypair::generate_ed25519();
+        for h in from..=to {
+            let parent = store.hash_at(h - 1).expect("read").unwrap_or(g.hash());
+            let b = Block {
+                chain: g.hash(),
+                height: h,
+                parent,
+                time_ms: h,
+                proposer: key.public().to_peer_id(),
+                next_set: set_hash(&store.set_at(h + 1).expect("set")),
+                txs: if h == at { txs.clone() } else { Vec::new() },
+            };
+            let c = CommitCertificate {
+                height: Height(h),
+                round: Round::new(0),
+                value_id: b.hash(),
+                commit_signatures: vec![],
+            };
+            store.commit(&b, &c, &[], g).expect("commit");
+        }
+    }
+
+    fn vote(k: &Keypair, chain: Hash, value: u8) -> Vec<u8> {
+        let v = Vote {
+            kind: VoteType::Prevote,
+            height: Height(3),
+            round: Round::new(0),
+            value: NilOrVal::Val(Hash([value; 32])),
+            validator: Address(k.public().to_peer_id()),
+        };
+        let sig = Signature(k.sign(&v.signed_bytes(chain)).expect("sign"));
+        crate::wire::Message::Vote(SignedVote::new(v, sig)).encode()
+    }
+
+    #[test]
+    fn a_vote_changes_the_set_at_the_next_boundary_and_an_equivocator_is_voted_out_and_slashed() {
+        let w = world();
+        let g = &w.genesis;
+        let chain = g.hash();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), chain).expect("store");
+        store.seed(g).expect("seed");
+        let ids: Vec<PeerId> = w.producers.iter().map(|k| k.public().to_peer_id()).collect();
+        let newcomer = w.newcomer.public().to_peer_id();
+        assert_eq!(store.set_at(1).expect("set").len(), 4);
+
+        // The newcomer stands; the voter's stake approves it and three producers.
+        let stand = Body::Candidate { addr: format!("/ip4/127.0.0.1/tcp/2/p2p/{newcomer}") };
+        let ballot = Body::Vote { candidates: vec![ids[0], ids[1], ids[2], newcomer] };
+        let txs = vec![
+            Tx::sign(&w.newcomer, chain, (0, chain), 10, stand).expect("sign"),
+            Tx::sign(&w.voter, chain, (0, chain), 10, ballot).expect("sign"),
+        ];
+        run(&store, g, 1, 4, 2, txs);
+        assert_eq!(store.set_at(5).expect("set"), store.set_at(1).expect("set"), "nothing changes before the boundary");
+        run(&store, g, 5, 5, 0, Vec::new());
+        // Elected at 5, in force from 7 (delay 2): the newcomer in, producer 3 out.
+        let at7 = store.set_at(7).expect("set");
+        assert!(at7.contains(&newcomer) && !at7.contains(&ids[3]), "{at7:?}");
+        assert_eq!(store.set_at(6).expect("set").len(), 4);
+        assert!(store.set_at(6).expect("set").contains(&ids[3]));
+
+        // Producer 1 equivocates at height 3: jailed, 10% burned, out at the next boundary.
+        let evidence =
+            Body::Evidence { first: vote(&w.producers[1], chain, 1), second: vote(&w.producers[1], chain, 2) };
+        let tx = Tx::sign(&w.voter, chain, (0, chain), 20, evidence).expect("sign");
+        crate::validate::check_tx(&store, chain, 6, &tx).expect("the evidence holds");
+        run(&store, g, 6, 10, 6, vec![tx.clone()]);
+        assert_eq!(store.jailed(&ids[1]).expect("jailed"), Some(6));
+        assert_eq!(store.stake(&ids[1]).expect("stake"), 900);
+        let at12 = store.set_at(12).expect("set");
+        assert!(!at12.contains(&ids[1]) && at12.contains(&ids[3]) && at12.contains(&newcomer), "{at12:?}");
+        // The same offence again is refused.
+        let again = Body::Evidence { first: vote(&w.producers[1], chain, 2), second: vote(&w.producers[1], chain, 1) };
+        let tx2 = Tx::sign(&w.voter, chain, (0, chain), 20, again).expect("sign");
+        assert!(crate::validate::check_tx(&store, chain, 11, &tx2).is_err());
+        // Agreeing votes, or a stranger's, are no evidence.
+        let same = Body::Evidence { first: vote(&w.producers[2], chain, 1), second: vote(&w.producers[2], chain, 1) };
+        let tx3 = Tx::sign(&w.voter, chain, (0, chain), 20, same).expect("sign");
+        assert!(crate::validate::check_tx(&store, chain, 11, &tx3).is_err());
+        let stranger = Keypair::generate_ed25519();
+        let forged = Body::Evidence { first: vote(&stranger, chain, 1), second: vote(&stranger, chain, 2) };
+        let tx4 = Tx::sign(&w.voter, chain, (0, chain), 20, forged).expect("sign");
+        assert!(crate::validate::check_tx(&store, chain, 11, &tx4).is_err());
+    }
+
+    #[test]
+    fn an_account_without_stake_cannot_vote() {
+        let w = world();
+        let chain = w.genesis.hash();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), chain).expect("store");
+        store.seed(&w.genesis).expect("seed");
+        let nobody = Keypair::generate_ed25519();
+        let tx = Tx::sign(&nobody, chain, (0, chain), 10, Body::Vote { candidates: vec![] }).expect("sign");
+        assert!(matches!(crate::validate::check_tx(&store, chain, 1, &tx), Err(Error::Tx(crate::TxError::Invalid(_)))));
+    }
+}
