@@ -182,3 +182,128 @@ fn the_spn_anchors_receipts_as_it_publishes_and_a_receipt_proof_verifies_while_f
     drop(n);
     drop(c);
 }
+
+/// `ionshard ledger tx … --json` through `via`, signed with `key`.
+fn tx(via: &str, key: &Path, args: &[&str]) -> Value {
+    let o =
+        bin().args(["ledger", "tx", "--json", "--bootstrap", via, "--key", &s(key)]).args(args).output().expect("tx");
+    json_out(&o, "ledger tx")
+}
+
+fn peer_id(addr: &str) -> String {
+    addr.rsplit("/p2p/").next().expect("peer id").to_string()
+}
+
+#[test]
+fn a_vote_brings_a_producer_in_at_the_boundary_and_an_equivocating_producer_is_caught_jailed_and_voted_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let nodes: Vec<(PathBuf, String)> =
+        (0..5).map(|i| harness::procs::ledger_node(exe(), d, &format!("producer{i}"), i).expect("node")).collect();
+    let ids: Vec<String> = nodes.iter().map(|(_, a)| peer_id(a)).collect();
+    let voter_key = d.join("voter.key");
+    let voter = json_out(&bin().args(["id", "--json", "--key", &s(&voter_key)]).output().expect("id"), "id");
+    let voter = voter["peer_id"].as_str().expect("voter id").to_string();
+    let addrs: Vec<String> = nodes[..4].iter().map(|(_, a)| a.clone()).collect();
+    let extra: Vec<String> = ["--account", &format!("{voter}=10000"), "--maintenance", "10", "--max-producers", "4"]
+        .map(String::from)
+        .into();
+    let genesis = harness::procs::ledger_init(exe(), d, &addrs, 300, 300, &extra).expect("genesis");
+    let mut c = Chain { procs: Procs::new(&d.join("logs")), genesis, producers: nodes };
+    for i in 0..5 {
+        c.up(i);
+    }
+    c.wait_height(0, 3, Duration::from_secs(60));
+    let via = c.producers[0].1.clone();
+    let producers = |c: &Chain| -> Vec<String> {
+        c.status(0)["producers"]
+            .as_array()
+            .expect("producers")
+            .iter()
+            .map(|p| p.as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let wait_set = |c: &Chain, want: &dyn Fn(&[String]) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let now = producers(c);
+            if want(&now) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: the set stayed {now:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+
+    // Node 4 stands; the voter's stake approves it over producer 3.
+    tx(&via, &c.producers[4].0.join("identity.key"), &["candidate", "--addr", &c.producers[4].1]);
+    let ballot: Vec<&str> = [&ids[0], &ids[1], &ids[2], &ids[4]].iter().flat_map(|id| ["--for", id.as_str()]).collect();
+    let mut args = vec!["vote"];
+    args.extend(ballot);
+    tx(&via, &voter_key, &args);
+    wait_set(&c, &|s| s.contains(&ids[4]) && !s.contains(&ids[3]), "after the vote");
+    let changed_at = c.height(0) + 1;
+    c.wait_height(0, changed_at + 4, Duration::from_secs(60));
+
+    // Producer 1 signs two prevotes for one height and round: injected
+    // into the chain's gossip with its key, as a faulty producer would.
+    let chain = ledger::Genesis::load(&c.genesis).expect("genesis").hash();
+    let p1 = net::load_or_create_key(&c.producers[1].0.join("identity.key")).expect("key").0;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (inbound, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut cfg = net::client_config(&[via.parse().expect("address")]);
+        cfg.ledger = Some(net::Gossip {
+            topic: format!("/ionshard/ledger/{}", chain.to_hex()),
+            inbound,
+            max_bytes: ledger::MAX_MESSAGE_BYTES,
+        });
+        let (client, _h) = net::start(cfg, net::Keypair::generate_ed25519(), None).await.expect("gossip node");
+        // In the mesh once the chain's messages reach us.
+        tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("gossip arrives");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let h = c.height(0);
+        for ahead in 2..5 {
+            for value in [[1u8; 32], [2u8; 32]] {
+                let m = ledger::Message::prevote(&p1, chain, h + ahead, 0, ledger::Hash(value)).expect("sign");
+                client.publish_ledger(m.encode()).await.expect("publish");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        client.shutdown().await;
+    });
+    wait_set(&c, &|s| !s.contains(&ids[1]) && s.contains(&ids[3]) && s.contains(&ids[4]), "after the equivocation");
+    let out_at = c.height(0) + 1;
+    c.wait_height(0, out_at + 4, Duration::from_secs(60));
+
+    // On every store: producer 1 jailed and slashed, and every block after
+    // each change certified by its new set alone.
+    for i in 0..5 {
+        c.down(i);
+    }
+    let stores: Vec<ledger::Store> =
+        c.producers.iter().map(|(d, _)| ledger::Store::open(&d.join("ledger"), chain).expect("store")).collect();
+    let p1_id: net::PeerId = ids[1].parse().expect("id");
+    for st in &stores {
+        assert!(st.jailed(&p1_id).expect("read").is_some(), "producer 1 is jailed");
+        // 10% burned per offence; it signed two votes at up to three heights.
+        let stake = st.stake(&p1_id).expect("read");
+        assert!((729..=900).contains(&stake), "stake {stake}");
+    }
+    let top = stores.iter().map(|st| st.height().expect("height")).min().expect("five");
+    for h in 1..=top {
+        let hashes: Vec<_> = stores.iter().map(|st| st.hash_at(h).expect("read")).collect();
+        assert!(hashes.iter().all(|x| *x == hashes[0]), "height {h}: {hashes:?}");
+        let (block, cert) = stores[0].block_at(h).expect("read").expect("block");
+        let set = stores[0].set_at(h).expect("set");
+        let vs = ledger::ValidatorSet::new(
+            set.iter().filter_map(|p| ledger::validator(*p, 1)).collect(),
+            ledger::Hash::default(),
+        );
+        ledger::verify_certificate(chain, &cert, &vs).expect("certified by its own set");
+        for s in &cert.commit_signatures {
+            assert!(set.contains(&s.address.0), "block {h} signed by {} outside its set", s.address);
+        }
+        assert_eq!(cert.value_id, block.hash());
+    }
+}

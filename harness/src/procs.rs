@@ -147,13 +147,61 @@ pub fn wait_peers(spn: &client::Spn, want: u64, within: Duration) -> Result<()> 
     }
 }
 
-/// A chain of `n` producers for the ledger, made under `dir`: each producer's
-/// key in `dir/producerI`, a TCP port free on a loopback address of its own,
-/// and a genesis naming them all at `dir/genesis.json` (through `EXE ledger
-/// init`): a block each `block_ms`, and with nothing to record one each
-/// `idle_ms`. Returns the genesis and, per producer, its directory and address.
-/// A port is free when chosen; a process may take it before the producer
-/// starts (the caller sees the producer fail to start, and says so).
+/// A ledger node's key in `dir/nodeI` (made by `EXE id`) and an address on
+/// a loopback address of its own with a TCP port free when chosen (a
+/// process may take it before the node starts: the caller then sees the
+/// node fail to start, and says so). Returns its directory and address.
+pub fn ledger_node(exe: &Path, dir: &Path, name: &str, i: usize) -> Result<(std::path::PathBuf, String)> {
+    let io = |what: String| move |source| Error::Io { what, source };
+    let pdir = dir.join(name);
+    std::fs::create_dir_all(&pdir).map_err(io(format!("creating {}", pdir.display())))?;
+    let key = pdir.join("identity.key");
+    let out = Command::new(exe)
+        .args(["id", "--json", "--key", &key.display().to_string()])
+        .output()
+        .map_err(io("running ionshard id".into()))?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| Error::NotReady(format!("ionshard id: {e}")))?;
+    let id = v["peer_id"].as_str().unwrap_or_default().to_string();
+    let ip = crate::household(200 + i);
+    let port = std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(io(format!("finding a free port on {ip}")))?
+        .port();
+    Ok((pdir, format!("/ip4/{ip}/tcp/{port}/p2p/{id}")))
+}
+
+/// Write `dir/genesis.json` for `producers` (their addresses) through `EXE
+/// ledger init`: a block each `block_ms`, and with nothing to record one
+/// each `idle_ms`; `extra` flags go to `ledger init` as they are.
+pub fn ledger_init(
+    exe: &Path,
+    dir: &Path,
+    producers: &[String],
+    block_ms: u64,
+    idle_ms: u64,
+    extra: &[String],
+) -> Result<std::path::PathBuf> {
+    let mut init = strings(["ledger", "init", "--json", "--block-ms", &block_ms.to_string()]);
+    init.extend(strings(["--propose-ms", &(block_ms * 3).max(600).to_string(), "--idle-ms", &idle_ms.to_string()]));
+    for addr in producers {
+        init.extend(strings(["--producer", addr]));
+    }
+    init.extend_from_slice(extra);
+    let genesis = dir.join("genesis.json");
+    init.extend(strings(["--out", &genesis.display().to_string()]));
+    let out = Command::new(exe)
+        .args(&init)
+        .output()
+        .map_err(|source| Error::Io { what: "running ionshard ledger init".into(), source })?;
+    if !out.status.success() {
+        return Err(Error::NotReady(format!("ledger init: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(genesis)
+}
+
+/// A chain of `n` producers under `dir` (`producerI`, see [`ledger_node`])
+/// and its genesis (see [`ledger_init`]). Returns the genesis and, per
+/// producer, its directory and address.
 pub fn ledger_genesis(
     exe: &Path,
     dir: &Path,
@@ -161,35 +209,9 @@ pub fn ledger_genesis(
     block_ms: u64,
     idle_ms: u64,
 ) -> Result<(std::path::PathBuf, Vec<(std::path::PathBuf, String)>)> {
-    let io = |what: String| move |source| Error::Io { what, source };
-    let mut producers = Vec::new();
-    let mut init = strings(["ledger", "init", "--json", "--block-ms", &block_ms.to_string()]);
-    init.extend(strings(["--propose-ms", &(block_ms * 3).max(600).to_string(), "--idle-ms", &idle_ms.to_string()]));
-    for i in 0..n {
-        let pdir = dir.join(format!("producer{i}"));
-        std::fs::create_dir_all(&pdir).map_err(io(format!("creating {}", pdir.display())))?;
-        let key = pdir.join("identity.key");
-        let out = Command::new(exe)
-            .args(["id", "--json", "--key", &key.display().to_string()])
-            .output()
-            .map_err(io("running ionshard id".into()))?;
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| Error::NotReady(format!("ionshard id: {e}")))?;
-        let id = v["peer_id"].as_str().unwrap_or_default().to_string();
-        let ip = crate::household(200 + i);
-        let port = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(io(format!("finding a free port on {ip}")))?
-            .port();
-        let addr = format!("/ip4/{ip}/tcp/{port}/p2p/{id}");
-        init.extend(strings(["--producer", &addr]));
-        producers.push((pdir, addr));
-    }
-    let genesis = dir.join("genesis.json");
-    init.extend(strings(["--out", &genesis.display().to_string()]));
-    let out = Command::new(exe).args(&init).output().map_err(io("running ionshard ledger init".into()))?;
-    if !out.status.success() {
-        return Err(Error::NotReady(format!("ledger init: {}", String::from_utf8_lossy(&out.stderr))));
-    }
+    let producers = (0..n).map(|i| ledger_node(exe, dir, &format!("producer{i}"), i)).collect::<Result<Vec<_>>>()?;
+    let addrs: Vec<String> = producers.iter().map(|(_, a)| a.clone()).collect();
+    let genesis = ledger_init(exe, dir, &addrs, block_ms, idle_ms, &[])?;
     Ok((genesis, producers))
 }
 

@@ -36,7 +36,7 @@ pub use cert::{
     Certificate, MAX_SIGNATURES, decode as decode_certificate, encode as encode_certificate,
     verify as verify_certificate,
 };
-pub use ctx::{Address, Ctx, ValidatorSet, validator};
+pub use ctx::{Address, Ctx, Height, ValidatorSet, validator};
 pub use engine::{Ledger, Out, Status, answer, start};
 pub use error::{Error, Result, TxError};
 pub use genesis::{Account, GENESIS_VERSION, Genesis, Params, Producer};

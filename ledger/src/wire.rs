@@ -49,6 +49,26 @@ pub enum Message {
 }
 
 impl Message {
+    /// A prevote by `key` for block `value` at `height` and `round` on chain
+    /// `chain`, signed as a producer signs it.
+    pub fn prevote(
+        key: &libp2p_identity::Keypair,
+        chain: Hash,
+        height: u64,
+        round: u32,
+        value: Hash,
+    ) -> Result<Message> {
+        let v = Vote {
+            kind: VoteType::Prevote,
+            height: Height(height),
+            round: malachite_types::Round::new(round),
+            value: NilOrVal::Val(value),
+            validator: Address(key.public().to_peer_id()),
+        };
+        let sig = key.sign(&v.signed_bytes(chain)).map_err(|e| Error::Signing(e.to_string()))?;
+        Ok(Message::Vote(SignedVote::new(v, Signature(sig))))
+    }
+
     /// The message's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
