@@ -37,16 +37,35 @@ pub(crate) enum LedgerCommand {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// Check a proof holding only the producer set (the genesis file).
+    /// Check a proof holding only the producers: the genesis file, or a
+    /// producers file (`ionshard ledger producers`) once elections changed them.
     Verify {
         /// The proof (a file of hex, as `prove` writes).
         proof: PathBuf,
-        /// The genesis naming the producers.
+        /// The genesis, or a producers file.
         #[arg(long, env = "IONSHARD_GENESIS")]
         producers: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a producers file: the genesis and every change of the producer
+    /// set since, each checked against the set before it; what `verify` needs.
+    Producers {
+        /// The chain's genesis.
+        #[arg(long, env = "IONSHARD_GENESIS")]
+        genesis: PathBuf,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        ask: AskOpts,
+    },
+    /// Restart a chain halted for good (more than a third of the producers
+    /// lost): sign a new producer set, or apply a signed one to a stopped node.
+    Recover {
+        #[command(subcommand)]
+        what: RecoverCommand,
     },
     /// Sign a transaction and offer it to the producers; wait until a block holds it.
     Tx {
@@ -63,6 +82,45 @@ pub(crate) enum LedgerCommand {
         /// Return once a producer took it, without waiting for a block.
         #[arg(long, global = true)]
         no_wait: bool,
+    },
+}
+
+/// Recovery of a halted chain.
+#[derive(clap::Subcommand)]
+pub(crate) enum RecoverCommand {
+    /// Sign, with a stopped producer's key, the recovery that makes these the
+    /// producers from the height the chain halted at (adds to FILE if it exists).
+    Sign {
+        /// The producer's directory (its identity.key and ledger).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The chain's genesis.
+        #[arg(long, env = "IONSHARD_GENESIS")]
+        genesis: PathBuf,
+        /// A producer of the new set (repeatable).
+        #[arg(long = "producer", required = true)]
+        producers: Vec<String>,
+        /// The recovery file, passed from signer to signer.
+        #[arg(long)]
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a recovery signed by at least half of the producers to a
+    /// stopped node (every node of the chain: producers and followers).
+    Apply {
+        /// The recovery file.
+        file: PathBuf,
+        /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The chain's genesis.
+        #[arg(long, env = "IONSHARD_GENESIS")]
+        genesis: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -199,6 +257,8 @@ pub(crate) fn run(command: LedgerCommand) -> Result<()> {
         LedgerCommand::Tx { body, ask, key, lifetime, no_wait } => tx(body, &ask, key, lifetime, no_wait),
         LedgerCommand::Prove { what, out, json } => prove(what, out.as_deref(), json),
         LedgerCommand::Verify { proof, producers, json } => verify(&proof, &producers, json),
+        LedgerCommand::Producers { genesis, out, ask } => producers_file(&genesis, &out, &ask),
+        LedgerCommand::Recover { what } => recover(what),
     }
 }
 
@@ -407,6 +467,161 @@ fn tx(c: TxCommand, a: &AskOpts, key: Option<PathBuf>, lifetime: u64, no_wait: b
     Ok(())
 }
 
+/// A producers file as `ledger producers` writes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ProducersFile {
+    genesis: Genesis,
+    /// Each change of the set, hex of its bytes.
+    changes: Vec<String>,
+}
+
+/// The genesis and the producer sets a genesis or producers file shows, checked.
+fn load_producers(path: &Path) -> Result<(Genesis, Vec<(u64, Vec<PeerId>)>)> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(f) = serde_json::from_slice::<ProducersFile>(&text) {
+        f.genesis.check()?;
+        let changes = f
+            .changes
+            .iter()
+            .map(|h| {
+                let b = data_encoding::HEXLOWER.decode(h.as_bytes()).context("a change that is not hex")?;
+                Ok(ledger::sets::SetChange::decode(&b)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sets = ledger::sets::follow(&f.genesis, &changes)
+            .with_context(|| format!("{} does not hold together", path.display()))?;
+        return Ok((f.genesis, sets));
+    }
+    let g = Genesis::load(path)?;
+    let sets = ledger::sets::follow(&g, &[])?;
+    Ok((g, sets))
+}
+
+fn producers_file(genesis: &Path, out: &Path, a: &AskOpts) -> Result<()> {
+    let g = Genesis::load(genesis)?;
+    let (_, peer) = first(&a.bootstrap)?;
+    let changes = runtime()?.block_on(async {
+        let (client, _h) = join(&a.bootstrap, None).await?;
+        let bytes = client
+            .ask_ledger(peer, &Question::Sets.encode(), 16 << 20)
+            .await
+            .map_err(|e| anyhow!("asking {peer} for the producer sets: {e}"))?;
+        client.shutdown().await;
+        anyhow::Ok(ledger::rpc::sets_answer(&bytes)?)
+    })?;
+    let sets = ledger::sets::follow(&g, &changes).context("the node's producer history does not check out")?;
+    let f = ProducersFile {
+        genesis: g,
+        changes: changes.iter().map(|c| data_encoding::HEXLOWER.encode(&c.encode())).collect(),
+    };
+    crate::files::write_atomic(out, &serde_json::to_vec_pretty(&f)?)?;
+    if a.json {
+        println!("{}", json!({ "producers": out.display().to_string(), "changes": changes.len() }));
+    } else {
+        println!("wrote {} ({} change(s) of the producers, each checked)", out.display(), changes.len());
+        for (from, p) in &sets {
+            println!("  from height {from}: {} producer(s)", p.len());
+        }
+    }
+    Ok(())
+}
+
+fn recover(what: RecoverCommand) -> Result<()> {
+    match what {
+        RecoverCommand::Sign { dir, genesis, producers, file, json } => {
+            let g = Genesis::load(&genesis)?;
+            let chain = g.hash();
+            let store = ledger::Store::open(&dir.join("ledger"), chain).with_context(|| {
+                format!("opening the ledger of the node in {} (stop the node first)", dir.display())
+            })?;
+            let (key, _) = net::load_or_create_key(&dir.join("identity.key"))?;
+            let list: Vec<PeerId> = producers
+                .iter()
+                .map(|p| p.parse().with_context(|| format!("--producer {p:?} is not a peer id")))
+                .collect::<Result<_>>()?;
+            let held = store.height()?;
+            let last =
+                if held == 0 { chain } else { store.hash_at(held)?.context("the store lost its newest block")? };
+            let mut r = match std::fs::read(&file) {
+                Ok(b) => {
+                    ledger::Recovery::decode(&b).with_context(|| format!("{} is not a recovery", file.display()))?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ledger::Recovery { chain, height: held + 1, last, producers: list.clone(), signatures: Vec::new() }
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            };
+            if r.chain != chain || r.height != held + 1 || r.last != last || r.producers != list {
+                bail!(
+                    "{} restarts height {} after block {} with other producers; this node halted at height {} after {}:                      sign the same recovery as the others, or start a new file",
+                    file.display(),
+                    r.height,
+                    r.last.to_hex(),
+                    held + 1,
+                    last.to_hex()
+                );
+            }
+            // One recovery per halted height: refuse to sign a second, different one.
+            let mark = dir.join("ledger").join(format!("recovery-signed-{}", r.height));
+            let digest =
+                blake3::hash(&ledger::Recovery { signatures: Vec::new(), ..r.clone() }.encode()).to_hex().to_string();
+            match std::fs::read_to_string(&mark) {
+                Ok(d) if d.trim() != digest => {
+                    bail!("this producer signed another recovery for height {} already; it signs one only", r.height)
+                }
+                _ => {}
+            }
+            crate::files::write_atomic(&mark, digest.as_bytes())?;
+            r.sign(&key)?;
+            crate::files::write_atomic(&file, &r.encode())?;
+            let set = store.set_at(r.height)?;
+            let enough = r.verify(&set).is_ok();
+            if json {
+                println!(
+                    "{}",
+                    json!({ "file": file.display().to_string(), "height": r.height, "signatures": r.signatures.len(), "enough": enough })
+                );
+            } else {
+                println!(
+                    "signed the recovery of height {} ({} signature(s) of {} producer(s); {})",
+                    r.height,
+                    r.signatures.len(),
+                    set.len(),
+                    if enough {
+                        "enough: apply it on every node with `ionshard ledger recover apply`"
+                    } else {
+                        "pass it to the next producer"
+                    }
+                );
+            }
+            Ok(())
+        }
+        RecoverCommand::Apply { file, dir, genesis, json } => {
+            let g = Genesis::load(&genesis)?;
+            let store = ledger::Store::open(&dir.join("ledger"), g.hash()).with_context(|| {
+                format!("opening the ledger of the node in {} (stop the node first)", dir.display())
+            })?;
+            store.seed(&g)?;
+            let b = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let r = ledger::Recovery::decode(&b).with_context(|| format!("{} is not a recovery", file.display()))?;
+            store.recover(&r)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "height": r.height, "producers": r.producers.iter().map(ToString::to_string).collect::<Vec<_>>() })
+                );
+            } else {
+                println!(
+                    "from height {} the producers are {} node(s); start the node again",
+                    r.height,
+                    r.producers.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 fn prove(what: ProveCommand, out: Option<&Path>, json_out: bool) -> Result<()> {
     let hex = match what {
         ProveCommand::Receipt { shard, peer, spn, token } => {
@@ -461,9 +676,9 @@ fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {
         .decode(String::from_utf8_lossy(&text).trim().as_bytes())
         .map_err(|e| anyhow!("{} is not a proof in hex: {e}", proof.display()))?;
     let p = ledger::Proof::decode(&bytes)?;
-    let g = Genesis::load(producers)?;
+    let (g, sets) = load_producers(producers)?;
     let chain = g.hash();
-    let set = g.validators(Hash::default());
+    let set = ledger::sets::at(&sets, p.header.height);
     let (proven, receipt) = if p.item.is_some() {
         let (proven, r) = p.verify_receipt(chain, &set).map_err(|e| anyhow!("the proof does not hold: {e}"))?;
         (proven, Some(r))

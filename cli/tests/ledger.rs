@@ -307,3 +307,96 @@ fn a_vote_brings_a_producer_in_at_the_boundary_and_an_equivocating_producer_is_c
         assert_eq!(cert.value_id, block.hash());
     }
 }
+
+#[test]
+fn a_chain_halted_for_good_restarts_under_a_recovery_signed_by_half_its_producers_and_light_proofs_follow_the_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let nodes: Vec<(PathBuf, String)> =
+        (0..5).map(|i| harness::procs::ledger_node(exe(), d, &format!("producer{i}"), i).expect("node")).collect();
+    let ids: Vec<String> = nodes.iter().map(|(_, a)| peer_id(a)).collect();
+    let addrs: Vec<String> = nodes[..4].iter().map(|(_, a)| a.clone()).collect();
+    let genesis = harness::procs::ledger_init(exe(), d, &addrs, 300, 300, &[]).expect("genesis");
+    let gs = s(&genesis);
+    let mut c = Chain { procs: Procs::new(&d.join("logs")), genesis, producers: nodes };
+    for i in 0..5 {
+        c.up(i); // node 4 follows the chain
+    }
+    c.wait_height(0, 3, Duration::from_secs(60));
+    c.wait_height(4, 3, Duration::from_secs(60));
+
+    // Producers 2 and 3 are lost for good: the chain halts.
+    c.down(2);
+    c.down(3);
+    std::thread::sleep(Duration::from_secs(2));
+    let halted = c.height(0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(c.height(0) <= halted + 1, "the chain went on with half its producers");
+    for i in [0, 1, 4] {
+        c.down(i);
+    }
+    let rec = d.join("recovery.bin");
+    let sign = |i: usize| {
+        bin()
+            .args(["ledger", "recover", "sign", "--json", "--dir", &s(&c.producers[i].0), "--genesis", &gs])
+            .args(["--file", &s(&rec), "--producer", &ids[0], "--producer", &ids[1], "--producer", &ids[4]])
+            .output()
+            .expect("recover sign")
+    };
+    let apply = |i: usize| {
+        bin()
+            .args(["ledger", "recover", "apply", &s(&rec), "--json", "--dir", &s(&c.producers[i].0), "--genesis", &gs])
+            .output()
+            .expect("recover apply")
+    };
+    let one = json_out(&sign(0), "sign");
+    assert_eq!(one["enough"], false);
+    let refused = apply(0);
+    assert!(!refused.status.success(), "a recovery one producer of four signed was applied");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("at least 2"), "{why}");
+    let two = json_out(&sign(1), "sign");
+    assert_eq!(two["enough"], true);
+    for i in [0, 1, 4] {
+        json_out(&apply(i), "apply");
+    }
+    for i in [0, 1, 4] {
+        c.up(i);
+    }
+    c.wait_height(0, halted + 4, Duration::from_secs(90));
+    c.wait_height(4, halted + 4, Duration::from_secs(90));
+    let now: Vec<String> = c.status(0)["producers"]
+        .as_array()
+        .expect("producers")
+        .iter()
+        .map(|p| p.as_str().unwrap_or("").into())
+        .collect();
+    assert!(now.contains(&ids[4]) && !now.contains(&ids[2]) && now.len() == 3, "{now:?}");
+
+    // A release recorded after the recovery; its proof checks against the
+    // producers file (genesis + the signed change), not the genesis alone.
+    let via = c.producers[0].1.clone();
+    let key = d.join("vendor.key");
+    let hash = "cd".repeat(32);
+    let t = tx(
+        &via,
+        &key,
+        &["release", "--product", "cam", "--version", "9", "--manifest", "bafyx", "--image-hash", &hash],
+    );
+    let id = t["tx"].as_str().expect("tx id");
+    assert!(t["height"].as_u64().expect("height") > halted);
+    let proof = d.join("release.proof");
+    let o =
+        bin().args(["ledger", "prove", "tx", id, "--bootstrap", &via, "--out", &s(&proof)]).output().expect("prove");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pf = d.join("producers.json");
+    let o = bin()
+        .args(["ledger", "producers", "--genesis", &gs, "--out", &s(&pf), "--bootstrap", &via, "--json"])
+        .output()
+        .expect("producers");
+    assert_eq!(json_out(&o, "producers")["changes"], 1);
+    let ok = bin().args(["ledger", "verify", &s(&proof), "--producers", &s(&pf), "--json"]).output().expect("verify");
+    assert_eq!(json_out(&ok, "verify")["proves"]["release"]["version"], "9");
+    let old = bin().args(["ledger", "verify", &s(&proof), "--producers", &gs]).output().expect("verify");
+    assert!(!old.status.success(), "a block of the new producers checked against the genesis's");
+}

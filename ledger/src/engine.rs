@@ -217,6 +217,7 @@ pub fn start(
         timers: HashMap::new(),
         queue: VecDeque::new(),
         values: HashMap::new(),
+        own: HashMap::new(),
         early: BTreeMap::new(),
         pool: VecDeque::new(),
         pooled: HashSet::new(),
@@ -266,6 +267,10 @@ struct App {
     queue: VecDeque<Input<Ctx>>,
     /// Blocks for the current height that passed the checks, by hash.
     values: HashMap<Hash, Block>,
+    /// Blocks this node proposed at the current height, by round: asked
+    /// again for a round it proposed in (a restart replays the log), it
+    /// proposes the same block, never a second one.
+    own: HashMap<i64, Block>,
     /// Proposals for later heights, checked once we get there.
     early: BTreeMap<u64, Vec<SignedProposal<Ctx>>>,
     pool: VecDeque<Tx>,
@@ -297,6 +302,18 @@ impl Engine {
                 Vec::new()
             }
         };
+        // What the log says this node proposed and saw, before the core asks again.
+        for input in &wal {
+            let (block, proposer, round) = match input {
+                Input::Proposal(p) => (&p.message.block, p.message.proposer, p.message.round),
+                Input::ProposedValue(v, _) => (&v.value, v.proposer, v.round),
+                _ => continue,
+            };
+            self.app.values.insert(block.hash(), block.clone());
+            if proposer == self.app.me {
+                self.app.own.insert(round.as_i64(), block.clone());
+            }
+        }
         self.feed(Input::StartHeight(Height(h), set, !wal.is_empty(), None, VoteExtensionPolicy::Disabled));
         if !wal.is_empty() {
             info!(height = h, entries = wal.len(), "replaying the ledger's write-ahead log");
@@ -416,6 +433,7 @@ impl Engine {
         self.app.height = h;
         self.app.set = set.clone();
         self.app.values.clear();
+        self.app.own.clear();
         self.app.timers.clear();
         self.feed(Input::StartHeight(Height(h), set, false, None, VoteExtensionPolicy::Disabled));
         let early = self.app.early.remove(&h).unwrap_or_default();
@@ -715,9 +733,14 @@ impl App {
             }
             Effect::RepublishRoundCertificate(_, r) => r.resume_with(()),
             Effect::GetValue(height, round, _, r) => {
-                match self.build(height.0) {
+                let block = match self.own.get(&round.as_i64()) {
+                    Some(b) => Ok(b.clone()),
+                    None => self.build(height.0),
+                };
+                match block {
                     Ok(block) => {
                         self.values.insert(block.hash(), block.clone());
+                        self.own.insert(round.as_i64(), block.clone());
                         self.queue.push_back(Input::Propose(LocallyProposedValue::new(height, round, block)));
                     }
                     Err(e) => warn!("cannot build block {height}: {e}"),

@@ -4,9 +4,10 @@
 //! transaction landed. One question, one answer; both bounded.
 //!
 //! ```text
-//! question = 1 block: height: u64 | 2 status | 3 submit: bytes(MAX_TX_BYTES) | 4 find: tx id: 32
+//! question = 1 block: height: u64 | 2 status | 3 submit: bytes(MAX_TX_BYTES) | 4 find: tx id: 32 | 5 sets
 //! answer   = block: see [`crate::wire`] | status: bytes(64 KiB) of JSON
 //!          | submit: 0 id: 32 | 1 error: bytes(1024) | find: 0 (not yet) | 1 height: u64 | index: u32
+//!          | sets: list(4096) of change: bytes(256 KiB) (see [`crate::sets`])
 //! ```
 
 use crate::codec::{Reader, Writer};
@@ -30,6 +31,8 @@ pub enum Question {
     Submit(Box<Tx>),
     /// Where this transaction is on the chain.
     Find(TxId),
+    /// Every change of the producer set, with what shows it.
+    Sets,
 }
 
 impl Question {
@@ -41,6 +44,7 @@ impl Question {
             Question::Status => w.u8(2),
             Question::Submit(tx) => w.u8(3).bytes(&tx.encode()),
             Question::Find(id) => w.u8(4).raw(&id.0),
+            Question::Sets => w.u8(5),
         };
         w.finish()
     }
@@ -53,6 +57,7 @@ impl Question {
             2 => Question::Status,
             3 => Question::Submit(Box::new(Tx::decode(r.bytes(MAX_TX_BYTES)?)?)),
             4 => Question::Find(TxId(r.array()?)),
+            5 => Question::Sets,
             k => return Err(r.malformed(format!("question kind {k}"))),
         };
         r.end()?;
@@ -90,9 +95,28 @@ pub async fn serve(ledger: &Ledger, question: &[u8]) -> Vec<u8> {
                 w.u8(0);
             }
         },
+        Ok(Question::Sets) => {
+            let changes = crate::sets::changes(ledger.store()).unwrap_or_default();
+            w.count(changes.len());
+            for c in changes {
+                w.bytes(&c.encode());
+            }
+        }
         Err(_) => {}
     }
     w.finish()
+}
+
+/// Parse the answer to [`Question::Sets`].
+pub fn sets_answer(bytes: &[u8]) -> Result<Vec<crate::sets::SetChange>> {
+    let mut r = Reader::new(bytes, "sets answer");
+    let n = r.count(4096)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(crate::sets::SetChange::decode(r.bytes(256 << 10)?)?);
+    }
+    r.end()?;
+    Ok(out)
 }
 
 /// Parse the answer to [`Question::Status`].

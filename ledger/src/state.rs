@@ -15,7 +15,8 @@
 //!
 //! Tables: `accounts` (peer → stake), `candidates` (peer → address),
 //! `votes` (voter → list of peers), `jailed` (peer → height), `evidence`
-//! (offence key → height), `sets` (first height → list of peers).
+//! (offence key → height), `sets` (first height → list of peers),
+//! `recoveries` (first height → the signed recovery that set it).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,7 @@ pub(crate) const VOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vo
 pub(crate) const JAILED: TableDefinition<&[u8], u64> = TableDefinition::new("jailed");
 pub(crate) const EVIDENCE: TableDefinition<&[u8], u64> = TableDefinition::new("evidence");
 pub(crate) const SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("sets");
+pub(crate) const RECOVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("recoveries");
 
 /// A list of peers' bytes (a vote's candidates, a set).
 pub(crate) fn encode_peers(peers: &[PeerId]) -> Vec<u8> {

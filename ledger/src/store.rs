@@ -94,6 +94,7 @@ impl Store {
             txn.open_table(t).map_err(|e| s.err(e))?;
         }
         txn.open_table(state::SETS).map_err(|e| s.err(e))?;
+        txn.open_table(state::RECOVERIES).map_err(|e| s.err(e))?;
         txn.commit().map_err(|e| s.err(e))?;
         Ok(s)
     }
@@ -204,6 +205,63 @@ impl Store {
             out.push((k.value(), state::decode_peers(v.value())?));
         }
         Ok(out)
+    }
+
+    /// Apply a recovery (the node stopped): from its height on, its
+    /// producers. Refused when this store holds the recovery's height
+    /// already, holds another last block than it names, or when fewer
+    /// than half of the producers this store knows at that height signed.
+    pub fn recover(&self, r: &crate::Recovery) -> Result<()> {
+        let held = self.height()?;
+        if r.chain != self.chain()? {
+            return Err(Error::Genesis("the recovery is for another chain".into()));
+        }
+        if held >= r.height {
+            return Err(Error::Genesis(format!(
+                "this store holds block {held}, at or past the recovery's height {}: the chain did not halt there",
+                r.height
+            )));
+        }
+        if held + 1 == r.height {
+            let last = if held == 0 { Some(r.chain) } else { self.hash_at(held)? };
+            if last != Some(r.last) {
+                return Err(Error::Genesis(format!(
+                    "the recovery names block {} as {}, this store holds another: it is not for this history",
+                    held,
+                    r.last.to_hex()
+                )));
+            }
+        }
+        r.verify(&self.set_at(r.height)?)?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut sets = txn.open_table(state::SETS).map_err(|e| self.err(e))?;
+            // Elections scheduled past the halt came from the lost producers' era: the recovery replaces them.
+            sets.retain(|from, _| from < r.height).map_err(|e| self.err(e))?;
+            sets.insert(r.height, state::encode_peers(&r.producers).as_slice()).map_err(|e| self.err(e))?;
+            let mut recs = txn.open_table(state::RECOVERIES).map_err(|e| self.err(e))?;
+            recs.insert(r.height, r.encode().as_slice()).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The recoveries applied here, by height.
+    pub fn recoveries(&self) -> Result<Vec<crate::Recovery>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(state::RECOVERIES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(|e| self.err(e))? {
+            out.push(crate::Recovery::decode(e.map_err(|e| self.err(e))?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The chain this store holds.
+    pub fn chain(&self) -> Result<Hash> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(META).map_err(|e| self.err(e))?;
+        let v = t.get("chain").map_err(|e| self.err(e))?.map(|v| v.value().to_vec()).unwrap_or_default();
+        Ok(Hash(v.try_into().unwrap_or_default()))
     }
 
     /// An account's stake.
