@@ -40,13 +40,14 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
         "sandbox up",
     );
     let env = up["env"].clone();
-    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX"] {
+    for k in ["IONSHARD_BOOTSTRAP", "IONSHARD_SPN", "IONSHARD_SPN_TOKEN", "IONSHARD_SANDBOX", "IONSHARD_GENESIS"] {
         assert!(env[k].as_str().is_some_and(|v| !v.is_empty()), "sandbox up printed no {k}: {up}");
     }
     let status =
         json_out(&bin().args(["sandbox", "status", "--dir", &s(&dir), "--json"]).output().expect("st"), "status");
     let nodes = status["nodes"].as_array().expect("nodes").clone();
-    assert_eq!(nodes.len(), 6, "bootstrap, 4 peers and an SPN: {status}");
+    assert_eq!(nodes.len(), 10, "4 ledger producers, a bootstrap, 4 peers and an SPN: {status}");
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "producer").count(), 4, "{status}");
     assert!(nodes.iter().all(|n| n["running"] == true), "{status}");
     // Each peer on a loopback address of its own (the default).
     let ips: std::collections::HashSet<String> = nodes
@@ -62,7 +63,7 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     c.args(["sandbox", "status", "--json"]);
     with_env(&mut c, &env);
     let by_env = json_out(&c.output().expect("status by env"), "status by env");
-    assert_eq!(by_env["nodes"].as_array().map(Vec::len), Some(6), "{by_env}");
+    assert_eq!(by_env["nodes"].as_array().map(Vec::len), Some(10), "{by_env}");
 
     // A second `up` on the same directory refuses, and leaves it running.
     let again = bin().args(["sandbox", "up", "--dir", &s(&dir)]).output().expect("up again");
@@ -124,9 +125,21 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     );
     assert!(std::fs::read(&out).expect("fetched") == std::fs::read(&img).expect("image"), "fetched image differs");
 
+    // The ledger through the environment: the bootstrap follows the chain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = run(&["ledger", "status"], "ledger status");
+        if st["height"].as_u64().is_some_and(|h| h >= 1) {
+            assert_eq!(st["producers"].as_array().map(Vec::len), Some(4), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no block in 60 s: {st}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Down: every process gone, the directory removed.
     let down = json_out(&bin().args(["sandbox", "down", "--dir", &s(&dir), "--json"]).output().expect("down"), "down");
-    assert_eq!(down["stopped"], 6, "{down}");
+    assert_eq!(down["stopped"], 10, "{down}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
