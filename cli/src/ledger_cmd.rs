@@ -179,7 +179,7 @@ pub(crate) enum TxCommand {
     },
     /// Stand for producer: this key must be the node's (its identity.key).
     Candidate {
-        /// Where the node listens, ending in /p2p/<its peer id>.
+        /// Where the node listens, ending in /p2p/PEER_ID (its own).
         #[arg(long)]
         addr: String,
     },
@@ -203,7 +203,7 @@ pub(crate) enum TxCommand {
 /// Options of `ionshard ledger init`.
 #[derive(clap::Args)]
 pub(crate) struct InitOpts {
-    /// A producer's address ending in /p2p/<peer id> (repeatable; `ionshard id --key DIR/identity.key` prints the id).
+    /// A producer's address ending in /p2p/PEER_ID (repeatable; `ionshard id --key DIR/identity.key` prints the id).
     #[arg(long = "producer", required = true)]
     producers: Vec<String>,
     /// The genesis file to write (must not exist).
@@ -241,7 +241,7 @@ pub(crate) struct InitOpts {
 /// How to reach the chain: a producer (or any node following it).
 #[derive(clap::Args)]
 pub(crate) struct AskOpts {
-    /// A bootstrap node that follows the chain (its address ends in /p2p/<peer id>).
+    /// A bootstrap node that follows the chain (its address ends in /p2p/PEER_ID).
     #[arg(long, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',', global = true)]
     bootstrap: Vec<String>,
     /// Print JSON.
@@ -476,7 +476,7 @@ struct ProducersFile {
 }
 
 /// The genesis and the producer sets a genesis or producers file shows, checked.
-fn load_producers(path: &Path) -> Result<(Genesis, Vec<(u64, Vec<PeerId>)>)> {
+fn load_producers(path: &Path) -> Result<(Genesis, ledger::sets::History)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if let Ok(f) = serde_json::from_slice::<ProducersFile>(&text) {
         f.genesis.check()?;
@@ -846,10 +846,8 @@ pub(crate) fn demo_act(
         );
     }
     let mut forged = p.clone();
-    if let Some((item, _)) = forged.item.as_mut() {
-        if let Some(last) = item.last_mut() {
-            *last ^= 1;
-        }
+    if let Some(last) = forged.item.as_mut().and_then(|(item, _)| item.last_mut()) {
+        *last ^= 1;
     }
     let refused = match forged.verify_receipt(chain, &set) {
         Ok(_) => bail!("a forged receipt passed"),

@@ -61,6 +61,7 @@ pub fn verify(chain: Hash, c: &Certificate, set: &ValidatorSet) -> Result<u64> {
     let total: u64 = set.validators().iter().map(|v| v.power).sum();
     let mut signed = 0u64;
     let mut seen = std::collections::HashSet::new();
+    let epoch = set.hash();
     for s in &c.commit_signatures {
         let Some(v) = set.validators().iter().find(|v| v.address == s.address) else {
             continue;
@@ -75,7 +76,7 @@ pub fn verify(chain: Hash, c: &Certificate, set: &ValidatorSet) -> Result<u64> {
             value: NilOrVal::Val(c.value_id),
             validator: s.address,
         };
-        if v.key.verify(&vote.signed_bytes(chain), &s.signature.0) {
+        if v.key.verify(&vote.signed_bytes(chain, epoch), &s.signature.0) {
             signed = signed.saturating_add(v.power);
         }
     }
@@ -92,7 +93,7 @@ mod tests {
     use crate::ctx::validator;
     use libp2p_identity::Keypair;
 
-    fn signed(keys: &[Keypair], chain: Hash, block: Hash) -> Certificate {
+    fn signed(keys: &[Keypair], chain: Hash, block: Hash, epoch: Hash) -> Certificate {
         let sigs = keys
             .iter()
             .map(|k| {
@@ -104,7 +105,7 @@ mod tests {
                     value: NilOrVal::Val(block),
                     validator: a,
                 };
-                CommitSignature::new(a, Signature(k.sign(&v.signed_bytes(chain)).expect("sign")))
+                CommitSignature::new(a, Signature(k.sign(&v.signed_bytes(chain, epoch)).expect("sign")))
             })
             .collect();
         CommitCertificate { height: Height(3), round: Round::new(0), value_id: block, commit_signatures: sigs }
@@ -119,14 +120,16 @@ mod tests {
         );
         let chain = Hash([5; 32]);
         let block = Hash([6; 32]);
-        let c = signed(&keys[..3], chain, block);
+        let c = signed(&keys[..3], chain, block, set.hash());
         assert_eq!(verify(chain, &decode(&encode(&c)).expect("decode"), &set).ok(), Some(3));
-        let two = signed(&keys[..2], chain, block);
+        let two = signed(&keys[..2], chain, block, set.hash());
         assert!(matches!(verify(chain, &two, &set), Err(Error::WeakCertificate { signed: 2, .. })));
         let mut doubled = two.clone();
         doubled.commit_signatures.extend(two.commit_signatures.clone());
         assert!(matches!(verify(chain, &doubled, &set), Err(Error::WeakCertificate { .. })));
-        // Precommits for this block on another chain are worth nothing here.
+        // Precommits for this block on another chain, or under another set, are worth nothing here.
         assert!(verify(Hash([7; 32]), &c, &set).is_err());
+        let other = signed(&keys[..4], chain, block, Hash([9; 32]));
+        assert!(verify(chain, &other, &set).is_err());
     }
 }

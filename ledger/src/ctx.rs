@@ -4,13 +4,15 @@
 //! carries its block), signatures are ed25519 by the node's own key.
 //!
 //! Signed bytes (the chain is the genesis hash, so a vote or proposal for
-//! one chain is worthless on another):
+//! one chain is worthless on another; the set is the hash of the height's
+//! producer set, so a vote signed before a recovery changed the set can
+//! never conflict with one signed after it):
 //!
 //! ```text
-//! vote:     "ionshard ledger vote v1" | chain: 32 | type: u8 (1 prevote, 2 precommit)
+//! vote:     "ionshard ledger vote v1" | chain: 32 | set: 32 | type: u8 (1 prevote, 2 precommit)
 //!           | height: u64 | round: i64 | nil: u8 (1 nil, 0 value) | hash: 32 (zeros if nil)
 //!           | validator: bytes(64)
-//! proposal: "ionshard ledger proposal v1" | chain: 32 | height: u64 | round: i64
+//! proposal: "ionshard ledger proposal v1" | chain: 32 | set: 32 | height: u64 | round: i64
 //!           | pol_round: i64 | block hash: 32 | proposer: bytes(64)
 //! ```
 
@@ -91,10 +93,10 @@ pub struct Vote {
 }
 
 impl Vote {
-    /// The bytes a vote's signature covers on chain `chain`.
-    pub fn signed_bytes(&self, chain: Hash) -> Vec<u8> {
+    /// The bytes a vote's signature covers on chain `chain` under the producer set `set` (its hash).
+    pub fn signed_bytes(&self, chain: Hash, set: Hash) -> Vec<u8> {
         let mut w = Writer::new();
-        w.raw(VOTE_DOMAIN).raw(&chain.0);
+        w.raw(VOTE_DOMAIN).raw(&chain.0).raw(&set.0);
         w.u8(match self.kind {
             VoteType::Prevote => 1,
             VoteType::Precommit => 2,
@@ -155,10 +157,10 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// The bytes a proposal's signature covers on chain `chain`.
-    pub fn signed_bytes(&self, chain: Hash) -> Vec<u8> {
+    /// The bytes a proposal's signature covers on chain `chain` under the producer set `set` (its hash).
+    pub fn signed_bytes(&self, chain: Hash, set: Hash) -> Vec<u8> {
         let mut w = Writer::new();
-        w.raw(PROPOSAL_DOMAIN).raw(&chain.0).u64(self.height.0).i64(self.round.as_i64());
+        w.raw(PROPOSAL_DOMAIN).raw(&chain.0).raw(&set.0).u64(self.height.0).i64(self.round.as_i64());
         w.i64(self.pol_round.as_i64()).raw(&self.block.hash().0).bytes(&self.proposer.0.to_bytes());
         w.finish()
     }
@@ -240,6 +242,11 @@ impl ValidatorSet {
     /// The validators, in the set's order.
     pub fn validators(&self) -> &[Validator] {
         &self.validators
+    }
+    /// The set's hash ([`crate::set_hash`] of its producers): what votes and proposals are signed under.
+    pub fn hash(&self) -> Hash {
+        let peers: Vec<PeerId> = self.validators.iter().map(|v| v.address.0).collect();
+        crate::state::set_hash(&peers)
     }
     /// The proposer order for `height`: a Fisher-Yates shuffle of the set
     /// driven by BLAKE3's output stream keyed by the seed and the height

@@ -41,8 +41,11 @@ use crate::wire::{self, Message};
 
 /// Transactions waiting for a block, at most.
 const MAX_POOL: usize = 10_000;
-/// Proposals for heights ahead of ours kept until we get there, at most.
-const MAX_EARLY: usize = 64;
+/// Proposals for heights ahead of ours kept until we get there, at most
+/// (each up to a 4 MiB block).
+const MAX_EARLY: usize = 8;
+/// Distinct blocks kept for one height, at most (one per round proposed).
+const MAX_VALUES: usize = 64;
 /// How often a node tells the others its newest final block.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How long a sync question may stay unanswered before another is asked.
@@ -224,6 +227,8 @@ pub fn start(
         next_start: None,
         idle_until: None,
         nudged: false,
+        synced: false,
+        wal_broken: false,
         replaying: false,
         best: None,
         asked: None,
@@ -282,6 +287,10 @@ struct App {
     idle_until: Option<Instant>,
     /// Another node started the next height: start it now.
     nudged: bool,
+    /// The block being decided came by sync (this node is behind).
+    synced: bool,
+    /// The write-ahead log failed: sign nothing more.
+    wal_broken: bool,
     /// Replaying the write-ahead log: do not log again.
     replaying: bool,
     /// The best height another node announced, and who.
@@ -365,12 +374,7 @@ impl Engine {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Gossip(from, bytes) => match Message::decode(&bytes) {
-                Ok(Message::Vote(v)) => {
-                    if v.message.height.0 > self.app.height {
-                        self.app.nudged = true;
-                    }
-                    self.feed(Input::Vote(v));
-                }
+                Ok(Message::Vote(v)) => self.feed(Input::Vote(v)),
                 Ok(Message::Proposal(p)) => self.proposal(p),
                 Ok(Message::Tx(tx)) => {
                     let _ = self.app.pool_tx(tx);
@@ -401,8 +405,7 @@ impl Engine {
     fn wake(&mut self) {
         let now = Instant::now();
         let due = self.app.next_start.is_some_and(|t| t <= now);
-        let busy =
-            !self.app.pool.is_empty() || self.app.nudged || self.app.best.is_some_and(|(b, _)| b > self.app.height);
+        let busy = !self.app.pool.is_empty() || self.app.nudged;
         if due && (busy || self.app.idle_until.is_none_or(|t| t <= now)) {
             self.app.next_start = None;
             self.app.idle_until = None;
@@ -450,7 +453,16 @@ impl Engine {
             return; // that height is final here already
         }
         if h > self.app.height {
-            self.app.nudged = true;
+            // The next height's proposer started it: start it here too (a
+            // signed proposal only: strangers cannot hurry the pacing).
+            if h == self.app.height + 1
+                && self.app.next_start.is_some()
+                && let Ok(set) = set_for(&self.app.genesis, &self.app.store, self.app.chain, h)
+                && signed_by_proposer(&self.app, &p, &set)
+            {
+                self.app.nudged = true;
+            }
+            // Kept until that height starts, a few heights ahead at most.
             if h <= self.app.height + 2 && self.app.early.values().map(Vec::len).sum::<usize>() < MAX_EARLY {
                 self.app.early.entry(h).or_default().push(p);
             }
@@ -459,9 +471,18 @@ impl Engine {
         if h < self.app.height {
             return;
         }
+        // Who may propose this round, and did they sign it? Checked before
+        // the block is (a stranger's blocks cost a signature check, nothing more).
+        // The block's own `proposer` field is not compared: a producer locked
+        // on a block re-proposes it in a later round under its own name.
+        if !signed_by_proposer(&self.app, &p, &self.app.set) {
+            debug!(height = h, "a proposal not signed by the round's proposer, dropped");
+            return;
+        }
+        self.app.nudged = true;
         let block = &p.message.block;
-        if block.proposer != p.message.proposer.0 {
-            debug!("a proposal whose block names another proposer, dropped");
+        if self.app.values.len() >= MAX_VALUES && !self.app.values.contains_key(&block.hash()) {
+            debug!(height = h, "too many blocks proposed at this height; dropped");
             return;
         }
         match self.app.check(block) {
@@ -509,8 +530,24 @@ impl Engine {
         };
         let response = ValueResponse::new(peer, bytes::Bytes::from(block.encode()), certificate);
         self.feed(Input::SyncValueResponse(response));
+        if self.app.next_start.is_none() {
+            // The block did not decide the height (refused, or another on the
+            // way): ask again only after a pause, not in a loop.
+            self.app.asked = Some((height, Instant::now()));
+            return;
+        }
         self.app.maybe_sync();
     }
+}
+
+/// Whether `p` is signed by the proposer its round has in `set`.
+fn signed_by_proposer(app: &App, p: &SignedProposal<Ctx>, set: &ValidatorSet) -> bool {
+    use malachite_types::{Context as _, Validator as _};
+    if set.validators().is_empty() {
+        return false;
+    }
+    let v = Ctx { chain: app.chain }.select_proposer(set, p.message.height, p.message.round);
+    p.message.proposer == *v.address() && v.key.verify(&p.message.signed_bytes(app.chain, set.hash()), &p.signature.0)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -601,8 +638,12 @@ impl App {
             }
             let n = tx.encode().len() + 4;
             let fresh = match &tx.body {
-                crate::tx::Body::Anchor { root, .. } => roots.insert(*root),
-                crate::tx::Body::Evidence { first, .. } => roots.insert(*blake3::hash(first).as_bytes()),
+                crate::tx::Body::Anchor { root, .. } => {
+                    roots.insert(*blake3::keyed_hash(root, &tx.signer.to_bytes()).as_bytes())
+                }
+                crate::tx::Body::Evidence { first, second } => {
+                    crate::state::offence(first, second).is_ok_and(|(_, _, key)| roots.insert(key))
+                }
                 _ => true,
             };
             if !fresh {
@@ -637,7 +678,9 @@ impl App {
         let done: HashSet<TxId> = block.txs.iter().map(Tx::id).collect();
         self.pool.retain(|t| !done.contains(&t.id()));
         info!(height = block.height, hash = %block.hash(), txs = block.txs.len(), round = rounds, "block final");
-        let behind = self.best.is_some_and(|(b, _)| b > block.height);
+        // Behind (the block came by sync): the next at once. An announced
+        // height alone does not hurry the pacing: anyone can announce one.
+        let behind = std::mem::take(&mut self.synced);
         let pace = Duration::from_millis(self.genesis.params.block_ms);
         let since = Duration::from_millis(now_ms().saturating_sub(block.time_ms));
         self.next_start = Some(Instant::now() + if behind { Duration::ZERO } else { pace.saturating_sub(since) });
@@ -751,11 +794,19 @@ impl App {
             Effect::CertVerifiedSyncValue(resp, proposer, r) => {
                 match Block::decode(&resp.value_bytes) {
                     Ok(block) => {
-                        let valid = self.check(&block);
+                        // Certified by more than 2/3: the clock is not ours to judge it by.
+                        let valid = check_block(
+                            &self.store,
+                            self.chain,
+                            self.parent_time(block.height).unwrap_or(0),
+                            &block,
+                            u64::MAX - crate::validate::MAX_CLOCK_DRIFT_MS,
+                        );
                         if let Err(e) = &valid {
                             warn!("a synced block does not check out: {e}");
                         }
                         self.values.insert(block.hash(), block.clone());
+                        self.synced = true;
                         let value = ProposedValue {
                             height: Height(block.height),
                             round: resp.certificate.round,
@@ -795,18 +846,21 @@ impl App {
                 }
                 r.resume_with(())
             }
+            Effect::SignVote(..) | Effect::SignProposal(..) if self.wal_broken => {
+                return Err(Error::Signing("the write-ahead log failed; restart the node".into()));
+            }
             Effect::SignVote(v, r) => {
-                let sig = self.sign(&v.signed_bytes(self.chain));
+                let sig = self.sign(&v.signed_bytes(self.chain, self.set.hash()));
                 r.resume_with(SignedMessage::new(v, sig))
             }
             Effect::SignProposal(p, r) => {
-                let sig = self.sign(&p.signed_bytes(self.chain));
+                let sig = self.sign(&p.signed_bytes(self.chain, self.set.hash()));
                 r.resume_with(SignedMessage::new(p, sig))
             }
             Effect::VerifySignature(msg, key, r) => {
                 let bytes = match &msg.message {
-                    ConsensusMsg::Vote(v) => v.signed_bytes(self.chain),
-                    ConsensusMsg::Proposal(p) => p.signed_bytes(self.chain),
+                    ConsensusMsg::Vote(v) => v.signed_bytes(self.chain, self.set.hash()),
+                    ConsensusMsg::Proposal(p) => p.signed_bytes(self.chain, self.set.hash()),
                 };
                 r.resume_with(key.verify(&bytes, &msg.signature.0))
             }
@@ -817,12 +871,15 @@ impl App {
             Effect::VerifyPolkaCertificate(_, set, _, r) => r.resume_with(Err(refused(&set))),
             Effect::VerifyRoundCertificate(_, set, _, r) => r.resume_with(Err(refused(&set))),
             Effect::WalAppend(height, input, r) => {
-                if !self.replaying && height.0 == self.height {
-                    if let Some(entry) = wire::encode_wal(&input) {
-                        if let Err(e) = self.store.wal_append(&entry) {
-                            warn!("ledger write-ahead log: {e}");
-                        }
-                    }
+                if !self.replaying
+                    && height.0 == self.height
+                    && let Some(entry) = wire::encode_wal(&input)
+                    && let Err(e) = self.store.wal_append(&entry)
+                {
+                    // Without its log a restart could sign a second vote:
+                    // this node signs nothing more until it is restarted.
+                    warn!("ledger write-ahead log: {e}; this node stops signing until it is restarted");
+                    self.wal_broken = true;
                 }
                 r.resume_with(())
             }
@@ -831,6 +888,8 @@ impl App {
         })
     }
 
+    // The error type is the core's, as its resume value wants it.
+    #[allow(clippy::result_large_err)]
     fn verify_cert(&self, c: &Certificate, set: &ValidatorSet) -> std::result::Result<(), CertificateError<Ctx>> {
         cert::verify(self.chain, c, set).map(|_| ()).map_err(|e| match e {
             Error::WeakCertificate { signed, total, .. } => {

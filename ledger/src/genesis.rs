@@ -16,6 +16,9 @@ use crate::block::Hash;
 use crate::ctx::{ValidatorSet, validator};
 use crate::error::{Error, Result};
 
+/// Producers in one set, at most (a certificate holds at most this many signatures).
+pub const MAX_PRODUCERS: u32 = 256;
+
 /// The format version of a genesis file.
 pub const GENESIS_VERSION: u32 = 1;
 
@@ -147,10 +150,18 @@ impl Genesis {
             ));
         }
         let p = &self.params;
-        if p.producers == 0 || p.maintenance == 0 || p.delay < 2 || p.delay >= p.maintenance.max(3) || p.slash_pct > 100
+        if self.producers.len() > MAX_PRODUCERS as usize {
+            return Err(Error::Genesis(format!("more than {MAX_PRODUCERS} producers")));
+        }
+        if p.producers == 0
+            || p.producers > MAX_PRODUCERS
+            || p.maintenance == 0
+            || p.delay < 2
+            || p.delay >= p.maintenance.max(3)
+            || p.slash_pct > 100
         {
             return Err(Error::Genesis(
-                "producers and maintenance must be positive, delay at least 2 and below maintenance, slash_pct at most 100"
+                "producers from 1 to 256, maintenance positive, delay at least 2 and below maintenance, slash_pct at most 100"
                     .into(),
             ));
         }

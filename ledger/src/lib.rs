@@ -5,7 +5,7 @@
 //!
 //! Agreement and finality come from Malachite's Tendermint core
 //! (`arc-malachitebft-core-consensus`, a pure input/effect machine; see
-//! [`engine`]): a block is final once more than 2/3 of the producers'
+//! `engine.rs`): a block is final once more than 2/3 of the producers'
 //! voting power precommitted it, with no fork to wait out. The core's
 //! messages travel over the node's own libp2p swarm, which this crate does
 //! not know: the engine takes bytes in and hands bytes out ([`Out`]).
@@ -41,7 +41,7 @@ pub use cert::{
 pub use ctx::{Address, Ctx, Height, ValidatorSet, validator};
 pub use engine::{Ledger, Out, Status, answer, start};
 pub use error::{Error, Result, TxError};
-pub use genesis::{Account, GENESIS_VERSION, Genesis, Params, Producer};
+pub use genesis::{Account, GENESIS_VERSION, Genesis, MAX_PRODUCERS, Params, Producer};
 pub use proof::{MAX_ITEM_BYTES, Proof, ProofError, Proven, batch_root, prove};
 pub use recovery::Recovery;
 pub use rpc::Question;

@@ -4,6 +4,9 @@
 //! `BLAKE3(0x01 | left | right)`, so a leaf can never pass for a node. The
 //! root of no leaves is `BLAKE3("")`.
 
+/// A Merkle path: the siblings from a leaf up, each with whether it sits on the left.
+pub type Path = Vec<([u8; 32], bool)>;
+
 /// The root over `items`.
 pub fn root(items: &[[u8; 32]]) -> [u8; 32] {
     match items.len() {
@@ -18,7 +21,7 @@ pub fn root(items: &[[u8; 32]]) -> [u8; 32] {
 
 /// The path proving `items[index]` is under [`root`]: the siblings from the
 /// leaf up, each with whether it sits on the left.
-pub fn path(items: &[[u8; 32]], index: usize) -> Vec<([u8; 32], bool)> {
+pub fn path(items: &[[u8; 32]], index: usize) -> Path {
     let mut out = Vec::new();
     collect(items, index, &mut out);
     out

@@ -78,13 +78,13 @@ pub struct Proven {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
     /// The item and its path in the anchored batch (none: the proof is of the transaction itself).
-    pub item: Option<(Vec<u8>, Vec<([u8; 32], bool)>)>,
+    pub item: Option<(Vec<u8>, merkle::Path)>,
     /// The transaction.
     pub tx: Tx,
     /// Its index in the block.
     pub index: u32,
     /// Its path to the block's transaction root.
-    pub tx_path: Vec<([u8; 32], bool)>,
+    pub tx_path: merkle::Path,
     /// The block's header.
     pub header: Header,
     /// The block's commit certificate.

@@ -69,8 +69,12 @@ impl Recovery {
     /// Check it against `set`, the producers in force at its height: at
     /// least half of them signed, each once, and the new list is not empty.
     pub fn verify(&self, set: &[PeerId]) -> Result<()> {
-        if self.producers.is_empty() {
-            return Err(Error::Proof("a recovery must name at least one producer".into()));
+        if self.producers.is_empty() || self.producers.len() > crate::genesis::MAX_PRODUCERS as usize {
+            return Err(Error::Proof(format!("a recovery must name 1 to {} producers", crate::genesis::MAX_PRODUCERS)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !self.producers.iter().all(|p| seen.insert(*p) && crate::ctx::validator(*p, 1).is_some()) {
+            return Err(Error::Proof("a recovery's producers must be distinct ed25519 peer ids".into()));
         }
         let bytes = self.signed_bytes();
         let mut signed = std::collections::HashSet::new();

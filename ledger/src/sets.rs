@@ -24,6 +24,9 @@ use crate::recovery::Recovery;
 use crate::state::{decode_peers, encode_peers, set_hash};
 use crate::store::Store;
 
+/// Producer sets and the height each starts at, oldest first.
+pub type History = Vec<(u64, Vec<PeerId>)>;
+
 /// How a change of the producers is shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shown {
@@ -83,7 +86,7 @@ fn set_of(peers: &[PeerId]) -> ValidatorSet {
 
 /// Follow `changes` from `genesis`, checking each against the set before
 /// it. Returns every set and the height it starts at, oldest first.
-pub fn follow(genesis: &Genesis, changes: &[SetChange]) -> Result<Vec<(u64, Vec<PeerId>)>> {
+pub fn follow(genesis: &Genesis, changes: &[SetChange]) -> Result<History> {
     let chain = genesis.hash();
     let first: Vec<PeerId> = genesis.producers.iter().filter_map(|p| p.peer.parse().ok()).collect();
     let mut sets = vec![(1u64, first)];

@@ -144,7 +144,7 @@ pub(crate) fn apply(txn: &WriteTransaction, block: &Block, genesis: &Genesis) ->
             }
         }
     }
-    if block.height % p.maintenance == 0 {
+    if block.height.is_multiple_of(p.maintenance) {
         let elected = elect(txn, p.producers as usize)?;
         let mut sets = txn.open_table(SETS)?;
         let from = block.height + p.delay;
@@ -249,7 +249,7 @@ mod tests {
         }
     }
 
-    fn vote(k: &Keypair, chain: Hash, value: u8) -> Vec<u8> {
+    fn vote(k: &Keypair, chain: Hash, epoch: Hash, value: u8) -> Vec<u8> {
         let v = Vote {
             kind: VoteType::Prevote,
             height: Height(3),
@@ -257,7 +257,7 @@ mod tests {
             value: NilOrVal::Val(Hash([value; 32])),
             validator: Address(k.public().to_peer_id()),
         };
-        let sig = Signature(k.sign(&v.signed_bytes(chain)).expect("sign"));
+        let sig = Signature(k.sign(&v.signed_bytes(chain, epoch)).expect("sign"));
         crate::wire::Message::Vote(SignedVote::new(v, sig)).encode()
     }
 
@@ -290,8 +290,11 @@ mod tests {
         assert!(store.set_at(6).expect("set").contains(&ids[3]));
 
         // Producer 1 equivocates at height 3: jailed, 10% burned, out at the next boundary.
-        let evidence =
-            Body::Evidence { first: vote(&w.producers[1], chain, 1), second: vote(&w.producers[1], chain, 2) };
+        let epoch = set_hash(&store.set_at(3).expect("set"));
+        let evidence = Body::Evidence {
+            first: vote(&w.producers[1], chain, epoch, 1),
+            second: vote(&w.producers[1], chain, epoch, 2),
+        };
         let tx = Tx::sign(&w.voter, chain, (0, chain), 20, evidence).expect("sign");
         crate::validate::check_tx(&store, chain, 6, &tx).expect("the evidence holds");
         run(&store, g, 6, 10, 6, vec![tx.clone()]);
@@ -300,17 +303,55 @@ mod tests {
         let at12 = store.set_at(12).expect("set");
         assert!(!at12.contains(&ids[1]) && at12.contains(&ids[3]) && at12.contains(&newcomer), "{at12:?}");
         // The same offence again is refused.
-        let again = Body::Evidence { first: vote(&w.producers[1], chain, 2), second: vote(&w.producers[1], chain, 1) };
+        let again = Body::Evidence {
+            first: vote(&w.producers[1], chain, epoch, 2),
+            second: vote(&w.producers[1], chain, epoch, 1),
+        };
         let tx2 = Tx::sign(&w.voter, chain, (0, chain), 20, again).expect("sign");
         assert!(crate::validate::check_tx(&store, chain, 11, &tx2).is_err());
         // Agreeing votes, or a stranger's, are no evidence.
-        let same = Body::Evidence { first: vote(&w.producers[2], chain, 1), second: vote(&w.producers[2], chain, 1) };
+        let same = Body::Evidence {
+            first: vote(&w.producers[2], chain, epoch, 1),
+            second: vote(&w.producers[2], chain, epoch, 1),
+        };
         let tx3 = Tx::sign(&w.voter, chain, (0, chain), 20, same).expect("sign");
         assert!(crate::validate::check_tx(&store, chain, 11, &tx3).is_err());
         let stranger = Keypair::generate_ed25519();
-        let forged = Body::Evidence { first: vote(&stranger, chain, 1), second: vote(&stranger, chain, 2) };
+        let forged =
+            Body::Evidence { first: vote(&stranger, chain, epoch, 1), second: vote(&stranger, chain, epoch, 2) };
         let tx4 = Tx::sign(&w.voter, chain, (0, chain), 20, forged).expect("sign");
         assert!(crate::validate::check_tx(&store, chain, 11, &tx4).is_err());
+    }
+
+    #[test]
+    fn after_a_recovery_the_next_elections_keep_its_set_and_not_the_lost_producers() {
+        let w = world();
+        let g = &w.genesis;
+        let chain = g.hash();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), chain).expect("store");
+        store.seed(g).expect("seed");
+        let ids: Vec<PeerId> = w.producers.iter().map(|k| k.public().to_peer_id()).collect();
+        let newcomer = w.newcomer.public().to_peer_id();
+        run(&store, g, 1, 3, 0, Vec::new());
+        let mut r = crate::Recovery {
+            chain,
+            height: 4,
+            last: store.hash_at(3).expect("read").expect("block 3"),
+            producers: vec![ids[0], ids[1], newcomer],
+            signatures: Vec::new(),
+        };
+        r.sign(&w.producers[0]).expect("sign");
+        r.sign(&w.producers[1]).expect("sign");
+        store.recover(&r).expect("recover");
+        run(&store, g, 4, 12, 0, Vec::new());
+        let mut at12 = store.set_at(12).expect("set");
+        at12.sort();
+        let mut want = vec![ids[0], ids[1], newcomer];
+        want.sort();
+        assert_eq!(at12, want, "two elections later, the recovered set stands");
+        // A store that already holds the recovery's height refuses it.
+        assert!(store.recover(&r).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! Layout (format 1): `meta` (`format`, `chain`, `height`), `blocks` and
 //! `certs` (height → bytes), `hashes` (height → 32), `txs` (tx id → height:
-//! u64 | index: u32), `anchors` (root → tx id), `missed` (peer → count), `wal`
+//! u64 | index: u32), `anchors` (signer id bytes | root → tx id), `missed` (peer → count), `wal`
 //! (sequence → entry), and the chain's state (see [`crate::state`]).
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,13 @@ use crate::error::{Error, Result};
 use crate::genesis::Genesis;
 use crate::state;
 use crate::tx::{Body, TxId};
+
+/// The `anchors` key: the signer's id bytes, then the root.
+fn anchor_key(signer: &PeerId, root: &[u8; 32]) -> Vec<u8> {
+    let mut k = signer.to_bytes();
+    k.extend_from_slice(root);
+    k
+}
 
 /// The store layout's version.
 pub const STORE_FORMAT: u64 = 1;
@@ -149,11 +156,12 @@ impl Store {
         }))
     }
 
-    /// The transaction that anchored `root`, if any did.
-    pub fn anchor(&self, root: &[u8; 32]) -> Result<Option<TxId>> {
+    /// The transaction by which `signer` anchored `root`, if it did (a root
+    /// is anchored once per signer: nobody can take another's root first).
+    pub fn anchor(&self, signer: &PeerId, root: &[u8; 32]) -> Result<Option<TxId>> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(ANCHORS).map_err(|e| self.err(e))?;
-        let v = t.get(root.as_slice()).map_err(|e| self.err(e))?;
+        let v = t.get(anchor_key(signer, root).as_slice()).map_err(|e| self.err(e))?;
         Ok(v.and_then(|v| v.value().try_into().ok()).map(TxId))
     }
 
@@ -222,17 +230,24 @@ impl Store {
                 r.height
             )));
         }
-        if held + 1 == r.height {
-            let last = if held == 0 { Some(r.chain) } else { self.hash_at(held)? };
-            if last != Some(r.last) {
-                return Err(Error::Genesis(format!(
-                    "the recovery names block {} as {}, this store holds another: it is not for this history",
-                    held,
-                    r.last.to_hex()
-                )));
-            }
+        if held + 1 < r.height {
+            return Err(Error::Genesis(format!(
+                "this node holds blocks up to {held}; the chain halted at {}: start it to sync up to block {} first, \
+                 then stop it and apply the recovery",
+                r.height,
+                r.height - 1
+            )));
         }
-        r.verify(&self.set_at(r.height)?)?;
+        let last = if held == 0 { Some(r.chain) } else { self.hash_at(held)? };
+        if last != Some(r.last) {
+            return Err(Error::Genesis(format!(
+                "the recovery names block {} as {}, this store holds another: it is not for this history",
+                held,
+                r.last.to_hex()
+            )));
+        }
+        let before = self.set_at(r.height)?;
+        r.verify(&before)?;
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut sets = txn.open_table(state::SETS).map_err(|e| self.err(e))?;
@@ -241,6 +256,25 @@ impl Store {
             sets.insert(r.height, state::encode_peers(&r.producers).as_slice()).map_err(|e| self.err(e))?;
             let mut recs = txn.open_table(state::RECOVERIES).map_err(|e| self.err(e))?;
             recs.insert(r.height, r.encode().as_slice()).map_err(|e| self.err(e))?;
+            // The next elections must not bring the lost producers back: the
+            // producers it drops stand no more, the new ones stand, and each
+            // signer's stake approves the set it signed.
+            let mut candidates = txn.open_table(state::CANDIDATES).map_err(|e| self.err(e))?;
+            for p in before.iter().filter(|p| !r.producers.contains(p)) {
+                candidates.remove(p.to_bytes().as_slice()).map_err(|e| self.err(e))?;
+            }
+            for p in &r.producers {
+                if candidates.get(p.to_bytes().as_slice()).map_err(|e| self.err(e))?.is_none() {
+                    candidates.insert(p.to_bytes().as_slice(), [].as_slice()).map_err(|e| self.err(e))?;
+                }
+            }
+            let mut votes = txn.open_table(state::VOTES).map_err(|e| self.err(e))?;
+            let list = state::encode_peers(&r.producers);
+            for (signer, _) in r.signatures.iter().filter(|(s, _)| before.contains(s)) {
+                votes.insert(signer.to_bytes().as_slice(), list.as_slice()).map_err(|e| self.err(e))?;
+            }
+            // The votes of the halted height were signed under the old set: no longer wanted.
+            txn.open_table(WAL).map_err(|e| self.err(e))?.retain(|_, _| false).map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
@@ -323,7 +357,9 @@ impl Store {
                 at.extend_from_slice(&(i as u32).to_be_bytes());
                 txs.insert(id.0.as_slice(), at.as_slice()).map_err(|e| self.err(e))?;
                 if let Body::Anchor { root, .. } = &tx.body {
-                    anchors.insert(root.as_slice(), id.0.as_slice()).map_err(|e| self.err(e))?;
+                    anchors
+                        .insert(anchor_key(&tx.signer, root).as_slice(), id.0.as_slice())
+                        .map_err(|e| self.err(e))?;
                 }
             }
             let mut m = txn.open_table(MISSED).map_err(|e| self.err(e))?;

@@ -104,7 +104,7 @@ pub enum Body {
     /// The signer's stake approves these candidates for producer (replaces
     /// its earlier vote; an empty list withdraws it).
     Vote {
-        /// The candidates, at most [`MAX_VOTES`].
+        /// The candidates, at most 30.
         candidates: Vec<PeerId>,
     },
     /// The signer stands for producer, reachable at `addr`.
@@ -283,10 +283,10 @@ impl Tx {
                 return Err(TxError::Invalid("a vote names a candidate twice".into()));
             }
         }
-        if let Body::Candidate { addr } = &self.body {
-            if !addr.ends_with(&format!("/p2p/{}", self.signer)) || addr.chars().any(char::is_control) {
-                return Err(TxError::Invalid(format!("a candidate's address must end in /p2p/{}", self.signer)));
-            }
+        if let Body::Candidate { addr } = &self.body
+            && (!addr.ends_with(&format!("/p2p/{}", self.signer)) || addr.chars().any(char::is_control))
+        {
+            return Err(TxError::Invalid(format!("a candidate's address must end in /p2p/{}", self.signer)));
         }
         let key = proto::public_key_of(&self.signer).map_err(|_| TxError::BadSignature)?;
         if !key.verify(&self.signed_bytes(chain), &self.signature) {

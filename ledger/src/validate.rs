@@ -36,14 +36,12 @@ pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> 
     tx.check(chain)?;
     match &tx.body {
         crate::tx::Body::Anchor { root, .. } => {
-            if let Some(id) = store.anchor(root)? {
+            if let Some(id) = store.anchor(&tx.signer, root)? {
                 return Err(TxError::Invalid(format!("that root is anchored already, by transaction {id}")).into());
             }
         }
-        crate::tx::Body::Vote { .. } => {
-            if store.stake(&tx.signer)? == 0 {
-                return Err(TxError::Invalid(format!("{} holds no stake: only stake votes", tx.signer)).into());
-            }
+        crate::tx::Body::Vote { .. } if store.stake(&tx.signer)? == 0 => {
+            return Err(TxError::Invalid(format!("{} holds no stake: only stake votes", tx.signer)).into());
         }
         crate::tx::Body::Evidence { first, second } => check_evidence(store, chain, height, first, second)?,
         _ => {}
@@ -65,16 +63,19 @@ fn check_evidence(store: &Store, chain: Hash, height: u64, first: &[u8], second:
     if a.height.0 >= height {
         return Err(bad("the votes are not of a past height"));
     }
-    if !store.set_at(a.height.0)?.contains(&a.validator.0) {
+    let set = store.set_at(a.height.0)?;
+    if !set.contains(&a.validator.0) {
         return Err(bad("the voter was not a producer at that height"));
     }
+    let epoch = crate::state::set_hash(&set);
     if store.offence_recorded(&key)? {
         return Err(bad("that offence is on the chain already"));
     }
     let key_of = proto::public_key_of(&a.validator.0).map_err(|_| bad("the voter's key is not in its id"))?;
     for bytes in [first, second] {
         match crate::wire::Message::decode(bytes) {
-            Ok(crate::wire::Message::Vote(v)) if key_of.verify(&v.message.signed_bytes(chain), &v.signature.0) => {}
+            Ok(crate::wire::Message::Vote(v))
+                if key_of.verify(&v.message.signed_bytes(chain, epoch), &v.signature.0) => {}
             _ => return Err(bad("a vote's signature does not verify")),
         }
     }
@@ -108,14 +109,21 @@ pub fn check_block(store: &Store, chain: Hash, parent_time: u64, block: &Block, 
     }
     let mut ids = HashSet::new();
     let mut roots = HashSet::new();
+    let mut offences = HashSet::new();
     for tx in &block.txs {
+        if let crate::tx::Body::Evidence { first, second } = &tx.body
+            && let Ok((_, _, key)) = crate::state::offence(first, second)
+            && !offences.insert(key)
+        {
+            return Err(bad("an offence is reported twice".into()));
+        }
         if !ids.insert(tx.id()) {
             return Err(bad("a transaction appears twice".into()));
         }
-        if let crate::tx::Body::Anchor { root, .. } = &tx.body {
-            if !roots.insert(*root) {
-                return Err(bad("a root is anchored twice".into()));
-            }
+        if let crate::tx::Body::Anchor { root, .. } = &tx.body
+            && !roots.insert((tx.signer, *root))
+        {
+            return Err(bad("a root is anchored twice".into()));
         }
         check_tx(store, chain, height, tx).map_err(|e| bad(format!("transaction {}: {e}", tx.id())))?;
     }
@@ -212,6 +220,16 @@ mod tests {
         let again =
             Tx::sign(&key, CHAIN, (1, store.hash_at(1).expect("read").expect("b1")), 50, anchor(5)).expect("sign");
         assert!(matches!(check_tx(&store, CHAIN, 4, &again), Err(Error::Tx(TxError::Invalid(_)))));
+        // Another signer taking the same root first blocks nobody: roots anchor once per signer.
+        let squatter = Tx::sign(
+            &Keypair::generate_ed25519(),
+            CHAIN,
+            (1, store.hash_at(1).expect("read").expect("b1")),
+            50,
+            anchor(5),
+        )
+        .expect("sign");
+        assert!(check_tx(&store, CHAIN, 4, &squatter).is_ok());
     }
 
     #[test]

@@ -50,10 +50,11 @@ pub enum Message {
 
 impl Message {
     /// A prevote by `key` for block `value` at `height` and `round` on chain
-    /// `chain`, signed as a producer signs it.
+    /// `chain` under the producer set `set` (its hash), signed as a producer signs it.
     pub fn prevote(
         key: &libp2p_identity::Keypair,
         chain: Hash,
+        set: Hash,
         height: u64,
         round: u32,
         value: Hash,
@@ -65,7 +66,7 @@ impl Message {
             value: NilOrVal::Val(value),
             validator: Address(key.public().to_peer_id()),
         };
-        let sig = key.sign(&v.signed_bytes(chain)).map_err(|e| Error::Signing(e.to_string()))?;
+        let sig = key.sign(&v.signed_bytes(chain, set)).map_err(|e| Error::Signing(e.to_string()))?;
         Ok(Message::Vote(SignedVote::new(v, Signature(sig))))
     }
 

@@ -17,8 +17,11 @@ use crate::node::Client;
 pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/ledger-sync/1");
 /// A sync question's bytes, at most.
 const MAX_QUESTION: usize = 4096;
-/// Sync questions answered at once.
-const MAX_ANSWERING: usize = 8;
+/// Sync questions answered at once, in all and for one peer.
+const MAX_ANSWERING: usize = 32;
+const MAX_ANSWERING_PER_PEER: usize = 2;
+/// How long an asker has to send its question once the stream is open.
+const QUESTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Gossip for a ledger: the topic, where what arrives goes, the size bound.
 #[derive(Debug, Clone)]
@@ -73,20 +76,39 @@ impl Client {
         let mut incoming =
             control.accept(SYNC_PROTOCOL).map_err(|e| Error::Config(format!("registering ledger sync: {e}")))?;
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERING));
+        let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, usize>>> = Arc::default();
         let timeout = self.request_timeout;
         Ok(tokio::spawn(async move {
-            while let Some((_peer, mut stream)) = incoming.next().await {
-                // Busy: the stream is dropped, and the asker asks someone else.
+            while let Some((peer, mut stream)) = incoming.next().await {
+                // Busy (in all, or for this peer): the stream is dropped, and
+                // the asker asks someone else.
                 let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-                let answer = answer.clone();
+                {
+                    let mut m = per_peer.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = m.entry(peer).or_default();
+                    if *n >= MAX_ANSWERING_PER_PEER {
+                        continue;
+                    }
+                    *n += 1;
+                }
+                let (answer, per_peer) = (answer.clone(), per_peer.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     let work = async {
-                        let q = read_frame(&mut stream, MAX_QUESTION).await?;
+                        let q = tokio::time::timeout(QUESTION_TIMEOUT, read_frame(&mut stream, MAX_QUESTION))
+                            .await
+                            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no question"))??;
                         let a = answer(q).await;
                         write_frame(&mut stream, &a).await
                     };
                     let _ = tokio::time::timeout(timeout, work).await;
+                    let mut m = per_peer.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(n) = m.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            m.remove(&peer);
+                        }
+                    }
                 });
             }
         }))

@@ -302,11 +302,9 @@ pub async fn start_with(
         None => None,
     };
     let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout, gossip)?;
-    if let Some(g) = &config.ledger {
-        if let Some(gs) = swarm.behaviour_mut().gossip.as_mut() {
-            gs.subscribe(&libp2p::gossipsub::IdentTopic::new(g.topic.clone()))
-                .map_err(|e| Error::Config(format!("subscribing to {}: {e}", g.topic)))?;
-        }
+    if let (Some(g), Some(gs)) = (&config.ledger, swarm.behaviour_mut().gossip.as_mut()) {
+        gs.subscribe(&libp2p::gossipsub::IdentTopic::new(g.topic.clone()))
+            .map_err(|e| Error::Config(format!("subscribing to {}: {e}", g.topic)))?;
     }
     let mut control = swarm.behaviour().stream.new_control();
     let gate = Gate::new(Bounds {
@@ -734,10 +732,10 @@ impl EventLoop {
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(libp2p::gossipsub::Event::Message { message, .. })) => {
-                if let (Some(g), Some(from)) = (&self.config.ledger, message.source) {
-                    if g.inbound.try_send((from, message.data)).is_err() {
-                        tracing::debug!("ledger inbound queue full: a gossip message dropped");
-                    }
+                if let (Some(g), Some(from)) = (&self.config.ledger, message.source)
+                    && g.inbound.try_send((from, message.data)).is_err()
+                {
+                    tracing::debug!("ledger inbound queue full: a gossip message dropped");
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {

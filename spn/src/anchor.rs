@@ -88,12 +88,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// One pass: batch what is queued, then move every batch not final yet along.
 pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
     let Some(a) = inner.anchoring.as_ref() else { return Ok(()) };
-    if let Some(b) = inner.state.make_batch(a.max_batch, now(), |items| ledger::batch_root(items))? {
+    if let Some(b) = inner.state.make_batch(a.max_batch, now(), ledger::batch_root)? {
         tracing::info!(batch = b.id, receipts = b.count, "receipt batch made");
-    }
-    let pending = inner.state.unanchored()?;
-    if pending.is_empty() {
-        return Ok(());
     }
     let (producer, answer) = ask(inner, &Question::Status).await?;
     let status = ledger::rpc::status_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))?;
@@ -102,6 +98,9 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
         return Err(Error::Ledger(format!("producer {producer} runs chain {}, not {}", status.chain, chain.to_hex())));
     }
     let reference = Hash::from_hex(&status.hash).unwrap_or(chain);
+    // The newest final hash seeds the audits from now on.
+    *inner.final_block.lock().unwrap_or_else(|p| p.into_inner()) = Some((status.height, reference.0));
+    let pending = inner.state.unanchored()?;
     for mut b in pending {
         let signed = b.tx.as_deref().and_then(unhex).and_then(|t| Tx::decode(&t).ok());
         let tx = match signed {

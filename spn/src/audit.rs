@@ -83,6 +83,18 @@ async fn round(inner: &Inner, due: &mut HashMap<String, u64>) -> crate::Result<(
     Ok(())
 }
 
+/// An audit's seed: the final block's hash and height, the peer, and fresh
+/// randomness.
+fn audit_seed(hash: &[u8; 32], height: u64, peer: &PeerId, fresh: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"ionshard audit seed v1");
+    h.update(hash);
+    h.update(&height.to_be_bytes());
+    h.update(&peer.to_bytes());
+    h.update(fresh);
+    *h.finalize().as_bytes()
+}
+
 /// Audit requests in flight to one peer at once.
 const AUDIT_PARALLEL: usize = 4;
 
@@ -92,8 +104,16 @@ pub(crate) async fn audit(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)]) ->
     let total: u64 = shards.iter().map(|(_, l)| l).sum();
     let typical = total / shards.len().max(1) as u64;
     let c = blocks_for(total, typical, &inner.settings);
-    // A fresh seed from the OS: the peer cannot know which blocks come.
-    let mut rng = rand::rngs::StdRng::from_os_rng();
+    // A fresh seed from the OS, mixed with the chain's newest final hash
+    // when the SPN follows one: the peer cannot know which blocks come,
+    // and the challenge is tied to the chain's state at the time.
+    let mut fresh = [0u8; 32];
+    rand::rng().fill(&mut fresh);
+    let seed = match *inner.final_block.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some((height, hash)) => audit_seed(&hash, height, &peer, &fresh),
+        None => fresh,
+    };
+    let mut rng = rand::rngs::StdRng::from_seed(seed);
     let plan = audit_plan(shards, c, &mut rng);
     let mut out = Outcome { blocks: c, ..Outcome::default() };
     let timeout = inner.settings.audit_timeout;

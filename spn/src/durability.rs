@@ -5,8 +5,9 @@
 //!
 //! # Audits: how many blocks, and what they catch
 //! An audit asks one peer for `c` blocks of 4 KiB drawn uniformly at random
-//! over every byte of ours it holds (a fresh seed from the OS each time, so
-//! the peer cannot know which), and checks each block's range proof
+//! over every byte of ours it holds (seeded by the ledger's newest final
+//! block hash when the SPN follows a chain, else a fresh seed from the OS:
+//! either way the peer cannot know which), and checks each block's range proof
 //! against its shard's CID. If the peer has lost a fraction `f` of those
 //! blocks (whole shards or parts of them), one audit misses every lost
 //! block with probability `(1 − f)^c`, so it catches the loss with

@@ -157,6 +157,9 @@ pub(crate) struct Inner {
     backup_window: Duration,
     /// [`Config::anchoring`].
     anchoring: Option<Anchoring>,
+    /// The chain's newest final block as last seen (height, hash): the
+    /// seed of audit challenges, so a peer cannot know them before it.
+    final_block: Mutex<Option<(u64, [u8; 32])>>,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -262,6 +265,7 @@ impl Spn {
             repair_queue: Default::default(),
             backup_window: config.backup_window,
             anchoring: config.anchoring.clone(),
+            final_block: Mutex::new(None),
         });
         inner.state.set_anchoring(inner.anchoring.is_some());
         let listener = tokio::net::TcpListener::bind(config.http)

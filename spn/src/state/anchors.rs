@@ -20,6 +20,9 @@ const INDEX: TableDefinition<&str, &str> = TableDefinition::new("anchor_index");
 
 pub(crate) use proto::api::AnchorBatch as BatchRecord;
 
+/// A receipt found in a batch: the batch, its index there, the batch's receipts.
+pub(crate) type Found = (BatchRecord, usize, Vec<Vec<u8>>);
+
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(QUEUE)?;
     txn.open_table(BATCHES)?;
@@ -31,10 +34,9 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 /// Queue receipts for the next batch, inside the caller's transaction.
 pub(super) fn enqueue(txn: &WriteTransaction, receipts: &[&[u8]]) -> Result<()> {
     let mut q = txn.open_table(QUEUE)?;
-    let mut next = q.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
-    for r in receipts {
-        q.insert(next, *r)?;
-        next += 1;
+    let first = q.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+    for (seq, r) in (first..).zip(receipts) {
+        q.insert(seq, *r)?;
     }
     Ok(())
 }
@@ -136,7 +138,7 @@ impl State {
     }
 
     /// The batch holding `receipt` (its bytes), its index there, and the batch's receipts.
-    pub(crate) fn batch_of(&self, receipt: &[u8]) -> Result<Option<(BatchRecord, usize, Vec<Vec<u8>>)>> {
+    pub(crate) fn batch_of(&self, receipt: &[u8]) -> Result<Option<Found>> {
         let txn = self.db.begin_read()?;
         let ix = txn.open_table(INDEX)?;
         let Some(key) = ix.get(leaf_hex(receipt).as_str())?.map(|v| v.value().to_string()) else {
