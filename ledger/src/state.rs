@@ -225,6 +225,15 @@ mod tests {
         World { genesis, producers, voter, newcomer }
     }
 
+    /// A store seeded with the world's genesis, the producers' ids and the newcomer's.
+    fn opened(w: &World) -> (tempfile::TempDir, Store, Vec<PeerId>, PeerId) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), w.genesis.hash()).expect("store");
+        store.seed(&w.genesis).expect("seed");
+        let ids = w.producers.iter().map(|k| k.public().to_peer_id()).collect();
+        (dir, store, ids, w.newcomer.public().to_peer_id())
+    }
+
     /// Commit `n` blocks, block `at` holding `txs`.
     fn run(store: &Store, g: &Genesis, from: u64, to: u64, at: u64, txs: Vec<Tx>) {
         let key = Keypair::generate_ed25519();
@@ -266,11 +275,7 @@ mod tests {
         let w = world();
         let g = &w.genesis;
         let chain = g.hash();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), chain).expect("store");
-        store.seed(g).expect("seed");
-        let ids: Vec<PeerId> = w.producers.iter().map(|k| k.public().to_peer_id()).collect();
-        let newcomer = w.newcomer.public().to_peer_id();
+        let (_dir, store, ids, newcomer) = opened(&w);
         assert_eq!(store.set_at(1).expect("set").len(), 4);
 
         // The newcomer stands; the voter's stake approves it and three producers.
@@ -328,11 +333,7 @@ mod tests {
         let w = world();
         let g = &w.genesis;
         let chain = g.hash();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), chain).expect("store");
-        store.seed(g).expect("seed");
-        let ids: Vec<PeerId> = w.producers.iter().map(|k| k.public().to_peer_id()).collect();
-        let newcomer = w.newcomer.public().to_peer_id();
+        let (_dir, store, ids, newcomer) = opened(&w);
         run(&store, g, 1, 3, 0, Vec::new());
         let mut r = crate::Recovery {
             chain,
