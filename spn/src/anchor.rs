@@ -107,6 +107,12 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
             Some(tx) => {
                 let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
                 if let Some((h, i)) = ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))? {
+                    // One producer's word is not enough: the block and its
+                    // certificate must show the transaction final.
+                    if let Err(e) = confirm(inner, a, producer, h, i, &tx).await {
+                        tracing::warn!(batch = b.id, "producer {producer} says block {h} holds the anchor, but: {e}");
+                        continue;
+                    }
                     b.height = Some(h);
                     b.index = Some(i);
                     inner.state.put_batch(&b)?;
@@ -139,6 +145,26 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
             tracing::warn!(batch = b.id, "the producer refused the anchor: {why}");
         }
     }
+    Ok(())
+}
+
+/// Check that block `height`, certified by the producers of that height
+/// (followed from the genesis), holds `tx` at `index`.
+async fn confirm(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, index: u32, tx: &Tx) -> Result<()> {
+    let bad = |why: String| Error::Ledger(why);
+    let answer = ask_peer(inner, producer, &Question::Block(height)).await?;
+    let (block, cert) = ledger::rpc::block_answer(&answer)
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad(format!("it has no block {height}")))?;
+    if block.txs.get(index as usize).map(Tx::id) != Some(tx.id()) || cert.value_id != block.hash() {
+        return Err(bad(format!("block {height} does not hold the anchor at {index}")));
+    }
+    let changes =
+        inner.client.ask_ledger(producer, &Question::Sets.encode(), 16 << 20).await.map_err(|e| bad(e.to_string()))?;
+    let changes = ledger::rpc::sets_answer(&changes).map_err(|e| bad(e.to_string()))?;
+    let sets = ledger::sets::follow(&a.genesis, &changes).map_err(|e| bad(e.to_string()))?;
+    ledger::verify_certificate(a.genesis.hash(), &cert, &ledger::sets::at(&sets, height))
+        .map_err(|e| bad(e.to_string()))?;
     Ok(())
 }
 
