@@ -360,6 +360,12 @@ fn status(a: &AskOpts) -> Result<()> {
         for p in &st.producers {
             println!("  {p}  missed {}", st.missed.get(p).copied().unwrap_or(0));
         }
+        for (from, next) in &st.next_producers {
+            println!("elected, from height {from}: {} producer(s)", next.len());
+            for p in next {
+                println!("  {p}");
+            }
+        }
     }
     Ok(())
 }
