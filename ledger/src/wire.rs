@@ -160,9 +160,10 @@ fn read_vote(r: &mut Reader<'_>) -> Result<SignedVote<Ctx>> {
     let nil = r.u8()?;
     let hash = Hash(r.array()?);
     let value = match nil {
-        1 => NilOrVal::Nil,
+        // Nil carries zeros only: one encoding per vote.
+        1 if hash == Hash::default() => NilOrVal::Nil,
         0 => NilOrVal::Val(hash),
-        _ => return Err(r.malformed("nil flag")),
+        _ => return Err(r.malformed("nil flag, or a nil vote with a hash")),
     };
     let validator = Address(read_peer(r)?);
     let sig = Signature(r.bytes(64)?.to_vec());

@@ -79,6 +79,15 @@ proptest! {
 }
 
 #[test]
+fn a_nil_vote_carrying_a_hash_is_refused_so_a_vote_has_one_encoding() {
+    // Found by the fuzz target: a nil vote whose hash field was not zero
+    // decoded, and encoded back differently.
+    let crash = include_bytes!("../../fuzz/regressions/ledger-nil-vote-with-hash.bin");
+    one_encoding(crash);
+    assert!(Message::decode(crash).is_err());
+}
+
+#[test]
 fn real_blocks_and_proofs_round_trip() {
     let b = block(5, 4);
     assert_eq!(Block::decode(&b.encode()).expect("block"), b);
