@@ -103,8 +103,8 @@ impl Block {
     /// The block's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.raw(&self.chain.0).u64(self.height).raw(&self.parent.0).u64(self.time_ms).bytes(&self.proposer.to_bytes());
-        w.raw(&self.next_set.0).count(self.txs.len());
+        Lead::from(&Header::from(self)).write(&mut w);
+        w.count(self.txs.len());
         for t in &self.txs {
             w.bytes(&t.encode());
         }
@@ -120,12 +120,7 @@ impl Block {
             });
         }
         let mut r = Reader::new(bytes, "block");
-        let chain = Hash(r.array()?);
-        let height = r.u64()?;
-        let parent = Hash(r.array()?);
-        let time_ms = r.u64()?;
-        let proposer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("proposer: {e}")))?;
-        let next_set = Hash(r.array()?);
+        let Lead { chain, height, parent, time_ms, proposer, next_set } = Lead::read(&mut r)?;
         let n = r.count(MAX_TXS)?;
         let mut txs = Vec::with_capacity(n);
         for _ in 0..n {
@@ -171,12 +166,7 @@ impl Header {
         if domain != DOMAIN {
             return Err(r.malformed("not a block header"));
         }
-        let chain = Hash(r.array()?);
-        let height = r.u64()?;
-        let parent = Hash(r.array()?);
-        let time_ms = r.u64()?;
-        let proposer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("proposer: {e}")))?;
-        let next_set = Hash(r.array()?);
+        let Lead { chain, height, parent, time_ms, proposer, next_set } = Lead::read(r)?;
         let tx_root = Hash(r.array()?);
         let tx_count = r.u32()? as usize;
         Ok(Header { chain, height, parent, time_ms, proposer, next_set, tx_root, tx_count })
@@ -198,9 +188,48 @@ impl From<&Block> for Header {
     }
 }
 
+/// The fields a block and its header both begin with, in their order.
+struct Lead {
+    chain: Hash,
+    height: u64,
+    parent: Hash,
+    time_ms: u64,
+    proposer: PeerId,
+    next_set: Hash,
+}
+
+impl Lead {
+    fn write(&self, w: &mut Writer) {
+        w.raw(&self.chain.0).u64(self.height).raw(&self.parent.0).u64(self.time_ms).bytes(&self.proposer.to_bytes());
+        w.raw(&self.next_set.0);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Lead> {
+        let chain = Hash(r.array()?);
+        let height = r.u64()?;
+        let parent = Hash(r.array()?);
+        let time_ms = r.u64()?;
+        let proposer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("proposer: {e}")))?;
+        Ok(Lead { chain, height, parent, time_ms, proposer, next_set: Hash(r.array()?) })
+    }
+}
+
+impl From<&Header> for Lead {
+    fn from(h: &Header) -> Lead {
+        Lead {
+            chain: h.chain,
+            height: h.height,
+            parent: h.parent,
+            time_ms: h.time_ms,
+            proposer: h.proposer,
+            next_set: h.next_set,
+        }
+    }
+}
+
 fn header_bytes(h: &Header) -> Vec<u8> {
     let mut w = Writer::new();
-    w.raw(DOMAIN).raw(&h.chain.0).u64(h.height).raw(&h.parent.0).u64(h.time_ms).bytes(&h.proposer.to_bytes());
-    w.raw(&h.next_set.0).raw(&h.tx_root.0).count(h.tx_count);
+    w.raw(DOMAIN);
+    Lead::from(h).write(&mut w);
+    w.raw(&h.tx_root.0).count(h.tx_count);
     w.finish()
 }

@@ -102,13 +102,19 @@ impl Vote {
             VoteType::Precommit => 2,
         });
         w.u64(self.height.0).i64(self.round.as_i64());
-        match &self.value {
-            NilOrVal::Nil => w.u8(1).raw(&[0; 32]),
-            NilOrVal::Val(h) => w.u8(0).raw(&h.0),
-        };
+        put_value(&mut w, &self.value);
         w.bytes(&self.validator.0.to_bytes());
         w.finish()
     }
+}
+
+/// A vote's value as both its signed bytes and the wire carry it: nil
+/// flag (1 nil, 0 value) and the hash (zeros for nil).
+pub(crate) fn put_value(w: &mut Writer, value: &NilOrVal<Hash>) {
+    match value {
+        NilOrVal::Nil => w.u8(1).raw(&[0; 32]),
+        NilOrVal::Val(h) => w.u8(0).raw(&h.0),
+    };
 }
 
 impl malachite_types::Vote<Ctx> for Vote {

@@ -142,10 +142,7 @@ fn vote(w: &mut Writer, v: &SignedVote<Ctx>) {
         VoteType::Precommit => 2,
     });
     w.u64(m.height.0).i64(m.round.as_i64());
-    match &m.value {
-        NilOrVal::Nil => w.u8(1).raw(&[0; 32]),
-        NilOrVal::Val(h) => w.u8(0).raw(&h.0),
-    };
+    crate::ctx::put_value(w, &m.value);
     w.bytes(&m.validator.0.to_bytes()).bytes(&v.signature.0);
 }
 
