@@ -129,6 +129,33 @@ pub fn live_peers(spn: &client::Spn) -> u64 {
     spn.health(true).map_or(0, |h| h.live_peers)
 }
 
+/// What the SPN's records say of the peers it does not count as live (a
+/// slow start's diagnosis): ", not live: ID (status, failures, seen Ns
+/// ago), …", or nothing.
+fn not_live(spn: &client::Spn) -> String {
+    let Ok(list) = spn.peers() else { return String::new() };
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let out: Vec<String> = list
+        .peers
+        .iter()
+        .filter(|p| p.failures > 0 || p.retiring || p.disqualified.is_some() || p.last_seen + 4 < t)
+        .map(|p| {
+            format!(
+                "{} ({}, {} failure(s), seen {} s ago)",
+                p.peer,
+                p.status,
+                p.failures,
+                t.saturating_sub(p.last_seen)
+            )
+        })
+        .collect();
+    format!(
+        "; it has {} peer record(s){}",
+        list.peers.len(),
+        if out.is_empty() { String::new() } else { format!(", not live: {}", out.join(", ")) }
+    )
+}
+
 /// Wait until the SPN sees `want` live peers (at most `within`).
 pub fn wait_peers(spn: &client::Spn, want: u64, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
@@ -139,8 +166,9 @@ pub fn wait_peers(spn: &client::Spn, want: u64, within: Duration) -> Result<()> 
         }
         if Instant::now() > deadline {
             return Err(Error::NotReady(format!(
-                "the SPN sees {n} live peers after {} s, expected {want}",
-                within.as_secs()
+                "the SPN sees {n} live peers after {} s, expected {want}{}",
+                within.as_secs(),
+                not_live(spn)
             )));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -209,9 +237,21 @@ pub fn ledger_genesis(
     block_ms: u64,
     idle_ms: u64,
 ) -> Result<(std::path::PathBuf, Vec<(std::path::PathBuf, String)>)> {
+    ledger_genesis_with(exe, dir, n, block_ms, idle_ms, &[])
+}
+
+/// The same, with more `ledger init` flags (`--admin PEER`, …).
+pub fn ledger_genesis_with(
+    exe: &Path,
+    dir: &Path,
+    n: usize,
+    block_ms: u64,
+    idle_ms: u64,
+    extra: &[String],
+) -> Result<(std::path::PathBuf, Vec<(std::path::PathBuf, String)>)> {
     let producers = (0..n).map(|i| ledger_node(exe, dir, &format!("producer{i}"), i)).collect::<Result<Vec<_>>>()?;
     let addrs: Vec<String> = producers.iter().map(|(_, a)| a.clone()).collect();
-    let genesis = ledger_init(exe, dir, &addrs, block_ms, idle_ms, &[])?;
+    let genesis = ledger_init(exe, dir, &addrs, block_ms, idle_ms, extra)?;
     Ok((genesis, producers))
 }
 

@@ -366,6 +366,8 @@ pub async fn start_with(
         punched: HashMap::new(),
         relay_listeners: HashMap::new(),
         quic_observed: HashSet::new(),
+        join_retry: None,
+        join_backoff: JOIN_BACKOFF_MIN,
         config,
     };
     let handle = tokio::spawn(node.run());
@@ -483,6 +485,24 @@ struct EventLoop {
     relay_listeners: HashMap<libp2p::core::transport::ListenerId, PeerId>,
     /// Bootstrap nodes we dialled over QUIC to learn our outside UDP address.
     quic_observed: HashSet<PeerId>,
+    /// When to try joining again after a bootstrap node could not be
+    /// reached or the DHT walk failed (sooner than the 30 s tick: a node
+    /// that starts under load, or before the bootstrap node, must not stay
+    /// unknown for a minute), and the next wait after that.
+    join_retry: Option<tokio::time::Instant>,
+    join_backoff: Duration,
+}
+
+/// The first and the longest wait before joining again after a failure.
+const JOIN_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Sleep until `t` (never, if `None`: the caller guards on it).
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A request on its way: to whom, who waits, and what to send again.
@@ -497,6 +517,7 @@ impl EventLoop {
     async fn run(mut self) {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
+            let retry = self.join_retry;
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::Shutdown) | None => break,
@@ -504,14 +525,12 @@ impl EventLoop {
                 },
                 Some((id, channel, response, ticket)) = self.done_rx.recv() => self.finished(id, channel, response, ticket),
                 event = self.swarm.select_next_some() => self.event(event),
+                () = sleep_until(retry), if retry.is_some() => {
+                    self.join_retry = None;
+                    self.join();
+                }
                 _ = tick.tick() => {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                    // Bootstrap nodes restart too: dial the ones we lost.
-                    for addr in self.config.bootstrap.clone() {
-                        if peer_of(&addr).is_some_and(|id| !self.swarm.is_connected(&id)) {
-                            let _ = self.swarm.dial(addr);
-                        }
-                    }
+                    self.join();
                     // A relay reservation that ended is taken again.
                     self.reserve_all();
                 }
@@ -784,6 +803,20 @@ impl EventLoop {
                 step,
                 ..
             })) => self.closest_peers(id, r, step.last),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(r),
+                step,
+                ..
+            })) => match r {
+                Err(e) if !self.config.bootstrap.is_empty() => self.join_failed(&format!("the DHT walk failed: {e:?}")),
+                Ok(_) if step.last => self.join_backoff = JOIN_BACKOFF_MIN,
+                _ => {}
+            },
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(id), error, .. }
+                if self.bootstrap_ids.contains(&id) =>
+            {
+                self.join_failed(&format!("bootstrap node {id} unreachable: {error}"));
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
                 self.nat = match new {
                     autonat::NatStatus::Public(addr) => {
@@ -929,6 +962,27 @@ impl EventLoop {
     /// AutoNAT found that nobody can dial the ones it has.
     fn needs_relay(&self) -> bool {
         self.config.role == Role::Peer && (self.config.listen.is_empty() || self.nat == Nat::Private)
+    }
+
+    /// Walk the DHT from what we know, and dial the bootstrap nodes we are
+    /// not connected to (they restart too).
+    fn join(&mut self) {
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        for addr in self.config.bootstrap.clone() {
+            if peer_of(&addr).is_some_and(|id| !self.swarm.is_connected(&id)) {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    /// Joining failed (a bootstrap node unreachable, the DHT walk failed):
+    /// try again soon, each wait twice the last, up to the 30 s tick.
+    fn join_failed(&mut self, why: &str) {
+        if self.join_retry.is_none() {
+            tracing::info!("joining: {why}; trying again in {:?}", self.join_backoff);
+            self.join_retry = Some(tokio::time::Instant::now() + self.join_backoff);
+            self.join_backoff = (self.join_backoff * 2).min(JOIN_BACKOFF_MAX);
+        }
     }
 
     /// Reserve a slot on every connected bootstrap node's relay, if this node needs one.

@@ -64,8 +64,21 @@ impl Inner {
             let answered = match r {
                 Ok(Ok(usage)) => Some(usage),
                 // Bootstrap nodes and clients store nothing: not peers for placement.
-                Ok(Err(net::Error::Refused { .. })) => continue,
-                _ => None,
+                Ok(Err(net::Error::Refused { code: proto::wire::Code::NotFound, .. })) => continue,
+                // It answered, too busy to say more: this round neither
+                // counts for it nor against it.
+                Ok(Err(net::Error::Refused { code: proto::wire::Code::Busy, .. })) => {
+                    tracing::debug!(peer = %peer, "status: busy");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, "status: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "status: no answer within {:?}", crate::publish::USAGE_TIMEOUT);
+                    None
+                }
             };
             // Read, change and write in one transaction: an audit may have
             // changed the record since this round began.

@@ -127,8 +127,25 @@ pub fn network_with(dir: &Path, peers: usize, spn_flags: &[String]) -> Network {
     let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
     // Generous: other tests' networks share the 2 cores.
     let api = client::Spn::new(&url, Some(token.trim().to_string())).expect("the SPN's URL");
-    harness::procs::wait_peers(&api, peers as u64, Duration::from_secs(60)).expect("the SPN sees every peer");
+    if let Err(e) = harness::procs::wait_peers(&api, peers as u64, Duration::from_secs(60)) {
+        panic!("the SPN does not see every peer: {e}{}", missing(&api, &peer_ids, &dir.join("logs")));
+    }
     Network { procs, url, token, bootstrap: b, spn_id, peers: peer_ids }
+}
+
+/// Of `expected`, the peers the SPN has no record of, each with the end of
+/// its log (a slow start's diagnosis; the test's directory goes with it).
+pub fn missing(api: &client::Spn, expected: &[String], logs: &Path) -> String {
+    let known: Vec<String> = api.peers().map(|l| l.peers.into_iter().map(|p| p.peer).collect()).unwrap_or_default();
+    let mut out = String::new();
+    for (i, id) in expected.iter().enumerate().filter(|(_, id)| !known.contains(id)) {
+        let log = std::fs::read_to_string(logs.join(format!("peer{i}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+        out += &format!("\nno record of peer{i} ({id}); the end of its log:\n{}", tail.join("\n"));
+    }
+    let spn = std::fs::read_to_string(logs.join("spn.log")).unwrap_or_default();
+    let tail: Vec<&str> = spn.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+    out + &format!("\nthe end of the SPN's log:\n{}", tail.join("\n"))
 }
 
 pub fn publish(n: &Network, vendor: &Path, image: &Path, version: &str, extra: &[&str]) -> Value {
