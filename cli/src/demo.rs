@@ -217,14 +217,14 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         d
     };
     say(o.json, "device: update to v1.0.0 (install command copies the image into a slot file)");
-    let f1 = device_cmd::execute(device_opts(&p1.bundle, None, false, true), o.json)?;
+    let f1 = device_cmd::execute(device_opts(&p1.bundle, None, false, true), o.json, None)?;
     if !same(&slot, &v1)? {
         bail!("the slot does not hold v1 byte for byte");
     }
     let f1r = f1.fetch.context("v1 was not fetched")?;
 
     say(o.json, "a replay of the same bundle: already installed, nothing fetched, the installer not run");
-    let replay = device_cmd::execute(device_opts(&p1.bundle, None, false, true), o.json)?;
+    let replay = device_cmd::execute(device_opts(&p1.bundle, None, false, true), o.json, None)?;
     if replay.fetch.is_some() {
         bail!("the replayed bundle was fetched again");
     }
@@ -233,7 +233,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     procs.kill("peer0");
     procs.kill("peer5");
     let again = root.join("refetch-v1.img");
-    let f2 = device_cmd::execute(device_opts(&p1.bundle, Some(again.clone()), true, false), o.json)?;
+    let f2 = device_cmd::execute(device_opts(&p1.bundle, Some(again.clone()), true, false), o.json, None)?;
     if !same(&again, &v1)? {
         bail!("the image fetched with 2 peers down differs from v1");
     }
@@ -251,7 +251,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     );
     let mut latest = device_opts(&p2.bundle, None, false, true);
     latest.source = ota::Source::Spn { spn: client::Spn::new(&url, None)?, id: "demo-router@latest".into() };
-    let f3 = device_cmd::execute(latest, o.json)?;
+    let f3 = device_cmd::execute(latest, o.json, None)?;
     if !same(&slot, &v2)? {
         bail!("the slot does not hold v2 byte for byte");
     }
@@ -259,7 +259,15 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     let f = [f1r, f2r, f3r];
     let durable = durability(o.json, root, logs, procs, &api, &peer_args, &[&p1.id, &p2.id])?;
     let backups = backup_act(o.json, root, &url, &api, &b)?;
-    let chain = crate::ledger_cmd::demo_act(o.json, &api, &b, &genesis, &p1.result.manifest, &|name| procs.kill(name))?;
+    let chain = crate::ledger_cmd::demo_act(
+        o.json,
+        &api,
+        &b,
+        &genesis,
+        &p1.result.manifest,
+        (&vdir, &p2.id, &p1.id),
+        &|name| procs.kill(name),
+    )?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
     for extra in [durable, backups, chain] {
         if let (Some(m), Value::Object(d)) = (out.as_object_mut(), extra) {

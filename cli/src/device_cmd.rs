@@ -78,6 +78,13 @@ pub(crate) struct DeviceArgs {
     /// Seconds a timestamp may be past its expiry, or ahead of this clock.
     #[arg(long, default_value_t = 300)]
     max_clock_skew: u64,
+    /// Install only a release its vendor recorded on the ledger: the record's
+    /// proof (block and certificate) is checked against this genesis or
+    /// producers file (`ionshard ledger producers`), and its signer must be
+    /// a key of the vendor's root; asked of --bootstrap, which must follow
+    /// the chain. Checked before anything is downloaded.
+    #[arg(long, value_name = "PRODUCERS")]
+    require_ledger: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -126,18 +133,35 @@ impl DeviceArgs {
 /// `ionshard fetch` (`install` false) or `ionshard update`.
 pub(crate) fn run(a: DeviceArgs, install: bool) -> Result<UpdateReport> {
     let json = a.json;
-    execute(a.options(install)?, json)
+    let ledger = a.require_ledger.clone().map(|p| (p, a.bootstrap.clone()));
+    execute(a.options(install)?, json, ledger)
 }
 
 /// Run an update (or a fetch) and print what it did; an installer that
 /// failed is an error here (the report says so for a library caller).
-pub(crate) fn execute(o: UpdateOptions, json_out: bool) -> Result<UpdateReport> {
+/// `ledger`: the producers file and the nodes to ask, when the release
+/// must be on the ledger.
+pub(crate) fn execute(
+    o: UpdateOptions,
+    json_out: bool,
+    ledger: Option<(PathBuf, Vec<String>)>,
+) -> Result<UpdateReport> {
     let from_file = matches!(o.source, Source::File(_));
     let hardware = o.hardware.clone();
     let rt = node_cmd::runtime()?;
+    let update = rt.block_on(ota::Update::check(o)).map_err(|e| hint(e, from_file))?;
+    if let Some((producers, bootstrap)) = ledger {
+        let c = update.checked();
+        let (height, signer) = crate::ledger_cmd::release_on_chain(&bootstrap, &producers, &c.release, &c.root)?;
+        if !json_out {
+            eprintln!(
+                "ledger: {} is recorded in final block {height}, signed by vendor key {signer}",
+                update.release()
+            );
+        }
+    }
     let report = rt
         .block_on(async {
-            let update = ota::Update::check(o).await?;
             if !json_out {
                 // Said before the download, which may take a while.
                 print_notes(update.notes(), &update.release(), &hardware);

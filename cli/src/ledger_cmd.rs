@@ -26,6 +26,14 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         ask: AskOpts,
     },
+    /// Look up a record of the chain's state: a manufacturer, a device, an
+    /// authorization, a deletion, a peer's points, a release.
+    Show {
+        #[command(subcommand)]
+        what: ShowCommand,
+        #[command(flatten)]
+        ask: AskOpts,
+    },
     /// Print a self-contained proof that a storage receipt or a transaction is on the chain.
     Prove {
         #[command(subcommand)]
@@ -150,6 +158,82 @@ pub(crate) enum ProveCommand {
         #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
         bootstrap: Vec<String>,
     },
+    /// A device's record: its latest change (its registration if none).
+    Device {
+        /// The device's peer id.
+        id: String,
+        /// Prove the registration rather than the latest change.
+        #[arg(long)]
+        registration: bool,
+        /// A node that follows the chain.
+        #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+        bootstrap: Vec<String>,
+    },
+    /// A release record, by product and version (and signer, if several recorded it).
+    Release {
+        /// The product.
+        #[arg(long)]
+        product: String,
+        /// The version.
+        #[arg(long)]
+        version: String,
+        /// The vendor key that signed it (needed only if several did).
+        #[arg(long)]
+        signer: Option<String>,
+        /// A node that follows the chain.
+        #[arg(long, required = true, env = "IONSHARD_BOOTSTRAP", value_delimiter = ',')]
+        bootstrap: Vec<String>,
+    },
+}
+
+/// What to look up.
+#[derive(clap::Subcommand)]
+pub(crate) enum ShowCommand {
+    /// A manufacturer: admitted, since when.
+    Maker {
+        /// Its peer id.
+        id: String,
+    },
+    /// A device: manufacturer, product, status, owner.
+    Device {
+        /// Its peer id.
+        id: String,
+    },
+    /// Whether OWNER authorizes RECEIVER for OBJECT (since which height).
+    Authorized {
+        /// The owner.
+        #[arg(long)]
+        owner: String,
+        /// The object's CID.
+        #[arg(long)]
+        object: String,
+        /// The receiver.
+        #[arg(long)]
+        receiver: String,
+    },
+    /// An owner's deletion attestation of an object.
+    Deletion {
+        /// The owner.
+        #[arg(long)]
+        owner: String,
+        /// The object's CID.
+        #[arg(long)]
+        object: String,
+    },
+    /// A peer's contribution points, in all and by who attested them.
+    Points {
+        /// The peer.
+        id: String,
+    },
+    /// A release's records.
+    Release {
+        /// The product.
+        #[arg(long)]
+        product: String,
+        /// The version.
+        #[arg(long)]
+        version: String,
+    },
 }
 
 /// What a transaction says.
@@ -183,20 +267,96 @@ pub(crate) enum TxCommand {
         #[arg(long)]
         addr: String,
     },
-    /// Record a published release.
-    Release {
-        /// The product.
+    /// As a registry admin, approve admitting (or, with --remove, removing)
+    /// a manufacturer; it takes effect once the genesis's threshold agree.
+    Admit {
+        /// The manufacturer's key (peer id).
+        manufacturer: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Approve its removal instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// As an admitted manufacturer, register a device (once, for ever).
+    Register {
+        /// The device's peer id (`ionshard id` on the device).
+        device: String,
+        /// Its product.
         #[arg(long)]
         product: String,
+        /// Its hardware revision.
+        #[arg(long)]
+        hardware: String,
+    },
+    /// As a device's manufacturer or owner, transfer it to a new owner.
+    Transfer {
+        /// The device.
+        device: String,
+        /// The new owner's peer id.
+        #[arg(long)]
+        to: String,
+    },
+    /// As a device's manufacturer or owner, retire it (for good).
+    Retire {
+        /// The device.
+        device: String,
+    },
+    /// As an object's owner, let a receiver have it (or, with --revoke, no longer).
+    Authorize {
+        /// The object's CID.
+        object: String,
+        /// The receiver's peer id.
+        #[arg(long)]
+        receiver: String,
+        /// Revoke instead.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// As an object's owner, attest it was deleted: its keys destroyed and
+    /// its shards gone, with the root of the peers' delete acknowledgements.
+    Delete {
+        /// The object's CID.
+        object: String,
+        /// The acknowledgements' Merkle root, 64 hex digits.
+        #[arg(long)]
+        acks_root: String,
+        /// How many acknowledgements.
+        #[arg(long)]
+        acks: u64,
+    },
+    /// Credit peers with points from a batch this key anchored.
+    Points {
+        /// The anchored batch's root, 64 hex digits.
+        #[arg(long)]
+        root: String,
+        /// PEER=BYTE_HOURS or PEER=BYTE_HOURS:AUDITS (repeatable, at most 24).
+        #[arg(long = "credit", required = true)]
+        credits: Vec<String>,
+    },
+    /// Record a published release. With --vendor-dir and --release, the
+    /// fields come from that signed release and a root key of the vendor
+    /// signs the record: what `update --require-ledger` checks on a device.
+    Release {
+        /// The vendor directory whose release to record (its root key signs).
+        #[arg(long, requires = "release")]
+        vendor_dir: Option<PathBuf>,
+        /// The release, PRODUCT@VERSION (with --vendor-dir).
+        #[arg(long, requires = "vendor_dir")]
+        release: Option<String>,
+        /// The product.
+        #[arg(long, required_unless_present = "release")]
+        product: Option<String>,
         /// The version.
-        #[arg(long)]
-        version: String,
+        #[arg(long, required_unless_present = "release")]
+        version: Option<String>,
         /// The release manifest's CID.
-        #[arg(long)]
-        manifest: String,
+        #[arg(long, required_unless_present = "release")]
+        manifest: Option<String>,
         /// The image's BLAKE3, 64 hex digits.
-        #[arg(long)]
-        image_hash: String,
+        #[arg(long, required_unless_present = "release")]
+        image_hash: Option<String>,
     },
 }
 
@@ -233,6 +393,12 @@ pub(crate) struct InitOpts {
     /// Heights between elections.
     #[arg(long, default_value_t = 600)]
     maintenance: u64,
+    /// A manufacturer-registry admin's peer id (repeatable).
+    #[arg(long = "admin")]
+    admins: Vec<String>,
+    /// How many admins must agree to admit or remove a manufacturer.
+    #[arg(long, default_value_t = 1)]
+    admin_threshold: u32,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -254,6 +420,7 @@ pub(crate) fn run(command: LedgerCommand) -> Result<()> {
         LedgerCommand::Init(o) => init(o),
         LedgerCommand::Status(a) => status(&a),
         LedgerCommand::Block { height, ask } => block(height, &ask),
+        LedgerCommand::Show { what, ask } => show(what, &ask),
         LedgerCommand::Tx { body, ask, key, lifetime, no_wait } => tx(body, &ask, key, lifetime, no_wait),
         LedgerCommand::Prove { what, out, json } => prove(what, out.as_deref(), json),
         LedgerCommand::Verify { proof, producers, json } => verify(&proof, &producers, json),
@@ -297,6 +464,8 @@ fn init(o: InitOpts) -> Result<()> {
             ..ledger::Params::default()
         },
         accounts,
+        admins: o.admins,
+        admin_threshold: o.admin_threshold,
     };
     g.check()?;
     g.write_new(&o.out).with_context(|| format!("writing {} (it must not exist yet)", o.out.display()))?;
@@ -402,8 +571,9 @@ fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
     Hash::from_hex(s).map(|h| h.0).ok_or_else(|| anyhow!("{what} {s:?} is not 64 hex digits"))
 }
 
-fn body_of(c: TxCommand) -> Result<Body> {
-    Ok(match c {
+/// The transaction's body, and the key that must sign it if not the caller's.
+fn body_of(c: TxCommand) -> Result<(Body, Option<net::Keypair>)> {
+    let body = match c {
         TxCommand::Anchor { root, kind, count, bytes } => {
             let kind = match kind.as_str() {
                 "receipts" => AnchorKind::Receipts,
@@ -413,9 +583,35 @@ fn body_of(c: TxCommand) -> Result<Body> {
             };
             Body::Anchor { kind, root: hex32(&root, "--root")?, count, bytes }
         }
-        TxCommand::Release { product, version, manifest, image_hash } => {
-            Body::Release { product, version, manifest, image_hash: hex32(&image_hash, "--image-hash")? }
+        TxCommand::Release { vendor_dir: Some(dir), release: Some(id), .. } => {
+            let v = crate::vendor::load(&dir)?;
+            let path = dir.join("releases").join(format!("{id}.release.json"));
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading {} (is {id} published from this directory?)", path.display()))?;
+            let r = ota::meta::release_signed_by(&v.root, &bytes)
+                .with_context(|| format!("{} is not signed by this vendor's root", path.display()))?;
+            let key = v.keys.first().ok_or_else(|| {
+                anyhow!("{} holds none of its root's keys: the record is signed by one", dir.display())
+            })?;
+            let key = net::Keypair::ed25519_from_bytes(key.to_bytes()).map_err(|e| anyhow!("the vendor key: {e}"))?;
+            let body = Body::Release {
+                product: r.product,
+                version: r.version,
+                manifest: r.manifest,
+                image_hash: hex32(&r.blake3, "the release's image hash")?,
+            };
+            return Ok((body, Some(key)));
         }
+        TxCommand::Release {
+            product: Some(product),
+            version: Some(version),
+            manifest: Some(manifest),
+            image_hash: Some(h),
+            ..
+        } => Body::Release { product, version, manifest, image_hash: hex32(&h, "--image-hash")? },
+        TxCommand::Release { .. } => bail!(
+            "give --vendor-dir DIR --release PRODUCT@VERSION, or --product, --version, --manifest and --image-hash"
+        ),
         TxCommand::Vote { candidates } => Body::Vote {
             candidates: candidates
                 .iter()
@@ -423,32 +619,178 @@ fn body_of(c: TxCommand) -> Result<Body> {
                 .collect::<Result<_>>()?,
         },
         TxCommand::Candidate { addr } => Body::Candidate { addr },
+        TxCommand::Admit { manufacturer, name, remove } => {
+            Body::Admit { manufacturer: peer_arg(&manufacturer, "the manufacturer")?, name, admit: !remove }
+        }
+        TxCommand::Register { device, product, hardware } => {
+            Body::Register { device: peer_arg(&device, "the device")?, product, hardware }
+        }
+        TxCommand::Transfer { device, to } => Body::Lifecycle {
+            device: peer_arg(&device, "the device")?,
+            change: ledger::Change::Transfer(peer_arg(&to, "--to")?),
+        },
+        TxCommand::Retire { device } => {
+            Body::Lifecycle { device: peer_arg(&device, "the device")?, change: ledger::Change::Retire }
+        }
+        TxCommand::Authorize { object, receiver, revoke } => {
+            Body::Authorize { object, receiver: peer_arg(&receiver, "--receiver")?, grant: !revoke }
+        }
+        TxCommand::Delete { object, acks_root, acks } => {
+            Body::Deletion { object, acks_root: hex32(&acks_root, "--acks-root")?, acks }
+        }
+        TxCommand::Points { root, credits } => {
+            if credits.len() > ledger::MAX_POINTS {
+                bail!("{} credits: at most {} per transaction; send several", credits.len(), ledger::MAX_POINTS);
+            }
+            let credits = credits
+                .iter()
+                .map(|c| {
+                    let (peer, amount) =
+                        c.split_once('=').ok_or_else(|| anyhow!("--credit {c:?}: write PEER=BYTE_HOURS[:AUDITS]"))?;
+                    let (bh, audits) = amount.split_once(':').unwrap_or((amount, "0"));
+                    Ok(ledger::Credit {
+                        peer: peer_arg(peer, "--credit")?,
+                        byte_hours: bh
+                            .parse()
+                            .with_context(|| format!("--credit {c:?}: byte-hours must be a number"))?,
+                        audits: audits.parse().with_context(|| format!("--credit {c:?}: audits must be a number"))?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Body::Points { root: hex32(&root, "--root")?, credits }
+        }
+    };
+    Ok((body, None))
+}
+
+/// A peer id given on the command line.
+fn peer_arg(s: &str, what: &str) -> Result<PeerId> {
+    s.parse().with_context(|| format!("{what} {s:?} is not a peer id (`ionshard id` prints one)"))
+}
+
+/// Ask a node following the chain to look `what` up.
+fn lookup(bootstrap: &[String], what: ledger::Lookup) -> Result<ledger::Record> {
+    let (_, peer) = first(bootstrap)?;
+    runtime()?.block_on(async {
+        let (client, _h) = join(bootstrap, None).await?;
+        let r = ledger::rpc::lookup_answer(&ask(&client, peer, &Question::Lookup(what)).await?)
+            .map_err(|e| anyhow!("{peer} answered badly (an older release?): {e}"))?;
+        client.shutdown().await;
+        anyhow::Ok(r)
     })
 }
 
+fn show(what: ShowCommand, a: &AskOpts) -> Result<()> {
+    use ledger::{Lookup, Record};
+    let q = match &what {
+        ShowCommand::Maker { id } => Lookup::Maker(peer_arg(id, "the manufacturer")?),
+        ShowCommand::Device { id } => Lookup::Device(peer_arg(id, "the device")?),
+        ShowCommand::Authorized { owner, object, receiver } => Lookup::Authorized {
+            owner: peer_arg(owner, "--owner")?,
+            object: object.clone(),
+            receiver: peer_arg(receiver, "--receiver")?,
+        },
+        ShowCommand::Deletion { owner, object } => {
+            Lookup::Deletion { owner: peer_arg(owner, "--owner")?, object: object.clone() }
+        }
+        ShowCommand::Points { id } => Lookup::Points(peer_arg(id, "the peer")?),
+        ShowCommand::Release { product, version } => {
+            Lookup::Release { product: product.clone(), version: version.clone() }
+        }
+    };
+    let record = lookup(&a.bootstrap, q)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&record)?);
+        return Ok(());
+    }
+    match record {
+        Record::Maker(None) => println!("not an admitted manufacturer"),
+        Record::Maker(Some(m)) => {
+            println!("manufacturer {} ({}), admitted at height {}", m.manufacturer, m.name, m.admitted)
+        }
+        Record::Device(None) => println!("not a registered device"),
+        Record::Device(Some(d)) => {
+            println!("device {}: {} {} by {}", d.device, d.product, d.hardware, d.manufacturer);
+            println!(
+                "status {}{}",
+                d.status,
+                if d.owner.is_empty() { String::new() } else { format!(", owner {}", d.owner) }
+            );
+            println!(
+                "registered at height {} (tx {}), last changed at {} (tx {})",
+                d.registered, d.registration, d.changed, d.last_tx
+            );
+        }
+        Record::Authorized(None) => println!("not authorized"),
+        Record::Authorized(Some(h)) => println!("authorized since height {h}"),
+        Record::Deletion(None) => println!("no deletion attested"),
+        Record::Deletion(Some(d)) => println!(
+            "deleted: attested at height {} (tx {}), {} peer acknowledgement(s) under root {}",
+            d.height, d.tx, d.acks, d.acks_root
+        ),
+        Record::Points(p) => {
+            println!("peer {}: {} stored byte-hours, {} audit(s) passed", p.peer, p.byte_hours, p.audits);
+            for (by, bh, au) in &p.by {
+                println!("  attested by {by}: {bh} byte-hours, {au} audit(s)");
+            }
+        }
+        Record::Releases(list) if list.is_empty() => println!("no record of that release"),
+        Record::Releases(list) => {
+            for r in list {
+                println!("recorded by {} in tx {}", r.signer, r.tx);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn tx(c: TxCommand, a: &AskOpts, key: Option<PathBuf>, lifetime: u64, no_wait: bool) -> Result<()> {
-    let body = body_of(c)?;
-    let key_path = key.unwrap_or_else(|| crate::files::home().join("ledger.key"));
-    let (key, _) = net::load_or_create_key(&key_path)?;
-    let (_, peer) = first(&a.bootstrap)?;
+    let (body, own) = body_of(c)?;
+    let key = match own {
+        Some(k) => k,
+        None => net::load_or_create_key(&key.unwrap_or_else(|| crate::files::home().join("ledger.key")))?.0,
+    };
     let pb = indicatif::ProgressBar::new_spinner();
     if a.json {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     pb.set_message("waiting for a block");
     pb.enable_steady_tick(Duration::from_millis(120));
-    let (id, at) = runtime()?.block_on(async {
-        let (client, _h) = join(&a.bootstrap, None).await?;
+    let (id, at) = submit(&a.bootstrap, &key, body, lifetime, !no_wait)?;
+    pb.finish_and_clear();
+    if a.json {
+        println!("{}", json!({ "tx": id.to_string(), "height": at.map(|x| x.0), "index": at.map(|x| x.1) }));
+    } else {
+        match at {
+            Some((h, i)) => println!("transaction {id} is final in block {h} (index {i})"),
+            None => println!("transaction {id} was taken by a producer"),
+        }
+    }
+    Ok(())
+}
+
+/// Sign `body` with `key` against the newest block a node of `bootstrap`
+/// knows, offer it, and (`wait`) wait until a final block holds it.
+fn submit(
+    bootstrap: &[String],
+    key: &net::Keypair,
+    body: Body,
+    lifetime: u64,
+    wait: bool,
+) -> Result<(ledger::TxId, Option<(u64, u32)>)> {
+    let (_, peer) = first(bootstrap)?;
+    runtime()?.block_on(async {
+        let (client, _h) = join(bootstrap, None).await?;
         let st = ledger::rpc::status_answer(&ask(&client, peer, &Question::Status).await?)?;
         let chain = Hash::from_hex(&st.chain).ok_or_else(|| anyhow!("{peer} named no chain"))?;
         let reference = Hash::from_hex(&st.hash).ok_or_else(|| anyhow!("{peer} named no block"))?;
-        let tx = Tx::sign(&key, chain, (st.height, reference), lifetime, body)?;
+        let tx = Tx::sign(key, chain, (st.height, reference), lifetime, body)?;
         let id = match ledger::rpc::submit_answer(&ask(&client, peer, &Question::Submit(Box::new(tx))).await?)? {
             Ok(id) => id,
             Err(why) => bail!("the producer refused the transaction: {why}"),
         };
         let mut at = None;
-        if !no_wait {
+        if wait {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while at.is_none() {
                 if tokio::time::Instant::now() > deadline {
@@ -460,17 +802,7 @@ fn tx(c: TxCommand, a: &AskOpts, key: Option<PathBuf>, lifetime: u64, no_wait: b
         }
         client.shutdown().await;
         anyhow::Ok((id, at))
-    })?;
-    pb.finish_and_clear();
-    if a.json {
-        println!("{}", json!({ "tx": id.to_string(), "height": at.map(|x| x.0), "index": at.map(|x| x.1) }));
-    } else {
-        match at {
-            Some((h, i)) => println!("transaction {id} is final in block {h} (index {i})"),
-            None => println!("transaction {id} was taken by a producer"),
-        }
-    }
-    Ok(())
+    })
 }
 
 /// A producers file as `ledger producers` writes it.
@@ -634,20 +966,32 @@ fn prove(what: ProveCommand, out: Option<&Path>, json_out: bool) -> Result<()> {
             let api = crate::http::spn(&spn, crate::http::token(token, None)?)?;
             api.receipt_proof(&shard, &peer)?.proof
         }
-        ProveCommand::Tx { id, bootstrap } => {
-            let id = ledger::TxId(hex32(&id, "the transaction id")?);
-            let (_, peer) = first(&bootstrap)?;
-            let proof = runtime()?.block_on(async {
-                let (client, _h) = join(&bootstrap, None).await?;
-                let Some((h, i)) = ledger::rpc::find_answer(&ask(&client, peer, &Question::Find(id)).await?)? else {
-                    bail!("transaction {id} is not on the chain (yet)");
-                };
-                let (b, c) = ledger::rpc::block_answer(&ask(&client, peer, &Question::Block(h)).await?)?
-                    .ok_or_else(|| anyhow!("{peer} has no block {h}"))?;
-                client.shutdown().await;
-                anyhow::Ok(ledger::prove(&b, &c, i as usize, None)?)
-            })?;
-            data_encoding::HEXLOWER.encode(&proof.encode())
+        ProveCommand::Tx { id, bootstrap } => prove_tx(ledger::TxId(hex32(&id, "the transaction id")?), &bootstrap)?,
+        ProveCommand::Device { id, registration, bootstrap } => {
+            let ledger::Record::Device(Some(d)) =
+                lookup(&bootstrap, ledger::Lookup::Device(peer_arg(&id, "the device")?))?
+            else {
+                bail!("{id} is not a registered device on this chain");
+            };
+            let tx = if registration { &d.registration } else { &d.last_tx };
+            prove_tx(ledger::TxId(hex32(tx, "the device's transaction")?), &bootstrap)?
+        }
+        ProveCommand::Release { product, version, signer, bootstrap } => {
+            let ledger::Record::Releases(list) =
+                lookup(&bootstrap, ledger::Lookup::Release { product: product.clone(), version: version.clone() })?
+            else {
+                bail!("the node answered another kind of record");
+            };
+            let mine: Vec<_> = list.iter().filter(|r| signer.as_ref().is_none_or(|s| *s == r.signer)).collect();
+            let r = match mine.as_slice() {
+                [] => bail!(
+                    "no record of {product} {version} on this chain{}",
+                    if signer.is_some() { " by that signer" } else { "" }
+                ),
+                [r] => r,
+                _ => bail!("{} keys recorded {product} {version}: name one with --signer", mine.len()),
+            };
+            prove_tx(ledger::TxId(hex32(&r.tx, "the release's transaction")?), &bootstrap)?
         }
     };
     match out {
@@ -673,6 +1017,81 @@ fn prove(what: ProveCommand, out: Option<&Path>, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Check that `release` is recorded on the chain by a key of `root`: the
+/// record's proof, from a node of `bootstrap`, checked against the
+/// producers file. The record's height and the vendor key id.
+pub(crate) fn release_on_chain(
+    bootstrap: &[String],
+    producers: &Path,
+    release: &ota::meta::Release,
+    root: &ota::meta::Root,
+) -> Result<(u64, String)> {
+    let id = release.id();
+    let (g, sets) = load_producers(producers)?;
+    // The first node given that follows the chain answers (a device may
+    // name bootstrap nodes that do not).
+    let q = ledger::Lookup::Release { product: release.product.clone(), version: release.version.clone() };
+    let mut asked = Err(anyhow!("--require-ledger needs --bootstrap ADDR of a node that follows the chain"));
+    for addr in bootstrap {
+        asked = lookup(std::slice::from_ref(addr), q.clone()).map(|r| (r, addr.clone()));
+        if asked.is_ok() {
+            break;
+        }
+    }
+    let (record, via) = asked.with_context(|| format!("--require-ledger: asking the ledger about {id}"))?;
+    let bootstrap = std::slice::from_ref(&via);
+    let ledger::Record::Releases(records) = record else {
+        bail!("--require-ledger: the node answered another kind of record");
+    };
+    let mut why = format!(
+        "{id} is not recorded on the ledger: the vendor records it with `ionshard ledger tx release --vendor-dir DIR --release {id}`"
+    );
+    for r in records {
+        // The signer must be one of the root's keys.
+        let Ok(signer) = r.signer.parse::<PeerId>() else { continue };
+        let Some(key) = ledger::ed25519_key(&signer) else { continue };
+        let public: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let Some((key_id, _)) = root.keys.iter().find(|(_, k)| k.eq_ignore_ascii_case(&public)) else {
+            why = format!("{id} is recorded on the ledger only by keys that are not the vendor's root keys");
+            continue;
+        };
+        let bytes = data_encoding::HEXLOWER
+            .decode(prove_tx(ledger::TxId(hex32(&r.tx, "the record")?), bootstrap)?.as_bytes())?;
+        let p = ledger::Proof::decode(&bytes)?;
+        let proven = p
+            .verify(g.hash(), &ledger::sets::at(&sets, p.header.height))
+            .map_err(|e| anyhow!("--require-ledger: the proof of {id}'s record does not hold: {e}"))?;
+        match &proven.tx.body {
+            Body::Release { product, version, manifest, image_hash }
+                if *product == release.product
+                    && *version == release.version
+                    && *manifest == release.manifest
+                    && Hash(*image_hash).to_hex().eq_ignore_ascii_case(&release.blake3) =>
+            {
+                return Ok((proven.height, key_id.clone()));
+            }
+            _ => why = format!("the ledger's record of {id} names another manifest or image than the release"),
+        }
+    }
+    bail!("--require-ledger: {why}; nothing was downloaded")
+}
+
+/// A proof (hex) that transaction `id` is in a final block.
+fn prove_tx(id: ledger::TxId, bootstrap: &[String]) -> Result<String> {
+    let (_, peer) = first(bootstrap)?;
+    let proof = runtime()?.block_on(async {
+        let (client, _h) = join(bootstrap, None).await?;
+        let Some((h, i)) = ledger::rpc::find_answer(&ask(&client, peer, &Question::Find(id)).await?)? else {
+            bail!("transaction {id} is not on the chain (yet)");
+        };
+        let (b, c) = ledger::rpc::block_answer(&ask(&client, peer, &Question::Block(h)).await?)?
+            .ok_or_else(|| anyhow!("{peer} has no block {h}"))?;
+        client.shutdown().await;
+        anyhow::Ok(ledger::prove(&b, &c, i as usize, None)?)
+    })?;
+    Ok(data_encoding::HEXLOWER.encode(&proof.encode()))
+}
+
 fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {
     let text = std::fs::read(proof).with_context(|| format!("reading {}", proof.display()))?;
     if text.len() > 1 << 20 {
@@ -691,21 +1110,11 @@ fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {
     } else {
         (p.verify(chain, &set).map_err(|e| anyhow!("the proof does not hold: {e}"))?, None)
     };
-    let what = match (&receipt, &proven.tx.body) {
-        (Some(r), _) => {
+    let what = match &receipt {
+        Some(r) => {
             json!({ "receipt": { "peer": r.peer.to_string(), "shard": r.cid.to_string(), "size": r.size, "stored_at": r.stored_at } })
         }
-        (None, Body::Release { product, version, manifest, image_hash }) => {
-            json!({ "release": { "product": product, "version": version, "manifest": manifest, "image_hash": Hash(*image_hash).to_hex() } })
-        }
-        (None, Body::Anchor { kind, root, count, bytes }) => {
-            json!({ "anchor": { "kind": kind.name(), "root": Hash(*root).to_hex(), "count": count, "bytes": bytes } })
-        }
-        (None, Body::Vote { candidates }) => {
-            json!({ "vote": candidates.iter().map(ToString::to_string).collect::<Vec<_>>() })
-        }
-        (None, Body::Candidate { addr }) => json!({ "candidate": addr }),
-        (None, Body::Evidence { .. }) => json!({ "evidence": "two conflicting votes of one producer" }),
+        None => proven.tx.body.summary(),
     };
     if json_out {
         println!(
@@ -799,6 +1208,7 @@ pub(crate) fn demo_act(
     boot: &str,
     genesis: &Path,
     object: &str,
+    vendor: (&Path, &str, &str),
     kill: &dyn Fn(&str),
 ) -> Result<serde_json::Value> {
     use crate::demo::say;
@@ -862,6 +1272,59 @@ pub(crate) fn demo_act(
     if !json_out {
         println!("a receipt with one bit changed: refused ({refused})");
     }
+    // Points: the SPN credits the batch's peers once it is final.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let points = loop {
+        if let ledger::Record::Points(p) = lookup(&bootstrap, ledger::Lookup::Points(r.peer))?
+            && p.byte_hours > 0
+        {
+            break p;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("peer {} has no points on the chain 60 s after its receipt was anchored", r.peer);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if !json_out {
+        println!(
+            "peer {} holds {} byte-hours of contribution points on the chain, attested by the SPN",
+            r.peer, points.byte_hours
+        );
+    }
+    // A release record, signed by a vendor root key, checked as a device does.
+    let (vdir, recorded, unrecorded) = vendor;
+    say(
+        json_out,
+        format!(
+            "the vendor records {recorded} on the chain with a root key; a device that requires the ledger checks it"
+        ),
+    );
+    let (body, key) = body_of(TxCommand::Release {
+        vendor_dir: Some(vdir.to_path_buf()),
+        release: Some(recorded.to_string()),
+        product: None,
+        version: None,
+        manifest: None,
+        image_hash: None,
+    })?;
+    let key = key.context("the vendor's key")?;
+    submit(&bootstrap, &key, body, 600, true)?;
+    let v = crate::vendor::load(vdir)?;
+    let release = |id: &str| -> Result<ota::meta::Release> {
+        let bytes = std::fs::read(vdir.join("releases").join(format!("{id}.release.json")))?;
+        Ok(ota::meta::release_signed_by(&v.root, &bytes)?)
+    };
+    let (at, key_id) = release_on_chain(&bootstrap, genesis, &release(recorded)?, &v.root)?;
+    let unrecorded_refused = match release_on_chain(&bootstrap, genesis, &release(unrecorded)?, &v.root) {
+        Ok(_) => bail!("{unrecorded} passed the ledger check without a record"),
+        Err(e) => e.to_string(),
+    };
+    if !json_out {
+        println!(
+            "{recorded}: recorded in final block {at} by vendor key {key_id}; the proof checks against the producers"
+        );
+        println!("{unrecorded} (never recorded): refused ({unrecorded_refused})");
+    }
     say(json_out, "kill 1 of the 4 producers: more than 2/3 remain, blocks go on");
     kill("producer3");
     let before = status()?.height;
@@ -883,6 +1346,9 @@ pub(crate) fn demo_act(
         "ledger_producers": set.validators().len(),
         "ledger_receipt_proof": format!("{} bytes, block {}, checked in {:.2} ms", bytes.len(), proven.height, took.as_secs_f64() * 1e3),
         "ledger_forged_receipt": format!("refused: {refused}"),
+        "ledger_points": format!("{} byte-hours for peer {}", points.byte_hours, r.peer),
+        "ledger_release_record": format!("{recorded} in block {at}"),
+        "ledger_unrecorded_release": format!("refused: {unrecorded_refused}"),
         "ledger_one_producer_down": format!("height {before} -> {after}"),
     }))
 }

@@ -263,7 +263,12 @@ fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace
     };
     let mut ledger_args = Vec::new();
     if producers > 0 {
-        let (genesis, list) = procs::ledger_genesis(&exe, &dir.join("ledger"), producers, 1000, 5000)?;
+        // The manufacturer registry's admin: a key of the sandbox's own.
+        let admin_key = dir.join("ledger").join("admin.key");
+        std::fs::create_dir_all(dir.join("ledger"))?;
+        let admin = net::load_or_create_key(&admin_key)?.0.public().to_peer_id().to_string();
+        let admins = ["--admin".to_string(), admin];
+        let (genesis, list) = procs::ledger_genesis_with(&exe, &dir.join("ledger"), producers, 1000, 5000, &admins)?;
         r.genesis = genesis.display().to_string();
         for (i, (pdir, addr)) in list.iter().enumerate() {
             let name = format!("producer{i}");
@@ -273,6 +278,11 @@ fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace
         note(format!(
             "ledger: {producers} producers, a block a second while there is something to record, else every 5 s (genesis {})",
             genesis.display()
+        ));
+        note(format!(
+            "ledger: the registry admin's key is {} (`ionshard ledger tx --key {} admit MANUFACTURER --name NAME`)",
+            admin_key.display(),
+            admin_key.display()
         ));
         ledger_args = vec!["--genesis".to_string(), r.genesis.clone()];
     }

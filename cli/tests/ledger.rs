@@ -179,8 +179,144 @@ fn the_spn_anchors_receipts_as_it_publishes_and_a_receipt_proof_verifies_while_f
     // The same proof against producers of another chain is worth nothing.
     let other = ledger::Genesis { time_ms: g.time_ms + 1, ..g.clone() };
     assert!(good.verify_receipt(other.hash(), &other.validators(Default::default())).is_err());
+
+    // Once the batch is final, the SPN credits the peer with the
+    // byte-hours its receipts promise: on the chain, per attester.
+    let via = &c.producers[0].1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let points = loop {
+        let o = bin()
+            .args(["ledger", "show", "points", &r.peer.to_string(), "--json", "--bootstrap", via])
+            .output()
+            .expect("show points");
+        let v = json_out(&o, "ledger show points");
+        if v["points"]["byte_hours"].as_u64().unwrap_or(0) > 0 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no points within 60 s: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(points["points"]["by"][0][0], n.spn_id, "{points}");
+
+    // A device that requires the ledger installs a release its vendor
+    // recorded there, and refuses one that is not, before downloading it.
+    let recorded = bin()
+        .args(["ledger", "tx", "release", "--vendor-dir", &s(&vendor), "--release", "router@1.0.0"])
+        .args(["--bootstrap", via, "--json"])
+        .output()
+        .expect("tx release");
+    json_out(&recorded, "ledger tx release");
+    let bundle = published["bundle"].as_str().expect("bundle").to_string();
+    let state = dir.path().join("device");
+    let require = ["--require-ledger", &genesis, "--bootstrap", via];
+    let ok = common::update(&n, &vendor, &state, &[&["--bundle", bundle.as_str()][..], &require[..]].concat());
+    assert_eq!(json_out(&ok, "update")["installed"], true);
+    std::fs::write(&image, common::image(3 << 20, 12)).expect("image v2");
+    let v2 = common::publish(&n, &vendor, &image, "1.0.1", &[]);
+    let bundle2 = v2["bundle"].as_str().expect("bundle").to_string();
+    let refused = common::update(&n, &vendor, &state, &[&["--bundle", bundle2.as_str()][..], &require[..]].concat());
+    assert!(!refused.status.success(), "an unrecorded release was installed");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not recorded on the ledger") && err.contains("nothing was downloaded"), "{err}");
+    assert!(!state.join("images").join("router-1.0.1.img").exists(), "the refused release's image is on disk");
     drop(n);
     drop(c);
+}
+
+/// A manufacturer admitted by the registry's admins registers a device once;
+/// strangers can neither register nor change it; its record proves from a
+/// block and certificate; authorizations and deletions are recorded once.
+#[test]
+fn the_registry_admits_a_manufacturer_registers_a_device_once_and_refuses_strangers_with_their_own_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let id = |name: &str| {
+        let o = bin().args(["id", "--json", "--key", &s(&d.join(format!("{name}.key")))]).output().expect("id");
+        json_out(&o, "id")["peer_id"].as_str().expect("peer id").to_string()
+    };
+    let (admin, maker, device, owner) = (id("admin"), id("maker"), id("device"), id("owner"));
+    let _ = id("stranger");
+    let producers: Vec<(PathBuf, String)> = (0..4)
+        .map(|i| harness::procs::ledger_node(exe(), d, &format!("producer{i}"), i).expect("producer key"))
+        .collect();
+    let addrs: Vec<String> = producers.iter().map(|(_, a)| a.clone()).collect();
+    let genesis = harness::procs::ledger_init(exe(), d, &addrs, 300, 300, &["--admin".to_string(), admin.clone()])
+        .expect("genesis");
+    let mut procs = Procs::new(&d.join("logs"));
+    for (i, (pdir, addr)) in producers.iter().enumerate() {
+        procs.start(&format!("producer{i}"), &harness::procs::producer_args(addr, pdir, &genesis));
+    }
+    let via = producers[0].1.clone();
+    let key = |name: &str| d.join(format!("{name}.key"));
+    let refused = |name: &str, args: &[&str]| -> String {
+        let o =
+            bin().args(["ledger", "tx", "--bootstrap", &via, "--key", &s(&key(name))]).args(args).output().expect("tx");
+        assert!(!o.status.success(), "{args:?} by {name} was taken");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+
+    let e = refused("stranger", &["admit", &maker, "--name", "Acme"]);
+    assert!(e.contains("is not a registry admin"), "{e}");
+    let e = refused("maker", &["register", &device, "--product", "router", "--hardware", "r1"]);
+    assert!(e.contains("is not an admitted manufacturer"), "{e}");
+    tx(&via, &key("admin"), &["admit", &maker, "--name", "Acme"]);
+    let reg = tx(&via, &key("maker"), &["register", &device, "--product", "router", "--hardware", "r1"]);
+    let e = refused("maker", &["register", &device, "--product", "router", "--hardware", "r2"]);
+    assert!(e.contains("is registered already"), "{e}");
+    let e = refused("stranger", &["transfer", &device, "--to", &owner]);
+    assert!(e.contains("neither the manufacturer nor the owner"), "{e}");
+    tx(&via, &key("maker"), &["transfer", &device, "--to", &owner]);
+    tx(&via, &key("owner"), &["retire", &device]);
+    let e = refused("owner", &["transfer", &device, "--to", &admin]);
+    assert!(e.contains("is retired"), "{e}");
+
+    let show = bin().args(["ledger", "show", "device", &device, "--json", "--bootstrap", &via]).output().expect("show");
+    let rec = json_out(&show, "ledger show device");
+    assert_eq!(rec["device"]["status"], "retired", "{rec}");
+    assert_eq!(rec["device"]["owner"], owner.as_str());
+    assert_eq!(rec["device"]["registration"], reg["tx"]);
+
+    // The registration's proof checks holding only the genesis.
+    let proof = d.join("device.proof");
+    let o = bin()
+        .args([
+            "ledger",
+            "prove",
+            "device",
+            &device,
+            "--registration",
+            "--bootstrap",
+            &via,
+            "--out",
+            &s(&proof),
+            "--json",
+        ])
+        .output()
+        .expect("prove");
+    json_out(&o, "ledger prove device");
+    let o =
+        bin().args(["ledger", "verify", &s(&proof), "--producers", &s(&genesis), "--json"]).output().expect("verify");
+    let v = json_out(&o, "ledger verify");
+    assert_eq!(v["proves"]["register"]["device"], device.as_str(), "{v}");
+    assert_eq!(v["signer"], maker.as_str());
+
+    // An owner authorizes a friend for an object, then revokes; a deletion is attested once.
+    tx(&via, &key("owner"), &["authorize", "b3object", "--receiver", &admin]);
+    let ask = |args: &[&str]| {
+        let o = bin().args(["ledger", "show"]).args(args).args(["--json", "--bootstrap", &via]).output().expect("show");
+        json_out(&o, "ledger show")
+    };
+    let q = ["authorized", "--owner", &owner, "--object", "b3object", "--receiver", &admin];
+    assert!(ask(&q)["authorized"].as_u64().is_some());
+    tx(&via, &key("owner"), &["authorize", "b3object", "--receiver", &admin, "--revoke"]);
+    assert!(ask(&q)["authorized"].is_null());
+    let root = "ab".repeat(32);
+    tx(&via, &key("owner"), &["delete", "b3object", "--acks-root", &root, "--acks", "6"]);
+    let e = refused("owner", &["delete", "b3object", "--acks-root", &root, "--acks", "6"]);
+    assert!(e.contains("attested the deletion of b3object already"), "{e}");
+    let del = ask(&["deletion", "--owner", &owner, "--object", "b3object"]);
+    assert_eq!(del["deletion"]["acks"], 6, "{del}");
+    drop(procs);
 }
 
 /// `ionshard ledger tx … --json` through `via`, signed with `key`.

@@ -136,6 +136,19 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
         assert!(Instant::now() < deadline, "no block in 60 s: {st}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The sandbox's registry admin admits a manufacturer, which registers a device.
+    let admin = s(&dir.join("ledger").join("admin.key"));
+    let maker = tmp.path().join("maker.key");
+    let device =
+        run(&["id", "--key", &s(&tmp.path().join("device.key"))], "id")["peer_id"].as_str().expect("id").to_string();
+    let maker_id = run(&["id", "--key", &s(&maker)], "id")["peer_id"].as_str().expect("id").to_string();
+    run(&["ledger", "tx", "--key", &admin, "admit", &maker_id, "--name", "Acme"], "ledger tx admit");
+    run(
+        &["ledger", "tx", "--key", &s(&maker), "register", &device, "--product", "router", "--hardware", "r1"],
+        "ledger tx register",
+    );
+    let rec = run(&["ledger", "show", "device", &device], "ledger show device");
+    assert_eq!(rec["device"]["manufacturer"], maker_id.as_str(), "{rec}");
 
     // Down: every process gone, the directory removed.
     let down = json_out(&bin().args(["sandbox", "down", "--dir", &s(&dir), "--json"]).output().expect("down"), "down");

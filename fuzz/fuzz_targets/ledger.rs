@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(ledger::encode_certificate(&c), data, "a certificate with two encodings");
     }
     let _ = ledger::rpc::status_answer(data);
+    let _ = ledger::rpc::lookup_answer(data);
     let _ = ledger::rpc::submit_answer(data);
     let _ = ledger::rpc::find_answer(data);
     let _ = ledger::rpc::block_answer(data);

@@ -627,7 +627,7 @@ impl App {
             .ok_or_else(|| Error::UnknownBlock(format!("block {}", height - 1)))?;
         let time_ms = now_ms().max(self.parent_time(height)? + 1);
         let mut txs = Vec::new();
-        let mut roots = HashSet::new();
+        let mut held = HashSet::new();
         let mut bytes = 0usize;
         let mut keep = VecDeque::new();
         while let Some(tx) = self.pool.pop_front() {
@@ -637,20 +637,10 @@ impl App {
                 continue;
             }
             let n = tx.encode().len() + 4;
-            let fresh = match &tx.body {
-                crate::tx::Body::Anchor { root, .. } => {
-                    roots.insert(*blake3::keyed_hash(root, &tx.signer.to_bytes()).as_bytes())
-                }
-                crate::tx::Body::Evidence { first, second } => {
-                    crate::state::offence(first, second).is_ok_and(|(_, _, key)| roots.insert(key))
-                }
-                _ => true,
-            };
-            if !fresh {
-                self.pooled.remove(&id);
-                continue;
-            }
-            if txs.len() < MAX_TXS && bytes + n < MAX_BLOCK_BYTES / 2 {
+            // One holder per key in a block; the others wait for the next.
+            let keys = crate::registry::exclusive(&tx);
+            if txs.len() < MAX_TXS && bytes + n < MAX_BLOCK_BYTES / 2 && keys.iter().all(|k| !held.contains(k)) {
+                held.extend(keys);
                 bytes += n;
                 txs.push(tx.clone());
             }

@@ -115,6 +115,28 @@ pub enum TxError {
     /// Its content breaks a rule of its kind.
     #[error("{0}")]
     Invalid(String),
+    /// A manufacturer admitted (or removed) by a key that is no registry admin.
+    #[error("{0} is not a registry admin of this chain (the genesis names them)")]
+    NotAdmin(String),
+    /// A device registered by a key that is no admitted manufacturer.
+    #[error("{0} is not an admitted manufacturer: registry admins admit manufacturers first")]
+    NotManufacturer(String),
+    /// A device registered a second time ("one device, one code").
+    #[error("device {device} is registered already, by {by}: a device is registered once")]
+    AlreadyRegistered {
+        /// The device.
+        device: String,
+        /// Its manufacturer.
+        by: String,
+    },
+    /// A device's state changed by neither its manufacturer nor its owner.
+    #[error("{signer} is neither the manufacturer nor the owner of device {device}")]
+    NotYours {
+        /// The device.
+        device: String,
+        /// Who tried.
+        signer: String,
+    },
 }
 
 /// The ledger's result type.

@@ -118,6 +118,21 @@ pub struct Genesis {
     /// Stake held by others than the producers (voters).
     #[serde(default)]
     pub accounts: Vec<Account>,
+    /// The manufacturer registry's admins (peer ids): a manufacturer is
+    /// admitted, or removed, once `admin_threshold` of them signed that.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<String>,
+    /// How many admins must agree (at least 1, at most how many there are).
+    #[serde(default = "default_threshold", skip_serializing_if = "is_one")]
+    pub admin_threshold: u32,
+}
+
+fn default_threshold() -> u32 {
+    1
+}
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl Genesis {
@@ -172,6 +187,14 @@ impl Genesis {
                 return Err(Error::Genesis(format!("account {id}: not an ed25519 peer id")));
             }
         }
+        let admins = self.admin_ids()?;
+        if self.admin_threshold == 0 || (!admins.is_empty() && self.admin_threshold as usize > admins.len()) {
+            return Err(Error::Genesis(format!(
+                "admin_threshold {} must be from 1 to the number of admins ({})",
+                self.admin_threshold,
+                admins.len()
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.producers {
             let id: PeerId =
@@ -190,6 +213,22 @@ impl Genesis {
             }
         }
         Ok(())
+    }
+
+    /// The registry's admins, checked: ed25519 peer ids, each once.
+    pub fn admin_ids(&self) -> Result<Vec<PeerId>> {
+        let mut out = Vec::new();
+        for a in &self.admins {
+            let id: PeerId = a.parse().map_err(|e| Error::Genesis(format!("admin {a}: not a peer id: {e}")))?;
+            if validator(id, 1).is_none() {
+                return Err(Error::Genesis(format!("admin {id}: not an ed25519 peer id")));
+            }
+            if out.contains(&id) {
+                return Err(Error::Genesis(format!("admin {id} is listed twice")));
+            }
+            out.push(id);
+        }
+        Ok(out)
     }
 
     /// The chain's id: the hash of the canonical form.

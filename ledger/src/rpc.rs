@@ -5,9 +5,11 @@
 //!
 //! ```text
 //! question = 1 block: height: u64 | 2 status | 3 submit: bytes(MAX_TX_BYTES) | 4 find: tx id: 32 | 5 sets
+//!          | 6 lookup: see [`crate::Lookup`]
 //! answer   = block: see [`crate::wire`] | status: bytes(64 KiB) of JSON
 //!          | submit: 0 id: 32 | 1 error: bytes(1024) | find: 0 (not yet) | 1 height: u64 | index: u32
 //!          | sets: list(4096) of change: bytes(256 KiB) (see [`crate::sets`])
+//!          | lookup: bytes(64 KiB) of JSON (a [`crate::Record`]; empty: the node failed)
 //! ```
 
 use crate::codec::{Reader, Writer};
@@ -33,6 +35,8 @@ pub enum Question {
     Find(TxId),
     /// Every change of the producer set, with what shows it.
     Sets,
+    /// A registry record.
+    Lookup(crate::Lookup),
 }
 
 impl Question {
@@ -45,6 +49,10 @@ impl Question {
             Question::Submit(tx) => w.u8(3).bytes(&tx.encode()),
             Question::Find(id) => w.u8(4).raw(&id.0),
             Question::Sets => w.u8(5),
+            Question::Lookup(l) => {
+                l.encode(w.u8(6));
+                &mut w
+            }
         };
         w.finish()
     }
@@ -58,6 +66,7 @@ impl Question {
             3 => Question::Submit(Box::new(Tx::decode(r.bytes(MAX_TX_BYTES)?)?)),
             4 => Question::Find(TxId(r.array()?)),
             5 => Question::Sets,
+            6 => Question::Lookup(crate::registry::Lookup::decode(&mut r)?),
             k => return Err(r.malformed(format!("question kind {k}"))),
         };
         r.end()?;
@@ -102,9 +111,24 @@ pub async fn serve(ledger: &Ledger, question: &[u8]) -> Vec<u8> {
                 w.bytes(&c.encode());
             }
         }
+        Ok(Question::Lookup(what)) => {
+            let json = ledger.store().lookup(&what).ok().and_then(|r| serde_json::to_vec(&r).ok());
+            w.bytes(&json.unwrap_or_default());
+        }
         Err(_) => {}
     }
     w.finish()
+}
+
+/// Parse the answer to [`Question::Lookup`].
+pub fn lookup_answer(bytes: &[u8]) -> Result<crate::Record> {
+    let mut r = Reader::new(bytes, "lookup answer");
+    let json = r.bytes(MAX_STATUS_BYTES)?;
+    r.end()?;
+    if json.is_empty() {
+        return Err(Error::Malformed { what: "lookup answer", why: "the node could not read its state".into() });
+    }
+    serde_json::from_slice(json).map_err(|e| Error::Malformed { what: "lookup answer", why: e.to_string() })
 }
 
 /// Parse the answer to [`Question::Sets`].

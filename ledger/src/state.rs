@@ -107,7 +107,7 @@ pub(crate) fn seed(txn: &WriteTransaction, genesis: &Genesis) -> Result<()> {
     }
     txn.open_table(JAILED)?;
     txn.open_table(EVIDENCE)?;
-    Ok(())
+    crate::registry::seed(txn, genesis)
 }
 
 /// Apply `block`'s transactions and, at a boundary, the election.
@@ -140,9 +140,13 @@ pub(crate) fn apply(txn: &WriteTransaction, block: &Block, genesis: &Genesis) ->
                     let burned = stake / 100 * u64::from(p.slash_pct) + stake % 100 * u64::from(p.slash_pct) / 100;
                     accounts.insert(offender.as_slice(), stake - burned.min(stake))?;
                 }
-                Body::Anchor { .. } | Body::Release { .. } => {}
+                Body::Anchor { .. } => {}
+                _ => {}
             }
         }
+    }
+    for tx in &block.txs {
+        crate::registry::apply(txn, block.height, tx)?;
     }
     if block.height.is_multiple_of(p.maintenance) {
         let elected = elect(txn, p.producers as usize)?;
@@ -195,19 +199,21 @@ mod tests {
     use crate::ctx::{Address, Height, Signature};
     use crate::genesis::{Account, Params, Producer};
     use crate::store::Store;
-    use crate::tx::Tx;
+    use crate::tx::{Change, Tx};
 
     struct World {
         genesis: Genesis,
         producers: Vec<Keypair>,
         voter: Keypair,
         newcomer: Keypair,
+        admins: Vec<Keypair>,
     }
 
     fn world() -> World {
         let producers: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
         let voter = Keypair::generate_ed25519();
         let newcomer = Keypair::generate_ed25519();
+        let admins: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
         let genesis = Genesis {
             version: crate::GENESIS_VERSION,
             name: "t".into(),
@@ -221,8 +227,10 @@ mod tests {
                 .collect(),
             params: Params { producers: 4, maintenance: 5, delay: 2, ..Params::default() },
             accounts: vec![Account { peer: voter.public().to_peer_id().to_string(), stake: 10_000 }],
+            admins: admins.iter().map(|k| k.public().to_peer_id().to_string()).collect(),
+            admin_threshold: 2,
         };
-        World { genesis, producers, voter, newcomer }
+        World { genesis, producers, voter, newcomer, admins }
     }
 
     /// A store seeded with the world's genesis, the producers' ids and the newcomer's.
@@ -365,5 +373,179 @@ mod tests {
         let nobody = Keypair::generate_ed25519();
         let tx = Tx::sign(&nobody, chain, (0, chain), 10, Body::Vote { candidates: vec![] }).expect("sign");
         assert!(matches!(crate::validate::check_tx(&store, chain, 1, &tx), Err(Error::Tx(crate::TxError::Invalid(_)))));
+    }
+
+    /// Check `body` signed by `key` against the chain at `height`.
+    fn offer(store: &Store, g: &Genesis, key: &Keypair, height: u64, body: Body) -> (Tx, Result<()>) {
+        let chain = g.hash();
+        let at = height - 1;
+        let reference = if at == 0 { chain } else { store.hash_at(at).expect("read").expect("block") };
+        let tx = Tx::sign(key, chain, (at, reference), 50, body).expect("sign");
+        let r = crate::validate::check_tx(store, chain, height, &tx);
+        (tx, r)
+    }
+
+    fn device(store: &Store, id: PeerId) -> Option<crate::Device> {
+        match store.lookup(&crate::Lookup::Device(id)).expect("lookup") {
+            crate::Record::Device(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn manufacturers_need_the_admins_threshold_and_a_device_is_registered_once_and_changed_only_by_its_maker_or_owner()
+    {
+        use crate::TxError;
+        let w = world();
+        let g = &w.genesis;
+        let (_dir, store, _, _) = opened(&w);
+        run(&store, g, 1, 1, 0, Vec::new());
+        let maker = Keypair::generate_ed25519();
+        let m = maker.public().to_peer_id();
+        let admit = || Body::Admit { manufacturer: m, name: "Acme".into(), admit: true };
+        let stranger = Keypair::generate_ed25519();
+        let (_, r) = offer(&store, g, &stranger, 2, admit());
+        assert!(matches!(r, Err(Error::Tx(TxError::NotAdmin(_)))), "{r:?}");
+        let (first, r) = offer(&store, g, &w.admins[0], 2, admit());
+        r.expect("an admin approves");
+        run(&store, g, 2, 2, 2, vec![first]);
+        assert_eq!(store.lookup(&crate::Lookup::Maker(m)).expect("lookup"), crate::Record::Maker(None), "1 of 2");
+        let (_, r) = offer(&store, g, &w.admins[0], 3, admit());
+        assert!(r.is_err(), "one admin approves once");
+        let phone = Keypair::generate_ed25519().public().to_peer_id();
+        let register = || Body::Register { device: phone, product: "router".into(), hardware: "r1".into() };
+        let (_, r) = offer(&store, g, &maker, 3, register());
+        assert!(matches!(r, Err(Error::Tx(TxError::NotManufacturer(_)))), "{r:?}");
+        let (second, r) = offer(&store, g, &w.admins[1], 3, admit());
+        r.expect("a second admin approves");
+        run(&store, g, 3, 3, 3, vec![second]);
+        assert!(matches!(store.lookup(&crate::Lookup::Maker(m)).expect("lookup"), crate::Record::Maker(Some(_))));
+
+        let (reg, r) = offer(&store, g, &maker, 4, register());
+        r.expect("an admitted manufacturer registers");
+        run(&store, g, 4, 4, 4, vec![reg.clone()]);
+        let d = device(&store, phone).expect("registered");
+        assert_eq!((d.status.as_str(), d.registration.as_str()), ("active", reg.id().to_string().as_str()));
+        let (_, r) = offer(&store, g, &maker, 5, register());
+        assert!(matches!(r, Err(Error::Tx(TxError::AlreadyRegistered { .. }))), "{r:?}");
+
+        let owner = Keypair::generate_ed25519();
+        let o = owner.public().to_peer_id();
+        let (_, r) = offer(&store, g, &stranger, 5, Body::Lifecycle { device: phone, change: Change::Transfer(o) });
+        assert!(matches!(r, Err(Error::Tx(TxError::NotYours { .. }))), "{r:?}");
+        let (t, r) = offer(&store, g, &maker, 5, Body::Lifecycle { device: phone, change: Change::Transfer(o) });
+        r.expect("the manufacturer transfers");
+        run(&store, g, 5, 5, 5, vec![t]);
+        let (retire, r) = offer(&store, g, &owner, 6, Body::Lifecycle { device: phone, change: Change::Retire });
+        r.expect("the owner retires it");
+        run(&store, g, 6, 6, 6, vec![retire.clone()]);
+        let d = device(&store, phone).expect("registered");
+        assert_eq!((d.status.as_str(), d.owner, d.last_tx), ("retired", o.to_string(), retire.id().to_string()));
+        let (_, r) = offer(&store, g, &maker, 7, Body::Lifecycle { device: phone, change: Change::Transfer(m) });
+        assert!(r.is_err(), "a retired device changes no more");
+
+        // Two registrations of one device cannot share a block.
+        let tv = Keypair::generate_ed25519().public().to_peer_id();
+        let a = Tx::sign(
+            &maker,
+            g.hash(),
+            (6, store.hash_at(6).expect("r").expect("b")),
+            50,
+            Body::Register { device: tv, product: "tv".into(), hardware: "a".into() },
+        )
+        .expect("sign");
+        let b = Tx::sign(
+            &maker,
+            g.hash(),
+            (6, store.hash_at(6).expect("r").expect("b")),
+            50,
+            Body::Register { device: tv, product: "tv".into(), hardware: "b".into() },
+        )
+        .expect("sign");
+        let block = Block {
+            chain: g.hash(),
+            height: 7,
+            parent: store.hash_at(6).expect("r").expect("b"),
+            time_ms: 7,
+            proposer: m,
+            next_set: set_hash(&store.set_at(8).expect("set")),
+            txs: vec![a, b],
+        };
+        let r = crate::validate::check_block(&store, g.hash(), 6, &block, u64::MAX / 2);
+        assert!(matches!(r, Err(Error::InvalidBlock { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn authorizations_deletions_releases_and_points_are_recorded_once_and_points_need_an_anchored_batch() {
+        use crate::{Credit, Lookup, Record};
+        let w = world();
+        let g = &w.genesis;
+        let (_dir, store, _, _) = opened(&w);
+        run(&store, g, 1, 1, 0, Vec::new());
+        let owner = Keypair::generate_ed25519();
+        let o = owner.public().to_peer_id();
+        let friend = Keypair::generate_ed25519().public().to_peer_id();
+        let grant = |grant| Body::Authorize { object: "b3obj".into(), receiver: friend, grant };
+        let (_, r) = offer(&store, g, &owner, 2, grant(false));
+        assert!(r.is_err(), "nothing to revoke");
+        let (t, r) = offer(&store, g, &owner, 2, grant(true));
+        r.expect("grant");
+        run(&store, g, 2, 2, 2, vec![t]);
+        let q = Lookup::Authorized { owner: o, object: "b3obj".into(), receiver: friend };
+        assert_eq!(store.lookup(&q).expect("lookup"), Record::Authorized(Some(2)));
+        let (t, r) = offer(&store, g, &owner, 3, grant(false));
+        r.expect("revoke");
+        run(&store, g, 3, 3, 3, vec![t]);
+        assert_eq!(store.lookup(&q).expect("lookup"), Record::Authorized(None));
+
+        let del = || Body::Deletion { object: "b3obj".into(), acks_root: [4; 32], acks: 7 };
+        let (t, r) = offer(&store, g, &owner, 4, del());
+        r.expect("deletion");
+        run(&store, g, 4, 4, 4, vec![t.clone()]);
+        let Record::Deletion(Some(d)) =
+            store.lookup(&Lookup::Deletion { owner: o, object: "b3obj".into() }).expect("l")
+        else {
+            panic!("no deletion recorded")
+        };
+        assert_eq!((d.acks, d.height, d.tx), (7, 4, t.id().to_string()));
+        assert!(offer(&store, g, &owner, 5, del()).1.is_err(), "attested once");
+
+        let rel = || Body::Release {
+            product: "router".into(),
+            version: "1.0".into(),
+            manifest: "b3m".into(),
+            image_hash: [1; 32],
+        };
+        let (t, r) = offer(&store, g, &owner, 5, rel());
+        r.expect("release");
+        run(&store, g, 5, 5, 5, vec![t.clone()]);
+        assert!(offer(&store, g, &owner, 6, rel()).1.is_err(), "a version is recorded once per signer");
+        let Record::Releases(list) =
+            store.lookup(&Lookup::Release { product: "router".into(), version: "1.0".into() }).expect("l")
+        else {
+            panic!("not releases")
+        };
+        assert_eq!(list, vec![crate::Release { signer: o.to_string(), tx: t.id().to_string() }]);
+
+        let spn = Keypair::generate_ed25519();
+        let peer = Keypair::generate_ed25519().public().to_peer_id();
+        let credit = |bh| Body::Points { root: [9; 32], credits: vec![Credit { peer, byte_hours: bh, audits: 2 }] };
+        let (_, r) = offer(&store, g, &spn, 6, credit(100));
+        assert!(r.is_err(), "no anchored batch with that root");
+        let anchor = Body::Anchor { kind: crate::AnchorKind::Receipts, root: [9; 32], count: 1, bytes: 10 };
+        let (t, r) = offer(&store, g, &spn, 6, anchor);
+        r.expect("anchor");
+        run(&store, g, 6, 6, 6, vec![t]);
+        let (t, r) = offer(&store, g, &spn, 7, credit(100));
+        r.expect("points from an anchored batch");
+        run(&store, g, 7, 7, 7, vec![t]);
+        assert!(offer(&store, g, &spn, 8, credit(5)).1.is_err(), "a peer is credited once per batch");
+        let Record::Points(p) = store.lookup(&Lookup::Points(peer)).expect("lookup") else { panic!("not points") };
+        assert_eq!((p.byte_hours, p.audits, p.by.len()), (100, 2, 1));
+        let own = Body::Points {
+            root: [9; 32],
+            credits: vec![Credit { peer: spn.public().to_peer_id(), byte_hours: 1, audits: 0 }],
+        };
+        assert!(offer(&store, g, &spn, 8, own).1.is_err(), "no points to oneself");
     }
 }

@@ -38,7 +38,7 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certs");
 const HASHES: TableDefinition<u64, &[u8]> = TableDefinition::new("hashes");
 const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
-const ANCHORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anchors");
+pub(crate) const ANCHORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anchors");
 const MISSED: TableDefinition<&[u8], u64> = TableDefinition::new("missed");
 const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 
@@ -163,6 +163,18 @@ impl Store {
         let t = txn.open_table(ANCHORS).map_err(|e| self.err(e))?;
         let v = t.get(anchor_key(signer, root).as_slice()).map_err(|e| self.err(e))?;
         Ok(v.and_then(|v| v.value().try_into().ok()).map(TxId))
+    }
+
+    /// A registry record (see [`crate::Lookup`]).
+    pub fn lookup(&self, what: &crate::Lookup) -> Result<crate::Record> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        crate::registry::lookup(&txn, what).map_err(|e| self.wrap(e))
+    }
+
+    /// Check a transaction's registry rules against the state now.
+    pub(crate) fn check_registry(&self, tx: &crate::Tx) -> Result<()> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        crate::registry::check(&txn, tx).map_err(|e| self.wrap(e))
     }
 
     /// Missed proposer slots, per producer (peer id bytes → count).

@@ -13,7 +13,16 @@
 //! kind 3 vote:    list(MAX_VOTES) of candidate: bytes(64)   (approval voting, weighted by the signer's stake)
 //! kind 4 candidate: addr: bytes(256)                        (the signer stands for producer, reachable there)
 //! kind 5 evidence: first: bytes(512) | second: bytes(512)   (two conflicting signed votes, as gossiped)
+//! kind 6 admit:   manufacturer: bytes(64) | name: bytes(128) | admit: u8   (an admin's approval; applied at the threshold)
+//! kind 7 register: device: bytes(64) | product: bytes(128) | hardware: bytes(128)   (by an admitted manufacturer, once per device)
+//! kind 8 lifecycle: device: bytes(64) | change: u8 (1 transfer | 2 retire) | [owner: bytes(64), transfer only]
+//! kind 9 authorize: object: bytes(128) | receiver: bytes(64) | grant: u8   (the owner's, revocable)
+//! kind 10 deletion: object: bytes(128) | acks_root: 32 | acks: u64   (the owner's attestation; the peers' acks as a batch root)
+//! kind 11 points: root: 32 | list(24) of (peer: bytes(64) | byte_hours: u64 | audits: u32)   (by whoever anchored `root`)
 //! ```
+//!
+//! Kinds 6 to 11 came before the ledger's first release: the format is
+//! still version 1.
 //!
 //! A transaction's id is the BLAKE3 of all its bytes, signature included;
 //! one id is accepted once per chain.
@@ -38,6 +47,28 @@ pub(crate) const MAX_VOTES: usize = 30;
 const MAX_ADDR: usize = 256;
 /// Bytes of one signed vote inside evidence, at most.
 const MAX_EVIDENCE_VOTE: usize = 512;
+/// Peers one points transaction credits, at most.
+pub const MAX_POINTS: usize = 24;
+
+/// A device's change of state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Change {
+    /// It has a new owner.
+    Transfer(PeerId),
+    /// It is out of service for good (no change after this).
+    Retire,
+}
+
+/// What one peer earned from one anchored batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Credit {
+    /// The peer.
+    pub peer: PeerId,
+    /// Bytes it stored times hours it held them, by the batch's receipts.
+    pub byte_hours: u64,
+    /// Audits it passed, by the batch.
+    pub audits: u32,
+}
 
 /// What a batch anchored on the chain holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +152,98 @@ pub enum Body {
         /// The second.
         second: Vec<u8>,
     },
+    /// A registry admin approves admitting (or removing) a manufacturer;
+    /// it takes effect once the genesis's threshold of admins agree.
+    Admit {
+        /// The manufacturer's key.
+        manufacturer: PeerId,
+        /// Its name, for people.
+        name: String,
+        /// Admit (true) or remove (false).
+        admit: bool,
+    },
+    /// An admitted manufacturer registers a device (once, for ever).
+    Register {
+        /// The device's peer id.
+        device: PeerId,
+        /// Its product.
+        product: String,
+        /// Its hardware revision.
+        hardware: String,
+    },
+    /// A device's manufacturer or its owner changes its state.
+    Lifecycle {
+        /// The device.
+        device: PeerId,
+        /// The change.
+        change: Change,
+    },
+    /// An object's owner (the signer) lets `receiver` have it, or no longer.
+    Authorize {
+        /// The object's CID.
+        object: String,
+        /// Who may receive it.
+        receiver: PeerId,
+        /// Grant (true) or revoke (false).
+        grant: bool,
+    },
+    /// An object's owner (the signer) attests that its keys were destroyed
+    /// and its shards deleted; the peers' signed delete acknowledgements
+    /// are a batch with this root (proofs from the owner).
+    Deletion {
+        /// The object's CID.
+        object: String,
+        /// The Merkle root of the acknowledgements.
+        acks_root: [u8; 32],
+        /// How many there are.
+        acks: u64,
+    },
+    /// Contribution points from a batch the signer anchored: per peer, the
+    /// stored byte-hours and audit passes its items attest.
+    Points {
+        /// The anchored batch's root.
+        root: [u8; 32],
+        /// The credits, each peer once, at most [`MAX_POINTS`].
+        credits: Vec<Credit>,
+    },
+}
+
+impl Body {
+    /// What it says, as JSON for people and scripts (`{"kind": {...}}`).
+    pub fn summary(&self) -> serde_json::Value {
+        use serde_json::json;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        match self {
+            Body::Anchor { kind, root, count, bytes } => {
+                json!({ "anchor": { "kind": kind.name(), "root": hex(root), "count": count, "bytes": bytes } })
+            }
+            Body::Release { product, version, manifest, image_hash } => json!({ "release": {
+                "product": product, "version": version, "manifest": manifest, "image_hash": hex(image_hash) } }),
+            Body::Vote { candidates } => {
+                json!({ "vote": candidates.iter().map(ToString::to_string).collect::<Vec<_>>() })
+            }
+            Body::Candidate { addr } => json!({ "candidate": addr }),
+            Body::Evidence { .. } => json!({ "evidence": "two conflicting votes of one producer" }),
+            Body::Admit { manufacturer, name, admit } => json!({ "admit": {
+                "manufacturer": manufacturer.to_string(), "name": name, "admit": admit } }),
+            Body::Register { device, product, hardware } => json!({ "register": {
+                "device": device.to_string(), "product": product, "hardware": hardware } }),
+            Body::Lifecycle { device, change } => {
+                json!({ "lifecycle": { "device": device.to_string(), "change": match change {
+                Change::Transfer(to) => format!("transfer to {to}"),
+                Change::Retire => "retire".to_string(),
+            } } })
+            }
+            Body::Authorize { object, receiver, grant } => json!({ "authorize": {
+                "object": object, "receiver": receiver.to_string(), "grant": grant } }),
+            Body::Deletion { object, acks_root, acks } => json!({ "deletion": {
+                "object": object, "acks_root": hex(acks_root), "acks": acks } }),
+            Body::Points { root, credits } => {
+                json!({ "points": { "root": hex(root), "credits": credits.iter().map(|c| json!({
+                "peer": c.peer.to_string(), "byte_hours": c.byte_hours, "audits": c.audits })).collect::<Vec<_>>() } })
+            }
+        }
+    }
 }
 
 /// A signed transaction.
@@ -184,6 +307,31 @@ impl Tx {
             Body::Evidence { first, second } => {
                 w.u8(5).bytes(first).bytes(second);
             }
+            Body::Admit { manufacturer, name, admit } => {
+                w.u8(6).bytes(&manufacturer.to_bytes()).bytes(name.as_bytes()).u8(u8::from(*admit));
+            }
+            Body::Register { device, product, hardware } => {
+                w.u8(7).bytes(&device.to_bytes()).bytes(product.as_bytes()).bytes(hardware.as_bytes());
+            }
+            Body::Lifecycle { device, change } => {
+                w.u8(8).bytes(&device.to_bytes());
+                match change {
+                    Change::Transfer(owner) => w.u8(1).bytes(&owner.to_bytes()),
+                    Change::Retire => w.u8(2),
+                };
+            }
+            Body::Authorize { object, receiver, grant } => {
+                w.u8(9).bytes(object.as_bytes()).bytes(&receiver.to_bytes()).u8(u8::from(*grant));
+            }
+            Body::Deletion { object, acks_root, acks } => {
+                w.u8(10).bytes(object.as_bytes()).raw(acks_root).u64(*acks);
+            }
+            Body::Points { root, credits } => {
+                w.u8(11).raw(root).count(credits.len());
+                for c in credits {
+                    w.bytes(&c.peer.to_bytes()).u64(c.byte_hours).u32(c.audits);
+                }
+            }
         }
         w
     }
@@ -222,16 +370,26 @@ impl Tx {
         let ref_height = r.u64()?;
         let ref_hash = r.array()?;
         let expiry = r.u64()?;
+        let peer = |r: &mut Reader<'_>, what: &str| -> Result<PeerId> {
+            PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(format!("{what}: {e}")))
+        };
+        let text = |r: &mut Reader<'_>| -> Result<String> {
+            let b = r.bytes(MAX_TEXT)?;
+            String::from_utf8(b.to_vec()).map_err(|_| r.malformed("text that is not UTF-8"))
+        };
+        let flag = |r: &mut Reader<'_>| -> Result<bool> {
+            match r.u8()? {
+                0 => Ok(false),
+                1 => Ok(true),
+                f => Err(r.malformed(format!("flag {f}: 0 or 1"))),
+            }
+        };
         let body = match r.u8()? {
             1 => {
                 let kind = AnchorKind::from_tag(r.u8()?).ok_or_else(|| r.malformed("unknown anchor kind"))?;
                 Body::Anchor { kind, root: r.array()?, count: r.u64()?, bytes: r.u64()? }
             }
             2 => {
-                let text = |r: &mut Reader<'_>| -> Result<String> {
-                    let b = r.bytes(MAX_TEXT)?;
-                    String::from_utf8(b.to_vec()).map_err(|_| r.malformed("text that is not UTF-8"))
-                };
                 let product = text(&mut r)?;
                 let version = text(&mut r)?;
                 let manifest = text(&mut r)?;
@@ -253,6 +411,32 @@ impl Tx {
             5 => {
                 let first = r.bytes(MAX_EVIDENCE_VOTE)?.to_vec();
                 Body::Evidence { first, second: r.bytes(MAX_EVIDENCE_VOTE)?.to_vec() }
+            }
+            6 => Body::Admit { manufacturer: peer(&mut r, "manufacturer")?, name: text(&mut r)?, admit: flag(&mut r)? },
+            7 => Body::Register { device: peer(&mut r, "device")?, product: text(&mut r)?, hardware: text(&mut r)? },
+            8 => {
+                let device = peer(&mut r, "device")?;
+                let change = match r.u8()? {
+                    1 => Change::Transfer(peer(&mut r, "owner")?),
+                    2 => Change::Retire,
+                    c => return Err(r.malformed(format!("unknown device change {c}"))),
+                };
+                Body::Lifecycle { device, change }
+            }
+            9 => Body::Authorize { object: text(&mut r)?, receiver: peer(&mut r, "receiver")?, grant: flag(&mut r)? },
+            10 => Body::Deletion { object: text(&mut r)?, acks_root: r.array()?, acks: r.u64()? },
+            11 => {
+                let root = r.array()?;
+                let n = r.count(MAX_POINTS)?;
+                let mut credits = Vec::with_capacity(n);
+                for _ in 0..n {
+                    credits.push(Credit {
+                        peer: peer(&mut r, "credited peer")?,
+                        byte_hours: r.u64()?,
+                        audits: r.u32()?,
+                    });
+                }
+                Body::Points { root, credits }
             }
             k => return Err(r.malformed(format!("unknown transaction kind {k}"))),
         };
@@ -277,6 +461,37 @@ impl Tx {
                 return Err(TxError::Invalid("a release record's text holds control characters or is too long".into()));
             }
         }
+        let text_ok = |what: &str, s: &str| {
+            if s.is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control) {
+                Err(TxError::Invalid(format!("{what} must be 1 to {MAX_TEXT} bytes without control characters")))
+            } else {
+                Ok(())
+            }
+        };
+        match &self.body {
+            Body::Admit { name, .. } => text_ok("a manufacturer's name", name)?,
+            Body::Register { product, hardware, .. } => {
+                text_ok("a device's product", product)?;
+                text_ok("a device's hardware", hardware)?;
+            }
+            Body::Authorize { object, receiver, .. } => {
+                text_ok("an object's CID", object)?;
+                if *receiver == self.signer {
+                    return Err(TxError::Invalid("an owner needs no authorization of its own".into()));
+                }
+            }
+            Body::Deletion { object, .. } => text_ok("an object's CID", object)?,
+            Body::Points { credits, .. } => {
+                let mut seen = std::collections::HashSet::new();
+                if credits.is_empty() || !credits.iter().all(|c| seen.insert(c.peer)) {
+                    return Err(TxError::Invalid("points credit at least one peer, each once".into()));
+                }
+                if credits.iter().any(|c| c.peer == self.signer) {
+                    return Err(TxError::Invalid("points come from what someone else attests: not oneself".into()));
+                }
+            }
+            _ => {}
+        }
         if let Body::Vote { candidates } = &self.body {
             let mut seen = std::collections::HashSet::new();
             if !candidates.iter().all(|c| seen.insert(*c)) {
@@ -294,6 +509,11 @@ impl Tx {
         }
         Ok(())
     }
+}
+
+/// The ed25519 public key a peer id holds inline (signers are ed25519).
+pub fn ed25519_key(peer: &PeerId) -> Option<[u8; 32]> {
+    proto::public_key_of(peer).ok()?.try_into_ed25519().ok().map(|k| k.to_bytes())
 }
 
 impl std::fmt::Display for TxId {

@@ -44,7 +44,7 @@ pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> 
             return Err(TxError::Invalid(format!("{} holds no stake: only stake votes", tx.signer)).into());
         }
         crate::tx::Body::Evidence { first, second } => check_evidence(store, chain, height, first, second)?,
-        _ => {}
+        _ => store.check_registry(tx)?,
     }
     Ok(())
 }
@@ -108,22 +108,17 @@ pub fn check_block(store: &Store, chain: Hash, parent_time: u64, block: &Block, 
         return Err(bad("it names another producer set for the next height".into()));
     }
     let mut ids = HashSet::new();
-    let mut roots = HashSet::new();
-    let mut offences = HashSet::new();
+    let mut held = HashSet::new();
     for tx in &block.txs {
-        if let crate::tx::Body::Evidence { first, second } = &tx.body
-            && let Ok((_, _, key)) = crate::state::offence(first, second)
-            && !offences.insert(key)
-        {
-            return Err(bad("an offence is reported twice".into()));
-        }
         if !ids.insert(tx.id()) {
             return Err(bad("a transaction appears twice".into()));
         }
-        if let crate::tx::Body::Anchor { root, .. } = &tx.body
-            && !roots.insert((tx.signer, *root))
-        {
-            return Err(bad("a root is anchored twice".into()));
+        if !crate::registry::exclusive(tx).into_iter().all(|k| held.insert(k)) {
+            return Err(bad(format!(
+                "transaction {} conflicts with an earlier one in the block (the same root, offence, device, \
+                 manufacturer, authorization, deletion, release or credit)",
+                tx.id()
+            )));
         }
         check_tx(store, chain, height, tx).map_err(|e| bad(format!("transaction {}: {e}", tx.id())))?;
     }
@@ -149,6 +144,8 @@ mod tests {
             producers: Vec::new(),
             params: crate::Params::default(),
             accounts: Vec::new(),
+            admins: Vec::new(),
+            admin_threshold: 1,
         }
     }
 

@@ -279,6 +279,11 @@ impl Update {
         self.loaded.checked.release.id()
     }
 
+    /// The release and the root it was checked against.
+    pub fn checked(&self) -> &Checked {
+        &self.loaded.checked
+    }
+
     /// Fetch it and, with `install`, install and record it. Progress is
     /// the fetch's. A failing installer is reported in
     /// [`UpdateReport::install_status`], not as an error: the device keeps

@@ -875,6 +875,14 @@ pub struct AnchorBatch {
     pub height: Option<u64>,
     /// Its index there.
     pub index: Option<u32>,
+    /// The points transactions crediting the batch's peers with the
+    /// byte-hours their receipts promise (hex of their bytes, at most 24
+    /// peers each), once the batch is final.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<String>,
+    /// Every points transaction is on the chain.
+    #[serde(default)]
+    pub credited: bool,
 }
 
 /// The SPN's batches (`GET /v1/ledger/batches`).

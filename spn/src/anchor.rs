@@ -3,7 +3,9 @@
 //! on the chain in an anchor transaction the SPN signs with its node key,
 //! offered to the producers until a block holds it (signed again against a
 //! recent block if it expired unheard). The SPN keeps each batch's
-//! receipts and serves their inclusion proofs.
+//! receipts and serves their inclusion proofs. Once a batch is final, the
+//! SPN credits its peers with contribution points: the byte-hours their
+//! receipts promise, in points transactions that name the batch's root.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -143,6 +145,77 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
         let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
         if let Err(why) = ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
             tracing::warn!(batch = b.id, "the producer refused the anchor: {why}");
+        }
+    }
+    credit(inner, a, producer, status.height, reference).await
+}
+
+/// Per peer, the byte-hours a batch's receipts promise (each receipt: its
+/// size times the hours from when it was stored to its expiry; a receipt
+/// without expiry promises a day), in credits of at most
+/// [`ledger::MAX_POINTS`] peers.
+pub(crate) fn credits(items: &[Vec<u8>], spn: PeerId) -> Vec<Vec<ledger::Credit>> {
+    let mut per: std::collections::BTreeMap<PeerId, u64> = std::collections::BTreeMap::new();
+    for r in items.iter().filter_map(|b| proto::Receipt::from_bytes(b).ok()) {
+        if r.peer == spn {
+            continue;
+        }
+        let hours = r.expiry.map_or(24, |e| e.saturating_sub(r.stored_at).div_ceil(3600));
+        let e = per.entry(r.peer).or_default();
+        *e = e.saturating_add(r.size.saturating_mul(hours));
+    }
+    let all: Vec<ledger::Credit> =
+        per.into_iter().map(|(peer, byte_hours)| ledger::Credit { peer, byte_hours, audits: 0 }).collect();
+    all.chunks(ledger::MAX_POINTS).map(<[ledger::Credit]>::to_vec).collect()
+}
+
+/// Credit the peers of final batches with points: sign the points
+/// transactions once, offer them until the chain holds each (signed again
+/// if one expired unheard).
+async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, reference: Hash) -> Result<()> {
+    let chain = a.genesis.hash();
+    for mut b in inner.state.uncredited()? {
+        let root = Hash::from_hex(&b.root).ok_or_else(|| Error::Db(format!("batch {} has a bad root", b.id)))?;
+        if b.points.is_empty() {
+            let chunks = credits(&inner.state.batch_items(b.id)?, a.key.public().to_peer_id());
+            if chunks.is_empty() {
+                b.credited = true;
+                inner.state.put_batch(&b)?;
+                continue;
+            }
+            for credits in chunks {
+                let tx = Tx::sign(&a.key, chain, (height, reference), LIFETIME, Body::Points { root: root.0, credits })
+                    .map_err(|e| Error::Ledger(e.to_string()))?;
+                b.points.push(hex(&tx.encode()));
+            }
+            inner.state.put_batch(&b)?;
+        }
+        let mut all = true;
+        for slot in 0..b.points.len() {
+            let Some(tx) = unhex(&b.points[slot]).and_then(|t| Tx::decode(&t).ok()) else { continue };
+            let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
+            if ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))?.is_some() {
+                continue;
+            }
+            all = false;
+            let tx = if height > tx.expiry {
+                let again = Tx::sign(&a.key, chain, (height, reference), LIFETIME, tx.body)
+                    .map_err(|e| Error::Ledger(e.to_string()))?;
+                b.points[slot] = hex(&again.encode());
+                inner.state.put_batch(&b)?;
+                again
+            } else {
+                tx
+            };
+            let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
+            if let Err(why) = ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
+                tracing::debug!(batch = b.id, "the producer refused points: {why}");
+            }
+        }
+        if all {
+            b.credited = true;
+            inner.state.put_batch(&b)?;
+            tracing::info!(batch = b.id, "the batch's peers are credited with points");
         }
     }
     Ok(())

@@ -118,6 +118,32 @@ impl State {
         Ok(out)
     }
 
+    /// Final batches whose peers are not all credited with points yet.
+    pub(crate) fn uncredited(&self) -> Result<Vec<BatchRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BATCHES)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let rec: BatchRecord = parse(e?.1.value(), "batch")?;
+            if rec.height.is_some() && !rec.credited {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A batch's receipts, in order.
+    pub(crate) fn batch_items(&self, id: u64) -> Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let it = txn.open_table(ITEMS)?;
+        let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
+        let mut out = Vec::new();
+        for e in it.range(lo.as_str()..hi.as_str())? {
+            out.push(e?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// The newest `n` batches, newest first.
     pub(crate) fn batches(&self, n: usize) -> Result<Vec<BatchRecord>> {
         let txn = self.db.begin_read()?;
