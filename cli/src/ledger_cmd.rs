@@ -695,7 +695,7 @@ fn show(what: ShowCommand, a: &AskOpts) -> Result<()> {
         }
         ShowCommand::Points { id } => Lookup::Points(peer_arg(id, "the peer")?),
         ShowCommand::Release { product, version } => {
-            Lookup::Release { product: product.clone(), version: version.clone() }
+            Lookup::Release { product: product.clone(), version: version.clone(), signer: None }
         }
     };
     let record = lookup(&a.bootstrap, q)?;
@@ -977,8 +977,14 @@ fn prove(what: ProveCommand, out: Option<&Path>, json_out: bool) -> Result<()> {
             prove_tx(ledger::TxId(hex32(tx, "the device's transaction")?), &bootstrap)?
         }
         ProveCommand::Release { product, version, signer, bootstrap } => {
-            let ledger::Record::Releases(list) =
-                lookup(&bootstrap, ledger::Lookup::Release { product: product.clone(), version: version.clone() })?
+            let ledger::Record::Releases(list) = lookup(
+                &bootstrap,
+                ledger::Lookup::Release {
+                    product: product.clone(),
+                    version: version.clone(),
+                    signer: signer.as_deref().map(|s| peer_arg(s, "--signer")).transpose()?,
+                },
+            )?
             else {
                 bail!("the node answered another kind of record");
             };
@@ -1028,52 +1034,80 @@ pub(crate) fn release_on_chain(
 ) -> Result<(u64, String)> {
     let id = release.id();
     let (g, sets) = load_producers(producers)?;
-    // The first node given that follows the chain answers (a device may
-    // name bootstrap nodes that do not).
-    let q = ledger::Lookup::Release { product: release.product.clone(), version: release.version.clone() };
-    let mut asked = Err(anyhow!("--require-ledger needs --bootstrap ADDR of a node that follows the chain"));
-    for addr in bootstrap {
-        asked = lookup(std::slice::from_ref(addr), q.clone()).map(|r| (r, addr.clone()));
-        if asked.is_ok() {
-            break;
-        }
-    }
-    let (record, via) = asked.with_context(|| format!("--require-ledger: asking the ledger about {id}"))?;
-    let bootstrap = std::slice::from_ref(&via);
-    let ledger::Record::Releases(records) = record else {
-        bail!("--require-ledger: the node answered another kind of record");
-    };
     let mut why = format!(
-        "{id} is not recorded on the ledger: the vendor records it with `ionshard ledger tx release --vendor-dir DIR --release {id}`"
+        "{id} is not recorded on the ledger by a key of the vendor's root: the vendor records it with \
+         `ionshard ledger tx release --vendor-dir DIR --release {id}`"
     );
-    for r in records {
-        // The signer must be one of the root's keys.
-        let Ok(signer) = r.signer.parse::<PeerId>() else { continue };
-        let Some(key) = ledger::ed25519_key(&signer) else { continue };
-        let public: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        let Some((key_id, _)) = root.keys.iter().find(|(_, k)| k.eq_ignore_ascii_case(&public)) else {
-            why = format!("{id} is recorded on the ledger only by keys that are not the vendor's root keys");
-            continue;
+    for (key_id, public) in &root.keys {
+        let Some(signer) = root_key_peer(public) else { continue };
+        // Whatever a node answers is only a pointer: the proof decides.
+        let q = ledger::Lookup::Release {
+            product: release.product.clone(),
+            version: release.version.clone(),
+            signer: Some(signer),
         };
-        let bytes = data_encoding::HEXLOWER
-            .decode(prove_tx(ledger::TxId(hex32(&r.tx, "the record")?), bootstrap)?.as_bytes())?;
-        let p = ledger::Proof::decode(&bytes)?;
-        let proven = p
-            .verify(g.hash(), &ledger::sets::at(&sets, p.header.height))
-            .map_err(|e| anyhow!("--require-ledger: the proof of {id}'s record does not hold: {e}"))?;
-        match &proven.tx.body {
-            Body::Release { product, version, manifest, image_hash }
-                if *product == release.product
-                    && *version == release.version
-                    && *manifest == release.manifest
-                    && Hash(*image_hash).to_hex().eq_ignore_ascii_case(&release.blake3) =>
-            {
-                return Ok((proven.height, key_id.clone()));
+        let mut answered = None;
+        for addr in bootstrap {
+            if let Ok(ledger::Record::Releases(list)) = lookup(std::slice::from_ref(addr), q.clone()) {
+                answered = Some((list, addr.clone()));
+                break;
             }
-            _ => why = format!("the ledger's record of {id} names another manifest or image than the release"),
+        }
+        let Some((records, via)) = answered else {
+            bail!("--require-ledger: no node of --bootstrap follows the chain (or none answered) about {id}");
+        };
+        for r in records {
+            let Some(tx) = ledger::tx_id(&r.tx) else { continue };
+            let proof = match prove_tx(tx, std::slice::from_ref(&via)) {
+                Ok(hex) => data_encoding::HEXLOWER.decode(hex.as_bytes())?,
+                Err(e) => {
+                    why = format!("the record of {id} could not be proven: {e}");
+                    continue;
+                }
+            };
+            let p = ledger::Proof::decode(&proof)?;
+            match p.verify(g.hash(), &ledger::sets::at(&sets, p.header.height)) {
+                Ok(proven) => match release_record_holds(&proven, tx, signer, release) {
+                    Ok(()) => return Ok((proven.height, key_id.clone())),
+                    Err(e) => why = e,
+                },
+                Err(e) => why = format!("the proof of {id}'s record does not hold: {e}"),
+            }
         }
     }
     bail!("--require-ledger: {why}; nothing was downloaded")
+}
+
+/// The peer id of a root key (ed25519 public key, hex).
+fn root_key_peer(public_hex: &str) -> Option<PeerId> {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(public_hex.as_bytes()).ok()?;
+    ledger::ed25519_peer(&bytes)
+}
+
+/// What a proven transaction must be to stand for `release`: the
+/// transaction asked for, signed by the root key asked for, naming the
+/// release's product, version, manifest and image.
+fn release_record_holds(
+    proven: &ledger::Proven,
+    id: ledger::TxId,
+    signer: PeerId,
+    release: &ota::meta::Release,
+) -> std::result::Result<(), String> {
+    let rid = release.id();
+    if proven.tx.id() != id || proven.tx.signer != signer {
+        return Err(format!("the node pointed at a record of {rid} that is not the one proven, or not the vendor's"));
+    }
+    match &proven.tx.body {
+        Body::Release { product, version, manifest, image_hash }
+            if *product == release.product
+                && *version == release.version
+                && *manifest == release.manifest
+                && Hash(*image_hash).to_hex().eq_ignore_ascii_case(&release.blake3) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("the ledger's record of {rid} names another manifest or image than the release")),
+    }
 }
 
 /// A proof (hex) that transaction `id` is in a final block.
@@ -1087,6 +1121,9 @@ fn prove_tx(id: ledger::TxId, bootstrap: &[String]) -> Result<String> {
         let (b, c) = ledger::rpc::block_answer(&ask(&client, peer, &Question::Block(h)).await?)?
             .ok_or_else(|| anyhow!("{peer} has no block {h}"))?;
         client.shutdown().await;
+        if b.txs.get(i as usize).map(Tx::id) != Some(id) {
+            bail!("{peer} says block {h} holds transaction {id} at {i}, and it does not");
+        }
         anyhow::Ok(ledger::prove(&b, &c, i as usize, None)?)
     })?;
     Ok(data_encoding::HEXLOWER.encode(&proof.encode()))
@@ -1351,4 +1388,69 @@ pub(crate) fn demo_act(
         "ledger_unrecorded_release": format!("refused: {unrecorded_refused}"),
         "ledger_one_producer_down": format!("height {before} -> {after}"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release() -> ota::meta::Release {
+        ota::meta::Release {
+            vendor: "acme".into(),
+            product: "router".into(),
+            hardware: vec!["r1".into()],
+            version: "1.0.0".into(),
+            length: 3,
+            blake3: "11".repeat(32),
+            manifest: "bafymanifest".into(),
+            read_key: ota::meta::KeyWrap::Clear("00".repeat(32)),
+            issued: 1,
+            expires: 2,
+        }
+    }
+
+    fn proven(key: &net::Keypair, body: Body) -> ledger::Proven {
+        let tx = Tx::sign(key, Hash([1; 32]), (1, Hash([2; 32])), 10, body).expect("sign");
+        ledger::Proven { height: 5, time_ms: 5, block: Hash([3; 32]), tx }
+    }
+
+    fn record(r: &ota::meta::Release) -> Body {
+        Body::Release {
+            product: r.product.clone(),
+            version: r.version.clone(),
+            manifest: r.manifest.clone(),
+            image_hash: [0x11; 32],
+        }
+    }
+
+    /// A lying node points a device at a release record an attacker signed
+    /// (the same product, version, manifest and image) and names the
+    /// vendor's key as its signer: the proven transaction's own signer and
+    /// id decide, not the node's word.
+    #[test]
+    fn a_lying_node_cannot_pass_another_signers_release_record_off_as_the_vendors() {
+        let r = release();
+        let vendor = net::Keypair::generate_ed25519();
+        let attacker = net::Keypair::generate_ed25519();
+        let forged = proven(&attacker, record(&r));
+        let claimed = vendor.public().to_peer_id();
+        assert!(release_record_holds(&forged, forged.tx.id(), claimed, &r).is_err(), "another signer's record passed");
+        let real = proven(&vendor, record(&r));
+        assert!(
+            release_record_holds(&real, forged.tx.id(), claimed, &r).is_err(),
+            "a proof of another transaction passed"
+        );
+        assert_eq!(release_record_holds(&real, real.tx.id(), claimed, &r), Ok(()));
+        let mut other = r.clone();
+        other.manifest = "bafyother".into();
+        assert!(release_record_holds(&real, real.tx.id(), claimed, &other).is_err(), "another manifest passed");
+    }
+
+    #[test]
+    fn a_root_key_maps_to_the_peer_id_of_the_same_ed25519_key() {
+        let k = ota::meta::VendorKey::from_bytes([7; 32]);
+        let peer = root_key_peer(&k.public_hex()).expect("a peer id");
+        let same = net::Keypair::ed25519_from_bytes(k.to_bytes()).expect("key").public().to_peer_id();
+        assert_eq!(peer, same);
+    }
 }

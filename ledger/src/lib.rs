@@ -45,10 +45,12 @@ pub use error::{Error, Result, TxError};
 pub use genesis::{Account, GENESIS_VERSION, Genesis, MAX_PRODUCERS, Params, Producer};
 pub use proof::{MAX_ITEM_BYTES, Proof, ProofError, Proven, batch_root, prove};
 pub use recovery::Recovery;
-pub use registry::{Deletion, Device, Lookup, Maker, Points, Record, Release, tx_id};
+pub use registry::{Deletion, Device, Lookup, MAX_LISTED, Maker, Points, Record, Release, tx_id};
 pub use rpc::Question;
 pub use state::set_hash;
 pub use store::{STORE_FORMAT, Store};
-pub use tx::{AnchorKind, Body, Change, Credit, MAX_LIFETIME, MAX_POINTS, MAX_TX_BYTES, Tx, TxId, ed25519_key};
+pub use tx::{
+    AnchorKind, Body, Change, Credit, MAX_LIFETIME, MAX_POINTS, MAX_TX_BYTES, Tx, TxId, ed25519_key, ed25519_peer,
+};
 pub use validate::{MAX_CLOCK_DRIFT_MS, check_block, check_tx};
 pub use wire::{MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, Message};

@@ -145,14 +145,21 @@ pub enum Lookup {
     },
     /// A peer's points.
     Points(PeerId),
-    /// The records of a release, by every signer.
+    /// The records of a release: by `signer`, or by every signer (at
+    /// most [`MAX_LISTED`]).
     Release {
         /// The product.
         product: String,
         /// The version.
         version: String,
+        /// Only this signer's record.
+        signer: Option<PeerId>,
     },
 }
+
+/// Entries a lookup lists at most (a release's signers, a peer's
+/// attesters): anyone may add to them, so a reader's answer stays bounded.
+pub const MAX_LISTED: usize = 100;
 
 /// A looked-up record (`None` fields: not on the chain).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +192,13 @@ impl Lookup {
             }
             Lookup::Deletion { owner, object } => w.u8(4).bytes(&owner.to_bytes()).bytes(object.as_bytes()),
             Lookup::Points(p) => w.u8(5).bytes(&p.to_bytes()),
-            Lookup::Release { product, version } => w.u8(6).bytes(product.as_bytes()).bytes(version.as_bytes()),
+            Lookup::Release { product, version, signer } => {
+                w.u8(6).bytes(product.as_bytes()).bytes(version.as_bytes());
+                match signer {
+                    Some(p) => w.u8(1).bytes(&p.to_bytes()),
+                    None => w.u8(0),
+                }
+            }
         };
     }
 
@@ -203,7 +216,15 @@ impl Lookup {
             3 => Lookup::Authorized { owner: peer(r)?, object: text(r)?, receiver: peer(r)? },
             4 => Lookup::Deletion { owner: peer(r)?, object: text(r)? },
             5 => Lookup::Points(peer(r)?),
-            6 => Lookup::Release { product: text(r)?, version: text(r)? },
+            6 => {
+                let (product, version) = (text(r)?, text(r)?);
+                let signer = match r.u8()? {
+                    0 => None,
+                    1 => Some(peer(r)?),
+                    f => return Err(r.malformed(format!("flag {f}: 0 or 1"))),
+                };
+                Lookup::Release { product, version, signer }
+            }
             k => return Err(r.malformed(format!("lookup kind {k}"))),
         })
     }
@@ -236,7 +257,10 @@ pub(crate) fn exclusive(tx: &Tx) -> Vec<[u8; 32]> {
             crate::state::offence(first, second).map(|(_, _, key)| vec![key]).unwrap_or_default()
         }
         Body::Admit { manufacturer, .. } => vec![k(&[b"admit", &manufacturer.to_bytes()])],
-        Body::Register { device, .. } | Body::Lifecycle { device, .. } => vec![k(&[b"device", &device.to_bytes()])],
+        // A registration also holds its manufacturer's admission: a
+        // removal reaching the threshold cannot share its block.
+        Body::Register { device, .. } => vec![k(&[b"device", &device.to_bytes()]), k(&[b"admit", &s])],
+        Body::Lifecycle { device, .. } => vec![k(&[b"device", &device.to_bytes()])],
         Body::Authorize { object, receiver, .. } => vec![k(&[b"auth", &s, object.as_bytes(), &receiver.to_bytes()])],
         Body::Deletion { object, .. } => vec![k(&[b"deletion", &s, object.as_bytes()])],
         Body::Release { product, version, .. } => vec![k(&[b"release", product.as_bytes(), version.as_bytes(), &s])],
@@ -252,8 +276,8 @@ pub(crate) trait View {
     fn get(&self, table: TableDefinition<&[u8], &[u8]>, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn get_u64(&self, table: TableDefinition<&[u8], u64>, key: &[u8]) -> Result<Option<u64>>;
     fn config(&self, name: &str) -> Result<Option<Vec<u8>>>;
-    /// Entries of `table` whose key starts with `prefix`.
-    fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Entries of `table` whose key starts with `prefix`, at most `max`.
+    fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     fn count_u64(&self, table: TableDefinition<&[u8], u64>, prefix: &[u8]) -> Result<u64>;
 }
 
@@ -279,13 +303,13 @@ impl View for redb::ReadTransaction {
             Err(e) => Err(e.into()),
         }
     }
-    fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         match self.open_table(table) {
             Ok(t) => {
                 let mut out = Vec::new();
                 for e in t.range(prefix..)? {
                     let (k, v) = e?;
-                    if !k.value().starts_with(prefix) {
+                    if !k.value().starts_with(prefix) || out.len() >= max {
                         break;
                     }
                     out.push((k.value().to_vec(), v.value().to_vec()));
@@ -324,12 +348,12 @@ impl View for WriteTransaction {
     fn config(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.open_table(CONFIG)?.get(name)?.map(|v| v.value().to_vec()))
     }
-    fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let t = self.open_table(table)?;
         let mut out = Vec::new();
         for e in t.range(prefix..)? {
             let (k, v) = e?;
-            if !k.value().starts_with(prefix) {
+            if !k.value().starts_with(prefix) || out.len() >= max {
                 break;
             }
             out.push((k.value().to_vec(), v.value().to_vec()));
@@ -510,9 +534,15 @@ pub(crate) fn apply(txn: &WriteTransaction, height: u64, tx: &Tx) -> Result<()> 
             | Body::Deletion { .. }
             | Body::Release { .. }
             | Body::Points { .. }
-    ) || check(txn, tx).is_err()
-    {
+    ) {
         return Ok(());
+    }
+    match check(txn, tx) {
+        Ok(()) => {}
+        // Its rule no longer holds: no effect (the block's checks make this rare).
+        Err(Error::Tx(_)) => return Ok(()),
+        // A failing store must stop the commit, not skip a transaction.
+        Err(e) => return Err(e),
     }
     let signer = tx.signer.to_bytes();
     let id = tx.id().to_string();
@@ -535,10 +565,14 @@ pub(crate) fn apply(txn: &WriteTransaction, height: u64, tx: &Tx) -> Result<()> 
                 let mut t = txn.open_table(APPROVALS)?;
                 for flag in [true, false] {
                     let p = approval_prefix(manufacturer, flag);
-                    let keys: Vec<Vec<u8>> = t
-                        .range(p.as_slice()..)?
-                        .map_while(|e| e.ok().map(|(k, _)| k.value().to_vec()).filter(|k| k.starts_with(&p)))
-                        .collect();
+                    let mut keys = Vec::new();
+                    for e in t.range(p.as_slice()..)? {
+                        let k = e?.0.value().to_vec();
+                        if !k.starts_with(&p) {
+                            break;
+                        }
+                        keys.push(k);
+                    }
                     for k in keys {
                         t.remove(k.as_slice())?;
                     }
@@ -647,20 +681,31 @@ pub(crate) fn lookup(v: &dyn View, what: &Lookup) -> Result<Record> {
         }
         Lookup::Points(peer) => {
             let mut p = Points { peer: peer.to_string(), ..Points::default() };
-            for (k, val) in v.scan(POINTS, &key(&[&peer.to_bytes()]))? {
+            for (k, val) in v.scan(POINTS, &key(&[&peer.to_bytes()]), usize::MAX)? {
                 let mut r = Reader::new(&k, "points key");
                 let _ = r.bytes(64)?;
                 let by = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(e.to_string()))?;
                 let (bh, au) = decode_points(&val)?;
                 p.byte_hours = p.byte_hours.saturating_add(bh);
                 p.audits = p.audits.saturating_add(au);
-                p.by.push((by.to_string(), bh, au));
+                if p.by.len() < MAX_LISTED {
+                    p.by.push((by.to_string(), bh, au));
+                }
             }
             Record::Points(p)
         }
-        Lookup::Release { product, version } => {
+        Lookup::Release { product, version, signer: Some(signer) } => {
+            let k = key(&[product.as_bytes(), version.as_bytes(), &signer.to_bytes()]);
+            Record::Releases(
+                v.get(RELEASES, &k)?
+                    .map(|val| Release { signer: signer.to_string(), tx: hex(&val) })
+                    .into_iter()
+                    .collect(),
+            )
+        }
+        Lookup::Release { product, version, signer: None } => {
             let mut out = Vec::new();
-            for (k, val) in v.scan(RELEASES, &key(&[product.as_bytes(), version.as_bytes()]))? {
+            for (k, val) in v.scan(RELEASES, &key(&[product.as_bytes(), version.as_bytes()]), MAX_LISTED)? {
                 let mut r = Reader::new(&k, "release key");
                 let _ = (r.bytes(TEXT)?, r.bytes(TEXT)?);
                 let signer = PeerId::from_bytes(r.bytes(64)?).map_err(|e| r.malformed(e.to_string()))?;

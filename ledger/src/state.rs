@@ -473,6 +473,14 @@ mod tests {
         };
         let r = crate::validate::check_block(&store, g.hash(), 6, &block, u64::MAX / 2);
         assert!(matches!(r, Err(Error::InvalidBlock { .. })), "{r:?}");
+        // Nor a registration and an admin's approval of its manufacturer's removal.
+        let mut block = block;
+        let reference = (6, store.hash_at(6).expect("r").expect("b"));
+        let remove = Body::Admit { manufacturer: m, name: "Acme".into(), admit: false };
+        block.txs[1] = Tx::sign(&w.admins[0], g.hash(), reference, 50, remove).expect("sign");
+        assert!(crate::validate::check_tx(&store, g.hash(), 7, &block.txs[1]).is_ok());
+        let r = crate::validate::check_block(&store, g.hash(), 6, &block, u64::MAX / 2);
+        assert!(matches!(r, Err(Error::InvalidBlock { .. })), "{r:?}");
     }
 
     #[test]
@@ -520,8 +528,9 @@ mod tests {
         r.expect("release");
         run(&store, g, 5, 5, 5, vec![t.clone()]);
         assert!(offer(&store, g, &owner, 6, rel()).1.is_err(), "a version is recorded once per signer");
-        let Record::Releases(list) =
-            store.lookup(&Lookup::Release { product: "router".into(), version: "1.0".into() }).expect("l")
+        let Record::Releases(list) = store
+            .lookup(&Lookup::Release { product: "router".into(), version: "1.0".into(), signer: None })
+            .expect("l")
         else {
             panic!("not releases")
         };

@@ -511,6 +511,12 @@ impl Tx {
     }
 }
 
+/// The peer id of an ed25519 public key (32 bytes).
+pub fn ed25519_peer(public: &[u8]) -> Option<PeerId> {
+    let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(public).ok()?;
+    Some(libp2p_identity::PublicKey::from(key).to_peer_id())
+}
+
 /// The ed25519 public key a peer id holds inline (signers are ed25519).
 pub fn ed25519_key(peer: &PeerId) -> Option<[u8; 32]> {
     proto::public_key_of(peer).ok()?.try_into_ed25519().ok().map(|k| k.to_bytes())

@@ -807,13 +807,18 @@ impl EventLoop {
                 result: kad::QueryResult::Bootstrap(r),
                 step,
                 ..
-            })) => match r {
-                Err(e) if !self.config.bootstrap.is_empty() => self.join_failed(&format!("the DHT walk failed: {e:?}")),
-                Ok(_) if step.last => self.join_backoff = JOIN_BACKOFF_MIN,
-                _ => {}
-            },
+            })) => {
+                if let Err(e) = r
+                    && step.last
+                    && !self.config.bootstrap.is_empty()
+                {
+                    self.join_failed(&format!("the DHT walk failed: {e:?}"));
+                }
+            }
+            // A dial over another transport (QUIC, to learn our UDP address)
+            // may fail while we are connected: that is no failure to join.
             SwarmEvent::OutgoingConnectionError { peer_id: Some(id), error, .. }
-                if self.bootstrap_ids.contains(&id) =>
+                if self.bootstrap_ids.contains(&id) && !self.swarm.is_connected(&id) =>
             {
                 self.join_failed(&format!("bootstrap node {id} unreachable: {error}"));
             }
@@ -851,6 +856,9 @@ impl EventLoop {
         endpoint: &libp2p::core::ConnectedPoint,
         connection_id: libp2p::swarm::ConnectionId,
     ) {
+        if self.bootstrap_ids.contains(&peer_id) {
+            self.join_backoff = JOIN_BACKOFF_MIN;
+        }
         let link = self.links.entry(peer_id).or_default();
         // A new session, relayed or direct: not upgraded by a punch
         // (unless one just happened: a punched TCP connection can be
@@ -976,7 +984,10 @@ impl EventLoop {
     }
 
     /// Joining failed (a bootstrap node unreachable, the DHT walk failed):
-    /// try again soon, each wait twice the last, up to the 30 s tick.
+    /// try again soon, each wait twice the last, up to the 30 s tick. The
+    /// wait starts short again only once a bootstrap node connects, so a
+    /// bootstrap node that stays down costs a walk and a dial every 30 s,
+    /// not every second.
     fn join_failed(&mut self, why: &str) {
         if self.join_retry.is_none() {
             tracing::info!("joining: {why}; trying again in {:?}", self.join_backoff);

@@ -5,7 +5,8 @@
 //! recent block if it expired unheard). The SPN keeps each batch's
 //! receipts and serves their inclusion proofs. Once a batch is final, the
 //! SPN credits its peers with contribution points: the byte-hours their
-//! receipts promise, in points transactions that name the batch's root.
+//! receipts promise on the SPN's clock (see `State::credit_batch`), in
+//! points transactions that name the batch's root.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -150,25 +151,6 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
     credit(inner, a, producer, status.height, reference).await
 }
 
-/// Per peer, the byte-hours a batch's receipts promise (each receipt: its
-/// size times the hours from when it was stored to its expiry; a receipt
-/// without expiry promises a day), in credits of at most
-/// [`ledger::MAX_POINTS`] peers.
-pub(crate) fn credits(items: &[Vec<u8>], spn: PeerId) -> Vec<Vec<ledger::Credit>> {
-    let mut per: std::collections::BTreeMap<PeerId, u64> = std::collections::BTreeMap::new();
-    for r in items.iter().filter_map(|b| proto::Receipt::from_bytes(b).ok()) {
-        if r.peer == spn {
-            continue;
-        }
-        let hours = r.expiry.map_or(24, |e| e.saturating_sub(r.stored_at).div_ceil(3600));
-        let e = per.entry(r.peer).or_default();
-        *e = e.saturating_add(r.size.saturating_mul(hours));
-    }
-    let all: Vec<ledger::Credit> =
-        per.into_iter().map(|(peer, byte_hours)| ledger::Credit { peer, byte_hours, audits: 0 }).collect();
-    all.chunks(ledger::MAX_POINTS).map(<[ledger::Credit]>::to_vec).collect()
-}
-
 /// Credit the peers of final batches with points: sign the points
 /// transactions once, offer them until the chain holds each (signed again
 /// if one expired unheard).
@@ -177,22 +159,42 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
     for mut b in inner.state.uncredited()? {
         let root = Hash::from_hex(&b.root).ok_or_else(|| Error::Db(format!("batch {} has a bad root", b.id)))?;
         if b.points.is_empty() {
-            let chunks = credits(&inner.state.batch_items(b.id)?, a.key.public().to_peer_id());
-            if chunks.is_empty() {
-                b.credited = true;
-                inner.state.put_batch(&b)?;
+            let spn = a.key.public().to_peer_id().to_string();
+            let signed = inner.state.credit_batch(b.id, &spn, |per| {
+                let credits: Vec<ledger::Credit> = per
+                    .into_iter()
+                    .filter_map(|(peer, byte_hours)| {
+                        Some(ledger::Credit { peer: peer.parse().ok()?, byte_hours, audits: 0 })
+                    })
+                    .collect();
+                credits
+                    .chunks(ledger::MAX_POINTS)
+                    .map(|c| {
+                        let body = Body::Points { root: root.0, credits: c.to_vec() };
+                        Tx::sign(&a.key, chain, (height, reference), LIFETIME, body)
+                            .map(|tx| hex(&tx.encode()))
+                            .map_err(|e| Error::Ledger(e.to_string()))
+                    })
+                    .collect()
+            })?;
+            match signed {
+                Some(rec) => b = rec,
+                None => continue,
+            }
+            if b.credited {
                 continue;
             }
-            for credits in chunks {
-                let tx = Tx::sign(&a.key, chain, (height, reference), LIFETIME, Body::Points { root: root.0, credits })
-                    .map_err(|e| Error::Ledger(e.to_string()))?;
-                b.points.push(hex(&tx.encode()));
-            }
-            inner.state.put_batch(&b)?;
         }
         let mut all = true;
         for slot in 0..b.points.len() {
-            let Some(tx) = unhex(&b.points[slot]).and_then(|t| Tx::decode(&t).ok()) else { continue };
+            let Some(tx) = unhex(&b.points[slot]).and_then(|t| Tx::decode(&t).ok()) else {
+                tracing::warn!(
+                    batch = b.id,
+                    "a points transaction the SPN kept does not decode; the batch stays uncredited"
+                );
+                all = false;
+                continue;
+            };
             let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
             if ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))?.is_some() {
                 continue;

@@ -4,7 +4,12 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 7 (this release; `meta` table, key `format`). Format 7
+//! Layout format 8 (this release; `meta` table, key `format`). Format 8
+//! adds contribution points: `anchor_credited` (per peer and shard, the end
+//! of the term credited) and, in each batch's record, its points
+//! transactions; a format 7 state is opened as it is and gains the table
+//! (its final batches are credited then). An earlier build refuses a
+//! format 8 state: it would make batches it never credits. Format 7
 //! adds receipt batches for the ledger (`anchor_queue`, `anchor_batches`,
 //! `anchor_items`, `anchor_index`, see `state/anchors.rs`); a format 6
 //! state is opened as it is and gains the tables. An earlier build must
@@ -60,7 +65,7 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 7;
+pub(crate) const STATE_FORMAT: u64 = 8;
 
 mod anchors;
 mod encoded;

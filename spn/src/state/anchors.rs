@@ -6,7 +6,8 @@
 //! Tables: `anchor_queue` (sequence → receipt bytes), `anchor_batches`
 //! (batch id → JSON [`BatchRecord`]), `anchor_items` (`BATCH (20 digits)/I
 //! (8 digits)` → receipt bytes), `anchor_index` (the receipt's leaf hash in
-//! hex → `BATCH/I`).
+//! hex → `BATCH/I`), and (format 8) `anchor_credited` (`PEER/CID` → the end
+//! of the term credited with contribution points).
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -17,6 +18,15 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_queue");
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_batches");
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("anchor_items");
 const INDEX: TableDefinition<&str, &str> = TableDefinition::new("anchor_index");
+/// Per peer and shard (`PEER/CID`), the end of the term (seconds since
+/// the epoch) already credited with points (format 8).
+const CREDITED: TableDefinition<&str, u64> = TableDefinition::new("anchor_credited");
+
+/// The longest term one receipt earns points for (a peer sets its
+/// receipt's expiry; the SPN bounds what it credits).
+pub(crate) const MAX_CREDIT_TERM: u64 = 100 * 24 * 3600;
+/// The term credited to a receipt without an expiry.
+const NO_EXPIRY_TERM: u64 = 24 * 3600;
 
 pub(crate) use proto::api::AnchorBatch as BatchRecord;
 
@@ -28,6 +38,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BATCHES)?;
     txn.open_table(ITEMS)?;
     txn.open_table(INDEX)?;
+    txn.open_table(CREDITED)?;
     Ok(())
 }
 
@@ -132,16 +143,59 @@ impl State {
         Ok(out)
     }
 
-    /// A batch's receipts, in order.
-    pub(crate) fn batch_items(&self, id: u64) -> Result<Vec<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let it = txn.open_table(ITEMS)?;
-        let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
-        let mut out = Vec::new();
-        for e in it.range(lo.as_str()..hi.as_str())? {
-            out.push(e?.1.value().to_vec());
-        }
-        Ok(out)
+    /// Credit batch `id`'s peers, once: per peer, the byte-hours its
+    /// receipts promise on the SPN's clock (from when the batch was made,
+    /// or the end of what an earlier receipt of the same shard was credited
+    /// for, to the receipt's expiry, at most [`MAX_CREDIT_TERM`]); `sign`
+    /// turns them into points transactions, kept in the batch's record in
+    /// the same write as the terms credited, so a crash neither loses nor
+    /// doubles them. `None` if the batch is gone or was credited already.
+    pub(crate) fn credit_batch(
+        &self,
+        id: u64,
+        spn: &str,
+        sign: impl FnOnce(Vec<(String, u64)>) -> Result<Vec<String>>,
+    ) -> Result<Option<BatchRecord>> {
+        let txn = self.db.begin_write()?;
+        let rec = {
+            let mut batches = txn.open_table(BATCHES)?;
+            let Some(mut rec) = batches.get(id)?.map(|v| parse::<BatchRecord>(v.value(), "batch")).transpose()? else {
+                return Ok(None);
+            };
+            if !rec.points.is_empty() || rec.credited {
+                return Ok(None);
+            }
+            let it = txn.open_table(ITEMS)?;
+            let mut credited = txn.open_table(CREDITED)?;
+            let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
+            let mut per: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+            for e in it.range(lo.as_str()..hi.as_str())? {
+                let Ok(r) = proto::Receipt::from_bytes(e?.1.value()) else { continue };
+                let peer = r.peer.to_string();
+                if peer == spn {
+                    continue;
+                }
+                let key = format!("{peer}/{}", r.cid);
+                let from = credited.get(key.as_str())?.map_or(rec.created, |v| v.value().max(rec.created));
+                let end = r
+                    .expiry
+                    .unwrap_or(rec.created.saturating_add(NO_EXPIRY_TERM))
+                    .min(rec.created.saturating_add(MAX_CREDIT_TERM));
+                if end <= from {
+                    continue;
+                }
+                credited.insert(key.as_str(), end)?;
+                let hours = (end - from).div_ceil(3600);
+                let e = per.entry(peer).or_default();
+                *e = e.saturating_add(r.size.saturating_mul(hours));
+            }
+            rec.points = sign(per.into_iter().collect())?;
+            rec.credited = rec.points.is_empty();
+            batches.insert(id, json(&rec).as_slice())?;
+            rec
+        };
+        txn.commit()?;
+        Ok(Some(rec))
     }
 
     /// The newest `n` batches, newest first.
@@ -185,5 +239,50 @@ impl State {
             items.push(e?.1.value().to_vec());
         }
         Ok(Some((rec, index, items)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer chooses its receipt's times: the SPN credits from its own
+    /// clock, caps the term, and credits a renewal only its extension.
+    #[test]
+    fn points_run_on_the_spns_clock_cap_the_term_and_credit_a_renewal_only_its_extension() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path()).expect("state");
+        let key = net::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id().to_string();
+        let cid = chunker::Cid::raw([5; 32]);
+        let now = 1_000_000;
+        let batch = |receipt: proto::Receipt, at: u64| {
+            let txn = state.db.begin_write().expect("txn");
+            enqueue(&txn, &[receipt.to_bytes().as_slice()]).expect("enqueue");
+            txn.commit().expect("commit");
+            let b = state.make_batch(10, at, |_| [0; 32]).expect("batch").expect("a batch");
+            let mut credited = Vec::new();
+            state
+                .credit_batch(b.id, "the-spn", |per| {
+                    credited = per;
+                    Ok(vec!["signed".into()])
+                })
+                .expect("credit");
+            credited
+        };
+        // Stored "at the epoch", kept "for ever": credited from the batch, at most 100 days.
+        let greedy = proto::Receipt::sign(&key, cid, 1000, 0, Some(u64::MAX - 1)).expect("sign");
+        let got = batch(greedy, now);
+        assert_eq!(got, vec![(peer.clone(), 1000 * MAX_CREDIT_TERM.div_ceil(3600))]);
+        // A ten-day receipt, then its renewal to twelve days: two more days only.
+        let other = chunker::Cid::raw([6; 32]);
+        let day = 24 * 3600;
+        let ten = proto::Receipt::sign(&key, other, 1000, now, Some(now + 10 * day)).expect("sign");
+        assert_eq!(batch(ten, now + 60), vec![(peer.clone(), 1000 * 240)]);
+        let twelve = proto::Receipt::sign(&key, other, 1000, now + 90, Some(now + 12 * day)).expect("sign");
+        assert_eq!(batch(twelve, now + 90), vec![(peer.clone(), 1000 * 48)]);
+        // Renewing to no later than what was credited earns nothing.
+        let short = proto::Receipt::sign(&key, other, 1000, now, Some(now + 3600)).expect("sign");
+        assert!(batch(short, now + 120).is_empty());
     }
 }
