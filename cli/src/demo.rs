@@ -731,6 +731,7 @@ fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Resul
     let mut spn_args = procs::spn_args(harness::household(0), &b, &spn_dir);
     spn_args.extend(procs::quick_durability(6));
     spn_args.extend(["--ledger".into(), genesis.display().to_string(), "--anchor-every".into(), "2s".into()]);
+    spn_args.extend(["--points-every".into(), "2s".into()]);
     let spn_info = procs.start("spn", logs, &spn_args)?;
     let url = spn_info["http"].as_str().context("SPN printed no address")?.to_string();
     let token = std::fs::read_to_string(spn_info["token_file"].as_str().context("SPN printed no token file")?)?;

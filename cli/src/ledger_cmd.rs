@@ -1324,8 +1324,8 @@ pub(crate) fn demo_act(
     };
     if !json_out {
         println!(
-            "peer {} holds {} byte-hours of contribution points on the chain, attested by the SPN",
-            r.peer, points.byte_hours
+            "peer {} holds {} byte-hours and {} audit pass(es) of contribution points on the chain, attested by the SPN",
+            r.peer, points.byte_hours, points.audits
         );
     }
     // A release record, signed by a vendor root key, checked as a device does.
@@ -1383,7 +1383,7 @@ pub(crate) fn demo_act(
         "ledger_producers": set.validators().len(),
         "ledger_receipt_proof": format!("{} bytes, block {}, checked in {:.2} ms", bytes.len(), proven.height, took.as_secs_f64() * 1e3),
         "ledger_forged_receipt": format!("refused: {refused}"),
-        "ledger_points": format!("{} byte-hours for peer {}", points.byte_hours, r.peer),
+        "ledger_points": format!("{} byte-hours, {} audit pass(es) for peer {}", points.byte_hours, points.audits, r.peer),
         "ledger_release_record": format!("{recorded} in block {at}"),
         "ledger_unrecorded_release": format!("refused: {unrecorded_refused}"),
         "ledger_one_producer_down": format!("height {before} -> {after}"),

@@ -315,6 +315,7 @@ fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace
     }
     if producers > 0 {
         spn_args.extend(["--ledger".to_string(), r.genesis.clone(), "--anchor-every".into(), "5s".into()]);
+        spn_args.extend(["--points-every".to_string(), "30s".into()]);
     }
     let (child, first) = procs::start(&exe, "spn", &logs, &spn_args, true)?;
     let url = first["http"].as_str().context("the SPN printed no API address")?.to_string();

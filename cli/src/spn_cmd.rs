@@ -36,6 +36,10 @@ pub(crate) struct SpnOpts {
     /// How often receipts are batched and their root anchored.
     #[arg(long, value_parser = crate::size::duration_arg, default_value = "60s", requires = "ledger")]
     pub(crate) anchor_every: std::time::Duration,
+    /// How often the peers of the batches made final since are credited
+    /// with contribution points (one points transaction per 24 peers).
+    #[arg(long, value_parser = crate::size::duration_arg, default_value = "24h", requires = "ledger")]
+    pub(crate) points_every: std::time::Duration,
     /// Print the peer id and API address as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -139,6 +143,7 @@ pub(crate) fn spn(mut o: SpnOpts) -> Result<()> {
     let anchoring = genesis.map(|g| {
         let mut a = spn::Anchoring::new(g, key.clone());
         a.every = o.anchor_every;
+        a.points_every = o.points_every;
         a
     });
     let rt = node_cmd::runtime()?;

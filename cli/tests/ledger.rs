@@ -123,7 +123,14 @@ fn the_spn_anchors_receipts_as_it_publishes_and_a_receipt_proof_verifies_while_f
     let n = common::network_with(
         dir.path(),
         8,
-        &["--ledger".into(), genesis.clone(), "--anchor-every".into(), "1s".into()],
+        &[
+            "--ledger".into(),
+            genesis.clone(),
+            "--anchor-every".into(),
+            "1s".into(),
+            "--points-every".into(),
+            "1s".into(),
+        ],
     );
     let vendor = common::vendor(&n, dir.path());
     let image = dir.path().join("fw.bin");

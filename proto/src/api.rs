@@ -861,6 +861,10 @@ pub struct RunRequests {
 pub struct AnchorBatch {
     /// The batch's id.
     pub id: u64,
+    /// What it holds: empty for storage receipts, `audits` for the SPN's
+    /// audit results.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     /// Its Merkle root, hex.
     pub root: String,
     /// Receipts in it.

@@ -29,6 +29,10 @@ pub struct Anchoring {
     pub key: Keypair,
     /// How often a batch is made.
     pub every: Duration,
+    /// How often the peers of the batches made final since are credited
+    /// with points (each crediting costs a transaction per 24 peers, so
+    /// not every batch: a day by default).
+    pub points_every: Duration,
     /// Receipts in one batch, at most.
     pub max_batch: usize,
 }
@@ -36,7 +40,13 @@ pub struct Anchoring {
 impl Anchoring {
     /// Anchoring on the chain of `genesis`, signing with `key`, a batch a minute.
     pub fn new(genesis: Genesis, key: Keypair) -> Anchoring {
-        Anchoring { genesis, key, every: Duration::from_secs(60), max_batch: 1 << 16 }
+        Anchoring {
+            genesis,
+            key,
+            every: Duration::from_secs(60),
+            points_every: Duration::from_secs(24 * 3600),
+            max_batch: 1 << 16,
+        }
     }
 
     fn producers(&self) -> Vec<PeerId> {
@@ -91,8 +101,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// One pass: batch what is queued, then move every batch not final yet along.
 pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
     let Some(a) = inner.anchoring.as_ref() else { return Ok(()) };
-    if let Some(b) = inner.state.make_batch(a.max_batch, now(), ledger::batch_root)? {
+    if let Some(b) = inner.state.make_batch("", a.max_batch, now(), ledger::batch_root)? {
         tracing::info!(batch = b.id, receipts = b.count, "receipt batch made");
+    }
+    if let Some(b) = inner.state.make_batch(crate::state::AUDITS, a.max_batch, now(), ledger::batch_root)? {
+        tracing::info!(batch = b.id, audits = b.count, "audit batch made");
     }
     let (producer, answer) = ask(inner, &Question::Status).await?;
     let status = ledger::rpc::status_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))?;
@@ -133,7 +146,8 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
             None => {
                 let root =
                     Hash::from_hex(&b.root).ok_or_else(|| Error::Db(format!("batch {} has a bad root", b.id)))?;
-                let body = Body::Anchor { kind: AnchorKind::Receipts, root: root.0, count: b.count, bytes: b.bytes };
+                let kind = if b.kind == crate::state::AUDITS { AnchorKind::Audits } else { AnchorKind::Receipts };
+                let body = Body::Anchor { kind, root: root.0, count: b.count, bytes: b.bytes };
                 let tx = Tx::sign(&a.key, chain, (status.height, reference), LIFETIME, body)
                     .map_err(|e| Error::Ledger(e.to_string()))?;
                 b.tx = Some(hex(&tx.encode()));
@@ -151,40 +165,38 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
     credit(inner, a, producer, status.height, reference).await
 }
 
-/// Credit the peers of final batches with points: sign the points
-/// transactions once, offer them until the chain holds each (signed again
-/// if one expired unheard).
+/// Credit the peers of final batches with points: once the oldest final
+/// batch not credited is `points_every` old, sign the points transactions
+/// for all of them at once (naming the newest one's root), then offer them
+/// until the chain holds each (signed again if one expired unheard).
 async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, reference: Hash) -> Result<()> {
     let chain = a.genesis.hash();
-    for mut b in inner.state.uncredited()? {
-        let root = Hash::from_hex(&b.root).ok_or_else(|| Error::Db(format!("batch {} has a bad root", b.id)))?;
-        if b.points.is_empty() {
-            let spn = a.key.public().to_peer_id().to_string();
-            let signed = inner.state.credit_batch(b.id, &spn, |per| {
-                let credits: Vec<ledger::Credit> = per
-                    .into_iter()
-                    .filter_map(|(peer, byte_hours)| {
-                        Some(ledger::Credit { peer: peer.parse().ok()?, byte_hours, audits: 0 })
-                    })
-                    .collect();
-                credits
-                    .chunks(ledger::MAX_POINTS)
-                    .map(|c| {
-                        let body = Body::Points { root: root.0, credits: c.to_vec() };
-                        Tx::sign(&a.key, chain, (height, reference), LIFETIME, body)
-                            .map(|tx| hex(&tx.encode()))
-                            .map_err(|e| Error::Ledger(e.to_string()))
-                    })
-                    .collect()
-            })?;
-            match signed {
-                Some(rec) => b = rec,
-                None => continue,
-            }
-            if b.credited {
-                continue;
-            }
-        }
+    let waiting = inner.state.uncredited()?;
+    let signed_already = waiting.iter().any(|b| !b.points.is_empty());
+    let due = waiting.first().is_some_and(|b| now().saturating_sub(b.created) >= a.points_every.as_secs());
+    if !signed_already && due {
+        let spn = a.key.public().to_peer_id().to_string();
+        let ids: Vec<u64> = waiting.iter().map(|b| b.id).collect();
+        inner.state.credit_batches(&ids, &spn, |root, per| {
+            let root = Hash::from_hex(root).ok_or_else(|| Error::Db("a batch with a bad root".into()))?;
+            let credits: Vec<ledger::Credit> = per
+                .into_iter()
+                .filter_map(|(peer, byte_hours, audits)| {
+                    Some(ledger::Credit { peer: peer.parse().ok()?, byte_hours, audits })
+                })
+                .collect();
+            credits
+                .chunks(ledger::MAX_POINTS)
+                .map(|c| {
+                    let body = Body::Points { root: root.0, credits: c.to_vec() };
+                    Tx::sign(&a.key, chain, (height, reference), LIFETIME, body)
+                        .map(|tx| hex(&tx.encode()))
+                        .map_err(|e| Error::Ledger(e.to_string()))
+                })
+                .collect()
+        })?;
+    }
+    for mut b in inner.state.uncredited()?.into_iter().filter(|b| !b.points.is_empty()) {
         let mut all = true;
         for slot in 0..b.points.len() {
             let Some(tx) = unhex(&b.points[slot]).and_then(|t| Tx::decode(&t).ok()) else {
@@ -217,7 +229,7 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
         if all {
             b.credited = true;
             inner.state.put_batch(&b)?;
-            tracing::info!(batch = b.id, "the batch's peers are credited with points");
+            tracing::info!(batch = b.id, "the peers of the batches up to this one are credited with points");
         }
     }
     Ok(())

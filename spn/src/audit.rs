@@ -201,5 +201,17 @@ pub(crate) fn record(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)], o: Outc
         inner.state.drop_holder(shard, &id, t)?;
     }
     inner.state.add_stat("audit_bytes", o.bytes)?;
+    // The result goes on the chain with the next batch of audits (when
+    // anchoring): the peer's points count its passes.
+    let (height, hash) = inner.final_block.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or((0, [0; 32]));
+    inner.state.enqueue_audit(&crate::state::AuditResult {
+        peer,
+        at: t,
+        height,
+        hash,
+        blocks: o.blocks,
+        bytes: o.bytes,
+        passed: !failed,
+    })?;
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! Layout format 8 (this release; `meta` table, key `format`). Format 8
 //! adds contribution points: `anchor_credited` (per peer and shard, the end
 //! of the term credited) and, in each batch's record, its points
-//! transactions; a format 7 state is opened as it is and gains the table
+//! transactions; and batches of audit results (`anchor_audit_queue`, a
+//! batch's `kind`); a format 7 state is opened as it is and gains the table
 //! (its final batches are credited then). An earlier build refuses a
 //! format 8 state: it would make batches it never credits. Format 7
 //! adds receipt batches for the ledger (`anchor_queue`, `anchor_batches`,
@@ -71,6 +72,7 @@ mod anchors;
 mod encoded;
 mod fleet;
 mod registry;
+pub(crate) use anchors::{AUDITS, AuditResult};
 pub(crate) use encoded::RecordMeta;
 pub(crate) use fleet::Reported;
 pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};

@@ -15,6 +15,10 @@ use super::{State, json, parse};
 use crate::error::Result;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_queue");
+/// Audit results waiting for a batch of their own (format 8).
+const AUDIT_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_audit_queue");
+/// The kind of a batch of audit results (a receipt batch's kind is empty).
+pub(crate) const AUDITS: &str = "audits";
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_batches");
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("anchor_items");
 const INDEX: TableDefinition<&str, &str> = TableDefinition::new("anchor_index");
@@ -39,7 +43,62 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(ITEMS)?;
     txn.open_table(INDEX)?;
     txn.open_table(CREDITED)?;
+    txn.open_table(AUDIT_QUEUE)?;
     Ok(())
+}
+
+/// One audit's result, as the SPN attests it in a batch of kind
+/// [`AUDITS`]: `1 | peer: u8 length + bytes | at: u64 | height: u64 | hash:
+/// 32 (the newest final block the SPN knew; zeros without a chain) | blocks: u32
+/// | bytes: u64 | passed: u8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuditResult {
+    pub(crate) peer: net::PeerId,
+    pub(crate) at: u64,
+    pub(crate) height: u64,
+    pub(crate) hash: [u8; 32],
+    pub(crate) blocks: u32,
+    pub(crate) bytes: u64,
+    pub(crate) passed: bool,
+}
+
+impl AuditResult {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let peer = self.peer.to_bytes();
+        let mut v = vec![1, peer.len() as u8];
+        v.extend_from_slice(&peer);
+        v.extend_from_slice(&self.at.to_be_bytes());
+        v.extend_from_slice(&self.height.to_be_bytes());
+        v.extend_from_slice(&self.hash);
+        v.extend_from_slice(&self.blocks.to_be_bytes());
+        v.extend_from_slice(&self.bytes.to_be_bytes());
+        v.push(u8::from(self.passed));
+        v
+    }
+
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<AuditResult> {
+        let (&[1, n], rest) = b.split_first_chunk::<2>()? else { return None };
+        let (peer, rest) = rest.split_at_checked(usize::from(n))?;
+        let (at, rest) = rest.split_first_chunk::<8>()?;
+        let (height, rest) = rest.split_first_chunk::<8>()?;
+        let (hash, rest) = rest.split_first_chunk::<32>()?;
+        let (blocks, rest) = rest.split_first_chunk::<4>()?;
+        let (bytes, rest) = rest.split_first_chunk::<8>()?;
+        let passed = match rest {
+            [0] => false,
+            [1] => true,
+            _ => return None,
+        };
+        Some(AuditResult {
+            peer: net::PeerId::from_bytes(peer).ok()?,
+            at: u64::from_be_bytes(*at),
+            height: u64::from_be_bytes(*height),
+            hash: *hash,
+            blocks: u32::from_be_bytes(*blocks),
+            bytes: u64::from_be_bytes(*bytes),
+            passed,
+        })
+    }
 }
 
 /// Queue receipts for the next batch, inside the caller's transaction.
@@ -64,17 +123,35 @@ impl State {
         Ok(txn.open_table(QUEUE)?.len()?)
     }
 
-    /// Move up to `max` queued receipts into a new batch (one transaction);
-    /// `root` computes its Merkle root. `None` when the queue is empty.
+    /// Queue an audit's result for the next batch of audits (while
+    /// anchoring).
+    pub(crate) fn enqueue_audit(&self, result: &AuditResult) -> Result<()> {
+        if !self.anchors() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut q = txn.open_table(AUDIT_QUEUE)?;
+            let next = q.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            q.insert(next, result.to_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Move up to `max` queued receipts (or, `kind` [`AUDITS`], audit
+    /// results) into a new batch (one transaction); `root` computes its
+    /// Merkle root. `None` when the queue is empty.
     pub(crate) fn make_batch(
         &self,
+        kind: &str,
         max: usize,
         now: u64,
         root: impl Fn(&[Vec<u8>]) -> [u8; 32],
     ) -> Result<Option<BatchRecord>> {
         let txn = self.db.begin_write()?;
         let batch = {
-            let mut q = txn.open_table(QUEUE)?;
+            let mut q = txn.open_table(if kind == AUDITS { AUDIT_QUEUE } else { QUEUE })?;
             let mut taken = Vec::new();
             for e in q.iter()? {
                 let (k, v) = e?;
@@ -89,9 +166,14 @@ impl State {
             let mut batches = txn.open_table(BATCHES)?;
             let id = batches.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
             let items: Vec<Vec<u8>> = taken.iter().map(|(_, v)| v.clone()).collect();
-            let bytes = items.iter().filter_map(|r| proto::Receipt::from_bytes(r).ok()).map(|r| r.size).sum();
+            let bytes = if kind == AUDITS {
+                items.iter().filter_map(|r| AuditResult::from_bytes(r)).map(|r| r.bytes).sum()
+            } else {
+                items.iter().filter_map(|r| proto::Receipt::from_bytes(r).ok()).map(|r| r.size).sum()
+            };
             let rec = BatchRecord {
                 id,
+                kind: kind.to_string(),
                 root: root(&items).iter().map(|b| format!("{b:02x}")).collect(),
                 count: items.len() as u64,
                 bytes,
@@ -143,59 +225,79 @@ impl State {
         Ok(out)
     }
 
-    /// Credit batch `id`'s peers, once: per peer, the byte-hours its
-    /// receipts promise on the SPN's clock (from when the batch was made,
-    /// or the end of what an earlier receipt of the same shard was credited
-    /// for, to the receipt's expiry, at most [`MAX_CREDIT_TERM`]); `sign`
-    /// turns them into points transactions, kept in the batch's record in
-    /// the same write as the terms credited, so a crash neither loses nor
-    /// doubles them. `None` if the batch is gone or was credited already.
-    pub(crate) fn credit_batch(
+    /// Credit the peers of final batches `ids` (in order), once: per peer,
+    /// the byte-hours their receipts promise on the SPN's clock (from when
+    /// its batch was made, or the end of what an earlier receipt of the same
+    /// shard was credited for, to the receipt's expiry, at most
+    /// [`MAX_CREDIT_TERM`]). `sign` (the newest batch's root, the credits)
+    /// makes the points transactions, kept in the newest batch's record in
+    /// the same write as the terms credited and the older batches marked
+    /// credited, so a crash neither loses nor doubles them.
+    pub(crate) fn credit_batches(
         &self,
-        id: u64,
+        ids: &[u64],
         spn: &str,
-        sign: impl FnOnce(Vec<(String, u64)>) -> Result<Vec<String>>,
-    ) -> Result<Option<BatchRecord>> {
+        sign: impl FnOnce(&str, Vec<(String, u64, u32)>) -> Result<Vec<String>>,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
-        let rec = {
+        {
             let mut batches = txn.open_table(BATCHES)?;
-            let Some(mut rec) = batches.get(id)?.map(|v| parse::<BatchRecord>(v.value(), "batch")).transpose()? else {
-                return Ok(None);
-            };
-            if !rec.points.is_empty() || rec.credited {
-                return Ok(None);
-            }
             let it = txn.open_table(ITEMS)?;
             let mut credited = txn.open_table(CREDITED)?;
-            let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
-            let mut per: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-            for e in it.range(lo.as_str()..hi.as_str())? {
-                let Ok(r) = proto::Receipt::from_bytes(e?.1.value()) else { continue };
-                let peer = r.peer.to_string();
-                if peer == spn {
+            let mut per: std::collections::BTreeMap<String, (u64, u32)> = std::collections::BTreeMap::new();
+            let mut recs = Vec::new();
+            for &id in ids {
+                let Some(rec) = batches.get(id)?.map(|v| parse::<BatchRecord>(v.value(), "batch")).transpose()? else {
+                    continue;
+                };
+                if rec.credited || !rec.points.is_empty() || rec.height.is_none() {
                     continue;
                 }
-                let key = format!("{peer}/{}", r.cid);
-                let from = credited.get(key.as_str())?.map_or(rec.created, |v| v.value().max(rec.created));
-                let end = r
-                    .expiry
-                    .unwrap_or(rec.created.saturating_add(NO_EXPIRY_TERM))
-                    .min(rec.created.saturating_add(MAX_CREDIT_TERM));
-                if end <= from {
+                let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
+                if rec.kind == AUDITS {
+                    for e in it.range(lo.as_str()..hi.as_str())? {
+                        if let Some(a) = AuditResult::from_bytes(e?.1.value())
+                            && a.passed
+                        {
+                            let p = per.entry(a.peer.to_string()).or_default();
+                            p.1 = p.1.saturating_add(1);
+                        }
+                    }
+                    recs.push(rec);
                     continue;
                 }
-                credited.insert(key.as_str(), end)?;
-                let hours = (end - from).div_ceil(3600);
-                let e = per.entry(peer).or_default();
-                *e = e.saturating_add(r.size.saturating_mul(hours));
+                for e in it.range(lo.as_str()..hi.as_str())? {
+                    let Ok(r) = proto::Receipt::from_bytes(e?.1.value()) else { continue };
+                    let peer = r.peer.to_string();
+                    if peer == spn {
+                        continue;
+                    }
+                    let key = format!("{peer}/{}", r.cid);
+                    let from = credited.get(key.as_str())?.map_or(rec.created, |v| v.value().max(rec.created));
+                    let end = r
+                        .expiry
+                        .unwrap_or(rec.created.saturating_add(NO_EXPIRY_TERM))
+                        .min(rec.created.saturating_add(MAX_CREDIT_TERM));
+                    if end <= from {
+                        continue;
+                    }
+                    credited.insert(key.as_str(), end)?;
+                    let e = per.entry(peer).or_default();
+                    e.0 = e.0.saturating_add(r.size.saturating_mul((end - from).div_ceil(3600)));
+                }
+                recs.push(rec);
             }
-            rec.points = sign(per.into_iter().collect())?;
-            rec.credited = rec.points.is_empty();
-            batches.insert(id, json(&rec).as_slice())?;
-            rec
-        };
+            let Some(mut newest) = recs.pop() else { return Ok(()) };
+            for mut older in recs {
+                older.credited = true;
+                batches.insert(older.id, json(&older).as_slice())?;
+            }
+            newest.points = sign(&newest.root, per.into_iter().map(|(p, (bh, au))| (p, bh, au)).collect())?;
+            newest.credited = newest.points.is_empty();
+            batches.insert(newest.id, json(&newest).as_slice())?;
+        }
         txn.commit()?;
-        Ok(Some(rec))
+        Ok(())
     }
 
     /// The newest `n` batches, newest first.
@@ -260,11 +362,13 @@ mod tests {
             let txn = state.db.begin_write().expect("txn");
             enqueue(&txn, &[receipt.to_bytes().as_slice()]).expect("enqueue");
             txn.commit().expect("commit");
-            let b = state.make_batch(10, at, |_| [0; 32]).expect("batch").expect("a batch");
+            let mut b = state.make_batch("", 10, at, |_| [0; 32]).expect("batch").expect("a batch");
+            b.height = Some(1);
+            state.put_batch(&b).expect("final");
             let mut credited = Vec::new();
             state
-                .credit_batch(b.id, "the-spn", |per| {
-                    credited = per;
+                .credit_batches(&[b.id], "the-spn", |_, per| {
+                    credited = per.into_iter().map(|(p, bh, _)| (p, bh)).collect();
                     Ok(vec!["signed".into()])
                 })
                 .expect("credit");
@@ -284,5 +388,35 @@ mod tests {
         // Renewing to no later than what was credited earns nothing.
         let short = proto::Receipt::sign(&key, other, 1000, now, Some(now + 3600)).expect("sign");
         assert!(batch(short, now + 120).is_empty());
+    }
+
+    #[test]
+    fn audit_results_round_trip_go_in_batches_of_their_own_and_count_as_audits_passed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path()).expect("state");
+        state.set_anchoring(true);
+        let peer = net::Keypair::generate_ed25519().public().to_peer_id();
+        let result = |passed| AuditResult { peer, at: 7, height: 3, hash: [4; 32], blocks: 32, bytes: 4096, passed };
+        let bytes = result(true).to_bytes();
+        assert_eq!(AuditResult::from_bytes(&bytes), Some(result(true)));
+        for cut in 0..bytes.len() {
+            assert_eq!(AuditResult::from_bytes(&bytes[..cut]), None, "cut at {cut}");
+        }
+        for passed in [true, true, false] {
+            state.enqueue_audit(&result(passed)).expect("enqueue");
+        }
+        assert!(state.make_batch("", 10, 1000, |_| [0; 32]).expect("batch").is_none(), "no receipts queued");
+        let mut b = state.make_batch(AUDITS, 10, 1000, |_| [1; 32]).expect("batch").expect("an audit batch");
+        assert_eq!((b.kind.as_str(), b.count, b.bytes), (AUDITS, 3, 3 * 4096));
+        b.height = Some(2);
+        state.put_batch(&b).expect("final");
+        let mut got = Vec::new();
+        state
+            .credit_batches(&[b.id], "the-spn", |_, per| {
+                got = per;
+                Ok(vec!["signed".into()])
+            })
+            .expect("credit");
+        assert_eq!(got, vec![(peer.to_string(), 0, 2)], "two passes, no byte-hours");
     }
 }
