@@ -305,33 +305,14 @@ impl View for redb::ReadTransaction {
     }
     fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         match self.open_table(table) {
-            Ok(t) => {
-                let mut out = Vec::new();
-                for e in t.range(prefix..)? {
-                    let (k, v) = e?;
-                    if !k.value().starts_with(prefix) || out.len() >= max {
-                        break;
-                    }
-                    out.push((k.value().to_vec(), v.value().to_vec()));
-                }
-                Ok(out)
-            }
+            Ok(t) => scan_table(&t, prefix, max),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
     }
     fn count_u64(&self, table: TableDefinition<&[u8], u64>, prefix: &[u8]) -> Result<u64> {
         match self.open_table(table) {
-            Ok(t) => {
-                let mut n = 0;
-                for e in t.range(prefix..)? {
-                    if !e?.0.value().starts_with(prefix) {
-                        break;
-                    }
-                    n += 1;
-                }
-                Ok(n)
-            }
+            Ok(t) => count_table(&t, prefix),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
             Err(e) => Err(e.into()),
         }
@@ -349,28 +330,40 @@ impl View for WriteTransaction {
         Ok(self.open_table(CONFIG)?.get(name)?.map(|v| v.value().to_vec()))
     }
     fn scan(&self, table: TableDefinition<&[u8], &[u8]>, prefix: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = self.open_table(table)?;
-        let mut out = Vec::new();
-        for e in t.range(prefix..)? {
-            let (k, v) = e?;
-            if !k.value().starts_with(prefix) || out.len() >= max {
-                break;
-            }
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        scan_table(&self.open_table(table)?, prefix, max)
     }
     fn count_u64(&self, table: TableDefinition<&[u8], u64>, prefix: &[u8]) -> Result<u64> {
-        let t = self.open_table(table)?;
-        let mut n = 0;
-        for e in t.range(prefix..)? {
-            if !e?.0.value().starts_with(prefix) {
-                break;
-            }
-            n += 1;
-        }
-        Ok(n)
+        count_table(&self.open_table(table)?, prefix)
     }
+}
+
+/// Entries of `t` whose key starts with `prefix`, at most `max`.
+fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    prefix: &[u8],
+    max: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for e in t.range(prefix..)? {
+        let (k, v) = e?;
+        if !k.value().starts_with(prefix) || out.len() >= max {
+            break;
+        }
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// How many keys of `t` start with `prefix`.
+fn count_table<T: ReadableTable<&'static [u8], u64>>(t: &T, prefix: &[u8]) -> Result<u64> {
+    let mut n = 0;
+    for e in t.range(prefix..)? {
+        if !e?.0.value().starts_with(prefix) {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The registry's admins and how many must agree.

@@ -446,22 +446,11 @@ mod tests {
 
         // Two registrations of one device cannot share a block.
         let tv = Keypair::generate_ed25519().public().to_peer_id();
-        let a = Tx::sign(
-            &maker,
-            g.hash(),
-            (6, store.hash_at(6).expect("r").expect("b")),
-            50,
-            Body::Register { device: tv, product: "tv".into(), hardware: "a".into() },
-        )
-        .expect("sign");
-        let b = Tx::sign(
-            &maker,
-            g.hash(),
-            (6, store.hash_at(6).expect("r").expect("b")),
-            50,
-            Body::Register { device: tv, product: "tv".into(), hardware: "b".into() },
-        )
-        .expect("sign");
+        let reference = (6, store.hash_at(6).expect("r").expect("b"));
+        let [a, b] = ["a", "b"].map(|hw| {
+            let body = Body::Register { device: tv, product: "tv".into(), hardware: hw.into() };
+            Tx::sign(&maker, g.hash(), reference, 50, body).expect("sign")
+        });
         let block = Block {
             chain: g.hash(),
             height: 7,
@@ -475,7 +464,6 @@ mod tests {
         assert!(matches!(r, Err(Error::InvalidBlock { .. })), "{r:?}");
         // Nor a registration and an admin's approval of its manufacturer's removal.
         let mut block = block;
-        let reference = (6, store.hash_at(6).expect("r").expect("b"));
         let remove = Body::Admit { manufacturer: m, name: "Acme".into(), admit: false };
         block.txs[1] = Tx::sign(&w.admins[0], g.hash(), reference, 50, remove).expect("sign");
         assert!(crate::validate::check_tx(&store, g.hash(), 7, &block.txs[1]).is_ok());

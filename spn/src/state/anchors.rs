@@ -199,26 +199,22 @@ impl State {
 
     /// Batches whose root is not final on the chain yet.
     pub(crate) fn unanchored(&self) -> Result<Vec<BatchRecord>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(BATCHES)?;
-        let mut out = Vec::new();
-        for e in t.iter()? {
-            let rec: BatchRecord = parse(e?.1.value(), "batch")?;
-            if rec.height.is_none() {
-                out.push(rec);
-            }
-        }
-        Ok(out)
+        self.batches_where(|b| b.height.is_none())
     }
 
     /// Final batches whose peers are not all credited with points yet.
     pub(crate) fn uncredited(&self) -> Result<Vec<BatchRecord>> {
+        self.batches_where(|b| b.height.is_some() && !b.credited)
+    }
+
+    /// Every batch that `keep` keeps, oldest first.
+    fn batches_where(&self, keep: impl Fn(&BatchRecord) -> bool) -> Result<Vec<BatchRecord>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(BATCHES)?;
         let mut out = Vec::new();
         for e in t.iter()? {
             let rec: BatchRecord = parse(e?.1.value(), "batch")?;
-            if rec.height.is_some() && !rec.credited {
+            if keep(&rec) {
                 out.push(rec);
             }
         }
