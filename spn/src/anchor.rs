@@ -197,21 +197,18 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
         })?;
     }
     for mut b in inner.state.uncredited()?.into_iter().filter(|b| !b.points.is_empty()) {
-        let mut all = true;
+        // Slots still on their way; one that can never land is settled with
+        // a warning, so it does not hold every later crediting back.
+        let mut pending = 0;
         for slot in 0..b.points.len() {
             let Some(tx) = unhex(&b.points[slot]).and_then(|t| Tx::decode(&t).ok()) else {
-                tracing::warn!(
-                    batch = b.id,
-                    "a points transaction the SPN kept does not decode; the batch stays uncredited"
-                );
-                all = false;
+                tracing::warn!(batch = b.id, slot, "a points transaction the SPN kept does not decode: dropped");
                 continue;
             };
             let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
             if ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))?.is_some() {
                 continue;
             }
-            all = false;
             let tx = if height > tx.expiry {
                 let again = Tx::sign(&a.key, chain, (height, reference), LIFETIME, tx.body)
                     .map_err(|e| Error::Ledger(e.to_string()))?;
@@ -222,11 +219,18 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
                 tx
             };
             let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
-            if let Err(why) = ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
-                tracing::debug!(batch = b.id, "the producer refused points: {why}");
+            match ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
+                Err(why) if why.contains("credited from that batch already") => {
+                    tracing::warn!(batch = b.id, slot, "points refused for good ({why}): settled");
+                }
+                Err(why) => {
+                    tracing::debug!(batch = b.id, slot, "the producer did not take points now: {why}");
+                    pending += 1;
+                }
+                Ok(_) => pending += 1,
             }
         }
-        if all {
+        if pending == 0 {
             b.credited = true;
             inner.state.put_batch(&b)?;
             tracing::info!(batch = b.id, "the peers of the batches up to this one are credited with points");

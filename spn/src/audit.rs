@@ -33,6 +33,8 @@ pub(crate) struct Outcome {
     pub(crate) blocks: u32,
     /// Bytes the answers carried (blocks and proofs, as bounded).
     pub(crate) bytes: u64,
+    /// The final block (height, hash) that seeded the challenge, if any.
+    pub(crate) seeded: Option<(u64, [u8; 32])>,
 }
 
 /// The auditor: runs while the SPN does.
@@ -109,13 +111,14 @@ pub(crate) async fn audit(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)]) ->
     // and the challenge is tied to the chain's state at the time.
     let mut fresh = [0u8; 32];
     rand::rng().fill(&mut fresh);
-    let seed = match *inner.final_block.lock().unwrap_or_else(|p| p.into_inner()) {
+    let seeded = *inner.final_block.lock().unwrap_or_else(|p| p.into_inner());
+    let seed = match seeded {
         Some((height, hash)) => audit_seed(&hash, height, &peer, &fresh),
         None => fresh,
     };
     let mut rng = rand::rngs::StdRng::from_seed(seed);
     let plan = audit_plan(shards, c, &mut rng);
-    let mut out = Outcome { blocks: c, ..Outcome::default() };
+    let mut out = Outcome { blocks: c, seeded, ..Outcome::default() };
     let timeout = inner.settings.audit_timeout;
     let asks = plan.into_iter().map(|(cid, len, ranges)| {
         let client = inner.client.clone();
@@ -203,7 +206,7 @@ pub(crate) fn record(inner: &Inner, peer: PeerId, shards: &[(Cid, u64)], o: Outc
     inner.state.add_stat("audit_bytes", o.bytes)?;
     // The result goes on the chain with the next batch of audits (when
     // anchoring): the peer's points count its passes.
-    let (height, hash) = inner.final_block.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or((0, [0; 32]));
+    let (height, hash) = o.seeded.unwrap_or((0, [0; 32]));
     inner.state.enqueue_audit(&crate::state::AuditResult {
         peer,
         at: t,

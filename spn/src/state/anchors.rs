@@ -49,7 +49,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 
 /// One audit's result, as the SPN attests it in a batch of kind
 /// [`AUDITS`]: `1 | peer: u8 length + bytes | at: u64 | height: u64 | hash:
-/// 32 (the newest final block the SPN knew; zeros without a chain) | blocks: u32
+/// 32 (the final block that seeded the challenge; zeros without a chain) | blocks: u32
 /// | bytes: u64 | passed: u8`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AuditResult {
@@ -254,6 +254,7 @@ impl State {
                     for e in it.range(lo.as_str()..hi.as_str())? {
                         if let Some(a) = AuditResult::from_bytes(e?.1.value())
                             && a.passed
+                            && a.peer.to_string() != spn
                         {
                             let p = per.entry(a.peer.to_string()).or_default();
                             p.1 = p.1.saturating_add(1);
