@@ -101,6 +101,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// One pass: batch what is queued, then move every batch not final yet along.
 pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
     let Some(a) = inner.anchoring.as_ref() else { return Ok(()) };
+    let _one = inner.anchoring_pass.lock().await;
     if let Some(b) = inner.state.make_batch("", a.max_batch, now(), ledger::batch_root)? {
         tracing::info!(batch = b.id, receipts = b.count, "receipt batch made");
     }

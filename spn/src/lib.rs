@@ -160,6 +160,9 @@ pub(crate) struct Inner {
     /// The chain's newest final block as last seen (height, hash): the
     /// seed of audit challenges, so a peer cannot know them before it.
     final_block: Mutex<Option<(u64, [u8; 32])>>,
+    /// One anchoring pass at a time (the loop's, or `anchor_now`'s): a pass
+    /// writes batch records it read earlier.
+    anchoring_pass: tokio::sync::Mutex<()>,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -266,6 +269,7 @@ impl Spn {
             backup_window: config.backup_window,
             anchoring: config.anchoring.clone(),
             final_block: Mutex::new(None),
+            anchoring_pass: tokio::sync::Mutex::new(()),
         });
         inner.state.set_anchoring(inner.anchoring.is_some());
         let listener = tokio::net::TcpListener::bind(config.http)
