@@ -1058,14 +1058,13 @@ pub(crate) fn release_on_chain(
         };
         for r in records {
             let Some(tx) = ledger::tx_id(&r.tx) else { continue };
-            let proof = match prove_tx(tx, std::slice::from_ref(&via)) {
-                Ok(hex) => data_encoding::HEXLOWER.decode(hex.as_bytes())?,
+            let p = match tx_proof(tx, std::slice::from_ref(&via)) {
+                Ok(p) => p,
                 Err(e) => {
                     why = format!("the record of {id} could not be proven: {e}");
                     continue;
                 }
             };
-            let p = ledger::Proof::decode(&proof)?;
             match p.verify(g.hash(), &ledger::sets::at(&sets, p.header.height)) {
                 Ok(proven) => match release_record_holds(&proven, tx, signer, release) {
                     Ok(()) => return Ok((proven.height, key_id.clone())),
@@ -1112,6 +1111,11 @@ fn release_record_holds(
 
 /// A proof (hex) that transaction `id` is in a final block.
 fn prove_tx(id: ledger::TxId, bootstrap: &[String]) -> Result<String> {
+    Ok(data_encoding::HEXLOWER.encode(&tx_proof(id, bootstrap)?.encode()))
+}
+
+/// The proof that transaction `id` is in a final block, from a node of `bootstrap`.
+fn tx_proof(id: ledger::TxId, bootstrap: &[String]) -> Result<ledger::Proof> {
     let (_, peer) = first(bootstrap)?;
     let proof = runtime()?.block_on(async {
         let (client, _h) = join(bootstrap, None).await?;
@@ -1126,7 +1130,7 @@ fn prove_tx(id: ledger::TxId, bootstrap: &[String]) -> Result<String> {
         }
         anyhow::Ok(ledger::prove(&b, &c, i as usize, None)?)
     })?;
-    Ok(data_encoding::HEXLOWER.encode(&proof.encode()))
+    Ok(proof)
 }
 
 fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {

@@ -45,7 +45,7 @@ pub use error::{Error, Result, TxError};
 pub use genesis::{Account, GENESIS_VERSION, Genesis, MAX_PRODUCERS, Params, Producer};
 pub use proof::{MAX_ITEM_BYTES, Proof, ProofError, Proven, batch_root, prove};
 pub use recovery::Recovery;
-pub use registry::{Deletion, Device, Lookup, MAX_LISTED, Maker, Points, Record, Release, tx_id};
+pub use registry::{ALREADY_CREDITED, Deletion, Device, Lookup, MAX_LISTED, Maker, Points, Record, Release, tx_id};
 pub use rpc::Question;
 pub use state::set_hash;
 pub use store::{STORE_FORMAT, Store};

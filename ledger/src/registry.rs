@@ -157,6 +157,10 @@ pub enum Lookup {
     },
 }
 
+/// The words a points transaction is refused with when a peer in it was
+/// credited from that batch already (for good: the SPN settles it).
+pub const ALREADY_CREDITED: &str = "was credited from that batch already";
+
 /// Entries a lookup lists at most (a release's signers, a peer's
 /// attesters): anyone may add to them, so a reader's answer stays bounded.
 pub const MAX_LISTED: usize = 100;
@@ -506,7 +510,7 @@ pub(crate) fn check(v: &dyn View, tx: &Tx) -> Result<()> {
             }
             for c in credits {
                 if v.get_u64(CREDITED, &key(&[&signer.to_bytes(), root, &c.peer.to_bytes()]))?.is_some() {
-                    return invalid(format!("{} was credited from that batch already", c.peer));
+                    return invalid(format!("{} {ALREADY_CREDITED}", c.peer));
                 }
             }
         }
@@ -711,12 +715,5 @@ pub(crate) fn lookup(v: &dyn View, what: &Lookup) -> Result<Record> {
 
 /// A transaction id from its hex form.
 pub fn tx_id(hex_id: &str) -> Option<TxId> {
-    if hex_id.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex_id.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(TxId(out))
+    crate::block::Hash::from_hex(hex_id).map(|h| TxId(h.0))
 }

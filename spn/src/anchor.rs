@@ -3,10 +3,12 @@
 //! on the chain in an anchor transaction the SPN signs with its node key,
 //! offered to the producers until a block holds it (signed again against a
 //! recent block if it expired unheard). The SPN keeps each batch's
-//! receipts and serves their inclusion proofs. Once a batch is final, the
-//! SPN credits its peers with contribution points: the byte-hours their
-//! receipts promise on the SPN's clock (see `State::credit_batch`), in
-//! points transactions that name the batch's root.
+//! receipts and serves their inclusion proofs. The SPN's audit results go
+//! in batches of their own. Every `points_every`, the SPN credits the peers
+//! of the batches made final since with contribution points: the
+//! byte-hours their receipts promise on the SPN's clock and the audits they
+//! passed (see `State::credit_batches`), in points transactions that name
+//! the newest batch's root.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -122,8 +124,7 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
         let signed = b.tx.as_deref().and_then(unhex).and_then(|t| Tx::decode(&t).ok());
         let tx = match signed {
             Some(tx) => {
-                let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
-                if let Some((h, i)) = ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))? {
+                if let Some((h, i)) = find(inner, producer, &tx).await? {
                     // One producer's word is not enough: the block and its
                     // certificate must show the transaction final.
                     if let Err(e) = confirm(inner, a, producer, h, i, &tx).await {
@@ -158,8 +159,7 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
         };
         // Offered again each pass until a block holds it: a producer's pool
         // takes a transaction once.
-        let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
-        if let Err(why) = ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
+        if let Err(why) = offer(inner, producer, tx).await? {
             tracing::warn!(batch = b.id, "the producer refused the anchor: {why}");
         }
     }
@@ -206,8 +206,7 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
                 tracing::warn!(batch = b.id, slot, "a points transaction the SPN kept does not decode: dropped");
                 continue;
             };
-            let found = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
-            if ledger::rpc::find_answer(&found).map_err(|e| Error::Ledger(e.to_string()))?.is_some() {
+            if find(inner, producer, &tx).await?.is_some() {
                 continue;
             }
             let tx = if height > tx.expiry {
@@ -219,9 +218,8 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
             } else {
                 tx
             };
-            let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
-            match ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))? {
-                Err(why) if why.contains("credited from that batch already") => {
+            match offer(inner, producer, tx).await? {
+                Err(why) if why.contains(ledger::ALREADY_CREDITED) => {
                     tracing::warn!(batch = b.id, slot, "points refused for good ({why}): settled");
                 }
                 Err(why) => {
@@ -238,6 +236,18 @@ async fn credit(inner: &Inner, a: &Anchoring, producer: PeerId, height: u64, ref
         }
     }
     Ok(())
+}
+
+/// Where the chain holds `tx` (height, index), as `producer` says.
+async fn find(inner: &Inner, producer: PeerId, tx: &Tx) -> Result<Option<(u64, u32)>> {
+    let answer = ask_peer(inner, producer, &Question::Find(tx.id())).await?;
+    ledger::rpc::find_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))
+}
+
+/// Offer `tx` to `producer`'s pool: its id, or why it was not taken.
+async fn offer(inner: &Inner, producer: PeerId, tx: Tx) -> Result<std::result::Result<ledger::TxId, String>> {
+    let answer = ask_peer(inner, producer, &Question::Submit(Box::new(tx))).await?;
+    ledger::rpc::submit_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))
 }
 
 /// Check that block `height`, certified by the producers of that height
