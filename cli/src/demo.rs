@@ -266,7 +266,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         &genesis,
         &p1.result.manifest,
         (&vdir, &p2.id, &p1.id),
-        &|name| procs.kill(name),
+        crate::ledger_cmd::Nodes { kill: &|name| procs.kill(name), start: &|name, args| procs.start(name, logs, args) },
     )?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
     for extra in [durable, backups, chain] {
@@ -710,7 +710,9 @@ fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Resul
         format!("network: 4 ledger producers, 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()),
     );
     let exe = std::env::current_exe().context("finding the ionshard binary")?;
-    let (genesis, producers) = procs::ledger_genesis(&exe, &root.join("ledger"), 4, 500, 500)?;
+    // A snapshot each 20 blocks (10 s): the ledger act shows a new node starting from one.
+    let every = ["--snapshot-every".to_string(), "20".to_string()];
+    let (genesis, producers) = procs::ledger_genesis_with(&exe, &root.join("ledger"), 4, 500, 500, &every)?;
     for (i, (dir, addr)) in producers.iter().enumerate() {
         procs.start(&format!("producer{i}"), logs, &procs::producer_args(addr, dir, &genesis))?;
     }

@@ -393,6 +393,9 @@ pub(crate) struct InitOpts {
     /// Heights between elections.
     #[arg(long, default_value_t = 600)]
     maintenance: u64,
+    /// Heights between state snapshots a new node can start from (0: none).
+    #[arg(long, default_value_t = 1000)]
+    snapshot_every: u64,
     /// A manufacturer-registry admin's peer id (repeatable).
     #[arg(long = "admin")]
     admins: Vec<String>,
@@ -461,6 +464,7 @@ fn init(o: InitOpts) -> Result<()> {
             idle_ms: o.idle_ms.max(o.block_ms),
             producers: o.max_producers,
             maintenance: o.maintenance,
+            snapshot_every: o.snapshot_every,
             ..ledger::Params::default()
         },
         accounts,
@@ -504,6 +508,11 @@ fn peer_of(addr: &str) -> Result<PeerId> {
         .ok_or_else(|| anyhow!("--bootstrap {addr}: the address must end in /p2p/<peer id>"))
 }
 
+/// The peer id an address ends in, if it names one.
+pub(crate) fn peer_in(a: &Multiaddr) -> Option<PeerId> {
+    a.iter().filter_map(|p| if let net::Protocol::P2p(id) = p { Some(id) } else { None }).last()
+}
+
 async fn ask(client: &net::Client, peer: PeerId, q: &Question) -> Result<Vec<u8>> {
     client.ask_ledger(peer, &q.encode(), ledger::MAX_ANSWER_BYTES).await.map_err(|e| {
         anyhow!("asking {peer} about the ledger: {e} (is it running with --genesis, this release of ionshard?)")
@@ -525,6 +534,9 @@ fn status(a: &AskOpts) -> Result<()> {
         println!("chain    {}", st.chain);
         println!("height   {} ({}), round {}", st.height, &st.hash[..16.min(st.hash.len())], st.round);
         println!("pool     {} transaction(s)", st.pool);
+        if let Some(from) = st.started_from {
+            println!("started  from the state snapshot after block {from} (no block before it is held here)");
+        }
         println!("producers ({}):", st.producers.len());
         for p in &st.producers {
             println!("  {p}  missed {}", st.missed.get(p).copied().unwrap_or(0));
@@ -547,7 +559,12 @@ fn block(height: u64, a: &AskOpts) -> Result<()> {
         client.shutdown().await;
         anyhow::Ok(b)
     })?;
-    let Some((b, c)) = found else { bail!("{peer} holds no final block at height {height}") };
+    let Some((b, c)) = found else {
+        bail!(
+            "{peer} holds no final block at height {height} (not final yet, or before the state snapshot it started \
+             from: `ionshard ledger status` says which)"
+        )
+    };
     let signers: Vec<String> = c.commit_signatures.iter().map(|s| s.address.0.to_string()).collect();
     let txs: Vec<String> = b.txs.iter().map(|t| t.id().to_string()).collect();
     if a.json {
@@ -1171,6 +1188,95 @@ fn verify(proof: &Path, producers: &Path, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Start an empty ledger store in `dir` from a peer's state snapshot:
+/// ask `peers` in turn for their newest, check its checkpoint against the
+/// producer sets they show from the genesis, fetch it in parts, compare
+/// its BLAKE3 with the certified digest, import it. `None`: the store
+/// holds blocks already, or no peer offers a snapshot within `patience`
+/// (the node then syncs every block from the first).
+pub(crate) async fn from_snapshot(
+    genesis: &Genesis,
+    dir: &Path,
+    client: &net::Client,
+    peers: &[PeerId],
+    patience: Duration,
+) -> Result<Option<u64>> {
+    let p = &genesis.params;
+    // A chain younger than one snapshot interval has none to offer (its
+    // producers start together and would wait on each other for nothing).
+    let age = now_ms().saturating_sub(genesis.time_ms);
+    if p.snapshot_every == 0 || age < p.snapshot_every.saturating_mul(p.block_ms) {
+        return Ok(None);
+    }
+    let store = ledger::Store::open(dir, genesis.hash())?;
+    if store.height()? > 0 {
+        return Ok(None);
+    }
+    let deadline = std::time::Instant::now() + patience;
+    let mut why = Vec::new();
+    // Bounded: each round asks every peer once; the rounds end once a peer
+    // answered it has none, or at the deadline (peers not reached yet).
+    while std::time::Instant::now() < deadline {
+        why.clear();
+        let mut answered = false;
+        for &peer in peers {
+            match snapshot_from(genesis, dir, &store, client, peer).await {
+                Ok(Some(h)) => return Ok(Some(h)),
+                Ok(None) => {
+                    answered = true;
+                    why.push(format!("{peer} offers none"));
+                }
+                Err(e) => why.push(format!("{peer}: {e:#}")),
+            }
+        }
+        if answered || peers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = std::fs::remove_file(dir.join("snapshots").join("incoming.tmp"));
+    eprintln!("ledger: no state snapshot to start from ({}); syncing every block from the first", why.join("; "));
+    Ok(None)
+}
+
+/// One try at [`from_snapshot`] with one peer.
+async fn snapshot_from(
+    genesis: &Genesis,
+    dir: &Path,
+    store: &ledger::Store,
+    client: &net::Client,
+    peer: PeerId,
+) -> Result<Option<u64>> {
+    let Some(offer) = ledger::rpc::snapshot_answer(&ask(client, peer, &Question::Snapshot).await?)? else {
+        return Ok(None);
+    };
+    let changes = ledger::rpc::sets_answer(&client.ask_ledger(peer, &Question::Sets.encode(), 16 << 20).await?)?;
+    let digest = offer.check(genesis, &changes)?;
+    let height = offer.height;
+    eprintln!(
+        "ledger: starting from {peer}'s snapshot after block {height} ({}), certified in block {}",
+        crate::size::human(offer.size),
+        offer.proof.header.height
+    );
+    let mut d = ledger::Download::start(dir, offer, digest)?;
+    let mut last = std::time::Instant::now();
+    while let Some(q) = d.next() {
+        let part = ledger::rpc::part_answer(&ask(client, peer, &q).await?)?;
+        d.take(&part)?;
+        if last.elapsed() > Duration::from_secs(2) {
+            let (got, of) = d.progress();
+            eprintln!("ledger: snapshot {} of {}", crate::size::human(got), crate::size::human(of));
+            last = std::time::Instant::now();
+        }
+    }
+    let (path, offer) = d.finish()?;
+    let (block, cert) = ledger::rpc::block_answer(&ask(client, peer, &Question::Block(height)).await?)?
+        .ok_or_else(|| anyhow!("{peer} offered snapshot {height} but not its block"))?;
+    store.import(&path, &offer, &block, &cert, &changes)?;
+    eprintln!("ledger: state after block {height} imported and checked; syncing the blocks after it");
+    Ok(Some(height))
+}
+
 /// A node's ledger task, wired to its swarm: gossip in and out, sync
 /// questions asked and answered.
 pub(crate) struct Running {
@@ -1240,6 +1346,14 @@ pub(crate) fn start(
     Ok(Running { ledger, tasks })
 }
 
+/// How the demo's ledger act stops and starts its nodes.
+pub(crate) struct Nodes<'a> {
+    /// Kill the node of this name.
+    pub(crate) kill: &'a dyn Fn(&str),
+    /// Start a node of this name with these arguments; its first line.
+    pub(crate) start: &'a dyn Fn(&str, &[String]) -> Result<serde_json::Value>,
+}
+
 /// The demo's ledger act: the chain as a follower sees it, a receipt of the
 /// first publish proven and checked against the producers, a forged one
 /// refused, and blocks going on with one producer killed.
@@ -1250,8 +1364,9 @@ pub(crate) fn demo_act(
     genesis: &Path,
     object: &str,
     vendor: (&Path, &str, &str),
-    kill: &dyn Fn(&str),
+    nodes: Nodes<'_>,
 ) -> Result<serde_json::Value> {
+    let Nodes { kill, start } = nodes;
     use crate::demo::say;
     say(json_out, "ledger: 4 producers finalize a block every 0.5 s (Tendermint BFT); the SPN anchors receipt batches");
     let g = Genesis::load(genesis)?;
@@ -1366,6 +1481,46 @@ pub(crate) fn demo_act(
         );
         println!("{unrecorded} (never recorded): refused ({unrecorded_refused})");
     }
+    say(
+        json_out,
+        "a new node joins: it starts from the newest state snapshot, checked against its certified checkpoint, \
+         instead of replaying every block",
+    );
+    let exe = std::env::current_exe().context("finding the ionshard binary")?;
+    let (ndir, addr) = harness::procs::ledger_node(&exe, genesis.parent().unwrap_or(Path::new(".")), "latecomer", 5)?;
+    let mut args = harness::procs::producer_args(&addr, &ndir, genesis);
+    args.retain(|a| a != "--produce");
+    start("latecomer", &args)?;
+    let late = peer_of(&addr)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (from, caught) = loop {
+        let st = rt.block_on(async {
+            let (client, _h) = join(std::slice::from_ref(&addr), None).await?;
+            let st = ledger::rpc::status_answer(&ask(&client, late, &Question::Status).await?);
+            client.shutdown().await;
+            anyhow::Ok(st?)
+        });
+        let top = status()?.height;
+        match st {
+            Ok(st) if st.started_from.is_some() && st.height + 2 >= top => break (st.started_from, st.height),
+            Ok(st) if std::time::Instant::now() > deadline => {
+                bail!(
+                    "the new node is at height {} of {top} (started from {:?}) after 90 s",
+                    st.height,
+                    st.started_from
+                )
+            }
+            Err(e) if std::time::Instant::now() > deadline => bail!("the new node does not answer after 90 s: {e:#}"),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let from = from.unwrap_or_default();
+    if !json_out {
+        println!(
+            "the new node started from the snapshot after block {from} (its digest certified by the producers) and \
+             is at height {caught}: {from} blocks not replayed"
+        );
+    }
     say(json_out, "kill 1 of the 4 producers: more than 2/3 remain, blocks go on");
     kill("producer3");
     let before = status()?.height;
@@ -1391,6 +1546,7 @@ pub(crate) fn demo_act(
         "ledger_release_record": format!("{recorded} in block {at}"),
         "ledger_unrecorded_release": format!("refused: {unrecorded_refused}"),
         "ledger_one_producer_down": format!("height {before} -> {after}"),
+        "ledger_new_node_from_snapshot": format!("started after block {from}, caught up to {caught}"),
     }))
 }
 

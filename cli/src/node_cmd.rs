@@ -68,6 +68,11 @@ pub(crate) struct NodeOpts {
     /// Produce blocks: this node's peer id must be one of the genesis's producers.
     #[arg(long, requires = "genesis")]
     pub(crate) produce: bool,
+    /// Sync every block from the first instead of starting a new chain
+    /// store from a peer's state snapshot (whose checkpoint is checked
+    /// against the producers; blocks before it are then not held here).
+    #[arg(long, requires = "genesis")]
+    pub(crate) no_snapshot: bool,
     /// Print the peer id and addresses as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -170,6 +175,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     } else {
         None
     };
+    let config_bootstrap = config.bootstrap.clone();
     let rt = runtime()?;
     rt.block_on(async move {
         // stderr may be closed by whoever started us: that must not stop the node.
@@ -178,12 +184,6 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             let _ = writeln!(std::io::stderr(), "{line}");
         };
         let daemon = net::Daemon::start(config, key.clone(), store.clone(), say).await?;
-        let chain = match (&genesis, inbound) {
-            (Some(g), Some(rx)) => {
-                Some(crate::ledger_cmd::start(g, &dir.join("ledger"), key, &daemon.client, rx)?)
-            }
-            _ => None,
-        };
         let peer_id = daemon.peer_id;
         let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {
@@ -198,6 +198,22 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
                 println!("store {} shards, {} of {}", u.shards, human(u.bytes), human(u.capacity));
             }
         }
+        let chain = match (&genesis, inbound) {
+            (Some(g), Some(rx)) => {
+                let ldir = dir.join("ledger");
+                if !o.no_snapshot {
+                    let mut peers: Vec<PeerId> = g.producers.iter().filter_map(|p| p.peer.parse().ok()).collect();
+                    peers.extend(config_bootstrap.iter().filter_map(crate::ledger_cmd::peer_in));
+                    peers.retain(|p| *p != peer_id);
+                    peers.sort();
+                    peers.dedup();
+                    crate::ledger_cmd::from_snapshot(g, &ldir, &daemon.client, &peers, Duration::from_secs(20))
+                        .await?;
+                }
+                Some(crate::ledger_cmd::start(g, &ldir, key, &daemon.client, rx)?)
+            }
+            _ => None,
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

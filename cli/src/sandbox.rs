@@ -267,8 +267,9 @@ fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace
         let admin_key = dir.join("ledger").join("admin.key");
         std::fs::create_dir_all(dir.join("ledger"))?;
         let admin = net::load_or_create_key(&admin_key)?.0.public().to_peer_id().to_string();
-        let admins = ["--admin".to_string(), admin];
-        let (genesis, list) = procs::ledger_genesis_with(&exe, &dir.join("ledger"), producers, 1000, 5000, &admins)?;
+        // A state snapshot each 60 blocks (a minute to five): a node joining later starts from one.
+        let flags = ["--admin".to_string(), admin, "--snapshot-every".to_string(), "60".to_string()];
+        let (genesis, list) = procs::ledger_genesis_with(&exe, &dir.join("ledger"), producers, 1000, 5000, &flags)?;
         r.genesis = genesis.display().to_string();
         for (i, (pdir, addr)) in list.iter().enumerate() {
             let name = format!("producer{i}");

@@ -548,3 +548,66 @@ fn a_chain_halted_for_good_restarts_under_a_recovery_signed_by_half_its_producer
     let old = bin().args(["ledger", "verify", &s(&proof), "--producers", &gs]).output().expect("verify");
     assert!(!old.status.success(), "a block of the new producers checked against the genesis's");
 }
+
+#[test]
+fn a_new_node_starts_from_a_certified_state_snapshot_and_follows_the_chain_from_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = ["--snapshot-every".to_string(), "8".to_string()];
+    let (genesis, producers) =
+        harness::procs::ledger_genesis_with(exe(), dir.path(), 4, 300, 300, &extra).expect("genesis");
+    let mut c = Chain { procs: Procs::new(&dir.path().join("logs")), genesis, producers };
+    for i in 0..4 {
+        c.up(i);
+    }
+    c.wait_height(0, 2, Duration::from_secs(60));
+    // State to carry over: an anchored root, before the first snapshot.
+    let root = "cd".repeat(32);
+    let o = bin()
+        .args(["ledger", "tx", "--json", "--bootstrap", &c.producers[0].1, "--key", &s(&dir.path().join("spn.key"))])
+        .args(["anchor", "--root", &root, "--count", "3", "--bytes", "100"])
+        .output()
+        .expect("ledger tx");
+    let tx = json_out(&o, "ledger tx");
+    let id = tx["tx"].as_str().expect("tx id").to_string();
+    // Snapshots at 8 and 16; the checkpoint of 16 is final a block or two later.
+    c.wait_height(0, 19, Duration::from_secs(90));
+
+    let (ndir, addr) = harness::procs::ledger_node(exe(), dir.path(), "newcomer", 4).expect("node");
+    let mut args = harness::procs::producer_args(&addr, &ndir, &c.genesis);
+    args.retain(|a| a != "--produce");
+    c.procs.start("newcomer", &args);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let st = loop {
+        let o = bin().args(["ledger", "status", "--json", "--bootstrap", &addr]).output().expect("status");
+        if o.status.success() {
+            let st: Value = serde_json::from_slice(&o.stdout).expect("json");
+            if st["height"].as_u64().unwrap_or(0) >= 24 {
+                break st;
+            }
+        }
+        assert!(Instant::now() < deadline, "the newcomer did not reach height 24 in 90 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let from = st["started_from"].as_u64().expect("the newcomer started from a snapshot");
+    assert!(from >= 8 && from % 8 == 0, "{st}");
+    let log = std::fs::read_to_string(dir.path().join("logs/newcomer.log")).unwrap_or_default();
+    assert!(log.contains("imported and checked"), "{log}");
+
+    // It holds no block before the snapshot, knows what was anchored
+    // before it, and holds the same blocks as the producers after it.
+    c.procs.kill("newcomer");
+    for i in 0..4 {
+        c.down(i);
+    }
+    let chain = ledger::Genesis::load(&c.genesis).expect("genesis").hash();
+    let newcomer = ledger::Store::open(&ndir.join("ledger"), chain).expect("store");
+    let producer = ledger::Store::open(&c.producers[0].0.join("ledger"), chain).expect("store");
+    assert!(newcomer.block_at(1).expect("read").is_none());
+    let id = ledger::TxId(ledger::Hash::from_hex(&id).expect("hex").0);
+    assert_eq!(newcomer.tx_at(&id).expect("read"), producer.tx_at(&id).expect("read"));
+    let top = newcomer.height().expect("height").min(producer.height().expect("height"));
+    assert!(top >= 24);
+    for h in from..=top {
+        assert_eq!(newcomer.hash_at(h).expect("read"), producer.hash_at(h).expect("read"), "height {h}");
+    }
+}

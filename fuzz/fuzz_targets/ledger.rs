@@ -27,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = ledger::rpc::status_answer(data);
     let _ = ledger::rpc::lookup_answer(data);
+    let _ = ledger::rpc::snapshot_answer(data);
+    let _ = ledger::rpc::part_answer(data);
     let _ = ledger::rpc::submit_answer(data);
     let _ = ledger::rpc::find_answer(data);
     let _ = ledger::rpc::block_answer(data);

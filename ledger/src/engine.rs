@@ -91,6 +91,9 @@ pub struct Status {
     pub best_seen: u64,
     /// Elected producer sets not in force yet: the height each starts at, and its producers.
     pub next_producers: Vec<(u64, Vec<String>)>,
+    /// The snapshot height this node started from (it holds no block before it), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<u64>,
 }
 
 enum Command {
@@ -629,6 +632,14 @@ impl App {
         let mut txs = Vec::new();
         let mut held = HashSet::new();
         let mut bytes = 0usize;
+        // The newest snapshot's digest, when the chain has none for it yet.
+        if let Some((cp, state, size)) = self.store.checkpoint_due(height)? {
+            let body = crate::tx::Body::Checkpoint { height: cp, state, size };
+            let tx = Tx::sign(&self.key, self.chain, (height - 1, parent), 8, body)?;
+            held.extend(crate::registry::exclusive(&tx));
+            bytes += tx.encode().len() + 4;
+            txs.push(tx);
+        }
         let mut keep = VecDeque::new();
         while let Some(tx) = self.pool.pop_front() {
             let id = tx.id();
@@ -707,6 +718,7 @@ impl App {
                 .filter(|(from, _)| *from > self.height)
                 .map(|(from, peers)| (from, peers.iter().map(ToString::to_string).collect()))
                 .collect(),
+            started_from: self.store.started_from().ok().flatten(),
         }
     }
 

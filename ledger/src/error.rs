@@ -54,6 +54,9 @@ pub enum Error {
     /// A proof that does not check out.
     #[error("proof refused: {0}")]
     Proof(String),
+    /// A state snapshot that cannot be used (offered, fetched or imported).
+    #[error("snapshot refused: {0}")]
+    Snapshot(String),
     /// The block store (redb) failed.
     #[error("ledger database {path}: {source}")]
     Database {

@@ -61,6 +61,18 @@ pub struct Params {
     /// Share of its stake an equivocating producer loses, in percent.
     #[serde(default = "default_slash")]
     pub slash_pct: u8,
+    /// Heights between state snapshots (a new node starts from the newest
+    /// one a block vouches for, then syncs the blocks after it); 0: none.
+    #[serde(default = "default_snapshot_every", skip_serializing_if = "is_default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    1000
+}
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_default_snapshot_every(n: &u64) -> bool {
+    *n == default_snapshot_every()
 }
 
 fn default_idle_ms() -> u64 {
@@ -89,6 +101,7 @@ impl Default for Params {
             maintenance: default_maintenance(),
             delay: default_delay(),
             slash_pct: default_slash(),
+            snapshot_every: default_snapshot_every(),
         }
     }
 }
@@ -174,9 +187,11 @@ impl Genesis {
             || p.delay < 2
             || p.delay >= p.maintenance.max(3)
             || p.slash_pct > 100
+            || (p.snapshot_every != 0 && p.snapshot_every < 2)
         {
             return Err(Error::Genesis(
-                "producers from 1 to 256, maintenance positive, delay at least 2 and below maintenance, slash_pct at most 100"
+                "producers from 1 to 256, maintenance positive, delay at least 2 and below maintenance, slash_pct at most 100, \
+                 snapshot_every 0 (none) or at least 2"
                     .into(),
             ));
         }

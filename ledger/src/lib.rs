@@ -28,6 +28,7 @@ mod recovery;
 mod registry;
 pub mod rpc;
 pub mod sets;
+mod snapshot;
 mod state;
 mod store;
 mod tx;
@@ -47,6 +48,7 @@ pub use proof::{MAX_ITEM_BYTES, Proof, ProofError, Proven, batch_root, prove};
 pub use recovery::Recovery;
 pub use registry::{ALREADY_CREDITED, Deletion, Device, Lookup, MAX_LISTED, Maker, Points, Record, Release, tx_id};
 pub use rpc::Question;
+pub use snapshot::{Download, MAX_SNAPSHOT_BYTES, Offer, PART_BYTES};
 pub use state::set_hash;
 pub use store::{STORE_FORMAT, Store};
 pub use tx::{

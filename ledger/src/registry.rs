@@ -240,6 +240,7 @@ pub(crate) fn seed(txn: &WriteTransaction, genesis: &Genesis) -> Result<()> {
     let admins = genesis.admin_ids()?;
     config.insert("admins", crate::state::encode_peers(&admins).as_slice())?;
     config.insert("threshold", u64::from(genesis.admin_threshold).to_be_bytes().as_slice())?;
+    config.insert("snapshot_every", genesis.params.snapshot_every.to_be_bytes().as_slice())?;
     for t in [MAKERS, DEVICES, DELETIONS, RELEASES, POINTS] {
         txn.open_table(t)?;
     }
@@ -271,6 +272,8 @@ pub(crate) fn exclusive(tx: &Tx) -> Vec<[u8; 32]> {
         Body::Points { root, credits } => {
             credits.iter().map(|c| k(&[b"points", &s, root, &c.peer.to_bytes()])).collect()
         }
+        // One checkpoint per snapshot height.
+        Body::Checkpoint { height, .. } => vec![k(&[b"checkpoint", &height.to_be_bytes()])],
         Body::Vote { .. } | Body::Candidate { .. } => Vec::new(),
     }
 }
@@ -514,7 +517,11 @@ pub(crate) fn check(v: &dyn View, tx: &Tx) -> Result<()> {
                 }
             }
         }
-        Body::Anchor { .. } | Body::Vote { .. } | Body::Candidate { .. } | Body::Evidence { .. } => {}
+        Body::Anchor { .. }
+        | Body::Vote { .. }
+        | Body::Candidate { .. }
+        | Body::Evidence { .. }
+        | Body::Checkpoint { .. } => {}
     }
     Ok(())
 }

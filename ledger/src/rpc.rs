@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! question = 1 block: height: u64 | 2 status | 3 submit: bytes(MAX_TX_BYTES) | 4 find: tx id: 32 | 5 sets
-//!          | 6 lookup: see [`crate::Lookup`]
+//!          | 6 lookup: see [`crate::Lookup`] | 7 snapshot | 8 part: height: u64 | offset: u64
 //! answer   = block: see [`crate::wire`] | status: bytes(64 KiB) of JSON
 //!          | submit: 0 id: 32 | 1 error: bytes(1024) | find: 0 (not yet) | 1 height: u64 | index: u32
 //!          | sets: list(4096) of change: bytes(256 KiB) (see [`crate::sets`])
 //!          | lookup: bytes(64 KiB) of JSON (a [`crate::Record`]; empty: the node failed)
+//!          | snapshot: 0 (none) | 1 offer (see [`crate::Offer`])
+//!          | part: bytes(PART_BYTES) (empty: not held)
 //! ```
 
 use crate::codec::{Reader, Writer};
@@ -37,6 +39,15 @@ pub enum Question {
     Sets,
     /// A registry record.
     Lookup(crate::Lookup),
+    /// The newest state snapshot the node offers.
+    Snapshot,
+    /// Bytes of snapshot `height` from `offset`.
+    Part {
+        /// The snapshot's height.
+        height: u64,
+        /// Where the part starts.
+        offset: u64,
+    },
 }
 
 impl Question {
@@ -53,6 +64,8 @@ impl Question {
                 l.encode(w.u8(6));
                 &mut w
             }
+            Question::Snapshot => w.u8(7),
+            Question::Part { height, offset } => w.u8(8).u64(*height).u64(*offset),
         };
         w.finish()
     }
@@ -67,6 +80,8 @@ impl Question {
             4 => Question::Find(TxId(r.array()?)),
             5 => Question::Sets,
             6 => Question::Lookup(crate::registry::Lookup::decode(&mut r)?),
+            7 => Question::Snapshot,
+            8 => Question::Part { height: r.u64()?, offset: r.u64()? },
             k => return Err(r.malformed(format!("question kind {k}"))),
         };
         r.end()?;
@@ -114,6 +129,19 @@ pub async fn serve(ledger: &Ledger, question: &[u8]) -> Vec<u8> {
         Ok(Question::Lookup(what)) => {
             let json = ledger.store().lookup(&what).ok().and_then(|r| serde_json::to_vec(&r).ok());
             w.bytes(&json.unwrap_or_default());
+        }
+        Ok(Question::Snapshot) => match ledger.store().offer() {
+            Ok(Some(offer)) => {
+                w.u8(1).raw(&offer.encode());
+            }
+            _ => {
+                w.u8(0);
+            }
+        },
+        Ok(Question::Part { height, offset }) => {
+            let store = ledger.store().clone();
+            let part = tokio::task::spawn_blocking(move || store.part(height, offset)).await.unwrap_or_default();
+            w.bytes(&part);
         }
         Err(_) => {}
     }
@@ -178,4 +206,24 @@ pub fn find_answer(bytes: &[u8]) -> Result<Option<(u64, u32)>> {
 /// Parse the answer to [`Question::Block`].
 pub fn block_answer(bytes: &[u8]) -> Result<Option<(crate::Block, crate::Certificate)>> {
     wire::decode_answer(bytes)
+}
+
+/// Parse the answer to [`Question::Snapshot`]: the offer, if the node has one.
+pub fn snapshot_answer(bytes: &[u8]) -> Result<Option<crate::Offer>> {
+    let mut r = Reader::new(bytes, "snapshot answer");
+    let out = match r.u8()? {
+        0 => None,
+        1 => Some(crate::snapshot::Offer::decode(&mut r)?),
+        k => return Err(r.malformed(format!("answer kind {k}"))),
+    };
+    r.end()?;
+    Ok(out)
+}
+
+/// Parse the answer to [`Question::Part`].
+pub fn part_answer(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut r = Reader::new(bytes, "snapshot part");
+    let part = r.bytes(crate::PART_BYTES)?.to_vec();
+    r.end()?;
+    Ok(part)
 }

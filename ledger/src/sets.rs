@@ -134,6 +134,8 @@ pub fn at(sets: &[(u64, Vec<PeerId>)], height: u64) -> ValidatorSet {
 /// Every change of the producers this store knows, each with what shows it.
 pub fn changes(store: &Store) -> Result<Vec<SetChange>> {
     let recoveries = store.recoveries()?;
+    // A node that started from a snapshot holds no block before it: it kept the changes it was shown.
+    let kept = store.set_proofs()?;
     let mut out = Vec::new();
     let held = store.height()?;
     for (from, producers) in store.sets()? {
@@ -144,7 +146,10 @@ pub fn changes(store: &Store) -> Result<Vec<SetChange>> {
             Some(r) => Shown::Recovery(r.clone()),
             None => match store.block_at(from - 1)? {
                 Some((b, c)) => Shown::Header(Header::from(&b), c),
-                None => continue,
+                None => match kept.iter().find(|c| c.from == from) {
+                    Some(c) => c.shown.clone(),
+                    None => continue,
+                },
             },
         };
         out.push(SetChange { from, producers, shown });

@@ -20,6 +20,7 @@ use crate::block::{Block, Hash};
 use crate::cert::{self, Certificate};
 use crate::error::{Error, Result};
 use crate::genesis::Genesis;
+use crate::snapshot;
 use crate::state;
 use crate::tx::{Body, TxId};
 
@@ -33,14 +34,14 @@ fn anchor_key(signer: &PeerId, root: &[u8; 32]) -> Vec<u8> {
 /// The store layout's version.
 pub const STORE_FORMAT: u64 = 1;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certs");
-const HASHES: TableDefinition<u64, &[u8]> = TableDefinition::new("hashes");
-const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+pub(crate) const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certs");
+pub(crate) const HASHES: TableDefinition<u64, &[u8]> = TableDefinition::new("hashes");
+pub(crate) const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
 pub(crate) const ANCHORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anchors");
-const MISSED: TableDefinition<&[u8], u64> = TableDefinition::new("missed");
-const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+pub(crate) const MISSED: TableDefinition<&[u8], u64> = TableDefinition::new("missed");
+pub(crate) const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 
 /// The chain as this node holds it.
 #[derive(Debug)]
@@ -100,14 +101,28 @@ impl Store {
         for t in [state::CANDIDATES, state::VOTES] {
             txn.open_table(t).map_err(|e| s.err(e))?;
         }
-        txn.open_table(state::SETS).map_err(|e| s.err(e))?;
-        txn.open_table(state::RECOVERIES).map_err(|e| s.err(e))?;
+        for t in [state::SETS, state::RECOVERIES, snapshot::CHECKPOINTS, snapshot::CHECKPOINTED, snapshot::SETPROOFS] {
+            txn.open_table(t).map_err(|e| s.err(e))?;
+        }
         txn.commit().map_err(|e| s.err(e))?;
         Ok(s)
     }
 
-    fn err(&self, e: impl Into<redb::Error>) -> Error {
+    pub(crate) fn err(&self, e: impl Into<redb::Error>) -> Error {
         Error::db(&self.path, e)
+    }
+
+    /// The directory the store is in.
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.db.begin_read().map_err(|e| self.err(e))
+    }
+
+    pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.db.begin_write().map_err(|e| self.err(e))
     }
 
     /// The height of the newest final block (0: none yet).
@@ -194,10 +209,16 @@ impl Store {
     pub fn seed(&self, genesis: &Genesis) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         state::seed(&txn, genesis).map_err(|e| self.wrap(e))?;
+        // Also on a store seeded before snapshots existed: the rule's
+        // parameter must be the same on every node (it is in the state).
+        let every = genesis.params.snapshot_every.to_be_bytes();
+        let mut config = txn.open_table(crate::registry::CONFIG).map_err(|e| self.err(e))?;
+        config.insert("snapshot_every", every.as_slice()).map_err(|e| self.err(e))?;
+        drop(config);
         txn.commit().map_err(|e| self.err(e))
     }
 
-    fn wrap(&self, e: Error) -> Error {
+    pub(crate) fn wrap(&self, e: Error) -> Error {
         match e {
             Error::Database { source, .. } => Error::Database { path: self.path.clone(), source },
             other => other,
@@ -373,6 +394,12 @@ impl Store {
                         .insert(anchor_key(&tx.signer, root).as_slice(), id.0.as_slice())
                         .map_err(|e| self.err(e))?;
                 }
+                if let Body::Checkpoint { height: cp, state, .. } = &tx.body {
+                    let mut v = state.to_vec();
+                    v.extend_from_slice(&at);
+                    let mut t = txn.open_table(snapshot::CHECKPOINTED).map_err(|e| self.err(e))?;
+                    t.insert(*cp, v.as_slice()).map_err(|e| self.err(e))?;
+                }
             }
             let mut m = txn.open_table(MISSED).map_err(|e| self.err(e))?;
             for peer in missed {
@@ -382,7 +409,20 @@ impl Store {
             let mut wal = txn.open_table(WAL).map_err(|e| self.err(e))?;
             wal.retain(|_, _| false).map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        let every = genesis.params.snapshot_every;
+        let pending = if every > 0 && block.height.is_multiple_of(every) {
+            snapshot::write(&txn, self.dir(), block.chain, block.height).map_err(|e| self.wrap(e))?
+        } else {
+            None
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        if let Some(p) = pending {
+            // The block is final either way: a snapshot not put in place is only not offered.
+            if let Err(e) = p.publish() {
+                tracing::warn!("the snapshot after block {} was not kept: {e}", block.height);
+            }
+        }
+        Ok(())
     }
 
     /// Append an entry to the write-ahead log, synced before it returns.

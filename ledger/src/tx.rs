@@ -19,9 +19,10 @@
 //! kind 9 authorize: object: bytes(128) | receiver: bytes(64) | grant: u8   (the owner's, revocable)
 //! kind 10 deletion: object: bytes(128) | acks_root: 32 | acks: u64   (the owner's attestation; the peers' acks as a batch root)
 //! kind 11 points: root: 32 | list(24) of (peer: bytes(64) | byte_hours: u64 | audits: u32)   (by whoever anchored `root`)
+//! kind 12 checkpoint: height: u64 | state: 32 | size: u64   (a producer's: the state's digest after block `height`; see [`crate::snapshot`])
 //! ```
 //!
-//! Kinds 6 to 11 came before the ledger's first release: the format is
+//! Kinds 6 to 12 came before the ledger's first release: the format is
 //! still version 1.
 //!
 //! A transaction's id is the BLAKE3 of all its bytes, signature included;
@@ -206,6 +207,18 @@ pub enum Body {
         /// The credits, each peer once, at most [`MAX_POINTS`].
         credits: Vec<Credit>,
     },
+    /// A producer's statement of the chain's state digest after block
+    /// `height` (a snapshot height); every producer checks it against its
+    /// own before it votes, so a certified block holding it vouches for a
+    /// snapshot a new node can start from.
+    Checkpoint {
+        /// The snapshot's height.
+        height: u64,
+        /// BLAKE3 of the snapshot's bytes (see [`crate::snapshot`]).
+        state: [u8; 32],
+        /// How many bytes it has.
+        size: u64,
+    },
 }
 
 impl Body {
@@ -241,6 +254,9 @@ impl Body {
             Body::Points { root, credits } => {
                 json!({ "points": { "root": hex(root), "credits": credits.iter().map(|c| json!({
                 "peer": c.peer.to_string(), "byte_hours": c.byte_hours, "audits": c.audits })).collect::<Vec<_>>() } })
+            }
+            Body::Checkpoint { height, state, size } => {
+                json!({ "checkpoint": { "height": height, "state": hex(state), "size": size } })
             }
         }
     }
@@ -331,6 +347,9 @@ impl Tx {
                 for c in credits {
                     w.bytes(&c.peer.to_bytes()).u64(c.byte_hours).u32(c.audits);
                 }
+            }
+            Body::Checkpoint { height, state, size } => {
+                w.u8(12).u64(*height).raw(state).u64(*size);
             }
         }
         w
@@ -438,6 +457,7 @@ impl Tx {
                 }
                 Body::Points { root, credits }
             }
+            12 => Body::Checkpoint { height: r.u64()?, state: r.array()?, size: r.u64()? },
             k => return Err(r.malformed(format!("unknown transaction kind {k}"))),
         };
         let signature = r.bytes(128)?.to_vec();

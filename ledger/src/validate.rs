@@ -44,6 +44,9 @@ pub fn check_tx(store: &Store, chain: Hash, height: u64, tx: &Tx) -> Result<()> 
             return Err(TxError::Invalid(format!("{} holds no stake: only stake votes", tx.signer)).into());
         }
         crate::tx::Body::Evidence { first, second } => check_evidence(store, chain, height, first, second)?,
+        crate::tx::Body::Checkpoint { height: cp, state, size } => {
+            store.check_checkpoint(height, &tx.signer, *cp, state, *size)?;
+        }
         _ => store.check_registry(tx)?,
     }
     Ok(())

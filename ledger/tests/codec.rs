@@ -29,12 +29,14 @@ fn one_encoding(data: &[u8]) {
     let _ = ledger::rpc::status_answer(data);
     let _ = ledger::rpc::block_answer(data);
     let _ = ledger::rpc::lookup_answer(data);
+    let _ = ledger::rpc::snapshot_answer(data);
+    let _ = ledger::rpc::part_answer(data);
 }
 
 /// A body of each kind in turn.
 fn body(i: usize) -> Body {
     let peer = || Keypair::generate_ed25519().public().to_peer_id();
-    match i % 11 {
+    match i % 12 {
         0 => Body::Anchor { kind: AnchorKind::Receipts, root: [i as u8; 32], count: i as u64, bytes: 7 },
         1 => Body::Release {
             product: "cam".into(),
@@ -50,6 +52,7 @@ fn body(i: usize) -> Body {
         7 => Body::Lifecycle { device: peer(), change: ledger::Change::Transfer(peer()) },
         8 => Body::Authorize { object: "b3obj".into(), receiver: peer(), grant: true },
         9 => Body::Deletion { object: "b3obj".into(), acks_root: [5; 32], acks: 3 },
+        10 => Body::Checkpoint { height: i as u64, state: [7; 32], size: 1 << 20 },
         _ => Body::Points {
             root: [6; 32],
             credits: vec![ledger::Credit { peer: peer(), byte_hours: 1 << 40, audits: 2 }],
@@ -61,7 +64,7 @@ fn body(i: usize) -> Body {
 fn every_kind_of_transaction_round_trips() {
     let key = Keypair::generate_ed25519();
     let chain = Hash([4; 32]);
-    for i in 0..11 {
+    for i in 0..12 {
         let tx = Tx::sign(&key, chain, (0, chain), 10, body(i)).expect("sign");
         let back = Tx::decode(&tx.encode()).expect("decode");
         assert_eq!(back, tx, "kind {i}");

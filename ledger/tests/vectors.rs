@@ -40,6 +40,7 @@ fn bodies() -> Vec<(&'static str, Body)> {
             "points",
             Body::Points { root: [1; 32], credits: vec![Credit { peer: peer(9), byte_hours: 1 << 33, audits: 4 }] },
         ),
+        ("checkpoint", Body::Checkpoint { height: 1000, state: [3; 32], size: 123_456 }),
     ]
 }
 
