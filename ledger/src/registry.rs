@@ -240,7 +240,6 @@ pub(crate) fn seed(txn: &WriteTransaction, genesis: &Genesis) -> Result<()> {
     let admins = genesis.admin_ids()?;
     config.insert("admins", crate::state::encode_peers(&admins).as_slice())?;
     config.insert("threshold", u64::from(genesis.admin_threshold).to_be_bytes().as_slice())?;
-    config.insert("snapshot_every", genesis.params.snapshot_every.to_be_bytes().as_slice())?;
     for t in [MAKERS, DEVICES, DELETIONS, RELEASES, POINTS] {
         txn.open_table(t)?;
     }

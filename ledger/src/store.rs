@@ -8,7 +8,9 @@
 //! Layout (format 1): `meta` (`format`, `chain`, `height`), `blocks` and
 //! `certs` (height → bytes), `hashes` (height → 32), `txs` (tx id → height:
 //! u64 | index: u32), `anchors` (signer id bytes | root → tx id), `missed` (peer → count), `wal`
-//! (sequence → entry), and the chain's state (see [`crate::state`]).
+//! (sequence → entry), the chain's state (see [`crate::state`]) and the
+//! snapshot tables (`checkpoints`, `checkpointed`, `setproofs`; see
+//! [`crate::snapshot`]).
 
 use std::path::{Path, PathBuf};
 
