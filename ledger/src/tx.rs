@@ -19,7 +19,7 @@
 //! kind 9 authorize: object: bytes(128) | receiver: bytes(64) | grant: u8   (the owner's, revocable)
 //! kind 10 deletion: object: bytes(128) | acks_root: 32 | acks: u64   (the owner's attestation; the peers' acks as a batch root)
 //! kind 11 points: root: 32 | list(24) of (peer: bytes(64) | byte_hours: u64 | audits: u32)   (by whoever anchored `root`)
-//! kind 12 checkpoint: height: u64 | state: 32 | size: u64   (a producer's: the state's digest after block `height`; see [`crate::snapshot`])
+//! kind 12 checkpoint: height: u64 | state: 32 | size: u64   (a producer's: the state's digest after block `height`; see the `snapshot` module)
 //! ```
 //!
 //! Kinds 6 to 12 came before the ledger's first release: the format is
@@ -214,7 +214,7 @@ pub enum Body {
     Checkpoint {
         /// The snapshot's height.
         height: u64,
-        /// BLAKE3 of the snapshot's bytes (see [`crate::snapshot`]).
+        /// BLAKE3 of the snapshot's bytes (see the `snapshot` module).
         state: [u8; 32],
         /// How many bytes it has.
         size: u64,
