@@ -259,6 +259,44 @@ async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_l
     // Within 30 s the deletes reach every peer.
     gone_from_every_peer(&net, &dev, &only_old, "the forgotten snapshot").await;
     assert!(h.repo.snapshot(&s1.id).is_err(), "its record, and the read keys in it, are gone");
+    // Each copy deleted is acknowledged, signed by the peer that held it:
+    // the acks of the deleted objects cover exactly the shards only they
+    // held, and make the root a deletion attestation names.
+    let mut acked = std::collections::HashSet::new();
+    for object in &p.objects_deleted {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let d = loop {
+            let d = spn.deletion(object).expect("deletion");
+            if d.pending == 0 {
+                break d;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} deletes of {object} still pending", d.pending);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert_eq!((d.tenant.as_str(), d.unsigned.len(), d.gave_up.len()), ("telecom", 0, 0), "{d:?}");
+        assert_eq!(d.acks.len() as u64, d.queued, "every queued delete acknowledged: {d:?}");
+        let bytes: Vec<Vec<u8>> =
+            d.acks.iter().map(|h| data_encoding::HEXLOWER.decode(h.as_bytes()).expect("hex")).collect();
+        for b in &bytes {
+            let a = proto::DeleteAck::from_bytes(b).expect("ack");
+            a.verify().expect("signed by its peer");
+            assert!(a.existed, "{a:?}");
+            assert!(net.peers.iter().any(|p| p.client.peer_id() == a.peer), "acknowledged by a peer of the network");
+            acked.insert(a.cid.to_string());
+        }
+        let (_, n) = ledger::deletion_root(&bytes).expect("the acks make a root");
+        assert_eq!(n, d.queued);
+    }
+    let only_old_set: std::collections::HashSet<String> = only_old.iter().cloned().collect();
+    assert!(only_old_set.is_subset(&acked), "every shard only the forgotten snapshot held is acknowledged");
+    assert!(acked.is_disjoint(&kept), "no shard a kept snapshot uses is acknowledged deleted");
+    // Another tenant sees no such deletion.
+    let issued = spn
+        .issue_token(&proto::api::NewToken { tenant: "rival".into(), label: "rival".into(), scope: Default::default() })
+        .expect("token");
+    let rival = client::Spn::new(&format!("http://{}", net.http), Some(issued.token)).expect("spn");
+    let err = rival.deletion(&p.objects_deleted[0]).expect_err("another tenant's deletion").to_string();
+    assert!(err.contains("404") || err.contains("not found") || err.contains("no object"), "{err}");
 
     // Two of six peers (m = 2) lost: the kept snapshot restores byte-exact.
     for _ in 0..2 {

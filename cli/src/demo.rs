@@ -258,13 +258,13 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     let f3r = f3.fetch.context("v2 was not fetched")?;
     let f = [f1r, f2r, f3r];
     let durable = durability(o.json, root, logs, procs, &api, &peer_args, &[&p1.id, &p2.id])?;
-    let backups = backup_act(o.json, root, &url, &api, &b)?;
+    let (backups, deleted) = backup_act(o.json, root, &url, &api, &b)?;
     let chain = crate::ledger_cmd::demo_act(
         o.json,
         &api,
         &b,
         &genesis,
-        &p1.result.manifest,
+        (&p1.result.manifest, deleted.as_deref()),
         (&vdir, &p2.id, &p1.id),
         crate::ledger_cmd::Nodes { kill: &|name| procs.kill(name), start: &|name, args| procs.start(name, logs, args) },
     )?;
@@ -388,8 +388,9 @@ fn durability(
 
 /// The backup act: a business backs up a folder (encoded on its own host,
 /// the SPN sees only ciphertext), edits it, backs up again (only what
-/// changed is read and stored), and restores byte-exact.
-fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &str) -> Result<Value> {
+/// changed is read and stored), and restores byte-exact. Its summary, and
+/// an object its prune deleted.
+fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &str) -> Result<(Value, Option<String>)> {
     say(json_out, "backups: a business backs up a folder, encoded and encrypted on its own host (4+2)");
     let office = root.join("office");
     for i in 0..30 {
@@ -620,16 +621,20 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
         println!("{repacked}; the second snapshot (same id) still restores byte-exact");
         println!("by hand: `ionshard backup forget --keep-last 3 --prune --max-unused 0%`");
     }
-    Ok(json!({
-        "backup_prune": repacked,
-        "backup_fleet": fleet,
-        "backup_check": format!("{} receipts verified, {} objects read back, no errors", checked.receipts_ok, checked.objects_read),
-        "backup_put_only": format!("snapshot {} added; listing and deleting refused", added.id),
-        "backup_schedule_catch_up": format!("missed 02:00 slot run once at start (snapshot {}); {after}", ran.id),
-        "backup_first": format!("{} files, {} read, {} stored, {:.2} s", first.stats.files, first.stats.bytes_read, first.stats.new_segment_bytes, first.stats.seconds),
-        "backup_second": format!("{} of {} files read ({} bytes), {} bytes stored, {:.2} s", second.stats.files_read, second.stats.files, second.stats.bytes_read, second.stats.new_segment_bytes, second.stats.seconds),
-        "backup_restore": format!("{} files, byte-exact", report.files),
-    }))
+    let deleted = pruned.objects_deleted.first().cloned();
+    Ok((
+        json!({
+            "backup_prune": repacked,
+            "backup_fleet": fleet,
+            "backup_check": format!("{} receipts verified, {} objects read back, no errors", checked.receipts_ok, checked.objects_read),
+            "backup_put_only": format!("snapshot {} added; listing and deleting refused", added.id),
+            "backup_schedule_catch_up": format!("missed 02:00 slot run once at start (snapshot {}); {after}", ran.id),
+            "backup_first": format!("{} files, {} read, {} stored, {:.2} s", first.stats.files, first.stats.bytes_read, first.stats.new_segment_bytes, first.stats.seconds),
+            "backup_second": format!("{} of {} files read ({} bytes), {} bytes stored, {:.2} s", second.stats.files_read, second.stats.files, second.stats.bytes_read, second.stats.new_segment_bytes, second.stats.seconds),
+            "backup_restore": format!("{} files, byte-exact", report.files),
+        }),
+        deleted,
+    ))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

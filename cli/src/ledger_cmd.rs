@@ -219,6 +219,11 @@ pub(crate) enum ShowCommand {
         /// The object's CID.
         #[arg(long)]
         object: String,
+        /// Check these acknowledgements (what `ledger tx delete --acks-out`
+        /// wrote) against the attestation: each must verify, and their
+        /// root and count must be the ones on the chain.
+        #[arg(long)]
+        acks: Option<PathBuf>,
     },
     /// A peer's contribution points, in all and by who attested them.
     Points {
@@ -315,16 +320,33 @@ pub(crate) enum TxCommand {
         revoke: bool,
     },
     /// As an object's owner, attest it was deleted: its keys destroyed and
-    /// its shards gone, with the root of the peers' delete acknowledgements.
+    /// its shards gone, with the root of the peers' signed delete
+    /// acknowledgements. With --spn they come from the SPN that deleted it
+    /// and are each checked here; or give --acks-root and --acks.
     Delete {
         /// The object's CID.
         object: String,
+        /// The SPN that deleted the object: its acknowledgements are
+        /// fetched, checked, and their root attested.
+        #[arg(long, conflicts_with_all = ["acks_root", "acks"])]
+        spn: Option<String>,
+        /// The SPN API token of the object's tenant [default: $IONSHARD_SPN_TOKEN].
+        #[arg(long, env = "IONSHARD_SPN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Attest even though some deletes still wait for their peer (they
+        /// are not in the root).
+        #[arg(long)]
+        allow_pending: bool,
+        /// Keep the acknowledgements attested here (JSON), for anyone who
+        /// checks the attestation later (`ledger show deletion --acks`).
+        #[arg(long)]
+        acks_out: Option<PathBuf>,
         /// The acknowledgements' Merkle root, 64 hex digits.
-        #[arg(long)]
-        acks_root: String,
+        #[arg(long, requires = "acks", required_unless_present = "spn")]
+        acks_root: Option<String>,
         /// How many acknowledgements.
-        #[arg(long)]
-        acks: u64,
+        #[arg(long, requires = "acks_root")]
+        acks: Option<u64>,
     },
     /// Credit peers with points from a batch this key anchored.
     Points {
@@ -584,6 +606,79 @@ fn block(height: u64, a: &AskOpts) -> Result<()> {
     Ok(())
 }
 
+/// Check the acknowledgements kept in `path` against an attested deletion.
+fn check_acks_file(path: &std::path::Path, d: &ledger::Deletion) -> Result<()> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let kept: spn::types::DeletionAcks = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a file `ledger tx delete --acks-out` wrote", path.display()))?;
+    if kept.object != d.object {
+        bail!("{} holds the acknowledgements of {}, not of {}", path.display(), kept.object, d.object);
+    }
+    let bytes = kept
+        .acks
+        .iter()
+        .map(|h| {
+            data_encoding::HEXLOWER
+                .decode(h.as_bytes())
+                .map_err(|e| anyhow!("{}: an acknowledgement that is not hex: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (root, n) = ledger::deletion_root(&bytes).with_context(|| format!("checking {}", path.display()))?;
+    if Hash(root).to_hex() != d.acks_root || n != d.acks {
+        bail!(
+            "{} does not match the attestation: its {n} acknowledgement(s) have root {}, the chain holds {} under {}",
+            path.display(),
+            Hash(root).to_hex(),
+            d.acks,
+            d.acks_root
+        );
+    }
+    Ok(())
+}
+
+/// An object's delete acknowledgements from the SPN that deleted it, each
+/// checked: their root and count (kept in `out`, if given).
+fn spn_acks(
+    object: &str,
+    api: &crate::http::Spn,
+    allow_pending: bool,
+    out: Option<&std::path::Path>,
+) -> Result<([u8; 32], u64)> {
+    let d = api
+        .deletion(object)
+        .with_context(|| format!("asking the SPN for the acknowledgements of deleting {object}"))?;
+    if d.pending > 0 && !allow_pending {
+        bail!(
+            "{} of the {} shard deletes of {object} still wait for their peer (offline?): the SPN retries every half \
+             minute; try again later, or pass --allow-pending to attest what is acknowledged so far",
+            d.pending,
+            d.queued
+        );
+    }
+    let bytes = d
+        .acks
+        .iter()
+        .map(|h| {
+            data_encoding::HEXLOWER
+                .decode(h.as_bytes())
+                .map_err(|e| anyhow!("the SPN sent an acknowledgement that is not hex: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (root, n) = ledger::deletion_root(&bytes).context("checking the acknowledgements the SPN sent")?;
+    if !d.unsigned.is_empty() || !d.gave_up.is_empty() {
+        eprintln!(
+            "note: {} delete(s) by peers of an earlier release (unsigned) and {} given up are not in the root",
+            d.unsigned.len(),
+            d.gave_up.len()
+        );
+    }
+    if let Some(path) = out {
+        crate::files::write_atomic(path, &serde_json::to_vec_pretty(&d)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((root, n))
+}
+
 fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
     Hash::from_hex(s).map(|h| h.0).ok_or_else(|| anyhow!("{what} {s:?} is not 64 hex digits"))
 }
@@ -652,8 +747,14 @@ fn body_of(c: TxCommand) -> Result<(Body, Option<net::Keypair>)> {
         TxCommand::Authorize { object, receiver, revoke } => {
             Body::Authorize { object, receiver: peer_arg(&receiver, "--receiver")?, grant: !revoke }
         }
-        TxCommand::Delete { object, acks_root, acks } => {
-            Body::Deletion { object, acks_root: hex32(&acks_root, "--acks-root")?, acks }
+        TxCommand::Delete { object, spn: Some(url), token, allow_pending, acks_out, .. } => {
+            let api = crate::http::spn(&url, token)?;
+            let (acks_root, acks) = spn_acks(&object, &api, allow_pending, acks_out.as_deref())?;
+            Body::Deletion { object, acks_root, acks }
+        }
+        TxCommand::Delete { object, acks_root, acks, .. } => {
+            let root = acks_root.ok_or_else(|| anyhow!("give --spn, or --acks-root and --acks"))?;
+            Body::Deletion { object, acks_root: hex32(&root, "--acks-root")?, acks: acks.unwrap_or(0) }
         }
         TxCommand::Points { root, credits } => {
             if credits.len() > ledger::MAX_POINTS {
@@ -707,7 +808,7 @@ fn show(what: ShowCommand, a: &AskOpts) -> Result<()> {
             object: object.clone(),
             receiver: peer_arg(receiver, "--receiver")?,
         },
-        ShowCommand::Deletion { owner, object } => {
+        ShowCommand::Deletion { owner, object, .. } => {
             Lookup::Deletion { owner: peer_arg(owner, "--owner")?, object: object.clone() }
         }
         ShowCommand::Points { id } => Lookup::Points(peer_arg(id, "the peer")?),
@@ -716,6 +817,10 @@ fn show(what: ShowCommand, a: &AskOpts) -> Result<()> {
         }
     };
     let record = lookup(&a.bootstrap, q)?;
+    if let (ShowCommand::Deletion { acks: Some(path), object, .. }, Record::Deletion(d)) = (&what, &record) {
+        let d = d.as_ref().ok_or_else(|| anyhow!("no deletion of {object} is attested by that owner"))?;
+        check_acks_file(path, d)?;
+    }
     if a.json {
         println!("{}", serde_json::to_string(&record)?);
         return Ok(());
@@ -741,10 +846,15 @@ fn show(what: ShowCommand, a: &AskOpts) -> Result<()> {
         Record::Authorized(None) => println!("not authorized"),
         Record::Authorized(Some(h)) => println!("authorized since height {h}"),
         Record::Deletion(None) => println!("no deletion attested"),
-        Record::Deletion(Some(d)) => println!(
-            "deleted: attested at height {} (tx {}), {} peer acknowledgement(s) under root {}",
-            d.height, d.tx, d.acks, d.acks_root
-        ),
+        Record::Deletion(Some(d)) => {
+            println!(
+                "deleted: attested at height {} (tx {}), {} peer acknowledgement(s) under root {}",
+                d.height, d.tx, d.acks, d.acks_root
+            );
+            if let ShowCommand::Deletion { acks: Some(path), .. } = &what {
+                println!("{}: every acknowledgement verifies, and their root and count match", path.display());
+            }
+        }
         Record::Points(p) => {
             println!("peer {}: {} stored byte-hours, {} audit(s) passed", p.peer, p.byte_hours, p.audits);
             for (by, bh, au) in &p.by {
@@ -1356,16 +1466,18 @@ pub(crate) struct Nodes<'a> {
 
 /// The demo's ledger act: the chain as a follower sees it, a receipt of the
 /// first publish proven and checked against the producers, a forged one
-/// refused, and blocks going on with one producer killed.
+/// refused, a deletion attested, and blocks going on with one producer
+/// killed. `objects`: the first publish's, and one a backup prune deleted.
 pub(crate) fn demo_act(
     json_out: bool,
     api: &crate::http::Spn,
     boot: &str,
     genesis: &Path,
-    object: &str,
+    objects: (&str, Option<&str>),
     vendor: (&Path, &str, &str),
     nodes: Nodes<'_>,
 ) -> Result<serde_json::Value> {
+    let (object, deleted) = objects;
     let Nodes { kill, start } = nodes;
     use crate::demo::say;
     say(json_out, "ledger: 4 producers finalize a block every 0.5 s (Tendermint BFT); the SPN anchors receipt batches");
@@ -1481,6 +1593,10 @@ pub(crate) fn demo_act(
         );
         println!("{unrecorded} (never recorded): refused ({unrecorded_refused})");
     }
+    let deletion = match deleted {
+        Some(object) => demo_deletion(json_out, api, &bootstrap, genesis, object)?,
+        None => "no object was deleted".to_string(),
+    };
     say(
         json_out,
         "a new node joins: it starts from the newest state snapshot, checked against its certified checkpoint, \
@@ -1547,7 +1663,68 @@ pub(crate) fn demo_act(
         "ledger_unrecorded_release": format!("refused: {unrecorded_refused}"),
         "ledger_one_producer_down": format!("height {before} -> {after}"),
         "ledger_new_node_from_snapshot": format!("started after block {from}, caught up to {caught}"),
+        "ledger_deletion": deletion,
     }))
+}
+
+/// The demo's deletion attestation: the office attests that an object its
+/// prune deleted is gone, under the root of the peers' signed delete
+/// acknowledgements, and anyone holding them checks them against the chain.
+fn demo_deletion(
+    json_out: bool,
+    api: &crate::http::Spn,
+    bootstrap: &[String],
+    genesis: &Path,
+    object: &str,
+) -> Result<String> {
+    crate::demo::say(
+        json_out,
+        "the office attests on the chain that a pruned object is deleted, with its peers' signed delete acknowledgements",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = api.deletion(object)?;
+        if d.pending == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{} shard deletes of {object} still wait for their peer after 60 s", d.pending);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let file = genesis.parent().unwrap_or(Path::new(".")).join("deletion-acks.json");
+    let (root, n) = spn_acks(object, api, false, Some(&file))?;
+    let owner = net::Keypair::generate_ed25519();
+    let (id, _) =
+        submit(bootstrap, &owner, Body::Deletion { object: object.to_string(), acks_root: root, acks: n }, 600, true)?;
+    let ledger::Record::Deletion(Some(d)) =
+        lookup(bootstrap, ledger::Lookup::Deletion { owner: owner.public().to_peer_id(), object: object.to_string() })?
+    else {
+        bail!("the deletion of {object} is not on the chain after its transaction {id} was final");
+    };
+    check_acks_file(&file, &d)?;
+    // One acknowledgement less no longer matches what the chain holds.
+    let mut kept: spn::types::DeletionAcks = serde_json::from_slice(&std::fs::read(&file)?)?;
+    kept.acks.pop();
+    let short = file.with_extension("short.json");
+    crate::files::write_atomic(&short, &serde_json::to_vec(&kept)?)?;
+    let refused = match check_acks_file(&short, &d) {
+        Ok(()) => bail!("an acknowledgement list missing one matched the attestation"),
+        Err(e) => e.to_string(),
+    };
+    if !json_out {
+        println!(
+            "object {object}: {n} signed acknowledgement(s) from its peers, checked; attested in block {} under root {}",
+            d.height,
+            &d.acks_root[..16]
+        );
+        println!("the list with one acknowledgement missing: refused ({refused})");
+        println!(
+            "by hand: `ionshard ledger tx delete OBJECT --spn URL --acks-out acks.json`, then `ionshard ledger show \
+             deletion --owner KEY --object OBJECT --acks acks.json`"
+        );
+    }
+    Ok(format!("{n} acknowledgements under root {} in block {}; one missing: refused", &d.acks_root[..16], d.height))
 }
 
 #[cfg(test)]

@@ -443,6 +443,12 @@ impl Spn {
         self.decode(&what, r).map(Some)
     }
 
+    /// A deleted object's delete acknowledgements (as the SPN reports
+    /// them: check each before relying on it).
+    pub fn deletion(&self, cid: &str) -> Result<proto::api::DeletionAcks> {
+        self.get(&format!("/v1/objects/{cid}/deletion"))
+    }
+
     /// Save a record of `tenant`.
     pub fn put_record(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<()> {
         let (what, r) = self.send_bytes("PUT", &format!("/v1/records/{tenant}/{name}"), bytes)?;

@@ -44,7 +44,7 @@ pub use ctx::{Address, Ctx, Height, ValidatorSet, validator};
 pub use engine::{Ledger, Out, Status, answer, start};
 pub use error::{Error, Result, TxError};
 pub use genesis::{Account, GENESIS_VERSION, Genesis, MAX_PRODUCERS, Params, Producer};
-pub use proof::{MAX_ITEM_BYTES, Proof, ProofError, Proven, batch_root, prove};
+pub use proof::{MAX_ITEM_BYTES, Proof, ProofError, Proven, batch_root, deletion_root, prove};
 pub use recovery::Recovery;
 pub use registry::{ALREADY_CREDITED, Deletion, Device, Lookup, MAX_LISTED, Maker, Points, Record, Release, tx_id};
 pub use rpc::Question;

@@ -247,3 +247,53 @@ pub fn batch_root(items: &[Vec<u8>]) -> [u8; 32] {
     let leaves: Vec<[u8; 32]> = items.iter().map(|x| *blake3::hash(x).as_bytes()).collect();
     merkle::root(&leaves)
 }
+
+/// The root a deletion attestation names for the peers' delete
+/// acknowledgements of an object's shards (each as its bytes, in any
+/// order): each must parse and verify, and name a different shard or
+/// peer; the root is [`batch_root`] over their bytes sorted, so anyone
+/// holding the same acknowledgements gets the same root. The root and how
+/// many.
+pub fn deletion_root(acks: &[Vec<u8>]) -> Result<([u8; 32], u64)> {
+    let mut sorted = acks.to_vec();
+    sorted.sort();
+    let mut seen = std::collections::HashSet::new();
+    for b in &sorted {
+        let a = proto::DeleteAck::from_bytes(b).map_err(|e| Error::Proof(format!("a delete acknowledgement: {e}")))?;
+        a.verify().map_err(|e| Error::Proof(e.to_string()))?;
+        if !seen.insert((a.cid, a.peer)) {
+            return Err(Error::Proof(format!("{} acknowledges deleting {} twice", a.peer, a.cid)));
+        }
+    }
+    Ok((batch_root(&sorted), sorted.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(key: &libp2p_identity::Keypair, n: u8) -> Vec<u8> {
+        proto::DeleteAck::sign(key, chunker::Cid::of_raw(&[n]), true, 1_900_000_000).expect("sign").to_bytes()
+    }
+
+    /// An SPN (or anyone) handing an owner acknowledgements to attest
+    /// cannot slip in a forged one, count one twice, or make the root
+    /// depend on the order it sent them in.
+    #[test]
+    fn forged_or_repeated_delete_acks_make_no_deletion_root() {
+        let (a, b) = (libp2p_identity::Keypair::generate_ed25519(), libp2p_identity::Keypair::generate_ed25519());
+        let acks = vec![ack(&a, 1), ack(&a, 2), ack(&b, 1)];
+        let (root, n) = deletion_root(&acks).expect("root");
+        assert_eq!(n, 3);
+        let reversed: Vec<Vec<u8>> = acks.iter().rev().cloned().collect();
+        assert_eq!(deletion_root(&reversed).expect("root").0, root, "the order does not matter");
+        let mut forged = acks.clone();
+        let last = forged[1].len() - 1;
+        forged[1][last] ^= 1;
+        assert!(deletion_root(&forged).is_err(), "a forged acknowledgement");
+        let repeated = vec![acks[0].clone(), acks[0].clone()];
+        assert!(deletion_root(&repeated).is_err(), "one acknowledgement counted twice");
+        assert!(deletion_root(&[vec![1, 2, 3]]).is_err(), "bytes that are no acknowledgement");
+        assert_ne!(deletion_root(&acks[..2]).expect("root").0, root, "one fewer, another root");
+    }
+}

@@ -27,6 +27,7 @@ fn kind(r: &Response) -> &'static str {
         Response::Proof(_) => "proof",
         Response::Have(_) => "have",
         Response::Deleted(_) => "deleted",
+        Response::DeleteAck(_) => "delete-ack",
         Response::Audited { .. } => "audited",
         Response::Usage { .. } => "usage",
         Response::Status { .. } => "status",
@@ -217,6 +218,29 @@ impl Client {
     pub async fn delete_shard(&self, peer: PeerId, cid: Cid) -> Result<bool> {
         match self.request(peer, Request::Delete { cid }).await? {
             Response::Deleted(d) => Ok(d),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// Delete a shard this node put on `peer`, with the peer's signed
+    /// acknowledgement, checked: it names `peer` and `cid` and its
+    /// signature verifies. A node of an earlier release signs none (it
+    /// answers `BadRequest`): it is asked a plain delete, and the
+    /// acknowledgement comes back `None`. Whether the shard was there,
+    /// and the acknowledgement.
+    pub async fn delete_shard_acked(&self, peer: PeerId, cid: Cid) -> Result<(bool, Option<proto::DeleteAck>)> {
+        match self.request(peer, Request::DeleteAcked { cid }).await? {
+            Response::DeleteAck(a) => {
+                let bad = |reason: String| Error::BadAnswer { peer: peer.to_string(), reason };
+                if a.peer != peer || a.cid != cid {
+                    return Err(bad(format!("asked to delete {cid}, it acknowledged {} as {}", a.cid, a.peer)));
+                }
+                a.verify().map_err(|e| bad(e.to_string()))?;
+                Ok((a.existed, Some(a)))
+            }
+            Response::Error { code: crate::wire::Code::BadRequest, .. } => {
+                Ok((self.delete_shard(peer, cid).await?, None))
+            }
             other => Err(unexpected(peer, other)),
         }
     }

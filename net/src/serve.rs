@@ -161,6 +161,13 @@ pub(crate) fn serve(
             Ok(existed) => Response::Deleted(existed),
             Err(e) => from_store(e),
         },
+        Request::DeleteAcked { cid } => match store.delete(&cid, &peer.to_bytes()) {
+            Ok(existed) => match proto::DeleteAck::sign(key, cid, existed, now) {
+                Ok(a) => Response::DeleteAck(a),
+                Err(e) => refuse(Code::Internal, format!("signing the delete acknowledgement: {e}")),
+            },
+            Err(e) => from_store(e),
+        },
         Request::Audit { cid, ranges } => {
             let size = match store.meta(&cid) {
                 Ok(Some(m)) if !m.quarantined => m.size,

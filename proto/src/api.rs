@@ -694,6 +694,33 @@ pub struct Deleted {
     pub shards_deleted: u64,
 }
 
+/// `GET /v1/objects/{cid}/deletion` (the deleting tenant's): what the
+/// peers acknowledged of a deleted object's shards. An owner's deletion
+/// attestation on the ledger names the Merkle root of `acks`
+/// (`ionshard ledger tx deletion --spn`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionAcks {
+    /// The object.
+    pub object: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// When the SPN deleted it (seconds since the epoch).
+    pub deleted_at: u64,
+    /// Shard deletes queued for it at the time (one per shard and holder).
+    pub queued: u64,
+    /// Shard deletes still waiting for their peer's answer.
+    pub pending: u64,
+    /// The peers' signed acknowledgements (hex of [`crate::DeleteAck`]'s
+    /// bytes), sorted.
+    pub acks: Vec<String>,
+    /// Deleted by peers of an earlier release, which sign nothing: `SHARD/PEER`.
+    #[serde(default)]
+    pub unsigned: Vec<String>,
+    /// Given up after 30 days without an answer: `SHARD/PEER: last error`.
+    #[serde(default)]
+    pub gave_up: Vec<String>,
+}
+
 /// `GET /v1/objects?tenant=T`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectList {

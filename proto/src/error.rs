@@ -16,6 +16,15 @@ pub enum Error {
         /// The shard it names.
         cid: Cid,
     },
+    /// A delete acknowledgement's signature does not verify against its
+    /// peer's key: it was forged or altered.
+    #[error("delete acknowledgement of {peer} for {cid}: the signature does not verify")]
+    BadAckSignature {
+        /// The peer the acknowledgement names.
+        peer: PeerId,
+        /// The shard it names.
+        cid: Cid,
+    },
     /// The peer id is a hash of its key, not the key itself (only ed25519
     /// ids carry it), so nothing it signed can be checked.
     #[error("peer id {peer} does not carry its public key")]

@@ -12,11 +12,13 @@
 //! Formats are promises: a change to a byte here bumps its version (see
 //! each module) and the test vectors in `testdata/`.
 
+mod ack;
 pub mod api;
 mod error;
 mod receipt;
 pub mod wire;
 
+pub use ack::DeleteAck;
 pub use error::{Error, Result};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use receipt::{Receipt, public_key_of};

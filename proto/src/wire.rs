@@ -28,7 +28,9 @@
 //!          | 6 Audit    cid(36) n: u16 (start: u64, end: u64) × n
 //!          | 7 Usage
 //!          | 8 Status   (older nodes answer 255 BadRequest)
-//!          | 9 Renew    cid(36) expiry: u64   (new in this release: older nodes answer 255 BadRequest)
+//!          | 9 Renew    cid(36) expiry: u64   (older nodes answer 255 BadRequest)
+//!          | 10 DeleteAcked cid(36)   (new in this release: a delete answered with a
+//!                       signed acknowledgement; older nodes answer 255 BadRequest: ask 5 Delete)
 //! response = 1 Stored   receipt
 //!          | 2 Data     bytes…
 //!          | 3 Proof    bytes…        (chunker::proof format)
@@ -38,6 +40,7 @@
 //!          | 7 Usage    shards: u64 bytes: u64 capacity: u64
 //!          | 8 Status   shards: u64 bytes: u64 capacity: u64 flags: u8
 //!                       (bit 0: its owner is retiring it; other bits reserved, ignored)
+//!          | 9 DeleteAck ack          (the answer to 10 DeleteAcked; see [`crate::DeleteAck`])
 //!          | 255 Error  code: u16 message: utf-8…
 //! receipt  = peer_len: u8 peer cid(36) size: u64 stored_at: u64 expiry: u64 sig_len: u16 sig
 //! ```
@@ -67,6 +70,7 @@ use std::ops::Range;
 use chunker::Cid;
 use libp2p_identity::PeerId;
 
+use crate::ack::DeleteAck;
 use crate::receipt::Receipt;
 
 /// Largest head or ready frame of the put and get protocols.
@@ -163,6 +167,13 @@ pub enum Request {
         /// Until (seconds since the epoch).
         expiry: u64,
     },
+    /// Delete a shard (its owner only), answered with the peer's signed
+    /// [`DeleteAck`]. Nodes of earlier releases answer `BadRequest`; ask
+    /// them [`Request::Delete`].
+    DeleteAcked {
+        /// Which.
+        cid: Cid,
+    },
 }
 
 /// Why a request was refused.
@@ -218,6 +229,8 @@ pub enum Response {
     Have(Vec<bool>),
     /// Deleted (false: it was not here).
     Deleted(bool),
+    /// Deleted (or not there), signed: the answer to [`Request::DeleteAcked`].
+    DeleteAck(DeleteAck),
     /// An audit answer: the shard's size and the proof of the ranges.
     Audited {
         /// Shard size the peer claims (the proof is checked against it).
@@ -382,6 +395,10 @@ impl Request {
                 v.extend_from_slice(&cid.to_bytes());
                 v.extend_from_slice(&expiry.to_be_bytes());
             }
+            Request::DeleteAcked { cid } => {
+                v.push(10);
+                v.extend_from_slice(&cid.to_bytes());
+            }
         }
         v
     }
@@ -412,6 +429,7 @@ impl Request {
             7 => Request::Usage,
             8 => Request::Status,
             9 => Request::Renew { cid: c.cid()?, expiry: c.u64()? },
+            10 => Request::DeleteAcked { cid: c.cid()? },
             t => return Err(Malformed(format!("unknown request type {t}"))),
         };
         c.end()?;
@@ -618,6 +636,10 @@ impl Response {
                 }
                 v.push(u8::from(*retiring));
             }
+            Response::DeleteAck(a) => {
+                v.push(9);
+                v.extend_from_slice(&a.to_bytes());
+            }
             Response::Error { code, message } => {
                 v.push(255);
                 v.extend_from_slice(&(*code as u16).to_be_bytes());
@@ -649,6 +671,7 @@ impl Response {
             6 => Response::Audited { size: c.u64()?, proof: c.rest().to_vec() },
             7 => Response::Usage { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()? },
             8 => Response::Status { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()?, retiring: c.u8()? & 1 == 1 },
+            9 => Response::DeleteAck(DeleteAck::from_bytes(c.rest())?),
             255 => {
                 let code = Code::from_u16(c.u16()?);
                 let message = String::from_utf8_lossy(c.rest()).chars().take(1000).collect();
@@ -683,6 +706,7 @@ mod tests {
             Request::Status,
             Request::Renew { cid: cid(8), expiry: 1_900_000_000 },
             Request::Delete { cid: cid(6) },
+            Request::DeleteAcked { cid: cid(6) },
             Request::Audit { cid: cid(7), ranges: vec![5..6] },
         ];
         for r in reqs {
@@ -696,6 +720,7 @@ mod tests {
             Response::Proof(vec![8; 10]),
             Response::Have(vec![true, false, true, true, false, false, false, false, true]),
             Response::Deleted(true),
+            Response::DeleteAck(DeleteAck::sign(&key, cid(6), true, 1_900_000_000).expect("sign")),
             Response::Audited { size: 77, proof: vec![1] },
             Response::Usage { shards: 1, bytes: 2, capacity: 3 },
             Response::Status { shards: 1, bytes: 2, capacity: 3, retiring: true },
@@ -713,6 +738,29 @@ mod tests {
         assert_eq!(r.encode(), [[9].as_slice(), &cid(8).to_bytes(), &0x0102_0304u64.to_be_bytes()].concat());
         let short = &r.encode()[..r.encode().len() - 1];
         assert!(Request::decode(short, &Limits::default()).is_err(), "a short renew is refused");
+    }
+
+    #[test]
+    fn the_delete_ack_messages_bytes_are_fixed() {
+        // A vector: these bytes are the format (new in this release).
+        assert_eq!(Request::DeleteAcked { cid: cid(6) }.encode(), [[10].as_slice(), &cid(6).to_bytes()].concat());
+        let key = Keypair::ed25519_from_bytes([7; 32]).expect("key");
+        let peer = key.public().to_peer_id();
+        let ack = DeleteAck::sign(&key, cid(6), true, 0x0102).expect("sign");
+        let body = [
+            [peer.to_bytes().len() as u8].as_slice(),
+            &peer.to_bytes(),
+            &cid(6).to_bytes(),
+            &[1],
+            &0x0102u64.to_be_bytes(),
+        ]
+        .concat();
+        let signed = [b"ionshard delete ack v1".as_slice(), &body].concat();
+        assert!(key.public().verify(&signed, &ack.signature), "the signature covers the domain and the fields");
+        let want = [[9].as_slice(), &body, &(ack.signature.len() as u16).to_be_bytes(), &ack.signature].concat();
+        assert_eq!(Response::DeleteAck(ack.clone()).encode(), want);
+        assert_eq!(Response::decode(&want, &Limits::default()).expect("decode"), Response::DeleteAck(ack));
+        assert!(Response::decode(&want[..want.len() - 1], &Limits::default()).is_err());
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
     if let Some(b) = inner.state.make_batch(crate::state::AUDITS, a.max_batch, now(), ledger::batch_root)? {
         tracing::info!(batch = b.id, audits = b.count, "audit batch made");
     }
+    if let Some(b) = inner.state.make_batch(crate::state::DELETIONS, a.max_batch, now(), ledger::batch_root)? {
+        tracing::info!(batch = b.id, acks = b.count, "delete acknowledgement batch made");
+    }
     let (producer, answer) = ask(inner, &Question::Status).await?;
     let status = ledger::rpc::status_answer(&answer).map_err(|e| Error::Ledger(e.to_string()))?;
     let chain = a.genesis.hash();
@@ -148,7 +151,11 @@ pub(crate) async fn pass(inner: &Arc<Inner>) -> Result<()> {
             None => {
                 let root =
                     Hash::from_hex(&b.root).ok_or_else(|| Error::Db(format!("batch {} has a bad root", b.id)))?;
-                let kind = if b.kind == crate::state::AUDITS { AnchorKind::Audits } else { AnchorKind::Receipts };
+                let kind = match b.kind.as_str() {
+                    crate::state::AUDITS => AnchorKind::Audits,
+                    crate::state::DELETIONS => AnchorKind::Deletions,
+                    _ => AnchorKind::Receipts,
+                };
                 let body = Body::Anchor { kind, root: root.0, count: b.count, bytes: b.bytes };
                 let tx = Tx::sign(&a.key, chain, (status.height, reference), LIFETIME, body)
                     .map_err(|e| Error::Ledger(e.to_string()))?;

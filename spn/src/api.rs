@@ -217,6 +217,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/objects/{cid}/manifest", get(encoded::manifest))
         .route("/v1/objects/renew", post(encoded::renew).layer(middleware::from_fn(buffered(1 << 20))))
         .route("/v1/objects/{cid}/placement", get(encoded::placement))
+        .route("/v1/objects/{cid}/deletion", get(encoded::deletion))
         .route("/v1/encoded", post(encoded::open))
         .route("/v1/encoded/{job}", delete(encoded::abandon))
         .route("/v1/encoded/{job}/segments", axum::routing::put(encoded::put_segment))

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chunker::Cid;
 use net::PeerId;
 
+use crate::state::Outcome;
 use crate::{Inner, now};
 
 /// A queued delete is dropped after this long without an answer.
@@ -52,27 +53,35 @@ pub(crate) async fn drain_of(inner: &Inner, only: Option<&std::collections::Hash
         let (Ok(cid), Ok(id)) = (shard.parse::<Cid>(), peer.parse::<PeerId>()) else {
             return (shard, peer, None);
         };
-        let r = tokio::time::timeout(DELETE_TIMEOUT, inner.client.delete_shard(id, cid)).await;
+        let r = tokio::time::timeout(DELETE_TIMEOUT, inner.client.delete_shard_acked(id, cid)).await;
         let done = match r {
-            // Deleted, or not there: done either way.
-            Ok(Ok(_)) => true,
-            Ok(Err(net::Error::Refused { code: net::wire::Code::NotOwner | net::wire::Code::NotFound, .. })) => true,
+            // Deleted, or not there: done either way; signed if the peer signs.
+            Ok(Ok((_, ack))) => Some(ack),
+            Ok(Err(net::Error::Refused { code: net::wire::Code::NotOwner | net::wire::Code::NotFound, .. })) => {
+                Some(None)
+            }
             Ok(Err(e)) => {
                 rec.last_error = Some(e.to_string());
-                false
+                None
             }
             Err(_) => {
                 rec.last_error = Some("no answer in time".into());
-                false
+                None
             }
         };
         rec.attempts += 1;
-        let again = (!done && now().saturating_sub(rec.since) < GIVE_UP_AFTER).then_some(rec);
-        (shard, peer, again)
+        let outcome = match done {
+            Some(ack) => Outcome::Done(ack),
+            None if now().saturating_sub(rec.since) < GIVE_UP_AFTER => Outcome::Again(rec),
+            None => Outcome::GaveUp(rec),
+        };
+        (shard, peer, Some(outcome))
     });
     let outcomes: Vec<_> = attempts.buffer_unordered(AT_ONCE).collect().await;
-    for (shard, peer, again) in outcomes {
-        if let Err(e) = inner.state.delete_outcome(&shard, &peer, again) {
+    for (shard, peer, outcome) in outcomes {
+        // An entry that does not parse is dropped as given up.
+        let outcome = outcome.unwrap_or(Outcome::GaveUp(crate::state::DeleteRecord::new(now(), None)));
+        if let Err(e) = inner.state.delete_outcome(&shard, &peer, outcome) {
             tracing::warn!("recording a delete of {shard} on {peer}: {e}");
         }
     }

@@ -4,7 +4,13 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 8 (this release; `meta` table, key `format`). Format 8
+//! Layout format 9 (this release; `meta` table, key `format`). Format 9
+//! keeps deleted objects and their peers' signed delete acknowledgements
+//! (`deletions`, `deletion_acks`, a queued delete's `object`, and
+//! `anchor_deletion_queue` with batches of kind `deletions`, see
+//! `state/deletions.rs`); a format 8 state is opened as it is and gains the
+//! tables. An earlier build must refuse a format 9 state: it would finish
+//! an object's deletes without keeping their acknowledgements. Format 8
 //! adds contribution points: `anchor_credited` (per peer and shard, the end
 //! of the term credited) and, in each batch's record, its points
 //! transactions; and batches of audit results (`anchor_audit_queue`, a
@@ -66,13 +72,15 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 8;
+pub(crate) const STATE_FORMAT: u64 = 9;
 
 mod anchors;
+mod deletions;
 mod encoded;
 mod fleet;
 mod registry;
 pub(crate) use anchors::{AUDITS, AuditResult};
+pub(crate) use deletions::{DELETIONS, Outcome};
 pub(crate) use encoded::RecordMeta;
 pub(crate) use fleet::Reported;
 pub use proto::api::{JobRecord, JobResult, JobState, ObjectRecord, PeerRecord};
@@ -122,6 +130,17 @@ pub(crate) struct DeleteRecord {
     pub(crate) attempts: u64,
     /// The last failure.
     pub(crate) last_error: Option<String>,
+    /// The deleted object it is for (format 9), whose outcome is kept as
+    /// one of the object's acknowledgements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) object: Option<String>,
+}
+
+impl DeleteRecord {
+    /// Queued now, for `object`'s deletion or none.
+    pub(crate) fn new(now: u64, object: Option<&str>) -> DeleteRecord {
+        DeleteRecord { since: now, attempts: 0, last_error: None, object: object.map(str::to_string) }
+    }
 }
 
 /// The database.
@@ -196,6 +215,7 @@ impl State {
         encoded::create_tables(&txn)?;
         fleet::create_tables(&txn)?;
         anchors::create_tables(&txn)?;
+        deletions::create_tables(&txn)?;
         if format.is_none() {
             registry::migrate_releases(&txn)?;
         }
@@ -254,7 +274,7 @@ impl State {
                     None => Vec::new(),
                 };
                 if !holders.iter().any(|h| h == peer) {
-                    let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                    let rec = DeleteRecord::new(now, None);
                     deletes.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
                 }
             }
@@ -275,7 +295,7 @@ impl State {
             let Some((shard, peer)) = k.split_once('/').and_then(|(_, rest)| rest.split_once('/')) else {
                 continue;
             };
-            encoded::drop_and_delete(&txn, &in_use, shard, peer, now)?;
+            encoded::drop_and_delete(&txn, &in_use, shard, peer, now, None)?;
         }
         txn.commit()?;
         Ok(keys.len())
@@ -310,21 +330,6 @@ impl State {
             }
         }
         Ok(out)
-    }
-
-    /// A queued delete is done (or given up: `None`), or failed again (`Some`).
-    pub(crate) fn delete_outcome(&self, shard: &str, peer: &str, again: Option<DeleteRecord>) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(DELETES)?;
-            let key = format!("{shard}/{peer}");
-            match again {
-                Some(r) => t.insert(key.as_str(), json(&r).as_slice()).map(|_| ())?,
-                None => t.remove(key.as_str()).map(|_| ())?,
-            }
-        }
-        txn.commit()?;
-        Ok(())
     }
 
     /// An object's record.
@@ -621,7 +626,7 @@ impl State {
                 placement.insert(shard, json(&holders).as_slice())?;
             }
             txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
-            let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+            let rec = DeleteRecord::new(now, None);
             txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
         }
         txn.commit()?;
@@ -684,7 +689,7 @@ impl State {
         let txn = self.db.begin_write()?;
         {
             txn.open_table(REPAIRS)?.remove(format!("{shard}/{peer}").as_str())?;
-            let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+            let rec = DeleteRecord::new(now, None);
             txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
         }
         txn.commit()?;
@@ -706,7 +711,7 @@ impl State {
             let mut deletes = txn.open_table(DELETES)?;
             for k in keys {
                 t.remove(k.as_str())?;
-                let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                let rec = DeleteRecord::new(now, None);
                 deletes.insert(k.as_str(), json(&rec).as_slice())?;
             }
         }
@@ -751,7 +756,7 @@ impl State {
             let mut deletes = txn.open_table(DELETES)?;
             for s in stale {
                 receipts.remove(format!("{shard}/{s}").as_str())?;
-                let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+                let rec = DeleteRecord::new(now, None);
                 deletes.insert(format!("{shard}/{s}").as_str(), json(&rec).as_slice())?;
             }
             deletes.remove(format!("{shard}/{peer}").as_str())?;

@@ -449,6 +449,20 @@ pub(super) async fn delete_object(
     Ok(Json(Deleted { object: cid, shards_deleted: n }))
 }
 
+/// `GET /v1/objects/{cid}/deletion`: a deleted object's delete
+/// acknowledgements, for its tenant.
+pub(super) async fn deletion(
+    State(inner): State<Arc<Inner>>,
+    Extension(who): Extension<Caller>,
+    Path(cid): Path<String>,
+) -> Api<Json<proto::api::DeletionAcks>> {
+    let gone = || Error::NotFound(format!("a deletion of object {cid} (the SPN deleted no object of that CID)"));
+    let d = inner.state.deletion(&cid)?.ok_or_else(gone)?;
+    // Another tenant's deletion is as good as absent.
+    who.may(&d.tenant).map_err(|_| ApiError::from(gone()))?;
+    Ok(Json(d))
+}
+
 fn check_record_name(name: &str) -> Api<()> {
     check_name("record", name)
 }

@@ -19,6 +19,18 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_queue");
 const AUDIT_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_audit_queue");
 /// The kind of a batch of audit results (a receipt batch's kind is empty).
 pub(crate) const AUDITS: &str = "audits";
+/// Peers' signed delete acknowledgements waiting for a batch of kind
+/// [`super::DELETIONS`] (format 9).
+const DELETION_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_deletion_queue");
+
+/// The queue of batches of `kind`.
+fn queue_of(kind: &str) -> TableDefinition<'static, u64, &'static [u8]> {
+    match kind {
+        AUDITS => AUDIT_QUEUE,
+        super::DELETIONS => DELETION_QUEUE,
+        _ => QUEUE,
+    }
+}
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_batches");
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("anchor_items");
 const INDEX: TableDefinition<&str, &str> = TableDefinition::new("anchor_index");
@@ -44,6 +56,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(INDEX)?;
     txn.open_table(CREDITED)?;
     txn.open_table(AUDIT_QUEUE)?;
+    txn.open_table(DELETION_QUEUE)?;
     Ok(())
 }
 
@@ -103,7 +116,12 @@ impl AuditResult {
 
 /// Queue receipts for the next batch, inside the caller's transaction.
 pub(super) fn enqueue(txn: &WriteTransaction, receipts: &[&[u8]]) -> Result<()> {
-    let mut q = txn.open_table(QUEUE)?;
+    enqueue_kind(txn, "", receipts)
+}
+
+/// Queue items for the next batch of `kind`, inside the caller's transaction.
+pub(super) fn enqueue_kind(txn: &WriteTransaction, kind: &str, receipts: &[&[u8]]) -> Result<()> {
+    let mut q = txn.open_table(queue_of(kind))?;
     let first = q.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
     for (seq, r) in (first..).zip(receipts) {
         q.insert(seq, *r)?;
@@ -151,7 +169,7 @@ impl State {
     ) -> Result<Option<BatchRecord>> {
         let txn = self.db.begin_write()?;
         let batch = {
-            let mut q = txn.open_table(if kind == AUDITS { AUDIT_QUEUE } else { QUEUE })?;
+            let mut q = txn.open_table(queue_of(kind))?;
             let mut taken = Vec::new();
             for e in q.iter()? {
                 let (k, v) = e?;
@@ -166,10 +184,11 @@ impl State {
             let mut batches = txn.open_table(BATCHES)?;
             let id = batches.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
             let items: Vec<Vec<u8>> = taken.iter().map(|(_, v)| v.clone()).collect();
-            let bytes = if kind == AUDITS {
-                items.iter().filter_map(|r| AuditResult::from_bytes(r)).map(|r| r.bytes).sum()
-            } else {
-                items.iter().filter_map(|r| proto::Receipt::from_bytes(r).ok()).map(|r| r.size).sum()
+            let bytes = match kind {
+                AUDITS => items.iter().filter_map(|r| AuditResult::from_bytes(r)).map(|r| r.bytes).sum(),
+                // An acknowledgement names no size.
+                super::DELETIONS => 0,
+                _ => items.iter().filter_map(|r| proto::Receipt::from_bytes(r).ok()).map(|r| r.size).sum(),
             };
             let rec = BatchRecord {
                 id,
@@ -250,6 +269,11 @@ impl State {
                     continue;
                 }
                 let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
+                if rec.kind == super::DELETIONS {
+                    // Deleting earns no points.
+                    recs.push(rec);
+                    continue;
+                }
                 if rec.kind == AUDITS {
                     for e in it.range(lo.as_str()..hi.as_str())? {
                         if let Some(a) = AuditResult::from_bytes(e?.1.value())

@@ -57,6 +57,7 @@ pub(super) fn drop_and_delete(
     shard: &str,
     peer: &str,
     now: u64,
+    object: Option<&str>,
 ) -> Result<()> {
     if in_use.contains(shard) {
         return Ok(());
@@ -72,7 +73,7 @@ pub(super) fn drop_and_delete(
         }
     }
     txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
-    let rec = DeleteRecord { since: now, attempts: 0, last_error: None };
+    let rec = DeleteRecord::new(now, object);
     txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
     Ok(())
 }
@@ -213,7 +214,7 @@ impl State {
                 None => Vec::new(),
             };
             if !used.contains(shard) || !holders.iter().any(|h| h == peer) {
-                drop_and_delete(&txn, &in_use, shard, peer, now)?;
+                drop_and_delete(&txn, &in_use, shard, peer, now, None)?;
                 dropped += 1;
             }
         }
@@ -242,14 +243,12 @@ impl State {
     /// (None: refused).
     pub(crate) fn delete_object_if(&self, cid: &str, now: u64, older_than: Option<u64>) -> Result<Option<u64>> {
         let txn = self.db.begin_write()?;
-        if let Some(t) = older_than {
-            let created = match txn.open_table(OBJECTS)?.get(cid)? {
-                Some(v) => parse::<ObjectRecord>(v.value(), "object")?.created,
-                None => 0,
-            };
-            if created > t {
-                return Ok(None);
-            }
+        let object =
+            txn.open_table(OBJECTS)?.get(cid)?.map(|v| parse::<ObjectRecord>(v.value(), "object")).transpose()?;
+        if let Some(t) = older_than
+            && object.as_ref().is_some_and(|o| o.created > t)
+        {
+            return Ok(None);
         }
         let mine: HashSet<String> = match txn.open_table(MANIFESTS)?.get(cid)? {
             Some(m) => chunker::Manifest::from_bytes(m.value(), &Default::default())?
@@ -278,9 +277,12 @@ impl State {
                 None => Vec::new(),
             };
             for peer in holders {
-                drop_and_delete(&txn, &HashSet::new(), shard, &peer, now)?;
+                drop_and_delete(&txn, &HashSet::new(), shard, &peer, now, Some(cid))?;
                 queued += 1;
             }
+        }
+        if let Some(o) = &object {
+            super::deletions::record(&txn, cid, &o.tenant, now, queued)?;
         }
         txn.commit()?;
         Ok(Some(queued))
