@@ -712,14 +712,22 @@ struct DemoNet {
 fn start_network(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<DemoNet> {
     say(
         o.json,
-        format!("network: 4 ledger producers, 1 bootstrap, 8 peers, 1 SPN on 127.0.0.1 (in {})", root.display()),
+        format!(
+            "network: 4 ledger producers (producer0 signs with a key apart from its node key), 1 bootstrap, 8 peers, \
+             1 SPN on 127.0.0.1 (in {})",
+            root.display()
+        ),
     );
     let exe = std::env::current_exe().context("finding the ionshard binary")?;
     // A snapshot each 20 blocks (10 s): the ledger act shows a new node starting from one.
     let every = ["--snapshot-every".to_string(), "20".to_string()];
-    let (genesis, producers) = procs::ledger_genesis_with(&exe, &root.join("ledger"), 4, 500, 500, &every)?;
+    // Producer 0 signs with a key file apart from its node key, as an
+    // operator who keeps the two apart would run it.
+    let (genesis, producers, keys) =
+        procs::ledger_genesis_apart(&exe, &root.join("ledger"), 4, 500, 500, &every, &[0])?;
     for (i, (dir, addr)) in producers.iter().enumerate() {
-        procs.start(&format!("producer{i}"), logs, &procs::producer_args(addr, dir, &genesis))?;
+        let key = keys.iter().find(|(k, _)| *k == i).map(|(_, f)| f.as_path());
+        procs.start(&format!("producer{i}"), logs, &procs::producer_args_keyed(addr, dir, &genesis, key))?;
     }
     // The bootstrap follows the chain: `ionshard ledger status` asks it.
     let mut boot_args = procs::bootstrap_args(harness::household(0), &root.join("bootstrap"));

@@ -386,6 +386,8 @@ pub(crate) enum TxCommand {
 #[derive(clap::Args)]
 pub(crate) struct InitOpts {
     /// A producer's address ending in /p2p/PEER_ID (repeatable; `ionshard id --key DIR/identity.key` prints the id).
+    /// A producer that signs with a key apart from its node key (`ionshard
+    /// node --producer-key FILE`): ADDR=PRODUCER_ID (`ionshard id --key FILE` prints it).
     #[arg(long = "producer", required = true)]
     producers: Vec<String>,
     /// The genesis file to write (must not exist).
@@ -460,14 +462,15 @@ fn now_ms() -> u64 {
 
 fn init(o: InitOpts) -> Result<()> {
     let mut producers = Vec::new();
-    for a in &o.producers {
+    for arg in &o.producers {
+        let (a, key) = match arg.split_once('=') {
+            Some((a, key)) => (a, Some(peer_arg(key, "--producer ADDR=PRODUCER_ID")?)),
+            None => (arg.as_str(), None),
+        };
         let addr: Multiaddr = a.parse().with_context(|| format!("--producer {a:?} is not a multiaddr"))?;
-        let peer = addr
-            .iter()
-            .filter_map(|p| if let net::Protocol::P2p(id) = p { Some(id) } else { None })
-            .last()
-            .ok_or_else(|| anyhow!("--producer {a}: the address must end in /p2p/<peer id>"))?;
-        producers.push(Producer { peer: peer.to_string(), addr: a.clone(), stake: o.stake });
+        let node = peer_in(&addr).ok_or_else(|| anyhow!("--producer {a}: the address must end in /p2p/<peer id>"))?;
+        let peer = key.unwrap_or(node);
+        producers.push(Producer { peer: peer.to_string(), addr: a.to_string(), stake: o.stake });
     }
     let mut accounts = Vec::new();
     for a in &o.accounts {
@@ -1401,6 +1404,29 @@ impl Running {
             t.abort();
         }
     }
+}
+
+/// A producer's key apart from its node key (`node --producer-key`):
+/// created at mode 0600 if missing; a file others may read is refused, as
+/// whoever reads it can sign votes in the producer's name.
+pub(crate) fn producer_key(path: &Path) -> Result<net::Keypair> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        bail!(
+            "--producer-key {}: mode {:o} lets others read it (anyone who reads it signs votes as this producer); \
+             run `chmod 600 {}`",
+            path.display(),
+            m.permissions().mode() & 0o777,
+            path.display()
+        );
+    }
+    let (key, created) = net::load_or_create_key(path)?;
+    if created {
+        eprintln!("created producer key {} ({})", path.display(), key.public().to_peer_id());
+    }
+    Ok(key)
 }
 
 /// The gossip settings for `genesis`, and where its messages arrive.

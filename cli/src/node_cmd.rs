@@ -65,9 +65,16 @@ pub(crate) struct NodeOpts {
     /// one): keep its blocks in DIR/ledger, answer questions about it.
     #[arg(long)]
     pub(crate) genesis: Option<PathBuf>,
-    /// Produce blocks: this node's peer id must be one of the genesis's producers.
+    /// Produce blocks: this node's peer id (or its --producer-key's) must
+    /// be one of the genesis's producers.
     #[arg(long, requires = "genesis")]
     pub(crate) produce: bool,
+    /// Sign votes, proposals and checkpoints with this key file instead of
+    /// the node key (created at mode 0600 if missing; refused if others may
+    /// read it). The genesis or candidate names its id: `ionshard id --key
+    /// FILE`, then `ledger init --producer ADDR=ID`.
+    #[arg(long, requires = "produce")]
+    pub(crate) producer_key: Option<PathBuf>,
     /// Sync every block from the first instead of starting a new chain
     /// store from a peer's state snapshot (whose checkpoint is checked
     /// against the producers; blocks before it are then not held here).
@@ -140,8 +147,13 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (key, created) = net::load_or_create_key(&dir.join("identity.key"))?;
     let mut inbound = None;
+    let producer_key = match &o.producer_key {
+        Some(f) => Some(crate::ledger_cmd::producer_key(f)?),
+        None => None,
+    };
     if let Some(g) = &genesis {
-        let me = key.public().to_peer_id().to_string();
+        let node = key.public().to_peer_id();
+        let me = producer_key.as_ref().unwrap_or(&key).public().to_peer_id().to_string();
         let producer = g.producers.iter().any(|p| p.peer == me);
         if o.produce && !producer {
             eprintln!(
@@ -153,7 +165,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             bail!("--produce: producers are bootstrap nodes (give --role bootstrap and a fixed --listen)");
         }
         // Stay connected to the producers: their votes travel between them.
-        for p in g.producers.iter().filter(|p| p.peer != me) {
+        for p in g.producers.iter().filter(|p| p.node() != Some(node)) {
             config.bootstrap.extend(addrs(std::slice::from_ref(&p.addr), "a producer's address in the genesis")?);
         }
         let (gossip, rx) = crate::ledger_cmd::gossip(g);
@@ -202,7 +214,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             (Some(g), Some(rx)) => {
                 let ldir = dir.join("ledger");
                 if !o.no_snapshot {
-                    let mut peers: Vec<PeerId> = g.producers.iter().filter_map(|p| p.peer.parse().ok()).collect();
+                    let mut peers: Vec<PeerId> = g.producers.iter().filter_map(|p| p.node()).collect();
                     peers.extend(config_bootstrap.iter().filter_map(crate::ledger_cmd::peer_in));
                     peers.retain(|p| *p != peer_id);
                     peers.sort();
@@ -210,7 +222,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
                     crate::ledger_cmd::from_snapshot(g, &ldir, &daemon.client, &peers, Duration::from_secs(20))
                         .await?;
                 }
-                Some(crate::ledger_cmd::start(g, &ldir, key, &daemon.client, rx)?)
+                Some(crate::ledger_cmd::start(g, &ldir, producer_key.unwrap_or(key), &daemon.client, rx)?)
             }
             _ => None,
         };

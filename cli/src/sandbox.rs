@@ -269,17 +269,27 @@ fn start_all(dir: &Path, peers: usize, producers: usize, households: bool, grace
         let admin = net::load_or_create_key(&admin_key)?.0.public().to_peer_id().to_string();
         // A state snapshot each 60 blocks (a minute to five): a node joining later starts from one.
         let flags = ["--admin".to_string(), admin, "--snapshot-every".to_string(), "60".to_string()];
-        let (genesis, list) = procs::ledger_genesis_with(&exe, &dir.join("ledger"), producers, 1000, 5000, &flags)?;
+        // Producer 0 signs with a key file apart from its node key.
+        let (genesis, list, keys) =
+            procs::ledger_genesis_apart(&exe, &dir.join("ledger"), producers, 1000, 5000, &flags, &[0])?;
         r.genesis = genesis.display().to_string();
         for (i, (pdir, addr)) in list.iter().enumerate() {
             let name = format!("producer{i}");
-            let (child, first) = procs::start(&exe, &name, &logs, &procs::producer_args(addr, pdir, &genesis), true)?;
+            let key = keys.iter().find(|(k, _)| *k == i).map(|(_, f)| f.as_path());
+            let args = procs::producer_args_keyed(addr, pdir, &genesis, key);
+            let (child, first) = procs::start(&exe, &name, &logs, &args, true)?;
             add(dir, &mut r, NodeRecord::new(&name, "producer", &first, child.id(), addr.clone(), pdir))?;
         }
         note(format!(
             "ledger: {producers} producers, a block a second while there is something to record, else every 5 s (genesis {})",
             genesis.display()
         ));
+        if let Some((_, k)) = keys.first() {
+            note(format!(
+                "ledger: producer0 signs with {}, a key apart from its node key (--producer-key)",
+                k.display()
+            ));
+        }
         note(format!(
             "ledger: the registry admin's key is {} (`ionshard ledger tx --key {} admit MANUFACTURER --name NAME`)",
             admin_key.display(),

@@ -14,12 +14,19 @@ struct Chain {
     procs: Procs,
     genesis: PathBuf,
     producers: Vec<(PathBuf, String)>,
+    /// Producers that sign with a key file apart from their node key.
+    keys: harness::procs::ProducerKeys,
 }
 
 impl Chain {
     fn start(dir: &Path, n: usize) -> Chain {
-        let (genesis, producers) = harness::procs::ledger_genesis(exe(), dir, n, 300, 300).expect("genesis");
-        let mut c = Chain { procs: Procs::new(&dir.join("logs")), genesis, producers };
+        Chain::start_with_keys(dir, n, &[])
+    }
+    /// The producers `apart` sign with a producer key apart from their node key.
+    fn start_with_keys(dir: &Path, n: usize, apart: &[usize]) -> Chain {
+        let (genesis, producers, keys) =
+            harness::procs::ledger_genesis_apart(exe(), dir, n, 300, 300, &[], apart).expect("genesis");
+        let mut c = Chain { procs: Procs::new(&dir.join("logs")), genesis, producers, keys };
         for i in 0..n {
             c.up(i);
         }
@@ -27,7 +34,8 @@ impl Chain {
     }
     fn up(&mut self, i: usize) {
         let (pdir, addr) = &self.producers[i];
-        self.procs.start(&format!("producer{i}"), &harness::procs::producer_args(addr, pdir, &self.genesis));
+        let key = self.keys.iter().find(|(k, _)| *k == i).map(|(_, f)| f.as_path());
+        self.procs.start(&format!("producer{i}"), &harness::procs::producer_args_keyed(addr, pdir, &self.genesis, key));
     }
     fn down(&mut self, i: usize) {
         self.procs.kill(&format!("producer{i}"));
@@ -60,8 +68,42 @@ impl Chain {
 #[test]
 fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = Chain::start(dir.path(), 4);
+    // Producer 1 signs with a key file apart from its node key: the chain
+    // goes on with producer 3 down only if its votes count.
+    let mut c = Chain::start_with_keys(dir.path(), 4, &[1]);
     c.wait_height(0, 3, Duration::from_secs(60));
+    let (key_file, node_key) = (&c.keys[0].1, c.producers[1].0.join("identity.key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(key_file).expect("key").permissions().mode() & 0o777, 0o600);
+    let id = |f: &Path| harness::procs::id_of(exe(), f).expect("ionshard id");
+    let (apart, node) = (id(key_file), id(&node_key));
+    assert_ne!(apart, node);
+    let listed: Vec<String> = c.status(0)["producers"]
+        .as_array()
+        .expect("producers")
+        .iter()
+        .map(|p| p.as_str().map_or_else(|| p["peer"].as_str().unwrap_or_default().to_string(), str::to_string))
+        .collect();
+    assert!(listed.contains(&apart) && !listed.contains(&node), "{listed:?}");
+    // A producer key others may read is refused, with the fix.
+    let loose = dir.path().join("loose.key");
+    std::fs::copy(key_file, &loose).expect("copy");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = bin()
+        .args([
+            "node",
+            "--role",
+            "bootstrap",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--dir",
+            &s(&dir.path().join("loose")),
+        ])
+        .args(["--genesis", &s(&c.genesis), "--produce", "--producer-key", &s(&loose)])
+        .output()
+        .expect("node");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("chmod 600"), "{err}");
 
     // A transaction, signed, offered and final.
     let root = "ab".repeat(32);
@@ -105,6 +147,7 @@ fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork
         c.producers.iter().map(|(d, _)| ledger::Store::open(&d.join("ledger"), chain).expect("store")).collect();
     let top = stores.iter().map(|st| st.height().expect("height")).min().expect("four");
     assert!(top >= target);
+    let mut signed_apart = false;
     for h in 1..=top {
         let hashes: Vec<_> = stores.iter().map(|st| st.hash_at(h).expect("read")).collect();
         assert!(hashes.iter().all(|x| x.is_some() && *x == hashes[0]), "height {h}: {hashes:?}");
@@ -112,7 +155,9 @@ fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork
         let set = ledger::Genesis::load(&c.genesis).expect("genesis").validators(Default::default());
         ledger::verify_certificate(chain, &cert, &set).expect("each block carries a certificate of more than 2/3");
         assert_eq!(cert.value_id, block.hash());
+        signed_apart |= cert.commit_signatures.iter().any(|x| x.address.0.to_string() == apart);
     }
+    assert!(signed_apart, "the producer key apart from the node key signed no certificate");
 }
 
 #[test]
@@ -352,7 +397,7 @@ fn a_vote_brings_a_producer_in_at_the_boundary_and_an_equivocating_producer_is_c
         .map(String::from)
         .into();
     let genesis = harness::procs::ledger_init(exe(), d, &addrs, 300, 300, &extra).expect("genesis");
-    let mut c = Chain { procs: Procs::new(&d.join("logs")), genesis, producers: nodes };
+    let mut c = Chain { procs: Procs::new(&d.join("logs")), genesis, producers: nodes, keys: Vec::new() };
     for i in 0..5 {
         c.up(i);
     }
@@ -463,7 +508,7 @@ fn a_chain_halted_for_good_restarts_under_a_recovery_signed_by_half_its_producer
     let addrs: Vec<String> = nodes[..4].iter().map(|(_, a)| a.clone()).collect();
     let genesis = harness::procs::ledger_init(exe(), d, &addrs, 300, 300, &[]).expect("genesis");
     let gs = s(&genesis);
-    let mut c = Chain { procs: Procs::new(&d.join("logs")), genesis, producers: nodes };
+    let mut c = Chain { procs: Procs::new(&d.join("logs")), genesis, producers: nodes, keys: Vec::new() };
     for i in 0..5 {
         c.up(i); // node 4 follows the chain
     }
@@ -555,7 +600,7 @@ fn a_new_node_starts_from_a_certified_state_snapshot_and_follows_the_chain_from_
     let extra = ["--snapshot-every".to_string(), "8".to_string()];
     let (genesis, producers) =
         harness::procs::ledger_genesis_with(exe(), dir.path(), 4, 300, 300, &extra).expect("genesis");
-    let mut c = Chain { procs: Procs::new(&dir.path().join("logs")), genesis, producers };
+    let mut c = Chain { procs: Procs::new(&dir.path().join("logs")), genesis, producers, keys: Vec::new() };
     for i in 0..4 {
         c.up(i);
     }

@@ -183,13 +183,7 @@ pub fn ledger_node(exe: &Path, dir: &Path, name: &str, i: usize) -> Result<(std:
     let io = |what: String| move |source| Error::Io { what, source };
     let pdir = dir.join(name);
     std::fs::create_dir_all(&pdir).map_err(io(format!("creating {}", pdir.display())))?;
-    let key = pdir.join("identity.key");
-    let out = Command::new(exe)
-        .args(["id", "--json", "--key", &key.display().to_string()])
-        .output()
-        .map_err(io("running ionshard id".into()))?;
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| Error::NotReady(format!("ionshard id: {e}")))?;
-    let id = v["peer_id"].as_str().unwrap_or_default().to_string();
+    let id = id_of(exe, &pdir.join("identity.key"))?;
     let ip = crate::household(200 + i);
     let port = std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
@@ -249,10 +243,53 @@ pub fn ledger_genesis_with(
     idle_ms: u64,
     extra: &[String],
 ) -> Result<(std::path::PathBuf, Vec<(std::path::PathBuf, String)>)> {
+    ledger_genesis_apart(exe, dir, n, block_ms, idle_ms, extra, &[]).map(|(g, p, _)| (g, p))
+}
+
+/// Producers apart from their node key: (index, key file).
+pub type ProducerKeys = Vec<(usize, std::path::PathBuf)>;
+
+/// A chain made here: its genesis, per producer its directory and
+/// address, and the producers' keys apart from their node keys.
+pub type MadeChain = (std::path::PathBuf, Vec<(std::path::PathBuf, String)>, ProducerKeys);
+
+/// The same, and the producers `apart` sign with a producer key apart
+/// from their node key: `producerI/producer.key`, made by `EXE id`, named
+/// in the genesis as `ADDR=ID`. Returns the key files too (start those
+/// producers with [`producer_args_keyed`]).
+pub fn ledger_genesis_apart(
+    exe: &Path,
+    dir: &Path,
+    n: usize,
+    block_ms: u64,
+    idle_ms: u64,
+    extra: &[String],
+    apart: &[usize],
+) -> Result<MadeChain> {
     let producers = (0..n).map(|i| ledger_node(exe, dir, &format!("producer{i}"), i)).collect::<Result<Vec<_>>>()?;
-    let addrs: Vec<String> = producers.iter().map(|(_, a)| a.clone()).collect();
+    let mut keys = Vec::new();
+    let mut addrs = Vec::new();
+    for (i, (pdir, addr)) in producers.iter().enumerate() {
+        if apart.contains(&i) {
+            let file = pdir.join("producer.key");
+            addrs.push(format!("{addr}={}", id_of(exe, &file)?));
+            keys.push((i, file));
+        } else {
+            addrs.push(addr.clone());
+        }
+    }
     let genesis = ledger_init(exe, dir, &addrs, block_ms, idle_ms, extra)?;
-    Ok((genesis, producers))
+    Ok((genesis, producers, keys))
+}
+
+/// The peer id of the key in `file` (made if missing), through `EXE id`.
+pub fn id_of(exe: &Path, file: &Path) -> Result<String> {
+    let out = Command::new(exe)
+        .args(["id", "--json", "--key", &file.display().to_string()])
+        .output()
+        .map_err(|source| Error::Io { what: "running ionshard id".into(), source })?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| Error::NotReady(format!("ionshard id: {e}")))?;
+    Ok(v["peer_id"].as_str().unwrap_or_default().to_string())
 }
 
 /// Arguments of a producer of the chain in `genesis`, listening at `addr`
@@ -271,4 +308,13 @@ pub fn producer_args(addr: &str, dir: &Path, genesis: &Path) -> Vec<String> {
         &genesis.display().to_string(),
         "--produce",
     ])
+}
+
+/// [`producer_args`], signing with `key` (a key file apart from the node key) if given.
+pub fn producer_args_keyed(addr: &str, dir: &Path, genesis: &Path, key: Option<&Path>) -> Vec<String> {
+    let mut args = producer_args(addr, dir, genesis);
+    if let Some(k) = key {
+        args.extend(strings(["--producer-key", &k.display().to_string()]));
+    }
+    args
 }

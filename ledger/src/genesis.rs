@@ -25,13 +25,23 @@ pub const GENESIS_VERSION: u32 = 1;
 /// One of the first producers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Producer {
-    /// Its peer id (ed25519; its node key signs its votes).
+    /// Its producer key's id (ed25519): the key that signs its votes,
+    /// proposals and checkpoints. The node's own key, or a separate key
+    /// file (`ionshard node --producer-key`).
     pub peer: String,
-    /// Where it listens (a multiaddr ending in `/p2p/<peer id>`), so the
-    /// others can reach it.
+    /// Where its node listens (a multiaddr ending in `/p2p/<node id>`), so
+    /// the others can reach it; the node id is `peer` unless the producer
+    /// key is apart from the node key.
     pub addr: String,
     /// Its stake.
     pub stake: u64,
+}
+
+impl Producer {
+    /// The network id of its node: the last `/p2p/` part of its address.
+    pub fn node(&self) -> Option<PeerId> {
+        self.addr.rsplit_once("/p2p/").and_then(|(_, id)| id.parse().ok())
+    }
 }
 
 /// The chain's parameters.
@@ -223,8 +233,11 @@ impl Genesis {
             if !seen.insert(id) {
                 return Err(Error::Genesis(format!("producer {id} is listed twice")));
             }
-            if !p.addr.ends_with(&format!("/p2p/{id}")) {
-                return Err(Error::Genesis(format!("producer {id}: its address {} must end in /p2p/{id}", p.addr)));
+            if p.node().is_none() {
+                return Err(Error::Genesis(format!(
+                    "producer {id}: its address {} must end in /p2p/<its node's peer id>",
+                    p.addr
+                )));
             }
         }
         Ok(())

@@ -519,9 +519,13 @@ impl Tx {
             }
         }
         if let Body::Candidate { addr } = &self.body
-            && (!addr.ends_with(&format!("/p2p/{}", self.signer)) || addr.chars().any(char::is_control))
+            && (!candidate_addr_ok(addr) || addr.chars().any(char::is_control))
         {
-            return Err(TxError::Invalid(format!("a candidate's address must end in /p2p/{}", self.signer)));
+            return Err(TxError::Invalid(
+                "a candidate's address must end in /p2p/<its node's peer id> (the signer's, or the node's that \
+                 runs with this key as --producer-key)"
+                    .into(),
+            ));
         }
         let key = proto::public_key_of(&self.signer).map_err(|_| TxError::BadSignature)?;
         if !key.verify(&self.signed_bytes(chain), &self.signature) {
@@ -549,6 +553,12 @@ impl std::fmt::Display for TxId {
         }
         Ok(())
     }
+}
+
+/// A candidate's address names its node: it ends in `/p2p/` and a peer id
+/// (the candidate's own, or its node's when the producer key is apart).
+fn candidate_addr_ok(addr: &str) -> bool {
+    addr.rsplit_once("/p2p/").is_some_and(|(_, id)| id.parse::<PeerId>().is_ok())
 }
 
 #[cfg(test)]

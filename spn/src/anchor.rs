@@ -51,8 +51,10 @@ impl Anchoring {
         }
     }
 
+    /// The genesis producers' nodes (their network ids: a producer's key
+    /// may be apart from its node's).
     fn producers(&self) -> Vec<PeerId> {
-        self.genesis.producers.iter().filter_map(|p| p.peer.parse().ok()).collect()
+        self.genesis.producers.iter().filter_map(|p| p.node()).collect()
     }
 }
 
