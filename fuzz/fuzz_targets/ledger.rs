@@ -1,6 +1,6 @@
 //! Every decoder of ledger bytes from the network or a file (gossip
 //! messages: proposals with blocks, votes, transactions; sync and RPC
-//! answers; proofs; questions): none panics, each bounds what it allocates,
+//! answers; proofs; questions; delete acknowledgements): none panics, each bounds what it allocates,
 //! and what decodes encodes back to the same bytes (one encoding per value).
 #![no_main]
 
@@ -32,4 +32,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = ledger::rpc::submit_answer(data);
     let _ = ledger::rpc::find_answer(data);
     let _ = ledger::rpc::block_answer(data);
+    // Delete acknowledgements an SPN hands an owner to attest.
+    let _ = ledger::deletion_root(&[data.to_vec()]);
 });
