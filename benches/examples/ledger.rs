@@ -81,7 +81,7 @@ async fn run(n: usize, seconds: u64, block_ms: u64, dir: &Path) {
     let chain = g.hash();
     let boot = vec![producers[0].1.parse().expect("address")];
     let (client, _h) = net::join(&boot, None).await.expect("join");
-    let peer: net::PeerId = g.producers[0].peer.parse().expect("peer id");
+    let peer: net::PeerId = g.producers[0].node().expect("its node's peer id");
     let key = net::Keypair::generate_ed25519();
     // Wait for the first blocks (every producer connected).
     let t = Instant::now();

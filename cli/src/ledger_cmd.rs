@@ -102,6 +102,10 @@ pub(crate) enum RecoverCommand {
         /// The producer's directory (its identity.key and ledger).
         #[arg(long)]
         dir: PathBuf,
+        /// The producer's key apart from its node key, if it runs with
+        /// `--producer-key` (else DIR/identity.key signs).
+        #[arg(long)]
+        producer_key: Option<PathBuf>,
         /// The chain's genesis.
         #[arg(long, env = "IONSHARD_GENESIS")]
         genesis: PathBuf,
@@ -266,9 +270,11 @@ pub(crate) enum TxCommand {
         #[arg(long = "for")]
         candidates: Vec<String>,
     },
-    /// Stand for producer: this key must be the node's (its identity.key).
+    /// Stand for producer: this key will sign its votes and proposals (the
+    /// node's identity.key, or the file it will run with as --producer-key).
     Candidate {
-        /// Where the node listens, ending in /p2p/PEER_ID (its own).
+        /// Where the node listens, ending in /p2p/NODE_ID (the node's id; not
+        /// checked against the node: voters should).
         #[arg(long)]
         addr: String,
     },
@@ -647,35 +653,71 @@ fn spn_acks(
     allow_pending: bool,
     out: Option<&std::path::Path>,
 ) -> Result<([u8; 32], u64)> {
-    let d = api
+    let mut d = api
         .deletion(object)
         .with_context(|| format!("asking the SPN for the acknowledgements of deleting {object}"))?;
+    if d.object != object {
+        bail!("the SPN answered with the deletion of {}, not of {object}", d.object);
+    }
     if d.pending > 0 && !allow_pending {
         bail!(
             "{} of the {} shard deletes of {object} still wait for their peer (offline?): the SPN retries every half \
-             minute; try again later, or pass --allow-pending to attest what is acknowledged so far",
+             minute; try again later, or pass --allow-pending to attest what is acknowledged so far (an owner \
+             attests an object's deletion once)",
             d.pending,
             d.queued
         );
     }
-    let bytes = d
-        .acks
-        .iter()
-        .map(|h| {
-            data_encoding::HEXLOWER
-                .decode(h.as_bytes())
-                .map_err(|e| anyhow!("the SPN sent an acknowledgement that is not hex: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let (root, n) = ledger::deletion_root(&bytes).context("checking the acknowledgements the SPN sent")?;
-    if !d.unsigned.is_empty() || !d.gave_up.is_empty() {
-        eprintln!(
-            "note: {} delete(s) by peers of an earlier release (unsigned) and {} given up are not in the root",
-            d.unsigned.len(),
-            d.gave_up.len()
-        );
+    let all = d.acks.len();
+    // Only a peer's word that it held the shard and deleted it, after the
+    // deletion: "it was not here" can be had from any peer for any shard,
+    // and an older acknowledgement may be of an earlier copy.
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    for h in &d.acks {
+        let b = data_encoding::HEXLOWER
+            .decode(h.as_bytes())
+            .map_err(|e| anyhow!("the SPN sent an acknowledgement that is not hex: {e}"))?;
+        let a = net::DeleteAck::from_bytes(&b).map_err(|e| anyhow!("the SPN sent {e}"))?;
+        a.verify().with_context(|| {
+            format!("the SPN sent an acknowledgement of {} by {} that does not verify", a.cid, a.peer)
+        })?;
+        if a.existed && a.at.saturating_add(3600) >= d.deleted_at {
+            kept.push(b);
+        } else {
+            skipped.push(format!("{}/{}", a.cid, a.peer));
+        }
+    }
+    let (root, n) = ledger::deletion_root(&kept).context("checking the acknowledgements the SPN sent")?;
+    let settled = all + d.unsigned.len() + d.gave_up.len() + d.refused.len();
+    let mut notes = Vec::new();
+    if !skipped.is_empty() {
+        notes.push(format!(
+            "{} acknowledgement(s) of a shard the peer did not hold, or from before the deletion",
+            skipped.len()
+        ));
+    }
+    if !d.unsigned.is_empty() {
+        notes.push(format!("{} delete(s) by peers of an earlier release (unsigned)", d.unsigned.len()));
+    }
+    if !d.refused.is_empty() {
+        notes.push(format!("{} delete(s) the peer refused", d.refused.len()));
+    }
+    if !d.gave_up.is_empty() {
+        notes.push(format!("{} given up", d.gave_up.len()));
+    }
+    if settled as u64 + d.pending < d.queued {
+        notes.push(format!(
+            "{} of the {} deletes queued are not accounted for",
+            d.queued - settled as u64 - d.pending,
+            d.queued
+        ));
+    }
+    if !notes.is_empty() {
+        eprintln!("note: not in the root: {}", notes.join("; "));
     }
     if let Some(path) = out {
+        d.acks = kept.iter().map(|b| data_encoding::HEXLOWER.encode(b)).collect();
         crate::files::write_atomic(path, &serde_json::to_vec_pretty(&d)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -996,13 +1038,16 @@ fn producers_file(genesis: &Path, out: &Path, a: &AskOpts) -> Result<()> {
 
 fn recover(what: RecoverCommand) -> Result<()> {
     match what {
-        RecoverCommand::Sign { dir, genesis, producers, file, json } => {
+        RecoverCommand::Sign { dir, producer_key: apart, genesis, producers, file, json } => {
             let g = Genesis::load(&genesis)?;
             let chain = g.hash();
             let store = ledger::Store::open(&dir.join("ledger"), chain).with_context(|| {
                 format!("opening the ledger of the node in {} (stop the node first)", dir.display())
             })?;
-            let (key, _) = net::load_or_create_key(&dir.join("identity.key"))?;
+            let key = match &apart {
+                Some(f) => producer_key(f)?,
+                None => net::load_or_create_key(&dir.join("identity.key"))?.0,
+            };
             let list: Vec<PeerId> = producers
                 .iter()
                 .map(|p| p.parse().with_context(|| format!("--producer {p:?} is not a peer id")))
@@ -1027,6 +1072,15 @@ fn recover(what: RecoverCommand) -> Result<()> {
                     r.last.to_hex(),
                     held + 1,
                     last.to_hex()
+                );
+            }
+            // A signature the recovery would not count is no signature: say so.
+            let me = key.public().to_peer_id();
+            if !store.set_at(r.height)?.contains(&me) {
+                bail!(
+                    "{me} is not a producer at height {} (a producer that runs with --producer-key signs with that key: \
+                     give it here)",
+                    r.height
                 );
             }
             // One recovery per halted height: refuse to sign a second, different one.

@@ -72,7 +72,7 @@ fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork
     // goes on with producer 3 down only if its votes count.
     let mut c = Chain::start_with_keys(dir.path(), 4, &[1]);
     c.wait_height(0, 3, Duration::from_secs(60));
-    let (key_file, node_key) = (&c.keys[0].1, c.producers[1].0.join("identity.key"));
+    let (key_file, node_key) = (&c.keys[0].1.clone(), c.producers[1].0.join("identity.key"));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(key_file).expect("key").permissions().mode() & 0o777, 0o600);
     let id = |f: &Path| harness::procs::id_of(exe(), f).expect("ionshard id");
@@ -158,6 +158,28 @@ fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork
         signed_apart |= cert.commit_signatures.iter().any(|x| x.address.0.to_string() == apart);
     }
     assert!(signed_apart, "the producer key apart from the node key signed no certificate");
+    drop(stores);
+
+    // A recovery signed with producer 1's node key would not count: refused
+    // before it signs; with its producer key, signed.
+    let file = dir.path().join("recovery.bin");
+    let ids: Vec<String> =
+        ledger::Genesis::load(&c.genesis).expect("genesis").producers.iter().map(|p| p.peer.clone()).collect();
+    let sign = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["ledger", "recover", "sign", "--dir", &s(&c.producers[1].0), "--genesis", &s(&c.genesis)]);
+        cmd.args(["--file", &s(&file), "--json"]).args(extra);
+        for id in &ids[..3] {
+            cmd.args(["--producer", id]);
+        }
+        cmd.output().expect("recover sign")
+    };
+    let o = sign(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not a producer"), "{err}");
+    assert!(!file.exists(), "nothing was signed");
+    json_out(&sign(&["--producer-key", &s(key_file)]), "recover sign --producer-key");
+    assert!(file.exists());
 }
 
 #[test]

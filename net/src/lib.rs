@@ -45,4 +45,4 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start, start_with};
 pub use ops::PeerStatus;
 pub use proto::wire;
-pub use proto::{Receipt, public_key_of};
+pub use proto::{DeleteAck, Receipt, public_key_of};

@@ -283,11 +283,13 @@ impl Client {
             Ok(Response::Status { shards, bytes, capacity, retiring }) => {
                 Ok(PeerStatus { shards, bytes, capacity, retiring })
             }
-            Ok(other) => Err(unexpected(peer, other)),
-            Err(Error::Refused { code: crate::wire::Code::BadRequest, .. }) => {
+            // A refusal comes back as an answer (`request` only fails on
+            // the way), so the older node's BadRequest is matched here.
+            Ok(Response::Error { code: crate::wire::Code::BadRequest, .. }) => {
                 let (shards, bytes, capacity) = self.usage(peer).await?;
                 Ok(PeerStatus { shards, bytes, capacity, retiring: false })
             }
+            Ok(other) => Err(unexpected(peer, other)),
             Err(e) => Err(e),
         }
     }

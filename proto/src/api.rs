@@ -714,11 +714,16 @@ pub struct DeletionAcks {
     /// bytes), sorted.
     pub acks: Vec<String>,
     /// Deleted by peers of an earlier release, which sign nothing: `SHARD/PEER`.
+    /// (A delete they refused is listed in `refused`.)
     #[serde(default)]
     pub unsigned: Vec<String>,
     /// Given up after 30 days without an answer: `SHARD/PEER: last error`.
     #[serde(default)]
     pub gave_up: Vec<String>,
+    /// Refused by the peer (this SPN's copy is not there: not its owner's,
+    /// or no store): `SHARD/PEER: why`.
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 /// `GET /v1/objects?tenant=T`.
@@ -889,7 +894,7 @@ pub struct AnchorBatch {
     /// The batch's id.
     pub id: u64,
     /// What it holds: empty for storage receipts, `audits` for the SPN's
-    /// audit results.
+    /// audit results, `deletions` for peers' signed delete acknowledgements.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
     /// Its Merkle root, hex.

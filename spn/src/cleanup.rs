@@ -42,6 +42,7 @@ pub(crate) async fn drain(inner: &Inner) {
 /// One pass over the queued deletes of the peers in `only` (all, if `None`).
 pub(crate) async fn drain_of(inner: &Inner, only: Option<&std::collections::HashSet<String>>) {
     use futures::StreamExt;
+    let _one = inner.deleting.lock().await;
     let queued = match inner.state.pending_deletes() {
         Ok(q) => q.into_iter().filter(|(_, peer, _)| only.is_none_or(|o| o.contains(peer))).collect::<Vec<_>>(),
         Err(e) => return tracing::warn!("reading the delete queue: {e}"),
@@ -49,39 +50,43 @@ pub(crate) async fn drain_of(inner: &Inner, only: Option<&std::collections::Hash
     if queued.is_empty() {
         return;
     }
-    let attempts = futures::stream::iter(queued).map(|(shard, peer, mut rec)| async move {
+    let attempts = futures::stream::iter(queued).map(|(shard, peer, rec)| async move {
+        let started = rec.clone();
+        let mut rec = rec;
         let (Ok(cid), Ok(id)) = (shard.parse::<Cid>(), peer.parse::<PeerId>()) else {
-            return (shard, peer, None);
+            return (shard, peer, started, Outcome::Refused("not a shard and peer".into()));
         };
         let r = tokio::time::timeout(DELETE_TIMEOUT, inner.client.delete_shard_acked(id, cid)).await;
-        let done = match r {
+        let outcome = match r {
             // Deleted, or not there: done either way; signed if the peer signs.
-            Ok(Ok((_, ack))) => Some(ack),
-            Ok(Err(net::Error::Refused { code: net::wire::Code::NotOwner | net::wire::Code::NotFound, .. })) => {
-                Some(None)
-            }
+            Ok(Ok((_, ack))) => Outcome::Done(ack),
+            // Done too (nothing more to ask), but not a delete: said so.
+            Ok(Err(net::Error::Refused {
+                code: code @ (net::wire::Code::NotOwner | net::wire::Code::NotFound),
+                message,
+                ..
+            })) => Outcome::Refused(format!("{code:?}: {message}")),
             Ok(Err(e)) => {
                 rec.last_error = Some(e.to_string());
-                None
+                Outcome::Again(rec)
             }
             Err(_) => {
                 rec.last_error = Some("no answer in time".into());
-                None
+                Outcome::Again(rec)
             }
         };
-        rec.attempts += 1;
-        let outcome = match done {
-            Some(ack) => Outcome::Done(ack),
-            None if now().saturating_sub(rec.since) < GIVE_UP_AFTER => Outcome::Again(rec),
-            None => Outcome::GaveUp(rec),
+        let outcome = match outcome {
+            Outcome::Again(mut r) => {
+                r.attempts += 1;
+                if now().saturating_sub(r.since) < GIVE_UP_AFTER { Outcome::Again(r) } else { Outcome::GaveUp(r) }
+            }
+            done => done,
         };
-        (shard, peer, Some(outcome))
+        (shard, peer, started, outcome)
     });
     let outcomes: Vec<_> = attempts.buffer_unordered(AT_ONCE).collect().await;
-    for (shard, peer, outcome) in outcomes {
-        // An entry that does not parse is dropped as given up.
-        let outcome = outcome.unwrap_or(Outcome::GaveUp(crate::state::DeleteRecord::new(now(), None)));
-        if let Err(e) = inner.state.delete_outcome(&shard, &peer, outcome) {
+    for (shard, peer, started, outcome) in outcomes {
+        if let Err(e) = inner.state.delete_outcome(&shard, &peer, &started, outcome) {
             tracing::warn!("recording a delete of {shard} on {peer}: {e}");
         }
     }

@@ -163,6 +163,9 @@ pub(crate) struct Inner {
     /// One anchoring pass at a time (the loop's, or `anchor_now`'s): a pass
     /// writes batch records it read earlier.
     anchoring_pass: tokio::sync::Mutex<()>,
+    /// One pass over the delete queue at a time: two would both ask a peer
+    /// and race to record its answer.
+    deleting: tokio::sync::Mutex<()>,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -270,6 +273,7 @@ impl Spn {
             anchoring: config.anchoring.clone(),
             final_block: Mutex::new(None),
             anchoring_pass: tokio::sync::Mutex::new(()),
+            deleting: tokio::sync::Mutex::new(()),
         });
         inner.state.set_anchoring(inner.anchoring.is_some());
         let listener = tokio::net::TcpListener::bind(config.http)

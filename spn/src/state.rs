@@ -274,8 +274,7 @@ impl State {
                     None => Vec::new(),
                 };
                 if !holders.iter().any(|h| h == peer) {
-                    let rec = DeleteRecord::new(now, None);
-                    deletes.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+                    deletions::queue(&mut deletes, &format!("{shard}/{peer}"), now, None)?;
                 }
             }
         }
@@ -626,8 +625,7 @@ impl State {
                 placement.insert(shard, json(&holders).as_slice())?;
             }
             txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
-            let rec = DeleteRecord::new(now, None);
-            txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+            deletions::queue(&mut txn.open_table(DELETES)?, &format!("{shard}/{peer}"), now, None)?;
         }
         txn.commit()?;
         Ok(())
@@ -689,8 +687,7 @@ impl State {
         let txn = self.db.begin_write()?;
         {
             txn.open_table(REPAIRS)?.remove(format!("{shard}/{peer}").as_str())?;
-            let rec = DeleteRecord::new(now, None);
-            txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+            deletions::queue(&mut txn.open_table(DELETES)?, &format!("{shard}/{peer}"), now, None)?;
         }
         txn.commit()?;
         Ok(())
@@ -711,8 +708,7 @@ impl State {
             let mut deletes = txn.open_table(DELETES)?;
             for k in keys {
                 t.remove(k.as_str())?;
-                let rec = DeleteRecord::new(now, None);
-                deletes.insert(k.as_str(), json(&rec).as_slice())?;
+                deletions::queue(&mut deletes, &k, now, None)?;
             }
         }
         txn.commit()?;
@@ -756,8 +752,7 @@ impl State {
             let mut deletes = txn.open_table(DELETES)?;
             for s in stale {
                 receipts.remove(format!("{shard}/{s}").as_str())?;
-                let rec = DeleteRecord::new(now, None);
-                deletes.insert(format!("{shard}/{s}").as_str(), json(&rec).as_slice())?;
+                deletions::queue(&mut deletes, &format!("{shard}/{s}"), now, None)?;
             }
             deletes.remove(format!("{shard}/{peer}").as_str())?;
             txn.open_table(REPAIRS)?.remove(format!("{shard}/{peer}").as_str())?;

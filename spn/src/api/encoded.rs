@@ -457,9 +457,15 @@ pub(super) async fn deletion(
     Path(cid): Path<String>,
 ) -> Api<Json<proto::api::DeletionAcks>> {
     let gone = || Error::NotFound(format!("a deletion of object {cid} (the SPN deleted no object of that CID)"));
-    let d = inner.state.deletion(&cid)?.ok_or_else(gone)?;
-    // Another tenant's deletion is as good as absent.
-    who.may(&d.tenant).map_err(|_| ApiError::from(gone()))?;
+    // Another tenant's deletion is as good as absent: checked before any
+    // of it is read.
+    let tenant = inner.state.deletion_tenant(&cid)?.ok_or_else(gone)?;
+    who.may(&tenant).map_err(|_| ApiError::from(gone()))?;
+    let c = cid.clone();
+    let d = tokio::task::spawn_blocking(move || inner.state.deletion(&c))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the deletion of {cid}: {e}")))??
+        .ok_or_else(gone)?;
     Ok(Json(d))
 }
 

@@ -197,6 +197,9 @@ impl State {
                 count: items.len() as u64,
                 bytes,
                 created: now,
+                // Deleting earns no points: nothing to credit, so a
+                // points transaction never names this batch's root.
+                credited: kind == super::DELETIONS,
                 ..Default::default()
             };
             let mut it = txn.open_table(ITEMS)?;
@@ -270,8 +273,8 @@ impl State {
                 }
                 let (lo, hi) = (format!("{id:020}/"), format!("{id:020}0"));
                 if rec.kind == super::DELETIONS {
-                    // Deleting earns no points.
-                    recs.push(rec);
+                    // Deleting earns no points (made credited; never the
+                    // batch a points transaction names).
                     continue;
                 }
                 if rec.kind == AUDITS {

@@ -73,8 +73,7 @@ pub(super) fn drop_and_delete(
         }
     }
     txn.open_table(RECEIPTS)?.remove(format!("{shard}/{peer}").as_str())?;
-    let rec = DeleteRecord::new(now, object);
-    txn.open_table(DELETES)?.insert(format!("{shard}/{peer}").as_str(), json(&rec).as_slice())?;
+    super::deletions::queue(&mut txn.open_table(DELETES)?, &format!("{shard}/{peer}"), now, object)?;
     Ok(())
 }
 
@@ -276,8 +275,26 @@ impl State {
                 Some(v) => parse(v.value(), "placement")?,
                 None => Vec::new(),
             };
-            for peer in holders {
-                drop_and_delete(&txn, &HashSet::new(), shard, &peer, now, Some(cid))?;
+            for peer in &holders {
+                drop_and_delete(&txn, &HashSet::new(), shard, peer, now, Some(cid))?;
+                queued += 1;
+            }
+            // Copies already queued for delete (stale or lost holders) are
+            // this deletion's too: their outcomes count in its record.
+            let mut deletes = txn.open_table(DELETES)?;
+            let (lo, hi) = (format!("{shard}/"), format!("{shard}0"));
+            let mut earlier = Vec::new();
+            for e in deletes.range(lo.as_str()..hi.as_str())? {
+                let (k, v) = e?;
+                let rec: DeleteRecord = parse(v.value(), "delete")?;
+                let peer = k.value().strip_prefix(lo.as_str()).unwrap_or_default().to_string();
+                if rec.object.is_none() && !holders.contains(&peer) {
+                    earlier.push((k.value().to_string(), rec));
+                }
+            }
+            for (k, mut rec) in earlier {
+                rec.object = Some(cid.to_string());
+                deletes.insert(k.as_str(), json(&rec).as_slice())?;
                 queued += 1;
             }
         }
