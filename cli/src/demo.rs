@@ -259,6 +259,8 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     let f = [f1r, f2r, f3r];
     let durable = durability(o.json, root, logs, procs, &api, &peer_args, &[&p1.id, &p2.id])?;
     let (backups, deleted) = backup_act(o.json, root, &url, &api, &b)?;
+    let devices: Vec<(String, PathBuf)> = (0..3).map(|i| (format!("peer{i}"), root.join(format!("peer{i}")))).collect();
+    let drive = crate::drive_cmd::demo_act(o.json, &b, &root.join("laptop"), &devices)?;
     let chain = crate::ledger_cmd::demo_act(
         o.json,
         &api,
@@ -269,7 +271,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         crate::ledger_cmd::Nodes { kill: &|name| procs.kill(name), start: &|name, args| procs.start(name, logs, args) },
     )?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
-    for extra in [durable, backups, chain] {
+    for extra in [durable, backups, drive, chain] {
         if let (Some(m), Value::Object(d)) = (out.as_object_mut(), extra) {
             m.extend(d);
         }

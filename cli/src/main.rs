@@ -7,6 +7,7 @@ mod backup_cmd;
 mod chunk;
 mod demo;
 mod device_cmd;
+mod drive_cmd;
 mod files;
 mod http;
 mod ledger_cmd;
@@ -120,6 +121,8 @@ enum Command {
     Update(device_cmd::DeviceArgs),
     /// Business backups through the SPN: init, run, snapshots, ls, diff, restore, forget, prune, key, schedule, agent, status.
     Backup(backup_cmd::BackupArgs),
+    /// The personal drive on your own devices: pair them by a one-time code (pair, join), list and revoke pairings.
+    Drive(drive_cmd::DriveArgs),
     /// The ledger the bootstrap operators run: init a genesis, status, blocks, transactions.
     Ledger {
         #[command(subcommand)]
@@ -154,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(a) => device_cmd::run(a, true).map(|_| ()),
         Command::Backup(a) => backup_cmd::run(a),
         Command::Ledger { command } => ledger_cmd::run(command),
+        Command::Drive(a) => drive_cmd::run(a),
         Command::Demo(o) => demo::demo(o),
         Command::Sandbox { command } => sandbox::run(command),
     }

@@ -210,6 +210,9 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
                 println!("store {} shards, {} of {}", u.shards, human(u.bytes), human(u.capacity));
             }
         }
+        // A bootstrap node keeps the pairing mailbox: devices and clients
+        // pair through it (`ionshard drive pair` / `join`).
+        let _mailbox = if role == Role::Bootstrap { Some(serve_mailbox(&daemon.client)?) } else { None };
         let chain = match (&genesis, inbound) {
             (Some(g), Some(rx)) => {
                 let ldir = dir.join("ledger");
@@ -238,6 +241,24 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         daemon.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// Serve the pairing mailbox (in memory: a restart forgets waiting codes,
+/// whose devices then claim new ones).
+fn serve_mailbox(client: &net::Client) -> Result<tokio::task::JoinHandle<()>> {
+    let mailbox = std::sync::Arc::new(std::sync::Mutex::new(drive::mailbox::Mailbox::new()));
+    Ok(client.serve_mailbox(move |peer, q| {
+        let answer = match drive::mailbox::Request::decode(&q) {
+            Ok(r) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                mailbox.lock().unwrap_or_else(|p| p.into_inner()).handle(peer, r, now, &mut rand::rng())
+            }
+            Err(e) => {
+                drive::mailbox::Answer::Refused { reason: drive::mailbox::Refusal::BadRequest, message: e.to_string() }
+            }
+        };
+        std::future::ready(answer.encode())
+    })?)
 }
 
 /// `ionshard node …` subcommands.

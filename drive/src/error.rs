@@ -1,0 +1,51 @@
+//! The drive's one error type.
+
+use crate::mailbox::Refusal;
+
+/// What can go wrong pairing devices or keeping their pairings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A pairing code that does not parse.
+    #[error("pairing code: {0}")]
+    BadCode(String),
+    /// The mailbox refused (the code is unknown, used, expired or burned).
+    #[error("{message}")]
+    Refused {
+        /// Why, for programs.
+        reason: Refusal,
+        /// Why, for people.
+        message: String,
+    },
+    /// The mailbox could not be reached, or answered nonsense.
+    #[error("the pairing mailbox: {0}")]
+    Mailbox(String),
+    /// The other side's message does not open with the exchanged key: a
+    /// wrong code was tried (the code is burned).
+    #[error(
+        "a wrong code was tried on this pairing, so the code is burned and nothing was paired: run `ionshard \
+         drive pair` again for a new code"
+    )]
+    WrongCode,
+    /// The other side's message opened but is not a valid pairing (a bad
+    /// signature, the wrong role).
+    #[error("the other side's pairing message is not valid: {0}")]
+    BadPeer(String),
+    /// Nobody joined, or the other side did not answer, in time.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The pairings file.
+    #[error("{path}: {why}")]
+    Pairs {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Not paired.
+    #[error("{0} is not paired here (`ionshard drive pairs` lists the pairings)")]
+    NotPaired(String),
+}
+
+/// The drive's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
