@@ -87,6 +87,16 @@ fn dir_of(dir: Option<PathBuf>, client: bool) -> PathBuf {
     dir.unwrap_or_else(|| crate::files::home().join(if client { "drive" } else { "node" }))
 }
 
+/// Where `pairs` and `revoke` look: as given; else the device's directory
+/// if it has pairings, else the client's if it has, else the device's.
+fn listed_dir(dir: Option<PathBuf>, client: bool) -> PathBuf {
+    if dir.is_some() || client {
+        return dir_of(dir, client);
+    }
+    let (node, laptop) = (dir_of(None, false), dir_of(None, true));
+    if !pairs_path(&node).exists() && pairs_path(&laptop).exists() { laptop } else { node }
+}
+
 fn pairs_path(dir: &Path) -> PathBuf {
     dir.join("drive").join("pairs.json")
 }
@@ -140,15 +150,28 @@ pub(crate) fn run(a: DriveArgs) -> Result<()> {
     match a.command {
         DriveCommand::Pair { at, lifetime } => pair(at, lifetime),
         DriveCommand::Join { code, at } => join(&code, at),
-        DriveCommand::Pairs { dir, client, json } => list(&dir_of(dir, client), json),
-        DriveCommand::Revoke { who, dir, client, json } => revoke(&who, &dir_of(dir, client), json),
+        DriveCommand::Pairs { dir, client, json } => list(&listed_dir(dir, client), json),
+        DriveCommand::Revoke { who, dir, client, json } => revoke(&who, &listed_dir(dir, client), json),
     }
 }
 
 /// The node's identity, and the mailbox reached through a client of the network.
-async fn connect(at: &At, dir: &Path) -> Result<(net::Keypair, Mailbox, tokio::task::JoinHandle<()>)> {
-    let (key, _) = net::load_or_create_key(&dir.join("identity.key"))
-        .with_context(|| format!("the node's identity in {}", dir.display()))?;
+async fn connect(
+    at: &At,
+    dir: &Path,
+    role: drive::Role,
+) -> Result<(net::Keypair, Mailbox, tokio::task::JoinHandle<()>)> {
+    let file = dir.join("identity.key");
+    if role == drive::Role::Device && !file.exists() {
+        // Pairing a key no node runs with would pair nothing.
+        bail!(
+            "no node identity in {}: give the directory the device's node runs with (`ionshard node --dir DIR`), \
+             or start that node once first",
+            dir.display()
+        );
+    }
+    let (key, _) =
+        net::load_or_create_key(&file).with_context(|| format!("the node's identity in {}", dir.display()))?;
     let first = at.bootstrap.first().ok_or_else(|| anyhow!("give --bootstrap ADDR"))?;
     let addr: net::Multiaddr = first.parse().with_context(|| format!("--bootstrap {first:?} is not a multiaddr"))?;
     let peer = crate::ledger_cmd::peer_in(&addr)
@@ -163,11 +186,14 @@ fn pair(at: At, lifetime: Duration) -> Result<()> {
         bail!("--lifetime {}s: a code waits 1 s to 30 minutes", lifetime.as_secs());
     }
     let dir = dir_of(at.dir.clone(), false);
-    let mut pairs = drive::Pairs::load(&pairs_path(&dir))?;
+    // Read now to fail early on a file it cannot read; read again before
+    // adding, as a revoke may have run while this waited.
+    drive::Pairs::load(&pairs_path(&dir))?;
     let rt = crate::node_cmd::runtime()?;
     let json_out = at.json;
+    let first = at.bootstrap.first().cloned().unwrap_or_default();
     let paired = rt.block_on(async {
-        let (key, mailbox, _h) = connect(&at, &dir).await?;
+        let (key, mailbox, _h) = connect(&at, &dir, drive::Role::Device).await?;
         let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role: drive::Role::Device };
         let pb = indicatif::ProgressBar::new_spinner();
         if json_out {
@@ -180,7 +206,10 @@ fn pair(at: At, lifetime: Duration) -> Result<()> {
             } else {
                 // On stdout, terminal or not: the code is the point.
                 println!("pairing code: {code}");
-                println!("on the client, within {} min: ionshard drive join {code}", lifetime.as_secs().div_ceil(60));
+                println!(
+                    "on the client, within {} min: ionshard drive join {code} --bootstrap {first}",
+                    lifetime.as_secs().div_ceil(60)
+                );
                 pb.enable_steady_tick(Duration::from_millis(120));
                 pb.set_message("waiting for the client");
             }
@@ -189,22 +218,22 @@ fn pair(at: At, lifetime: Duration) -> Result<()> {
         pb.finish_and_clear();
         anyhow::Ok(r?)
     })?;
-    pairs.add(&paired, now())?;
+    drive::Pairs::load(&pairs_path(&dir))?.add(&paired, now())?;
     report(&paired, &pairs_path(&dir), json_out)
 }
 
 fn join(code: &str, at: At) -> Result<()> {
     let code = drive::Code::parse(code)?;
     let dir = dir_of(at.dir.clone(), true);
-    let mut pairs = drive::Pairs::load(&pairs_path(&dir))?;
+    drive::Pairs::load(&pairs_path(&dir))?;
     let rt = crate::node_cmd::runtime()?;
     let paired = rt.block_on(async {
-        let (key, mailbox, _h) = connect(&at, &dir).await?;
+        let (key, mailbox, _h) = connect(&at, &dir, drive::Role::Client).await?;
         let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role: drive::Role::Client };
         let r = drive::accept(&mailbox, &me, &code, Duration::from_millis(300), Duration::from_secs(60)).await;
         anyhow::Ok(r?)
     })?;
-    pairs.add(&paired, now())?;
+    drive::Pairs::load(&pairs_path(&dir))?.add(&paired, now())?;
     report(&paired, &pairs_path(&dir), at.json)
 }
 

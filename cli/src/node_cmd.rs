@@ -196,6 +196,10 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             let _ = writeln!(std::io::stderr(), "{line}");
         };
         let daemon = net::Daemon::start(config, key.clone(), store.clone(), say).await?;
+        // A bootstrap node keeps the pairing mailbox: devices and clients
+        // pair through it (`ionshard drive pair` / `join`). Served before
+        // the node says it is up, so a pairing right after finds it.
+        let _mailbox = if role == Role::Bootstrap { Some(serve_mailbox(&daemon.client)?) } else { None };
         let peer_id = daemon.peer_id;
         let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {
@@ -210,9 +214,6 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
                 println!("store {} shards, {} of {}", u.shards, human(u.bytes), human(u.capacity));
             }
         }
-        // A bootstrap node keeps the pairing mailbox: devices and clients
-        // pair through it (`ionshard drive pair` / `join`).
-        let _mailbox = if role == Role::Bootstrap { Some(serve_mailbox(&daemon.client)?) } else { None };
         let chain = match (&genesis, inbound) {
             (Some(g), Some(rx)) => {
                 let ldir = dir.join("ledger");

@@ -87,6 +87,13 @@ fn a_device_and_a_client_pair_by_code_and_wrong_replayed_expired_and_unknown_cod
     let boot = common::bootstrap(&mut procs, dir.path());
     let (nas, laptop, thief) = (dir.path().join("nas"), dir.path().join("laptop"), dir.path().join("thief"));
 
+    // A device directory with no node identity pairs nothing (no node
+    // would run with a key made here).
+    let o = bin().args(["drive", "pair", "--dir", &s(&nas), "--bootstrap", &boot]).output().expect("drive pair");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("no node identity"), "{e}");
+    let nas_id = id_of(&nas); // as `ionshard node --dir` would make it
+
     // The right code: both record the other's node.
     let (child, out, code) = pair(&nas, "nas", &boot, "5m");
     let o = join(&laptop, "laptop", &boot, &code);
@@ -94,7 +101,7 @@ fn a_device_and_a_client_pair_by_code_and_wrong_replayed_expired_and_unknown_cod
     let (ok, paired, err) = finish(child, out);
     assert!(ok, "drive pair failed: {err}");
     assert_eq!(paired["paired"]["peer"], id_of(&laptop), "{paired}");
-    assert_eq!(joined["paired"]["peer"], id_of(&nas), "{joined}");
+    assert_eq!(joined["paired"]["peer"], nas_id, "{joined}");
     assert_eq!(joined["paired"]["role"], "device");
     assert_eq!(pairs(&nas)["pairs"][0]["name"], "laptop");
     assert_eq!(pairs(&laptop)["pairs"][0]["name"], "nas");

@@ -22,12 +22,15 @@
 //! ```
 //!
 //! A slot belongs to the peer that claimed it; the first peer that joins
-//! it is its only joiner. A request repeated as it was (its answer lost on
-//! the way) gets the same answer. Each side posts once and reads only what the
+//! it is its only joiner. A claim, join or post repeated as it was, and
+//! the client's last poll repeated (their answers lost on the way), get the
+//! same answer. Each side posts once and reads only what the
 //! other side posted. A slot closes once the client has read the device's
-//! sealed message, when the device aborts, or when it expires; its number
-//! then answers `Used`, `WrongCode` or `Expired` for an hour (so a replayed
-//! code is told what happened), and is not handed out again meanwhile.
+//! sealed message, when the device aborts, or when it expires. A slot
+//! someone joined leaves its number answering `Used`, `WrongCode` or
+//! `Expired` for an hour (so a replayed code is told what happened), not
+//! handed out again meanwhile; one nobody joined just goes (so claiming and
+//! dropping codes cannot use up the numbers).
 
 use std::collections::HashMap;
 
@@ -310,7 +313,12 @@ impl Answer {
             5 => Answer::Ready { spake: c.short(MAX_SPAKE)?, sealed: c.long(MAX_SEALED)? },
             255 => {
                 let reason = Refusal::from_u8(c.u8()?);
-                let message = String::from_utf8_lossy(std::mem::take(&mut c.0)).chars().take(512).collect();
+                // A person reads it: no control characters (terminal escapes).
+                let message = String::from_utf8_lossy(std::mem::take(&mut c.0))
+                    .chars()
+                    .filter(|ch| !ch.is_control())
+                    .take(512)
+                    .collect();
                 Answer::Refused { reason, message }
             }
             t => return Err(Malformed(format!("unknown answer type {t}"))),
@@ -338,6 +346,9 @@ struct Tomb {
     /// The device's sealed message as the client read it, for that client
     /// only: its answer may have been lost on the way, and it asks again.
     delivered: Option<(PeerId, Vec<u8>)>,
+    /// The device and what it posted: its post repeated (the answer lost)
+    /// is answered as the first was.
+    posted: Option<(PeerId, Vec<u8>)>,
 }
 
 /// The mailbox's state: a pure state machine (time and randomness passed in).
@@ -371,12 +382,17 @@ impl Mailbox {
         self.tombs.retain(|_, t| t.until > now);
     }
 
+    /// Close slot `n`. Only a slot someone joined leaves a tomb (its number
+    /// then says why it closed, for an hour): one nobody joined just goes,
+    /// so claiming and dropping codes cannot use up the numbers.
     fn close(&mut self, n: u16, reason: Refusal, now: u64) {
-        let delivered = self.slots.remove(&n).and_then(|s| match (reason, s.client, s.from_device) {
-            (Refusal::Used, Some((c, _)), Some(sealed)) => Some((c, sealed)),
-            _ => None,
-        });
-        self.tombs.insert(n, Tomb { reason, until: now.saturating_add(TOMB_SECS), delivered });
+        let Some(s) = self.slots.remove(&n) else { return };
+        let Some((client, _)) = s.client else { return };
+        let (delivered, posted) = match (reason, s.from_device) {
+            (Refusal::Used, Some(sealed)) => (Some((client, sealed.clone())), Some((s.device, sealed))),
+            _ => (None, None),
+        };
+        self.tombs.insert(n, Tomb { reason, until: now.saturating_add(TOMB_SECS), delivered, posted });
     }
 
     /// Why `n` is not an open slot.
@@ -390,9 +406,10 @@ impl Mailbox {
                     "the device refused code {n}: a wrong code was tried, and the code is burned; ask for a new one"
                 ),
             ),
-            _ => {
-                refuse(Refusal::NoSuchCode, format!("no code {n} is waiting (check the number, or ask for a new one)"))
-            }
+            _ => refuse(
+                Refusal::NoSuchCode,
+                format!("no code {n} is waiting (it expired, or the number is wrong): ask for a new one"),
+            ),
         }
     }
 
@@ -406,6 +423,10 @@ impl Mailbox {
                         Refusal::BadRequest,
                         format!("a code lives 1 to {MAX_LIFETIME_SECS} s and carries the key exchange's message"),
                     );
+                }
+                if let Some((n, s)) = self.slots.iter().find(|(_, s)| s.device == peer && s.device_spake == spake) {
+                    // Claimed already (the answer was lost): the same slot.
+                    return Answer::Claimed { nameplate: *n, expires: s.expires };
                 }
                 if self.slots.len() >= MAX_SLOTS
                     || self.slots.values().filter(|s| s.device == peer).count() >= MAX_SLOTS_PER_PEER
@@ -454,6 +475,11 @@ impl Mailbox {
                 Answer::Joined { spake: slot.device_spake.clone() }
             }
             Request::Post { nameplate, sealed } => {
+                let again = self.tombs.get(&nameplate).and_then(|t| t.posted.as_ref());
+                if again.is_some_and(|(d, b)| *d == peer && *b == sealed) {
+                    // The device's post, repeated after the client read it.
+                    return Answer::Posted;
+                }
                 let Some(slot) = self.slots.get_mut(&nameplate) else { return self.gone(nameplate) };
                 let place = if slot.device == peer {
                     &mut slot.from_device
@@ -613,6 +639,8 @@ mod tests {
         // The client's answer was lost: asked again, the same; to others, spent.
         let again = m.handle(client, Request::Poll { nameplate: n }, 105, &mut rng);
         assert_eq!(again, Answer::Ready { spake: vec![], sealed: vec![5] });
+        // The device's post repeated after that (its answer lost): the same answer.
+        assert_eq!(m.handle(device, Request::Post { nameplate: n, sealed: vec![5] }, 105, &mut rng), Answer::Posted);
         assert_eq!(refusal(&m.handle(stranger, Request::Poll { nameplate: n }, 105, &mut rng)), Some(Refusal::Used));
         // Spent: a replay is told so, for an hour; then the number is unknown.
         assert_eq!(
@@ -630,10 +658,10 @@ mod tests {
         else {
             panic!("not claimed")
         };
-        assert_eq!(
-            refusal(&m.handle(client, Request::Join { nameplate: e, spake: vec![2] }, 211, &mut rng)),
-            Some(Refusal::Expired)
-        );
+        // Nobody joined it: its number just goes (the message says it may have expired).
+        let late = m.handle(client, Request::Join { nameplate: e, spake: vec![2] }, 211, &mut rng);
+        assert_eq!(refusal(&late), Some(Refusal::NoSuchCode));
+        assert!(matches!(&late, Answer::Refused { message, .. } if message.contains("expired")));
         let Answer::Claimed { nameplate: w, .. } =
             m.handle(device, Request::Claim { lifetime_secs: 10, spake: vec![1] }, 300, &mut rng)
         else {
@@ -653,11 +681,25 @@ mod tests {
         let mut rng = rand::rng();
         let mut m = Mailbox::new();
         let greedy = PeerId::random();
-        let claim = Request::Claim { lifetime_secs: 60, spake: vec![1] };
-        for _ in 0..MAX_SLOTS_PER_PEER {
-            assert!(matches!(m.handle(greedy, claim.clone(), 0, &mut rng), Answer::Claimed { .. }));
+        let claim = |i: u8| Request::Claim { lifetime_secs: 60, spake: vec![i] };
+        let mut first = None;
+        for i in 0..MAX_SLOTS_PER_PEER as u8 {
+            let a = m.handle(greedy, claim(i), 0, &mut rng);
+            assert!(matches!(a, Answer::Claimed { .. }));
+            first.get_or_insert(a);
         }
-        assert_eq!(refusal(&m.handle(greedy, claim.clone(), 0, &mut rng)), Some(Refusal::Full));
-        assert!(matches!(m.handle(PeerId::random(), claim, 0, &mut rng), Answer::Claimed { .. }));
+        // The same claim again is the same slot, not a new one.
+        assert_eq!(m.handle(greedy, claim(0), 0, &mut rng), first.expect("claimed"));
+        assert_eq!(refusal(&m.handle(greedy, claim(99), 0, &mut rng)), Some(Refusal::Full));
+        assert!(matches!(m.handle(PeerId::random(), claim(1), 0, &mut rng), Answer::Claimed { .. }));
+        // Claiming and dropping codes nobody joins leaves no numbers used up.
+        let mut m = Mailbox::new();
+        for i in 0..20_000u32 {
+            let Answer::Claimed { nameplate, .. } = m.handle(greedy, claim(1), u64::from(i), &mut rng) else {
+                panic!("claim {i} refused")
+            };
+            m.handle(greedy, Request::Abort { nameplate }, u64::from(i), &mut rng);
+        }
+        assert_eq!(m.open_slots(), 0);
     }
 }

@@ -117,8 +117,15 @@ fn statement(transcript: &[u8; 32], role: Role, name: &str) -> Vec<u8> {
 
 /// My sealed payload (before sealing).
 fn payload(me: &Me, transcript: &[u8; 32]) -> Result<Vec<u8>> {
-    let name: String = me.name.chars().filter(|c| !c.is_control()).take(64).collect();
-    let name = &name[..name.len().min(64)];
+    // At most 64 bytes, cut at a character's boundary, no control characters.
+    let mut name = String::new();
+    for c in me.name.chars().filter(|c| !c.is_control()) {
+        if name.len() + c.len_utf8() > 64 {
+            break;
+        }
+        name.push(c);
+    }
+    let name = name.as_str();
     let peer = me.key.public().to_peer_id().to_bytes();
     let sig = me
         .key
@@ -156,6 +163,9 @@ fn check(plain: &[u8], transcript: &[u8; 32], want: Role) -> Result<Paired> {
     let (&n, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
     let (name, rest) = rest.split_at_checked(usize::from(n)).ok_or_else(|| bad("truncated"))?;
     let name = std::str::from_utf8(name).map_err(|_| bad("its name is not UTF-8"))?.to_string();
+    if name.chars().any(char::is_control) {
+        return Err(bad("its name has control characters"));
+    }
     let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(|| bad("truncated"))?;
     let (sig, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len))).ok_or_else(|| bad("truncated"))?;
     if !rest.is_empty() {
@@ -166,6 +176,15 @@ fn check(plain: &[u8], transcript: &[u8; 32], want: Role) -> Result<Paired> {
         return Err(bad("its node key did not sign this pairing"));
     }
     Ok(Paired { peer, name, role })
+}
+
+/// One poll while waiting: a failure to reach the mailbox is not the end
+/// of a wait of minutes (it counts as no news yet), unless the wait is over.
+async fn poll<T: Transport>(mailbox: &T, nameplate: u16, deadline: tokio::time::Instant) -> Result<Answer> {
+    match mailbox.ask(Request::Poll { nameplate }).await {
+        Err(Error::Mailbox(_)) if tokio::time::Instant::now() < deadline => Ok(Answer::Waiting),
+        other => other,
+    }
 }
 
 fn refused(a: Answer, what: &str) -> Error {
@@ -197,6 +216,9 @@ pub async fn offer<T: Transport>(
         Answer::Claimed { nameplate, expires } => (nameplate, expires),
         other => return Err(refused(other, "claiming a code")),
     };
+    if !(1..=crate::code::MAX_NAMEPLATE).contains(&nameplate) {
+        return Err(Error::Mailbox(format!("the mailbox gave code number {nameplate}, outside 1 to 9999")));
+    }
     code.nameplate = nameplate;
     show(&code, expires);
     let deadline = tokio::time::Instant::now() + lifetime;
@@ -207,10 +229,11 @@ pub async fn offer<T: Transport>(
         ))
     };
     let (their_spake, sealed) = loop {
-        match mailbox.ask(Request::Poll { nameplate }).await? {
+        match poll(mailbox, nameplate, deadline).await? {
             Answer::Waiting => {}
             Answer::Ready { spake, sealed } => break (spake, sealed),
-            Answer::Refused { reason: Refusal::Expired, .. } => return Err(unused()),
+            // Our own code gone unjoined: it expired.
+            Answer::Refused { reason: Refusal::Expired | Refusal::NoSuchCode, .. } => return Err(unused()),
             other => return Err(refused(other, "waiting for the client")),
         }
         if tokio::time::Instant::now() >= deadline {
@@ -267,7 +290,7 @@ pub async fn accept<T: Transport>(
     }
     let deadline = tokio::time::Instant::now() + wait;
     let sealed = loop {
-        match mailbox.ask(Request::Poll { nameplate }).await? {
+        match poll(mailbox, nameplate, deadline).await? {
             Answer::Waiting => {}
             Answer::Ready { sealed, .. } => break sealed,
             Answer::Refused { reason: Refusal::WrongCode, .. } => return Err(Error::WrongCode),
@@ -349,6 +372,20 @@ mod tests {
         .await;
         assert!(matches!(d, Err(Error::WrongCode)), "{d:?}");
         assert!(matches!(c, Err(Error::WrongCode)), "{c:?}");
+    }
+
+    /// A long name in a script of several bytes a character is cut at a
+    /// character's boundary (it panicked once), and terminal escapes in a
+    /// name never travel.
+    #[test]
+    fn long_names_are_cut_whole_and_control_characters_never_travel() {
+        let t = [3u8; 32];
+        let mut me = me(Role::Device, &"設定".repeat(30));
+        let p = check(&payload(&me, &t).expect("payload"), &t, Role::Device).expect("valid");
+        assert!(p.name.len() <= 64 && p.name.chars().all(|c| c == '設' || c == '定'), "{}", p.name);
+        me.name = "nas\u{1b}[2J".into();
+        let p = check(&payload(&me, &t).expect("payload"), &t, Role::Device).expect("filtered on the way out");
+        assert_eq!(p.name, "nas[2J");
     }
 
     /// A client whose node key did not sign this exchange (a payload

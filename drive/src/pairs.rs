@@ -118,14 +118,16 @@ impl Pairs {
 
     /// Take a pairing back, by peer id or name, and save; what was revoked.
     pub fn revoke(&mut self, who: &str, now: u64) -> Result<Pair> {
-        let matching: Vec<usize> = self
-            .file
-            .pairs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.peer == who || p.name == who)
-            .map(|(i, _)| i)
-            .collect();
+        // A peer id is exact: it wins over a name (the other side chose the
+        // name, and could choose another pairing's peer id as one).
+        let find = |by_id: bool| -> Vec<usize> {
+            let hit = |p: &Pair| if by_id { p.peer == who } else { p.name == who };
+            self.file.pairs.iter().enumerate().filter(|(_, p)| hit(p)).map(|(i, _)| i).collect()
+        };
+        let matching = match find(true) {
+            v if v.is_empty() => find(false),
+            v => v,
+        };
         let i = match matching.as_slice() {
             [i] => *i,
             [] => return Err(Error::NotPaired(who.to_string())),
@@ -147,14 +149,19 @@ impl Pairs {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| err(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
+        // A name of its own: two writers never share a half-written file.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let tmp = self.path.with_extension(format!("json.{}.{nanos}.tmp", std::process::id()));
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
         f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
         drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e.to_string())
+        })?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| err(format!("syncing {}: {e}", dir.display())))?;
