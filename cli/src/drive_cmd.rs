@@ -36,31 +36,28 @@ enum DriveCommand {
         at: At,
     },
     /// This node's pairings (and those revoked).
-    Pairs {
-        /// The node's directory [default: ~/.ionshard/node for a device, ~/.ionshard/drive for a client].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// This is a client's directory (~/.ionshard/drive by default).
-        #[arg(long)]
-        client: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Pairs(Listed),
     /// Take a pairing back, by peer id or name: removed from this node's pairings.
     Revoke {
         /// The paired node's peer id or name.
         who: String,
-        /// The node's directory [default: ~/.ionshard/node for a device, ~/.ionshard/drive for a client].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// This is a client's directory (~/.ionshard/drive by default).
-        #[arg(long)]
-        client: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        at: Listed,
     },
+}
+
+/// Whose pairings `pairs` and `revoke` read.
+#[derive(clap::Args)]
+struct Listed {
+    /// The node's directory [default: ~/.ionshard/node for a device, ~/.ionshard/drive for a client].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// This is a client's directory (~/.ionshard/drive by default).
+    #[arg(long)]
+    client: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where a pairing runs: the node it is for, its name, the mailbox.
@@ -150,8 +147,8 @@ pub(crate) fn run(a: DriveArgs) -> Result<()> {
     match a.command {
         DriveCommand::Pair { at, lifetime } => pair(at, lifetime),
         DriveCommand::Join { code, at } => join(&code, at),
-        DriveCommand::Pairs { dir, client, json } => list(&listed_dir(dir, client), json),
-        DriveCommand::Revoke { who, dir, client, json } => revoke(&who, &listed_dir(dir, client), json),
+        DriveCommand::Pairs(l) => list(&listed_dir(l.dir, l.client), l.json),
+        DriveCommand::Revoke { who, at } => revoke(&who, &listed_dir(at.dir, at.client), at.json),
     }
 }
 
