@@ -282,6 +282,11 @@ fn revoke(who: &str, dir: &Path, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// The node whose identity is in `dir`, as it pairs.
+fn me_in(dir: &Path, name: &str, role: drive::Role) -> Result<drive::Me> {
+    Ok(drive::Me { key: net::load_or_create_key(&dir.join("identity.key"))?.0, name: name.to_string(), role })
+}
+
 /// The demo's drive act: a client ("laptop", in `client`) pairs with each
 /// of `devices` (name, node directory) by a code through the bootstrap's
 /// mailbox, as `drive pair` and `drive join` do; then a guessed code
@@ -308,19 +313,11 @@ pub(crate) fn demo_act(
         let (dc, _dh) = crate::node_cmd::join(&[boot.to_string()], None).await?;
         let (cc, _ch) = crate::node_cmd::join(&[boot.to_string()], None).await?;
         let (device_box, client_box) = (Mailbox { client: dc, peer }, Mailbox { client: cc, peer });
-        let laptop = drive::Me {
-            key: net::load_or_create_key(&client.join("identity.key"))?.0,
-            name: "laptop".into(),
-            role: drive::Role::Client,
-        };
+        let laptop = me_in(client, "laptop", drive::Role::Client)?;
         let mut client_pairs = drive::Pairs::load(&pairs_path(client))?;
         let mut codes = Vec::new();
         for (name, dir) in devices {
-            let me = drive::Me {
-                key: net::load_or_create_key(&dir.join("identity.key"))?.0,
-                name: name.clone(),
-                role: drive::Role::Device,
-            };
+            let me = me_in(dir, name, drive::Role::Device)?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             let offer = drive::offer(&device_box, &me, Duration::from_secs(60), every, |c, _| {
                 let _ = tx.send(c.clone());
@@ -345,11 +342,7 @@ pub(crate) fn demo_act(
         }
         // A guess: the right number, other words.
         let (name, dir) = devices.first().context("no devices")?;
-        let me = drive::Me {
-            key: net::load_or_create_key(&dir.join("identity.key"))?.0,
-            name: name.clone(),
-            role: drive::Role::Device,
-        };
+        let me = me_in(dir, name, drive::Role::Device)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let offer = drive::offer(&device_box, &me, Duration::from_secs(60), every, |c, _| {
             let _ = tx.send(c.nameplate);

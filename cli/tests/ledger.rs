@@ -107,13 +107,12 @@ fn four_producers_go_on_with_one_down_halt_with_two_down_and_resume_with_no_fork
 
     // A transaction, signed, offered and final.
     let root = "ab".repeat(32);
-    let o = bin()
-        .args(["ledger", "tx", "--json", "--bootstrap", &c.producers[1].1, "--key", &s(&dir.path().join("spn.key"))])
-        .args(["anchor", "--root", &root, "--count", "7", "--bytes", "1000"])
-        .output()
-        .expect("ledger tx");
-    let tx = json_out(&o, "ledger tx");
-    assert!(tx["height"].as_u64().is_some(), "{tx}");
+    let t = tx(
+        &c.producers[1].1,
+        &dir.path().join("spn.key"),
+        &["anchor", "--root", &root, "--count", "7", "--bytes", "1000"],
+    );
+    assert!(t["height"].as_u64().is_some(), "{t}");
 
     // One of four down: more than 2/3 remain, blocks go on.
     c.down(3);
@@ -629,13 +628,12 @@ fn a_new_node_starts_from_a_certified_state_snapshot_and_follows_the_chain_from_
     c.wait_height(0, 2, Duration::from_secs(60));
     // State to carry over: an anchored root, before the first snapshot.
     let root = "cd".repeat(32);
-    let o = bin()
-        .args(["ledger", "tx", "--json", "--bootstrap", &c.producers[0].1, "--key", &s(&dir.path().join("spn.key"))])
-        .args(["anchor", "--root", &root, "--count", "3", "--bytes", "100"])
-        .output()
-        .expect("ledger tx");
-    let tx = json_out(&o, "ledger tx");
-    let id = tx["tx"].as_str().expect("tx id").to_string();
+    let t = tx(
+        &c.producers[0].1,
+        &dir.path().join("spn.key"),
+        &["anchor", "--root", &root, "--count", "3", "--bytes", "100"],
+    );
+    let id = t["tx"].as_str().expect("tx id").to_string();
     // Snapshots at 8 and 16; the checkpoint of 16 is final a block or two later.
     c.wait_height(0, 19, Duration::from_secs(90));
 

@@ -50,37 +50,30 @@ pub(crate) async fn drain_of(inner: &Inner, only: Option<&std::collections::Hash
     if queued.is_empty() {
         return;
     }
-    let attempts = futures::stream::iter(queued).map(|(shard, peer, rec)| async move {
-        let started = rec.clone();
-        let mut rec = rec;
-        let (Ok(cid), Ok(id)) = (shard.parse::<Cid>(), peer.parse::<PeerId>()) else {
-            return (shard, peer, started, Outcome::Refused("not a shard and peer".into()));
+    let attempts = futures::stream::iter(queued).map(|(shard, peer, started)| async move {
+        // No answer: asked again next pass, until it has waited too long.
+        let again = |why: String| {
+            let mut r = started.clone();
+            r.last_error = Some(why);
+            r.attempts += 1;
+            if now().saturating_sub(r.since) < GIVE_UP_AFTER { Outcome::Again(r) } else { Outcome::GaveUp(r) }
         };
-        let r = tokio::time::timeout(DELETE_TIMEOUT, inner.client.delete_shard_acked(id, cid)).await;
-        let outcome = match r {
-            // Deleted, or not there: done either way; signed if the peer signs.
-            Ok(Ok((_, ack))) => Outcome::Done(ack),
-            // Done too (nothing more to ask), but not a delete: said so.
-            Ok(Err(net::Error::Refused {
-                code: code @ (net::wire::Code::NotOwner | net::wire::Code::NotFound),
-                message,
-                ..
-            })) => Outcome::Refused(format!("{code:?}: {message}")),
-            Ok(Err(e)) => {
-                rec.last_error = Some(e.to_string());
-                Outcome::Again(rec)
+        let outcome = match (shard.parse::<Cid>(), peer.parse::<PeerId>()) {
+            (Ok(cid), Ok(id)) => {
+                match tokio::time::timeout(DELETE_TIMEOUT, inner.client.delete_shard_acked(id, cid)).await {
+                    // Deleted, or not there: done either way; signed if the peer signs.
+                    Ok(Ok((_, ack))) => Outcome::Done(ack),
+                    // Done too (nothing more to ask), but not a delete: said so.
+                    Ok(Err(net::Error::Refused {
+                        code: code @ (net::wire::Code::NotOwner | net::wire::Code::NotFound),
+                        message,
+                        ..
+                    })) => Outcome::Refused(format!("{code:?}: {message}")),
+                    Ok(Err(e)) => again(e.to_string()),
+                    Err(_) => again("no answer in time".into()),
+                }
             }
-            Err(_) => {
-                rec.last_error = Some("no answer in time".into());
-                Outcome::Again(rec)
-            }
-        };
-        let outcome = match outcome {
-            Outcome::Again(mut r) => {
-                r.attempts += 1;
-                if now().saturating_sub(r.since) < GIVE_UP_AFTER { Outcome::Again(r) } else { Outcome::GaveUp(r) }
-            }
-            done => done,
+            _ => Outcome::Refused("not a shard and peer".into()),
         };
         (shard, peer, started, outcome)
     });
