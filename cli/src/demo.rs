@@ -35,7 +35,9 @@ pub(crate) struct DemoOpts {
     /// Second image [default: testdata/firmware-v2.img, else a generated one].
     #[arg(long)]
     pub(crate) v2: Option<PathBuf>,
-    /// Keep the temporary directory (logs, stores) instead of removing it.
+    /// Keep the temporary directory (logs, stores) instead of removing it,
+    /// and the network running with the drive served (its web page and
+    /// WebDAV; the addresses and login printed) until Ctrl-C.
     #[arg(long)]
     pub(crate) keep: bool,
     /// Print one JSON summary instead of text.
@@ -144,12 +146,14 @@ pub(crate) fn demo(o: DemoOpts) -> Result<()> {
         });
     }
     let result = run(&o, &root, &logs, &procs);
-    procs.kill_all();
+    if result.is_err() || !o.keep {
+        procs.kill_all();
+    }
     if o.keep {
         let kept = tmp.keep();
         eprintln!("kept {}", kept.display());
     }
-    let summary = result?;
+    let (summary, boot) = result?;
     if o.json {
         println!("{summary}");
     } else {
@@ -158,10 +162,155 @@ pub(crate) fn demo(o: DemoOpts) -> Result<()> {
             println!("  {k:<28} {v}");
         }
     }
+    if o.keep {
+        // The network stays up, and the drive is served for a person to mount.
+        serve_kept(&procs, &root, &logs, &boot, o.json)?;
+    }
     Ok(())
 }
 
-fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
+/// `drive serve` for the demo's laptop (the password in a file of its
+/// own): the laptop's directory, and the arguments.
+fn serve_args(root: &Path, boot: &str) -> Result<(PathBuf, Vec<String>)> {
+    let laptop = root.join("laptop");
+    let pw = laptop.join("drive-password");
+    client::write_atomic(&pw, crate::drive_files::DEMO_PASSWORD.as_bytes())?;
+    let args: Vec<String> = ["drive", "serve", "--listen", "127.0.0.1:0", "--bootstrap", boot]
+        .into_iter()
+        .map(String::from)
+        .chain(["--dir".into(), laptop.display().to_string(), "--password-file".into(), pw.display().to_string()])
+        .collect();
+    Ok((laptop, args))
+}
+
+/// The laptop's drive node serves the drive's web page: a login with the
+/// password, the folder listed, a file read back through the page.
+fn web_act(json: bool, procs: &Procs, root: &Path, logs: &Path, boot: &str) -> Result<Value> {
+    say(json, "drive: the laptop serves the drive's web page; a login, the listing, a file read through it");
+    let (_, args) = serve_args(root, boot)?;
+    let first = procs.start("drive-web", logs, &args)?;
+    let result = (|| {
+        let url = first["url"].as_str().context("the drive server printed no URL")?;
+        let addr = url.trim_start_matches("http://").trim_end_matches('/');
+        let form = format!("password={}", crate::drive_files::DEMO_PASSWORD.replace(' ', "+"));
+        let (status, head, _) = http1(addr, "POST /login", "Content-Type: application/x-www-form-urlencoded", &form)?;
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+            .and_then(|c| c.split(';').next())
+            .filter(|_| status == 303)
+            .context("the page's login took no password")?
+            .to_string();
+        let (status, _, page) = http1(addr, "GET /files/", &format!("Cookie: {cookie}"), "")?;
+        if status != 200 || !page.contains("notes.txt") || !page.contains("photos") {
+            bail!("the drive's page did not list the drive ({status})");
+        }
+        let (status, _, notes) = http1(addr, "GET /raw/notes.txt", &format!("Cookie: {cookie}"), "")?;
+        if status != 200 || notes != "kept on my own devices, and nowhere else\n" {
+            bail!("the page did not give notes.txt back ({status})");
+        }
+        if !json {
+            println!("web page at {url}: logged in, / listed, /notes.txt read back through it");
+        }
+        Ok(json!({ "drive_web": "page served by the laptop: login, listing and a file read back" }))
+    })();
+    procs.kill("drive-web");
+    result
+}
+
+/// The laptop keeps a folder in sync with the drive: a first pass sends
+/// it, an edit in a large file sends only what changed, and a second
+/// folder synced from the drive comes out equal.
+fn sync_act(json: bool, root: &Path, boot: &str) -> Result<Value> {
+    say(json, "drive: a folder kept in sync with the drive; an edit sends only what changed");
+    let laptop = root.join("laptop");
+    let here = root.join("sync-here");
+    let there = root.join("sync-there");
+    std::fs::create_dir_all(here.join("docs"))?;
+    std::fs::create_dir_all(&there)?;
+    let mut big = vec![0u8; 6 << 20];
+    blake3::Hasher::new().update(b"demo sync").finalize_xof().fill(&mut big);
+    std::fs::write(here.join("video.bin"), &big)?;
+    std::fs::write(here.join("docs/plan.txt"), b"kept in sync\n")?;
+    let exe = std::env::current_exe().context("finding the ionshard binary")?;
+    let pass = |folder: &Path| -> Result<Value> {
+        let o = std::process::Command::new(&exe)
+            .args(["drive", "sync", &folder.display().to_string(), "--remote", "/synced", "--once", "--json"])
+            .args(["--dir", &laptop.display().to_string(), "--bootstrap", boot])
+            .output()
+            .context("running drive sync")?;
+        if !o.status.success() {
+            bail!("drive sync failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let text = String::from_utf8_lossy(&o.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or("")).context("drive sync printed no JSON")
+    };
+    let first = pass(&here)?;
+    big[3 << 20..(3 << 20) + 32].copy_from_slice(&[7u8; 32]);
+    std::fs::write(here.join("video.bin"), &big)?;
+    let edit = pass(&here)?;
+    pass(&there)?;
+    if std::fs::read(there.join("video.bin"))? != big
+        || std::fs::read(there.join("docs/plan.txt"))? != b"kept in sync\n"
+    {
+        bail!("the folder synced from the drive differs");
+    }
+    let (a, b) =
+        (first["pass"]["shard_bytes"].as_u64().unwrap_or(0), edit["pass"]["shard_bytes"].as_u64().unwrap_or(0));
+    let line = format!(
+        "2 files up ({a} bytes of shards); an edit of 32 bytes in 6 MiB sent {b}; a second folder synced equal"
+    );
+    if !json {
+        println!("{line}");
+    }
+    Ok(json!({ "drive_sync": line }))
+}
+
+/// One HTTP/1.1 request to `addr` (`METHOD PATH`, one extra header line);
+/// (status, head, body). For the demo's own page on loopback.
+fn http1(addr: &str, line: &str, header: &str, body: &str) -> Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let req = format!(
+        "{line} HTTP/1.1\r\nHost: {addr}\r\n{header}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, rest) = raw.split_once("\r\n\r\n").context("no answer")?;
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).context("no status")?;
+    Ok((status, head.to_string(), rest.to_string()))
+}
+
+/// `--keep`: serve the demo's drive (its web page and WebDAV) and keep the
+/// network running until Ctrl-C.
+fn serve_kept(procs: &Procs, root: &Path, logs: &Path, boot: &str, json: bool) -> Result<()> {
+    let (laptop, args) = serve_args(root, boot)?;
+    let first = procs.start("drive-serve", logs, &args)?;
+    let url = first["url"].as_str().context("the drive server printed no URL")?.to_string();
+    let dav = first["dav"].as_str().context("the drive server printed no WebDAV URL")?.to_string();
+    let password = crate::drive_files::DEMO_PASSWORD;
+    if json {
+        println!("{}", json!({ "web": url, "webdav": dav, "user": "any", "password": password, "bootstrap": boot }));
+    } else {
+        println!("\n== the drive, served until Ctrl-C (the network keeps running)");
+        println!("  web page  {url}    (open it in a browser; password {password:?})");
+        println!("  WebDAV    {dav}    (any user name, the same password)");
+        println!(
+            "  rclone    rclone lsf -R :webdav: --webdav-url {dav} --webdav-user me --webdav-pass \"$(rclone obscure '{password}')\""
+        );
+        println!("  cadaver   cadaver {dav}");
+        println!("  the CLI   {}", crate::drive_files::demo_hint(boot, &laptop));
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// The demo's acts; the summary, and the bootstrap's address.
+fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, String)> {
     let (v1, v2) = match (&o.v1, &o.v2) {
         (Some(a), Some(b)) => (a.clone(), b.clone()),
         _ if Path::new("testdata/firmware-v1.img").exists() && Path::new("testdata/firmware-v2.img").exists() => {
@@ -261,6 +410,8 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
     let (backups, deleted) = backup_act(o.json, root, &url, &api, &b)?;
     let devices: Vec<(String, PathBuf)> = (0..3).map(|i| (format!("peer{i}"), root.join(format!("peer{i}")))).collect();
     let drive = crate::drive_cmd::demo_act(o.json, &b, &root.join("laptop"), &devices)?;
+    let page = web_act(o.json, procs, root, logs, &b)?;
+    let synced = sync_act(o.json, root, &b)?;
     let chain = crate::ledger_cmd::demo_act(
         o.json,
         &api,
@@ -271,12 +422,12 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<Value> {
         crate::ledger_cmd::Nodes { kill: &|name| procs.kill(name), start: &|name, args| procs.start(name, logs, args) },
     )?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
-    for extra in [durable, backups, drive, chain] {
+    for extra in [durable, backups, drive, page, synced, chain] {
         if let (Some(m), Value::Object(d)) = (out.as_object_mut(), extra) {
             m.extend(d);
         }
     }
-    Ok(out)
+    Ok((out, b))
 }
 
 /// Wait (at most `secs`) until `done` holds for the SPN's durability report.

@@ -1,5 +1,6 @@
 //! `ionshard drive …`: pair a person's own devices and clients by a
-//! one-time code, list and revoke the pairings.
+//! one-time code, list and revoke the pairings; the drive's own commands
+//! are in [`crate::drive_files`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,13 +38,16 @@ enum DriveCommand {
     },
     /// This node's pairings (and those revoked).
     Pairs(Listed),
-    /// Take a pairing back, by peer id or name: removed from this node's pairings.
+    /// Take a pairing back, by peer id or name: removed from this node's
+    /// pairings (a device refuses that client from its next request on).
     Revoke {
         /// The paired node's peer id or name.
         who: String,
         #[command(flatten)]
         at: Listed,
     },
+    #[command(flatten)]
+    Files(crate::drive_files::FilesCommand),
 }
 
 /// Whose pairings `pairs` and `revoke` read.
@@ -78,6 +82,10 @@ struct At {
     /// Print JSON (for `pair`: a line with the code first, then the result).
     #[arg(long)]
     json: bool,
+    /// Pair with another person's node as a friend (both sides give it):
+    /// a friend may later receive shares and messages, never the drive.
+    #[arg(long)]
+    friend: bool,
 }
 
 fn dir_of(dir: Option<PathBuf>, client: bool) -> PathBuf {
@@ -149,6 +157,7 @@ pub(crate) fn run(a: DriveArgs) -> Result<()> {
         DriveCommand::Join { code, at } => join(&code, at),
         DriveCommand::Pairs(l) => list(&listed_dir(l.dir, l.client), l.json),
         DriveCommand::Revoke { who, at } => revoke(&who, &listed_dir(at.dir, at.client), at.json),
+        DriveCommand::Files(c) => crate::drive_files::run(c),
     }
 }
 
@@ -191,7 +200,8 @@ fn pair(at: At, lifetime: Duration) -> Result<()> {
     let first = at.bootstrap.first().cloned().unwrap_or_default();
     let paired = rt.block_on(async {
         let (key, mailbox, _h) = connect(&at, &dir, drive::Role::Device).await?;
-        let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role: drive::Role::Device };
+        let role = if at.friend { drive::Role::Friend } else { drive::Role::Device };
+        let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role };
         let pb = indicatif::ProgressBar::new_spinner();
         if json_out {
             pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -226,7 +236,8 @@ fn join(code: &str, at: At) -> Result<()> {
     let rt = crate::node_cmd::runtime()?;
     let paired = rt.block_on(async {
         let (key, mailbox, _h) = connect(&at, &dir, drive::Role::Client).await?;
-        let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role: drive::Role::Client };
+        let role = if at.friend { drive::Role::Friend } else { drive::Role::Client };
+        let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role };
         let r = drive::accept(&mailbox, &me, &code, Duration::from_millis(300), Duration::from_secs(60)).await;
         anyhow::Ok(r?)
     })?;
@@ -235,7 +246,11 @@ fn join(code: &str, at: At) -> Result<()> {
 }
 
 fn report(p: &drive::Paired, file: &Path, json_out: bool) -> Result<()> {
-    let role = if p.role == drive::Role::Device { "device" } else { "client" };
+    let role = match p.role {
+        drive::Role::Device => "device",
+        drive::Role::Client => "client",
+        _ => "friend",
+    };
     if json_out {
         println!(
             "{}",
@@ -366,8 +381,17 @@ pub(crate) fn demo_act(
             "by hand: on a device `ionshard drive pair --dir DIR`, on the client `ionshard drive join CODE`; `ionshard drive pairs`"
         );
     }
-    Ok(json!({
-        "drive_pairings": format!("laptop paired with {listed} devices by codes {}", codes.join(", ")),
-        "drive_guessed_code": format!("refused: {refused}"),
-    }))
+    let scratch = client.parent().unwrap_or(client);
+    let mut files = crate::drive_files::demo_act(json_out, boot, client, scratch)?;
+    if !json_out {
+        println!("by hand (with --keep): {}", crate::drive_files::demo_hint(boot, client));
+    }
+    if let Some(m) = files.as_object_mut() {
+        m.insert(
+            "drive_pairings".into(),
+            json!(format!("laptop paired with {listed} devices by codes {}", codes.join(", "))),
+        );
+        m.insert("drive_guessed_code".into(), json!(format!("refused: {refused}")));
+    }
+    Ok(files)
 }

@@ -187,6 +187,12 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
     } else {
         None
     };
+    // A peer may keep its owner's drive: clients paired with it (in
+    // DIR/drive/pairs.json) and logged in put and read private shards.
+    let device = if role == Role::Peer { Some(std::sync::Arc::new(drive::Device::open(&dir)?)) } else { None };
+    if let Some(d) = &device {
+        config.private = Some(d.clone());
+    }
     let config_bootstrap = config.bootstrap.clone();
     let rt = runtime()?;
     rt.block_on(async move {
@@ -200,6 +206,10 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         // pair through it (`ionshard drive pair` / `join`). Served before
         // the node says it is up, so a pairing right after finds it.
         let _mailbox = if role == Role::Bootstrap { Some(serve_mailbox(&daemon.client)?) } else { None };
+        let _drive = match &device {
+            Some(d) => Some(serve_drive(&daemon.client, d.clone())?),
+            None => None,
+        };
         let peer_id = daemon.peer_id;
         let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {
@@ -242,6 +252,20 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         daemon.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// Answer the drive protocol for the owner's paired clients.
+fn serve_drive(client: &net::Client, device: std::sync::Arc<drive::Device>) -> Result<tokio::task::JoinHandle<()>> {
+    let paired = device.clone();
+    let long_from = move |p: &PeerId| paired.is_paired(p);
+    Ok(client.serve_drive(drive::protocol::MAX_MESSAGE, long_from, move |peer, q| {
+        let device = device.clone();
+        async move {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            // The device writes files: off the async threads.
+            tokio::task::spawn_blocking(move || device.answer(&peer, &q, now)).await.unwrap_or_default()
+        }
+    })?)
 }
 
 /// Serve the pairing mailbox (in memory: a restart forgets waiting codes,

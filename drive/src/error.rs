@@ -45,6 +45,53 @@ pub enum Error {
     /// Not paired.
     #[error("{0} is not paired here (`ionshard drive pairs` lists the pairings)")]
     NotPaired(String),
+    /// A device refused a drive request.
+    #[error("{message}")]
+    Device {
+        /// Why, for programs.
+        reason: crate::protocol::Refusal,
+        /// Why, for people (the device's words, and which device).
+        message: String,
+    },
+    /// A path the drive does not take.
+    #[error("{path}: {why}")]
+    BadPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Nothing at that path.
+    #[error("{0} is not in the drive (`ionshard drive ls` lists it)")]
+    NotInDrive(String),
+    /// Something is at that path already.
+    #[error("{0} exists already: remove it first, or choose another name")]
+    Exists(String),
+    /// The devices have no room (full, or too few answering).
+    #[error("{0}")]
+    NoRoom(String),
+    /// A local file.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The drive itself (its tree, its keys, its devices).
+    #[error("{0}")]
+    Drive(String),
+}
+
+impl Error {
+    /// A file error's constructor, for `map_err`.
+    pub(crate) fn file(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::File { what, path, source }
+    }
 }
 
 /// The drive's result type.

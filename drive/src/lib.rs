@@ -14,13 +14,31 @@
 //! the key), accept a second guess at a code, or record a peer whose
 //! signature over this exchange does not verify.
 
+mod balance;
+mod bytes;
 mod code;
+pub mod dav;
+mod device;
 mod error;
+mod files;
+mod keys;
 pub mod mailbox;
 mod pairing;
 mod pairs;
+pub mod protocol;
+mod remote;
+pub mod served;
+pub mod sync;
+pub mod tree;
 
+pub use balance::Balanced;
 pub use code::{CODE_WORDS, Code, MAX_NAMEPLATE, WORDS};
+pub use device::{Device, Session};
 pub use error::{Error, Result};
+pub use keys::new_recovery_code;
 pub use pairing::{Me, Paired, Role, Transport, accept, offer};
 pub use pairs::{Pair, Pairs, Revoked};
+pub use remote::{
+    Drive, Login, PasswordCheck, Reached, Read, RootId, Stored, change_password, coding_for, login, login_checked,
+    logout, setup, survives,
+};

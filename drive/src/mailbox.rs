@@ -37,6 +37,8 @@ use std::collections::HashMap;
 use net::PeerId;
 use rand::Rng;
 
+pub use crate::bytes::Malformed;
+use crate::bytes::{Cursor, put_long, put_short};
 use crate::code::MAX_NAMEPLATE;
 
 /// The largest request or answer frame.
@@ -158,64 +160,6 @@ pub enum Answer {
         /// Why, for people.
         message: String,
     },
-}
-
-/// A mailbox message that is not one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed mailbox message: {0}")]
-pub struct Malformed(pub String);
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
-        let (h, t) = self.0.split_at_checked(n).ok_or_else(|| Malformed("truncated".into()))?;
-        self.0 = t;
-        Ok(h)
-    }
-    fn u8(&mut self) -> Result<u8, Malformed> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, Malformed> {
-        Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
-    }
-    fn u32(&mut self) -> Result<u32, Malformed> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, Malformed> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(a))
-    }
-    fn short(&mut self, max: usize) -> Result<Vec<u8>, Malformed> {
-        let n = usize::from(self.u8()?);
-        if n > max {
-            return Err(Malformed(format!("{n} bytes, at most {max}")));
-        }
-        Ok(self.take(n)?.to_vec())
-    }
-    fn long(&mut self, max: usize) -> Result<Vec<u8>, Malformed> {
-        let n = usize::from(self.u16()?);
-        if n > max {
-            return Err(Malformed(format!("{n} bytes, at most {max}")));
-        }
-        Ok(self.take(n)?.to_vec())
-    }
-    fn end(&self) -> Result<(), Malformed> {
-        if self.0.is_empty() { Ok(()) } else { Err(Malformed(format!("{} trailing bytes", self.0.len()))) }
-    }
-}
-
-fn put_short(v: &mut Vec<u8>, b: &[u8]) {
-    v.push(b.len().min(255) as u8);
-    v.extend_from_slice(&b[..b.len().min(255)]);
-}
-
-fn put_long(v: &mut Vec<u8>, b: &[u8]) {
-    let n = b.len().min(usize::from(u16::MAX));
-    v.extend_from_slice(&(n as u16).to_be_bytes());
-    v.extend_from_slice(&b[..n]);
 }
 
 impl Request {

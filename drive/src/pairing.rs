@@ -16,7 +16,7 @@
 //! message, so the nonce is zero) of
 //!
 //! ```text
-//! role: u8 (1 device, 2 client) | peer_len: u8 | peer id | name_len: u8 | name
+//! role: u8 (1 device, 2 client, 3 friend) | peer_len: u8 | peer id | name_len: u8 | name
 //! | sig_len: u16 | sig   (the peer's node key over "ionshard drive pair v1" | t | role | name)
 //! ```
 //!
@@ -48,6 +48,10 @@ pub enum Role {
     Device,
     /// A client that uses it (laptop, phone).
     Client,
+    /// Another person's node: the second trust level. A friend may later
+    /// receive shares and messages, never the drive; both sides of a
+    /// friend pairing are friends.
+    Friend,
 }
 
 impl Role {
@@ -55,6 +59,16 @@ impl Role {
         match self {
             Role::Device => 1,
             Role::Client => 2,
+            Role::Friend => 3,
+        }
+    }
+
+    /// What the other side of a pairing with this one must be.
+    fn other(self) -> Role {
+        match self {
+            Role::Device => Role::Client,
+            Role::Client => Role::Device,
+            Role::Friend => Role::Friend,
         }
     }
 }
@@ -148,13 +162,14 @@ fn check(plain: &[u8], transcript: &[u8; 32], want: Role) -> Result<Paired> {
     let role = match role {
         1 => Role::Device,
         2 => Role::Client,
+        3 => Role::Friend,
         _ => return Err(bad("an unknown role")),
     };
     if role != want {
-        return Err(bad(if want == Role::Device {
-            "the other side is not a device (two clients cannot pair)"
-        } else {
-            "the other side is not a client (two devices cannot pair this way)"
+        return Err(bad(match want {
+            Role::Device => "the other side is not a device (two clients cannot pair; a friend pairs with --friend)",
+            Role::Client => "the other side is not a client (two devices cannot pair this way)",
+            Role::Friend => "the other side pairs as the owner's own node, not as a friend (both give --friend)",
         }));
     }
     let (&n, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
@@ -248,7 +263,7 @@ pub async fn offer<T: Transport>(
         let _ = mailbox.ask(Request::Abort { nameplate }).await;
         return Err(Error::WrongCode);
     };
-    let client = match check(&plain, &k.transcript, Role::Client) {
+    let client = match check(&plain, &k.transcript, me.role.other()) {
         Ok(c) => c,
         Err(e) => {
             let _ = mailbox.ask(Request::Abort { nameplate }).await;
@@ -305,7 +320,7 @@ pub async fn accept<T: Transport>(
         tokio::time::sleep(every).await;
     };
     let plain = open(&k.to_client, &sealed).ok_or(Error::WrongCode)?;
-    check(&plain, &k.transcript, Role::Device)
+    check(&plain, &k.transcript, me.role.other())
 }
 
 #[cfg(test)]
@@ -333,10 +348,18 @@ mod tests {
     }
 
     async fn pair(typed: impl FnOnce(&Code) -> String + Send + 'static) -> (Result<Paired>, Result<Paired>, Me, Me) {
+        pair_as(Role::Device, Role::Client, typed).await
+    }
+
+    async fn pair_as(
+        offers: Role,
+        accepts: Role,
+        typed: impl FnOnce(&Code) -> String + Send + 'static,
+    ) -> (Result<Paired>, Result<Paired>, Me, Me) {
         let mailbox = Arc::new(Mutex::new(Mailbox::new()));
         let dev = Local { mailbox: mailbox.clone(), peer: PeerId::random() };
         let cli = Local { mailbox, peer: PeerId::random() };
-        let (device, client) = (me(Role::Device, "nas"), me(Role::Client, "laptop"));
+        let (device, client) = (me(offers, "nas"), me(accepts, "laptop"));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let every = Duration::from_millis(5);
         let d = offer(&dev, &device, Duration::from_secs(5), every, move |c, _| {
@@ -357,6 +380,24 @@ mod tests {
         let (d, c) = (d.expect("device side"), c.expect("client side"));
         assert_eq!((d.peer, d.name.as_str(), d.role), (client.key.public().to_peer_id(), "laptop", Role::Client));
         assert_eq!((c.peer, c.name.as_str(), c.role), (device.key.public().to_peer_id(), "nas", Role::Device));
+    }
+
+    /// Two friends pair as friends; a friend and the owner's own node do
+    /// not pair at all: the trust levels never mix.
+    #[tokio::test]
+    async fn friends_pair_as_friends_and_never_as_the_owners_own_nodes() {
+        let (d, c, device, client) = pair_as(Role::Friend, Role::Friend, |c| c.reveal()).await;
+        let (d, c) = (d.expect("one side"), c.expect("other side"));
+        assert_eq!((d.peer, d.role), (client.key.public().to_peer_id(), Role::Friend));
+        assert_eq!((c.peer, c.role), (device.key.public().to_peer_id(), Role::Friend));
+        for (offers, accepts) in [(Role::Device, Role::Friend), (Role::Friend, Role::Client)] {
+            let (d, c, _, _) = pair_as(offers, accepts, |c| c.reveal()).await;
+            assert!(
+                matches!(d, Err(Error::BadPeer(_))) || matches!(c, Err(Error::BadPeer(_))),
+                "{offers:?} with {accepts:?}"
+            );
+            assert!(d.is_err() || c.is_err(), "{offers:?} with {accepts:?} paired");
+        }
     }
 
     /// A guesser with the right number and wrong words pairs with nothing,

@@ -9,7 +9,6 @@
 //!   "revoked": [ { "peer": "12D3Koo…", "name": "old phone", "at": 1764950100 } ] }
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use net::PeerId;
@@ -66,16 +65,9 @@ impl Pairs {
     /// The pairings in `path` (none if it does not exist yet).
     pub fn load(path: &Path) -> Result<Pairs> {
         let err = |why: String| Error::Pairs { path: path.to_path_buf(), why };
-        let file = match std::fs::File::open(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File { format: FORMAT, ..File::default() },
-            Err(e) => return Err(err(e.to_string())),
-            Ok(f) => {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE + 1), &mut bytes)
-                    .map_err(|e| err(e.to_string()))?;
-                if bytes.len() as u64 > MAX_FILE {
-                    return Err(err(format!("over {MAX_FILE} bytes: not a pairings file")));
-                }
+        let file = match crate::files::read_bounded(path, MAX_FILE).map_err(|e| err(e.to_string()))? {
+            None => File { format: FORMAT, ..File::default() },
+            Some(bytes) => {
                 let file: File =
                     serde_json::from_slice(&bytes).map_err(|e| err(format!("not a pairings file: {e}")))?;
                 if file.format != FORMAT {
@@ -146,26 +138,8 @@ impl Pairs {
 
     fn save(&self) -> Result<()> {
         let err = |why: String| Error::Pairs { path: self.path.clone(), why };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| err(e.to_string()))?;
-        // A name of its own: two writers never share a half-written file.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let tmp = self.path.with_extension(format!("json.{}.{nanos}.tmp", std::process::id()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
-        f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e.to_string())
-        })?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err(format!("syncing {}: {e}", dir.display())))?;
-        Ok(())
+        crate::files::write_private(&self.path, &bytes).map_err(|e| err(format!("writing: {e}")))
     }
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn behaviour(key: &libp2p::identity::Keypair, max_bytes: usize) -> Re
 impl Client {
     /// Ask `peer` the ledger's sync question; the answer is bounded by `max` bytes.
     pub async fn ask_ledger(&self, peer: PeerId, question: &[u8], max: usize) -> Result<Vec<u8>> {
-        self.ask_frame(SYNC_PROTOCOL, "ledger sync", peer, question, max).await
+        self.ask_frame(SYNC_PROTOCOL, "ledger sync", peer, question, max, std::time::Duration::ZERO).await
     }
 
     /// Answer the ledger's sync questions with `answer` until the node stops.
@@ -60,6 +60,7 @@ impl Client {
             at_once: MAX_ANSWERING,
             per_peer: MAX_ANSWERING_PER_PEER,
             what: "ledger sync",
+            long_from: None,
         };
         self.serve_frames(serving, move |_, q| answer(q))
     }

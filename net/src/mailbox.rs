@@ -15,7 +15,7 @@ const MAX_QUESTION: usize = 4096;
 impl Client {
     /// Ask the mailbox on `peer`; its answer, at most `max` bytes.
     pub async fn ask_mailbox(&self, peer: PeerId, question: &[u8], max: usize) -> Result<Vec<u8>> {
-        self.ask_frame(PROTOCOL, "the pairing mailbox", peer, question, max).await
+        self.ask_frame(PROTOCOL, "the pairing mailbox", peer, question, max, std::time::Duration::ZERO).await
     }
 
     /// Answer mailbox requests with `answer` (given the asking peer) until
@@ -31,6 +31,7 @@ impl Client {
             at_once: 64,
             per_peer: 4,
             what: "the pairing mailbox",
+            long_from: None,
         };
         self.serve_frames(serving, answer)
     }

@@ -49,6 +49,10 @@ pub struct Config {
     pub external: Vec<Multiaddr>,
     /// SPN ids allowed to put shards here.
     pub trust: Vec<PeerId>,
+    /// Who may use this node's private shards (a device's drive): peers
+    /// it admits may put shards, kept private, and read them; nobody else
+    /// may read those. `None`: this node keeps no drive.
+    pub private: Option<Arc<dyn crate::Private>>,
     /// Message size limits.
     pub limits: Limits,
     /// Timeout of one request.
@@ -80,6 +84,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             external: Vec::new(),
             trust: Vec::new(),
+            private: None,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
             max_inflight_per_peer: 8,
@@ -317,6 +322,7 @@ pub async fn start_with(
         store: store.clone(),
         key: key.clone(),
         trust: config.trust.iter().copied().collect(),
+        private: config.private.clone(),
         gate: gate.clone(),
         limits,
         request_timeout: timeout,
@@ -715,7 +721,8 @@ impl EventLoop {
         };
         self.serving += 1;
         let (store, key, trusted) = (self.store.clone(), self.key.clone(), self.trust.contains(&peer));
-        let (default_expiry, answers) = (self.config.default_expiry, self.answers.clone());
+        let (default_expiry, answers, private) =
+            (self.config.default_expiry, self.answers.clone(), self.config.private.clone());
         let marker = self.config.retire_marker.clone().filter(|_| matches!(request, Request::Status));
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
@@ -723,7 +730,8 @@ impl EventLoop {
             // A panic while serving must still answer, and free the peer's slot.
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let state = crate::serve::NodeState { retiring };
-                serve(store.as_ref(), &key, trusted, peer, request, now(), default_expiry, Some(&mut ticket), state)
+                let caller = crate::private::Caller { peer, trusted, private: private.as_deref() };
+                serve(store.as_ref(), &key, &caller, request, now(), default_expiry, Some(&mut ticket), state)
             }));
             let mut response = served.unwrap_or_else(|_| Response::Error {
                 code: Code::Internal,

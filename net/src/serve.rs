@@ -1,10 +1,10 @@
 //! Answering shard requests from the local store (runs on a blocking thread).
 
-use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use store::{PutOptions, Store};
 
 use crate::gate::Ticket;
+use crate::private::{Admission, Caller, PRIVATE_OWNER, not_here};
 use crate::wire::{Code, Request, Response};
 use proto::Receipt;
 
@@ -25,26 +25,40 @@ pub(crate) fn from_store(e: store::Error) -> Response {
     refuse(code, e.to_string())
 }
 
-/// Hold the bytes an answer about `cid` will take (a whole shard, or a
-/// proof of ranges of it); the refusal if they cannot be held.
+/// The size of `cid` if `caller` may read it (a private shard only for a
+/// peer the drive admits), checked on its record before any byte is read;
+/// the refusal otherwise.
+fn readable(caller: &Caller<'_>, store: &Store, cid: &chunker::Cid) -> Result<u64, Box<Response>> {
+    match store.meta(cid) {
+        Ok(Some(m)) if !m.quarantined => match caller.refuses(cid, &m.owner) {
+            Some((code, why)) => Err(Box::new(refuse(code, why))),
+            None => Ok(m.size),
+        },
+        Ok(_) => Err(Box::new(refuse(Code::NotFound, not_here(cid)))),
+        Err(e) => Err(Box::new(from_store(e))),
+    }
+}
+
+/// Check that `caller` may read `cid`, then hold the bytes an answer about
+/// it will take (a whole shard, or a proof of ranges of it); the refusal if
+/// either fails.
 fn hold_for(
     ticket: Option<&mut Ticket>,
-    trusted: bool,
+    caller: &Caller<'_>,
     store: &Store,
     cid: &chunker::Cid,
     ranges: Option<&[std::ops::Range<u64>]>,
 ) -> Option<Response> {
-    let ticket = ticket?;
-    let size = match store.meta(cid) {
-        Ok(Some(m)) if !m.quarantined => m.size,
-        Ok(_) => return Some(refuse(Code::NotFound, format!("{cid} is not stored here"))),
-        Err(e) => return Some(from_store(e)),
+    let size = match readable(caller, store, cid) {
+        Ok(size) => size,
+        Err(r) => return Some(*r),
     };
+    let ticket = ticket?;
     let need = match ranges {
         Some(r) => chunker::proof::max_proof_len(size, r),
         None => size,
     };
-    if ticket.hold(need, trusted) {
+    if ticket.hold(need, caller.trusted) {
         return None;
     }
     Some(match ranges {
@@ -71,24 +85,55 @@ pub(crate) struct Stored<'a> {
     pub(crate) bytes: &'a [u8],
 }
 
-/// Store a shard for `peer` and sign its receipt (a trusted SPN's put only).
+/// Why `caller` may not put here, if it may not: only a trusted SPN, or a
+/// peer this node's drive admits, puts shards.
+pub(crate) fn may_put(caller: &Caller<'_>) -> Option<String> {
+    if caller.trusted {
+        return None;
+    }
+    match caller.admission() {
+        Admission::Yes => None,
+        Admission::Stranger => Some(format!("{} is not a trusted SPN here; puts refused", caller.peer)),
+        Admission::Not(why) => {
+            Some(format!("{} may not use this device's drive now ({why}); puts refused", caller.peer))
+        }
+    }
+}
+
+/// Store a shard for `caller` and sign its receipt: a trusted SPN's put
+/// as it asks, a drive's put as a private shard kept until its owner
+/// deletes it.
 pub(crate) fn put(
     store: &Store,
     key: &Keypair,
-    trusted: bool,
-    peer: PeerId,
+    caller: &Caller<'_>,
     shard: Stored<'_>,
     now: u64,
     default_expiry: Option<u64>,
 ) -> Response {
     let Stored { cid, expiry, pinned, bytes } = shard;
-    if !trusted {
-        return refuse(Code::Untrusted, format!("{peer} is not a trusted SPN here; puts refused"));
+    if let Some(why) = may_put(caller) {
+        return refuse(Code::Untrusted, why);
     }
-    // A pinned shard never expires, and its receipt says so.
-    let expiry = if pinned { None } else { expiry.or(default_expiry.map(|d| now.saturating_add(d))) };
+    let (owner, expiry, pinned) = if caller.trusted {
+        // A pinned shard never expires, and its receipt says so.
+        (
+            caller.peer.to_bytes(),
+            if pinned { None } else { expiry.or(default_expiry.map(|d| now.saturating_add(d))) },
+            pinned,
+        )
+    } else {
+        (PRIVATE_OWNER.to_vec(), None, true)
+    };
+    // A shard stays in its class: a drive's put never takes over an SPN's
+    // shard (which anyone may read), nor an SPN's a drive's.
+    if let Ok(Some(m)) = store.meta(&cid)
+        && (m.owner == PRIVATE_OWNER) != (owner == PRIVATE_OWNER)
+    {
+        return refuse(Code::NotOwner, format!("{cid} is held here for another owner"));
+    }
     let size = bytes.len() as u64;
-    let opts = PutOptions { owner: peer.to_bytes(), now, expiry, pinned };
+    let opts = PutOptions { owner, now, expiry, pinned };
     match store.put(&cid, bytes, &opts) {
         Ok(_) => match Receipt::sign(key, cid, size, now, expiry) {
             Ok(r) => Response::Stored(r),
@@ -96,6 +141,35 @@ pub(crate) fn put(
         },
         Err(e) => from_store(e),
     }
+}
+
+/// Delete `cid` for `caller`: a drive's shard if the drive admits it; a
+/// stranger's delete of one is answered as if it were not here (nothing
+/// deleted), the owner's refused with why. Whether it existed.
+fn delete(caller: &Caller<'_>, store: &Store, cid: &chunker::Cid) -> Result<bool, Box<Response>> {
+    let private = store.meta(cid).ok().flatten().is_some_and(|m| m.owner == PRIVATE_OWNER);
+    let owner = match private.then(|| caller.refuses(cid, PRIVATE_OWNER)) {
+        None => caller.peer.to_bytes(),
+        Some(None) => PRIVATE_OWNER.to_vec(),
+        // A stranger hears what it would of a shard not here.
+        Some(Some((Code::NotFound, _))) => return Ok(false),
+        Some(Some((code, why))) => return Err(Box::new(refuse(code, why))),
+    };
+    store.delete(cid, &owner).map_err(|e| Box::new(from_store(e)))
+}
+
+/// Which of `cids` are here for `caller`: a private shard it may not use
+/// is answered as absent.
+fn has_many(caller: &Caller<'_>, store: &Store, cids: &[chunker::Cid]) -> store::Result<Vec<bool>> {
+    let mut have = store.has_many(cids)?;
+    if caller.admission() != Admission::Yes {
+        for (h, cid) in have.iter_mut().zip(cids) {
+            if *h && store.meta(cid)?.is_some_and(|m| m.owner == PRIVATE_OWNER) {
+                *h = false;
+            }
+        }
+    }
+    Ok(have)
 }
 
 /// The furthest ahead a renewal may keep a shard (a window is 90 days):
@@ -113,8 +187,7 @@ pub(crate) struct NodeState {
 pub(crate) fn serve(
     store: Option<&Store>,
     key: &Keypair,
-    trusted: bool,
-    peer: PeerId,
+    caller: &Caller<'_>,
     request: Request,
     now: u64,
     default_expiry: Option<u64>,
@@ -125,9 +198,9 @@ pub(crate) fn serve(
         return refuse(Code::NotFound, "this node stores no shards (it is a bootstrap node or a client)");
     };
     let refused = match &request {
-        Request::Get { cid } => hold_for(ticket, trusted, store, cid, None),
+        Request::Get { cid } => hold_for(ticket, caller, store, cid, None),
         Request::Ranges { cid, ranges } | Request::Audit { cid, ranges } => {
-            hold_for(ticket, trusted, store, cid, Some(ranges))
+            hold_for(ticket, caller, store, cid, Some(ranges))
         }
         _ => None,
     };
@@ -136,7 +209,7 @@ pub(crate) fn serve(
     }
     match request {
         Request::Put { cid, expiry, pinned, bytes } => {
-            put(store, key, trusted, peer, Stored { cid, expiry, pinned, bytes: &bytes }, now, default_expiry)
+            put(store, key, caller, Stored { cid, expiry, pinned, bytes: &bytes }, now, default_expiry)
         }
         Request::Get { cid } => match store.get(&cid) {
             Ok(b) => Response::Data(b),
@@ -153,26 +226,25 @@ pub(crate) fn serve(
                 }
             }
         }
-        Request::HasMany { cids } => match store.has_many(&cids) {
+        Request::HasMany { cids } => match has_many(caller, store, &cids) {
             Ok(h) => Response::Have(h),
             Err(e) => from_store(e),
         },
-        Request::Delete { cid } => match store.delete(&cid, &peer.to_bytes()) {
+        Request::Delete { cid } => match delete(caller, store, &cid) {
             Ok(existed) => Response::Deleted(existed),
-            Err(e) => from_store(e),
+            Err(r) => *r,
         },
-        Request::DeleteAcked { cid } => match store.delete(&cid, &peer.to_bytes()) {
+        Request::DeleteAcked { cid } => match delete(caller, store, &cid) {
             Ok(existed) => match proto::DeleteAck::sign(key, cid, existed, now) {
                 Ok(a) => Response::DeleteAck(a),
                 Err(e) => refuse(Code::Internal, format!("signing the delete acknowledgement: {e}")),
             },
-            Err(e) => from_store(e),
+            Err(r) => *r,
         },
         Request::Audit { cid, ranges } => {
-            let size = match store.meta(&cid) {
-                Ok(Some(m)) if !m.quarantined => m.size,
-                Ok(_) => return refuse(Code::NotFound, format!("{cid} is not stored here")),
-                Err(e) => return from_store(e),
+            let size = match readable(caller, store, &cid) {
+                Ok(size) => size,
+                Err(r) => return *r,
             };
             match store.get_ranges(&cid, &ranges) {
                 Ok(proof) => Response::Audited { size, proof },
@@ -187,19 +259,22 @@ pub(crate) fn serve(
             let u = store.usage();
             Response::Status { shards: u.shards, bytes: u.bytes, capacity: u.capacity, retiring: state.retiring }
         }
-        Request::Renew { .. } if !trusted => {
-            refuse(Code::Untrusted, format!("{peer} is not a trusted SPN here; renewals refused"))
+        Request::Renew { .. } if !caller.trusted => {
+            refuse(Code::Untrusted, format!("{} is not a trusted SPN here; renewals refused", caller.peer))
         }
         Request::Renew { expiry, .. } if expiry > now.saturating_add(MAX_RENEW_AHEAD) => refuse(
             Code::BadRequest,
             format!("a renewal to {expiry} is more than {} days ahead", MAX_RENEW_AHEAD / 86_400),
         ),
-        Request::Renew { cid, expiry } => match store.renew(&cid, &peer.to_bytes(), expiry) {
+        Request::Renew { cid, .. } if store.meta(&cid).ok().flatten().is_some_and(|m| m.owner == PRIVATE_OWNER) => {
+            refuse(Code::NotFound, not_here(&cid))
+        }
+        Request::Renew { cid, expiry } => match store.renew(&cid, &caller.peer.to_bytes(), expiry) {
             Ok(Some(meta)) => match Receipt::sign(key, cid, meta.size, now, meta.expiry) {
                 Ok(r) => Response::Stored(r),
                 Err(e) => refuse(Code::Internal, format!("signing the receipt: {e}")),
             },
-            Ok(None) => refuse(Code::NotFound, format!("{cid} is not stored here")),
+            Ok(None) => refuse(Code::NotFound, not_here(&cid)),
             Err(e) => from_store(e),
         },
     }
@@ -208,10 +283,12 @@ pub(crate) fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::PeerId;
 
     fn renew(store: &Store, key: &Keypair, trusted: bool, peer: PeerId, cid: chunker::Cid, expiry: u64) -> Response {
         let req = Request::Renew { cid, expiry };
-        serve(Some(store), key, trusted, peer, req, 1_000, None, None, NodeState::default())
+        let caller = Caller { peer, trusted, private: None };
+        serve(Some(store), key, &caller, req, 1_000, None, None, NodeState::default())
     }
 
     /// Only the SPN that put a shard, and still trusted here, may renew it,

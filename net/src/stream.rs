@@ -40,12 +40,20 @@ pub(crate) struct Serving {
     pub(crate) store: Option<Store>,
     pub(crate) key: Keypair,
     pub(crate) trust: HashSet<PeerId>,
+    /// Who may use private (drive) shards.
+    pub(crate) private: Option<Arc<dyn crate::Private>>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
     pub(crate) default_expiry: Option<u64>,
     /// The answer path's hook (see [`crate::Answers`]).
     pub(crate) answers: Arc<dyn crate::Answers>,
+}
+
+impl Serving {
+    fn caller(&self, peer: PeerId) -> crate::private::Caller<'_> {
+        crate::private::Caller { peer, trusted: self.trust.contains(&peer), private: self.private.as_deref() }
+    }
 }
 
 fn refused(code: Code, message: impl Into<String>) -> Ready {
@@ -88,8 +96,7 @@ pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     let Some(store) = ctx.store.as_ref() else {
         return send_ready(&mut s, &refused(Code::NotFound, "this node stores no shards")).await;
     };
-    if !trusted {
-        let why = format!("{peer} is not a trusted SPN here; puts refused");
+    if let Some(why) = crate::serve::may_put(&ctx.caller(peer)) {
         return send_ready(&mut s, &refused(Code::Untrusted, why)).await;
     }
     if head.size > ctx.limits.max_shard {
@@ -116,10 +123,11 @@ pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     if !matches!(tokio::time::timeout(body_deadline(ctx.request_timeout, head.size), read).await, Ok(Ok(()))) {
         return;
     }
-    let (store, key, expiry) = (store.clone(), ctx.key.clone(), ctx.default_expiry);
+    let (store, key, expiry, work) = (store.clone(), ctx.key.clone(), ctx.default_expiry, ctx.clone());
     let stored = tokio::task::spawn_blocking(move || {
         let shard = crate::serve::Stored { cid: head.cid, expiry: head.expiry, pinned: head.pinned, bytes: &body };
-        let answer = crate::serve::put(&store, &key, true, peer, shard, crate::node::now(), expiry);
+        // Asked again: a pairing revoked while the body came is refused.
+        let answer = crate::serve::put(&store, &key, &work.caller(peer), shard, crate::node::now(), expiry);
         (answer, body)
     })
     .await;
@@ -150,12 +158,25 @@ pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     }
     let cid = head.cid;
     let opened = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.open_shard(&cid)).await
+        let (store, work) = (store.clone(), ctx.clone());
+        tokio::task::spawn_blocking(move || {
+            // A private shard's owner is checked before it is opened.
+            match store.meta(&cid) {
+                Err(e) => return Ok(Err(e)),
+                Ok(meta) => {
+                    if let Some(r) = meta.and_then(|m| work.caller(peer).refuses(&cid, &m.owner)) {
+                        return Err(r);
+                    }
+                }
+            }
+            Ok(store.open_shard(&cid))
+        })
+        .await
     };
     let file = match opened {
-        Ok(Ok(f)) => Arc::new(f),
-        Ok(Err(e)) => {
+        Ok(Ok(Ok(f))) => Arc::new(f),
+        Ok(Err((code, why))) => return send_ready(&mut s, &refused(code, why)).await,
+        Ok(Ok(Err(e))) => {
             let Response::Error { code, message } = crate::serve::from_store(e) else { return };
             return send_ready(&mut s, &Ready::Refused { code, message }).await;
         }

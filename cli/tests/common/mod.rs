@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod drive;
+
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
@@ -125,9 +127,11 @@ pub fn network_with(dir: &Path, peers: usize, spn_flags: &[String]) -> Network {
     let spn = procs.start("spn", &args);
     let url = spn["http"].as_str().expect("http").to_string();
     let token = std::fs::read_to_string(spn["token_file"].as_str().expect("token file")).expect("token");
-    // Generous: other tests' networks share the 2 cores.
+    // Generous: other tests' networks share the 2 cores, and a peer that
+    // joined the DHT after the SPN's first walk is found at its next walk
+    // (every 30 s), which a loaded machine may not finish in time.
     let api = client::Spn::new(&url, Some(token.trim().to_string())).expect("the SPN's URL");
-    if let Err(e) = harness::procs::wait_peers(&api, peers as u64, Duration::from_secs(60)) {
+    if let Err(e) = harness::procs::wait_peers(&api, peers as u64, Duration::from_secs(120)) {
         panic!("the SPN does not see every peer: {e}{}", missing(&api, &peer_ids, &dir.join("logs")));
     }
     Network { procs, url, token, bootstrap: b, spn_id, peers: peer_ids }

@@ -1,0 +1,532 @@
+//! A device's side of the drive: who may use it (paired clients, logged
+//! in), the drive's record, sessions and sealed root, and the answers to
+//! `/ionshard/drive/1` ([`crate::protocol`]).
+//!
+//! Kept in the node's directory, under `drive/`: `pairs.json` (written by
+//! `ionshard drive pair` and `revoke`, re-read here whenever it changes,
+//! so a revocation counts at the next request), `record.bin`,
+//! `sessions.json` and `root.bin`, each replaced whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use net::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files::{read_bounded, write_private};
+use crate::pairs::Pairs;
+use crate::protocol::{Answer, MAX_ROOT, Record, Refusal, Request};
+
+/// How long a login lasts.
+pub(crate) const SESSION_SECS: u64 = 30 * 86_400;
+/// Wrong passwords one peer may try in [`TRY_WINDOW_SECS`].
+pub(crate) const MAX_WRONG_TRIES: usize = 5;
+/// The window over which wrong tries are counted.
+pub(crate) const TRY_WINDOW_SECS: u64 = 10 * 60;
+
+const RECORD_FORMAT: u8 = 1;
+const ROOT_FORMAT: u8 = 1;
+const SESSIONS_FORMAT: u32 = 1;
+
+/// One login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The client.
+    pub peer: String,
+    /// When it logged in.
+    pub started: u64,
+    /// Until when.
+    pub expires: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SessionsFile {
+    format: u32,
+    sessions: Vec<Session>,
+}
+
+/// What identifies a version of the pairings file.
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+#[derive(Debug)]
+struct State {
+    stamp: Stamp,
+    pairs: std::result::Result<Pairs, String>,
+    record: Option<Record>,
+    sessions: Vec<Session>,
+    wrong: HashMap<PeerId, Vec<u64>>,
+}
+
+/// The sealed root kept here: its number and BLAKE3 (held while it is
+/// read or replaced, apart from the rest, so a big root's I/O does not
+/// hold up the checks every shard request makes).
+#[derive(Debug)]
+struct Root {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+/// A device's drive: answers the drive protocol and says who may use the
+/// drive's shards ([`net::Private`]).
+#[derive(Debug)]
+pub struct Device {
+    dir: PathBuf,
+    state: Mutex<State>,
+    root: Mutex<Root>,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), std::os::unix::fs::MetadataExt::ino(&m)))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Device {
+    /// The drive kept in node directory `dir` (none set up yet is fine).
+    pub fn open(dir: &Path) -> Result<Device> {
+        let dir = dir.join("drive");
+        let err = |path: &Path, why: String| Error::Pairs { path: path.to_path_buf(), why };
+        let record_path = dir.join("record.bin");
+        let record = match read_bounded(&record_path, 4096).map_err(|e| err(&record_path, e.to_string()))? {
+            None => None,
+            Some(b) => match b.split_first() {
+                Some((&RECORD_FORMAT, rest)) => {
+                    Some(Record::from_bytes(rest).map_err(|e| err(&record_path, format!("not a drive record: {e}")))?)
+                }
+                _ => return Err(err(&record_path, "not a drive record of a format this build reads".into())),
+            },
+        };
+        let sessions_path = dir.join("sessions.json");
+        let sessions = match read_bounded(&sessions_path, 4 << 20).map_err(|e| err(&sessions_path, e.to_string()))? {
+            None => Vec::new(),
+            Some(b) => {
+                let f: SessionsFile =
+                    serde_json::from_slice(&b).map_err(|e| err(&sessions_path, format!("not a sessions file: {e}")))?;
+                f.sessions
+            }
+        };
+        let (seq, sealed) = Self::read_root(&dir).map_err(|e| err(&dir.join("root.bin"), e))?;
+        let root = Root { seq, hash: if seq == 0 { [0; 32] } else { *blake3::hash(&sealed).as_bytes() } };
+        let state = State { stamp: None, pairs: Err("not read yet".into()), record, sessions, wrong: HashMap::new() };
+        Ok(Device { dir, state: Mutex::new(state), root: Mutex::new(root) })
+    }
+
+    fn read_root(dir: &Path) -> std::result::Result<(u64, Vec<u8>), String> {
+        let path = dir.join("root.bin");
+        match read_bounded(&path, MAX_ROOT as u64 + 9).map_err(|e| e.to_string())? {
+            None => Ok((0, Vec::new())),
+            Some(b) if b.len() >= 9 && b[0] == ROOT_FORMAT => {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&b[1..9]);
+                Ok((u64::from_be_bytes(seq), b[9..].to_vec()))
+            }
+            Some(_) => Err("not a drive root of a format this build reads".into()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `peer` is a client paired with this device now; why not.
+    fn paired(&self, st: &mut State, peer: &PeerId) -> std::result::Result<(), (Refusal, String)> {
+        let path = self.dir.join("pairs.json");
+        let s = stamp(&path);
+        if s.is_none() || s != st.stamp {
+            st.pairs = Pairs::load(&path).map_err(|e| e.to_string());
+            st.stamp = s;
+            // A revoked client's sessions go with its pairing: pairing it
+            // again does not bring them back.
+            if let Ok(p) = &st.pairs {
+                let before = st.sessions.len();
+                let paired: Vec<(String, u64)> = p.list().iter().map(|x| (x.peer.clone(), x.paired_at)).collect();
+                st.sessions.retain(|s| paired.iter().any(|(id, at)| *id == s.peer && s.started >= *at));
+                if st.sessions.len() != before {
+                    let _ = self.save_sessions(st);
+                }
+            }
+        }
+        let pairs = st.pairs.as_ref().map_err(|e| (Refusal::Internal, format!("this device's pairings: {e}")))?;
+        let id = peer.to_string();
+        if pairs.list().iter().any(|p| p.peer == id && p.role == crate::Role::Client) {
+            return Ok(());
+        }
+        if pairs.list().iter().any(|p| p.peer == id && p.role == crate::Role::Friend) {
+            return Err((
+                Refusal::NotPaired,
+                format!("{peer} is a friend's node: friends may receive shares and messages, never the drive"),
+            ));
+        }
+        if pairs.revoked().iter().any(|r| r.peer == id) {
+            return Err((Refusal::NotPaired, format!("the pairing of {peer} with this device was revoked")));
+        }
+        Err((
+            Refusal::NotPaired,
+            format!(
+                "{peer} is not paired with this device: pair first (`ionshard drive pair` there, `drive join CODE` here)"
+            ),
+        ))
+    }
+
+    fn logged_in(&self, st: &State, peer: &PeerId, now: u64) -> std::result::Result<(), (Refusal, String)> {
+        let id = peer.to_string();
+        let paired_at =
+            st.pairs.as_ref().ok().and_then(|p| p.list().iter().find(|x| x.peer == id).map(|x| x.paired_at));
+        if st.sessions.iter().any(|s| s.peer == id && s.expires > now && paired_at.is_some_and(|at| s.started >= at)) {
+            return Ok(());
+        }
+        Err((Refusal::NoSession, format!("{peer} is paired but not logged in to this drive: `ionshard drive login`")))
+    }
+
+    fn lock_root(&self) -> std::sync::MutexGuard<'_, Root> {
+        self.root.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save_sessions(&self, st: &State) -> std::result::Result<(), String> {
+        let f = SessionsFile { format: SESSIONS_FORMAT, sessions: st.sessions.clone() };
+        let bytes = serde_json::to_vec_pretty(&f).map_err(|e| e.to_string())?;
+        write_private(&self.dir.join("sessions.json"), &bytes).map_err(|e| format!("saving sessions: {e}"))
+    }
+
+    fn save_record(&self, r: &Record) -> std::result::Result<(), String> {
+        let mut b = vec![RECORD_FORMAT];
+        b.extend_from_slice(&r.to_bytes());
+        write_private(&self.dir.join("record.bin"), &b).map_err(|e| format!("saving the drive record: {e}"))
+    }
+
+    /// The sessions kept here now.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.lock().sessions.clone()
+    }
+
+    /// Answer one request's bytes from `peer` at `now`.
+    pub fn answer(&self, peer: &PeerId, question: &[u8], now: u64) -> Vec<u8> {
+        let a = match Request::decode(question) {
+            Ok(r) => self.handle(peer, r, now),
+            Err(e) => Answer::refused(Refusal::BadRequest, e.to_string()),
+        };
+        a.encode()
+    }
+
+    /// Answer one request from `peer` at `now`.
+    pub fn handle(&self, peer: &PeerId, request: Request, now: u64) -> Answer {
+        let mut st = self.lock();
+        if let Err((reason, message)) = self.paired(&mut st, peer) {
+            return Answer::Refused { reason, message };
+        }
+        let internal = |e: String| Answer::refused(Refusal::Internal, e);
+        let no_drive =
+            || Answer::refused(Refusal::NoDrive, "no drive is set up on this device yet: run `ionshard drive setup`");
+        match request {
+            Request::Hello => Answer::Drive(st.record.as_ref().map(Record::hello)),
+            Request::Setup { record, proof } => {
+                let current = st.record.clone();
+                let record = match (&current, proof) {
+                    (None, _) => *record,
+                    (Some(_), None) => {
+                        let m = "a drive is set up on this device already: log in to it (`ionshard drive login`)";
+                        return Answer::refused(Refusal::DriveExists, m);
+                    }
+                    (Some(old), _) if old.drive_id != record.drive_id => {
+                        return Answer::refused(Refusal::DriveExists, "this device keeps another drive");
+                    }
+                    (Some(old), Some(proof)) => {
+                        if let Some(refused) = Self::too_many(&mut st, peer, now) {
+                            return refused;
+                        }
+                        let h = blake3::hash(&proof);
+                        if h == blake3::Hash::from_bytes(old.verifier_rc) {
+                            *record
+                        } else if h == blake3::Hash::from_bytes(old.verifier_pw) {
+                            // The password changes only the password's part:
+                            // the recovery code stays what it was.
+                            Record {
+                                salt_rc: old.salt_rc,
+                                verifier_rc: old.verifier_rc,
+                                wrap_rc: old.wrap_rc,
+                                ..*record
+                            }
+                        } else {
+                            st.wrong.entry(*peer).or_default().push(now);
+                            return Answer::refused(
+                                Refusal::WrongPassword,
+                                "wrong password or recovery code: the drive's record was not replaced",
+                            );
+                        }
+                    }
+                };
+                let replacing = st.record.is_some();
+                if let Err(e) = self.save_record(&record) {
+                    return internal(e);
+                }
+                st.record = Some(record);
+                if replacing {
+                    // A new password ends every other session: one begun
+                    // with the old password does not outlive it.
+                    let id = peer.to_string();
+                    st.sessions.retain(|s| s.peer == id);
+                    if let Err(e) = self.save_sessions(&st) {
+                        return internal(e);
+                    }
+                }
+                Answer::Done
+            }
+            Request::Login(auth) | Request::Recover(auth) => {
+                let Some(record) = st.record.clone() else { return no_drive() };
+                let recovering = matches!(request, Request::Recover(_));
+                if let Some(refused) = Self::too_many(&mut st, peer, now) {
+                    return refused;
+                }
+                let verifier = if recovering { record.verifier_rc } else { record.verifier_pw };
+                // blake3::Hash compares in constant time.
+                if blake3::hash(&auth) != blake3::Hash::from_bytes(verifier) {
+                    st.wrong.entry(*peer).or_default().push(now);
+                    let what = if recovering { "recovery code" } else { "password" };
+                    return Answer::refused(Refusal::WrongPassword, format!("wrong {what} for this drive"));
+                }
+                st.wrong.remove(peer);
+                let expires = now.saturating_add(SESSION_SECS);
+                let id = peer.to_string();
+                // One session per client: a new login replaces its last.
+                st.sessions.retain(|s| s.expires > now && s.peer != id);
+                st.sessions.push(Session { peer: id, started: now, expires });
+                if let Err(e) = self.save_sessions(&st) {
+                    return internal(e);
+                }
+                Answer::Session { expires, record: Box::new(record) }
+            }
+            Request::Logout => {
+                let id = peer.to_string();
+                st.sessions.retain(|s| s.peer != id && s.expires > now);
+                match self.save_sessions(&st) {
+                    Ok(()) => Answer::Done,
+                    Err(e) => internal(e),
+                }
+            }
+            Request::GetRoot | Request::SetRoot { .. } => {
+                if st.record.is_none() {
+                    return no_drive();
+                }
+                if let Err((reason, message)) = self.logged_in(&st, peer, now) {
+                    return Answer::Refused { reason, message };
+                }
+                drop(st);
+                let mut root = self.lock_root();
+                match request {
+                    Request::SetRoot { seq, prev, strict, sealed } => {
+                        let hash = *blake3::hash(&sealed).as_bytes();
+                        if seq == root.seq && hash == root.hash {
+                            return Answer::Done; // the same write, repeated
+                        }
+                        let follows = seq == root.seq.saturating_add(1) && (root.seq == 0 || prev == root.hash);
+                        let behind = seq > root.seq.saturating_add(1);
+                        if strict && behind {
+                            return Answer::refused(
+                                Refusal::Behind,
+                                format!("this device keeps root {}, behind {seq}: it cannot decide", root.seq),
+                            );
+                        }
+                        if !follows && !behind {
+                            return Answer::refused(
+                                Refusal::Stale,
+                                format!(
+                                    "this device keeps root {}, which {seq} does not follow: read it again",
+                                    root.seq
+                                ),
+                            );
+                        }
+                        let mut b = Vec::with_capacity(9 + sealed.len());
+                        b.push(ROOT_FORMAT);
+                        b.extend_from_slice(&seq.to_be_bytes());
+                        b.extend_from_slice(&sealed);
+                        if let Err(e) = write_private(&self.dir.join("root.bin"), &b) {
+                            return internal(format!("saving the drive's root: {e}"));
+                        }
+                        *root = Root { seq, hash };
+                        Answer::Done
+                    }
+                    _ => match Self::read_root(&self.dir) {
+                        Ok((seq, sealed)) => Answer::Root { seq, sealed },
+                        Err(e) => internal(e),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The refusal if `peer` tried too many wrong secrets lately.
+    fn too_many(st: &mut State, peer: &PeerId, now: u64) -> Option<Answer> {
+        let wrong = st.wrong.entry(*peer).or_default();
+        wrong.retain(|t| t + TRY_WINDOW_SECS > now);
+        (wrong.len() >= MAX_WRONG_TRIES).then(|| {
+            Answer::refused(
+                Refusal::TooManyTries,
+                format!("{MAX_WRONG_TRIES} wrong tries in {} minutes: wait, then try again", TRY_WINDOW_SECS / 60),
+            )
+        })
+    }
+}
+
+impl Device {
+    /// Whether `peer` may use the drive's shards at `now`: paired, and
+    /// logged in.
+    pub fn admits_at(&self, peer: &PeerId, now: u64) -> std::result::Result<(), String> {
+        let mut st = self.lock();
+        self.paired(&mut st, peer).map_err(|(_, m)| m)?;
+        self.logged_in(&st, peer, now).map_err(|(_, m)| m)
+    }
+
+    /// Whether `peer` is paired with this device now (it may then send
+    /// the drive protocol's long requests).
+    pub fn is_paired(&self, peer: &PeerId) -> bool {
+        let mut st = self.lock();
+        self.paired(&mut st, peer).is_ok()
+    }
+}
+
+impl net::Private for Device {
+    fn admits(&self, peer: &PeerId) -> net::Admission {
+        let mut st = self.lock();
+        if self.paired(&mut st, peer).is_err() {
+            return net::Admission::Stranger;
+        }
+        match self.logged_in(&st, peer, now()) {
+            Ok(()) => net::Admission::Yes,
+            Err((_, why)) => net::Admission::Not(why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pairing::{Paired, Role};
+    use crate::protocol::{Kdf, WRAP_LEN};
+
+    fn record(verifier_pw: [u8; 32], verifier_rc: [u8; 32]) -> Record {
+        Record {
+            kdf: Kdf { memory_kib: 8, passes: 1, lanes: 1 },
+            salt_pw: [1; 16],
+            verifier_pw,
+            wrap_pw: [3; WRAP_LEN],
+            salt_rc: [4; 16],
+            verifier_rc,
+            wrap_rc: [6; WRAP_LEN],
+            drive_id: [7; 16],
+        }
+    }
+
+    fn pair(dir: &Path, peer: PeerId) {
+        let mut p = Pairs::load(&dir.join("drive/pairs.json")).expect("pairs");
+        p.add(&Paired { peer, name: "laptop".into(), role: Role::Client }, 1).expect("add");
+    }
+
+    fn reason(a: Answer) -> Refusal {
+        match a {
+            Answer::Refused { reason, .. } => reason,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn setup(record: &Record, proof: Option<[u8; 32]>) -> Request {
+        Request::Setup { record: Box::new(record.clone()), proof }
+    }
+
+    /// An unpaired peer, a paired one without a session, a wrong password
+    /// and a revoked pairing are each refused for their own reason; a
+    /// login opens the root and the shards; a logout closes them.
+    #[test]
+    fn only_a_paired_logged_in_client_uses_the_drive_and_revocation_counts_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dev = Device::open(dir.path()).expect("open");
+        let (client, stranger) = (PeerId::random(), PeerId::random());
+        let auth = [42u8; 32];
+        let rec = record(*blake3::hash(&auth).as_bytes(), *blake3::hash(&[43; 32]).as_bytes());
+        assert_eq!(reason(dev.handle(&client, Request::Hello, 10)), Refusal::NotPaired);
+        pair(dir.path(), client);
+        assert_eq!(dev.handle(&client, Request::Hello, 10), Answer::Drive(None));
+        assert_eq!(reason(dev.handle(&client, Request::Login(auth), 10)), Refusal::NoDrive);
+        assert_eq!(dev.handle(&client, setup(&rec, None), 10), Answer::Done);
+        assert_eq!(reason(dev.handle(&client, setup(&rec, None), 10)), Refusal::DriveExists);
+        assert_eq!(reason(dev.handle(&stranger, Request::Login(auth), 10)), Refusal::NotPaired);
+        assert_eq!(reason(dev.handle(&client, Request::GetRoot, 10)), Refusal::NoSession);
+        assert!(dev.admits_at(&client, 10).is_err(), "paired without a session: no shards");
+        assert_eq!(reason(dev.handle(&client, Request::Login([0; 32]), 10)), Refusal::WrongPassword);
+        for login in [Request::Login(auth), Request::Recover([43; 32])] {
+            match dev.handle(&client, login, 10) {
+                Answer::Session { record, .. } => assert_eq!(*record, rec),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(dev.sessions().len(), 1, "one session per client");
+        assert!(dev.admits_at(&client, 10).is_ok());
+        assert!(dev.admits_at(&stranger, 10).is_err());
+        assert_eq!(net::Private::admits(&dev, &stranger), net::Admission::Stranger);
+
+        // Roots follow one another: each names the one before it.
+        let set = |seq, prev: [u8; 32], b: u8| {
+            dev.handle(&client, Request::SetRoot { seq, prev, strict: false, sealed: vec![b; 3] }, 11)
+        };
+        let h = |b: u8| *blake3::hash(&[b; 3]).as_bytes();
+        assert_eq!(set(1, [0; 32], 1), Answer::Done);
+        assert_eq!(set(1, [0; 32], 1), Answer::Done, "the same write again is fine");
+        assert_eq!(reason(set(1, [0; 32], 9)), Refusal::Stale, "another root of the same number is not");
+        assert_eq!(reason(set(2, h(9), 2)), Refusal::Stale, "nor one that follows a root this device never had");
+        assert_eq!(set(2, h(1), 2), Answer::Done);
+        let strict = Request::SetRoot { seq: 5, prev: h(4), strict: true, sealed: vec![5; 3] };
+        assert_eq!(reason(dev.handle(&client, strict, 11)), Refusal::Behind, "a device behind does not decide");
+        assert_eq!(set(5, h(4), 5), Answer::Done, "a device that was behind catches up");
+        assert_eq!(reason(set(3, h(2), 3)), Refusal::Stale, "an older root never replaces a newer one");
+        assert_eq!(dev.handle(&client, Request::GetRoot, 12), Answer::Root { seq: 5, sealed: vec![5; 3] });
+
+        // The record is replaced only with a proof: the password's keeps
+        // the recovery code's part; a wrong proof counts as a wrong try.
+        let mut new = record([7; 32], [8; 32]);
+        assert_eq!(reason(dev.handle(&client, setup(&new, Some([0; 32])), 12)), Refusal::WrongPassword);
+        assert_eq!(dev.handle(&client, setup(&new, Some(auth)), 12), Answer::Done);
+        let kept = dev.lock().record.clone().expect("record");
+        assert_eq!((kept.verifier_pw, kept.verifier_rc), ([7; 32], rec.verifier_rc));
+        new.drive_id = [1; 16];
+        assert_eq!(reason(dev.handle(&client, setup(&new, Some([43; 32])), 12)), Refusal::DriveExists);
+
+        // Kept across a restart.
+        let again = Device::open(dir.path()).expect("reopen");
+        assert!(again.admits_at(&client, 13).is_ok());
+        assert_eq!(again.handle(&client, Request::GetRoot, 12), Answer::Root { seq: 5, sealed: vec![5; 3] });
+        // Revoked by another process: refused at the next request; paired
+        // again later, its old session is gone with the pairing.
+        let mut p = Pairs::load(&dir.path().join("drive/pairs.json")).expect("pairs");
+        p.revoke(&client.to_string(), 13).expect("revoke");
+        let why = again.admits_at(&client, 13).expect_err("revoked");
+        assert!(why.contains("revoked"), "{why}");
+        assert_eq!(reason(again.handle(&client, Request::GetRoot, 13)), Refusal::NotPaired);
+        p.add(&Paired { peer: client, name: "laptop".into(), role: Role::Client }, 14).expect("again");
+        assert_eq!(reason(again.handle(&client, Request::GetRoot, 14)), Refusal::NoSession);
+    }
+
+    /// Five wrong passwords in ten minutes stop further tries, even the
+    /// right one, until the window passes; a logout ends the session.
+    #[test]
+    fn wrong_passwords_are_limited_and_logout_ends_the_session() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dev = Device::open(dir.path()).expect("open");
+        let client = PeerId::random();
+        pair(dir.path(), client);
+        let auth = [1u8; 32];
+        let rec = record(*blake3::hash(&auth).as_bytes(), [0; 32]);
+        assert_eq!(dev.handle(&client, setup(&rec, None), 10), Answer::Done);
+        for _ in 0..MAX_WRONG_TRIES {
+            assert_eq!(reason(dev.handle(&client, Request::Login([2; 32]), 100)), Refusal::WrongPassword);
+        }
+        assert_eq!(reason(dev.handle(&client, Request::Login(auth), 101)), Refusal::TooManyTries);
+        assert!(matches!(dev.handle(&client, Request::Login(auth), 100 + TRY_WINDOW_SECS), Answer::Session { .. }));
+        assert_eq!(dev.handle(&client, Request::Logout, 700), Answer::Done);
+        assert_eq!(reason(dev.handle(&client, Request::GetRoot, 701)), Refusal::NoSession);
+        assert!(dev.sessions().is_empty());
+    }
+}
