@@ -218,8 +218,21 @@ impl Client {
             return Ok(());
         }
         // Any answer, even a refusal, means a connection stands: the request
-        // path knows how to find, dial and retry a peer that moved.
-        self.request(peer, Request::Usage).await.map(|_| ())
+        // path knows how to find, dial and retry a peer that moved. A peer
+        // not found may be one the DHT has not heard of yet (a node just
+        // started, or this one's table still filling on a busy machine):
+        // looked up twice more, after half a second and a second.
+        let mut wait = Duration::from_millis(500);
+        for left in (0..3).rev() {
+            match self.request(peer, Request::Usage).await {
+                Err(Error::Unreachable { .. }) if left > 0 => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(Error::Shutdown)
     }
 
     /// Find a peer's addresses by its id alone.
