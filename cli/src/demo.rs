@@ -266,6 +266,73 @@ fn sync_act(json: bool, root: &Path, boot: &str) -> Result<Value> {
     Ok(json!({ "drive_sync": line }))
 }
 
+/// Two friends: the laptop (Alice) and a friend's laptop (Bob) pair as
+/// friends by a code; Alice writes Bob while he is offline (her devices
+/// hold the sealed letter), Bob comes online and gets it; Bob opens a
+/// share link Alice made, from his node, through Alice's drive node.
+fn friends_act(json: bool, procs: &Procs, root: &Path, logs: &Path, boot: &str) -> Result<Value> {
+    say(json, "drive: two friends pair by a code; a letter held by Alice's devices while Bob is offline; a share link");
+    let (alice, serve) = serve_args(root, boot)?;
+    let bob = root.join("friend");
+    let exe = std::env::current_exe().context("finding the ionshard binary")?;
+    let run = |args: &[&str], dir: &Path| -> Result<Value> {
+        let o = std::process::Command::new(&exe)
+            .args(args)
+            .args(["--json", "--dir", &dir.display().to_string(), "--bootstrap", boot])
+            .env("IONSHARD_DRIVE_PASSWORD", crate::drive_files::DEMO_PASSWORD)
+            .output()
+            .with_context(|| format!("running ionshard {}", args.join(" ")))?;
+        if !o.status.success() {
+            bail!("ionshard {} failed: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+        }
+        let text = String::from_utf8_lossy(&o.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or("")).context("no JSON printed")
+    };
+    let mut offer = std::process::Command::new(&exe)
+        .args(["drive", "pair", "--friend", "--name", "alice", "--json", "--bootstrap", boot])
+        .args(["--dir", &alice.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting drive pair --friend")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(offer.stdout.take().context("no stdout")?), &mut line)?;
+    let code: Value = serde_json::from_str(&line).context("drive pair --friend printed no code")?;
+    let code = code["code"].as_str().context("no code")?.to_string();
+    let joined = run(&["drive", "join", &code, "--friend", "--name", "bob"], &bob);
+    let _ = offer.wait();
+    joined?;
+    let sent = run(&["drive", "msg", "send", "bob", "hello Bob, from my drive"], &alice)?;
+    let state = sent["state"].as_str().unwrap_or("").to_string();
+    let got = run(&["drive", "msg", "list", "--wait", "60s", "--until", "1"], &bob)?;
+    let letter = got["letters"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["incoming"] == true))
+        .context("Bob received no letter within 60 s")?;
+    let first = procs.start("drive-friends", logs, &serve)?;
+    let result = (|| {
+        first["url"].as_str().context("the drive server printed no URL")?;
+        let link = run(&["drive", "share", "/notes.txt", "--for", "1h"], &alice)?;
+        let friend_link = link["friend_link"].as_str().context("no friend link")?;
+        let out = root.join("friend-notes.txt");
+        run(&["drive", "open", friend_link, "--force", "--out", &out.display().to_string()], &bob)?;
+        if std::fs::read(&out)? != b"kept on my own devices, and nowhere else\n" {
+            bail!("the shared file Bob read differs");
+        }
+        let line = format!(
+            "Bob offline: Alice's letter {state}; Bob online: received {:?}; Bob's node opened Alice's share link",
+            letter["text"].as_str().unwrap_or("")
+        );
+        if !json {
+            println!("{line}");
+            println!("  a share link for a friend's node: {friend_link}");
+        }
+        Ok(json!({ "drive_friends": line }))
+    })();
+    procs.kill("drive-friends");
+    result
+}
+
 /// One HTTP/1.1 request to `addr` (`METHOD PATH`, one extra header line);
 /// (status, head, body). For the demo's own page on loopback.
 fn http1(addr: &str, line: &str, header: &str, body: &str) -> Result<(u16, String, String)> {
@@ -303,6 +370,12 @@ fn serve_kept(procs: &Procs, root: &Path, logs: &Path, boot: &str, json: bool) -
         );
         println!("  cadaver   cadaver {dav}");
         println!("  the CLI   {}", crate::drive_files::demo_hint(boot, &laptop));
+        let friend = root.join("friend");
+        println!("  a friend  ionshard drive msg send bob 'hi Bob' --dir {} --bootstrap {boot}", laptop.display());
+        println!(
+            "            ionshard drive msg list --wait 1m --until 1 --dir {} --bootstrap {boot}   (Bob receives)",
+            friend.display()
+        );
     }
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -412,6 +485,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, 
     let drive = crate::drive_cmd::demo_act(o.json, &b, &root.join("laptop"), &devices)?;
     let page = web_act(o.json, procs, root, logs, &b)?;
     let synced = sync_act(o.json, root, &b)?;
+    let friends = friends_act(o.json, procs, root, logs, &b)?;
     let chain = crate::ledger_cmd::demo_act(
         o.json,
         &api,
@@ -422,7 +496,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, 
         crate::ledger_cmd::Nodes { kill: &|name| procs.kill(name), start: &|name, args| procs.start(name, logs, args) },
     )?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
-    for extra in [durable, backups, drive, page, synced, chain] {
+    for extra in [durable, backups, drive, page, synced, friends, chain] {
         if let (Some(m), Value::Object(d)) = (out.as_object_mut(), extra) {
             m.extend(d);
         }

@@ -46,6 +46,14 @@ enum DriveCommand {
         #[command(flatten)]
         at: Listed,
     },
+    /// Letters between friends: texts and files, end-to-end encrypted,
+    /// held by this person's own devices while the friend is offline.
+    Msg {
+        #[command(subcommand)]
+        command: crate::drive_msg::MsgCommand,
+    },
+    #[command(flatten)]
+    Share(crate::drive_share::ShareCommand),
     #[command(flatten)]
     Files(crate::drive_files::FilesCommand),
 }
@@ -157,6 +165,8 @@ pub(crate) fn run(a: DriveArgs) -> Result<()> {
         DriveCommand::Join { code, at } => join(&code, at),
         DriveCommand::Pairs(l) => list(&listed_dir(l.dir, l.client), l.json),
         DriveCommand::Revoke { who, at } => revoke(&who, &listed_dir(at.dir, at.client), at.json),
+        DriveCommand::Msg { command } => crate::drive_msg::run(command),
+        DriveCommand::Share(c) => crate::drive_share::run(c),
         DriveCommand::Files(c) => crate::drive_files::run(c),
     }
 }
@@ -191,7 +201,8 @@ fn pair(at: At, lifetime: Duration) -> Result<()> {
     if lifetime.is_zero() || lifetime > Duration::from_secs(u64::from(drive::mailbox::MAX_LIFETIME_SECS)) {
         bail!("--lifetime {}s: a code waits 1 s to 30 minutes", lifetime.as_secs());
     }
-    let dir = dir_of(at.dir.clone(), false);
+    // A friend pairing is a person's own client's, usually.
+    let dir = dir_of(at.dir.clone(), at.friend);
     // Read now to fail early on a file it cannot read; read again before
     // adding, as a revoke may have run while this waited.
     drive::Pairs::load(&pairs_path(&dir))?;
@@ -199,8 +210,8 @@ fn pair(at: At, lifetime: Duration) -> Result<()> {
     let json_out = at.json;
     let first = at.bootstrap.first().cloned().unwrap_or_default();
     let paired = rt.block_on(async {
-        let (key, mailbox, _h) = connect(&at, &dir, drive::Role::Device).await?;
         let role = if at.friend { drive::Role::Friend } else { drive::Role::Device };
+        let (key, mailbox, _h) = connect(&at, &dir, role).await?;
         let me = drive::Me { key, name: at.name.clone().unwrap_or_else(host_name), role };
         let pb = indicatif::ProgressBar::new_spinner();
         if json_out {

@@ -149,7 +149,7 @@ pub(crate) fn serve(on: On, secret: Secret, args: ServeArgs) -> Result<()> {
         let (net, _h) = on.net().await?;
         let (login, check) = drive::login_checked(&net, &devices, &password).await?;
         login.save(&on.dir())?;
-        let d = drive::Drive::new(net, devices.clone(), &login)?;
+        let d = drive::Drive::new(net.clone(), devices.clone(), &login)?;
         let served = drive::served::Served::start(d, &on.dir().join("spool")).await?;
         let handler = dav_server::DavHandler::builder()
             .strip_prefix("/dav")
@@ -192,7 +192,19 @@ pub(crate) fn serve(on: On, secret: Secret, args: ServeArgs) -> Result<()> {
         config.tls = tls.is_some();
         let acceptor = tls.map(|t| t.acceptor);
         let hosts = Hosts::for_listen(at, lan);
-        let page = web::router(web::Web::new(served.clone(), gate.clone(), config));
+        config.node = Some(net.peer_id().to_string());
+        let state = web::Web::new(served.clone(), gate.clone(), config);
+        let page = web::router(state.clone());
+        // Friends' letters arrive here, and their nodes open share links
+        // here; letters this client wrote and could not deliver yet go out
+        // from here.
+        let opener: crate::drive_msg::Opener = Arc::new(move |link: String, token: String, path: String, offset: u64| {
+            let state = state.clone();
+            let open: crate::drive_msg::Opening =
+                Box::pin(async move { web::open_for_friend(state, &link, &token, &path, offset).await });
+            open
+        });
+        let _letters = crate::drive_msg::serve_client(&net, &on.dir(), devices.clone(), Some(opener))?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             let (stream, _) = tokio::select! {

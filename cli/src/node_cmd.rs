@@ -210,6 +210,11 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             Some(d) => Some(serve_drive(&daemon.client, d.clone())?),
             None => None,
         };
+        // It holds its owner's letters to friends while they are offline.
+        let _letters = match &device {
+            Some(d) => Some(crate::drive_msg::serve_device(&daemon.client, d.clone())?),
+            None => None,
+        };
         let peer_id = daemon.peer_id;
         let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {

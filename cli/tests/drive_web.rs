@@ -188,6 +188,16 @@ fn the_web_page_in_chromium_logs_in_uploads_a_tree_previews_downloads_and_restor
     let (child, first) = serve(dir.path(), &laptop, &boot, "serve", &["--max-upload", "64MiB"]);
     procs.children.push(("drive-serve".into(), child));
     let url = first["url"].as_str().expect("url").trim_end_matches('/').to_string();
+    // A friend of the laptop (paired as by `drive pair --friend`), offline.
+    let sam = id_of(&dir.path().join("sam"));
+    let pairs_file = laptop.join("drive/pairs.json");
+    let mut pairs: Value = serde_json::from_slice(&std::fs::read(&pairs_file).expect("pairs")).expect("json");
+    pairs["pairs"]
+        .as_array_mut()
+        .expect("pairs")
+        .push(json!({ "peer": sam, "name": "sam", "role": "friend", "paired_at": 1 }));
+    pairs["friend_keys"] = json!({ sam.clone(): "07".repeat(32) });
+    std::fs::write(&pairs_file, serde_json::to_vec(&pairs).expect("json")).expect("write pairs");
 
     // What the browser uploads: a folder with a subfolder, and loose files.
     let tree = dir.path().join("tree");
@@ -308,6 +318,23 @@ fn the_web_page_in_chromium_logs_in_uploads_a_tree_previews_downloads_and_restor
         // The devices that hold the drive, and their health.
         c.goto(&format!("{url}/devices")).await.expect("goto");
         until(&c, "document.querySelectorAll('.devices li.up').length == 3", 30, "three devices online").await;
+
+        // A message to a friend (offline: the laptop's devices hold it).
+        c.goto(&format!("{url}/letters")).await.expect("goto");
+        c.find(Locator::Id("message")).await.expect("message").send_keys("See you on Sunday!").await.expect("type");
+        c.find(Locator::Id("send")).await.expect("send").click().await.expect("click");
+        until(&c, "document.querySelector('.letters li.out') && document.querySelector('.letters li.out').innerText.includes('See you on Sunday!')", 30, "the message listed").await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            c.goto(&format!("{url}/letters")).await.expect("goto");
+            let held = "return document.querySelector('.letters li.out').innerText.includes('held by')";
+            if c.execute(held, vec![]).await.expect("probe") == Value::Bool(true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the message was not held by the devices within 120 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        std::fs::write(shots.join("drive-messages-desktop.png"), c.screenshot().await.expect("shot")).expect("save");
 
         // A phone-sized window.
         c.set_window_size(390, 844).await.expect("resize");

@@ -387,6 +387,17 @@ impl Device {
         let mut st = self.lock();
         self.paired(&mut st, peer).is_ok()
     }
+
+    /// Whether `peer` is a client paired with this device now; why not.
+    pub fn is_client(&self, peer: &PeerId) -> std::result::Result<(), String> {
+        let mut st = self.lock();
+        self.paired(&mut st, peer).map_err(|(_, m)| m)
+    }
+
+    /// The drive's folder on this device (`DIR/drive`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 impl net::Private for Device {
@@ -423,7 +434,7 @@ mod tests {
 
     fn pair(dir: &Path, peer: PeerId) {
         let mut p = Pairs::load(&dir.join("drive/pairs.json")).expect("pairs");
-        p.add(&Paired { peer, name: "laptop".into(), role: Role::Client }, 1).expect("add");
+        p.add(&Paired { peer, name: "laptop".into(), role: Role::Client, key: None }, 1).expect("add");
     }
 
     fn reason(a: Answer) -> Refusal {
@@ -505,7 +516,7 @@ mod tests {
         let why = again.admits_at(&client, 13).expect_err("revoked");
         assert!(why.contains("revoked"), "{why}");
         assert_eq!(reason(again.handle(&client, Request::GetRoot, 13)), Refusal::NotPaired);
-        p.add(&Paired { peer: client, name: "laptop".into(), role: Role::Client }, 14).expect("again");
+        p.add(&Paired { peer: client, name: "laptop".into(), role: Role::Client, key: None }, 14).expect("again");
         assert_eq!(reason(again.handle(&client, Request::GetRoot, 14)), Refusal::NoSession);
     }
 

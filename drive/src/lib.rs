@@ -21,10 +21,12 @@ pub mod dav;
 mod device;
 mod error;
 mod files;
+pub mod friends;
 mod keys;
 pub mod mailbox;
 mod pairing;
 mod pairs;
+pub mod post;
 pub mod protocol;
 mod remote;
 pub mod served;
@@ -36,7 +38,7 @@ pub use code::{CODE_WORDS, Code, MAX_NAMEPLATE, WORDS};
 pub use device::{Device, Session};
 pub use error::{Error, Result};
 pub use keys::new_recovery_code;
-pub use pairing::{Me, Paired, Role, Transport, accept, offer};
+pub use pairing::{FriendKey, Me, Paired, Role, Transport, accept, offer};
 pub use pairs::{Pair, Pairs, Revoked};
 pub use remote::{
     Drive, Login, PasswordCheck, Reached, Read, RootId, Stored, change_password, coding_for, login, login_checked,

@@ -93,6 +93,20 @@ pub struct Paired {
     pub name: String,
     /// Its side.
     pub role: Role,
+    /// For a friend: the key both sides derived from this pairing, which
+    /// seals the messages and files they send each other (end to end:
+    /// whoever carries them cannot read them).
+    pub key: Option<FriendKey>,
+}
+
+/// The secret two friends share, from the pairing that made them friends.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FriendKey(pub [u8; 32]);
+
+impl std::fmt::Debug for FriendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FriendKey(..)")
+    }
 }
 
 /// A way to ask a pairing mailbox (a bootstrap node).
@@ -105,6 +119,7 @@ struct Keys {
     to_device: [u8; 32],
     to_client: [u8; 32],
     transcript: [u8; 32],
+    friend: [u8; 32],
 }
 
 fn keys(k: &[u8]) -> Keys {
@@ -112,6 +127,7 @@ fn keys(k: &[u8]) -> Keys {
         to_device: blake3::derive_key("ionshard drive pairing v1 client to device", k),
         to_client: blake3::derive_key("ionshard drive pairing v1 device to client", k),
         transcript: blake3::derive_key("ionshard drive pairing v1 transcript", k),
+        friend: blake3::derive_key("ionshard drive pairing v1 friend key", k),
     }
 }
 
@@ -156,7 +172,8 @@ fn payload(me: &Me, transcript: &[u8; 32]) -> Result<Vec<u8>> {
 
 /// The other side's payload, checked: its role is `want`, and its node key
 /// signed this exchange.
-fn check(plain: &[u8], transcript: &[u8; 32], want: Role) -> Result<Paired> {
+fn check(plain: &[u8], k: &Keys, want: Role) -> Result<Paired> {
+    let transcript = &k.transcript;
     let bad = |why: &str| Error::BadPeer(why.to_string());
     let (&role, rest) = plain.split_first().ok_or_else(|| bad("empty"))?;
     let role = match role {
@@ -190,7 +207,8 @@ fn check(plain: &[u8], transcript: &[u8; 32], want: Role) -> Result<Paired> {
     if !key.verify(&statement(transcript, role, &name), sig) {
         return Err(bad("its node key did not sign this pairing"));
     }
-    Ok(Paired { peer, name, role })
+    let key = (role == Role::Friend).then_some(FriendKey(k.friend));
+    Ok(Paired { peer, name, role, key })
 }
 
 /// One poll while waiting: a failure to reach the mailbox is not the end
@@ -263,7 +281,7 @@ pub async fn offer<T: Transport>(
         let _ = mailbox.ask(Request::Abort { nameplate }).await;
         return Err(Error::WrongCode);
     };
-    let client = match check(&plain, &k.transcript, me.role.other()) {
+    let client = match check(&plain, &k, me.role.other()) {
         Ok(c) => c,
         Err(e) => {
             let _ = mailbox.ask(Request::Abort { nameplate }).await;
@@ -320,7 +338,7 @@ pub async fn accept<T: Transport>(
         tokio::time::sleep(every).await;
     };
     let plain = open(&k.to_client, &sealed).ok_or(Error::WrongCode)?;
-    check(&plain, &k.transcript, me.role.other())
+    check(&plain, &k, me.role.other())
 }
 
 #[cfg(test)]
@@ -380,6 +398,7 @@ mod tests {
         let (d, c) = (d.expect("device side"), c.expect("client side"));
         assert_eq!((d.peer, d.name.as_str(), d.role), (client.key.public().to_peer_id(), "laptop", Role::Client));
         assert_eq!((c.peer, c.name.as_str(), c.role), (device.key.public().to_peer_id(), "nas", Role::Device));
+        assert!(d.key.is_none() && c.key.is_none(), "own nodes share no friend key");
     }
 
     /// Two friends pair as friends; a friend and the owner's own node do
@@ -390,6 +409,10 @@ mod tests {
         let (d, c) = (d.expect("one side"), c.expect("other side"));
         assert_eq!((d.peer, d.role), (client.key.public().to_peer_id(), Role::Friend));
         assert_eq!((c.peer, c.role), (device.key.public().to_peer_id(), Role::Friend));
+        // Both derived the same key from this pairing, and no one else has it.
+        assert!(d.key.is_some() && d.key == c.key, "both sides hold the friend key");
+        let (again, _, _, _) = pair_as(Role::Friend, Role::Friend, |c| c.reveal()).await;
+        assert_ne!(again.expect("again").key, d.key, "another pairing, another key");
         for (offers, accepts) in [(Role::Device, Role::Friend), (Role::Friend, Role::Client)] {
             let (d, c, _, _) = pair_as(offers, accepts, |c| c.reveal()).await;
             assert!(
@@ -420,12 +443,13 @@ mod tests {
     /// name never travel.
     #[test]
     fn long_names_are_cut_whole_and_control_characters_never_travel() {
-        let t = [3u8; 32];
+        let k = keys(&[3u8; 32]);
+        let t = k.transcript;
         let mut me = me(Role::Device, &"設定".repeat(30));
-        let p = check(&payload(&me, &t).expect("payload"), &t, Role::Device).expect("valid");
+        let p = check(&payload(&me, &t).expect("payload"), &k, Role::Device).expect("valid");
         assert!(p.name.len() <= 64 && p.name.chars().all(|c| c == '設' || c == '定'), "{}", p.name);
         me.name = "nas\u{1b}[2J".into();
-        let p = check(&payload(&me, &t).expect("payload"), &t, Role::Device).expect("filtered on the way out");
+        let p = check(&payload(&me, &t).expect("payload"), &k, Role::Device).expect("filtered on the way out");
         assert_eq!(p.name, "nas[2J");
     }
 
@@ -434,13 +458,13 @@ mod tests {
     #[test]
     fn a_pairing_message_signed_for_another_exchange_is_refused() {
         let client = me(Role::Client, "laptop");
-        let (t1, t2) = ([1u8; 32], [2u8; 32]);
-        let p = payload(&client, &t1).expect("payload");
-        assert!(check(&p, &t1, Role::Client).is_ok());
-        assert!(matches!(check(&p, &t2, Role::Client), Err(Error::BadPeer(_))));
-        assert!(matches!(check(&p, &t1, Role::Device), Err(Error::BadPeer(_))), "the wrong role");
+        let (k1, k2) = (keys(&[1u8; 32]), keys(&[2u8; 32]));
+        let p = payload(&client, &k1.transcript).expect("payload");
+        assert!(check(&p, &k1, Role::Client).is_ok());
+        assert!(matches!(check(&p, &k2, Role::Client), Err(Error::BadPeer(_))));
+        assert!(matches!(check(&p, &k1, Role::Device), Err(Error::BadPeer(_))), "the wrong role");
         for cut in 0..p.len() {
-            assert!(check(&p[..cut], &t1, Role::Client).is_err(), "cut at {cut}");
+            assert!(check(&p[..cut], &k1, Role::Client).is_err(), "cut at {cut}");
         }
     }
 }

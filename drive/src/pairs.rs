@@ -1,13 +1,18 @@
 //! The pairings a node keeps: its owner's devices and clients it paired
-//! with, and those revoked. One JSON file (`format` 1), mode 0600,
+//! with, its friends, and those revoked. One JSON file (`format` 2; 1,
+//! without friend keys, is read too), mode 0600,
 //! replaced whole (written beside, synced, renamed, the directory synced),
 //! so a crash leaves the old list or the new one, never half of either.
 //!
 //! ```json
-//! { "format": 1,
+//! { "format": 2,
 //!   "pairs":   [ { "peer": "12D3Koo…", "name": "nas", "role": "device", "paired_at": 1764950000 } ],
-//!   "revoked": [ { "peer": "12D3Koo…", "name": "old phone", "at": 1764950100 } ] }
+//!   "revoked": [ { "peer": "12D3Koo…", "name": "old phone", "at": 1764950100 } ],
+//!   "friend_keys": { "12D3Koo…": "hex of the 32-byte key the friend pairing derived" } }
 //! ```
+//!
+//! A friend's key is never listed with the pairings: only
+//! [`Pairs::friend_key`] gives it.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::pairing::{Paired, Role};
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// The largest pairings file read (a few thousand pairings).
 const MAX_FILE: u64 = 4 << 20;
 
@@ -52,6 +57,8 @@ struct File {
     pairs: Vec<Pair>,
     #[serde(default)]
     revoked: Vec<Revoked>,
+    #[serde(default)]
+    friend_keys: std::collections::BTreeMap<String, String>,
 }
 
 /// A node's pairings, as read from its file.
@@ -70,13 +77,13 @@ impl Pairs {
             Some(bytes) => {
                 let file: File =
                     serde_json::from_slice(&bytes).map_err(|e| err(format!("not a pairings file: {e}")))?;
-                if file.format != FORMAT {
+                if !(1..=FORMAT).contains(&file.format) {
                     return Err(err(format!(
                         "pairings format {}, this build reads {FORMAT}: run the ionshard that wrote it",
                         file.format
                     )));
                 }
-                file
+                File { format: FORMAT, ..file }
             }
         };
         Ok(Pairs { path: path.to_path_buf(), file })
@@ -98,12 +105,33 @@ impl Pairs {
         self.file.pairs.iter().any(|x| x.peer == p)
     }
 
+    /// The key a friend pairing with `peer` derived, if it is a friend.
+    pub fn friend_key(&self, peer: &PeerId) -> Option<crate::FriendKey> {
+        let p = peer.to_string();
+        if !self.file.pairs.iter().any(|x| x.peer == p && x.role == Role::Friend) {
+            return None;
+        }
+        let hex = self.file.friend_keys.get(&p)?;
+        let k: [u8; 32] = data_encoding::HEXLOWER.decode(hex.as_bytes()).ok()?.try_into().ok()?;
+        Some(crate::FriendKey(k))
+    }
+
+    /// The friends, by peer id and name.
+    pub fn friends(&self) -> Vec<(PeerId, String)> {
+        let friends = self.file.pairs.iter().filter(|p| p.role == Role::Friend);
+        friends.filter_map(|p| Some((p.peer.parse().ok()?, p.name.clone()))).collect()
+    }
+
     /// Record a pairing (one with the same peer is replaced; a revoked one
     /// is paired again) and save.
     pub fn add(&mut self, paired: &Paired, now: u64) -> Result<()> {
         let peer = paired.peer.to_string();
         self.file.pairs.retain(|p| p.peer != peer);
         self.file.revoked.retain(|r| r.peer != peer);
+        self.file.friend_keys.remove(&peer);
+        if let Some(k) = &paired.key {
+            self.file.friend_keys.insert(peer.clone(), data_encoding::HEXLOWER.encode(&k.0));
+        }
         self.file.pairs.push(Pair { peer, name: paired.name.clone(), role: paired.role, paired_at: now });
         self.save()
     }
@@ -131,6 +159,7 @@ impl Pairs {
             }
         };
         let p = self.file.pairs.remove(i);
+        self.file.friend_keys.remove(&p.peer);
         self.file.revoked.push(Revoked { peer: p.peer.clone(), name: p.name.clone(), at: now });
         self.save()?;
         Ok(p)
@@ -153,8 +182,8 @@ mod tests {
         let path = dir.path().join("drive").join("pairs.json");
         let mut p = Pairs::load(&path).expect("empty");
         assert!(p.list().is_empty());
-        let nas = Paired { peer: PeerId::random(), name: "nas".into(), role: Role::Device };
-        let tv = Paired { peer: PeerId::random(), name: "tv".into(), role: Role::Device };
+        let nas = Paired { peer: PeerId::random(), name: "nas".into(), role: Role::Device, key: None };
+        let tv = Paired { peer: PeerId::random(), name: "tv".into(), role: Role::Device, key: None };
         p.add(&nas, 10).expect("add");
         p.add(&tv, 11).expect("add");
         use std::os::unix::fs::PermissionsExt;
@@ -169,7 +198,33 @@ mod tests {
         assert_eq!(after.revoked().len(), 1);
         std::fs::write(&path, b"{ not json").expect("corrupt");
         assert!(Pairs::load(&path).is_err());
-        std::fs::write(&path, br#"{"format": 2}"#).expect("newer");
-        assert!(Pairs::load(&path).expect_err("newer").to_string().contains("format 2"));
+        std::fs::write(&path, br#"{"format": 3}"#).expect("newer");
+        assert!(Pairs::load(&path).expect_err("newer").to_string().contains("format 3"));
+    }
+
+    /// A friend's key is kept with its pairing, never shown with the
+    /// list, and goes when the pairing is revoked; a format 1 file (before
+    /// friend keys) still reads.
+    #[test]
+    fn a_friends_key_is_kept_apart_and_goes_with_its_pairing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("pairs.json");
+        std::fs::write(&path, br#"{"format": 1, "pairs": [], "revoked": []}"#).expect("old");
+        let mut p = Pairs::load(&path).expect("format 1 reads");
+        let bob = Paired {
+            peer: PeerId::random(),
+            name: "bob".into(),
+            role: Role::Friend,
+            key: Some(crate::FriendKey([7; 32])),
+        };
+        p.add(&bob, 1).expect("add");
+        let again = Pairs::load(&path).expect("load");
+        assert_eq!(again.friend_key(&bob.peer), Some(crate::FriendKey([7; 32])));
+        assert_eq!(again.friends(), vec![(bob.peer, "bob".to_string())]);
+        assert!(!serde_json::to_string(again.list()).expect("json").contains(&"07".repeat(32)), "listed with the key");
+        let mut again = again;
+        again.revoke("bob", 2).expect("revoke");
+        assert_eq!(Pairs::load(&path).expect("load").friend_key(&bob.peer), None);
+        assert!(!std::fs::read_to_string(&path).expect("read").contains(&"07".repeat(32)), "the key stayed");
     }
 }

@@ -28,7 +28,7 @@ async fn addr(c: &Client) -> Multiaddr {
 }
 
 fn pair(device_dir: &Path, client_dir: &Path, name: &str, client: PeerId, device: PeerId) {
-    let p = |peer, name: &str, role| drive::Paired { peer, name: name.into(), role };
+    let p = |peer, name: &str, role| drive::Paired { peer, name: name.into(), role, key: None };
     let mut d = drive::Pairs::load(&device_dir.join("drive/pairs.json")).expect("pairs");
     d.add(&p(client, name, drive::Role::Client), 1).expect("add");
     let mut c = drive::Pairs::load(&client_dir.join("drive/pairs.json")).expect("pairs");
@@ -193,7 +193,8 @@ async fn an_unpaired_node_that_knows_the_cids_reads_nothing_and_revocation_count
     pair(&ddir, &pdir, "phone", phone.peer_id(), nas.peer_id());
     // A friend's node: paired, at the other trust level.
     let mut d = drive::Pairs::load(&ddir.join("drive/pairs.json")).expect("pairs");
-    d.add(&drive::Paired { peer: friend.peer_id(), name: "alice".into(), role: drive::Role::Friend }, 1).expect("add");
+    d.add(&drive::Paired { peer: friend.peer_id(), name: "alice".into(), role: drive::Role::Friend, key: None }, 1)
+        .expect("add");
 
     // Before a drive exists and a login: no puts from anyone but a trusted SPN.
     let probe = vec![5u8; 1000];

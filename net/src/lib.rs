@@ -27,6 +27,7 @@ mod daemon;
 mod drive;
 mod error;
 mod frames;
+mod friend;
 mod gate;
 mod identity;
 mod ledger;

@@ -148,14 +148,38 @@ pub struct PeerInfo {
 
 pub(crate) enum Command {
     Publish(Vec<u8>),
-    Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response>> },
-    FindPeer { peer: PeerId, reply: oneshot::Sender<Result<Vec<Multiaddr>>> },
-    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
-    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
-    Connection { peer: PeerId, reply: oneshot::Sender<Option<bool>> },
-    Link { peer: PeerId, reply: oneshot::Sender<Option<Link>> },
-    Status { reply: oneshot::Sender<Status> },
-    Forget { peer: PeerId },
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response>>,
+    },
+    FindPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Connection {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<bool>>,
+    },
+    Link {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Link>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Forget {
+        peer: PeerId,
+    },
+    /// Answer the DHT's questions, so that others find this node by its id
+    /// (a client that receives: friends' letters come to it).
+    Findable,
     Shutdown,
 }
 
@@ -263,6 +287,12 @@ impl Client {
     /// How this node is reachable: AutoNAT's verdict, external and relay addresses.
     pub async fn status(&self) -> Result<Status> {
         self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Let others find this node by its peer id through the DHT (a client
+    /// is not found otherwise: it only asks).
+    pub(crate) fn findable(&self) {
+        let _ = self.tx.try_send(Command::Findable);
     }
 
     /// Stop the node: in-flight requests finish (or their puts roll back), then the loop ends.
@@ -652,6 +682,7 @@ impl EventLoop {
                     self.swarm.behaviour_mut().kad.remove_peer(&peer);
                 }
             }
+            Command::Findable => self.swarm.behaviour_mut().kad.set_mode(Some(libp2p::kad::Mode::Server)),
             Command::Shutdown => {}
         }
     }

@@ -12,7 +12,10 @@
 //! - Uploads in parts (module `upload`): several files or a whole folder, with
 //!   progress; a part that fails is sent again from where the node has it.
 //! - Share links (module `share`): a read link to a file or folder, with an
-//!   expiry, revocable, opened in a browser through this node.
+//!   expiry, revocable, opened in a browser through this node (or by a
+//!   friend's node, over libp2p).
+//! - Messages (module `letters`): texts to and from friends, and the files
+//!   friends sent.
 //!
 //! Never: serve a file with a type a browser would run in the page's
 //! origin (only images, PDFs and plain text are shown; everything else is
@@ -21,6 +24,7 @@
 
 mod error;
 mod gate;
+mod letters;
 mod pages;
 mod raw;
 mod session;
@@ -36,6 +40,7 @@ use axum::routing::{get, post};
 
 pub use error::{Error, Result};
 pub use gate::{Gate, Verdict};
+pub use share::{Share, add as add_share, all as shares, identity, open_for_friend, take_back as revoke_share};
 
 /// How the page is served.
 #[derive(Debug, Clone)]
@@ -53,6 +58,8 @@ pub struct Config {
     pub cookie: String,
     /// This node's share links (`DIR/drive/shares.json`).
     pub shares: PathBuf,
+    /// This node's peer id: a friend's node opens a link through it.
+    pub node: Option<String>,
 }
 
 impl Config {
@@ -67,6 +74,7 @@ impl Config {
             session_idle: Duration::from_secs(2 * 3600),
             max_upload: 64 << 30,
             cookie: "ionshard".to_string(),
+            node: None,
         }
     }
 }
@@ -81,6 +89,11 @@ pub struct Web {
     /// The share links, as in the shares file (read at start; every
     /// change written through).
     shares: std::sync::RwLock<Vec<share::Share>>,
+    /// The shares file's time, size and inode when last read.
+    shares_stamp: std::sync::Mutex<Option<(Option<std::time::SystemTime>, u64, u64)>>,
+    /// The file (its BLAKE3) being read from the devices for a friend's
+    /// share link, if one is.
+    friend_fetch: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Web {
@@ -104,6 +117,8 @@ impl Web {
             uploads: upload::Uploads::default(),
             config,
             shares: std::sync::RwLock::new(shares),
+            shares_stamp: std::sync::Mutex::new(None),
+            friend_fetch: std::sync::Mutex::new(None),
         });
         // Uploads left behind are dropped, their spool files with them,
         // even when nobody starts another.
@@ -141,6 +156,9 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/do/share", post(pages::share))
         .route("/do/unshare", post(pages::unshare))
         .route("/shares", get(pages::shares))
+        .route("/letters", get(letters::letters))
+        .route("/letters/{id}/file", get(letters::file))
+        .route("/do/send", post(letters::send))
         .route("/s/{id}/{token}", get(share::shared))
         .route("/up", post(upload::start))
         .route(

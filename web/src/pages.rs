@@ -89,7 +89,7 @@ fn name_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn page(t: impl Template) -> Result<Response> {
+pub(crate) fn page(t: impl Template) -> Result<Response> {
     Ok(Html(t.render()?).into_response())
 }
 
@@ -348,7 +348,7 @@ fn one_name(name: &str) -> Result<String> {
 
 /// Answer a change: back to `to` with what happened said there; a
 /// failure is said too, and answered with its status.
-async fn after(s: &Session, to: &str, done: Result<String>) -> Result<Response> {
+pub(crate) async fn after(s: &Session, to: &str, done: Result<String>) -> Result<Response> {
     match done {
         Ok(text) => {
             s.flash(true, text);
@@ -625,14 +625,18 @@ pub(crate) async fn share(
         let p = drive::tree::normal(&f.path)?;
         let item = crate::share::identity(&*web.served.tree().await?, &p)
             .ok_or_else(|| drive::Error::NotInDrive(p.clone()))?;
-        if f.life == 0 || f.life > crate::share::MAX_LIFE {
-            return Err(Error::refused(StatusCode::BAD_REQUEST, "a link lives from a second to 30 days"));
-        }
         let link = crate::share::create(&web, &p, item, f.life, crate::session::now())?;
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
         let scheme = if web.config.tls { "https" } else { "http" };
         s.set_link(format!("{scheme}://{host}{link}"));
-        Ok(format!("Made a link to {p}, open until {}.", when(crate::session::now() + f.life)))
+        let friend = match &web.config.node {
+            Some(node) => format!(
+                " A friend's node opens it with: ionshard drive open ionshard:{node}/{}",
+                link.trim_start_matches("/s/")
+            ),
+            None => String::new(),
+        };
+        Ok(format!("Made a link to {p}, open until {}.{friend}", when(crate::session::now() + f.life)))
     }
     .await;
     after(&s, "/shares", done).await

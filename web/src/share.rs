@@ -8,7 +8,13 @@
 //! it, no change). The node must be reachable by the one who opens it
 //! (`drive serve --lan` on a home device, or a tunnel): a link is as
 //! exposed as the node that serves it. Shares are this node's, kept in
-//! `DIR/drive/shares.json` (the owner's alone).
+//! `DIR/drive/shares.json` (the owner's alone), changed under a lock
+//! (`shares.lock`: the page and `ionshard drive share` may both write it)
+//! and read again when the file changes.
+//!
+//! The same link opens for a friend's node as `ionshard:PEER/ID/TOKEN`
+//! (`ionshard drive open`), over the friends' protocol: only nodes paired
+//! as friends are answered ([`open_for_friend`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,16 +40,20 @@ const KEEP_DEAD: u64 = 30 * 86_400;
 
 /// One share.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Share {
-    pub(crate) id: String,
+pub struct Share {
+    /// Its id (in its links).
+    pub id: String,
     /// BLAKE3 of the token, hex.
     token_hash: String,
     /// The drive path shared.
-    pub(crate) path: String,
-    pub(crate) created: u64,
-    pub(crate) expires: u64,
+    pub path: String,
+    /// When it was made (seconds since the epoch).
+    pub created: u64,
+    /// When it stops opening.
+    pub expires: u64,
+    /// Revoked by the owner.
     #[serde(default)]
-    pub(crate) revoked: bool,
+    pub revoked: bool,
     /// What was at `path` when the link was made (its kind and birth): a
     /// link opens only while that same file or folder is there, not
     /// whatever is later moved or made at that name.
@@ -53,7 +63,7 @@ pub(crate) struct Share {
 
 /// What identifies the entry at `path`: a folder by when it was made, a
 /// file by its first version kept.
-pub(crate) fn identity(tree: &drive::tree::Tree, path: &str) -> Option<String> {
+pub fn identity(tree: &drive::tree::Tree, path: &str) -> Option<String> {
     if path == "/" {
         return Some("root".into());
     }
@@ -108,55 +118,118 @@ fn token() -> String {
     data_encoding::BASE32_NOPAD.encode(&rand::random::<[u8; 16]>()).to_ascii_lowercase()
 }
 
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Change the shares file `path` with `f`, under its lock.
+fn locked<T>(path: &Path, f: impl FnOnce(&mut Vec<Share>) -> Result<T>) -> Result<T> {
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| internal(format!("opening {}: {e}", lock_path.display())))?;
+    lock.lock().map_err(|e| internal(format!("locking {}: {e}", lock_path.display())))?;
+    let mut all = load(path)?;
+    let out = f(&mut all)?;
+    save(path, &all)?;
+    Ok(out)
+}
+
+/// A new share, in the shares file `shares`, of `path` (the entry `item`
+/// names, from [`identity`]) for `life` seconds; its id and token.
+pub fn add(shares: &Path, path: &str, item: String, life: u64, now: u64) -> Result<(String, String)> {
+    if life == 0 || life > MAX_LIFE {
+        return Err(Error::refused(StatusCode::BAD_REQUEST, "a link lives from a second to 30 days"));
+    }
+    locked(shares, |all| {
+        // Dead links are still listed, and still say why, for a while.
+        all.retain(|s| now < s.expires.saturating_add(KEEP_DEAD));
+        if all.iter().filter(|s| !s.revoked && s.expires > now).count() >= MAX_SHARES {
+            return Err(Error::refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{MAX_SHARES} links are open: revoke some"),
+            ));
+        }
+        let (id, secret) = (token(), token());
+        let token_hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
+        all.push(Share {
+            id: id.clone(),
+            token_hash,
+            path: path.to_string(),
+            created: now,
+            expires: now + life,
+            revoked: false,
+            item,
+        });
+        Ok((id, secret))
+    })
+}
+
+/// Revoke share `id` in the shares file `shares`.
+pub fn take_back(shares: &Path, id: &str) -> Result<Share> {
+    locked(shares, |all| {
+        let s =
+            all.iter_mut().find(|s| s.id == id).ok_or_else(|| Error::refused(StatusCode::NOT_FOUND, "no such link"))?;
+        s.revoked = true;
+        Ok(s.clone())
+    })
+}
+
+/// The shares in the shares file `shares`, newest first.
+pub fn all(shares: &Path) -> Result<Vec<Share>> {
+    let mut v = load(shares)?;
+    v.reverse();
+    Ok(v)
+}
+
+/// Read the shares file again if it changed since it was read.
+fn fresh(web: &Web) {
+    let stamp = std::fs::metadata(&web.config.shares)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len(), std::os::unix::fs::MetadataExt::ino(&m)));
+    let mut seen = web.shares_stamp.lock().unwrap_or_else(|p| p.into_inner());
+    if *seen == stamp {
+        return;
+    }
+    match load(&web.config.shares) {
+        Ok(v) => {
+            *web.shares.write().unwrap_or_else(|p| p.into_inner()) = v;
+            *seen = stamp;
+        }
+        Err(e) => eprintln!("share links: {e}"),
+    }
+}
+
 /// A new share of `path` (the entry `item` identifies) for `life`
 /// seconds; its link's path (`/s/ID/TOKEN`).
 pub(crate) fn create(web: &Web, path: &str, item: String, life: u64, now: u64) -> Result<String> {
-    let mut all = web.shares.write().unwrap_or_else(|p| p.into_inner());
-    let mut kept = all.clone();
-    // Dead links are still listed, and still say why, for a while.
-    kept.retain(|s| now < s.expires.saturating_add(KEEP_DEAD));
-    if kept.iter().filter(|s| !s.revoked && s.expires > now).count() >= MAX_SHARES {
-        return Err(Error::refused(StatusCode::TOO_MANY_REQUESTS, format!("{MAX_SHARES} links are open: revoke some")));
-    }
-    let (id, secret) = (token(), token());
-    let hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
-    kept.push(Share {
-        id: id.clone(),
-        token_hash: hash,
-        path: path.to_string(),
-        created: now,
-        expires: now + life,
-        revoked: false,
-        item,
-    });
-    save(&web.config.shares, &kept)?;
-    *all = kept;
+    let (id, secret) = add(&web.config.shares, path, item, life, now)?;
+    fresh(web);
     Ok(format!("/s/{id}/{secret}"))
 }
 
 /// Revoke share `id`.
 pub(crate) fn revoke(web: &Web, id: &str) -> Result<Share> {
-    let mut all = web.shares.write().unwrap_or_else(|p| p.into_inner());
-    let mut changed = all.clone();
-    let s =
-        changed.iter_mut().find(|s| s.id == id).ok_or_else(|| Error::refused(StatusCode::NOT_FOUND, "no such link"))?;
-    s.revoked = true;
-    let out = s.clone();
-    save(&web.config.shares, &changed)?;
-    *all = changed;
-    Ok(out)
+    let s = take_back(&web.config.shares, id)?;
+    fresh(web);
+    Ok(s)
 }
 
 /// The shares, newest first.
 pub(crate) fn list(web: &Web) -> Vec<Share> {
+    fresh(web);
     let mut all = web.shares.read().unwrap_or_else(|p| p.into_inner()).clone();
     all.reverse();
     all
 }
 
 /// The share a link names, if its token is right and it is open (from
-/// memory: a link's asker never waits on the file).
+/// memory, read again if the file changed).
 fn open(web: &Web, id: &str, secret: &str, now: u64) -> Result<Share> {
+    fresh(web);
     let hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
     let s = web
         .shares
@@ -175,9 +248,91 @@ fn open(web: &Web, id: &str, secret: &str, now: u64) -> Result<Share> {
     Ok(s)
 }
 
+/// A share link opened by a friend's node: the folder's entries, or the
+/// file's bytes from `offset` (at most [`drive::friends::PART`] of them).
+/// The caller has checked that the asker is a friend.
+pub async fn open_for_friend(web: Arc<Web>, id: &str, token: &str, rel: &str, offset: u64) -> drive::friends::Answer {
+    use drive::friends::{Answer, Listed, Refusal};
+    let r: Result<Answer> = async {
+        let share = open(&web, id, token, crate::session::now())?;
+        let path = within(&share, rel)?;
+        let tree = web.served.tree().await?;
+        if !share.item.is_empty() && identity(&tree, &share.path).as_deref() != Some(share.item.as_str()) {
+            return Err(Error::refused(StatusCode::GONE, "what this link shared was moved, removed or replaced since"));
+        }
+        match tree.get(&path) {
+            Some(Entry::File { versions }) => {
+                let v = versions.last().cloned().ok_or_else(|| drive::Error::NotInDrive(path.clone()))?;
+                drop(tree);
+                let name = path.rsplit('/').next().unwrap_or("file").to_string();
+                if offset > v.len {
+                    return Err(Error::refused(StatusCode::RANGE_NOT_SATISFIABLE, "past the file's end"));
+                }
+                // A large file is read from the devices whole first: on a
+                // task of its own, which a friend's next ask finds done.
+                // One such read at a time for all friends: asking for many
+                // large files in turn does not start a read of each.
+                {
+                    let mut busy = web.friend_fetch.lock().unwrap_or_else(|p| p.into_inner());
+                    match busy.as_deref() {
+                        Some(h) if h != v.blake3 => {
+                            return Ok(Answer::refused(
+                                Refusal::Busy,
+                                "another shared file is being read from the owner's devices: ask again shortly",
+                            ));
+                        }
+                        Some(_) => {}
+                        None => *busy = Some(v.blake3.clone()),
+                    }
+                }
+                let (served, version, w) = (web.served.clone(), v.clone(), Arc::downgrade(&web));
+                let fetch = tokio::spawn(async move {
+                    let r = served.fetched(&version).await;
+                    if let Some(w) = w.upgrade() {
+                        *w.friend_fetch.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                    r
+                });
+                let fetched = match tokio::time::timeout(std::time::Duration::from_secs(15), fetch).await {
+                    Ok(Ok(f)) => f?,
+                    Ok(Err(e)) => return Err(internal(e)),
+                    Err(_) => {
+                        return Ok(Answer::refused(
+                            Refusal::Busy,
+                            "the file is being read from the owner's devices: ask again shortly",
+                        ));
+                    }
+                };
+                let n = (v.len - offset).min(drive::friends::PART as u64) as usize;
+                let data = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    std::os::unix::fs::FileExt::read_exact_at(fetched.file(), &mut buf, offset).map(|()| buf)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+                Ok(Answer::Bytes { total: v.len, name, data })
+            }
+            Some(Entry::Dir { .. }) | None if path == "/" || tree.get(&path).is_some() => {
+                let items = tree.list(&path)?.into_iter().filter(|l| l.path != path);
+                let items = items.map(|l| Listed {
+                    name: l.path.rsplit('/').next().unwrap_or("").to_string(),
+                    dir: l.dir,
+                    size: if l.dir { 0 } else { l.len },
+                });
+                Ok(Answer::Listing(items.collect()))
+            }
+            _ => Err(Error::refused(StatusCode::NOT_FOUND, "not in this link (moved or removed since it was made?)")),
+        }
+    }
+    .await;
+    r.unwrap_or_else(|e| Answer::refused(Refusal::NoLink, e.to_string()))
+}
+
 /// A path under the share: `p` (relative) confined to it.
 fn within(share: &Share, p: &str) -> Result<String> {
-    let full = drive::tree::normal(&format!("{}/{p}", share.path))?;
+    let full = drive::tree::normal(&format!("{}/{p}", share.path))
+        .map_err(|e| Error::refused(StatusCode::NOT_FOUND, format!("not in this link: {e}")))?;
     let root = &share.path;
     if full == *root || (root == "/" && full.starts_with('/')) || full.starts_with(&format!("{root}/")) {
         Ok(full)
