@@ -36,3 +36,12 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Option<Vec<
     }
     Ok(Some(bytes))
 }
+
+/// The lock file `path` (made if missing), held (an exclusive `flock`)
+/// until the returned file is dropped: threads and processes that take
+/// the same lock take turns.
+pub fn lock(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    f.lock()?;
+    Ok(f)
+}

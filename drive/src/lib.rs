@@ -37,6 +37,7 @@ pub use balance::Balanced;
 pub use code::{CODE_WORDS, Code, MAX_NAMEPLATE, WORDS};
 pub use device::{Device, Session};
 pub use error::{Error, Result};
+pub use files::lock;
 pub use keys::new_recovery_code;
 pub use pairing::{FriendKey, Me, Paired, Role, Transport, accept, offer};
 pub use pairs::{Pair, Pairs, Revoked};

@@ -77,14 +77,7 @@ impl Spool {
     /// another process on the same folder take turns).
     fn locked(&self) -> Result<std::fs::File> {
         let path = self.dir.join(".lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::file("opening", &path))?;
-        f.lock().map_err(Error::file("locking", &path))?;
-        Ok(f)
+        crate::files::lock(&path).map_err(Error::file("locking", &path))
     }
 
     fn folder(&self, id: &Id) -> PathBuf {
@@ -320,13 +313,7 @@ impl Letters {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(Error::file("making", dir))?;
         let lock_path = dir.join("letters.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(Error::file("opening", &lock_path))?;
-        lock.lock().map_err(Error::file("locking", &lock_path))?;
+        let _lock = crate::files::lock(&lock_path).map_err(Error::file("locking", &lock_path))?;
         let mut l = self.read()?;
         let out = f(&mut l.letters);
         let bytes = serde_json::to_vec_pretty(&l).map_err(|e| Error::Drive(e.to_string()))?;

@@ -125,13 +125,7 @@ fn internal(e: impl std::fmt::Display) -> Error {
 /// Change the shares file `path` with `f`, under its lock.
 fn locked<T>(path: &Path, f: impl FnOnce(&mut Vec<Share>) -> Result<T>) -> Result<T> {
     let lock_path = path.with_extension("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| internal(format!("opening {}: {e}", lock_path.display())))?;
-    lock.lock().map_err(|e| internal(format!("locking {}: {e}", lock_path.display())))?;
+    let _lock = drive::lock(&lock_path).map_err(|e| internal(format!("locking {}: {e}", lock_path.display())))?;
     let mut all = load(path)?;
     let out = f(&mut all)?;
     save(path, &all)?;
