@@ -12,6 +12,7 @@
 //! Times are UTC (restic uses the local zone; a host in UTC sees the same).
 //! A policy that keeps nothing is refused by the caller, as restic does.
 
+use proto::civil;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -108,19 +109,6 @@ pub struct Decision {
     pub keep: bool,
     /// Why (the rules that keep it: `last`, `daily`, ...).
     pub reasons: Vec<String>,
-}
-
-/// The civil date (year, month 1-12, day 1-31) of a day number since 1970-01-01.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A time (nanoseconds since the epoch) as `YYYY-MM-DD HH:MM:SS`, UTC.

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tree::Version;
 
+/// Days since 1970-01-01 as a date (the workspace's one calendar).
+pub use proto::civil;
+
 /// The state file's format.
 pub const STATE_FORMAT: u32 = 1;
 
@@ -215,20 +218,6 @@ pub fn conflict_name(rel: &str, host: &str, now: u64) -> String {
         cut -= 1;
     }
     format!("{dir}{}{tail}", &stem[..cut])
-}
-
-/// Days since 1970-01-01 as a date: (year, month, day) (Howard Hinnant's
-/// algorithm).
-pub fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// What to do to bring `local` and `remote` together, given `base`.
