@@ -690,7 +690,8 @@ const NAME_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Name `batch` (stored files) and make `dirs` in the tree, emptying the
 /// trash of what is past its time; the shard copies deleted that no
-/// file names any more. On failure, what was stored and is not named goes.
+/// file names any more. On failure, what was stored and is not named goes
+/// (unless the change is in doubt: the next may finish it, naming it).
 async fn name(d: &drive::Drive, dirs: &[String], batch: &[(String, drive::Stored)]) -> Result<u64> {
     let named = d
         .update(|t| {
@@ -707,6 +708,7 @@ async fn name(d: &drive::Drive, dirs: &[String], batch: &[(String, drive::Stored
         .await;
     match named {
         Ok(gone) => Ok(d.delete(&gone).await),
+        Err(e @ drive::Error::InDoubt(_)) => Err(e.into()),
         Err(e) => {
             let sent: Vec<String> =
                 batch.iter().flat_map(|(_, s)| s.version.shards.iter().chain([&s.version.stored]).cloned()).collect();

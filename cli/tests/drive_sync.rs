@@ -108,12 +108,7 @@ fn two_clients_sync_a_folder_both_ways_with_a_conflict_kept_twice_and_nothing_lo
     let (boot, laptop, _) = paired_with_three(&mut procs, dir.path());
     // The phone pairs with the same three devices.
     let phone = dir.path().join("phone");
-    for name in ["nas", "router", "tv"] {
-        let (child, out, code) = pair(&dir.path().join(name), name, &boot, "5m");
-        json_out(&join(&phone, "phone", &boot, &code), "drive join");
-        let (ok, _, err) = finish(child, out);
-        assert!(ok, "pairing {name}: {err}");
-    }
+    pair_another(dir.path(), &phone, "phone", &boot);
     json_out(&drive(&laptop, &boot, &["setup"]), "drive setup");
     json_out(&drive(&phone, &boot, &["login"]), "drive login");
 

@@ -1,11 +1,12 @@
 //! A device's side of the drive: who may use it (paired clients, logged
 //! in), the drive's record, sessions and sealed root, and the answers to
-//! `/ionshard/drive/1` ([`crate::protocol`]).
+//! `/ionshard/drive/2` ([`crate::protocol`]).
 //!
 //! Kept in the node's directory, under `drive/`: `pairs.json` (written by
 //! `ionshard drive pair` and `revoke`, re-read here whenever it changes,
 //! so a revocation counts at the next request), `record.bin`,
-//! `sessions.json` and `root.bin`, each replaced whole.
+//! `sessions.json`, `root.bin` and `slot.bin` (the vote on the next
+//! root), each replaced whole.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::files::{read_bounded, write_private};
 use crate::pairs::Pairs;
-use crate::protocol::{Answer, MAX_ROOT, Record, Refusal, Request};
+use crate::protocol::{Accepted, Answer, Ballot, MAX_ROOT, Record, Refusal, Request};
 
 /// How long a login lasts.
 pub(crate) const SESSION_SECS: u64 = 30 * 86_400;
@@ -28,6 +29,7 @@ pub(crate) const TRY_WINDOW_SECS: u64 = 10 * 60;
 
 const RECORD_FORMAT: u8 = 1;
 const ROOT_FORMAT: u8 = 1;
+const SLOT_FORMAT: u8 = 1;
 const SESSIONS_FORMAT: u32 = 1;
 
 /// One login.
@@ -66,6 +68,92 @@ struct State {
 struct Root {
     seq: u64,
     hash: [u8; 32],
+    /// The vote on the next root.
+    slot: Slot,
+}
+
+/// This device's vote on root `seq` (Paxos, one number at a time): the
+/// newest ballot it promised, and what it accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Slot {
+    seq: u64,
+    promised: Ballot,
+    accepted: Option<Accepted>,
+}
+
+/// What a device answers about roots, and the vote it keeps, decided
+/// apart from the disk.
+impl Root {
+    /// The vote on the root after the one kept here (a fresh one if the
+    /// vote kept was on an older number).
+    fn next_slot(&self) -> Slot {
+        if self.slot.seq == self.seq.saturating_add(1) {
+            self.slot.clone()
+        } else {
+            Slot { seq: self.seq.saturating_add(1), ..Slot::default() }
+        }
+    }
+
+    /// Whether `seq` is the number being decided here.
+    fn deciding(&self, seq: u64) -> std::result::Result<(), (Refusal, String)> {
+        if seq <= self.seq {
+            Err((Refusal::Stale, format!("this device keeps root {}, so {seq} is decided: read it again", self.seq)))
+        } else if seq > self.seq.saturating_add(1) {
+            Err((Refusal::Behind, format!("this device keeps root {}, behind {seq}: it cannot vote yet", self.seq)))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A promise for `seq` under `ballot` (none older is accepted after
+    /// it): the vote to keep (if it changed), and the answer.
+    fn prepare(&self, seq: u64, ballot: Ballot) -> std::result::Result<(Option<Slot>, Answer), (Refusal, String)> {
+        self.deciding(seq)?;
+        let mut slot = self.next_slot();
+        let changed = ballot > slot.promised || slot != self.slot;
+        slot.promised = slot.promised.max(ballot);
+        let answer = Answer::Promise { promised: slot.promised, accepted: slot.accepted.clone().map(Box::new) };
+        Ok((changed.then_some(slot), answer))
+    }
+
+    /// Accept `root` for `seq` if no newer ballot was promised (else the
+    /// answer names the ballot to beat). Which root it follows is the
+    /// client's to say (a device that kept another root of the number
+    /// before, under version 1, catches up when it learns this one).
+    fn accept(&self, seq: u64, root: Accepted) -> std::result::Result<(Option<Slot>, Answer), (Refusal, String)> {
+        self.deciding(seq)?;
+        let mut slot = self.next_slot();
+        if let Some(had) = &slot.accepted
+            && had.ballot == root.ballot
+            && had.sealed != root.sealed
+        {
+            return Err((
+                Refusal::BadRequest,
+                format!("ballot {} of {seq} carries another root here", root.ballot.round),
+            ));
+        }
+        if root.ballot < slot.promised {
+            return Ok((None, Answer::Promise { promised: slot.promised, accepted: slot.accepted.map(Box::new) }));
+        }
+        slot.promised = root.ballot;
+        slot.accepted = Some(root);
+        Ok((Some(slot), Answer::Done))
+    }
+
+    /// Whether to keep root `seq` (BLAKE3 `hash`), which a majority
+    /// accepted: if newer than the one here (nothing to do if it is the
+    /// one here).
+    fn learn(&self, seq: u64, hash: &[u8; 32]) -> std::result::Result<bool, (Refusal, String)> {
+        if seq == self.seq && *hash == self.hash {
+            Ok(false)
+        } else if seq > self.seq {
+            Ok(true)
+        } else if seq == self.seq {
+            Err((Refusal::Stale, format!("this device keeps another root {seq}: two were decided, which cannot be")))
+        } else {
+            Err((Refusal::Stale, format!("this device keeps root {}, newer than {seq}", self.seq)))
+        }
+    }
 }
 
 /// A device's drive: answers the drive protocol and says who may use the
@@ -111,9 +199,29 @@ impl Device {
             }
         };
         let (seq, sealed) = Self::read_root(&dir).map_err(|e| err(&dir.join("root.bin"), e))?;
-        let root = Root { seq, hash: if seq == 0 { [0; 32] } else { *blake3::hash(&sealed).as_bytes() } };
+        let slot = Self::read_slot(&dir).map_err(|e| err(&dir.join("slot.bin"), e))?;
+        let root = Root { seq, hash: if seq == 0 { [0; 32] } else { *blake3::hash(&sealed).as_bytes() }, slot };
         let state = State { stamp: None, pairs: Err("not read yet".into()), record, sessions, wrong: HashMap::new() };
         Ok(Device { dir, state: Mutex::new(state), root: Mutex::new(root) })
+    }
+
+    /// The vote kept (none: a default one, for number 0).
+    fn read_slot(dir: &Path) -> std::result::Result<Slot, String> {
+        let path = dir.join("slot.bin");
+        match read_bounded(&path, MAX_ROOT as u64 + 256).map_err(|e| e.to_string())? {
+            None => Ok(Slot::default()),
+            Some(b) if b.len() >= 9 && b[0] == SLOT_FORMAT => {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&b[1..9]);
+                match Answer::decode(&b[9..]) {
+                    Ok(Answer::Promise { promised, accepted }) => {
+                        Ok(Slot { seq: u64::from_be_bytes(seq), promised, accepted: accepted.map(|a| *a) })
+                    }
+                    _ => Err("not a drive vote this build reads".into()),
+                }
+            }
+            Some(_) => Err("not a drive vote of a format this build reads".into()),
+        }
     }
 
     fn read_root(dir: &Path) -> std::result::Result<(u64, Vec<u8>), String> {
@@ -308,7 +416,7 @@ impl Device {
                     Err(e) => internal(e),
                 }
             }
-            Request::GetRoot | Request::SetRoot { .. } => {
+            Request::GetRoot | Request::Learn { .. } | Request::Prepare { .. } | Request::Accept { .. } => {
                 if st.record.is_none() {
                     return no_drive();
                 }
@@ -317,43 +425,55 @@ impl Device {
                 }
                 drop(st);
                 let mut root = self.lock_root();
-                match request {
-                    Request::SetRoot { seq, prev, strict, sealed } => {
-                        let hash = *blake3::hash(&sealed).as_bytes();
-                        if seq == root.seq && hash == root.hash {
-                            return Answer::Done; // the same write, repeated
-                        }
-                        let follows = seq == root.seq.saturating_add(1) && (root.seq == 0 || prev == root.hash);
-                        let behind = seq > root.seq.saturating_add(1);
-                        if strict && behind {
-                            return Answer::refused(
-                                Refusal::Behind,
-                                format!("this device keeps root {}, behind {seq}: it cannot decide", root.seq),
-                            );
-                        }
-                        if !follows && !behind {
-                            return Answer::refused(
-                                Refusal::Stale,
-                                format!(
-                                    "this device keeps root {}, which {seq} does not follow: read it again",
-                                    root.seq
-                                ),
-                            );
-                        }
-                        let mut b = Vec::with_capacity(9 + sealed.len());
-                        b.push(ROOT_FORMAT);
-                        b.extend_from_slice(&seq.to_be_bytes());
-                        b.extend_from_slice(&sealed);
-                        if let Err(e) = write_private(&self.dir.join("root.bin"), &b) {
-                            return internal(format!("saving the drive's root: {e}"));
-                        }
-                        *root = Root { seq, hash };
-                        Answer::Done
+                let slot = match request {
+                    Request::Prepare { seq, ballot } => root.prepare(seq, ballot),
+                    Request::Accept { seq, ballot, prev, sealed } => {
+                        root.accept(seq, Accepted { ballot, prev, sealed })
                     }
-                    _ => match Self::read_root(&self.dir) {
-                        Ok((seq, sealed)) => Answer::Root { seq, sealed },
-                        Err(e) => internal(e),
-                    },
+                    Request::Learn { seq, sealed } => {
+                        let hash = *blake3::hash(&sealed).as_bytes();
+                        return match root.learn(seq, &hash) {
+                            Err((reason, message)) => Answer::Refused { reason, message },
+                            Ok(false) => Answer::Done,
+                            Ok(true) => {
+                                let mut b = Vec::with_capacity(9 + sealed.len());
+                                b.push(ROOT_FORMAT);
+                                b.extend_from_slice(&seq.to_be_bytes());
+                                b.extend_from_slice(&sealed);
+                                if let Err(e) = write_private(&self.dir.join("root.bin"), &b) {
+                                    return internal(format!("saving the drive's root: {e}"));
+                                }
+                                root.seq = seq;
+                                root.hash = hash;
+                                Answer::Done
+                            }
+                        };
+                    }
+                    _ => {
+                        return match Self::read_root(&self.dir) {
+                            Ok((seq, sealed)) => Answer::Root { seq, sealed },
+                            Err(e) => internal(e),
+                        };
+                    }
+                };
+                match slot {
+                    Err((reason, message)) => Answer::Refused { reason, message },
+                    Ok((None, answer)) => answer,
+                    Ok((Some(slot), answer)) => {
+                        // Promised or accepted only once it is on disk: a
+                        // device that restarts keeps its word.
+                        let mut b = vec![SLOT_FORMAT];
+                        b.extend_from_slice(&slot.seq.to_be_bytes());
+                        b.extend_from_slice(
+                            &Answer::Promise { promised: slot.promised, accepted: slot.accepted.clone().map(Box::new) }
+                                .encode(),
+                        );
+                        if let Err(e) = write_private(&self.dir.join("slot.bin"), &b) {
+                            return internal(format!("saving the drive's vote: {e}"));
+                        }
+                        root.slot = slot;
+                        answer
+                    }
                 }
             }
         }
@@ -448,6 +568,60 @@ mod tests {
         Request::Setup { record: Box::new(record.clone()), proof }
     }
 
+    fn ballot(round: u64, by: u8) -> Ballot {
+        Ballot { round, by: [by; 32] }
+    }
+
+    fn accepted(round: u64, by: u8, prev: [u8; 32], b: u8) -> Accepted {
+        Accepted { ballot: ballot(round, by), prev, sealed: vec![b; 3] }
+    }
+
+    /// The device's side of the vote on the next root: a promise is kept
+    /// (no older ballot is accepted after it) and says what was accepted;
+    /// an accepted root must follow the root here; only a newer root is
+    /// learnt.
+    #[test]
+    fn a_promise_is_kept_and_says_what_was_accepted_and_only_the_next_root_is_voted_on() {
+        let mut here = Root { seq: 5, hash: [5; 32], slot: Slot::default() };
+        let promise = |root: &Root, seq, b| root.prepare(seq, b).map(|(_, a)| a);
+        let (slot, a) = here.prepare(6, ballot(2, 1)).expect("prepare");
+        assert_eq!(a, Answer::Promise { promised: ballot(2, 1), accepted: None });
+        here.slot = slot.expect("a promise is kept");
+        assert_eq!(
+            promise(&here, 6, ballot(1, 9)),
+            Ok(Answer::Promise { promised: ballot(2, 1), accepted: None }),
+            "an older ballot learns the one to beat"
+        );
+        let (slot, a) = here.accept(6, accepted(1, 9, [5; 32], 7)).expect("accept");
+        assert!(slot.is_none() && matches!(a, Answer::Promise { .. }), "nothing older than the promise is accepted");
+        let (slot, a) = here.accept(6, accepted(2, 1, [5; 32], 7)).expect("accept");
+        assert_eq!(a, Answer::Done);
+        here.slot = slot.expect("kept");
+        assert_eq!(
+            here.accept(6, accepted(2, 1, [5; 32], 8)).map(|x| x.1).map_err(|e| e.0),
+            Err(Refusal::BadRequest),
+            "one ballot carries one root"
+        );
+        let (_, a) = here.prepare(6, ballot(3, 4)).expect("prepare");
+        assert_eq!(
+            a,
+            Answer::Promise { promised: ballot(3, 4), accepted: Some(Box::new(accepted(2, 1, [5; 32], 7))) },
+            "a newer ballot hears what was accepted, and must propose it"
+        );
+        assert_eq!(promise(&here, 5, ballot(9, 9)).map_err(|e| e.0), Err(Refusal::Stale), "5 is decided here");
+        assert_eq!(promise(&here, 8, ballot(9, 9)).map_err(|e| e.0), Err(Refusal::Behind));
+        assert_eq!(here.learn(6, &[6; 32]), Ok(true));
+        assert_eq!(here.learn(5, &[5; 32]), Ok(false), "the root here, again");
+        assert_eq!(here.learn(5, &[1; 32]).map_err(|e| e.0), Err(Refusal::Stale));
+        assert_eq!(here.learn(4, &[4; 32]).map_err(|e| e.0), Err(Refusal::Stale), "never back");
+        here.seq = 6;
+        let (slot, a) = here.prepare(7, ballot(1, 1)).expect("prepare");
+        assert_eq!(a, Answer::Promise { promised: ballot(1, 1), accepted: None }, "a new number, a new vote");
+        assert_eq!(slot.map(|s| s.seq), Some(7));
+        let empty = Root { seq: 0, hash: [0; 32], slot: Slot::default() };
+        assert_eq!(empty.accept(1, accepted(1, 1, [9; 32], 1)).map(|x| x.1), Ok(Answer::Done), "the first names none");
+    }
+
     /// An unpaired peer, a paired one without a session, a wrong password
     /// and a revoked pairing are each refused for their own reason; a
     /// login opens the root and the shards; a logout closes them.
@@ -479,20 +653,31 @@ mod tests {
         assert!(dev.admits_at(&stranger, 10).is_err());
         assert_eq!(net::Private::admits(&dev, &stranger), net::Admission::Stranger);
 
-        // Roots follow one another: each names the one before it.
-        let set = |seq, prev: [u8; 32], b: u8| {
-            dev.handle(&client, Request::SetRoot { seq, prev, strict: false, sealed: vec![b; 3] }, 11)
-        };
+        // A root is voted on, then learnt; the promise survives a restart.
         let h = |b: u8| *blake3::hash(&[b; 3]).as_bytes();
-        assert_eq!(set(1, [0; 32], 1), Answer::Done);
-        assert_eq!(set(1, [0; 32], 1), Answer::Done, "the same write again is fine");
-        assert_eq!(reason(set(1, [0; 32], 9)), Refusal::Stale, "another root of the same number is not");
-        assert_eq!(reason(set(2, h(9), 2)), Refusal::Stale, "nor one that follows a root this device never had");
-        assert_eq!(set(2, h(1), 2), Answer::Done);
-        let strict = Request::SetRoot { seq: 5, prev: h(4), strict: true, sealed: vec![5; 3] };
-        assert_eq!(reason(dev.handle(&client, strict, 11)), Refusal::Behind, "a device behind does not decide");
-        assert_eq!(set(5, h(4), 5), Answer::Done, "a device that was behind catches up");
-        assert_eq!(reason(set(3, h(2), 3)), Refusal::Stale, "an older root never replaces a newer one");
+        let ask = |dev: &Device, r: Request| dev.handle(&client, r, 11);
+        let learn = |dev: &Device, seq, b: u8| ask(dev, Request::Learn { seq, sealed: vec![b; 3] });
+        assert_eq!(
+            ask(&dev, Request::Prepare { seq: 1, ballot: ballot(1, 1) }),
+            Answer::Promise { promised: ballot(1, 1), accepted: None }
+        );
+        let accept = Request::Accept { seq: 1, ballot: ballot(1, 1), prev: [0; 32], sealed: vec![1; 3] };
+        assert_eq!(ask(&dev, accept), Answer::Done);
+        assert_eq!(ask(&dev, Request::Prepare { seq: 1, ballot: ballot(5, 2) }), {
+            let a = Accepted { ballot: ballot(1, 1), prev: [0; 32], sealed: vec![1; 3] };
+            Answer::Promise { promised: ballot(5, 2), accepted: Some(Box::new(a)) }
+        });
+        let dev = Device::open(dir.path()).expect("reopen");
+        let late = Request::Accept { seq: 1, ballot: ballot(4, 4), prev: [0; 32], sealed: vec![4; 3] };
+        assert!(matches!(ask(&dev, late), Answer::Promise { .. }), "a restarted device keeps its promise");
+        assert_eq!(learn(&dev, 1, 1), Answer::Done);
+        assert_eq!(learn(&dev, 1, 1), Answer::Done, "the same root again is fine");
+        assert_eq!(reason(learn(&dev, 1, 9)), Refusal::Stale, "another root of the same number is not");
+        let accept = Request::Accept { seq: 1, ballot: ballot(9, 1), prev: h(9), sealed: vec![2; 3] };
+        assert_eq!(reason(ask(&dev, accept)), Refusal::Stale, "1 is decided here");
+        assert_eq!(reason(ask(&dev, Request::Prepare { seq: 5, ballot: ballot(1, 1) })), Refusal::Behind);
+        assert_eq!(learn(&dev, 5, 5), Answer::Done, "a device that was behind catches up");
+        assert_eq!(reason(learn(&dev, 3, 3)), Refusal::Stale, "an older root never replaces a newer one");
         assert_eq!(dev.handle(&client, Request::GetRoot, 12), Answer::Root { seq: 5, sealed: vec![5; 3] });
 
         // The record is replaced only with a proof: the password's keeps

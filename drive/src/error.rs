@@ -84,6 +84,10 @@ pub enum Error {
     /// The drive itself (its tree, its keys, its devices).
     #[error("{0}")]
     Drive(String),
+    /// A change some devices accepted, too few to be sure it is the
+    /// drive's: the next change may finish it. What it stored must be kept.
+    #[error("{0}")]
+    InDoubt(String),
 }
 
 impl Error {

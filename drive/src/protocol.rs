@@ -1,4 +1,4 @@
-//! Messages of `/ionshard/drive/1`: what a client asks a device it is
+//! Messages of `/ionshard/drive/2`: what a client asks a device it is
 //! paired with about the drive the device keeps (one request, one answer
 //! per stream; integers big-endian).
 //!
@@ -10,17 +10,23 @@
 //!         | 4 Recover auth[32]                   (from the recovery code)
 //!         | 5 Logout                             (ends this peer's sessions here)
 //!         | 6 GetRoot
-//!         | 7 SetRoot seq: u64 prev[32] strict: u8 len: u32 sealed…
-//!                       (kept if seq follows the root here and prev is BLAKE3 of it;
-//!                        or, unless strict, if this device is behind: seq is above
-//!                        its next, refused as Behind when strict)
+//!         | 7 Learn   seq: u64 len: u32 sealed…   (a root a majority accepted: kept if newer)
+//!         | 8 Prepare seq: u64 ballot            (promise no older ballot for seq: Promise)
+//!         | 9 Accept  seq: u64 ballot prev[32] len: u32 sealed…
+//!                       (accepted if seq is the next after the root here, prev is
+//!                        BLAKE3 of that root, and no newer ballot was promised)
+//!                       (version 1 had one SetRoot, the first device deciding)
 //! answer  = 1 Drive    present: u8 [kdf salt_pw[16] salt_rc[16] drive_id[16]]
 //!         | 2 Done
 //!         | 3 Session  expires: u64 record        (the wraps in it open with what logged in)
 //!         | 4 Root     seq: u64 len: u32 sealed…  (seq 0, empty: none yet)
+//!         | 5 Promise  promised: ballot has: u8 [ballot prev[32] len: u32 sealed…]
+//!                       (the newest ballot promised for seq, and what was accepted
+//!                        there; a promise if promised is the one asked for)
 //!         | 255 Refused reason: u8 message: utf-8…
 //! record  = kdf salt_pw[16] verifier_pw[32] wrap_pw[60] salt_rc[16] verifier_rc[32] wrap_rc[60] drive_id[16]
 //! kdf     = memory_kib: u32 passes: u32 lanes: u32
+//! ballot  = round: u64 by[32]                    (compared round first, then by)
 //! ```
 //!
 //! The device never sees the password or the drive's key: the client
@@ -93,19 +99,56 @@ pub enum Request {
     Logout,
     /// The drive's sealed root.
     GetRoot,
-    /// Keep this sealed root as the successor of the one whose BLAKE3 is
-    /// `prev` (see the module's grammar).
-    SetRoot {
+    /// Keep this sealed root: a majority of the devices accepted it (or a
+    /// device keeps it), so it is the drive's; kept if newer than the one
+    /// here.
+    Learn {
         /// Its sequence number.
         seq: u64,
-        /// BLAKE3 of the sealed root it follows (zeros for the first).
-        prev: [u8; 32],
-        /// Keep it only if it follows the root here (the write's leader
-        /// decides so); otherwise a device that is behind catches up.
-        strict: bool,
         /// Its bytes (sealed by the client; the device cannot read them).
         sealed: Vec<u8>,
     },
+    /// Promise to accept no root for `seq` under a ballot older than
+    /// `ballot`; say what was accepted for it.
+    Prepare {
+        /// The number of the root being decided (the next after this
+        /// device's).
+        seq: u64,
+        /// The asker's ballot.
+        ballot: Ballot,
+    },
+    /// Accept this sealed root for `seq` under `ballot`.
+    Accept {
+        /// The number of the root being decided.
+        seq: u64,
+        /// The ballot promised.
+        ballot: Ballot,
+        /// BLAKE3 of the sealed root it follows (zeros for the first).
+        prev: [u8; 32],
+        /// Its bytes (sealed by the client; the device cannot read them).
+        sealed: Vec<u8>,
+    },
+}
+
+/// A ballot of the vote on a root: newer rounds win; a client's own `by`
+/// (random) keeps two clients' ballots apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Ballot {
+    /// The round.
+    pub round: u64,
+    /// Whose.
+    pub by: [u8; 32],
+}
+
+/// A root a device accepted for the number being decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Under which ballot.
+    pub ballot: Ballot,
+    /// BLAKE3 of the root it follows.
+    pub prev: [u8; 32],
+    /// Its bytes.
+    pub sealed: Vec<u8>,
 }
 
 /// Why a device refused.
@@ -126,11 +169,12 @@ pub enum Refusal {
     TooManyTries = 6,
     /// Not logged in here.
     NoSession = 7,
-    /// A newer root is kept here.
+    /// A root of that number (or a newer one) is kept here; or the root
+    /// named as the one followed is not the one here.
     Stale = 8,
     /// The device failed.
     Internal = 9,
-    /// This device is behind the root written after (a strict write).
+    /// This device is behind the root the request follows.
     Behind = 10,
 }
 
@@ -173,6 +217,15 @@ pub enum Answer {
         /// Its bytes.
         sealed: Vec<u8>,
     },
+    /// The newest ballot promised for the number asked about, and what
+    /// was accepted for it (a promise if `promised` is the ballot asked
+    /// for; else a refusal, with the ballot to beat).
+    Promise {
+        /// The newest ballot promised.
+        promised: Ballot,
+        /// What was accepted, if anything.
+        accepted: Option<Box<Accepted>>,
+    },
     /// Refused.
     Refused {
         /// Why, for programs.
@@ -193,6 +246,15 @@ pub struct Hello {
     pub salt_rc: [u8; 16],
     /// Which drive.
     pub drive_id: [u8; 16],
+}
+
+fn put_ballot(v: &mut Vec<u8>, b: &Ballot) {
+    v.extend_from_slice(&b.round.to_be_bytes());
+    v.extend_from_slice(&b.by);
+}
+
+fn ballot(c: &mut Cursor<'_>) -> Result<Ballot, Malformed> {
+    Ok(Ballot { round: c.u64()?, by: c.array()? })
 }
 
 fn put_kdf(v: &mut Vec<u8>, k: &Kdf) {
@@ -277,11 +339,21 @@ impl Request {
             }
             Request::Logout => v.push(5),
             Request::GetRoot => v.push(6),
-            Request::SetRoot { seq, prev, strict, sealed } => {
+            Request::Learn { seq, sealed } => {
                 v.push(7);
                 v.extend_from_slice(&seq.to_be_bytes());
+                put_big(&mut v, sealed);
+            }
+            Request::Prepare { seq, ballot } => {
+                v.push(8);
+                v.extend_from_slice(&seq.to_be_bytes());
+                put_ballot(&mut v, ballot);
+            }
+            Request::Accept { seq, ballot, prev, sealed } => {
+                v.push(9);
+                v.extend_from_slice(&seq.to_be_bytes());
+                put_ballot(&mut v, ballot);
                 v.extend_from_slice(prev);
-                v.push(u8::from(*strict));
                 put_big(&mut v, sealed);
             }
         }
@@ -309,16 +381,9 @@ impl Request {
             4 => Request::Recover(c.array()?),
             5 => Request::Logout,
             6 => Request::GetRoot,
-            7 => Request::SetRoot {
-                seq: c.u64()?,
-                prev: c.array()?,
-                strict: match c.u8()? {
-                    0 => false,
-                    1 => true,
-                    t => return Err(Malformed(format!("strict flag {t}"))),
-                },
-                sealed: c.big(MAX_ROOT)?,
-            },
+            7 => Request::Learn { seq: c.u64()?, sealed: c.big(MAX_ROOT)? },
+            8 => Request::Prepare { seq: c.u64()?, ballot: ballot(&mut c)? },
+            9 => Request::Accept { seq: c.u64()?, ballot: ballot(&mut c)?, prev: c.array()?, sealed: c.big(MAX_ROOT)? },
             t => return Err(Malformed(format!("unknown request type {t}"))),
         };
         c.end()?;
@@ -355,6 +420,19 @@ impl Answer {
                 v.extend_from_slice(&seq.to_be_bytes());
                 put_big(&mut v, sealed);
             }
+            Answer::Promise { promised, accepted } => {
+                v.push(5);
+                put_ballot(&mut v, promised);
+                match accepted {
+                    None => v.push(0),
+                    Some(a) => {
+                        v.push(1);
+                        put_ballot(&mut v, &a.ballot);
+                        v.extend_from_slice(&a.prev);
+                        put_big(&mut v, &a.sealed);
+                    }
+                }
+            }
             Answer::Refused { reason, message } => {
                 v.push(255);
                 v.push(*reason as u8);
@@ -383,6 +461,16 @@ impl Answer {
             2 => Answer::Done,
             3 => Answer::Session { expires: c.u64()?, record: Box::new(Record::decode_from(&mut c)?) },
             4 => Answer::Root { seq: c.u64()?, sealed: c.big(MAX_ROOT)? },
+            5 => Answer::Promise {
+                promised: ballot(&mut c)?,
+                accepted: match c.u8()? {
+                    0 => None,
+                    1 => {
+                        Some(Box::new(Accepted { ballot: ballot(&mut c)?, prev: c.array()?, sealed: c.big(MAX_ROOT)? }))
+                    }
+                    t => return Err(Malformed(format!("accepted flag {t}"))),
+                },
+            },
             255 => {
                 let reason = Refusal::from_u8(c.u8()?);
                 let message = String::from_utf8_lossy(&c.long(4096)?).into_owned();
@@ -423,7 +511,9 @@ mod tests {
             Request::Recover([8; 32]),
             Request::Logout,
             Request::GetRoot,
-            Request::SetRoot { seq: 3, prev: [4; 32], strict: true, sealed: b"sealed".to_vec() },
+            Request::Learn { seq: 3, sealed: b"sealed".to_vec() },
+            Request::Prepare { seq: 3, ballot: Ballot { round: 2, by: [5; 32] } },
+            Request::Accept { seq: 3, ballot: Ballot { round: 2, by: [5; 32] }, prev: [4; 32], sealed: vec![1] },
         ];
         for r in requests {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
@@ -434,15 +524,35 @@ mod tests {
             Answer::Done,
             Answer::Session { expires: 5, record: Box::new(record()) },
             Answer::Root { seq: 0, sealed: Vec::new() },
+            Answer::Promise { promised: Ballot::default(), accepted: None },
+            Answer::Promise {
+                promised: Ballot { round: 9, by: [1; 32] },
+                accepted: Some(Box::new(Accepted {
+                    ballot: Ballot { round: 3, by: [2; 32] },
+                    prev: [3; 32],
+                    sealed: vec![4],
+                })),
+            },
             Answer::refused(Refusal::NoSession, "log in"),
         ];
         for a in answers {
             assert_eq!(Answer::decode(&a.encode()), Ok(a));
         }
-        let mut want = vec![7, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(
+            Request::Learn { seq: 1, sealed: vec![0xaa] }.encode(),
+            [7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xaa]
+        );
+        let mut want = vec![9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2];
+        want.extend_from_slice(&[8; 32]);
         want.extend_from_slice(&[9; 32]);
-        want.extend_from_slice(&[1, 0, 0, 0, 1, 0xaa]);
-        assert_eq!(Request::SetRoot { seq: 1, prev: [9; 32], strict: true, sealed: vec![0xaa] }.encode(), want);
+        want.extend_from_slice(&[0, 0, 0, 1, 0xaa]);
+        let b = Ballot { round: 2, by: [8; 32] };
+        assert_eq!(Request::Accept { seq: 1, ballot: b, prev: [9; 32], sealed: vec![0xaa] }.encode(), want);
+        let mut want = vec![5, 0, 0, 0, 0, 0, 0, 0, 2];
+        want.extend_from_slice(&[8; 32]);
+        want.push(0);
+        assert_eq!(Answer::Promise { promised: b, accepted: None }.encode(), want);
+        assert!(Ballot { round: 2, by: [0; 32] } > Ballot { round: 1, by: [9; 32] }, "the round counts first");
         assert_eq!(Answer::refused(Refusal::Stale, "x").encode(), [255, 8, 0, 1, b'x']);
         assert_eq!(Record::from_bytes(&record().to_bytes()), Ok(record()));
         assert_eq!(record().to_bytes().len(), 12 + 16 + 32 + WRAP_LEN + 16 + 32 + WRAP_LEN + 16);
@@ -456,7 +566,6 @@ mod tests {
         assert!(Request::decode(&[5, 0]).is_err());
         assert!(Request::decode(&[42]).is_err());
         let mut big = vec![7, 0, 0, 0, 0, 0, 0, 0, 1];
-        big.extend_from_slice(&[0; 33]);
         big.extend_from_slice(&((MAX_ROOT as u32) + 1).to_be_bytes());
         assert!(Request::decode(&big).is_err(), "a root over the limit is refused before it is read");
         assert!(Answer::decode(&[4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9]).is_err());

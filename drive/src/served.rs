@@ -288,8 +288,18 @@ impl Served {
             }
             (st.tree.clone(), st.root, st.pending.len())
         };
-        match self.drive.write(seq, &tree).await {
-            Ok((root, _)) => {
+        let written = match self.drive.write(seq, &tree).await {
+            Ok((root, _)) => Ok(root),
+            Err(Error::Device { reason: crate::protocol::Refusal::Stale, .. }) => {
+                // Another client wrote; or this tree was taken after all
+                // (its write was finished by the vote).
+                let fresh = self.drive.read().await?;
+                if fresh.tree.to_bytes() == tree.to_bytes() { Ok(fresh.root) } else { Err(fresh) }
+            }
+            Err(e) => return Err(e),
+        };
+        match written {
+            Ok(root) => {
                 let doomed = {
                     let mut st = self.state.lock().await;
                     st.root = root;
@@ -308,9 +318,8 @@ impl Served {
                 self.drive.delete(&doomed).await;
                 Ok(())
             }
-            Err(Error::Device { reason: crate::protocol::Refusal::Stale, .. }) => {
+            Err(fresh) => {
                 // Another client wrote: its tree, with ours on top.
-                let fresh = self.drive.read().await?;
                 let mut st = self.state.lock().await;
                 let mut tree = fresh.tree;
                 let t = now();
@@ -326,7 +335,6 @@ impl Served {
                 st.root = fresh.root;
                 Ok(())
             }
-            Err(e) => Err(e),
         }
     }
 

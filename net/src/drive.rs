@@ -1,4 +1,4 @@
-//! The drive's protocol (`/ionshard/drive/1`): a client's questions to a
+//! The drive's protocol (`/ionshard/drive/2`): a client's questions to a
 //! device it is paired with (log in, read and replace the drive's sealed
 //! root), one bounded frame each way, as bytes this crate does not read
 //! (the drive crate parses them). Only peers the device admits may send a
@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::frames::Serving;
 use crate::node::Client;
 
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/drive/1");
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard/drive/2");
 
 impl Client {
     /// Ask the drive on `peer`; its answer, at most `max` bytes. A long

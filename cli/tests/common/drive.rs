@@ -135,6 +135,17 @@ pub fn paired_with_three(procs: &mut Procs, dir: &Path) -> (String, std::path::P
     (boot, laptop, nobody)
 }
 
+/// Another client (`client`, named `name`) paired with the three devices
+/// of [`paired_with_three`] under `dir`.
+pub fn pair_another(dir: &Path, client: &Path, name: &str, boot: &str) {
+    for device in ["nas", "router", "tv"] {
+        let (child, out, code) = pair(&dir.join(device), device, boot, "5m");
+        json_out(&join(client, name, boot, &code), "drive join");
+        let (ok, _, err) = finish(child, out);
+        assert!(ok, "pairing {device}: {err}");
+    }
+}
+
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Whether a test that needs `tools` (from the system's packages named
