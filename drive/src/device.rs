@@ -622,6 +622,126 @@ mod tests {
         assert_eq!(empty.accept(1, accepted(1, 1, [9; 32], 1)).map(|x| x.1), Ok(Answer::Done), "the first names none");
     }
 
+    /// Devices in memory, each with its own vote, on a network that
+    /// loses questions and answers (`loss` of each) and interleaves two
+    /// clients at every device.
+    /// A device's vote, and the root it learnt.
+    type Voter = Mutex<(Root, Option<Vec<u8>>)>;
+
+    struct Lossy {
+        devices: Vec<(PeerId, Voter)>,
+        rng: Mutex<rand::rngs::StdRng>,
+        loss: f64,
+    }
+
+    impl crate::remote::Voters for Lossy {
+        fn count(&self) -> usize {
+            self.devices.len()
+        }
+
+        async fn ask_each(&self, request: &Request) -> Vec<(PeerId, Result<Answer>)> {
+            use rand::Rng;
+            let mut out = Vec::new();
+            for (peer, dev) in &self.devices {
+                tokio::task::yield_now().await;
+                let (lost_question, lost_answer) = {
+                    let mut rng = self.rng.lock().expect("rng");
+                    (rng.random_bool(self.loss), rng.random_bool(self.loss))
+                };
+                if lost_question {
+                    out.push((*peer, Err(Error::Drive("lost".into()))));
+                    continue;
+                }
+                let answer = {
+                    let mut d = dev.lock().expect("device");
+                    let (root, learnt) = &mut *d;
+                    let decided = match request.clone() {
+                        Request::Prepare { seq, ballot } => root.prepare(seq, ballot),
+                        Request::Accept { seq, ballot, prev, sealed } => {
+                            root.accept(seq, Accepted { ballot, prev, sealed })
+                        }
+                        Request::Learn { seq, sealed } => {
+                            let hash = *blake3::hash(&sealed).as_bytes();
+                            match root.learn(seq, &hash) {
+                                Ok(true) => {
+                                    (root.seq, root.hash) = (seq, hash);
+                                    *learnt = Some(sealed);
+                                    Ok((None, Answer::Done))
+                                }
+                                Ok(false) => Ok((None, Answer::Done)),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        other => panic!("not a vote: {other:?}"),
+                    };
+                    match decided {
+                        Ok((slot, a)) => {
+                            if let Some(slot) = slot {
+                                root.slot = slot;
+                            }
+                            Ok(a)
+                        }
+                        Err((reason, message)) => Err(Error::Device { reason, message }),
+                    }
+                };
+                out.push((*peer, if lost_answer { Err(Error::Drive("lost".into())) } else { answer }));
+            }
+            out
+        }
+    }
+
+    /// Two clients propose different roots for one number at once over a
+    /// lossy network, then a third client (no loss) proposes its own: one
+    /// root is learnt, by every device that learns one; it is the root of
+    /// a client told it won, and at most one is; the third finishes the
+    /// first two's root if one was chosen. Over many seeds.
+    #[tokio::test(start_paused = true)]
+    async fn two_clients_proposing_at_once_over_a_lossy_network_never_both_win() {
+        use rand::SeedableRng;
+        let (a, b, c) = (vec![1u8; 40], vec![2u8; 40], vec![3u8; 40]);
+        let none = std::collections::HashSet::new();
+        let wait = std::time::Duration::from_secs(30);
+        let mut tally = [0usize; 3];
+        for seed in 0..300u64 {
+            for n in [1usize, 2, 3, 5] {
+                let fresh = || Mutex::new((Root { seq: 0, hash: [0; 32], slot: Slot::default() }, None));
+                let net = Lossy {
+                    devices: (0..n).map(|_| (PeerId::random(), fresh())).collect(),
+                    rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+                    loss: 0.25,
+                };
+                let (ra, rb) = tokio::join!(
+                    crate::remote::decide(&net, &none, 1, [0; 32], &a, wait),
+                    crate::remote::decide(&net, &none, 1, [0; 32], &b, wait)
+                );
+                assert!(!(ra.is_ok() && rb.is_ok()), "seed {seed}, {n} devices: both won");
+                let lossless = Lossy { loss: 0.0, ..net };
+                let rc = crate::remote::decide(&lossless, &none, 1, [0; 32], &c, wait).await;
+                let learnt: std::collections::BTreeSet<Vec<u8>> =
+                    lossless.devices.iter().filter_map(|(_, d)| d.lock().expect("device").1.clone()).collect();
+                assert_eq!(learnt.len(), 1, "seed {seed}, {n} devices: learnt {learnt:?} ({ra:?}, {rb:?}, {rc:?})");
+                let won = learnt.first().expect("one");
+                if ra.is_ok() {
+                    assert_eq!(*won, a, "seed {seed}, {n} devices: a was told it won");
+                }
+                if rb.is_ok() {
+                    assert_eq!(*won, b, "seed {seed}, {n} devices: b was told it won");
+                }
+                if rc.is_ok() {
+                    assert!(ra.is_err() && rb.is_err() && *won == c, "seed {seed}, {n} devices");
+                } else {
+                    assert!(
+                        matches!(rc, Err(Error::Device { reason: Refusal::Stale, .. })),
+                        "seed {seed}: the third client, on a lossless network, wins or hears of the winner: {rc:?}"
+                    );
+                }
+                tally[usize::from(ra.is_ok()) + 2 * usize::from(rb.is_ok())] += 1;
+            }
+        }
+        // The loss is such that sometimes neither won, sometimes each did.
+        assert!(tally.iter().all(|t| *t > 0), "{tally:?}");
+    }
+
     /// An unpaired peer, a paired one without a session, a wrong password
     /// and a revoked pairing are each refused for their own reason; a
     /// login opens the root and the shards; a logout closes them.

@@ -407,6 +407,122 @@ pub fn survives(devices: usize) -> String {
 /// How long a write tries to get past other clients' ballots.
 const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How a vote reaches the devices.
+pub(crate) trait Voters {
+    /// How many devices vote.
+    fn count(&self) -> usize;
+    /// Ask every device `request` at once: each one's answer.
+    fn ask_each(&self, request: &Request) -> impl std::future::Future<Output = Vec<(PeerId, Result<Answer>)>> + Send;
+}
+
+impl Voters for Drive {
+    fn count(&self) -> usize {
+        self.devices.len()
+    }
+
+    async fn ask_each(&self, request: &Request) -> Vec<(PeerId, Result<Answer>)> {
+        Drive::ask_each(self, request).await
+    }
+}
+
+/// Make `sealed` root `seq`, after the root whose BLAKE3 is `after`, by
+/// Paxos among `voters` (see [`Drive::write`]); trying past other
+/// clients' ballots for up to `wait`. How many devices learnt it.
+/// `unopened`: devices whose refusals are not heard.
+pub(crate) async fn decide(
+    voters: &impl Voters,
+    unopened: &HashSet<PeerId>,
+    seq: u64,
+    after: [u8; 32],
+    sealed: &[u8],
+    wait: std::time::Duration,
+) -> Result<usize> {
+    let n = voters.count();
+    let need = n / 2 + 1;
+    let stale = |message: String| Error::Device {
+        reason: Refusal::Stale,
+        message: format!("the drive changed meanwhile ({message}); run the command again"),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut round = 1u64;
+    let mut attempt = 0u32;
+    // Some device accepted this root, too few to know it is the drive's.
+    let mut doubt = false;
+    loop {
+        // A ballot of its own each time: one ballot never carries two roots.
+        let ballot = Ballot { round, by: rand::random() };
+        let mut vote = Vote::default();
+        let mut newest: Option<Accepted> = None;
+        for (peer, a) in voters.ask_each(&Request::Prepare { seq, ballot }).await {
+            if unopened.contains(&peer) && matches!(a, Err(Error::Device { reason: Refusal::Stale, .. })) {
+                continue;
+            }
+            if let Some(acc) = vote.count(peer, ballot, a)
+                && newest.as_ref().is_none_or(|n| acc.ballot > n.ballot)
+            {
+                newest = Some(acc);
+            }
+        }
+        if let Some(m) = vote.stale {
+            return Err(stale(m));
+        }
+        if vote.yes >= need {
+            // A root accepted before may be the drive's already: it
+            // goes on, and this client's change after it.
+            let (prev, value, ours) = match newest {
+                Some(acc) if acc.sealed != sealed => (acc.prev, acc.sealed, false),
+                _ => (after, sealed.to_vec(), true),
+            };
+            let accept = Request::Accept { seq, ballot, prev, sealed: value.clone() };
+            vote = Vote { beat: vote.beat, ..Vote::default() };
+            for (peer, a) in voters.ask_each(&accept).await {
+                if unopened.contains(&peer) && matches!(a, Err(Error::Device { reason: Refusal::Stale, .. })) {
+                    continue;
+                }
+                vote.count(peer, ballot, a);
+            }
+            if vote.yes >= need {
+                let learn = Request::Learn { seq, sealed: value.clone() };
+                let kept = voters.ask_each(&learn).await.into_iter().filter(|(_, a)| a.is_ok()).count();
+                if ours {
+                    return Ok(kept);
+                }
+                return Err(stale(format!("another client's change, begun before, is tree {seq}")));
+            }
+            if let Some(m) = vote.stale {
+                return Err(stale(m));
+            }
+            doubt |= ours && vote.yes > 0;
+        }
+        let outbid = vote.beat >= round;
+        if !(outbid || doubt) || tokio::time::Instant::now() > deadline {
+            let why = if outbid {
+                format!("other clients kept changing the drive for {} s", wait.as_secs())
+            } else {
+                format!(
+                    "only {} of the {n} devices took part in the change, and it needs {need}: start the others \
+                         (or, for one gone for good, `drive revoke NAME --client` on every client): {}",
+                    vote.yes,
+                    vote.why.join("; ")
+                )
+            };
+            if doubt {
+                return Err(Error::InDoubt(format!(
+                    "{why}; some devices accepted the change: the drive's next change may finish it"
+                )));
+            }
+            return Err(Error::Drive(why));
+        }
+        // A newer ballot, or this root may yet be the drive's: try again
+        // past it, after a pause that keeps two clients from outbidding
+        // each other forever.
+        round = vote.beat.max(round) + 1;
+        let ms = 10 + rand::random::<u64>() % (20u64 << attempt.min(5));
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
 /// The answers to one phase of a vote.
 #[derive(Default)]
 struct Vote {
@@ -691,91 +807,11 @@ impl Drive {
             )));
         }
         let id = RootId { seq, hash: *blake3::hash(&sealed).as_bytes() };
-        let (n, need) = (self.devices.len(), self.devices.len() / 2 + 1);
-        let stale = |message: String| Error::Device {
-            reason: Refusal::Stale,
-            message: format!("the drive changed meanwhile ({message}); run the command again"),
-        };
         // A device whose tree did not open at the last read (damaged) says
         // nothing about the drive: its refusals are not heard.
         let unopened = self.unopened.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let deadline = std::time::Instant::now() + WRITE_WAIT;
-        let mut round = 1u64;
-        let mut attempt = 0u32;
-        // Some device accepted this root, too few to know it is the drive's.
-        let mut doubt = false;
-        loop {
-            // A ballot of its own each time: one ballot never carries two roots.
-            let ballot = Ballot { round, by: rand::random() };
-            let mut vote = Vote::default();
-            let mut newest: Option<Accepted> = None;
-            for (peer, a) in self.ask_each(&Request::Prepare { seq, ballot }).await {
-                if unopened.contains(&peer) && matches!(a, Err(Error::Device { reason: Refusal::Stale, .. })) {
-                    continue;
-                }
-                if let Some(acc) = vote.count(peer, ballot, a)
-                    && newest.as_ref().is_none_or(|n| acc.ballot > n.ballot)
-                {
-                    newest = Some(acc);
-                }
-            }
-            if let Some(m) = vote.stale {
-                return Err(stale(m));
-            }
-            if vote.yes >= need {
-                // A root accepted before may be the drive's already: it
-                // goes on, and this client's change after it.
-                let (prev, value, ours) = match newest {
-                    Some(acc) if acc.sealed != sealed => (acc.prev, acc.sealed, false),
-                    _ => (after.hash, sealed.clone(), true),
-                };
-                let accept = Request::Accept { seq, ballot, prev, sealed: value.clone() };
-                vote = Vote { beat: vote.beat, ..Vote::default() };
-                for (peer, a) in self.ask_each(&accept).await {
-                    if unopened.contains(&peer) && matches!(a, Err(Error::Device { reason: Refusal::Stale, .. })) {
-                        continue;
-                    }
-                    vote.count(peer, ballot, a);
-                }
-                if vote.yes >= need {
-                    let kept = self.learn(&self.devices, seq, &value).await;
-                    if ours {
-                        return Ok((id, kept));
-                    }
-                    return Err(stale(format!("another client's change, begun before, is tree {seq}")));
-                }
-                if let Some(m) = vote.stale {
-                    return Err(stale(m));
-                }
-                doubt |= ours && vote.yes > 0;
-            }
-            let outbid = vote.beat >= round;
-            if !(outbid || doubt) || std::time::Instant::now() > deadline {
-                let why = if outbid {
-                    format!("other clients kept changing the drive for {} s", WRITE_WAIT.as_secs())
-                } else {
-                    format!(
-                        "only {} of the {n} devices took part in the change, and it needs {need}: start the others \
-                         (or, for one gone for good, `drive revoke NAME --client` on every client): {}",
-                        vote.yes,
-                        vote.why.join("; ")
-                    )
-                };
-                if doubt {
-                    return Err(Error::InDoubt(format!(
-                        "{why}; some devices accepted the change: the drive's next change may finish it"
-                    )));
-                }
-                return Err(Error::Drive(why));
-            }
-            // A newer ballot, or this root may yet be the drive's: try again
-            // past it, after a pause that keeps two clients from outbidding
-            // each other forever.
-            round = vote.beat.max(round) + 1;
-            let ms = 10 + rand::random::<u64>() % (20u64 << attempt.min(5));
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-            attempt = attempt.saturating_add(1);
-        }
+        let kept = decide(self, &unopened, seq, after.hash, &sealed, WRITE_WAIT).await?;
+        Ok((id, kept))
     }
 
     /// Read the tree, change it with `change`, write it back; what
