@@ -15,11 +15,7 @@ use common::{Procs, bin, json_out, s};
 fn changes_made_at_once_all_land_and_a_change_one_device_of_three_takes_part_in_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut procs = Procs::new(&dir.path().join("logs"));
-    let (boot, laptop, _) = paired_with_three(&mut procs, dir.path());
-    let phone = dir.path().join("phone");
-    pair_another(dir.path(), &phone, "phone", &boot);
-    json_out(&drive(&laptop, &boot, &["setup"]), "drive setup");
-    json_out(&drive(&phone, &boot, &["login"]), "drive login");
+    let (boot, laptop, phone) = two_clients(&mut procs, dir.path());
     let note = dir.path().join("note.txt");
     std::fs::write(&note, "a note\n").expect("write");
 

@@ -105,12 +105,7 @@ fn stop(child: &mut Child) {
 fn two_clients_sync_a_folder_both_ways_with_a_conflict_kept_twice_and_nothing_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut procs = Procs::new(&dir.path().join("logs"));
-    let (boot, laptop, _) = paired_with_three(&mut procs, dir.path());
-    // The phone pairs with the same three devices.
-    let phone = dir.path().join("phone");
-    pair_another(dir.path(), &phone, "phone", &boot);
-    json_out(&drive(&laptop, &boot, &["setup"]), "drive setup");
-    json_out(&drive(&phone, &boot, &["login"]), "drive login");
+    let (boot, laptop, phone) = two_clients(&mut procs, dir.path());
 
     let a = dir.path().join("A");
     let b = dir.path().join("B");

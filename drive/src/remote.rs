@@ -741,10 +741,26 @@ impl Drive {
         Ok(Read { tree: Tree::default(), root: RootId { seq: 0, hash: [0; 32] } })
     }
 
-    /// Ask every device `request` at once, each for at most [`ROOT_WAIT`].
+    /// Ask every device `request` (about the root: asking twice is
+    /// harmless) at once, each for at most [`ROOT_WAIT`]. A question lost
+    /// on the way (a device sheds questions past its limits by closing
+    /// the stream) is asked again, after a pause.
     async fn ask_each(&self, request: &Request) -> Vec<(PeerId, Result<Answer>)> {
         let asks = join_all(self.devices.iter().map(|p| async move {
-            match tokio::time::timeout(ROOT_WAIT, ask(&self.net, *p, request)).await {
+            let again = async {
+                let mut tries = 0u32;
+                loop {
+                    match ask(&self.net, *p, request).await {
+                        Err(Error::Drive(_)) if tries < 4 => {
+                            tries += 1;
+                            let ms = 50 + rand::random::<u64>() % (100u64 << tries);
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
+                        a => return a,
+                    }
+                }
+            };
+            match tokio::time::timeout(ROOT_WAIT, again).await {
                 Ok(a) => a,
                 Err(_) => Err(Error::Drive(format!("device {p} did not answer in {} s", ROOT_WAIT.as_secs()))),
             }
@@ -784,7 +800,8 @@ impl Drive {
     /// next. Which root it is, and how many devices keep it. Refused as
     /// [`Refusal::Stale`] if another client's change is the successor of
     /// `after` (make the change again on it: [`Drive::update`] does), else
-    /// if too few devices answer.
+    /// if too few devices answer ([`Error::InDoubt`] if some accepted it:
+    /// keep what it names).
     pub async fn write(&self, after: RootId, tree: &Tree) -> Result<(RootId, usize)> {
         let seq =
             after.seq.checked_add(1).ok_or_else(|| Error::Drive("the drive's tree number is at its end".into()))?;

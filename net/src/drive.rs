@@ -42,7 +42,8 @@ impl Client {
             protocol: PROTOCOL,
             max_question,
             at_once: 8,
-            per_peer: 2,
+            // A client runs a few commands at once (a put beside a sync).
+            per_peer: 4,
             what: "the drive",
             long_from: Some(Arc::new(long_from)),
         };

@@ -146,6 +146,18 @@ pub fn pair_another(dir: &Path, client: &Path, name: &str, boot: &str) {
     }
 }
 
+/// [`paired_with_three`], a drive set up by the laptop, and a phone paired
+/// with the same devices and logged in: (bootstrap address, laptop
+/// directory, phone directory).
+pub fn two_clients(procs: &mut Procs, dir: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let (boot, laptop, _) = paired_with_three(procs, dir);
+    let phone = dir.join("phone");
+    pair_another(dir, &phone, "phone", &boot);
+    json_out(&drive(&laptop, &boot, &["setup"]), "drive setup");
+    json_out(&drive(&phone, &boot, &["login"]), "drive login");
+    (boot, laptop, phone)
+}
+
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Whether a test that needs `tools` (from the system's packages named
