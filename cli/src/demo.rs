@@ -477,7 +477,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, 
     if !same(&slot, &v2)? {
         bail!("the slot does not hold v2 byte for byte");
     }
-    let f3r = f3.fetch.context("v2 was not fetched")?;
+    let f3r = f3.fetch.clone().context("v2 was not fetched")?;
     let f = [f1r, f2r, f3r];
     let durable = durability(o.json, root, logs, procs, &api, &peer_args, &[&p1.id, &p2.id])?;
     let (backups, deleted) = backup_act(o.json, root, &url, &api, &b)?;
@@ -496,6 +496,9 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, 
         crate::ledger_cmd::Nodes { kill: &|name| procs.kill(name), start: &|name, args| procs.start(name, logs, args) },
     )?;
     let mut out = summary(&v1, &v2, [&p1, &p2], &f, [f1.install_status.flatten(), f3.install_status.flatten()])?;
+    if let Some(m) = out.as_object_mut() {
+        m.insert("update_v2_downloads".into(), serde_json::to_value(&f3.downloads)?);
+    }
     for extra in [durable, backups, drive, page, synced, friends, chain] {
         if let (Some(m), Value::Object(d)) = (out.as_object_mut(), extra) {
             m.extend(d);

@@ -187,7 +187,10 @@ pub(crate) fn execute(
 
 fn print_json(r: &UpdateReport) {
     let Some(f) = &r.fetch else {
-        println!("{}", json!({ "release": r.release, "already_installed": true, "installed": false }));
+        println!(
+            "{}",
+            json!({ "release": r.release, "already_installed": true, "installed": false, "downloads": r.downloads })
+        );
         return;
     };
     println!(
@@ -200,7 +203,7 @@ fn print_json(r: &UpdateReport) {
                 "setup_seconds": f.setup_seconds, "most_ahead": f.most_ahead,
                 "installed": r.installed, "install_status": r.install_status.flatten(),
                 "floor_reset": r.notes.floor_reset, "newer": r.notes.newer,
-                "freshness_unchecked": r.notes.freshness_unchecked })
+                "freshness_unchecked": r.notes.freshness_unchecked, "downloads": r.downloads })
     );
 }
 
@@ -228,6 +231,11 @@ fn print_text(r: &UpdateReport) {
         f.resumed_bytes,
         f.seed_bytes,
         r.seed.as_ref().map(|s| format!(" {}", s.display())).unwrap_or_default()
+    );
+    let d = &r.downloads;
+    println!(
+        "  in all {} bytes: the bundle {} (its manifest {}), ranges {}, placements {}",
+        d.total_bytes, d.bundle_bytes, d.manifest_bytes, d.range_bytes, d.placement_bytes
     );
     println!(
         "  {} peers answered, {} ranges rebuilt, {:.2} s ({:.1} MB/s of image; {:.2} s of it finding and connecting to peers; \

@@ -142,6 +142,13 @@ fn publish_fetch_resume_delta_and_lost_peers() {
     let u = json_out(&o, "update by id");
     assert_eq!(u["release"], "router@1.1", "{u}");
     assert_eq!(u["installed"], true);
+    // Every byte downloaded is counted, by what it was: the bundle (its
+    // manifest in base64 inside), the ranges, the placements.
+    let dl = &u["downloads"];
+    let n_of = |k: &str| dl[k].as_u64().unwrap_or_else(|| panic!("{k} in {u}"));
+    assert_eq!(n_of("range_bytes"), u["downloaded_bytes"].as_u64().expect("downloaded"), "{u}");
+    assert!(n_of("bundle_bytes") > n_of("manifest_bytes") * 4 / 3 && n_of("manifest_bytes") > 0, "{u}");
+    assert_eq!(n_of("total_bytes"), n_of("bundle_bytes") + n_of("range_bytes") + n_of("placement_bytes"), "{u}");
     let rec: Value = serde_json::from_slice(&std::fs::read(dev.join("installed.json")).expect("record")).expect("json");
     assert_eq!(rec["version"], "1.1");
 

@@ -140,13 +140,23 @@ impl Spn {
     /// `placement_from`: a path on this SPN (sent with the token, if any),
     /// or an absolute URL (sent without); at most the answer limit is read.
     pub fn placement(&self, from: &str) -> Result<proto::api::Placement> {
+        self.placement_counted(from).map(|(p, _)| p)
+    }
+
+    /// [`Spn::placement`], and the bytes of its answer's body.
+    fn placement_counted(&self, from: &str) -> Result<(proto::api::Placement, u64)> {
         let url = if from.starts_with('/') { format!("{}{from}", self.base) } else { from.to_string() };
         let what = format!("GET {url}");
         // The token goes only to this SPN, never to a URL a bundle names.
         let req = self.agent.get(&url);
         let req = if from.starts_with('/') { self.with_auth(req) } else { req };
-        let r = req.call().map_err(self.http(&what))?;
-        self.decode(&what, r)
+        let mut r = req.call().map_err(self.http(&what))?;
+        if !r.status().is_success() {
+            return Err(Self::refused(&what, r));
+        }
+        let bytes = r.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().map_err(self.http(&what))?;
+        let p = serde_json::from_slice(&bytes).map_err(|source| Error::Answer { what: what.clone(), source })?;
+        Ok((p, bytes.len() as u64))
     }
 
     /// Whether the SPN runs, and how many peers it sees (`refresh`: ask them now).
@@ -584,26 +594,35 @@ impl<S: AsRef<[u8]>> Read for Shards<S> {
 }
 
 /// Where a fetch asks for the current placement: `from` (a path or a URL) on an SPN.
+/// Its clones share the count of bytes downloaded.
 #[derive(Debug, Clone)]
 pub struct PlacementAt {
     spn: Spn,
     from: String,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PlacementAt {
     /// `from` resolved against `spn` (if it is a path).
     pub fn new(spn: Spn, from: String) -> PlacementAt {
-        PlacementAt { spn, from }
+        PlacementAt { spn, from, bytes: Default::default() }
     }
 
     /// An absolute `placement_from` URL, with no SPN known.
     pub fn url(url: &str) -> Result<PlacementAt> {
-        Ok(PlacementAt { spn: Spn::new(url, None)?, from: url.to_string() })
+        Ok(PlacementAt { spn: Spn::new(url, None)?, from: url.to_string(), bytes: Default::default() })
+    }
+
+    /// Bytes of the placements downloaded so far (bodies).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl crate::fetch::PlacementSource for PlacementAt {
     fn current(&self) -> std::result::Result<proto::api::Placement, String> {
-        self.spn.placement(&self.from).map_err(|e| e.to_string())
+        let (p, n) = self.spn.placement_counted(&self.from).map_err(|e| e.to_string())?;
+        self.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(p)
     }
 }

@@ -157,10 +157,29 @@ pub struct UpdateReport {
     pub seed: Option<PathBuf>,
     /// The fetch (none when nothing was done).
     pub fetch: Option<FetchReport>,
+    /// Every byte of content downloaded, by what it was.
+    pub downloads: Downloads,
     /// The installer ran: its exit status (`None` inside: a signal).
     pub install_status: Option<Option<i32>>,
     /// The device now records this release as installed.
     pub installed: bool,
+}
+
+/// Every byte of content an update downloaded, by what it was (bodies:
+/// not HTTP headers, libp2p's handshakes, DHT lookups or requests).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Downloads {
+    /// The bundle, from the SPN (0 when it was a file on the device).
+    pub bundle_bytes: u64,
+    /// Of the bundle (or the bundle file), the manifest, decoded (the
+    /// bundle carries it in base64, a third more).
+    pub manifest_bytes: u64,
+    /// Ranges of shards and their proofs, from peers.
+    pub range_bytes: u64,
+    /// Current placements asked of the SPN while fetching.
+    pub placement_bytes: u64,
+    /// All of it: bundle, ranges and placements.
+    pub total_bytes: u64,
 }
 
 impl UpdateReport {
@@ -173,6 +192,10 @@ impl UpdateReport {
 /// A checked bundle, its manifest in an unnamed temporary file.
 struct Loaded {
     bundle: Bundle,
+    /// Bytes of the bundle downloaded (0: a file).
+    bundle_bytes: u64,
+    /// Bytes of its manifest.
+    manifest_bytes: u64,
     manifest: std::fs::File,
     checked: Checked,
     installed: Option<Installed>,
@@ -196,7 +219,8 @@ fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
         Ok(())
     };
     let mut manifest = tempfile_for_manifest(&o.state)?;
-    let (bundle, _) = match &o.source {
+    let mut bundle_bytes = 0;
+    let (bundle, manifest_bytes) = match &o.source {
         Source::File(path) => {
             let f =
                 std::fs::File::open(path).map_err(|e| Error::io(format!("opening bundle {}", path.display()), e))?;
@@ -205,19 +229,36 @@ fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
         }
         Source::Spn { spn, id } => {
             let body = spn.bundle(id, BUNDLE_FORMAT, Some(&o.hardware), MAX_BUNDLE as u64)?;
-            Bundle::read_streaming(std::io::BufReader::new(body), &mut manifest, &mut check)
-                .map_err(|e| Error::from_bundle(format!("release {id} from the SPN"), e))?
+            let mut counted = Counted { inner: body, bytes: 0 };
+            let read = Bundle::read_streaming(std::io::BufReader::new(&mut counted), &mut manifest, &mut check)
+                .map_err(|e| Error::from_bundle(format!("release {id} from the SPN"), e))?;
+            bundle_bytes = counted.bytes;
+            read
         }
     };
     manifest.rewind().map_err(|e| Error::io("rewinding the manifest", e))?;
     let checked = checked.ok_or_else(|| Error::Malformed("the bundle was not checked".into()))?;
-    Ok(Loaded { bundle, manifest, checked, installed, product })
+    Ok(Loaded { bundle, bundle_bytes, manifest_bytes, manifest, checked, installed, product })
+}
+
+/// A reader that counts what it read.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 /// Where the fetch asks for the current placement: the bundle's
 /// `placement_from` (format 3), a path resolved against the SPN the bundle
 /// came from. A path in a bundle file has no SPN to resolve against.
-fn placement_source(source: &Source, from: Option<&str>) -> Option<Arc<dyn client::PlacementSource>> {
+fn placement_source(source: &Source, from: Option<&str>) -> Option<client::PlacementAt> {
     let from = from?;
     let at = match source {
         Source::Spn { spn, .. } => client::PlacementAt::new(spn.clone(), from.to_string()),
@@ -230,7 +271,7 @@ fn placement_source(source: &Source, from: Option<&str>) -> Option<Arc<dyn clien
             return None;
         }
     };
-    Some(Arc::new(at))
+    Some(at)
 }
 
 /// An unnamed file in the state directory (gone when closed, whatever happens).
@@ -300,7 +341,7 @@ pub async fn update(o: UpdateOptions, progress: Arc<dyn Progress>) -> Result<Upd
 
 async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     let Update { o, device, loaded, notes } = u;
-    let Loaded { bundle, manifest, checked, installed, product } = loaded;
+    let Loaded { bundle, bundle_bytes, manifest_bytes, manifest, checked, installed, product } = loaded;
     let release = checked.release;
     let same_installed = installed.as_ref().is_some_and(|i| {
         i.product == release.product
@@ -313,6 +354,7 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
         already_installed: false,
         seed: None,
         fetch: None,
+        downloads: Downloads { bundle_bytes, manifest_bytes, total_bytes: bundle_bytes, ..Downloads::default() },
         install_status: None,
         installed: false,
     };
@@ -337,12 +379,18 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     opts.parallel = o.parallel;
     opts.window = o.window;
     opts.ahead = o.ahead;
-    opts.placement_from = placement_source(&o.source, bundle.placement_from.as_deref());
+    let placements = placement_source(&o.source, bundle.placement_from.as_deref());
+    opts.placement_from = placements.clone().map(|p| Arc::new(p) as Arc<dyn client::PlacementSource>);
     let (client, handle) = net::join(&bootstrap, None).await?;
     let fetched = crate::fetch(&client, manifest, bundle.placement, &release, read_key, &opts, progress).await;
     client.shutdown().await;
     let _ = handle.await;
-    report.fetch = Some(fetched?);
+    let fetched = fetched?;
+    let d = &mut report.downloads;
+    d.range_bytes = fetched.downloaded_bytes;
+    d.placement_bytes = placements.as_ref().map_or(0, client::PlacementAt::bytes);
+    d.total_bytes = d.bundle_bytes + d.range_bytes + d.placement_bytes;
+    report.fetch = Some(fetched);
     if o.install {
         if let Some(cmd) = o.install_cmd.clone() {
             let (image, r) = (out.clone(), release.clone());
