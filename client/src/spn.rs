@@ -84,12 +84,18 @@ impl Spn {
         Error::Refused { what: what.to_string(), status, message }
     }
 
-    fn decode<T: DeserializeOwned>(&self, what: &str, mut r: Response) -> Result<T> {
+    fn decode<T: DeserializeOwned>(&self, what: &str, r: Response) -> Result<T> {
+        self.decode_counted(what, r).map(|(t, _)| t)
+    }
+
+    /// [`Spn::decode`], and the bytes of the answer's body.
+    fn decode_counted<T: DeserializeOwned>(&self, what: &str, mut r: Response) -> Result<(T, u64)> {
         if !r.status().is_success() {
             return Err(Self::refused(what, r));
         }
         let bytes = r.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().map_err(self.http(what))?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Answer { what: what.to_string(), source })
+        let t = serde_json::from_slice(&bytes).map_err(|source| Error::Answer { what: what.to_string(), source })?;
+        Ok((t, bytes.len() as u64))
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -150,13 +156,8 @@ impl Spn {
         // The token goes only to this SPN, never to a URL a bundle names.
         let req = self.agent.get(&url);
         let req = if from.starts_with('/') { self.with_auth(req) } else { req };
-        let mut r = req.call().map_err(self.http(&what))?;
-        if !r.status().is_success() {
-            return Err(Self::refused(&what, r));
-        }
-        let bytes = r.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().map_err(self.http(&what))?;
-        let p = serde_json::from_slice(&bytes).map_err(|source| Error::Answer { what: what.clone(), source })?;
-        Ok((p, bytes.len() as u64))
+        let r = req.call().map_err(self.http(&what))?;
+        self.decode_counted(&what, r)
     }
 
     /// Whether the SPN runs, and how many peers it sees (`refresh`: ask them now).
