@@ -238,6 +238,7 @@ fn main() {
             expires_days: 1,
             product_key: None,
             patience: Duration::from_secs(1800),
+            patches: true,
         };
         let phases = Arc::new(Phases::default());
         let c0 = (cpu_seconds(spn_pid), peer_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>());

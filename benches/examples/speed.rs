@@ -129,6 +129,7 @@ fn run(bin: &Path, dir: &Path, shm: Option<&Path>, a: &Args, round: u8, f: &mut 
             expires_days: 1,
             product_key: None,
             patience: std::time::Duration::from_secs(600),
+            patches: true,
         };
         let phases = Arc::new(Phases::default());
         let (p0, s0) = net.cpu();

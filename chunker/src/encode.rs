@@ -206,6 +206,8 @@ pub struct Encoder<'a> {
     secret: &'a TenantSecret,
     known: Option<&'a KnownChunks>,
     salt: [u8; 32],
+    /// A match key given outright (a predecessor's), instead of one from the salt.
+    match_key: Option<[u8; 32]>,
     /// Keys drawn from one-time material instead of derived from the secret.
     data_keys: Option<DataKeys>,
     coder: Coder,
@@ -264,7 +266,7 @@ impl<'a> Encoder<'a> {
     pub fn new(params: Params, secret: &'a TenantSecret) -> Result<Self> {
         params.validate()?;
         let coder = Coder::new(params.coding.data, params.coding.parity)?;
-        Ok(Encoder { params, secret, known: None, salt: [0; 32], data_keys: None, coder })
+        Ok(Encoder { params, secret, known: None, salt: [0; 32], match_key: None, data_keys: None, coder })
     }
 
     /// Keys that can be destroyed: the chunks this encoding stores and its
@@ -299,6 +301,19 @@ impl<'a> Encoder<'a> {
         self
     }
 
+    /// Tag chunks under `key`, the match key of an earlier object read by
+    /// the same readers ([`Contents::match_key`]), instead of a fresh one:
+    /// the chunks both share then have the same tags, so that a manifest
+    /// sent as a delta against the earlier one copies them instead of
+    /// carrying 16 new bytes per chunk. Whoever can open both manifests
+    /// already sees which chunks they share (their ids are equal), so this
+    /// tells such a reader nothing new; use it only when the readers are
+    /// the same.
+    pub fn with_match_key(mut self, key: [u8; 32]) -> Self {
+        self.match_key = Some(key);
+        self
+    }
+
     /// Encode everything `input` yields. `progress` is told the number of
     /// input bytes done so far after each window.
     pub fn encode(
@@ -311,7 +326,7 @@ impl<'a> Encoder<'a> {
         let segment_size = params.segment_size as usize;
         let window = segment_size.clamp(4 << 20, 16 << 20);
         let mut st = State {
-            match_key: self.secret.match_key(&self.salt),
+            match_key: self.match_key.unwrap_or_else(|| self.secret.match_key(&self.salt)),
             hasher: blake3::Hasher::new(),
             segments: Vec::new(),
             known_map: HashMap::new(),
@@ -486,25 +501,12 @@ impl<'a> Encoder<'a> {
         sink: &mut dyn SegmentSink,
         stats: &mut EncodeStats,
     ) -> Result<(usize, Segment)> {
-        let OpenSegment { index, mut data } = seg;
+        let OpenSegment { index, data } = seg;
         let len = data.len();
-        let shard_len = self.coder.shard_len(len);
-        let k = self.coder.data_shards();
-        data.resize(shard_len * k, 0);
-        let mut parity = vec![vec![0u8; shard_len]; self.coder.parity_shards()];
-        let data_shards: Vec<&[u8]> = data.chunks(shard_len).collect();
-        self.coder.encode(&data_shards, &mut parity)?;
-        let all: Vec<ShardBytes> = ShardBytes::split(data, shard_len)
-            .into_iter()
-            .chain(parity.into_iter().flat_map(|p| ShardBytes::split(p, shard_len)))
-            .collect();
-        let shards: Vec<Cid> = all.par_iter().map(|s| Cid::of_raw(s)).collect();
-        let segment = Segment { len: len as u64, k: self.params.coding.data, shards };
+        let segment = crate::delta::code_segment(&self.coder, self.params.coding.data, index, data, sink)?;
         stats.new_segments += 1;
         stats.new_segment_bytes += len as u64;
-        stats.new_shard_bytes += (shard_len * all.len()) as u64;
-        sink.put_segment(EncodedSegment { index, segment: &segment, shards: all })
-            .map_err(|e| Error::Sink { segment: index, reason: e.to_string() })?;
+        stats.new_shard_bytes += segment.shard_len() * segment.shards().len() as u64;
         Ok((index, segment))
     }
 }

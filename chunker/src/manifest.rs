@@ -214,6 +214,10 @@ impl Contents {
     pub fn chunks(&self) -> &[ChunkEntry] {
         &self.chunks
     }
+    /// The key of the chunks' match tags (see [`crate::Encoder::with_match_key`]).
+    pub fn match_key(&self) -> [u8; 32] {
+        self.match_key
+    }
 
     /// Check that every chunk lies inside a segment of `manifest` (true for
     /// contents opened from it; guards against pairing contents with another
@@ -613,7 +617,7 @@ impl Manifest {
     }
 
     /// The canonical bytes before the sealed part.
-    fn public_prefix(&self) -> Vec<u8> {
+    pub(crate) fn public_prefix(&self) -> Vec<u8> {
         let mut e = Encoder::new(Vec::new());
         infallible(e.array(5).and_then(|e| e.str(MAGIC)).and_then(|e| e.u64(FORMAT_VERSION)).map(|_| ()));
         let mut out = e.into_writer();
@@ -747,6 +751,11 @@ fn decode_manifest(d: &mut Decoder<'_>) -> std::result::Result<Manifest, DecErr>
 }
 
 /// Everything before the sealed part: header, params, segments.
+/// The public part (as [`Manifest::public_prefix`] writes it) from `d`.
+pub(crate) fn decode_public_part(d: &mut Decoder<'_>) -> Result<(Params, Vec<Segment>)> {
+    decode_public(d).map_err(|e| e.into_error(d.position()))
+}
+
 fn decode_public(d: &mut Decoder<'_>) -> std::result::Result<(Params, Vec<Segment>), DecErr> {
     array_of(d, 5, "manifest")?;
     if d.str()? != MAGIC {

@@ -21,6 +21,58 @@ pub trait ChunkTable: Sync {
     /// Entries from chunk `start` on, in object order: at least one while
     /// `start` is below the count, each checked against the manifest.
     fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>>;
+    /// Whether the table is a whole object's, whose hash the decoder checks
+    /// at the end (not a [`Selection`]).
+    fn is_whole(&self) -> bool {
+        true
+    }
+}
+
+/// Some chunks of an object, to be decoded back to back (what a publisher
+/// reads of an earlier release to make patches against it). Each chunk is
+/// checked as it is opened (authenticated encryption under its key); there
+/// is no object hash to check.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    entries: Vec<ChunkEntry>,
+    match_key: [u8; 32],
+    len: u64,
+}
+
+impl Contents {
+    /// The chunks at `indices` (in that order), as a table of their own.
+    /// Fails on an index past the end.
+    pub fn select(&self, indices: &[usize]) -> Result<Selection> {
+        let entries = indices
+            .iter()
+            .map(|i| self.chunks.get(*i).cloned())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::InvalidParams(format!("a selection past the {} chunks", self.chunks.len())))?;
+        let len = entries.iter().map(|e| u64::from(e.plain_len)).sum();
+        Ok(Selection { entries, match_key: self.match_key, len })
+    }
+}
+
+impl ChunkTable for Selection {
+    fn object_len(&self) -> u64 {
+        self.len
+    }
+    fn object_hash(&self) -> [u8; 32] {
+        [0; 32]
+    }
+    fn match_key(&self) -> [u8; 32] {
+        self.match_key
+    }
+    fn chunk_count(&self) -> u64 {
+        self.entries.len() as u64
+    }
+    fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>> {
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(self.entries.len());
+        Ok(self.entries[start..(start + RUN).min(self.entries.len())].to_vec())
+    }
+    fn is_whole(&self) -> bool {
+        false
+    }
 }
 
 /// Entries handed out at a time from contents held whole.

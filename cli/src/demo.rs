@@ -415,6 +415,7 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, 
             token: Some(vendor_token.clone()),
             vendor_dir: Some(vdir.clone()),
             confidential: false,
+            no_patches: false,
             expires_days: 30,
             out: None,
             json: o.json,
@@ -922,6 +923,14 @@ fn summary(
         "update_v2_downloaded_bytes": f[2].downloaded_bytes,
         "update_v2_from_seed_bytes": f[2].seed_bytes,
         "update_v2_delta": format!("{:.1}% of the image downloaded", 100.0 * f[2].downloaded_bytes as f64 / len2 as f64),
+        "publish_v2_patches": match &p2.result.no_patches {
+            None => format!(
+                "{} changed chunks ({} bytes) as {} bytes of patches against v1",
+                p2.result.patches, p2.result.patched_chunk_bytes, p2.result.patch_bytes
+            ),
+            Some(why) => format!("none: {why}"),
+        },
+        "update_v2_patched_chunks": f[2].patched_chunks,
         "releases": [p1.id, p2.id],
         "install_status": install_status,
     }))

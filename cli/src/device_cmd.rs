@@ -201,6 +201,9 @@ fn print_json(r: &UpdateReport) {
                 "rebuilt_ranges": f.rebuilt_ranges, "peers_used": f.peers_used,
                 "dropped": f.dropped, "problems": f.problems, "seconds": f.seconds,
                 "setup_seconds": f.setup_seconds, "most_ahead": f.most_ahead,
+                "patched_chunks": f.patched_chunks, "patched_bytes": f.patched_bytes,
+                "patch_fallbacks": f.patch_fallbacks, "patches_unused": f.patches_unused,
+                "manifest_delta_refused": r.notes.manifest_delta_refused,
                 "installed": r.installed, "install_status": r.install_status.flatten(),
                 "floor_reset": r.notes.floor_reset, "newer": r.notes.newer,
                 "freshness_unchecked": r.notes.freshness_unchecked, "downloads": r.downloads })
@@ -237,6 +240,15 @@ fn print_text(r: &UpdateReport) {
         "  in all {} bytes: the bundle {} (its manifest {}), ranges {}, placements {}",
         d.total_bytes, d.bundle_bytes, d.manifest_bytes, d.range_bytes, d.placement_bytes
     );
+    if d.manifest_delta {
+        println!("  the manifest came as a delta against the installed release's ({} bytes)", d.manifest_bytes);
+    }
+    if f.patched_chunks > 0 {
+        println!("  {} chunks ({} bytes) made from patches against the seed", f.patched_chunks, f.patched_bytes);
+    }
+    for why in f.patch_fallbacks.iter().chain(&f.patches_unused).chain(&r.notes.manifest_delta_refused) {
+        println!("  note: {why}");
+    }
     println!(
         "  {} peers answered, {} ranges rebuilt, {:.2} s ({:.1} MB/s of image; {:.2} s of it finding and connecting to peers; \
          up to {} windows in flight)",

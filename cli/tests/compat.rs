@@ -56,9 +56,6 @@ fn a_device_of_the_previous_release_updates_to_this_one_and_on() {
     register(&n, &vendor);
     let (v2, v21) = (d.join("fw-2.0.img"), d.join("fw-2.1.img"));
     std::fs::write(&v2, image(6 << 20, 51)).expect("image");
-    let mut next = image(6 << 20, 51);
-    next[1 << 20..(1 << 20) + 4096].copy_from_slice(&image(4096, 52));
-    std::fs::write(&v21, &next).expect("image");
     publish(&n, &vendor, &v2, "2.0", &[]);
 
     // The old device asks the way it always did (no format, no hardware in the request).
@@ -81,7 +78,28 @@ fn a_device_of_the_previous_release_updates_to_this_one_and_on() {
     assert_eq!(root["signed"]["version"], 2, "the old device followed the rotation through the projection");
     assert!(root["signed"].get("timestamp").is_none(), "the old device kept a format 1 root");
 
+    // A release that brings patches (patch segments in its manifest, a
+    // patch table in format 4 bundles): the old device still takes it,
+    // whole chunks from the network and the rest from its seed.
+    let v201 = d.join("fw-2.0.1.img");
+    let mut mid = image(6 << 20, 51);
+    mid[3 << 20..(3 << 20) + 2048].copy_from_slice(&image(2048, 53));
+    std::fs::write(&v201, &mid).expect("image");
+    let r = publish(&n, &vendor, &v201, "2.0.1", &[]);
+    assert!(r["patches"].as_u64().unwrap_or(0) >= 1, "2.0.1 has no patches to test with: {r}");
+    let o = old(&prev)
+        .args(["update", "--release", "router@latest", "--spn", &n.url, "--product", "router", "--hardware", "r1"])
+        .args(["--state", &s(&state), "--bootstrap", &n.bootstrap, "--install-cmd", &install, "--json"])
+        .output()
+        .expect("old update");
+    let u = json_out(&o, "the previous release's update to a release with patches");
+    assert_eq!(u["release"], "router@2.0.1", "{u}");
+    assert_eq!(std::fs::read(&slot).expect("slot"), mid, "the old device's image of 2.0.1 differs");
+
     // The device now runs this release (what it just installed), on the state the old one left.
+    let mut next = mid.clone();
+    next[1 << 20..(1 << 20) + 4096].copy_from_slice(&image(4096, 52));
+    std::fs::write(&v21, &next).expect("image");
     publish(&n, &vendor, &v21, "2.1", &[]);
     let o = bin()
         .args(["update", "--release", "router@latest", "--spn", &n.url, "--product", "router", "--hardware", "r1"])
@@ -92,6 +110,7 @@ fn a_device_of_the_previous_release_updates_to_this_one_and_on() {
     assert_eq!(u["release"], "router@2.1", "{u}");
     assert!(u["freshness_unchecked"].is_null(), "the timestamp was not checked: {u}");
     assert!(u["seed_bytes"].as_u64().unwrap_or(0) > 5 << 20, "the old release's image was not used as the seed: {u}");
+    assert!(u["patched_chunks"].as_u64().unwrap_or(0) >= 1, "the patches of 2.1 were not used: {u}");
     assert_eq!(std::fs::read(&slot).expect("slot"), next);
     let root: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("root.json")).expect("root")).expect("json");

@@ -240,6 +240,8 @@ fn device_refuses_bad_releases_and_keeps_what_it_has() {
             placement: Default::default(),
             bootstrap: vec![],
             placement_from: None,
+            patches: None,
+            manifest_delta: None,
         }
         .to_json()
     };
@@ -364,6 +366,8 @@ fn demo_runs_end_to_end_and_cleans_up() {
     let image = v["image_v2_bytes"].as_u64().expect("size");
     let downloaded = v["update_v2_downloaded_bytes"].as_u64().expect("downloaded");
     assert!(downloaded * 4 < image, "delta update downloaded {downloaded} of {image}");
+    assert!(v["update_v2_patched_chunks"].as_u64().is_some_and(|n| n >= 1), "v2's patches were not used: {v}");
+    assert_eq!(v["update_v2_downloads"]["manifest_delta"], true, "{v}");
     assert!(v["fetch_v1_2_peers_down"].as_str().is_some_and(|s| s.contains("byte-exact")), "{v}");
 }
 

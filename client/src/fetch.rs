@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chunker::{
-    ChunkTable, Cid, Decoder, Manifest, PagedContents, Piece, ReadKey, Seed, ShardRequest, ShardSource, SourceError,
+    ChunkTable, Cid, Decoder, Manifest, PagedContents, PatchTable, Piece, ReadKey, Seed, Selection, ShardRequest,
+    ShardSource, SourceError,
 };
 use net::wire::{Code, Request, Response};
 use net::{Client, PeerId};
@@ -64,6 +65,9 @@ pub struct FetchOptions {
     /// Where to ask for the current placement when every holder a
     /// placement names for a shard fails (repair moved it since).
     pub placement_from: Option<Arc<dyn PlacementSource>>,
+    /// The object's patch table, sealed (from a format 4 bundle): chunks
+    /// the seed lacks are made from patches against chunks it has.
+    pub patches: Option<Vec<u8>>,
 }
 
 impl FetchOptions {
@@ -77,6 +81,7 @@ impl FetchOptions {
             window: 2 << 20,
             ahead: 4,
             placement_from: None,
+            patches: None,
         }
     }
 }
@@ -140,6 +145,14 @@ pub struct FetchReport {
     /// The most windows that were in flight at once: more than two means the
     /// decoder waited on the network and fetched further ahead.
     pub most_ahead: usize,
+    /// Chunks made from patches against the seed's chunks.
+    pub patched_chunks: u64,
+    /// Image bytes made from patches.
+    pub patched_bytes: u64,
+    /// Patches that could not be used (the chunk was fetched instead), and why.
+    pub patch_fallbacks: Vec<String>,
+    /// Why the patch table was not used at all, when it was not.
+    pub patches_unused: Option<String>,
 }
 
 /// Longest wait for one answer, whatever the median.
@@ -165,6 +178,29 @@ struct NetSource {
 }
 
 impl NetSource {
+    fn new(
+        client: &Client,
+        placement: Placement,
+        known: std::collections::HashSet<Cid>,
+        refresh: Option<Arc<dyn PlacementSource>>,
+        parallel: usize,
+        min_late: Duration,
+    ) -> NetSource {
+        let mut holders = Holders::default();
+        holders.merge(placement, None);
+        NetSource {
+            client: client.clone(),
+            rt: tokio::runtime::Handle::current(),
+            holders: std::sync::RwLock::new(holders),
+            known,
+            refresh,
+            refreshed: tokio::sync::Mutex::new((None, 0)),
+            slots: tokio::sync::Semaphore::new(parallel.max(1)),
+            book: Mutex::new(PeerBook::new(min_late, MAX_WAIT)),
+            first: std::sync::OnceLock::new(),
+        }
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, PeerBook> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -443,34 +479,38 @@ pub async fn fetch(
             return Err(e);
         }
     };
-    let mut holders = Holders::default();
-    holders.merge(placement, None);
     let known = match &opts.placement_from {
         Some(_) => manifest.segments().iter().flat_map(|s| s.shards().iter().copied()).collect(),
         None => Default::default(),
     };
-    let source = NetSource {
-        client: client.clone(),
-        rt: tokio::runtime::Handle::current(),
-        holders: std::sync::RwLock::new(holders),
-        known,
-        refresh: opts.placement_from.clone(),
-        refreshed: tokio::sync::Mutex::new((None, 0)),
-        slots: tokio::sync::Semaphore::new(opts.parallel.max(1)),
-        book: Mutex::new(PeerBook::new(opts.min_late, MAX_WAIT)),
-        first: std::sync::OnceLock::new(),
-    };
+    let source = NetSource::new(client, placement, known, opts.placement_from.clone(), opts.parallel, opts.min_late);
     let (file, seeds) = seeds(&paths, file, expect, opts.seed.as_ref())?;
     let (window, ahead, len) = (opts.window, opts.ahead, expect.length);
     progress.start("fetch", len);
     let bar = progress.clone();
     let part_path = paths.part.clone();
-    let (decoded, source, seeds) = tokio::task::spawn_blocking(move || {
+    let sealed_patches = opts.patches.clone();
+    let (decoded, source, seeds, patches_unused) = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter::new(file);
         let mut report = |n| bar.set(n);
+        let mut unused = None;
         let r = PagedContents::open(&manifest, &sealed, &read_key).and_then(|table| {
+            // A table that does not open or check costs the patches, not the fetch.
+            let patches = sealed_patches.as_deref().and_then(|b| {
+                PatchTable::open(b, &read_key, &manifest, table.chunk_count())
+                    .map_err(|e| unused = Some(format!("the patch table was refused: {e}")))
+                    .ok()
+            });
             let decoder = Decoder::new(&manifest, &table, &source).with_window(window).with_ahead(ahead);
             let decoder = if seeds.size() > 0 { decoder.with_seed(&seeds) } else { decoder };
+            let decoder = match &patches {
+                Some(p) if seeds.size() > 0 => decoder.with_patches(p),
+                Some(_) => {
+                    unused = Some("there is no seed to apply patches to".to_string());
+                    decoder
+                }
+                None => decoder,
+            };
             decoder.decode(&mut writer, &mut report)
         });
         // The whole object is in: trim and sync it here, off the runtime's threads.
@@ -480,7 +520,7 @@ pub async fn fetch(
             part.sync_all().map_err(Error::file("syncing", &part_path))?;
             Ok(stats)
         });
-        (r, source, seeds)
+        (r, source, seeds, unused)
     })
     .await
     .map_err(Error::Thread)?;
@@ -516,5 +556,29 @@ pub async fn fetch(
         seconds: started.elapsed().as_secs_f64(),
         setup_seconds,
         most_ahead: stats.most_ahead,
+        patched_chunks: stats.patched_chunks,
+        patched_bytes: stats.patched_bytes,
+        patch_fallbacks: stats.patch_fallbacks,
+        patches_unused,
     })
+}
+
+/// Read some chunks of an object from the peers `placement` names (what a
+/// publisher reads of an earlier release to make patches against it): the
+/// chunks of `selection`, back to back, each checked as it is opened.
+pub async fn read_chunks(
+    client: &Client,
+    manifest: &Manifest,
+    selection: Selection,
+    placement: Placement,
+) -> Result<Vec<u8>> {
+    let source = NetSource::new(client, placement, Default::default(), None, 48, Duration::from_secs(3));
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(selection.object_len() as usize);
+        Decoder::new(&manifest, &selection, &source).decode(&mut out, &mut |_| {})?;
+        Ok(out)
+    })
+    .await
+    .map_err(Error::Thread)?
 }

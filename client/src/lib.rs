@@ -27,7 +27,7 @@ mod progress;
 mod spn;
 
 pub use error::{Error, Result};
-pub use fetch::{Expect, FetchOptions, FetchReport, PlacementSource, fetch};
+pub use fetch::{Expect, FetchOptions, FetchReport, PlacementSource, fetch, read_chunks};
 pub use files::write_atomic;
 pub use partial::part_path;
 pub use peers::{Ask, Dropped, PeerBook, PeerUse};

@@ -40,6 +40,8 @@ pub struct Upload<'a> {
     pub data: u32,
     /// Parity shards per segment.
     pub parity: u32,
+    /// Let the SPN patch the changed chunks against the product's previous release.
+    pub patches: bool,
 }
 
 type Response = ureq::http::Response<ureq::Body>;
@@ -176,8 +178,11 @@ impl Spn {
         patience: Duration,
         progress: &dyn Progress,
     ) -> Result<JobResult> {
-        let path =
+        let mut path =
             format!("/v1/objects?tenant={}&product={}&data={}&parity={}", up.tenant, up.product, up.data, up.parity);
+        if !up.patches {
+            path.push_str("&patches=false");
+        }
         let what = format!("POST {path}");
         let req = self.with_auth(self.agent.post(format!("{}{path}", self.base)));
         let mut body = body;
@@ -253,8 +258,23 @@ impl Spn {
     /// in bundle `format`, for `hardware` if given, as a stream of at most
     /// `limit` bytes. Needs no token.
     pub fn bundle(&self, id: &str, format: u32, hardware: Option<&str>, limit: u64) -> Result<impl Read + use<>> {
+        self.bundle_from(id, format, hardware, None, limit)
+    }
+
+    /// [`Spn::bundle`] for a device that has the release whose manifest is
+    /// `base` (a CID) installed: a format 4 bundle may then carry the
+    /// manifest as a delta against that one.
+    pub fn bundle_from(
+        &self,
+        id: &str,
+        format: u32,
+        hardware: Option<&str>,
+        base: Option<&str>,
+        limit: u64,
+    ) -> Result<impl Read + use<>> {
         let hw = hardware.map(|h| format!("&hardware={h}")).unwrap_or_default();
-        self.get_stream(&format!("/v1/releases/{id}?format={format}{hw}"), limit)
+        let base = base.map(|b| format!("&base={b}")).unwrap_or_default();
+        self.get_stream(&format!("/v1/releases/{id}?format={format}{hw}{base}"), limit)
     }
 
     /// Withdraw a release.

@@ -10,7 +10,19 @@
 //! format 1: { "format": 1, "release", "roots", "manifest", "placement", "bootstrap" }
 //! format 2: { "format": 2, "release", "roots", "timestamp", "manifest", "placement", "bootstrap" }
 //! format 3: { "format": 3, "release", "roots", "timestamp", "manifest", "placement", "bootstrap", "placement_from" }
+//! format 4: format 3's fields, then "patches"?, "manifest_delta"?
 //! ```
+//!
+//! Format 4 (this release) adds, both optional and both checked against the
+//! signed manifest CID before use: `patches`, the release's patch table
+//! (base64, sealed with its read key: which changed chunks have a patch
+//! against chunks of the previous release, and where the patches lie; see
+//! `chunker::PatchTable`), and `manifest_delta` (`{"base": CID, "delta":
+//! base64}`), the manifest as a delta against the manifest of the release
+//! the device said it has (`?base=CID`), with `manifest` then empty. A
+//! device that cannot use the delta asks again without `base`. SPNs serve
+//! format 3 to devices that ask for it (those of the previous release
+//! refuse unknown fields).
 //!
 //! Format 3 (this release) adds `placement_from`: where to ask for the
 //! shards' *current* placement (an absolute `http(s)://` URL, or a path on
@@ -99,7 +111,23 @@ fn roots(json: &mut struson::reader::JsonStreamReader<impl std::io::Read>) -> Re
 pub use proto::api::Placement;
 
 /// The bundle format this build writes for devices of this release.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
+
+/// The format of the previous release (no patches, no manifest delta).
+pub(crate) const PLACEMENT_FROM_FORMAT: u32 = 3;
+
+/// Longest manifest delta or patch table read (base64), in bytes.
+const MAX_DELTA_FIELD: usize = 12 << 20;
+
+/// A manifest as a delta against another (format 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestDelta {
+    /// The CID of the manifest it applies to (the device's installed release's).
+    pub base: String,
+    /// The delta (see `chunker::apply_manifest_delta`), base64.
+    pub delta: String,
+}
 
 /// The first format with a timestamp (what devices of the previous release read).
 pub const TIMESTAMP_FORMAT: u32 = 2;
@@ -136,6 +164,12 @@ pub struct Bundle {
     /// `http(s)://` URL, or a path on the SPN the bundle came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_from: Option<String>,
+    /// The release's patch table, sealed, base64 (format 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<String>,
+    /// The manifest as a delta against the device's (format 4; `manifest` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_delta: Option<ManifestDelta>,
 }
 
 impl Bundle {
@@ -166,6 +200,8 @@ impl Bundle {
             placement: Placement::default(),
             bootstrap: Vec::new(),
             placement_from: None,
+            patches: None,
+            manifest_delta: None,
         };
         // The fields seen, to hold the reader to the order the writer keeps.
         let mut seen: Vec<String> = Vec::new();
@@ -247,6 +283,28 @@ impl Bundle {
                     }
                     bundle.placement_from = Some(from);
                 }
+                "patches" | "manifest_delta" if bundle.format < 4 => {
+                    return Err(Error::Malformed(format!(
+                        "release bundle: {name} in format {} (it is new in format 4)",
+                        bundle.format
+                    )));
+                }
+                "patches" => {
+                    let p: String = json.deserialize_next().map_err(|e| bad(&e))?;
+                    if p.len() > MAX_DELTA_FIELD {
+                        return Err(Error::Malformed(format!("release bundle: patches over {MAX_DELTA_FIELD} bytes")));
+                    }
+                    bundle.patches = Some(p);
+                }
+                "manifest_delta" => {
+                    let d: ManifestDelta = json.deserialize_next().map_err(|e| bad(&e))?;
+                    if d.delta.len() > MAX_DELTA_FIELD || d.base.len() > 200 {
+                        return Err(Error::Malformed(format!(
+                            "release bundle: manifest_delta over {MAX_DELTA_FIELD} bytes"
+                        )));
+                    }
+                    bundle.manifest_delta = Some(d);
+                }
                 other => return Err(Error::Malformed(format!("release bundle: unknown field {other:?}"))),
             }
         }
@@ -294,6 +352,8 @@ mod tests {
             },
             bootstrap: vec!["/ip4/127.0.0.1/tcp/1".to_string()],
             placement_from: Some("/v1/releases/router@1.0/placement".to_string()),
+            patches: None,
+            manifest_delta: None,
         }
     }
 
@@ -308,12 +368,35 @@ mod tests {
         assert_eq!(Bundle { manifest: b.manifest.clone(), ..read }, b);
     }
 
+    #[test]
+    fn a_format_4_bundle_carries_patches_and_a_manifest_delta() {
+        let mut b = sample(b"");
+        b.format = 4;
+        b.patches = Some("cGF0Y2hlcw==".into());
+        b.manifest_delta = Some(ManifestDelta { base: "bafyold".into(), delta: "ZGVsdGE=".into() });
+        let mut out = Vec::new();
+        let (read, n) = Bundle::read_streaming(b.to_json().as_bytes(), &mut out, &mut |_| Ok(())).expect("read");
+        assert_eq!(n, 0);
+        assert_eq!(read, b);
+    }
+
     /// A bundle's fields in the writer's order (serde_json's Value would sort them).
     type Fields = Vec<(String, serde_json::Value)>;
 
     fn fields(b: &Bundle) -> Fields {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&b.to_json()).expect("json");
-        ["format", "release", "roots", "timestamp", "manifest", "placement", "bootstrap", "placement_from"]
+        [
+            "format",
+            "release",
+            "roots",
+            "timestamp",
+            "manifest",
+            "placement",
+            "bootstrap",
+            "placement_from",
+            "patches",
+            "manifest_delta",
+        ]
             .iter()
             .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
             .collect()
@@ -340,7 +423,26 @@ mod tests {
         // What is changed, and a word the error must say.
         let cases: Vec<(&str, Change)> = vec![
             ("unknown field", Box::new(|v| set(v, "extra", 1.into()))),
-            ("format 4", Box::new(|v| set(v, "format", 4.into()))),
+            ("format 5", Box::new(|v| set(v, "format", 5.into()))),
+            ("patches in format 3", Box::new(|v| set(v, "patches", "AAAA".into()))),
+            (
+                "manifest_delta in format 3",
+                Box::new(|v| set(v, "manifest_delta", serde_json::json!({"base": "b", "delta": "AAAA"}))),
+            ),
+            (
+                "patches over",
+                Box::new(|v| {
+                    set(v, "format", 4.into());
+                    set(v, "patches", "A".repeat(MAX_DELTA_FIELD + 4).into());
+                }),
+            ),
+            (
+                "unknown field",
+                Box::new(|v| {
+                    set(v, "format", 4.into());
+                    set(v, "manifest_delta", serde_json::json!({"base": "b", "delta": "AAAA", "more": 1}));
+                }),
+            ),
             ("placement_from in format 2", Box::new(|v| set(v, "format", 2.into()))),
             ("placement_from must be", Box::new(|v| set(v, "placement_from", "file:///etc/passwd".into()))),
             ("placement_from must be", Box::new(|v| set(v, "placement_from", format!("/{}", "x".repeat(3000)).into()))),

@@ -68,6 +68,9 @@ impl Installed {
     }
 }
 
+/// The installed release's manifest (for manifest deltas, bundle format 4).
+const MANIFEST_FILE: &str = "installed.manifest";
+
 /// What the device asks of a bundle, besides a valid signature.
 #[derive(Debug, Clone)]
 pub struct Want<'a> {
@@ -161,6 +164,26 @@ impl Device {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
         }
+    }
+
+    /// The installed release's manifest as kept by [`Device::keep_manifest`]
+    /// (what a manifest delta applies to), with that release, if it is
+    /// there and is the installed release's (checked by its CID).
+    pub fn installed_manifest(&self) -> Option<(Release, chunker::Manifest)> {
+        let signed = self.installed().ok()??.release?;
+        let release = serde_json::from_str::<meta::Signed<Release>>(&signed).ok()?.signed;
+        let bytes = std::fs::read(self.dir.join(MANIFEST_FILE)).ok()?;
+        let cid: chunker::Cid = release.manifest.parse().ok()?;
+        let m = chunker::Manifest::from_bytes_with_cid(&bytes, &cid, &Default::default()).ok()?;
+        Some((release, m))
+    }
+
+    /// Keep the manifest of the release about to be recorded as installed
+    /// (written whole or not at all; a mismatch with `installed.json` after
+    /// a crash between the two only costs the next update its delta).
+    pub fn keep_manifest(&self, bytes: &[u8]) -> Result<()> {
+        let p = self.dir.join(MANIFEST_FILE);
+        write_atomic(&p, bytes).map_err(|e| Error::io(format!("writing {}", p.display()), e))
     }
 
     /// Record an installed release.

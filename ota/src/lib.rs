@@ -17,7 +17,7 @@ mod publish;
 mod update;
 
 pub use bundle::{
-    Bundle, FORMAT as BUNDLE_FORMAT, LEGACY_FORMAT as LEGACY_BUNDLE_FORMAT, MAX_BUNDLE, Placement,
+    Bundle, FORMAT as BUNDLE_FORMAT, LEGACY_FORMAT as LEGACY_BUNDLE_FORMAT, MAX_BUNDLE, ManifestDelta, Placement,
     TIMESTAMP_FORMAT as TIMESTAMP_BUNDLE_FORMAT,
 };
 pub use client::{Dropped, FetchOptions, FetchReport, PeerUse, Progress, part_path, write_atomic};

@@ -36,6 +36,9 @@ pub struct PublishOptions {
     pub product_key: Option<[u8; 32]>,
     /// How long the SPN may take to encode and scatter it.
     pub patience: Duration,
+    /// Let the SPN make patches of the changed chunks against the
+    /// product's previous release.
+    pub patches: bool,
 }
 
 /// A release encoded and scattered by the SPN and signed by the keys at hand.
@@ -124,6 +127,7 @@ pub fn publish(
         product: &o.product,
         data: o.data_shards.into(),
         parity: o.parity_shards.into(),
+        patches: o.patches,
     };
     let result = spn.publish(&up, reader, len, o.patience, &*progress)?;
     let (hash, read) = {

@@ -140,6 +140,10 @@ pub struct Notes {
     pub newer: Option<String>,
     /// Why freshness was not checked, when it was not.
     pub freshness_unchecked: Option<String>,
+    /// Why the manifest delta the SPN sent was not used (the whole
+    /// manifest was fetched instead), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_delta_refused: Option<String>,
 }
 
 /// What an update did.
@@ -172,8 +176,12 @@ pub struct Downloads {
     /// The bundle, from the SPN (0 when it was a file on the device).
     pub bundle_bytes: u64,
     /// Of the bundle (or the bundle file), the manifest, decoded (the
-    /// bundle carries it in base64, a third more).
+    /// bundle carries it in base64, a third more); or, when
+    /// `manifest_delta`, the delta it was rebuilt from.
     pub manifest_bytes: u64,
+    /// The manifest came as a delta against the installed release's
+    /// (bundle format 4), rebuilt and checked against the signed CID.
+    pub manifest_delta: bool,
     /// Ranges of shards and their proofs, from peers.
     pub range_bytes: u64,
     /// Current placements asked of the SPN while fetching.
@@ -205,7 +213,7 @@ struct Loaded {
 /// Read the bundle as it streams in and check it (roots, release,
 /// timestamp) before its manifest is read; the manifest (the part that grows
 /// with the image) goes to a temporary file, not to memory. Blocking.
-fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
+fn load(o: &UpdateOptions, device: &Device, base: Option<&str>) -> Result<Loaded> {
     let installed = device.installed()?;
     let product = o.product.clone().or(installed.as_ref().map(|i| i.product.clone())).ok_or(Error::NoProduct)?;
     let now = client::files::now();
@@ -228,7 +236,18 @@ fn load(o: &UpdateOptions, device: &Device) -> Result<Loaded> {
                 .map_err(|e| Error::from_bundle(format!("bundle {}", path.display()), e))?
         }
         Source::Spn { spn, id } => {
-            let body = spn.bundle(id, BUNDLE_FORMAT, Some(&o.hardware), MAX_BUNDLE as u64)?;
+            let body = match spn.bundle_from(id, BUNDLE_FORMAT, Some(&o.hardware), base, MAX_BUNDLE as u64) {
+                // An SPN of the previous release serves format 3 at most.
+                Err(client::Error::Refused { status: 400, message, .. }) if message.contains("bundle format") => spn
+                    .bundle_from(
+                        id,
+                        crate::bundle::PLACEMENT_FROM_FORMAT,
+                        Some(&o.hardware),
+                        None,
+                        MAX_BUNDLE as u64,
+                    )?,
+                r => r?,
+            };
             let mut counted = Counted { inner: body, bytes: 0 };
             let read = Bundle::read_streaming(std::io::BufReader::new(&mut counted), &mut manifest, &mut check)
                 .map_err(|e| Error::from_bundle(format!("release {id} from the SPN"), e))?;
@@ -295,7 +314,9 @@ impl Update {
     pub async fn check(o: UpdateOptions) -> Result<Update> {
         let device = Device::open(&o.state)?;
         let (o, device, loaded) = tokio::task::spawn_blocking(move || {
-            let loaded = load(&o, &device);
+            // The manifest may come as a delta against the installed one's.
+            let base = device.installed_manifest().map(|(r, _)| r.manifest);
+            let loaded = load(&o, &device, base.as_deref());
             (o, device, loaded)
         })
         .await
@@ -306,6 +327,7 @@ impl Update {
             floor_reset: c.floor_reset.clone(),
             newer: c.newer.clone(),
             freshness_unchecked: c.unchecked.clone(),
+            manifest_delta_refused: None,
         };
         Ok(Update { o, device, loaded, notes })
     }
@@ -340,7 +362,36 @@ pub async fn update(o: UpdateOptions, progress: Arc<dyn Progress>) -> Result<Upd
 }
 
 async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
-    let Update { o, device, loaded, notes } = u;
+    let Update { o, device, mut loaded, mut notes } = u;
+    let product_key = o.product_key.as_ref().map(ProductKey::bytes).transpose()?;
+    let mut manifest_delta = false;
+    if let Some(d) = loaded.bundle.manifest_delta.clone() {
+        let read_key = meta::read_key(&loaded.checked.release, product_key.as_ref())?;
+        let rebuilt = rebuild_manifest(&device, &d, &loaded.checked.release, read_key, product_key.as_ref());
+        match rebuilt.and_then(|(bytes, delta_len)| {
+            let mut f = tempfile_for_manifest(&o.state)?;
+            std::io::Write::write_all(&mut f, &bytes).map_err(|e| Error::io("writing the manifest", e))?;
+            f.rewind().map_err(|e| Error::io("rewinding the manifest", e))?;
+            Ok((f, delta_len))
+        }) {
+            Ok((f, delta_len)) => {
+                loaded.manifest = f;
+                loaded.manifest_bytes = delta_len;
+                manifest_delta = true;
+            }
+            Err(why) => {
+                // The whole manifest instead: the bundle again, without the delta.
+                notes.manifest_delta_refused = Some(why.to_string());
+                let (o2, device2) = (o.clone(), device.clone());
+                let again = tokio::task::spawn_blocking(move || load(&o2, &device2, None))
+                    .await
+                    .map_err(|e| Error::io("reading the bundle", std::io::Error::other(e)))??;
+                let spent = loaded.bundle_bytes;
+                loaded = again;
+                loaded.bundle_bytes += spent;
+            }
+        }
+    }
     let Loaded { bundle, bundle_bytes, manifest_bytes, manifest, checked, installed, product } = loaded;
     let release = checked.release;
     let same_installed = installed.as_ref().is_some_and(|i| {
@@ -354,7 +405,13 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
         already_installed: false,
         seed: None,
         fetch: None,
-        downloads: Downloads { bundle_bytes, manifest_bytes, total_bytes: bundle_bytes, ..Downloads::default() },
+        downloads: Downloads {
+            bundle_bytes,
+            manifest_bytes,
+            manifest_delta,
+            total_bytes: bundle_bytes,
+            ..Downloads::default()
+        },
         install_status: None,
         installed: false,
     };
@@ -362,7 +419,6 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
         report.already_installed = true;
         return Ok(report);
     }
-    let product_key = o.product_key.as_ref().map(ProductKey::bytes).transpose()?;
     let read_key = meta::read_key(&release, product_key.as_ref())?;
     let out = o
         .out
@@ -380,6 +436,16 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     opts.window = o.window;
     opts.ahead = o.ahead;
     let placements = placement_source(&o.source, bundle.placement_from.as_deref());
+    opts.patches = match &bundle.patches {
+        Some(p) => Some(
+            data_encoding::BASE64
+                .decode(p.as_bytes())
+                .map_err(|e| Error::Malformed(format!("bundle patches are not base64: {e}")))?,
+        ),
+        None => None,
+    };
+    // The manifest is kept with the installed release (for the next delta).
+    let kept = manifest.try_clone().map_err(|e| Error::io("reopening the manifest", e))?;
     opts.placement_from = placements.clone().map(|p| Arc::new(p) as Arc<dyn client::PlacementSource>);
     let (client, handle) = net::join(&bootstrap, None).await?;
     let fetched = crate::fetch(&client, manifest, bundle.placement, &release, read_key, &opts, progress).await;
@@ -400,12 +466,61 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
             report.install_status = Some(status);
         }
         if !report.install_failed() {
+            let mut kept = kept;
+            let mut bytes = Vec::new();
+            kept.rewind()
+                .and_then(|_| std::io::Read::read_to_end(&mut kept, &mut bytes))
+                .map_err(|e| Error::io("reading the manifest back", e))?;
+            device.keep_manifest(&bytes)?;
             device.record_installed(&Installed::new(&release, &bundle.release, out, client::files::now()))?;
             report.installed = true;
         }
     }
     Ok(report)
 }
+
+/// The manifest of `release` rebuilt from a delta against the installed
+/// release's manifest, and checked against the CID `release` signs; with
+/// the delta's length.
+fn rebuild_manifest(
+    device: &Device,
+    d: &crate::bundle::ManifestDelta,
+    release: &meta::Release,
+    read_key: [u8; 32],
+    product_key: Option<&[u8; 32]>,
+) -> Result<(Vec<u8>, u64)> {
+    let (old_release, old) =
+        device.installed_manifest().ok_or_else(|| Error::Malformed("the installed manifest is gone".into()))?;
+    if old_release.manifest != d.base {
+        return Err(Error::Malformed(format!(
+            "a delta against {}, the installed manifest is {}",
+            d.base, old_release.manifest
+        )));
+    }
+    let delta = data_encoding::BASE64
+        .decode(d.delta.as_bytes())
+        .map_err(|e| Error::Malformed(format!("the manifest delta is not base64: {e}")))?;
+    let old_key = chunker::ReadKey::from_bytes(meta::read_key(&old_release, product_key)?);
+    let bad = |e: chunker::Error| Error::Malformed(format!("the manifest delta: {e}"));
+    let contents = old.open(&old_key).map_err(bad)?;
+    let m = chunker::apply_manifest_delta(
+        &old,
+        &contents,
+        &delta,
+        &chunker::ReadKey::from_bytes(read_key),
+        MAX_DELTA_MANIFEST,
+    )
+    .map_err(bad)?;
+    if m.cid().to_string() != release.manifest {
+        return Err(Error::Malformed(format!("the manifest rebuilt from the delta is not {}", release.manifest)));
+    }
+    Ok((m.to_bytes(), delta.len() as u64))
+}
+
+/// The largest manifest rebuilt from a delta (a device holds it, and the
+/// old one, in memory meanwhile): that of an image of about 10 GiB. A
+/// larger one comes whole, to a file.
+const MAX_DELTA_MANIFEST: usize = 32 << 20;
 
 /// The bootstrap addresses a bundle names.
 fn bootstrap_of(bundle: &Bundle) -> Result<Vec<Multiaddr>> {

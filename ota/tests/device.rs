@@ -61,6 +61,8 @@ fn bundle(release: String, roots: Vec<String>, timestamp: Option<String>) -> Bun
         placement: Default::default(),
         bootstrap: vec![],
         placement_from: None,
+        patches: None,
+        manifest_delta: None,
     }
 }
 

@@ -310,6 +310,22 @@ pub struct JobResult {
     pub receipts: u64,
     /// Distinct peers holding the object.
     pub peers: u64,
+    /// Changed chunks given a patch against the product's previous release.
+    #[serde(default)]
+    pub patches: u64,
+    /// Stored bytes of those patches (what devices download instead of the chunks).
+    #[serde(default)]
+    pub patch_bytes: u64,
+    /// Stored bytes of the chunks they stand for.
+    #[serde(default)]
+    pub patched_chunk_bytes: u64,
+    /// Milliseconds the patches took (reading the previous release's
+    /// chunks back from the peers, diffing, placing).
+    #[serde(default)]
+    pub patch_millis: u64,
+    /// Why no patches were made, when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_patches: Option<String>,
 }
 
 /// A peer the SPN has seen.

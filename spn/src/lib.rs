@@ -136,6 +136,9 @@ impl Config {
     }
 }
 
+/// Manifest deltas by (release manifest CID, base manifest CID).
+type Deltas = HashMap<(String, String), Arc<Vec<u8>>>;
+
 pub(crate) struct Inner {
     state: State,
     client: net::Client,
@@ -166,6 +169,9 @@ pub(crate) struct Inner {
     /// One pass over the delete queue at a time: two would both ask a peer
     /// and race to record its answer.
     deleting: tokio::sync::Mutex<()>,
+    /// Manifest deltas made lately, by (release manifest, base manifest):
+    /// every device of a fleet on one release asks for the same one.
+    deltas: Mutex<Deltas>,
 }
 
 /// A tenant or product name the SPN accepts: 1 to 64 letters, digits, '-',
@@ -274,6 +280,7 @@ impl Spn {
             final_block: Mutex::new(None),
             anchoring_pass: tokio::sync::Mutex::new(()),
             deleting: tokio::sync::Mutex::new(()),
+            deltas: Mutex::new(HashMap::new()),
         });
         inner.state.set_anchoring(inner.anchoring.is_some());
         let listener = tokio::net::TcpListener::bind(config.http)
@@ -339,7 +346,8 @@ impl Spn {
         std::fs::copy(path, &copy).map_err(|e| Error::io(format!("copying {}", path.display()), e))?;
         let len = std::fs::metadata(&copy).map_err(|e| Error::io("reading the copy", e))?.len();
         let id = api::new_job(&self.inner, tenant, len)?;
-        let params = publish::PublishParams { tenant: tenant.into(), product: product.into(), data, parity };
+        let params =
+            publish::PublishParams { tenant: tenant.into(), product: product.into(), data, parity, patches: true };
         api::run_job(self.inner.clone(), id, copy, params).await
     }
 
@@ -380,7 +388,7 @@ impl Spn {
     pub fn object_placement(&self, cid: &str) -> Result<(Vec<u8>, types::Placement)> {
         let bytes = self.inner.state.manifest(cid)?.ok_or_else(|| Error::NotFound(format!("object {cid}")))?;
         let m = chunker::Manifest::from_bytes_with_cid(&bytes, &cid.parse()?, &Default::default())?;
-        let p = api::placement_of(&self.inner, &m).map_err(|e| Error::Db(e.1))?;
+        let p = api::placement_of(&self.inner, &m)?;
         Ok((bytes, p))
     }
 

@@ -4,7 +4,12 @@
 //! API tokens. Every change is one redb transaction, so a kill leaves the
 //! state before or after it.
 //!
-//! Layout format 9 (this release; `meta` table, key `format`). Format 9
+//! Layout format 10 (this release; `meta` table, key `format`). Format 10
+//! keeps each release's patch table (`patches`: the patches of its changed
+//! chunks against its predecessor's, issue 17); a format 9 state is opened
+//! as it is and gains the table. An earlier build must refuse a format 10
+//! state: it would delete objects and leave their patch tables behind.
+//! Format 9
 //! keeps deleted objects and their peers' signed delete acknowledgements
 //! (`deletions`, `deletion_acks`, a queued delete's `object`, and
 //! `anchor_deletion_queue` with batches of kind `deletions`, see
@@ -70,9 +75,12 @@ const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
 /// Counters: `shards_repaired`, `repair_bytes` (read and written),
 /// `bytes_lost` (shard bytes that had to be rebuilt), `audit_bytes` (format 3).
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+/// Manifest CID → the release's patch table, sealed with its read key
+/// (format 10): patches of its changed chunks against its predecessor's.
+const PATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("patches");
 
 /// The state's layout version (see the module docs).
-pub(crate) const STATE_FORMAT: u64 = 9;
+pub(crate) const STATE_FORMAT: u64 = 10;
 
 mod anchors;
 mod deletions;
@@ -211,6 +219,7 @@ impl State {
         txn.open_table(DELETES)?;
         txn.open_table(REPAIRS)?;
         txn.open_table(STATS)?;
+        txn.open_table(PATCHES)?;
         registry::create_tables(&txn)?;
         encoded::create_tables(&txn)?;
         fleet::create_tables(&txn)?;
@@ -255,10 +264,20 @@ impl State {
     /// end of the job's journal, in one transaction. Puts the journal names
     /// that did not end with a receipt (a peer that stored the shard but
     /// timed out, say) go to the delete queue.
-    pub(crate) fn put_object(&self, job: u64, rec: &ObjectRecord, manifest: &[u8], now: u64) -> Result<()> {
+    pub(crate) fn put_object(
+        &self,
+        job: u64,
+        rec: &ObjectRecord,
+        manifest: &[u8],
+        patches: Option<&[u8]>,
+        now: u64,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(OBJECTS)?.insert(rec.manifest.as_str(), json(rec).as_slice())?;
         txn.open_table(MANIFESTS)?.insert(rec.manifest.as_str(), manifest)?;
+        if let Some(p) = patches {
+            txn.open_table(PATCHES)?.insert(rec.manifest.as_str(), p)?;
+        }
         {
             let mut j = txn.open_table(JOB_SHARDS)?;
             let placement = txn.open_table(PLACEMENT)?;
@@ -352,6 +371,13 @@ impl State {
         }
         out.sort_by_key(|r| r.created);
         Ok(out)
+    }
+
+    /// A release's sealed patch table, if it has one.
+    pub(crate) fn patches(&self, cid: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PATCHES)?;
+        Ok(t.get(cid)?.map(|v| v.value().to_vec()))
     }
 
     /// An object's manifest bytes.

@@ -14,6 +14,7 @@ use crate::erasure::Coder;
 use crate::error::{Error, Result, ShardProblem};
 use crate::keys::{digest, match_tag};
 use crate::manifest::ChunkEntry;
+use crate::patch::PatchEntry;
 use crate::proof::{self, Verified};
 
 /// A run of chunks decoded together.
@@ -70,6 +71,16 @@ impl Held {
     }
 }
 
+/// A short tag as the seed's index takes it (it looks at the first 8 bytes).
+fn short(tag: &[u8; 8]) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(tag);
+    t
+}
+
+/// Patch failures named in the stats (the rest are only counted by their chunks being fetched).
+const MAX_FALLBACKS_REPORTED: usize = 32;
+
 /// Shards found missing or false in this decode, with why: not asked
 /// again, and reported once.
 pub(super) type Bad = Mutex<BTreeMap<(usize, usize), ShardProblem>>;
@@ -87,6 +98,8 @@ pub(super) struct Fetched {
     window: Window,
     /// Chunks the seed's index names (copied and checked when decoded).
     seeded: Vec<bool>,
+    /// Chunks to be made from a patch (its bases all named by the seed's index).
+    patched: Vec<Option<PatchEntry>>,
     got: Got,
     failed: Vec<Want>,
     /// Requests and bytes of the fetch.
@@ -114,11 +127,59 @@ impl Decoder<'_> {
             None => vec![false; window.chunks.len()],
             Some(_) => window.chunks.iter().map(|c| seeds.candidates(&c.tag, c.plain_len).next().is_some()).collect(),
         };
-        let skip: Vec<bool> = seeded.clone();
+        let patched: Vec<Option<PatchEntry>> = match (self.seed, self.patches) {
+            (Some(_), Some(table)) => (0..window.chunks.len())
+                .map(|i| {
+                    let p = table.get(window.first + i as u64).filter(|_| !seeded[i])?;
+                    p.bases.iter().all(|b| seeds.candidates(&short(&b.tag), b.len).next().is_some()).then(|| p.clone())
+                })
+                .collect(),
+            _ => vec![None; window.chunks.len()],
+        };
+        let skip: Vec<bool> = seeded.iter().zip(&patched).map(|(s, p)| *s || p.is_some()).collect();
         let mut stats = DecodeStats::default();
         let mut got = Got::new();
-        let failed = self.fetch_into(self.wants(&window.chunks, &skip), bad, &mut got, &mut stats);
-        Fetched { window, seeded, got, failed, stats }
+        let mut spans = self.spans(&window.chunks, &skip);
+        spans.extend(
+            patched.iter().flatten().map(|p| (p.segment as usize, u64::from(p.offset), u64::from(p.stored_len))),
+        );
+        let failed = self.fetch_into(self.wants_of(spans), bad, &mut got, &mut stats);
+        Fetched { window, seeded, patched, got, failed, stats }
+    }
+
+    /// Make one chunk from its patch: the bases read from the seed (each
+    /// checked by its tag), the patch opened and applied into `out`, the
+    /// result checked against the chunk's tag.
+    fn apply_patch(
+        &self,
+        p: &PatchEntry,
+        c: &ChunkEntry,
+        seeds: &SeedIndex,
+        got: &Got,
+        out: &mut [u8],
+    ) -> std::result::Result<(), String> {
+        let seed = self.seed.ok_or_else(|| "no seed".to_string())?;
+        let key = self.contents.match_key();
+        let mut prefix = vec![0u8; p.bases.iter().map(|b| b.len as usize).sum()];
+        let mut at = 0;
+        for (n, b) in p.bases.iter().enumerate() {
+            let slot = &mut prefix[at..at + b.len as usize];
+            let found = seeds
+                .candidates(&short(&b.tag), b.len)
+                .any(|off| seed.read_at(off, slot).is_ok() && match_tag(&key, &digest(slot))[..8] == b.tag);
+            if !found {
+                return Err(format!("its base {n} is no longer in the seed"));
+            }
+            at += b.len as usize;
+        }
+        let stored = self
+            .stored_bytes(p.segment as usize, u64::from(p.offset), u64::from(p.stored_len), got)
+            .ok_or_else(|| "the patch could not be fetched".to_string())?;
+        crate::patch::apply(&c.key, &c.tag, &p.bases, &stored, &prefix, out)?;
+        if match_tag(&key, &digest(out)) != c.tag {
+            return Err("the patched chunk does not match its tag".to_string());
+        }
+        Ok(())
     }
 
     /// Fetch `wants` into `got`; the wants that failed.
@@ -144,7 +205,7 @@ impl Decoder<'_> {
         buf: &mut [u8],
         stats: &mut DecodeStats,
     ) -> Result<()> {
-        let Fetched { window, seeded, mut got, mut failed, stats: s } = fetched;
+        let Fetched { window, seeded, patched, mut got, failed, stats: s } = fetched;
         stats.absorb(s);
         let Window { first, chunks, starts, .. } = window;
         let mut outs: Vec<&mut [u8]> = Vec::with_capacity(chunks.len());
@@ -154,6 +215,17 @@ impl Decoder<'_> {
             outs.push(a);
             rest = b;
         }
+        // Patch ranges that could not be fetched are not rebuilt: the chunk is fetched instead.
+        // (A segment some chunk of the window is fetched from is rebuilt whatever a table says.)
+        let fetched_from: std::collections::HashSet<usize> = chunks
+            .iter()
+            .zip(seeded.iter().zip(&patched))
+            .filter(|(_, (s, p))| !**s && p.is_none())
+            .map(|(c, _)| c.segment())
+            .collect();
+        let (_, mut failed): (Vec<Want>, Vec<Want>) = failed
+            .into_iter()
+            .partition(|w| self.patch_segments.contains(&w.segment) && !fetched_from.contains(&w.segment));
         // Chunks the seed has are copied and checked; one that no longer
         // matches (the seed file changed, a disk lied) is fetched now.
         let key = self.contents.match_key();
@@ -173,16 +245,40 @@ impl Decoder<'_> {
                 })
                 .collect(),
         };
-        for (c, s) in chunks.iter().zip(&from_seed) {
+        // Chunks with a patch are made from it; one that fails is fetched now.
+        let patch_results: Vec<Option<std::result::Result<(), String>>> = outs
+            .par_iter_mut()
+            .enumerate()
+            .map(|(n, out)| patched[n].as_ref().map(|p| self.apply_patch(p, &chunks[n], seeds, &got, out)))
+            .collect();
+        let from_patch: Vec<bool> = patch_results.iter().map(|r| matches!(r, Some(Ok(())))).collect();
+        for (n, r) in patch_results.into_iter().enumerate() {
+            if let Some(Err(why)) = r
+                && stats.patch_fallbacks.len() < MAX_FALLBACKS_REPORTED
+            {
+                stats.patch_fallbacks.push(format!("chunk {}: {why}; fetched whole", first + n as u64));
+            }
+        }
+        for ((c, s), p) in chunks.iter().zip(&from_seed).zip(&from_patch) {
             if *s {
                 stats.seed_chunks += 1;
                 stats.seed_bytes += u64::from(c.plain_len);
             }
+            if *p {
+                stats.patched_chunks += 1;
+                stats.patched_bytes += u64::from(c.plain_len);
+            }
         }
-        let missed: Vec<bool> = seeded.iter().zip(&from_seed).map(|(named, had)| *named && !had).collect();
+        let from_seed: Vec<bool> = from_seed.iter().zip(&from_patch).map(|(s, p)| *s || *p).collect();
+        let missed: Vec<bool> = seeded
+            .iter()
+            .zip(&patched)
+            .zip(&from_seed)
+            .map(|((named, p), had)| (*named || p.is_some()) && !had)
+            .collect();
         if missed.iter().any(|m| *m) {
             let skip: Vec<bool> = missed.iter().map(|m| !m).collect();
-            failed.extend(self.fetch_into(self.wants(&chunks, &skip), bad, &mut got, stats));
+            failed.extend(self.fetch_into(self.wants_of(self.spans(&chunks, &skip)), bad, &mut got, stats));
         }
         // Failed data shards of one segment are rebuilt together: one read of
         // k other shards over the union of their ranges serves them all.
@@ -227,21 +323,28 @@ impl Decoder<'_> {
         decrypted
     }
 
-    /// Ranges of data shards the chunks not skipped need, per (segment, shard).
-    fn wants(&self, chunks: &[ChunkEntry], skip: &[bool]) -> Vec<Want> {
+    /// Where the stored chunks not skipped lie: (segment, offset, length).
+    fn spans(&self, chunks: &[ChunkEntry], skip: &[bool]) -> Vec<(usize, u64, u64)> {
+        chunks
+            .iter()
+            .zip(skip)
+            .filter(|(_, s)| !**s)
+            .map(|(c, _)| (c.segment(), c.offset(), u64::from(c.stored_len)))
+            .collect()
+    }
+
+    /// Ranges of data shards that stored bytes at `spans` need, per (segment, shard).
+    fn wants_of(&self, spans: Vec<(usize, u64, u64)>) -> Vec<Want> {
         let mut wants: BTreeMap<(usize, usize), Vec<Range<u64>>> = BTreeMap::new();
-        for (c, s) in chunks.iter().zip(skip) {
-            if *s {
-                continue;
-            }
-            let seg = &self.manifest.segments()[c.segment()];
+        for (segment, offset, len) in spans {
+            let seg = &self.manifest.segments()[segment];
             let shard_len = seg.shard_len();
-            let (mut a, b) = (c.offset(), c.offset() + u64::from(c.stored_len));
+            let (mut a, b) = (offset, offset + len);
             while a < b {
                 let shard = (a / shard_len) as usize;
                 let end = b.min((shard as u64 + 1) * shard_len);
                 let base = shard as u64 * shard_len;
-                wants.entry((c.segment(), shard)).or_default().push(a - base..end - base);
+                wants.entry((segment, shard)).or_default().push(a - base..end - base);
                 a = end;
             }
         }

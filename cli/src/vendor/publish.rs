@@ -46,6 +46,12 @@ pub(crate) struct PublishOpts {
     /// Wrap the read key with the product key, so only the product's devices can read the image.
     #[arg(long)]
     pub(crate) confidential: bool,
+    /// Make no patches of changed chunks against the product's previous
+    /// release (devices then download each changed chunk whole), and tag
+    /// chunks under a fresh key (for a release whose readers differ from
+    /// the previous one's).
+    #[arg(long)]
+    pub(crate) no_patches: bool,
     /// Days until devices refuse this release (re-sign to extend).
     #[arg(long, default_value_t = 90)]
     pub(crate) expires_days: u64,
@@ -79,6 +85,7 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
         expires_days: o.expires_days,
         product_key: None,
         patience: Duration::from_secs(6 * 3600),
+        patches: !o.no_patches,
     };
     // Names are checked before anything is sent or written (the product
     // names a key file).
@@ -123,7 +130,9 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
             json!({ "release": id, "manifest": release.manifest, "bundle": out.display().to_string(), "bytes": len,
                     "segments": result.segments, "new_segments": result.new_segments,
                     "new_shard_bytes": result.new_shard_bytes, "receipts": result.receipts, "peers": result.peers,
-                    "confidential": o.confidential, "seconds": seconds })
+                    "patches": result.patches, "patch_bytes": result.patch_bytes,
+                    "patched_chunk_bytes": result.patched_chunk_bytes, "patch_seconds": result.patch_millis as f64 / 1e3,
+                    "no_patches": result.no_patches, "confidential": o.confidential, "seconds": seconds })
         );
     } else {
         println!("published {id}");
@@ -132,6 +141,17 @@ pub(crate) fn publish(o: PublishOpts) -> Result<Published> {
             "  stored    {} new shard bytes for {} image bytes ({} of {} segments new), {} receipts from {} peers",
             result.new_shard_bytes, len, result.new_segments, result.segments, result.receipts, result.peers
         );
+        match &result.no_patches {
+            None => println!(
+                "  patches   {} changed chunks ({} bytes stored) travel as {} bytes of patches against the previous \
+                 release ({:.2} s)",
+                result.patches,
+                result.patched_chunk_bytes,
+                result.patch_bytes,
+                result.patch_millis as f64 / 1e3
+            ),
+            Some(why) => println!("  patches   none: {why}"),
+        }
         println!("  bundle    {}", out.display());
         println!("  took      {seconds:.2} s ({:.1} MB/s)", len as f64 / seconds / 1e6);
     }

@@ -52,6 +52,8 @@ pub(super) struct UploadQuery {
     product: String,
     data: Option<u8>,
     parity: Option<u8>,
+    /// `false`: no patches against the product's previous release.
+    patches: Option<bool>,
 }
 
 pub(super) async fn upload(
@@ -103,7 +105,8 @@ pub(super) async fn upload(
         return Err(failed(bad("the object is empty: nothing to publish")));
     }
     let id = new_job(&inner, &q.tenant, len)?;
-    let params = PublishParams { tenant: q.tenant, product: q.product, data, parity };
+    let params =
+        PublishParams { tenant: q.tenant, product: q.product, data, parity, patches: q.patches.unwrap_or(true) };
     let inner2 = inner.clone();
     tokio::spawn(async move {
         let _ = run_job(inner2, id, path, params).await;
@@ -217,7 +220,7 @@ pub(super) async fn job(
 }
 
 /// Which peers hold each shard of a manifest.
-pub(crate) fn placement_of(inner: &Inner, manifest: &Manifest) -> Api<Placement> {
+pub(crate) fn placement_of(inner: &Inner, manifest: &Manifest) -> crate::error::Result<Placement> {
     let mut peers: Vec<String> = Vec::new();
     let mut shards = BTreeMap::new();
     for s in manifest.segments() {

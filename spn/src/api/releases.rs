@@ -42,21 +42,80 @@ pub(super) async fn vendor(State(inner): State<Arc<Inner>>, Path(vendor): Path<S
     Ok(Json(vendors::info(&inner.state, &vendor)?))
 }
 
-/// The bundle of a release in `format`.
-fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32) -> Api<Bundle> {
+/// The bundle of a release in `format`; from format 4, with its patch
+/// table, and with the manifest as a delta against `base` (a manifest CID
+/// the device has) where the SPN has that release of the product and the
+/// delta is smaller.
+fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32, base: Option<&str>) -> Api<Bundle> {
     let (bytes, m) = load_manifest(inner, &r.manifest)?;
     let timestamp = if format >= ota::TIMESTAMP_BUNDLE_FORMAT { inner.state.timestamp(&r.product)? } else { None };
+    let b64 = |b: &[u8]| data_encoding::BASE64.encode(b);
+    let patches = if format >= 4 { inner.state.patches(&r.manifest)?.map(|p| b64(&p)) } else { None };
+    let delta = match base.filter(|b| format >= 4 && *b != r.manifest) {
+        Some(b) => manifest_delta(inner, r, b, &bytes, &m)?,
+        None => None,
+    };
     Ok(Bundle {
         format,
         release: r.release.clone(),
         roots: vendors::bundle_roots(&inner.state, &r.vendor, format)?,
         timestamp,
-        manifest: Bundle::encode_manifest(&bytes),
+        manifest: if delta.is_some() { String::new() } else { Bundle::encode_manifest(&bytes) },
         placement: placement_of(inner, &m)?,
         bootstrap: inner.bootstrap.clone(),
         // Repair moves shards: where a device asks for them as they are now.
         placement_from: (format >= 3).then(|| format!("/v1/releases/{}/placement", r.id)),
+        patches,
+        manifest_delta: delta
+            .map(|d| ota::ManifestDelta { base: base.unwrap_or_default().to_string(), delta: b64(&d) }),
     })
+}
+
+/// Manifest deltas kept at most.
+const DELTAS_KEPT: usize = 64;
+
+/// The manifest of `r` (its `bytes`, decoded `m`) as a delta against the
+/// manifest `base`, if the SPN keeps that object for the same tenant and
+/// product with its read key and the delta is under half the manifest.
+fn manifest_delta(
+    inner: &Inner,
+    r: &ReleaseRecord,
+    base: &str,
+    bytes: &[u8],
+    m: &chunker::Manifest,
+) -> Api<Option<Arc<Vec<u8>>>> {
+    let key = (r.manifest.clone(), base.to_string());
+    if let Some(d) = inner.deltas.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(Some(d.clone()));
+    }
+    let (Some(old), Some(new)) = (inner.state.object(base)?, inner.state.object(&r.manifest)?) else { return Ok(None) };
+    if old.tenant != new.tenant || old.product != new.product {
+        return Ok(None);
+    }
+    let read_key = |hex: &str| -> Option<chunker::ReadKey> {
+        let k: [u8; 32] = data_encoding::HEXLOWER.decode(hex.as_bytes()).ok()?.try_into().ok()?;
+        Some(chunker::ReadKey::from_bytes(k))
+    };
+    let (Some(old_key), Some(new_key)) = (read_key(&old.read_key), read_key(&new.read_key)) else { return Ok(None) };
+    let (_, old_m) = load_manifest(inner, base)?;
+    let made = (|| -> chunker::Result<Vec<u8>> {
+        let (oc, nc) = (old_m.open(&old_key)?, m.open(&new_key)?);
+        chunker::manifest_delta(&old_m, &oc, m, &nc)
+    })();
+    let delta = match made {
+        Ok(d) if d.len() * 2 < bytes.len() => Arc::new(d),
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            tracing::warn!("manifest delta of {} against {base}: {e}", r.manifest);
+            return Ok(None);
+        }
+    };
+    let mut cache = inner.deltas.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= DELTAS_KEPT {
+        cache.clear();
+    }
+    cache.insert(key, delta.clone());
+    Ok(Some(delta))
 }
 
 pub(super) async fn add_release(
@@ -105,7 +164,7 @@ pub(crate) fn release_added(inner: &Inner, who: &Caller, release: String) -> Api
         withdrawn: None,
     };
     inner.state.put_release(&rec)?;
-    bundle_of(inner, &rec, ota::BUNDLE_FORMAT)
+    bundle_of(inner, &rec, ota::BUNDLE_FORMAT, None)
 }
 
 pub(super) async fn withdraw(
@@ -173,6 +232,9 @@ pub(super) struct BundleQuery {
     format: Option<u32>,
     /// The asking device's hardware: `@latest` is the newest for it.
     hardware: Option<String>,
+    /// The manifest CID of the release the device has (format 4): the
+    /// manifest may come as a delta against it.
+    base: Option<String>,
 }
 
 pub(super) async fn bundle(
@@ -200,7 +262,7 @@ pub(super) async fn bundle(
     if let Some(why) = &rec.withdrawn {
         return Err(ApiError(StatusCode::GONE, format!("release {} was withdrawn: {why}", rec.id)));
     }
-    Ok(Json(bundle_of(&inner, &rec, format)?))
+    Ok(Json(bundle_of(&inner, &rec, format, q.base.as_deref())?))
 }
 
 /// `GET /v1/releases/{id}/placement`: where a release's shards are now

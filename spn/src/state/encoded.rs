@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{
-    DELETES, DeleteRecord, JOB_SHARDS, MANIFESTS, OBJECTS, ObjectRecord, PLACEMENT, RECEIPTS, State, job_keys, json,
-    parse,
+    DELETES, DeleteRecord, JOB_SHARDS, MANIFESTS, OBJECTS, ObjectRecord, PATCHES, PLACEMENT, RECEIPTS, State, job_keys,
+    json, parse,
 };
 use crate::error::{Error, Result};
 
@@ -260,6 +260,7 @@ impl State {
         };
         txn.open_table(OBJECTS)?.remove(cid)?;
         txn.open_table(MANIFESTS)?.remove(cid)?;
+        txn.open_table(PATCHES)?.remove(cid)?;
         // Shards another object still uses stay.
         let mut shared = HashSet::new();
         for e in txn.open_table(MANIFESTS)?.iter()? {
