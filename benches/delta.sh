@@ -9,7 +9,10 @@
 # Markdown tables: the publish times, the bytes downloaded by what they
 # were, with and without patches, beside zstd's patch; then the bytes for
 # devices whose seed is not the previous release (two versions back,
-# damaged, none), each image checked byte for byte.
+# damaged, none), each image checked byte for byte. libp2p's own bytes
+# (DHT lookups, identify, negotiation, framing: what its streams carried
+# besides the ranges; Noise's handshake and Yamux's headers are below the
+# streams and not counted) are shown apart.
 #
 #   benches/delta.sh            (needs the network for PyPI; zstd is
 #                                installed from Debian's packages if missing)
@@ -52,8 +55,8 @@ update() {
     "$BIN" update --release "$p@$v" --root "$W/v/root.json" --product "$p" --hardware bench --state "$st" \
         --json "$@" >"$W/u.json"
 }
-echo "| release | image | publish with / without patches | bundle (manifest) | ranges | with patches in all | without | zstd --patch-from | fewer bytes than without | ionshard / zstd |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| release | image | publish with / without patches | bundle (manifest) | ranges | with patches in all | without | zstd --patch-from | fewer bytes than without | ionshard / zstd | libp2p besides ranges (in / out) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 # row NAME PRODUCT OLD NEW
 row() {
     sdist "$1" "$3"
@@ -85,7 +88,8 @@ t0, t1, t2 = (float(x) for x in sys.argv[5:8])
 m = f"{d['manifest_bytes']:,}" + (" delta" if d["manifest_delta"] else "")
 print(f"| {sys.argv[4]} | {u['image_bytes']:,} | {t1 - t0:.2f} s / {t2 - t1:.2f} s | {d['bundle_bytes']:,} ({m}) | "
       f"{d['range_bytes']:,} | {d['total_bytes']:,} | {dw['total_bytes']:,} | {z:,} | "
-      f"{dw['total_bytes'] / d['total_bytes']:.1f}x | {d['total_bytes'] / z:.1f}x |")
+      f"{dw['total_bytes'] / d['total_bytes']:.1f}x | {d['total_bytes'] / z:.1f}x | "
+      f"{d['p2p_overhead_bytes']:,} / {d['p2p_out_bytes']:,} |")
 PY
 }
 row Django django 5.1.3 5.1.4

@@ -10,11 +10,16 @@
 //! CID against the signed one: nothing in a delta is trusted.
 //!
 //! ```text
-//! delta = "ionshard/mdelta" ‖ version u8 (1) ‖ plain_len u64 le ‖ zstd frame (prefix: the old plain form)
+//! delta = "ionshard/mdelta" ‖ version u8 (1) ‖ nonce(12) ‖ AES-256-GCM(new read key, aad, body) ‖ tag(16)
+//! aad   = "ionshard/mdelta" ‖ version ‖ the old manifest's CID digest(32)
+//! body  = plain_len u64 le ‖ zstd frame (prefix: the old plain form)
 //! plain = public part (as in the manifest) ‖ object_len u64 ‖ object_hash(32) ‖ match_key(32) ‖ chunks u64
 //!         ‖ ids(32 × n) ‖ keys(32 × n) ‖ tags(16 × n) ‖ plain_len(4 × n) ‖ segment(4 × n) ‖ offset(4 × n) ‖ stored_len(4 × n)
 //! ```
 //! (column by column, so that the chunks a release keeps are long copies.)
+//! The delta is sealed with the new release's read key: it carries the new
+//! chunks' keys, which only the release's readers may see (a delta is
+//! served to whoever asks, as bundles are).
 
 use std::collections::HashMap;
 
@@ -57,7 +62,9 @@ pub fn plan_patches(new: &Contents, old: &Contents) -> Vec<PatchPlan> {
     let mut last: Option<usize> = None;
     for (i, id) in new.ids.iter().enumerate() {
         if let Some(ps) = at.get(id) {
-            let p = ps.iter().copied().find(|p| last.is_none_or(|l| *p > l)).unwrap_or(ps[0]);
+            // (Positions are sorted: the first after `last` by bisection.)
+            let after = last.map_or(0, |l| ps.partition_point(|p| *p <= l));
+            let p = ps.get(after).copied().unwrap_or(ps[0]);
             anchor[i] = Some(p);
             last = Some(p);
         }
@@ -96,8 +103,9 @@ pub fn plan_patches(new: &Contents, old: &Contents) -> Vec<PatchPlan> {
             let len = u64::from(new.chunks[n].plain_len);
             let mut bases: Vec<usize> = Vec::new();
             if old_len > 0 && new_len > 0 {
-                let a = old_start + x * old_len / new_len;
-                let b = old_start + (x + len) * old_len / new_len;
+                // In u128: both runs may be gigabytes long.
+                let scale = |v: u64| (u128::from(v) * u128::from(old_len) / u128::from(new_len)) as u64;
+                let (a, b) = (old_start + scale(x), old_start + scale(x + len));
                 let first = old_ends.partition_point(|e| *e <= a).min(old.chunks.len() - 1);
                 let last = old_ends.partition_point(|e| *e < b.max(a + 1)).min(old.chunks.len() - 1);
                 bases.extend(first..=last);
@@ -343,24 +351,38 @@ fn plain_form(m: &Manifest, c: &Contents) -> Vec<u8> {
     out
 }
 
-/// The new manifest as a delta against the old one (both opened with ids).
+/// The new manifest as a delta against the old one (both opened with
+/// ids), made with zstd at `level` (19 for the smallest delta; lower is
+/// faster on large manifests) and sealed with the new manifest's read key.
 pub fn manifest_delta(
     old: &Manifest,
     old_contents: &Contents,
     new: &Manifest,
     new_contents: &Contents,
+    new_key: &ReadKey,
+    level: i32,
 ) -> Result<Vec<u8>> {
     if old_contents.ids.len() != old_contents.chunks.len() || new_contents.ids.len() != new_contents.chunks.len() {
         return Err(Error::InvalidParams("contents opened without ids".to_string()));
     }
     let (a, b) = (plain_form(old, old_contents), plain_form(new, new_contents));
-    let frame = patch::diff(19, &a, &b).ok_or_else(|| Error::InvalidParams("zstd failed on a manifest".into()))?;
-    let mut out = Vec::with_capacity(frame.len() + 24);
+    let frame = patch::diff(level, &a, &b).ok_or_else(|| Error::InvalidParams("zstd failed on a manifest".into()))?;
+    let mut body = Vec::with_capacity(frame.len() + 8);
+    body.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    body.extend_from_slice(&frame);
+    let aad = delta_aad(old);
+    let mut out = Vec::with_capacity(body.len() + DELTA_MAGIC.len() + 29);
     out.extend_from_slice(DELTA_MAGIC);
     out.push(DELTA_VERSION);
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(&frame);
+    crate::patch::seal_with(&new_key.0, "ionshard 2026-12 manifest delta nonce v1", &aad, &body, &mut out);
     Ok(out)
+}
+
+fn delta_aad(old: &Manifest) -> Vec<u8> {
+    let mut a = DELTA_MAGIC.to_vec();
+    a.push(DELTA_VERSION);
+    a.extend_from_slice(old.cid().digest());
+    a
 }
 
 /// Rebuild a manifest from a delta against `old` (opened with ids) and seal
@@ -378,20 +400,25 @@ pub fn apply_manifest_delta(
     if old_contents.ids.len() != old_contents.chunks.len() {
         return Err(Error::InvalidParams("contents opened without ids".to_string()));
     }
-    let head = DELTA_MAGIC.len() + 9;
+    let head = DELTA_MAGIC.len() + 1;
     if delta.len() < head || &delta[..DELTA_MAGIC.len()] != DELTA_MAGIC {
         return Err(bad("not a manifest delta".into()));
     }
     if delta[DELTA_MAGIC.len()] != DELTA_VERSION {
         return Err(bad(format!("version {} (this build reads {DELTA_VERSION})", delta[DELTA_MAGIC.len()])));
     }
-    let len = u64::from_le_bytes(delta[DELTA_MAGIC.len() + 1..head].try_into().unwrap_or_default());
+    let body = crate::patch::open_with(&key.0, &delta_aad(old), &delta[head..])
+        .map_err(|()| bad("it does not open with this release's key against this manifest".into()))?;
+    if body.len() < 8 {
+        return Err(bad("too short".into()));
+    }
+    let len = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
     if len > max_plain as u64 {
         return Err(bad(format!("it makes {len} bytes, over the {max_plain} allowed")));
     }
     let prefix = plain_form(old, old_contents);
     let mut plain = vec![0u8; len as usize];
-    patch::decompress(&delta[head..], &prefix, &mut plain).map_err(bad)?;
+    patch::decompress(&body[8..], &prefix, &mut plain).map_err(bad)?;
     drop(prefix);
     parse_plain(&plain, key).map_err(|e| bad(e.to_string()))
 }
@@ -464,6 +491,37 @@ mod tests {
         out
     }
 
+    /// A manifest delta is served to whoever asks (as bundles are): before
+    /// it was sealed, its zstd literals held the new chunks' keys in the
+    /// clear, and a stranger who knew an earlier manifest (a public
+    /// release's) could read a confidential release's changed chunks.
+    #[test]
+    fn a_stranger_reads_no_chunk_key_from_a_manifest_delta() {
+        let secret = TenantSecret::from_bytes([6; 32]);
+        let params = Params::default();
+        let v1 = text(1 << 20, "1");
+        let mut v2 = v1.clone();
+        v2[500_000..500_006].copy_from_slice(b"SECRET");
+        let mut sink = MemorySink::default();
+        let e1 = Encoder::new(params, &secret).expect("enc").encode(&v1[..], &mut sink, &mut |_| {}).expect("v1");
+        let c1 = e1.manifest.open(&e1.read_key).expect("open");
+        let mut known = KnownChunks::new();
+        known.add(&e1.manifest, &c1).expect("known");
+        let enc = Encoder::new(params, &secret).expect("enc").with_known(&known).with_match_key(c1.match_key);
+        let e2 = enc.encode(&v2[..], &mut sink, &mut |_| {}).expect("v2");
+        let c2 = e2.manifest.open(&e2.read_key).expect("open");
+        let delta = manifest_delta(&e1.manifest, &c1, &e2.manifest, &c2, &e2.read_key, 19).expect("delta");
+        for (e, id) in c2.chunks.iter().zip(&c2.ids) {
+            for secret in [&e.key.0, &id.0] {
+                assert!(!delta.windows(32).any(|w| w == secret.as_slice()), "a chunk key or id is in the delta");
+            }
+        }
+        // Holding the old manifest and its key is not enough to open it.
+        assert!(apply_manifest_delta(&e1.manifest, &c1, &delta, &e1.read_key, 64 << 20).is_err());
+        let back = apply_manifest_delta(&e1.manifest, &c1, &delta, &e2.read_key, 64 << 20).expect("apply");
+        assert_eq!(back.cid(), e2.manifest.cid());
+    }
+
     #[test]
     fn a_patch_release_gets_small_patches_and_a_small_manifest_delta() {
         let secret = TenantSecret::from_bytes([5; 32]);
@@ -521,7 +579,7 @@ mod tests {
         assert!(PatchTable::open(&sealed, &e1.read_key, &m2, c2.chunks.len() as u64).is_err());
         // The manifest as a delta: far smaller, and exactly the manifest again.
         let c2x = m2.open(&e2.read_key).expect("open");
-        let delta = manifest_delta(&e1.manifest, &c1, &m2, &c2x).expect("delta");
+        let delta = manifest_delta(&e1.manifest, &c1, &m2, &c2x, &e2.read_key, 19).expect("delta");
         let full = m2.to_bytes().len();
         // Mostly the new segments' shard digests and the changed chunks' ids and keys.
         assert!(delta.len() * 5 < full, "delta {} of {full}", delta.len());

@@ -116,19 +116,22 @@ pub(crate) fn diff(level: i32, bases: &[u8], new: &[u8]) -> Option<Vec<u8>> {
 /// Seal a patch frame for the chunk with `key` and `new_tag`, made against `bases`.
 pub(crate) fn seal(key: &ChunkKey, new_tag: &[u8; 16], bases: &[Base], frame: &[u8]) -> Vec<u8> {
     let pk = patch_key(key);
+    let aad = aad(new_tag, bases);
+    // The nonce names the associated data and the frame: a repeat means
+    // the same patch of the same chunk against the same bases.
     let nonce_key = blake3::derive_key("ionshard 2026-12 patch nonce v1", &pk);
+    let mut h = blake3::Hasher::new_keyed(&nonce_key);
+    h.update(&(aad.len() as u64).to_le_bytes());
+    h.update(&aad);
+    h.update(frame);
     let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&blake3::keyed_hash(&nonce_key, frame).as_bytes()[..12]);
+    nonce.copy_from_slice(&h.finalize().as_bytes()[..12]);
     let mut out = Vec::with_capacity(frame.len() + PATCH_OVERHEAD);
     out.push(FORMAT);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(frame);
     let tag = cipher(&pk)
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(new_tag, bases)),
-            &mut out[1 + 12..],
-        )
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[1 + 12..])
         .unwrap_or_else(|_| unreachable!("a patch is far below the GCM length limit"));
     out.extend_from_slice(tag.as_ref());
     out
@@ -302,38 +305,51 @@ impl PatchTable {
 
     /// The table sealed under the object's read key, bound to its manifest.
     pub fn seal(&self, key: &ReadKey, manifest: &Manifest) -> Vec<u8> {
-        let plain = self.encode();
-        let aad = table_aad(manifest);
-        let nonce_key = blake3::derive_key("ionshard 2026-12 patch table nonce v1", &key.0);
-        let mut h = blake3::Hasher::new_keyed(&nonce_key);
-        h.update(&aad);
-        h.update(&plain);
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&h.finalize().as_bytes()[..12]);
-        let mut out = Vec::with_capacity(plain.len() + 28);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&plain);
-        let tag = Aes256Gcm::new(&key.0.into())
-            .encrypt_inout_detached(&nonce.into(), &aad, out[12..].as_mut().into())
-            .unwrap_or_else(|_| unreachable!("a table is far below the GCM length limit"));
-        out.extend_from_slice(tag.as_slice());
+        let mut out = Vec::new();
+        seal_with(&key.0, "ionshard 2026-12 patch table nonce v1", &table_aad(manifest), &self.encode(), &mut out);
         out
     }
 
     /// Open a sealed table of `manifest`'s object (which has `chunks`
     /// chunks) with its read key, and decode it (see [`PatchTable::decode`]).
     pub fn open(sealed: &[u8], key: &ReadKey, manifest: &Manifest, chunks: u64) -> Result<PatchTable> {
-        if sealed.len() < 28 {
-            return Err(Error::ManifestMalformed("patch table: too short".into()));
-        }
-        let nonce: [u8; 12] = sealed[..12].try_into().unwrap_or_default();
-        let tag: [u8; 16] = sealed[sealed.len() - 16..].try_into().unwrap_or_default();
-        let mut body = sealed[12..sealed.len() - 16].to_vec();
-        Aes256Gcm::new(&key.0.into())
-            .decrypt_inout_detached(&nonce.into(), &table_aad(manifest), body.as_mut_slice().into(), &tag.into())
-            .map_err(|_| Error::ManifestMalformed("patch table: does not open with this release's key".into()))?;
+        let body = open_with(&key.0, &table_aad(manifest), sealed)
+            .map_err(|()| Error::ManifestMalformed("patch table: does not open with this release's key".into()))?;
         PatchTable::decode(&body, manifest, chunks)
     }
+}
+
+/// Append `nonce ‖ AES-256-GCM(key, aad, plain) ‖ tag` to `out`, the nonce
+/// derived (under `context`) from the key, the associated data and the
+/// plaintext: deterministic, and repeated only for the same message.
+pub(crate) fn seal_with(key: &[u8; 32], context: &str, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
+    let mut h = blake3::Hasher::new_keyed(&blake3::derive_key(context, key));
+    h.update(&(aad.len() as u64).to_le_bytes());
+    h.update(aad);
+    h.update(plain);
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&h.finalize().as_bytes()[..12]);
+    out.extend_from_slice(&nonce);
+    let at = out.len();
+    out.extend_from_slice(plain);
+    let tag = Aes256Gcm::new(key.into())
+        .encrypt_inout_detached(&nonce.into(), aad, out[at..].as_mut().into())
+        .unwrap_or_else(|_| unreachable!("far below the GCM length limit"));
+    out.extend_from_slice(tag.as_slice());
+}
+
+/// Open what [`seal_with`] made.
+pub(crate) fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> std::result::Result<Vec<u8>, ()> {
+    if sealed.len() < 28 {
+        return Err(());
+    }
+    let nonce: [u8; 12] = sealed[..12].try_into().map_err(|_| ())?;
+    let tag: [u8; 16] = sealed[sealed.len() - 16..].try_into().map_err(|_| ())?;
+    let mut body = sealed[12..sealed.len() - 16].to_vec();
+    Aes256Gcm::new(key.into())
+        .decrypt_inout_detached(&nonce.into(), aad, body.as_mut_slice().into(), &tag.into())
+        .map_err(|_| ())?;
+    Ok(body)
 }
 
 /// Bound to the manifest's public part (its segments name every shard,

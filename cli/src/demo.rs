@@ -470,7 +470,8 @@ fn run(o: &DemoOpts, root: &Path, logs: &Path, procs: &Procs) -> Result<(Value, 
 
     say(
         o.json,
-        "device: update to demo-router@latest from the SPN (the vendor's timestamp must name it), seeded with v1.0.0 (delta)",
+        "device: update to demo-router@latest from the SPN (the vendor's timestamp must name it), seeded with v1.0.0 \
+         (delta: unchanged chunks from the seed, changed ones from patches against it, the manifest as a delta)",
     );
     let mut latest = device_opts(&p2.bundle, None, false, true);
     latest.source = ota::Source::Spn { spn: client::Spn::new(&url, None)?, id: "demo-router@latest".into() };

@@ -240,6 +240,11 @@ fn print_text(r: &UpdateReport) {
         "  in all {} bytes: the bundle {} (its manifest {}), ranges {}, placements {}",
         d.total_bytes, d.bundle_bytes, d.manifest_bytes, d.range_bytes, d.placement_bytes
     );
+    println!(
+        "  libp2p: {} bytes received on its streams ({} of them not ranges: DHT lookups, identify, negotiation, \
+         framing), {} sent",
+        d.p2p_in_bytes, d.p2p_overhead_bytes, d.p2p_out_bytes
+    );
     if d.manifest_delta {
         println!("  the manifest came as a delta against the installed release's ({} bytes)", d.manifest_bytes);
     }

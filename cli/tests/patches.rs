@@ -94,6 +94,9 @@ fn patch_releases_travel_as_patches_and_every_device_still_gets_the_image() {
     assert!(u["patched_chunks"].as_u64().expect("patched") >= patches.min(6), "{u}");
     assert!(u["patch_fallbacks"].as_array().is_some_and(Vec::is_empty), "{u}");
     let with_patches = total(&u);
+    let dl = &u["downloads"];
+    let (p2p, ranges) = (dl["p2p_in_bytes"].as_u64().expect("p2p"), dl["range_bytes"].as_u64().expect("ranges"));
+    assert!(p2p > ranges && dl["p2p_overhead_bytes"].as_u64() == Some(p2p - ranges), "libp2p's bytes: {dl}");
 
     // The same update without a seed: every changed chunk and the manifest whole.
     let c = d.join("device-c");

@@ -47,7 +47,7 @@ pub use ledger::Gossip;
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, is_loopback, start, start_with};
+pub use node::{Client, Config, Link, Nat, PeerInfo, Role, Status, Traffic, is_loopback, start, start_with};
 pub use ops::PeerStatus;
 pub use private::{Admission, PRIVATE_OWNER, Private};
 pub use proto::wire;

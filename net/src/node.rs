@@ -188,6 +188,8 @@ pub(crate) enum Command {
 pub struct Client {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    /// Counters of the bytes on this node's connections.
+    metrics: Arc<libp2p::metrics::Registry>,
     pub(crate) control: libp2p_stream::Control,
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
@@ -205,7 +207,38 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// Bytes that crossed a node's libp2p connections since it started, on
+/// their streams: our protocols with their framing, identify, DHT lookups,
+/// multistream negotiation, pings. Noise's handshake and framing and
+/// Yamux's frame headers are below the streams and not in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    /// Received.
+    pub inbound: u64,
+    /// Sent.
+    pub outbound: u64,
+}
+
 impl Client {
+    /// What crossed this node's connections so far (see [`Traffic`]).
+    pub fn traffic(&self) -> Traffic {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.metrics).is_err() {
+            return Traffic::default();
+        }
+        let mut t = Traffic::default();
+        // Lines like `libp2p_bandwidth_bytes_total{protocols="/ip4/tcp",direction="Inbound"} 1234`.
+        for line in text.lines().filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{")) {
+            let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if line.contains("direction=\"Inbound\"") {
+                t.inbound += n;
+            } else if line.contains("direction=\"Outbound\"") {
+                t.outbound += n;
+            }
+        }
+        t
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -349,7 +382,8 @@ pub async fn start_with(
         Some(g) => Some(crate::ledger::behaviour(&key, g.max_bytes)?),
         None => None,
     };
-    let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout, gossip)?;
+    let mut registry = libp2p::metrics::Registry::default();
+    let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout, gossip, &mut registry)?;
     if let (Some(g), Some(gs)) = (&config.ledger, swarm.behaviour_mut().gossip.as_mut()) {
         gs.subscribe(&libp2p::gossipsub::IdentTopic::new(g.topic.clone()))
             .map_err(|e| Error::Config(format!("subscribing to {}: {e}", g.topic)))?;
@@ -420,7 +454,8 @@ pub async fn start_with(
         config,
     };
     let handle = tokio::spawn(node.run());
-    Ok((Client { tx, peer_id, control, limits, request_timeout: timeout }, handle))
+    let metrics = Arc::new(registry);
+    Ok((Client { tx, peer_id, metrics, control, limits, request_timeout: timeout }, handle))
 }
 
 /// The swarm: TCP and QUIC, a relay client, and our behaviours.
@@ -431,6 +466,7 @@ fn build_swarm(
     limits: Limits,
     timeout: Duration,
     gossip: Option<libp2p::gossipsub::Behaviour>,
+    registry: &mut libp2p::metrics::Registry,
 ) -> Result<libp2p::Swarm<Behaviour>> {
     Ok(SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
@@ -439,6 +475,7 @@ fn build_swarm(
         .with_quic()
         .with_relay_client(noise::Config::new, yamux_config)
         .map_err(|e| Error::Config(format!("relay transport: {e}")))?
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
             Behaviour::new(key, relay_client, relay_server, kad_server, limits, timeout, gossip)
         })

@@ -397,9 +397,9 @@ mod tests {
             "patches",
             "manifest_delta",
         ]
-            .iter()
-            .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
-            .collect()
+        .iter()
+        .filter_map(|k| v.get(*k).map(|x| (k.to_string(), x.clone())))
+        .collect()
     }
 
     fn text(f: &Fields) -> String {

@@ -178,12 +178,23 @@ impl Device {
         Some((release, m))
     }
 
-    /// Keep the manifest of the release about to be recorded as installed
-    /// (written whole or not at all; a mismatch with `installed.json` after
-    /// a crash between the two only costs the next update its delta).
+    /// Keep the manifest of the release just recorded as installed (written
+    /// whole or not at all; a crash before it leaves the previous one, whose
+    /// CID no longer matches: the next update only loses its delta).
     pub fn keep_manifest(&self, bytes: &[u8]) -> Result<()> {
         let p = self.dir.join(MANIFEST_FILE);
         write_atomic(&p, bytes).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+    }
+
+    /// Forget the kept manifest (the installed release's is not kept).
+    pub fn forget_manifest(&self) -> Result<()> {
+        let p = self.dir.join(MANIFEST_FILE);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("removing {}", p.display()), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Record an installed release.

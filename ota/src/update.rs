@@ -188,6 +188,16 @@ pub struct Downloads {
     pub placement_bytes: u64,
     /// All of it: bundle, ranges and placements.
     pub total_bytes: u64,
+    /// Every byte received on the device's libp2p connections' streams
+    /// (ranges with their framing, identify, DHT lookups, multistream
+    /// negotiation, pings; not Noise's handshake and framing or Yamux's
+    /// headers, which lie below the streams).
+    pub p2p_in_bytes: u64,
+    /// Every byte sent on them (requests, DHT questions, identify).
+    pub p2p_out_bytes: u64,
+    /// Of `p2p_in_bytes`, what was not ranges: handshakes above Noise, DHT
+    /// lookups, identify, pings, framing.
+    pub p2p_overhead_bytes: u64,
 }
 
 impl UpdateReport {
@@ -314,9 +324,21 @@ impl Update {
     pub async fn check(o: UpdateOptions) -> Result<Update> {
         let device = Device::open(&o.state)?;
         let (o, device, loaded) = tokio::task::spawn_blocking(move || {
-            // The manifest may come as a delta against the installed one's.
-            let base = device.installed_manifest().map(|(r, _)| r.manifest);
-            let loaded = load(&o, &device, base.as_deref());
+            // The manifest may come as a delta against the installed one's
+            // (if that is small enough to rebuild in memory).
+            let base = device
+                .installed_manifest()
+                .filter(|(_, m)| m.to_bytes().len() <= MAX_DELTA_MANIFEST)
+                .map(|(r, _)| r.manifest);
+            let loaded = match load(&o, &device, base.as_deref()) {
+                // A bundle that came with a delta and could not be read (over
+                // a bound, say) is asked for again without one.
+                Err(e @ Error::Malformed(_)) if base.is_some() => {
+                    tracing::info!("the bundle with a manifest delta was refused ({e}); asking for it whole");
+                    load(&o, &device, None)
+                }
+                r => r,
+            };
             (o, device, loaded)
         })
         .await
@@ -449,6 +471,7 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     opts.placement_from = placements.clone().map(|p| Arc::new(p) as Arc<dyn client::PlacementSource>);
     let (client, handle) = net::join(&bootstrap, None).await?;
     let fetched = crate::fetch(&client, manifest, bundle.placement, &release, read_key, &opts, progress).await;
+    let traffic = client.traffic();
     client.shutdown().await;
     let _ = handle.await;
     let fetched = fetched?;
@@ -456,6 +479,9 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     d.range_bytes = fetched.downloaded_bytes;
     d.placement_bytes = placements.as_ref().map_or(0, client::PlacementAt::bytes);
     d.total_bytes = d.bundle_bytes + d.range_bytes + d.placement_bytes;
+    d.p2p_in_bytes = traffic.inbound;
+    d.p2p_out_bytes = traffic.outbound;
+    d.p2p_overhead_bytes = traffic.inbound.saturating_sub(d.range_bytes);
     report.fetch = Some(fetched);
     if o.install {
         if let Some(cmd) = o.install_cmd.clone() {
@@ -466,14 +492,13 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
             report.install_status = Some(status);
         }
         if !report.install_failed() {
-            let mut kept = kept;
-            let mut bytes = Vec::new();
-            kept.rewind()
-                .and_then(|_| std::io::Read::read_to_end(&mut kept, &mut bytes))
-                .map_err(|e| Error::io("reading the manifest back", e))?;
-            device.keep_manifest(&bytes)?;
             device.record_installed(&Installed::new(&release, &bundle.release, out, client::files::now()))?;
             report.installed = true;
+            // For the next update's manifest delta: best effort (without it
+            // the next manifest comes whole), and only what a delta can rebuild.
+            if let Err(e) = keep_manifest(&device, kept) {
+                tracing::warn!("the installed release's manifest was not kept: {e}");
+            }
         }
     }
     Ok(report)
@@ -517,10 +542,26 @@ fn rebuild_manifest(
     Ok((m.to_bytes(), delta.len() as u64))
 }
 
-/// The largest manifest rebuilt from a delta (a device holds it, and the
-/// old one, in memory meanwhile): that of an image of about 10 GiB. A
-/// larger one comes whole, to a file.
-const MAX_DELTA_MANIFEST: usize = 32 << 20;
+/// Keep the installed release's manifest (the file the fetch read) if a
+/// delta against it can be rebuilt in memory.
+fn keep_manifest(device: &Device, mut file: std::fs::File) -> Result<()> {
+    let len = file.metadata().map_err(|e| Error::io("reading the manifest's length", e))?.len();
+    if len > MAX_DELTA_MANIFEST as u64 {
+        return device.forget_manifest();
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.rewind()
+        .and_then(|_| std::io::Read::read_to_end(&mut file, &mut bytes))
+        .map_err(|e| Error::io("reading the manifest back", e))?;
+    device.keep_manifest(&bytes)
+}
+
+/// The largest manifest rebuilt from a delta: a device holds it, the old
+/// one and both opened (about five times this) in memory meanwhile, which
+/// must stay within what the fetch itself holds. 4 MiB is the manifest of
+/// an image of about 1.3 GiB; a device with a larger one installed does not
+/// ask for a delta, and the manifest comes whole, to a file.
+const MAX_DELTA_MANIFEST: usize = 4 << 20;
 
 /// The bootstrap addresses a bundle names.
 fn bootstrap_of(bundle: &Bundle) -> Result<Vec<Multiaddr>> {

@@ -136,8 +136,9 @@ impl Config {
     }
 }
 
-/// Manifest deltas by (release manifest CID, base manifest CID).
-type Deltas = HashMap<(String, String), Arc<Vec<u8>>>;
+/// Manifest deltas by (release manifest CID, base manifest CID); `None`
+/// where there is none to send (kept too).
+type Deltas = HashMap<(String, String), Option<Arc<Vec<u8>>>>;
 
 pub(crate) struct Inner {
     state: State,

@@ -51,6 +51,7 @@ fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32, base: Option<&str>) 
     let timestamp = if format >= ota::TIMESTAMP_BUNDLE_FORMAT { inner.state.timestamp(&r.product)? } else { None };
     let b64 = |b: &[u8]| data_encoding::BASE64.encode(b);
     let patches = if format >= 4 { inner.state.patches(&r.manifest)?.map(|p| b64(&p)) } else { None };
+    let patches = patches.filter(|p| p.len() <= MAX_PATCH_TABLE);
     let delta = match base.filter(|b| format >= 4 && *b != r.manifest) {
         Some(b) => manifest_delta(inner, r, b, &bytes, &m)?,
         None => None,
@@ -71,12 +72,23 @@ fn bundle_of(inner: &Inner, r: &ReleaseRecord, format: u32, base: Option<&str>) 
     })
 }
 
+/// The largest manifest sent as a delta: what devices rebuild in memory
+/// (`ota::update`'s bound; one that has a larger one installed does not ask).
+const MAX_DELTA_MANIFEST: usize = 4 << 20;
+
+/// The largest patch table sent (base64): a bundle's parts outside the
+/// manifest are bounded at 16 MiB in all, the placement among them.
+const MAX_PATCH_TABLE: usize = 8 << 20;
+
 /// Manifest deltas kept at most.
 const DELTAS_KEPT: usize = 64;
 
 /// The manifest of `r` (its `bytes`, decoded `m`) as a delta against the
-/// manifest `base`, if the SPN keeps that object for the same tenant and
-/// product with its read key and the delta is under half the manifest.
+/// manifest `base`, sealed with `r`'s read key, if `base` is a verified,
+/// not withdrawn release of the same product and the delta is under half
+/// the manifest. Outcomes are kept, misses too: every device of a fleet on
+/// one release asks for the same one, and a stranger cycling bases costs
+/// one computation per pair.
 fn manifest_delta(
     inner: &Inner,
     r: &ReleaseRecord,
@@ -84,9 +96,37 @@ fn manifest_delta(
     bytes: &[u8],
     m: &chunker::Manifest,
 ) -> Api<Option<Arc<Vec<u8>>>> {
+    if bytes.len() > MAX_DELTA_MANIFEST {
+        return Ok(None);
+    }
     let key = (r.manifest.clone(), base.to_string());
     if let Some(d) = inner.deltas.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(Some(d.clone()));
+        return Ok(d.clone());
+    }
+    let delta = make_delta(inner, r, base, bytes, m)?;
+    let mut cache = inner.deltas.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= DELTAS_KEPT {
+        cache.clear();
+    }
+    cache.insert(key, delta.clone());
+    Ok(delta)
+}
+
+fn make_delta(
+    inner: &Inner,
+    r: &ReleaseRecord,
+    base: &str,
+    bytes: &[u8],
+    m: &chunker::Manifest,
+) -> Api<Option<Arc<Vec<u8>>>> {
+    // Only against a release of the product that devices may hold.
+    let is_base = inner
+        .state
+        .releases(Some(&r.product))?
+        .iter()
+        .any(|b| b.manifest == base && b.verified && b.withdrawn.is_none() && b.vendor == r.vendor);
+    if !is_base {
+        return Ok(None);
     }
     let (Some(old), Some(new)) = (inner.state.object(base)?, inner.state.object(&r.manifest)?) else { return Ok(None) };
     if old.tenant != new.tenant || old.product != new.product {
@@ -100,22 +140,18 @@ fn manifest_delta(
     let (_, old_m) = load_manifest(inner, base)?;
     let made = (|| -> chunker::Result<Vec<u8>> {
         let (oc, nc) = (old_m.open(&old_key)?, m.open(&new_key)?);
-        chunker::manifest_delta(&old_m, &oc, m, &nc)
+        // The smallest delta while manifests are small; faster as they grow.
+        let level = if bytes.len() <= 1 << 20 { 19 } else { 9 };
+        chunker::manifest_delta(&old_m, &oc, m, &nc, &new_key, level)
     })();
-    let delta = match made {
-        Ok(d) if d.len() * 2 < bytes.len() => Arc::new(d),
-        Ok(_) => return Ok(None),
+    match made {
+        Ok(d) if d.len() * 2 < bytes.len() => Ok(Some(Arc::new(d))),
+        Ok(_) => Ok(None),
         Err(e) => {
             tracing::warn!("manifest delta of {} against {base}: {e}", r.manifest);
-            return Ok(None);
+            Ok(None)
         }
-    };
-    let mut cache = inner.deltas.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= DELTAS_KEPT {
-        cache.clear();
     }
-    cache.insert(key, delta.clone());
-    Ok(Some(delta))
 }
 
 pub(super) async fn add_release(
@@ -262,7 +298,11 @@ pub(super) async fn bundle(
     if let Some(why) = &rec.withdrawn {
         return Err(ApiError(StatusCode::GONE, format!("release {} was withdrawn: {why}", rec.id)));
     }
-    Ok(Json(bundle_of(&inner, &rec, format, q.base.as_deref())?))
+    // A manifest delta is CPU work: off the runtime's threads.
+    let bundle = tokio::task::spawn_blocking(move || bundle_of(&inner, &rec, format, q.base.as_deref()))
+        .await
+        .map_err(|e| ApiError::from(Error::io("making the bundle", std::io::Error::other(e))))??;
+    Ok(Json(bundle))
 }
 
 /// `GET /v1/releases/{id}/placement`: where a release's shards are now
