@@ -385,6 +385,31 @@ pub async fn update(o: UpdateOptions, progress: Arc<dyn Progress>) -> Result<Upd
 
 async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     let Update { o, device, mut loaded, mut notes } = u;
+    let release = &loaded.checked.release;
+    let same_installed = loaded.installed.as_ref().is_some_and(|i| {
+        i.product == release.product
+            && Version::parse(&i.version).is_ok_and(|v| Version::parse(&release.version).is_ok_and(|r| r == v))
+    });
+    if o.install && same_installed && !o.reinstall {
+        let l = &loaded;
+        return Ok(UpdateReport {
+            release: release.id(),
+            product: l.product.clone(),
+            notes,
+            already_installed: true,
+            seed: None,
+            fetch: None,
+            downloads: Downloads {
+                bundle_bytes: l.bundle_bytes,
+                manifest_bytes: l.manifest_bytes,
+                total_bytes: l.bundle_bytes,
+                ..Downloads::default()
+            },
+            install_status: None,
+            installed: false,
+        });
+    }
+    // The product key is read only now, when the release is fetched.
     let product_key = o.product_key.as_ref().map(ProductKey::bytes).transpose()?;
     let mut manifest_delta = false;
     if let Some(d) = loaded.bundle.manifest_delta.clone() {
@@ -416,10 +441,6 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     }
     let Loaded { bundle, bundle_bytes, manifest_bytes, manifest, checked, installed, product } = loaded;
     let release = checked.release;
-    let same_installed = installed.as_ref().is_some_and(|i| {
-        i.product == release.product
-            && Version::parse(&i.version).is_ok_and(|v| Version::parse(&release.version).is_ok_and(|r| r == v))
-    });
     let mut report = UpdateReport {
         release: release.id(),
         product,
@@ -437,10 +458,6 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
         install_status: None,
         installed: false,
     };
-    if o.install && same_installed && !o.reinstall {
-        report.already_installed = true;
-        return Ok(report);
-    }
     let read_key = meta::read_key(&release, product_key.as_ref())?;
     let out = o
         .out

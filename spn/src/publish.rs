@@ -371,8 +371,16 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
     let secret = TenantSecret::from_bytes(inner.state.tenant_secret(&req.tenant)?);
     // Chunks of the same product stored before: only new chunks are stored.
     let mut known = KnownChunks::new();
-    // The newest of them: the release the next one is patched against.
-    let mut previous: Option<(Manifest, Contents)> = None;
+    // The release the next one is patched against: the newest that devices
+    // may hold (verified, not withdrawn), else the newest object.
+    let newest_release = inner
+        .state
+        .releases(Some(&req.product))?
+        .into_iter()
+        .filter(|r| r.verified && r.withdrawn.is_none() && r.vendor == req.tenant)
+        .max_by_key(|r| r.published)
+        .map(|r| r.manifest);
+    let (mut released, mut newest): (Option<Opened>, Option<Opened>) = (None, None);
     for o in inner.state.objects_of(&req.tenant, &req.product)? {
         let Some(bytes) = inner.state.manifest(&o.manifest)? else { continue };
         let cid: Cid = o.manifest.parse()?;
@@ -384,8 +392,12 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
             .ok_or_else(|| Error::Db("damaged read key".to_string()))?;
         let contents = m.open(&ReadKey::from_bytes(key))?;
         known.add(&m, &contents)?;
-        previous = Some((m, contents));
+        if newest_release.as_deref() == Some(o.manifest.as_str()) {
+            released = Some((m.clone(), contents.clone()));
+        }
+        newest = Some((m, contents));
     }
+    let previous = released.or(newest);
     // Chunks the release keeps keep their tags (the previous release's
     // match key), so the manifest delta copies them; a fresh key otherwise.
     let match_key = previous.as_ref().filter(|_| req.patches).map(|(_, c)| c.match_key());
@@ -435,7 +447,16 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
         (None, true) => patched.why_not = Some("the product has no earlier release here".into()),
         (Some(prev), true) => {
             let started = Instant::now();
-            match patch(&inner, job, &shared, upload, &encoded, &prev, params).await? {
+            let j = PatchJob {
+                inner: inner.clone(),
+                job,
+                shared: shared.clone(),
+                upload: upload.to_path_buf(),
+                encoded: encoded.clone(),
+                prev,
+                params,
+            };
+            match patch(j).await? {
                 Ok((manifest, table, made)) => {
                     encoded.manifest = manifest;
                     patched = made;
@@ -495,6 +516,9 @@ pub(crate) async fn publish(inner: Arc<Inner>, job: u64, upload: &Path, req: Pub
     })
 }
 
+/// An object's manifest and its opened contents.
+type Opened = (Manifest, Contents);
+
 /// What the patches of a publish came to.
 #[derive(Debug, Default)]
 struct Patched {
@@ -532,35 +556,28 @@ fn patch_level(changed: u64) -> i32 {
 /// manifest gains those segments. The inner `Err` says why there are no
 /// patches (the release is published without them); the outer one fails
 /// the job (patch segments that could not be placed).
-async fn patch(
-    inner: &Arc<Inner>,
-    job: u64,
-    shared: &Arc<std::sync::Mutex<Shared>>,
-    upload: &Path,
-    encoded: &chunker::Encoded,
-    prev: &(Manifest, Contents),
-    params: Params,
-) -> Result<PatchOutcome> {
-    let (inner, shared, upload) = (inner.clone(), shared.clone(), upload.to_path_buf());
-    let (encoded, prev) = (encoded.clone(), prev.clone());
+async fn patch(job: PatchJob) -> Result<PatchOutcome> {
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || patch_blocking(&rt, &inner, job, &shared, &upload, &encoded, &prev, params))
+    tokio::task::spawn_blocking(move || patch_blocking(&rt, job))
         .await
         .map_err(|e| Error::io("patch thread", std::io::Error::other(e)))?
 }
 
-/// [`patch`], on a thread that may block (the network through `rt`).
-#[allow(clippy::too_many_arguments)]
-fn patch_blocking(
-    rt: &tokio::runtime::Handle,
-    inner: &Arc<Inner>,
+/// What [`patch`] works on: the job, its upload and encoding, the previous release.
+struct PatchJob {
+    inner: Arc<Inner>,
     job: u64,
-    shared: &Arc<std::sync::Mutex<Shared>>,
-    upload: &Path,
-    encoded: &chunker::Encoded,
-    prev: &(Manifest, Contents),
+    shared: Arc<std::sync::Mutex<Shared>>,
+    upload: std::path::PathBuf,
+    encoded: chunker::Encoded,
+    prev: Opened,
     params: Params,
-) -> Result<PatchOutcome> {
+}
+
+/// [`patch`], on a thread that may block (the network through `rt`).
+fn patch_blocking(rt: &tokio::runtime::Handle, j: PatchJob) -> Result<PatchOutcome> {
+    let PatchJob { inner, job, shared, upload, encoded, prev, params } = &j;
+    let (job, params) = (*job, *params);
     let contents = encoded.manifest.open(&encoded.read_key)?;
     let plans = chunker::plan_patches(&contents, &prev.1);
     if plans.is_empty() {
