@@ -32,7 +32,6 @@
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
 use crate::error::{Error, Result};
 use crate::keys::{ChunkKey, ReadKey};
@@ -93,10 +92,6 @@ fn aad(new_tag: &[u8; 16], bases: &[Base]) -> Vec<u8> {
     a
 }
 
-fn cipher(key: &[u8; 32]) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap_or_else(|_| unreachable!("32-byte AES-256 key")))
-}
-
 /// A zstd frame that turns `bases` (concatenated) into `new`, at `level`.
 /// `None` if zstd fails (it does not on valid input).
 pub(crate) fn diff(level: i32, bases: &[u8], new: &[u8]) -> Option<Vec<u8>> {
@@ -113,27 +108,13 @@ pub(crate) fn diff(level: i32, bases: &[u8], new: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Seal a patch frame for the chunk with `key` and `new_tag`, made against `bases`.
+/// Seal a patch frame for the chunk with `key` and `new_tag`, made against
+/// `bases`. The nonce names the associated data and the frame: a repeat
+/// means the same patch of the same chunk against the same bases.
 pub(crate) fn seal(key: &ChunkKey, new_tag: &[u8; 16], bases: &[Base], frame: &[u8]) -> Vec<u8> {
-    let pk = patch_key(key);
-    let aad = aad(new_tag, bases);
-    // The nonce names the associated data and the frame: a repeat means
-    // the same patch of the same chunk against the same bases.
-    let nonce_key = blake3::derive_key("ionshard 2026-12 patch nonce v1", &pk);
-    let mut h = blake3::Hasher::new_keyed(&nonce_key);
-    h.update(&(aad.len() as u64).to_le_bytes());
-    h.update(&aad);
-    h.update(frame);
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&h.finalize().as_bytes()[..12]);
     let mut out = Vec::with_capacity(frame.len() + PATCH_OVERHEAD);
     out.push(FORMAT);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(frame);
-    let tag = cipher(&pk)
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[1 + 12..])
-        .unwrap_or_else(|_| unreachable!("a patch is far below the GCM length limit"));
-    out.extend_from_slice(tag.as_ref());
+    seal_with(&patch_key(key), "ionshard 2026-12 patch nonce v1", &aad(new_tag, bases), frame, &mut out);
     out
 }
 
@@ -153,19 +134,8 @@ pub(crate) fn apply(
     if stored[0] != FORMAT {
         return Err(format!("patch format {} (this build reads {FORMAT})", stored[0]));
     }
-    let nonce: [u8; 12] = stored[1..13].try_into().unwrap_or_default();
-    let body_len = stored.len() - PATCH_OVERHEAD;
-    let mut frame = stored[13..13 + body_len].to_vec();
-    let tag = Tag::try_from(&stored[13 + body_len..]).map_err(|_| "patch tag".to_string())?;
-    cipher(&patch_key(key))
-        .open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(new_tag, bases)),
-            tag,
-            &mut frame,
-            0..,
-        )
-        .map_err(|_| "the patch does not open (damaged, or not this chunk's)".to_string())?;
+    let frame = open_with(&patch_key(key), &aad(new_tag, bases), &stored[1..])
+        .map_err(|()| "the patch does not open (damaged, or not this chunk's)".to_string())?;
     decompress(&frame, prefix, out)
 }
 
@@ -418,6 +388,19 @@ mod tests {
         assert!(apply(&key, &[2; 16], &bases, &stored, &base, &mut short).is_err());
         let mut long = vec![0; new.len() + 1];
         assert!(apply(&key, &[2; 16], &bases, &stored, &base, &mut long).is_err());
+    }
+
+    /// The sealed patch format is a promise: devices of this release open
+    /// what SPNs of later ones seal.
+    #[test]
+    fn sealed_patch_test_vector() {
+        let bases = [Base { tag: [4; 8], len: 1000 }];
+        let sealed = seal(&ChunkKey([7; 32]), &[9; 16], &bases, b"a zstd frame stands here");
+        assert_eq!(sealed.len(), 24 + PATCH_OVERHEAD);
+        assert_eq!(
+            blake3::hash(&sealed).to_hex().as_str(),
+            "d5e1e877191c4b9b249f7fb35bd30b0e5a54a05b76d827fb3e8f27580e4b106f"
+        );
     }
 
     #[test]

@@ -67,8 +67,7 @@ impl ChunkTable for Selection {
         self.entries.len() as u64
     }
     fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>> {
-        let start = usize::try_from(start).unwrap_or(usize::MAX).min(self.entries.len());
-        Ok(self.entries[start..(start + RUN).min(self.entries.len())].to_vec())
+        Ok(run_from(&self.entries, start))
     }
     fn is_whole(&self) -> bool {
         false
@@ -77,6 +76,12 @@ impl ChunkTable for Selection {
 
 /// Entries handed out at a time from contents held whole.
 const RUN: usize = 4096;
+
+/// Up to [`RUN`] of `entries` from `start` on (none past the end).
+fn run_from(entries: &[ChunkEntry], start: u64) -> Vec<ChunkEntry> {
+    let start = usize::try_from(start).unwrap_or(usize::MAX).min(entries.len());
+    entries[start..(start + RUN).min(entries.len())].to_vec()
+}
 
 impl ChunkTable for Contents {
     fn object_len(&self) -> u64 {
@@ -92,8 +97,7 @@ impl ChunkTable for Contents {
         self.chunks.len() as u64
     }
     fn read_chunks(&self, start: u64) -> Result<Vec<ChunkEntry>> {
-        let start = usize::try_from(start).unwrap_or(usize::MAX).min(self.chunks.len());
-        Ok(self.chunks[start..(start + RUN).min(self.chunks.len())].to_vec())
+        Ok(run_from(&self.chunks, start))
     }
 }
 

@@ -325,11 +325,8 @@ impl Update {
         let device = Device::open(&o.state)?;
         let (o, device, loaded) = tokio::task::spawn_blocking(move || {
             // The manifest may come as a delta against the installed one's
-            // (if that is small enough to rebuild in memory).
-            let base = device
-                .installed_manifest()
-                .filter(|(_, m)| m.to_bytes().len() <= MAX_DELTA_MANIFEST)
-                .map(|(r, _)| r.manifest);
+            // (kept only when small enough to rebuild in memory).
+            let base = device.installed_manifest().map(|(r, _)| r.manifest);
             let loaded = match load(&o, &device, base.as_deref()) {
                 // A bundle that came with a delta and could not be read (over
                 // a bound, say) is asked for again without one.
