@@ -241,9 +241,9 @@ fn print_text(r: &UpdateReport) {
         d.total_bytes, d.bundle_bytes, d.manifest_bytes, d.range_bytes, d.placement_bytes
     );
     println!(
-        "  libp2p: {} bytes received on its streams ({} of them not ranges: DHT lookups, identify, negotiation, \
-         framing), {} sent",
-        d.p2p_in_bytes, d.p2p_overhead_bytes, d.p2p_out_bytes
+        "  the network: {} bytes received ({} on the direct channel; {} not ranges: DHT lookups, identify, \
+         negotiation, framing), {} sent",
+        d.p2p_in_bytes, d.direct_in_bytes, d.p2p_overhead_bytes, d.p2p_out_bytes
     );
     if d.manifest_delta {
         println!("  the manifest came as a delta against the installed release's ({} bytes)", d.manifest_bytes);

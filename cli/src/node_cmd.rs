@@ -28,6 +28,10 @@ pub(crate) struct FileConfig {
     trust: Vec<String>,
     /// Seconds a shard is kept when its put names no expiry.
     default_expiry_secs: Option<u64>,
+    /// The direct channel's port (0: any free one).
+    direct_port: Option<u16>,
+    /// Serve the direct channel (true unless said).
+    direct: Option<bool>,
 }
 
 /// Options of `ionshard node`.
@@ -36,7 +40,8 @@ pub(crate) struct NodeOpts {
     /// bootstrap or peer [default: peer].
     #[arg(long)]
     pub(crate) role: Option<String>,
-    /// A TOML file with role, listen, bootstrap, external, dir, capacity, trust, default_expiry_secs.
+    /// A TOML file with role, listen, bootstrap, external, dir, capacity, trust, default_expiry_secs,
+    /// direct, direct_port.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
     /// Address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1 (repeatable).
@@ -80,6 +85,16 @@ pub(crate) struct NodeOpts {
     /// against the producers; blocks before it are then not held here).
     #[arg(long, requires = "genesis")]
     pub(crate) no_snapshot: bool,
+    /// TCP port of the direct channel, on the IP of the first TCP --listen
+    /// address: devices fetch ranges there outside libp2p, which costs them
+    /// and this node less CPU per byte (open it in a firewall beside
+    /// libp2p's port) [default: any free port].
+    #[arg(long)]
+    pub(crate) direct_port: Option<u16>,
+    /// Serve no direct channel: every request on libp2p (devices fall back
+    /// by themselves).
+    #[arg(long, env = "IONSHARD_NO_DIRECT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) no_direct: bool,
     /// Print the peer id and addresses as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -139,6 +154,8 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         trust: peer_ids(&trust)?,
         default_expiry: file.default_expiry_secs,
         retire_marker: Some(retire_marker(&dir)),
+        direct: !o.no_direct && file.direct.unwrap_or(true),
+        direct_port: o.direct_port.or(file.direct_port).unwrap_or(0),
         ..Config::default()
     };
     if role == Role::Bootstrap && config.listen.is_empty() {
@@ -218,11 +235,15 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         let peer_id = daemon.peer_id;
         let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
         if o.json {
-            println!("{}", json!({ "peer_id": peer_id.to_string(), "role": format!("{role:?}").to_lowercase(), "listen": full, "dir": dir.display().to_string() }));
+            let direct = daemon.client.direct_addr().map(|a| a.to_string());
+            println!("{}", json!({ "peer_id": peer_id.to_string(), "role": format!("{role:?}").to_lowercase(), "listen": full, "direct": direct, "dir": dir.display().to_string() }));
         } else {
             println!("peer id {peer_id}{}", if created { " (new identity)" } else { "" });
             for a in &full {
                 println!("listening on {a}");
+            }
+            if let Some(a) = daemon.client.direct_addr() {
+                println!("direct channel on {a} (TCP: range answers outside libp2p)");
             }
             if let Some(s) = &store {
                 let u = s.usage();

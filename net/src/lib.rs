@@ -24,6 +24,7 @@ mod behaviour;
 mod buffers;
 mod codec;
 mod daemon;
+mod direct;
 mod drive;
 mod error;
 mod frames;

@@ -17,7 +17,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::error::{Error, Result};
 use crate::gate::{Bounds, Gate, Ticket};
-use crate::serve::serve;
 use crate::stream::{GET_PROTOCOL, PUT_PROTOCOL, Serving};
 use crate::wire::{Code, Limits, Malformed, Request, Response};
 
@@ -74,6 +73,14 @@ pub struct Config {
     pub retire_marker: Option<std::path::PathBuf>,
     /// The ledger's gossip, for nodes that follow or produce a chain.
     pub ledger: Option<crate::ledger::Gossip>,
+    /// Range requests and answers on the direct channel (see
+    /// [`proto::direct`]): a peer with a store serves it on a TCP port of
+    /// its own beside libp2p's, a client uses it where a peer offers it.
+    /// Off: everything on libp2p, as before.
+    pub direct: bool,
+    /// The direct channel's TCP port on the first TCP listen address's IP
+    /// (open it in a firewall beside libp2p's); 0: any free port.
+    pub direct_port: u16,
 }
 
 impl Default for Config {
@@ -94,6 +101,8 @@ impl Default for Config {
             default_expiry: None,
             retire_marker: None,
             ledger: None,
+            direct: true,
+            direct_port: 0,
         }
     }
 }
@@ -193,6 +202,10 @@ pub struct Client {
     pub(crate) control: libp2p_stream::Control,
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
+    /// The direct channel's client side (`None`: off).
+    pub(crate) direct: Option<Arc<crate::direct::Dialer>>,
+    /// Where this node serves the direct channel, if it does.
+    direct_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Client {
@@ -207,16 +220,19 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// Bytes that crossed a node's libp2p connections since it started, on
-/// their streams: our protocols with their framing, identify, DHT lookups,
-/// multistream negotiation, pings. Noise's handshake and framing and
-/// Yamux's frame headers are below the streams and not in it.
+/// Bytes that crossed a node's connections since it started: on its
+/// libp2p connections' streams (our protocols with their framing,
+/// identify, DHT lookups, multistream negotiation, pings; Noise's handshake
+/// and framing and Yamux's frame headers are below the streams and not in
+/// it), and on the direct channel's connections (frames whole).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
     /// Received.
     pub inbound: u64,
     /// Sent.
     pub outbound: u64,
+    /// Of `inbound`, what came on the direct channel.
+    pub direct_inbound: u64,
 }
 
 impl Client {
@@ -226,7 +242,14 @@ impl Client {
         if prometheus_client::encoding::text::encode(&mut text, &self.metrics).is_err() {
             return Traffic::default();
         }
-        let mut t = Traffic::default();
+        let mut t = match &self.direct {
+            Some(d) => {
+                let inbound = d.inbound.load(std::sync::atomic::Ordering::Relaxed);
+                let outbound = d.outbound.load(std::sync::atomic::Ordering::Relaxed);
+                Traffic { inbound, outbound, direct_inbound: inbound }
+            }
+            None => Traffic::default(),
+        };
         // Lines like `libp2p_bandwidth_bytes_total{protocols="/ip4/tcp",direction="Inbound"} 1234`.
         for line in text.lines().filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{")) {
             let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -244,6 +267,12 @@ impl Client {
         self.peer_id
     }
 
+    /// Where this node serves the direct channel (a peer with a store),
+    /// if it does.
+    pub fn direct_addr(&self) -> Option<std::net::SocketAddr> {
+        self.direct_addr
+    }
+
     pub(crate) async fn command(&self, cmd: Command) -> Result<()> {
         self.tx.send(cmd).await.map_err(|_| Error::Shutdown)
     }
@@ -257,7 +286,18 @@ impl Client {
     /// Send one request to `peer` (found through the DHT if need be) and wait for its answer.
     /// Peers move (home devices get new addresses): if the addresses this node
     /// knew fail, it forgets them, looks the peer up again and retries once.
+    /// Range requests go on the direct channel where the peer offers it.
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response> {
+        if let (Some(d), Request::Ranges { .. }) = (&self.direct, &request)
+            && let crate::direct::Outcome::Answered(r) = d.request(self, peer, &request).await
+        {
+            return Ok(r);
+        }
+        self.request_p2p(peer, request).await
+    }
+
+    /// [`Client::request`] on libp2p.
+    pub(crate) async fn request_p2p(&self, peer: PeerId, request: Request) -> Result<Response> {
         let retry = request.clone();
         match self.ask(|reply| Command::Request { peer, request, reply }).await? {
             Err(Error::Unreachable { .. }) => {
@@ -406,7 +446,20 @@ pub async fn start_with(
         default_expiry: config.default_expiry,
         answers: answers.clone(),
     });
-    let stream_tasks = accept_streams(&mut control, &serving)?;
+    let mut stream_tasks = accept_streams(&mut control, &serving)?;
+    let office = match crate::direct::listen_ip(&config.listen) {
+        Some(ip) if config.direct && store.is_some() && config.role == Role::Peer => {
+            let at = std::net::SocketAddr::new(ip, config.direct_port);
+            let (office, task) = crate::direct::open_office(at, serving.clone()).await.map_err(|e| {
+                Error::Config(format!("listening for the direct channel on {at}: {e} (another --direct-port?)"))
+            })?;
+            stream_tasks.push(task);
+            Some(office)
+        }
+        _ => None,
+    };
+    let direct = config.direct.then(|| Arc::new(crate::direct::Dialer::default()));
+    let direct_addr = office.as_ref().map(|o| o.addr());
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
@@ -431,6 +484,7 @@ pub async fn start_with(
         trust: config.trust.iter().copied().collect(),
         gate,
         stream_tasks,
+        office,
         answers,
         rx,
         done_tx,
@@ -455,7 +509,8 @@ pub async fn start_with(
     };
     let handle = tokio::spawn(node.run());
     let metrics = Arc::new(registry);
-    Ok((Client { tx, peer_id, metrics, control, limits, request_timeout: timeout }, handle))
+    let client = Client { tx, peer_id, metrics, control, limits, request_timeout: timeout, direct, direct_addr };
+    Ok((client, handle))
 }
 
 /// The swarm: TCP and QUIC, a relay client, and our behaviours.
@@ -534,6 +589,8 @@ struct EventLoop {
     gate: Arc<Gate>,
     /// The put and get protocols' accept loops, stopped with the node.
     stream_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The direct channel's tickets (a peer with a store).
+    office: Option<Arc<crate::direct::Office>>,
     /// The answer path's hook.
     answers: Arc<dyn crate::Answers>,
     config: Config,
@@ -795,6 +852,17 @@ impl EventLoop {
     }
 
     fn inbound(&mut self, peer: PeerId, id: InboundRequestId, request: Request, channel: ResponseChannel<Response>) {
+        if let Request::Direct { connections } = request {
+            let r = match &self.office {
+                Some(o) => o.issue(peer, connections),
+                None => Response::Error {
+                    code: Code::BadRequest,
+                    message: "this node has no direct channel; ask on /ionshard/shard/1".to_string(),
+                },
+            };
+            let _ = self.swarm.behaviour_mut().shard.send_response(channel, r);
+            return;
+        }
         let Some(mut ticket) = self.gate.enter(peer) else {
             let busy = Response::Error { code: Code::Busy, message: "too many requests at once; retry".to_string() };
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
@@ -808,31 +876,10 @@ impl EventLoop {
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             let retiring = marker.is_some_and(|m| m.exists());
-            // A panic while serving must still answer, and free the peer's slot.
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let state = crate::serve::NodeState { retiring };
-                let caller = crate::private::Caller { peer, trusted, private: private.as_deref() };
-                serve(store.as_ref(), &key, &caller, request, now(), default_expiry, Some(&mut ticket), state)
-            }));
-            let mut response = served.unwrap_or_else(|_| Response::Error {
-                code: Code::Internal,
-                message: "the peer failed while serving this request".to_string(),
-            });
-            if let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response {
-                answers.alter(0, b);
-            }
-            if matches!(response, Response::Stored(_)) {
-                let hold = answers.hold_receipt();
-                if !hold.is_zero() {
-                    std::thread::sleep(hold);
-                }
-            }
-            if matches!(response, Response::Data(_) | Response::Proof(_)) {
-                let hold = answers.hold();
-                if !hold.is_zero() {
-                    std::thread::sleep(hold);
-                }
-            }
+            let state = crate::serve::NodeState { retiring };
+            let caller = crate::private::Caller { peer, trusted, private: private.as_deref() };
+            let served = (store.as_ref(), &key, default_expiry, answers.as_ref());
+            let response = crate::serve::answer(served, &caller, request, Some(&mut ticket), state);
             let _ = done.blocking_send((id, channel, response, ticket));
         });
     }

@@ -28,6 +28,7 @@ fn kind(r: &Response) -> &'static str {
         Response::Have(_) => "have",
         Response::Deleted(_) => "deleted",
         Response::DeleteAck(_) => "delete-ack",
+        Response::Direct { .. } => "direct",
         Response::Audited { .. } => "audited",
         Response::Usage { .. } => "usage",
         Response::Status { .. } => "status",

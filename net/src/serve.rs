@@ -269,6 +269,8 @@ pub(crate) fn serve(
         Request::Renew { cid, .. } if store.meta(&cid).ok().flatten().is_some_and(|m| m.owner == PRIVATE_OWNER) => {
             refuse(Code::NotFound, not_here(&cid))
         }
+        // The node answers these itself, before they reach the store.
+        Request::Direct { .. } => refuse(Code::BadRequest, "no direct channel here"),
         Request::Renew { cid, expiry } => match store.renew(&cid, &caller.peer.to_bytes(), expiry) {
             Ok(Some(meta)) => match Receipt::sign(key, cid, meta.size, now, meta.expiry) {
                 Ok(r) => Response::Stored(r),
@@ -278,6 +280,41 @@ pub(crate) fn serve(
             Err(e) => from_store(e),
         },
     }
+}
+
+/// What serving needs of the node: its store, key, default expiry and
+/// answer hook.
+pub(crate) type Served<'a> = (Option<&'a Store>, &'a Keypair, Option<u64>, &'a dyn crate::Answers);
+
+/// [`serve`] `request` now, and pass the answer through the node's answer
+/// hook (what the request-response path and the direct channel send). A
+/// panic while serving is answered too, so the peer's slot is freed.
+pub(crate) fn answer(
+    (store, key, default_expiry, answers): Served<'_>,
+    caller: &Caller<'_>,
+    request: Request,
+    ticket: Option<&mut Ticket>,
+    state: NodeState,
+) -> Response {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve(store, key, caller, request, crate::node::now(), default_expiry, ticket, state)
+    }));
+    let mut response = served.unwrap_or_else(|_| Response::Error {
+        code: Code::Internal,
+        message: "the peer failed while serving this request".to_string(),
+    });
+    if let Response::Data(b) | Response::Proof(b) | Response::Audited { proof: b, .. } = &mut response {
+        answers.alter(0, b);
+    }
+    let hold = match response {
+        Response::Stored(_) => answers.hold_receipt(),
+        Response::Data(_) | Response::Proof(_) => answers.hold(),
+        _ => std::time::Duration::ZERO,
+    };
+    if !hold.is_zero() {
+        std::thread::sleep(hold);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use store::Store;
 
 use crate::codec::{read_frame, write_frame};
 use crate::error::{Error, Result};
-use crate::gate::Gate;
+use crate::gate::{Gate, Ticket};
 use crate::wire::{Code, GetHead, Limits, MAX_HEAD, PutHead, Ready, Response};
 
 /// Whole-shard puts, head first.
@@ -53,6 +53,12 @@ pub(crate) struct Serving {
 impl Serving {
     fn caller(&self, peer: PeerId) -> crate::private::Caller<'_> {
         crate::private::Caller { peer, trusted: self.trust.contains(&peer), private: self.private.as_deref() }
+    }
+
+    /// [`crate::serve::answer`] for `peer` (on a blocking thread).
+    pub(crate) fn answer(&self, peer: PeerId, request: crate::wire::Request, ticket: Option<&mut Ticket>) -> Response {
+        let served = (self.store.as_ref(), &self.key, self.default_expiry, self.answers.as_ref());
+        crate::serve::answer(served, &self.caller(peer), request, ticket, crate::serve::NodeState::default())
     }
 }
 

@@ -25,4 +25,6 @@ pub use device::{Checked, Device, Installed, Want, run_installer};
 pub use error::{Error, Result};
 pub use fetch::fetch;
 pub use publish::{Prepared, PublishOptions, publish, served_bundle, submit};
-pub use update::{Downloads, Notes, ProductKey, SeedChoice, Source, Update, UpdateOptions, UpdateReport, update};
+pub use update::{
+    Downloads, Notes, ProductKey, SeedChoice, Source, Update, UpdateOptions, UpdateReport, bundle_or_older, update,
+};

@@ -184,14 +184,9 @@ pub fn submit(spn: &Spn, signed: &Signed<Release>) -> Result<()> {
 /// first). Read it after the timestamp that names the release is in.
 pub fn served_bundle(spn: &Spn, release: &Release) -> Result<Vec<u8>> {
     let mut bundle = Vec::new();
-    spn.bundle(
-        &release.id(),
-        crate::bundle::FORMAT,
-        release.hardware.first().map(String::as_str),
-        crate::MAX_BUNDLE as u64,
-    )?
-    .read_to_end(&mut bundle)
-    .map_err(|e| Error::io(format!("reading the bundle of {} from the SPN", release.id()), e))?;
+    crate::update::bundle_or_older(spn, &release.id(), release.hardware.first().map(String::as_str), None)?
+        .read_to_end(&mut bundle)
+        .map_err(|e| Error::io(format!("reading the bundle of {} from the SPN", release.id()), e))?;
     // A bundle file travels without its SPN: where to ask, in full.
     Ok(absolute_placement_from(bundle, spn.base()))
 }

@@ -198,6 +198,9 @@ pub struct Downloads {
     /// Of `p2p_in_bytes`, what was not ranges: handshakes above Noise, DHT
     /// lookups, identify, pings, framing.
     pub p2p_overhead_bytes: u64,
+    /// Of `p2p_in_bytes`, what came on the direct channel (ranges and their
+    /// frames; the rest came on libp2p).
+    pub direct_in_bytes: u64,
 }
 
 impl UpdateReport {
@@ -246,18 +249,7 @@ fn load(o: &UpdateOptions, device: &Device, base: Option<&str>) -> Result<Loaded
                 .map_err(|e| Error::from_bundle(format!("bundle {}", path.display()), e))?
         }
         Source::Spn { spn, id } => {
-            let body = match spn.bundle_from(id, BUNDLE_FORMAT, Some(&o.hardware), base, MAX_BUNDLE as u64) {
-                // An SPN of the previous release serves format 3 at most.
-                Err(client::Error::Refused { status: 400, message, .. }) if message.contains("bundle format") => spn
-                    .bundle_from(
-                        id,
-                        crate::bundle::PLACEMENT_FROM_FORMAT,
-                        Some(&o.hardware),
-                        None,
-                        MAX_BUNDLE as u64,
-                    )?,
-                r => r?,
-            };
+            let body = bundle_or_older(spn, id, Some(&o.hardware), base)?;
             let mut counted = Counted { inner: body, bytes: 0 };
             let read = Bundle::read_streaming(std::io::BufReader::new(&mut counted), &mut manifest, &mut check)
                 .map_err(|e| Error::from_bundle(format!("release {id} from the SPN"), e))?;
@@ -268,6 +260,23 @@ fn load(o: &UpdateOptions, device: &Device, base: Option<&str>) -> Result<Loaded
     manifest.rewind().map_err(|e| Error::io("rewinding the manifest", e))?;
     let checked = checked.ok_or_else(|| Error::Malformed("the bundle was not checked".into()))?;
     Ok(Loaded { bundle, bundle_bytes, manifest_bytes, manifest, checked, installed, product })
+}
+
+/// The bundle of release `id` in this build's format, or in format 3 from
+/// an SPN of the previous release (which refuses 4); `base`: the manifest
+/// CID of the release installed, for a manifest delta.
+pub fn bundle_or_older(
+    spn: &client::Spn,
+    id: &str,
+    hardware: Option<&str>,
+    base: Option<&str>,
+) -> client::Result<impl std::io::Read + use<>> {
+    match spn.bundle_from(id, BUNDLE_FORMAT, hardware, base, MAX_BUNDLE as u64) {
+        Err(client::Error::Refused { status: 400, message, .. }) if message.contains("bundle format") => {
+            spn.bundle_from(id, crate::bundle::PLACEMENT_FROM_FORMAT, hardware, None, MAX_BUNDLE as u64)
+        }
+        r => r,
+    }
 }
 
 /// A reader that counts what it read.
@@ -495,6 +504,7 @@ async fn run(u: Update, progress: Arc<dyn Progress>) -> Result<UpdateReport> {
     d.total_bytes = d.bundle_bytes + d.range_bytes + d.placement_bytes;
     d.p2p_in_bytes = traffic.inbound;
     d.p2p_out_bytes = traffic.outbound;
+    d.direct_in_bytes = traffic.direct_inbound;
     d.p2p_overhead_bytes = traffic.inbound.saturating_sub(d.range_bytes);
     report.fetch = Some(fetched);
     if o.install {

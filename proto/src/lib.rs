@@ -5,6 +5,8 @@
 //!
 //! - [`wire`]: the shard protocols' messages, their byte layout and their
 //!   [`wire::Limits`]; every decoder is bounded before it allocates.
+//! - [`direct`]: the direct channel's hello, frames and keys (range answers
+//!   outside libp2p, sealed with AES-256-GCM).
 //! - [`Receipt`]: a peer's signed statement that it stores a shard.
 //! - [`api`]: the SPN HTTP API's request and answer bodies, and the records
 //!   the SPN keeps ([`api::JobRecord`] with its [`api::JobState`]).
@@ -14,6 +16,7 @@
 
 mod ack;
 pub mod api;
+pub mod direct;
 mod error;
 mod receipt;
 pub mod wire;

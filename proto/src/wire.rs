@@ -29,8 +29,10 @@
 //!          | 7 Usage
 //!          | 8 Status   (older nodes answer 255 BadRequest)
 //!          | 9 Renew    cid(36) expiry: u64   (older nodes answer 255 BadRequest)
-//!          | 10 DeleteAcked cid(36)   (new in this release: a delete answered with a
-//!                       signed acknowledgement; older nodes answer 255 BadRequest: ask 5 Delete)
+//!          | 10 DeleteAcked cid(36)   (a delete answered with a signed
+//!                       acknowledgement; older nodes answer 255 BadRequest: ask 5 Delete)
+//!          | 11 Direct  connections: u8 (1..=8)   (new in this release: tickets for
+//!                       the direct channel; older nodes answer 255 BadRequest)
 //! response = 1 Stored   receipt
 //!          | 2 Data     bytes…
 //!          | 3 Proof    bytes…        (chunker::proof format)
@@ -41,6 +43,7 @@
 //!          | 8 Status   shards: u64 bytes: u64 capacity: u64 flags: u8
 //!                       (bit 0: its owner is retiring it; other bits reserved, ignored)
 //!          | 9 DeleteAck ack          (the answer to 10 DeleteAcked; see [`crate::DeleteAck`])
+//!          | 10 Direct  port: u16 secret(32) n: u8 ticket(16) × n   (the answer to 11 Direct, n ≥ 1)
 //!          | 255 Error  code: u16 message: utf-8…
 //! receipt  = peer_len: u8 peer cid(36) size: u64 stored_at: u64 expiry: u64 sig_len: u16 sig
 //! ```
@@ -64,6 +67,11 @@
 //! ```
 //!
 //! Heads and ready frames are at most [`MAX_HEAD`] bytes.
+//!
+//! The direct channel (new in this release) carries range requests and
+//! their answers on a TCP connection of its own, outside libp2p, keyed by
+//! a `Direct` answer received on the peer's libp2p connection (noise
+//! proved who it is there); its framing is in [`crate::direct`].
 
 use std::ops::Range;
 
@@ -71,6 +79,7 @@ use chunker::Cid;
 use libp2p_identity::PeerId;
 
 use crate::ack::DeleteAck;
+use crate::direct;
 use crate::receipt::Receipt;
 
 /// Largest head or ready frame of the put and get protocols.
@@ -174,6 +183,13 @@ pub enum Request {
         /// Which.
         cid: Cid,
     },
+    /// Tickets for this many connections of the direct channel, answered
+    /// with [`Response::Direct`]. Nodes of earlier releases answer
+    /// `BadRequest`: ask them everything here.
+    Direct {
+        /// 1 to [`direct::MAX_TICKETS`].
+        connections: u8,
+    },
 }
 
 /// Why a request was refused.
@@ -246,6 +262,16 @@ pub enum Response {
         bytes: u64,
         /// The quota.
         capacity: u64,
+    },
+    /// Tickets for the direct channel: connect to `port` on the address
+    /// this answer came from and present one ticket per connection.
+    Direct {
+        /// The peer's direct-channel TCP port.
+        port: u16,
+        /// The keys of every connection are derived from this and its ticket.
+        secret: [u8; 32],
+        /// One per connection, each good once and for a short while.
+        tickets: Vec<[u8; 16]>,
     },
     /// Space used and offered, and the node's state.
     Status {
@@ -399,6 +425,7 @@ impl Request {
                 v.push(10);
                 v.extend_from_slice(&cid.to_bytes());
             }
+            Request::Direct { connections } => v.extend_from_slice(&[11, *connections]),
         }
         v
     }
@@ -430,6 +457,10 @@ impl Request {
             8 => Request::Status,
             9 => Request::Renew { cid: c.cid()?, expiry: c.u64()? },
             10 => Request::DeleteAcked { cid: c.cid()? },
+            11 => match c.u8()? {
+                n @ 1..=direct::MAX_TICKETS => Request::Direct { connections: n },
+                n => return Err(Malformed(format!("{n} direct connections asked (1..={})", direct::MAX_TICKETS))),
+            },
             t => return Err(Malformed(format!("unknown request type {t}"))),
         };
         c.end()?;
@@ -640,6 +671,15 @@ impl Response {
                 v.push(9);
                 v.extend_from_slice(&a.to_bytes());
             }
+            Response::Direct { port, secret, tickets } => {
+                v.push(10);
+                v.extend_from_slice(&port.to_be_bytes());
+                v.extend_from_slice(secret);
+                v.push(tickets.len() as u8);
+                for t in tickets {
+                    v.extend_from_slice(t);
+                }
+            }
             Response::Error { code, message } => {
                 v.push(255);
                 v.extend_from_slice(&(*code as u16).to_be_bytes());
@@ -672,6 +712,19 @@ impl Response {
             7 => Response::Usage { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()? },
             8 => Response::Status { shards: c.u64()?, bytes: c.u64()?, capacity: c.u64()?, retiring: c.u8()? & 1 == 1 },
             9 => Response::DeleteAck(DeleteAck::from_bytes(c.rest())?),
+            10 => {
+                let port = c.u16()?;
+                let secret: [u8; 32] = c.take(32)?.try_into().map_err(|_| Malformed("secret".into()))?;
+                let n = c.u8()?;
+                if n == 0 || n > direct::MAX_TICKETS {
+                    return Err(Malformed(format!("{n} direct tickets (1..={})", direct::MAX_TICKETS)));
+                }
+                let tickets =
+                    (0..n)
+                        .map(|_| c.take(16).map(|t| t.try_into().expect("16 bytes")))
+                        .collect::<Result<Vec<[u8; 16]>, _>>()?;
+                Response::Direct { port, secret, tickets }
+            }
             255 => {
                 let code = Code::from_u16(c.u16()?);
                 let message = String::from_utf8_lossy(c.rest()).chars().take(1000).collect();
@@ -707,6 +760,7 @@ mod tests {
             Request::Renew { cid: cid(8), expiry: 1_900_000_000 },
             Request::Delete { cid: cid(6) },
             Request::DeleteAcked { cid: cid(6) },
+            Request::Direct { connections: 4 },
             Request::Audit { cid: cid(7), ranges: vec![5..6] },
         ];
         for r in reqs {
@@ -724,6 +778,7 @@ mod tests {
             Response::Audited { size: 77, proof: vec![1] },
             Response::Usage { shards: 1, bytes: 2, capacity: 3 },
             Response::Status { shards: 1, bytes: 2, capacity: 3, retiring: true },
+            Response::Direct { port: 4001, secret: [3; 32], tickets: vec![[1; 16], [2; 16]] },
             Response::Error { code: Code::QuotaExceeded, message: "full".to_string() },
         ];
         for r in resps {
@@ -761,6 +816,25 @@ mod tests {
         assert_eq!(Response::DeleteAck(ack.clone()).encode(), want);
         assert_eq!(Response::decode(&want, &Limits::default()).expect("decode"), Response::DeleteAck(ack));
         assert!(Response::decode(&want[..want.len() - 1], &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn the_direct_messages_bytes_are_fixed() {
+        // A vector: these bytes are the format (new in this release).
+        let l = Limits::default();
+        assert_eq!(Request::Direct { connections: 3 }.encode(), [11, 3]);
+        for bad in [[11u8, 0], [11, direct::MAX_TICKETS + 1]] {
+            assert!(Request::decode(&bad, &l).is_err(), "{bad:?}");
+        }
+        let r = Response::Direct { port: 0x0102, secret: [7; 32], tickets: vec![[9; 16]] };
+        let want = [[10u8, 1, 2].as_slice(), &[7; 32], &[1], &[9; 16]].concat();
+        assert_eq!(r.encode(), want);
+        assert_eq!(Response::decode(&want, &l).expect("decode"), r);
+        for cut in 0..want.len() {
+            assert!(Response::decode(&want[..cut], &l).is_err(), "cut at {cut}");
+        }
+        let none = [[10u8, 1, 2].as_slice(), &[7; 32], &[0]].concat();
+        assert!(Response::decode(&none, &l).is_err(), "no ticket");
     }
 
     #[test]

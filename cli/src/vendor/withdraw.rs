@@ -29,7 +29,7 @@ pub(crate) fn withdraw(
     let list = api.releases(product)?;
     let found = list.releases.iter().find(|r| r.id == id).with_context(|| format!("the SPN has no release {id}"))?;
     let mut bundle = Vec::new();
-    api.bundle(&found.id, ota::BUNDLE_FORMAT, None, ota::MAX_BUNDLE as u64)?
+    ota::bundle_or_older(&api, &found.id, None, None)?
         .read_to_end(&mut bundle)
         .with_context(|| format!("reading release {id} from the SPN"))?;
     // Only the signed release is read (the rest of the bundle may grow fields).
