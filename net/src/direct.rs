@@ -43,6 +43,10 @@ const TICKETS_TOTAL: usize = 4096;
 /// Connections served at once, per peer and in all.
 const CONNS_PER_PEER: usize = direct::MAX_TICKETS as usize;
 const CONNS_TOTAL: usize = 512;
+/// Connections a client opens to one peer: fewer than the peer serves, so
+/// that one the client gave up on (the peer still finishing its answer)
+/// does not make the next one look like a refusal.
+const CLIENT_CONNS_PER_PEER: usize = 6;
 /// Connections that have not said hello yet, and how long they have.
 const HELLOS_WAITING: usize = 64;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -369,12 +373,15 @@ struct Peer {
 }
 
 impl Peer {
+    /// Nothing open or pending, and no pause to remember: a peer that
+    /// failed is kept (for its backoff) until long after its pause ended.
     fn unused(&self, now: Instant) -> bool {
-        self.open == 0
-            && self.tickets.is_empty()
-            && !self.asking
-            && self.failures == 0
-            && self.off_until.is_none_or(|t| t <= now)
+        let paused = match self.off_until {
+            None => false,
+            Some(t) if self.failures == 0 => t > now,
+            Some(t) => t + NONE_PAUSE > now,
+        };
+        self.open == 0 && self.tickets.is_empty() && !self.asking && !paused
     }
 }
 
@@ -435,7 +442,7 @@ impl Dialer {
         if let Some((c, _)) = p.idle.pop() {
             return Take::Idle(c);
         }
-        if p.open >= CONNS_PER_PEER {
+        if p.open >= CLIENT_CONNS_PER_PEER {
             return Take::No;
         }
         if let Some((addr, secret, ticket, _)) = p.tickets.pop() {
@@ -470,7 +477,9 @@ impl Dialer {
         let mut peers = self.peers();
         let p = peers.entry(peer).or_default();
         p.open = p.open.saturating_sub(1);
-        if failed {
+        // Several requests failing at once (a port that is firewalled, a
+        // peer that restarted) are one failure: the pause is set once.
+        if failed && p.off_until.is_none_or(|t| t <= Instant::now()) {
             let pause = FAILED_PAUSE.saturating_mul(1 << p.failures.min(5)).min(NONE_PAUSE);
             p.failures += 1;
             p.off_until = Some(Instant::now() + pause);

@@ -224,7 +224,8 @@ impl std::fmt::Debug for Command {
 /// libp2p connections' streams (our protocols with their framing,
 /// identify, DHT lookups, multistream negotiation, pings; Noise's handshake
 /// and framing and Yamux's frame headers are below the streams and not in
-/// it), and on the direct channel's connections (frames whole).
+/// it), and on the direct channel's connections it opened to fetch
+/// (frames whole; what a peer serves there is not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
     /// Received.
@@ -447,19 +448,6 @@ pub async fn start_with(
         answers: answers.clone(),
     });
     let mut stream_tasks = accept_streams(&mut control, &serving)?;
-    let office = match crate::direct::listen_ip(&config.listen) {
-        Some(ip) if config.direct && store.is_some() && config.role == Role::Peer => {
-            let at = std::net::SocketAddr::new(ip, config.direct_port);
-            let (office, task) = crate::direct::open_office(at, serving.clone()).await.map_err(|e| {
-                Error::Config(format!("listening for the direct channel on {at}: {e} (another --direct-port?)"))
-            })?;
-            stream_tasks.push(task);
-            Some(office)
-        }
-        _ => None,
-    };
-    let direct = config.direct.then(|| Arc::new(crate::direct::Dialer::default()));
-    let direct_addr = office.as_ref().map(|o| o.addr());
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
@@ -475,6 +463,24 @@ pub async fn start_with(
         swarm.behaviour_mut().autonat.add_server(id, Some(addr.clone()));
         swarm.dial(addr.clone()).map_err(|e| Error::Config(format!("cannot dial {addr}: {e}")))?;
     }
+    // Last of what may fail: nothing is left listening if start fails.
+    let office = match crate::direct::listen_ip(&config.listen) {
+        Some(ip) if config.direct && store.is_some() && config.role == Role::Peer => {
+            let at = std::net::SocketAddr::new(ip, config.direct_port);
+            let opened = crate::direct::open_office(at, serving.clone()).await;
+            let (office, task) = opened.map_err(|e| {
+                for t in &stream_tasks {
+                    t.abort();
+                }
+                Error::Config(format!("listening for the direct channel on {at}: {e} (another --direct-port?)"))
+            })?;
+            stream_tasks.push(task);
+            Some(office)
+        }
+        _ => None,
+    };
+    let direct = config.direct.then(|| Arc::new(crate::direct::Dialer::default()));
+    let direct_addr = office.as_ref().map(|o| o.addr());
     let (tx, rx) = mpsc::channel(64);
     let (done_tx, done_rx) = mpsc::channel(256);
     let node = EventLoop {
