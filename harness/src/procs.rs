@@ -37,6 +37,13 @@ pub fn start(exe: &Path, name: &str, logs: &Path, args: &[String], detached: boo
     for k in ENV_DEFAULTS {
         cmd.env_remove(k);
     }
+    // The log is a file for whoever looks into a slow start or a failure:
+    // what a node does (joining, listening, reachability), not only its
+    // warnings (a line per ledger block is left out). RUST_LOG, if set,
+    // says otherwise.
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info,ledger::engine=warn");
+    }
     if detached {
         cmd.process_group(0);
     }

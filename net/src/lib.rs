@@ -35,6 +35,7 @@ mod ledger;
 mod mailbox;
 mod node;
 mod ops;
+mod own_port;
 mod private;
 mod serve;
 mod stream;

@@ -531,9 +531,18 @@ fn build_swarm(
 ) -> Result<libp2p::Swarm<Behaviour>> {
     Ok(SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
-        .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
         .with_quic()
+        // TCP as `with_tcp` builds it, its dials falling back to a port of their own.
+        .with_other_transport(|key| -> std::result::Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            use libp2p::Transport as _;
+            let tcp =
+                crate::own_port::OwnPortFallback(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)));
+            Ok(tcp
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux_config()))
+        })
+        .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
         .with_relay_client(noise::Config::new, yamux_config)
         .map_err(|e| Error::Config(format!("relay transport: {e}")))?
         .with_bandwidth_metrics(registry)

@@ -1,0 +1,60 @@
+//! A node dials TCP from the port it listens on (libp2p's port reuse, for
+//! hole punching), bound on every address (`0.0.0.0:PORT`). Another
+//! program listening on that port number at another address makes that
+//! bind fail (`EADDRINUSE`): the node must still reach its bootstrap node.
+//! On a test machine, where every network shares the loopback addresses,
+//! this left a peer that no SPN ever found.
+
+use std::time::Duration;
+
+use net::{Config, Keypair, Multiaddr, Role};
+
+#[tokio::test]
+async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
+    let bk = Keypair::generate_ed25519();
+    let bid = bk.public().to_peer_id();
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
+    let (boot, _) = net::start(Config { role: Role::Bootstrap, listen: vec![listen], ..Config::default() }, bk, None)
+        .await
+        .expect("bootstrap");
+    let mut baddr = None;
+    for _ in 0..100 {
+        if let Some(a) = boot.listen_addrs().await.expect("addrs").first() {
+            baddr = Some(a.clone().with_p2p(bid).expect("p2p"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let baddr = baddr.expect("the bootstrap node listens within 2 s");
+
+    // Someone else's server on port P of another loopback address (the
+    // standard library sets SO_REUSEADDR, not SO_REUSEPORT).
+    let blocker = std::net::TcpListener::bind("127.0.0.61:0").expect("a listener on 127.0.0.61");
+    let port = blocker.local_addr().expect("its address").port();
+    let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    probe.set_reuse_address(true).expect("reuse address");
+    probe.set_reuse_port(true).expect("reuse port");
+    let wildcard: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().expect("addr");
+    assert!(
+        probe.bind(&wildcard.into()).is_err(),
+        "the kernel lets a dial take 0.0.0.0:{port}: this test shows nothing"
+    );
+    drop(probe);
+
+    // A peer listening on that port number at its own address.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = store::Store::open(dir.path(), store::Config::default()).expect("store");
+    let listen: Multiaddr = format!("/ip4/127.0.0.62/tcp/{port}").parse().expect("addr");
+    let cfg = Config { role: Role::Peer, listen: vec![listen], bootstrap: vec![baddr], ..Config::default() };
+    let (peer, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
+    let mut connected = false;
+    for _ in 0..100 {
+        if peer.connection(bid).await.expect("connection").is_some() {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(connected, "the peer on 127.0.0.62:{port} did not reach the bootstrap node within 10 s");
+    drop(blocker);
+}
