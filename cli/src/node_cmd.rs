@@ -158,6 +158,21 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
         direct_port: o.direct_port.or(file.direct_port).unwrap_or(0),
         ..Config::default()
     };
+    if let Some(port) = o.direct_port.or(file.direct_port) {
+        // The channel opens only on a peer that serves it, on the IP of a TCP listen address.
+        let why = if role == Role::Bootstrap {
+            Some("a bootstrap node stores nothing and serves no direct channel")
+        } else if !config.direct {
+            Some("the direct channel is turned off (--no-direct, IONSHARD_NO_DIRECT or the config's `direct = false`)")
+        } else if !config.listen.iter().any(|a| a.iter().any(|p| matches!(p, net::Protocol::Tcp(_)))) {
+            Some("the channel listens on the IP of a TCP --listen address, and there is none")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            bail!("direct port {port} would not be used: {why}; drop --direct-port (or `direct_port` in the config)");
+        }
+    }
     if role == Role::Bootstrap && config.listen.is_empty() {
         bail!("a bootstrap node needs a fixed address: give --listen (e.g. /ip4/0.0.0.0/tcp/4001)");
     }

@@ -181,6 +181,40 @@ fn bad_input_gets_clear_errors() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("expected 32"));
     assert!(!out.exists());
+
+    // A direct port the node would not use is an error, not silently ignored.
+    let tcp = "/ip4/127.0.0.1/tcp/0";
+    let cases: [(&[&str], &str); 3] = [
+        (&["--role", "bootstrap", "--listen", tcp], "bootstrap node"),
+        (&["--no-direct", "--listen", tcp], "turned off"),
+        (&[], "there is none"),
+    ];
+    for (extra, why) in cases {
+        let mut child = bin()
+            .args(["node", "--direct-port", "4002", "--dir"])
+            .arg(d.join("node"))
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`node --direct-port 4002 {extra:?}` started instead of refusing");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
+        assert!(!status.success());
+        assert!(err.contains("direct port 4002 would not be used") && err.contains(why), "{extra:?}: {err}");
+    }
 }
 
 #[test]
