@@ -248,7 +248,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             None => None,
         };
         let peer_id = daemon.peer_id;
-        let full: Vec<String> = daemon.listening(!listen.is_empty()).await.iter().map(ToString::to_string).collect();
+        let full: Vec<String> = daemon.listening(&addrs(&listen, "--listen")?).await.iter().map(ToString::to_string).collect();
         if o.json {
             let direct = daemon.client.direct_addr().map(|a| a.to_string());
             println!("{}", json!({ "peer_id": peer_id.to_string(), "role": format!("{role:?}").to_lowercase(), "listen": full, "direct": direct, "dir": dir.display().to_string() }));
