@@ -6,6 +6,8 @@
 #
 #   benches/speed.sh [MIB] [BASE_REV]     (defaults: 256, and the commit
 #                                          issue 12's work started from)
+#   IONSHARD_PROFILE=device benches/speed.sh   (this side built as a device's
+#                                          binary is: --profile device)
 #
 # nginx comes from Debian's packages (nginx-light), installed if missing.
 # The base build goes to target/bench-base (a first build takes minutes).
@@ -25,6 +27,8 @@ if [ "$(cat "$base/REV" 2>/dev/null)" != "$BASE_REV" ]; then
     cargo build -q --release --locked -p ionshard --manifest-path "$base/src/Cargo.toml" --target-dir "$base" >&2
     echo "$BASE_REV" > "$base/REV"
 fi
-cargo build -q --release -p ionshard
+# IONSHARD_PROFILE=device measures the build a device runs (Cargo.toml).
+PROFILE=${IONSHARD_PROFILE:-release}
+cargo build -q --profile "$PROFILE" -p ionshard
 cargo build -q --release -p ionshard-benches --example speed
-target/release/examples/speed --mib "$MIB" --base "$base/release/ionshard"
+IONSHARD_BIN="target/$PROFILE/ionshard" target/release/examples/speed --mib "$MIB" --base "$base/release/ionshard"
