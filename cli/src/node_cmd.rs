@@ -85,7 +85,7 @@ pub(crate) struct NodeOpts {
     /// against the producers; blocks before it are then not held here).
     #[arg(long, requires = "genesis")]
     pub(crate) no_snapshot: bool,
-    /// TCP port of the direct channel, on the IP of the first TCP --listen
+    /// TCP port of the direct channel, on the IP of each TCP --listen
     /// address: devices fetch ranges there outside libp2p, which costs them
     /// and this node less CPU per byte (open it in a firewall beside
     /// libp2p's port) [default: any free port].

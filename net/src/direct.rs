@@ -204,52 +204,86 @@ impl Office {
     }
 }
 
-/// Listen for the direct channel at `at` (port 0: a free one) and serve it with
-/// `ctx` until the node stops.
+/// A listening socket for the direct channel at `at`; an IPv6 one takes
+/// IPv6 only (beside an IPv4 one on the same port, as libp2p's listeners).
+fn listener(at: SocketAddr) -> io::Result<TcpListener> {
+    let domain = if at.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if at.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&at.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Listen for the direct channel on each of `ips` (the node's TCP listen
+/// addresses' IPs), on `port` (0: a free one, the same on every IP), and
+/// serve it with `ctx` until the node stops. The first IP must open; one
+/// of the others that will not (its port taken there) is left out, said in
+/// the log: clients that reach the node there fall back to libp2p.
 pub(crate) async fn open_office(
-    at: SocketAddr,
+    ips: &[IpAddr],
+    port: u16,
     ctx: Arc<Serving>,
 ) -> io::Result<(Arc<Office>, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(at).await?;
-    let addr = listener.local_addr()?;
+    let Some(first) = ips.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no IP to listen on"));
+    };
+    let first = listener(SocketAddr::new(*first, port))?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for ip in &ips[1..] {
+        match listener(SocketAddr::new(*ip, addr.port())) {
+            Ok(l) => listeners.push(l),
+            Err(e) => tracing::warn!("no direct channel on {ip} port {}: {e} (clients there use libp2p)", addr.port()),
+        }
+    }
     let office = Arc::new(Office {
         addr,
         books: Mutex::new(Books::default()),
         hellos: tokio::sync::Semaphore::new(HELLOS_WAITING),
     });
-    let o = office.clone();
-    // The connections' tasks live in the accept loop's set: when the node
-    // stops (the loop is aborted), they stop with it and let go of the store.
+    // The connections' tasks live in their accept loop's set: when the node
+    // stops (the task is aborted), they stop with it and let go of the store.
+    let loops: Vec<_> = listeners.into_iter().map(|l| accept(l, office.clone(), ctx.clone())).collect();
     let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            };
-            let Ok((tcp, _)) = accepted else {
-                // Out of descriptors, most likely: breathe, then go on.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            // Strangers who connect and say nothing hold a bounded number
-            // of places, for a bounded time.
-            let Ok(waiting) = o.hellos.try_acquire() else { continue };
-            let (o, ctx) = (o.clone(), ctx.clone());
-            waiting.forget();
-            conns.spawn(async move {
-                let mut seat = Seat { office: o.clone(), waiting: true, peer: None };
-                let redeemed = hello(&o, tcp).await;
-                seat.waiting = false;
-                o.hellos.add_permits(1);
-                if let Some((peer, conn)) = redeemed {
-                    seat.peer = Some(peer);
-                    serve(&ctx, peer, conn).await;
-                }
-            });
-        }
+        futures::future::join_all(loops).await;
     });
     Ok((office, task))
+}
+
+/// Take the connections of one listener, each served on a task of its own.
+async fn accept(listener: TcpListener, o: Arc<Office>, ctx: Arc<Serving>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Ok((tcp, _)) = accepted else {
+            // Out of descriptors, most likely: breathe, then go on.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        // Strangers who connect and say nothing hold a bounded number
+        // of places, for a bounded time.
+        let Ok(waiting) = o.hellos.try_acquire() else { continue };
+        let (o, ctx) = (o.clone(), ctx.clone());
+        waiting.forget();
+        conns.spawn(async move {
+            let mut seat = Seat { office: o.clone(), waiting: true, peer: None };
+            let redeemed = hello(&o, tcp).await;
+            seat.waiting = false;
+            o.hellos.add_permits(1);
+            if let Some((peer, conn)) = redeemed {
+                seat.peer = Some(peer);
+                serve(&ctx, peer, conn).await;
+            }
+        });
+    }
 }
 
 /// A connection's place in the office: given back however its task ends
@@ -648,8 +682,37 @@ fn ip_of(addr: &libp2p::Multiaddr) -> Option<IpAddr> {
     })
 }
 
-/// The address to listen on for the direct channel: that of the node's
-/// first TCP listen address.
-pub(crate) fn listen_ip(listen: &[libp2p::Multiaddr]) -> Option<IpAddr> {
-    listen.iter().find(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))).and_then(ip_of)
+/// The IPs to listen on for the direct channel: those of the node's TCP
+/// listen addresses, each once, in their order; an unspecified one
+/// (0.0.0.0, ::) stands for the others of its family.
+pub(crate) fn listen_ips(listen: &[libp2p::Multiaddr]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ip in
+        listen.iter().filter(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))).filter_map(ip_of)
+    {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    let any: Vec<IpAddr> = ips.iter().copied().filter(IpAddr::is_unspecified).collect();
+    ips.retain(|ip| ip.is_unspecified() || !any.iter().any(|a| a.is_ipv4() == ip.is_ipv4()));
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_ips;
+
+    fn ips(listen: &[&str]) -> Vec<String> {
+        let addrs: Vec<libp2p::Multiaddr> = listen.iter().map(|a| a.parse().expect("multiaddr")).collect();
+        listen_ips(&addrs).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_channel_listens_on_each_tcp_ip_once_an_unspecified_one_standing_for_its_family() {
+        let both = ["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/udp/1/quic-v1", "/ip6/::1/tcp/2", "/ip4/127.0.0.1/tcp/3"];
+        assert_eq!(ips(&both), ["127.0.0.1", "::1"]);
+        assert_eq!(ips(&["/ip4/10.0.0.1/tcp/1", "/ip4/0.0.0.0/tcp/2", "/ip6/::1/tcp/3"]), ["0.0.0.0", "::1"]);
+        assert!(ips(&["/ip4/127.0.0.1/udp/1/quic-v1"]).is_empty());
+    }
 }

@@ -78,8 +78,8 @@ pub struct Config {
     /// its own beside libp2p's, a client uses it where a peer offers it.
     /// Off: everything on libp2p, as before.
     pub direct: bool,
-    /// The direct channel's TCP port on the first TCP listen address's IP
-    /// (open it in a firewall beside libp2p's); 0: any free port.
+    /// The direct channel's TCP port, the same on each TCP listen address's
+    /// IP (open it in a firewall beside libp2p's); 0: any free port.
     pub direct_port: u16,
 }
 
@@ -464,10 +464,11 @@ pub async fn start_with(
         swarm.dial(addr.clone()).map_err(|e| Error::Config(format!("cannot dial {addr}: {e}")))?;
     }
     // Last of what may fail: nothing is left listening if start fails.
-    let office = match crate::direct::listen_ip(&config.listen) {
+    let ips = crate::direct::listen_ips(&config.listen);
+    let office = match ips.first() {
         Some(ip) if config.direct && store.is_some() && config.role == Role::Peer => {
-            let at = std::net::SocketAddr::new(ip, config.direct_port);
-            let opened = crate::direct::open_office(at, serving.clone()).await;
+            let at = std::net::SocketAddr::new(*ip, config.direct_port);
+            let opened = crate::direct::open_office(&ips, config.direct_port, serving.clone()).await;
             let (office, task) = opened.map_err(|e| {
                 for t in &stream_tasks {
                     t.abort();

@@ -36,6 +36,11 @@ struct Net {
 }
 
 async fn net(direct: bool, n: usize) -> Net {
+    net_on(direct, n, &["/ip4/127.0.0.1/tcp/0"]).await
+}
+
+/// The same, the peer listening on `listens`.
+async fn net_on(direct: bool, n: usize, listens: &[&str]) -> Net {
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
     let bk = Keypair::generate_ed25519();
     let bid = bk.public().to_peer_id();
@@ -50,7 +55,7 @@ async fn net(direct: bool, n: usize) -> Net {
     let (s, _) = store::Store::open(dir.path(), store::Config::default()).expect("store");
     let cfg = Config {
         role: Role::Peer,
-        listen: vec![listen],
+        listen: listens.iter().map(|a| a.parse().expect("addr")).collect(),
         bootstrap: vec![baddr.clone()],
         trust: vec![ck.public().to_peer_id()],
         direct,
@@ -106,7 +111,11 @@ async fn read_frame(tcp: &mut TcpStream, opener: &mut direct::Opener) -> (Kind, 
 }
 
 async fn connect(port: u16, ticket: &[u8; 16]) -> TcpStream {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    connect_at("127.0.0.1", port, ticket).await
+}
+
+async fn connect_at(ip: &str, port: u16, ticket: &[u8; 16]) -> TcpStream {
+    let mut tcp = TcpStream::connect((ip, port)).await.expect("connect");
     tcp.write_all(&direct::hello(ticket)).await.expect("hello");
     tcp
 }
@@ -132,6 +141,29 @@ async fn ranges_travel_on_the_direct_channel_verified_and_on_libp2p_where_a_peer
         } else {
             assert_eq!(t.direct_inbound, 0, "a peer without the channel is asked on libp2p: {t:?}");
         }
+    }
+}
+
+/// A peer listening on IPv4 and IPv6 serves the channel on both, on one
+/// port: a device that reaches it over IPv6 is not sent back to libp2p.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_channel_opens_on_every_ip_the_peer_listens_on() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback (::1)");
+        return;
+    }
+    let n = net_on(true, 1, &["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"]).await;
+    let (cid, bytes) = n.shards[0].clone();
+    let (port, secret, t) = tickets(&n.client, n.peer, 2).await;
+    let ask = Request::Ranges { cid, ranges: vec![0..1024] }.encode();
+    for (ip, ticket) in ["127.0.0.1", "::1"].into_iter().zip(&t) {
+        let mut tcp = connect_at(ip, port, ticket).await;
+        let (mut s, mut o) = direct::keys(&secret, ticket, true);
+        send_frame(&mut tcp, &mut s, Kind::Request, &ask).await;
+        let (kind, proof) = read_frame(&mut tcp, &mut o).await;
+        assert_eq!(kind, Kind::Proof, "on {ip}");
+        let got = chunker::proof::verify(&cid, LEN as u64, &[0..1024], &proof).expect("the proof verifies");
+        assert_eq!(got[0], bytes[..1024], "on {ip}");
     }
 }
 
