@@ -12,17 +12,6 @@ use net::{Client, Config, Keypair, Multiaddr, PeerId, Role};
 
 const IN_FLIGHT: usize = 8;
 
-async fn addrs(c: &Client) -> Vec<Multiaddr> {
-    for _ in 0..100 {
-        let a = c.listen_addrs().await.expect("addrs");
-        if !a.is_empty() {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no listen address");
-}
-
 fn shards(n: usize, len: usize, seed: u64) -> Vec<(Cid, Vec<u8>)> {
     (0..n)
         .map(|i| {
@@ -46,7 +35,14 @@ async fn setup(listen: &str) -> (Client, PeerId, tempfile::TempDir) {
         net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
             .await
             .expect("boot");
-    let baddr = addrs(&boot).await[0].clone().with_p2p(bid).expect("p2p");
+    let baddr = boot
+        .listening(std::slice::from_ref(&listen), Duration::from_secs(5))
+        .await
+        .first()
+        .cloned()
+        .expect("the bootstrap node listens within 5 s")
+        .with_p2p(bid)
+        .expect("p2p");
     std::mem::forget(boot);
     let ck = Keypair::generate_ed25519();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -164,7 +164,7 @@ pub(crate) fn node(o: NodeOpts) -> Result<()> {
             Some("a bootstrap node stores nothing and serves no direct channel")
         } else if !config.direct {
             Some("the direct channel is turned off (--no-direct, IONSHARD_NO_DIRECT or the config's `direct = false`)")
-        } else if !config.listen.iter().any(|a| a.iter().any(|p| matches!(p, net::Protocol::Tcp(_)))) {
+        } else if net::direct_ips(&config.listen).is_empty() {
             Some("the channel listens on the IP of a TCP --listen address, and there is none")
         } else {
             None

@@ -99,21 +99,11 @@ impl Daemon {
         Ok(Daemon { client, peer_id, node, chores })
     }
 
-    /// The addresses it listens on, each ending in `/p2p/<peer id>`; waits
-    /// up to 5 s until each of `listen` (what it was told to listen on) has
-    /// one of its kind: the transports report theirs one by one, in no set
-    /// order (TCP's may come after QUIC's).
+    /// The addresses it listens on, each ending in `/p2p/<peer id>`, once
+    /// each of `listen` has one (at most 5 s: [`Client::listening`]).
     pub async fn listening(&self, listen: &[Multiaddr]) -> Vec<Multiaddr> {
-        let kind = |a: &Multiaddr| a.iter().map(|p| p.tag()).collect::<Vec<_>>();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let a = self.client.listen_addrs().await.unwrap_or_default();
-            let all = listen.iter().all(|l| a.iter().any(|x| kind(x) == kind(l)));
-            if all || Instant::now() > deadline {
-                return a.into_iter().map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.peer_id))).collect();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let a = self.client.listening(listen, Duration::from_secs(5)).await;
+        a.into_iter().map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.peer_id))).collect()
     }
 
     /// Stop: finish the requests in flight, then end.

@@ -685,7 +685,7 @@ fn ip_of(addr: &libp2p::Multiaddr) -> Option<IpAddr> {
 /// The IPs to listen on for the direct channel: those of the node's TCP
 /// listen addresses, each once, in their order; an unspecified one
 /// (0.0.0.0, ::) stands for the others of its family.
-pub(crate) fn listen_ips(listen: &[libp2p::Multiaddr]) -> Vec<IpAddr> {
+pub fn listen_ips(listen: &[libp2p::Multiaddr]) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = Vec::new();
     for ip in
         listen.iter().filter(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))).filter_map(ip_of)

@@ -43,6 +43,7 @@ mod stream;
 pub use answers::{Answers, Honest};
 pub use buffers::recycle;
 pub use daemon::{Daemon, client_config, join, reachability_line};
+pub use direct::listen_ips as direct_ips;
 pub use error::{Error, Result};
 pub use identity::load_or_create_key;
 pub use ledger::Gossip;

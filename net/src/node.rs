@@ -348,6 +348,23 @@ impl Client {
         self.ask(|reply| Command::ListenAddrs { reply }).await
     }
 
+    /// The addresses it listens on once each of `listen` (what it was told
+    /// to listen on) has one of its kind, or what it has after `within`:
+    /// the transports report theirs one by one, in no set order (TCP's may
+    /// come after QUIC's).
+    pub async fn listening(&self, listen: &[Multiaddr], within: Duration) -> Vec<Multiaddr> {
+        let kind = |a: &Multiaddr| a.iter().map(|p| p.tag()).collect::<Vec<_>>();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let a = self.listen_addrs().await.unwrap_or_default();
+            let all = listen.iter().all(|l| a.iter().any(|x| kind(x) == kind(l)));
+            if all || tokio::time::Instant::now() > deadline {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Whether this node is connected to `peer`, and whether through a relay.
     pub async fn connection(&self, peer: PeerId) -> Result<Option<bool>> {
         self.ask(|reply| Command::Connection { peer, reply }).await

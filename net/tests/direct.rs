@@ -15,17 +15,6 @@ use tokio::net::TcpStream;
 
 const LEN: usize = 1 << 20;
 
-async fn addrs(c: &Client) -> Vec<Multiaddr> {
-    for _ in 0..100 {
-        let a = c.listen_addrs().await.expect("addrs");
-        if !a.is_empty() {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no listen address after 2 s");
-}
-
 /// A bootstrap node, a peer with a store (the direct channel on or off),
 /// and a client it trusts that has stored `n` shards of 1 MiB on it.
 struct Net {
@@ -48,7 +37,14 @@ async fn net_on(direct: bool, n: usize, listens: &[&str]) -> Net {
         net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
             .await
             .expect("bootstrap");
-    let baddr = addrs(&boot).await[0].clone().with_p2p(bid).expect("p2p");
+    let baddr = boot
+        .listening(std::slice::from_ref(&listen), Duration::from_secs(5))
+        .await
+        .first()
+        .cloned()
+        .expect("the bootstrap node listens within 5 s")
+        .with_p2p(bid)
+        .expect("p2p");
     std::mem::forget(boot);
     let ck = Keypair::generate_ed25519();
     let dir = tempfile::tempdir().expect("tempdir");

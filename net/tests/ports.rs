@@ -14,18 +14,12 @@ async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
     let bk = Keypair::generate_ed25519();
     let bid = bk.public().to_peer_id();
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
-    let (boot, _) = net::start(Config { role: Role::Bootstrap, listen: vec![listen], ..Config::default() }, bk, None)
-        .await
-        .expect("bootstrap");
-    let mut baddr = None;
-    for _ in 0..100 {
-        if let Some(a) = boot.listen_addrs().await.expect("addrs").first() {
-            baddr = Some(a.clone().with_p2p(bid).expect("p2p"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let baddr = baddr.expect("the bootstrap node listens within 2 s");
+    let (boot, _) =
+        net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
+            .await
+            .expect("bootstrap");
+    let baddr = boot.listening(&[listen], Duration::from_secs(5)).await;
+    let baddr = baddr.first().cloned().expect("the bootstrap node listens within 5 s").with_p2p(bid).expect("p2p");
 
     // Someone else's server on port P of another loopback address (the
     // standard library sets SO_REUSEADDR, not SO_REUSEPORT).
