@@ -231,3 +231,29 @@ fn replication_k1_writes_one_file_per_segment_and_restores() {
     json(&unchunk(d, cap, &out, &[]));
     assert_eq!(std::fs::read(&out).expect("restored"), std::fs::read(&v1).expect("v1"));
 }
+
+/// `cli/layout/fetch.ld` goes to the linker only in optimised builds (which
+/// the tests are not), so its form is checked here: a line the linker
+/// script's lexer would split, or a section the script would not place,
+/// would break or silently undo every release build.
+#[test]
+fn the_fetch_layout_is_a_script_the_linker_reads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("layout/fetch.ld");
+    let text = std::fs::read_to_string(&path).expect("cli/layout/fetch.ld (scripts/fetch-layout.sh makes it)");
+    let body = text.split_once("*/").expect("the file opens with a comment saying where it came from").1;
+    let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.first(), Some(&"SECTIONS {"));
+    assert_eq!(lines.get(1), Some(&"  .text.hot : {"));
+    assert_eq!(lines.iter().rev().take(2).copied().collect::<Vec<_>>(), ["} INSERT BEFORE .text;", "  }"]);
+    let names = &lines[2..lines.len() - 2];
+    assert!(names.len() > 1000, "only {} functions: was the profiled fetch cut short?", names.len());
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_$.*".contains(&b));
+    for line in names {
+        let inner = line.strip_prefix("    *(").and_then(|l| l.strip_suffix(')'));
+        let (plain, cold) =
+            inner.and_then(|l| l.split_once(' ')).unwrap_or_else(|| panic!("not a section line: {line}"));
+        let name = plain.strip_prefix(".text.").unwrap_or_else(|| panic!("not a .text section: {line}"));
+        assert_eq!(cold.strip_prefix(".text.unlikely."), Some(name), "{line}");
+        assert!(token(name), "a name the linker would not read as one pattern: {line}");
+    }
+}
