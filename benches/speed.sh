@@ -34,8 +34,10 @@ cargo build -q --release -p ionshard-benches --example speed
 # The fetch path's code layout (cli/build.rs): how much of what
 # cli/layout/fetch.ld lists this build placed. Far less means the file is
 # stale (a version bump, a toolchain or dependency change): rerun
-# scripts/fetch-layout.sh.
+# scripts/fetch-layout.sh [PROFILE].
 placed=$(readelf -SW "target/$PROFILE/ionshard" | awk '{for (i = 1; i <= NF; i++) if ($i == ".text.hot") print $(i + 4)}')
-listed=$(sed -n 's/.* \([0-9.]*\) MiB of code.*/\1/p' cli/layout/fetch.ld)
-python3 -c 'import sys; p = int(sys.argv[1] or "0", 16) / 2**20; print(f"code layout: {p:.2f} MiB placed together of the {sys.argv[2]} MiB cli/layout/fetch.ld lists")' "$placed" "$listed"
+layout=cli/layout/fetch-$PROFILE.ld
+[ -f "$layout" ] || layout=cli/layout/fetch.ld
+listed=$(sed -n 's/.* \([0-9.]*\) MiB of code.*/\1/p' "$layout")
+python3 -c 'import sys; p = int(sys.argv[1] or "0", 16) / 2**20; print(f"code layout: {p:.2f} MiB placed together of the {sys.argv[2]} MiB {sys.argv[3]} lists")' "$placed" "$listed" "$layout"
 IONSHARD_BIN="target/$PROFILE/ionshard" target/release/examples/speed --mib "$MIB" --base "$base/release/ionshard"

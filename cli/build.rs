@@ -5,8 +5,9 @@
 //! one binary for every role, the 3 MiB of functions a fetch runs were
 //! spread over 16 MiB of `.text`, and that much counted in the device's
 //! RSS. `layout/fetch.ld` names those functions (made by
-//! `scripts/fetch-layout.sh` from a profiled fetch); the linker puts them
-//! in one section, `.text.hot`, ahead of the rest. Names the file lists
+//! `scripts/fetch-layout.sh` from a profiled fetch; `fetch-device.ld` for
+//! the device profile, whose symbols carry other hashes); the linker puts
+//! them in one section, `.text.hot`, ahead of the rest. Names the file lists
 //! that this build lacks are skipped: a stale file costs memory, never
 //! correctness.
 #![allow(missing_docs)]
@@ -15,8 +16,17 @@ use std::env;
 use std::path::Path;
 
 fn main() {
-    let layout = Path::new("layout/fetch.ld");
-    println!("cargo:rerun-if-changed={}", layout.display());
+    println!("cargo:rerun-if-changed=layout");
+    // A profile's symbols carry its own hashes: `layout/fetch-PROFILE.ld`
+    // where the script was run on that profile's build, else release's.
+    // The profile is the directory above `build/` in OUT_DIR.
+    let out = env::var("OUT_DIR").unwrap_or_default();
+    let profile = Path::new(&out).ancestors().nth(3).and_then(|p| p.file_name()).and_then(|p| p.to_str());
+    let own = profile.map(|p| format!("layout/fetch-{p}.ld"));
+    let layout = match own.as_deref().map(Path::new) {
+        Some(own) if own.exists() => own,
+        _ => Path::new("layout/fetch.ld"),
+    };
     let linux = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
     // Debug builds are for tests: leave their link as it was.
     let optimised = env::var("OPT_LEVEL").is_ok_and(|o| o != "0");

@@ -3,9 +3,12 @@
 # install a release, which the linker lays out together in optimised builds
 # (cli/build.rs says why: the fetcher's RSS).
 #
-# Usage: scripts/fetch-layout.sh      (about 5 minutes; installs valgrind if missing)
+# Usage: scripts/fetch-layout.sh [PROFILE]   (about 5 minutes; installs valgrind if missing)
+#   release (the default) writes cli/layout/fetch.ld, which every profile
+#   falls back to; another profile (device) writes cli/layout/fetch-PROFILE.ld,
+#   since its symbols carry other hashes.
 #
-# It builds the release binary, starts a sandbox network, publishes two
+# It builds the binary of that profile, starts a sandbox network, publishes two
 # versions of a 32 MiB image and runs, under valgrind's callgrind, what a
 # device runs: `fetch` of the first and `update` to each (the second as a
 # delta against the first). Every function callgrind saw run that the binary
@@ -21,12 +24,15 @@ if ! command -v valgrind >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 fi
-cargo build --release -q -p ionshard
-bin=$PWD/target/release/ionshard
+build=${1:-release}
+out=cli/layout/fetch.ld
+[ "$build" = release ] || out=cli/layout/fetch-$build.ld
+cargo build --profile "$build" -q -p ionshard
+bin=$PWD/target/$build/ionshard
 work=$(mktemp -d "${TMPDIR:-/tmp}/ionshard-layout.XXXXXX")
 cleanup() {
     "$bin" sandbox down --dir "$work/sb" >/dev/null 2>&1 || true
-    rm -rf "$work"
+    rm -rf "$work" "$out.tmp"
 }
 trap cleanup EXIT
 
@@ -59,7 +65,7 @@ profile update1 update --release box@1.0.1 "${dev[@]}" --json
 profile update2 update --release box@latest "${dev[@]}" --json
 
 nm -S --defined-only "$bin" >"$work/nm.txt"
-python3 - "$work" "$(rustc --version)" >cli/layout/fetch.ld <<'EOF'
+python3 - "$work" "$(rustc --version), profile $build" >"$out.tmp" <<'EOF'
 import collections, glob, re, sys
 work, rustc = sys.argv[1], sys.argv[2]
 size = {}
@@ -109,4 +115,5 @@ for line in sorted(set(lines)):
 print("  }\n} INSERT BEFORE .text;")
 print(f"{len(hot)} functions, {total / 2**20:.2f} MiB, {len(set(lines))} lines", file=sys.stderr)
 EOF
-echo "wrote cli/layout/fetch.ld" >&2
+mv "$out.tmp" "$out"
+echo "wrote $out" >&2

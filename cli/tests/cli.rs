@@ -232,14 +232,26 @@ fn replication_k1_writes_one_file_per_segment_and_restores() {
     assert_eq!(std::fs::read(&out).expect("restored"), std::fs::read(&v1).expect("v1"));
 }
 
-/// `cli/layout/fetch.ld` goes to the linker only in optimised builds (which
-/// the tests are not), so its form is checked here: a line the linker
+/// `cli/layout/*.ld` go to the linker only in optimised builds (which the
+/// tests are not), so their form is checked here: a line the linker
 /// script's lexer would split, or a section the script would not place,
 /// would break or silently undo every release build.
 #[test]
 fn the_fetch_layout_is_a_script_the_linker_reads() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("layout/fetch.ld");
-    let text = std::fs::read_to_string(&path).expect("cli/layout/fetch.ld (scripts/fetch-layout.sh makes it)");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("layout");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("cli/layout (scripts/fetch-layout.sh makes it)")
+        .map(|e| e.expect("a layout file").path())
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("fetch.ld")), "release's layout, the one every profile falls back to");
+    for path in files {
+        assert_eq!(path.extension().and_then(|e| e.to_str()), Some("ld"), "{}", path.display());
+        linker_script(&std::fs::read_to_string(&path).expect("a layout file"));
+    }
+}
+
+fn linker_script(text: &str) {
     let body = text.split_once("*/").expect("the file opens with a comment saying where it came from").1;
     let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.first(), Some(&"SECTIONS {"));
