@@ -29,20 +29,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn setup(listen: &str) -> (Client, PeerId, tempfile::TempDir) {
     let bk = Keypair::generate_ed25519();
-    let bid = bk.public().to_peer_id();
     let listen: Multiaddr = listen.parse().expect("addr");
     let (boot, _) =
         net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
             .await
             .expect("boot");
     let baddr = boot
-        .listening(std::slice::from_ref(&listen), Duration::from_secs(5))
+        .dial_addrs(std::slice::from_ref(&listen), Duration::from_secs(5))
         .await
         .first()
         .cloned()
-        .expect("the bootstrap node listens within 5 s")
-        .with_p2p(bid)
-        .expect("p2p");
+        .expect("the bootstrap node listens within 5 s");
     std::mem::forget(boot);
     let ck = Keypair::generate_ed25519();
     let dir = tempfile::tempdir().expect("tempdir");

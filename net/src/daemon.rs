@@ -102,8 +102,7 @@ impl Daemon {
     /// The addresses it listens on, each ending in `/p2p/<peer id>`, once
     /// each of `listen` has one (at most 5 s: [`Client::listening`]).
     pub async fn listening(&self, listen: &[Multiaddr]) -> Vec<Multiaddr> {
-        let a = self.client.listening(listen, Duration::from_secs(5)).await;
-        a.into_iter().map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.peer_id))).collect()
+        self.client.dial_addrs(listen, Duration::from_secs(5)).await
     }
 
     /// Stop: finish the requests in flight, then end.

@@ -365,6 +365,13 @@ impl Client {
         }
     }
 
+    /// [`Client::listening`], each address ending in this node's `/p2p/ID`:
+    /// what another node dials to reach it.
+    pub async fn dial_addrs(&self, listen: &[Multiaddr], within: Duration) -> Vec<Multiaddr> {
+        let id = self.peer_id;
+        self.listening(listen, within).await.into_iter().map(|a| a.with(libp2p::multiaddr::Protocol::P2p(id))).collect()
+    }
+
     /// Whether this node is connected to `peer`, and whether through a relay.
     pub async fn connection(&self, peer: PeerId) -> Result<Option<bool>> {
         self.ask(|reply| Command::Connection { peer, reply }).await

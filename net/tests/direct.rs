@@ -32,19 +32,16 @@ async fn net(direct: bool, n: usize) -> Net {
 async fn net_on(direct: bool, n: usize, listens: &[&str]) -> Net {
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
     let bk = Keypair::generate_ed25519();
-    let bid = bk.public().to_peer_id();
     let (boot, _) =
         net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
             .await
             .expect("bootstrap");
     let baddr = boot
-        .listening(std::slice::from_ref(&listen), Duration::from_secs(5))
+        .dial_addrs(std::slice::from_ref(&listen), Duration::from_secs(5))
         .await
         .first()
         .cloned()
-        .expect("the bootstrap node listens within 5 s")
-        .with_p2p(bid)
-        .expect("p2p");
+        .expect("the bootstrap node listens within 5 s");
     std::mem::forget(boot);
     let ck = Keypair::generate_ed25519();
     let dir = tempfile::tempdir().expect("tempdir");

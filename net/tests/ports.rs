@@ -18,8 +18,8 @@ async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
         net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
             .await
             .expect("bootstrap");
-    let baddr = boot.listening(&[listen], Duration::from_secs(5)).await;
-    let baddr = baddr.first().cloned().expect("the bootstrap node listens within 5 s").with_p2p(bid).expect("p2p");
+    let baddr = boot.dial_addrs(&[listen], Duration::from_secs(5)).await;
+    let baddr = baddr.first().cloned().expect("the bootstrap node listens within 5 s");
 
     // Someone else's server on port P of another loopback address (the
     // standard library sets SO_REUSEADDR, not SO_REUSEPORT).
