@@ -156,9 +156,14 @@ impl Entry {
 
     /// The stored path as bytes (relative: no leading '/').
     pub fn path_bytes(&self) -> Vec<u8> {
+        self.path_key().into_owned()
+    }
+
+    /// The path's bytes, borrowed where they are stored as text.
+    pub(crate) fn path_key(&self) -> std::borrow::Cow<'_, [u8]> {
         match &self.path_hex {
-            Some(h) => data_encoding::HEXLOWER.decode(h.as_bytes()).unwrap_or_default(),
-            None => self.path.as_bytes().to_vec(),
+            Some(h) => data_encoding::HEXLOWER.decode(h.as_bytes()).unwrap_or_default().into(),
+            None => self.path.as_bytes().into(),
         }
     }
 
@@ -234,9 +239,16 @@ impl Tree {
     }
 
     /// The stored bytes.
+    ///
+    /// The JSON goes straight into the compressor: never whole in memory
+    /// (about 400 bytes per entry, 21 MB for 52,000 files).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::format("tree", e))?;
-        zstd::bulk::compress(&json, 3).map_err(|e| Error::format("tree", e))
+        let mut z = zstd::stream::Encoder::new(Vec::new(), 3).map_err(|e| Error::format("tree", e))?;
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, &mut z);
+        serde_json::to_writer(&mut w, self).map_err(|e| Error::format("tree", e))?;
+        std::io::Write::flush(&mut w).map_err(|e| Error::format("tree", e))?;
+        drop(w);
+        z.finish().map_err(|e| Error::format("tree", e))
     }
 
     /// A tree from its stored bytes, checked.

@@ -367,7 +367,7 @@ impl Spn {
     {
         let path = format!("/v1/encoded/{job}/segments?len={len}&k={k}");
         let what = format!("PUT {path}");
-        let body = ureq::SendBody::from_owned_reader(Shards { shards, at: 0, pos: 0 });
+        let body = ureq::SendBody::from_owned_reader(Shards::new(shards));
         let r = self
             .with_auth(self.agent.put(format!("{}{path}", self.base)))
             .header("Content-Type", "application/octet-stream")
@@ -591,15 +591,25 @@ impl Spn {
 }
 
 /// Shards read one after another, as one body.
+/// A segment's shards as one request body. Each shard is dropped as soon as
+/// it has been read out: the SPN places the segment after it has the whole
+/// body, and a backup client's next segment is coded meanwhile, so holding
+/// the sent one until the answer came would keep a whole segment (16 MiB at
+/// 10+10) resident for nothing.
 struct Shards<S> {
-    shards: Vec<S>,
-    at: usize,
+    shards: std::collections::VecDeque<S>,
     pos: usize,
+}
+
+impl<S> Shards<S> {
+    fn new(shards: Vec<S>) -> Shards<S> {
+        Shards { shards: shards.into(), pos: 0 }
+    }
 }
 
 impl<S: AsRef<[u8]>> Read for Shards<S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some(s) = self.shards.get(self.at) {
+        while let Some(s) = self.shards.front() {
             let s = s.as_ref();
             if self.pos < s.len() {
                 let n = (s.len() - self.pos).min(buf.len());
@@ -607,7 +617,7 @@ impl<S: AsRef<[u8]>> Read for Shards<S> {
                 self.pos += n;
                 return Ok(n);
             }
-            self.at += 1;
+            self.shards.pop_front();
             self.pos = 0;
         }
         Ok(0)
