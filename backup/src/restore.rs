@@ -144,35 +144,78 @@ fn check_target(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Make sure every parent of `rel` under `root` is a real directory (never
-/// a symlink) that only this user can change.
-fn real_parents(root: &Path, rel: &Path) -> Result<()> {
-    let mut at = root.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for c in &parts[..parts.len().saturating_sub(1)] {
-        at.push(c);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() && !only_ours(&m) => {
-                return Err(Error::Outside {
-                    path: rel.display().to_string(),
-                    why: format!("{} can be written by other users: not written through", at.display()),
-                });
+/// The target's directories, each checked once per restore.
+struct Parents<'a> {
+    root: &'a Path,
+    /// Directories under `root` found (or made) real and only this user's,
+    /// with all their parents. No other user can change them afterwards
+    /// (that is what was checked), so they need no second look: checking
+    /// every parent of every file was 12 `statx` calls per file of the
+    /// toolchain's tree, each walking the whole path.
+    checked: std::sync::Mutex<HashSet<PathBuf>>,
+}
+
+impl<'a> Parents<'a> {
+    fn new(root: &'a Path) -> Parents<'a> {
+        Parents { root, checked: Default::default() }
+    }
+
+    fn checked(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.checked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make sure every parent of `rel` under the root is a real directory
+    /// (never a symlink) that only this user can change, making the
+    /// missing ones.
+    fn ensure(&self, rel: &Path) -> Result<()> {
+        let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else { return Ok(()) };
+        if self.checked().contains(parent) {
+            return Ok(());
+        }
+        let (mut at, mut rel_at) = (self.root.to_path_buf(), PathBuf::new());
+        for c in parent.components() {
+            at.push(c);
+            rel_at.push(c);
+            if self.checked().contains(&rel_at) {
+                continue;
             }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+            let m = match std::fs::symlink_metadata(&at) {
+                Ok(m) => m,
+                Err(_) => {
+                    use std::os::unix::fs::DirBuilderExt;
+                    match std::fs::DirBuilder::new().mode(0o700).create(&at) {
+                        Ok(()) => {
+                            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
+                                .map_err(Error::file("creating", &at))?;
+                            continue;
+                        }
+                        // Made meanwhile by another of this restore's threads: look again.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            std::fs::symlink_metadata(&at).map_err(Error::file("reading", &at))?
+                        }
+                        Err(e) => return Err(Error::File { what: "creating", path: at, source: e }),
+                    }
+                }
+            };
+            if !m.is_dir() {
                 return Err(Error::Outside {
                     path: rel.display().to_string(),
                     why: format!("{} is not a directory (a symlink or a file): not written through", at.display()),
                 });
             }
-            Err(_) => {
-                std::fs::create_dir(&at).map_err(Error::file("creating", &at))?;
-                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
-                    .map_err(Error::file("creating", &at))?;
+            if !only_ours(&m) {
+                return Err(Error::Outside {
+                    path: rel.display().to_string(),
+                    why: format!("{} can be written by other users: not written through", at.display()),
+                });
             }
         }
+        let mut checked = self.checked();
+        for a in parent.ancestors().take_while(|a| !a.as_os_str().is_empty()) {
+            checked.insert(a.to_path_buf());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn mtime(e: &Entry) -> std::time::SystemTime {
@@ -216,6 +259,7 @@ pub async fn restore(
             .map_err(Error::file("creating", root))?;
     }
     check_target(root)?;
+    let parents = Parents::new(root);
     let mut report = RestoreReport { snapshot: snap.id.clone(), ..Default::default() };
     let entries: Vec<&Entry> = tree.entries.iter().filter(|e| selected(e, &o.include)).collect();
     // Every path is checked before anything is written.
@@ -226,7 +270,7 @@ pub async fn restore(
     // Directories first (private while filled), files by data object, links, then directory metadata.
     for (e, rel) in entries.iter().zip(&rels) {
         if e.kind == Kind::Dir {
-            real_parents(root, rel)?;
+            parents.ensure(rel)?;
             let at = root.join(rel);
             match std::fs::symlink_metadata(&at) {
                 Ok(m) if m.is_dir() && !only_ours(&m) => {
@@ -284,7 +328,7 @@ pub async fn restore(
                 bytes += entries[files[end]].size;
                 end += 1;
             }
-            let mut done = copy_out(root, &entries, &rels, &files[start..end], &obj_path)?;
+            let mut done = copy_out(&parents, &entries, &rels, &files[start..end], &obj_path)?;
             if let Some(at) = done.iter().position(|(_, r)| matches!(r, Err(e) if !matches!(e, Error::Outside { .. })))
             {
                 // What this batch wrote under temporary names goes.
@@ -323,7 +367,7 @@ pub async fn restore(
     for (i, (e, rel)) in entries.iter().zip(&rels).enumerate() {
         if e.kind == Kind::File && e.data.is_none() && e.link_to.is_none() {
             let mut empty = std::io::empty();
-            match write_file_from(root, rel, e, &mut empty) {
+            match write_file_from(&parents, rel, e, &mut empty, &mut [0u8; 64]) {
                 Ok((tmp, w)) => {
                     report.xattrs_not_set += w.xattrs_not_set;
                     pending.files.push((tmp, root.join(rel)));
@@ -344,7 +388,8 @@ pub async fn restore(
             Kind::File if e.data.is_none() && e.link_to.is_none() => Ok(()),
             Kind::File => match &e.link_to {
                 Some(first) => match by_path.get(first).filter(|j| written.contains(j)) {
-                    Some(&j) => real_parents(root, rel)
+                    Some(&j) => parents
+                        .ensure(rel)
                         .and_then(|()| {
                             let _ = std::fs::remove_file(&at);
                             std::fs::hard_link(root.join(&rels[j]), &at).map_err(Error::file("linking", &at))
@@ -365,7 +410,7 @@ pub async fn restore(
                         why: format!("a symlink to {target:?}, outside the restore target: not created"),
                     })
                 } else {
-                    real_parents(root, rel).and_then(|()| {
+                    parents.ensure(rel).and_then(|()| {
                         let _ = std::fs::remove_file(&at);
                         std::os::unix::fs::symlink(&target, &at).map_err(Error::file("creating the symlink", &at))?;
                         set_owner(&at, e);
@@ -374,7 +419,7 @@ pub async fn restore(
                     })
                 }
             }
-            Kind::Other => real_parents(root, rel).and_then(|()| {
+            Kind::Other => parents.ensure(rel).and_then(|()| {
                 make_special(&at, e)?;
                 report.specials += 1;
                 Ok(())
@@ -424,7 +469,7 @@ type CopiedOut = (usize, Result<(PathBuf, Written)>);
 /// allocation), and after the fetch the restore has the machine to itself.
 /// Each file's result, in `batch`'s order.
 fn copy_out(
-    root: &Path,
+    parents: &Parents<'_>,
     entries: &[&Entry],
     rels: &[PathBuf],
     batch: &[usize],
@@ -438,7 +483,13 @@ fn copy_out(
             .map(|part| {
                 sc.spawn(move || -> Result<Vec<CopiedOut>> {
                     let mut obj = std::fs::File::open(obj_path).map_err(Error::file("opening", obj_path))?;
-                    Ok(part.iter().map(|&i| (i, write_file(root, &rels[i], entries[i], &mut obj))).collect())
+                    // One buffer per thread: a fresh one per file was mapped
+                    // and unmapped by the allocator, file after file.
+                    let mut buf = vec![0u8; 256 << 10];
+                    Ok(part
+                        .iter()
+                        .map(|&i| (i, write_file(parents, &rels[i], entries[i], &mut obj, &mut buf)))
+                        .collect())
                 })
             })
             .collect();
@@ -450,19 +501,31 @@ fn copy_out(
     })
 }
 
-fn write_file(root: &Path, rel: &Path, e: &Entry, obj: &mut std::fs::File) -> Result<(PathBuf, Written)> {
+fn write_file(
+    parents: &Parents<'_>,
+    rel: &Path,
+    e: &Entry,
+    obj: &mut std::fs::File,
+    buf: &mut [u8],
+) -> Result<(PathBuf, Written)> {
     let d = e.data.ok_or_else(|| Error::format("tree", "a file without data"))?;
-    obj.seek(SeekFrom::Start(d.offset)).map_err(Error::file("reading the data object", root))?;
+    obj.seek(SeekFrom::Start(d.offset)).map_err(Error::file("reading the data object", parents.root))?;
     let mut part = obj.take(e.size);
-    write_file_from(root, rel, e, &mut part)
+    write_file_from(parents, rel, e, &mut part, buf)
 }
 
 /// Write `src` to a temporary name beside the file, check its hash and
 /// give it its metadata; the caller syncs and renames it into place
-/// ([`Pending::finish`]). Returns the temporary name.
-fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Result<(PathBuf, Written)> {
-    real_parents(root, rel)?;
-    let at = root.join(rel);
+/// ([`Pending::finish`]), copying through `buf`. Returns the temporary name.
+fn write_file_from(
+    parents: &Parents<'_>,
+    rel: &Path,
+    e: &Entry,
+    src: &mut dyn Read,
+    buf: &mut [u8],
+) -> Result<(PathBuf, Written)> {
+    parents.ensure(rel)?;
+    let at = parents.root.join(rel);
     if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
         return Err(Error::Outside { path: e.display_path(), why: format!("{} is a directory", at.display()) });
     }
@@ -477,12 +540,11 @@ fn write_file_from(root: &Path, rel: &Path, e: &Entry, src: &mut dyn Read) -> Re
         .open(&tmp)
         .map_err(Error::file("creating", &tmp))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 << 10];
     let mut n_total = 0u64;
     let mut holes = 0u64;
     let copied = (|| -> std::io::Result<()> {
         loop {
-            let n = src.read(&mut buf)?;
+            let n = src.read(buf)?;
             if n == 0 {
                 // A file that ends in a hole gets its length all the same.
                 return f.set_len(n_total);
