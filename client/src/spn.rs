@@ -590,7 +590,6 @@ impl Spn {
     }
 }
 
-/// Shards read one after another, as one body.
 /// A segment's shards as one request body. Each shard is dropped as soon as
 /// it has been read out: the SPN places the segment after it has the whole
 /// body, and a backup client's next segment is coded meanwhile, so holding
@@ -655,5 +654,39 @@ impl crate::fetch::PlacementSource for PlacementAt {
         let (p, n) = self.spn.placement_counted(&self.from).map_err(|e| e.to_string())?;
         self.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use super::Shards;
+
+    struct Shard(Arc<Vec<u8>>);
+
+    impl AsRef<[u8]> for Shard {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// A sent shard is let go of at once, not when the SPN answers: the
+    /// backup client codes its next segment meanwhile.
+    #[test]
+    fn a_shard_read_out_of_the_body_is_dropped() {
+        let (a, b) = (Arc::new(vec![1u8; 1000]), Arc::new(vec![2u8; 1000]));
+        let mut body = Shards::new(vec![Shard(a.clone()), Shard(b.clone())]);
+        let mut buf = [0u8; 1000];
+        body.read_exact(&mut buf).expect("first shard");
+        assert_eq!(buf, [1u8; 1000]);
+        body.read_exact(&mut buf[..10]).expect("into the second");
+        assert_eq!(Arc::strong_count(&a), 1, "the first shard is still held by the body");
+        assert_eq!(Arc::strong_count(&b), 2);
+        let mut rest = Vec::new();
+        body.read_to_end(&mut rest).expect("the rest");
+        assert_eq!(rest.len(), 990);
+        assert_eq!(Arc::strong_count(&b), 1, "the last shard is still held by the body");
     }
 }
