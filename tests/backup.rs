@@ -514,7 +514,9 @@ fn paths_that_leave_the_target_are_refused() {
         ctime: 0,
         ctime_nsec: 0,
         target: None,
+        target_hex: None,
         link_to: None,
+        link_to_hex: None,
         data: None,
         blake3: None,
         xattrs: vec![],
@@ -1074,4 +1076,34 @@ async fn fifos_and_device_nodes_are_made_again() {
     assert_eq!(r.specials, 1 + u64::from(root), "{r:?}");
     assert!(r.skipped.iter().any(|k| k.path.ends_with("app.sock") && k.why.contains("socket")), "{:?}", r.skipped);
     assert!(!at.join("app.sock").exists());
+}
+
+/// Two names that differ only in bytes that are not UTF-8 read the same
+/// once made text ("a\u{FFFD}"). Kept as text, a hard link of the first
+/// was restored as a link of the second (another file's bytes under its
+/// name), and a symlink to such a name pointed at U+FFFD instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_that_are_not_utf8_are_not_taken_for_each_other_in_links() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let (_net, dev, h, _work, src) = setup(4, "names", "src").await;
+    let name = |b: &[u8]| OsStr::from_bytes(b).to_os_string();
+    let (fe, ff) = (name(b"a\xfe"), name(b"a\xff"));
+    write(&src.join(&fe), b"the first file's bytes");
+    write(&src.join(&ff), b"the second file's bytes");
+    // Walk order: a\xfe (the link's first path), a\xff, h, s.
+    std::fs::hard_link(src.join(&fe), src.join("h")).expect("hard link");
+    std::os::unix::fs::symlink(&ff, src.join("s")).expect("symlink");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::os::unix::fs::symlink(name(b"../caf\xe9"), src.join("d/latin1")).expect("symlink");
+    let (r, at, _target) = back_up_and_restore(&h, &dev, &src).await;
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    assert_eq!(std::fs::read(at.join(&fe)).expect("a\\xfe"), b"the first file's bytes");
+    assert_eq!(std::fs::read(at.join(&ff)).expect("a\\xff"), b"the second file's bytes");
+    assert_eq!(std::fs::read(at.join("h")).expect("h"), b"the first file's bytes", "the link's own file");
+    let ino = |p: &Path| std::fs::metadata(p).expect("meta").ino();
+    assert_eq!(ino(&at.join("h")), ino(&at.join(&fe)), "h is a hard link of a\\xfe again");
+    assert_eq!(std::fs::read_link(at.join("s")).expect("s").as_os_str().as_bytes(), b"a\xff");
+    assert_eq!(std::fs::read(at.join("s")).expect("through s"), b"the second file's bytes");
+    assert_eq!(std::fs::read_link(at.join("d/latin1")).expect("latin1").as_os_str().as_bytes(), b"../caf\xe9");
 }

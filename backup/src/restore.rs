@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -99,8 +100,7 @@ fn selected(e: &Entry, include: &[String]) -> bool {
 }
 
 /// Whether a symlink at `rel` (inside the target) pointing at `target` stays inside.
-fn link_stays_inside(rel: &Path, target: &str) -> bool {
-    let t = Path::new(target);
+fn link_stays_inside(rel: &Path, t: &Path) -> bool {
     if t.is_absolute() {
         return false;
     }
@@ -362,10 +362,11 @@ pub async fn restore(
         pending.finish(root)?;
         let _ = std::fs::remove_file(&obj_path);
     }
-    let by_path: HashMap<String, usize> = entries.iter().enumerate().map(|(i, e)| (e.display_path(), i)).collect();
+    // Keyed by the paths' bytes: two names that are not UTF-8 may read the same once made text.
+    let by_path: HashMap<Vec<u8>, usize> = entries.iter().enumerate().map(|(i, e)| (e.path_bytes(), i)).collect();
     // Empty files (no data object), then links to what is in place.
     for (i, (e, rel)) in entries.iter().zip(&rels).enumerate() {
-        if e.kind == Kind::File && e.data.is_none() && e.link_to.is_none() {
+        if e.kind == Kind::File && e.data.is_none() && !e.is_hard_link() {
             let mut empty = std::io::empty();
             match write_file_from(&parents, rel, e, &mut empty, &mut [0u8; 64]) {
                 Ok((tmp, w)) => {
@@ -385,9 +386,9 @@ pub async fn restore(
     for (e, rel) in entries.iter().zip(&rels) {
         let at = root.join(rel);
         let outcome = match e.kind {
-            Kind::File if e.data.is_none() && e.link_to.is_none() => Ok(()),
-            Kind::File => match &e.link_to {
-                Some(first) => match by_path.get(first).filter(|j| written.contains(j)) {
+            Kind::File if e.data.is_none() && !e.is_hard_link() => Ok(()),
+            Kind::File => match e.link_to_bytes() {
+                Some(first) => match by_path.get(&first).filter(|j| written.contains(j)) {
                     Some(&j) => parents
                         .ensure(rel)
                         .and_then(|()| {
@@ -397,13 +398,16 @@ pub async fn restore(
                         .map(|()| report.files += 1),
                     None => Err(Error::Outside {
                         path: e.display_path(),
-                        why: format!("a hard link of {first}, which this restore does not include"),
+                        why: format!(
+                            "a hard link of /{}, which this restore does not include",
+                            String::from_utf8_lossy(&first)
+                        ),
                     }),
                 },
                 None => Ok(()),
             },
             Kind::Symlink => {
-                let target = e.target.clone().unwrap_or_default();
+                let target = PathBuf::from(std::ffi::OsString::from_vec(e.target_bytes().unwrap_or_default()));
                 if !link_stays_inside(rel, &target) {
                     Err(Error::Outside {
                         path: e.display_path(),
@@ -529,8 +533,11 @@ fn write_file_from(
     if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
         return Err(Error::Outside { path: e.display_path(), why: format!("{} is a directory", at.display()) });
     }
-    let name = at.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = at.with_file_name(format!(".{name}.ionshard-restore"));
+    // From the name's bytes: two names that are not UTF-8 may read the same as text.
+    let mut name = std::ffi::OsString::from(".");
+    name.push(at.file_name().unwrap_or_default());
+    name.push(".ionshard-restore");
+    let tmp = at.with_file_name(name);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -665,11 +672,11 @@ mod tests {
 
     #[test]
     fn symlinks_that_leave_the_target_are_recognised() {
-        assert!(link_stays_inside(Path::new("a/b/link"), "c"));
-        assert!(link_stays_inside(Path::new("a/b/link"), "../c"));
-        assert!(link_stays_inside(Path::new("a/b/link"), "../../c"));
-        assert!(!link_stays_inside(Path::new("a/b/link"), "../../../etc/passwd"));
-        assert!(!link_stays_inside(Path::new("a/link"), "/etc/passwd"));
-        assert!(!link_stays_inside(Path::new("link"), ".."));
+        assert!(link_stays_inside(Path::new("a/b/link"), Path::new("c")));
+        assert!(link_stays_inside(Path::new("a/b/link"), Path::new("../c")));
+        assert!(link_stays_inside(Path::new("a/b/link"), Path::new("../../c")));
+        assert!(!link_stays_inside(Path::new("a/b/link"), Path::new("../../../etc/passwd")));
+        assert!(!link_stays_inside(Path::new("a/link"), Path::new("/etc/passwd")));
+        assert!(!link_stays_inside(Path::new("link"), Path::new("..")));
     }
 }

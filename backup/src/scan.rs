@@ -64,7 +64,7 @@ pub(crate) fn scan(o: &ScanOptions, parent: Option<&Tree>) -> Result<Scan> {
     let mut s = Scan::default();
     let mut seen_paths = std::collections::HashSet::new();
     // Hard links: (device, inode) → the first path met.
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for root in &o.paths {
         // Parents of the root, so a restore recreates them with their metadata.
         let mut ancestors: Vec<&Path> = root.ancestors().skip(1).filter(|a| a.parent().is_some()).collect();
@@ -114,7 +114,7 @@ pub(crate) fn scan(o: &ScanOptions, parent: Option<&Tree>) -> Result<Scan> {
             }
             match e.kind {
                 Kind::Symlink => match std::fs::read_link(path) {
-                    Ok(t) => e.target = Some(t.to_string_lossy().into_owned()),
+                    Ok(t) => e.set_target(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
                     Err(err) => {
                         s.skipped.push(Skipped { path: path.display().to_string(), why: vanished_or(err) });
                         continue;
@@ -125,12 +125,12 @@ pub(crate) fn scan(o: &ScanOptions, parent: Option<&Tree>) -> Result<Scan> {
                     if m.nlink() > 1 {
                         let key = (m.dev(), m.ino());
                         if let Some(first) = links.get(&key) {
-                            e.link_to = Some(first.clone());
+                            e.set_link_to(first);
                             e.size = 0;
                             s.entries.push(e);
                             continue;
                         }
-                        links.insert(key, e.display_path());
+                        links.insert(key, e.path_bytes());
                     }
                     match old.get(e.path_key().as_ref()) {
                         Some(prev) if e.same_file_as(prev) => {

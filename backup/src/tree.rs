@@ -11,7 +11,8 @@
 //!           "kind": "file" | "dir" | "symlink" | "other",
 //!           "mode", "uid", "gid", "mtime", "mtime_nsec", "size",
 //!           "dev", "inode", "ctime", "ctime_nsec"   (how the next run knows it unchanged),
-//!           "target"   (symlinks), "link_to" (hard links: the entry it is a link of),
+//!           "target"   (symlinks), "link_to" (hard links: the path of the entry it is a link of),
+//!           "target_hex", "link_to_hex"  (format 3: the same, as hex, when not UTF-8),
 //!           "data": { "object": index into the snapshot's data objects, "offset" },
 //!           "blake3"   (files: hash of the bytes, checked at restore),
 //!           "xattrs": [{ "name", "value": base64 }]   (format 2; files and directories),
@@ -19,7 +20,12 @@
 //! ```
 //! Format 2 adds `xattrs` and `rdev`; this build reads format 1 trees as they are
 //! (no extended attributes), and an earlier build refuses a format 2 tree
-//! with a clear error rather than restore it without them.
+//! with a clear error rather than restore it without them. Format 3 adds
+//! `target_hex` and `link_to_hex`: before it, a symlink target or a hard
+//! link's first path that was not UTF-8 was kept lossily (a symlink restored
+//! pointing elsewhere; two such names could be taken for each other). A tree
+//! is written as format 3 only when one of its entries needs those fields,
+//! so every other tree stays readable by the builds that read format 2.
 //! Entries are in walk order (each directory before what it holds), paths
 //! unique. Metadata costs about 71 bytes per file after zstd (docs/backup.md).
 
@@ -32,14 +38,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The tree format this build writes and reads.
-pub const TREE_FORMAT: &str = "ionshard-backup-tree/2";
+/// The newest tree format this build writes and reads.
+pub const TREE_FORMAT: &str = "ionshard-backup-tree/3";
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The earlier tree format this build still reads.
+/// The earlier tree formats this build still reads; format 2 is also what
+/// it writes for a tree that has no name that is not UTF-8 in a symlink
+/// target or a hard link.
 const TREE_FORMAT_1: &str = "ionshard-backup-tree/1";
+const TREE_FORMAT_2: &str = "ionshard-backup-tree/2";
 
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,12 +108,19 @@ pub struct Entry {
     /// A device node's device number (format 2).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u64,
-    /// A symlink's target.
+    /// A symlink's target, when UTF-8 ([`Entry::target_bytes`] reads either form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// A hard link of this earlier entry (same device and inode).
+    /// A symlink's target in hex, when not UTF-8 (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_hex: Option<String>,
+    /// A hard link of this earlier entry (same device and inode): its path,
+    /// when UTF-8 ([`Entry::link_to_bytes`] reads either form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_to: Option<String>,
+    /// The same in hex, when the path is not UTF-8 (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_to_hex: Option<String>,
     /// A file's bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataRef>,
@@ -147,7 +163,9 @@ impl Entry {
             ctime_nsec: m.ctime_nsec() as u32,
             rdev: if kind == Kind::Other { m.rdev() } else { 0 },
             target: None,
+            target_hex: None,
             link_to: None,
+            link_to_hex: None,
             data: None,
             blake3: None,
             xattrs,
@@ -165,6 +183,36 @@ impl Entry {
             Some(h) => data_encoding::HEXLOWER.decode(h.as_bytes()).unwrap_or_default().into(),
             None => self.path.as_bytes().into(),
         }
+    }
+
+    /// A symlink's target as bytes, exactly as it was read.
+    pub fn target_bytes(&self) -> Option<Vec<u8>> {
+        text_or_hex_bytes(self.target.as_deref(), self.target_hex.as_deref())
+    }
+
+    /// The path (as [`Entry::path_bytes`] gives it) of the entry this one is a hard link of.
+    pub fn link_to_bytes(&self) -> Option<Vec<u8>> {
+        text_or_hex_bytes(self.link_to.as_deref(), self.link_to_hex.as_deref())
+    }
+
+    /// Keep `bytes` as this symlink's target.
+    pub(crate) fn set_target(&mut self, bytes: &[u8]) {
+        (self.target, self.target_hex) = text_or_hex(bytes);
+    }
+
+    /// Keep this file as a hard link of the entry whose path bytes are `path`.
+    pub(crate) fn set_link_to(&mut self, path: &[u8]) {
+        (self.link_to, self.link_to_hex) = text_or_hex(path);
+    }
+
+    /// Whether the file is a hard link of an earlier entry.
+    pub fn is_hard_link(&self) -> bool {
+        self.link_to.is_some() || self.link_to_hex.is_some()
+    }
+
+    /// Whether the entry needs format 3 to be kept exactly.
+    fn needs_format_3(&self) -> bool {
+        self.target_hex.is_some() || self.link_to_hex.is_some()
     }
 
     /// The stored path, for display.
@@ -213,10 +261,24 @@ impl Entry {
 /// The stored form of an absolute path: UTF-8 text, or hex of its bytes.
 fn stored_path(path: &Path) -> (String, Option<String>) {
     let bytes = path.as_os_str().as_bytes();
-    let rel = bytes.strip_prefix(b"/").unwrap_or(bytes);
-    match std::str::from_utf8(rel) {
-        Ok(s) => (s.to_string(), None),
-        Err(_) => (String::new(), Some(data_encoding::HEXLOWER.encode(rel))),
+    let (text, hex) = text_or_hex(bytes.strip_prefix(b"/").unwrap_or(bytes));
+    (text.unwrap_or_default(), hex)
+}
+
+/// Bytes as UTF-8 text when they are, else as hex.
+fn text_or_hex(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_string()), None),
+        Err(_) => (None, Some(data_encoding::HEXLOWER.encode(bytes))),
+    }
+}
+
+/// What [`text_or_hex`] kept, as bytes again (hex that does not decode: none).
+fn text_or_hex_bytes(text: Option<&str>, hex: Option<&str>) -> Option<Vec<u8>> {
+    match (text, hex) {
+        (_, Some(h)) => data_encoding::HEXLOWER.decode(h.as_bytes()).ok(),
+        (Some(t), None) => Some(t.as_bytes().to_vec()),
+        (None, None) => None,
     }
 }
 
@@ -235,7 +297,8 @@ const MAX_TREE: usize = 1 << 30;
 impl Tree {
     /// A tree of `entries`.
     pub fn new(entries: Vec<Entry>) -> Tree {
-        Tree { format: TREE_FORMAT.to_string(), entries }
+        let format = if entries.iter().any(Entry::needs_format_3) { TREE_FORMAT } else { TREE_FORMAT_2 };
+        Tree { format: format.to_string(), entries }
     }
 
     /// The stored bytes.
@@ -261,7 +324,7 @@ impl Tree {
             return Err(Error::format("tree", "over 1 GiB uncompressed"));
         }
         let t: Tree = serde_json::from_slice(&json).map_err(|e| Error::format("tree", e))?;
-        if t.format != TREE_FORMAT && t.format != TREE_FORMAT_1 {
+        if ![TREE_FORMAT, TREE_FORMAT_2, TREE_FORMAT_1].contains(&t.format.as_str()) {
             return Err(Error::format("tree", format!("format {:?}; this build reads {TREE_FORMAT}", t.format)));
         }
         Ok(t)
@@ -297,7 +360,11 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<Change> {
         };
         let what = if o.kind != e.kind {
             'T'
-        } else if o.blake3 != e.blake3 || o.size != e.size || o.target != e.target || o.link_to != e.link_to {
+        } else if o.blake3 != e.blake3
+            || o.size != e.size
+            || o.target_bytes() != e.target_bytes()
+            || o.link_to_bytes() != e.link_to_bytes()
+        {
             'M'
         } else if (o.mode, o.uid, o.gid, o.mtime, o.mtime_nsec) != (e.mode, e.uid, e.gid, e.mtime, e.mtime_nsec)
             && o.kind != Kind::Dir
@@ -310,4 +377,41 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<Change> {
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symlink(path: &[u8], target: &[u8]) -> Entry {
+        let m = std::fs::symlink_metadata("/").expect("the root's metadata");
+        let mut e = Entry::from_meta(Path::new(OsStr::from_bytes(path)), &m);
+        e.kind = Kind::Symlink;
+        e.set_target(target);
+        e
+    }
+
+    #[test]
+    fn a_tree_is_format_3_only_when_a_link_needs_it_and_every_format_reads_back() {
+        let plain = Tree::new(vec![symlink(b"/t/s", b"../x")]);
+        assert_eq!(plain.format, TREE_FORMAT_2, "nothing needs format 3: earlier builds read it");
+        let odd = Tree::new(vec![symlink(b"/t/s", b"a\xff")]);
+        assert_eq!(odd.format, TREE_FORMAT);
+        assert_eq!(odd.entries[0].target, None);
+        assert_eq!(odd.entries[0].target_bytes().as_deref(), Some(&b"a\xff"[..]), "kept exactly");
+        for t in [plain, odd] {
+            assert_eq!(Tree::from_bytes(&t.to_bytes().expect("bytes")).expect("read"), t);
+        }
+        let mut later = Tree::new(vec![]);
+        later.format = "ionshard-backup-tree/4".to_string();
+        let err = Tree::from_bytes(&later.to_bytes().expect("bytes")).expect_err("a later format");
+        assert!(err.to_string().contains("ionshard-backup-tree/4"), "{err}");
+    }
+
+    #[test]
+    fn diff_tells_apart_targets_that_differ_only_where_they_are_not_utf8() {
+        let a = Tree::new(vec![symlink(b"/t/s", b"a\xfe")]);
+        let b = Tree::new(vec![symlink(b"/t/s", b"a\xff")]);
+        assert_eq!(diff(&a, &b), vec![Change { what: 'M', path: "/t/s".to_string() }]);
+    }
 }

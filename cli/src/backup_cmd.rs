@@ -527,7 +527,8 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                         backup::Kind::File => '-',
                         backup::Kind::Other => '?',
                     };
-                    let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    let link =
+                        e.target_bytes().map(|t| format!(" -> {}", String::from_utf8_lossy(&t))).unwrap_or_default();
                     println!(
                         "{kind}{:04o} {:>5} {:>5} {:>10}  {}  /{}{link}",
                         e.mode & 0o7777,
