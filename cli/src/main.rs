@@ -169,6 +169,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What is logged without `RUST_LOG`.
+const DEFAULT_LOG: &str = "warn,libp2p_relay::priv_client::handler=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The fetcher's and a peer's buffers move between threads: the C
@@ -179,11 +182,16 @@ fn main() -> ExitCode {
     } else {
         alloc::use_mimalloc();
     }
-    // Logs on stderr; RUST_LOG=info (or debug) to see more.
+    // Logs on stderr; RUST_LOG=info (or debug) to see more. The relay
+    // client's "Dropping in-flight connect request because we are at
+    // capacity" is not shown by default: a dial tries a peer's direct and
+    // relayed addresses at once, and when many peers are dialled together
+    // the relayed attempts beyond the relay client's limit are dropped
+    // while the direct ones go on (a restore printed five of them).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .try_init();
