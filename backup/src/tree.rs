@@ -408,6 +408,61 @@ mod tests {
         assert!(err.to_string().contains("ionshard-backup-tree/4"), "{err}");
     }
 
+    /// testdata/backup-vectors.json, "tree": a format 3 tree's JSON (before
+    /// zstd): a file whose name is not UTF-8, a hard link of it, and a
+    /// symlink to it. This build writes exactly that JSON and reads it back.
+    #[test]
+    fn tree_vectors_hold() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../testdata/backup-vectors.json")).expect("vectors");
+        let want = v["tree"]["json"].as_str().expect("tree json");
+        let base = |path: &[u8], kind: Kind, inode: u64| {
+            let (path, path_hex) = stored_path(Path::new(OsStr::from_bytes(path)));
+            Entry {
+                path,
+                path_hex,
+                kind,
+                mode: if kind == Kind::Symlink { 0o120777 } else { 0o100644 },
+                uid: 1000,
+                gid: 1000,
+                mtime: 1_796_000_000,
+                mtime_nsec: 5,
+                size: if kind == Kind::File { 6 } else { 0 },
+                dev: 2049,
+                inode,
+                ctime: 1_796_000_001,
+                ctime_nsec: 7,
+                rdev: 0,
+                target: None,
+                target_hex: None,
+                link_to: None,
+                link_to_hex: None,
+                data: None,
+                blake3: None,
+                xattrs: Vec::new(),
+            }
+        };
+        let mut file = base(b"/srv/caf\xe9", Kind::File, 11);
+        file.data = Some(DataRef { object: 0, offset: 0 });
+        file.blake3 = Some(blake3::hash(b"coffee").to_hex().to_string());
+        let mut link = base(b"/srv/hard", Kind::File, 11);
+        link.set_link_to(&file.path_bytes());
+        link.size = 0;
+        let mut sym = base(b"/srv/sym", Kind::Symlink, 12);
+        sym.set_target(b"caf\xe9");
+        let tree = Tree::new(vec![file, link, sym]);
+        let json = serde_json::to_string(&tree).expect("json");
+        if std::env::var_os("IONSHARD_PRINT_VECTORS").is_some() {
+            eprintln!("tree {json}");
+        }
+        assert_eq!(json, want, "the tree's JSON is a format: a change needs a new format and new vectors");
+        let back: Tree = serde_json::from_str(want).expect("read");
+        assert_eq!(back, tree);
+        assert_eq!(back.format, TREE_FORMAT);
+        assert_eq!(back.entries[1].link_to_bytes().as_deref(), Some(&b"srv/caf\xe9"[..]));
+        assert_eq!(back.entries[2].target_bytes().as_deref(), Some(&b"caf\xe9"[..]));
+    }
+
     #[test]
     fn diff_tells_apart_targets_that_differ_only_where_they_are_not_utf8() {
         let a = Tree::new(vec![symlink(b"/t/s", b"a\xfe")]);

@@ -59,6 +59,11 @@ impl Lab {
                 sh(&["ip", "netns", "add", ns])?;
                 lab.names.push(ns.clone());
                 sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+                // LINKS_SYSCTL="net.ipv4.tcp_slow_start_after_idle=0 …": kernel
+                // settings for every node's namespace (to try what a link's TCP does).
+                for kv in std::env::var("LINKS_SYSCTL").unwrap_or_default().split_whitespace() {
+                    sh(&["ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv])?;
+                }
             }
             spec.push(serde_json::json!({
                 "tap": format!("{}t{i}", lab.prefix),
