@@ -1106,4 +1106,100 @@ async fn names_that_are_not_utf8_are_not_taken_for_each_other_in_links() {
     assert_eq!(std::fs::read_link(at.join("s")).expect("s").as_os_str().as_bytes(), b"a\xff");
     assert_eq!(std::fs::read(at.join("s")).expect("through s"), b"the second file's bytes");
     assert_eq!(std::fs::read_link(at.join("d/latin1")).expect("latin1").as_os_str().as_bytes(), b"../caf\xe9");
+    // A root that is not UTF-8 is refused before anything is read: roots name
+    // a snapshot's group as text, where two such roots would read the same.
+    let odd_root = src.join(&fe);
+    std::fs::remove_file(&odd_root).expect("rm");
+    std::fs::create_dir_all(&odd_root).expect("mkdir");
+    let err = backup::run(&h.repo, None, &options(&[odd_root]), Arc::new(client::Hidden)).await.expect_err("refused");
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+}
+
+/// A snapshot record the full key wrote that this build cannot open (a
+/// newer build's format, or damage) names data too. `prune` took only the
+/// records it could open as the ones in use, so it deleted that data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_does_not_delete_the_data_of_a_record_it_cannot_open() {
+    let net = network(4, None).await;
+    let owner = host(&net, "ledgers");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("src");
+    write(&src.join("2026.csv"), &image(300_000, 31));
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&owner.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    // The same snapshot as a newer build would save it, under another id,
+    // with the full key's token; then the readable one is forgotten.
+    let mut newer = s.clone();
+    newer.id = "00000000feedface".to_string();
+    newer.format = "ionshard-backup-snapshot/9".to_string();
+    let sealed = backup::seal(
+        &owner.repo.key().public(),
+        &format!("snapshot {}", newer.id),
+        &serde_json::to_vec(&newer).expect("json"),
+    );
+    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    operator.put_record("ledgers", &format!("snap-{}", newer.id), &sealed).expect("record");
+    backup::forget_ids(&owner.repo, std::slice::from_ref(&s.id)).expect("forget");
+    let before = operator.objects("ledgers").expect("objects").objects.len();
+    let err = backup::prune(&owner.repo, 0, u64::MAX / 2).expect_err("prune must stop");
+    assert!(
+        err.to_string().contains("snap-00000000feedface") && err.to_string().contains("nothing was pruned"),
+        "{err}"
+    );
+    assert_eq!(operator.objects("ledgers").expect("objects").objects.len(), before, "no object deleted");
+    assert!(before >= 2, "the tree and the data object are still there: {before}");
+    // Once that record is gone, the data is unused and goes; a record a
+    // put-only key added that does not open does not stop the prune (such
+    // a key can add anything).
+    operator.delete_record("ledgers", &format!("snap-{}", newer.id)).expect("delete");
+    let (_put, put_spn, _cache) = put_only_host(&net, &owner);
+    put_spn.put_record("ledgers", "snap-00000000deadbeef", b"garbage").expect("add");
+    let p = backup::prune(&owner.repo, 0, u64::MAX / 2).expect("prune");
+    assert!(p.objects_deleted.len() >= 2, "{p:?}");
+}
+
+/// What real trees hold and a restore got wrong: a name of 250 bytes (the
+/// temporary name made from it passed the 255-byte limit and failed the
+/// whole restore), a file named like the old temporary name of its
+/// sibling (one's bytes could land under the other's name), a chain of
+/// symlinks that leaves the target (`a/up -> ..`, then `a/out -> up/..`),
+/// and a symlink where the target tree has a directory (failed the whole
+/// restore).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_names_lookalike_names_symlink_chains_and_directories_in_the_way() {
+    let (_net, dev, h, _work, src) = setup(4, "names2", "src").await;
+    let long = "é".repeat(125);
+    assert_eq!(long.len(), 250);
+    write(&src.join(&long), b"a long name's bytes");
+    write(&src.join("foo"), b"foo's bytes");
+    write(&src.join(".foo.ionshard-restore"), b"the lookalike's bytes");
+    std::fs::create_dir_all(src.join("a")).expect("mkdir");
+    std::os::unix::fs::symlink("..", src.join("a/up")).expect("symlink");
+    std::os::unix::fs::symlink("up/..", src.join("a/out")).expect("symlink");
+    std::os::unix::fs::symlink("foo", src.join("lnk")).expect("symlink");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = tempfile::tempdir().expect("target");
+    let at = target.path().join(src.strip_prefix("/").expect("abs"));
+    // Where the snapshot has the symlink `lnk`, the target has a directory.
+    std::fs::create_dir_all(at.join("lnk")).expect("a directory in the way");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    assert_eq!(std::fs::read(at.join(&long)).expect("long name"), b"a long name's bytes");
+    assert_eq!(std::fs::read(at.join("foo")).expect("foo"), b"foo's bytes");
+    assert_eq!(std::fs::read(at.join(".foo.ionshard-restore")).expect("lookalike"), b"the lookalike's bytes");
+    assert_eq!(std::fs::read_link(at.join("a/up")).expect("a/up"), Path::new(".."));
+    assert!(std::fs::symlink_metadata(at.join("a/out")).is_err(), "a/out would point outside the target");
+    assert!(at.join("lnk").is_dir(), "the directory in the way stays");
+    let skipped: Vec<&str> = r.skipped.iter().map(|k| k.path.as_str()).collect();
+    assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
+    assert!(skipped.iter().any(|p| p.ends_with("a/out")) && skipped.iter().any(|p| p.ends_with("/lnk")), "{skipped:?}");
+    let stray: Vec<_> = std::fs::read_dir(&at)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ionshard-restore"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
 }

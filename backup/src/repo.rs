@@ -128,6 +128,9 @@ pub struct BadRecord {
     pub name: String,
     /// Why.
     pub why: String,
+    /// The put-only key that added it; `None`: the full key wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
 }
 
 /// What a put-only host keeps of its last run (it cannot read records).
@@ -238,11 +241,30 @@ impl Repo {
                     }
                     out.push(s);
                 }
-                Err(e) => bad.push(BadRecord { name: r.name, why: e.to_string() }),
+                Err(e) => bad.push(BadRecord { name: r.name, why: e.to_string(), added_by: r.added_by }),
             }
         }
         out.sort_by(|a, b| (a.time_ns, &a.id).cmp(&(b.time_ns, &b.id)));
         Ok((out, bad))
+    }
+
+    /// Every snapshot, for deciding what data is still used (prune,
+    /// repack): refused while a record the full key wrote does not open
+    /// (damaged, or a newer build's), since the data it uses would look
+    /// unused and be deleted. Records a put-only key added that do not
+    /// open are left out: such a key can add anything, and must not be
+    /// able to stop every prune.
+    pub(crate) fn snapshots_for_prune(&self) -> Result<Vec<Snapshot>> {
+        let (snaps, bad) = self.snapshots_checked()?;
+        if let Some(b) = bad.iter().find(|b| b.added_by.is_none()) {
+            return Err(Error::Invalid(format!(
+                "record {} was saved with this repository's full key but does not open here ({}): the data it \
+                 uses would look unused and be deleted, so nothing was pruned. If a newer ionshard wrote it, \
+                 prune with that build; `ionshard backup check` lists every such record",
+                b.name, b.why
+            )));
+        }
+        Ok(snaps)
     }
 
     fn open_snapshot(&self, id: &str, sealed: &[u8]) -> Result<Snapshot> {

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -95,20 +95,31 @@ fn selected(e: &Entry, include: &[String]) -> bool {
     let p = e.display_path();
     include.iter().any(|i| {
         let i = i.trim_start_matches('/').trim_end_matches('/');
-        p == i || p.starts_with(&format!("{i}/")) || i.starts_with(&format!("{p}/"))
+        // `--include /` is everything.
+        i.is_empty() || p == i || p.starts_with(&format!("{i}/")) || i.starts_with(&format!("{p}/"))
     })
 }
 
-/// Whether a symlink at `rel` (inside the target) pointing at `target` stays inside.
+/// Whether a symlink at `rel` (inside the target) pointing at `target` stays
+/// inside: relative, its `..` all at the front and no more of them than
+/// `rel` is deep. A `..` after a name is refused: the name may itself be a
+/// symlink of the same restore (`a/up -> ..` points at the target, and
+/// `a/out -> up/..` through it at the target's parent), and the kernel
+/// follows the link before it goes up.
 fn link_stays_inside(rel: &Path, t: &Path) -> bool {
     if t.is_absolute() {
         return false;
     }
     let mut depth = rel.components().count() as i64 - 1;
+    let mut named = false;
     for c in t.components() {
         match c {
+            Component::ParentDir if named => return false,
             Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                named = true;
+                depth += 1;
+            }
             _ => {}
         }
         if depth < 0 {
@@ -116,6 +127,18 @@ fn link_stays_inside(rel: &Path, t: &Path) -> bool {
         }
     }
     true
+}
+
+/// A link or special file is not made where a directory is (a restore
+/// into a tree that has one there): reported, not a failed restore.
+fn not_a_directory(at: &Path, e: &Entry) -> Result<()> {
+    if std::fs::symlink_metadata(at).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Outside {
+            path: e.display_path(),
+            why: format!("{} is a directory: left as it is", at.display()),
+        });
+    }
+    Ok(())
 }
 
 /// Whether only this user (or root) can change what is in a directory: a
@@ -182,7 +205,6 @@ impl<'a> Parents<'a> {
             let m = match std::fs::symlink_metadata(&at) {
                 Ok(m) => m,
                 Err(_) => {
-                    use std::os::unix::fs::DirBuilderExt;
                     match std::fs::DirBuilder::new().mode(0o700).create(&at) {
                         Ok(()) => {
                             std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
@@ -218,8 +240,14 @@ impl<'a> Parents<'a> {
     }
 }
 
+/// The entry's modification time; before 1970 too (the stored seconds are
+/// negative, the nanoseconds count forward from them, as `stat` gives them).
 fn mtime(e: &Entry) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::new(u64::try_from(e.mtime).unwrap_or(0), e.mtime_nsec.min(999_999_999))
+    let nsec = std::time::Duration::from_nanos(u64::from(e.mtime_nsec.min(999_999_999)));
+    let secs = std::time::Duration::from_secs(e.mtime.unsigned_abs());
+    let whole =
+        if e.mtime >= 0 { std::time::UNIX_EPOCH.checked_add(secs) } else { std::time::UNIX_EPOCH.checked_sub(secs) };
+    whole.and_then(|t| t.checked_add(nsec)).unwrap_or(std::time::UNIX_EPOCH)
 }
 
 fn set_times(path: &Path, e: &Entry) -> Result<()> {
@@ -287,12 +315,15 @@ pub async fn restore(
                     });
                 }
                 Err(_) => {
-                    std::fs::create_dir(&at).map_err(Error::file("creating", &at))?;
+                    // New directories are private while they are filled (their
+                    // modes come last); one that exists keeps its mode until then,
+                    // so a restore that stops leaves it as it was.
+                    std::fs::DirBuilder::new().mode(0o700).create(&at).map_err(Error::file("creating", &at))?;
+                    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
+                        .map_err(Error::file("creating", &at))?;
                     report.dirs += 1;
                 }
             }
-            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o700))
-                .map_err(Error::file("creating", &at))?;
         }
     }
     let by_object: BTreeMap<u32, Vec<usize>> = entries.iter().enumerate().fold(BTreeMap::new(), |mut m, (i, e)| {
@@ -392,6 +423,7 @@ pub async fn restore(
                     Some(&j) => parents
                         .ensure(rel)
                         .and_then(|()| {
+                            not_a_directory(&at, e)?;
                             let _ = std::fs::remove_file(&at);
                             std::fs::hard_link(root.join(&rels[j]), &at).map_err(Error::file("linking", &at))
                         })
@@ -415,6 +447,7 @@ pub async fn restore(
                     })
                 } else {
                     parents.ensure(rel).and_then(|()| {
+                        not_a_directory(&at, e)?;
                         let _ = std::fs::remove_file(&at);
                         std::os::unix::fs::symlink(&target, &at).map_err(Error::file("creating the symlink", &at))?;
                         set_owner(&at, e);
@@ -424,6 +457,7 @@ pub async fn restore(
                 }
             }
             Kind::Other => parents.ensure(rel).and_then(|()| {
+                not_a_directory(&at, e)?;
                 make_special(&at, e)?;
                 report.specials += 1;
                 Ok(())
@@ -533,19 +567,7 @@ fn write_file_from(
     if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
         return Err(Error::Outside { path: e.display_path(), why: format!("{} is a directory", at.display()) });
     }
-    // From the name's bytes: two names that are not UTF-8 may read the same as text.
-    let mut name = std::ffi::OsString::from(".");
-    name.push(at.file_name().unwrap_or_default());
-    name.push(".ionshard-restore");
-    let tmp = at.with_file_name(name);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc_nofollow())
-        .open(&tmp)
-        .map_err(Error::file("creating", &tmp))?;
+    let (tmp, mut f) = temp_file(&at)?;
     let mut hasher = blake3::Hasher::new();
     let mut n_total = 0u64;
     let mut holes = 0u64;
@@ -583,6 +605,32 @@ fn write_file_from(
         .map_err(|err| fail(Error::File { what: "setting permissions", path: tmp.clone(), source: err }))?;
     drop(f);
     Ok((tmp, Written { xattrs_not_set, holes }))
+}
+
+/// A new file under a short random name beside `at` (created exclusively,
+/// never following a link). Not made from the file's own name: a name of
+/// 238 bytes or more (80 CJK characters) would pass the 255-byte limit
+/// with a suffix, two names that are not UTF-8 could make the same text,
+/// and a snapshot may itself hold a file named like the temporary one.
+/// Nothing already there is removed.
+fn temp_file(at: &Path) -> Result<(PathBuf, std::fs::File)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let tmp = at.with_file_name(format!(".ionshard-restore-{:016x}", rand::random::<u64>()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(Error::File { what: "creating", path: tmp, source: e }),
+        }
+    }
+    let (path, source) = last.unwrap_or_else(|| (at.to_path_buf(), std::io::Error::other("no temporary name")));
+    Err(Error::File { what: "creating", path, source })
 }
 
 /// What writing one file left to report.
@@ -644,15 +692,33 @@ impl Pending {
         if self.files.is_empty() {
             return Ok(());
         }
-        sync_fs(root)?;
-        for (tmp, at) in self.files.drain(..) {
+        if let Err(e) = sync_fs(root) {
+            self.discard();
+            return Err(e);
+        }
+        let mut files = std::mem::take(&mut self.files).into_iter();
+        for (tmp, at) in files.by_ref() {
             if let Err(e) = std::fs::rename(&tmp, &at) {
                 let _ = std::fs::remove_file(&tmp);
+                // The rest of the batch is not left behind under temporary names.
+                for (tmp, _) in files {
+                    let _ = std::fs::remove_file(tmp);
+                }
                 return Err(Error::File { what: "renaming into place", path: at, source: e });
             }
         }
         self.bytes = 0;
         Ok(())
+    }
+}
+
+impl Pending {
+    /// Remove the batch's temporary files (a restore that stops).
+    fn discard(&mut self) {
+        for (tmp, _) in self.files.drain(..) {
+            let _ = std::fs::remove_file(tmp);
+        }
+        self.bytes = 0;
     }
 }
 
@@ -678,5 +744,29 @@ mod tests {
         assert!(!link_stays_inside(Path::new("a/b/link"), Path::new("../../../etc/passwd")));
         assert!(!link_stays_inside(Path::new("a/link"), Path::new("/etc/passwd")));
         assert!(!link_stays_inside(Path::new("link"), Path::new("..")));
+    }
+
+    #[test]
+    fn times_before_1970_and_include_of_the_root() {
+        let m = std::fs::metadata("/").expect("metadata");
+        let mut e = Entry::from_meta(Path::new("/t/old"), &m);
+        (e.mtime, e.mtime_nsec) = (-86_400, 500_000_000);
+        let want =
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(86_400) + std::time::Duration::from_millis(500);
+        assert_eq!(mtime(&e), want, "a day before 1970, plus half a second");
+        assert!(selected(&e, &["/".to_string()]), "--include / is everything");
+        assert!(selected(&e, &["/t".to_string()]) && !selected(&e, &["/u".to_string()]));
+    }
+
+    /// `a/up -> ..` points at the target itself (allowed); `a/out -> up/..`
+    /// counts as one level down and one up, but the kernel follows `up`
+    /// first and lands in the target's parent.
+    #[test]
+    fn a_chain_of_symlinks_cannot_point_outside_the_target() {
+        assert!(link_stays_inside(Path::new("a/up"), Path::new("..")));
+        assert!(!link_stays_inside(Path::new("a/out"), Path::new("up/..")));
+        assert!(!link_stays_inside(Path::new("a/out"), Path::new("up/../x")));
+        assert!(!link_stays_inside(Path::new("a/b/out"), Path::new("../up/../..")));
+        assert!(link_stays_inside(Path::new("a/b/ok"), Path::new("../../a/up/x")), "leading .. then names: inside");
     }
 }

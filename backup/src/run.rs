@@ -179,7 +179,24 @@ pub async fn run(
 ) -> Result<RunReport> {
     let started = Instant::now();
     repo.check_config()?;
-    let paths: Vec<String> = o.scan.paths.iter().map(|p| p.display().to_string()).collect();
+    // The paths name the snapshot's group (parent, retention) as text: two
+    // roots that are not UTF-8 would read the same ("caf\u{FFFD}") and share
+    // one group, so one's retention could forget the other's snapshots.
+    // Names inside the tree may be anything; the roots must be text.
+    let paths: Vec<String> = o
+        .scan
+        .paths
+        .iter()
+        .map(|p| {
+            p.to_str().map(str::to_string).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} is not UTF-8: a path given to back up must be (back up the folder that holds it; \
+                     names inside a tree may be anything)",
+                    p.display()
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
     // A put-only key cannot open records: it compares with its own host's
     // last run, which it remembers (with its objects' manifests).
     let put_only = repo.key.is_put_only();
@@ -351,10 +368,11 @@ pub async fn run(
             walked.entries[i].blake3 = Some(empty.clone());
         }
     }
-    let unread: std::collections::HashSet<usize> = reads.skipped.iter().map(|(i, _)| *i).collect();
+    let mut unread: std::collections::HashSet<usize> = reads.skipped.iter().map(|(i, _)| *i).collect();
     for (i, why) in &reads.skipped {
         skipped.push(Skipped { path: format!("/{}", walked.entries[*i].display_path()), why: why.clone() });
     }
+    links_of_unread(&walked.entries, &mut unread, &mut skipped);
     let entries: Vec<_> =
         walked.entries.into_iter().enumerate().filter(|(i, _)| !unread.contains(i)).map(|(_, e)| e).collect();
     for e in &entries {
@@ -449,4 +467,57 @@ pub async fn run(
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+/// A hard link is kept as a reference to the first path of its file: when
+/// that one could not be read (`unread`), the file's other paths have no
+/// bytes in the snapshot either. They join `unread` and are reported in
+/// `skipped`, rather than kept as links to nothing.
+fn links_of_unread(
+    entries: &[crate::tree::Entry],
+    unread: &mut std::collections::HashSet<usize>,
+    skipped: &mut Vec<Skipped>,
+) {
+    let unread_paths: std::collections::HashSet<Vec<u8>> = unread.iter().map(|&i| entries[i].path_bytes()).collect();
+    if unread_paths.is_empty() {
+        return;
+    }
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(first) = e.link_to_bytes().filter(|f| unread_paths.contains(f)) {
+            skipped.push(Skipped {
+                path: format!("/{}", e.display_path()),
+                why: format!(
+                    "a hard link of /{}, which could not be read: not in the snapshot",
+                    String::from_utf8_lossy(&first)
+                ),
+            });
+            unread.insert(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `b` and `c` are hard links of `a`, kept as references to it; `a`
+    /// could not be read (vanished or failing mid-read after the walk).
+    /// Kept, they would be links to an entry the snapshot does not have:
+    /// their bytes silently gone, a restore refusing them.
+    #[test]
+    fn hard_links_of_a_file_that_could_not_be_read_are_reported_not_kept() {
+        let m = std::fs::metadata("/").expect("metadata");
+        let file = |p: &str| crate::tree::Entry::from_meta(std::path::Path::new(p), &m);
+        let a = file("/t/a");
+        let mut b = file("/t/b");
+        b.set_link_to(&a.path_bytes());
+        let mut c = file("/t/c");
+        c.set_link_to(&a.path_bytes());
+        let entries = vec![a, b, c, file("/t/d")];
+        let mut unread: std::collections::HashSet<usize> = [0].into_iter().collect();
+        let mut skipped = Vec::new();
+        links_of_unread(&entries, &mut unread, &mut skipped);
+        assert_eq!(unread, [0, 1, 2].into_iter().collect(), "b and c leave the snapshot with a");
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].path == "/t/b" && skipped[0].why.contains("hard link of /t/a"), "{skipped:?}");
+    }
 }

@@ -152,7 +152,7 @@ pub async fn prune_with(
 ) -> Result<PruneReport> {
     repo.key.need_full("prune")?;
     let repack = if o.max_unused_pct < 100 {
-        let snaps = repo.snapshots()?;
+        let snaps = repo.snapshots_for_prune()?;
         let eligible: HashSet<String> = repo
             .spn
             .objects(repo.name())?
@@ -175,7 +175,7 @@ pub async fn prune_with(
 pub fn prune(repo: &Repo, grace_secs: u64, now_secs: u64) -> Result<PruneReport> {
     repo.key.need_full("prune")?;
     let mut used = HashSet::new();
-    for s in repo.snapshots()? {
+    for s in repo.snapshots_for_prune()? {
         used.insert(s.tree.manifest.clone());
         used.extend(s.data.iter().map(|d| d.manifest.clone()));
     }
