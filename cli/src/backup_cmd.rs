@@ -38,6 +38,7 @@ pub(crate) enum BackupCommand {
     /// Make a repository: a new key (keep it: losing it loses the backups) and the SPN's record.
     Init,
     /// Back up paths: only files changed since the last snapshot of this host and paths are read.
+    /// Exit status 3 when the snapshot was saved without some files that could not be read (as restic).
     Run {
         #[command(flatten)]
         what: WhatArgs,
@@ -959,6 +960,15 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
         for k in &s.skipped {
             println!("  skipped {}: {}", k.path, k.why);
         }
+    }
+    if !s.skipped.is_empty() {
+        // As restic's exit code 3: saved, but some source data could not be read.
+        return Err(crate::Incomplete(format!(
+            "snapshot {} was saved without {} path(s) that could not be read (listed above); exit status 3",
+            s.id,
+            s.skipped.len()
+        ))
+        .into());
     }
     Ok(())
 }

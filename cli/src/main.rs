@@ -169,6 +169,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A command that did its job but not all of it (a backup saved without
+/// some unreadable files): exit status 3, as restic's, so a script or cron
+/// sees it.
+#[derive(Debug)]
+pub(crate) struct Incomplete(pub(crate) String);
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Incomplete {}
+
 /// What is logged without `RUST_LOG`.
 const DEFAULT_LOG: &str = "warn,libp2p_relay::priv_client::handler=error";
 
@@ -197,6 +211,10 @@ fn main() -> ExitCode {
         .try_init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Incomplete>().is_some() => {
+            eprintln!("warning: {e:#}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -298,3 +298,30 @@ fn a_peer_lists_and_clears_backup_data_nobody_renewed() {
     assert!(store(&["expired"])["expired"].as_array().expect("list").is_empty());
     assert_eq!(store(&["stats"])["shards"], 0, "a peer holding only this backup is empty again");
 }
+
+/// A run that saves a snapshot without some files (here one that cannot be
+/// read) says so in its exit status, as restic's 3: cron and scripts see
+/// an incomplete backup; the JSON still comes on stdout.
+#[test]
+fn a_run_that_could_not_read_every_file_exits_with_status_3() {
+    let bad = Path::new("/proc/self/mem");
+    if !bad.exists() {
+        eprintln!("skipped: no /proc/self/mem on this system to stand for an unreadable file");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let n = network(dir.path(), 4);
+    let home = dir.path().join("home");
+    json_out(&backup(&n, &home, &["init", "--json"]).output().expect("init"), "init");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("fine.txt"), b"fine").expect("write");
+    let ok = backup(&n, &home, &["run", &s(&src), "--coding", "2+2", "--json"]).output().expect("run");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = backup(&n, &home, &["run", &s(&src), &s(bad), "--coding", "2+2", "--json"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON on stdout");
+    assert_eq!(v["snapshot"]["skipped"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not be read"));
+}
