@@ -1203,3 +1203,26 @@ async fn long_names_lookalike_names_symlink_chains_and_directories_in_the_way() 
         .collect();
     assert!(stray.is_empty(), "temporary files left: {stray:?}");
 }
+
+/// `--include` of the second path of a hard-linked file only: its bytes are
+/// kept under the first path, which is not restored. It was reported as
+/// "a hard link of … which this restore does not include" and not made;
+/// it is now restored as a file of its own with those bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_included_hard_link_whose_first_path_is_left_out_is_restored_whole() {
+    let (_net, dev, h, _work, src) = setup(4, "links", "src").await;
+    write(&src.join("a/first.bin"), &image(200_000, 41));
+    std::fs::create_dir_all(src.join("b")).expect("mkdir");
+    std::fs::hard_link(src.join("a/first.bin"), src.join("b/second.bin")).expect("hard link");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = tempfile::tempdir().expect("target");
+    let include = vec![src.join("b").display().to_string()];
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include };
+    let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    let at = target.path().join(src.strip_prefix("/").expect("abs"));
+    assert_eq!(std::fs::read(at.join("b/second.bin")).expect("second"), image(200_000, 41));
+    assert!(!at.join("a").exists(), "only what was included");
+}

@@ -100,6 +100,30 @@ fn selected(e: &Entry, include: &[String]) -> bool {
     })
 }
 
+/// Hard links `--include` chose without the path their file was first
+/// seen at (the one that holds the bytes): each becomes a file of its own
+/// with that path's bytes, instead of a link to something not restored.
+fn lone_links(all: &[Entry], include: &[String]) -> Vec<Entry> {
+    if include.is_empty() {
+        return Vec::new();
+    }
+    let firsts: HashMap<Vec<u8>, &Entry> =
+        all.iter().filter(|e| e.kind == Kind::File && !e.is_hard_link()).map(|e| (e.path_bytes(), e)).collect();
+    all.iter()
+        .filter(|e| e.kind == Kind::File && selected(e, include))
+        .filter_map(|e| {
+            let first = firsts.get(&e.link_to_bytes()?)?;
+            if selected(first, include) {
+                return None;
+            }
+            let mut own = e.clone();
+            (own.link_to, own.link_to_hex) = (None, None);
+            (own.data, own.blake3, own.size) = (first.data, first.blake3.clone(), first.size);
+            Some(own)
+        })
+        .collect()
+}
+
 /// Whether a symlink at `rel` (inside the target) pointing at `target` stays
 /// inside: relative, its `..` all at the front and no more of them than
 /// `rel` is deep. A `..` after a name is refused: the name may itself be a
@@ -289,7 +313,14 @@ pub async fn restore(
     check_target(root)?;
     let parents = Parents::new(root);
     let mut report = RestoreReport { snapshot: snap.id.clone(), ..Default::default() };
-    let entries: Vec<&Entry> = tree.entries.iter().filter(|e| selected(e, &o.include)).collect();
+    let alone = lone_links(&tree.entries, &o.include);
+    let replaced: HashSet<Vec<u8>> = alone.iter().map(Entry::path_bytes).collect();
+    let entries: Vec<&Entry> = tree
+        .entries
+        .iter()
+        .filter(|e| selected(e, &o.include) && !replaced.contains(e.path_key().as_ref()))
+        .chain(&alone)
+        .collect();
     // Every path is checked before anything is written.
     let mut rels = Vec::with_capacity(entries.len());
     for e in &entries {
