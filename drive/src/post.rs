@@ -506,6 +506,10 @@ impl Inbox {
         let letter = Letter::open(key, e).ok_or_else(|| internal("the letter no longer opens".into()))?;
         let Some(file) = &letter.file else { return Err(internal("a letter with parts and no file".into())) };
         let folder = self.received.join(safe_name(name, "friend"));
+        // One folder down, whatever the friend calls itself.
+        if folder.parent() != Some(self.received.as_path()) {
+            return Err(refused(Refusal::Internal, format!("a friend's name {name:?} leaves the received folder")));
+        }
         std::fs::create_dir_all(&folder).map_err(|err| internal(format!("making {}: {err}", folder.display())))?;
         let tmp = folder.join(format!(".{}.partial", hex(&e.id)));
         let mut bad_part = None;
@@ -606,8 +610,10 @@ pub fn safe_name(name: &str, fallback: &str) -> String {
         }
         out.push(c);
     }
-    let out = out.trim_start_matches('.').trim().to_string();
-    if out.is_empty() { fallback.to_string() } else { out }
+    // Dots and blanks in front come off together, until neither is left:
+    // " .." trimmed after its dots were taken was "..", the folder above.
+    let out = out.trim_start_matches(|c: char| c == '.' || c.is_whitespace()).trim_end().to_string();
+    if out.is_empty() || out == "." || out == ".." { fallback.to_string() } else { out }
 }
 
 /// Put `tmp` in `folder` as `name`, or `name (2)`, `name (3)`… if taken:
@@ -763,6 +769,21 @@ mod tests {
     fn received_names_stay_in_their_folder() {
         assert_eq!(safe_name("../../etc/passwd", "f"), "passwd");
         assert_eq!(safe_name("..", "f"), "f");
+        assert_eq!(safe_name(" . notes.txt", "f"), "notes.txt");
+    }
+
+    /// A friend picks the name its letters are filed under (`received/NAME/`).
+    /// " .." lost its dots before its blank, so it came out "..": the
+    /// friend's files landed beside the node's own settings (a missing
+    /// `shares.json` among them: a share link of the whole drive).
+    #[test]
+    fn a_friend_named_blank_dot_dot_cannot_file_letters_above_received() {
+        for sneaky in [" ..", "Bob/ ..", " . .", "\t..", ". .. .", "..\u{a0}"] {
+            let got = safe_name(sneaky, "f");
+            assert!(got != "." && got != ".." && !got.starts_with('.') && !got.contains('/'), "{sneaky:?} -> {got:?}");
+            let folder = Path::new("/srv/received").join(&got);
+            assert_eq!(folder.parent(), Some(Path::new("/srv/received")), "{sneaky:?}");
+        }
         assert_eq!(safe_name(".bashrc", "f"), "bashrc");
         assert_eq!(safe_name("a\u{1b}[2Jb\0", "f"), "a[2Jb");
         assert_eq!(safe_name("C:\\x\\y.txt", "f"), "y.txt");
