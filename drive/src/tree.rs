@@ -320,10 +320,15 @@ impl Tree {
         if self.entries.contains_key(to) || to == "/" {
             return Err(Error::Exists(to.to_string()));
         }
+        let moving: Vec<String> = self.entries.keys().filter(|p| under(p, from)).cloned().collect();
+        // Every new path checked before anything moves: one past the
+        // limits would make a tree no device reads back (nothing moved).
+        for p in &moving {
+            normal(&format!("{to}{}", &p[from.len()..]))?;
+        }
         if let Some(p) = parent(to) {
             self.mkdir(p, now)?;
         }
-        let moving: Vec<String> = self.entries.keys().filter(|p| under(p, from)).cloned().collect();
         for p in moving {
             let dest = format!("{to}{}", &p[from.len()..]);
             if let Some(e) = self.entries.remove(&p) {
@@ -555,6 +560,24 @@ mod tests {
         let mut t = Tree::default();
         t.entries.insert("/../../etc/x".into(), Entry::Dir { created: 1 });
         assert!(Tree::from_bytes(&t.to_bytes()).is_err());
+    }
+
+    /// A move that would make a path under the folder longer than
+    /// [`MAX_PATH`] wrote a tree no device could read back (every path is
+    /// checked when a tree is read): the whole drive was locked. It is
+    /// refused, and nothing moves.
+    #[test]
+    fn a_move_that_makes_a_path_too_long_is_refused_whole() {
+        let mut t = Tree::default();
+        let deep = format!("/a/{}/f.txt", vec!["d".repeat(200); 20].join("/"));
+        assert!(deep.len() > 4000 && deep.len() <= MAX_PATH, "{}", deep.len());
+        t.add_version(&deep, v(1, "f"), 1).expect("add");
+        t.add_version("/a/short.txt", v(1, "s"), 1).expect("add");
+        let long = format!("/{}", "n".repeat(250));
+        assert!(matches!(t.rename("/a", &long, 2), Err(Error::BadPath { .. })));
+        assert!(t.get(&deep).is_some() && t.get("/a/short.txt").is_some(), "nothing moved");
+        assert!(t.get(&long).is_none(), "no folder made for it either");
+        Tree::from_bytes(&t.to_bytes()).expect("the tree still reads back");
     }
 
     /// A folder moves with everything under it and nothing else; it
