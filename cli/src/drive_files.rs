@@ -572,10 +572,15 @@ async fn ls(path: &str, recursive: bool, on: On) -> Result<()> {
 /// Every file under `source`, with its drive path under `to` (folders
 /// first, so empty ones are made too).
 fn plan(source: &Path, to: &str) -> Result<Vec<(PathBuf, String, bool)>> {
-    let name = source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .with_context(|| format!("{} has no name to keep it under", source.display()))?;
+    let name = source.file_name().with_context(|| format!("{} has no name to keep it under", source.display()))?;
+    // The drive's names are text: made lossy, two names that are not UTF-8
+    // read the same, and one file would be stored as a version of the other.
+    let name = name.to_str().with_context(|| {
+        format!(
+            "{} has a name that is not UTF-8: the drive keeps names as text; rename it first (nothing was sent)",
+            source.display()
+        )
+    })?;
     let base = drive::tree::normal(&format!("{to}/{name}"))?;
     let meta = std::fs::symlink_metadata(source).with_context(|| format!("reading {}", source.display()))?;
     if meta.is_file() {
@@ -856,4 +861,24 @@ pub(crate) fn demo_hint(boot: &str, laptop: &Path) -> String {
         "IONSHARD_DRIVE_PASSWORD='{DEMO_PASSWORD}' ionshard drive ls -r --dir {} --bootstrap {boot}",
         laptop.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `caf\xe9.txt` and `caf\xe8.txt` were both sent as `/caf\u{FFFD}.txt`:
+    /// the second stored as a newer version of the first.
+    #[test]
+    fn names_that_are_not_utf8_are_refused_before_anything_is_sent() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("fine.txt"), b"ok").expect("write");
+        std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")), b"one").expect("write");
+        let err = plan(&src, "/docs").expect_err("refused");
+        assert!(format!("{err:#}").contains("not UTF-8"), "{err:#}");
+        assert_eq!(plan(&src.join("fine.txt"), "/docs").expect("a text name").len(), 1);
+    }
 }
