@@ -20,6 +20,10 @@ pub const FORMAT: u32 = 1;
 pub const MAX_NAME: usize = 255;
 /// The longest path, in bytes.
 pub const MAX_PATH: usize = 4096;
+
+/// Entries trashed under a folder at most this long (seconds) before the
+/// folder itself come back with it ([`Tree::untrash`]).
+const FOLDED_WITHIN: u64 = 3600;
 /// How long a removed entry stays in the trash (seconds).
 pub const TRASH_SECS: u64 = 30 * 86_400;
 
@@ -421,19 +425,37 @@ impl Tree {
         // A folder made again meanwhile (restoring something that was in
         // it makes it) takes back what was in it; anything else in the way
         // stops the restore before it changes a thing.
-        let t = &self.trash[i];
-        let clash = t.entries.iter().find(|(p, e)| {
+        // A folder deleted over WebDAV or by a sync is removed one file at
+        // a time and then itself: each file is a trash entry of its own.
+        // Those removed under it in the hour before it come back with it
+        // (the folder alone came back empty, its files purged later).
+        let at = self.trash[i].at;
+        let mut taken: Vec<usize> = (0..self.trash.len())
+            .filter(|&j| {
+                let u = &self.trash[j];
+                j == i
+                    || (u.path != path
+                        && under(&u.path, path)
+                        && u.at <= at
+                        && at - u.at <= FOLDED_WITHIN
+                        && self.trash[..j].iter().chain(&self.trash[j + 1..]).all(|o| o.path != u.path || o.at <= u.at))
+            })
+            .collect();
+        let clash = taken.iter().flat_map(|&j| self.trash[j].entries.iter()).find(|(p, e)| {
             !matches!((self.entries.get(*p), e), (None, _) | (Some(Entry::Dir { .. }), Entry::Dir { .. }))
         });
         if let Some((p, _)) = clash {
             return Err(Error::Drive(format!("{p} exists again: move it away first")));
         }
-        let t = self.trash.remove(i);
         if let Some(p) = parent(path) {
             self.mkdir(p, now)?;
         }
-        for (p, e) in t.entries {
-            self.entries.entry(p).or_insert(e);
+        taken.sort_unstable();
+        for j in taken.into_iter().rev() {
+            let t = self.trash.remove(j);
+            for (p, e) in t.entries {
+                self.entries.entry(p).or_insert(e);
+            }
         }
         Ok(())
     }
@@ -578,6 +600,27 @@ mod tests {
         assert!(t.get(&deep).is_some() && t.get("/a/short.txt").is_some(), "nothing moved");
         assert!(t.get(&long).is_none(), "no folder made for it either");
         Tree::from_bytes(&t.to_bytes()).expect("the tree still reads back");
+    }
+
+    /// A file manager deleting /Photos over WebDAV (or a sync) removes
+    /// each file, then the folder: restoring the folder brought it back
+    /// empty, and its files were purged from the trash 30 days later.
+    #[test]
+    fn a_folder_deleted_file_by_file_comes_back_whole_from_the_trash() {
+        let mut t = Tree::default();
+        t.add_version("/Photos/a.jpg", v(1, "a"), 1).expect("add");
+        t.add_version("/Photos/2025/b.jpg", v(1, "b"), 1).expect("add");
+        t.add_version("/Photos/old.jpg", v(1, "o"), 1).expect("add");
+        t.remove("/Photos/old.jpg", 1_000).expect("rm, well before");
+        t.remove("/Photos/a.jpg", 10_000).expect("rm");
+        t.remove("/Photos/2025/b.jpg", 10_001).expect("rm");
+        t.remove("/Photos/2025", 10_001).expect("rmdir");
+        t.remove("/Photos", 10_002).expect("rmdir");
+        t.untrash("/Photos", 20_000).expect("restore");
+        assert!(t.get("/Photos/a.jpg").is_some() && t.get("/Photos/2025/b.jpg").is_some(), "{:?}", t.entries);
+        assert!(t.get("/Photos/old.jpg").is_none(), "deleted on its own, hours before: stays in the trash");
+        assert_eq!(t.trash.len(), 1, "{:?}", t.trash);
+        assert_eq!(t.trash[0].path, "/Photos/old.jpg");
     }
 
     /// A folder moves with everything under it and nothing else; it
