@@ -257,9 +257,13 @@ pub fn plan(base: &Base, local: &Side<LocalFile>, remote: &Side<Version>, host: 
             // Changed on both sides, or new on both, differently.
             (Some(lf), Some(v)) => {
                 let mut keep_as = conflict_name(rel, host, now);
-                let mut n = 2;
+                // The host is cut to 40 characters in the name: the count
+                // goes after a shorter cut of it, or a long host name gave
+                // the same name every time and this never ended.
+                let short: String = host.chars().take(30).collect();
+                let mut n = 2u64;
                 while taken.contains(&keep_as) {
-                    keep_as = conflict_name(rel, &format!("{host}-{n}"), now);
+                    keep_as = conflict_name(rel, &format!("{short}-{n}"), now);
                     n += 1;
                 }
                 Action::Conflict { rel: rel.clone(), keep_as, local: lf.clone(), version: v.clone() }
@@ -485,6 +489,20 @@ mod tests {
                 .any(|a| matches!(a, Action::RemoveRemote { .. } | Action::Download { .. } | Action::Forget { .. })),
             "{acts:?}"
         );
+    }
+
+    #[test]
+    fn a_second_conflict_of_a_host_with_a_long_name_gets_a_name_of_its_own() {
+        let host = "a-workstation-with-a-very-long-host-name-indeed";
+        let taken = conflict_name("a.txt", host, 5);
+        let b = base(&[("a.txt", "1")]);
+        let (lo, re) = sides(&[("a.txt", "2"), (&taken, "x")], &[("a.txt", "3")]);
+        let acts = plan(&b, &lo, &re, host, 5);
+        let keep = acts.iter().find_map(|a| match a {
+            Action::Conflict { keep_as, .. } => Some(keep_as.clone()),
+            _ => None,
+        });
+        assert!(keep.is_some_and(|k| k != taken), "the host's cut kept the count off: the plan never ended");
     }
 
     #[test]
