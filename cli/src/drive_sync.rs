@@ -90,6 +90,11 @@ struct Pass {
     shard_bytes: u64,
     resumed_bytes: u64,
     bytes_down: u64,
+    /// Shards of uploads dropped (their file changed while it was read):
+    /// deleted once what the pass stored meanwhile is named, not before, as
+    /// another upload waiting to be named may use the same shards.
+    #[serde(skip)]
+    orphans: Vec<String>,
 }
 
 impl Pass {
@@ -384,8 +389,7 @@ impl Syncer {
             _ => {
                 // Being written: what was stored is dropped (but for shards
                 // another version names), and the file waits.
-                let sent: Vec<String> = s.version.shards.iter().chain([&s.version.stored]).cloned().collect();
-                self.d.delete(&self.d.unnamed(&sent).await).await;
+                pass.orphans.extend(s.version.shards.iter().chain([&s.version.stored]).cloned());
                 pass.deferred.push(rel.to_string());
                 Ok(None)
             }
@@ -609,6 +613,10 @@ impl Syncer {
         pass: &mut Pass,
     ) -> Result<()> {
         let deferred = self.name(ops).await?;
+        if !pass.orphans.is_empty() {
+            let orphans = std::mem::take(&mut pass.orphans);
+            self.d.delete(&self.d.unnamed(&orphans).await).await;
+        }
         for (rel, b) in std::mem::take(waiting) {
             if deferred.contains(&rel) {
                 pass.deferred.push(rel);
