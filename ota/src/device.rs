@@ -243,6 +243,14 @@ impl Device {
             }
             let peek = meta::parse_root(text.as_bytes())?;
             let v = peek.signed.version;
+            // Once freshness is checked it stays checked: the vendor signs
+            // a format 1 copy of each new root for devices from before
+            // timestamps, and taking that copy (which anyone can hand over)
+            // would turn the timestamp check off for good. The full copy of
+            // the same root, or none, is taken instead.
+            if root.timestamp.is_some() && peek.signed.timestamp.is_none() {
+                continue;
+            }
             if v < root.version || (v == root.version && (root.timestamp.is_some() || peek.signed.timestamp.is_none()))
             {
                 continue;

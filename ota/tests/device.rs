@@ -165,3 +165,31 @@ fn a_device_state_of_the_previous_release_reads_as_is() {
     let root = device.trusted_root(None, now()).expect("root.json reads");
     assert_eq!((root.format(), root.version), (1, 1));
 }
+
+/// Root v2's format 1 copy (signed by the vendor for devices from before
+/// timestamps: public) has no timestamp role. Offered alone to a device
+/// that checks freshness, it was taken, written as the device's root, and
+/// every later check ran without a timestamp: an older signed release
+/// passed as the newest.
+#[test]
+fn a_root_copy_without_the_timestamp_role_cannot_turn_freshness_off() {
+    let k = Keys { root: vec![VendorKey::generate()], ts: VendorKey::generate() };
+    let r1 = root_of(&k, 1, now() + 3600);
+    let r2 = root_of(&k, 2, now() + 3600);
+    let legacy_v2 = meta::to_json(&meta::sign_root(r2.legacy(), &[&k.root[0]]));
+    let full_v2 = meta::to_json(&meta::sign_root(r2, &[&k.root[0]]));
+    let dir = tempfile::tempdir().expect("dir");
+    let device = Device::open(dir.path()).expect("device");
+    let (old, new) = ("11".repeat(32), "22".repeat(32));
+    let rel = meta::to_json(&meta::sign_release(release("1.0", &old), &[&k.root[0]]));
+    // The older release, the legacy copy of v2, no timestamp: refused.
+    let e = device.check(r1.clone(), &bundle(rel.clone(), vec![legacy_v2.clone()], None), &want(true));
+    assert!(matches!(e, Err(ota::Error::NoTimestamp { .. })), "{e:?}");
+    assert!(!dir.path().join("root.json").exists(), "the copy without a timestamp role was kept");
+    // Beside the full copy, the full copy is the one taken.
+    let b = bundle(rel, vec![legacy_v2, full_v2.clone()], Some(timestamp(&k, 1, "1.2", &new)));
+    let c = device.check(r1, &b, &want(false)).expect("checked");
+    assert!(c.root.timestamp.is_some() && c.root.version == 2);
+    assert_eq!(c.newer.as_deref(), Some("1.2"), "the timestamp still says what is newest");
+    assert_eq!(std::fs::read_to_string(dir.path().join("root.json")).expect("root"), full_v2);
+}
