@@ -1226,3 +1226,45 @@ async fn an_included_hard_link_whose_first_path_is_left_out_is_restored_whole() 
     assert_eq!(std::fs::read(at.join("b/second.bin")).expect("second"), image(200_000, 41));
     assert!(!at.join("a").exists(), "only what was included");
 }
+
+/// The attack: a tenant uploads segments honestly (here another tenant's
+/// shards, which it has), then commits a manifest that lists them in a
+/// segment claiming another length. Audits ask each holder for blocks of
+/// the length the manifest says: every honest holder fails them, is
+/// disqualified, and its copies (the victim's too) are deleted. The commit
+/// is refused: the holders' signed receipts say each shard's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_cannot_list_shards_with_a_length_they_do_not_have() {
+    let net = network(6, None).await;
+    let dev = device(&net).await;
+    let victim = host(&net, "victim3");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("files");
+    write(&src.join("books.bin"), &image(300_000, 9));
+    let o = options(std::slice::from_ref(&src));
+    let s = backup::run(&victim.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let target = s.data[0].manifest.clone();
+    let (_operator, attacker, manifest_bytes, segments) =
+        attacker_with_shards_of(&net, &dev.client, "attacker3", &target).await;
+    let job = attacker.open_session("attacker3").expect("session").job;
+    for (len, k, shards) in segments {
+        let a = attacker.clone();
+        tokio::task::spawn_blocking(move || a.put_segment(job, len, k, shards)).await.expect("join").expect("upload");
+    }
+    // The same manifest with its first segment's length made 8 times larger.
+    let m = chunker::Manifest::from_bytes(&manifest_bytes, &Default::default()).expect("parse");
+    let len = u32::try_from(m.segments()[0].len()).expect("a small segment");
+    let find: Vec<u8> = [&[0x1a][..], &len.to_be_bytes()].concat();
+    let at = manifest_bytes.windows(5).position(|w| w == find.as_slice()).expect("the segment's length");
+    let mut forged = manifest_bytes.clone();
+    forged[at + 1..at + 5].copy_from_slice(&(len * 8).to_be_bytes());
+    let fm = chunker::Manifest::from_bytes(&forged, &Default::default()).expect("the forgery parses");
+    assert_ne!(fm.segments()[0].shard_len(), m.segments()[0].shard_len(), "the forgery lies about the length");
+    let a = attacker.clone();
+    let err = tokio::task::spawn_blocking(move || a.commit(job, &[forged], &[]))
+        .await
+        .expect("join")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not match what was uploaded"), "{err}");
+}

@@ -197,7 +197,7 @@ pub(super) async fn commit(
                 new_segments += 1;
                 new_shard_bytes += seg.shard_len() * seg.shards().len() as u64;
             }
-            shards.extend(names);
+            shards.extend(names.into_iter().map(|c| (c, seg.shard_len())));
         }
         let coding = m.params().coding;
         let rec = ObjectRecord {

@@ -77,6 +77,10 @@ pub(super) fn drop_and_delete(
     Ok(())
 }
 
+/// An object to commit: its record, its manifest's bytes, and each shard
+/// the manifest lists with the length the manifest gives it.
+pub(crate) type CommittedObject = (ObjectRecord, Vec<u8>, Vec<(String, u64)>);
+
 impl State {
     /// Shards `job` journaled that have a holder now (placed by it, or
     /// already held when it asked).
@@ -109,7 +113,7 @@ impl State {
         &self,
         job: u64,
         tenant: &str,
-        objects: &[(ObjectRecord, Vec<u8>, Vec<String>)],
+        objects: &[CommittedObject],
         uses: &[String],
         now: u64,
     ) -> Result<u64> {
@@ -183,8 +187,25 @@ impl State {
             }
         }
         let mut used = HashSet::new();
+        let receipts = txn.open_table(RECEIPTS)?;
         for (rec, _, shards) in objects {
-            for c in shards {
+            for (c, len) in shards {
+                // The segment's length and k come from the client: a shard
+                // listed with a length it does not have would fail every
+                // audit of its holders, honest peers disqualified and other
+                // objects' copies deleted. Its receipts (signed by the peers
+                // that hold it) say its size.
+                let (lo, hi) = (format!("{c}/"), format!("{c}0"));
+                for r in receipts.range(lo.as_str()..hi.as_str())? {
+                    let Ok(r) = proto::Receipt::from_bytes(r?.1.value()) else { continue };
+                    if r.size != *len {
+                        return Err(Error::BadRequest(format!(
+                            "object {}: shard {c} is listed as {len} bytes, its holders signed for {}: the \
+                             manifest's segment lengths do not match what was uploaded",
+                            rec.manifest, r.size
+                        )));
+                    }
+                }
                 if !held.contains(c) && !mine.contains(c) {
                     return Err(Error::BadRequest(format!(
                         "object {}: shard {c} was not placed in this session and belongs to no object of tenant \
@@ -195,6 +216,7 @@ impl State {
                 used.insert(c.clone());
             }
         }
+        drop(receipts);
         {
             let mut o = txn.open_table(OBJECTS)?;
             let mut m = txn.open_table(MANIFESTS)?;
