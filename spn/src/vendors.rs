@@ -188,6 +188,12 @@ pub(crate) fn accept_timestamp(state: &State, vendor: &str, text: &str, now: u64
     }
     let t = meta::verify_timestamp(&root, text.as_bytes(), &product, now, SKEW)
         .map_err(|e| Error::Refused(e.to_string()))?;
+    // A timestamp claims its product, as a first upload does: kept for a
+    // product nobody owned, it would outrank the owner's own later ones
+    // (a number they cannot pass), and devices would refuse them.
+    if state.claim_product(&product, vendor)? != vendor {
+        return Err(Error::Forbidden(format!("product {product} belongs to another vendor")));
+    }
     state.put_timestamp(&product, text, |old| {
         let Some(old) = old else { return Ok(()) };
         let old: meta::Signed<meta::Timestamp> =
@@ -228,4 +234,65 @@ pub(crate) fn bundle_roots(state: &State, vendor: &str, format: u32) -> Result<V
     } else {
         roots.into_iter().filter(|r| r.version > 1).map(|r| r.legacy.unwrap_or(r.root)).collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ota::meta::{Role, Timestamp, VendorKey};
+
+    fn now() -> u64 {
+        proto::now()
+    }
+
+    /// A vendor with one root key and one timestamp key, registered.
+    fn vendor(state: &State, name: &str) -> (VendorKey, VendorKey) {
+        let (rk, tk) = (VendorKey::generate(), VendorKey::generate());
+        let root = Root {
+            vendor: name.into(),
+            version: 1,
+            expires: now() + 3600,
+            threshold: 1,
+            keys: [(rk.id(), rk.public_hex())].into_iter().collect(),
+            timestamp: Some(Role { threshold: 1, keys: [(tk.id(), tk.public_hex())].into_iter().collect() }),
+        };
+        let text = meta::to_json(&meta::sign_root(root.clone(), &[&rk]));
+        let legacy = meta::to_json(&meta::sign_root(root.legacy(), &[&rk]));
+        register(state, name, &[NewRoot { root: text, legacy: Some(legacy) }], now()).expect("register");
+        (rk, tk)
+    }
+
+    fn stamp(vendor: &str, product: &str, number: u64, key: &VendorKey) -> String {
+        let t = Timestamp {
+            vendor: vendor.into(),
+            product: product.into(),
+            version: number,
+            issued: now(),
+            expires: now() + 3600,
+            latest: Default::default(),
+        };
+        meta::to_json(&meta::sign_timestamp(t, &[key]))
+    }
+
+    /// Vendor B kept a timestamp numbered u64::MAX for product "router"
+    /// before its vendor A ever uploaded: the product stayed unclaimed, A's
+    /// own timestamps were refused as "not newer" forever, and devices got
+    /// B's. A timestamp now claims its product, as a first upload does.
+    #[test]
+    fn a_vendor_cannot_squat_another_vendors_product_with_a_timestamp() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = State::open(&dir.path().join("spn")).expect("open");
+        let (_, a_ts) = vendor(&state, "acme");
+        let (_, b_ts) = vendor(&state, "mallory");
+        accept_timestamp(&state, "mallory", &stamp("mallory", "router", u64::MAX, &b_ts), now()).expect("first");
+        assert_eq!(state.product_owner("router").expect("owner").as_deref(), Some("mallory"), "claimed by it");
+        // acme learns at once that the name is taken (not later, from devices).
+        let e = state.claim_product("router", "acme").expect("claim");
+        assert_eq!(e, "mallory");
+        let refused = accept_timestamp(&state, "acme", &stamp("acme", "router", 1, &a_ts), now());
+        assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+        // A product of its own: fine.
+        accept_timestamp(&state, "acme", &stamp("acme", "switch", 1, &a_ts), now()).expect("its own");
+        assert_eq!(state.product_owner("switch").expect("owner").as_deref(), Some("acme"));
+    }
 }
