@@ -174,6 +174,28 @@ async fn authenticate(State(inner): State<Arc<Inner>>, mut req: Request, next: N
 /// How long a client may take to send a JSON body.
 const BODY_DEADLINE: Duration = Duration::from_secs(20);
 
+/// MiB of request bodies held in memory at once, over all requests (each
+/// buffered route and a segment upload take their body's size from it
+/// before reading it): many large bodies at once wait instead of growing
+/// the SPN's memory without bound (32 connections per address, each with
+/// a 256 MiB commit, was 8 GiB from one address).
+const BODY_BUDGET_MIB: usize = 512;
+
+static BODY_BUDGET: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_MIB)));
+
+/// Room for a body of `len` bytes (its Content-Length, or the route's limit
+/// when it has none), waited for; held until the body is let go.
+pub(crate) async fn body_room(headers: &HeaderMap, limit: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let len = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(limit, |n| n.min(limit));
+    let mib = len.div_ceil(1 << 20).clamp(1, BODY_BUDGET_MIB) as u32;
+    BODY_BUDGET.clone().acquire_many_owned(mib).await.ok()
+}
+
 /// Read a JSON route's body whole, within `limit` bytes and [`BODY_DEADLINE`].
 fn buffered(
     limit: usize,
@@ -181,6 +203,7 @@ fn buffered(
     move |req: Request, next: Next| {
         Box::pin(async move {
             let (parts, body) = req.into_parts();
+            let _room = body_room(&parts.headers, limit).await;
             let read = axum::body::to_bytes(body, limit);
             let bytes = match tokio::time::timeout(BODY_DEADLINE, read).await {
                 Ok(Ok(b)) => b,
@@ -261,4 +284,35 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     // `POST /v1/objects` streams its body itself, a segment is read within
     // its own bound; every other body is small.
     authed.merge(public).layer(axum::extract::DefaultBodyLimit::disable()).with_state(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(len: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::CONTENT_LENGTH, len.to_string().parse().expect("header"));
+        h
+    }
+
+    /// The memory attack: many connections each sending a large body to a
+    /// buffered route (a 256 MiB commit, a 96 MiB segment) held all of it
+    /// at once. Bodies now take room from one budget first: past it, the
+    /// next one waits until one is let go.
+    #[tokio::test]
+    async fn large_bodies_at_once_wait_for_room_instead_of_growing_memory() {
+        let wait = Duration::from_secs(10);
+        let mut held = Vec::new();
+        for _ in 0..BODY_BUDGET_MIB / 256 {
+            held.push(tokio::time::timeout(wait, body_room(&sized(256 << 20), 256 << 20)).await.expect("room"));
+        }
+        let next = tokio::spawn(async { body_room(&sized(256 << 20), 256 << 20).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!next.is_finished(), "a third 256 MiB body was let in beside two");
+        held.pop();
+        tokio::time::timeout(wait, next).await.expect("in once one is let go").expect("join").expect("room");
+        // A small body without a length counts as the route's limit; with one, as itself.
+        assert!(body_room(&HeaderMap::new(), 1 << 20).await.is_some());
+    }
 }

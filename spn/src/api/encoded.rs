@@ -81,6 +81,7 @@ pub(super) async fn put_segment(
     Extension(who): Extension<Caller>,
     Path(job): Path<u64>,
     Query(q): Query<SegmentQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Api<Json<SegmentPlaced>> {
     session(&inner, &who, job)?;
@@ -88,6 +89,8 @@ pub(super) async fn put_segment(
         return Err(bad(format!("a segment of {} bytes with k = {} is impossible", q.len, q.k)));
     }
     let shard_len = q.len.div_ceil(u64::from(q.k));
+    // Held while the segment's bytes are, to its placement's end.
+    let _room = super::body_room(&headers, MAX_SEGMENT_BODY).await;
     let read = axum::body::to_bytes(body, MAX_SEGMENT_BODY);
     let bytes = tokio::time::timeout(SEGMENT_DEADLINE, read)
         .await
