@@ -18,6 +18,12 @@ use crate::progress::Progress;
 /// Largest answer read (a release bundle with a big manifest).
 const MAX_ANSWER: u64 = 160 << 20;
 
+/// Largest placement answer read: a placement is ~70 bytes a shard (16
+/// MiB is a 100 GiB image at 10+4). It may come from any URL a bundle names
+/// and is asked for again during a fetch: at [`MAX_ANSWER`], 160 MiB of
+/// empty strings parsed into gigabytes on a small device.
+const MAX_PLACEMENT: u64 = 16 << 20;
+
 /// Largest error answer read.
 const MAX_ERROR: u64 = 64 << 10;
 
@@ -91,11 +97,16 @@ impl Spn {
     }
 
     /// [`Spn::decode`], and the bytes of the answer's body.
-    fn decode_counted<T: DeserializeOwned>(&self, what: &str, mut r: Response) -> Result<(T, u64)> {
+    fn decode_counted<T: DeserializeOwned>(&self, what: &str, r: Response) -> Result<(T, u64)> {
+        self.decode_limited(what, r, MAX_ANSWER)
+    }
+
+    /// [`Spn::decode_counted`] of an answer of at most `limit` bytes.
+    fn decode_limited<T: DeserializeOwned>(&self, what: &str, mut r: Response, limit: u64) -> Result<(T, u64)> {
         if !r.status().is_success() {
             return Err(Self::refused(what, r));
         }
-        let bytes = r.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().map_err(self.http(what))?;
+        let bytes = r.body_mut().with_config().limit(limit).read_to_vec().map_err(self.http(what))?;
         let t = serde_json::from_slice(&bytes).map_err(|source| Error::Answer { what: what.to_string(), source })?;
         Ok((t, bytes.len() as u64))
     }
@@ -159,7 +170,7 @@ impl Spn {
         let req = self.agent.get(&url);
         let req = if from.starts_with('/') { self.with_auth(req) } else { req };
         let r = req.call().map_err(self.http(&what))?;
-        self.decode_counted(&what, r)
+        self.decode_limited(&what, r, MAX_PLACEMENT)
     }
 
     /// Whether the SPN runs, and how many peers it sees (`refresh`: ask them now).
@@ -688,5 +699,45 @@ mod tests {
         body.read_to_end(&mut rest).expect("the rest");
         assert_eq!(rest.len(), 990);
         assert_eq!(Arc::strong_count(&b), 1, "the last shard is still held by the body");
+    }
+
+    /// Serve `body` once on loopback as a JSON answer; its URL.
+    fn serve_once(body: Vec<u8>) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/placement", l.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Ok((mut c, _)) = l.accept() {
+                let mut req = [0u8; 4096];
+                let _ = c.read(&mut req);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(head.as_bytes()).and_then(|()| c.write_all(&body));
+            }
+        });
+        url
+    }
+
+    /// A bundle may name any URL for its placement: 160 MiB of empty peer
+    /// names there parsed into gigabytes on a device. A placement answer
+    /// is read up to 16 MiB.
+    #[test]
+    fn a_placement_answer_past_16_mib_is_not_read() {
+        let spn = super::Spn::new("http://127.0.0.1:9", None).expect("spn");
+        let json = |names: usize| {
+            let mut b = b"{\"peers\":[".to_vec();
+            for i in 0..names {
+                b.extend_from_slice(if i == 0 { b"\"\"" } else { b",\"\"" });
+            }
+            b.extend_from_slice(b"],\"shards\":{}}");
+            b
+        };
+        let small = spn.placement(&serve_once(json(1000))).expect("a small placement");
+        assert_eq!(small.peers.len(), 1000);
+        let big = json(6 << 20); // 18 MiB
+        assert!(big.len() > 16 << 20);
+        assert!(spn.placement(&serve_once(big)).is_err(), "an 18 MiB placement was read");
     }
 }
