@@ -741,9 +741,7 @@ impl Pending {
         self.bytes = 0;
         Ok(())
     }
-}
 
-impl Pending {
     /// Remove the batch's temporary files (a restore that stops).
     fn discard(&mut self) {
         for (tmp, _) in self.files.drain(..) {

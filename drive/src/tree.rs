@@ -430,6 +430,12 @@ impl Tree {
         // Those removed under it in the hour before it come back with it
         // (the folder alone came back empty, its files purged later).
         let at = self.trash[i].at;
+        // The newest trash entry of each path (an older one of the same path stays).
+        let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+        for u in &self.trash {
+            let n = newest.entry(u.path.as_str()).or_insert(u.at);
+            *n = (*n).max(u.at);
+        }
         let mut taken: Vec<usize> = (0..self.trash.len())
             .filter(|&j| {
                 let u = &self.trash[j];
@@ -438,7 +444,7 @@ impl Tree {
                         && under(&u.path, path)
                         && u.at <= at
                         && at - u.at <= FOLDED_WITHIN
-                        && self.trash[..j].iter().chain(&self.trash[j + 1..]).all(|o| o.path != u.path || o.at <= u.at))
+                        && newest.get(u.path.as_str()) == Some(&u.at))
             })
             .collect();
         let clash = taken.iter().flat_map(|&j| self.trash[j].entries.iter()).find(|(p, e)| {
