@@ -9,8 +9,17 @@
 //! found, and the SPN waited for it in vain. Such a dial is made again from
 //! a port the kernel picks; a hole punch still gets its reused port
 //! whenever the kernel allows it.
+//!
+//! The reused port is bound on every address (`0.0.0.0:PORT`). A node
+//! listening on `127.0.0.14:P` that dials `127.0.0.1:P` (another node on
+//! the same machine, whose port number happens to be the same) leaves from
+//! `127.0.0.1:P`: the kernel connects the socket to itself (a TCP
+//! simultaneous open), and the handshake fails with "input error" on every
+//! try. A test peer stayed cut off from its bootstrap node that way. A dial
+//! that reaches itself is made again from a port of its own too.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -28,11 +37,28 @@ fn port_refused(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::AddrInUse
 }
 
+/// A connection's two ends, where the transport knows them.
+pub(crate) trait Ends {
+    /// Its local and its remote address.
+    fn ends(&self) -> Option<(SocketAddr, SocketAddr)>;
+}
+
+impl Ends for libp2p::tcp::tokio::TcpStream {
+    fn ends(&self) -> Option<(SocketAddr, SocketAddr)> {
+        Some((self.0.local_addr().ok()?, self.0.peer_addr().ok()?))
+    }
+}
+
+/// Whether a connection is a socket connected to itself.
+fn to_itself(c: &impl Ends) -> bool {
+    c.ends().is_some_and(|(local, remote)| local == remote)
+}
+
 impl<T> Transport for OwnPortFallback<T>
 where
     T: Transport<Error = io::Error> + Unpin,
     T::Dial: Send + 'static,
-    T::Output: Send + 'static,
+    T::Output: Ends + Send + 'static,
 {
     type Output = T::Output;
     type Error = io::Error;
@@ -58,6 +84,14 @@ where
             match (first.await, spare) {
                 (Err(e), Some(spare)) if port_refused(&e) => {
                     tracing::debug!(%addr, "the listening port was refused to a dial ({e}): dialling from another");
+                    spare.await
+                }
+                (Ok(c), spare) if to_itself(&c) => {
+                    drop(c);
+                    let Some(spare) = spare else {
+                        return Err(io::Error::other(format!("the dial to {addr} reached this node's own socket")));
+                    };
+                    tracing::debug!(%addr, "a dial from the listening port reached itself: dialling from another");
                     spare.await
                 }
                 (r, _) => r,

@@ -52,3 +52,44 @@ async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
     assert!(connected, "the peer on 127.0.0.62:{port} did not reach the bootstrap node within 10 s");
     drop(blocker);
 }
+
+/// The dial from `0.0.0.0:P` to another node's `127.0.0.1:P` leaves from
+/// `127.0.0.1:P`: the kernel connects the socket to itself, and every
+/// handshake failed ("input error"). CI saw a peer cut off that way.
+#[tokio::test]
+async fn a_peer_whose_port_number_is_its_bootstrap_nodes_does_not_dial_itself() {
+    let bk = Keypair::generate_ed25519();
+    let bid = bk.public().to_peer_id();
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
+    let (boot, _) =
+        net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
+            .await
+            .expect("bootstrap");
+    let baddr = boot.dial_addrs(&[listen], Duration::from_secs(5)).await;
+    let baddr = baddr.first().cloned().expect("the bootstrap node listens within 5 s");
+    let port = baddr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = store::Store::open(dir.path(), store::Config::default()).expect("store");
+    let listen: Multiaddr = format!("/ip4/127.0.0.63/tcp/{port}").parse().expect("addr");
+    let cfg = Config { role: Role::Peer, listen: vec![listen], bootstrap: vec![baddr], ..Config::default() };
+    let (peer, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
+    let mut connected = false;
+    for _ in 0..100 {
+        if peer.connection(bid).await.expect("connection").is_some() {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        connected,
+        "the peer on 127.0.0.63:{port} did not reach the bootstrap node on 127.0.0.1:{port} within 10 s"
+    );
+}
