@@ -109,7 +109,7 @@ impl Behaviour {
             relay_client,
             dcutr: dcutr::Behaviour::new(id),
             shard: request_response::Behaviour::with_codec(
-                ShardCodec { limits },
+                ShardCodec::new(limits),
                 [(SHARD_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)

@@ -14,6 +14,35 @@ pub(crate) const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ionshard
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ShardCodec {
     pub(crate) limits: Limits,
+    /// The longest answer the request this codec wrote may get (libp2p
+    /// writes a request and reads its answer with one codec).
+    answer: Option<usize>,
+}
+
+impl ShardCodec {
+    pub(crate) fn new(limits: Limits) -> ShardCodec {
+        ShardCodec { limits, answer: None }
+    }
+}
+
+/// Room for an error answer (its code and message), or an audit's head.
+const ERROR_ROOM: usize = 4096;
+
+/// The longest answer `request` may get. A range request's proof is bounded
+/// by its ranges (at the largest shard's depth), so a peer cannot make a
+/// fetcher hold 64 MiB for each of its few-hundred-KiB requests in flight
+/// (nor an auditor for each shard it audits); anything else may be a whole
+/// shard.
+pub(crate) fn answer_limit(request: &Request, limits: &Limits) -> usize {
+    match request {
+        // An audit's answer is its proof behind the shard's size.
+        Request::Ranges { ranges, .. } | Request::Audit { ranges, .. } => {
+            let proof = chunker::proof::max_proof_len(limits.max_shard, ranges);
+            let proof = usize::try_from(proof).unwrap_or(usize::MAX);
+            proof.saturating_add(ERROR_ROOM).min(limits.max_response)
+        }
+        _ => limits.max_response,
+    }
 }
 
 /// A frame's length, refused if over `max`.
@@ -81,7 +110,7 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let len = read_len(io, self.limits.max_response).await?;
+        let len = read_len(io, self.answer.unwrap_or(self.limits.max_response)).await?;
         let mut kind = [0u8; 1];
         if len > 0 {
             io.read_exact(&mut kind).await?;
@@ -115,6 +144,7 @@ impl libp2p::request_response::Codec for ShardCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let req = req.map_err(invalid)?;
+        self.answer = Some(answer_limit(&req, &self.limits));
         write_frame(io, &req.encode()).await
     }
 

@@ -645,7 +645,8 @@ impl Dialer {
         let sent = HEAD + body.len() + direct::TAG;
         send(&mut c.w, &mut c.sealer, Kind::Request, body).await?;
         self.outbound.fetch_add(sent as u64, Ordering::Relaxed);
-        let (kind, body) = receive(&mut c.r, &mut c.opener, |_| limits.max_response).await?;
+        let most = crate::codec::answer_limit(request, limits);
+        let (kind, body) = receive(&mut c.r, &mut c.opener, |_| most).await?;
         self.inbound.fetch_add((HEAD + body.len() + direct::TAG) as u64, Ordering::Relaxed);
         match kind {
             Kind::Proof => Ok(Response::Proof(body)),

@@ -149,3 +149,80 @@ async fn malformed_truncated_and_oversized_messages() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A peer answering a range request of 4 KiB with a proof of 8 MiB: the
+/// fetcher stops at the answer's length, before it holds any of it (with
+/// 48 requests in flight, 64 MiB each was 3 GiB on a device).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_a_small_range_with_a_huge_proof_is_not_read() {
+    let mut server = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .expect("tcp")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                Raw,
+                [(StreamProtocol::new("/ionshard/shard/1"), request_response::ProtocolSupport::Inbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            )
+        })
+        .expect("behaviour")
+        .build();
+    let server_id = *server.local_peer_id();
+    server.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    let addr = loop {
+        match tokio::time::timeout(Duration::from_secs(10), server.select_next_some()).await.expect("listening") {
+            SwarmEvent::NewListenAddr { address, .. } => break address,
+            _ => continue,
+        }
+    };
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = sent.clone();
+    let serving = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            }) = server.select_next_some().await
+            {
+                // The frame's head (4 bytes of length), then the request's type.
+                let answer = if request.get(4) == Some(&3) {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let mut huge = vec![3u8];
+                    huge.resize(8 << 20, 7);
+                    frame(&huge)
+                } else {
+                    frame(&Response::Error { code: Code::BadRequest, message: "no".into() }.encode())
+                };
+                let _ = server.behaviour_mut().send_response(channel, answer);
+            }
+        }
+    });
+
+    let boot = addr.with(libp2p::multiaddr::Protocol::P2p(server_id));
+    let cfg = Config { role: Role::Client, bootstrap: vec![boot], ..Config::default() };
+    let (client, _) = net::start(cfg, Keypair::generate_ed25519(), None).await.expect("client");
+    let mut connected = false;
+    for _ in 0..100 {
+        if client.connection(server_id).await.expect("connection").is_some() {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(connected, "the client did not reach the raw peer within 10 s");
+    let cid = chunker::Cid::of_raw(b"some shard");
+    let answer = client.request(server_id, Request::Ranges { cid, ranges: vec![0..4096] }).await;
+    assert!(sent.load(std::sync::atomic::Ordering::SeqCst), "the raw peer never saw the range request");
+    match answer {
+        Err(e) => assert!(e.to_string().contains("over the limit"), "{e}"),
+        Ok(r) => panic!(
+            "an 8 MiB answer to a 4 KiB range was read whole: {}",
+            match r {
+                Response::Proof(p) => format!("a proof of {} bytes", p.len()),
+                other => format!("{other:?}"),
+            }
+        ),
+    }
+    serving.abort();
+}
