@@ -91,8 +91,12 @@ pub trait ShardSource: Sync {
 
     /// The answer to `req` did not verify against the shard's CID: whoever
     /// gave it lied or its disk rotted. A network source names and drops it.
-    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
+    /// True if asking again may bring a good answer (the source has another
+    /// holder of the shard to ask): the decoder asks again, a few times at
+    /// most, before it counts the shard as bad.
+    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) -> bool {
         let _ = (req, reason);
+        false
     }
 
     /// The buffer of an answer ([`Piece::Proof`]) that has been used up: a

@@ -338,3 +338,48 @@ fn a_segment_from_its_shards_is_the_encoders_and_bad_parity_is_refused() {
 fn view(b: &[Vec<u8>]) -> Vec<&[u8]> {
     b.iter().map(|v| v.as_slice()).collect()
 }
+
+/// Every shard has two holders, and the one asked first lies (flips a byte
+/// of every answer): more false answers than the parity covers. The source
+/// says another holder is left; the decoder asks again and gets the truth
+/// instead of counting every shard bad and failing.
+struct FirstHolderLies {
+    inner: chunker::MemorySource,
+    /// Shards (by CID) whose liar has been caught, so the next ask goes to
+    /// the honest holder.
+    caught: std::sync::Mutex<std::collections::HashSet<chunker::Cid>>,
+    lies: std::sync::atomic::AtomicU64,
+}
+
+impl chunker::ShardSource for FirstHolderLies {
+    fn fetch(&self, req: &chunker::ShardRequest<'_>) -> Result<chunker::Piece, chunker::SourceError> {
+        let mut piece = self.inner.fetch(req)?;
+        if !self.caught.lock().expect("lock").contains(req.cid) {
+            self.lies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (chunker::Piece::Whole(b) | chunker::Piece::Proof(b)) = &mut piece;
+            let mid = b.len() / 2;
+            b[mid] ^= 0x20;
+        }
+        Ok(piece)
+    }
+
+    fn rejected(&self, req: &chunker::ShardRequest<'_>, _reason: &str) -> bool {
+        // The liar is dropped; the honest holder is left to ask.
+        self.caught.lock().expect("lock").insert(*req.cid)
+    }
+}
+
+#[test]
+fn a_lying_holder_does_not_make_a_shard_bad_while_another_holder_has_it() {
+    let data = noise(21, 1_500_000);
+    let (e, shards) = encode(small_params(4, 2), &data, None);
+    let src = FirstHolderLies {
+        inner: chunker::MemorySource::new(shards),
+        caught: Default::default(),
+        lies: Default::default(),
+    };
+    let (out, stats) = decode_with(&e.manifest, &e, &src, None).expect("decoded from the honest holders");
+    assert!(out == data, "the object comes back byte-exact");
+    assert!(src.lies.load(std::sync::atomic::Ordering::Relaxed) >= 4, "the liar was asked first");
+    assert!(stats.problems.is_empty(), "no shard counted bad: {:?}", stats.problems);
+}

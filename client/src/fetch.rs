@@ -263,7 +263,7 @@ impl NetSource {
                     Ok(Ok(Response::Proof(p))) => {
                         tracing::debug!(%peer, bytes = p.len(), ms = started.elapsed().as_millis() as u64, "range answered");
                         self.first.get_or_init(Instant::now);
-                        self.book().answered(peer, cid, p.len() as u64, started.elapsed());
+                        self.book().answered(peer, cid, &ranges, p.len() as u64, started.elapsed());
                         return Ok(Piece::Proof(p));
                     }
                     Ok(Ok(Response::Error { code: Code::NotFound, message })) => {
@@ -310,10 +310,14 @@ impl ShardSource for NetSource {
         self.rt.block_on(futures::future::join_all(asks))
     }
 
-    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) {
-        if let Some(peer) = self.book().rejected(req.cid, reason, Instant::now()) {
+    fn rejected(&self, req: &ShardRequest<'_>, reason: &str) -> bool {
+        let holders = self.holders_of(req.cid);
+        let mut book = self.book();
+        if let Some(peer) = book.rejected(req.cid, req.ranges, reason, Instant::now()) {
             tracing::warn!(%peer, cid = %req.cid, "peer sent bytes that fail their proof: {reason}; dropped");
         }
+        // Another holder that has not lied may have the true bytes.
+        holders.iter().any(|p| !book.lied(p))
     }
 
     fn recycle(&self, buf: Vec<u8>) {

@@ -11,6 +11,7 @@
 //!   measured it is four times `min_late`.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use chunker::Cid;
@@ -51,6 +52,10 @@ pub enum Ask {
 /// Answer times kept for the deadline.
 const LATENCIES: usize = 64;
 
+/// Answers whose sender is remembered, to be named if they fail their
+/// proof: far more than are in flight and unchecked at once.
+const ANSWERS_KEPT: usize = 4096;
+
 /// The peers of one fetch, and what they did.
 #[derive(Debug)]
 pub struct PeerBook {
@@ -58,8 +63,12 @@ pub struct PeerBook {
     max_wait: Duration,
     dropped: HashMap<PeerId, Dropped>,
     resting: HashMap<PeerId, Instant>,
-    /// Who answered each shard last (to name a liar once its bytes fail).
-    answered_by: HashMap<Cid, PeerId>,
+    /// Who answered each request (shard and ranges), to name a liar once
+    /// its bytes fail: the last [`ANSWERS_KEPT`] answers (an answer is
+    /// checked soon after it comes).
+    answered_by: HashMap<(Cid, Vec<Range<u64>>), PeerId>,
+    /// The requests in `answered_by`, oldest first.
+    answer_order: VecDeque<(Cid, Vec<Range<u64>>)>,
     latencies: VecDeque<Duration>,
     by_peer: HashMap<PeerId, (u64, u64)>,
 }
@@ -76,6 +85,7 @@ impl PeerBook {
             dropped: HashMap::new(),
             resting: HashMap::new(),
             answered_by: HashMap::new(),
+            answer_order: VecDeque::new(),
             latencies: VecDeque::new(),
             by_peer: HashMap::new(),
         }
@@ -103,13 +113,22 @@ impl PeerBook {
         (l[l.len() / 2] * 4).clamp(self.min_late, self.max_wait)
     }
 
-    /// `peer` answered a request for `cid` with `bytes` bytes after `took`.
-    pub fn answered(&mut self, peer: PeerId, cid: Cid, bytes: u64, took: Duration) {
+    /// `peer` answered a request for `ranges` of `cid` with `bytes` bytes
+    /// after `took`.
+    pub fn answered(&mut self, peer: PeerId, cid: Cid, ranges: &[Range<u64>], bytes: u64, took: Duration) {
         if self.latencies.len() >= LATENCIES {
             self.latencies.pop_front();
         }
         self.latencies.push_back(took);
-        self.answered_by.insert(cid, peer);
+        let key = (cid, ranges.to_vec());
+        if self.answered_by.insert(key.clone(), peer).is_none() {
+            self.answer_order.push_back(key);
+        }
+        while self.answer_order.len() > ANSWERS_KEPT {
+            if let Some(old) = self.answer_order.pop_front() {
+                self.answered_by.remove(&old);
+            }
+        }
         let e = self.by_peer.entry(peer).or_default();
         e.0 += bytes;
         e.1 += 1;
@@ -129,12 +148,17 @@ impl PeerBook {
         }
     }
 
-    /// The bytes of `cid` failed their proof: the peer that sent them (if
-    /// known) lied, and is dropped. Returns it.
-    pub fn rejected(&mut self, cid: &Cid, reason: &str, now: Instant) -> Option<PeerId> {
-        let peer = self.answered_by.get(cid).copied()?;
+    /// The bytes of `ranges` of `cid` failed their proof: the peer that
+    /// sent them (if known) lied, and is dropped. Returns it.
+    pub fn rejected(&mut self, cid: &Cid, ranges: &[Range<u64>], reason: &str, now: Instant) -> Option<PeerId> {
+        let peer = self.answered_by.get(&(*cid, ranges.to_vec())).copied()?;
         self.failed(peer, format!("sent bytes of {cid} that fail verification: {reason}"), true, now);
         Some(peer)
+    }
+
+    /// Whether `peer` lied during this fetch.
+    pub fn lied(&self, peer: &PeerId) -> bool {
+        self.dropped.get(peer).is_some_and(|d| d.lied)
     }
 
     /// The peers dropped, and what each peer that answered sent (by peer id).
@@ -179,8 +203,8 @@ mod tests {
     fn a_liar_is_never_asked_again() {
         let mut b = PeerBook::new(S, 30 * S);
         let (p, t0) = (peer(), Instant::now());
-        b.answered(p, cid(1), 100, S);
-        assert_eq!(b.rejected(&cid(1), "proof does not verify", t0), Some(p));
+        b.answered(p, cid(1), &[0..10], 100, S);
+        assert_eq!(b.rejected(&cid(1), &[0..10], "proof does not verify", t0), Some(p));
         assert!(matches!(b.ask(&p, t0 + 3600 * S), Ask::No(r) if r.contains("fail verification")));
         // A bare failure afterwards does not wash the lie away.
         b.failed(p, "timeout".into(), false, t0 + 10 * S);
@@ -207,7 +231,7 @@ mod tests {
         assert_eq!(b.deadline(), 4 * S, "before anything is measured: four times the floor");
         let p = peer();
         for ms in [100, 200, 300, 400, 500] {
-            b.answered(p, cid(0), 1, Duration::from_millis(ms));
+            b.answered(p, cid(0), &[0..1], 1, Duration::from_millis(ms));
         }
         assert_eq!(b.deadline(), Duration::from_millis(1200), "four times the median (300 ms)");
     }
@@ -217,11 +241,11 @@ mod tests {
         let mut b = PeerBook::new(S, 30 * S);
         let p = peer();
         for _ in 0..LATENCIES {
-            b.answered(p, cid(0), 1, 20 * S);
+            b.answered(p, cid(0), &[0..1], 1, 20 * S);
         }
         assert_eq!(b.deadline(), 30 * S);
         for _ in 0..LATENCIES {
-            b.answered(p, cid(0), 1, Duration::from_millis(10));
+            b.answered(p, cid(0), &[0..1], 1, Duration::from_millis(10));
         }
         assert_eq!(b.deadline(), S, "fast answers bring it back to the floor");
     }
@@ -229,7 +253,33 @@ mod tests {
     #[test]
     fn a_rejection_of_a_shard_nobody_sent_names_nobody() {
         let mut b = PeerBook::new(S, 30 * S);
-        assert_eq!(b.rejected(&cid(9), "bad", Instant::now()), None);
+        assert_eq!(b.rejected(&cid(9), &[0..1], "bad", Instant::now()), None);
         assert!(b.into_report().0.is_empty());
+    }
+
+    /// Two holders of one shard answer different ranges of it; the second
+    /// answers last. The first one's bytes fail: the first is named, not
+    /// the honest one that happened to answer after it.
+    #[test]
+    fn the_liar_is_the_peer_that_sent_the_failing_ranges_not_the_last_to_answer_the_shard() {
+        let mut b = PeerBook::new(S, 30 * S);
+        let (liar, honest, t0) = (peer(), peer(), Instant::now());
+        b.answered(liar, cid(1), &[0..4096], 4096, S);
+        b.answered(honest, cid(1), &[4096..8192], 4096, S);
+        assert_eq!(b.rejected(&cid(1), &[0..4096], "proof does not verify", t0), Some(liar));
+        assert!(b.lied(&liar) && !b.lied(&honest));
+        assert!(matches!(b.ask(&honest, t0), Ask::Yes(_)));
+    }
+
+    #[test]
+    fn only_the_last_answers_are_remembered() {
+        let mut b = PeerBook::new(S, 30 * S);
+        let p = peer();
+        for i in 0..(ANSWERS_KEPT as u64 + 10) {
+            b.answered(p, cid(1), &[i..i + 1], 1, S);
+        }
+        assert_eq!(b.answered_by.len(), ANSWERS_KEPT);
+        assert_eq!(b.rejected(&cid(1), &[0..1], "bad", Instant::now()), None, "forgotten");
+        assert!(b.rejected(&cid(1), &[ANSWERS_KEPT as u64..ANSWERS_KEPT as u64 + 1], "bad", Instant::now()).is_some());
     }
 }

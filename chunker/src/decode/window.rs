@@ -81,6 +81,10 @@ fn short(tag: &[u8; 8]) -> [u8; 16] {
 /// Patch failures named in the stats (the rest are only counted by their chunks being fetched).
 const MAX_FALLBACKS_REPORTED: usize = 32;
 
+/// Times an answer that failed its proof is asked for again (from another
+/// holder, where the source has one) before its shard counts as bad.
+const ASK_AGAIN: usize = 3;
+
 /// Shards found missing or false in this decode, with why: not asked
 /// again, and reported once.
 pub(super) type Bad = Mutex<BTreeMap<(usize, usize), ShardProblem>>;
@@ -381,7 +385,9 @@ impl Decoder<'_> {
 
     /// Ask for several wants at once; each answer verified. A shard found bad
     /// earlier in this decode is not asked again; a shard found bad now is
-    /// recorded in `bad` with why.
+    /// recorded in `bad` with why. An answer that fails its proof is asked
+    /// for again while the source has someone else to ask (one lying holder
+    /// does not make a shard that others hold bad), [`ASK_AGAIN`] times at most.
     fn fetch_all(&self, wants: &[Want], bad: &Bad, stats: &mut DecodeStats) -> Vec<std::result::Result<Held, ()>> {
         let lock = || bad.lock().unwrap_or_else(|p| p.into_inner());
         let skipped: Vec<bool> = {
@@ -403,10 +409,17 @@ impl Decoder<'_> {
                 }
             })
             .collect();
-        let answers = self.source.fetch_many(&reqs);
-        // Checked on all cores.
-        let checked: Vec<(u64, std::result::Result<Held, ShardProblem>)> =
-            reqs.par_iter().zip(answers).map(|(req, answer)| self.check(req, answer)).collect();
+        let mut checked = self.fetch_checked(&reqs, stats);
+        for _ in 0..ASK_AGAIN {
+            let again: Vec<usize> = (0..checked.len()).filter(|&i| checked[i].1).collect();
+            if again.is_empty() {
+                break;
+            }
+            let retry: Vec<ShardRequest<'_>> = again.iter().map(|&i| reqs[i]).collect();
+            for (i, c) in again.into_iter().zip(self.fetch_checked(&retry, stats)) {
+                checked[i] = c;
+            }
+        }
         let mut checked = checked.into_iter();
         wants
             .iter()
@@ -415,12 +428,30 @@ impl Decoder<'_> {
                 if skipped {
                     return Err(());
                 }
-                let (n, r) = checked.next().ok_or(())?;
-                stats.requests += 1;
-                stats.fetched_bytes += n;
+                let (r, _) = checked.next().ok_or(())?;
                 r.map_err(|p| {
                     lock().entry((w.segment, w.shard)).or_insert(p);
                 })
+            })
+            .collect()
+    }
+
+    /// Fetch `reqs` and check every answer (on all cores); each with whether
+    /// it failed its proof and the source can ask someone else.
+    fn fetch_checked(
+        &self,
+        reqs: &[ShardRequest<'_>],
+        stats: &mut DecodeStats,
+    ) -> Vec<(std::result::Result<Held, ShardProblem>, bool)> {
+        let answers = self.source.fetch_many(reqs);
+        let checked: Vec<(u64, std::result::Result<Held, ShardProblem>, bool)> =
+            reqs.par_iter().zip(answers).map(|(req, answer)| self.check(req, answer)).collect();
+        checked
+            .into_iter()
+            .map(|(n, r, again)| {
+                stats.requests += 1;
+                stats.fetched_bytes += n;
+                (r, again)
             })
             .collect()
     }
@@ -435,35 +466,35 @@ impl Decoder<'_> {
         &self,
         req: &ShardRequest<'_>,
         answer: std::result::Result<Piece, SourceError>,
-    ) -> (u64, std::result::Result<Held, ShardProblem>) {
+    ) -> (u64, std::result::Result<Held, ShardProblem>, bool) {
         let (cid, shard_len) = (req.cid, req.shard_len);
         let fail = |reason: String| self.problem(req.segment, req.shard, reason);
-        let reject = |reason: String| {
-            self.source.rejected(req, &reason);
-            fail(reason)
+        let reject = |n: u64, reason: String| {
+            let again = self.source.rejected(req, &reason);
+            (n, Err(fail(reason)), again)
         };
         match answer {
-            Err(SourceError::Missing) => (0, Err(fail("missing".to_string()))),
-            Err(SourceError::Failed(why)) => (0, Err(fail(why))),
+            Err(SourceError::Missing) => (0, Err(fail("missing".to_string())), false),
+            Err(SourceError::Failed(why)) => (0, Err(fail(why)), false),
             Ok(Piece::Whole(bytes)) => {
                 let n = bytes.len() as u64;
                 if n != shard_len {
-                    return (n, Err(reject(format!("whole shard is {n} bytes, expected {shard_len}"))));
+                    return reject(n, format!("whole shard is {n} bytes, expected {shard_len}"));
                 }
                 if Cid::of_raw(&bytes) != *cid {
-                    return (n, Err(reject("bytes do not match the CID".to_string())));
+                    return reject(n, "bytes do not match the CID".to_string());
                 }
                 // Kept whole: the wanted ranges are sliced out of it when used.
-                (n, Ok(Held::Whole(bytes)))
+                (n, Ok(Held::Whole(bytes)), false)
             }
             Ok(Piece::Proof(proof_bytes)) => {
                 let n = proof_bytes.len() as u64;
                 if n > proof::max_proof_len(shard_len, req.ranges) {
-                    return (n, Err(reject(format!("proof of {n} bytes is longer than the ranges can need"))));
+                    return reject(n, format!("proof of {n} bytes is longer than the ranges can need"));
                 }
                 match proof::verify_owned(cid, shard_len, req.ranges, proof_bytes) {
-                    Ok(v) => (n, Ok(Held::Proven(v))),
-                    Err(e) => (n, Err(reject(e.to_string()))),
+                    Ok(v) => (n, Ok(Held::Proven(v)), false),
+                    Err(e) => reject(n, e.to_string()),
                 }
             }
         }
