@@ -125,13 +125,10 @@ pub(crate) fn put(
     } else {
         (PRIVATE_OWNER.to_vec(), None, true)
     };
-    // A shard stays in its class: a drive's put never takes over an SPN's
-    // shard (which anyone may read), nor an SPN's a drive's.
-    if let Ok(Some(m)) = store.meta(&cid)
-        && (m.owner == PRIVATE_OWNER) != (owner == PRIVATE_OWNER)
-    {
-        return refuse(Code::NotOwner, format!("{cid} is held here for another owner"));
-    }
+    // A shard stays its owner's (the store refuses a put of one held for
+    // another, once the bytes matched): a drive's put never takes over an
+    // SPN's shard (which anyone may read), nor an SPN's a drive's or
+    // another SPN's.
     let size = bytes.len() as u64;
     let opts = PutOptions { owner, now, expiry, pinned };
     match store.put(&cid, bytes, &opts) {
@@ -234,6 +231,12 @@ pub(crate) fn serve(
             Ok(existed) => Response::Deleted(existed),
             Err(r) => *r,
         },
+        // A signed statement is for the SPNs this node trusts (they show it
+        // on the ledger): a stranger asking of a drive's shard would have
+        // got "it was not here", signed, while it is.
+        Request::DeleteAcked { .. } if !caller.trusted => {
+            refuse(Code::Untrusted, format!("{} is not a trusted SPN here; ask a plain delete", caller.peer))
+        }
         Request::DeleteAcked { cid } => match delete(caller, store, &cid) {
             Ok(existed) => match proto::DeleteAck::sign(key, cid, existed, now) {
                 Ok(a) => Response::DeleteAck(a),
@@ -353,5 +356,75 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(store.meta(&cid).expect("meta").expect("there").expiry, Some(5_000));
+    }
+
+    fn put_as(store: &Store, key: &Keypair, peer: PeerId, bytes: &[u8], cid: chunker::Cid, pinned: bool) -> Response {
+        let caller = Caller { peer, trusted: true, private: None };
+        let shard = Stored { cid, expiry: Some(2_000), pinned, bytes };
+        put(store, key, &caller, shard, 1_000, None)
+    }
+
+    /// A stranger asking a signed delete acknowledgement of a drive's
+    /// shard got one saying it was not here, signed by this node.
+    #[test]
+    fn a_stranger_gets_no_signed_ack_for_a_private_shard() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+        let key = Keypair::generate_ed25519();
+        let private = vec![6u8; 4096];
+        let cid = chunker::Cid::of_raw(&private);
+        let opts = PutOptions { owner: PRIVATE_OWNER.to_vec(), now: 1_000, expiry: None, pinned: true };
+        store.put(&cid, &private, &opts).expect("the drive's put");
+        let caller = Caller { peer: PeerId::random(), trusted: false, private: None };
+        let req = Request::DeleteAcked { cid };
+        match serve(Some(&store), &key, &caller, req, 1_000, None, None, NodeState::default()) {
+            Response::Error { code: Code::Untrusted, .. } => {}
+            other => panic!("a stranger's acknowledged delete was answered {other:?}"),
+        }
+        assert!(store.meta(&cid).expect("meta").is_some(), "still here");
+    }
+
+    /// Two SPNs trusted here: the second puts the first one's shard again,
+    /// pinned. It got a receipt for a shard the first may delete at any
+    /// time, and kept the first one's shard for ever.
+    #[test]
+    fn a_second_spns_put_cannot_pin_or_claim_another_spns_shard() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+        let key = Keypair::generate_ed25519();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let bytes = vec![9u8; 4096];
+        let cid = chunker::Cid::of_raw(&bytes);
+        assert!(matches!(put_as(&store, &key, a, &bytes, cid, false), Response::Stored(_)));
+        match put_as(&store, &key, b, &bytes, cid, true) {
+            Response::Error { code: Code::NotOwner, .. } => {}
+            other => panic!("another SPN's put was answered {other:?}"),
+        }
+        let meta = store.meta(&cid).expect("meta").expect("there");
+        assert!(!meta.pinned && meta.expiry == Some(2_000) && meta.owner == a.to_bytes(), "{meta:?}");
+        // Its owner's own put again is fine (and may pin it).
+        assert!(matches!(put_as(&store, &key, a, &bytes, cid, true), Response::Stored(_)));
+    }
+
+    /// A trusted SPN puts a CID with bytes that are not its: the answer
+    /// is the same whether this device's drive holds that CID or not.
+    #[test]
+    fn an_spn_put_cannot_tell_whether_a_private_shard_is_here() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+        let key = Keypair::generate_ed25519();
+        let private = vec![5u8; 4096];
+        let cid = chunker::Cid::of_raw(&private);
+        let absent = chunker::Cid::of_raw(b"not here");
+        let opts = PutOptions { owner: PRIVATE_OWNER.to_vec(), now: 1_000, expiry: None, pinned: true };
+        store.put(&cid, &private, &opts).expect("the drive's put");
+        let code = |r: Response| match r {
+            Response::Error { code, .. } => Some(code),
+            other => panic!("{other:?}"),
+        };
+        let spn = PeerId::random();
+        let here = code(put_as(&store, &key, spn, b"garbage", cid, false));
+        let not_here = code(put_as(&store, &key, spn, b"garbage", absent, false));
+        assert_eq!(here, not_here, "the answer tells a private shard apart");
     }
 }

@@ -369,6 +369,14 @@ impl Store {
         }
         let _guard = self.lock(cid);
         if let Some(meta) = self.meta(cid)? {
+            // Held for another owner (another SPN, or this device's drive):
+            // neither kept longer nor pinned nor taken over on its word, and
+            // no receipt for a shard its owner may delete at any time. Said
+            // only once the bytes matched: a put of a CID with bytes it
+            // does not have learns nothing of what is here.
+            if meta.owner != opts.owner {
+                return Err(Error::NotOwner { cid: cid.to_string() });
+            }
             if !meta.quarantined {
                 // Already here: keep it at least as long and as pinned as asked,
                 // so a receipt signed for this put tells the truth.
@@ -463,14 +471,13 @@ impl Store {
 
     /// The whole shard, verified against its CID; a corrupt one is quarantined.
     pub fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
-        let meta = self.healthy(cid)?;
+        self.healthy(cid)?;
         let path = self.shard_path(cid);
         let bytes = match self.inner.backend.read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // The file vanished under us: the shard is gone; say so and stop listing it.
-                let _guard = self.lock(cid);
-                self.forget(cid, &meta)?;
+                self.forget_vanished(cid)?;
                 return Err(Error::NotFound(cid.to_string()));
             }
             Err(e) => return Err(Error::io("reading", &path, e)),
@@ -528,8 +535,7 @@ impl Store {
         let file = match self.inner.backend.open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _guard = self.lock(cid);
-                self.forget(cid, meta)?;
+                self.forget_vanished(cid)?;
                 return Err(Error::NotFound(cid.to_string()));
             }
             Err(e) => return Err(Error::io("opening", &path, e)),
@@ -582,6 +588,21 @@ impl Store {
         }
         self.forget(cid, &meta)?;
         Ok(true)
+    }
+
+    /// A read of `cid` found no file: forget the shard, as it is now under
+    /// its lock. What the reader saw before may be stale: the owner may
+    /// have deleted it and put it again meanwhile (a new file, a new
+    /// receipt), and forgetting by the old entry would have removed the
+    /// new shard and counted its bytes out twice.
+    fn forget_vanished(&self, cid: &Cid) -> Result<()> {
+        let _guard = self.lock(cid);
+        let Some(meta) = self.meta(cid)? else { return Ok(()) };
+        let path = if meta.quarantined { self.quarantine_path(cid) } else { self.shard_path(cid) };
+        match self.inner.backend.open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.forget(cid, &meta),
+            _ => Ok(()),
+        }
     }
 
     /// Remove entry, then file (a crash between leaves a stray file that open removes).

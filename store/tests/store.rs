@@ -342,3 +342,51 @@ fn a_renew_extends_only_its_owners_shards_never_shortens_and_expired_ones_are_li
     let (store, _) = Store::open(dir.path(), Config::default()).expect("reopen");
     assert_eq!(store.meta(&a).expect("meta").expect("there").expiry, Some(5_000));
 }
+
+/// Reads that find no file once (the file was gone when it was read: its
+/// owner deleted the shard and put it again just then).
+struct VanishesOnce {
+    missed: std::sync::atomic::AtomicBool,
+}
+
+impl Backend for VanishesOnce {
+    fn write_new(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        Fs.write_new(path, bytes)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        Fs.rename(from, to)
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let shard = path.components().any(|c| c.as_os_str() == "shards");
+        if shard && !self.missed.swap(true, Ordering::SeqCst) {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        Fs.read(path)
+    }
+    fn open(&self, path: &Path) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(path)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        Fs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        Fs.sync_dir(dir)
+    }
+}
+
+/// A get raced its shard's delete and put again: the get found no file,
+/// and forgot the shard by the entry it had read before. That removed the
+/// new shard (whose receipt was just signed) and counted its bytes out twice.
+#[test]
+fn a_get_racing_a_delete_and_a_put_again_keeps_the_new_shard_and_its_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Box::new(VanishesOnce { missed: Default::default() });
+    let (s, _) = Store::open_with_backend(dir.path(), Config::default(), backend).expect("open");
+    let (cid, bytes) = shard(77, 30_000);
+    s.put(&cid, &bytes, &opts("spn")).expect("put");
+    let before = s.usage();
+    assert!(matches!(s.get(&cid), Err(Error::NotFound(_))), "the first read finds no file");
+    assert_eq!(s.get(&cid).expect("the shard put again is still here"), bytes);
+    let after = s.usage();
+    assert_eq!((after.shards, after.bytes), (before.shards, before.bytes));
+}
