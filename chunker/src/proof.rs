@@ -191,14 +191,18 @@ pub fn max_proof_len(shard_len: u64, ranges: &[Range<u64>]) -> u64 {
     let depth = u64::from(64 - blocks.leading_zeros());
     // Hash pairs inside a block (1 KiB chunks of a 4 KiB block) when only part of it is asked for.
     let inner = 2 * u64::from(PROOF_BLOCK_LOG);
+    // Saturating: the ranges may be a stranger's, not yet checked against
+    // the shard (an end near u64::MAX).
     ranges
         .iter()
         .map(|r| {
             let start = r.start / blk * blk;
-            let end = r.end.div_ceil(blk) * blk;
-            (end - start) + 64 * (2 * depth + 2 * (end - start) / blk + 2 + 2 * inner)
+            let end = r.end.div_ceil(blk).saturating_mul(blk);
+            let span = end.saturating_sub(start);
+            let pairs = (2 * depth + 2 + 2 * inner).saturating_add(span / blk * 2);
+            span.saturating_add(pairs.saturating_mul(64))
         })
-        .sum()
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Check a proof of `ranges` of the shard named `cid` (of `shard_len` bytes)
@@ -243,6 +247,17 @@ fn chunk_query(shard_len: u64, ranges: &[Range<u64>]) -> Result<Vec<Range<u64>>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer bounds the answer to a stranger's ranges before it checks them
+    /// against the shard: an end at u64::MAX overflowed (a panic in a debug
+    /// build, a wrapped, too small bound in a release one).
+    #[test]
+    fn a_range_ending_at_u64_max_does_not_overflow_the_bound() {
+        assert_eq!(max_proof_len(1 << 20, &[0..u64::MAX]), u64::MAX);
+        // No panic, and at least the bytes asked for.
+        assert!(max_proof_len(1 << 20, &[0..10, (u64::MAX - 5)..u64::MAX]) >= 15);
+        assert!(max_proof_len(1 << 20, &[0..4096]) < 8192);
+    }
 
     fn shard(n: usize) -> Vec<u8> {
         let mut v = vec![0; n];

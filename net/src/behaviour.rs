@@ -5,7 +5,7 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, autonat, dcutr, identify, kad, ping, relay, request_response};
+use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, identify, kad, ping, relay, request_response};
 
 use crate::codec::{SHARD_PROTOCOL, ShardCodec};
 use crate::wire::Limits;
@@ -17,6 +17,10 @@ pub(crate) const IDENTIFY_PROTOCOL: &str = "/ionshard/1.0.0";
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Connections a node accepts, per peer and in all: each may carry 32
+    /// requests being read before any limit of the node sees them, and
+    /// holds a descriptor.
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -29,6 +33,16 @@ pub(crate) struct Behaviour {
     pub(crate) stream: libp2p_stream::Behaviour,
     /// The ledger's gossip, on nodes that follow a chain.
     pub(crate) gossip: Toggle<libp2p::gossipsub::Behaviour>,
+}
+
+/// The connections a node accepts: a bootstrap node (`relay_server`) is
+/// every peer's first contact and takes many more.
+fn connection_limits(relay_server: bool) -> connection_limits::ConnectionLimits {
+    let incoming = if relay_server { 8192 } else { 1024 };
+    connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(256))
+        .with_max_established_incoming(Some(incoming))
+        .with_max_established_per_peer(Some(8))
 }
 
 /// Relay limits raised from libp2p's defaults (128 KiB and 2 minutes per
@@ -95,6 +109,7 @@ impl Behaviour {
             r.set_status(Some(relay::Status::Enable));
         }
         Behaviour {
+            limits: connection_limits::Behaviour::new(connection_limits(relay_server)),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
                     .with_agent_version(format!("ionshard/{}", env!("CARGO_PKG_VERSION")))

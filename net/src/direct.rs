@@ -354,7 +354,7 @@ async fn serve_request(ctx: &Arc<Serving>, peer: PeerId, c: &mut Conn, body: Vec
     let request = Request::decode(&body, &ctx.limits);
     crate::buffers::recycle(body);
     let response = match request {
-        Ok(r @ Request::Ranges { .. }) => match ctx.gate.enter(peer) {
+        Ok(r @ Request::Ranges { .. }) => match ctx.gate.enter(peer, ctx.trust.contains(&peer)) {
             Some(mut ticket) => {
                 let work = ctx.clone();
                 let served = tokio::task::spawn_blocking(move || {
@@ -378,7 +378,12 @@ async fn serve_request(ctx: &Arc<Serving>, peer: PeerId, c: &mut Conn, body: Vec
             Code::BadRequest,
             "only range requests travel on the direct channel; ask the rest on /ionshard/shard/1",
         ),
-        Err(e) => refusal(Code::BadRequest, e.to_string()),
+        Err(e) => {
+            // Told why, then closed: a connection kept open by a malformed
+            // request a minute would hold its place (and a descriptor) for ever.
+            within(ctx, answer(&mut c.w, &mut c.sealer, refusal(Code::BadRequest, e.to_string()))).await?;
+            return Err(invalid("a malformed request"));
+        }
     };
     within(ctx, answer(&mut c.w, &mut c.sealer, response)).await
 }

@@ -3,6 +3,12 @@
 //! in all). A stranger's request costs a bounded amount before it is
 //! refused; a request that would go over a bound is answered `Busy` at once
 //! instead of waiting, so a flood cannot queue up memory either.
+//!
+//! Peer ids cost nothing to make: strangers together never take the last
+//! quarter of the slots nor of the bytes. Those stay for the SPNs this node
+//! trusts, whose puts, audits and status checks must get through a flood
+//! (an audit answered `Busy` counts against the node, and enough of them
+//! have its shards moved away).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +34,15 @@ struct State {
     peers: HashMap<PeerId, (usize, u64)>,
     requests: usize,
     bytes: u64,
+    /// Of those, the strangers' (peers this node does not trust).
+    stranger_requests: usize,
+    stranger_bytes: u64,
+}
+
+/// The share of the slots and bytes strangers may take together: the rest
+/// stays for trusted peers.
+fn strangers_share(all: u64) -> u64 {
+    all - all / 4
 }
 
 /// The counters, shared by the request-response path and the stream protocols.
@@ -42,6 +57,7 @@ pub(crate) struct Gate {
 pub(crate) struct Ticket {
     gate: Arc<Gate>,
     peer: PeerId,
+    trusted: bool,
     bytes: u64,
 }
 
@@ -54,16 +70,21 @@ impl Gate {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot for one request of `peer`, or `None` if it or the node has too many.
-    pub(crate) fn enter(self: &Arc<Self>, peer: PeerId) -> Option<Ticket> {
+    /// A slot for one request of `peer` (`trusted`: an SPN this node
+    /// trusts), or `None` if it, the strangers or the node have too many.
+    pub(crate) fn enter(self: &Arc<Self>, peer: PeerId, trusted: bool) -> Option<Ticket> {
         let mut st = self.lock();
         let mine = st.peers.get(&peer).map_or(0, |p| p.0);
-        if mine >= self.bounds.per_peer || st.requests >= self.bounds.total {
+        let strangers_full = st.stranger_requests as u64 >= strangers_share(self.bounds.total as u64);
+        if mine >= self.bounds.per_peer || st.requests >= self.bounds.total || (!trusted && strangers_full) {
             return None;
         }
         st.requests += 1;
+        if !trusted {
+            st.stranger_requests += 1;
+        }
         st.peers.entry(peer).or_default().0 += 1;
-        Some(Ticket { gate: self.clone(), peer, bytes: 0 })
+        Some(Ticket { gate: self.clone(), peer, trusted, bytes: 0 })
     }
 
     /// Requests in service now (a stopping node waits for them).
@@ -75,15 +96,23 @@ impl Gate {
 impl Ticket {
     /// Hold `bytes` more for this request. A trusted peer (an SPN putting a
     /// shard) is bound only by the node's total; others also by their own
-    /// share. False, and nothing held, if that would go over.
+    /// share and the strangers' share. False, and nothing held, if that
+    /// would go over.
     pub(crate) fn hold(&mut self, bytes: u64, trusted: bool) -> bool {
         let gate = self.gate.clone();
         let mut st = gate.lock();
         let mine = st.peers.get(&self.peer).map_or(0, |p| p.1);
-        if st.bytes + bytes > gate.bounds.bytes_total || (!trusted && mine + bytes > gate.bounds.bytes_per_peer) {
+        let stranger = !(trusted && self.trusted);
+        let over_stranger = stranger
+            && (mine + bytes > gate.bounds.bytes_per_peer
+                || st.stranger_bytes + bytes > strangers_share(gate.bounds.bytes_total));
+        if st.bytes + bytes > gate.bounds.bytes_total || over_stranger {
             return false;
         }
         st.bytes += bytes;
+        if !self.trusted {
+            st.stranger_bytes += bytes;
+        }
         st.peers.entry(self.peer).or_default().1 += bytes;
         self.bytes += bytes;
         true
@@ -106,6 +135,10 @@ impl Drop for Ticket {
         let mut st = self.gate.lock();
         st.requests = st.requests.saturating_sub(1);
         st.bytes = st.bytes.saturating_sub(self.bytes);
+        if !self.trusted {
+            st.stranger_requests = st.stranger_requests.saturating_sub(1);
+            st.stranger_bytes = st.stranger_bytes.saturating_sub(self.bytes);
+        }
         if let Some(p) = st.peers.get_mut(&self.peer) {
             p.0 = p.0.saturating_sub(1);
             p.1 = p.1.saturating_sub(self.bytes);
@@ -128,24 +161,49 @@ mod tests {
     fn slots_are_bounded_per_peer_and_in_all_and_come_back() {
         let g = gate();
         let (a, b) = (PeerId::random(), PeerId::random());
-        let t1 = g.enter(a).expect("first");
-        let _t2 = g.enter(a).expect("second");
-        assert!(g.enter(a).is_none(), "a third for the same peer");
-        let _t3 = g.enter(b).expect("another peer");
-        assert!(g.enter(b).is_none(), "over the node's total");
+        let t1 = g.enter(a, true).expect("first");
+        let _t2 = g.enter(a, true).expect("second");
+        assert!(g.enter(a, true).is_none(), "a third for the same peer");
+        let _t3 = g.enter(b, true).expect("another peer");
+        assert!(g.enter(b, true).is_none(), "over the node's total");
         drop(t1);
-        assert!(g.enter(a).is_some(), "a freed slot is usable again");
+        assert!(g.enter(a, true).is_some(), "a freed slot is usable again");
+    }
+
+    /// Many made-up peer ids, each within its own bounds, take every slot
+    /// and byte strangers may: the trusted SPN still gets a slot and room
+    /// for its put (its audits were answered `Busy`, and counted against
+    /// the node).
+    #[test]
+    fn strangers_with_many_peer_ids_cannot_lock_out_a_trusted_spn() {
+        let g = Gate::new(Bounds { per_peer: 2, total: 8, bytes_per_peer: 100, bytes_total: 400 });
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            let Some(mut t) = g.enter(PeerId::random(), false) else { continue };
+            t.hold(100, false);
+            held.push(t);
+        }
+        assert_eq!(held.len(), 6, "strangers hold three quarters of the slots");
+        assert_eq!(g.lock().stranger_bytes, 300, "and of the bytes");
+        let spn = PeerId::random();
+        let mut s = g.enter(spn, true).expect("the SPN gets a slot");
+        assert!(s.hold(100, true), "and room for its put");
+        drop(held);
+        assert!(s.hold(300, true), "all the rest once the strangers are gone");
+        drop(s);
+        let st = g.lock();
+        assert_eq!((st.requests, st.bytes, st.stranger_requests, st.stranger_bytes), (0, 0, 0, 0));
     }
 
     #[test]
     fn bytes_are_bounded_per_untrusted_peer_and_in_all() {
         let g = gate();
         let (a, spn) = (PeerId::random(), PeerId::random());
-        let mut t = g.enter(a).expect("slot");
+        let mut t = g.enter(a, false).expect("slot");
         assert!(t.hold(80, false));
         assert!(!t.hold(30, false), "over the peer's share");
         assert_eq!(t.held(), 80);
-        let mut s = g.enter(spn).expect("slot");
+        let mut s = g.enter(spn, true).expect("slot");
         assert!(s.hold(170, true), "a trusted peer is bound by the total only");
         assert!(!s.hold(1, true), "over the total");
         drop(t);

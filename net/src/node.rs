@@ -903,7 +903,7 @@ impl EventLoop {
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, r);
             return;
         }
-        let Some(mut ticket) = self.gate.enter(peer) else {
+        let Some(mut ticket) = self.gate.enter(peer, self.trust.contains(&peer)) else {
             let busy = Response::Error { code: Code::Busy, message: "too many requests at once; retry".to_string() };
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
             return;

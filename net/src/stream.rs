@@ -29,6 +29,10 @@ const PIECE: usize = 256 << 10;
 /// How long a peer has to send a head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The slowest a streamed get may be read (bytes a second) before it is cut
+/// off: 1 Mbit/s, 64 MiB in about nine minutes.
+const SLOWEST_READER: u64 = 125_000;
+
 /// How long a body of `size` bytes may take: the request timeout, plus a
 /// second per MiB (a slow home uplink still gets a 64 MiB shard across).
 pub(crate) fn body_deadline(request_timeout: Duration, size: u64) -> Duration {
@@ -78,7 +82,7 @@ async fn admit<H>(
     s: &mut Stream,
     decode: fn(&[u8]) -> Result<H, crate::wire::Malformed>,
 ) -> Option<(crate::gate::Ticket, H)> {
-    let Some(ticket) = ctx.gate.enter(peer) else {
+    let Some(ticket) = ctx.gate.enter(peer, ctx.trust.contains(&peer)) else {
         send_ready(s, &refused(Code::Busy, "too many requests at once; retry")).await;
         return None;
     };
@@ -194,6 +198,9 @@ pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     }
     let size = file.len();
     send_ready(&mut s, &Ready::Go { size }).await;
+    // One deadline for the whole shard, not only for each piece: a reader
+    // taking a piece every 29 s would hold its slot for hours.
+    let deadline = tokio::time::Instant::now() + ctx.request_timeout + Duration::from_secs(size / SLOWEST_READER);
     let mut hasher = blake3::Hasher::new();
     let mut at = 0u64;
     while at < size {
@@ -208,7 +215,8 @@ pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
         hasher.update(&piece);
         ctx.answers.alter(at, &mut piece);
         let send = s.write_all(&piece);
-        if !matches!(tokio::time::timeout(ctx.request_timeout, send).await, Ok(Ok(()))) {
+        let by = deadline.min(tokio::time::Instant::now() + ctx.request_timeout);
+        if !matches!(tokio::time::timeout_at(by, send).await, Ok(Ok(()))) {
             return;
         }
         at += n as u64;
