@@ -364,7 +364,7 @@ async fn run_async(c: FilesCommand) -> Result<()> {
                         "{i:>3}  {}  {:>12} bytes  {}",
                         backup::utc(v.at.saturating_mul(1_000_000_000)),
                         v.len,
-                        &v.blake3[..16]
+                        v.blake3.get(..16).unwrap_or(&v.blake3)
                     );
                 }
             }

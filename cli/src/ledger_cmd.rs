@@ -563,7 +563,7 @@ fn status(a: &AskOpts) -> Result<()> {
         println!("{}", serde_json::to_string(&st)?);
     } else {
         println!("chain    {}", st.chain);
-        println!("height   {} ({}), round {}", st.height, &st.hash[..16.min(st.hash.len())], st.round);
+        println!("height   {} ({}), round {}", st.height, short_hash(&st.hash), st.round);
         println!("pool     {} transaction(s)", st.pool);
         if let Some(from) = st.started_from {
             println!("started  from the state snapshot after block {from} (no block before it is held here)");
@@ -1576,7 +1576,7 @@ pub(crate) fn demo_act(
     if !json_out {
         println!(
             "the bootstrap follows chain {}: height {}, {} producers",
-            &st.chain[..16],
+            short_hash(&st.chain),
             st.height,
             st.producers.len()
         );
@@ -1794,7 +1794,7 @@ fn demo_deletion(
         println!(
             "object {object}: {n} signed acknowledgement(s) from its peers, checked; attested in block {} under root {}",
             d.height,
-            &d.acks_root[..16]
+            short_hash(&d.acks_root)
         );
         println!("the list with one acknowledgement missing: refused ({refused})");
         println!(
@@ -1802,12 +1802,29 @@ fn demo_deletion(
              deletion --owner KEY --object OBJECT --acks acks.json`"
         );
     }
-    Ok(format!("{n} acknowledgements under root {} in block {}; one missing: refused", &d.acks_root[..16], d.height))
+    Ok(format!(
+        "{n} acknowledgements under root {} in block {}; one missing: refused",
+        short_hash(&d.acks_root),
+        d.height
+    ))
+}
+
+/// The first 16 characters of a hash a node sent (it may be anything,
+/// multibyte characters too: slicing 16 bytes of those panicked).
+fn short_hash(hash: &str) -> &str {
+    hash.char_indices().nth(16).map_or(hash, |(at, _)| &hash[..at])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ledger_status_survives_a_non_ascii_hash() {
+        assert_eq!(short_hash("€€€€€€"), "€€€€€€");
+        assert_eq!(short_hash(&"€".repeat(20)), "€".repeat(16));
+        assert_eq!(short_hash("0123456789abcdef0123"), "0123456789abcdef");
+    }
 
     fn release() -> ota::meta::Release {
         ota::meta::Release {

@@ -46,6 +46,12 @@ const MAX_POOL: usize = 10_000;
 const MAX_EARLY: usize = 8;
 /// Distinct blocks kept for one height, at most (one per round proposed).
 const MAX_VALUES: usize = 64;
+
+/// Rounds ahead of this node's own whose proposals are taken (a node
+/// behind in rounds catches up by them; the core keeps no more).
+const ROUNDS_AHEAD: i64 = 32;
+/// Peers remembered for misleading this node's sync.
+const MAX_MISLED: usize = 1024;
 /// How often a node tells the others its newest final block.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How long a sync question may stay unanswered before another is asked.
@@ -223,6 +229,7 @@ pub fn start(
         timers: HashMap::new(),
         queue: VecDeque::new(),
         values: HashMap::new(),
+        proposed: HashMap::new(),
         own: HashMap::new(),
         early: BTreeMap::new(),
         pool: VecDeque::new(),
@@ -235,6 +242,7 @@ pub fn start(
         replaying: false,
         best: None,
         asked: None,
+        misled: Default::default(),
         round: -1,
     };
     let engine = Engine { consensus, app };
@@ -275,6 +283,9 @@ struct App {
     queue: VecDeque<Input<Ctx>>,
     /// Blocks for the current height that passed the checks, by hash.
     values: HashMap<Hash, Block>,
+    /// The block taken for each round of the current height (the first its
+    /// proposer signed).
+    proposed: HashMap<i64, Hash>,
     /// Blocks this node proposed at the current height, by round: asked
     /// again for a round it proposed in (a restart replays the log), it
     /// proposes the same block, never a second one.
@@ -298,6 +309,10 @@ struct App {
     replaying: bool,
     /// The best height another node announced, and who.
     best: Option<(u64, PeerId)>,
+    /// Peers whose sync answer was not the block asked for: their
+    /// announcements are not followed again (a peer claiming height
+    /// u64::MAX and answering with another block held every sync on itself).
+    misled: std::collections::HashSet<PeerId>,
     /// The sync question in flight: the height, and when it was asked.
     asked: Option<(u64, Instant)>,
     round: i64,
@@ -383,7 +398,7 @@ impl Engine {
                     let _ = self.app.pool_tx(tx);
                 }
                 Ok(Message::Status { height, .. }) => {
-                    if self.app.best.is_none_or(|(h, _)| height > h) {
+                    if !self.app.misled.contains(&from) && self.app.best.is_none_or(|(h, _)| height > h) {
                         self.app.best = Some((height, from));
                     }
                     self.app.maybe_sync();
@@ -439,6 +454,7 @@ impl Engine {
         self.app.height = h;
         self.app.set = set.clone();
         self.app.values.clear();
+        self.app.proposed.clear();
         self.app.own.clear();
         self.app.timers.clear();
         self.feed(Input::StartHeight(Height(h), set, false, None, VoteExtensionPolicy::Disabled));
@@ -484,12 +500,26 @@ impl Engine {
         }
         self.app.nudged = true;
         let block = &p.message.block;
+        // One block a round, for rounds that can matter: a producer that
+        // signed many blocks for its round, or for rounds far ahead (which
+        // the core drops), filled `values`, and every honest proposal of
+        // the height's later rounds was dropped: the chain stopped.
+        let (round, pol) = (p.message.round.as_i64(), p.message.pol_round.as_i64());
+        if round < 0 || round > self.app.round.max(0) + ROUNDS_AHEAD || pol >= round {
+            debug!(height = h, round, pol, "a proposal for a round out of reach, dropped");
+            return;
+        }
+        if self.app.proposed.get(&round).is_some_and(|seen| *seen != block.hash()) {
+            warn!(height = h, round, "a second block proposed for one round (equivocation), dropped");
+            return;
+        }
         if self.app.values.len() >= MAX_VALUES && !self.app.values.contains_key(&block.hash()) {
             debug!(height = h, "too many blocks proposed at this height; dropped");
             return;
         }
         match self.app.check(block) {
             Ok(()) => {
+                self.app.proposed.insert(round, block.hash());
                 self.app.values.insert(block.hash(), block.clone());
                 self.feed(Input::Proposal(p));
             }
@@ -513,11 +543,13 @@ impl Engine {
             }
             Err(e) => {
                 warn!(%from, "sync answer refused: {e}");
-                self.app.best = None;
+                self.app.distrust(from);
                 return;
             }
         };
         if block.height != self.app.height || c.height.0 != height || c.value_id != block.hash() {
+            warn!(%from, "sync answer was not the block asked for: its announcements are no longer followed");
+            self.app.distrust(from);
             return;
         }
         let Ok(peer) = malachite::PeerId::from_bytes(&from.to_bytes()) else { return };
@@ -540,6 +572,24 @@ impl Engine {
             return;
         }
         self.app.maybe_sync();
+    }
+}
+
+/// After a block: drop from the pool what it holds (`done`) and what can
+/// no longer go in a block from `next` on (its expiry passed). A node
+/// that never proposes pruned nothing else: transactions that expired
+/// piled up until its pool was full and it refused every submission.
+fn prune_pool(pool: &mut VecDeque<Tx>, pooled: &mut HashSet<TxId>, done: &HashSet<TxId>, next: u64) {
+    pool.retain(|t| {
+        let id = t.id();
+        let keep = !done.contains(&id) && t.expiry >= next;
+        if !keep {
+            pooled.remove(&id);
+        }
+        keep
+    });
+    for id in done {
+        pooled.remove(id);
     }
 }
 
@@ -582,6 +632,19 @@ impl App {
         let h = self.height - 1;
         if let Ok(Some(hash)) = hash_at(&self.store, self.chain, h) {
             self.publish(&Message::Status { height: h, hash });
+        }
+    }
+
+    /// `peer` misled this node's sync: forget its announcement and follow
+    /// none of its later ones (the list is bounded: past [`MAX_MISLED`]
+    /// made-up peer ids it starts again).
+    fn distrust(&mut self, peer: PeerId) {
+        if self.misled.len() >= MAX_MISLED {
+            self.misled.clear();
+        }
+        self.misled.insert(peer);
+        if self.best.is_some_and(|(_, p)| p == peer) {
+            self.best = None;
         }
     }
 
@@ -673,11 +736,8 @@ impl App {
         let missed: Vec<Vec<u8>> =
             (0..rounds).map(|r| self.set.validators()[order[r % order.len()]].address.0.to_bytes()).collect();
         self.store.commit(&block, c, &missed, &self.genesis)?;
-        for tx in &block.txs {
-            self.pooled.remove(&tx.id());
-        }
         let done: HashSet<TxId> = block.txs.iter().map(Tx::id).collect();
-        self.pool.retain(|t| !done.contains(&t.id()));
+        prune_pool(&mut self.pool, &mut self.pooled, &done, block.height + 1);
         info!(height = block.height, hash = %block.hash(), txs = block.txs.len(), round = rounds, "block final");
         // Behind (the block came by sync): the next at once. An announced
         // height alone does not hurry the pacing: anyone can announce one.
@@ -907,4 +967,92 @@ impl App {
 fn refused(set: &ValidatorSet) -> CertificateError<Ctx> {
     let total = set.validators().iter().map(|v| v.power).sum::<u64>();
     CertificateError::NotEnoughVotingPower { signed: 0, total, expected: total * 2 / 3 + 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_followers_pool_drops_expired_transactions() {
+        let key = Keypair::generate_ed25519();
+        let chain = Hash([3; 32]);
+        let tx = |root: u8, lifetime: u64| {
+            let body =
+                crate::tx::Body::Anchor { kind: crate::tx::AnchorKind::Receipts, root: [root; 32], count: 1, bytes: 1 };
+            Tx::sign(&key, chain, (10, chain), lifetime, body).expect("sign")
+        };
+        let (in_block, expiring, lasting) = (tx(1, 100), tx(2, 1), tx(3, 100));
+        let mut pool: VecDeque<Tx> = [in_block.clone(), expiring.clone(), lasting.clone()].into_iter().collect();
+        let mut pooled: HashSet<TxId> = pool.iter().map(Tx::id).collect();
+        let done: HashSet<TxId> = [in_block.id()].into_iter().collect();
+        // Block 11 is final: `expiring` (last height 11) can go in no block now.
+        prune_pool(&mut pool, &mut pooled, &done, 12);
+        assert_eq!(pool.iter().map(Tx::id).collect::<Vec<_>>(), vec![lasting.id()]);
+        assert_eq!(pooled, [lasting.id()].into_iter().collect());
+    }
+
+    /// The next [`Out::Ask`] within 5 s: whom, and for which height.
+    async fn next_ask(out: &mut mpsc::Receiver<Out>) -> Option<(PeerId, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, out.recv()).await {
+                Ok(Some(Out::Ask { peer, height, .. })) => return Some((peer, height)),
+                Ok(Some(Out::Publish(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// A follower (not a producer) syncs from whoever announced the best
+    /// height. A peer announcing u64::MAX that answers with another block
+    /// than the one asked for held every sync on itself: no honest
+    /// announcement (lower than u64::MAX) ever took its place.
+    #[tokio::test]
+    async fn a_peer_announcing_max_height_and_answering_another_block_cannot_pin_sync() {
+        let producer = Keypair::generate_ed25519();
+        let genesis = Genesis {
+            version: crate::GENESIS_VERSION,
+            name: "test".into(),
+            time_ms: 0,
+            producers: vec![crate::Producer {
+                peer: producer.public().to_peer_id().to_string(),
+                addr: format!("/ip4/127.0.0.1/tcp/1/p2p/{}", producer.public().to_peer_id()),
+                stake: 1,
+            }],
+            params: crate::Params::default(),
+            accounts: Vec::new(),
+            admins: Vec::new(),
+            admin_threshold: 1,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut out) = mpsc::channel(64);
+        let (ledger, task) = start(&genesis, dir.path(), Keypair::generate_ed25519(), tx).expect("start");
+        let status = |height| Message::Status { height, hash: Hash([7; 32]) }.encode();
+        let (liar, honest) = (PeerId::random(), PeerId::random());
+
+        ledger.gossip(liar, status(u64::MAX)).await;
+        assert_eq!(next_ask(&mut out).await, Some((liar, 1)), "the best announcement is followed");
+        // Its answer: a block of another height, well formed.
+        let other = Block {
+            chain: genesis.hash(),
+            height: 7,
+            parent: Hash([9; 32]),
+            time_ms: 77,
+            proposer: producer.public().to_peer_id(),
+            next_set: Hash([8; 32]),
+            txs: Vec::new(),
+        };
+        let mut c = Vec::new();
+        c.extend_from_slice(&7u64.to_be_bytes());
+        c.extend_from_slice(&0i64.to_be_bytes());
+        c.extend_from_slice(&other.hash().0);
+        c.extend_from_slice(&0u32.to_be_bytes());
+        ledger.sync_answer(liar, 1, Some(wire::encode_answer(Some((&other.encode(), &c))))).await;
+        ledger.gossip(liar, status(u64::MAX)).await;
+        ledger.gossip(honest, status(1)).await;
+        assert_eq!(next_ask(&mut out).await, Some((honest, 1)), "the honest announcement is followed now");
+        ledger.stop().await;
+        let _ = task.await;
+    }
 }
