@@ -17,6 +17,8 @@ use crate::drive_files::{On, Secret};
 
 /// How a connection may sit without a request in its headers.
 const IDLE: Duration = Duration::from_secs(30);
+/// Connections to the page and WebDAV served at once, at most.
+const MAX_CONNECTIONS: usize = 256;
 
 /// How `drive serve` serves.
 pub(crate) struct ServeArgs {
@@ -206,7 +208,19 @@ pub(crate) fn serve(on: On, secret: Secret, args: ServeArgs) -> Result<()> {
         });
         let _letters = crate::drive_msg::serve_client(&net, &on.dir(), devices.clone(), Some(opener))?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // Connections served at once: each past this waits to be accepted
+        // (a flood of idle ones held a descriptor each, without end, until
+        // the node could accept nothing, its libp2p side included).
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let slot = tokio::select! {
+                s = open.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            };
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(x) => x,
@@ -223,6 +237,7 @@ pub(crate) fn serve(on: On, secret: Secret, args: ServeArgs) -> Result<()> {
             let (handler, gate, page, acceptor) = (handler.clone(), gate.clone(), page.clone(), acceptor.clone());
             let hosts = hosts.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 match acceptor {
                     None => connection(stream, handler, gate, page, hosts).await,
                     Some(a) => {

@@ -479,6 +479,11 @@ fn csrf_dns_rebinding_names_that_climb_out_oversized_uploads_stored_html_and_exp
     let port = addr.rsplit(':').next().expect("port");
     let (status, _, _) = http(&addr, "GET", "/login", &[("Host", &format!("evil.example:{port}"))], b"");
     assert_eq!(status, 421, "dns_rebinding: a request for another host name");
+    // A login sent by another site's page (it could guess, and keep the line full).
+    let guess = format!("password={}", PASSWORD.replace(' ', "+"));
+    let cross = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "http://evil.example")];
+    let (status, _, _) = http(&addr, "POST", "/login", &cross, guess.as_bytes());
+    assert_eq!(status, 403, "login_from_another_origin_is_refused");
     // A file where a folder would have to be: refused before any byte.
     let body = json!({ "dir": "/", "name": "two.txt/inside.txt", "size": 3 }).to_string();
     let (status, _, text) = http(&addr, "POST", "/up", &api, body.as_bytes());

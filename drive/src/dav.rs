@@ -207,8 +207,19 @@ impl DavFile for WriteFile {
     fn read_bytes(&'_ mut self, _: usize) -> FsFuture<'_, Bytes> {
         futures::future::ready(Err(FsError::Forbidden)).boxed()
     }
+    /// Within what was written (a partial PUT continues a file, it does
+    /// not leave a hole: `Content-Range: bytes 1099511627776-…` made the
+    /// devices store a 1 TiB file of zeros).
     fn seek(&'_ mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
-        let r = seek_to(&mut self.pos, self.len, pos);
+        let mut at = self.pos;
+        let r = match seek_to(&mut at, self.len, pos) {
+            Ok(n) if n > self.len => Err(FsError::NotImplemented),
+            Ok(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            Err(e) => Err(e),
+        };
         futures::future::ready(r).boxed()
     }
     /// The upload is over: store it, then name it in the tree.

@@ -94,6 +94,10 @@ pub struct Web {
     /// The file (its BLAKE3) being read from the devices for a friend's
     /// share link, if one is.
     friend_fetch: std::sync::Mutex<Option<String>>,
+    /// Files read whole from the devices at once for share links' readers
+    /// (a link's holder asking for five files in turn made the devices
+    /// send each whole, again and again, all at once).
+    link_fetches: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Web {
@@ -119,6 +123,7 @@ impl Web {
             shares: std::sync::RwLock::new(shares),
             shares_stamp: std::sync::Mutex::new(None),
             friend_fetch: std::sync::Mutex::new(None),
+            link_fetches: tokio::sync::Semaphore::new(LINK_FETCHES),
         });
         // Uploads left behind are dropped, their spool files with them,
         // even when nobody starts another.
@@ -133,6 +138,9 @@ impl Web {
         web
     }
 }
+
+/// Files read from the devices at once for share links, at most.
+const LINK_FETCHES: usize = 2;
 
 /// The page's routes (everything but WebDAV, which the caller mounts).
 pub fn router(web: Arc<Web>) -> Router {

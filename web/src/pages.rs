@@ -123,8 +123,34 @@ pub(crate) struct LoginForm {
     password: String,
 }
 
-/// `POST /login`.
-pub(crate) async fn login(State(web): State<Arc<Web>>, Form(f): Form<LoginForm>) -> Result<Response> {
+/// Whether a request comes from another site's page, as the browser says
+/// (`Sec-Fetch-Site`, `Origin`). Programs that send neither are not.
+fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if matches!(text(header::HeaderName::from_static("sec-fetch-site")), Some("cross-site" | "same-site")) {
+        return true;
+    }
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some("null"), _) => true,
+        (Some(origin), host) => origin.split_once("://").map(|(_, h)| h) != host,
+        (None, _) => false,
+    }
+}
+
+/// `POST /login`. Refused from another site's page: any page the owner
+/// opens could send guesses (about one a second, each answered after the
+/// check, right ones sooner) and, by keeping the line full, lock the owner
+/// and WebDAV clients out.
+pub(crate) async fn login(
+    State(web): State<Arc<Web>>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Result<Response> {
+    if from_another_site(&headers) {
+        let body =
+            LoginPage { message: "A login from another site's page is refused: log in here.", error: true }.render()?;
+        return Ok((StatusCode::FORBIDDEN, Html(body)).into_response());
+    }
     let verdict = if f.password.len() > 1024 { crate::Verdict::No } else { web.gate.admits(&f.password).await };
     match verdict {
         crate::Verdict::Yes => {}
@@ -724,4 +750,32 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
 /// Anything else.
 pub(crate) async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "nothing here: the drive's page is at /files/\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn login_from_another_origin_is_refused() {
+        let host = ("host", "127.0.0.1:4918");
+        assert!(from_another_site(&headers(&[host, ("sec-fetch-site", "cross-site")])));
+        assert!(from_another_site(&headers(&[host, ("sec-fetch-site", "same-site")])));
+        assert!(from_another_site(&headers(&[host, ("origin", "http://evil.example")])));
+        assert!(from_another_site(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
+        assert!(from_another_site(&headers(&[host, ("origin", "null")])));
+        // The page's own form, and programs that send neither header.
+        assert!(!from_another_site(&headers(&[host, ("origin", "http://127.0.0.1:4918")])));
+        assert!(!from_another_site(&headers(&[host, ("sec-fetch-site", "same-origin")])));
+        assert!(!from_another_site(&headers(&[host, ("sec-fetch-site", "none")])));
+        assert!(!from_another_site(&headers(&[host])));
+    }
 }

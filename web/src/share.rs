@@ -398,6 +398,14 @@ pub(crate) async fn shared(
             drop(tree);
             let name = path.rsplit('/').next().unwrap_or("file").to_string();
             if sub.raw.is_some() {
+                let Ok(_reading) = web.link_fetches.try_acquire() else {
+                    let mut r = Response::new(axum::body::Body::from(
+                        "other shared files are being read from the owner's devices: try again in a few seconds\n",
+                    ));
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return Ok(r);
+                };
                 // Always a download, sandboxed: a link's reader is not the owner.
                 let mut r = crate::raw::serve_version(&web, &v, &name, &headers, true).await?;
                 r.headers_mut().insert("x-robots-tag", HeaderValue::from_static("noindex"));

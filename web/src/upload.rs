@@ -293,16 +293,28 @@ pub(crate) async fn done(
         return Err(Error::refused(StatusCode::CONFLICT, why));
     }
     let mut up = st.upload.take().ok_or_else(|| Error::refused(StatusCode::CONFLICT, "this upload is being stored"))?;
-    match up.finish(&p.path, p.size).await {
-        Ok(_) => {
-            web.uploads.remove(&id);
-            Ok(standing(&id, &p, p.size))
+    drop(st);
+    // Stored by a task of its own: a browser that goes away meanwhile (a
+    // closed tab, a dropped network) drops this request, and with it the
+    // upload and its spool file, leaving it "being stored" for ever.
+    let (uploads, pending, key) = (web.clone(), p.clone(), id.clone());
+    let job = tokio::spawn(async move {
+        match up.finish(&pending.path, pending.size).await {
+            Ok(_) => {
+                uploads.uploads.remove(&key);
+                Ok(())
+            }
+            Err(e) => {
+                // Kept: finishing again tries again.
+                pending.state.lock().await.upload = Some(up);
+                Err(e)
+            }
         }
-        Err(e) => {
-            // Kept: finishing again tries again.
-            st.upload = Some(up);
-            Err(e.into())
-        }
+    });
+    match job.await {
+        Ok(Ok(())) => Ok(standing(&id, &p, p.size)),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(Error::refused(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the upload failed: {e}"))),
     }
 }
 
