@@ -568,7 +568,18 @@ pub(crate) fn reach_cmd(peer: String, bootstrap: Vec<String>, wait: u64, json_ou
             tokio::time::sleep(Duration::from_millis(100)).await;
             link = client.link(peer).await?;
         }
-        let last = round_trip().await.with_context(|| format!("peer {peer} answered once, then not again"))?;
+        // The request may have gone on the relayed connection just as the
+        // hole punch replaced it (it is closed then): asked again, a few
+        // times, before saying the peer stopped answering.
+        let mut last = round_trip().await;
+        for _ in 0..3 {
+            if last.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            last = round_trip().await;
+        }
+        let last = last.with_context(|| format!("peer {peer} answered once, then not again"))?;
         let link = client.link(peer).await?;
         let path = match &link {
             Some(l) if l.relayed => "relayed",
