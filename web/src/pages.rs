@@ -130,10 +130,11 @@ fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
     if matches!(text(header::HeaderName::from_static("sec-fetch-site")), Some("cross-site" | "same-site")) {
         return true;
     }
+    // "null" says nothing: the page's own form sends it (its referrer
+    // policy is no-referrer), and `Sec-Fetch-Site` above tells the rest.
     match (text(header::ORIGIN), text(header::HOST)) {
-        (Some("null"), _) => true,
+        (Some("null") | None, _) => false,
         (Some(origin), host) => origin.split_once("://").map(|(_, h)| h) != host,
-        (None, _) => false,
     }
 }
 
@@ -771,10 +772,12 @@ mod tests {
         assert!(from_another_site(&headers(&[host, ("sec-fetch-site", "same-site")])));
         assert!(from_another_site(&headers(&[host, ("origin", "http://evil.example")])));
         assert!(from_another_site(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
-        assert!(from_another_site(&headers(&[host, ("origin", "null")])));
+        assert!(from_another_site(&headers(&[host, ("origin", "null"), ("sec-fetch-site", "cross-site")])));
         // The page's own form, and programs that send neither header.
         assert!(!from_another_site(&headers(&[host, ("origin", "http://127.0.0.1:4918")])));
         assert!(!from_another_site(&headers(&[host, ("sec-fetch-site", "same-origin")])));
+        // What Chromium sends for the page's own form (no-referrer policy).
+        assert!(!from_another_site(&headers(&[host, ("origin", "null"), ("sec-fetch-site", "same-origin")])));
         assert!(!from_another_site(&headers(&[host, ("sec-fetch-site", "none")])));
         assert!(!from_another_site(&headers(&[host])));
     }
