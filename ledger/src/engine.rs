@@ -41,15 +41,18 @@ use crate::wire::{self, Message};
 
 /// Transactions waiting for a block, at most.
 const MAX_POOL: usize = 10_000;
+/// Of those, one signer's at most: transactions cost nothing to sign, and
+/// one key's flood filled the pool (the SPN's anchors were refused).
+const MAX_POOL_PER_SIGNER: usize = 128;
 /// Proposals for heights ahead of ours kept until we get there, at most
 /// (each up to a 4 MiB block).
 const MAX_EARLY: usize = 8;
 /// Distinct blocks kept for one height, at most (one per round proposed).
 const MAX_VALUES: usize = 64;
 
-/// Rounds ahead of this node's own whose proposals are taken (a node
-/// behind in rounds catches up by them; the core keeps no more).
-const ROUNDS_AHEAD: i64 = 32;
+/// Rounds ahead of this node's own whose proposals are taken: what the core
+/// keeps of rounds ahead (a node behind in rounds catches up by them).
+const ROUNDS_AHEAD: i64 = malachite::MAX_FUTURE_ROUND_LOOKAHEAD as i64;
 /// Peers remembered for misleading this node's sync.
 const MAX_MISLED: usize = 1024;
 /// How often a node tells the others its newest final block.
@@ -234,6 +237,7 @@ pub fn start(
         early: BTreeMap::new(),
         pool: VecDeque::new(),
         pooled: HashSet::new(),
+        per_signer: HashMap::new(),
         next_start: None,
         idle_until: None,
         nudged: false,
@@ -294,6 +298,8 @@ struct App {
     early: BTreeMap<u64, Vec<SignedProposal<Ctx>>>,
     pool: VecDeque<Tx>,
     pooled: HashSet<TxId>,
+    /// How many of the pool's transactions each signer has.
+    per_signer: HashMap<PeerId, usize>,
     /// When to start the next height (after a final block), if a
     /// transaction waits by then...
     next_start: Option<Instant>,
@@ -337,6 +343,7 @@ impl Engine {
                 _ => continue,
             };
             self.app.values.insert(block.hash(), block.clone());
+            self.app.proposed.entry(round.as_i64()).or_insert_with(|| block.hash());
             if proposer == self.app.me {
                 self.app.own.insert(round.as_i64(), block.clone());
             }
@@ -472,19 +479,26 @@ impl Engine {
             return; // that height is final here already
         }
         if h > self.app.height {
-            // The next height's proposer started it: start it here too (a
-            // signed proposal only: strangers cannot hurry the pacing).
-            if h == self.app.height + 1
-                && self.app.next_start.is_some()
-                && let Ok(set) = set_for(&self.app.genesis, &self.app.store, self.app.chain, h)
-                && signed_by_proposer(&self.app, &p, &set)
-            {
+            // Only a proposal its round's proposer signed, for a height whose
+            // producers are known here: anyone's junk filled the few places
+            // kept, and the next height's real proposal (never sent again)
+            // was dropped, its round lost.
+            let round = p.message.round.as_i64();
+            let signed = h <= self.app.height + 2
+                && (0..=ROUNDS_AHEAD).contains(&round)
+                && set_for(&self.app.genesis, &self.app.store, self.app.chain, h)
+                    .is_ok_and(|set| signed_by_proposer(&self.app, &p, &set));
+            if !signed {
+                return;
+            }
+            // The next height's proposer started it: start it here too
+            // (strangers cannot hurry the pacing).
+            if h == self.app.height + 1 && self.app.next_start.is_some() {
                 self.app.nudged = true;
             }
-            // Kept until that height starts, a few heights ahead at most.
-            if h <= self.app.height + 2 && self.app.early.values().map(Vec::len).sum::<usize>() < MAX_EARLY {
-                self.app.early.entry(h).or_default().push(p);
-            }
+            // Kept until that height starts; when the places are taken, the
+            // lowest heights and rounds stay (round 0's proposal first).
+            keep_early(&mut self.app.early, p);
             return;
         }
         if h < self.app.height {
@@ -547,7 +561,12 @@ impl Engine {
                 return;
             }
         };
-        if block.height != self.app.height || c.height.0 != height || c.value_id != block.hash() {
+        // A late answer to a question of a height decided meanwhile (two
+        // were asked, one answered first): nothing wrong with it.
+        if height != self.app.height {
+            return;
+        }
+        if block.height != height || c.height.0 != height || c.value_id != block.hash() {
             warn!(%from, "sync answer was not the block asked for: its announcements are no longer followed");
             self.app.distrust(from);
             return;
@@ -573,6 +592,31 @@ impl Engine {
         }
         self.app.maybe_sync();
     }
+}
+
+/// Keep `p` (signed, for a height ahead) among at most [`MAX_EARLY`]
+/// proposals: when full, it takes the place of the one furthest ahead (by
+/// height, then round) if it comes before that one.
+fn keep_early(early: &mut BTreeMap<u64, Vec<SignedProposal<Ctx>>>, p: SignedProposal<Ctx>) {
+    let key = |q: &SignedProposal<Ctx>| (q.message.height.0, q.message.round.as_i64());
+    if early.values().flatten().any(|q| key(q) == key(&p) && q.message.block.hash() == p.message.block.hash()) {
+        return;
+    }
+    if early.values().map(Vec::len).sum::<usize>() >= MAX_EARLY {
+        let Some(last) = early.values().flatten().map(key).max() else { return };
+        if key(&p) >= last {
+            return;
+        }
+        if let Some(list) = early.get_mut(&last.0)
+            && let Some(at) = list.iter().position(|q| key(q) == last)
+        {
+            list.remove(at);
+            if list.is_empty() {
+                early.remove(&last.0);
+            }
+        }
+    }
+    early.entry(p.message.height.0).or_default().push(p);
 }
 
 /// After a block: drop from the pool what it holds (`done`) and what can
@@ -682,9 +726,25 @@ impl App {
                 "the producer's pool is full; offer it again in a few blocks".into(),
             )));
         }
+        let mine = self.per_signer.entry(tx.signer).or_default();
+        if *mine >= MAX_POOL_PER_SIGNER {
+            return Err(Error::Tx(crate::error::TxError::Invalid(format!(
+                "{} transactions of this signer already wait for a block; offer more once some are in",
+                MAX_POOL_PER_SIGNER
+            ))));
+        }
+        *mine += 1;
         self.pooled.insert(id);
         self.pool.push_back(tx);
         Ok(id)
+    }
+
+    /// Count again whose transactions the pool holds (after it was pruned).
+    fn recount(&mut self) {
+        self.per_signer.clear();
+        for tx in &self.pool {
+            *self.per_signer.entry(tx.signer).or_default() += 1;
+        }
     }
 
     /// The next block, from the pool's transactions that still pass.
@@ -721,6 +781,7 @@ impl App {
             keep.push_back(tx);
         }
         self.pool = keep;
+        self.recount();
         let next_set = crate::state::set_hash(&self.store.set_at(height + 1)?);
         Ok(Block { chain: self.chain, height, parent, time_ms, proposer: self.me.0, next_set, txs })
     }
@@ -738,6 +799,7 @@ impl App {
         self.store.commit(&block, c, &missed, &self.genesis)?;
         let done: HashSet<TxId> = block.txs.iter().map(Tx::id).collect();
         prune_pool(&mut self.pool, &mut self.pooled, &done, block.height + 1);
+        self.recount();
         info!(height = block.height, hash = %block.hash(), txs = block.txs.len(), round = rounds, "block final");
         // Behind (the block came by sync): the next at once. An announced
         // height alone does not hurry the pacing: anyone can announce one.
@@ -789,6 +851,7 @@ impl App {
         match Tx::sign(&self.key, self.chain, (height, hash), 100, body) {
             Ok(tx) => {
                 // The pool checks it against the next height, once this one is final.
+                *self.per_signer.entry(tx.signer).or_default() += 1;
                 self.pool.push_back(tx.clone());
                 self.pooled.insert(tx.id());
                 self.publish(&Message::Tx(tx));
@@ -973,6 +1036,50 @@ fn refused(set: &ValidatorSet) -> CertificateError<Ctx> {
 mod tests {
     use super::*;
 
+    fn early_proposal(height: u64, round: u32, seed: u8) -> SignedProposal<Ctx> {
+        let key = Keypair::generate_ed25519();
+        let block = Block {
+            chain: Hash([1; 32]),
+            height,
+            parent: Hash([seed; 32]),
+            time_ms: 1,
+            proposer: key.public().to_peer_id(),
+            next_set: Hash([2; 32]),
+            txs: Vec::new(),
+        };
+        let proposal = crate::ctx::Proposal {
+            height: Height(height),
+            round: Round::new(round),
+            block,
+            pol_round: Round::Nil,
+            proposer: Address(key.public().to_peer_id()),
+        };
+        SignedMessage::new(proposal, Signature(vec![0; 64]))
+    }
+
+    /// A producer's proposals for many rounds of the next height took
+    /// every place kept: the next height's round-0 proposal, sent once,
+    /// was dropped. The lowest rounds stay.
+    #[test]
+    fn junk_proposals_cannot_evict_the_next_heights_real_proposal() {
+        let mut early = BTreeMap::new();
+        for r in 1..=MAX_EARLY as u32 {
+            keep_early(&mut early, early_proposal(11, r, r as u8));
+        }
+        keep_early(&mut early, early_proposal(11, 0, 99));
+        let kept: Vec<(u64, i64)> =
+            early.values().flatten().map(|p| (p.message.height.0, p.message.round.as_i64())).collect();
+        assert_eq!(kept.len(), MAX_EARLY);
+        assert!(kept.contains(&(11, 0)), "round 0 kept: {kept:?}");
+        assert!(!kept.contains(&(11, MAX_EARLY as i64)), "the furthest round gave its place: {kept:?}");
+        // One further ahead than all kept finds no place; the same one twice is kept once.
+        keep_early(&mut early, early_proposal(12, 0, 7));
+        let again = early.values().flatten().find(|p| p.message.round.as_i64() == 0).cloned().expect("round 0");
+        keep_early(&mut early, again);
+        assert_eq!(early.values().map(Vec::len).sum::<usize>(), MAX_EARLY);
+        assert!(!early.contains_key(&12));
+    }
+
     #[test]
     fn a_followers_pool_drops_expired_transactions() {
         let key = Keypair::generate_ed25519();
@@ -982,14 +1089,16 @@ mod tests {
                 crate::tx::Body::Anchor { kind: crate::tx::AnchorKind::Receipts, root: [root; 32], count: 1, bytes: 1 };
             Tx::sign(&key, chain, (10, chain), lifetime, body).expect("sign")
         };
-        let (in_block, expiring, lasting) = (tx(1, 100), tx(2, 1), tx(3, 100));
-        let mut pool: VecDeque<Tx> = [in_block.clone(), expiring.clone(), lasting.clone()].into_iter().collect();
+        let (in_block, expiring, last_chance, lasting) = (tx(1, 100), tx(2, 1), tx(4, 2), tx(3, 100));
+        let mut pool: VecDeque<Tx> =
+            [in_block.clone(), expiring.clone(), last_chance.clone(), lasting.clone()].into_iter().collect();
         let mut pooled: HashSet<TxId> = pool.iter().map(Tx::id).collect();
         let done: HashSet<TxId> = [in_block.id()].into_iter().collect();
-        // Block 11 is final: `expiring` (last height 11) can go in no block now.
+        // Block 11 is final: `expiring` (last height 11) can go in no block
+        // now; `last_chance` (last height 12) still can.
         prune_pool(&mut pool, &mut pooled, &done, 12);
-        assert_eq!(pool.iter().map(Tx::id).collect::<Vec<_>>(), vec![lasting.id()]);
-        assert_eq!(pooled, [lasting.id()].into_iter().collect());
+        assert_eq!(pool.iter().map(Tx::id).collect::<Vec<_>>(), vec![last_chance.id(), lasting.id()]);
+        assert_eq!(pooled, [last_chance.id(), lasting.id()].into_iter().collect());
     }
 
     /// The next [`Out::Ask`] within 5 s: whom, and for which height.
@@ -1004,12 +1113,7 @@ mod tests {
         }
     }
 
-    /// A follower (not a producer) syncs from whoever announced the best
-    /// height. A peer announcing u64::MAX that answers with another block
-    /// than the one asked for held every sync on itself: no honest
-    /// announcement (lower than u64::MAX) ever took its place.
-    #[tokio::test]
-    async fn a_peer_announcing_max_height_and_answering_another_block_cannot_pin_sync() {
+    fn one_producer() -> (Genesis, Keypair) {
         let producer = Keypair::generate_ed25519();
         let genesis = Genesis {
             version: crate::GENESIS_VERSION,
@@ -1025,6 +1129,42 @@ mod tests {
             admins: Vec::new(),
             admin_threshold: 1,
         };
+        (genesis, producer)
+    }
+
+    /// One key signing anchors as fast as it likes filled the whole pool:
+    /// every other signer's transactions (the SPN's anchors) were refused.
+    #[tokio::test]
+    async fn one_signer_cannot_fill_the_pool() {
+        let (genesis, _) = one_producer();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, _out) = mpsc::channel(1024);
+        let (ledger, task) = start(&genesis, dir.path(), Keypair::generate_ed25519(), tx).expect("start");
+        let chain = genesis.hash();
+        let anchor = |key: &Keypair, n: u32| {
+            let mut root = [0u8; 32];
+            root[..4].copy_from_slice(&n.to_be_bytes());
+            let body = crate::tx::Body::Anchor { kind: crate::tx::AnchorKind::Receipts, root, count: 1, bytes: 1 };
+            Tx::sign(key, chain, (0, chain), 100, body).expect("sign")
+        };
+        let spammer = Keypair::generate_ed25519();
+        for n in 0..MAX_POOL_PER_SIGNER as u32 {
+            ledger.submit(anchor(&spammer, n)).await.expect("within the signer's share");
+        }
+        let e = ledger.submit(anchor(&spammer, 100_000)).await.expect_err("past the signer's share");
+        assert!(e.to_string().contains("already wait"), "{e}");
+        ledger.submit(anchor(&Keypair::generate_ed25519(), 1)).await.expect("another signer's still goes in");
+        ledger.stop().await;
+        let _ = task.await;
+    }
+
+    /// A follower (not a producer) syncs from whoever announced the best
+    /// height. A peer announcing u64::MAX that answers with another block
+    /// than the one asked for held every sync on itself: no honest
+    /// announcement (lower than u64::MAX) ever took its place.
+    #[tokio::test]
+    async fn a_peer_announcing_max_height_and_answering_another_block_cannot_pin_sync() {
+        let (genesis, producer) = one_producer();
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut out) = mpsc::channel(64);
         let (ledger, task) = start(&genesis, dir.path(), Keypair::generate_ed25519(), tx).expect("start");
