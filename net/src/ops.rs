@@ -239,7 +239,9 @@ impl Client {
                 a.verify().map_err(|e| bad(e.to_string()))?;
                 Ok((a.existed, Some(a)))
             }
-            Response::Error { code: crate::wire::Code::BadRequest, .. } => {
+            // An earlier release, or a peer that no longer trusts this SPN
+            // (it signs nothing for it, but its owner may still delete).
+            Response::Error { code: crate::wire::Code::BadRequest | crate::wire::Code::Untrusted, .. } => {
                 Ok((self.delete_shard(peer, cid).await?, None))
             }
             other => Err(unexpected(peer, other)),

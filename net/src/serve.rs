@@ -128,7 +128,15 @@ pub(crate) fn put(
     // A shard stays its owner's (the store refuses a put of one held for
     // another, once the bytes matched): a drive's put never takes over an
     // SPN's shard (which anyone may read), nor an SPN's a drive's or
-    // another SPN's.
+    // another SPN's. A quarantined copy is replaced by good bytes, within
+    // its class: checked here, once the bytes are known to be the shard's.
+    if let Ok(Some(m)) = store.meta(&cid)
+        && m.quarantined
+        && (m.owner == PRIVATE_OWNER) != (owner == PRIVATE_OWNER)
+        && chunker::Cid::of_raw(bytes) == cid
+    {
+        return refuse(Code::NotOwner, format!("{cid} is held here for another owner"));
+    }
     let size = bytes.len() as u64;
     let opts = PutOptions { owner, now, expiry, pinned };
     match store.put(&cid, bytes, &opts) {
