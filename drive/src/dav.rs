@@ -124,6 +124,10 @@ struct WriteFile {
     pos: u64,
     len: u64,
     done: bool,
+    /// The bytes the request said it sends (`Content-Length`, or Finder's
+    /// `X-Expected-Entity-Length`), and the bytes written so far.
+    expected: Option<u64>,
+    written: u64,
 }
 
 impl DavFile for ReadFile {
@@ -181,7 +185,9 @@ impl WriteFile {
     }
 
     fn write(&mut self, bytes: &[u8]) -> FsResult<()> {
-        Self::write_to(self.spool.file_mut(), &mut self.pos, &mut self.len, bytes)
+        Self::write_to(self.spool.file_mut(), &mut self.pos, &mut self.len, bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
     }
 }
 
@@ -196,6 +202,7 @@ impl DavFile for WriteFile {
             let chunk = buf.chunk();
             let n = chunk.len();
             r = WriteFile::write_to(self.spool.file_mut(), &mut self.pos, &mut self.len, chunk);
+            self.written += n as u64;
             buf.advance(n);
         }
         futures::future::ready(r).boxed()
@@ -227,6 +234,19 @@ impl DavFile for WriteFile {
         async move {
             if self.done {
                 return Ok(());
+            }
+            // dav-server names the file (this flush) before it compares the
+            // body with what the request said: a body that ended short, or
+            // was cut at the said length, would have been stored as the
+            // newest version while the client was told 400.
+            if self.expected.is_some_and(|n| n != self.written) {
+                tracing::warn!(
+                    "{}: {} bytes came of the {} the request said: not stored",
+                    self.path,
+                    self.written,
+                    self.expected.unwrap_or(0)
+                );
+                return Err(FsError::GeneralFailure);
             }
             self.spool.finish(&self.path, self.len).await.map_err(|e| {
                 tracing::warn!("storing {}: {e}", self.path);
@@ -272,7 +292,7 @@ impl DavFileSystem for DavDrive {
                 let len = from.map_or(0, |v| v.len);
                 let spool = served.upload(from).await.map_err(|e| fs_error(&e))?;
                 let pos = if options.append { len } else { 0 };
-                let f = WriteFile { path: p, spool, pos, len, done: false };
+                let f = WriteFile { path: p, spool, pos, len, done: false, expected: options.size, written: 0 };
                 return Ok(Box::new(f) as Box<dyn DavFile>);
             }
             let v = existing.ok_or(FsError::NotFound)?;
