@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use net::{Config, Keypair, Multiaddr, Role};
 
-#[tokio::test]
-async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
+/// A bootstrap node on 127.0.0.1 (its handle, kept while the test runs),
+/// its peer id and the address to dial it at.
+async fn bootstrap() -> (net::Client, net::PeerId, Multiaddr) {
     let bk = Keypair::generate_ed25519();
     let bid = bk.public().to_peer_id();
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
@@ -20,6 +21,29 @@ async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
             .expect("bootstrap");
     let baddr = boot.dial_addrs(&[listen], Duration::from_secs(5)).await;
     let baddr = baddr.first().cloned().expect("the bootstrap node listens within 5 s");
+    (boot, bid, baddr)
+}
+
+/// Whether a peer listening on `listen` reaches the bootstrap node `bid`
+/// at `baddr` within 10 s.
+async fn peer_reaches(listen: String, baddr: Multiaddr, bid: net::PeerId) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = store::Store::open(dir.path(), store::Config::default()).expect("store");
+    let listen: Multiaddr = listen.parse().expect("addr");
+    let cfg = Config { role: Role::Peer, listen: vec![listen], bootstrap: vec![baddr], ..Config::default() };
+    let (peer, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
+    for _ in 0..100 {
+        if peer.connection(bid).await.expect("connection").is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
+    let (_boot, bid, baddr) = bootstrap().await;
 
     // Someone else's server on port P of another loopback address (the
     // standard library sets SO_REUSEADDR, not SO_REUSEPORT).
@@ -36,19 +60,7 @@ async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
     drop(probe);
 
     // A peer listening on that port number at its own address.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (s, _) = store::Store::open(dir.path(), store::Config::default()).expect("store");
-    let listen: Multiaddr = format!("/ip4/127.0.0.62/tcp/{port}").parse().expect("addr");
-    let cfg = Config { role: Role::Peer, listen: vec![listen], bootstrap: vec![baddr], ..Config::default() };
-    let (peer, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
-    let mut connected = false;
-    for _ in 0..100 {
-        if peer.connection(bid).await.expect("connection").is_some() {
-            connected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let connected = peer_reaches(format!("/ip4/127.0.0.62/tcp/{port}"), baddr, bid).await;
     assert!(connected, "the peer on 127.0.0.62:{port} did not reach the bootstrap node within 10 s");
     drop(blocker);
 }
@@ -58,15 +70,7 @@ async fn a_port_number_taken_at_another_address_does_not_cut_a_node_off() {
 /// handshake failed ("input error"). CI saw a peer cut off that way.
 #[tokio::test]
 async fn a_peer_whose_port_number_is_its_bootstrap_nodes_does_not_dial_itself() {
-    let bk = Keypair::generate_ed25519();
-    let bid = bk.public().to_peer_id();
-    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("addr");
-    let (boot, _) =
-        net::start(Config { role: Role::Bootstrap, listen: vec![listen.clone()], ..Config::default() }, bk, None)
-            .await
-            .expect("bootstrap");
-    let baddr = boot.dial_addrs(&[listen], Duration::from_secs(5)).await;
-    let baddr = baddr.first().cloned().expect("the bootstrap node listens within 5 s");
+    let (_boot, bid, baddr) = bootstrap().await;
     let port = baddr
         .iter()
         .find_map(|p| match p {
@@ -75,19 +79,7 @@ async fn a_peer_whose_port_number_is_its_bootstrap_nodes_does_not_dial_itself() 
         })
         .expect("a TCP port");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (s, _) = store::Store::open(dir.path(), store::Config::default()).expect("store");
-    let listen: Multiaddr = format!("/ip4/127.0.0.63/tcp/{port}").parse().expect("addr");
-    let cfg = Config { role: Role::Peer, listen: vec![listen], bootstrap: vec![baddr], ..Config::default() };
-    let (peer, _) = net::start(cfg, Keypair::generate_ed25519(), Some(s)).await.expect("peer");
-    let mut connected = false;
-    for _ in 0..100 {
-        if peer.connection(bid).await.expect("connection").is_some() {
-            connected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let connected = peer_reaches(format!("/ip4/127.0.0.63/tcp/{port}"), baddr, bid).await;
     assert!(
         connected,
         "the peer on 127.0.0.63:{port} did not reach the bootstrap node on 127.0.0.1:{port} within 10 s"

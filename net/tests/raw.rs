@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, StreamProtocol, SwarmBuilder, noise, request_response, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, SwarmBuilder, noise, request_response, tcp, yamux};
 use net::wire::{Code, Limits, Request, Response};
 use net::{Config, Keypair, Role};
 
@@ -59,6 +59,24 @@ impl request_response::Codec for Raw {
     }
 }
 
+/// A libp2p node speaking the shard protocol with raw bytes (`support`:
+/// asking, answering or both), each request given up after `timeout`.
+fn raw_swarm(support: request_response::ProtocolSupport, timeout: Duration) -> Swarm<request_response::Behaviour<Raw>> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .expect("tcp")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                Raw,
+                [(StreamProtocol::new("/ionshard/shard/1"), support)],
+                request_response::Config::default().with_request_timeout(timeout),
+            )
+        })
+        .expect("behaviour")
+        .build()
+}
+
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut v = (body.len() as u32).to_be_bytes().to_vec();
     v.extend_from_slice(body);
@@ -84,19 +102,7 @@ async fn malformed_truncated_and_oversized_messages() {
     }
     let addr = addr.expect("listening");
 
-    let mut swarm = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                Raw,
-                [(StreamProtocol::new("/ionshard/shard/1"), request_response::ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
-            )
-        })
-        .expect("behaviour")
-        .build();
+    let mut swarm = raw_swarm(request_response::ProtocolSupport::Outbound, Duration::from_secs(10));
 
     let mut ask = async |bytes: Vec<u8>| -> Option<Response> {
         let id = swarm.behaviour_mut().send_request_with_addresses(&peer, bytes, vec![addr.clone()]);
@@ -155,19 +161,7 @@ async fn malformed_truncated_and_oversized_messages() {
 /// 48 requests in flight, 64 MiB each was 3 GiB on a device).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_answering_a_small_range_with_a_huge_proof_is_not_read() {
-    let mut server = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                Raw,
-                [(StreamProtocol::new("/ionshard/shard/1"), request_response::ProtocolSupport::Inbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
-            )
-        })
-        .expect("behaviour")
-        .build();
+    let mut server = raw_swarm(request_response::ProtocolSupport::Inbound, Duration::from_secs(30));
     let server_id = *server.local_peer_id();
     server.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
     let addr = loop {
