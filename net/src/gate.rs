@@ -95,15 +95,14 @@ impl Gate {
 
 impl Ticket {
     /// Hold `bytes` more for this request. A trusted peer (an SPN putting a
-    /// shard) is bound only by the node's total; others also by their own
-    /// share and the strangers' share. False, and nothing held, if that
-    /// would go over.
-    pub(crate) fn hold(&mut self, bytes: u64, trusted: bool) -> bool {
+    /// shard; as the ticket was given) is bound only by the node's total;
+    /// others also by their own share and the strangers' share. False, and
+    /// nothing held, if that would go over.
+    pub(crate) fn hold(&mut self, bytes: u64) -> bool {
         let gate = self.gate.clone();
         let mut st = gate.lock();
         let mine = st.peers.get(&self.peer).map_or(0, |p| p.1);
-        let stranger = !(trusted && self.trusted);
-        let over_stranger = stranger
+        let over_stranger = !self.trusted
             && (mine + bytes > gate.bounds.bytes_per_peer
                 || st.stranger_bytes + bytes > strangers_share(gate.bounds.bytes_total));
         if st.bytes + bytes > gate.bounds.bytes_total || over_stranger {
@@ -180,16 +179,16 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..100 {
             let Some(mut t) = g.enter(PeerId::random(), false) else { continue };
-            t.hold(100, false);
+            t.hold(100);
             held.push(t);
         }
         assert_eq!(held.len(), 6, "strangers hold three quarters of the slots");
         assert_eq!(g.lock().stranger_bytes, 300, "and of the bytes");
         let spn = PeerId::random();
         let mut s = g.enter(spn, true).expect("the SPN gets a slot");
-        assert!(s.hold(100, true), "and room for its put");
+        assert!(s.hold(100), "and room for its put");
         drop(held);
-        assert!(s.hold(300, true), "all the rest once the strangers are gone");
+        assert!(s.hold(300), "all the rest once the strangers are gone");
         drop(s);
         let st = g.lock();
         assert_eq!((st.requests, st.bytes, st.stranger_requests, st.stranger_bytes), (0, 0, 0, 0));
@@ -200,14 +199,14 @@ mod tests {
         let g = gate();
         let (a, spn) = (PeerId::random(), PeerId::random());
         let mut t = g.enter(a, false).expect("slot");
-        assert!(t.hold(80, false));
-        assert!(!t.hold(30, false), "over the peer's share");
+        assert!(t.hold(80));
+        assert!(!t.hold(30), "over the peer's share");
         assert_eq!(t.held(), 80);
         let mut s = g.enter(spn, true).expect("slot");
-        assert!(s.hold(170, true), "a trusted peer is bound by the total only");
-        assert!(!s.hold(1, true), "over the total");
+        assert!(s.hold(170), "a trusted peer is bound by the total only");
+        assert!(!s.hold(1), "over the total");
         drop(t);
-        assert!(s.hold(80, true), "bytes come back when a ticket goes");
+        assert!(s.hold(80), "bytes come back when a ticket goes");
         drop(s);
         assert_eq!(g.lock().bytes, 0);
         assert!(g.lock().peers.is_empty());

@@ -58,7 +58,7 @@ fn hold_for(
         Some(r) => chunker::proof::max_proof_len(size, r),
         None => size,
     };
-    if ticket.hold(need, caller.trusted) {
+    if ticket.hold(need) {
         return None;
     }
     Some(match ranges {
@@ -333,6 +333,18 @@ mod tests {
     use super::*;
     use libp2p::PeerId;
 
+    /// An empty store (in a directory kept while the test runs) and a node key.
+    fn fresh() -> (tempfile::TempDir, Store, Keypair) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
+        (dir, store, Keypair::generate_ed25519())
+    }
+
+    /// How a drive's shard is put.
+    fn drives() -> PutOptions {
+        PutOptions { owner: PRIVATE_OWNER.to_vec(), now: 1_000, expiry: None, pinned: true }
+    }
+
     fn renew(store: &Store, key: &Keypair, trusted: bool, peer: PeerId, cid: chunker::Cid, expiry: u64) -> Response {
         let req = Request::Renew { cid, expiry };
         let caller = Caller { peer, trusted, private: None };
@@ -344,9 +356,7 @@ mod tests {
     /// keep its shards for ever.
     #[test]
     fn renewals_from_an_untrusted_or_foreign_owner_or_too_far_ahead_are_refused() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
-        let key = Keypair::generate_ed25519();
+        let (_dir, store, key) = fresh();
         let spn = PeerId::random();
         let bytes = vec![7u8; 4096];
         let cid = chunker::Cid::of_raw(&bytes);
@@ -376,13 +386,10 @@ mod tests {
     /// shard got one saying it was not here, signed by this node.
     #[test]
     fn a_stranger_gets_no_signed_ack_for_a_private_shard() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
-        let key = Keypair::generate_ed25519();
+        let (_dir, store, key) = fresh();
         let private = vec![6u8; 4096];
         let cid = chunker::Cid::of_raw(&private);
-        let opts = PutOptions { owner: PRIVATE_OWNER.to_vec(), now: 1_000, expiry: None, pinned: true };
-        store.put(&cid, &private, &opts).expect("the drive's put");
+        store.put(&cid, &private, &drives()).expect("the drive's put");
         let caller = Caller { peer: PeerId::random(), trusted: false, private: None };
         let req = Request::DeleteAcked { cid };
         match serve(Some(&store), &key, &caller, req, 1_000, None, None, NodeState::default()) {
@@ -397,9 +404,7 @@ mod tests {
     /// time, and kept the first one's shard for ever.
     #[test]
     fn a_second_spns_put_cannot_pin_or_claim_another_spns_shard() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
-        let key = Keypair::generate_ed25519();
+        let (_dir, store, key) = fresh();
         let (a, b) = (PeerId::random(), PeerId::random());
         let bytes = vec![9u8; 4096];
         let cid = chunker::Cid::of_raw(&bytes);
@@ -418,14 +423,11 @@ mod tests {
     /// is the same whether this device's drive holds that CID or not.
     #[test]
     fn an_spn_put_cannot_tell_whether_a_private_shard_is_here() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let (store, _) = Store::open(dir.path(), store::Config::default()).expect("store");
-        let key = Keypair::generate_ed25519();
+        let (_dir, store, key) = fresh();
         let private = vec![5u8; 4096];
         let cid = chunker::Cid::of_raw(&private);
         let absent = chunker::Cid::of_raw(b"not here");
-        let opts = PutOptions { owner: PRIVATE_OWNER.to_vec(), now: 1_000, expiry: None, pinned: true };
-        store.put(&cid, &private, &opts).expect("the drive's put");
+        store.put(&cid, &private, &drives()).expect("the drive's put");
         let code = |r: Response| match r {
             Response::Error { code, .. } => Some(code),
             other => panic!("{other:?}"),

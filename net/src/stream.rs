@@ -101,7 +101,6 @@ async fn admit<H>(
 /// Serve one inbound put: head, checks, `Go`, body, store, receipt.
 pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     let Some((mut ticket, head)) = admit(&ctx, peer, &mut s, PutHead::decode).await else { return };
-    let trusted = ctx.trust.contains(&peer);
     // Every refusal comes before the body: a stranger costs this node a head.
     let Some(store) = ctx.store.as_ref() else {
         return send_ready(&mut s, &refused(Code::NotFound, "this node stores no shards")).await;
@@ -117,7 +116,7 @@ pub(crate) async fn serve_put(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
         let Response::Error { code, message } = crate::serve::from_store(e) else { return };
         return send_ready(&mut s, &Ready::Refused { code, message }).await;
     }
-    if !ticket.hold(head.size, trusted) {
+    if !ticket.hold(head.size) {
         return send_ready(&mut s, &refused(Code::Busy, "this node is holding too much at once; retry")).await;
     }
     send_ready(&mut s, &Ready::Go { size: head.size }).await;
@@ -163,7 +162,7 @@ pub(crate) async fn serve_get(ctx: Arc<Serving>, peer: PeerId, mut s: Stream) {
     let Some(store) = ctx.store.clone() else {
         return send_ready(&mut s, &refused(Code::NotFound, "this node stores no shards")).await;
     };
-    if !ticket.hold(PIECE as u64, ctx.trust.contains(&peer)) {
+    if !ticket.hold(PIECE as u64) {
         return send_ready(&mut s, &refused(Code::Busy, "this node is holding too much at once; retry")).await;
     }
     let cid = head.cid;
