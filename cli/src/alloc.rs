@@ -25,31 +25,9 @@ use mimalloc::MiMalloc;
 
 static USE_SYSTEM: AtomicBool = AtomicBool::new(true);
 
-/// mimalloc's `mi_option_purge_delay`: option 15 in both its v2 and v3
-/// headers (`libmimalloc-sys` names no constant for it).
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// How long mimalloc keeps freed memory before it gives it back to the
-/// system, in ms. Its default (10) gave each 8 MiB segment buffer of the
-/// SPN's encoder back between two segments, and the kernel zeroed fresh
-/// pages for the next: 8% of the SPN's CPU in `clear_page_erms` during a
-/// publish. With a second, a 512 MiB publish (10+4, 16 peers on loopback)
-/// went from 103-108 to 113-115 MB/s; 100 ms changed nothing. The peak is
-/// not higher (freed pages are reused first); what is freed is returned a
-/// second later. `MIMALLOC_PURGE_DELAY` in the environment still decides.
-const PURGE_DELAY_MS: std::ffi::c_long = 1000;
-
 /// Route new allocations to mimalloc from now on.
 pub(crate) fn use_mimalloc() {
-    keep_freed_memory();
     USE_SYSTEM.store(false, Ordering::Relaxed);
-}
-
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's options; any value is valid for it.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
-    }
 }
 
 /// Tune the C library's allocator for the fetcher and peers, which stay on it.
@@ -106,26 +84,5 @@ unsafe impl GlobalAlloc for Switch {
                 System.realloc(ptr, layout, new_size)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_option_set_is_mimallocs_purge_delay() {
-        // Its documented default, or what `use_mimalloc` set: another option
-        // at this index (a renumbered header) would hold neither.
-        // SAFETY: reads an option.
-        let now = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        assert!(now == 10 || now == PURGE_DELAY_MS, "option {PURGE_DELAY} is {now}: not mimalloc's purge delay?");
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        keep_freed_memory();
-        // SAFETY: reads an option.
-        let set = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        assert_eq!(set, PURGE_DELAY_MS);
     }
 }
