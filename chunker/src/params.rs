@@ -99,7 +99,8 @@ pub struct Params {
     pub coding: Coding,
     /// Target segment size in bytes (stored chunks packed per segment).
     pub segment_size: u32,
-    /// zstd level tried on each chunk; 0 turns compression off.
+    /// zstd level tried on each chunk; 0 turns compression off. At the
+    /// default or below, a chunk that barely compresses gets level 1.
     pub zstd_level: i32,
 }
 

@@ -36,7 +36,7 @@ pub(crate) struct ChunkOpts {
     /// Segment size, e.g. 8MiB.
     #[arg(long, value_parser = crate::size::size_arg)]
     pub(crate) segment_size: Option<u64>,
-    /// zstd level tried on each chunk (0 = never compress).
+    /// zstd level tried on each chunk (0 = never compress; at 3 or below, level 1 where a chunk barely compresses).
     #[arg(long, default_value_t = 3)]
     pub(crate) zstd_level: i32,
     /// Tenant secret (32 bytes; created if missing) [default: ~/.ionshard/tenant.secret].
