@@ -18,6 +18,11 @@ const PRODUCTS: TableDefinition<&str, &str> = TableDefinition::new("products");
 /// product → the newest timestamp (signed JSON).
 const TIMESTAMPS: TableDefinition<&str, &str> = TableDefinition::new("timestamps");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Revoked tokens kept per tenant (listed, so an operator sees what was
+/// revoked and when); older ones are forgotten when another is revoked.
+/// Every request checks its token against the list: a tenant issuing and
+/// revoking in a loop must not make it long.
+pub(crate) const REVOKED_KEPT: usize = 64;
 
 /// A vendor registered with this SPN.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -319,6 +324,23 @@ impl State {
                     if r.revoked.is_none() {
                         r.revoked = Some(now);
                         t.insert(id, json(&r).as_slice())?;
+                        // The tenant's oldest revoked ones beyond what is kept.
+                        let mut revoked: Vec<(u64, String)> = Vec::new();
+                        for e in t.iter()? {
+                            let (k, v) = e?;
+                            let other: TokenRecord = parse(v.value(), "token")?;
+                            if other.tenant == r.tenant
+                                && let Some(at) = other.revoked
+                            {
+                                revoked.push((at, k.value().to_string()));
+                            }
+                        }
+                        if revoked.len() > REVOKED_KEPT {
+                            revoked.sort_unstable();
+                            for (_, old) in &revoked[..revoked.len() - REVOKED_KEPT] {
+                                t.remove(old.as_str())?;
+                            }
+                        }
                     }
                     true
                 }
@@ -327,5 +349,48 @@ impl State {
         };
         txn.commit()?;
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(i: usize, tenant: &str) -> TokenRecord {
+        TokenRecord {
+            id: format!("{tenant}-{i:04}"),
+            tenant: tenant.into(),
+            label: String::new(),
+            hash: format!("{i:064x}"),
+            created: i as u64,
+            revoked: None,
+            scope: proto::api::TokenScope::Append,
+        }
+    }
+
+    #[test]
+    fn a_tenant_issuing_and_revoking_tokens_in_a_loop_cannot_grow_the_token_list() {
+        let dir = tempfile::tempdir().expect("dir");
+        let st = State::open(&dir.path().join("spn")).expect("open");
+        st.put_token(&token(0, "other")).expect("put");
+        assert!(st.revoke_token("other-0000", 1).expect("revoke"));
+        let live = token(9999, "acme");
+        st.put_token(&live).expect("put");
+        for i in 0..REVOKED_KEPT * 3 {
+            let t = token(i, "acme");
+            st.put_token(&t).expect("put");
+            assert!(st.revoke_token(&t.id, 10 + i as u64).expect("revoke"));
+        }
+        let all = st.tokens().expect("tokens");
+        let acme: Vec<&TokenRecord> = all.iter().filter(|t| t.tenant == "acme").collect();
+        assert_eq!(acme.len(), REVOKED_KEPT + 1, "the newest revoked ones and the live one");
+        assert!(acme.iter().any(|t| t.id == live.id && t.revoked.is_none()), "the live token is kept");
+        let oldest = acme.iter().filter_map(|t| t.revoked).min().expect("revoked ones");
+        assert_eq!(oldest, 10 + (REVOKED_KEPT * 2) as u64, "the newest are the ones kept");
+        assert!(all.iter().any(|t| t.id == "other-0000"), "another tenant's revoked token is not touched");
+        // Revoking again (or an unknown id) changes nothing.
+        assert!(st.revoke_token(&acme[0].id, 99_999).expect("revoke"));
+        assert!(!st.revoke_token("nope", 1).expect("revoke"));
+        assert_eq!(st.tokens().expect("tokens").len(), all.len());
     }
 }
