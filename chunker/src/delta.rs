@@ -23,8 +23,7 @@
 
 use std::collections::HashMap;
 
-use crate::address::Cid;
-use crate::encode::{EncodedSegment, SegmentSink, ShardBytes};
+use crate::encode::{EncodedSegment, SegmentSink};
 use crate::erasure::Coder;
 use crate::error::{Error, Result};
 use crate::keys::{ChunkId, ChunkKey, ReadKey, digest, match_tag};
@@ -285,19 +284,10 @@ pub(crate) fn code_segment(
     mut data: Vec<u8>,
     sink: &mut dyn SegmentSink,
 ) -> Result<Segment> {
-    use rayon::prelude::*;
     let len = data.len();
     let shard_len = coder.shard_len(len);
     data.resize(shard_len * usize::from(k), 0);
-    let mut parity = vec![vec![0u8; shard_len]; coder.parity_shards()];
-    let data_shards: Vec<&[u8]> = data.chunks(shard_len).collect();
-    coder.encode(&data_shards, &mut parity)?;
-    let all: Vec<ShardBytes> = ShardBytes::from_vec(data, shard_len)
-        .into_iter()
-        .chain(parity.into_iter().flat_map(|p| ShardBytes::from_vec(p, shard_len)))
-        .collect();
-    let shards: Vec<Cid> = all.par_iter().map(|s| Cid::of_raw(s)).collect();
-    let segment = Segment { len: len as u64, k, shards };
+    let (segment, all) = Segment::from_data(len as u64, k, coder.parity_shards() as u8, data)?;
     sink.put_segment(EncodedSegment { index, segment: &segment, shards: all })
         .map_err(|e| Error::Sink { segment: index, reason: e.to_string() })?;
     Ok(segment)

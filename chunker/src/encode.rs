@@ -418,7 +418,12 @@ impl<'a> Encoder<'a> {
             let segments = &mut st.segments;
             let seg = st.open.get_or_insert_with(|| {
                 segments.push(None);
-                OpenSegment { index: segments.len() - 1, data: Vec::with_capacity(segment_size + 256) }
+                // Room for the parity behind the data: it is coded in this buffer.
+                let (k, m) = (usize::from(params.coding.data), usize::from(params.coding.parity));
+                OpenSegment {
+                    index: segments.len() - 1,
+                    data: Vec::with_capacity((segment_size + 256).div_ceil(k) * (k + m)),
+                }
             });
             let offset = seg.data.len();
             seg.data.resize(offset + stored_len, 0);

@@ -55,6 +55,13 @@ impl Coder {
     /// Compute the m parity shards from the k data shards (all of one length).
     /// Runs on all cores, a block of columns per task.
     pub fn encode(&self, data: &[&[u8]], parity: &mut [Vec<u8>]) -> Result<()> {
+        let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        self.encode_into(data, &mut outs)
+    }
+
+    /// [`Coder::encode`] into slices (parity in a buffer of its own or
+    /// behind the data in the segment's).
+    pub fn encode_into(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<()> {
         let Some(rs) = &self.rs else { return Ok(()) };
         let len = data.first().map_or(0, |d| d.len());
         if data.len() != self.k

@@ -53,6 +53,7 @@ use minicbor::{Decoder, Encoder};
 
 use crate::address::Cid;
 use crate::decode::Seed;
+use crate::encode::ShardBytes;
 use crate::error::{Error, Result};
 use crate::keys::{ChunkId, ChunkKey, ReadKey};
 use crate::params::{Chunking, Coding, Params};
@@ -143,6 +144,43 @@ impl Segment {
             }
         }
         Ok(Segment { len, k, shards: shards.iter().map(|s| Cid::of_raw(s)).collect() })
+    }
+
+    /// A segment someone else encoded, from its k data shards only (`data`:
+    /// back to back, as long as `len` and `k` make them): the `parity`
+    /// shards are computed here, in the same buffer, and every shard is
+    /// named by its CID. What an SPN does for a backup client that sends no
+    /// parity; the client compares the segment's CID with its own. Costs an
+    /// encode and a hash of the segment, as [`Segment::from_shards`] does.
+    pub fn from_data(len: u64, k: u8, parity: u8, mut data: Vec<u8>) -> Result<(Segment, Vec<ShardBytes>)> {
+        let n = usize::from(k) + usize::from(parity);
+        if k == 0 || len == 0 || len > 1 << 30 || n > 255 {
+            return Err(Error::InvalidParams(format!(
+                "a segment of {len} bytes with k = {k} and {parity} parity shards is impossible \
+                 (k >= 1, k + parity <= 255, 1 byte to 1 GiB)"
+            )));
+        }
+        let shard_len = len.div_ceil(u64::from(k)) as usize;
+        if data.len() != shard_len * usize::from(k) {
+            return Err(Error::InvalidParams(format!(
+                "{} bytes are not {k} data shards of {shard_len} bytes (a segment of {len} bytes with k = {k})",
+                data.len()
+            )));
+        }
+        data.resize(shard_len * n, 0);
+        if parity > 0 {
+            let coder = crate::erasure::Coder::new(k, parity)?;
+            let (head, tail) = data.split_at_mut(shard_len * usize::from(k));
+            let ins: Vec<&[u8]> = head.chunks(shard_len).collect();
+            let mut outs: Vec<&mut [u8]> = tail.chunks_mut(shard_len).collect();
+            coder.encode_into(&ins, &mut outs)?;
+        }
+        let shards = ShardBytes::from_vec(data, shard_len);
+        let cids = {
+            use rayon::prelude::*;
+            shards.par_iter().map(|s| Cid::of_raw(s)).collect()
+        };
+        Ok((Segment { len, k, shards: cids }, shards))
     }
 
     /// The segment's own address: the CID of the CBOR of `[len, k, digests]`.

@@ -335,6 +335,28 @@ fn a_segment_from_its_shards_is_the_encoders_and_bad_parity_is_refused() {
     assert!(chunker::Segment::from_shards(seg.len(), 4, &view(&good[..3])).is_err());
 }
 
+/// What an SPN makes of a segment's data shards alone (a backup client
+/// that sends no parity): the encoder's own segment, parity byte for byte;
+/// data of the wrong length or impossible codings are refused.
+#[test]
+fn a_segment_from_its_data_shards_alone_is_the_encoders() {
+    let (e, shards) = encode(small_params(4, 2), &noise(12, 700_000), None);
+    for seg in e.manifest.segments() {
+        let data: Vec<u8> = seg.shards()[..4].iter().flat_map(|c| shards[c].iter().copied()).collect();
+        let (same, bytes) = chunker::Segment::from_data(seg.len(), 4, 2, data.clone()).expect("from data");
+        assert_eq!(&same, seg);
+        assert_eq!(same.cid(), seg.cid());
+        assert_eq!(bytes.len(), 6);
+        for (b, c) in bytes.iter().zip(seg.shards()) {
+            assert!(&b[..] == &shards[c][..], "shard {c} differs");
+        }
+        let err = chunker::Segment::from_data(seg.len(), 4, 2, data[1..].to_vec()).unwrap_err().to_string();
+        assert!(err.contains("are not 4 data shards"), "{err}");
+        assert!(chunker::Segment::from_data(seg.len(), 0, 2, data.clone()).is_err());
+        assert!(chunker::Segment::from_data(seg.len(), 200, 100, data.clone()).is_err());
+    }
+}
+
 fn view(b: &[Vec<u8>]) -> Vec<&[u8]> {
     b.iter().map(|v| v.as_slice()).collect()
 }
