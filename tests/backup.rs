@@ -668,6 +668,102 @@ async fn attacker_with_shards_of(
     (operator, attacker, manifest_bytes, segments)
 }
 
+/// A backup sends the SPN each segment's data shards alone; the SPN makes
+/// the parity and the host checks it by the segment's CID (which names
+/// every shard). At 2+2 that is half the upload, and the snapshot still
+/// restores with as many peers gone as there are parity shards (the
+/// parity the SPN made is real).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_sends_data_shards_alone_and_the_spns_parity_restores_without_two_peers() {
+    let (net, dev, h, _work, src) = setup(6, "halfup", "src").await;
+    write(&src.join("a.bin"), &image(3_000_000, 21));
+    write(&src.join("b.txt"), "text that compresses ".repeat(20_000).as_bytes());
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let operator = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let (mut data, mut all) = (0u64, 0u64);
+    for cap in s.data.iter().chain(std::iter::once(&s.tree)) {
+        let m = chunker::Manifest::from_bytes(
+            &operator.manifest(&cap.manifest, 1 << 30).expect("manifest"),
+            &Default::default(),
+        )
+        .expect("parse");
+        for seg in m.segments() {
+            data += seg.shard_len() * seg.data_shards() as u64;
+            all += seg.shard_len() * seg.shards().len() as u64;
+        }
+    }
+    assert_eq!(s.stats.uploaded_shard_bytes, data, "sent: the data shards alone (all shards: {all})");
+    assert_eq!(all, 2 * data);
+    // The holders of the first segment's two data shards gone: its data is
+    // rebuilt from the parity the SPN made.
+    let m = chunker::Manifest::from_bytes(
+        &operator.manifest(&s.data[0].manifest, 1 << 30).expect("manifest"),
+        &Default::default(),
+    )
+    .expect("parse");
+    let placement = operator.object(&s.data[0].manifest).expect("object").placement;
+    let gone: Vec<String> = m.segments()[0].shards()[..2]
+        .iter()
+        .map(|c| placement.peers[placement.shards[&c.to_string()][0] as usize].clone())
+        .collect();
+    let mut net = net;
+    let mut stopped = 0;
+    while let Some(i) = net.peers.iter().position(|p| gone.contains(&p.peer_id().to_string())) {
+        net.peers.remove(i).stop().await;
+        stopped += 1;
+    }
+    assert!((1..=2).contains(&stopped), "stopped {stopped} holders");
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    let at = target.path().join(src.strip_prefix("/").expect("abs"));
+    assert!(std::fs::read(at.join("a.bin")).expect("a") == image(3_000_000, 21));
+    assert!(std::fs::read(at.join("b.txt")).expect("b") == "text that compresses ".repeat(20_000).as_bytes());
+}
+
+/// Data-only segments the SPN must refuse before it holds or places a
+/// byte: a body that is not the k data shards, or n so large that the
+/// parity would outgrow what one segment may hold (k = 1, n = 255: a
+/// 96 MiB body would make 24 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_only_segment_that_would_grow_the_spns_memory_255_fold_is_refused() {
+    let net = network(4, None).await;
+    let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
+    let session = spn.open_session("grower").expect("session");
+    assert!(session.parity_here, "this SPN makes parity");
+    let job = session.job;
+    let put = |path: String, body: Vec<u8>| {
+        let addr = net.http;
+        async move {
+            tokio::task::spawn_blocking(move || common::http(addr, "PUT", &path, Some("t"), &body)).await.expect("join")
+        }
+    };
+    // Refused from the query, before a byte of the body is read.
+    let (status, msg) = put(format!("/v1/encoded/{job}/segments?len={}&k=1&n=255", 1 << 20), vec![7u8; 1]).await;
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("impossible here"), "{msg}");
+    // The body is not the k data shards.
+    let (status, msg) = put(format!("/v1/encoded/{job}/segments?len=4000&k=2&n=4"), vec![1u8; 3999]).await;
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("are not the 2 data shards"), "{msg}");
+    // Nothing was placed; a good one is, parity and all.
+    assert!(spn.job(job).expect("job").shards_placed == 0);
+    let s = spn.clone();
+    let placed = tokio::task::spawn_blocking(move || {
+        s.put_segment_data(job, 4000, 2, 4, vec![vec![1u8; 2000], vec![2u8; 2000]])
+    })
+    .await
+    .expect("join")
+    .expect("placed");
+    assert_eq!((placed.shards, placed.receipts), (4, 4));
+    let mut bytes = vec![1u8; 2000];
+    bytes.extend(vec![2u8; 2000]);
+    let (want, _) = chunker::Segment::from_data(4000, 2, 2, bytes).expect("segment");
+    assert_eq!(placed.segment, want.cid().to_string());
+}
+
 /// The status an SPN call was refused with (panics if it was not refused).
 fn refused_with<T: std::fmt::Debug>(r: Result<T, client::Error>, what: &str) -> u16 {
     match r {

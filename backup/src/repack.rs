@@ -148,14 +148,14 @@ impl Read for LiveReader {
 /// and salt, deduplicating against nothing.
 async fn encode_fresh(
     repo: &Repo,
-    job: u64,
+    (job, parity_here): (u64, bool),
     params: Params,
     input: impl Read + Send + 'static,
     progress: Option<(Arc<dyn client::Progress>, u64)>,
 ) -> Result<chunker::Encoded> {
     let (spn, secret) = (repo.spn.clone(), repo.key.tenant_secret());
     tokio::task::spawn_blocking(move || -> Result<chunker::Encoded> {
-        let mut up = Uploader::new(spn, job, false);
+        let mut up = Uploader::new(spn, job, false, parity_here);
         if let Some((p, total)) = &progress {
             p.start("repack", *total);
         }
@@ -341,9 +341,11 @@ async fn repack_object(
     // The old object's coding and chunking; fresh keys and salt.
     let m = Manifest::from_bytes_with_cid(&repo.spn.manifest(cid, 256 << 20)?, &cid.parse()?, &Default::default())?;
     let reader = LiveReader::open(&tmp, ranges).map_err(Error::file("reading", &tmp))?;
-    let job = repo.spn.open_session(repo.name())?.job;
+    let session = repo.spn.open_session(repo.name())?;
+    let job = session.job;
     let placed = async {
-        let enc = encode_fresh(repo, job, *m.params(), reader, Some((progress.clone(), live))).await?;
+        let enc =
+            encode_fresh(repo, (job, session.parity_here), *m.params(), reader, Some((progress.clone(), live))).await?;
         let cap = ObjectCap::of(&enc)?;
         if cap.length != live {
             return Err(Error::Invalid(format!("{} bytes encoded where {live} are live", cap.length)));
@@ -412,9 +414,12 @@ async fn rewrite(
         &s.tree.manifest.parse()?,
         &Default::default(),
     )?;
-    let job = repo.spn.open_session(repo.name())?.job;
+    let session = repo.spn.open_session(repo.name())?;
+    let job = session.job;
     let placed = async {
-        let enc = encode_fresh(repo, job, *m.params(), std::io::Cursor::new(bytes.clone()), None).await?;
+        let enc =
+            encode_fresh(repo, (job, session.parity_here), *m.params(), std::io::Cursor::new(bytes.clone()), None)
+                .await?;
         let cap = ObjectCap::of(&enc)?;
         // Every object the record will name: the SPN refuses if one is gone
         // (another prune deleted it) and restarts their grace, so no prune

@@ -78,7 +78,8 @@ pub struct RunStats {
     pub new_plain_bytes: u64,
     /// Segment bytes stored for the first time (compressed, encrypted; parity not counted).
     pub new_segment_bytes: u64,
-    /// Shard bytes uploaded (parity counted).
+    /// Shard bytes sent to the SPN (data shards alone where the SPN makes
+    /// the parity, as one of this release does; parity too otherwise).
     pub uploaded_shard_bytes: u64,
     /// Segments that were placed already (a resumed run).
     pub segments_resumed: u64,

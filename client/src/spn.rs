@@ -376,7 +376,33 @@ impl Spn {
     where
         S: AsRef<[u8]> + Send + 'static,
     {
-        let path = format!("/v1/encoded/{job}/segments?len={len}&k={k}");
+        self.put_shards(format!("/v1/encoded/{job}/segments?len={len}&k={k}"), shards)
+    }
+
+    /// Place one segment from its k data shards alone, in session `job`
+    /// of an SPN that computes parity ([`proto::api::EncodedSession::parity_here`]):
+    /// the SPN makes the `n - k` parity shards. The caller compares the
+    /// answer's segment CID with its own (it names every shard).
+    pub fn put_segment_data<S>(
+        &self,
+        job: u64,
+        len: u64,
+        k: u8,
+        n: u8,
+        data: Vec<S>,
+    ) -> Result<proto::api::SegmentPlaced>
+    where
+        S: AsRef<[u8]> + Send + 'static,
+    {
+        self.put_shards(format!("/v1/encoded/{job}/segments?len={len}&k={k}&n={n}"), data)
+    }
+
+    /// `PUT path` with `shards` back to back as the body, streamed from the
+    /// caller's buffers.
+    fn put_shards<S>(&self, path: String, shards: Vec<S>) -> Result<proto::api::SegmentPlaced>
+    where
+        S: AsRef<[u8]> + Send + 'static,
+    {
         let what = format!("PUT {path}");
         let body = ureq::SendBody::from_owned_reader(Shards::new(shards));
         let r = self

@@ -613,10 +613,20 @@ pub struct PeerList {
 pub struct EncodedSession {
     /// The job that tracks the session (`GET /v1/jobs/{job}`).
     pub job: u64,
+    /// The SPN computes parity: a segment may be sent as its k data shards
+    /// alone (`PUT /v1/encoded/{job}/segments?len=L&k=K&n=N`), half the
+    /// upload at 10+10. Absent (false) from an SPN of an earlier release,
+    /// whose session wants all n shards.
+    #[serde(default)]
+    pub parity_here: bool,
 }
 
 /// `PUT /v1/encoded/{job}/segments?len=L&k=K` (the body: the segment's n
-/// shards back to back, data first): placed, each shard with a receipt.
+/// shards back to back, data first), or `…&n=N` where the session says
+/// [`EncodedSession::parity_here`] (the body: the k data shards; the SPN
+/// computes the n − k parity shards): placed, each shard with a receipt.
+/// The client compares `segment` with its own segment's CID, which names
+/// every shard, parity too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentPlaced {
     /// The segment's CID (as a manifest names it).
@@ -983,5 +993,16 @@ mod tests {
         let j: JobRecord = serde_json::from_str(stored).expect("a stored job");
         assert_eq!(j.state, JobState::Encoding);
         assert!(!j.state.is_finished());
+    }
+
+    /// An SPN of an earlier release answers a session without
+    /// `parity_here`: its client must then send all n shards. This
+    /// release's answer says it, and an earlier client ignores the field.
+    #[test]
+    fn a_session_from_an_earlier_spn_wants_every_shard() {
+        let old: EncodedSession = serde_json::from_str(r#"{"job":5}"#).expect("an earlier SPN's session");
+        assert_eq!(old, EncodedSession { job: 5, parity_here: false });
+        let new = serde_json::to_string(&EncodedSession { job: 6, parity_here: true }).expect("encode");
+        assert_eq!(new, r#"{"job":6,"parity_here":true}"#);
     }
 }

@@ -192,6 +192,11 @@ pub(crate) async fn body_room(headers: &HeaderMap, limit: usize) -> Option<tokio
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(limit, |n| n.min(limit));
+    room(len).await
+}
+
+/// Room for `len` bytes held while a request is handled (waits for it).
+pub(crate) async fn room(len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let mib = len.div_ceil(1 << 20).clamp(1, BODY_BUDGET_MIB) as u32;
     BODY_BUDGET.clone().acquire_many_owned(mib).await.ok()
 }

@@ -45,6 +45,7 @@
 //! | `GET /v1/durability?object=CID` | operator | [`types::Durability`]: per object the lowest healthy shard count, segments at risk; repair queue and bytes; peers lost and disqualified; audits and their cost |
 //! | `POST /v1/encoded?tenant=T` | token | [`types::EncodedSession`]: an upload session for objects the client encoded (backups) |
 //! | `PUT /v1/encoded/{job}/segments?len=L&k=K` | token | body: a segment's n shards back to back (checked: lengths, parity); placed with receipts: [`types::SegmentPlaced`] |
+//! | `PUT /v1/encoded/{job}/segments?len=L&k=K&n=N` | token | body: its k data shards; the n − k parity shards are made here, then placed as above |
 //! | `POST /v1/encoded/{job}/held` | token | [`types::ShardCids`] → [`types::Held`]: which the session placed (a resumed run) |
 //! | `POST /v1/encoded/{job}/commit` | token | [`types::EncodedCommit`] → [`types::Committed`]: the manifests saved as the tenant's objects; unused shards deleted |
 //! | `DELETE /v1/encoded/{job}` | token | give up a session: what it placed is deleted |

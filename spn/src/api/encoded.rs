@@ -50,7 +50,7 @@ pub(super) async fn open(
     who.may_add(&q.tenant)?;
     let job = new_job_of(&inner, "encoded", &q.tenant, 0, who.append_id())?;
     inner.progress(job, |j| j.state = JobState::Encoding);
-    Ok((StatusCode::CREATED, Json(EncodedSession { job })))
+    Ok((StatusCode::CREATED, Json(EncodedSession { job, parity_here: true })))
 }
 
 /// The session `job`, if `who` may use it and it is still open.
@@ -73,9 +73,13 @@ fn session(inner: &Inner, who: &Caller, job: u64) -> Api<JobRecord> {
 pub(super) struct SegmentQuery {
     len: u64,
     k: u8,
+    /// Shards in all, when the body is the k data shards alone and the
+    /// parity is computed here.
+    n: Option<u8>,
 }
 
-/// `PUT /v1/encoded/{job}/segments?len=L&k=K`: the body is the n shards.
+/// `PUT /v1/encoded/{job}/segments?len=L&k=K`: the body is the n shards;
+/// with `&n=N`, the k data shards (the n − k parity shards made here).
 pub(super) async fn put_segment(
     State(inner): State<Arc<Inner>>,
     Extension(who): Extension<Caller>,
@@ -89,9 +93,25 @@ pub(super) async fn put_segment(
         return Err(bad(format!("a segment of {} bytes with k = {} is impossible", q.len, q.k)));
     }
     let shard_len = q.len.div_ceil(u64::from(q.k));
+    // With the data shards alone the segment grows to n shards here: the
+    // whole of it is bounded and its room held before a byte is read.
+    let (room, limit) = match q.n {
+        Some(n) => {
+            let whole = shard_len * u64::from(n);
+            if n < q.k || whole > MAX_SEGMENT_BODY as u64 {
+                return Err(bad(format!(
+                    "a segment of {} bytes in {n} shards with k = {} is impossible here (n >= k, at most \
+                     {MAX_SEGMENT_BODY} bytes of shards)",
+                    q.len, q.k
+                )));
+            }
+            (super::room(whole as usize).await, (shard_len * u64::from(q.k)) as usize)
+        }
+        None => (super::body_room(&headers, MAX_SEGMENT_BODY).await, MAX_SEGMENT_BODY),
+    };
     // Held while the segment's bytes are, to its placement's end.
-    let _room = super::body_room(&headers, MAX_SEGMENT_BODY).await;
-    let read = axum::body::to_bytes(body, MAX_SEGMENT_BODY);
+    let _room = room;
+    let read = axum::body::to_bytes(body, limit);
     let bytes = tokio::time::timeout(SEGMENT_DEADLINE, read)
         .await
         .map_err(|_| {
@@ -100,23 +120,49 @@ pub(super) async fn put_segment(
                 format!("the segment did not arrive within {} s", SEGMENT_DEADLINE.as_secs()),
             )
         })?
-        .map_err(|_| {
-            ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("segment over {MAX_SEGMENT_BODY} bytes, or broken off"))
-        })?;
+        .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("segment over {limit} bytes, or broken off")))?;
     let total = bytes.len() as u64;
-    if total == 0 || !total.is_multiple_of(shard_len) || total / shard_len < u64::from(q.k) || total / shard_len > 255 {
-        return Err(bad(format!(
-            "{total} bytes are not k..=255 shards of {shard_len} bytes (a segment of {} bytes, k = {})",
-            q.len, q.k
-        )));
-    }
-    let n = (total / shard_len) as usize;
     let (len, k) = (q.len, q.k);
-    let buf = Vec::from(bytes);
-    let (segment, shards) = tokio::task::spawn_blocking(move || {
-        let views: Vec<&[u8]> = buf.chunks_exact(shard_len as usize).collect();
-        let segment = Segment::from_shards(len, k, &views)?;
-        Ok::<_, chunker::Error>((segment, ShardBytes::from_vec(buf, shard_len as usize)))
+    let n = match q.n {
+        Some(n) => {
+            if total != shard_len * u64::from(k) {
+                return Err(bad(format!(
+                    "{total} bytes with n = {n} are not the {k} data shards of {shard_len} bytes of a segment of \
+                     {len} bytes (k = {k}, n >= k)"
+                )));
+            }
+            usize::from(n)
+        }
+        None => {
+            if total == 0
+                || !total.is_multiple_of(shard_len)
+                || total / shard_len < u64::from(k)
+                || total / shard_len > 255
+            {
+                return Err(bad(format!(
+                    "{total} bytes are not k..=255 shards of {shard_len} bytes (a segment of {len} bytes, k = {k})"
+                )));
+            }
+            (total / shard_len) as usize
+        }
+    };
+    let buf = match q.n {
+        // Room for the parity behind the data: one copy, no growing.
+        Some(_) => {
+            let mut v = Vec::with_capacity(shard_len as usize * n);
+            v.extend_from_slice(&bytes);
+            drop(bytes);
+            v
+        }
+        None => Vec::from(bytes),
+    };
+    let (segment, shards) = tokio::task::spawn_blocking(move || match q.n {
+        Some(n) => Segment::from_data(len, k, n - k, buf),
+        None => {
+            let views: Vec<&[u8]> = buf.chunks_exact(shard_len as usize).collect();
+            let segment = Segment::from_shards(len, k, &views)?;
+            Ok((segment, ShardBytes::from_vec(buf, shard_len as usize)))
+        }
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("checking the segment: {e}")))?
