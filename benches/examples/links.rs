@@ -5,16 +5,17 @@
 //!
 //! ```text
 //! cargo build --release -p ionshard
-//! cargo run --release -p ionshard-benches --example links -- [--mib 64] [--rounds 3]
+//! cargo run --release -p ionshard-benches --example links -- [--mib 64] [--rounds 3] [--backup-mib 48]
 //! ```
 //!
 //! The network: a bootstrap; an SPN with a 100 Mbit/s link both ways; 14
 //! peers at 100 Mbit/s, three of them with a 20 Mbit/s uplink, one-way
 //! delays from 5 to 20 ms (round trips 30–80 ms with the device); a device
-//! at 100 Mbit/s, 20 ms. The vendor (this process) sits on a fast port.
-//! Printed: the device's fetch against its own link's rate, and the
-//! scatter (the SPN sending shards) against the SPN's uplink, with the CPU
-//! of each side.
+//! at 100 Mbit/s, 20 ms; a backup host with a 20 Mbit/s uplink, 15 ms.
+//! The vendor (this process) sits on a fast port. Printed: the device's
+//! fetch against its own link's rate, the scatter (the SPN sending shards)
+//! against the SPN's uplink, with the CPU of each side, and a backup of
+//! `--backup-mib` MiB (48; 0: none) against the host's uplink.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +25,9 @@ use std::time::{Duration, Instant};
 use ionshard_benches::{bench_vendor, cpu_seconds, image, ionshard_bin, median, time_v};
 
 const NET: &str = "198.51.100";
+
+/// The backup host's uplink.
+const HOST_UP_MBIT: f64 = 20.0;
 
 /// One node's link.
 struct Port {
@@ -142,6 +146,8 @@ fn ports(peers: usize) -> Vec<Port> {
         Port { name: "boot", ns: Some("b".into()), host: 2, up_mbit: 1000.0, down_mbit: 1000.0, delay_ms: 5.0 },
         Port { name: "spn", ns: Some("s".into()), host: 3, up_mbit: 100.0, down_mbit: 100.0, delay_ms: 10.0 },
         Port { name: "device", ns: Some("d".into()), host: 4, up_mbit: 100.0, down_mbit: 100.0, delay_ms: 20.0 },
+        // A business's backup host: a 20 Mbit/s uplink, as offices' often are.
+        Port { name: "host", ns: Some("h".into()), host: 5, up_mbit: HOST_UP_MBIT, down_mbit: 100.0, delay_ms: 15.0 },
     ];
     for i in 0..peers {
         // Three peers have a slow uplink; delays spread over 5..20 ms.
@@ -176,6 +182,8 @@ impl client::Progress for Phases {
 fn main() {
     let mut mib = 64usize;
     let mut rounds = 3usize;
+    // MiB a backup host sends through the SPN after the rounds (0: none).
+    let mut backup_mib = 48usize;
     // Fetcher flags to compare (each is a fetch per round); none: the defaults.
     let mut variants: Vec<String> = Vec::new();
     let mut it = std::env::args().skip(1);
@@ -183,6 +191,7 @@ fn main() {
         match flag.as_str() {
             "--mib" => mib = it.next().and_then(|v| v.parse().ok()).expect("--mib N"),
             "--rounds" => rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--backup-mib" => backup_mib = it.next().and_then(|v| v.parse().ok()).expect("--backup-mib N"),
             "--fetch" => variants.push(it.next().expect("--fetch \"FLAGS\"")),
             other => panic!("unknown flag {other}"),
         }
@@ -220,7 +229,7 @@ fn main() {
     let (spn_pid, info) = lab.node("s", &bin, "spn", &logs, &spn_args);
     let url = info["http"].as_str().expect("SPN address").to_string();
     let token = std::fs::read_to_string(info["token_file"].as_str().expect("token file")).expect("token");
-    let spn = client::Spn::new(&url, Some(token)).expect("SPN client");
+    let spn = client::Spn::new(&url, Some(token.clone())).expect("SPN client");
     harness::procs::wait_peers(&spn, peers as u64, Duration::from_secs(120)).expect("peers join");
     let (vkey, root) = bench_vendor(&spn, dir, 2);
     let (spn_up, device_link) = (100e6 / 8.0, 100e6 / 8.0);
@@ -315,6 +324,7 @@ fn main() {
         }
         let _ = std::fs::remove_file(&path);
     }
+    let backup_line = (backup_mib > 0).then(|| host_backup(&lab, &bin, dir, (&url, token.trim(), &boot), backup_mib));
     let reference = parallel_http(&lab, dir, mib, 10);
     println!("\nmedians of {rounds}:");
     println!("  | what | share of its link | CPU core-s/GB |");
@@ -335,6 +345,9 @@ fn main() {
             median(peers)
         );
     }
+    if let Some(line) = backup_line {
+        println!("{line}");
+    }
     drop(lab);
     // The switch's own account: frames, bytes and drops per port.
     if let Ok(log) = std::fs::read_to_string(dir.join("linkemu.log")) {
@@ -345,6 +358,53 @@ fn main() {
             }
         }
     }
+}
+
+/// A business's host (a [`HOST_UP_MBIT`] uplink) backs up `mib` MiB in
+/// eight files through the SPN at 7+7 (the backups' 10+10 needs 20 peers;
+/// this network has 14; parity is as large a share) (`ionshard backup run`
+/// in its own namespace): a table row with the share of its uplink the shards it sent
+/// took, and the data's rate. Sending parity too (as before the SPN made
+/// it) would need twice the bytes for the same data.
+fn host_backup(lab: &Lab, bin: &Path, dir: &Path, (url, token, boot): (&str, &str, &str), mib: usize) -> String {
+    let src = dir.join("backup-src");
+    std::fs::create_dir_all(&src).expect("backup source");
+    for i in 0..8u8 {
+        std::fs::write(src.join(format!("f{i}.bin")), image(mib.div_ceil(8), 200 + i)).expect("backup file");
+    }
+    let home = dir.join("backup-home");
+    let run = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("h")])
+            .arg(bin)
+            .env("IONSHARD_HOME", &home)
+            .args(["backup", "--repo", "bench", "--spn", url, "--token", token, "--bootstrap", boot])
+            .args(args)
+            .output()
+            .expect("ip netns exec … ionshard backup");
+        assert!(o.status.success(), "backup {}: {}", args[0], String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or(""))
+            .expect("JSON")
+    };
+    run(&["init", "--json"]);
+    let t = Instant::now();
+    let r = run(&["run", &src.display().to_string(), "--coding", "7+7", "--json"]);
+    let secs = t.elapsed().as_secs_f64();
+    let st = &r["snapshot"]["stats"];
+    let sent = st["uploaded_shard_bytes"].as_u64().expect("uploaded") as f64;
+    let data = (mib.div_ceil(8) * 8) as f64 * 1048576.0;
+    let link = HOST_UP_MBIT * 1e6 / 8.0;
+    format!(
+        "  | backup of {mib} MiB from a host with a {HOST_UP_MBIT:.0} Mbit/s uplink, 7+7 | shards sent: {:.0}% of its \
+         uplink ({:.1} MB, {:.2}x the data) | {:.2} MB/s of files, {:.1} s (sending parity too, the same uplink \
+         would carry at most {:.2}) |",
+        100.0 * sent / secs / link,
+        sent / 1e6,
+        sent / data,
+        data / secs / 1e6,
+        secs,
+        link / 2.0 / 1e6,
+    )
 }
 
 /// What the links allow without ionshard: `parts` plain HTTP downloads at
