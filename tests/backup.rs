@@ -723,12 +723,30 @@ async fn a_backup_sends_data_shards_alone_and_the_spns_parity_restores_without_t
     assert!(std::fs::read(at.join("b.txt")).expect("b") == "text that compresses ".repeat(20_000).as_bytes());
 }
 
-/// Data-only segments the SPN must refuse before it holds or places a
-/// byte: a body that is not the k data shards, or n so large that the
-/// parity would outgrow what one segment may hold (k = 1, n = 255: a
-/// 96 MiB body would make 24 GiB).
+/// A coding with more parity than data (2+4): the SPN makes no such
+/// parity, so the host sends every shard, and the snapshot restores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_data_only_segment_that_would_grow_the_spns_memory_255_fold_is_refused() {
+async fn a_coding_with_more_parity_than_data_sends_every_shard() {
+    let (_net, dev, h, _work, src) = setup(6, "moreparity", "src").await;
+    write(&src.join("a.bin"), &image(1_500_000, 22));
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 4);
+    let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    let st = &s.stats;
+    assert!(st.uploaded_shard_bytes >= 3 * st.new_segment_bytes, "every shard sent: {st:?}");
+    let target = tempfile::tempdir().expect("target");
+    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    let got = std::fs::read(target.path().join(src.strip_prefix("/").expect("abs")).join("a.bin")).expect("a");
+    assert!(got == image(1_500_000, 22));
+}
+
+/// Data-only segments the SPN must refuse before it holds or places a
+/// byte: n more than twice k (k = 1, n = 255: 254 parity bytes made and
+/// sent to peers for each byte received, 24 GiB from a 96 MiB body), n
+/// shards beyond one segment body, a body that is not the k data shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_only_segment_that_would_make_the_spn_send_peers_254_times_what_it_was_sent_is_refused() {
     let net = network(4, None).await;
     let spn = client::Spn::new(&format!("http://{}", net.http), Some("t".to_string())).expect("spn");
     let session = spn.open_session("grower").expect("session");
@@ -740,8 +758,13 @@ async fn a_data_only_segment_that_would_grow_the_spns_memory_255_fold_is_refused
             tokio::task::spawn_blocking(move || common::http(addr, "PUT", &path, Some("t"), &body)).await.expect("join")
         }
     };
-    // Refused from the query, before a byte of the body is read.
-    let (status, msg) = put(format!("/v1/encoded/{job}/segments?len={}&k=1&n=255", 1 << 20), vec![7u8; 1]).await;
+    // Refused from the query, before a byte of the body is read: more
+    // parity than data (the SPN would send peers 254 bytes for each it
+    // is sent), and n shards beyond one segment body.
+    let (status, msg) = put(format!("/v1/encoded/{job}/segments?len=4096&k=1&n=255"), vec![7u8; 1]).await;
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("at most as many parity shards as data shards"), "{msg}");
+    let (status, msg) = put(format!("/v1/encoded/{job}/segments?len={}&k=10&n=20", 64 << 20), vec![7u8; 1]).await;
     assert_eq!(status, 400, "{msg}");
     assert!(msg.contains("impossible here"), "{msg}");
     // The body is not the k data shards.

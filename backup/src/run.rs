@@ -105,7 +105,9 @@ impl Uploader {
             }
             let (n, k) = (j.shards.len(), usize::from(j.k));
             let mut shards = j.shards;
-            let placed = if parity_here {
+            // The SPN makes at most as much parity as data (n <= 2k).
+            let data_only = parity_here && n <= 2 * k;
+            let placed = if data_only {
                 shards.truncate(k);
                 spn.put_segment_data(job, j.len, j.k, n as u8, shards)
             } else {
@@ -116,7 +118,7 @@ impl Uploader {
             if placed.segment != j.cid {
                 return Err(format!("the SPN placed segment {} where {} was sent", placed.segment, j.cid));
             }
-            Ok(Some(j.len.div_ceil(u64::from(j.k)) * if parity_here { k } else { n } as u64))
+            Ok(Some(j.len.div_ceil(u64::from(j.k)) * if data_only { k } else { n } as u64))
         };
         let workers = (0..UPLOADS)
             .map(|_| {
@@ -149,10 +151,19 @@ impl Uploader {
     /// Wait for the segments in flight: (shard bytes uploaded, segments already held).
     pub(crate) fn finish(mut self) -> Result<(u64, u64)> {
         drop(self.tx.take());
-        let counts = std::mem::take(&mut self.workers)
-            .into_iter()
-            .map(|w| w.join().unwrap_or_default())
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let mut counts = (0, 0);
+        for w in std::mem::take(&mut self.workers) {
+            match w.join() {
+                Ok((up, resumed)) => counts = (counts.0 + up, counts.1 + resumed),
+                // Its segment was not placed: the run must not end as if it were.
+                Err(_) => {
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| "an upload thread panicked".to_string());
+                }
+            }
+        }
         match self.failure() {
             Some(e) => Err(Error::Invalid(format!("placing a segment: {e}"))),
             None => Ok(counts),

@@ -467,7 +467,7 @@ fn parse_plain(plain: &[u8], key: &ReadKey) -> Result<Manifest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Decoder, Encoder, KnownChunks, MemorySink, MemorySource, Params, TenantSecret};
+    use crate::{Cid, Decoder, Encoder, KnownChunks, MemorySink, MemorySource, Params, TenantSecret};
 
     fn text(n: usize, v: &str) -> Vec<u8> {
         let mut out = Vec::new();

@@ -36,8 +36,8 @@ pub struct EncodedSegment<'a> {
 }
 
 /// One shard's bytes, owned and cheap to clone (a count of references, not
-/// a copy): the data shards of a segment share its buffer, each parity
-/// shard has its own.
+/// a copy): the shards of a segment share its buffer, the parity coded
+/// behind the data (the buffer is freed when the last of them goes).
 #[derive(Clone)]
 pub struct ShardBytes {
     buf: Arc<Vec<u8>>,

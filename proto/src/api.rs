@@ -614,8 +614,8 @@ pub struct EncodedSession {
     /// The job that tracks the session (`GET /v1/jobs/{job}`).
     pub job: u64,
     /// The SPN computes parity: a segment may be sent as its k data shards
-    /// alone (`PUT /v1/encoded/{job}/segments?len=L&k=K&n=N`), half the
-    /// upload at 10+10. Absent (false) from an SPN of an earlier release,
+    /// alone (`PUT /v1/encoded/{job}/segments?len=L&k=K&n=N`, n at most
+    /// 2k), half the upload at 10+10. Absent (false) from an SPN of an earlier release,
     /// whose session wants all n shards.
     #[serde(default)]
     pub parity_here: bool,

@@ -105,6 +105,15 @@ pub(super) async fn put_segment(
                     q.len, q.k
                 )));
             }
+            // What the SPN makes and sends to peers for each byte it is
+            // sent stays bounded: at most as much parity as data.
+            if u32::from(n) > 2 * u32::from(q.k) {
+                return Err(bad(format!(
+                    "the SPN makes at most as many parity shards as data shards (n = {n} > 2k = {}): send all \
+                     {n} shards of this coding",
+                    2 * u32::from(q.k)
+                )));
+            }
             (super::room(whole as usize).await, (shard_len * u64::from(q.k)) as usize)
         }
         None => (super::body_room(&headers, MAX_SEGMENT_BODY).await, MAX_SEGMENT_BODY),
