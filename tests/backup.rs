@@ -771,6 +771,15 @@ async fn a_data_only_segment_that_would_make_the_spn_send_peers_254_times_what_i
     let (status, msg) = put(format!("/v1/encoded/{job}/segments?len=4000&k=2&n=4"), vec![1u8; 3999]).await;
     assert_eq!(status, 400, "{msg}");
     assert!(msg.contains("are not the 2 data shards"), "{msg}");
+    // Through the host's client, with a whole 1 MiB body behind the
+    // headers: the reason arrives, not a broken pipe.
+    let s = spn.clone();
+    let r = tokio::task::spawn_blocking(move || s.put_segment_data(job, 1 << 20, 1, 255, vec![vec![7u8; 1 << 20]]))
+        .await
+        .expect("join");
+    let msg = format!("{r:?}");
+    assert_eq!(refused_with(r, "k = 1, n = 255 from the client"), 400, "{msg}");
+    assert!(msg.contains("impossible here"), "{msg}");
     // Nothing was placed; a good one is, parity and all.
     assert!(spn.job(job).expect("job").shards_placed == 0);
     let s = spn.clone();

@@ -348,7 +348,7 @@ fn a_segment_from_its_data_shards_alone_is_the_encoders() {
         assert_eq!(same.cid(), seg.cid());
         assert_eq!(bytes.len(), 6);
         for (b, c) in bytes.iter().zip(seg.shards()) {
-            assert!(&b[..] == &shards[c][..], "shard {c} differs");
+            assert!(b[..] == shards[c][..], "shard {c} differs");
         }
         let err = chunker::Segment::from_data(seg.len(), 4, 2, data[1..].to_vec()).unwrap_err().to_string();
         assert!(err.contains("are not 4 data shards"), "{err}");

@@ -405,9 +405,15 @@ impl Spn {
     {
         let what = format!("PUT {path}");
         let body = ureq::SendBody::from_owned_reader(Shards::new(shards));
+        // The SPN refuses some segments from the headers alone (an ended
+        // session, an impossible coding): it answers before reading the
+        // body and closes, and a client still sending would see only a
+        // broken pipe. Asked to wait for "100 Continue", it reads the
+        // refusal and its reason instead (one round trip per segment).
         let r = self
             .with_auth(self.agent.put(format!("{}{path}", self.base)))
             .header("Content-Type", "application/octet-stream")
+            .header("Expect", "100-continue")
             .send(body)
             .map_err(self.http(&what))?;
         self.decode(&what, r)
