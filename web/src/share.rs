@@ -154,7 +154,10 @@ pub fn add(shares: &Path, path: &str, item: String, life: u64, now: u64) -> Resu
             token_hash,
             path: path.to_string(),
             created: now,
-            expires: now + life,
+            // `now` is whole seconds: the second it was made in counts
+            // in full, so the link lives at least `life` seconds (it
+            // could be gone in a moment when made late in a second).
+            expires: now + life + 1,
             revoked: false,
             item,
         });
