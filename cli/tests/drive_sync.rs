@@ -36,15 +36,28 @@ fn daemon(client: &Path, boot: &str, folder: &Path, name: &str, log: &Path) -> C
         .expect("drive sync")
 }
 
-/// Every file (not the sync's own state) and folder under `a`.
+/// Every file (not the sync's own state) and folder under `a`, walked
+/// again when a file or folder goes away under the walk (the sync renames
+/// a conflicting file while this looks).
 fn tree_of(a: &Path) -> (std::collections::BTreeMap<String, Vec<u8>>, Vec<String>) {
-    let mut files = files(a);
+    for _ in 0..50 {
+        match try_tree_of(a) {
+            Ok(t) => return t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("reading {}: {e}", a.display()),
+        }
+    }
+    panic!("{}: files kept going away for 5 s", a.display())
+}
+
+fn try_tree_of(a: &Path) -> std::io::Result<(std::collections::BTreeMap<String, Vec<u8>>, Vec<String>)> {
+    let mut files = walk(a)?;
     files.retain(|k, _| !k.starts_with(".ionshard-sync"));
     let mut dirs = Vec::new();
     let mut stack = vec![a.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir") {
-            let p = e.expect("entry").path();
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
             let rel = p.strip_prefix(a).expect("under").to_string_lossy().into_owned();
             if p.is_dir() && !rel.starts_with(".ionshard-sync") {
                 dirs.push(rel);
@@ -53,7 +66,7 @@ fn tree_of(a: &Path) -> (std::collections::BTreeMap<String, Vec<u8>>, Vec<String
         }
     }
     dirs.sort();
-    (files, dirs)
+    Ok((files, dirs))
 }
 
 /// Wait until both folders are equal and `ok` holds for them.

@@ -94,20 +94,26 @@ pub fn refused(o: &std::process::Output, what: &str, needle: &str) {
 
 /// Every file under `a`, by path relative to it, with its bytes.
 pub fn files(a: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    walk(a).expect("read the tree")
+}
+
+/// Every file under `a`, or the error of one that went away while the
+/// walk looked (a live sync renames files under it).
+pub fn walk(a: &Path) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![a.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir") {
-            let p = e.expect("entry").path();
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
                 let rel = p.strip_prefix(a).expect("under").to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read(&p).expect("read"));
+                out.insert(rel, std::fs::read(&p)?);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// A bootstrap and three devices as processes, a laptop paired with each
