@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! cargo build --release -p ionshard
-//! cargo run --release -p ionshard-benches --example links -- [--mib 64] [--rounds 3] [--backup-mib 48]
+//! cargo run --release -p ionshard-benches --example links -- [--mib 64] [--rounds 3] [--backup-mib 48] \
+//!     [--slow-peers 3] [--fetch "FETCHER FLAGS"]...
 //! ```
 //!
 //! The network: a bootstrap; an SPN with a 100 Mbit/s link both ways; 14
@@ -140,7 +141,7 @@ fn sh(args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn ports(peers: usize) -> Vec<Port> {
+fn ports(peers: usize, slow: usize) -> Vec<Port> {
     let mut v = vec![
         Port { name: "vendor", ns: None, host: 254, up_mbit: 1000.0, down_mbit: 1000.0, delay_ms: 0.5 },
         Port { name: "boot", ns: Some("b".into()), host: 2, up_mbit: 1000.0, down_mbit: 1000.0, delay_ms: 5.0 },
@@ -150,8 +151,8 @@ fn ports(peers: usize) -> Vec<Port> {
         Port { name: "host", ns: Some("h".into()), host: 5, up_mbit: HOST_UP_MBIT, down_mbit: 100.0, delay_ms: 15.0 },
     ];
     for i in 0..peers {
-        // Three peers have a slow uplink; delays spread over 5..20 ms.
-        let up = if i + 3 >= peers { 20.0 } else { 100.0 };
+        // `slow` peers (three) have a slow uplink; delays spread over 5..20 ms.
+        let up = if i + slow >= peers { 20.0 } else { 100.0 };
         let delay = 5.0 + 15.0 * i as f64 / (peers.max(2) - 1) as f64;
         v.push(Port {
             name: "peer",
@@ -186,12 +187,15 @@ fn main() {
     let mut backup_mib = 48usize;
     // Fetcher flags to compare (each is a fetch per round); none: the defaults.
     let mut variants: Vec<String> = Vec::new();
+    // Peers with a 20 Mbit/s uplink.
+    let mut slow = 3usize;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--mib" => mib = it.next().and_then(|v| v.parse().ok()).expect("--mib N"),
             "--rounds" => rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--backup-mib" => backup_mib = it.next().and_then(|v| v.parse().ok()).expect("--backup-mib N"),
+            "--slow-peers" => slow = it.next().and_then(|v| v.parse().ok()).expect("--slow-peers N"),
             "--fetch" => variants.push(it.next().expect("--fetch \"FLAGS\"")),
             other => panic!("unknown flag {other}"),
         }
@@ -209,7 +213,7 @@ fn main() {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
     let peers = 14;
-    let layout = ports(peers);
+    let layout = ports(peers, slow);
     let mut lab = Lab::start(&layout, dir).unwrap_or_else(|e| panic!("cannot build the network: {e}"));
     let ip = |host: u8| std::net::Ipv4Addr::new(198, 51, 100, host);
     let (_, boot) = lab.node("b", &bin, "bootstrap", &logs, &harness::procs::bootstrap_args(ip(2), &dir.join("boot")));
