@@ -36,10 +36,13 @@ fn daemon(client: &Path, boot: &str, folder: &Path, name: &str, log: &Path) -> C
         .expect("drive sync")
 }
 
+/// Files with their bytes, and folders, by path relative to the top.
+type Tree = (std::collections::BTreeMap<String, Vec<u8>>, Vec<String>);
+
 /// Every file (not the sync's own state) and folder under `a`, walked
 /// again when a file or folder goes away under the walk (the sync renames
 /// a conflicting file while this looks).
-fn tree_of(a: &Path) -> (std::collections::BTreeMap<String, Vec<u8>>, Vec<String>) {
+fn tree_of(a: &Path) -> Tree {
     for _ in 0..50 {
         match try_tree_of(a) {
             Ok(t) => return t,
@@ -50,7 +53,7 @@ fn tree_of(a: &Path) -> (std::collections::BTreeMap<String, Vec<u8>>, Vec<String
     panic!("{}: files kept going away for 5 s", a.display())
 }
 
-fn try_tree_of(a: &Path) -> std::io::Result<(std::collections::BTreeMap<String, Vec<u8>>, Vec<String>)> {
+fn try_tree_of(a: &Path) -> std::io::Result<Tree> {
     let mut files = walk(a)?;
     files.retain(|k, _| !k.starts_with(".ionshard-sync"));
     let mut dirs = Vec::new();
@@ -84,7 +87,7 @@ fn converge(
             return;
         }
         if Instant::now() > deadline {
-            let show = |t: &(std::collections::BTreeMap<String, Vec<u8>>, Vec<String>)| {
+            let show = |t: &Tree| {
                 let files: Vec<String> =
                     t.0.iter().map(|(k, v)| format!("{k}={}", &blake3::hash(v).to_hex()[..8])).collect();
                 format!("{files:?} dirs {:?}", t.1)
