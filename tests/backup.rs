@@ -1103,8 +1103,9 @@ async fn check_verifies_receipts_placement_and_data_and_finds_a_missing_object()
 
 /// A local user who can write in the restore target could swap a folder
 /// for a symlink between the restore's check and its write and send files
-/// anywhere the restoring user may write. A target (or a folder in it)
-/// that other users can write is refused; a new target is made private.
+/// anywhere the restoring user may write. A target (or a folder in it, or
+/// a folder it is in, unless sticky) that other users can write is
+/// refused; a new target is made private.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restore_refuses_a_target_other_users_can_write() {
     let (_net, dev, h, _work, src) = setup(4, "notary", "deeds").await;
@@ -1118,9 +1119,14 @@ async fn a_restore_refuses_a_target_other_users_can_write() {
     let err = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("can be written by other users"), "{err}");
     assert!(std::fs::read_dir(shared.path()).expect("ls").next().is_none(), "nothing written");
-    // A new folder inside it is made private, and the restore goes ahead.
+    // A new folder inside it is made private, but the user who can write
+    // its parent could still rename it and put a symlink in its place.
     let target = shared.path().join("mine");
     let ro = RestoreOptions { target: target.clone(), ..ro };
+    let err = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("which other users can write"), "{err}");
+    // In a sticky folder (as /tmp) only its owner may rename it: the restore goes ahead.
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     assert_eq!(std::fs::metadata(&target).expect("meta").permissions().mode() & 0o777, 0o700);
     let got = std::fs::read(target.join(src.strip_prefix("/").expect("abs")).join("deed.txt")).expect("restored");

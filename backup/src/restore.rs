@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::repo::{Repo, Skipped};
+use crate::repo::{ObjectCap, Repo, Skipped};
 use crate::tree::{Entry, Kind};
 
 /// How to restore.
@@ -174,8 +174,14 @@ fn only_ours(m: &std::fs::Metadata) -> bool {
     (m.uid() == me || m.uid() == 0) && m.mode() & 0o022 == 0
 }
 
-/// Refuse a restore target other users can write (see [`only_ours`]).
-fn check_target(root: &Path) -> Result<()> {
+/// Refuse a restore target other users can write (see [`only_ours`]), or
+/// one inside a folder where another user could rename it (or a folder
+/// above it) and put a symlink in its place while the restore writes:
+/// every folder above must be only ours, or sticky (as `/tmp`: there only
+/// an entry's owner may rename it) with the entry below it ours. The
+/// target is resolved first (a symlink in its path is followed once,
+/// here); what is returned is the real path, used for every write.
+fn check_target(root: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(root).map_err(Error::file("reading", root))?;
     if !m.is_dir() || !only_ours(&m) {
@@ -188,7 +194,109 @@ fn check_target(root: &Path) -> Result<()> {
             m.uid()
         )));
     }
-    Ok(())
+    let real = std::fs::canonicalize(root).map_err(Error::file("resolving", root))?;
+    let mut child = real.as_path();
+    while let Some(parent) = child.parent() {
+        let pm = std::fs::symlink_metadata(parent).map_err(Error::file("reading", parent))?;
+        if !only_ours(&pm) {
+            let cm = std::fs::symlink_metadata(child).map_err(Error::file("reading", child))?;
+            let sticky = pm.mode() & 0o1000 != 0;
+            if !(sticky && owned_by_us(&cm)) {
+                return Err(Error::Invalid(format!(
+                    "{} is in {}, which other users can write (mode {:o}, owner {}): one of them could rename \
+                     {} and put a symlink in its place while the restore writes, sending files elsewhere; \
+                     restore into a folder whose parents only you (or root) can change",
+                    root.display(),
+                    parent.display(),
+                    pm.mode() & 0o7777,
+                    pm.uid(),
+                    child.display()
+                )));
+            }
+        }
+        child = parent;
+    }
+    Ok(real)
+}
+
+/// Owned by this user or by root.
+fn owned_by_us(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    m.uid() == rustix::process::geteuid().as_raw() || m.uid() == 0
+}
+
+/// The restore's scratch folder in the target (the data objects, whole,
+/// in plain text while their files are copied out): made private, or,
+/// if it is there already, used only if it is a real folder of this user
+/// that no one else can enter (else a planted symlink or a folder handed
+/// to another user could take the objects' bytes elsewhere).
+fn scratch_dir(root: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let scratch = root.join(SCRATCH);
+    match std::fs::DirBuilder::new().mode(0o700).create(&scratch) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::file("creating", &scratch)(e)),
+    }
+    let m = std::fs::symlink_metadata(&scratch).map_err(Error::file("reading", &scratch))?;
+    if !m.is_dir() || m.uid() != rustix::process::geteuid().as_raw() || m.mode() & 0o077 != 0 {
+        return Err(Error::Invalid(format!(
+            "{} is not a private folder of this user (a {}, mode {:o}, owner {}): a restore keeps plain text \
+             there; remove it and restore again",
+            scratch.display(),
+            if m.is_symlink() {
+                "symlink"
+            } else if m.is_dir() {
+                "folder"
+            } else {
+                "file"
+            },
+            m.mode() & 0o7777,
+            m.uid()
+        )));
+    }
+    Ok(scratch)
+}
+
+/// The scratch folder's name in the target; a snapshot's path there is
+/// not restored.
+const SCRATCH: &str = ".ionshard-restore";
+
+/// The entries a restore writes, each with its checked relative path, and
+/// those it leaves out with why. Every path is checked before anything
+/// is written: one that leaves the target refuses the whole restore, and
+/// so does a path named twice (a tree ionshard made never does; a forged
+/// one could make one path a symlink and then hard-link "the file" there
+/// from another depth, where the symlink would point outside). The
+/// backed-up root folder itself (a backup of `/`: the empty path) is the
+/// target, whose own metadata is never set from a snapshot.
+fn plan(entries: Vec<&Entry>) -> Result<(Vec<&Entry>, Vec<PathBuf>, Vec<Skipped>)> {
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(entries.len());
+    let (mut kept, mut rels, mut skipped) = (Vec::with_capacity(entries.len()), Vec::new(), Vec::new());
+    for e in entries {
+        let bytes = e.path_bytes();
+        if bytes.is_empty() && e.kind == Kind::Dir {
+            continue;
+        }
+        let rel = e.safe_relative()?;
+        if !seen.insert(bytes) {
+            return Err(Error::Outside {
+                path: e.display_path(),
+                why: "the snapshot's tree names this path twice (ionshard never makes such a tree): not restored"
+                    .into(),
+            });
+        }
+        if rel.components().next().is_some_and(|c| c.as_os_str() == SCRATCH) {
+            skipped.push(Skipped {
+                path: format!("/{}", e.display_path()),
+                why: format!("{SCRATCH} in the target is the restore's own scratch folder: not restored"),
+            });
+            continue;
+        }
+        kept.push(e);
+        rels.push(rel);
+    }
+    Ok((kept, rels, skipped))
 }
 
 /// The target's directories, each checked once per restore.
@@ -304,15 +412,45 @@ pub async fn restore(
     repo.key.need_full("restore")?;
     let snap = repo.snapshot(&o.snapshot)?;
     let tree = repo.tree(Some(net), &snap).await?;
+    write_tree(&tree, &snap.id, &snap.data, o, &FromPeers { repo, net, progress }).await
+}
+
+/// Where a restore's data objects come from.
+trait Objects {
+    /// Fetch the object `cap` names into the file `to`: the bytes downloaded.
+    async fn fetch(&self, cap: &ObjectCap, to: &Path) -> Result<u64>;
+}
+
+/// The peers, by the repository's placement.
+struct FromPeers<'a> {
+    repo: &'a Repo,
+    net: &'a net::Client,
+    progress: Arc<dyn client::Progress>,
+}
+
+impl Objects for FromPeers<'_> {
+    async fn fetch(&self, cap: &ObjectCap, to: &Path) -> Result<u64> {
+        Ok(self.repo.fetch_object(self.net, cap, to, self.progress.clone()).await?.downloaded_bytes)
+    }
+}
+
+/// Write `tree` (snapshot `id`, whose data objects are `data`) into `o.target`.
+async fn write_tree(
+    tree: &crate::tree::Tree,
+    id: &str,
+    data: &[ObjectCap],
+    o: &RestoreOptions,
+    objects: &impl Objects,
+) -> Result<RestoreReport> {
     let root = &o.target;
     if std::fs::symlink_metadata(root).is_err() {
         std::fs::create_dir_all(root).map_err(Error::file("creating", root))?;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
             .map_err(Error::file("creating", root))?;
     }
-    check_target(root)?;
+    let root = &check_target(root)?;
     let parents = Parents::new(root);
-    let mut report = RestoreReport { snapshot: snap.id.clone(), ..Default::default() };
+    let mut report = RestoreReport { snapshot: id.to_string(), ..Default::default() };
     let alone = lone_links(&tree.entries, &o.include);
     let replaced: HashSet<Vec<u8>> = alone.iter().map(Entry::path_bytes).collect();
     let entries: Vec<&Entry> = tree
@@ -321,11 +459,8 @@ pub async fn restore(
         .filter(|e| selected(e, &o.include) && !replaced.contains(e.path_key().as_ref()))
         .chain(&alone)
         .collect();
-    // Every path is checked before anything is written.
-    let mut rels = Vec::with_capacity(entries.len());
-    for e in &entries {
-        rels.push(e.safe_relative()?);
-    }
+    let (entries, rels, left_out) = plan(entries)?;
+    report.skipped.extend(left_out);
     // Directories first (private while filled), files by data object, links, then directory metadata.
     for (e, rel) in entries.iter().zip(&rels) {
         if e.kind == Kind::Dir {
@@ -363,14 +498,13 @@ pub async fn restore(
         }
         m
     });
-    let scratch = root.join(".ionshard-restore");
-    std::fs::create_dir_all(&scratch).map_err(Error::file("creating", &scratch))?;
+    let scratch = scratch_dir(root)?;
     let mut written: HashSet<usize> = HashSet::new();
     let mut pending = Pending::default();
     for (object, files) in &by_object {
-        let cap = snap.data.get(*object as usize).ok_or_else(|| {
+        let cap = data.get(*object as usize).ok_or_else(|| {
             Error::format(
-                format!("snapshot {}", snap.id),
+                format!("snapshot {id}"),
                 format!("a file points at data object {object}, which it does not list"),
             )
         })?;
@@ -378,8 +512,7 @@ pub async fn restore(
         let cid: chunker::Cid = cap.manifest.parse()?;
         let obj_path = scratch.join(cid.to_string());
         if std::fs::metadata(&obj_path).map(|m| m.len()).ok() != Some(cap.length) {
-            let r = repo.fetch_object(net, cap, &obj_path, progress.clone()).await?;
-            report.downloaded_bytes += r.downloaded_bytes;
+            report.downloaded_bytes += objects.fetch(cap, &obj_path).await?;
         }
         // Batches of files (or bytes), each copied out by a few threads at
         // once, then synced and renamed into place together.
@@ -455,8 +588,17 @@ pub async fn restore(
                         .ensure(rel)
                         .and_then(|()| {
                             not_a_directory(&at, e)?;
+                            // Never a link to a symlink (carried to another depth, it
+                            // could point outside): to a file this restore wrote.
+                            let src = root.join(&rels[j]);
+                            if !std::fs::symlink_metadata(&src).is_ok_and(|m| m.file_type().is_file()) {
+                                return Err(Error::Outside {
+                                    path: e.display_path(),
+                                    why: format!("a hard link of {}, which is not a regular file", src.display()),
+                                });
+                            }
                             let _ = std::fs::remove_file(&at);
-                            std::fs::hard_link(root.join(&rels[j]), &at).map_err(Error::file("linking", &at))
+                            std::fs::hard_link(&src, &at).map_err(Error::file("linking", &at))
                         })
                         .map(|()| report.files += 1),
                     None => Err(Error::Outside {
@@ -785,6 +927,134 @@ mod tests {
         assert_eq!(mtime(&e), want, "a day before 1970, plus half a second");
         assert!(selected(&e, &["/".to_string()]), "--include / is everything");
         assert!(selected(&e, &["/t".to_string()]) && !selected(&e, &["/u".to_string()]));
+    }
+
+    /// No data objects: the trees below hold empty files only.
+    struct NoObjects;
+
+    impl Objects for NoObjects {
+        async fn fetch(&self, _: &ObjectCap, _: &Path) -> Result<u64> {
+            Err(Error::Invalid("this test has no data objects".into()))
+        }
+    }
+
+    /// An entry of `kind` at `path` (stored as the snapshot would), with
+    /// this test's own metadata.
+    fn entry(path: &str, kind: Kind) -> Entry {
+        let m = std::fs::metadata(std::env::temp_dir()).expect("metadata");
+        let mut e = Entry::from_meta(Path::new(path), &m);
+        (e.kind, e.mode, e.size, e.data) = (kind, if kind == Kind::Dir { 0o755 } else { 0o644 }, 0, None);
+        e
+    }
+
+    fn write(entries: Vec<Entry>, target: &Path) -> Result<RestoreReport> {
+        let tree = crate::tree::Tree::new(entries);
+        let o = RestoreOptions { snapshot: "test".into(), target: target.to_path_buf(), include: vec![] };
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(write_tree(&tree, "test", &[], &o, &NoObjects))
+    }
+
+    /// A private folder to restore into, in a fresh temporary one.
+    fn target() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path().join("target");
+        std::fs::DirBuilder::new().mode(0o700).create(&t).expect("target");
+        (dir, t)
+    }
+
+    /// A forged tree makes `a/b/s` a symlink to `../..` (the target: inside),
+    /// names `a/b/s` again as an empty file, and hard-links `x` to "the
+    /// file": the link would be the symlink itself, one level up, pointing
+    /// out of the target.
+    #[test]
+    fn a_snapshot_naming_one_path_twice_to_hard_link_a_symlink_elsewhere_is_refused() {
+        let (_d, t) = target();
+        let mut s = entry("/a/b/s", Kind::Symlink);
+        s.set_target(b"../..");
+        let mut x = entry("/x", Kind::File);
+        x.set_link_to(b"a/b/s");
+        let tree = vec![entry("/a", Kind::Dir), entry("/a/b", Kind::Dir), s, entry("/a/b/s", Kind::File), x];
+        let err = write(tree, &t).expect_err("a path named twice");
+        assert!(err.to_string().contains("names this path twice"), "{err}");
+        assert!(std::fs::symlink_metadata(t.join("x")).is_err(), "nothing made");
+        assert!(std::fs::symlink_metadata(t.join("a")).is_err(), "nothing written before the check");
+    }
+
+    /// A tree that makes the restore's scratch folder (open to all, its
+    /// owner another user) would have the next restore into the same
+    /// target write its objects' plain text where that user chooses.
+    #[test]
+    fn a_snapshot_that_makes_the_scratch_folder_for_another_user_is_refused() {
+        let (_d, t) = target();
+        let mut dir = entry("/.ionshard-restore", Kind::Dir);
+        (dir.mode, dir.uid) = (0o777, 65534);
+        let tree = vec![dir, entry("/.ionshard-restore/keep", Kind::File), entry("/ok", Kind::File)];
+        let r = write(tree, &t).expect("the rest restores");
+        assert_eq!(r.skipped.len(), 2, "{r:?}");
+        assert!(r.skipped.iter().all(|s| s.why.contains("scratch folder")), "{r:?}");
+        assert!(std::fs::symlink_metadata(t.join(".ionshard-restore")).is_err(), "the scratch folder is gone");
+        assert!(t.join("ok").is_file());
+    }
+
+    /// A scratch folder someone planted in the target before the restore
+    /// (here a symlink to a folder elsewhere) is not written into.
+    #[test]
+    fn a_scratch_folder_planted_as_a_symlink_is_refused() {
+        let (d, t) = target();
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, t.join(".ionshard-restore")).expect("plant");
+        let err = write(vec![entry("/ok", Kind::File)], &t).expect_err("planted");
+        assert!(err.to_string().contains("not a private folder"), "{err}");
+        // Open to others: refused too.
+        std::fs::remove_file(t.join(".ionshard-restore")).expect("unplant");
+        std::fs::DirBuilder::new().mode(0o777).create(t.join(".ionshard-restore")).expect("open folder");
+        std::fs::set_permissions(t.join(".ionshard-restore"), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = write(vec![entry("/ok", Kind::File)], &t).expect_err("open to others");
+        assert!(err.to_string().contains("not a private folder"), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_with_a_nul_or_an_overlong_name_is_refused_before_anything_is_written() {
+        for bad in ["/d/bad\0name".to_string(), format!("/d/{}", "n".repeat(256))] {
+            let (_d, t) = target();
+            let tree = vec![entry("/d", Kind::Dir), entry("/d/ok", Kind::File), entry(&bad, Kind::File)];
+            let err = write(tree, &t).expect_err("refused");
+            assert!(err.to_string().contains("NUL byte or longer than 255"), "{err}");
+            assert!(std::fs::symlink_metadata(t.join("d")).is_err(), "nothing written");
+        }
+    }
+
+    /// A backup of `/` holds the root folder as the empty path: it is the
+    /// target, left as it is, and the rest restores.
+    #[test]
+    fn a_backup_of_the_root_folder_restores() {
+        let (_d, t) = target();
+        let mut root = entry("/", Kind::Dir);
+        root.mode = 0o755;
+        let tree = vec![root, entry("/etc", Kind::Dir), entry("/etc/hosts", Kind::File)];
+        let r = write(tree, &t).expect("restores");
+        assert!(t.join("etc/hosts").is_file(), "{r:?}");
+        assert_eq!(std::fs::metadata(&t).expect("meta").permissions().mode() & 0o777, 0o700, "the target as it was");
+    }
+
+    /// Another user who can write the folder the target is in could rename
+    /// the target and put a symlink in its place while the restore writes.
+    #[test]
+    fn a_target_inside_a_folder_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("shared");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let t = shared.join("mine");
+        std::fs::DirBuilder::new().mode(0o700).create(&t).expect("target");
+        let err = write(vec![entry("/ok", Kind::File)], &t).expect_err("refused");
+        assert!(err.to_string().contains("which other users can write"), "{err}");
+        assert!(!t.join("ok").exists());
+        // Sticky, as /tmp: only the target's owner may rename it.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        write(vec![entry("/ok", Kind::File)], &t).expect("restores");
+        assert!(t.join("ok").is_file());
     }
 
     /// `a/up -> ..` points at the target itself (allowed); `a/out -> up/..`

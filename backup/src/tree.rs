@@ -238,6 +238,14 @@ impl Entry {
                         .into(),
                 });
             }
+            // What no file system makes: found here, not halfway through
+            // the restore.
+            if part.contains(&0) || part.len() > 255 {
+                return Err(Error::Outside {
+                    path: self.display_path().replace('\0', "\\0"),
+                    why: "a name with a NUL byte or longer than 255 bytes, which no file here can have".into(),
+                });
+            }
         }
         if p.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(Error::Outside { path: self.display_path(), why: "not a relative path".into() });

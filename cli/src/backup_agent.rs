@@ -680,7 +680,7 @@ pub(crate) fn fleet(a: &BackupArgs, command: Option<&FleetCommand>) -> Result<()
 }
 
 /// `s` with control characters (terminal escapes) shown as `?`.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use crate::backup_agent::printable;
 use crate::node_cmd;
 use crate::progress::Bars;
 
@@ -491,10 +492,10 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                         "{:<16}  {:<19}  {:<12}  {:>9}  {:<12}  {}{}",
                         s.id,
                         backup::utc(s.time_ns),
-                        s.host,
+                        printable(&s.host),
                         size(s.stats.bytes),
-                        s.tags.join(","),
-                        s.paths.join(" "),
+                        printable(&s.tags.join(",")),
+                        printable(&s.paths.join(" ")),
                         s.added_by.as_ref().map(|t| format!("  (put-only key {t})")).unwrap_or_default()
                     );
                 }
@@ -528,8 +529,10 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                         backup::Kind::File => '-',
                         backup::Kind::Other => '?',
                     };
-                    let link =
-                        e.target_bytes().map(|t| format!(" -> {}", String::from_utf8_lossy(&t))).unwrap_or_default();
+                    let link = e
+                        .target_bytes()
+                        .map(|t| format!(" -> {}", printable(&String::from_utf8_lossy(&t))))
+                        .unwrap_or_default();
                     println!(
                         "{kind}{:04o} {:>5} {:>5} {:>10}  {}  /{}{link}",
                         e.mode & 0o7777,
@@ -537,7 +540,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                         e.gid,
                         e.size,
                         backup::utc(e.mtime.max(0) as u64 * 1_000_000_000),
-                        e.display_path()
+                        printable(&e.display_path())
                     );
                 }
             }
@@ -557,7 +560,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                 println!("{}", json!({ "a": sa.id, "b": sb.id, "changes": changes }));
             } else {
                 for c in &changes {
-                    println!("{}    {}", c.what, c.path);
+                    println!("{}    {}", c.what, printable(&c.path));
                 }
                 let count = |w: char| changes.iter().filter(|c| c.what == w).count();
                 println!(
@@ -605,7 +608,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                     );
                 }
                 for s in &report.skipped {
-                    println!("  not restored: {}: {}", s.path, s.why);
+                    println!("  not restored: {}: {}", printable(&s.path), printable(&s.why));
                 }
             }
             Ok(())
@@ -958,7 +961,7 @@ fn backup_run(a: &BackupArgs) -> Result<()> {
             println!("  warning: the renewal failed ({e}); backup data expires on the peers unless renewed");
         }
         for k in &s.skipped {
-            println!("  skipped {}: {}", k.path, k.why);
+            println!("  skipped {}: {}", printable(&k.path), printable(&k.why));
         }
     }
     if !s.skipped.is_empty() {
