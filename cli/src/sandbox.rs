@@ -108,6 +108,9 @@ pub(crate) enum SandboxCommand {
     Up(UpArgs),
     /// List what runs: role, peer id, pid, address and directory of each node.
     Status(AtArgs),
+    /// Print a running sandbox's environment again, to `eval` in another
+    /// terminal: `eval "$(ionshard sandbox env --dir DIR)"`.
+    Env(AtArgs),
     /// Stop exactly what `up` started, and remove its directory.
     Down {
         #[command(flatten)]
@@ -164,6 +167,7 @@ pub(crate) fn run(cmd: SandboxCommand) -> Result<()> {
             up(a.peers, a.producers, !a.shared_address, a.grace, &a.dir.unwrap_or_else(default_dir), a.json)
         }
         SandboxCommand::Status(a) => status(&a.dir.unwrap_or_else(default_dir), a.json),
+        SandboxCommand::Env(a) => env(&a.dir.unwrap_or_else(default_dir), a.json),
         SandboxCommand::Down { at, keep } => down(&at.dir.unwrap_or_else(default_dir), keep, at.json),
     }
 }
@@ -370,6 +374,21 @@ fn print_env(r: &Record, token: &str, dir: &Path, json: bool) {
         println!("export IONSHARD_GENESIS={}", quote(&r.genesis));
     }
     println!("# sandbox in {}: `ionshard sandbox status` lists it, `ionshard sandbox down` stops it", dir.display());
+}
+
+/// `ionshard sandbox env`: what `up` printed, for another shell.
+fn env(dir: &Path, json: bool) -> Result<()> {
+    let d = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let ds = d.display().to_string();
+    let Some(r) = load(&d)? else {
+        bail!("no sandbox in {ds} (start one with `ionshard sandbox up --dir {ds}`)");
+    };
+    if !r.nodes.iter().any(|n| n.role == "spn" && alive(n.pid, &ds)) {
+        bail!("the sandbox in {ds} is not running (its SPN is stopped): `ionshard sandbox down --dir {ds}`, then up");
+    }
+    let token = std::fs::read_to_string(&r.token_file).with_context(|| format!("reading {}", r.token_file))?;
+    print_env(&r, token.trim(), &d, json);
+    Ok(())
 }
 
 fn status(dir: &Path, json: bool) -> Result<()> {

@@ -70,6 +70,12 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already runs"), "{again:?}");
     assert!(pids.iter().all(|p| alive(*p)));
+    // Another terminal gets the same environment from `env`.
+    let same = json_out(&bin().args(["sandbox", "env", "--dir", &s(&dir), "--json"]).output().expect("env"), "env");
+    assert_eq!(same["env"], env, "sandbox env: {same}");
+    let shell = bin().args(["sandbox", "env", "--dir", &s(&dir)]).output().expect("env");
+    let text = String::from_utf8_lossy(&shell.stdout);
+    assert!(text.contains(&format!("export IONSHARD_SPN='{}'", env["IONSHARD_SPN"].as_str().unwrap_or("?"))), "{text}");
 
     // Vendor, publish and update with the environment alone.
     let vendor = tmp.path().join("vendor");
@@ -158,6 +164,8 @@ fn sandbox_up_serves_publish_and_update_through_its_environment_and_down_leaves_
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!pids.iter().any(|p| alive(*p)), "a sandbox process outlived `down`");
+    let gone = bin().args(["sandbox", "env", "--dir", &s(&dir)]).output().expect("env after down");
+    assert!(!gone.status.success() && String::from_utf8_lossy(&gone.stderr).contains("no sandbox"), "{gone:?}");
     assert!(!dir.exists(), "`down` left {}", dir.display());
 }
 
