@@ -122,7 +122,8 @@ async fn back_up_and_restore(
     o.coding = (2, 2);
     let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![] };
+    let ro =
+        RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![], trust_added: false };
     let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
     (r, at, target)
@@ -131,7 +132,12 @@ async fn back_up_and_restore(
 /// Restore `snapshot` and describe what arrived under the source's path.
 async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BTreeMap<String, Item> {
     let target = tempfile::tempdir().expect("target");
-    let o = RestoreOptions { snapshot: snapshot.to_string(), target: target.path().to_path_buf(), include: vec![] };
+    let o = RestoreOptions {
+        snapshot: snapshot.to_string(),
+        target: target.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     let r = backup::restore(&h.repo, dev, &o, Arc::new(client::Hidden)).await.expect("restore");
     // The one symlink that leaves the target is reported, not made.
     assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
@@ -303,7 +309,12 @@ async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_l
         net.peers.pop().expect("peer").stop().await;
     }
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: two.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: two.id.clone(),
+        target: target.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore with 2 peers lost");
     assert_eq!(describe(&target.path().join(src.strip_prefix("/").expect("abs"))), kept_state);
 }
@@ -423,7 +434,12 @@ async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_ev
         Host { repo: Repo::new(h.repo.spn().clone(), h.repo.key().clone(), cache.path().to_path_buf()), _cache: cache };
     for (id, dir, state) in [(&two.id, &src, &kept_state), (&p2.id, &desk, &desk_state)] {
         let target = tempfile::tempdir().expect("target");
-        let ro = RestoreOptions { snapshot: id.clone(), target: target.path().to_path_buf(), include: vec![] };
+        let ro = RestoreOptions {
+            snapshot: id.clone(),
+            target: target.path().to_path_buf(),
+            include: vec![],
+            trust_added: false,
+        };
         backup::restore(&fresh.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
         assert_eq!(&describe(&target.path().join(dir.strip_prefix("/").expect("abs"))), state);
     }
@@ -585,7 +601,12 @@ async fn another_tenant_cannot_take_over_an_object_by_committing_its_manifest() 
     assert!(del.is_err(), "the attacker deleted the victim's object");
     assert_eq!(operator.object(&target).expect("still there").object.tenant, "victim");
     let out = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: out.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: s.id.clone(),
+        target: out.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let got = std::fs::read(out.path().join(src.strip_prefix("/").expect("abs")).join("secret.bin")).expect("file");
     assert!(got == image(300_000, 5));
@@ -633,7 +654,12 @@ async fn abandoning_a_session_of_someone_elses_shards_deletes_none_of_their_copi
         }
     }
     let out = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: out.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: s.id.clone(),
+        target: out.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
 }
 
@@ -716,7 +742,12 @@ async fn a_backup_sends_data_shards_alone_and_the_spns_parity_restores_without_t
     }
     assert!((1..=2).contains(&stopped), "stopped {stopped} holders");
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: s.id.clone(),
+        target: target.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let at = target.path().join(src.strip_prefix("/").expect("abs"));
     assert!(std::fs::read(at.join("a.bin")).expect("a") == image(3_000_000, 21));
@@ -735,7 +766,12 @@ async fn a_coding_with_more_parity_than_data_sends_every_shard() {
     let st = &s.stats;
     assert!(st.uploaded_shard_bytes >= 3 * st.new_segment_bytes, "every shard sent: {st:?}");
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: s.id.clone(),
+        target: target.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let got = std::fs::read(target.path().join(src.strip_prefix("/").expect("abs")).join("a.bin")).expect("a");
     assert!(got == image(1_500_000, 22));
@@ -853,7 +889,12 @@ async fn a_put_only_key_adds_snapshots_but_cannot_list_restore_forget_or_prune()
 
     // This build refuses the put-only key everything but adding, and says why.
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions { snapshot: one.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: one.id.clone(),
+        target: target.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     let policy = backup::Policy { last: 1, ..Default::default() };
     let errors = [
         put.snapshots().map(|_| ()).unwrap_err(),
@@ -1002,6 +1043,63 @@ fn put_only_host(net: &Net, owner: &Host) -> (Repo, client::Spn, tempfile::TempD
     (Repo::new(spn.clone(), key, cache.path().to_path_buf()), spn, cache)
 }
 
+/// Anyone with the repository's public key (every put-only host, the SPN)
+/// can seal a snapshot record that opens, and the SPN alone said who added
+/// it. A record without the full key's mark is never taken for the full
+/// key's, even put with the tenant's full token; restoring it, or any
+/// snapshot a put-only key added, leaves out setuid bits unless asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_passed_off_as_the_full_keys_is_not_taken_for_it_and_restores_without_setuid() {
+    let net = network(4, None).await;
+    let dev = device(&net).await;
+    let owner = host(&net, "registry");
+    let work = tempfile::tempdir().expect("work");
+    let src = work.path().join("src");
+    write(&src.join("tool"), b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(src.join("tool"), std::fs::Permissions::from_mode(0o4755)).expect("setuid");
+    let mut o = options(std::slice::from_ref(&src));
+    o.coding = (2, 2);
+    let real = backup::run(&owner.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    // Sealed with the public key alone and put with the tenant's own token:
+    // the SPN says no put-only key added it.
+    let mut fake = real.clone();
+    fake.id = "00000000c0ffee00".into();
+    fake.time_ns += 1;
+    let body = serde_json::to_vec(&fake).expect("json");
+    let sealed = backup::seal(&owner.repo.key().public(), &format!("snapshot {}", fake.id), &body);
+    owner.repo.spn().put_record("registry", &format!("snap-{}", fake.id), &sealed).expect("the tenant adds a record");
+    let listed = owner.repo.snapshots().expect("snapshots");
+    let by = |id: &str| listed.iter().find(|s| s.id == id).expect("listed").added_by.clone();
+    assert_eq!(by(&real.id), None, "the full key's own record is marked");
+    assert_eq!(by(&fake.id).as_deref(), Some(backup::UNMARKED), "taken for the full key's");
+    // The next run compares with the marked snapshot, not the newer forgery.
+    write(&src.join("more"), b"more\n");
+    let next = backup::run(&owner.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
+    assert_eq!(next.parent.as_deref(), Some(real.id.as_str()));
+
+    let out = tempfile::tempdir().expect("out");
+    let tool = |t: &Path| t.join(src.strip_prefix("/").expect("abs")).join("tool");
+    let mode = |p: PathBuf| std::fs::symlink_metadata(p).expect("restored").permissions().mode() & 0o7777;
+    let ro = RestoreOptions {
+        snapshot: fake.id.clone(),
+        target: out.path().join("forged"),
+        include: vec![],
+        trust_added: false,
+    };
+    let r = backup::restore(&owner.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
+    assert_eq!(r.added_by.as_deref(), Some(backup::UNMARKED));
+    assert!(r.privileges_dropped >= 1, "{r:?}");
+    assert_eq!(mode(tool(&ro.target)), 0o755, "no setuid from an unmarked snapshot");
+    // Asked to trust it, and the full key's own: as they were.
+    let trusted = RestoreOptions { target: out.path().join("trusted"), trust_added: true, ..ro.clone() };
+    backup::restore(&owner.repo, &dev.client, &trusted, Arc::new(client::Hidden)).await.expect("restore");
+    assert_eq!(mode(tool(&trusted.target)), 0o4755);
+    let own = RestoreOptions { snapshot: real.id.clone(), target: out.path().join("own"), ..ro };
+    let r = backup::restore(&owner.repo, &dev.client, &own, Arc::new(client::Hidden)).await.expect("restore");
+    assert_eq!((r.added_by, r.privileges_dropped), (None, 0));
+    assert_eq!(mode(tool(&own.target)), 0o4755);
+}
+
 /// Job ids are sequential: an append token that could use any session of
 /// its tenant could abandon (and so delete) another host's backup in
 /// progress, or commit into it. It sees and uses only the sessions it opened.
@@ -1115,7 +1213,12 @@ async fn a_restore_refuses_a_target_other_users_can_write() {
     let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
     let shared = tempfile::tempdir().expect("shared");
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: shared.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: s.id.clone(),
+        target: shared.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     let err = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("can be written by other users"), "{err}");
     assert!(std::fs::read_dir(shared.path()).expect("ls").next().is_none(), "nothing written");
@@ -1319,7 +1422,12 @@ async fn long_names_lookalike_names_symlink_chains_and_directories_in_the_way() 
     let at = target.path().join(src.strip_prefix("/").expect("abs"));
     // Where the snapshot has the symlink `lnk`, the target has a directory.
     std::fs::create_dir_all(at.join("lnk")).expect("a directory in the way");
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include: vec![] };
+    let ro = RestoreOptions {
+        snapshot: s.id.clone(),
+        target: target.path().to_path_buf(),
+        include: vec![],
+        trust_added: false,
+    };
     let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     assert_eq!(std::fs::read(at.join(&long)).expect("long name"), b"a long name's bytes");
     assert_eq!(std::fs::read(at.join("foo")).expect("foo"), b"foo's bytes");
@@ -1353,7 +1461,8 @@ async fn an_included_hard_link_whose_first_path_is_left_out_is_restored_whole() 
     let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
     let target = tempfile::tempdir().expect("target");
     let include = vec![src.join("b").display().to_string()];
-    let ro = RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include };
+    let ro =
+        RestoreOptions { snapshot: s.id.clone(), target: target.path().to_path_buf(), include, trust_added: false };
     let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     let at = target.path().join(src.strip_prefix("/").expect("abs"));

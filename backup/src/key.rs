@@ -22,6 +22,12 @@
 //!
 //! Losing the full key loses the repository: nothing else can open it.
 //!
+//! Anyone with the public key (a put-only host, the SPN) can seal a record
+//! that opens. So a record the full key writes carries, inside the seal, a
+//! **mark**: a BLAKE3 MAC of its name and body under a key derived from the
+//! full secret. A record without a good mark is not the full key's,
+//! whatever the SPN says of who added it.
+//!
 //! ```text
 //! key file  = JSON { "format": "ionshard-backup-key/1", "repository": NAME,
 //!                    "kind": "full", "secret": hex(32) }
@@ -31,6 +37,8 @@
 //! public    = X25519(BLAKE3-derive("ionshard 2026-12 backup wrap key v1", secret))
 //! sealed    = "ISB1" ‖ ephemeral public (32) ‖ AES-256-GCM(k, nonce 0, aad = "ISB1" ‖ what, body) ‖ tag (16)
 //! k         = BLAKE3-derive("ionshard 2026-12 backup seal v1", shared ‖ ephemeral public ‖ repository public)
+//! marked    = body ‖ "\n#mark " ‖ hex(BLAKE3-keyed(m, len(what) as u64 LE ‖ what ‖ body))   (the full key's records)
+//! m         = BLAKE3-derive("ionshard 2026-12 backup record mark v1", secret)
 //! ```
 
 use std::fmt;
@@ -48,6 +56,10 @@ const SEAL_MAGIC: &[u8; 4] = b"ISB1";
 const CTX_IDS: &str = "ionshard 2026-12 backup chunk ids v1";
 const CTX_WRAP: &str = "ionshard 2026-12 backup wrap key v1";
 const CTX_SEAL: &str = "ionshard 2026-12 backup seal v1";
+const CTX_MARK: &str = "ionshard 2026-12 backup record mark v1";
+/// What comes between a marked record's body and its mark (a JSON body
+/// never ends with it).
+const MARK_SEP: &[u8] = b"\n#mark ";
 
 /// A repository's key: the **full** key reads, writes, forgets and prunes;
 /// a **put-only** key (made from the full one) only adds snapshots.
@@ -247,6 +259,41 @@ impl RepoKey {
         Ok(())
     }
 
+    /// `body` with the full key's mark behind it (a put-only key writes
+    /// records without one: it has no secret to mark with).
+    pub(crate) fn marked(&self, what: &str, body: &[u8]) -> Vec<u8> {
+        match self.mark(what, body) {
+            Some(m) => [body, MARK_SEP, data_encoding::HEXLOWER.encode(&m).as_bytes()].concat(),
+            None => body.to_vec(),
+        }
+    }
+
+    /// A record's body (opened), and whether the full key marked it.
+    pub(crate) fn unmarked<'b>(&self, what: &str, opened: &'b [u8]) -> (&'b [u8], bool) {
+        let tail = MARK_SEP.len() + 64;
+        if opened.len() < tail || &opened[opened.len() - tail..opened.len() - 64] != MARK_SEP {
+            return (opened, false);
+        }
+        let (body, hex) = (&opened[..opened.len() - tail], &opened[opened.len() - 64..]);
+        let good = match (self.mark(what, body), data_encoding::HEXLOWER.decode(hex)) {
+            // Compared in constant time (blake3's Hash equality is).
+            (Some(want), Ok(got)) => {
+                <[u8; 32]>::try_from(got.as_slice()).is_ok_and(|g| blake3::Hash::from(g) == blake3::Hash::from(want))
+            }
+            _ => false,
+        };
+        (body, good)
+    }
+
+    fn mark(&self, what: &str, body: &[u8]) -> Option<[u8; 32]> {
+        let Kind::Full(secret) = &self.kind else { return None };
+        let mut h = blake3::Hasher::new_keyed(&blake3::derive_key(CTX_MARK, secret));
+        h.update(&(what.len() as u64).to_le_bytes());
+        h.update(what.as_bytes());
+        h.update(body);
+        Some(*h.finalize().as_bytes())
+    }
+
     /// Open a record sealed to this repository; `what` names it (and is
     /// bound to it: a record cannot be passed off as another).
     pub fn open(&self, what: &str, sealed: &[u8]) -> Result<Vec<u8>> {
@@ -346,10 +393,44 @@ mod tests {
         assert_eq!(back.public(), k.public());
         assert!(back.is_put_only());
         assert!(matches!(back.open(what, &sealed), Err(Error::PutOnly(_))));
+        // The full key's mark behind a record's body; a put-only key makes none.
+        let marked = k.marked(what, body);
+        if std::env::var_os("IONSHARD_PRINT_VECTORS").is_some() {
+            eprintln!("marked {}", String::from_utf8_lossy(&marked));
+        }
+        assert_eq!(String::from_utf8_lossy(&marked), s["marked"].as_str().expect("marked"));
+        assert_eq!(k.unmarked(what, &marked), (body, true));
+        assert_eq!(back.marked(what, body), body);
         assert_eq!(
             data_encoding::HEXLOWER.encode(&sealed),
             data_encoding::HEXLOWER.encode(&seal_with(eph, &back.public(), what, body))
         );
+    }
+
+    /// Anyone with the public key seals records that open; only the full
+    /// key's mark says a record is its own.
+    #[test]
+    fn a_record_without_the_full_keys_good_mark_is_not_the_full_keys() {
+        let k = RepoKey::generate("acme");
+        let what = "snapshot 0123456789abcdef";
+        let body = br#"{"format":"ionshard-backup-snapshot/1"}"#;
+        let marked = k.marked(what, body);
+        assert_eq!(k.unmarked(what, &marked), (body.as_slice(), true));
+        assert_eq!(k.unmarked(what, body), (body.as_slice(), false), "no mark");
+        assert!(!k.unmarked("snapshot 1111111111111111", &marked).1, "moved to another name");
+        let mut changed = marked.clone();
+        changed[3] ^= 1;
+        assert!(!k.unmarked(what, &changed).1, "body changed");
+        let other = RepoKey::generate("acme");
+        assert!(!k.unmarked(what, &other.marked(what, body)).1, "another repository's key");
+        let put = k.put_only(None).expect("put-only");
+        assert!(!k.unmarked(what, &put.marked(what, body)).1, "a put-only key marks nothing");
+        let mut forged = [body.as_slice(), MARK_SEP].concat();
+        forged.extend_from_slice(&[b'0'; 64]);
+        assert!(!k.unmarked(what, &forged).1, "a made-up mark");
+        forged.truncate(forged.len() - 64);
+        forged.extend_from_slice(&[b'z'; 64]);
+        assert!(!k.unmarked(what, &forged).1, "not hex");
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub use fleet::{Detail, host_report, open_detail, state_of};
 pub use key::{RepoKey, seal};
 pub use policy::{Candidate, Decision, Policy, Within, apply, utc};
 pub use repack::{RepackReport, Repacked};
-pub use repo::{BadRecord, ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot};
+pub use repo::{
+    BadRecord, ObjectCap, REPO_FORMAT, Repo, RunStats, SNAPSHOT_FORMAT, Skipped, Snapshot, UNMARKED, added_by_label,
+};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use run::{RunOptions, RunReport, run};
 pub use scan::{ScanOptions, absolute};

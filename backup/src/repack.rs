@@ -445,7 +445,9 @@ async fn rewrite(
     new.tree = tree_cap;
     new.data = data;
     new.added_by = None;
-    repo.save_snapshot(&new)?;
+    // Written again by the full key, but not made its own: a snapshot it
+    // did not mark stays unmarked.
+    repo.save_snapshot(&new, s.added_by.is_none())?;
     repo.cache_tree(&s.id, &bytes)?;
     Ok(true)
 }

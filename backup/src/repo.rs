@@ -112,10 +112,24 @@ pub struct Snapshot {
     pub stats: RunStats,
     /// Files left out, and why.
     pub skipped: Vec<Skipped>,
-    /// The append token that saved it (a put-only key's), as the SPN says;
-    /// never read from the record itself (its writer chose what is in it).
+    /// Who added it, if not the full key: the append token of the
+    /// put-only key that saved it, as the SPN says, or [`UNMARKED`] for a
+    /// record without the full key's mark that the SPN says is the full
+    /// key's (forged by whoever holds the tenant's token, or written before
+    /// records were marked). `None` only for a record the full key marked.
+    /// Never read from the record itself (its writer chose what is in it).
     #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub added_by: Option<String>,
+}
+
+/// [`Snapshot::added_by`] of a record the SPN says the full key added but
+/// that carries no good mark of it.
+pub const UNMARKED: &str = "unmarked";
+
+/// [`Snapshot::added_by`] in words: "put-only key T", or that the full
+/// key did not mark it.
+pub fn added_by_label(by: &str) -> String {
+    if by == UNMARKED { "not marked by the full key".to_string() } else { format!("put-only key {by}") }
 }
 
 /// How far ahead of the SPN's clock a snapshot's own time may be (clock
@@ -235,8 +249,12 @@ impl Repo {
             let Some(bytes) = self.spn.record(self.name(), &r.name)? else { continue };
             let id = r.name.trim_start_matches("snap-");
             match self.open_snapshot(id, &bytes) {
-                Ok(mut s) => {
-                    s.added_by = r.added_by;
+                Ok((mut s, marked)) => {
+                    s.added_by = match (marked, r.added_by) {
+                        (true, _) => None,
+                        (false, Some(token)) => Some(token),
+                        (false, None) => Some(UNMARKED.to_string()),
+                    };
                     if r.created > 0 {
                         s.time_ns = s.time_ns.min(r.created.saturating_mul(1_000_000_000).saturating_add(SKEW_NS));
                     }
@@ -268,17 +286,19 @@ impl Repo {
         Ok(snaps)
     }
 
-    fn open_snapshot(&self, id: &str, sealed: &[u8]) -> Result<Snapshot> {
+    /// A snapshot record opened, and whether the full key marked it.
+    fn open_snapshot(&self, id: &str, sealed: &[u8]) -> Result<(Snapshot, bool)> {
         let what = format!("snapshot {id}");
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::format(what, "not a snapshot id (16 hex digits)"));
         }
-        let body = self.key.open(&what, sealed)?;
-        let s: Snapshot = serde_json::from_slice(&body).map_err(|e| Error::format(&what, e))?;
+        let opened = self.key.open(&what, sealed)?;
+        let (body, marked) = self.key.unmarked(&what, &opened);
+        let s: Snapshot = serde_json::from_slice(body).map_err(|e| Error::format(&what, e))?;
         if s.format != SNAPSHOT_FORMAT || s.id != id {
             return Err(Error::format(what, "not a snapshot record of this build, or renamed"));
         }
-        Ok(s)
+        Ok((s, marked))
     }
 
     /// The snapshot `id` (a unique prefix will do, or `latest`).
@@ -295,10 +315,13 @@ impl Repo {
         }
     }
 
-    /// Save a snapshot record.
-    pub(crate) fn save_snapshot(&self, s: &Snapshot) -> Result<()> {
+    /// Save a snapshot record, with the full key's mark if `mark` (and
+    /// this is the full key).
+    pub(crate) fn save_snapshot(&self, s: &Snapshot, mark: bool) -> Result<()> {
         let body = serde_json::to_vec(s).map_err(|e| Error::format("snapshot", e))?;
-        let sealed = seal(&self.key.public(), &format!("snapshot {}", s.id), &body);
+        let what = format!("snapshot {}", s.id);
+        let body = if mark { self.key.marked(&what, &body) } else { body };
+        let sealed = seal(&self.key.public(), &what, &body);
         self.spn.put_record(self.name(), &record_name(&s.id), &sealed)?;
         Ok(())
     }

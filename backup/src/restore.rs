@@ -33,6 +33,10 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Only these paths (as in the snapshot, absolute) and what is under them.
     pub include: Vec<String>,
+    /// Restore setuid and setgid bits, device nodes and `security.*` and
+    /// `trusted.*` attributes from a snapshot the full key did not mark
+    /// (a put-only host's: whoever took over that host chose them).
+    pub trust_added: bool,
 }
 
 /// What a restore did.
@@ -59,6 +63,44 @@ pub struct RestoreReport {
     pub hole_bytes: u64,
     /// Device nodes and FIFOs made.
     pub specials: u64,
+    /// Who added the snapshot, if not the full key (see
+    /// [`crate::Snapshot::added_by`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
+    /// Setuid and setgid bits and `security.*`/`trusted.*` attributes left
+    /// out because the full key did not mark the snapshot (device nodes
+    /// are in `skipped`).
+    pub privileges_dropped: u64,
+}
+
+/// A tree the full key did not mark, made harmless to restore (as root
+/// above all): no setuid or setgid bit, no device node, no attribute of
+/// the `security` (file capabilities, SELinux labels) or `trusted`
+/// namespaces. What was left out is counted, device nodes reported.
+fn without_privileges(tree: &crate::tree::Tree, report: &mut RestoreReport) -> crate::tree::Tree {
+    use rustix::fs::FileType;
+    let mut entries = Vec::with_capacity(tree.entries.len());
+    for e in &tree.entries {
+        let kind = FileType::from_raw_mode(e.mode);
+        if e.kind == Kind::Other && matches!(kind, FileType::CharacterDevice | FileType::BlockDevice) {
+            report.skipped.push(Skipped {
+                path: format!("/{}", e.display_path()),
+                why: "a device node in a snapshot the full key did not mark: not made (--trust-put-only makes it)"
+                    .into(),
+            });
+            continue;
+        }
+        let mut e = e.clone();
+        if e.mode & 0o6000 != 0 {
+            e.mode &= !0o6000;
+            report.privileges_dropped += 1;
+        }
+        let before = e.xattrs.len();
+        e.xattrs.retain(|x| !x.name.starts_with("security.") && !x.name.starts_with("trusted."));
+        report.privileges_dropped += (before - e.xattrs.len()) as u64;
+        entries.push(e);
+    }
+    crate::tree::Tree { format: tree.format.clone(), entries }
 }
 
 /// Make a device node or FIFO again, with its owner, mode and times; a
@@ -412,7 +454,19 @@ pub async fn restore(
     repo.key.need_full("restore")?;
     let snap = repo.snapshot(&o.snapshot)?;
     let tree = repo.tree(Some(net), &snap).await?;
-    write_tree(&tree, &snap.id, &snap.data, o, &FromPeers { repo, net, progress }).await
+    let mut report = RestoreReport { added_by: snap.added_by.clone(), ..Default::default() };
+    let tree = match &snap.added_by {
+        Some(_) if !o.trust_added => without_privileges(&tree, &mut report),
+        _ => tree,
+    };
+    let done = write_tree(&tree, &snap.id, &snap.data, o, &FromPeers { repo, net, progress }).await?;
+    report.skipped.extend(done.skipped.iter().cloned());
+    Ok(RestoreReport {
+        added_by: report.added_by,
+        privileges_dropped: report.privileges_dropped,
+        skipped: report.skipped,
+        ..done
+    })
 }
 
 /// Where a restore's data objects come from.
@@ -949,7 +1003,12 @@ mod tests {
 
     fn write(entries: Vec<Entry>, target: &Path) -> Result<RestoreReport> {
         let tree = crate::tree::Tree::new(entries);
-        let o = RestoreOptions { snapshot: "test".into(), target: target.to_path_buf(), include: vec![] };
+        let o = RestoreOptions {
+            snapshot: "test".into(),
+            target: target.to_path_buf(),
+            include: vec![],
+            trust_added: false,
+        };
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         rt.block_on(write_tree(&tree, "test", &[], &o, &NoObjects))
     }

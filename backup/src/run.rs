@@ -476,7 +476,7 @@ pub async fn run(
         skipped,
         added_by: None,
     };
-    repo.save_snapshot(&snapshot)?;
+    repo.save_snapshot(&snapshot, true)?;
     repo.cache_tree(&snapshot.id, &tree_bytes)?;
     if put_only {
         let mut kept = std::collections::BTreeMap::new();

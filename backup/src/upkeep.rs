@@ -66,7 +66,7 @@ pub fn forget_in(
         }
         // A put-only key's snapshots are a group of their own: forged ones
         // cannot push the full key's out of a `--keep-last`.
-        let by = s.added_by.as_ref().map(|t| format!(" (put-only key {t})")).unwrap_or_default();
+        let by = s.added_by.as_deref().map(|t| format!(" ({})", crate::repo::added_by_label(t))).unwrap_or_default();
         groups.entry(format!("{} {}{by}", s.host, s.paths.join(","))).or_default().push(Candidate {
             id: s.id.clone(),
             time_ns: s.time_ns,

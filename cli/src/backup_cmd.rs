@@ -83,6 +83,12 @@ pub(crate) enum BackupCommand {
         /// Only this path and what is under it (repeatable).
         #[arg(long)]
         include: Vec<String>,
+        /// Also restore setuid/setgid bits, device nodes and security.* and
+        /// trusted.* attributes from a snapshot the full key did not mark (a
+        /// put-only host's): by default they are left out, since whoever
+        /// took over that host chose them.
+        #[arg(long)]
+        trust_put_only: bool,
     },
     /// Remove snapshots: those named, or those a policy does not keep (restic's flags).
     Forget {
@@ -496,7 +502,7 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                         size(s.stats.bytes),
                         printable(&s.tags.join(",")),
                         printable(&s.paths.join(" ")),
-                        s.added_by.as_ref().map(|t| format!("  (put-only key {t})")).unwrap_or_default()
+                        s.added_by.as_deref().map(|t| format!("  ({})", backup::added_by_label(t))).unwrap_or_default()
                     );
                 }
                 println!("{} snapshot(s)", snaps.len());
@@ -573,10 +579,14 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
             }
             Ok(())
         }
-        BackupCommand::Restore { snapshot, target, include } => {
+        BackupCommand::Restore { snapshot, target, include, trust_put_only } => {
             let r = repo(&a)?;
-            let o =
-                backup::RestoreOptions { snapshot: snapshot.clone(), target: target.clone(), include: include.clone() };
+            let o = backup::RestoreOptions {
+                snapshot: snapshot.clone(),
+                target: target.clone(),
+                include: include.clone(),
+                trust_added: *trust_put_only,
+            };
             let rt = node_cmd::runtime()?;
             let report = rt.block_on(async {
                 let (net, _h) = node_cmd::join(&a.bootstrap, None).await?;
@@ -595,6 +605,14 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                     report.symlinks,
                     size(report.downloaded_bytes)
                 );
+                if let Some(by) = &report.added_by {
+                    println!(
+                        "  the snapshot was not written by the full key ({}): {} setuid/setgid bit(s) and \
+                         security/trusted attribute(s) left out, device nodes not made (--trust-put-only restores them)",
+                        backup::added_by_label(by),
+                        report.privileges_dropped
+                    );
+                }
                 if report.specials > 0 {
                     println!("  {} device node(s) and FIFO(s) made again", report.specials);
                 }
