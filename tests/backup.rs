@@ -1227,7 +1227,7 @@ async fn a_restore_refuses_a_target_other_users_can_write() {
     let target = shared.path().join("mine");
     let ro = RestoreOptions { target: target.clone(), ..ro };
     let err = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
-    assert!(err.to_string().contains("which other users can write"), "{err}");
+    assert!(err.to_string().contains("which another user can change"), "{err}");
     // In a sticky folder (as /tmp) only its owner may rename it: the restore goes ahead.
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");

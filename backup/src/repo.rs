@@ -129,7 +129,11 @@ pub const UNMARKED: &str = "unmarked";
 /// [`Snapshot::added_by`] in words: "put-only key T", or that the full
 /// key did not mark it.
 pub fn added_by_label(by: &str) -> String {
-    if by == UNMARKED { "not marked by the full key".to_string() } else { format!("put-only key {by}") }
+    if by == UNMARKED {
+        "not marked by the full key: forged, or saved before records were marked".to_string()
+    } else {
+        format!("put-only key {by}")
+    }
 }
 
 /// How far ahead of the SPN's clock a snapshot's own time may be (clock

@@ -220,34 +220,37 @@ fn only_ours(m: &std::fs::Metadata) -> bool {
 /// one inside a folder where another user could rename it (or a folder
 /// above it) and put a symlink in its place while the restore writes:
 /// every folder above must be only ours, or sticky (as `/tmp`: there only
-/// an entry's owner may rename it) with the entry below it ours. The
-/// target is resolved first (a symlink in its path is followed once,
-/// here); what is returned is the real path, used for every write.
+/// an entry's owner and the folder's may rename it) and ours or root's,
+/// with the entry below it ours. The target is resolved first (a symlink
+/// in its path is followed once, here) and the real path is what is
+/// checked and returned, to be used for every write.
 fn check_target(root: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(root).map_err(Error::file("reading", root))?;
+    let real = std::fs::canonicalize(root).map_err(Error::file("resolving", root))?;
+    let m = std::fs::symlink_metadata(&real).map_err(Error::file("reading", &real))?;
     if !m.is_dir() || !only_ours(&m) {
         return Err(Error::Invalid(format!(
             "{} can be written by other users (mode {:o}, owner {}): one of them could swap a folder for a \
              symlink while the restore writes and send files elsewhere; restore into a new folder only you can \
-             write (it is made for you if it does not exist)",
-            root.display(),
+             write (it is made for you if it does not exist), or `chmod go-w` it if it is yours",
+            real.display(),
             m.mode() & 0o7777,
             m.uid()
         )));
     }
-    let real = std::fs::canonicalize(root).map_err(Error::file("resolving", root))?;
     let mut child = real.as_path();
     while let Some(parent) = child.parent() {
         let pm = std::fs::symlink_metadata(parent).map_err(Error::file("reading", parent))?;
         if !only_ours(&pm) {
             let cm = std::fs::symlink_metadata(child).map_err(Error::file("reading", child))?;
             let sticky = pm.mode() & 0o1000 != 0;
-            if !(sticky && owned_by_us(&cm)) {
+            if !(sticky && owned_by_us(&pm) && owned_by_us(&cm)) {
                 return Err(Error::Invalid(format!(
-                    "{} is in {}, which other users can write (mode {:o}, owner {}): one of them could rename \
-                     {} and put a symlink in its place while the restore writes, sending files elsewhere; \
-                     restore into a folder whose parents only you (or root) can change",
+                    "{} is in {}, which another user can change (mode {:o}, owner {}): they could rename \
+                     {} and put a symlink in its place while the restore writes, sending files elsewhere. \
+                     Restore into a folder whose parents only you (or root) can change (`chmod go-w` a parent \
+                     that is yours); as root, for another user's folder, restore as that user, or into a \
+                     folder of root's and move it",
                     root.display(),
                     parent.display(),
                     pm.mode() & 0o7777,
@@ -498,7 +501,9 @@ async fn write_tree(
 ) -> Result<RestoreReport> {
     let root = &o.target;
     if std::fs::symlink_metadata(root).is_err() {
-        std::fs::create_dir_all(root).map_err(Error::file("creating", root))?;
+        // Folders made on the way private too (a umask of 002 would leave
+        // them open to the group, and the check below would refuse them).
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(Error::file("creating", root))?;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
             .map_err(Error::file("creating", root))?;
     }
@@ -1108,12 +1113,27 @@ mod tests {
         let t = shared.join("mine");
         std::fs::DirBuilder::new().mode(0o700).create(&t).expect("target");
         let err = write(vec![entry("/ok", Kind::File)], &t).expect_err("refused");
-        assert!(err.to_string().contains("which other users can write"), "{err}");
+        assert!(err.to_string().contains("which another user can change"), "{err}");
         assert!(!t.join("ok").exists());
-        // Sticky, as /tmp: only the target's owner may rename it.
+        // Sticky, as /tmp: only the target's owner and the folder's may rename it.
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
         write(vec![entry("/ok", Kind::File)], &t).expect("restores");
         assert!(t.join("ok").is_file());
+        // Sticky but another user's: that user may rename anything in it.
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&shared, Some(65534), None).expect("chown");
+            let err = write(vec![entry("/ok2", Kind::File)], &t).expect_err("refused");
+            assert!(err.to_string().contains("which another user can change"), "{err}");
+            std::os::unix::fs::chown(&shared, Some(0), None).expect("chown back");
+        } else {
+            eprintln!("not root: a sticky folder of another user's is not tried (it needs chown)");
+        }
+        // A target given through a symlink of ours is the folder it names.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&t, &link).expect("symlink");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write(vec![entry("/ok3", Kind::File)], &link).expect("restores through the link");
+        assert!(t.join("ok3").is_file());
     }
 
     /// `a/up -> ..` points at the target itself (allowed); `a/out -> up/..`

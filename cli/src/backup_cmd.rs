@@ -605,7 +605,12 @@ pub(crate) fn run(a: BackupArgs) -> Result<()> {
                     report.symlinks,
                     size(report.downloaded_bytes)
                 );
-                if let Some(by) = &report.added_by {
+                if let Some(by) = report.added_by.as_ref().filter(|_| *trust_put_only) {
+                    println!(
+                        "  the snapshot was not written by the full key ({}): restored as it was (--trust-put-only)",
+                        backup::added_by_label(by)
+                    );
+                } else if let Some(by) = &report.added_by {
                     println!(
                         "  the snapshot was not written by the full key ({}): {} setuid/setgid bit(s) and \
                          security/trusted attribute(s) left out, device nodes not made (--trust-put-only restores them)",

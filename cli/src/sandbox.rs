@@ -383,8 +383,19 @@ fn env(dir: &Path, json: bool) -> Result<()> {
     let Some(r) = load(&d)? else {
         bail!("no sandbox in {ds} (start one with `ionshard sandbox up --dir {ds}`)");
     };
-    if !r.nodes.iter().any(|n| n.role == "spn" && alive(n.pid, &ds)) {
-        bail!("the sandbox in {ds} is not running (its SPN is stopped): `ionshard sandbox down --dir {ds}`, then up");
+    let stopped: Vec<&str> = r.nodes.iter().filter(|n| !alive(n.pid, &ds)).map(|n| n.name.as_str()).collect();
+    if r.nodes.iter().any(|n| matches!(n.role.as_str(), "spn" | "bootstrap") && !alive(n.pid, &ds)) {
+        bail!(
+            "the sandbox in {ds} is not running (stopped: {}): `ionshard sandbox down --dir {ds}`, then up",
+            stopped.join(", ")
+        );
+    }
+    if !stopped.is_empty() {
+        // To stderr: stdout is for `eval`.
+        eprintln!(
+            "warning: stopped in the sandbox in {ds}: {} (`ionshard sandbox status` shows them)",
+            stopped.join(", ")
+        );
     }
     let token = std::fs::read_to_string(&r.token_file).with_context(|| format!("reading {}", r.token_file))?;
     print_env(&r, token.trim(), &d, json);

@@ -54,8 +54,8 @@ fn tree_of(a: &Path) -> Tree {
 }
 
 fn try_tree_of(a: &Path) -> std::io::Result<Tree> {
-    let mut files = walk(a)?;
-    files.retain(|k, _| !k.starts_with(".ionshard-sync"));
+    // The sync's own state (its temporary files come and go) is not read.
+    let files = walk(a, Some(".ionshard-sync"))?;
     let mut dirs = Vec::new();
     let mut stack = vec![a.to_path_buf()];
     while let Some(d) = stack.pop() {

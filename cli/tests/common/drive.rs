@@ -94,17 +94,21 @@ pub fn refused(o: &std::process::Output, what: &str, needle: &str) {
 
 /// Every file under `a`, by path relative to it, with its bytes.
 pub fn files(a: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    walk(a).expect("read the tree")
+    walk(a, None).expect("read the tree")
 }
 
-/// Every file under `a`, or the error of one that went away while the
-/// walk looked (a live sync renames files under it).
-pub fn walk(a: &Path) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+/// Every file under `a` but those in its folder named `skip` (if any), or
+/// the error of one that went away while the walk looked (a live sync
+/// renames files under it).
+pub fn walk(a: &Path, skip: Option<&str>) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![a.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d)? {
             let p = e?.path();
+            if skip.is_some_and(|s| p == a.join(s)) {
+                continue;
+            }
             if p.is_dir() {
                 stack.push(p);
             } else {
