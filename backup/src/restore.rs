@@ -656,8 +656,7 @@ async fn write_tree(
                                     why: format!("a hard link of {}, which is not a regular file", src.display()),
                                 });
                             }
-                            let _ = std::fs::remove_file(&at);
-                            std::fs::hard_link(&src, &at).map_err(Error::file("linking", &at))
+                            link_in_place(&at, "linking", |t| std::fs::hard_link(&src, t))
                         })
                         .map(|()| report.files += 1),
                     None => Err(Error::Outside {
@@ -680,8 +679,7 @@ async fn write_tree(
                 } else {
                     parents.ensure(rel).and_then(|()| {
                         not_a_directory(&at, e)?;
-                        let _ = std::fs::remove_file(&at);
-                        std::os::unix::fs::symlink(&target, &at).map_err(Error::file("creating the symlink", &at))?;
+                        link_in_place(&at, "creating the symlink", |t| std::os::unix::fs::symlink(&target, t))?;
                         set_owner(&at, e);
                         report.symlinks += 1;
                         Ok(())
@@ -863,6 +861,31 @@ fn temp_file(at: &Path) -> Result<(PathBuf, std::fs::File)> {
     }
     let (path, source) = last.unwrap_or_else(|| (at.to_path_buf(), std::io::Error::other("no temporary name")));
     Err(Error::File { what: "creating", path, source })
+}
+
+/// Make a link (`make` at a short random name beside `at`), then rename
+/// it over `at`: a file already there is replaced whole or not at all (it
+/// was removed first, and lost when the link could not be made).
+fn link_in_place(at: &Path, what: &'static str, make: impl Fn(&Path) -> std::io::Result<()>) -> Result<()> {
+    let mut last = None;
+    for _ in 0..8 {
+        let tmp = at.with_file_name(format!(".ionshard-restore-{:016x}", rand::random::<u64>()));
+        match make(&tmp) {
+            Ok(()) => {
+                let renamed = std::fs::rename(&tmp, at);
+                // Renaming a link over another link of the same file does
+                // nothing and succeeds: the temporary name stays otherwise.
+                if renamed.is_err() || std::fs::symlink_metadata(&tmp).is_ok() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                return renamed.map_err(Error::file(what, at));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(Error::File { what, path: at.to_path_buf(), source: e }),
+        }
+    }
+    let (path, source) = last.unwrap_or_else(|| (at.to_path_buf(), std::io::Error::other("no temporary name")));
+    Err(Error::File { what, path, source })
 }
 
 /// What writing one file left to report.
@@ -1134,6 +1157,40 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         write(vec![entry("/ok3", Kind::File)], &link).expect("restores through the link");
         assert!(t.join("ok3").is_file());
+    }
+
+    /// A link replaces a file already in the target only once it is made:
+    /// one that cannot be (here a symlink target longer than the kernel
+    /// takes) leaves the file as it was. Restoring the same links twice
+    /// leaves no temporary names behind.
+    #[test]
+    fn a_link_that_cannot_be_made_leaves_the_file_it_would_replace() {
+        let (_d, t) = target();
+        std::fs::write(t.join("l"), b"keep").expect("existing");
+        let mut l = entry("/l", Kind::Symlink);
+        l.set_target("x/".repeat(2100).as_bytes());
+        write(vec![l], &t).expect_err("the symlink cannot be made");
+        assert_eq!(std::fs::read(t.join("l")).expect("still there"), b"keep");
+        let tree = || {
+            let mut h = entry("/h", Kind::File);
+            h.set_link_to(b"f");
+            let mut l = entry("/l", Kind::Symlink);
+            l.set_target(b"f");
+            vec![entry("/f", Kind::File), h, l]
+        };
+        for _ in 0..2 {
+            write(tree(), &t).expect("restores");
+            use std::os::unix::fs::MetadataExt;
+            let ino = |p: &str| std::fs::symlink_metadata(t.join(p)).expect("made").ino();
+            assert_eq!(ino("h"), ino("f"), "a hard link");
+            assert_eq!(std::fs::read_link(t.join("l")).expect("a symlink"), Path::new("f"));
+            let left: Vec<_> = std::fs::read_dir(&t)
+                .expect("ls")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(".ionshard-restore"))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 
     /// `a/up -> ..` points at the target itself (allowed); `a/out -> up/..`
