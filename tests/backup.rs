@@ -122,8 +122,7 @@ async fn back_up_and_restore(
     o.coding = (2, 2);
     let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
     let target = tempfile::tempdir().expect("target");
-    let ro =
-        RestoreOptions { snapshot: s.id.clone(), target: target.path().join("t"), include: vec![], trust_added: false };
+    let ro = RestoreOptions::new(s.id.clone(), target.path().join("t"));
     let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let at = target.path().join("t").join(src.strip_prefix("/").expect("abs"));
     (r, at, target)
@@ -132,12 +131,7 @@ async fn back_up_and_restore(
 /// Restore `snapshot` and describe what arrived under the source's path.
 async fn restored(h: &Host, dev: &net::Client, snapshot: &str, src: &Path) -> BTreeMap<String, Item> {
     let target = tempfile::tempdir().expect("target");
-    let o = RestoreOptions {
-        snapshot: snapshot.to_string(),
-        target: target.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let o = RestoreOptions::new(snapshot.to_string(), target.path().to_path_buf());
     let r = backup::restore(&h.repo, dev, &o, Arc::new(client::Hidden)).await.expect("restore");
     // The one symlink that leaves the target is reported, not made.
     assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
@@ -309,12 +303,7 @@ async fn prune_deletes_only_what_no_kept_snapshot_needs_and_restores_survive_m_l
         net.peers.pop().expect("peer").stop().await;
     }
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions {
-        snapshot: two.id.clone(),
-        target: target.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(two.id.clone(), target.path().to_path_buf());
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore with 2 peers lost");
     assert_eq!(describe(&target.path().join(src.strip_prefix("/").expect("abs"))), kept_state);
 }
@@ -434,12 +423,7 @@ async fn prune_repacks_a_partly_used_object_and_the_deleted_files_bytes_leave_ev
         Host { repo: Repo::new(h.repo.spn().clone(), h.repo.key().clone(), cache.path().to_path_buf()), _cache: cache };
     for (id, dir, state) in [(&two.id, &src, &kept_state), (&p2.id, &desk, &desk_state)] {
         let target = tempfile::tempdir().expect("target");
-        let ro = RestoreOptions {
-            snapshot: id.clone(),
-            target: target.path().to_path_buf(),
-            include: vec![],
-            trust_added: false,
-        };
+        let ro = RestoreOptions::new(id.clone(), target.path().to_path_buf());
         backup::restore(&fresh.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
         assert_eq!(&describe(&target.path().join(dir.strip_prefix("/").expect("abs"))), state);
     }
@@ -601,12 +585,7 @@ async fn another_tenant_cannot_take_over_an_object_by_committing_its_manifest() 
     assert!(del.is_err(), "the attacker deleted the victim's object");
     assert_eq!(operator.object(&target).expect("still there").object.tenant, "victim");
     let out = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions {
-        snapshot: s.id.clone(),
-        target: out.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(s.id.clone(), out.path().to_path_buf());
     backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let got = std::fs::read(out.path().join(src.strip_prefix("/").expect("abs")).join("secret.bin")).expect("file");
     assert!(got == image(300_000, 5));
@@ -654,12 +633,7 @@ async fn abandoning_a_session_of_someone_elses_shards_deletes_none_of_their_copi
         }
     }
     let out = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions {
-        snapshot: s.id.clone(),
-        target: out.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(s.id.clone(), out.path().to_path_buf());
     backup::restore(&victim.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
 }
 
@@ -742,12 +716,7 @@ async fn a_backup_sends_data_shards_alone_and_the_spns_parity_restores_without_t
     }
     assert!((1..=2).contains(&stopped), "stopped {stopped} holders");
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions {
-        snapshot: s.id.clone(),
-        target: target.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(s.id.clone(), target.path().to_path_buf());
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let at = target.path().join(src.strip_prefix("/").expect("abs"));
     assert!(std::fs::read(at.join("a.bin")).expect("a") == image(3_000_000, 21));
@@ -766,12 +735,7 @@ async fn a_coding_with_more_parity_than_data_sends_every_shard() {
     let st = &s.stats;
     assert!(st.uploaded_shard_bytes >= 3 * st.new_segment_bytes, "every shard sent: {st:?}");
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions {
-        snapshot: s.id.clone(),
-        target: target.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(s.id.clone(), target.path().to_path_buf());
     backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     let got = std::fs::read(target.path().join(src.strip_prefix("/").expect("abs")).join("a.bin")).expect("a");
     assert!(got == image(1_500_000, 22));
@@ -889,12 +853,7 @@ async fn a_put_only_key_adds_snapshots_but_cannot_list_restore_forget_or_prune()
 
     // This build refuses the put-only key everything but adding, and says why.
     let target = tempfile::tempdir().expect("target");
-    let ro = RestoreOptions {
-        snapshot: one.id.clone(),
-        target: target.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(one.id.clone(), target.path().to_path_buf());
     let policy = backup::Policy { last: 1, ..Default::default() };
     let errors = [
         put.snapshots().map(|_| ()).unwrap_err(),
@@ -1080,12 +1039,7 @@ async fn a_record_passed_off_as_the_full_keys_is_not_taken_for_it_and_restores_w
     let out = tempfile::tempdir().expect("out");
     let tool = |t: &Path| t.join(src.strip_prefix("/").expect("abs")).join("tool");
     let mode = |p: PathBuf| std::fs::symlink_metadata(p).expect("restored").permissions().mode() & 0o7777;
-    let ro = RestoreOptions {
-        snapshot: fake.id.clone(),
-        target: out.path().join("forged"),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(fake.id.clone(), out.path().join("forged"));
     let r = backup::restore(&owner.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     assert_eq!(r.added_by.as_deref(), Some(backup::UNMARKED));
     assert!(r.privileges_dropped >= 1, "{r:?}");
@@ -1213,12 +1167,7 @@ async fn a_restore_refuses_a_target_other_users_can_write() {
     let s = backup::run(&h.repo, None, &o, Arc::new(client::Hidden)).await.expect("backup").snapshot;
     let shared = tempfile::tempdir().expect("shared");
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let ro = RestoreOptions {
-        snapshot: s.id.clone(),
-        target: shared.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(s.id.clone(), shared.path().to_path_buf());
     let err = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("can be written by other users"), "{err}");
     assert!(std::fs::read_dir(shared.path()).expect("ls").next().is_none(), "nothing written");
@@ -1422,12 +1371,7 @@ async fn long_names_lookalike_names_symlink_chains_and_directories_in_the_way() 
     let at = target.path().join(src.strip_prefix("/").expect("abs"));
     // Where the snapshot has the symlink `lnk`, the target has a directory.
     std::fs::create_dir_all(at.join("lnk")).expect("a directory in the way");
-    let ro = RestoreOptions {
-        snapshot: s.id.clone(),
-        target: target.path().to_path_buf(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = RestoreOptions::new(s.id.clone(), target.path().to_path_buf());
     let r = backup::restore(&h.repo, &dev.client, &ro, Arc::new(client::Hidden)).await.expect("restore");
     assert_eq!(std::fs::read(at.join(&long)).expect("long name"), b"a long name's bytes");
     assert_eq!(std::fs::read(at.join("foo")).expect("foo"), b"foo's bytes");

@@ -39,6 +39,14 @@ pub struct RestoreOptions {
     pub trust_added: bool,
 }
 
+impl RestoreOptions {
+    /// All of `snapshot` into `target`; an unmarked snapshot without its
+    /// privileges ([`RestoreOptions::trust_added`] false).
+    pub fn new(snapshot: impl Into<String>, target: impl Into<PathBuf>) -> RestoreOptions {
+        RestoreOptions { snapshot: snapshot.into(), target: target.into(), include: Vec::new(), trust_added: false }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RestoreReport {
@@ -462,8 +470,8 @@ pub async fn restore(
         Some(_) if !o.trust_added => without_privileges(&tree, &mut report),
         _ => tree,
     };
-    let done = write_tree(&tree, &snap.id, &snap.data, o, &FromPeers { repo, net, progress }).await?;
-    report.skipped.extend(done.skipped.iter().cloned());
+    let mut done = write_tree(&tree, &snap.id, &snap.data, o, &FromPeers { repo, net, progress }).await?;
+    report.skipped.append(&mut done.skipped);
     Ok(RestoreReport {
         added_by: report.added_by,
         privileges_dropped: report.privileges_dropped,
@@ -1031,12 +1039,7 @@ mod tests {
 
     fn write(entries: Vec<Entry>, target: &Path) -> Result<RestoreReport> {
         let tree = crate::tree::Tree::new(entries);
-        let o = RestoreOptions {
-            snapshot: "test".into(),
-            target: target.to_path_buf(),
-            include: vec![],
-            trust_added: false,
-        };
+        let o = RestoreOptions::new("test", target);
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         rt.block_on(write_tree(&tree, "test", &[], &o, &NoObjects))
     }

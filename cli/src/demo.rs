@@ -686,12 +686,7 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     }
     say(json_out, "restore the second snapshot from the peers into a new folder");
     let target = root.join("restored");
-    let ro = backup::RestoreOptions {
-        snapshot: second.id.clone(),
-        target: target.clone(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = backup::RestoreOptions::new(second.id.clone(), target.clone());
     let (report, checked) = rt.block_on(async {
         let (net, _h) = crate::node_cmd::join(&[boot.to_string()], None).await?;
         let restored = backup::restore(&repo, &net, &ro, progress.clone()).await?;
@@ -833,12 +828,7 @@ fn backup_act(json_out: bool, root: &Path, url: &str, api: &http::Spn, boot: &st
     // Grace 0: nothing else is backing up into this repository now.
     let how = backup::PruneOptions { grace_secs: 0, max_unused_pct: 0 };
     let again = root.join("restored-after-prune");
-    let ro = backup::RestoreOptions {
-        snapshot: second.id.clone(),
-        target: again.clone(),
-        include: vec![],
-        trust_added: false,
-    };
+    let ro = backup::RestoreOptions::new(second.id.clone(), again.clone());
     let pruned = rt.block_on(async {
         let (net, _h) = crate::node_cmd::join(&[boot.to_string()], None).await?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
