@@ -18,7 +18,10 @@ SPEC: {"ports": [{"tap": "lkA", "netns": "ns", "addr": "198.51.100.2/24",
        "queue_ms": 100}
 (netns null: the TAP stays in this namespace.) Prints "ready" once every
 port is up, then switches until stdin closes or it is killed. Statistics
-(frames, bytes, drops per port) go to stderr at exit.
+(frames, bytes, drops per port: at the sender's uplink and at the
+receiver's downlink) go to stderr at exit, and on SIGUSR1 as one line
+{"counts": N, "ports": [...]} (N counting the signals), so a bench can
+take what one phase cost.
 """
 
 import fcntl
@@ -53,7 +56,7 @@ class Port:
         self.queue = queue_ms / 1000.0
         self.up_free = 0.0  # when the uplink is next free
         self.down_free = 0.0
-        self.stats = {"in": 0, "out": 0, "in_bytes": 0, "out_bytes": 0, "dropped": 0}
+        self.stats = {"in": 0, "out": 0, "in_bytes": 0, "out_bytes": 0, "dropped": 0, "dropped_up": 0, "dropped_down": 0}
         ns = spec.get("netns")
         if ns:
             run("ip", "link", "set", self.name, "netns", ns)
@@ -74,11 +77,18 @@ def main():
     print("ready", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    asked = []
+    signal.signal(signal.SIGUSR1, lambda *_: asked.append(1))
+    told = 0
     poll = select.poll()
     for p in ports:
         poll.register(p.fd, select.POLLIN)
     poll.register(sys.stdin.fileno(), select.POLLIN | select.POLLHUP)
     while not stop:
+        if len(asked) > told:
+            told = len(asked)
+            counts = [{"port": p.name, **p.stats} for p in ports]
+            print(json.dumps({"counts": told, "ports": counts}), file=sys.stderr, flush=True)
         now = time.monotonic()
         wait = max(0.0, due[0][0] - now) if due else 0.5
         for fd, ev in poll.poll(wait * 1000):
@@ -105,6 +115,7 @@ def main():
                 # Uplink of the sender: serialised, bounded queue.
                 if src.up_free - now > src.queue:
                     src.stats["dropped"] += 1
+                    src.stats["dropped_up"] += 1
                     continue
                 sent = max(now, src.up_free) + n / src.up
                 src.up_free = sent
@@ -120,6 +131,7 @@ def main():
                 # The receiver's downlink, first come first served from here.
                 if d.down_free - at > d.queue:
                     d.stats["dropped"] += 1
+                    d.stats["dropped_down"] += 1
                     continue
                 out = max(at, d.down_free) + len(frame) / d.down
                 d.down_free = out

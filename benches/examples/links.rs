@@ -47,6 +47,9 @@ struct Lab {
     names: Vec<String>,
     emulator: Option<Child>,
     nodes: Vec<Child>,
+    /// The emulator's log, and how many counts it was asked for.
+    log: PathBuf,
+    asked: std::cell::Cell<u32>,
 }
 
 impl Lab {
@@ -56,7 +59,9 @@ impl Lab {
 
     fn start(ports: &[Port], dir: &Path) -> Result<Lab, String> {
         let prefix = format!("lk{:x}", std::process::id() & 0xffff);
-        let mut lab = Lab { prefix, names: Vec::new(), emulator: None, nodes: Vec::new() };
+        let log = dir.join("linkemu.log");
+        let mut lab =
+            Lab { prefix, names: Vec::new(), emulator: None, nodes: Vec::new(), log, asked: Default::default() };
         let mut spec = Vec::new();
         for (i, p) in ports.iter().enumerate() {
             let ns = p.ns.as_ref().map(|n| lab.ns(n));
@@ -64,9 +69,15 @@ impl Lab {
                 sh(&["ip", "netns", "add", ns])?;
                 lab.names.push(ns.clone());
                 sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-                // LINKS_SYSCTL="net.ipv4.tcp_slow_start_after_idle=0 …": kernel
-                // settings for every node's namespace (to try what a link's TCP does).
-                for kv in std::env::var("LINKS_SYSCTL").unwrap_or_default().split_whitespace() {
+                // LINKS_SYSCTL="net.ipv4.tcp_slow_start_after_idle=0;…": kernel
+                // settings for every node's namespace (to try what a link's TCP
+                // does), separated by ';' (a value may hold spaces).
+                for kv in std::env::var("LINKS_SYSCTL")
+                    .unwrap_or_default()
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
                     sh(&["ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv])?;
                 }
             }
@@ -97,6 +108,27 @@ impl Lab {
             return Err(format!("the link emulator did not start (see {})", dir.join("linkemu.log").display()));
         }
         Ok(lab)
+    }
+
+    /// The switch's counts now, per port in the layout's order (SIGUSR1;
+    /// it answers within its poll's half second): none if it did not.
+    fn counts(&self) -> Option<Vec<serde_json::Value>> {
+        let pid = self.emulator.as_ref()?.id();
+        self.asked.set(self.asked.get() + 1);
+        let n = self.asked.get();
+        sh(&["kill", "-USR1", &pid.to_string()]).ok()?;
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let found = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["counts"].as_u64() == Some(u64::from(n)));
+            if let Some(v) = found {
+                return v["ports"].as_array().cloned();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// Start `bin ARGS` in namespace `ns` (its pid, its first line).
@@ -301,8 +333,10 @@ fn main() {
         println!("  peers idle: {idle:.3} cores together");
         for (v, flags) in variants.iter().enumerate() {
             let p0: f64 = peer_pids.iter().map(|p| cpu_seconds(*p)).sum();
+            let before = lab.counts();
             let (report, cpu) = device_fetch(&lab, &bin, dir, &boot, &bundle_path, &o.product, flags);
             let p1: f64 = peer_pids.iter().map(|p| cpu_seconds(*p)).sum();
+            let frames = drops(&layout, before, lab.counts());
             let secs = report["seconds"].as_f64().expect("seconds");
             let setup = report["setup_seconds"].as_f64().unwrap_or(0.0);
             let down = report["downloaded_bytes"].as_f64().expect("downloaded");
@@ -310,7 +344,7 @@ fn main() {
             println!(
                 "  fetch {round}{}: {secs:.2} s ({setup:.2} s finding and connecting), {:.2} MB/s received = {:.0}% of \
                  the device's link, {:.0}% after the setup ({:.2} MB/s of image; up to {} windows in flight); device {:.2}, \
-                 peers {:.2} core-s/GB",
+                 peers {:.2} core-s/GB; {frames}",
                 if flags.is_empty() { String::new() } else { format!(" [{flags}]") },
                 down / secs / 1e6,
                 100.0 * down / secs / device_link,
@@ -329,7 +363,9 @@ fn main() {
         let _ = std::fs::remove_file(&path);
     }
     let backup_line = (backup_mib > 0).then(|| host_backup(&lab, &bin, dir, (&url, token.trim(), &boot), backup_mib));
+    let before = lab.counts();
     let reference = parallel_http(&lab, dir, mib, 10);
+    println!("  reference (10 HTTP downloads): {}", drops(&layout, before, lab.counts()));
     println!("\nmedians of {rounds}:");
     println!("  | what | share of its link | CPU core-s/GB |");
     println!("  |---|---|---|");
@@ -356,12 +392,27 @@ fn main() {
     // The switch's own account: frames, bytes and drops per port.
     if let Ok(log) = std::fs::read_to_string(dir.join("linkemu.log")) {
         let names: Vec<&str> = layout.iter().map(|p| p.name).collect();
-        for (i, line) in log.lines().filter(|l| l.starts_with('{')).enumerate() {
+        for (i, line) in log.lines().filter(|l| l.starts_with("{\"port\"")).enumerate() {
             if matches!(names.get(i), Some(&("spn" | "device"))) {
                 println!("  link of the {}: {line}", names[i]);
             }
         }
     }
+}
+
+/// What a phase cost the links, from the switch's counts before and after
+/// it: frames delivered to the device and dropped at its downlink's queue,
+/// and dropped at the peers' uplinks.
+fn drops(layout: &[Port], before: Option<Vec<serde_json::Value>>, after: Option<Vec<serde_json::Value>>) -> String {
+    let (Some(a), Some(b)) = (before, after) else { return "no counts from the switch".to_string() };
+    let diff = |i: usize, key: &str| b[i][key].as_u64().unwrap_or(0).saturating_sub(a[i][key].as_u64().unwrap_or(0));
+    let Some(dev) = layout.iter().position(|p| p.name == "device") else { return String::new() };
+    let (out, down) = (diff(dev, "out"), diff(dev, "dropped_down"));
+    let peers_up: u64 = (0..layout.len()).filter(|&i| layout[i].name == "peer").map(|i| diff(i, "dropped_up")).sum();
+    format!(
+        "device port: {out} frames delivered, {down} dropped at its queue ({:.1}%), peers' uplinks dropped {peers_up}",
+        100.0 * down as f64 / (out + down).max(1) as f64
+    )
 }
 
 /// A business's host (a [`HOST_UP_MBIT`] uplink) backs up `mib` MiB in
