@@ -7,7 +7,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, identify, kad, ping, relay, request_response};
 
-use crate::codec::{SHARD_PROTOCOL, ShardCodec};
+use crate::codec::{RequestRoom, SHARD_PROTOCOL, ShardCodec};
 use crate::wire::Limits;
 
 /// ionshard's DHT: Kademlia under a private protocol name, so ionshard nodes
@@ -95,7 +95,7 @@ impl Behaviour {
         relay_client: relay::client::Behaviour,
         relay_server: bool,
         kad_server: bool,
-        limits: Limits,
+        (limits, room): (Limits, RequestRoom),
         request_timeout: Duration,
         gossip: Option<libp2p::gossipsub::Behaviour>,
     ) -> Self {
@@ -124,7 +124,7 @@ impl Behaviour {
             relay_client,
             dcutr: dcutr::Behaviour::new(id),
             shard: request_response::Behaviour::with_codec(
-                ShardCodec::new(limits),
+                ShardCodec::new(limits, room),
                 [(SHARD_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)

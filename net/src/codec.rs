@@ -17,11 +17,58 @@ pub(crate) struct ShardCodec {
     /// The longest answer the request this codec wrote may get (libp2p
     /// writes a request and reads its answer with one codec).
     answer: Option<usize>,
+    /// Room for the requests this node is receiving, shared by every
+    /// connection (and the direct channel).
+    room: RequestRoom,
 }
 
 impl ShardCodec {
-    pub(crate) fn new(limits: Limits) -> ShardCodec {
-        ShardCodec { limits, answer: None }
+    pub(crate) fn new(limits: Limits, room: RequestRoom) -> ShardCodec {
+        ShardCodec { limits, answer: None, room }
+    }
+}
+
+/// Bytes of requests a node may be receiving at once, from every peer on
+/// every connection, libp2p's streams and the direct channel together.
+/// A request's body is read only once there is room for the length its
+/// head gives (counted in KiB, a request of a few bytes as one): without
+/// it, 1,024 connections of 32 streams each could make a node hold 256 KiB
+/// for each stream, 8 GiB, sent as slowly as the sender likes. A request
+/// that finds no room within the wait is dropped (its stream or
+/// connection ends; an honest client asks again or elsewhere).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestRoom {
+    units: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+/// A node's room for requests being received: 128 of the largest at once,
+/// 32,768 range requests.
+pub(crate) const REQUEST_ROOM: usize = 32 << 20;
+/// How long a request waits for room before it is dropped.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Default for RequestRoom {
+    fn default() -> Self {
+        RequestRoom::new(REQUEST_ROOM, ROOM_WAIT)
+    }
+}
+
+impl RequestRoom {
+    pub(crate) fn new(bytes: usize, wait: std::time::Duration) -> Self {
+        RequestRoom { units: std::sync::Arc::new(tokio::sync::Semaphore::new(bytes.div_ceil(1024))), wait }
+    }
+
+    /// Room for a body of `len` bytes, held until the permit is dropped.
+    pub(crate) async fn take(&self, len: usize) -> io::Result<tokio::sync::OwnedSemaphorePermit> {
+        let units = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.wait, self.units.clone().acquire_many_owned(units)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("no room for a request of {len} bytes: too many requests arriving at once"),
+            )),
+        }
     }
 }
 
@@ -102,7 +149,10 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io, self.limits.max_request).await?;
+        let len = read_len(io, self.limits.max_request).await?;
+        let _room = self.room.take(len).await?;
+        let mut body = Vec::new();
+        crate::buffers::read_into(io, &mut body, len).await?;
         Ok(Request::decode(&body, &self.limits))
     }
 
@@ -162,5 +212,70 @@ impl libp2p::request_response::Codec for ShardCodec {
         let sent = write_parts(io, &[kind], &b).await;
         crate::buffers::recycle(b);
         sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use libp2p::request_response::Codec;
+
+    use super::*;
+
+    /// A request's head and then nothing: a sender stalling on purpose.
+    struct Stalled {
+        head: [u8; 4],
+        at: usize,
+    }
+
+    impl AsyncRead for Stalled {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            if self.at == self.head.len() {
+                return Poll::Pending;
+            }
+            let n = (self.head.len() - self.at).min(buf.len());
+            buf[..n].copy_from_slice(&self.head[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_sent_slowly_on_many_streams_hold_no_more_than_the_nodes_room() {
+        let max = Limits::default().max_request;
+        let codec = ShardCodec::new(Limits::default(), RequestRoom::new(4 * max, Duration::from_millis(200)));
+        let stalled = move || Stalled { head: (max as u32).to_be_bytes(), at: 0 };
+        // Four of the longest fill the room, their bodies never coming.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut c = codec.clone();
+            held.push(tokio::spawn(async move {
+                let mut s = stalled();
+                c.read_request(&SHARD_PROTOCOL, &mut s).await.map(|_| ())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A fifth is turned away within the wait, not read.
+        let mut c = codec.clone();
+        let mut s = stalled();
+        let fifth = tokio::time::timeout(Duration::from_secs(5), c.read_request(&SHARD_PROTOCOL, &mut s)).await;
+        let err = fifth.expect("turned away within the wait").expect_err("no room left");
+        assert!(err.to_string().contains("no room for a request"), "{err}");
+        // One of the four gone: its room serves the next request.
+        let gone = held.pop().expect("four");
+        gone.abort();
+        let _ = gone.await;
+        let mut frame = 10u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0u8; 10]);
+        let mut whole = libp2p::futures::io::Cursor::new(frame);
+        let mut c = codec.clone();
+        let next = tokio::time::timeout(Duration::from_secs(5), c.read_request(&SHARD_PROTOCOL, &mut whole)).await;
+        assert!(next.expect("read within the wait").is_ok(), "room came back");
+        for h in held {
+            h.abort();
+        }
     }
 }

@@ -448,7 +448,10 @@ pub async fn start_with(
         None => None,
     };
     let mut registry = libp2p::metrics::Registry::default();
-    let mut swarm = build_swarm(&key, relay_server, kad_server, limits, timeout, gossip, &mut registry)?;
+    // One room for the requests arriving, on libp2p and on the direct channel.
+    let room = crate::codec::RequestRoom::default();
+    let mut swarm =
+        build_swarm(&key, relay_server, kad_server, (limits, room.clone()), timeout, gossip, &mut registry)?;
     if let (Some(g), Some(gs)) = (&config.ledger, swarm.behaviour_mut().gossip.as_mut()) {
         gs.subscribe(&libp2p::gossipsub::IdentTopic::new(g.topic.clone()))
             .map_err(|e| Error::Config(format!("subscribing to {}: {e}", g.topic)))?;
@@ -467,6 +470,7 @@ pub async fn start_with(
         private: config.private.clone(),
         gate: gate.clone(),
         limits,
+        room,
         request_timeout: timeout,
         default_expiry: config.default_expiry,
         answers: answers.clone(),
@@ -549,7 +553,7 @@ fn build_swarm(
     key: &Keypair,
     relay_server: bool,
     kad_server: bool,
-    limits: Limits,
+    limits: (Limits, crate::codec::RequestRoom),
     timeout: Duration,
     gossip: Option<libp2p::gossipsub::Behaviour>,
     registry: &mut libp2p::metrics::Registry,
