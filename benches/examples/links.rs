@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p ionshard
 //! cargo run --release -p ionshard-benches --example links -- [--mib 64] [--rounds 3] [--backup-mib 48] \
-//!     [--slow-peers 3] [--fetch "FETCHER FLAGS"]...
+//!     [--slow-peers 3] [--fetch "[@OTHER-BUILD] FETCHER FLAGS"]...
 //! ```
 //!
 //! The network: a bootstrap; an SPN with a 100 Mbit/s link both ways; 14
@@ -520,6 +520,14 @@ fn device_fetch(
     let state = dir.join("device");
     let out = dir.join("fetched.img");
     let _ = std::fs::remove_dir_all(&state);
+    // "@PATH FLAGS": this variant's fetcher is another build (A/B in one run).
+    let (bin, flags) = match flags.strip_prefix('@') {
+        Some(rest) => {
+            let (path, flags) = rest.split_once(' ').unwrap_or((rest, ""));
+            (Path::new(path), flags)
+        }
+        None => (bin, flags),
+    };
     let o = Command::new("ip")
         .args(["netns", "exec", &lab.ns("d"), "/usr/bin/time", "-v"])
         .arg(bin)

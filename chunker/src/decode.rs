@@ -19,12 +19,16 @@
 //! one fewer, down to two, after eight windows in a row were ready when the
 //! decoder turned to them (the cores are the bound: more would only hold
 //! memory). Memory is bounded by the windows ahead, not by the object.
+//! Written to a stream ([`Decoder::decode`]) the windows go out in order,
+//! so one waiting on a slow answer holds those behind it; written to a file
+//! ([`Decoder::decode_at`]) each goes to its offset as soon as it is done,
+//! and a new window is fetched in its place.
 //!
 //! With a seed (an older version of the object), the seed is cut with the
 //! manifest's chunking and each chunk's match tag looked up: chunks the seed
 //! holds are copied from it, and only the others are asked of the source.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::ops::Range;
 
@@ -40,7 +44,7 @@ use crate::table::ChunkTable;
 
 mod window;
 
-use window::{Bad, Window};
+use window::{Bad, Fetched, Window};
 
 /// Which bytes of which shard a decoder wants.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +108,33 @@ pub trait ShardSource: Sync {
     fn recycle(&self, buf: Vec<u8>) {
         drop(buf);
     }
+}
+
+/// A file a decoder writes windows into at their offsets, and reads back
+/// to hash them in order ([`Decoder::decode_at`]).
+pub trait WriteAt: Send {
+    /// Write all of `buf` at `offset`.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()>;
+    /// Fill `buf` from `offset` (bytes written before).
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+#[cfg(unix)]
+impl WriteAt for std::fs::File {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+/// Where a decoding goes.
+enum Out<'o> {
+    /// A stream, in order.
+    Stream(&'o mut (dyn Write + Send)),
+    /// A file, each window at its offset as it is done.
+    At(&'o mut dyn WriteAt),
 }
 
 /// An older version of the object, whose chunks need not be fetched again.
@@ -260,9 +291,25 @@ impl<'a> Decoder<'a> {
         self
     }
 
-    /// Write the object to `out`. The caller must not treat `out` as final
-    /// until this returns `Ok`: the whole-object hash is checked last.
+    /// Write the object to `out`, in order. The caller must not treat `out`
+    /// as final until this returns `Ok`: the whole-object hash is checked last.
     pub fn decode(&self, out: &mut (dyn Write + Send), progress: &mut dyn FnMut(u64)) -> Result<DecodeStats> {
+        self.run(Out::Stream(out), progress)
+    }
+
+    /// Write the object into `out` (a file), each window at its offset as
+    /// soon as its answers are in: a window that waits on a slow answer
+    /// holds no other, and the next is fetched in its place. Memory is the
+    /// same as [`Decoder::decode`]'s (the windows in flight). The object's
+    /// hash is still taken in order: a window written ahead of the first
+    /// one missing is read back from `out` when its turn comes (moments
+    /// later; the page cache has it). `progress` gets the bytes written so
+    /// far. The caller must not treat `out` as final until this returns `Ok`.
+    pub fn decode_at(&self, out: &mut dyn WriteAt, progress: &mut dyn FnMut(u64)) -> Result<DecodeStats> {
+        self.run(Out::At(out), progress)
+    }
+
+    fn run(&self, mut out: Out<'_>, progress: &mut dyn FnMut(u64)) -> Result<DecodeStats> {
         let mut stats = DecodeStats { chunks: self.contents.chunk_count(), ..DecodeStats::default() };
         let seed_index = match self.seed {
             Some(seed) => self.index_seed(seed)?,
@@ -271,26 +318,51 @@ impl<'a> Decoder<'a> {
         let bad = Bad::default();
         let mut plan = Plan::new(self);
         let mut hasher = blake3::Hasher::new();
+        // The object's bytes hashed so far; windows written past them (at
+        // offsets), by offset, with their sizes.
+        let (mut hashed, mut unhashed) = (0u64, BTreeMap::<u64, usize>::new());
         // The window's plaintext; reused, so only its growth is ever zeroed.
         let mut buf: Vec<u8> = Vec::new();
+        let in_order = matches!(out, Out::Stream(_));
+        let panicked = || Error::InvalidParams("a fetch thread panicked".to_string());
         std::thread::scope(|s| -> Result<()> {
-            let mut flying = VecDeque::new();
+            // Each fetch thread sends its window, by number, when it is done.
+            let (tx, rx) = std::sync::mpsc::channel::<(u64, Option<Fetched>)>();
+            let mut done: BTreeMap<u64, Fetched> = BTreeMap::new();
+            // Windows started, and written.
+            let (mut started, mut written) = (0u64, 0u64);
             let mut depth = AHEAD_LEAST.min(self.ahead);
             let (mut ready_streak, mut first) = (0, true);
             loop {
-                while flying.len() < depth {
+                while started - written < depth as u64 {
                     let Some(w) = plan.next()? else { break };
-                    let (seed_index, bad) = (&seed_index, &bad);
-                    flying.push_back(s.spawn(move || self.fetch_window(w, seed_index, bad)));
+                    let (seed_index, bad, tx, n) = (&seed_index, &bad, tx.clone(), started);
+                    s.spawn(move || {
+                        let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.fetch_window(w, seed_index, bad)
+                        }));
+                        let _ = tx.send((n, fetched.ok()));
+                    });
+                    started += 1;
                 }
-                stats.most_ahead = stats.most_ahead.max(flying.len());
-                let Some(fetching) = flying.pop_front() else { break };
+                let held = (started - written) as usize;
+                stats.most_ahead = stats.most_ahead.max(held);
+                if held == 0 {
+                    break;
+                }
+                // In order, the next window; at offsets, any that is done.
+                let ready = |done: &BTreeMap<u64, Fetched>| {
+                    if in_order { done.contains_key(&written) } else { !done.is_empty() }
+                };
+                while let Ok((n, f)) = rx.try_recv() {
+                    done.insert(n, f.ok_or_else(panicked)?);
+                }
                 // Waiting for the network: fetch further ahead. Not waiting
                 // for several windows in a row: back towards the least,
                 // holding less.
                 if std::mem::take(&mut first) {
                     // The first window is always waited for: it says nothing.
-                } else if fetching.is_finished() {
+                } else if ready(&done) {
                     ready_streak += 1;
                     if ready_streak >= SHRINK_AFTER {
                         depth = depth.saturating_sub(1).max(AHEAD_LEAST.min(self.ahead));
@@ -300,23 +372,50 @@ impl<'a> Decoder<'a> {
                     depth = (depth + 1).min(self.ahead);
                     ready_streak = 0;
                 }
-                let fetched =
-                    fetching.join().map_err(|_| Error::InvalidParams("a fetch thread panicked".to_string()))?;
-                let size = fetched.size();
+                while !ready(&done) {
+                    let (n, f) = rx.recv().map_err(|_| panicked())?;
+                    done.insert(n, f.ok_or_else(panicked)?);
+                }
+                let fetched = if in_order { done.remove(&written) } else { done.pop_first().map(|(_, f)| f) };
+                let fetched = fetched.ok_or_else(panicked)?;
+                let (offset, size) = (fetched.offset(), fetched.size());
                 if buf.len() > size {
                     buf.truncate(size);
                 } else {
                     buf.resize(size, 0);
                 }
                 self.finish_window(fetched, &seed_index, &bad, &mut buf, &mut stats)?;
-                rayon::join(|| hasher.update(&buf), || out.write_all(&buf))
-                    .1
-                    .map_err(|e| Error::io("writing output", e))?;
+                let in_turn = offset == hashed;
+                let wrote = match &mut out {
+                    Out::Stream(w) => rayon::join(|| hasher.update(&buf), || w.write_all(&buf)).1,
+                    Out::At(f) => rayon::join(|| in_turn.then(|| hasher.update(&buf)), || f.write_at(offset, &buf)).1,
+                };
+                wrote.map_err(|e| Error::io("writing output", e))?;
+                if in_turn {
+                    hashed += size as u64;
+                } else {
+                    unhashed.insert(offset, size);
+                }
+                // Windows written earlier, now in turn: read back and hashed.
+                while let Some(len) = unhashed.remove(&hashed) {
+                    let Out::At(f) = &mut out else { break };
+                    buf.resize(len, 0);
+                    f.read_at(hashed, &mut buf[..len]).map_err(|e| Error::io("reading the output back", e))?;
+                    hasher.update(&buf[..len]);
+                    hashed += len as u64;
+                }
+                written += 1;
                 stats.object_len += size as u64;
                 progress(stats.object_len);
             }
             Ok(())
         })?;
+        if !unhashed.is_empty() || hashed != stats.object_len {
+            return Err(Error::InvalidParams(format!(
+                "internal: {hashed} of {} bytes hashed, windows left unhashed",
+                stats.object_len
+            )));
+        }
         stats.problems = bad.into_inner().unwrap_or_else(|p| p.into_inner()).into_values().collect();
         if stats.object_len != self.contents.object_len() {
             return Err(Error::ManifestMalformed(format!(

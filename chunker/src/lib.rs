@@ -31,7 +31,7 @@ mod table;
 
 pub use address::Cid;
 pub use capability::ReadCapability;
-pub use decode::{DecodeStats, Decoder, Piece, Seed, ShardRequest, ShardSource, SourceError};
+pub use decode::{DecodeStats, Decoder, Piece, Seed, ShardRequest, ShardSource, SourceError, WriteAt};
 pub use delta::{Patch, PatchPlan, Patcher, apply_manifest_delta, manifest_delta, plan_patches};
 pub use encode::{EncodeStats, Encoded, EncodedSegment, Encoder, KnownChunks, MemorySink, SegmentSink, ShardBytes};
 pub use erasure::Coder;

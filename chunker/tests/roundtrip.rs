@@ -405,3 +405,74 @@ fn a_lying_holder_does_not_make_a_shard_bad_while_another_holder_has_it() {
     assert!(src.lies.load(std::sync::atomic::Ordering::Relaxed) >= 4, "the liar was asked first");
     assert!(stats.problems.is_empty(), "no shard counted bad: {:?}", stats.problems);
 }
+
+/// A source whose answers for the first segment come late: the windows
+/// after it are done first.
+struct SlowStart(chunker::MemorySource);
+
+impl chunker::ShardSource for SlowStart {
+    fn fetch(&self, req: &chunker::ShardRequest<'_>) -> Result<chunker::Piece, chunker::SourceError> {
+        if req.segment == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        self.0.fetch(req)
+    }
+    // On the window's own thread, not rayon's pool (whose two threads the
+    // slow answers would hold).
+    fn fetch_many(&self, reqs: &[chunker::ShardRequest<'_>]) -> Vec<Result<chunker::Piece, chunker::SourceError>> {
+        reqs.iter().map(|r| self.fetch(r)).collect()
+    }
+}
+
+/// An output in memory that records the order windows were written in,
+/// and can be made to give back other bytes than it was given.
+#[derive(Default)]
+struct Recorded {
+    bytes: Vec<u8>,
+    offsets: Vec<u64>,
+    lie: bool,
+}
+
+impl chunker::WriteAt for Recorded {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        let end = offset as usize + buf.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        self.bytes[offset as usize..end].copy_from_slice(buf);
+        self.offsets.push(offset);
+        Ok(())
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        buf.copy_from_slice(&self.bytes[offset as usize..offset as usize + buf.len()]);
+        if self.lie {
+            buf[0] ^= 1;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn windows_written_at_their_offsets_finish_in_any_order_and_the_object_is_still_checked_whole() {
+    let data = noise(9, 2_000_000);
+    let (e, shards) = encode(small_params(4, 2), &data, None);
+    let contents = e.manifest.open(&e.read_key).expect("open");
+    let src = SlowStart(chunker::MemorySource::new(shards));
+    let decoder = chunker::Decoder::new(&e.manifest, &contents, &src).with_window(256 << 10).with_ahead(4);
+    let mut out = Recorded::default();
+    let stats = decoder.decode_at(&mut out, &mut |_| {}).expect("decode at offsets");
+    assert_eq!(out.bytes, data);
+    assert_eq!(stats.object_len, data.len() as u64);
+    // The first window waited on its slow answers while later ones were written.
+    assert_ne!(out.offsets.first(), Some(&0), "written in order: {:?}", out.offsets);
+    let mut sorted = out.offsets.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), out.offsets.len(), "each window once");
+    // Windows written ahead are hashed from what the output gives back:
+    // an output that gives back other bytes fails the object's hash.
+    let mut liar = Recorded { lie: true, ..Recorded::default() };
+    let r = decoder.decode_at(&mut liar, &mut |_| {});
+    let err = r.map(|_| liar.offsets.clone()).expect_err("the liar's bytes fail the hash").to_string();
+    assert!(err.contains("hash"), "{err}");
+}

@@ -515,7 +515,7 @@ pub async fn fetch(
                 }
                 None => decoder,
             };
-            decoder.decode(&mut writer, &mut report)
+            decoder.decode_at(&mut writer, &mut report)
         });
         // The whole object is in: trim and sync it here, off the runtime's threads.
         let part = writer.into_file();

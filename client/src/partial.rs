@@ -3,7 +3,6 @@
 //! read back from, and spans of the manifest file.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -118,9 +117,9 @@ impl Seed for FileSpan {
     }
 }
 
-/// Writes windows in order from offset 0, syncing every [`SYNC_EVERY`]
-/// bytes: a kill loses nothing written (the page cache keeps it), a power
-/// loss at most that much, which the next run downloads again.
+/// Writes windows at their offsets, syncing every [`SYNC_EVERY`] bytes: a
+/// kill loses nothing written (the page cache keeps it), a power loss at
+/// most that much, which the next run downloads again.
 pub(crate) struct PartWriter {
     pub(crate) file: File,
     unsynced: u64,
@@ -165,10 +164,10 @@ impl PartWriter {
 /// Bytes written between syncs of the partial file.
 const SYNC_EVERY: u64 = 32 << 20;
 
-impl Write for PartWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.file.write_all(buf)?;
-        self.unsynced += buf.len() as u64;
+impl PartWriter {
+    /// `n` more bytes written: a sync once [`SYNC_EVERY`] are.
+    fn wrote(&mut self, n: usize) -> std::io::Result<()> {
+        self.unsynced += n as u64;
         if self.unsynced >= SYNC_EVERY {
             self.unsynced = 0;
             match &self.ask {
@@ -179,10 +178,20 @@ impl Write for PartWriter {
                 None => self.file.sync_data()?,
             }
         }
-        Ok(buf.len())
+        Ok(())
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+}
+
+/// Windows written where they belong, as they are done (a fetch): what
+/// a kill leaves is found again by the next run's seed index, wherever it
+/// lies in the file.
+impl chunker::WriteAt for PartWriter {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, offset)?;
+        self.wrote(buf.len())
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
     }
 }
 
@@ -194,13 +203,14 @@ mod tests {
     fn the_partial_file_holds_every_byte_written_past_its_background_syncs() {
         let d = tempfile::tempdir().expect("tempdir");
         let path = d.path().join("x.part");
+        use chunker::WriteAt;
         let mut w = PartWriter::new(File::create(&path).expect("create"));
         let piece: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
-        // More than two sync periods, in uneven writes.
-        for _ in 0..15 {
-            w.write_all(&piece).expect("write");
+        // More than two sync periods, out of order.
+        for i in (0..15u64).rev() {
+            w.write_at(i * piece.len() as u64, &piece).expect("write");
         }
-        w.write_all(b"tail").expect("write");
+        w.write_at(15 * piece.len() as u64, b"tail").expect("write");
         let f = w.into_file();
         f.sync_all().expect("sync");
         let got = std::fs::read(&path).expect("read");

@@ -114,6 +114,11 @@ impl Fetched {
     pub(super) fn size(&self) -> usize {
         self.window.size as usize
     }
+
+    /// The object offset of its first byte.
+    pub(super) fn offset(&self) -> u64 {
+        self.window.starts.first().copied().unwrap_or(0)
+    }
 }
 
 impl DecodeStats {
