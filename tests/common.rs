@@ -36,6 +36,21 @@ impl net::Answers for Slow {
     }
 }
 
+/// A peer that holds its third answer 12 s, and answers the rest at once
+/// (a connection stuck once, on a lossy link).
+#[derive(Default)]
+pub struct StallsOnce(std::sync::atomic::AtomicU32);
+
+impl net::Answers for StallsOnce {
+    fn hold(&self) -> Duration {
+        if self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 2 {
+            Duration::from_secs(12)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 /// A peer that stores a shard at once but holds its receipt `0`.
 pub struct SlowReceipts(pub Duration);
 
@@ -71,6 +86,8 @@ pub enum Kind {
     Untrusting,
     /// Answers ranges only after 12 s.
     Slow,
+    /// Holds its third answer 12 s.
+    StallsOnce,
 }
 
 /// The harness's description of a peer of kind `k`.
@@ -80,6 +97,7 @@ pub fn spec_of(k: Kind) -> PeerSpec {
         Kind::Honest => {}
         Kind::Liar => p.answers = Arc::new(Liar),
         Kind::Slow => p.answers = Arc::new(Slow),
+        Kind::StallsOnce => p.answers = Arc::new(StallsOnce::default()),
         Kind::Relayed => p.listen = false,
         Kind::Untrusting => p.trust_spn = false,
     }

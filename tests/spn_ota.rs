@@ -208,6 +208,29 @@ async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_late_once_after_answering_is_asked_again_not_rebuilt_around() {
+    use Kind::*;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Vendor::new("acme", 1, 1);
+    let img = image(20 << 20, 32);
+    let net = network_of(&[Honest, Honest, Honest, StallsOnce, Honest, Honest, Honest, Honest]).await;
+    let stalls = net.peers[3].client.peer_id().to_string();
+    let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
+    let device = device(&net).await;
+    let out = dir.path().join("a.img");
+    let t = Instant::now();
+    let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
+    assert_eq!(std::fs::read(&out).expect("image"), img);
+    // Its third answer was late (held 12 s): asked again, it answered, and
+    // nothing was rebuilt from ten other shards.
+    assert!(t.elapsed() < Duration::from_secs(11), "waited {:?} for the held answer", t.elapsed());
+    assert!(r.dropped.iter().all(|d| d.peer != stalls), "{:?}", r.dropped);
+    assert_eq!(r.rebuilt_ranges, 0, "{:?}", r.dropped);
+    let used = r.peers_used.iter().find(|u| u.peer == stalls).expect("it served");
+    assert!(used.answers >= 3, "{used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_with_an_old_bundle_finds_the_shards_repair_moved_by_asking_where_the_bundle_says() {
     // 12 peers, one segment of 6+2: 4 spares to repair onto.
     let net = network_with(&[Kind::Honest; 12], |c| {

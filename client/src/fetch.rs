@@ -256,9 +256,21 @@ impl NetSource {
                         continue;
                     }
                 };
-                let started = Instant::now();
+                let mut started = Instant::now();
                 let request = Request::Ranges { cid, ranges: ranges.clone() };
-                let answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
+                let mut answer = tokio::time::timeout(wait, self.client.request(peer, request.clone())).await;
+                if answer.is_err() && self.book().has_answered(&peer) {
+                    // Late from a peer that has answered before: on a lossy
+                    // link most often a connection waiting out
+                    // retransmissions. Asked once more of it (the late
+                    // connection is closed, so on another) before it rests
+                    // and the range is rebuilt from k other shards, k times
+                    // the bytes. A peer that never answered is not waited
+                    // for twice.
+                    tracing::debug!(%peer, "range late after {:.1} s; asked again", wait.as_secs_f64());
+                    started = Instant::now();
+                    answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
+                }
                 let (reason, lied) = match answer {
                     Ok(Ok(Response::Proof(p))) => {
                         tracing::debug!(%peer, bytes = p.len(), ms = started.elapsed().as_millis() as u64, "range answered");

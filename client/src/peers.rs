@@ -6,6 +6,8 @@
 //!   wrong kind) is never asked again this fetch.
 //! - A peer that failed or was late rests for [`PeerBook::REST`] and is
 //!   asked again afterwards (it may have been busy, or moving networks).
+//!   The fetcher asks a late range once more of a peer that has answered
+//!   before it counts it late ([`PeerBook::has_answered`]).
 //! - The deadline of a request is four times the median of the last 64
 //!   answer times, within `[min_late, max_wait]`; before four answers are
 //!   measured it is four times `min_late`.
@@ -154,6 +156,13 @@ impl PeerBook {
         let peer = self.answered_by.get(&(*cid, ranges.to_vec())).copied()?;
         self.failed(peer, format!("sent bytes of {cid} that fail verification: {reason}"), true, now);
         Some(peer)
+    }
+
+    /// Whether `peer` has answered during this fetch (a peer that has is
+    /// alive: an answer late now is more likely a connection waiting out
+    /// losses than the peer gone).
+    pub fn has_answered(&self, peer: &PeerId) -> bool {
+        self.by_peer.get(peer).is_some_and(|e| e.1 > 0)
     }
 
     /// Whether `peer` lied during this fetch.
