@@ -74,12 +74,12 @@ def main():
     macs = {}  # MAC -> port
     due = []  # (time, seq, port, frame)
     seq = 0
-    print("ready", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     asked = []
     signal.signal(signal.SIGUSR1, lambda *_: asked.append(1))
     told = 0
+    print("ready", flush=True)
     poll = select.poll()
     for p in ports:
         poll.register(p.fd, select.POLLIN)
@@ -144,6 +144,7 @@ def main():
                 d.stats["out_bytes"] += len(frame)
             except OSError:
                 d.stats["dropped"] += 1
+                d.stats["dropped_down"] += 1
     for p in ports:
         print(json.dumps({"port": p.name, **p.stats}), file=sys.stderr)
 

@@ -114,15 +114,15 @@ impl Lab {
     /// it answers within its poll's half second): none if it did not.
     fn counts(&self) -> Option<Vec<serde_json::Value>> {
         let pid = self.emulator.as_ref()?.id();
+        sh(&["kill", "-USR1", &pid.to_string()]).ok()?;
         self.asked.set(self.asked.get() + 1);
         let n = self.asked.get();
-        sh(&["kill", "-USR1", &pid.to_string()]).ok()?;
         for _ in 0..50 {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let found = log
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| v["counts"].as_u64() == Some(u64::from(n)));
+                .rfind(|v| v["counts"].as_u64().is_some_and(|c| c >= u64::from(n)));
             if let Some(v) = found {
                 return v["ports"].as_array().cloned();
             }

@@ -259,14 +259,19 @@ impl NetSource {
                 let mut started = Instant::now();
                 let request = Request::Ranges { cid, ranges: ranges.clone() };
                 let mut answer = tokio::time::timeout(wait, self.client.request(peer, request.clone())).await;
-                if answer.is_err() && self.book().has_answered(&peer) {
-                    // Late from a peer that has answered before: on a lossy
+                let alive = |b: &PeerBook| {
+                    started.checked_sub(wait).is_some_and(|t| b.heard_since(&peer, t))
+                        && matches!(b.ask(&peer, Instant::now()), Ask::Yes(_))
+                };
+                if answer.is_err() && alive(&self.book()) {
+                    // Late from a peer that answered within a deadline of
+                    // being asked (and is not resting since): on a lossy
                     // link most often a connection waiting out
-                    // retransmissions. Asked once more of it (the late
-                    // connection is closed, so on another) before it rests
-                    // and the range is rebuilt from k other shards, k times
-                    // the bytes. A peer that never answered is not waited
-                    // for twice.
+                    // retransmissions. Asked once more of it (on the direct
+                    // channel the late connection is closed, so on another)
+                    // before it rests and the range is rebuilt from k other
+                    // shards, k times the bytes. A peer gone quiet for
+                    // longer is not waited for twice.
                     tracing::debug!(%peer, "range late after {:.1} s; asked again", wait.as_secs_f64());
                     started = Instant::now();
                     answer = tokio::time::timeout(wait, self.client.request(peer, request)).await;
@@ -275,7 +280,9 @@ impl NetSource {
                     Ok(Ok(Response::Proof(p))) => {
                         tracing::debug!(%peer, bytes = p.len(), ms = started.elapsed().as_millis() as u64, "range answered");
                         self.first.get_or_init(Instant::now);
-                        self.book().answered(peer, cid, &ranges, p.len() as u64, started.elapsed());
+                        let mut book = self.book();
+                        book.answered(peer, cid, &ranges, p.len() as u64, started.elapsed());
+                        book.heard(peer, Instant::now());
                         return Ok(Piece::Proof(p));
                     }
                     Ok(Ok(Response::Error { code: Code::NotFound, message })) => {

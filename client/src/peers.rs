@@ -6,8 +6,9 @@
 //!   wrong kind) is never asked again this fetch.
 //! - A peer that failed or was late rests for [`PeerBook::REST`] and is
 //!   asked again afterwards (it may have been busy, or moving networks).
-//!   The fetcher asks a late range once more of a peer that has answered
-//!   before it counts it late ([`PeerBook::has_answered`]).
+//!   The fetcher asks a late range once more of a peer that answered
+//!   within a deadline of asking ([`PeerBook::heard_since`]) before it
+//!   counts it late.
 //! - The deadline of a request is four times the median of the last 64
 //!   answer times, within `[min_late, max_wait]`; before four answers are
 //!   measured it is four times `min_late`.
@@ -73,6 +74,8 @@ pub struct PeerBook {
     answer_order: VecDeque<(Cid, Vec<Range<u64>>)>,
     latencies: VecDeque<Duration>,
     by_peer: HashMap<PeerId, (u64, u64)>,
+    /// When each peer last answered.
+    heard: HashMap<PeerId, Instant>,
 }
 
 impl PeerBook {
@@ -90,6 +93,7 @@ impl PeerBook {
             answer_order: VecDeque::new(),
             latencies: VecDeque::new(),
             by_peer: HashMap::new(),
+            heard: HashMap::new(),
         }
     }
 
@@ -158,11 +162,16 @@ impl PeerBook {
         Some(peer)
     }
 
-    /// Whether `peer` has answered during this fetch (a peer that has is
+    /// `peer` answered at `now`.
+    pub fn heard(&mut self, peer: PeerId, now: Instant) {
+        self.heard.insert(peer, now);
+    }
+
+    /// Whether `peer` answered at `since` or later (a peer that did is
     /// alive: an answer late now is more likely a connection waiting out
     /// losses than the peer gone).
-    pub fn has_answered(&self, peer: &PeerId) -> bool {
-        self.by_peer.get(peer).is_some_and(|e| e.1 > 0)
+    pub fn heard_since(&self, peer: &PeerId, since: Instant) -> bool {
+        self.heard.get(peer).is_some_and(|t| *t >= since)
     }
 
     /// Whether `peer` lied during this fetch.

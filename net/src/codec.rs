@@ -28,24 +28,29 @@ impl ShardCodec {
     }
 }
 
-/// Bytes of requests a node may be receiving at once, from every peer on
-/// every connection, libp2p's streams and the direct channel together.
-/// A request's body is read only once there is room for the length its
-/// head gives (counted in KiB, a request of a few bytes as one): without
-/// it, 1,024 connections of 32 streams each could make a node hold 256 KiB
-/// for each stream, 8 GiB, sent as slowly as the sender likes. A request
-/// that finds no room within the wait is dropped (its stream or
-/// connection ends; an honest client asks again or elsewhere).
+/// Bytes of long requests a node may be receiving at once, from every
+/// peer on every connection. Short requests (up to [`SHORT_REQUEST`]:
+/// range requests, has, status, audits) are read at once, so no one can
+/// hold them up: 1,024 connections of 32 streams hold 128 MiB of them at
+/// most. A longer body (a has-many, up to 256 KiB) is read only once there
+/// is room for the length its head gives, and must then arrive within
+/// [`RequestRoom::deadline`]: without the room, 1,024 connections of 32
+/// streams could make a node hold 256 KiB each, 8 GiB, sent as slowly as
+/// the sender likes. A long request that finds no room within the wait is
+/// dropped (its stream ends; an honest client asks again or elsewhere):
+/// a peer filling the room delays others' long requests, never their
+/// range requests, and only for as long as its own bodies may take.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestRoom {
     units: std::sync::Arc<tokio::sync::Semaphore>,
     wait: std::time::Duration,
 }
 
-/// A node's room for requests being received: 128 of the largest at once,
-/// 32,768 range requests.
+/// Requests this long or shorter are read without room.
+pub(crate) const SHORT_REQUEST: usize = 4 << 10;
+/// A node's room for long requests being received: 128 of the longest.
 pub(crate) const REQUEST_ROOM: usize = 32 << 20;
-/// How long a request waits for room before it is dropped.
+/// How long a long request waits for room before it is dropped.
 const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Default for RequestRoom {
@@ -57,6 +62,12 @@ impl Default for RequestRoom {
 impl RequestRoom {
     pub(crate) fn new(bytes: usize, wait: std::time::Duration) -> Self {
         RequestRoom { units: std::sync::Arc::new(tokio::sync::Semaphore::new(bytes.div_ceil(1024))), wait }
+    }
+
+    /// How long a body of `len` bytes may take to arrive once it has room:
+    /// 5 s, and a second more for every 64 KiB (9 s for 256 KiB).
+    pub(crate) fn deadline(len: usize) -> std::time::Duration {
+        std::time::Duration::from_secs(5 + (len as u64 >> 16))
     }
 
     /// Room for a body of `len` bytes, held until the permit is dropped.
@@ -150,9 +161,17 @@ impl libp2p::request_response::Codec for ShardCodec {
         T: AsyncRead + Unpin + Send,
     {
         let len = read_len(io, self.limits.max_request).await?;
-        let _room = self.room.take(len).await?;
         let mut body = Vec::new();
-        crate::buffers::read_into(io, &mut body, len).await?;
+        if len <= SHORT_REQUEST {
+            crate::buffers::read_into(io, &mut body, len).await?;
+            return Ok(Request::decode(&body, &self.limits));
+        }
+        let _room = self.room.take(len).await?;
+        tokio::time::timeout(RequestRoom::deadline(len), crate::buffers::read_into(io, &mut body, len))
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("a request of {len} bytes came too slowly"))
+            })??;
         Ok(Request::decode(&body, &self.limits))
     }
 
@@ -247,29 +266,37 @@ mod tests {
     async fn requests_sent_slowly_on_many_streams_hold_no_more_than_the_nodes_room() {
         let max = Limits::default().max_request;
         let codec = ShardCodec::new(Limits::default(), RequestRoom::new(4 * max, Duration::from_millis(200)));
-        let stalled = move || Stalled { head: (max as u32).to_be_bytes(), at: 0 };
+        let stalled = move |len: usize| Stalled { head: (len as u32).to_be_bytes(), at: 0 };
         // Four of the longest fill the room, their bodies never coming.
         let mut held = Vec::new();
         for _ in 0..4 {
             let mut c = codec.clone();
             held.push(tokio::spawn(async move {
-                let mut s = stalled();
+                let mut s = stalled(max);
                 c.read_request(&SHARD_PROTOCOL, &mut s).await.map(|_| ())
             }));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         // A fifth is turned away within the wait, not read.
         let mut c = codec.clone();
-        let mut s = stalled();
+        let mut s = stalled(max);
         let fifth = tokio::time::timeout(Duration::from_secs(5), c.read_request(&SHARD_PROTOCOL, &mut s)).await;
         let err = fifth.expect("turned away within the wait").expect_err("no room left");
         assert!(err.to_string().contains("no room for a request"), "{err}");
-        // One of the four gone: its room serves the next request.
+        // A short request (a range request) is read however full the room is.
+        let mut short = SHORT_REQUEST.to_be_bytes()[4..].to_vec();
+        short.extend(std::iter::repeat_n(0u8, SHORT_REQUEST));
+        let mut whole = libp2p::futures::io::Cursor::new(short);
+        let mut c = codec.clone();
+        let read = tokio::time::timeout(Duration::from_secs(5), c.read_request(&SHARD_PROTOCOL, &mut whole)).await;
+        assert!(read.expect("read at once").is_ok(), "a short request waits for no room");
+        // One of the four gone: its room serves the next long request.
         let gone = held.pop().expect("four");
         gone.abort();
         let _ = gone.await;
-        let mut frame = 10u32.to_be_bytes().to_vec();
-        frame.extend_from_slice(&[0u8; 10]);
+        let long = SHORT_REQUEST + 1;
+        let mut frame = (long as u32).to_be_bytes().to_vec();
+        frame.extend(std::iter::repeat_n(0u8, long));
         let mut whole = libp2p::futures::io::Cursor::new(frame);
         let mut c = codec.clone();
         let next = tokio::time::timeout(Duration::from_secs(5), c.read_request(&SHARD_PROTOCOL, &mut whole)).await;
@@ -277,5 +304,15 @@ mod tests {
         for h in held {
             h.abort();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_request_that_stalls_after_taking_room_is_cut_off() {
+        let max = Limits::default().max_request;
+        let mut codec = ShardCodec::new(Limits::default(), RequestRoom::new(4 * max, Duration::from_millis(200)));
+        let mut s = Stalled { head: (max as u32).to_be_bytes(), at: 0 };
+        let r = tokio::time::timeout(Duration::from_secs(60), codec.read_request(&SHARD_PROTOCOL, &mut s)).await;
+        let err = r.expect("cut off before a minute").expect_err("too slow");
+        assert!(err.to_string().contains("too slowly"), "{err}");
     }
 }

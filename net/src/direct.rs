@@ -62,6 +62,10 @@ const FAILED_PAUSE: Duration = Duration::from_secs(30);
 const NONE_PAUSE: Duration = Duration::from_secs(600);
 /// Tickets asked for at a time.
 const ASK: u8 = 4;
+/// The longest request frame a peer reads on the channel: a range request
+/// of the most ranges (1,024) is 16.4 KiB, and nothing else is served
+/// here. 512 connections waiting on a body hold 16 MiB at most.
+const MAX_REQUEST: usize = 32 << 10;
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
@@ -96,28 +100,21 @@ async fn send(w: &mut OwnedWriteHalf, sealer: &mut Sealer, kind: Kind, mut body:
 
 /// The next frame, opened in a reused buffer: its kind and body. A body
 /// over `max(kind)` is refused from the head; a long head's body grows
-/// only as its bytes come. With `room` (a node serving), the body is read
-/// only once the node has room for it; the room is held until the permit
-/// returned is dropped.
+/// only as its bytes come.
 async fn receive<R: AsyncRead + Unpin + Send>(
     r: &mut R,
     opener: &mut Opener,
     max: impl Fn(Kind) -> usize,
-    room: Option<&crate::codec::RequestRoom>,
-) -> io::Result<(Kind, Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>)> {
+) -> io::Result<(Kind, Vec<u8>)> {
     let mut head = [0u8; HEAD];
     r.read_exact(&mut head).await?;
     let (_, kind) = direct::head(&head, usize::MAX - direct::TAG - 1).map_err(invalid)?;
     let (len, kind) = direct::head(&head, max(kind)).map_err(invalid)?;
-    let permit = match room {
-        Some(room) => Some(room.take(len).await?),
-        None => None,
-    };
     let mut buf = crate::buffers::take();
     crate::buffers::read_into(r, &mut buf, len).await?;
     let n = opener.open(&head, &mut buf).map_err(invalid)?;
     buf.truncate(n);
-    Ok((kind, buf, permit))
+    Ok((kind, buf))
 }
 
 /// Send `response` on the channel: a proof from its own buffer.
@@ -341,11 +338,11 @@ async fn hello(office: &Office, mut tcp: TcpStream) -> Option<(PeerId, Conn)> {
 /// quiet, says something that does not open or does not belong, or leaves.
 async fn serve(ctx: &Arc<Serving>, peer: PeerId, mut c: Conn) {
     loop {
-        let room = Some(&ctx.room);
-        let got = tokio::time::timeout(IDLE, receive(&mut c.r, &mut c.opener, |_| ctx.limits.max_request, room)).await;
-        let Ok(Ok((kind, body, room))) = got else { return };
+        let max = ctx.limits.max_request.min(MAX_REQUEST);
+        let got = tokio::time::timeout(IDLE, receive(&mut c.r, &mut c.opener, |_| max)).await;
+        let Ok(Ok((kind, body))) = got else { return };
         let served = match kind {
-            Kind::Request => serve_request(ctx, peer, &mut c, body, room).await,
+            Kind::Request => serve_request(ctx, peer, &mut c, body).await,
             _ => return,
         };
         if served.is_err() {
@@ -358,16 +355,9 @@ fn refusal(code: Code, message: impl Into<String>) -> Response {
     Response::Error { code, message: message.into() }
 }
 
-async fn serve_request(
-    ctx: &Arc<Serving>,
-    peer: PeerId,
-    c: &mut Conn,
-    body: Vec<u8>,
-    room: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> io::Result<()> {
+async fn serve_request(ctx: &Arc<Serving>, peer: PeerId, c: &mut Conn, body: Vec<u8>) -> io::Result<()> {
     let request = Request::decode(&body, &ctx.limits);
     crate::buffers::recycle(body);
-    drop(room);
     let response = match request {
         Ok(r @ Request::Ranges { .. }) => match ctx.gate.enter(peer, ctx.trust.contains(&peer)) {
             Some(mut ticket) => {
@@ -666,7 +656,7 @@ impl Dialer {
         send(&mut c.w, &mut c.sealer, Kind::Request, body).await?;
         self.outbound.fetch_add(sent as u64, Ordering::Relaxed);
         let most = crate::codec::answer_limit(request, limits);
-        let (kind, body, _) = receive(&mut c.r, &mut c.opener, |_| most, None).await?;
+        let (kind, body) = receive(&mut c.r, &mut c.opener, |_| most).await?;
         self.inbound.fetch_add((HEAD + body.len() + direct::TAG) as u64, Ordering::Relaxed);
         match kind {
             Kind::Proof => Ok(Response::Proof(body)),

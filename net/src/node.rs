@@ -448,10 +448,9 @@ pub async fn start_with(
         None => None,
     };
     let mut registry = libp2p::metrics::Registry::default();
-    // One room for the requests arriving, on libp2p and on the direct channel.
+    // One room for the long requests arriving on libp2p, every connection's.
     let room = crate::codec::RequestRoom::default();
-    let mut swarm =
-        build_swarm(&key, relay_server, kad_server, (limits, room.clone()), timeout, gossip, &mut registry)?;
+    let mut swarm = build_swarm(&key, relay_server, kad_server, (limits, room), timeout, gossip, &mut registry)?;
     if let (Some(g), Some(gs)) = (&config.ledger, swarm.behaviour_mut().gossip.as_mut()) {
         gs.subscribe(&libp2p::gossipsub::IdentTopic::new(g.topic.clone()))
             .map_err(|e| Error::Config(format!("subscribing to {}: {e}", g.topic)))?;
@@ -470,7 +469,6 @@ pub async fn start_with(
         private: config.private.clone(),
         gate: gate.clone(),
         limits,
-        room,
         request_timeout: timeout,
         default_expiry: config.default_expiry,
         answers: answers.clone(),

@@ -48,8 +48,6 @@ pub(crate) struct Serving {
     pub(crate) private: Option<Arc<dyn crate::Private>>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) limits: Limits,
-    /// Room for the requests arriving (shared with the libp2p codec).
-    pub(crate) room: crate::codec::RequestRoom,
     pub(crate) request_timeout: Duration,
     pub(crate) default_expiry: Option<u64>,
     /// The answer path's hook (see [`crate::Answers`]).
