@@ -36,14 +36,14 @@ impl net::Answers for Slow {
     }
 }
 
-/// A peer that holds its third answer 12 s, and answers the rest at once
+/// A peer that holds its second answer 12 s, and answers the rest at once
 /// (a connection stuck once, on a lossy link).
 #[derive(Default)]
 pub struct StallsOnce(std::sync::atomic::AtomicU32);
 
 impl net::Answers for StallsOnce {
     fn hold(&self) -> Duration {
-        if self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 2 {
+        if self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 1 {
             Duration::from_secs(12)
         } else {
             Duration::ZERO
@@ -86,7 +86,7 @@ pub enum Kind {
     Untrusting,
     /// Answers ranges only after 12 s.
     Slow,
-    /// Holds its third answer 12 s.
+    /// Holds its second answer 12 s.
     StallsOnce,
 }
 

@@ -209,10 +209,14 @@ async fn a_slow_peer_is_cut_off_and_its_ranges_rebuilt_from_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_late_once_after_answering_is_asked_again_not_rebuilt_around() {
-    use Kind::*;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = Vendor::new("acme", 1, 1);
-    let img = image(20 << 20, 32);
+    // One peer holds its second answer 12 s (a peer is a task of this
+    // test, and a held answer holds one of its two threads: one at a
+    // time). 5 segments, the assignment turning each, give every peer
+    // more than one data shard to answer for.
+    use Kind::*;
+    let img = image(40 << 20, 32);
     let net = network_of(&[Honest, Honest, Honest, StallsOnce, Honest, Honest, Honest, Honest]).await;
     let stalls = net.peers[3].client.peer_id().to_string();
     let (bundle, root) = publish(&net, dir.path(), &img, "1.0", &key).await;
@@ -221,13 +225,13 @@ async fn a_peer_late_once_after_answering_is_asked_again_not_rebuilt_around() {
     let t = Instant::now();
     let r = fetch(&device.client, &bundle, &root, &out).await.expect("fetch");
     assert_eq!(std::fs::read(&out).expect("image"), img);
-    // Its third answer was late (held 12 s): asked again, it answered, and
-    // nothing was rebuilt from ten other shards.
-    assert!(t.elapsed() < Duration::from_secs(11), "waited {:?} for the held answer", t.elapsed());
-    assert!(r.dropped.iter().all(|d| d.peer != stalls), "{:?}", r.dropped);
-    assert_eq!(r.rebuilt_ranges, 0, "{:?}", r.dropped);
+    // Each late answer was asked again and came at once: no peer set
+    // aside, nothing rebuilt from other shards (ten times the bytes).
+    assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+    assert_eq!(r.rebuilt_ranges, 0);
     let used = r.peers_used.iter().find(|u| u.peer == stalls).expect("it served");
-    assert!(used.answers >= 3, "{used:?}");
+    assert!(used.answers >= 2, "its second answer was the held one: {used:?}");
+    assert!(t.elapsed() < Duration::from_secs(11), "waited {:?} for the held answer", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

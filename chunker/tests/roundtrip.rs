@@ -413,7 +413,9 @@ struct SlowStart(chunker::MemorySource);
 impl chunker::ShardSource for SlowStart {
     fn fetch(&self, req: &chunker::ShardRequest<'_>) -> Result<chunker::Piece, chunker::SourceError> {
         if req.segment == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            // Long enough that the windows after it are done first even on
+            // a machine busy with other tests.
+            std::thread::sleep(std::time::Duration::from_secs(1));
         }
         self.0.fetch(req)
     }

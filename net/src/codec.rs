@@ -17,8 +17,8 @@ pub(crate) struct ShardCodec {
     /// The longest answer the request this codec wrote may get (libp2p
     /// writes a request and reads its answer with one codec).
     answer: Option<usize>,
-    /// Room for the requests this node is receiving, shared by every
-    /// connection (and the direct channel).
+    /// Room for the long requests this node is receiving, shared by every
+    /// connection.
     room: RequestRoom,
 }
 
