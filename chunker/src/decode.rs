@@ -111,7 +111,9 @@ pub trait ShardSource: Sync {
 }
 
 /// A file a decoder writes windows into at their offsets, and reads back
-/// to hash them in order ([`Decoder::decode_at`]).
+/// to hash them in order ([`Decoder::decode_at`]). A file opened to
+/// append will not do (Linux's `pwrite` appends there): the object's hash
+/// then fails.
 pub trait WriteAt: Send {
     /// Write all of `buf` at `offset`.
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()>;

@@ -159,12 +159,7 @@ impl PartWriter {
         }
         self.file
     }
-}
 
-/// Bytes written between syncs of the partial file.
-const SYNC_EVERY: u64 = 32 << 20;
-
-impl PartWriter {
     /// `n` more bytes written: a sync once [`SYNC_EVERY`] are.
     fn wrote(&mut self, n: usize) -> std::io::Result<()> {
         self.unsynced += n as u64;
@@ -181,6 +176,9 @@ impl PartWriter {
         Ok(())
     }
 }
+
+/// Bytes written between syncs of the partial file.
+const SYNC_EVERY: u64 = 32 << 20;
 
 /// Windows written where they belong, as they are done (a fetch): what
 /// a kill leaves is found again by the next run's seed index, wherever it
